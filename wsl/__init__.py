@@ -1,0 +1,1 @@
+"""Weight-space learning: data module, augmentations and encoders over zoo weights."""

@@ -1,0 +1,126 @@
+"""Zoo architectures, built from a plain spec dict so a store can rebuild any member.
+
+Spec keys: ``name`` (mlp | cnn | resnet), ``input_shape``, ``num_outputs``, ``width``, ``depth``,
+``activation`` and, for cnn, ``batchnorm`` and ``kernel_size``. Module and attribute names are part of
+the stored layout and of the permutation specs derived from modules, so keep them stable.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from .errors import ZooError
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "silu": nn.SiLU}
+ARCHITECTURES = ("mlp", "cnn", "resnet")
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ZooError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class MLP(nn.Module):
+    """Flatten, ``depth`` hidden Linear+activation layers of ``width`` units, a Linear head."""
+
+    def __init__(self, in_features: int, num_outputs: int, width: int, depth: int, activation: str = "relu"):
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = in_features
+        for _ in range(depth):
+            layers += [nn.Linear(d, width), _activation(activation)]
+            d = width
+        layers.append(nn.Linear(d, num_outputs))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x.flatten(1))
+
+
+class CNN(nn.Module):
+    """``depth`` conv layers of ``width`` channels (optional BatchNorm), global average pool, Linear head."""
+
+    def __init__(self, in_channels: int, num_outputs: int, width: int, depth: int, activation: str = "relu",
+                 batchnorm: bool = True, kernel_size: int = 3):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for _ in range(depth):
+            layers.append(nn.Conv2d(c, width, kernel_size, padding=kernel_size // 2, bias=not batchnorm))
+            if batchnorm:
+                layers.append(nn.BatchNorm2d(width))
+            layers.append(_activation(activation))
+            c = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(c, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv+BN with an identity shortcut: the residual stream keeps ``width`` channels."""
+
+    def __init__(self, width: int, activation: str = "relu"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.act1 = _activation(activation)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.act2 = _activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act2(x + self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
+
+
+class ResNet(nn.Module):
+    """Stem conv+BN, ``depth`` basic blocks at constant width, global average pool, Linear head."""
+
+    def __init__(self, in_channels: int, num_outputs: int, width: int, depth: int, activation: str = "relu"):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                  _activation(activation))
+        self.blocks = nn.Sequential(*[BasicBlock(width, activation) for _ in range(depth)])
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(width, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.blocks(self.stem(x))).flatten(1))
+
+
+def arch_spec(name: str, input_shape, num_outputs: int, width: int, depth: int, activation: str = "relu",
+              batchnorm: bool = True, kernel_size: int = 3) -> dict:
+    """Normalized spec dict (only the keys the architecture uses), as stored in layouts."""
+    spec = {"name": name, "input_shape": [int(s) for s in input_shape], "num_outputs": int(num_outputs),
+            "width": int(width), "depth": int(depth), "activation": activation}
+    if name == "cnn":
+        spec.update(batchnorm=bool(batchnorm), kernel_size=int(kernel_size))
+    return spec
+
+
+def build_model(spec: Mapping) -> nn.Module:
+    """Build the module a spec names; raises ZooError for unknown names or incompatible inputs."""
+    name = spec.get("name")
+    if name not in ARCHITECTURES:
+        raise ZooError(f"unknown architecture {name!r}; choose one of {list(ARCHITECTURES)}")
+    shape = list(spec["input_shape"])
+    width, depth, act = int(spec["width"]), int(spec["depth"]), spec.get("activation", "relu")
+    if width < 1 or depth < (0 if name == "mlp" else 1):
+        raise ZooError(f"{name}: width must be >= 1 and depth >= {0 if name == 'mlp' else 1}, got {width}, {depth}")
+    if name == "mlp":
+        n_in = 1
+        for s in shape:
+            n_in *= int(s)
+        return MLP(n_in, int(spec["num_outputs"]), width, depth, act)
+    if len(shape) != 3:
+        raise ZooError(f"architecture {name!r} needs image inputs (C, H, W); this task gives shape {tuple(shape)}"
+                       " (use e.g. dataset=digits-image)")
+    if name == "cnn":
+        return CNN(shape[0], int(spec["num_outputs"]), width, depth, act, bool(spec.get("batchnorm", True)),
+                   int(spec.get("kernel_size", 3)))
+    return ResNet(shape[0], int(spec["num_outputs"]), width, depth, act)
