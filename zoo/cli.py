@@ -1,0 +1,52 @@
+"""The ``zoo`` command: a thin dispatcher over the Python API.
+
+Each subcommand lives in the module that owns it and exposes ``main(argv: list[str]) -> int``.
+User errors (``ZooError``, unknown Hydra override keys) print one line and exit 2, never a traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from .errors import ZooError
+
+# subcommand -> (module, function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "build": ("zoo.build_cli", "main", "train a zoo from a recipe into a Zarr store (Hydra overrides)"),
+    "info": ("zoo.info", "main", "summarize a zoo: models by status, layouts, checkpoints, accuracy"),
+    "align": ("zoo.rebasin.cli", "main", "Git Re-Basin: write canonical (permutation-aligned) weights"),
+    "landscape": ("zoo.landscape.cli", "main_landscape", "compute loss-landscape metrics and phases"),
+    "phases": ("zoo.landscape.cli", "main_phases", "draw the phase diagram of a zoo (PNG + JSON)"),
+    "train": ("wsl.cli", "main", "train a weight-space encoder on a zoo (Hydra overrides)"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: zoo COMMAND [args]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"zoo: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[name]
+    try:
+        fn = getattr(importlib.import_module(module), func)
+        return int(fn(rest) or 0)
+    except ZooError as e:
+        print(f"zoo {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"zoo {name}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Tasks a zoo is trained on: bundled scikit-learn data, generated tasks, and users' own ``.npz`` files.
+
+``load_task(name_or_path, seed)`` returns tensors and a fingerprint (sha256 of the arrays and the
+recipe of the split), so a store can tell whether the data it was built on is the data at hand.
+Splits are deterministic in the seed; nothing is downloaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import ZooError
+
+TEST_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class Task:
+    """Train/test tensors of one task. Classification: y int64 labels; regression: y float32 [n, k]."""
+
+    name: str
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+    kind: str  # "classification" | "regression"
+    num_outputs: int
+    fingerprint: str
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.X_train.shape[1:])
+
+    def __iter__(self):
+        """Unpack as ``X_train, y_train, X_test, y_test, fingerprint``."""
+        return iter((self.X_train, self.y_train, self.X_test, self.y_test, self.fingerprint))
+
+
+def _split(X: np.ndarray, y: np.ndarray, seed: int, stratify: bool):
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(X, y, test_size=TEST_FRACTION, random_state=seed, stratify=y if stratify else None)
+
+
+def _standardize(X_tr: np.ndarray, X_te: np.ndarray):
+    mu, sd = X_tr.mean(0), X_tr.std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    return (X_tr - mu) / sd, (X_te - mu) / sd
+
+
+def _sklearn_task(name: str, seed: int):
+    from sklearn import datasets
+
+    if name in ("digits", "digits-image"):
+        d = datasets.load_digits()
+        X = (d.data / 16.0).astype(np.float32)
+        if name == "digits-image":
+            X = X.reshape(-1, 1, 8, 8)
+        return (*_split(X, d.target, seed, True), False)
+    if name in ("wine", "breast-cancer"):
+        d = datasets.load_wine() if name == "wine" else datasets.load_breast_cancer()
+        X_tr, X_te, y_tr, y_te = _split(d.data.astype(np.float64), d.target, seed, True)
+        X_tr, X_te = _standardize(X_tr, X_te)
+        return X_tr, X_te, y_tr, y_te, False
+    if name in ("moons", "circles"):
+        if name == "moons":
+            X, y = datasets.make_moons(n_samples=1000, noise=0.2, random_state=seed)
+        else:
+            X, y = datasets.make_circles(n_samples=1000, noise=0.1, factor=0.5, random_state=seed)
+        return (*_split(X, y, seed, True), False)
+    return None
+
+
+def _modular_addition(p: int = 31, train_fraction: float = 0.5, seed: int = 0):
+    """All pairs (a, b) with label (a+b) mod p; operands one-hot, concatenated: input 2p."""
+    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+    a, b = a.ravel(), b.ravel()
+    X = np.concatenate([np.eye(p)[a], np.eye(p)[b]], axis=1).astype(np.float32)
+    y = (a + b) % p
+    perm = np.random.default_rng(seed).permutation(len(y))
+    n_tr = int(round(train_fraction * len(y)))
+    tr, te = perm[:n_tr], perm[n_tr:]
+    return X[tr], X[te], y[tr], y[te], False
+
+
+def _sine_regression(n: int = 1000, noise: float = 0.05, seed: int = 0):
+    """y = sin(x) + noise for x uniform in [-pi, pi]: a smooth one-dimensional function fit."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-np.pi, np.pi, size=(n, 1))
+    y = np.sin(x) + noise * rng.standard_normal((n, 1))
+    return (*_split(x, y, seed, False), True)
+
+
+def _npz_task(path: str):
+    if not os.path.exists(path):
+        raise ZooError(f"task file {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in ("X_train", "y_train", "X_test", "y_test") if k not in f.files]
+            if missing:
+                raise ZooError(f"task file {path!r} lacks arrays {missing} (needs X_train, y_train, X_test, y_test)")
+            X_tr, y_tr, X_te, y_te = (np.asarray(f[k]) for k in ("X_train", "y_train", "X_test", "y_test"))
+    except ZooError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise ZooError(f"task file {path!r} is not a readable .npz file ({e.__class__.__name__}: {e})") from None
+    for X, y, part in ((X_tr, y_tr, "train"), (X_te, y_te, "test")):
+        if len(X) != len(y) or len(X) == 0:
+            raise ZooError(f"task file {path!r}: X_{part} has {len(X)} rows but y_{part} has {len(y)}")
+        if X.dtype.kind not in "fiub" or y.dtype.kind not in "fiub":
+            raise ZooError(f"task file {path!r}: arrays must be numeric, got {X.dtype} and {y.dtype}")
+    if X_tr.shape[1:] != X_te.shape[1:]:
+        raise ZooError(f"task file {path!r}: X_train rows {X_tr.shape[1:]} differ from X_test rows {X_te.shape[1:]}")
+    regression = y_tr.dtype.kind == "f" or y_te.dtype.kind == "f"
+    return X_tr, X_te, y_tr, y_te, regression
+
+
+TASKS = ("digits", "digits-image", "wine", "breast-cancer", "moons", "circles", "modular-addition",
+         "sine-regression")
+
+
+def load_task(name_or_path: str, seed: int = 0) -> Task:
+    """Load a named task or a ``.npz`` file with X_train, y_train, X_test, y_test (deterministic in seed)."""
+    name = str(name_or_path)
+    if name.endswith(".npz") or os.sep in name:
+        X_tr, X_te, y_tr, y_te, regression = _npz_task(name)
+    elif name == "modular-addition":
+        X_tr, X_te, y_tr, y_te, regression = _modular_addition(seed=seed)
+    elif name == "sine-regression":
+        X_tr, X_te, y_tr, y_te, regression = _sine_regression(seed=seed)
+    else:
+        out = _sklearn_task(name, seed)
+        if out is None:
+            raise ZooError(f"unknown task {name!r}; choose one of {list(TASKS)} or give a path to a .npz file")
+        X_tr, X_te, y_tr, y_te, regression = out
+    X_tr, X_te = (torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32) for a in (X_tr, X_te))
+    if regression:
+        y_tr, y_te = (torch.as_tensor(np.asarray(a, dtype=np.float32).reshape(len(a), -1)) for a in (y_tr, y_te))
+        num_outputs, kind = int(y_tr.shape[1]), "regression"
+    else:
+        y_tr, y_te = (torch.as_tensor(np.asarray(a).astype(np.int64)) for a in (y_tr, y_te))
+        if min(int(y_tr.min()), int(y_te.min())) < 0:
+            raise ZooError(f"task {name!r}: class labels must be non-negative integers")
+        num_outputs, kind = int(max(int(y_tr.max()), int(y_te.max())) + 1), "classification"
+        if name == "modular-addition":
+            num_outputs = X_tr.shape[1] // 2  # p classes even if a residue is missing from a split
+    h = hashlib.sha256()
+    for t in (X_tr, y_tr, X_te, y_te):
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes())
+    return Task(os.path.basename(name) if name.endswith(".npz") else name, X_tr, y_tr, X_te, y_te, kind,
+                num_outputs, h.hexdigest())
