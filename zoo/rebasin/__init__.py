@@ -1,0 +1,8 @@
+"""Git Re-Basin canonicalization: permutation specs from modules, weight matching, MergeMany, quality reports."""
+from .apply import identity_perms, invert_perms, permute_flat, permute_state, permute_states, random_perms
+from .matching import MatchResult, match_population, merge_many, weight_matching
+from .spec import PermutationSpec, permutation_spec, spec_for_layout
+
+__all__ = ["PermutationSpec", "permutation_spec", "spec_for_layout", "identity_perms", "random_perms",
+           "invert_perms", "permute_state", "permute_states", "permute_flat", "MatchResult", "match_population",
+           "weight_matching", "merge_many"]

@@ -1,0 +1,366 @@
+"""Weight matching (Git Re-Basin): permute a network's hidden units to maximize its inner product with a reference.
+
+Coordinate descent over permutation groups: in a seeded random order, build each group's similarity
+matrix over every axis it touches (other groups' permutations applied) and solve the assignment with
+``scipy.optimize.linear_sum_assignment(maximize=True)``; stop after a full pass with no improvement.
+The objective ``sum_params <ref, permuted>`` equals ``(|ref|^2 + |x|^2 - |ref - x|^2) / 2``, so it rises
+exactly when the L2 distance falls. ``weight_matching`` is the plain one-pair implementation;
+``match_population`` runs the same descent for a stacked population with one GEMM per group and
+pass building every model's similarity matrix, and ``merge_many`` aligns models to each other.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from ..errors import ZooError
+from .apply import Perms, identity_perms, permute_state, permute_states, random_perms, take_axis
+from .spec import PermutationSpec
+
+RTOL = 1e-6  # a step must raise the objective by this fraction of its size (float32 similarity noise is ~1e-7)
+
+
+@dataclass
+class MatchResult:
+    """Permutations ``[n, size]`` per group (``[size]`` from ``weight_matching``) and the objective's course.
+
+    ``objective``/``initial``: [n] float64 objective after / before matching. ``history``: [passes + 1, n],
+    the objective after each full pass of restart 0 (models that converged keep their last value).
+    ``passes``: [n] full passes run by restart 0, the converged pass included.
+    """
+
+    perms: Perms
+    objective: torch.Tensor
+    initial: torch.Tensor
+    history: np.ndarray
+    passes: np.ndarray
+
+
+def check_finite(states: Mapping[str, torch.Tensor], what: str = "model", batched: bool = False) -> None:
+    """Raise ZooError if any floating tensor holds NaN or inf (matching such weights is meaningless)."""
+    bad: set[int] = set()
+    for name, t in states.items():
+        if t.is_floating_point():
+            ok = torch.isfinite(t.reshape(t.shape[0], -1)).all(1) if batched else torch.isfinite(t).all()
+            if batched:
+                bad |= set((~ok).nonzero().flatten().tolist())
+            elif not bool(ok):
+                raise ZooError(f"{what} has non-finite weights (NaN or inf) in {name!r}; cannot align it")
+    if bad:
+        raise ZooError(f"{what}: models at positions {sorted(bad)[:10]} have non-finite weights (NaN or inf)")
+
+
+def _objective(spec: PermutationSpec, ref: Mapping[str, torch.Tensor], cur: Mapping[str, torch.Tensor],
+               names=None) -> torch.Tensor:
+    """[n] float64 sum over matched params of <ref, cur>; ref tensors [1 or n, ...], cur [n, ...]."""
+    names = spec.matched if names is None else names
+    n = next(iter(cur.values())).shape[0]
+    total = torch.zeros(n, dtype=torch.float64)
+    for k in names:
+        r = ref[k].double().reshape(ref[k].shape[0], -1)
+        c = cur[k].double().reshape(n, -1)
+        total += (c * r).sum(1) if r.shape[0] == n else c @ r[0]
+    return total
+
+
+def _similarity(spec: PermutationSpec, group: str, ref: Mapping[str, torch.Tensor],
+                cur: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """[n, s, s]: A[m, i, j] = sum over axes of ``group`` of <ref unit i, current unit j>."""
+    s = spec.sizes[group]
+    n = next(iter(cur.values())).shape[0]
+    A = None
+    for name, axis in spec.touches(group):
+        if name not in cur:
+            continue
+        r, b = ref[name], cur[name]
+        b = b.movedim(axis + 1, 1).reshape(n, s, -1)
+        if r.shape[0] == 1:  # one reference for all: one GEMM over the whole population
+            r2 = r[0].movedim(axis, 0).reshape(s, -1)
+            term = (b.reshape(n * s, -1) @ r2.T).view(n, s, s).transpose(1, 2)
+        else:
+            term = torch.bmm(r.movedim(axis + 1, 1).reshape(n, s, -1), b.transpose(1, 2))
+        A = term if A is None else A + term
+    return A if A is not None else torch.zeros(n, s, s)
+
+
+def _neighbours(spec: PermutationSpec) -> dict[str, set[str]]:
+    """Groups whose similarity matrix changes when ``g`` changes: those sharing a matched tensor with it."""
+    out: dict[str, set[str]] = {g: set() for g in spec.groups}
+    for k in spec.matched:
+        gs = {g for g in spec.axes[k] if g is not None}
+        for g in gs:
+            out[g] |= gs - {g}
+    return out
+
+
+def _descent(spec: PermutationSpec, ref: dict, cur: dict, perms: Perms, seed: int, max_iter: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinate descent in place on ``cur`` (matched params, already permuted by ``perms``) and ``perms``.
+
+    Similarity matrices are built from the current permuted weights, so the assignment found is a relative
+    permutation ``q`` (identity = keep) and the linear gain is exact. A group is re-solved for a model only
+    when a neighbouring group changed since its last solve (otherwise identity is still optimal, so the
+    skipped solve is the one the plain algorithm would do and reject); a model stops when a full pass
+    leaves nothing to re-solve, which is the plain stopping rule. Returns (history [passes + 1, n], passes [n]);
+    history is the initial objective plus accepted gains.
+    """
+    rng = np.random.default_rng(seed)
+    groups = spec.groups
+    nb = _neighbours(spec)
+    gidx = {g: i for i, g in enumerate(groups)}
+    n = next(iter(cur.values())).shape[0]
+    dirty = np.ones((len(groups), n), dtype=bool)
+    passes = np.zeros(n, dtype=np.int64)
+    gained = np.zeros(n, dtype=np.float64)
+    history = [np.zeros(n)]
+    single_ref = all(v.shape[0] == 1 for v in ref.values())
+    for _ in range(max_iter):
+        active = dirty.any(0)
+        if not active.any():
+            break
+        passes[active] += 1
+        for gi in rng.permutation(len(groups)):
+            g = groups[gi]
+            sel = np.flatnonzero(dirty[gi])
+            if sel.size == 0:
+                continue
+            full = sel.size == n
+            selt = torch.from_numpy(sel)
+            touched = [(k, a) for k, a in spec.touches(g) if k in cur]
+            names = list(dict.fromkeys(k for k, _ in touched))
+            sub = {k: cur[k] if full else cur[k].index_select(0, selt) for k in names}
+            sref = ref if single_ref or full else {k: ref[k].index_select(0, selt) for k in names}
+            A = _similarity(spec, g, sref, sub).numpy()
+            m, size = A.shape[0], A.shape[1]
+            q = np.empty((m, size), dtype=np.int64)
+            for j in range(m):
+                q[j] = linear_sum_assignment(A[j], maximize=True)[1]
+            rows = np.arange(size)
+            A64 = A.astype(np.float64)
+            old = np.einsum("mii->m", A64)
+            gain = A64[np.arange(m)[:, None], rows, q].sum(1) - old
+            accept = gain > RTOL * np.maximum(np.abs(old), 1e-12)
+            dirty[gi, sel] = False
+            if not accept.any():
+                continue
+            acc = np.flatnonzero(accept)
+            acct = torch.from_numpy(acc)
+            qt = torch.from_numpy(q[acc])
+            new = {}
+            for k in names:
+                t = sub[k].index_select(0, acct)
+                for kk, a in touched:
+                    if kk == k:
+                        t = take_axis(t, a, qt)
+                new[k] = t
+            if spec.self_coupled(g):  # the linear gain is not the true gain: keep only real improvements
+                before = _objective(spec, sref if single_ref else {k: sref[k][acct] for k in names},
+                                    {k: sub[k].index_select(0, acct) for k in names}, names)
+                after = _objective(spec, sref if single_ref else {k: sref[k][acct] for k in names}, new, names)
+                ok = ((after - before) > RTOL * before.abs().clamp_min(1e-12)).numpy()
+                gain[acc] = (after - before).numpy()
+                acc, qt = acc[ok], qt[torch.from_numpy(ok)]
+                new = {k: v[torch.from_numpy(ok)] for k, v in new.items()}
+                if acc.size == 0:
+                    continue
+                acct = torch.from_numpy(acc)
+            rows_t = torch.from_numpy(sel[acc])
+            for k in names:
+                cur[k].index_copy_(0, rows_t, new[k])
+            perms[g].index_copy_(0, rows_t, torch.gather(perms[g].index_select(0, rows_t), 1, qt))
+            gained[sel[acc]] += gain[acc]
+            for h in nb[g]:
+                dirty[gidx[h], sel[acc]] = True
+            if spec.self_coupled(g):
+                dirty[gi, sel[acc]] = True
+        history.append(gained.copy())
+    return np.stack(history), passes
+
+
+def _matched(spec: PermutationSpec, states: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: states[k].detach().to(torch.float32) for k in spec.matched}
+
+
+def match_population(spec: PermutationSpec, reference: Mapping[str, torch.Tensor],
+                     states: Mapping[str, torch.Tensor], *, seed: int = 0, max_iter: int = 100,
+                     restarts: int = 0, chunk_size: int = 256) -> MatchResult:
+    """Match every model of a stack (tensors ``[n, *shape]``) to one reference state dict, batched.
+
+    Restart 0 starts from the identity, restart r > 0 from random permutations seeded by ``seed + r``;
+    each model keeps its best restart. Models are processed in chunks of ``chunk_size`` to bound memory.
+    """
+    spec.check_state(reference, what="reference")
+    spec.check_state(states, batched=True, what="models")
+    check_finite(reference, "reference")
+    check_finite(states, "models", batched=True)
+    n = next(iter(states.values())).shape[0]
+    ref = {k: v.unsqueeze(0) for k, v in _matched(spec, reference).items()}
+    results = []
+    for lo in range(0, n, chunk_size):
+        chunk = {k: v[lo:lo + chunk_size] for k, v in states.items()}
+        results.append(_match_chunk(spec, ref, chunk, seed, max_iter, restarts))
+    if len(results) == 1:
+        return results[0]
+    width = max(r.history.shape[0] for r in results)
+    hist = [np.concatenate([r.history, np.repeat(r.history[-1:], width - len(r.history), 0)]) for r in results]
+    return MatchResult({g: torch.cat([r.perms[g] for r in results]) for g in spec.groups},
+                       torch.cat([r.objective for r in results]), torch.cat([r.initial for r in results]),
+                       np.concatenate(hist, 1), np.concatenate([r.passes for r in results]))
+
+
+def _match_chunk(spec, ref, states, seed, max_iter, restarts) -> MatchResult:
+    n = next(iter(states.values())).shape[0]
+    base = _matched(spec, states)
+    initial = _objective(spec, ref, base)
+    best = None
+    for r in range(restarts + 1):
+        perms = identity_perms(spec, n) if r == 0 else random_perms(spec, torch.Generator().manual_seed(seed + r), n)
+        cur = base if r == 0 else permute_states_matched(spec, base, perms)
+        cur = {k: v.clone() for k, v in cur.items()}
+        start = initial if r == 0 else _objective(spec, ref, cur)
+        history, passes = _descent(spec, ref, cur, perms, seed + r, max_iter)
+        history = history + start.numpy()[None]
+        obj = _objective(spec, ref, cur)
+        if best is None:
+            best = MatchResult(perms, obj, initial, history, passes)
+            continue
+        better = obj > best.objective
+        for g in spec.groups:
+            best.perms[g][better] = perms[g][better]
+        best.objective = torch.where(better, obj, best.objective)
+    return best
+
+
+def permute_states_matched(spec: PermutationSpec, states: Mapping[str, torch.Tensor], perms: Perms) -> dict:
+    """``permute_states`` restricted to the tensors present in ``states`` (e.g. only the matched parameters)."""
+    out = {}
+    for name, t in states.items():
+        for axis, g in enumerate(spec.axes[name]):
+            if g is not None:
+                t = take_axis(t, axis, perms[g])
+        out[name] = t
+    return out
+
+
+def weight_matching(spec: PermutationSpec, reference: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
+                    *, seed: int = 0, max_iter: int = 100, restarts: int = 0,
+                    init: Mapping[str, torch.Tensor] | None = None) -> MatchResult:
+    """Plain one-pair weight matching of ``state`` to ``reference`` (float64, permuted copies rebuilt per step).
+
+    This is the straightforward formulation (and the baseline the benchmark compares the batched path to):
+    per group, the other axes are permuted from the original weights, the similarity matrix is summed over
+    every axis the group touches, and the new permutation is kept if it raises the objective.
+    """
+    spec.check_state(reference, what="reference")
+    spec.check_state(state, what="model")
+    check_finite(reference, "reference")
+    check_finite(state, "model")
+    ref = {k: reference[k].double() for k in spec.matched}
+    w = {k: state[k].double() for k in spec.matched}
+
+    def permuted(perms, except_name=None, except_axis=None):
+        out = {}
+        for k, t in w.items():
+            for a, g in enumerate(spec.axes[k]):
+                if g is not None and not (k == except_name and a == except_axis):
+                    t = t.index_select(a, perms[g])
+            out[k] = t
+        return out
+
+    def objective(perms) -> float:
+        p = permuted(perms)
+        return float(sum((ref[k] * p[k]).sum() for k in spec.matched))
+
+    initial = objective(identity_perms(spec))
+    best, best_obj, first_hist = None, -np.inf, None
+    for r in range(restarts + 1):
+        if r == 0:
+            perms = {g: p.clone() for g, p in (init or identity_perms(spec)).items()}
+        else:
+            perms = random_perms(spec, torch.Generator().manual_seed(seed + r))
+        rng = np.random.default_rng(seed + r)
+        hist = [objective(perms)]
+        for _ in range(max_iter):
+            improved = False
+            for gi in rng.permutation(len(spec.groups)):
+                g = spec.groups[gi]
+                s = spec.sizes[g]
+                A = torch.zeros(s, s, dtype=torch.float64)
+                for k, a in spec.touches(g):
+                    if k not in w:
+                        continue
+                    wa = ref[k].movedim(a, 0).reshape(s, -1)
+                    wb = permuted(perms, k, a)[k].movedim(a, 0).reshape(s, -1)
+                    A += wa @ wb.T
+                ci = torch.from_numpy(linear_sum_assignment(A.numpy(), maximize=True)[1])
+                old = float(A[torch.arange(s), perms[g]].sum())
+                new = float(A[torch.arange(s), ci].sum())
+                if new - old > RTOL * max(abs(old), 1e-12):
+                    trial = dict(perms, **{g: ci})
+                    if spec.self_coupled(g) and objective(trial) - objective(perms) <= RTOL * abs(objective(perms)):
+                        continue
+                    perms = trial
+                    improved = True
+            hist.append(objective(perms))
+            if not improved:
+                break
+        obj = hist[-1]
+        if first_hist is None:
+            first_hist = hist
+        if obj > best_obj:
+            best, best_obj = perms, obj
+    return MatchResult(best, torch.tensor([best_obj], dtype=torch.float64),
+                       torch.tensor([initial], dtype=torch.float64), np.array(first_hist)[:, None],
+                       np.array([len(first_hist) - 1]))
+
+
+def merge_many(spec: PermutationSpec, states: Mapping[str, torch.Tensor], *, seed: int = 0, max_rounds: int = 50,
+               max_iter: int = 100) -> tuple[Perms, dict[str, torch.Tensor], list[float]]:
+    """MergeMany: repeatedly match each model (seeded random order) to the mean of the others.
+
+    Stops when a round no longer lowers the mean squared distance of the models to their mean (each
+    step lowers it, so it cannot rise). Returns per-model permutations ``[n, size]``, the merged (mean)
+    state dict of the permuted models and the distance after each round. BatchNorm running statistics of
+    the merged net are averages, not statistics of the merged net: recompute them
+    (``report.recompute_bn_stats``) before using it.
+    """
+    spec.check_state(states, batched=True, what="models")
+    check_finite(states, "models", batched=True)
+    n = next(iter(states.values())).shape[0]
+    if n < 2:
+        raise ZooError(f"MergeMany needs at least 2 models, got {n}")
+    cur = {k: v.clone() for k, v in _matched(spec, states).items()}
+    total = {k: v.sum(0) for k, v in cur.items()}
+    perms = identity_perms(spec, n)
+    rng = np.random.default_rng(seed)
+
+    def spread() -> float:
+        return float(sum(((v - v.mean(0, keepdim=True)) ** 2).sum() for v in cur.values())) / n
+
+    history = [spread()]
+    for _ in range(max_rounds):
+        for i in rng.permutation(n):
+            ref = {k: ((total[k] - cur[k][i]) / (n - 1)).unsqueeze(0) for k in cur}
+            mine = {k: cur[k][i:i + 1].clone() for k in cur}
+            q = identity_perms(spec, 1)
+            _descent(spec, ref, mine, q, int(rng.integers(2**31)), max_iter)
+            for k in cur:
+                total[k] += mine[k][0] - cur[k][i]
+                cur[k][i] = mine[k][0]
+            for g in spec.groups:
+                perms[g][i] = perms[g][i][q[g][0]]
+        history.append(spread())
+        if history[-1] >= history[-2] * (1 - RTOL):
+            break
+    permuted = permute_states(spec, states, perms)
+    merged = {}
+    for k, v in permuted.items():
+        merged[k] = v.float().mean(0).to(v.dtype) if v.is_floating_point() else v[0]
+    return perms, merged, history
+
+
+__all__ = ["MatchResult", "match_population", "weight_matching", "merge_many", "check_finite", "permute_state"]

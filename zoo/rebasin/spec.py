@@ -1,0 +1,259 @@
+"""Permutation specs derived from a module's traced graph: which tensor axes share one hidden-unit permutation.
+
+The forward pass is traced with ``torch.fx``; every tensor flowing through the graph carries the
+permutation group of its channel axis. Linear/Conv layers read their input group on the weight's
+``in`` axis and start a new group on the ``out`` axis; BatchNorm, activations and pooling keep the
+group; a residual ``+`` merges the groups of its operands (union-find), so a residual stream shares
+one permutation through stem, blocks and classifier input. The network's input and output are fixed,
+so the first layer's input axis and the last layer's output axis are never permuted.
+"""
+from __future__ import annotations
+
+import copy
+import operator
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+import torch.fx
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from ..errors import ZooError
+
+FIXED = 0  # group id of axes that are never permuted (network input and output)
+
+_ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.GELU, nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Softplus, nn.Identity,
+                nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Hardtanh, nn.Mish, nn.Softsign, nn.ReLU6, nn.Hardswish,
+                nn.Hardsigmoid, nn.CELU, nn.SELU)
+_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+          nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.MaxPool1d,
+          nn.MaxPool2d, nn.MaxPool3d)
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_ELEMENTWISE_FUNCS = {torch.relu, torch.tanh, torch.sigmoid, torch.nn.functional.relu, torch.nn.functional.gelu,
+                      torch.nn.functional.silu, torch.nn.functional.tanh, torch.nn.functional.sigmoid}
+_ADD_FUNCS = {operator.add, operator.iadd, torch.add}
+
+
+@dataclass(frozen=True)
+class PermutationSpec:
+    """Groups of hidden units and, for every state-dict tensor, the group of each axis (None = not permuted).
+
+    ``sizes``: group name -> number of units. ``axes``: tensor name -> per-axis group names.
+    ``matched``: names of trainable parameters (the weight-matching objective; buffers are only permuted).
+    """
+
+    sizes: dict[str, int]
+    axes: dict[str, tuple[str | None, ...]]
+    matched: tuple[str, ...]
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @property
+    def groups(self) -> list[str]:
+        return list(self.sizes)
+
+    def touches(self, group: str) -> list[tuple[str, int]]:
+        """(tensor name, axis) pairs permuted by ``group``, matched parameters first."""
+        out = [(n, a) for n, ax in self.axes.items() for a, g in enumerate(ax) if g == group]
+        return sorted(out, key=lambda x: x[0] not in self.matched)
+
+    def self_coupled(self, group: str) -> bool:
+        """True when a tensor has two axes in ``group`` (e.g. a width-preserving layer inside a residual stream)."""
+        return any(sum(g == group for g in ax) > 1 for ax in self.axes.values())
+
+    def check_state(self, state: Mapping[str, torch.Tensor], batched: bool = False, what: str = "state dict") -> None:
+        """Raise ZooError unless ``state`` has exactly this spec's tensors and shapes (leading batch axis if batched)."""
+        missing = sorted(set(self.axes) - set(state))
+        extra = sorted(set(state) - set(self.axes))
+        if missing or extra:
+            raise ZooError(f"{what} does not match the permutation spec (mismatched layouts): "
+                           f"missing {missing[:5]}, unexpected {extra[:5]}")
+        for name, shape in self.shapes.items():
+            got = tuple(state[name].shape[1:] if batched else state[name].shape)
+            if got != shape:
+                raise ZooError(f"{what}: tensor {name!r} has shape {got}, the spec expects {shape} (mismatched layouts)")
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: list[int] = [FIXED]
+        self.owner: list[str] = ["fixed"]
+        self.size: list[int] = [0]
+
+    def new(self, owner: str, size: int) -> int:
+        self.parent.append(len(self.parent))
+        self.owner.append(owner)
+        self.size.append(size)
+        return len(self.parent) - 1
+
+    def find(self, g: int) -> int:
+        while self.parent[g] != g:
+            self.parent[g] = self.parent[self.parent[g]]
+            g = self.parent[g]
+        return g
+
+    def union(self, a: int, b: int, where: str) -> int:
+        a, b = self.find(a), self.find(b)
+        if a == b:
+            return a
+        if a != FIXED and b != FIXED and self.size[a] != self.size[b]:
+            raise ZooError(f"{where}: adds tensors of {self.size[a]} and {self.size[b]} channels")
+        lo, hi = min(a, b), max(a, b)  # FIXED (0) absorbs; otherwise the earliest producer names the group
+        self.parent[hi] = lo
+        return lo
+
+
+def _example_input(module: nn.Module) -> torch.Tensor:
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            return torch.zeros(2, m.in_features)
+        if isinstance(m, _CONVS):
+            spatial = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[type(m)]
+            return torch.zeros(2, m.in_channels, *([16] * spatial))
+    raise ZooError(f"cannot infer an input for {type(module).__name__}: it has no Linear or Conv layer; "
+                   "pass example_input")
+
+
+def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = None) -> PermutationSpec:
+    """Derive the permutation spec of ``module`` from its traced forward pass.
+
+    ``example_input`` (a small batch) is only used for shapes; by default one is inferred from the first layer.
+    Raises ZooError naming any layer or operation whose permutation behaviour is unknown.
+    """
+    model = copy.deepcopy(module).eval()
+    try:
+        gm = torch.fx.symbolic_trace(model)
+    except Exception as e:  # tracing failures are arbitrary Python errors from user forward code
+        raise ZooError(f"cannot trace {type(module).__name__} to derive its permutation spec: {e}") from e
+    x = _example_input(model) if example_input is None else example_input
+    with torch.no_grad():
+        try:
+            ShapeProp(gm).propagate(x)
+        except Exception as e:
+            raise ZooError(f"cannot run {type(module).__name__} on an input of shape {tuple(x.shape)}: {e}") from e
+
+    uf = _UnionFind()
+    val: dict[str, int] = {}  # fx node name -> group of its channel axis
+    axes: dict[str, list[int | None]] = {}
+    out_group: dict[str, int] = {}  # module target -> group of its output (shared when a module is reused)
+
+    def shape(node) -> tuple[int, ...]:
+        meta = node.meta.get("tensor_meta")
+        return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else ()
+
+    def assign(name: str, axis: int, g: int, ndim: int, where: str) -> None:
+        ax = axes.setdefault(name, [None] * ndim)
+        if ax[axis] is None:
+            ax[axis] = g
+        else:
+            ax[axis] = uf.union(ax[axis], g, where)
+
+    def flatten(node, src, start: int) -> int:
+        g = uf.find(val[src.name])
+        s = shape(src)
+        if g == FIXED:
+            return FIXED
+        if start != 1 or any(d != 1 for d in s[2:]):
+            raise ZooError(f"unsupported operation {node.name!r}: flattening a permuted feature map of shape "
+                           f"{s} mixes channels with positions")
+        return g
+
+    for node in gm.graph.nodes:
+        where = f"{node.op} {node.target}"
+        if node.op == "placeholder":
+            val[node.name] = FIXED
+        elif node.op == "output":
+            outs = node.args[0] if isinstance(node.args[0], (tuple, list)) else (node.args[0],)
+            for o in outs:
+                if isinstance(o, torch.fx.Node):
+                    uf.union(val[o.name], FIXED, "output")
+        elif node.op == "call_module":
+            m = gm.get_submodule(node.target)
+            src = node.args[0]
+            g_in = val[src.name]
+            p = node.target
+            if isinstance(m, (nn.Linear, *_CONVS)):
+                if isinstance(m, nn.Linear) and len(shape(src)) > 2 and uf.find(g_in) != FIXED:
+                    raise ZooError(f"unsupported layer {p!r}: Linear on a {len(shape(src))}-D permuted tensor")
+                if isinstance(m, _CONVS) and m.groups != 1:
+                    raise ZooError(f"unsupported layer {p!r}: grouped convolution (groups={m.groups})")
+                if p not in out_group:
+                    out_group[p] = uf.new(p, m.weight.shape[0])
+                g_out = out_group[p]
+                nd = m.weight.ndim
+                assign(f"{p}.weight", 0, g_out, nd, p)
+                assign(f"{p}.weight", 1, g_in, nd, p)
+                for a in range(2, nd):
+                    assign(f"{p}.weight", a, FIXED, nd, p)
+                if m.bias is not None:
+                    assign(f"{p}.bias", 0, g_out, 1, p)
+                val[node.name] = g_out
+            elif isinstance(m, _NORMS):
+                for t in ("weight", "bias", "running_mean", "running_var"):
+                    if getattr(m, t, None) is not None:
+                        assign(f"{p}.{t}", 0, g_in, 1, p)
+                if getattr(m, "num_batches_tracked", None) is not None:
+                    axes.setdefault(f"{p}.num_batches_tracked", [])
+                val[node.name] = g_in
+            elif isinstance(m, _ELEMENTWISE + _POOLS):
+                val[node.name] = g_in
+            elif isinstance(m, nn.Flatten):
+                val[node.name] = flatten(node, src, m.start_dim)
+            else:
+                raise ZooError(f"unsupported layer {p!r} of type {type(m).__name__}: no permutation rule for it")
+        elif node.op in ("call_function", "call_method"):
+            tensors = [a for a in node.args if isinstance(a, torch.fx.Node)]
+            t = node.target
+            if t in _ADD_FUNCS or t in ("add", "add_", "__add__"):
+                g = val[tensors[0].name]
+                for other in tensors[1:]:
+                    g = uf.union(g, val[other.name], f"residual {node.name!r}")
+                val[node.name] = g
+            elif t in _ELEMENTWISE_FUNCS or t in ("relu", "tanh", "sigmoid", "contiguous"):
+                val[node.name] = val[tensors[0].name]
+            elif t is torch.flatten or t == "flatten":
+                start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+                val[node.name] = flatten(node, tensors[0], start)
+            else:
+                name = getattr(t, "__name__", str(t))
+                raise ZooError(f"unsupported operation {name!r} (node {node.name!r}): no permutation rule for it")
+        elif node.op == "get_attr":
+            raise ZooError(f"unsupported direct use of tensor {node.target!r} in forward: no permutation rule for it")
+
+    state = module.state_dict()
+    unused = [k for k in state if k not in axes]
+    if unused:
+        raise ZooError(f"tensors {unused[:5]} belong to layers the forward pass never calls; cannot derive a spec")
+
+    names: dict[int, str] = {}
+    sizes: dict[str, int] = {}
+    out_axes: dict[str, tuple[str | None, ...]] = {}
+    for k in state:  # state-dict order makes group order deterministic
+        ax = []
+        for g in axes[k]:
+            r = uf.find(g) if g is not None else FIXED
+            if r == FIXED:
+                ax.append(None)
+                continue
+            if r not in names:
+                names[r] = f"P_{uf.owner[r]}"
+                sizes[names[r]] = uf.size[r]
+            ax.append(names[r])
+        out_axes[k] = tuple(ax)
+    params = {n for n, _ in module.named_parameters()}
+    matched = tuple(k for k in state if k in params)
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    return PermutationSpec(sizes, out_axes, matched, shapes)
+
+
+def spec_for_layout(layout) -> PermutationSpec:
+    """Permutation spec of a stored layout (``zoo.layout.Layout``), built from its architecture spec."""
+    module = layout.build()
+    shape = layout.arch.get("input_shape")
+    example = torch.zeros(2, *shape) if shape else None
+    spec = permutation_spec(module, example)
+    for e in layout.entries:
+        if e.name not in spec.shapes or spec.shapes[e.name] != e.shape:
+            raise ZooError(f"layout tensor {e.name!r} {e.shape} does not match the module its architecture builds")
+    return spec
