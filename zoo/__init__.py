@@ -1,6 +1,10 @@
 """wszoo's zoo package: architectures, layouts, tasks, the Zarr store and the population trainer."""
 from .arch import arch_spec, build_model
+from .build import build
 from .errors import ZooError
 from .layout import Layout, layout_of
+from .store import Zoo, open
+from .tasks import Task, load_task
 
-__all__ = ["ZooError", "Layout", "layout_of", "arch_spec", "build_model"]
+__all__ = ["ZooError", "Layout", "layout_of", "arch_spec", "build_model", "build", "Zoo", "open", "Task",
+           "load_task"]

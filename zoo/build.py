@@ -1,0 +1,203 @@
+"""``zoo build``: create (or resume) a zoo store and train its populations into it.
+
+Crash safety: the store's metadata is written first and marked initialized last; each model's weights
+and metrics are written before its state row (the commit marker). A build that finds the same config
+trains only the populations that still have pending models, so a killed build resumes where it stopped
+and, training being deterministic, ends with the same bits as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+import zarr
+from tqdm.auto import tqdm
+
+from . import store as zstore
+from .errors import ZooError
+from .population import PopulationSpec, train_population
+from .recipe import Plan, init_state, make_plan
+from .tasks import Task, load_task
+
+# config keys that change what is trained (and so the bits); others (out, progress, executor) do not
+IDENTITY_KEYS = ("recipe", "population_size", "memory_floats")
+PACKAGES = ("wszoo", "torch", "lightning", "zarr", "numpy", "scikit-learn")
+
+
+def config_hash(cfg: Mapping) -> str:
+    ident = {k: cfg.get(k) for k in IDENTITY_KEYS}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = importlib.metadata.version(p)
+        except importlib.metadata.PackageNotFoundError:
+            out[p] = "unknown"
+    return out
+
+
+def _remove(path: str) -> None:
+    if zstore._is_url(path):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(path)
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+    else:
+        p = path[len("file://"):] if path.startswith("file://") else path
+        if os.path.isdir(p):
+            shutil.rmtree(p)
+        elif os.path.exists(p):
+            os.remove(p)
+
+
+def _existing_meta(path: str) -> dict | None:
+    """The wszoo attributes of what is at ``path`` (None if nothing is there); refuse foreign content."""
+    if not zstore._path_exists(path):
+        return None
+    if not zstore._exists(path):
+        local = path[len("file://"):] if path.startswith("file://") else path
+        if not zstore._is_url(path) and os.path.isdir(local) and not os.listdir(local):
+            return None
+        raise ZooError(f"{path!r} exists and is not a zoo; choose another out= or remove it")
+    group = zarr.open_group(store=zstore._store_for(path, read_only=True), mode="r")
+    meta = group.attrs.get("wszoo")
+    if not isinstance(meta, Mapping):
+        raise ZooError(f"{path!r} is a Zarr group but not a zoo; choose another out= or remove it")
+    return dict(meta)
+
+
+def create_store(path: str, cfg: Mapping, plan: Plan, task: Task, metric_names: list[str]) -> None:
+    """Write an empty store for ``plan``: arrays sized, hyperparameter table and layouts in attributes."""
+    group = zarr.open_group(store=zstore._store_for(path, read_only=False), mode="w")
+    n, c = len(plan.models), len(plan.checkpoint_epochs)
+    meta = {
+        "schema_version": zstore.SCHEMA_VERSION,
+        "initialized": False,
+        "config": cfg,
+        "config_hash": config_hash(cfg),
+        "versions": _versions(),
+        "datasets": {cfg["recipe"]["dataset"]: task.fingerprint},
+        "task_kind": task.kind,
+        "checkpoint_epochs": plan.checkpoint_epochs,
+        "metric_names": metric_names,
+        "num_models": n,
+        "layouts": {k: v.to_json() for k, v in plan.layouts.items()},
+        "models": plan.hyperparameter_table(cfg["recipe"]),
+        "populations": plan.populations,
+    }
+    group.attrs["wszoo"] = meta
+    state = group.create_array("models/state", shape=(n, 2), dtype="int32", chunks=(1, 2), compressors=None,
+                               fill_value=0)
+    state.attrs["columns"] = ["status", "last_checkpoint"]
+    group.create_array("metrics/values", shape=(n, c, len(metric_names)), dtype="float64",
+                       chunks=(1, c, len(metric_names)), compressors=None, fill_value=float("nan"))
+    for key, layout in plan.layouts.items():
+        rows = sum(1 for m in plan.models if m.layout == key)
+        group.create_array(f"layouts/{key}/weights", shape=(rows, c, layout.size), dtype="float32",
+                           chunks=(1, 1, layout.size), shards=(1, c, layout.size), compressors=zstore._compressor(),
+                           fill_value=float("nan"))
+    meta["initialized"] = True
+    group.attrs["wszoo"] = meta
+
+
+def _metric_names(task: Task) -> list[str]:
+    return list(zstore.REGRESSION_METRICS if task.kind == "regression" else zstore.CLASSIFICATION_METRICS)
+
+
+def prepare(cfg: Mapping) -> tuple[str, Plan, Task, list[int]]:
+    """Create or validate the store at cfg.out; return its path, plan, task and the pending populations."""
+    path, recipe = str(cfg["out"]), cfg["recipe"]
+    task = load_task(recipe["dataset"], seed=int(recipe.get("task_seed", 0)))
+    plan = make_plan(recipe, task, int(cfg["population_size"]), int(cfg["memory_floats"]))
+    meta = _existing_meta(path)
+    if meta is not None and cfg.get("overwrite"):
+        _remove(path)
+        meta = None
+    if meta is not None:
+        if meta.get("config_hash") != config_hash(cfg):
+            raise ZooError(f"{path!r} holds a zoo built from a different config; pass overwrite=true to replace it"
+                           " or choose another out=")
+        if int(meta.get("schema_version", 0)) != zstore.SCHEMA_VERSION:
+            raise ZooError(f"{path!r} has schema version {meta.get('schema_version')}, this wszoo writes"
+                           f" {zstore.SCHEMA_VERSION}; build into a new out=")
+        if not meta.get("initialized"):
+            meta = None  # creation itself was interrupted: nothing of value inside, start again
+    if meta is None:
+        create_store(path, cfg, plan, task, _metric_names(task))
+    group = zarr.open_group(store=zstore._store_for(path, read_only=True), mode="r")
+    status = np.asarray(group["models/state"][:, 0])
+    pending = [p for p, ids in enumerate(plan.populations) if (status[ids] == zstore.PENDING).any()]
+    return path, plan, task, pending
+
+
+def population_spec(cfg: Mapping, plan: Plan, index: int) -> PopulationSpec:
+    recipe = cfg["recipe"]
+    models = [plan.models[i] for i in plan.populations[index]]
+    layout = plan.layouts[models[0].layout]
+    return PopulationSpec(
+        template=layout.build(), layout=layout,
+        init_states=[init_state(m.arch, m.seed) for m in models],
+        learning_rates=[m.learning_rate for m in models], weight_decays=[m.weight_decay for m in models],
+        data_seeds=[1_000_003 + m.seed for m in models], batch_size=models[0].batch_size,
+        epochs=int(recipe["epochs"]), checkpoint_epochs=plan.checkpoint_epochs, optimizer=recipe["optimizer"],
+        momentum=float(recipe.get("momentum", 0.0)), schedule=recipe.get("schedule", "constant"),
+        eval_memory_floats=int(cfg["memory_floats"]))
+
+
+def train_and_write(path: str, cfg: Mapping, plan: Plan, task: Task, index: int, progress: bool = False) -> dict:
+    """Train population ``index`` and write its pending models; returns counts (done, diverged)."""
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    ids = plan.populations[index]
+    group = zarr.open_group(store=zstore._store_for(path, read_only=False), mode="r+")
+    state = group["models/state"]
+    status = np.asarray(state.oindex[np.asarray(ids), 0])
+    if (status != zstore.PENDING).all():
+        return {"done": 0, "diverged": 0}
+    result = train_population(population_spec(cfg, plan, index), task, progress=progress)
+    metrics = group["metrics/values"]
+    counts = {"done": 0, "diverged": 0}
+    for j, model_id in enumerate(ids):
+        if status[j] != zstore.PENDING:
+            continue
+        m = plan.models[model_id]
+        group[f"layouts/{m.layout}/weights"][m.row] = result.weights[j].numpy()
+        metrics[model_id] = result.metrics[j].numpy()
+        code = zstore.DIVERGED if bool(result.diverged[j]) else zstore.DONE
+        state[model_id] = np.asarray([code, int(result.last_checkpoint[j])], dtype=np.int32)  # commit marker
+        counts["diverged" if code == zstore.DIVERGED else "done"] += 1
+    return counts
+
+
+def run_local(path: str, cfg: Mapping, plan: Plan, task: Task, pending: list[int], progress: bool) -> None:
+    bar = tqdm(pending, desc="populations", disable=not progress, unit="pop")
+    for index in bar:
+        bar.set_postfix(models=len(plan.populations[index]))
+        train_and_write(path, cfg, plan, task, index, progress=progress)
+
+
+EXECUTORS: dict[str, Callable[..., None]] = {"local": run_local}
+
+
+def build(cfg: Mapping) -> "zstore.Zoo":
+    """Build (or resume) the zoo that ``cfg`` describes and return it opened."""
+    cfg = dict(cfg)
+    path, plan, task, pending = prepare(cfg)
+    executor = (cfg.get("executor") or {}).get("name", "local")
+    if executor not in EXECUTORS:
+        from . import distributed  # noqa: F401  (registers the dask executor)
+    if executor not in EXECUTORS:
+        raise ZooError(f"unknown executor {executor!r}; choose one of {sorted(EXECUTORS)}")
+    if pending:
+        EXECUTORS[executor](path, cfg, plan, task, pending, bool(cfg.get("progress", True)))
+    return zstore.open(path)

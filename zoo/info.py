@@ -1,0 +1,35 @@
+"""``zoo info PATH [--json]``: what a zoo holds, without reading any weights."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from .errors import ZooError
+from .store import open as open_zoo
+from .store import summarize
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="zoo info", description="summarize a zoo")
+    parser.add_argument("path")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        if e.code:
+            raise ZooError("usage: zoo info PATH [--json]") from None
+        return 0
+    s = summarize(open_zoo(args.path))
+    if args.json:
+        print(json.dumps(s))
+        return 0
+    print(f"zoo      {s['path']}  (schema {s['schema_version']}, datasets {', '.join(s['datasets'])})")
+    print(f"models   {s['models']}: {s['done']} done, {s['diverged']} diverged, {s['pending']} pending")
+    for key, L in s["layouts"].items():
+        print(f"layout   {key}: {L['models']} models x {L['parameters']} parameters ({L['arch']})")
+    print(f"epochs   {s['checkpoints']}  ({len(s['checkpoints'])} checkpoints)")
+    if s["test_acc_min"] is not None:
+        print(f"test acc {s['test_acc_min']:.4f} .. {s['test_acc_max']:.4f} (mean {s['test_acc_mean']:.4f})")
+    if s["tables"] or s["has_canonical"]:
+        print(f"extras   tables {s['tables']}, canonical weights: {s['has_canonical']}")
+    return 0

@@ -1,0 +1,282 @@
+"""Population training: many models of one layout train together as one stacked population.
+
+All models' parameters live in one ``[M, P]`` tensor; the forward pass is ``torch.func.vmap`` over
+``functional_call`` of the template module (BatchNorm buffers are batched too and update in place), so one
+batched kernel serves every model. Each model keeps its own initialization, data order (its own
+generator), learning rate and weight decay; the optimizer step is one fused update over ``[M, P]`` with
+per-model rates. A model whose loss turns NaN/inf is frozen and recorded as diverged; the others go on.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+from torch.utils.data import DataLoader
+
+from .layout import Layout
+from .tasks import Task
+
+
+@dataclass
+class PopulationSpec:
+    """What a population needs: one template architecture, per-model hyperparameters, shared settings."""
+
+    template: nn.Module
+    layout: Layout
+    init_states: Sequence[dict[str, torch.Tensor]]  # one state dict per model (its initialization)
+    learning_rates: Sequence[float]
+    weight_decays: Sequence[float]
+    data_seeds: Sequence[int]
+    batch_size: int
+    epochs: int
+    checkpoint_epochs: Sequence[int]
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    schedule: str = "constant"  # constant | cosine
+    eval_memory_floats: int = 50_000_000  # bound on activations per evaluation chunk
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class PopulationResult:
+    """Checkpoints [M, C, P] (NaN where a model had diverged), metrics [M, C, K], per-model status."""
+
+    weights: torch.Tensor
+    metrics: torch.Tensor
+    metric_names: list[str]
+    diverged: torch.Tensor  # bool [M]
+    last_checkpoint: torch.Tensor  # int [M], index of the last finite checkpoint (-1: none)
+
+
+def _activation_floats_per_sample(module: nn.Module, x: torch.Tensor) -> int:
+    """Elements of all intermediate outputs for one sample: sizes evaluation chunks to a memory bound."""
+    total = 0
+
+    def hook(_m, _i, out):
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out[0].numel()
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            was_training = module.training
+            module.eval()
+            module(x[:1])
+            module.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+    return max(total, 1)
+
+
+class PopulationModule(L.LightningModule):
+    """A LightningModule whose 'model' is a whole population; manual, fused optimization."""
+
+    def __init__(self, spec: PopulationSpec, task: Task):
+        super().__init__()
+        self.spec, self.task = spec, task
+        self.automatic_optimization = False
+        self.template = spec.template
+        for p in self.template.parameters():
+            p.requires_grad_(False)
+        m = len(spec.init_states)
+        param_names = [n for n, _ in spec.template.named_parameters()]
+        self.param_entries = [spec.layout[n] for n in param_names]
+        self.buffer_names = [e.name for e in spec.layout.entries if e.kind == "buffer"]
+        offsets, o = [], 0
+        for e in self.param_entries:
+            offsets.append(o)
+            o += e.numel
+        self._param_offsets = offsets
+        flat = torch.empty(m, o)
+        for e, off in zip(self.param_entries, offsets):
+            flat[:, off:off + e.numel] = torch.stack([s[e.name].reshape(-1) for s in spec.init_states]).float()
+        self.flat = nn.Parameter(flat)
+        self._buffers_stacked = {n: torch.stack([s[n] for s in spec.init_states]).clone() for n in self.buffer_names}
+        self.lr = torch.tensor(spec.learning_rates, dtype=torch.float32).view(m, 1)
+        self.wd = torch.tensor(spec.weight_decays, dtype=torch.float32).view(m, 1)
+        self.active = torch.ones(m, dtype=torch.bool)
+        self.diverged = torch.zeros(m, dtype=torch.bool)
+        self.state1 = torch.zeros_like(flat)  # momentum buffer / Adam first moment
+        self.state2 = torch.zeros_like(flat) if spec.optimizer in ("adam", "adamw") else None
+        self.step_count = 0
+        n_train = len(task.X_train)
+        self.batch_size = min(spec.batch_size, n_train)
+        self.steps_per_epoch = max(n_train // self.batch_size, 1)
+        self.total_steps = self.steps_per_epoch * spec.epochs
+        self.metric_names = ["train_loss", "train_acc", "test_loss", "test_acc"]
+        if task.kind == "regression":
+            self.metric_names += ["train_r2", "test_r2"]
+        c = len(spec.checkpoint_epochs)
+        self.snapshots = torch.full((m, c, spec.layout.size), float("nan"))
+        self.metric_values = torch.full((m, c, len(self.metric_names)), float("nan"), dtype=torch.float64)
+        self.last_checkpoint = torch.full((m,), -1, dtype=torch.int64)
+        self._generators = [torch.Generator().manual_seed(int(s)) for s in spec.data_seeds]
+        self._perm: torch.Tensor | None = None
+        act = _activation_floats_per_sample(self.template, task.X_train)
+        self._eval_chunk = max(1, spec.eval_memory_floats // (m * act))
+
+    # ------------------------------------------------------------------ functional pieces
+    def _params(self) -> dict[str, torch.Tensor]:
+        m = self.flat.shape[0]
+        return {e.name: self.flat[:, off:off + e.numel].view(m, *e.shape)
+                for e, off in zip(self.param_entries, self._param_offsets)}
+
+    def _forward(self, params: dict, buffers: dict, x: torch.Tensor, shared_input: bool) -> torch.Tensor:
+        def f(p, b, xi):
+            return functional_call(self.template, (p, b), (xi,))
+
+        return vmap(f, in_dims=(0, 0, None if shared_input else 0))(params, buffers, x)
+
+    def _per_model_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """out [M, b, K], y [M, b] (or [b] shared) -> per-model mean loss [M]."""
+        if y.dim() < out.dim() - (1 if self.task.kind == "classification" else 0):
+            y = y.expand(out.shape[0], *y.shape)
+        if self.task.kind == "classification":
+            k = out.shape[-1]
+            return F.cross_entropy(out.reshape(-1, k), y.reshape(-1), reduction="none").view(out.shape[0], -1).mean(1)
+        return ((out - y) ** 2).flatten(1).mean(1)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(range(self.steps_per_epoch), batch_size=None, shuffle=False)
+
+    def configure_optimizers(self):
+        return None
+
+    def on_train_start(self) -> None:
+        self.checkpoint_if_due(0)
+
+    def training_step(self, batch, batch_idx: int):
+        if batch_idx == 0 or self._perm is None:
+            n = len(self.task.X_train)
+            self._perm = torch.stack([torch.randperm(n, generator=g) for g in self._generators])
+        b = self.batch_size
+        idx = self._perm[:, batch_idx * b:(batch_idx + 1) * b]
+        x, y = self.task.X_train[idx], self.task.y_train[idx]
+        self.template.train()
+        out = self._forward(self._params(), self._buffers_stacked, x, shared_input=False)
+        loss = self._per_model_loss(out, y)
+        finite = torch.isfinite(loss).detach()
+        newly = self.active & ~finite
+        if newly.any():
+            self.diverged |= newly
+            self.active &= finite
+        self.flat.grad = None
+        self.manual_backward(torch.where(self.active, loss, torch.zeros_like(loss)).sum())
+        self._optimizer_step()
+        if self.active.any():
+            self.log("loss", loss[self.active].mean(), prog_bar=True, on_step=True, on_epoch=False)
+        return None
+
+    def on_train_epoch_end(self) -> None:
+        self.checkpoint_if_due(self.current_epoch + 1)
+
+    # ------------------------------------------------------------------ optimization
+    def _lr_factor(self) -> float:
+        if self.spec.schedule == "cosine" and self.total_steps > 0:
+            return 0.5 * (1.0 + math.cos(math.pi * self.step_count / self.total_steps))
+        return 1.0
+
+    @torch.no_grad()
+    def _optimizer_step(self) -> None:
+        p, g = self.flat.data, self.flat.grad
+        lr = self.lr * self._lr_factor() * self.active.view(-1, 1)
+        self.step_count += 1
+        opt = self.spec.optimizer
+        if opt == "sgd":
+            g = g.add(p * self.wd) if bool((self.wd != 0).any()) else g
+            if self.spec.momentum:
+                if self.step_count == 1:
+                    self.state1.copy_(g)
+                else:
+                    self.state1.mul_(self.spec.momentum).add_(g)
+                g = self.state1
+            p.sub_(lr * g)
+            return
+        b1, b2 = self.spec.betas
+        if opt == "adamw":
+            p.mul_(1 - lr * self.wd)
+        elif bool((self.wd != 0).any()):
+            g = g.add(p * self.wd)
+        self.state1.mul_(b1).add_(g, alpha=1 - b1)
+        self.state2.mul_(b2).addcmul_(g, g, value=1 - b2)
+        c1, c2 = 1 - b1 ** self.step_count, 1 - b2 ** self.step_count
+        denom = (self.state2 / c2).sqrt_().add_(self.spec.eps)
+        p.sub_(lr / c1 * self.state1 / denom)
+
+    # ------------------------------------------------------------------ checkpoints and metrics
+    @torch.no_grad()
+    def evaluate(self) -> torch.Tensor:
+        """Metrics [M, K] of every model on the full train and test sets, BatchNorm in eval mode."""
+        self.template.eval()
+        params = {k: v.detach() for k, v in self._params().items()}
+        cols = []
+        for X, y in ((self.task.X_train, self.task.y_train), (self.task.X_test, self.task.y_test)):
+            outs = [self._forward(params, self._buffers_stacked, X[i:i + self._eval_chunk], shared_input=True)
+                    for i in range(0, len(X), self._eval_chunk)]
+            out = torch.cat(outs, dim=1)  # [M, n, K]
+            loss = self._per_model_loss(out, y).double()
+            if self.task.kind == "classification":
+                acc = (out.argmax(-1) == y).double().mean(1)
+                cols.append((loss, acc, None))
+            else:
+                sse = ((out - y) ** 2).double().flatten(1).sum(1)
+                sst = ((y - y.mean(0)) ** 2).double().sum()
+                cols.append((loss, torch.full_like(loss, float("nan")), 1 - sse / sst))
+        (trl, tra, trr), (tel, tea, ter) = cols
+        values = [trl, tra, tel, tea] + ([trr, ter] if self.task.kind == "regression" else [])
+        return torch.stack(values, dim=1)
+
+    @torch.no_grad()
+    def checkpoint_if_due(self, epoch: int) -> None:
+        if epoch not in self.spec.checkpoint_epochs:
+            return
+        c = list(self.spec.checkpoint_epochs).index(epoch)
+        metrics = self.evaluate()
+        states = {**{k: v.detach() for k, v in self._params().items()}, **self._buffers_stacked}
+        flat = self.spec.layout.flatten_batch(states)
+        ok = self.active & torch.isfinite(flat).all(1) & torch.isfinite(metrics[:, 0])
+        newly = self.active & ~ok
+        self.diverged |= newly
+        self.active &= ok
+        self.snapshots[ok, c] = flat[ok]
+        self.metric_values[ok, c] = metrics[ok]
+        self.last_checkpoint[ok] = c
+
+    def result(self) -> PopulationResult:
+        return PopulationResult(self.snapshots, self.metric_values, self.metric_names, self.diverged.clone(),
+                                self.last_checkpoint.clone())
+
+
+def _quiet_lightning() -> None:
+    """Keep Lightning's banners (GPU available, tips) out of a build's output; its progress bar stays."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for msg in (".*configure_optimizers.*", ".*does not have many workers.*", ".*treespec.*", ".*LeafSpec.*"):
+        warnings.filterwarnings("ignore", message=msg)
+
+
+def train_population(spec: PopulationSpec, task: Task, progress: bool = True) -> PopulationResult:
+    """Train every model of a population to ``spec.epochs`` and return its checkpoints and metrics."""
+    _quiet_lightning()
+    module = PopulationModule(spec, task)
+    if spec.epochs == 0:
+        module.checkpoint_if_due(0)
+        return module.result()
+    trainer = L.Trainer(max_epochs=spec.epochs, accelerator="cpu", devices=1, logger=False,
+                        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
+                        num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(module)
+    return module.result()

@@ -1,0 +1,142 @@
+"""A recipe is a grid; the plan expands it into models, layouts and populations, deterministically.
+
+Models are numbered in grid order (width, depth, learning rate, batch size, weight decay, seed). Models
+that share a layout and a batch size step in lockstep, so they form populations (at most
+``population_size`` models, fewer when the activations would exceed the memory bound). The plan depends
+only on the config, so every process (a resumed build, a Dask worker) derives the same one.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+
+from .arch import arch_spec, build_model
+from .errors import ZooError
+from .layout import Layout, layout_of
+from .tasks import Task
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    model_id: int
+    arch: dict
+    learning_rate: float
+    batch_size: int
+    weight_decay: float
+    seed: int
+    layout: str
+    row: int
+    population: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    models: list[ModelPlan]
+    layouts: dict[str, Layout]
+    populations: list[list[int]]  # model ids per population, in population order
+    checkpoint_epochs: list[int]
+
+    def hyperparameter_table(self, recipe: Mapping) -> dict[str, list]:
+        """Columns of the models table (static part), JSON-ready."""
+        cols: dict[str, list] = {k: [] for k in ("model_id", "arch", "width", "depth", "activation", "learning_rate",
+                                                 "batch_size", "weight_decay", "optimizer", "momentum", "schedule",
+                                                 "seed", "dataset", "epochs", "layout", "row", "population")}
+        for m in self.models:
+            for k, v in (("model_id", m.model_id), ("arch", m.arch["name"]), ("width", m.arch["width"]),
+                         ("depth", m.arch["depth"]), ("activation", m.arch["activation"]),
+                         ("learning_rate", m.learning_rate), ("batch_size", m.batch_size),
+                         ("weight_decay", m.weight_decay), ("optimizer", recipe["optimizer"]),
+                         ("momentum", float(recipe.get("momentum", 0.0))), ("schedule", recipe.get("schedule", "constant")),
+                         ("seed", m.seed), ("dataset", recipe["dataset"]), ("epochs", int(recipe["epochs"])),
+                         ("layout", m.layout), ("row", m.row), ("population", m.population)):
+                cols[k].append(v)
+        return cols
+
+
+def _as_list(recipe: Mapping, key: str) -> list:
+    v = recipe.get(key)
+    if v is None:
+        raise ZooError(f"recipe.{key} is missing")
+    v = list(v) if isinstance(v, (list, tuple)) else [v]
+    if not v:
+        raise ZooError(f"recipe.{key} is empty")
+    return v
+
+
+def validate_recipe(recipe: Mapping, task: Task) -> None:
+    """Clear errors for values a grid cannot use."""
+    if recipe["optimizer"] not in OPTIMIZERS:
+        raise ZooError(f"recipe.optimizer {recipe['optimizer']!r} is not one of {list(OPTIMIZERS)}")
+    if recipe.get("schedule", "constant") not in SCHEDULES:
+        raise ZooError(f"recipe.schedule {recipe.get('schedule')!r} is not one of {list(SCHEDULES)}")
+    epochs = int(recipe["epochs"])
+    if epochs < 0:
+        raise ZooError(f"recipe.epochs must be >= 0, got {epochs}")
+    ckpts = [int(c) for c in _as_list(recipe, "checkpoint_epochs")]
+    if sorted(set(ckpts)) != ckpts or ckpts[0] < 0 or ckpts[-1] > epochs:
+        raise ZooError(f"recipe.checkpoint_epochs must increase strictly within 0..{epochs}, got {ckpts}")
+    if not isinstance(recipe["seeds"], int) or recipe["seeds"] < 1:
+        raise ZooError(f"recipe.seeds is a count of seeds (an integer >= 1), got {recipe['seeds']!r}")
+    for b in _as_list(recipe, "batch_sizes"):
+        if int(b) < 1 or int(b) > len(task.X_train):
+            raise ZooError(f"batch size {b} does not fit the {len(task.X_train)} training samples of {task.name}")
+    for lr in _as_list(recipe, "learning_rates"):
+        if float(lr) <= 0:
+            raise ZooError(f"learning rates must be positive, got {lr}")
+
+
+def make_plan(recipe: Mapping, task: Task, population_size: int, memory_floats: int) -> Plan:
+    """Expand the recipe grid into models, their layouts and the populations that train together."""
+    validate_recipe(recipe, task)
+    models: list[dict] = []
+    layouts: dict[str, Layout] = {}
+    rows: dict[str, int] = {}
+    seed_base = int(recipe.get("seed_offset", 0))
+    grid = itertools.product(_as_list(recipe, "widths"), _as_list(recipe, "depths"), _as_list(recipe, "learning_rates"),
+                             _as_list(recipe, "batch_sizes"), _as_list(recipe, "weight_decays"),
+                             range(int(recipe["seeds"])))
+    act_cache: dict[str, int] = {}
+    for model_id, (width, depth, lr, bs, wd, s) in enumerate(grid):
+        spec = arch_spec(recipe["arch"], task.input_shape, task.num_outputs, int(width), int(depth),
+                         recipe.get("activation", "relu"), recipe.get("batchnorm", True), recipe.get("kernel_size", 3))
+        key = _layout_key(spec, layouts, act_cache, task)
+        models.append(dict(model_id=model_id, arch=spec, learning_rate=float(lr), batch_size=int(bs),
+                           weight_decay=float(wd), seed=seed_base + s, layout=key, row=rows.get(key, 0)))
+        rows[key] = rows.get(key, 0) + 1
+    groups: dict[tuple[str, int], list[int]] = {}
+    for m in models:
+        groups.setdefault((m["layout"], m["batch_size"]), []).append(m["model_id"])
+    populations: list[list[int]] = []
+    for (key, bs), ids in groups.items():
+        # cap the population so one training step's activations stay within the memory bound
+        cap = max(1, min(population_size, memory_floats // max(1, bs * act_cache[key] * 3)))
+        populations += [ids[i:i + cap] for i in range(0, len(ids), cap)]
+    populations.sort(key=lambda ids: ids[0])
+    pop_of = {i: p for p, ids in enumerate(populations) for i in ids}
+    plans = [ModelPlan(population=pop_of[m["model_id"]], **m) for m in models]
+    return Plan(plans, layouts, populations, [int(c) for c in recipe["checkpoint_epochs"]])
+
+
+def _layout_key(spec: dict, layouts: dict[str, Layout], act_cache: dict[str, int], task: Task) -> str:
+    from .population import _activation_floats_per_sample
+
+    module = build_model(spec)
+    layout = layout_of(module, spec)
+    key = layout.key()
+    if key not in layouts:
+        layouts[key] = layout
+        act_cache[key] = _activation_floats_per_sample(module, task.X_train)
+    return key
+
+
+def init_state(spec: Mapping, seed: int) -> dict[str, torch.Tensor]:
+    """The initialization of a model: PyTorch's default init under ``seed``, independent of global state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return {k: v.clone() for k, v in build_model(spec).state_dict().items()}
