@@ -60,26 +60,34 @@ def top_eigenvalue(hvp: Callable[..., torch.Tensor], theta: torch.Tensor, args: 
 
 
 def hutchinson_trace(hvp: Callable[..., torch.Tensor], theta: torch.Tensor, args: Sequence = (), probes: int = 32,
-                     generator: torch.Generator | None = None, return_samples: bool = False) -> torch.Tensor:
+                     generator: torch.Generator | None = None, return_samples: bool = False,
+                     chunk: int = 8) -> torch.Tensor:
     """Hutchinson's estimate ``mean_z z^T H z`` over Rademacher probes ``z``, per model: ``[n]``.
 
-    With ``return_samples`` the per-probe values ``[probes, n]`` come back instead (for error studies).
+    ``chunk`` probes go through one vmapped call (fewer, larger kernels). With ``return_samples`` the
+    per-probe values ``[probes, n]`` come back instead (for error studies).
     """
     g = generator or torch.Generator().manual_seed(0)
+    many = vmap(hvp, in_dims=(None, 0, *([None] * len(args))))
     samples = []
-    for _ in range(probes):
-        z = _rademacher(theta.shape, g)
-        samples.append(_dot(z, hvp(theta, z, *args).detach()))
-    s = torch.stack(samples)
+    done = 0
+    while done < probes:
+        k = min(chunk, probes - done)
+        z = _rademacher((k, *theta.shape), g)
+        samples.append(_dot(z, many(theta, z, *args).detach()))
+        done += k
+    s = torch.cat(samples)
     return s if return_samples else s.mean(0)
 
 
-def exact_trace(hvp: Callable[..., torch.Tensor], theta: torch.Tensor, args: Sequence = ()) -> torch.Tensor:
-    """Trace from all basis vectors (``P`` products per model): exact, for small models and tests."""
+def exact_trace(hvp: Callable[..., torch.Tensor], theta: torch.Tensor, args: Sequence = (), chunk: int = 128) -> torch.Tensor:
+    """Trace from all basis vectors (``P`` products per model, ``chunk`` per vmapped call): exact, for tests."""
     n, p = theta.shape
+    many = vmap(hvp, in_dims=(None, 0, *([None] * len(args))))
     total = torch.zeros(n)
-    for j in range(p):
-        e = torch.zeros(n, p)
-        e[:, j] = 1.0
-        total += hvp(theta, e, *args).detach()[:, j]
+    for i in range(0, p, chunk):
+        j = torch.arange(i, min(i + chunk, p))
+        e = torch.zeros(len(j), n, p)
+        e[torch.arange(len(j)), :, j] = 1.0
+        total += many(theta, e, *args).detach()[torch.arange(len(j)), :, j].sum(0)
     return total
