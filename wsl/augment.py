@@ -1,0 +1,184 @@
+"""Batch augmentations in weight space, applied to raw padded weights before normalization.
+
+Config (``conf/augment/*.yaml``), each op applied to a sample with probability ``p`` (0 disables it),
+in this fixed order (mixup first, so a mix made in re-based coordinates is then permuted and perturbed):
+  mixup:    {p, alpha, mode}       lam ~ Beta(alpha, alpha) mix with a partner of the same layout;
+                                   mode plain | permuted (partner randomly permuted first) |
+                                   aligned (both re-based: the store's canonical weights when present,
+                                   else the partner weight-matched to the sample)
+  permute:  {p}                    random hidden-unit permutation (function-preserving)
+  noise:    {p, scale}             w + scale * std(tensor) * N(0, 1), std per model and tensor
+  dropout:  {p, rate}              zero each weight with probability ``rate``
+  sparsify: {p, fraction}          zero the ``fraction`` smallest-magnitude weights of each tensor
+Noise, dropout and sparsification touch trainable parameters only (not BatchNorm running statistics).
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from zoo.errors import ZooError
+
+from .space import WeightSpace
+from .symmetry import align_to, permute
+
+DEFAULTS: dict[str, dict] = {
+    "permute": {"p": 0.0},
+    "noise": {"p": 0.0, "scale": 0.05},
+    "dropout": {"p": 0.0, "rate": 0.05},
+    "sparsify": {"p": 0.0, "fraction": 0.2},
+    "mixup": {"p": 0.0, "alpha": 0.4, "mode": "plain"},
+}
+MIXUP_MODES = ("plain", "permuted", "aligned")
+
+
+def augment_config(cfg: Mapping | None) -> dict[str, dict]:
+    """Defaults merged with ``cfg``; ZooError on unknown ops, keys or values."""
+    out = {k: dict(v) for k, v in DEFAULTS.items()}
+    for op, params in dict(cfg or {}).items():
+        if op == "name":
+            continue
+        if op not in out:
+            raise ZooError(f"unknown augmentation {op!r}; choose from {sorted(DEFAULTS)}")
+        for k, v in dict(params or {}).items():
+            if k not in out[op]:
+                raise ZooError(f"augmentation {op!r} has no setting {k!r}; settings: {sorted(out[op])}")
+            out[op][k] = v
+        if not 0.0 <= float(out[op]["p"]) <= 1.0:
+            raise ZooError(f"augmentation {op}.p must be in [0, 1], got {out[op]['p']}")
+    if out["mixup"]["mode"] not in MIXUP_MODES:
+        raise ZooError(f"mixup.mode must be one of {list(MIXUP_MODES)}, got {out['mixup']['mode']!r}")
+    return out
+
+
+class Augmenter:
+    """Callable on a batch dict (``w`` [n, P] raw padded, ``y``, ``layout`` [n], optional ``w_canon``)."""
+
+    def __init__(self, space: WeightSpace, cfg: Mapping | None = None, num_classes: int | None = None,
+                 seed: int = 0):
+        self.space = space
+        self.cfg = augment_config(cfg)
+        self.num_classes = num_classes
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self._rng = np.random.default_rng(int(seed))
+        self._param_slots = [s for s in space.slots if s.kind == "parameter"]
+
+    @property
+    def active(self) -> bool:
+        return any(float(v["p"]) > 0 for v in self.cfg.values())
+
+    @property
+    def needs_canonical(self) -> bool:
+        m = self.cfg["mixup"]
+        return float(m["p"]) > 0 and m["mode"] == "aligned"
+
+    def _rows(self, n: int, p: float) -> torch.Tensor:
+        return torch.rand(n, generator=self.generator) < p
+
+    def _per_tensor(self, w: torch.Tensor, mask: torch.Tensor, fn) -> torch.Tensor:
+        out = w.clone()
+        for s in self._param_slots:
+            sl = slice(s.offset, s.stop)
+            out[:, sl] = fn(w[:, sl], mask[:, sl])
+        return out
+
+    def _noise(self, w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        scale = float(self.cfg["noise"]["scale"])
+
+        def fn(v, m):
+            cnt = m.sum(1, keepdim=True).clamp(min=1)
+            mu = (v * m).sum(1, keepdim=True) / cnt
+            sd = (((v - mu) * m) ** 2).sum(1, keepdim=True).div(cnt).sqrt()
+            return v + scale * sd * torch.randn(v.shape, generator=self.generator) * m
+
+        return self._per_tensor(w, mask, fn)
+
+    def _dropout(self, w: torch.Tensor) -> torch.Tensor:
+        keep = torch.rand(w.shape, generator=self.generator) >= float(self.cfg["dropout"]["rate"])
+        pmask = torch.zeros(w.shape[1], dtype=torch.bool)
+        for s in self._param_slots:
+            pmask[s.offset : s.stop] = True
+        return torch.where(pmask[None] & ~keep, torch.zeros_like(w), w)
+
+    def _sparsify(self, w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        q = float(self.cfg["sparsify"]["fraction"])
+
+        def fn(v, m):
+            mag = torch.where(m, v.abs(), torch.full_like(v, float("nan")))
+            thr = torch.nanquantile(mag, q, dim=1, keepdim=True)
+            return torch.where(v.abs() <= thr, torch.zeros_like(v), v)
+
+        return self._per_tensor(w, mask, fn)
+
+    def _partners(self, layout: torch.Tensor) -> torch.Tensor:
+        idx = torch.arange(len(layout))
+        out = idx.clone()
+        for k in layout.unique():
+            members = idx[layout == k]
+            out[members] = members[torch.randperm(len(members), generator=self.generator)]
+        return out
+
+    def _soft(self, y: torch.Tensor) -> torch.Tensor:
+        if y.dtype.is_floating_point:
+            return y
+        return torch.nn.functional.one_hot(y, self.num_classes).float()
+
+    def _mixup(self, batch: dict, rows: torch.Tensor) -> dict:
+        cfg = self.cfg["mixup"]
+        w, y, layout = batch["w"], batch["y"], batch["layout"]
+        part = self._partners(layout)
+        alpha = float(cfg["alpha"])
+        lam = torch.from_numpy(self._rng.beta(alpha, alpha, len(w))).float() if alpha > 0 else torch.ones(len(w))
+        lam = torch.where(rows, lam, torch.ones_like(lam))
+        if cfg["mode"] == "plain":
+            a, b = w, w[part]
+        elif cfg["mode"] == "permuted":
+            a, b = w, permute(self.space, w[part], layout, self.generator)
+        elif "w_canon" in batch:
+            a, b = batch["w_canon"], batch["w_canon"][part]
+        else:
+            a = w
+            b = w[part].clone()
+            sel = rows.nonzero().flatten()
+            if len(sel):
+                b[sel] = align_to(self.space, w[sel], w[part][sel], layout[sel], self.generator)
+        out = dict(batch)
+        out["w"] = torch.where(rows[:, None], lam[:, None] * a + (1 - lam[:, None]) * b, w)
+        if y.dtype.is_floating_point and y.ndim == 1:
+            out["y"] = lam * y + (1 - lam) * y[part]
+        else:
+            ys = self._soft(y)
+            out["y"] = lam[:, None] * ys + (1 - lam[:, None]) * ys[part]
+        return out
+
+    def __call__(self, batch: dict) -> dict:
+        """Augmented copy of ``batch`` (CPU tensors)."""
+        if not self.active:
+            return batch
+        batch = dict(batch)
+        c = self.cfg
+        n = len(batch["w"])
+        if c["mixup"]["p"] > 0:
+            rows = self._rows(n, float(c["mixup"]["p"]))
+            if rows.any():
+                batch = self._mixup(batch, rows)
+            elif not batch["y"].dtype.is_floating_point and self.num_classes:
+                batch["y"] = self._soft(batch["y"])
+        w, layout = batch["w"], batch["layout"]
+        mask = self.space.mask(layout)
+        if c["permute"]["p"] > 0:
+            rows = self._rows(n, float(c["permute"]["p"]))
+            w = torch.where(rows[:, None], permute(self.space, w, layout, self.generator), w)
+        if c["noise"]["p"] > 0:
+            rows = self._rows(n, float(c["noise"]["p"]))
+            w = torch.where(rows[:, None], self._noise(w, mask), w)
+        if c["dropout"]["p"] > 0:
+            rows = self._rows(n, float(c["dropout"]["p"]))
+            w = torch.where(rows[:, None], self._dropout(w), w)
+        if c["sparsify"]["p"] > 0:
+            rows = self._rows(n, float(c["sparsify"]["p"]))
+            w = torch.where(rows[:, None], self._sparsify(w, mask), w)
+        batch["w"] = w
+        return batch

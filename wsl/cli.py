@@ -1,0 +1,146 @@
+"""``zoo train encoder=NAME task=NAME zoo=PATH [overrides]``: one Lightning run of a weight encoder.
+
+Composes ``conf/train.yaml`` (groups encoder/, task/, augment/) with Hydra's compose API, trains with a
+Lightning Trainer (``trainer.*`` keys go to it), and writes to ``data/runs/<name>/`` (or ``out=DIR``):
+``best.ckpt`` (best validation epoch), ``metrics.csv`` (per-epoch metrics) and ``summary.json`` (test
+metrics of the best checkpoint, split sizes and the resolved config).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Mapping
+
+from zoo.config import CONF_DIR, compose
+from zoo.errors import ZooError
+
+USAGE = """usage: zoo train encoder=NAME task=NAME zoo=PATH [key=value ...]
+  encoders: {encoders}
+  tasks:    {tasks}
+  augment:  {augment}
+  e.g. zoo train encoder=graph task=test_accuracy zoo=data/zoos/mlp-digits.zarr augment=permute trainer.max_epochs=20
+  configs: conf/train.yaml, conf/encoder/, conf/task/, conf/augment/"""
+
+GROUPS = ("encoder", "task", "augment")
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _prepare(argv: list[str]) -> list[str]:
+    """Check group choices (one-line errors naming the options) and let any Trainer argument through."""
+    import lightning as L
+    from omegaconf import OmegaConf
+
+    trainer_args = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
+    declared = set(OmegaConf.load(CONF_DIR / "train.yaml").get("trainer", {}))
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if not eq:
+            raise ZooError(f"bad argument {arg!r}: expected key=value")
+        if key in GROUPS and value not in _options(key):
+            raise ZooError(f"unknown {key} {value!r}; choose one of {_options(key)}")
+        if key.startswith("trainer."):
+            name = key.split(".", 1)[1]
+            if name not in trainer_args:
+                raise ZooError(f"unknown Trainer argument {name!r} (from {key})")
+            if name not in declared:
+                arg = f"+{arg}"
+        out.append(arg)
+    return out
+
+
+def _run_name(cfg: Mapping) -> str:
+    if cfg.get("name"):
+        return str(cfg["name"])
+    stem = Path(str(cfg["zoo"]).rstrip("/")).name.removesuffix(".zarr")
+    return f"{cfg['encoder']['name']}-{cfg['task']['name']}-{stem}"
+
+
+def train(cfg: Mapping) -> dict:
+    """Train the encoder a composed config describes; returns (and writes) the run summary."""
+    import lightning as L
+    import numpy as np
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from .data import WeightDataModule
+    from .lit import WeightModel
+    from .predict import CHECKPOINT_NAME, load_model
+
+    if not cfg.get("zoo"):
+        raise ZooError("zoo=PATH is required (the zoo to learn from)")
+    out = Path(cfg.get("out") or Path("data/runs") / _run_name(cfg))
+    out.mkdir(parents=True, exist_ok=True)
+    seed = int(cfg.get("seed", 0))
+    L.seed_everything(seed, verbose=False)
+    d = cfg["data"]
+    dm = WeightDataModule(cfg["zoo"], task=cfg["task"], checkpoints=d["checkpoints"], canonical=d["canonical"],
+                          split=d["split"], seed=seed, batch_size=d["batch_size"], cache=d["cache"],
+                          cache_limit_mb=d["cache_limit_mb"], query=d["query"], buffers=d["buffers"],
+                          augment=cfg.get("augment"))
+    dm.setup()
+    y_train = dm.samples.loc[dm.samples["split"] == "train", "target"].to_numpy(dtype=float)
+    regression = dm.task.kind == "regression"
+    enc = dict(cfg["encoder"])
+    model = WeightModel(encoder=enc.pop("name"), encoder_kwargs=enc, space=dm.space.to_dict(), task=dm.task.to_dict(),
+                        normalizer=dm.normalizer.to_dict(),
+                        target_mean=float(y_train.mean()) if regression else 0.0,
+                        target_std=float(y_train.std()) if regression and y_train.std() > 0 else 1.0,
+                        lr=float(cfg["optim"]["lr"]), weight_decay=float(cfg["optim"]["weight_decay"]))
+    monitor, mode = dm.task.monitor
+    ckpt_cb = ModelCheckpoint(dirpath=str(out), filename=CHECKPOINT_NAME.removesuffix(".ckpt"), monitor=monitor,
+                              mode=mode, save_top_k=1, save_weights_only=True, enable_version_counter=False)
+    for stale in (out / CHECKPOINT_NAME, out / "metrics.csv"):
+        stale.unlink(missing_ok=True)
+    kwargs = dict(enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False)
+    kwargs.update(dict(cfg["trainer"]))
+    kwargs.update(callbacks=[ckpt_cb], logger=CSVLogger(str(out), name="", version=""), default_root_dir=str(out))
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        trainer = L.Trainer(**kwargs)
+    except (TypeError, ValueError, Exception) as e:  # Lightning validates its own arguments
+        if isinstance(e, ZooError):
+            raise
+        raise ZooError(f"bad trainer settings: {' '.join(str(e).split())}") from None
+    t0 = time.time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, datamodule=dm)
+        fit_s = time.time() - t0
+        best = load_model(out / CHECKPOINT_NAME) if (out / CHECKPOINT_NAME).exists() else model
+        tester = L.Trainer(accelerator=kwargs.get("accelerator", "cpu"), devices=1, logger=False,
+                           enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
+        test = tester.test(best, datamodule=dm, verbose=False)[0]
+    counts = dm.samples.groupby("split").agg(models=("model_id", "nunique"), samples=("model_id", "size"))
+    summary = {
+        "encoder": cfg["encoder"]["name"], "task": dm.task.to_dict(), "zoo": str(cfg["zoo"]), "out": str(out),
+        "test": {k.removeprefix("test/"): float(v) for k, v in test.items()},
+        "best_val": float(ckpt_cb.best_model_score) if ckpt_cb.best_model_score is not None else None,
+        "monitor": monitor, "epochs": int(trainer.current_epoch), "fit_seconds": round(fit_s, 2),
+        "splits": {s: {k: int(v) for k, v in row.items()} for s, row in counts.to_dict("index").items()},
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "checkpoint": str(out / CHECKPOINT_NAME), "config": dict(cfg),
+    }
+    summary["test"] = {k: (v if np.isfinite(v) else None) for k, v in summary["test"].items()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE.format(encoders=", ".join(_options("encoder")), tasks=", ".join(_options("task")),
+                           augment=", ".join(_options("augment"))))
+        return 0 if argv else 2
+    cfg = compose("train", _prepare(argv))
+    s = train(cfg)
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in s["test"].items() if v is not None)
+    print(f"zoo train: {s['encoder']} on {s['task']['name']}: test {metrics}; run in {s['out']}")
+    return 0

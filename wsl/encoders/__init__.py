@@ -1,0 +1,31 @@
+"""Weight encoders behind one interface: ``build_encoder(name, space, out_dim, **hparams)``."""
+from __future__ import annotations
+
+from zoo.errors import ZooError
+
+from ..space import WeightSpace
+from .base import WeightEncoder
+from .flat import FlatMLP
+from .graph import GraphEncoder
+from .statnn import StatNN
+from .transformer import NeuronTransformer
+
+ENCODERS: dict[str, type[WeightEncoder]] = {
+    "mlp": FlatMLP,
+    "statnn": StatNN,
+    "graph": GraphEncoder,
+    "transformer": NeuronTransformer,
+}
+
+
+def build_encoder(name: str, space: WeightSpace, out_dim: int, **hparams) -> WeightEncoder:
+    """Instantiate encoder ``name``; ZooError for unknown names or hyperparameters."""
+    if name not in ENCODERS:
+        raise ZooError(f"unknown encoder {name!r}; choose one of {sorted(ENCODERS)}")
+    try:
+        return ENCODERS[name](space, out_dim, **hparams)
+    except TypeError as e:
+        raise ZooError(f"encoder {name!r}: {e}") from None
+
+
+__all__ = ["ENCODERS", "WeightEncoder", "build_encoder", "FlatMLP", "StatNN", "GraphEncoder", "NeuronTransformer"]

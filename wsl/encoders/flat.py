@@ -1,0 +1,20 @@
+"""Flat MLP over the whole padded weight vector: the naive baseline (not permutation-invariant)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..space import WeightSpace
+from .base import WeightEncoder, mlp
+
+
+class FlatMLP(WeightEncoder):
+    """MLP(P -> hidden... -> out_dim) on the normalized padded vector."""
+
+    def __init__(self, space: WeightSpace, out_dim: int, hidden: Sequence[int] = (256, 128), dropout: float = 0.1):
+        super().__init__(space, out_dim)
+        self.net = mlp([space.size, *[int(h) for h in hidden], out_dim], dropout)
+
+    def forward(self, w: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+        return self.net(w)

@@ -1,0 +1,45 @@
+"""StatNN: per-tensor statistics (mean, variance, quantiles 0/.25/.5/.75/1) of each real tensor, then an MLP.
+
+The statistics ignore the order of a tensor's entries, so the encoder is invariant to hidden-unit
+permutations by construction. Padded entries are excluded (each layout's real shapes are sliced out).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..space import WeightSpace
+from .base import WeightEncoder, mlp
+
+QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def tensor_statistics(space: WeightSpace, w: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+    """[n, P] padded weights -> [n, tensors * 7] statistics over each tensor's real entries."""
+    n = w.shape[0]
+    q = torch.tensor(QUANTILES, dtype=w.dtype, device=w.device)
+    out = w.new_zeros(n, len(space.slots), 2 + len(QUANTILES))
+    for k in layout.unique().tolist():
+        rows = (layout == k).nonzero().flatten()
+        shapes = {e.name: e.shape for e in space.layouts[k].entries}
+        wk = w[rows]
+        for j, s in enumerate(space.slots):
+            t = space.view(wk, s.name)[(slice(None), *[slice(0, d) for d in shapes[s.name]])].reshape(len(rows), -1)
+            var, mean = torch.var_mean(t, dim=1, correction=0)
+            quant = torch.quantile(t, q, dim=1).T
+            out[rows, j] = torch.cat([mean[:, None], var[:, None], quant], dim=1)
+    return out.reshape(n, -1)
+
+
+class StatNN(WeightEncoder):
+    """MLP over per-tensor statistics (Unterthiner et al.'s StatNN)."""
+
+    def __init__(self, space: WeightSpace, out_dim: int, hidden: Sequence[int] = (128, 128), dropout: float = 0.0):
+        super().__init__(space, out_dim)
+        d_in = len(space.slots) * (2 + len(QUANTILES))
+        self.norm = torch.nn.BatchNorm1d(d_in)  # features differ in scale (variances vs. means)
+        self.net = mlp([d_in, *[int(h) for h in hidden], out_dim], dropout)
+
+    def forward(self, w: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+        return self.net(self.norm(tensor_statistics(self.space, w, layout)))

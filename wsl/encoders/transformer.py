@@ -1,0 +1,63 @@
+"""Neuron-token transformer: one token per neuron of every layer (its incoming weights, bias and
+BatchNorm parameters), positions (layer, neuron index), a transformer encoder and a [CLS] readout.
+
+Padded units of narrow networks are masked out of attention. The neuron-index embedding lets the model
+tell output neurons apart; it also makes it sensitive to hidden-unit order (use the permute augmentation).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..space import WeightSpace
+from ..structure import BN_FIELDS
+from .base import WeightEncoder, mlp
+
+
+class NeuronTransformer(WeightEncoder):
+    """Transformer over neuron tokens; ``d_model`` wide, ``layers`` deep, ``heads`` attention heads."""
+
+    def __init__(self, space: WeightSpace, out_dim: int, d_model: int = 64, layers: int = 2, heads: int = 4,
+                 dropout: float = 0.0):
+        super().__init__(space, out_dim)
+        st = space.structure
+        self.proj = nn.ModuleList()
+        for layer in st.layers:
+            slot = space.slot(layer.weight)
+            fan_in = slot.numel // slot.shape[0]
+            self.proj.append(nn.Linear(fan_in + 1 + len(BN_FIELDS), d_model))
+        maxes = space.max_sizes()
+        self.layer_emb = nn.Embedding(len(st.layers), d_model)
+        self.unit_emb = nn.Embedding(max(maxes[l.dst] for l in st.layers), d_model)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
+        block = nn.TransformerEncoderLayer(d_model, heads, 2 * d_model, dropout, batch_first=True, norm_first=True,
+                                           activation="gelu")
+        self.encoder = nn.TransformerEncoder(block, int(layers), enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = mlp([d_model, d_model, out_dim])
+
+    def tokens(self, w: torch.Tensor, layout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[n, T, d] tokens and [n, T] padding mask (True = padded unit)."""
+        n = w.shape[0]
+        sizes = self.space.sizes_tensor().to(w.device)[layout]
+        toks, pads = [], []
+        for li, layer in enumerate(self.space.structure.layers):
+            wt = self.space.view(w, layer.weight)
+            o = wt.shape[1]
+            parts = [wt.reshape(n, o, -1)]
+            parts.append(self.space.view(w, layer.bias)[..., None] if layer.bias else w.new_zeros(n, o, 1))
+            norm = dict(layer.norm)
+            for f in BN_FIELDS:
+                parts.append(self.space.view(w, norm[f])[..., None] if f in norm else w.new_zeros(n, o, 1))
+            units = torch.arange(o, device=w.device)
+            x = self.proj[li](torch.cat(parts, dim=2)) + self.layer_emb.weight[li] + self.unit_emb(units)[None]
+            toks.append(x)
+            pads.append(units[None, :] >= sizes[:, layer.dst, None])
+        cls = self.cls.expand(n, 1, -1)
+        pad = torch.cat([torch.zeros(n, 1, dtype=torch.bool, device=w.device), *pads], dim=1)
+        return torch.cat([cls, *toks], dim=1), pad
+
+    def forward(self, w: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+        x, pad = self.tokens(w, layout)
+        h = self.encoder(x, src_key_padding_mask=pad)
+        return self.head(self.norm(h[:, 0]))

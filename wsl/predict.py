@@ -1,0 +1,95 @@
+"""Load a trained encoder in one call and predict for a zoo or a single state dict.
+
+    p = wsl.load("data/runs/graph-test_accuracy-mlp-digits")   # run folder or .ckpt file
+    p.predict(zoo.open(path))           # DataFrame: model_id, checkpoint, prediction
+    p.predict_state_dict(model.state_dict())
+
+Checkpoints are read with ``torch.load(weights_only=True)``; hyperparameters are plain types.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from zoo.errors import ZooError
+
+from .data import Normalizer
+from .lit import WeightModel
+
+CHECKPOINT_NAME = "best.ckpt"
+
+
+def load_model(path: str | os.PathLike) -> WeightModel:
+    """WeightModel (eval mode) from a run folder (its ``best.ckpt``) or a checkpoint file."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / CHECKPOINT_NAME
+    if not p.is_file():
+        raise ZooError(f"no trained encoder at {str(path)!r} (expected a run folder with {CHECKPOINT_NAME} or a .ckpt)")
+    ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
+        raise ZooError(f"{str(p)!r} is not a wsl encoder checkpoint")
+    model = WeightModel(**dict(ckpt["hyper_parameters"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+class Predictor:
+    """A trained encoder with its weight space, normalization and task."""
+
+    def __init__(self, model: WeightModel):
+        self.model = model
+        self.space = model.space
+        self.task = model.task
+        self.normalizer = Normalizer(self.space, model.hparams.normalizer["mean"], model.hparams.normalizer["std"])
+
+    @torch.no_grad()
+    def predict_padded(self, w: torch.Tensor, layout: torch.Tensor) -> np.ndarray:
+        """Raw padded weights [n, P] -> predictions (floats, or class labels for classification)."""
+        out = self.model(self.normalizer(w, layout), layout)
+        if self.task.kind == "regression":
+            return out.numpy()
+        return np.asarray(self.task.classes, dtype=object)[out.argmax(1).numpy()]
+
+    def predict(self, zoo, model_ids: Sequence[int] | None = None, checkpoint: int = -1, canonical: bool = False,
+                batch_size: int = 256) -> pd.DataFrame:
+        """Predictions for models of a zoo (default: every trained model) at one checkpoint index."""
+        from .data import _open
+
+        z = _open(zoo)
+        models = z.models
+        if model_ids is None:
+            models = models[models["status"] != "pending"] if "status" in models else models
+        else:
+            ids = [int(i) for i in model_ids]
+            unknown = sorted(set(ids) - set(models["model_id"].tolist()))
+            if unknown:
+                raise ZooError(f"model ids {unknown[:5]} are not in this zoo")
+            models = models.set_index("model_id").loc[ids].reset_index()
+        rows = []
+        for key, group in models.groupby("layout", sort=True):
+            k = self.space.add_layout(z.layouts[key])
+            ids = group["model_id"].tolist()
+            for i in range(0, len(ids), batch_size):
+                chunk = ids[i : i + batch_size]
+                w = self.space.pad(z.weights(chunk, checkpoint=checkpoint, canonical=canonical), k)
+                pred = self.predict_padded(w, torch.full((len(chunk),), k, dtype=torch.long))
+                rows.append(pd.DataFrame({"model_id": chunk, "checkpoint": checkpoint, "prediction": pred}))
+        return pd.concat(rows).set_index("model_id").loc[models["model_id"].tolist()].reset_index()
+
+    def predict_state_dict(self, state: Mapping[str, torch.Tensor]):
+        """Prediction for one network given as a state dict of this encoder's architecture family."""
+        layout = self.space.layout_of_state_dict(state)
+        k = self.space.add_layout(layout)
+        w = self.space.pad(layout.flatten(dict(state))[None], k)
+        return self.predict_padded(w, torch.tensor([k]))[0]
+
+
+def load(path: str | os.PathLike) -> Predictor:
+    """One call from a run folder (or checkpoint) to a ready Predictor."""
+    return Predictor(load_model(path))

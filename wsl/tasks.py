@@ -1,0 +1,128 @@
+"""Prediction targets read from a zoo, and the metrics each task reports.
+
+A task turns the store's tables into one target per (model, checkpoint) sample:
+  test_accuracy       regression: test accuracy (test R2 for regression zoos) at that checkpoint
+  generalization_gap  regression: train minus test accuracy (R2) at that checkpoint
+  hyperparameter      classification: the value of a models-table column (``column``), one class each
+  phase               classification: the ``phase`` column of the zoo's ``landscape`` table
+Regression reports Kendall tau, R2 and MSE; classification reports accuracy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from zoo.errors import ZooError
+
+TASKS = ("test_accuracy", "generalization_gap", "hyperparameter", "phase")
+
+
+@dataclass
+class TaskSpec:
+    """What to predict: ``kind`` regression | classification; ``classes`` for classification (as strings)."""
+
+    name: str
+    kind: str
+    column: str | None = None
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def out_dim(self) -> int:
+        return 1 if self.kind == "regression" else len(self.classes)
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        """Validation metric that picks the best checkpoint, and whether to maximize it."""
+        return ("val/kendall_tau", "max") if self.kind == "regression" else ("val/acc", "max")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "column": self.column, "classes": list(self.classes)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "TaskSpec":
+        return cls(d["name"], d["kind"], d.get("column"), [str(c) for c in d.get("classes", [])])
+
+
+def task_spec(cfg: str | Mapping) -> TaskSpec:
+    """TaskSpec from a name or a config mapping (``name`` plus ``column`` for hyperparameter)."""
+    d = {"name": cfg} if isinstance(cfg, str) else dict(cfg)
+    name = d.get("name")
+    if name not in TASKS:
+        raise ZooError(f"unknown task {name!r}; choose one of {list(TASKS)}")
+    if name == "hyperparameter":
+        if not d.get("column"):
+            raise ZooError("task hyperparameter needs a column, e.g. task.column=learning_rate")
+        return TaskSpec(name, "classification", str(d["column"]))
+    return TaskSpec(name, "classification" if name == "phase" else "regression")
+
+
+def _accuracy_columns(metrics: pd.DataFrame) -> tuple[str, str]:
+    if "test_acc" in metrics and metrics["test_acc"].notna().any():
+        return "train_acc", "test_acc"
+    if "test_r2" in metrics and metrics["test_r2"].notna().any():
+        return "train_r2", "test_r2"
+    raise ZooError("the zoo's metrics table has no test accuracy (test_acc) or test R2 (test_r2) column")
+
+
+def targets(z, spec: TaskSpec, samples: pd.DataFrame) -> pd.DataFrame:
+    """``samples`` (model_id, checkpoint) with a ``target`` column added; rows without a target dropped.
+
+    For classification, ``spec.classes`` is filled (sorted values) and ``target`` is the class index.
+    """
+    if spec.name in ("test_accuracy", "generalization_gap"):
+        m = z.metrics
+        tr, te = _accuracy_columns(m)
+        cols = ["model_id", "checkpoint", te] + ([tr] if spec.name == "generalization_gap" else [])
+        missing = [c for c in cols if c not in m]
+        if missing:
+            raise ZooError(f"task {spec.name}: the zoo's metrics table lacks {missing}")
+        m = m[cols].copy()
+        m["target"] = m[te] if spec.name == "test_accuracy" else m[tr] - m[te]
+        out = samples.merge(m[["model_id", "checkpoint", "target"]], on=["model_id", "checkpoint"], how="left")
+    else:
+        if spec.name == "phase":
+            table = z.table("landscape")
+            if table is None or "phase" not in table:
+                raise ZooError("task phase needs a 'landscape' table with a 'phase' column; run `zoo landscape` "
+                               "on this zoo first")
+            col, values = "phase", table[["model_id", "phase"]]
+        else:
+            col = spec.column
+            if col not in z.models:
+                raise ZooError(f"task hyperparameter: the models table has no column {col!r}; columns: "
+                               f"{sorted(z.models.columns)}")
+            values = z.models[["model_id", col]]
+        out = samples.merge(values, on="model_id", how="left")
+        out = out[out[col].notna()].copy()
+        labels = out[col].astype(str) if out[col].dtype == object else out[col]
+        classes = sorted(pd.unique(labels), key=lambda v: (isinstance(v, str), v))
+        if len(classes) < 2:
+            raise ZooError(f"task {spec.name}: column {col!r} has fewer than two distinct values in the selection")
+        spec.classes = [str(c) for c in classes]
+        index = {c: i for i, c in enumerate(classes)}
+        out["target"] = labels.map(index).astype(np.int64)
+    out = out[out["target"].notna() & np.isfinite(out["target"].astype(float))]
+    if out.empty:
+        raise ZooError(f"task {spec.name}: no selected model has a target")
+    return out.reset_index(drop=True)
+
+
+def regression_metrics(pred: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Kendall tau, R2 and MSE of predictions against targets (1-D)."""
+    from scipy.stats import kendalltau
+
+    p, t = pred.double().cpu().numpy().ravel(), y.double().cpu().numpy().ravel()
+    mse = float(np.mean((p - t) ** 2))
+    var = float(np.var(t))
+    tau = kendalltau(p, t).statistic if len(t) > 1 else float("nan")
+    return {"kendall_tau": float(np.nan_to_num(tau, nan=0.0)), "r2": 1.0 - mse / var if var > 0 else 0.0,
+            "mse": mse}
+
+
+def classification_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Accuracy of argmax predictions."""
+    return {"acc": float((logits.argmax(1) == y).float().mean())}
