@@ -103,3 +103,30 @@ def loss_barrier(module: nn.Module, a: Mapping[str, torch.Tensor], b: Mapping[st
     excess = losses - ((1 - ts) * losses[0] + ts * losses[-1])
     return {"barrier": float(excess.max()), "t_max": float(ts[int(excess.argmax())]), "losses": losses.tolist(),
             "ts": ts.tolist()}
+
+
+def batched_l2(ref: Mapping[str, torch.Tensor], states: Mapping[str, torch.Tensor], names: Sequence[str]) -> np.ndarray:
+    """[n] L2 distances of stacked states (tensors ``[n, *shape]``) to one reference over ``names``."""
+    n = next(iter(states.values())).shape[0]
+    total = torch.zeros(n, dtype=torch.float64)
+    for k in names:
+        total += ((states[k].double() - ref[k].double().unsqueeze(0)) ** 2).reshape(n, -1).sum(1)
+    return total.sqrt().numpy()
+
+
+def batched_singular_agreement(ref: Mapping[str, torch.Tensor], states: Mapping[str, torch.Tensor],
+                               names: Sequence[str]) -> np.ndarray:
+    """[n] ``top_singular_agreement`` of every stacked model with one reference (one batched SVD per tensor)."""
+    n = next(iter(states.values())).shape[0]
+    scores = []
+    for k in names:
+        if ref[k].ndim < 2:
+            continue
+        r = ref[k].double().reshape(ref[k].shape[0], -1)
+        s = states[k].double().reshape(n, ref[k].shape[0], -1)
+        ur, _, vr = torch.linalg.svd(r, full_matrices=False)
+        us, _, vs = torch.linalg.svd(s, full_matrices=False)
+        scores.append(0.5 * ((us[:, :, 0] @ ur[:, 0]).abs() + (vs[:, 0, :] @ vr[0]).abs()))
+    if not scores:
+        raise ZooError("no weight matrices to compare singular vectors of")
+    return torch.stack(scores).mean(0).numpy()

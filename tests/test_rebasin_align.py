@@ -1,0 +1,136 @@
+"""``zoo align`` end to end on small zoos built in the test: canonical weights keep every model's function."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from zoo.cli import main as zoo_main
+from zoo.config import compose
+from zoo.errors import ZooError
+from zoo.rebasin.align import align_zoo, choose_reference
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _build(path, *overrides):
+    return zoo.build(compose("build", [f"out={path}", "recipe=tiny", "progress=false", *overrides]))
+
+
+@pytest.fixture(scope="module")
+def mlp_zoo(tmp_path_factory):
+    """6 digits MLPs of one width (3 seeds x 2 learning rates, one of them divergent), checkpoints 0, 1, 3."""
+    path = tmp_path_factory.mktemp("align") / "mlp.zarr"
+    _build(path, "recipe.widths=[16]", "recipe.seeds=3", "recipe.learning_rates=[0.05,1e30]")
+    return str(path)
+
+
+def _same_function(z, model_id, checkpoint, X):
+    with torch.no_grad():
+        raw = z.module(model_id, checkpoint)(X)
+        can = z.module(model_id, checkpoint, canonical=True)(X)
+    torch.testing.assert_close(can, raw, rtol=1e-4, atol=1e-5)
+
+
+def test_zoo_align_cli_writes_function_preserving_canonical_weights(mlp_zoo, capsys):
+    assert zoo_main(["align", mlp_zoo, "--pairs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "L2 to reference" in out and "loss barrier" in out
+    z = zoo.open(mlp_zoo)
+    models = z.models
+    done = models[models["status"] == "done"]
+    assert len(done) >= 3
+    X = z.task().X_test[:64]
+    ref = choose_reference(models)
+    assert ref == int(done.sort_values(["test_acc", "model_id"], ascending=[False, True])["model_id"].iloc[0])
+    for i in done["model_id"]:
+        for c in range(len(z.checkpoint_epochs)):
+            _same_function(z, int(i), c, X)
+    torch.testing.assert_close(z.weights([ref], canonical=True), z.weights([ref]))
+    table = z.table("alignment")
+    assert set(table["model_id"]) == set(done["model_id"])
+    others = table[table["model_id"] != ref]
+    assert np.all(others["l2_after"] <= others["l2_before"] + 1e-6)
+    assert others["barrier_before"].notna().sum() == min(2, len(others))
+    summary = z.table("alignment_summary")
+    assert len(summary) == 1 and int(summary["reference_id"][0]) == ref
+
+
+def test_diverged_models_are_skipped_or_aligned_where_finite(mlp_zoo):
+    z = zoo.open(mlp_zoo)
+    models = z.models
+    div = models[models["status"] == "diverged"]
+    assert len(div) > 0, "lr=1e30 should diverge"
+    _, summary = align_zoo(z, pairs=0, checkpoint="all")
+    assert summary["groups"][0]["skipped_diverged"] == len(div)
+    i = int(div["model_id"].iloc[0])
+    assert torch.isnan(z.weights([i], checkpoint=None, canonical=True)).all()
+    _, summary = align_zoo(z, pairs=0, checkpoint="all", diverged="finite")
+    assert summary["groups"][0]["skipped_diverged"] == 0
+    last = int(div["model_id"].map(dict(zip(models["model_id"], models["last_checkpoint"]))).iloc[0])
+    traj = z.weights([i], checkpoint=None, canonical=True)[0]
+    assert torch.isfinite(traj[: last + 1]).all() and torch.isnan(traj[last + 1:]).all()
+    X = z.task().X_test[:64]
+    for c in range(last + 1):
+        _same_function(z, i, c, X)
+
+
+def test_align_last_checkpoint_trajectory_mode_and_explicit_reference(tmp_path):
+    path = tmp_path / "two.zarr"
+    _build(path, "recipe.widths=[8]", "recipe.seeds=3")
+    z = zoo.open(str(path))
+    _, s = align_zoo(z, reference=2, checkpoint="last", pairs=1)
+    assert s["groups"][0]["reference_id"] == 2 and s["checkpoint"] == [2]
+    assert torch.isfinite(z.weights([0, 1, 2], checkpoint=2, canonical=True)).all()
+    with pytest.raises(ZooError, match="not written"):
+        z.weights([0], checkpoint=0, canonical=True)
+    _, s = align_zoo(z, reference="auto", checkpoint="all", trajectory=True, pairs=0)
+    X = z.task().X_test[:32]
+    for c in range(3):
+        _same_function(z, 0, c, X)
+    # trajectory mode: the first layer's rows are permuted the same way at every checkpoint
+    layout = z.layout(0)
+    raw = z.weights([0], checkpoint=None)[0]
+    can = z.weights([0], checkpoint=None, canonical=True)[0]
+    w_raw = layout.unflatten(raw[-1])["layers.0.weight"]
+    w_can = layout.unflatten(can[-1])["layers.0.weight"]
+    perm = [int((w_raw - row).abs().sum(1).argmin()) for row in w_can]
+    for c in range(3):
+        torch.testing.assert_close(layout.unflatten(can[c])["layers.0.weight"],
+                                   layout.unflatten(raw[c])["layers.0.weight"][perm])
+
+
+def test_align_batchnorm_cnn_zoo(tmp_path):
+    path = tmp_path / "cnn.zarr"
+    _build(path, "recipe.arch=cnn", "recipe.dataset=digits-image", "recipe.widths=[4]", "recipe.seeds=2",
+           "recipe.epochs=1", "recipe.checkpoint_epochs=[0,1]")
+    assert zoo_main(["align", str(path), "--pairs", "1", "--json"]) == 0
+    z = zoo.open(str(path))
+    X = z.task().X_test[:64]
+    for i in z.models["model_id"]:
+        _same_function(z, int(i), -1, X)
+    t = z.table("alignment")
+    assert t["barrier_after"].notna().sum() == 1
+
+
+def test_align_errors(mlp_zoo, tmp_path, capsys):
+    z = zoo.open(mlp_zoo)
+    div = int(z.models.loc[z.models["status"] == "diverged", "model_id"].iloc[0])
+    with pytest.raises(ZooError, match="diverged; pick a done model"):
+        align_zoo(z, reference=div, write=False)
+    with pytest.raises(ZooError, match="out of range"):
+        align_zoo(z, reference=99, write=False)
+    with pytest.raises(ZooError, match="--checkpoint"):
+        align_zoo(z, checkpoint="first", write=False)
+    with pytest.raises(ZooError, match="out of range"):
+        align_zoo(z, checkpoint=7, write=False)
+    assert zoo_main(["align", str(tmp_path / "missing.zarr")]) == 2
+    assert zoo_main(["align", mlp_zoo, "--reference", "abc"]) == 2
+    assert "error" in capsys.readouterr().err

@@ -1,0 +1,188 @@
+"""Align a whole zoo to one reference per layout and store canonical weights plus a quality report.
+
+Rules (also printed by ``zoo align --help``):
+- Models are grouped by (layout, dataset); each group gets its own reference.
+- ``reference="auto"``: the done model with the best final test accuracy (regression: lowest final test
+  loss), ties broken by the lowest id. An explicit id is the reference of its own group; other groups
+  fall back to ``auto``. A reference must be a done model.
+- ``checkpoint="all"``: every checkpoint is matched to the reference's same checkpoint and all are
+  written; ``"last"`` / an index N: only that checkpoint is matched and written.
+- ``trajectory=True``: one permutation per model, found at the last selected checkpoint, is applied to
+  every checkpoint (trajectories stay continuous); all checkpoints are written.
+- Diverged models are skipped by default (their canonical weights stay NaN); with
+  ``diverged="finite"`` their finite checkpoints are aligned and the rest stay NaN.
+- The report compares each model with its reference at the last matched checkpoint: L2 distance over
+  trainable parameters, top singular-vector agreement, and for a seeded sample of ``pairs`` models the
+  loss barrier on the straight path (training loss; BatchNorm statistics recomputed on training data).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import ZooError
+from .apply import permute_flat
+from .matching import match_population
+from .report import batched_l2, batched_singular_agreement, loss_barrier
+from .spec import spec_for_layout
+
+MAX_EVAL_SAMPLES = 2048  # training samples used for barrier losses and BN statistics
+
+
+def choose_reference(models: pd.DataFrame, regression: bool = False) -> int:
+    """The ``auto`` rule: best final test accuracy (regression: lowest test loss), ties by lowest id."""
+    done = models[models["status"] == "done"]
+    if done.empty:
+        raise ZooError("no done model to use as the reference")
+    if regression or "test_acc" not in done or done["test_acc"].isna().all():
+        key = done["test_loss"].fillna(np.inf)
+        best = key.min()
+        cand = done[key == best]
+    else:
+        key = done["test_acc"].fillna(-np.inf)
+        cand = done[key == key.max()]
+    return int(cand["model_id"].min())
+
+
+def _parse_checkpoint(checkpoint: Any, n_ckpt: int) -> list[int]:
+    if checkpoint in ("all", None):
+        return list(range(n_ckpt))
+    if checkpoint == "last":
+        return [n_ckpt - 1]
+    try:
+        c = int(checkpoint)
+    except (TypeError, ValueError):
+        raise ZooError(f"--checkpoint must be all, last or an index, got {checkpoint!r}") from None
+    if not -n_ckpt <= c < n_ckpt:
+        raise ZooError(f"checkpoint {c} is out of range: this zoo has {n_ckpt} checkpoints")
+    return [c % n_ckpt]
+
+
+def align_zoo(z, reference: int | str = "auto", checkpoint: Any = "all", *, trajectory: bool = False,
+              diverged: str = "skip", seed: int = 0, restarts: int = 0, max_iter: int = 100, pairs: int = 8,
+              barrier_steps: int = 11, write: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Align every done model of ``z`` (a ``zoo.Zoo``) to its group's reference; returns (table, summary).
+
+    Writes canonical weights with ``z.write_canonical`` and the tables ``alignment`` (one row per model)
+    and ``alignment_summary`` (one row per group) unless ``write=False``.
+    """
+    if diverged not in ("skip", "finite"):
+        raise ZooError(f"--diverged must be skip or finite, got {diverged!r}")
+    models = z.models
+    n_ckpt = len(z.checkpoint_epochs)
+    ckpts = _parse_checkpoint(checkpoint, n_ckpt)
+    if reference != "auto":
+        try:
+            reference = int(reference)
+        except (TypeError, ValueError):
+            raise ZooError(f"--reference must be a model id or auto, got {reference!r}") from None
+        if not 0 <= reference < len(models):
+            raise ZooError(f"reference {reference} is out of range: this zoo has ids 0..{len(models) - 1}")
+        if models.loc[reference, "status"] != "done":
+            raise ZooError(f"reference {reference} is {models.loc[reference, 'status']}; pick a done model")
+    rows, groups = [], []
+    for (key, dataset), df in models.groupby(["layout", "dataset"], sort=True):
+        keep = df["status"] == "done"
+        if diverged == "finite":
+            keep |= (df["status"] == "diverged") & (df["last_checkpoint"] >= 0)
+        members = df[keep]
+        if members.empty:
+            continue
+        task = z.task(dataset)
+        ref_id = reference if reference != "auto" and int(reference) in set(df["model_id"]) else \
+            choose_reference(df, task.kind == "regression")
+        t0 = time.perf_counter()
+        table, info = _align_group(z, key, members, ref_id, ckpts, task, trajectory, seed, restarts, max_iter,
+                                   pairs, barrier_steps, write)
+        info.update(layout=key, dataset=dataset, seconds=time.perf_counter() - t0,
+                    skipped_diverged=int(((df["status"] == "diverged") & ~keep).sum()))
+        rows.append(table)
+        groups.append(info)
+    if not rows:
+        raise ZooError("the zoo has no done models to align")
+    table = pd.concat(rows, ignore_index=True)
+    summary = {"checkpoint": [int(c) for c in ckpts], "epochs": [z.checkpoint_epochs[c] for c in ckpts],
+               "trajectory": bool(trajectory), "diverged": diverged, "seed": seed, "restarts": restarts,
+               "reference_rule": "explicit" if reference != "auto" else "auto: best final test accuracy, lowest id",
+               "groups": groups}
+    if write:
+        z.write_table("alignment", table)
+        z.write_table("alignment_summary", pd.DataFrame(groups))
+    return table, summary
+
+
+def _align_group(z, key, members, ref_id, ckpts, task, trajectory, seed, restarts, max_iter, pairs, steps, write):
+    layout = z.layouts[key]
+    spec = spec_for_layout(layout)
+    ids = [int(i) for i in members["model_id"]]
+    last = members["last_checkpoint"].to_numpy()
+    W = z.weights(ids, checkpoint=None)  # [n, C, P], NaN after a divergence
+    R = z.weights([ref_id], checkpoint=None)[0]
+    out = W.clone()
+    n_ckpt = W.shape[1]
+    passes = np.zeros(len(ids), dtype=np.int64)
+    if trajectory:
+        c = ckpts[-1]
+        ok = np.flatnonzero(last >= c)
+        if ok.size:
+            res = _match(spec, layout, R[c], W[ok, c], seed, restarts, max_iter)
+            passes[ok] = res.passes
+            for cc in range(n_ckpt):
+                out[ok, cc] = permute_flat(spec, layout, W[ok, cc], res.perms)
+    else:
+        for c in ckpts:
+            ok = np.flatnonzero(last >= c)
+            if ok.size == 0:
+                continue
+            res = _match(spec, layout, R[c], W[ok, c], seed, restarts, max_iter)
+            passes[ok] = res.passes
+            out[ok, c] = permute_flat(spec, layout, W[ok, c], res.perms)
+    if write:
+        if trajectory or len(ckpts) == n_ckpt:
+            z.write_canonical(ids, out)
+        else:
+            z.write_canonical(ids, out[:, ckpts[0]], checkpoint=ckpts[0])
+    return _report(spec, layout, ids, ref_id, ckpts[-1], W, out, R, last, passes, task, seed, pairs, steps)
+
+
+def _match(spec, layout, ref_flat, flat, seed, restarts, max_iter):
+    ref = layout.unflatten(ref_flat)
+    return match_population(spec, ref, layout.unflatten_batch(flat), seed=seed, restarts=restarts, max_iter=max_iter)
+
+
+def _report(spec, layout, ids, ref_id, c, W, out, R, last, passes, task, seed, pairs, steps):
+    ok = np.flatnonzero(last >= c)
+    ref = layout.unflatten(R[c])
+    before = layout.unflatten_batch(W[ok, c])
+    after = layout.unflatten_batch(out[ok, c])
+    table = pd.DataFrame({"model_id": ids, "layout": layout.key(), "reference_id": ref_id, "checkpoint": c,
+                          "passes": passes})
+    for col in ("l2_before", "l2_after", "svd_before", "svd_after", "barrier_before", "barrier_after"):
+        table[col] = np.nan
+    table.loc[ok, "l2_before"] = batched_l2(ref, before, spec.matched)
+    table.loc[ok, "l2_after"] = batched_l2(ref, after, spec.matched)
+    table.loc[ok, "svd_before"] = batched_singular_agreement(ref, before, spec.matched)
+    table.loc[ok, "svd_after"] = batched_singular_agreement(ref, after, spec.matched)
+    candidates = [i for i in ok if ids[i] != ref_id]
+    rng = np.random.default_rng(seed)
+    sample = sorted(rng.choice(candidates, size=min(pairs, len(candidates)), replace=False).tolist()) \
+        if candidates and pairs > 0 else []
+    gen = torch.Generator().manual_seed(seed)
+    sel = torch.randperm(len(task.X_train), generator=gen)[:MAX_EVAL_SAMPLES]
+    X, y = task.X_train[sel], task.y_train[sel]
+    module = layout.build()
+    for i in sample:
+        for col, flat in (("barrier_before", W[i, c]), ("barrier_after", out[i, c])):
+            table.loc[i, col] = loss_barrier(module, ref, layout.unflatten(flat), X, y, task.kind, steps)["barrier"]
+    info = {"reference_id": int(ref_id), "models": len(ids), "checkpoint": int(c), "barrier_pairs": len(sample)}
+    others = table[table["model_id"] != ref_id]  # the reference itself would add zeros
+    for col in ("l2_before", "l2_after", "svd_before", "svd_after", "barrier_before", "barrier_after"):
+        v = others[col].dropna()
+        info[f"mean_{col}"] = float(v.mean()) if len(v) else None
+    b, a = info["mean_barrier_before"], info["mean_barrier_after"]
+    info["barrier_reduction"] = (1 - a / b) if a is not None and b else None
+    return table, info

@@ -1,0 +1,62 @@
+"""``zoo align PATH [--reference ID|auto] [--checkpoint all|last|N]``: write canonical weights and a report."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import ZooError
+
+EPILOG = """reference auto: per (layout, dataset), the done model with the best final test accuracy
+(regression: lowest test loss), ties by lowest id. --checkpoint all matches every checkpoint to the
+reference's same checkpoint; last / N match and write only that one; --trajectory applies one
+permutation per model (found at the last selected checkpoint) to all checkpoints. Diverged models are
+skipped unless --diverged finite. Tables 'alignment' and 'alignment_summary' are stored in the zoo."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="zoo align", description="Git Re-Basin: align every done model of a zoo "
+                                "to a reference and store canonical weights", epilog=EPILOG)
+    p.add_argument("path", help="zoo store (local path or fsspec URL)")
+    p.add_argument("--reference", default="auto", help="model id, or auto (default)")
+    p.add_argument("--checkpoint", default="all", help="all (default), last, or a checkpoint index")
+    p.add_argument("--trajectory", action="store_true", help="one permutation per model for all checkpoints")
+    p.add_argument("--diverged", default="skip", choices=["skip", "finite"], help="diverged models (default skip)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the group order and restarts")
+    p.add_argument("--restarts", type=int, default=0, help="extra random restarts per model (best kept)")
+    p.add_argument("--max-iter", type=int, default=100, help="most coordinate-descent passes")
+    p.add_argument("--pairs", type=int, default=8, help="models per group whose loss barrier is measured")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``zoo align``; user errors raise ZooError (the dispatcher prints one line, exit 2)."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:
+        if e.code:
+            raise ZooError("usage: zoo align PATH [--reference ID|auto] [--checkpoint all|last|N] "
+                           "(zoo align --help)") from None
+        return 0
+    if args.restarts < 0 or args.max_iter < 1 or args.pairs < 0:
+        raise ZooError("--restarts and --pairs must be >= 0 and --max-iter >= 1")
+    from ..store import open as open_zoo
+    from .align import align_zoo
+
+    z = open_zoo(args.path)
+    _, summary = align_zoo(z, args.reference, args.checkpoint, trajectory=args.trajectory, diverged=args.diverged,
+                           seed=args.seed, restarts=args.restarts, max_iter=args.max_iter, pairs=args.pairs)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"aligned {args.path}: checkpoints {summary['epochs']} (epochs), reference rule: {summary['reference_rule']}")
+    for g in summary["groups"]:
+        def f(x):
+            return "n/a" if x is None else f"{x:.4g}"
+        print(f"  {g['layout']} ({g['dataset']}): {g['models']} models -> reference {g['reference_id']}, "
+              f"{g['seconds']:.1f}s, skipped diverged {g['skipped_diverged']}")
+        print(f"    L2 to reference      {f(g['mean_l2_before'])} -> {f(g['mean_l2_after'])}")
+        print(f"    top-SV agreement     {f(g['mean_svd_before'])} -> {f(g['mean_svd_after'])}")
+        print(f"    loss barrier ({g['barrier_pairs']} pairs) {f(g['mean_barrier_before'])} -> "
+              f"{f(g['mean_barrier_after'])}")
+    return 0
