@@ -1,0 +1,67 @@
+"""``zoo landscape PATH [key=value ...]`` and ``zoo phases PATH --out DIR [key=value ...]``.
+
+Overrides use conf/landscape/default.yaml's keys, dotted for cut-offs: ``probes=64 phases.mc_tol=0.05``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from omegaconf import OmegaConf
+
+from ..errors import ZooError
+from .compute import compute_landscape, landscape_cells, resolve_config
+from .plot import phase_diagram
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one-line user error instead of argparse's exit
+        raise ZooError(message)
+
+
+def _overrides(items: list[str]) -> dict:
+    bad = [s for s in items if "=" not in s or s.startswith("=")]
+    if bad:
+        raise ZooError(f"overrides must look like key=value, got {bad}")
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(items), resolve=True)
+    except Exception as e:  # omegaconf grammar errors: report in one line
+        raise ZooError(f"bad override {items}: {' '.join(str(e).split())}") from None
+
+
+def _open(path: str):
+    from .. import store
+
+    return store.open(path)
+
+
+def main_landscape(argv: list[str]) -> int:
+    p = _Parser(prog="zoo landscape", description="compute loss-landscape metrics and phases of a zoo")
+    p.add_argument("path", help="zoo store (local path or fsspec URL)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of conf/landscape/default.yaml")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    a = p.parse_intermixed_args(argv)
+    cfg = resolve_config(_overrides(a.overrides))
+    z = _open(a.path)
+    df = compute_landscape(z, cfg, progress=not a.quiet)
+    counts = df["phase"].replace("", "unlabelled").value_counts().to_dict()
+    times = {k: round(v, 2) for k, v in df.attrs["timings"].items()}
+    print(f"zoo {a.path}: landscape of {int(df['train_loss'].notna().sum())} models written (table 'landscape');"
+          f" phases per model {counts}; seconds {times}")
+    return 0
+
+
+def main_phases(argv: list[str]) -> int:
+    p = _Parser(prog="zoo phases", description="draw a zoo's phase diagram (PNG + JSON)")
+    p.add_argument("path", help="zoo store with landscape metrics (run `zoo landscape PATH` first)")
+    p.add_argument("--out", required=True, help="folder for phases.png and phases.json")
+    p.add_argument("--name", default="phases", help="file stem (default: phases)")
+    p.add_argument("overrides", nargs="*", help="cut-off overrides, e.g. phases.mc_tol=0.05")
+    a = p.parse_intermixed_args(argv)
+    cfg = resolve_config(_overrides(a.overrides))
+    z = _open(a.path)
+    cells, h_cut = landscape_cells(z, cfg)
+    png, js = phase_diagram(cells, a.out, cfg["phases"], {"zoo": z.path, "hessian_threshold": h_cut}, name=a.name)
+    counts = json.loads(js.read_text())["phase_counts"]
+    print(f"wrote {png} and {js}: {len(cells)} cells, phases {counts}")
+    return 0

@@ -1,0 +1,224 @@
+"""Landscape metrics for a whole zoo: one row per model, cell metrics repeated on each member, phases.
+
+Models of one layout are evaluated as stacked populations (``vmap`` over ``functional_call``): loss and
+accuracy, Hessian trace and top eigenvalue at the analysis checkpoint; seed pairs of one grid cell are
+connected by Bezier curves, fitted together as one population of control points.
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+
+from ..errors import ZooError
+from .cka import linear_cka
+from .connectivity import mode_connectivity
+from .functional import FunctionalNet, evaluate, task_loss
+from .hessian import batched_hvp, hutchinson_trace, top_eigenvalue
+from .phases import NOT_CELL, Cutoffs, label_models
+
+DEFAULTS = Path(__file__).resolve().parents[2] / "conf" / "landscape" / "default.yaml"
+COLUMNS = ["model_id", "train_loss", "train_acc", "test_loss", "test_acc", "generalization_gap", "hessian_trace",
+           "hessian_top_eigenvalue", "mode_connectivity", "mode_connectivity_linear", "cka", "phase"]
+BOOKKEEPING = NOT_CELL | {"population"}
+
+
+def default_config() -> dict:
+    """conf/landscape/default.yaml as a dict."""
+    return OmegaConf.to_container(OmegaConf.load(DEFAULTS), resolve=True)
+
+
+def resolve_config(cfg: Mapping | None = None) -> dict:
+    """Defaults merged with ``cfg`` (a recipe's ``landscape:`` block may add ``enabled``); unknown keys are errors."""
+    base = default_config()
+    cfg = dict(cfg or {})
+    cfg.pop("enabled", None)
+    unknown = sorted(set(cfg) - set(base))
+    if unknown:
+        raise ZooError(f"unknown landscape config keys {unknown}; known: {sorted(base)}")
+    phases = {**base["phases"], **dict(cfg.pop("phases", None) or {})}
+    out = {**base, **cfg, "phases": phases}
+    Cutoffs.from_mapping(phases)
+    for k in ("batches", "batch_size", "probes", "probe_chunk", "power_iters", "max_pairs", "bezier_batch_size",
+              "chunk"):
+        if int(out[k]) < 1:
+            raise ZooError(f"landscape.{k} must be >= 1, got {out[k]}")
+    if int(out["curve_points"]) < 3:
+        raise ZooError(f"landscape.curve_points must be >= 3, got {out['curve_points']}")
+    if int(out["bezier_steps"]) < 0:
+        raise ZooError(f"landscape.bezier_steps must be >= 0, got {out['bezier_steps']}")
+    if out["pairs"] not in ("all", "consecutive"):
+        raise ZooError(f"landscape.pairs must be 'all' or 'consecutive', got {out['pairs']!r}")
+    return out
+
+
+def cell_keys(models: pd.DataFrame, metric_names: Sequence[str] = ()) -> list[str]:
+    """Columns naming a model's grid cell: its hyperparameters except the seed (and bookkeeping)."""
+    skip = BOOKKEEPING | set(metric_names) | {"train_loss", "train_acc", "test_loss", "test_acc", "train_r2", "test_r2"}
+    return [c for c in models.columns if c not in skip]
+
+
+def analysis_indices(n_train: int, batches: int, batch_size: int, seed: int) -> torch.Tensor:
+    """The fixed training examples for Hessian metrics: ``[batches, batch_size]`` (fewer if the set is small)."""
+    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
+    per = min(batch_size, n_train // batches) if n_train >= batches else n_train
+    if per < 1:
+        raise ZooError(f"training set of {n_train} examples cannot fill {batches} analysis batches")
+    return perm[: batches * per].view(-1, per) if n_train >= batches else perm.view(1, -1)
+
+
+def seed_pairs(members: pd.DataFrame, how: str, max_pairs: int) -> list[tuple[int, int]]:
+    """Pairs of model ids of one cell, in seed order: all pairs or consecutive seeds, at most ``max_pairs``."""
+    ids = members.sort_values("seed")["model_id"].astype(int).tolist()
+    pairs = list(itertools.combinations(ids, 2)) if how == "all" else list(zip(ids, ids[1:]))
+    return pairs[:max_pairs]
+
+
+def _log(progress: bool, msg: str) -> None:
+    if progress:
+        print(f"[landscape] {msg}", file=sys.stderr, flush=True)
+
+
+def _chunks(seq: Sequence, size: int):
+    for i in range(0, len(seq), size):
+        yield seq[i:i + size]
+
+
+def compute_landscape(zoo, cfg: Mapping | None = None, progress: bool = False, write: bool = True) -> pd.DataFrame:
+    """Landscape metrics and phase of every model of ``zoo`` (see module doc); written as table "landscape".
+
+    Models that are pending or diverged get NaN metrics; cells are labelled from their trained members.
+    ``df.attrs["timings"]`` holds seconds per metric family, ``df.attrs["cells"]`` the labelled cell table.
+    """
+    cfg = resolve_config(cfg)
+    cut = Cutoffs.from_mapping(cfg["phases"])
+    models = zoo.models
+    task = zoo.task()
+    kind = task.kind
+    crit = task_loss(kind)
+    seed = int(cfg["seed"])
+    idx = analysis_indices(len(task.X_train), int(cfg["batches"]), int(cfg["batch_size"]), seed)
+    flat_idx = idx.reshape(-1)
+    x_a, y_a = task.X_train[flat_idx], task.y_train[flat_idx]
+    keys = cell_keys(models, zoo.metric_names)
+    timings = {"evaluate": 0.0, "hessian_trace": 0.0, "hessian_top_eigenvalue": 0.0, "mode_connectivity": 0.0,
+               "cka": 0.0}
+
+    rows: dict[int, dict] = {int(i): {"model_id": int(i)} for i in models["model_id"]}
+    test_out: dict[int, torch.Tensor] = {}
+    done = models[models["status"] == "done"]
+    for key, group in done.groupby("layout", sort=True):
+        layout = zoo.layouts[key]
+        net = FunctionalNet.from_layout(layout)
+        loss = net.loss_fn(kind)
+        hvp = batched_hvp(loss, in_dims=(0, None, None))
+        ids_all = group["model_id"].astype(int).tolist()
+        _log(progress, f"layout {key}: {len(ids_all)} models, {net.num_params} parameters")
+        for ids in _chunks(ids_all, int(cfg["chunk"])):
+            theta, bufs = net.split(zoo.weights(ids, checkpoint=int(cfg["checkpoint"])))
+            t0 = time.perf_counter()
+            tr_loss, tr_acc = evaluate(net, theta, bufs, task.X_train, task.y_train, kind)
+            out = net.batched_forward(theta, bufs, task.X_test)
+            te_loss = torch.stack([crit(o, task.y_test) for o in out])
+            te_acc = (out.argmax(-1) == task.y_test).float().mean(1) if kind == "classification" else \
+                evaluate(net, theta, bufs, task.X_test, task.y_test, kind)[1]
+            t1 = time.perf_counter()
+            g = torch.Generator().manual_seed(seed + 1)
+            trace = hutchinson_trace(hvp, theta, (bufs, x_a, y_a), int(cfg["probes"]), g, chunk=int(cfg["probe_chunk"]))
+            t2 = time.perf_counter()
+            g = torch.Generator().manual_seed(seed + 2)
+            top, _ = top_eigenvalue(hvp, theta, (bufs, x_a, y_a), int(cfg["power_iters"]), float(cfg["power_tol"]), g)
+            t3 = time.perf_counter()
+            timings["evaluate"] += t1 - t0
+            timings["hessian_trace"] += t2 - t1
+            timings["hessian_top_eigenvalue"] += t3 - t2
+            for k, i in enumerate(ids):
+                gap = (tr_acc[k] - te_acc[k]) if kind == "classification" else (te_loss[k] - tr_loss[k])
+                rows[i].update(train_loss=float(tr_loss[k]), train_acc=float(tr_acc[k]), test_loss=float(te_loss[k]),
+                               test_acc=float(te_acc[k]), generalization_gap=float(gap), hessian_trace=float(trace[k]),
+                               hessian_top_eigenvalue=float(top[k]))
+                test_out[i] = out[k]
+
+        # ---- cell metrics: Bezier mode connectivity and CKA over seed pairs (cells never span layouts)
+        cell_of = group.assign(_cell=group[keys].astype(str).agg("|".join, axis=1) if keys else "all")
+        pairs, pair_cell = [], []
+        for cell, members in cell_of.groupby("_cell", sort=True):
+            for p in seed_pairs(members, cfg["pairs"], int(cfg["max_pairs"])):
+                pairs.append(p)
+                pair_cell.append(cell)
+        if not pairs:
+            continue
+        curve_net = FunctionalNet.from_layout(layout, batch_stats=True)
+
+        def curve_loss(th, x, y, _net=curve_net):
+            return crit(_net.forward(th, {}, x), y)
+
+        mc, mcl, cka = [], [], []
+        t0 = time.perf_counter()
+        for chunk in _chunks(pairs, int(cfg["chunk"])):
+            a = [p[0] for p in chunk]
+            b = [p[1] for p in chunk]
+            theta_a, _ = curve_net.split(zoo.weights(a, checkpoint=int(cfg["checkpoint"])))
+            theta_b, _ = curve_net.split(zoo.weights(b, checkpoint=int(cfg["checkpoint"])))
+            g = torch.Generator().manual_seed(seed + 3)
+            res = mode_connectivity(curve_loss, theta_a, theta_b, task.X_train, task.y_train, x_a, y_a,
+                                    k=int(cfg["curve_points"]), steps=int(cfg["bezier_steps"]),
+                                    lr=float(cfg["bezier_lr"]), batch_size=int(cfg["bezier_batch_size"]), generator=g)
+            mc += res["mc"].tolist()
+            mcl += res["mc_linear"].tolist()
+        t1 = time.perf_counter()
+        for i, j in pairs:
+            cka.append(float(linear_cka(test_out[i], test_out[j])))
+        t2 = time.perf_counter()
+        timings["mode_connectivity"] += t1 - t0
+        timings["cka"] += t2 - t1
+        _log(progress, f"layout {key}: {len(pairs)} seed pairs connected ({t1 - t0:.1f}s)")
+        per_cell = pd.DataFrame({"cell": pair_cell, "mc": mc, "mcl": mcl, "cka": cka}).groupby("cell").mean()
+        for _, r in cell_of.iterrows():
+            if r["_cell"] in per_cell.index:
+                c = per_cell.loc[r["_cell"]]
+                rows[int(r["model_id"])].update(mode_connectivity=float(c["mc"]),
+                                                mode_connectivity_linear=float(c["mcl"]), cka=float(c["cka"]))
+
+    table = pd.DataFrame([rows[i] for i in sorted(rows)]).reindex(columns=COLUMNS[:-1])
+    merged = models[["model_id", "status", *keys, "seed"]].merge(table, on="model_id", how="left")
+    # cell values belong to every member of the cell, trained or not
+    merged["_cell"] = merged[keys].astype(str).agg("|".join, axis=1) if keys else "all"
+    for c in ("mode_connectivity", "mode_connectivity_linear", "cka"):
+        merged[c] = merged.groupby("_cell")[c].transform("first")
+    phase, cells = label_models(merged.drop(columns="_cell"), keys, cut)
+    merged["phase"] = phase
+    result = merged[COLUMNS].copy()
+    if write:
+        zoo.write_table("landscape", result)
+        zoo.write_table("landscape_batches", pd.DataFrame({
+            "batch": np.repeat(np.arange(idx.shape[0]), idx.shape[1]), "index": flat_idx.numpy()}))
+    result.attrs["timings"] = timings
+    result.attrs["cells"] = cells
+    result.attrs["config"] = cfg
+    return result
+
+
+def landscape_cells(zoo, cfg: Mapping | None = None) -> tuple[pd.DataFrame, float]:
+    """Labelled cell table of a zoo from its stored landscape table, with the cut-offs of ``cfg``.
+
+    Returns (cells, Hessian threshold used). Cut-offs can change here without recomputing any metric.
+    """
+    cfg = resolve_config(cfg)
+    cut = Cutoffs.from_mapping(cfg["phases"])
+    table = zoo.landscape
+    if table is None:
+        raise ZooError(f"zoo {zoo.path!r} has no landscape metrics yet: run `zoo landscape {zoo.path}` first")
+    models = zoo.models
+    keys = cell_keys(models, zoo.metric_names)
+    merged = models[["model_id", *keys, "seed"]].merge(table.drop(columns=["phase"], errors="ignore"), on="model_id",
+                                                          how="left")
+    _, cells = label_models(merged, keys, cut)
+    return cells, float(cells.attrs.get("hessian_threshold", float("nan")))

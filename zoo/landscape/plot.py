@@ -1,0 +1,130 @@
+"""Phase diagrams: width (load) x temperature grid, one panel per metric plus the phase labels.
+
+Written as PNG next to a JSON of the same numbers, so the cut-offs can be checked by eye and by script.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ZooError
+from .phases import CELL_METRICS, MODEL_METRICS, PHASES
+
+PANELS = [  # (column, title, scale): log panels use log10 of positive values
+    ("train_loss", "train loss (log10)", "log"),
+    ("test_acc", "test accuracy / R²", "linear"),
+    ("generalization_gap", "generalization gap", "linear"),
+    ("hessian_trace", "Hessian trace (log10)", "log"),
+    ("hessian_top_eigenvalue", "Hessian top eigenvalue (log10)", "log"),
+    ("mode_connectivity", "mode connectivity (Bezier)", "diverging"),
+    ("mode_connectivity_linear", "mode connectivity (line)", "diverging"),
+    ("cka", "CKA of logits", "linear"),
+]
+PHASE_COLORS = {"I": "#d62728", "II": "#ff7f0e", "III": "#9467bd", "IV-A": "#2ca02c", "IV-B": "#1f77b4", "": "#dddddd"}
+
+
+def temperature_axis(cells: pd.DataFrame) -> str:
+    """Batch size when the grid varies it (the published phase zoos' temperature), else learning rate."""
+    for col in ("batch_size", "learning_rate"):
+        if col in cells.columns and cells[col].nunique() > 1:
+            return col
+    return "batch_size" if "batch_size" in cells.columns else "learning_rate"
+
+
+def _jsonable(v):
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return None if not math.isfinite(float(v)) else float(v)
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return v
+
+
+def phase_diagram(cells: pd.DataFrame, out_dir: str | Path, cutoffs: Mapping, extra: Mapping | None = None,
+                  name: str = "phases") -> tuple[Path, Path]:
+    """Draw ``<name>.png`` and write ``<name>.json`` (cells, axes, cut-offs) into ``out_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
+
+    if cells.empty:
+        raise ZooError("no cells to draw: the landscape table is empty")
+    if "width" not in cells.columns:
+        raise ZooError("the zoo's models have no 'width' column to draw on the load axis")
+    temp = temperature_axis(cells)
+    fixed = ["width", temp]
+    others = [c for c in cells.columns
+              if c not in fixed and c not in {*MODEL_METRICS, *CELL_METRICS} and c not in
+              {"cell", "phase", "members", "members_ok", "high_loss", "large_hessian", "hessian_agrees"}
+              and cells[c].nunique(dropna=False) > 1]
+    combos = [()] if not others else list(cells[others].astype(str).drop_duplicates().itertuples(index=False, name=None))
+    widths = sorted(cells["width"].unique())
+    temps = sorted(cells[temp].unique())
+    n_cols = 3  # each combination of the other varying axes gets a 3 x 3 block of panels
+    n_rows = 3 * len(combos)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.2 * n_rows + 0.6), squeeze=False)
+    for r, combo in enumerate(combos):
+        sub = cells if not others else cells[(cells[others].astype(str) == pd.Series(combo, index=others)).all(axis=1)]
+        for c, (col, title, scale) in enumerate([*PANELS, ("phase", "phase", "phase")]):
+            ax = axes[3 * r + c // 3, c % 3]
+            grid = np.full((len(temps), len(widths)), np.nan)
+            labels = [["" for _ in widths] for _ in temps]
+            for _, row in sub.iterrows():
+                i, j = temps.index(row[temp]), widths.index(row["width"])
+                if col == "phase":
+                    labels[i][j] = row["phase"]
+                    continue
+                v = row[col]
+                if pd.notna(v):
+                    grid[i, j] = math.log10(v) if scale == "log" and v > 0 else (np.nan if scale == "log" else v)
+                    labels[i][j] = f"{v:.2g}"
+            if col == "phase":
+                colors = np.array([[matplotlib.colors.to_rgb(PHASE_COLORS.get(labels[i][j], "#dddddd"))
+                                    for j in range(len(widths))] for i in range(len(temps))])
+                ax.imshow(colors, origin="lower", aspect="auto")
+            else:
+                finite = grid[np.isfinite(grid)]
+                kw = {}
+                if scale == "diverging" and finite.size:
+                    m = max(float(np.abs(finite).max()), 1e-9)
+                    kw["norm"] = TwoSlopeNorm(vcenter=0.0, vmin=-m, vmax=m)
+                im = ax.imshow(grid, origin="lower", aspect="auto", cmap="RdBu" if scale == "diverging" else "viridis",
+                               **kw)
+                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+            for i, j in itertools.product(range(len(temps)), range(len(widths))):
+                if labels[i][j]:
+                    ax.text(j, i, labels[i][j], ha="center", va="center", fontsize=7,
+                            color="black" if col == "phase" else "white")
+            ax.set_xticks(range(len(widths)), [str(w) for w in widths], fontsize=7)
+            ax.set_yticks(range(len(temps)), [f"{t:g}" for t in temps], fontsize=7)
+            ax.set_xlabel("width (load)", fontsize=8)
+            ax.set_ylabel(f"{temp} (temperature {'↓' if temp == 'batch_size' else '↑'})", fontsize=8)
+            head = title if not others else f"{title}\n" + ", ".join(f"{k}={v}" for k, v in zip(others, combo))
+            ax.set_title(head, fontsize=8)
+    cut_txt = ", ".join(f"{k}={v}" for k, v in cutoffs.items())
+    fig.suptitle(f"phase diagram — cut-offs: {cut_txt}", fontsize=9)
+    fig.tight_layout()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    png, js = out / f"{name}.png", out / f"{name}.json"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    records = [{k: _jsonable(v) for k, v in rec.items()} for rec in cells.to_dict(orient="records")]
+    counts = {p: int((cells["phase"] == p).sum()) for p in PHASES}
+    counts["unlabelled"] = int((cells["phase"] == "").sum())
+    payload = {"load_axis": "width", "temperature_axis": temp, "other_axes": others, "widths": [_jsonable(w) for w in widths],
+               "temperatures": [_jsonable(t) for t in temps], "cutoffs": dict(cutoffs), "phase_counts": counts,
+               **dict(extra or {}), "cells": records}
+    js.write_text(json.dumps(payload, indent=1))
+    return png, js
