@@ -91,25 +91,19 @@ class PopulationModule(L.LightningModule):
         for p in self.template.parameters():
             p.requires_grad_(False)
         m = len(spec.init_states)
-        param_names = [n for n, _ in spec.template.named_parameters()]
-        self.param_entries = [spec.layout[n] for n in param_names]
+        self.param_names = [n for n, _ in spec.template.named_parameters()]
         self.buffer_names = [e.name for e in spec.layout.entries if e.kind == "buffer"]
-        offsets, o = [], 0
-        for e in self.param_entries:
-            offsets.append(o)
-            o += e.numel
-        self._param_offsets = offsets
-        flat = torch.empty(m, o)
-        for e, off in zip(self.param_entries, offsets):
-            flat[:, off:off + e.numel] = torch.stack([s[e.name].reshape(-1) for s in spec.init_states]).float()
-        self.flat = nn.Parameter(flat)
+        # one contiguous [M, *shape] leaf per tensor: vmap and autograd run fastest on these (views of one
+        # flat [M, P] storage are many times slower in both directions)
+        self.stacked = nn.ParameterList(
+            [nn.Parameter(torch.stack([s[n] for s in spec.init_states]).float().contiguous()) for n in self.param_names])
         self._buffers_stacked = {n: torch.stack([s[n] for s in spec.init_states]).clone() for n in self.buffer_names}
         self.lr = torch.tensor(spec.learning_rates, dtype=torch.float32).view(m, 1)
         self.wd = torch.tensor(spec.weight_decays, dtype=torch.float32).view(m, 1)
         self.active = torch.ones(m, dtype=torch.bool)
         self.diverged = torch.zeros(m, dtype=torch.bool)
-        self.state1 = torch.zeros_like(flat)  # momentum buffer / Adam first moment
-        self.state2 = torch.zeros_like(flat) if spec.optimizer in ("adam", "adamw") else None
+        self.state1 = [torch.zeros_like(p) for p in self.stacked]  # momentum buffer / Adam first moment
+        self.state2 = [torch.zeros_like(p) for p in self.stacked] if spec.optimizer in ("adam", "adamw") else None
         self.step_count = 0
         n_train = len(task.X_train)
         self.batch_size = min(spec.batch_size, n_train)
@@ -129,9 +123,7 @@ class PopulationModule(L.LightningModule):
 
     # ------------------------------------------------------------------ functional pieces
     def _params(self) -> dict[str, torch.Tensor]:
-        m = self.flat.shape[0]
-        return {e.name: self.flat[:, off:off + e.numel].view(m, *e.shape)
-                for e, off in zip(self.param_entries, self._param_offsets)}
+        return dict(zip(self.param_names, self.stacked))
 
     def _forward(self, params: dict, buffers: dict, x: torch.Tensor, shared_input: bool) -> torch.Tensor:
         def f(p, b, xi):
@@ -173,7 +165,8 @@ class PopulationModule(L.LightningModule):
         if newly.any():
             self.diverged |= newly
             self.active &= finite
-        self.flat.grad = None
+        for p in self.stacked:
+            p.grad = None
         self.manual_backward(torch.where(self.active, loss, torch.zeros_like(loss)).sum())
         self._optimizer_step()
         if self.active.any():
@@ -191,30 +184,35 @@ class PopulationModule(L.LightningModule):
 
     @torch.no_grad()
     def _optimizer_step(self) -> None:
-        p, g = self.flat.data, self.flat.grad
-        lr = self.lr * self._lr_factor() * self.active.view(-1, 1)
+        """One fused step for every model: per-model learning rate and weight decay broadcast per tensor."""
+        lr_m = self.lr * self._lr_factor() * self.active.view(-1, 1)  # [M, 1]; frozen models get 0
         self.step_count += 1
-        opt = self.spec.optimizer
-        if opt == "sgd":
-            g = g.add(p * self.wd) if bool((self.wd != 0).any()) else g
-            if self.spec.momentum:
-                if self.step_count == 1:
-                    self.state1.copy_(g)
-                else:
-                    self.state1.mul_(self.spec.momentum).add_(g)
-                g = self.state1
-            p.sub_(lr * g)
-            return
+        opt, use_wd = self.spec.optimizer, bool((self.wd != 0).any())
         b1, b2 = self.spec.betas
-        if opt == "adamw":
-            p.mul_(1 - lr * self.wd)
-        elif bool((self.wd != 0).any()):
-            g = g.add(p * self.wd)
-        self.state1.mul_(b1).add_(g, alpha=1 - b1)
-        self.state2.mul_(b2).addcmul_(g, g, value=1 - b2)
         c1, c2 = 1 - b1 ** self.step_count, 1 - b2 ** self.step_count
-        denom = (self.state2 / c2).sqrt_().add_(self.spec.eps)
-        p.sub_(lr / c1 * self.state1 / denom)
+        for k, p in enumerate(self.stacked):
+            g, shape = p.grad, (-1,) + (1,) * (p.dim() - 1)
+            lr, wd = lr_m.view(shape), self.wd.view(shape)
+            if opt == "sgd":
+                if use_wd:
+                    g = g.addcmul(p, wd)
+                if self.spec.momentum:
+                    buf = self.state1[k]
+                    if self.step_count == 1:
+                        buf.copy_(g)
+                    else:
+                        buf.mul_(self.spec.momentum).add_(g)
+                    g = buf
+                p.addcmul_(lr, g, value=-1.0)
+                continue
+            if opt == "adamw":
+                p.mul_(1 - lr * wd)
+            elif use_wd:
+                g = g.addcmul(p, wd)
+            m1, m2 = self.state1[k], self.state2[k]
+            m1.mul_(b1).add_(g, alpha=1 - b1)
+            m2.mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.addcmul_(lr / c1, m1 / (m2 / c2).sqrt_().add_(self.spec.eps), value=-1.0)
 
     # ------------------------------------------------------------------ checkpoints and metrics
     @torch.no_grad()

@@ -288,11 +288,11 @@ class Zoo:
         expected = (len(ids), raw.shape[2]) if checkpoint is not None else (len(ids), raw.shape[1], raw.shape[2])
         if w.shape != expected:
             raise ZooError(f"canonical weights have shape {w.shape}, expected {expected}")
-        order = np.argsort(rows)
-        if checkpoint is None:
-            array.oindex[rows[order], :, :] = w[order]
-        else:
-            array.oindex[rows[order], int(checkpoint), :] = w[order]
+        for row, wi in zip(rows, w):  # one whole shard (or one inner chunk) per model
+            if checkpoint is None:
+                array[int(row)] = wi
+            else:
+                array[int(row), int(checkpoint)] = wi
 
     def write_table(self, name: str, df: pd.DataFrame) -> None:
         """Store a small table (e.g. landscape metrics per model) inside the zoo, replacing any old one."""

@@ -248,32 +248,31 @@ def permute_states_matched(spec: PermutationSpec, states: Mapping[str, torch.Ten
 
 def weight_matching(spec: PermutationSpec, reference: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
                     *, seed: int = 0, max_iter: int = 100, restarts: int = 0,
-                    init: Mapping[str, torch.Tensor] | None = None) -> MatchResult:
-    """Plain one-pair weight matching of ``state`` to ``reference`` (float64, permuted copies rebuilt per step).
+                    init: Mapping[str, torch.Tensor] | None = None, dtype: torch.dtype = torch.float64
+                    ) -> MatchResult:
+    """Plain one-pair weight matching of ``state`` to ``reference`` (``dtype`` arithmetic, default float64).
 
     This is the straightforward formulation (and the baseline the benchmark compares the batched path to):
-    per group, the other axes are permuted from the original weights, the similarity matrix is summed over
-    every axis the group touches, and the new permutation is kept if it raises the objective.
+    per group and touched tensor, the tensor's other axes are permuted from the original weights, the
+    similarity matrix is summed over every axis the group touches, and the new permutation is kept if it
+    raises the objective.
     """
     spec.check_state(reference, what="reference")
     spec.check_state(state, what="model")
     check_finite(reference, "reference")
     check_finite(state, "model")
-    ref = {k: reference[k].double() for k in spec.matched}
-    w = {k: state[k].double() for k in spec.matched}
+    ref = {k: reference[k].to(dtype) for k in spec.matched}
+    w = {k: state[k].to(dtype) for k in spec.matched}
 
-    def permuted(perms, except_name=None, except_axis=None):
-        out = {}
-        for k, t in w.items():
-            for a, g in enumerate(spec.axes[k]):
-                if g is not None and not (k == except_name and a == except_axis):
-                    t = t.index_select(a, perms[g])
-            out[k] = t
-        return out
+    def permuted(k, perms, except_axis=None):
+        t = w[k]
+        for a, g in enumerate(spec.axes[k]):
+            if g is not None and a != except_axis:
+                t = t.index_select(a, perms[g])
+        return t
 
     def objective(perms) -> float:
-        p = permuted(perms)
-        return float(sum((ref[k] * p[k]).sum() for k in spec.matched))
+        return float(sum((ref[k].double() * permuted(k, perms).double()).sum() for k in spec.matched))
 
     initial = objective(identity_perms(spec))
     best, best_obj, first_hist = None, -np.inf, None
@@ -289,16 +288,16 @@ def weight_matching(spec: PermutationSpec, reference: Mapping[str, torch.Tensor]
             for gi in rng.permutation(len(spec.groups)):
                 g = spec.groups[gi]
                 s = spec.sizes[g]
-                A = torch.zeros(s, s, dtype=torch.float64)
+                A = torch.zeros(s, s, dtype=dtype)
                 for k, a in spec.touches(g):
                     if k not in w:
                         continue
                     wa = ref[k].movedim(a, 0).reshape(s, -1)
-                    wb = permuted(perms, k, a)[k].movedim(a, 0).reshape(s, -1)
+                    wb = permuted(k, perms, a).movedim(a, 0).reshape(s, -1)
                     A += wa @ wb.T
                 ci = torch.from_numpy(linear_sum_assignment(A.numpy(), maximize=True)[1])
-                old = float(A[torch.arange(s), perms[g]].sum())
-                new = float(A[torch.arange(s), ci].sum())
+                old = float(A[torch.arange(s), perms[g]].double().sum())
+                new = float(A[torch.arange(s), ci].double().sum())
                 if new - old > RTOL * max(abs(old), 1e-12):
                     trial = dict(perms, **{g: ci})
                     if spec.self_coupled(g) and objective(trial) - objective(perms) <= RTOL * abs(objective(perms)):

@@ -1,0 +1,160 @@
+"""zoo build: determinism, divergence, refusal of foreign stores, kill-and-resume, and the CLI."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+import zoo
+from zoo import ZooError
+
+from .conftest import build_zoo
+
+ZOO_CLI = [sys.executable, "-m", "zoo.cli"]
+
+
+def _all_weights(z: zoo.Zoo) -> dict[int, torch.Tensor]:
+    return {i: z.trajectory(i) for i in z.models.model_id}
+
+
+def _same_bits(a: zoo.Zoo, b: zoo.Zoo) -> bool:
+    wa, wb = _all_weights(a), _all_weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[i].nan_to_num(7.0), wb[i].nan_to_num(7.0)) for i in wa) \
+        and a.metrics.fillna(-1).equals(b.metrics.fillna(-1))
+
+
+def test_same_config_same_bits(tiny_zoo, tmp_path):
+    again = build_zoo(str(tmp_path / "again.zarr"))
+    assert _same_bits(tiny_zoo, again)
+
+
+def test_diverged_model_is_recorded_and_does_not_disturb_others(tmp_path):
+    z = build_zoo(str(tmp_path / "div.zarr"), "recipe.widths=[16]", "recipe.learning_rates=[0.05,1e12]",
+                  "recipe.seeds=2")
+    df = z.models.set_index("model_id")
+    assert list(df.status) == ["done", "done", "diverged", "diverged"]
+    for i in (2, 3):
+        last = int(df.last_checkpoint[i])
+        assert 0 <= last < len(z.checkpoint_epochs) - 1
+        sd = z.state_dict(i)  # checkpoint=-1 gives the last finite one
+        assert all(torch.isfinite(t.float()).all() for t in sd.values())
+        assert torch.isnan(z.trajectory(i)[last + 1:]).all()
+        with pytest.raises(ZooError, match="diverged"):
+            z.state_dict(i, checkpoint=len(z.checkpoint_epochs) - 1)
+    alone = build_zoo(str(tmp_path / "alone.zarr"), "recipe.widths=[16]", "recipe.learning_rates=[0.05]",
+                      "recipe.seeds=2")
+    for i in (0, 1):
+        assert torch.allclose(z.trajectory(i), alone.trajectory(i), atol=1e-6)
+
+
+def test_refuses_a_store_from_another_config_unless_overwrite(tiny_zoo, tmp_path):
+    path = str(tmp_path / "z.zarr")
+    build_zoo(path)
+    with pytest.raises(ZooError, match="different config"):
+        build_zoo(path, "recipe.epochs=2", "recipe.checkpoint_epochs=[0,2]")
+    z = build_zoo(path, "recipe.epochs=2", "recipe.checkpoint_epochs=[0,2]", "overwrite=true")
+    assert z.checkpoint_epochs == [0, 2]
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("precious")
+    with pytest.raises(ZooError, match="not a zoo"):
+        build_zoo(str(foreign))
+    assert (foreign / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("overrides", [
+    ["recipe.arch=cnn", "recipe.dataset=digits-image", "recipe.widths=[4]", "recipe.depths=[2]"],
+    ["recipe.arch=resnet", "recipe.dataset=digits-image", "recipe.widths=[4]", "recipe.depths=[1]",
+     "recipe.optimizer=adam", "recipe.learning_rates=[0.01]"],
+    ["recipe.dataset=sine-regression", "recipe.optimizer=adamw", "recipe.weight_decays=[0.01]",
+     "recipe.schedule=cosine", "recipe.learning_rates=[0.01]", "recipe.batch_sizes=[32]"],
+], ids=["cnn-bn", "resnet-adam", "sine-adamw-cosine"])
+def test_other_architectures_optimizers_and_tasks(tmp_path, overrides):
+    z = build_zoo(str(tmp_path / "z.zarr"), "recipe.seeds=1", *overrides)
+    df = z.models
+    assert (df.status == "done").all()
+    task = z.task()
+    m = z.module(0)
+    with torch.no_grad():
+        out = m(task.X_test)
+    if task.kind == "classification":
+        assert (out.argmax(1) == task.y_test).double().mean().item() == df.test_acc[0]
+    else:
+        assert np.isnan(df.test_acc[0]) and "test_r2" in df.columns
+        assert z.metrics.groupby("model_id").train_loss.last().lt(z.metrics.groupby("model_id").train_loss.first()).all()
+        mse = ((out - task.y_test) ** 2).mean().item()
+        assert mse == pytest.approx(df.test_loss[0], rel=1e-5)
+
+
+def _cli(*args, **kw):
+    return subprocess.run([*ZOO_CLI, *args], capture_output=True, text=True, **kw)
+
+
+@pytest.mark.slow
+def test_cli_build_and_info_end_to_end(tmp_path):
+    out = str(tmp_path / "cli.zarr")
+    r = _cli("build", f"out={out}", "recipe=tiny", "progress=false")
+    assert r.returncode == 0, r.stderr
+    assert "4 done" in r.stdout
+    r = _cli("info", out, "--json")
+    import json
+
+    info = json.loads(r.stdout)
+    assert info["models"] == 4 and info["done"] == 4 and info["diverged"] == 0
+    assert len(info["layouts"]) == 2 and info["checkpoints"] == [0, 1, 3]
+    r = _cli("info", out)
+    assert r.returncode == 0 and "4 done" in r.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["info", "/nonexistent/zoo.zarr"], "does not exist"),
+    (["info", "."], "not a zoo"),
+    (["build", "recipe.no_such_key=3", "progress=false"], "no_such_key"),
+    (["build", "recipe=no_such_recipe"], "no_such_recipe"),
+    (["build", "recipe=tiny", "recipe.dataset=/nonexistent/mine.npz", "out=/tmp/never.zarr"], "does not exist"),
+    (["build", "recipe=tiny", "recipe.optimizer=lbfgs", "out=/tmp/never.zarr"], "lbfgs"),
+    (["frobnicate"], "unknown command"),
+])
+def test_cli_user_errors_are_one_line_without_traceback(args, needle):
+    r = _cli(*args)
+    assert r.returncode != 0
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert "Traceback" not in r.stderr
+    assert needle in r.stderr, r.stderr
+    if args[0] != "frobnicate":
+        assert len(lines) == 1, r.stderr
+    assert not os.path.exists("/tmp/never.zarr")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after_done", [0, 2])
+def test_sigkill_mid_build_then_resume_gives_the_same_bits(tmp_path, kill_after_done):
+    """Kill the real build process (SIGKILL) early or between populations; the rerun completes it exactly."""
+    args = ["recipe=tiny", "recipe.widths=[4,6,8,10,12]", "recipe.epochs=6", "recipe.checkpoint_epochs=[0,3,6]",
+            "progress=false"]
+    out = str(tmp_path / "killed.zarr")
+    proc = subprocess.Popen([*ZOO_CLI, "build", f"out={out}", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            done = int((np.asarray(zarr.open_group(out, mode="r")["models/state"][:, 0]) != 0).sum())
+        except Exception:
+            done = -1
+        if (kill_after_done == 0 and os.path.exists(out)) or done >= kill_after_done > 0:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "build finished before it could be killed; make the recipe bigger"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    r = _cli("build", f"out={out}", *args)
+    assert r.returncode == 0, r.stderr
+    resumed = zoo.open(out)
+    ref = build_zoo(str(tmp_path / "ref.zarr"), *[a for a in args if a not in ("recipe=tiny", "progress=false")])
+    assert (resumed.models.status == "done").all() and len(resumed.models) == 10
+    assert _same_bits(resumed, ref)

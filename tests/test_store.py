@@ -1,0 +1,137 @@
+"""The store: tables, exact weights, modules that reproduce their stored accuracy, clear errors."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from zoo import ZooError
+from zoo.store import summarize
+
+from .conftest import build_zoo
+
+
+def test_models_table_has_every_hyperparameter(tiny_zoo):
+    df = tiny_zoo.models
+    for col in ("model_id", "status", "arch", "width", "depth", "learning_rate", "batch_size", "weight_decay",
+                "optimizer", "seed", "dataset", "layout", "test_acc"):
+        assert col in df.columns, col
+    assert list(df.model_id) == [0, 1, 2, 3] and set(df.status) == {"done"}
+    assert sorted(df.width.unique()) == [8, 16] and sorted(df.seed.unique()) == [0, 1]
+    assert len(tiny_zoo.layouts) == 2
+
+
+def test_metrics_long_table(tiny_zoo):
+    m = tiny_zoo.metrics
+    assert list(m.columns[:3]) == ["model_id", "checkpoint", "epoch"]
+    assert len(m) == 4 * 3 and list(m.epoch[:3]) == [0, 1, 3]
+    assert m.test_acc.between(0, 1).all()
+    # training helps: every model ends better than its initialization
+    first, last = m[m.checkpoint == 0].set_index("model_id"), m[m.checkpoint == 2].set_index("model_id")
+    assert (last.train_loss < first.train_loss).all()
+
+
+def test_module_reproduces_stored_test_accuracy_exactly(tiny_zoo):
+    task = tiny_zoo.task()
+    df = tiny_zoo.models
+    for i in df.model_id:
+        for c in range(len(tiny_zoo.checkpoint_epochs)):
+            with torch.no_grad():
+                acc = (tiny_zoo.module(i, c)(task.X_test).argmax(1) == task.y_test).double().mean().item()
+            stored = tiny_zoo.metrics.query(f"model_id == {i} and checkpoint == {c}").test_acc.item()
+            assert acc == stored, (i, c)
+
+
+def test_weights_state_dict_and_trajectory_agree(tiny_zoo):
+    ids = [i for i in tiny_zoo.models.model_id if tiny_zoo.layout(i).key() == tiny_zoo.layout(0).key()]
+    w = tiny_zoo.weights(ids)
+    assert w.shape == (len(ids), tiny_zoo.layout(0).size) and w.dtype == torch.float32
+    sd = tiny_zoo.state_dict(ids[-1])
+    assert torch.equal(tiny_zoo.layout(0).flatten(sd), w[-1])
+    traj = tiny_zoo.weights(ids, checkpoint=None)
+    assert traj.shape == (len(ids), 3, w.shape[1]) and torch.equal(traj[:, -1], w)
+    assert torch.equal(tiny_zoo.weights(ids, checkpoint=0), traj[:, 0])
+    assert not torch.equal(traj[:, 0], traj[:, -1])
+
+
+def test_attributes_say_how_to_rebuild(tiny_zoo):
+    a = tiny_zoo.attrs
+    assert a["schema_version"] == 1 and a["config"]["recipe"]["name"] == "tiny"
+    assert set(a["versions"]) >= {"torch", "zarr", "wszoo"}
+    assert a["datasets"]["digits"] == zoo.load_task("digits").fingerprint
+
+
+def test_tables_roundtrip(tiny_zoo, tmp_path):
+    path = str(tmp_path / "copy.zarr")
+    shutil.copytree(tiny_zoo.path, path)
+    z = zoo.open(path)
+    df = z.models[["model_id", "width"]].assign(score=[0.5, 1.5, np.nan, 2.0])
+    z.write_table("landscape", df)
+    back = zoo.open(path).landscape
+    assert list(back.columns) == ["model_id", "width", "score"] and back.score.iloc[1] == 1.5
+    assert np.isnan(back.score.iloc[2]) and zoo.open(path).table("nothing") is None
+
+
+def test_canonical_weights_roundtrip(tiny_zoo, tmp_path):
+    path = str(tmp_path / "canon.zarr")
+    shutil.copytree(tiny_zoo.path, path)
+    z = zoo.open(path)
+    with pytest.raises(ZooError, match="zoo align"):
+        z.weights([0], canonical=True)
+    traj = z.weights([0, 1], checkpoint=None) if z.layout(0).key() == z.layout(1).key() else z.weights([0], None)
+    ids = [0, 1][: len(traj)]
+    z.write_canonical(ids, traj * 2)
+    assert torch.equal(zoo.open(path).weights(ids, canonical=True), traj[:, -1] * 2)
+    with pytest.raises(ZooError, match="shape"):
+        z.write_canonical(ids, traj[:, 0, :3])
+
+
+@pytest.mark.parametrize("case", ["missing", "not-a-zoo", "foreign-group", "newer-schema", "corrupt"])
+def test_opening_bad_paths_is_a_clear_error(tiny_zoo, tmp_path, case):
+    path = tmp_path / "z"
+    if case == "not-a-zoo":
+        path.mkdir()
+        (path / "notes.txt").write_text("hello")
+    elif case == "foreign-group":
+        import zarr
+
+        zarr.open_group(str(path), mode="w").attrs["something"] = 1
+    elif case in ("newer-schema", "corrupt"):
+        shutil.copytree(tiny_zoo.path, path)
+        meta_file = path / "zarr.json"
+        if case == "corrupt":
+            meta_file.write_text("{ this is not json")
+        else:
+            meta = json.loads(meta_file.read_text())
+            meta["attributes"]["wszoo"]["schema_version"] = 99
+            meta_file.write_text(json.dumps(meta))
+    messages = {"missing": "does not exist", "not-a-zoo": "not a zoo", "foreign-group": "not a wszoo zoo",
+                "newer-schema": "schema version 99", "corrupt": "not a readable zoo"}
+    with pytest.raises(ZooError, match=messages[case]):
+        zoo.open(str(path))
+
+
+def test_bad_model_ids_and_checkpoints(tiny_zoo):
+    with pytest.raises(ZooError, match="out of range"):
+        tiny_zoo.state_dict(4)
+    with pytest.raises(ZooError, match="out of range"):
+        tiny_zoo.weights([-1])
+    with pytest.raises(ZooError, match="checkpoint 7 is out of range"):
+        tiny_zoo.weights([0], checkpoint=7)
+    with pytest.raises(ZooError, match="several layouts"):
+        tiny_zoo.weights([0, 1, 2, 3])
+
+
+def test_fsspec_memory_url_roundtrip():
+    z = build_zoo("memory://zoos/tiny.zarr", "recipe.widths=[8]", "recipe.seeds=1")
+    assert isinstance(z, zoo.Zoo) and summarize(z)["done"] == 1
+    again = zoo.open("memory://zoos/tiny.zarr")
+    assert torch.equal(again.weights([0]), z.weights([0]))
+
+
+def test_file_url(tiny_zoo):
+    z = zoo.open("file://" + os.path.abspath(tiny_zoo.path))
+    assert torch.equal(z.weights([0]), tiny_zoo.weights([0]))
