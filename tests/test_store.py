@@ -135,3 +135,25 @@ def test_fsspec_memory_url_roundtrip():
 def test_file_url(tiny_zoo):
     z = zoo.open("file://" + os.path.abspath(tiny_zoo.path))
     assert torch.equal(z.weights([0]), tiny_zoo.weights([0]))
+
+
+def test_fast_local_read_equals_zarr_read(tiny_zoo, tmp_path):
+    """The direct chunk-file path returns exactly what zarr returns, NaN for unwritten chunks included."""
+    from zoo.fastread import _local_root, read_checkpoint_rows
+
+    array = tiny_zoo._group[f"layouts/{tiny_zoo.layout(0).key()}/weights"]
+    assert _local_root(array) is not None
+    rows = np.arange(array.shape[0])
+    for c in range(array.shape[1]):
+        assert np.array_equal(read_checkpoint_rows(array, rows, c), np.asarray(array.oindex[rows, c, :]))
+    path = str(tmp_path / "copy.zarr")
+    shutil.copytree(tiny_zoo.path, path)
+    z = zoo.open(path)
+    key = z.layout(0).key()
+    os.remove(os.path.join(path, "layouts", key, "weights", "c", "0", "2", "0"))
+    arr = z._group[f"layouts/{key}/weights"]
+    assert np.isnan(read_checkpoint_rows(arr, np.array([0]), 2)).all()
+    with open(os.path.join(path, "layouts", key, "weights", "c", "1", "2", "0"), "wb") as f:
+        f.write(b"\0" * 12)
+    with pytest.raises(ZooError, match="corrupt"):
+        z.weights([1])

@@ -104,8 +104,7 @@ def create_store(path: str, cfg: Mapping, plan: Plan, task: Task, metric_names: 
     for key, layout in plan.layouts.items():
         rows = sum(1 for m in plan.models if m.layout == key)
         group.create_array(f"layouts/{key}/weights", shape=(rows, c, layout.size), dtype="float32",
-                           chunks=(1, 1, layout.size), shards=(1, c, layout.size), compressors=zstore._compressor(),
-                           fill_value=float("nan"))
+                           chunks=(1, 1, layout.size), compressors=None, fill_value=float("nan"))
     meta["initialized"] = True
     group.attrs["wszoo"] = meta
 
