@@ -10,6 +10,8 @@ pass building every model's similarity matrix, and ``merge_many`` aligns models 
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -84,7 +86,7 @@ def _similarity(spec: PermutationSpec, group: str, ref: Mapping[str, torch.Tenso
         else:
             term = torch.bmm(r.movedim(axis + 1, 1).reshape(n, s, -1), b.transpose(1, 2))
         A = term if A is None else A + term
-    return A if A is not None else torch.zeros(n, s, s)
+    return A.contiguous() if A is not None else torch.zeros(n, s, s)
 
 
 def _neighbours(spec: PermutationSpec) -> dict[str, set[str]]:
@@ -97,8 +99,21 @@ def _neighbours(spec: PermutationSpec) -> dict[str, set[str]]:
     return out
 
 
-def _descent(spec: PermutationSpec, ref: dict, cur: dict, perms: Perms, seed: int, max_iter: int
-             ) -> tuple[np.ndarray, np.ndarray]:
+def _solve(A: np.ndarray, q: np.ndarray, todo: np.ndarray, pool: ThreadPoolExecutor | None) -> None:
+    """Fill ``q[j]`` with the optimal assignment of ``A[j]`` for j in ``todo`` (scipy releases the GIL, so a
+    thread pool solves several models' assignments at once)."""
+    def run(js):
+        for j in js:
+            q[j] = linear_sum_assignment(A[j], maximize=True)[1]
+
+    if pool is None or len(todo) < 8:
+        run(todo)
+        return
+    list(pool.map(run, np.array_split(todo, pool._max_workers)))
+
+
+def _descent(spec: PermutationSpec, ref: dict, cur: dict, perms: Perms, seed: int, max_iter: int,
+             pool: ThreadPoolExecutor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Coordinate descent in place on ``cur`` (matched params, already permuted by ``perms``) and ``perms``.
 
     Similarity matrices are built from the current permuted weights, so the assignment found is a relative
@@ -134,15 +149,18 @@ def _descent(spec: PermutationSpec, ref: dict, cur: dict, perms: Perms, seed: in
             names = list(dict.fromkeys(k for k, _ in touched))
             sub = {k: cur[k] if full else cur[k].index_select(0, selt) for k in names}
             sref = ref if single_ref or full else {k: ref[k].index_select(0, selt) for k in names}
-            A = _similarity(spec, g, sref, sub).numpy()
+            At = _similarity(spec, g, sref, sub)
+            A = At.numpy()
             m, size = A.shape[0], A.shape[1]
-            q = np.empty((m, size), dtype=np.int64)
-            for j in range(m):
-                q[j] = linear_sum_assignment(A[j], maximize=True)[1]
+            # exact shortcut: when every row's maximum sits in a different column, that assignment reaches
+            # the upper bound sum(row maxima), so it is optimal and the solver is not needed
+            q = At.argmax(2)
+            easy = (q.sort(1).values == torch.arange(size)).all(1).numpy()
+            q = q.numpy().astype(np.int64)
+            _solve(A, q, np.flatnonzero(~easy), pool)
             rows = np.arange(size)
-            A64 = A.astype(np.float64)
-            old = np.einsum("mii->m", A64)
-            gain = A64[np.arange(m)[:, None], rows, q].sum(1) - old
+            old = np.einsum("mii->mi", A).astype(np.float64).sum(1)
+            gain = A[np.arange(m)[:, None], rows, q].astype(np.float64).sum(1) - old
             accept = gain > RTOL * np.maximum(np.abs(old), 1e-12)
             dirty[gi, sel] = False
             if not accept.any():
@@ -187,11 +205,12 @@ def _matched(spec: PermutationSpec, states: Mapping[str, torch.Tensor]) -> dict[
 
 def match_population(spec: PermutationSpec, reference: Mapping[str, torch.Tensor],
                      states: Mapping[str, torch.Tensor], *, seed: int = 0, max_iter: int = 100,
-                     restarts: int = 0, chunk_size: int = 256) -> MatchResult:
+                     restarts: int = 0, chunk_size: int = 256, workers: int | None = None) -> MatchResult:
     """Match every model of a stack (tensors ``[n, *shape]``) to one reference state dict, batched.
 
     Restart 0 starts from the identity, restart r > 0 from random permutations seeded by ``seed + r``;
-    each model keeps its best restart. Models are processed in chunks of ``chunk_size`` to bound memory.
+    each model keeps its best restart. Models are processed in chunks of ``chunk_size`` to bound memory;
+    ``workers`` threads (default: torch's thread count) solve the assignment problems in parallel.
     """
     spec.check_state(reference, what="reference")
     spec.check_state(states, batched=True, what="models")
@@ -200,9 +219,11 @@ def match_population(spec: PermutationSpec, reference: Mapping[str, torch.Tensor
     n = next(iter(states.values())).shape[0]
     ref = {k: v.unsqueeze(0) for k, v in _matched(spec, reference).items()}
     results = []
-    for lo in range(0, n, chunk_size):
-        chunk = {k: v[lo:lo + chunk_size] for k, v in states.items()}
-        results.append(_match_chunk(spec, ref, chunk, seed, max_iter, restarts))
+    workers = torch.get_num_threads() if workers is None else int(workers)
+    with ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        for lo in range(0, n, chunk_size):
+            chunk = {k: v[lo:lo + chunk_size] for k, v in states.items()}
+            results.append(_match_chunk(spec, ref, chunk, seed, max_iter, restarts, pool))
     if len(results) == 1:
         return results[0]
     width = max(r.history.shape[0] for r in results)
@@ -212,7 +233,7 @@ def match_population(spec: PermutationSpec, reference: Mapping[str, torch.Tensor
                        np.concatenate(hist, 1), np.concatenate([r.passes for r in results]))
 
 
-def _match_chunk(spec, ref, states, seed, max_iter, restarts) -> MatchResult:
+def _match_chunk(spec, ref, states, seed, max_iter, restarts, pool=None) -> MatchResult:
     n = next(iter(states.values())).shape[0]
     base = _matched(spec, states)
     initial = _objective(spec, ref, base)
@@ -222,7 +243,7 @@ def _match_chunk(spec, ref, states, seed, max_iter, restarts) -> MatchResult:
         cur = base if r == 0 else permute_states_matched(spec, base, perms)
         cur = {k: v.clone() for k, v in cur.items()}
         start = initial if r == 0 else _objective(spec, ref, cur)
-        history, passes = _descent(spec, ref, cur, perms, seed + r, max_iter)
+        history, passes = _descent(spec, ref, cur, perms, seed + r, max_iter, pool)
         history = history + start.numpy()[None]
         obj = _objective(spec, ref, cur)
         if best is None:
