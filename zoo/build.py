@@ -155,8 +155,16 @@ def population_spec(cfg: Mapping, plan: Plan, index: int) -> PopulationSpec:
 
 def train_and_write(path: str, cfg: Mapping, plan: Plan, task: Task, index: int, progress: bool = False) -> dict:
     """Train population ``index`` and write its pending models; returns counts (done, diverged)."""
+    previous = torch.get_num_threads()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
+    try:
+        return _train_and_write(path, cfg, plan, task, index, progress)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train_and_write(path: str, cfg: Mapping, plan: Plan, task: Task, index: int, progress: bool) -> dict:
     ids = plan.populations[index]
     group = zarr.open_group(store=zstore._store_for(path, read_only=False), mode="r+")
     state = group["models/state"]
