@@ -157,3 +157,19 @@ def test_fast_local_read_equals_zarr_read(tiny_zoo, tmp_path):
         f.write(b"\0" * 12)
     with pytest.raises(ZooError, match="corrupt"):
         z.weights([1])
+
+
+def test_weights_of_a_pending_model_is_a_clear_error(tmp_path):
+    """A store whose build has not trained anything yet: tables readable, weights refused by name."""
+    from zoo.build import prepare
+    from zoo.config import compose
+
+    path, plan, _, pending = prepare(compose("build", [f"out={tmp_path / 'p.zarr'}", "recipe=tiny"]))
+    assert pending == list(range(len(plan.populations)))
+    z = zoo.open(path)
+    assert (z.models.status == "pending").all() and z.models.test_acc.isna().all()
+    with pytest.raises(ZooError, match="model 2 is pending"):
+        z.state_dict(2)
+    with pytest.raises(ZooError, match="pending"):
+        z.weights([0], checkpoint=None)
+    assert summarize(z)["pending"] == 4
