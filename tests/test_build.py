@@ -158,3 +158,17 @@ def test_sigkill_mid_build_then_resume_gives_the_same_bits(tmp_path, kill_after_
     ref = build_zoo(str(tmp_path / "ref.zarr"), *[a for a in args if a not in ("recipe=tiny", "progress=false")])
     assert (resumed.models.status == "done").all() and len(resumed.models) == 10
     assert _same_bits(resumed, ref)
+
+
+def test_build_computes_landscape_when_the_recipe_asks(tmp_path):
+    """recipe.landscape.enabled=true: the zoo comes back with a landscape table; the setting is not part of
+    the config identity, so turning it on for an existing zoo adds the table without retraining."""
+    path = str(tmp_path / "ls.zarr")
+    plain = build_zoo(path, "recipe.widths=[8]", "recipe.seeds=2")
+    assert plain.landscape is None
+    z = build_zoo(path, "recipe.widths=[8]", "recipe.seeds=2", "recipe.landscape.enabled=true",
+                  "recipe.landscape.probes=4", "recipe.landscape.bezier_steps=10")
+    ls = z.landscape
+    assert ls is not None and list(ls.model_id) == [0, 1]
+    assert {"hessian_trace", "mode_connectivity", "cka", "phase"} <= set(ls.columns)
+    assert torch.equal(z.trajectory(0), plain.trajectory(0))

@@ -31,7 +31,9 @@ PACKAGES = ("wszoo", "torch", "lightning", "zarr", "numpy", "scikit-learn")
 
 
 def config_hash(cfg: Mapping) -> str:
+    """Hash of what determines the trained bits (a recipe's analysis settings, ``landscape``, excluded)."""
     ident = {k: cfg.get(k) for k in IDENTITY_KEYS}
+    ident["recipe"] = {k: v for k, v in (ident["recipe"] or {}).items() if k != "landscape"}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -205,6 +207,14 @@ def build(cfg: Mapping) -> "zstore.Zoo":
         from . import distributed  # noqa: F401  (registers the dask executor)
     if executor not in EXECUTORS:
         raise ZooError(f"unknown executor {executor!r}; choose one of {sorted(EXECUTORS)}")
+    progress = bool(cfg.get("progress", True))
     if pending:
-        EXECUTORS[executor](path, cfg, plan, task, pending, bool(cfg.get("progress", True)))
-    return zstore.open(path)
+        EXECUTORS[executor](path, cfg, plan, task, pending, progress)
+    z = zstore.open(path)
+    landscape = dict(cfg["recipe"].get("landscape") or {})
+    if landscape.get("enabled") and z.landscape is None:
+        from .landscape.compute import compute_landscape, resolve_config
+
+        compute_landscape(z, resolve_config(landscape), progress=progress)
+        z = zstore.open(path)
+    return z
