@@ -303,3 +303,63 @@ def test_errors_are_clear():
         permutation_spec(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 36, 2)), torch.zeros(2, 1, 8, 8))
     with pytest.raises(ZooError, match="at least 2"):
         merge_many(spec, stack([small.state_dict()]))
+
+
+def test_parallel_assignment_solves_give_the_same_result():
+    spec = permutation_spec(build_model(arch_spec("mlp", [64], 10, 16, 2)))
+    g = torch.Generator().manual_seed(0)
+    ref = {k: torch.randn(v, generator=g) for k, v in spec.shapes.items()}
+    pop = {k: torch.randn(12, *v, generator=g) for k, v in spec.shapes.items()}
+    one = match_population(spec, ref, pop, seed=3, workers=1)
+    two = match_population(spec, ref, pop, seed=3, workers=2)
+    assert all(torch.equal(one.perms[k], two.perms[k]) for k in spec.groups)
+    assert torch.all(one.objective > one.initial)
+
+
+class _UserCNN(nn.Module):
+    """A user's own net written the common way: functional pooling, view and a spatial mean."""
+
+    def __init__(self, mean: bool):
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6)
+        self.c2 = nn.Conv2d(6, 5, 3, padding=1)
+        self.fc = nn.Linear(5, 10)
+        self.mean = mean
+
+    def forward(self, x):
+        h = F.max_pool2d(F.relu(self.b1(self.c1(x))), 2)
+        h = F.relu(self.c2(h))
+        h = h.mean((2, 3)) if self.mean else F.adaptive_avg_pool2d(h, 1).view(h.size(0), -1)
+        return self.fc(h)
+
+
+@pytest.mark.parametrize("mean", [False, True])
+def test_user_written_cnn_gets_a_spec_that_preserves_its_function(mean):
+    torch.manual_seed(0)
+    net = _UserCNN(mean)
+    net.train()
+    x = load_task("digits-image").X_test
+    with torch.no_grad():
+        net(x[:100])  # move the BN running stats away from their defaults
+    net.eval()
+    spec = permutation_spec(net, x[:2])
+    assert len(spec.groups) == 2 and spec.axes["fc.weight"] == (None, spec.axes["c2.weight"][0])
+    other = _UserCNN(mean)
+    other.load_state_dict(permute_state(spec, net.state_dict(), random_perms(spec, torch.Generator().manual_seed(1))))
+    with torch.no_grad():
+        torch.testing.assert_close(other.eval()(x), net(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ZooError, match="mixing channels"):
+        permutation_spec(_FlatHead(), x[:2])
+
+
+class _FlatHead(nn.Module):
+    """Conv features flattened with their positions into a Linear: channels and positions mix."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(4 * 36, 10)
+
+    def forward(self, x):
+        h = self.c(x)
+        return self.fc(h.view(h.size(0), -1))

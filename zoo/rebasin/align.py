@@ -107,7 +107,7 @@ def align_zoo(z, reference: int | str = "auto", checkpoint: Any = "all", *, traj
     table = pd.concat(rows, ignore_index=True)
     summary = {"checkpoint": [int(c) for c in ckpts], "epochs": [z.checkpoint_epochs[c] for c in ckpts],
                "trajectory": bool(trajectory), "diverged": diverged, "seed": seed, "restarts": restarts,
-               "reference_rule": "explicit" if reference != "auto" else "auto: best final test accuracy, lowest id",
+               "reference_rule": "explicit" if reference != "auto" else "auto: best final test accuracy (regression: lowest test loss), ties by lowest id",
                "groups": groups}
     if write:
         z.write_table("alignment", table)

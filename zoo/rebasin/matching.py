@@ -20,7 +20,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from ..errors import ZooError
-from .apply import Perms, identity_perms, permute_state, permute_states, random_perms, take_axis
+from .apply import Perms, identity_perms, permute_states, random_perms, take_axis
 from .spec import PermutationSpec
 
 RTOL = 1e-6  # a step must raise the objective by this fraction of its size (float32 similarity noise is ~1e-7)
@@ -109,7 +109,7 @@ def _solve(A: np.ndarray, q: np.ndarray, todo: np.ndarray, pool: ThreadPoolExecu
     if pool is None or len(todo) < 8:
         run(todo)
         return
-    list(pool.map(run, np.array_split(todo, pool._max_workers)))
+    list(pool.map(run, np.array_split(todo, max(1, len(todo) // 16))))
 
 
 def _descent(spec: PermutationSpec, ref: dict, cur: dict, perms: Perms, seed: int, max_iter: int,
@@ -383,4 +383,4 @@ def merge_many(spec: PermutationSpec, states: Mapping[str, torch.Tensor], *, see
     return perms, merged, history
 
 
-__all__ = ["MatchResult", "match_population", "weight_matching", "merge_many", "check_finite", "permute_state"]
+__all__ = ["MatchResult", "match_population", "weight_matching", "merge_many", "check_finite"]

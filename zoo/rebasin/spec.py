@@ -33,7 +33,12 @@ _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _ELEMENTWISE_FUNCS = {torch.relu, torch.tanh, torch.sigmoid, torch.nn.functional.relu, torch.nn.functional.gelu,
                       torch.nn.functional.silu, torch.nn.functional.tanh, torch.nn.functional.sigmoid}
+_ELEMENTWISE_FUNCS |= {torch.nn.functional.adaptive_avg_pool2d, torch.nn.functional.adaptive_max_pool2d,
+                       torch.nn.functional.avg_pool2d, torch.nn.functional.max_pool2d, torch.nn.functional.dropout,
+                       torch.nn.functional.leaky_relu, torch.nn.functional.elu, torch.nn.functional.softplus}
+_ELEMENTWISE_METHODS = {"relu", "tanh", "sigmoid", "contiguous", "clone", "relu_"}
 _ADD_FUNCS = {operator.add, operator.iadd, torch.add}
+_SHAPE_QUERIES = {"size", "dim", getattr, len}
 
 
 @dataclass(frozen=True)
@@ -159,8 +164,21 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
                            f"{s} mixes channels with positions")
         return g
 
+    def keeps_channels(node, src) -> int:
+        """view/reshape/mean/squeeze: allowed when batch and channel axes survive and only size-1 or
+        reduced positions go (e.g. [N, C, 1, 1] -> [N, C], or a spatial mean [N, C, H, W] -> [N, C])."""
+        g = uf.find(val[src.name])
+        if g == FIXED:
+            return FIXED
+        s_in, s_out = shape(src), shape(node)
+        if len(s_in) >= 2 and len(s_out) >= 2 and s_in[:2] == s_out[:2]:
+            if node.target in ("mean", torch.mean) or all(d == 1 for d in s_out[2:]):
+                return g
+        op = node.target if isinstance(node.target, str) else node.target.__name__
+        raise ZooError(f"unsupported operation {node.name!r} ({op}): turns a permuted tensor of shape {s_in} into "
+                       f"{s_out}, mixing channels with positions")
+
     for node in gm.graph.nodes:
-        where = f"{node.op} {node.target}"
         if node.op == "placeholder":
             val[node.name] = FIXED
         elif node.op == "output":
@@ -203,18 +221,24 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
             else:
                 raise ZooError(f"unsupported layer {p!r} of type {type(m).__name__}: no permutation rule for it")
         elif node.op in ("call_function", "call_method"):
-            tensors = [a for a in node.args if isinstance(a, torch.fx.Node)]
+            tensors = [a for a in node.args if isinstance(a, torch.fx.Node) and a.name in val]
             t = node.target
+            if t in _SHAPE_QUERIES:  # x.size(0), x.shape, x.dim(): plain numbers, no channels
+                continue
+            if not tensors:
+                raise ZooError(f"unsupported operation {getattr(t, '__name__', t)!r} (node {node.name!r})")
             if t in _ADD_FUNCS or t in ("add", "add_", "__add__"):
                 g = val[tensors[0].name]
                 for other in tensors[1:]:
                     g = uf.union(g, val[other.name], f"residual {node.name!r}")
                 val[node.name] = g
-            elif t in _ELEMENTWISE_FUNCS or t in ("relu", "tanh", "sigmoid", "contiguous"):
+            elif t in _ELEMENTWISE_FUNCS or t in _ELEMENTWISE_METHODS:
                 val[node.name] = val[tensors[0].name]
             elif t is torch.flatten or t == "flatten":
                 start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
                 val[node.name] = flatten(node, tensors[0], start)
+            elif t in ("view", "reshape", torch.reshape, "mean", torch.mean, "squeeze", torch.squeeze):
+                val[node.name] = keeps_channels(node, tensors[0])
             else:
                 name = getattr(t, "__name__", str(t))
                 raise ZooError(f"unsupported operation {name!r} (node {node.name!r}): no permutation rule for it")
