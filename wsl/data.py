@@ -4,7 +4,8 @@ A sample is one (model, checkpoint); all checkpoints of a model land in one spli
 model ids). Weights of every layout are padded into one WeightSpace. Reads are vectorized: the whole
 selection is loaded into an in-memory tensor when it fits (``cache``), otherwise each batch is one
 ``z.weights`` read (batches are then grouped by layout and checkpoint). Per-tensor mean/std are fitted
-on the training split only; augmentations run on raw training batches before normalization.
+on the training split only and applied once to the cache; augmentations run on raw weights (a
+training batch is de-normalized, augmented and normalized again).
 """
 from __future__ import annotations
 
@@ -56,8 +57,16 @@ class Normalizer:
         return cls(space, mean.tolist(), std.tolist())
 
     def __call__(self, w: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+        """[n, P] raw padded -> normalized (padded entries stay 0)."""
         dev = w.device
-        return (w - self._mean.to(dev)) / self._std.to(dev) * self.space.mask(layout).to(w.dtype)
+        out = (w - self._mean.to(dev)).div_(self._std.to(dev))
+        return out.masked_fill_(~self.space.mask(layout), 0.0)
+
+    def inverse(self, w: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+        """Normalized -> raw padded weights."""
+        dev = w.device
+        out = (w * self._std.to(dev)).add_(self._mean.to(dev))
+        return out.masked_fill_(~self.space.mask(layout), 0.0)
 
     def to_dict(self) -> dict:
         return {"mean": self.mean, "std": self.std}
@@ -221,6 +230,10 @@ class WeightDataModule(L.LightningDataModule):
         else:
             train = np.nonzero(samples["split"].to_numpy() == "train")[0]
             self.normalizer = Normalizer.fit(self.space, self._raw_batches(train))
+        for cache in (self._w, self._w_canon):  # the cache holds normalized weights: a batch is one index op
+            if cache is not None:
+                for i in range(0, len(cache), 4096):
+                    cache[i : i + 4096] = self.normalizer(cache[i : i + 4096], self._layout[i : i + 4096])
         self._ready = True
 
     def _read(self, rows: np.ndarray, canonical: bool) -> torch.Tensor:
@@ -252,10 +265,11 @@ class WeightDataModule(L.LightningDataModule):
         return len(self.task.classes) if self.task.kind == "classification" else None
 
     def batch(self, rows: np.ndarray) -> dict:
-        """Raw (unnormalized, unaugmented) batch of sample rows: w [n, P], y, layout [n], row [n]."""
+        """Normalized, unaugmented batch of sample rows: w [n, P], y, layout [n], row [n]."""
         r = torch.as_tensor(rows, dtype=torch.long)
-        w = self._w[r] if self._w is not None else self._read(rows, self.canonical)
-        out = {"w": w, "y": self._y[r], "layout": self._layout[r], "row": r}
+        layout = self._layout[r]
+        w = self._w[r] if self._w is not None else self.normalizer(self._read(rows, self.canonical), layout)
+        out = {"w": w, "y": self._y[r], "layout": layout, "row": r}
         if self._w_canon is not None:
             out["w_canon"] = self._w_canon[r]
         elif self.canonical:
@@ -291,11 +305,15 @@ class WeightDataModule(L.LightningDataModule):
         return self._loader("test", False)
 
     def transform(self, batch: dict, train: bool) -> dict:
-        """Augment (training only) and normalize a raw batch."""
-        if train:
-            batch = self.augmenter(batch)
+        """Augment a training batch: back to raw weights, augment, normalize again."""
         batch = dict(batch)
-        batch["w"] = self.normalizer(batch["w"], batch["layout"])
+        if train and self.augmenter.active:
+            layout = batch["layout"]
+            for key in ("w", "w_canon"):
+                if key in batch:
+                    batch[key] = self.normalizer.inverse(batch[key], layout)
+            batch = self.augmenter(batch)
+            batch["w"] = self.normalizer(batch["w"], layout)
         batch.pop("w_canon", None)
         return batch
 
