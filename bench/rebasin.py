@@ -68,8 +68,10 @@ def quality(name: str, spec: dict, task, seeds: int, epochs: int, steps: int) ->
         al = permute_state(pspec, states[s], r.perms)
         b0 = loss_barrier(template, ref, states[s], X, y, steps=steps)
         b1 = loss_barrier(template, ref, al, X, y, steps=steps)
+        r3 = weight_matching(pspec, ref, states[s], seed=0, restarts=3)
         rows.append({"seed": s, "l2_before": l2_distance(ref, states[s], pspec.matched),
                      "l2_after": l2_distance(ref, al, pspec.matched),
+                     "l2_after_3_restarts": l2_distance(ref, permute_state(pspec, states[s], r3.perms), pspec.matched),
                      "svd_before": top_singular_agreement(ref, states[s], pspec.matched),
                      "svd_after": top_singular_agreement(ref, al, pspec.matched),
                      "barrier_before": b0["barrier"], "barrier_after": b1["barrier"], "passes": int(r.passes[0])})
@@ -88,7 +90,8 @@ def quality(name: str, spec: dict, task, seeds: int, epochs: int, steps: int) ->
     out = {"name": name, "arch": spec, "seeds": seeds, "epochs": epochs, "pairs": rows, "mean": mean,
            "merge": {**accs, "spread_rounds": [float(h) for h in hist]}}
     print(f"[quality] {name}: {seeds - 1} pairs to seed 0, endpoints test acc {accs['endpoints_mean']:.3f}")
-    print(f"    L2 {mean['l2_before']:.3f} -> {mean['l2_after']:.3f}   top-SV agreement {mean['svd_before']:.3f} -> "
+    print(f"    L2 {mean['l2_before']:.3f} -> {mean['l2_after']:.3f} ({mean['l2_after_3_restarts']:.3f} with 3 restarts)"
+          f"   top-SV agreement {mean['svd_before']:.3f} -> "
           f"{mean['svd_after']:.3f}")
     print(f"    loss barrier {mean['barrier_before']:.4f} -> {mean['barrier_after']:.4f}  "
           f"(reduction {100 * mean['barrier_reduction']:.1f}%)")
@@ -130,16 +133,16 @@ def speed(label: str, n: int, pairwise_n: int, width: int, depth: int, train_ste
     pspec = permutation_spec(build_model(spec))
     ref = {k: v[0] for k, v in pop.items()}
     models = {k: v[1:] for k, v in pop.items()}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = match_population(pspec, ref, models, seed=0)
-    batched_s = time.perf_counter() - t0
+    batched_s, batched_cpu = time.perf_counter() - t0, time.process_time() - c0
     sub = [{k: v[i] for k, v in models.items()} for i in range(pairwise_n)]
-    timings = {}
-    objs = {}
+    timings, cpu, objs = {}, {}, {}
     for dt in (torch.float32, torch.float64):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         rs = [weight_matching(pspec, ref, s, seed=0, dtype=dt) for s in sub]
         timings[str(dt).removeprefix("torch.")] = (time.perf_counter() - t0) / pairwise_n
+        cpu[str(dt).removeprefix("torch.")] = (time.process_time() - c0) / pairwise_n
         objs[str(dt).removeprefix("torch.")] = np.array([float(r.objective[0]) for r in rs])
     batched_obj = res.objective[:pairwise_n].numpy()
     agree = float(np.mean(np.isclose(objs["float64"], batched_obj, rtol=1e-6)))
@@ -148,7 +151,8 @@ def speed(label: str, n: int, pairwise_n: int, width: int, depth: int, train_ste
     d1 = float(batched_l2(ref, aligned, pspec.matched).mean())
     ms = batched_s / n * 1e3
     out = {"population": label, "models": n, "width": width, "depth": depth, "train_steps": train_steps,
-           "batched_ms_per_model": ms, "pairwise_subset": pairwise_n,
+           "batched_ms_per_model": ms, "batched_cpu_ms_per_model": batched_cpu / n * 1e3,
+           "pairwise_cpu_ms_per_model_float32": cpu["float32"] * 1e3, "pairwise_subset": pairwise_n,
            "pairwise_ms_per_model_float32": timings["float32"] * 1e3,
            "pairwise_ms_per_model_float64": timings["float64"] * 1e3,
            "speedup_vs_pairwise_float32": timings["float32"] * 1e3 / ms,
@@ -158,9 +162,10 @@ def speed(label: str, n: int, pairwise_n: int, width: int, depth: int, train_ste
            "same_objective_as_pairwise_float64": agree, "l2_before": d0, "l2_after": d1,
            "population_build_s": make_s}
     print(f"[speed] {label}: {n} MLPs (width {width}, depth {depth}) -> one reference")
-    print(f"    batched   {ms:.2f} ms/model ({batched_s:.1f} s total, passes mean {res.passes.mean():.1f}, "
-          f"max {res.passes.max()})")
-    print(f"    pairwise  {timings['float32'] * 1e3:.2f} ms/model float32, {timings['float64'] * 1e3:.2f} ms/model "
+    print(f"    batched   {ms:.2f} ms/model wall, {batched_cpu / n * 1e3:.2f} ms/model CPU ({batched_s:.1f} s total, "
+          f"passes mean {res.passes.mean():.1f}, max {res.passes.max()})")
+    print(f"    pairwise  {timings['float32'] * 1e3:.2f} ms/model float32 ({cpu['float32'] * 1e3:.2f} CPU), "
+          f"{timings['float64'] * 1e3:.2f} ms/model "
           f"float64 (timed on {pairwise_n} models, extrapolated: {timings['float32'] * n:.1f} s for {n})")
     print(f"    speedup   {out['speedup_vs_pairwise_float32']:.1f}x vs float32 pairwise, "
           f"{out['speedup_vs_pairwise_float64']:.1f}x vs float64; same objective as pairwise on "
@@ -174,6 +179,7 @@ def main(argv=None) -> int:
     p.add_argument("--pairwise", type=int, default=20, help="models timed one pair at a time (extrapolated)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
+    p.add_argument("--only", choices=["quality", "speed"], help="run one half of the benchmark")
     p.add_argument("--out", default="data/bench/rebasin.json")
     args = p.parse_args(argv)
     if args.threads:
@@ -185,16 +191,18 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     digits, image = load_task("digits"), load_task("digits-image")
     results = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
-    results["quality"] = [
+    results["quality"] = [] if args.only == "speed" else [
         quality("mlp-128x3 digits", arch_spec("mlp", digits.input_shape, 10, 32 if q else 128, 3), digits,
                 3 if q else 5, 2 if q else 30, 11),
         quality("cnn-bn-32x3 digits-image", arch_spec("cnn", image.input_shape, 10, 8 if q else 32, 3), image,
                 3 if q else 5, 2 if q else 20, 11),
     ]
     n = 40 if q else args.models
-    results["speed"] = [speed("random init", n, 4 if q else args.pairwise, 128, 3, 0, digits),
-                        speed("lightly trained (50 SGD steps)", n, 4 if q else args.pairwise, 128, 3,
-                              5 if q else 50, digits)]
+    pw = 4 if q else args.pairwise
+    results["speed"] = [] if args.only == "quality" else [
+        speed("random init", n, pw, 128, 3, 0, digits),
+        speed("lightly trained (50 SGD steps)", n, pw, 128, 3, 5 if q else 50, digits),
+    ]
     results["seconds"] = time.perf_counter() - t0
     results["load_average_end"] = os.getloadavg()[0]
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

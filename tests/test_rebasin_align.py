@@ -134,3 +134,20 @@ def test_align_errors(mlp_zoo, tmp_path, capsys):
     assert zoo_main(["align", str(tmp_path / "missing.zarr")]) == 2
     assert zoo_main(["align", mlp_zoo, "--reference", "abc"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_align_flat_canonicalizes_vectors_outside_the_store(mlp_zoo):
+    from zoo.rebasin.align import align_flat
+    from zoo.rebasin import permute_flat, random_perms, spec_for_layout
+
+    z = zoo.open(mlp_zoo)
+    layout = z.layout(0)
+    ref = z.weights([0])[0]
+    spec = spec_for_layout(layout)
+    shuffled = permute_flat(spec, layout, ref.expand(3, -1).clone(),
+                            random_perms(spec, torch.Generator().manual_seed(0), n=3))
+    assert not torch.equal(shuffled[0], ref)
+    aligned, res = align_flat(layout, ref, shuffled)
+    torch.testing.assert_close(aligned, ref.expand(3, -1))
+    with pytest.raises(ZooError, match="align_flat takes"):
+        align_flat(layout, ref, ref)

@@ -26,7 +26,7 @@ import torch
 
 from ..errors import ZooError
 from .apply import permute_flat
-from .matching import match_population
+from .matching import MatchResult, match_population
 from .report import batched_l2, batched_singular_agreement, loss_barrier
 from .spec import spec_for_layout
 
@@ -152,6 +152,19 @@ def _align_group(z, key, members, ref_id, ckpts, task, trajectory, seed, restart
 def _match(spec, layout, ref_flat, flat, seed, restarts, max_iter):
     ref = layout.unflatten(ref_flat)
     return match_population(spec, ref, layout.unflatten_batch(flat), seed=seed, restarts=restarts, max_iter=max_iter)
+
+
+def align_flat(layout, reference: torch.Tensor, weights: torch.Tensor, *, seed: int = 0, restarts: int = 0,
+               max_iter: int = 100) -> tuple[torch.Tensor, MatchResult]:
+    """Align flat weight vectors ``[n, P]`` of ``layout`` to one flat reference ``[P]``; returns the permuted
+    ``[n, P]`` (same functions, buffers included) and the match result. For callers outside the store, e.g.
+    canonicalizing generated samples before nearest-neighbour distances."""
+    if weights.ndim != 2 or reference.ndim != 1:
+        raise ZooError(f"align_flat takes weights [n, P] and a reference [P], got {tuple(weights.shape)} and "
+                       f"{tuple(reference.shape)}")
+    spec = spec_for_layout(layout)
+    res = _match(spec, layout, reference, weights, seed, restarts, max_iter)
+    return permute_flat(spec, layout, weights, res.perms), res
 
 
 def _report(spec, layout, ids, ref_id, c, W, out, R, last, passes, task, seed, pairs, steps):
