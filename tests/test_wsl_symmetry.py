@@ -14,7 +14,7 @@ from zoo.errors import ZooError
 from zoo.layout import layout_of
 from zoo.tasks import load_task
 
-ARCHS = [("mlp", "digits"), ("cnn", "digits-image"), ("resnet", "digits-image")]
+ARCHS = [("mlp", "digits"), ("cnn", "digits-image"), pytest.param(("resnet", "digits-image"), marks=pytest.mark.slow)]
 
 
 def _train(name: str, dataset: str, width: int, seed: int, steps: int = 10):
@@ -45,7 +45,7 @@ def _logits(layout, space, padded: torch.Tensor, k: int, ref_state: dict, x: tor
         return module.eval()(x)
 
 
-@pytest.fixture(scope="module", params=ARCHS, ids=[a for a, _ in ARCHS])
+@pytest.fixture(scope="module", params=ARCHS, ids=["mlp", "cnn", "resnet"])
 def nets(request):
     name, dataset = request.param
     trained = [_train(name, dataset, w, seed) for w, seed in ((6, 0), (8, 1), (8, 2))]

@@ -1,0 +1,97 @@
+"""Encoders: hidden-unit permutation invariance (graph, StatNN), padding-independence, graph size."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from wsl.encoders import ENCODERS, build_encoder
+from wsl.encoders.graph import build_template
+from wsl.space import WeightSpace
+from wsl.symmetry import permute
+from zoo.arch import arch_spec, build_model
+from zoo.errors import ZooError
+from zoo.layout import layout_of
+from zoo.tasks import load_task
+
+
+def _nets(name: str, widths=(6, 8, 8), train: bool = True):
+    """Networks of one architecture; MLP and CNN get a few real training steps on digits."""
+    task = load_task("digits" if name == "mlp" else "digits-image")
+    out = []
+    for seed, width in enumerate(widths):
+        torch.manual_seed(seed)
+        spec = arch_spec(name, task.input_shape, task.num_outputs, width, 2)
+        model = build_model(spec)
+        if train:
+            opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+            for step in range(8):
+                x, y = task.X_train[step * 32 : (step + 1) * 32], task.y_train[step * 32 : (step + 1) * 32]
+                loss = nn.functional.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        else:
+            for m in model.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_mean.normal_()
+                    m.running_var.uniform_(0.5, 2.0)
+                    m.weight.data.normal_()
+                    m.bias.data.normal_()
+        out.append((model, layout_of(model, spec)))
+    space = WeightSpace([lay for _, lay in out])
+    idx = torch.tensor([space.add_layout(lay) for _, lay in out])
+    w = torch.cat([space.pad(lay.flatten(m.state_dict())[None], int(k)) for (m, lay), k in zip(out, idx)])
+    return space, w, idx
+
+
+@pytest.fixture(scope="module", params=[("mlp", True), ("cnn", True), ("resnet", False)], ids=["mlp", "cnn", "resnet"])
+def zoo_batch(request):
+    name, train = request.param
+    return _nets(name, train=train)
+
+
+@pytest.mark.parametrize("encoder", ["graph", "statnn"])
+def test_invariant_to_hidden_unit_permutations(zoo_batch, encoder):
+    space, w, idx = zoo_batch
+    torch.manual_seed(0)
+    enc = build_encoder(encoder, space, 3).eval()
+    perm = permute(space, w, idx, torch.Generator().manual_seed(1))
+    assert (perm - w).abs().max() > 0.01
+    with torch.no_grad():
+        a, b = enc(w, idx), enc(perm, idx)
+    assert a.abs().max() > 1e-3
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("encoder", ["graph", "statnn", "transformer", "mlp"])
+def test_prediction_does_not_depend_on_batch_company(zoo_batch, encoder):
+    """A narrow network padded into the space predicts the same alone as in a mixed-width batch."""
+    space, w, idx = zoo_batch
+    torch.manual_seed(0)
+    enc = build_encoder(encoder, space, 2).eval()
+    with torch.no_grad():
+        together = enc(w, idx)
+        alone = torch.cat([enc(w[i : i + 1], idx[i : i + 1]) for i in range(len(w))])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_graph_has_a_node_per_neuron_and_an_edge_per_weight():
+    space, _, idx = _nets("resnet", widths=(4,), train=False)
+    t = build_template(space, int(idx[0]))
+    lay = space.layouts[int(idx[0])]
+    neurons = 1 + 4 + 2 * (4 + 4) + 10  # input channel, stem, (mid, out) per block, outputs
+    assert len(t.node_id) == neurons
+    weights = sum(e.numel // (e.shape[2] * e.shape[3] if len(e.shape) == 4 else 1)
+                  for e in lay.entries if e.name.endswith("weight") and len(e.shape) >= 2)
+    assert t.edge_index.shape[1] == weights + 2 * 4  # plus one identity skip edge per channel per block
+    assert len(t.out_nodes) == 10
+
+
+def test_unknown_encoder_and_bad_hyperparameter_are_zoo_errors():
+    space, _, _ = _nets("mlp", widths=(4,), train=False)
+    with pytest.raises(ZooError, match="unknown encoder 'nope'"):
+        build_encoder("nope", space, 1)
+    with pytest.raises(ZooError, match="encoder 'graph'"):
+        build_encoder("graph", space, 1, depth=3)
+    assert set(ENCODERS) == {"mlp", "statnn", "graph", "transformer"}
