@@ -1,0 +1,163 @@
+"""WeightDataModule, targets, `zoo train` and load-back on a real (tiny) zoo built by the population trainer."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import wsl
+import zoo
+from wsl.cli import train
+from wsl.data import WeightDataModule
+from zoo.cli import main as zoo_main
+from zoo.config import compose
+from zoo.errors import ZooError
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """12 digits MLPs (2 widths x 2 learning rates x 3 seeds), 4 checkpoints each."""
+    path = tmp_path_factory.mktemp("wsl") / "tiny.zarr"
+    cfg = compose("build", ["recipe=tiny", f"out={path}", "progress=false", "recipe.learning_rates=[0.02,0.2]",
+                            "recipe.seeds=3", "recipe.epochs=4", "recipe.checkpoint_epochs=[0,1,2,4]"])
+    return zoo.build(cfg)
+
+
+def test_split_by_model_id_without_leakage(tiny):
+    dm = WeightDataModule(tiny, checkpoints="all", seed=3)
+    dm.setup()
+    s = dm.samples
+    per_model = s.groupby("model_id")["split"].nunique()
+    assert (per_model == 1).all()  # every checkpoint of a model is in the same split
+    ids = {k: set(s.loc[s["split"] == k, "model_id"]) for k in ("train", "val", "test")}
+    assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"])
+    assert sum(len(v) for v in ids.values()) == 12 and len(s) == 12 * 4
+    seen = np.concatenate([b["row"].numpy() for split in ("train", "val", "test") for b in dm.iter_batches(split)])
+    assert sorted(seen.tolist()) == list(range(len(s)))
+    same = WeightDataModule(tiny, checkpoints="all", seed=3)
+    same.setup()
+    assert same.samples["split"].tolist() == s["split"].tolist()
+    other = WeightDataModule(tiny, checkpoints="all", seed=4)
+    other.setup()
+    assert other.samples["split"].tolist() != s["split"].tolist()
+
+
+def test_batches_are_the_stored_weights_normalized_with_training_statistics(tiny):
+    dm = WeightDataModule(tiny, checkpoints=[-1, 1], batch_size=5)
+    dm.setup()
+    train_rows = dm.rows("train")
+    raw = torch.cat([dm.space.pad(tiny.weights([int(dm.samples.model_id[r])], checkpoint=int(dm.samples.checkpoint[r])),
+                                  int(dm.samples.layout_index[r])) for r in range(len(dm.samples))])
+    layout = torch.as_tensor(dm.samples["layout_index"].to_numpy().copy())
+    mask = dm.space.mask(layout)
+    for j, slot in enumerate(dm.space.slots):  # per-tensor statistics of the training split only
+        v = raw[train_rows][:, slot.offset : slot.stop][mask[train_rows][:, slot.offset : slot.stop]].double()
+        assert dm.normalizer.mean[j] == pytest.approx(float(v.mean()), abs=1e-6)
+        assert dm.normalizer.std[j] == pytest.approx(float(v.std(unbiased=False)), rel=1e-5)
+    uncached = WeightDataModule(tiny, checkpoints=[-1, 1], batch_size=5, cache=False)
+    uncached.setup()
+    for split in ("train", "val", "test"):
+        for b in uncached.iter_batches(split):
+            rows = b["row"]
+            assert b["layout"].unique().numel() == 1  # one store read per batch
+            expect = dm.normalizer(raw[rows], layout[rows])
+            torch.testing.assert_close(b["w"], expect)
+            torch.testing.assert_close(dm.batch(rows.numpy())["w"], expect)
+            torch.testing.assert_close(dm.normalizer.inverse(b["w"], b["layout"]), raw[rows], rtol=1e-5, atol=1e-6)
+
+
+def test_targets_match_the_store(tiny):
+    m = tiny.metrics.set_index(["model_id", "checkpoint"])
+    dm = WeightDataModule(tiny, task="generalization_gap", checkpoints="all")
+    dm.setup()
+    for _, r in dm.samples.iterrows():
+        row = m.loc[(r.model_id, r.checkpoint)]
+        assert r.target == pytest.approx(row.train_acc - row.test_acc)
+    hp = WeightDataModule(tiny, task={"name": "hyperparameter", "column": "learning_rate"})
+    hp.setup()
+    assert hp.task.classes == ["0.02", "0.2"] and hp.num_classes == 2
+    lr = tiny.models.set_index("model_id")["learning_rate"]
+    assert all(hp.task.classes[t] == str(lr[i]) for i, t in zip(hp.samples.model_id, hp.samples.target))
+
+
+def test_missing_targets_and_bad_selections_are_clear_errors(tiny):
+    with pytest.raises(ZooError, match="landscape"):
+        WeightDataModule(tiny, task="phase").setup()
+    with pytest.raises(ZooError, match="no column 'momentum_x'"):
+        WeightDataModule(tiny, task={"name": "hyperparameter", "column": "momentum_x"}).setup()
+    with pytest.raises(ZooError, match="fewer than two"):
+        WeightDataModule(tiny, task={"name": "hyperparameter", "column": "optimizer"}).setup()
+    with pytest.raises(ZooError, match="unknown task"):
+        WeightDataModule(tiny, task="accuracy")
+    with pytest.raises(ZooError, match="out of range"):
+        WeightDataModule(tiny, checkpoints=9).setup()
+    with pytest.raises(ZooError, match="no trained"):
+        WeightDataModule(tiny, query="width > 1000").setup()
+    with pytest.raises(ZooError, match="not a zoo|does not exist|not found|no zoo"):
+        WeightDataModule("/nonexistent/zoo.zarr")
+
+
+def test_phase_task_reads_the_landscape_table(tiny, tmp_path):
+    import shutil
+
+    path = tmp_path / "phase.zarr"
+    shutil.copytree(tiny.path, path)
+    z = zoo.open(path)
+    z.write_table("landscape", pd.DataFrame({"model_id": range(12), "phase": ["I", "IV-A", "III"] * 4}))
+    dm = WeightDataModule(z, task="phase")
+    dm.setup()
+    assert dm.task.classes == ["I", "III", "IV-A"] and len(dm.samples) == 12
+
+
+def test_cli_errors_are_one_line(tiny, capsys):
+    for args, msg in [(["encoder=nope", f"zoo={tiny.path}"], "unknown encoder 'nope'"),
+                      (["task=nope", f"zoo={tiny.path}"], "unknown task 'nope'"),
+                      (["data.nope=1", f"zoo={tiny.path}"], "nope"),
+                      (["trainer.nope=1", f"zoo={tiny.path}"], "unknown Trainer argument 'nope'"),
+                      (["task=phase", f"zoo={tiny.path}", "out=/tmp/never"], "landscape")]:
+        assert zoo_main(["train", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert msg in err and "\n" not in err, err
+
+
+@pytest.mark.slow
+def test_zoo_train_end_to_end_and_load_back(tiny, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = zoo_main(["train", "encoder=statnn", "task=test_accuracy", f"zoo={tiny.path}", f"out={out}",
+                     "data.checkpoints=all", "trainer.max_epochs=3", "augment=permute", "trainer.gradient_clip_val=1.0"])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["test"]) >= {"kendall_tau", "r2", "mse"} and summary["epochs"] == 3
+    assert summary["config"]["trainer"]["gradient_clip_val"] == 1.0
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert metrics["val/kendall_tau"].notna().sum() == 3
+    ckpt = torch.load(out / "best.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["encoder"] == "statnn"
+    p = wsl.load(out)
+    preds = p.predict(tiny, checkpoint=-1)
+    assert list(preds["model_id"]) == list(range(12)) and np.isfinite(preds["prediction"]).all()
+    one = p.predict_state_dict(tiny.state_dict(5))
+    assert one == pytest.approx(float(preds.loc[preds.model_id == 5, "prediction"].iloc[0]), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_short_training_improves_validation_metric(tiny, tmp_path):
+    cfg = compose("train", [f"zoo={tiny.path}", f"out={tmp_path}", "encoder=mlp", "data.checkpoints=all",
+                            "trainer.max_epochs=12", "data.batch_size=16"])
+    summary = train(cfg)
+    val = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["val/mse"])["val/mse"].to_numpy()
+    assert len(val) == 12 and val[-1] < val[0]
+    assert summary["test"]["kendall_tau"] > 0.3
+
+
+@pytest.mark.slow
+def test_hyperparameter_classifier_trains_and_predicts_labels(tiny, tmp_path):
+    cfg = compose("train", [f"zoo={tiny.path}", f"out={tmp_path}", "encoder=graph", "task=hyperparameter",
+                            "task.column=width", "trainer.max_epochs=2", "data.checkpoints=[-1]"])
+    summary = train(cfg)
+    assert 0.0 <= summary["test"]["acc"] <= 1.0
+    preds = wsl.load(tmp_path).predict(tiny)
+    assert set(preds["prediction"]) <= {"8", "16"}
