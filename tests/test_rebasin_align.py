@@ -39,7 +39,8 @@ def _same_function(z, model_id, checkpoint, X):
     torch.testing.assert_close(can, raw, rtol=1e-4, atol=1e-5)
 
 
-def test_zoo_align_cli_writes_function_preserving_canonical_weights(mlp_zoo, capsys):
+def test_zoo_align_cli_writes_function_preserving_canonical_weights(mlp_zoo, capsys, monkeypatch):
+    monkeypatch.setattr("zoo.rebasin.align.CHUNK_MODELS", 2)  # several read/align/write chunks
     assert zoo_main(["align", mlp_zoo, "--pairs", "2"]) == 0
     out = capsys.readouterr().out
     assert "L2 to reference" in out and "loss barrier" in out

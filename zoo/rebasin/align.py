@@ -31,6 +31,7 @@ from .report import batched_l2, batched_singular_agreement, loss_barrier
 from .spec import spec_for_layout
 
 MAX_EVAL_SAMPLES = 2048  # training samples used for barrier losses and BN statistics
+CHUNK_MODELS = 512  # models read, aligned and written at a time
 
 
 def choose_reference(models: pd.DataFrame, regression: bool = False) -> int:
@@ -116,12 +117,40 @@ def align_zoo(z, reference: int | str = "auto", checkpoint: Any = "all", *, traj
 
 
 def _align_group(z, key, members, ref_id, ckpts, task, trajectory, seed, restarts, max_iter, pairs, steps, write):
+    """Align one (layout, dataset) group chunk by chunk of models, so memory stays bounded on big zoos."""
     layout = z.layouts[key]
     spec = spec_for_layout(layout)
     ids = [int(i) for i in members["model_id"]]
     last = members["last_checkpoint"].to_numpy()
+    R = z.weights([ref_id], checkpoint=None)[0]  # [C, P]
+    c_rep = ckpts[-1]
+    candidates = [i for i in np.flatnonzero(last >= c_rep) if ids[i] != ref_id]
+    rng = np.random.default_rng(seed)
+    sample = set(rng.choice(candidates, size=min(pairs, len(candidates)), replace=False).tolist()) \
+        if candidates and pairs > 0 else set()
+    gen = torch.Generator().manual_seed(seed)
+    sel = torch.randperm(len(task.X_train), generator=gen)[:MAX_EVAL_SAMPLES]
+    data = (task.X_train[sel], task.y_train[sel], task.kind, steps)
+    tables = []
+    for lo in range(0, len(ids), CHUNK_MODELS):
+        part = list(range(lo, min(lo + CHUNK_MODELS, len(ids))))
+        tables.append(_align_chunk(z, spec, layout, [ids[i] for i in part], last[part], R, ckpts, trajectory,
+                                   seed, restarts, max_iter, write, [i - lo for i in part if i in sample], data))
+    table = pd.concat(tables, ignore_index=True)
+    table.insert(1, "layout", key)
+    table.insert(2, "reference_id", ref_id)
+    info = {"reference_id": int(ref_id), "models": len(ids), "checkpoint": int(c_rep), "barrier_pairs": len(sample)}
+    others = table[table["model_id"] != ref_id]  # the reference itself would add zeros
+    for col in ("l2_before", "l2_after", "svd_before", "svd_after", "barrier_before", "barrier_after"):
+        v = others[col].dropna()
+        info[f"mean_{col}"] = float(v.mean()) if len(v) else None
+    b, a = info["mean_barrier_before"], info["mean_barrier_after"]
+    info["barrier_reduction"] = (1 - a / b) if a is not None and b else None
+    return table, info
+
+
+def _align_chunk(z, spec, layout, ids, last, R, ckpts, trajectory, seed, restarts, max_iter, write, sample, data):
     W = z.weights(ids, checkpoint=None)  # [n, C, P], NaN after a divergence
-    R = z.weights([ref_id], checkpoint=None)[0]
     out = W.clone()
     n_ckpt = W.shape[1]
     passes = np.zeros(len(ids), dtype=np.int64)
@@ -146,7 +175,7 @@ def _align_group(z, key, members, ref_id, ckpts, task, trajectory, seed, restart
             z.write_canonical(ids, out)
         else:
             z.write_canonical(ids, out[:, ckpts[0]], checkpoint=ckpts[0])
-    return _report(spec, layout, ids, ref_id, ckpts[-1], W, out, R, last, passes, task, seed, pairs, steps)
+    return _report(spec, layout, ids, ckpts[-1], W, out, R, last, passes, sample, data)
 
 
 def _match(spec, layout, ref_flat, flat, seed, restarts, max_iter):
@@ -167,35 +196,23 @@ def align_flat(layout, reference: torch.Tensor, weights: torch.Tensor, *, seed: 
     return permute_flat(spec, layout, weights, res.perms), res
 
 
-def _report(spec, layout, ids, ref_id, c, W, out, R, last, passes, task, seed, pairs, steps):
+def _report(spec, layout, ids, c, W, out, R, last, passes, sample, data) -> pd.DataFrame:
+    """Per-model quality at checkpoint ``c``: L2 and top-SV agreement for all, barriers for ``sample``."""
     ok = np.flatnonzero(last >= c)
     ref = layout.unflatten(R[c])
-    before = layout.unflatten_batch(W[ok, c])
-    after = layout.unflatten_batch(out[ok, c])
-    table = pd.DataFrame({"model_id": ids, "layout": layout.key(), "reference_id": ref_id, "checkpoint": c,
-                          "passes": passes})
+    table = pd.DataFrame({"model_id": ids, "checkpoint": c, "passes": passes})
     for col in ("l2_before", "l2_after", "svd_before", "svd_after", "barrier_before", "barrier_after"):
         table[col] = np.nan
-    table.loc[ok, "l2_before"] = batched_l2(ref, before, spec.matched)
-    table.loc[ok, "l2_after"] = batched_l2(ref, after, spec.matched)
-    table.loc[ok, "svd_before"] = batched_singular_agreement(ref, before, spec.matched)
-    table.loc[ok, "svd_after"] = batched_singular_agreement(ref, after, spec.matched)
-    candidates = [i for i in ok if ids[i] != ref_id]
-    rng = np.random.default_rng(seed)
-    sample = sorted(rng.choice(candidates, size=min(pairs, len(candidates)), replace=False).tolist()) \
-        if candidates and pairs > 0 else []
-    gen = torch.Generator().manual_seed(seed)
-    sel = torch.randperm(len(task.X_train), generator=gen)[:MAX_EVAL_SAMPLES]
-    X, y = task.X_train[sel], task.y_train[sel]
+    if ok.size:
+        before = layout.unflatten_batch(W[ok, c])
+        after = layout.unflatten_batch(out[ok, c])
+        table.loc[ok, "l2_before"] = batched_l2(ref, before, spec.matched)
+        table.loc[ok, "l2_after"] = batched_l2(ref, after, spec.matched)
+        table.loc[ok, "svd_before"] = batched_singular_agreement(ref, before, spec.matched)
+        table.loc[ok, "svd_after"] = batched_singular_agreement(ref, after, spec.matched)
+    X, y, kind, steps = data
     module = layout.build()
     for i in sample:
         for col, flat in (("barrier_before", W[i, c]), ("barrier_after", out[i, c])):
-            table.loc[i, col] = loss_barrier(module, ref, layout.unflatten(flat), X, y, task.kind, steps)["barrier"]
-    info = {"reference_id": int(ref_id), "models": len(ids), "checkpoint": int(c), "barrier_pairs": len(sample)}
-    others = table[table["model_id"] != ref_id]  # the reference itself would add zeros
-    for col in ("l2_before", "l2_after", "svd_before", "svd_after", "barrier_before", "barrier_after"):
-        v = others[col].dropna()
-        info[f"mean_{col}"] = float(v.mean()) if len(v) else None
-    b, a = info["mean_barrier_before"], info["mean_barrier_after"]
-    info["barrier_reduction"] = (1 - a / b) if a is not None and b else None
-    return table, info
+            table.loc[i, col] = loss_barrier(module, ref, layout.unflatten(flat), X, y, kind, steps)["barrier"]
+    return table

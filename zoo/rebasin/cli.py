@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--restarts", type=int, default=0, help="extra random restarts per model (best kept)")
     p.add_argument("--max-iter", type=int, default=100, help="most coordinate-descent passes")
     p.add_argument("--pairs", type=int, default=8, help="models per group whose loss barrier is measured")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     return p
 
@@ -38,8 +39,12 @@ def main(argv: list[str]) -> int:
             raise ZooError("usage: zoo align PATH [--reference ID|auto] [--checkpoint all|last|N] "
                            "(zoo align --help)") from None
         return 0
-    if args.restarts < 0 or args.max_iter < 1 or args.pairs < 0:
-        raise ZooError("--restarts and --pairs must be >= 0 and --max-iter >= 1")
+    if args.restarts < 0 or args.max_iter < 1 or args.pairs < 0 or args.threads < 0:
+        raise ZooError("--restarts, --pairs and --threads must be >= 0 and --max-iter >= 1")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     from ..store import open as open_zoo
     from .align import align_zoo
 
