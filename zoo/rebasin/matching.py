@@ -149,15 +149,10 @@ def _descent(spec: PermutationSpec, ref: dict, cur: dict, perms: Perms, seed: in
             names = list(dict.fromkeys(k for k, _ in touched))
             sub = {k: cur[k] if full else cur[k].index_select(0, selt) for k in names}
             sref = ref if single_ref or full else {k: ref[k].index_select(0, selt) for k in names}
-            At = _similarity(spec, g, sref, sub)
-            A = At.numpy()
+            A = _similarity(spec, g, sref, sub).numpy()
             m, size = A.shape[0], A.shape[1]
-            # exact shortcut: when every row's maximum sits in a different column, that assignment reaches
-            # the upper bound sum(row maxima), so it is optimal and the solver is not needed
-            q = At.argmax(2)
-            easy = (q.sort(1).values == torch.arange(size)).all(1).numpy()
-            q = q.numpy().astype(np.int64)
-            _solve(A, q, np.flatnonzero(~easy), pool)
+            q = np.empty((m, size), dtype=np.int64)
+            _solve(A, q, np.arange(m), pool)
             rows = np.arange(size)
             old = np.einsum("mii->mi", A).astype(np.float64).sum(1)
             gain = A[np.arange(m)[:, None], rows, q].astype(np.float64).sum(1) - old
