@@ -8,7 +8,8 @@
     matcher, timed on a subset and extrapolated. Two populations: random initializations (the hardest
     case: no shared structure, most passes) and lightly trained nets (SGD steps on digits).
 
-Rerun: .venv/bin/python bench/rebasin.py            (writes data/bench/rebasin.json)
+Rerun: .venv/bin/python bench/rebasin.py            (writes data/bench/rebasin.json; 1 torch thread)
+       .venv/bin/python bench/rebasin.py --only speed --threads 0 --out data/bench/rebasin-default-threads.json
 """
 from __future__ import annotations
 
@@ -177,11 +178,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", type=int, default=1000)
     p.add_argument("--pairwise", type=int, default=20, help="models timed one pair at a time (extrapolated)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (0: torch's default). 1 by default: on a shared 2-core machine, OpenMP "
+                        "threads spin against other processes and the many small GEMMs of the pairwise path "
+                        "slow down tens of times")
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     p.add_argument("--only", choices=["quality", "speed"], help="run one half of the benchmark")
     p.add_argument("--out", default="data/bench/rebasin.json")
     args = p.parse_args(argv)
+    if args.threads < 0:
+        p.error("--threads must be >= 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     q = args.quick
