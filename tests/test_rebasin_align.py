@@ -92,6 +92,10 @@ def test_align_last_checkpoint_trajectory_mode_and_explicit_reference(tmp_path):
     assert torch.isfinite(z.weights([0, 1, 2], checkpoint=2, canonical=True)).all()
     with pytest.raises(ZooError, match="not written"):
         z.weights([0], checkpoint=0, canonical=True)
+    _, s = align_zoo(z, checkpoint="1", pairs=0)  # an index, as the CLI passes it
+    assert s["checkpoint"] == [1] and torch.isfinite(z.weights([0, 1, 2], checkpoint=1, canonical=True)).all()
+    with pytest.raises(ZooError, match="not written"):
+        z.weights([0], checkpoint=0, canonical=True)
     _, s = align_zoo(z, reference="auto", checkpoint="all", trajectory=True, pairs=0)
     X = z.task().X_test[:32]
     for c in range(3):
