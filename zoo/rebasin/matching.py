@@ -79,14 +79,17 @@ def _similarity(spec: PermutationSpec, group: str, ref: Mapping[str, torch.Tenso
         if name not in cur:
             continue
         r, b = ref[name], cur[name]
+        if r.shape[0] == 1 and b.ndim == 3 and axis == 1:  # a matrix's input axis: no transposed copy needed
+            term = torch.matmul(r[0].T, b)
+            A = term if A is None else A.add_(term)
+            continue
         b = b.movedim(axis + 1, 1).reshape(n, s, -1)
-        if r.shape[0] == 1:  # one reference for all: one GEMM over the whole population
-            r2 = r[0].movedim(axis, 0).reshape(s, -1)
-            term = (b.reshape(n * s, -1) @ r2.T).view(n, s, s).transpose(1, 2)
+        if r.shape[0] == 1:  # one reference for all: one broadcast GEMM over the whole population
+            term = torch.matmul(r[0].movedim(axis, 0).reshape(s, -1), b.transpose(1, 2))
         else:
             term = torch.bmm(r.movedim(axis + 1, 1).reshape(n, s, -1), b.transpose(1, 2))
-        A = term if A is None else A + term
-    return A.contiguous() if A is not None else torch.zeros(n, s, s)
+        A = term if A is None else A.add_(term)
+    return A if A is not None else torch.zeros(n, s, s)
 
 
 def _neighbours(spec: PermutationSpec) -> dict[str, set[str]]:
