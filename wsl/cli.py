@@ -79,6 +79,10 @@ def train(cfg: Mapping) -> dict:
     out = Path(cfg.get("out") or Path("data/runs") / _run_name(cfg))
     out.mkdir(parents=True, exist_ok=True)
     seed = int(cfg.get("seed", 0))
+    if cfg.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg["threads"]))
     L.seed_everything(seed, verbose=False)
     d = cfg["data"]
     dm = WeightDataModule(cfg["zoo"], task=cfg["task"], checkpoints=d["checkpoints"], canonical=d["canonical"],
