@@ -161,3 +161,38 @@ def test_hyperparameter_classifier_trains_and_predicts_labels(tiny, tmp_path):
     assert 0.0 <= summary["test"]["acc"] <= 1.0
     preds = wsl.load(tmp_path).predict(tiny)
     assert set(preds["prediction"]) <= {"8", "16"}
+
+
+def test_canonical_weights_from_the_store_feed_batches_and_aligned_mixup(tiny, tmp_path):
+    import shutil
+
+    from wsl.symmetry import permute
+
+    path = tmp_path / "canon.zarr"
+    shutil.copytree(tiny.path, path)
+    z = zoo.open(path)
+    dm = WeightDataModule(z, checkpoints=-1)
+    dm.setup()
+    for key, group in z.models.groupby("layout"):  # stand-in re-basing: a random function-preserving permutation
+        ids = group["model_id"].tolist()
+        k = dm.space.add_layout(z.layouts[key])
+        layout = torch.full((len(ids),), k)
+        w = z.weights(ids, checkpoint=None)  # [n, C, P]
+        canon = torch.stack([dm.space.unpad(permute(dm.space, dm.space.pad(w[:, c], k), layout,
+                                                    torch.Generator().manual_seed(c)), k)
+                             for c in range(w.shape[1])], dim=1)
+        z.write_canonical(ids, canon)
+    canon_dm = WeightDataModule(z, checkpoints=-1, canonical=True)
+    canon_dm.setup()
+    rows = np.arange(len(canon_dm.samples))
+    ids = canon_dm.samples["model_id"].tolist()
+    assert not torch.allclose(canon_dm.batch(rows)["w"], dm.batch(rows)["w"])
+    for r, i in zip(rows, ids):
+        expect = canon_dm.space.pad(z.weights([i], canonical=True), int(canon_dm.samples.layout_index[r]))
+        torch.testing.assert_close(canon_dm.normalizer.inverse(canon_dm.batch([r])["w"], canon_dm.batch([r])["layout"]),
+                                   expect, rtol=1e-5, atol=1e-6)
+    mix = WeightDataModule(z, checkpoints=-1, augment={"mixup": {"p": 1.0, "mode": "aligned"}})
+    mix.setup()
+    assert mix._w_canon is not None  # aligned mixup reads the store's re-based weights, no on-the-fly matching
+    batch = next(mix.iter_batches("train", augment=True))
+    assert torch.isfinite(batch["w"]).all() and batch["y"].shape == (len(batch["w"]),)

@@ -110,9 +110,7 @@ def train(cfg: Mapping) -> dict:
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         trainer = L.Trainer(**kwargs)
-    except (TypeError, ValueError, Exception) as e:  # Lightning validates its own arguments
-        if isinstance(e, ZooError):
-            raise
+    except Exception as e:  # Lightning validates its own arguments (TypeError, ValueError, MisconfigurationException)
         raise ZooError(f"bad trainer settings: {' '.join(str(e).split())}") from None
     t0 = time.time()
     with warnings.catch_warnings():

@@ -97,7 +97,7 @@ def targets(z, spec: TaskSpec, samples: pd.DataFrame) -> pd.DataFrame:
                                f"{sorted(z.models.columns)}")
             values = z.models[["model_id", col]]
         out = samples.merge(values, on="model_id", how="left")
-        out = out[out[col].notna()].copy()
+        out = out[out[col].notna() & (out[col].astype(str) != "")].copy()  # unlabelled models have no target
         labels = out[col].astype(str) if out[col].dtype == object else out[col]
         classes = sorted(pd.unique(labels), key=lambda v: (isinstance(v, str), v))
         if len(classes) < 2:
