@@ -1,12 +1,20 @@
 """Shared fixtures: small real zoos built once per test session."""
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 
 import zoo
 from zoo.config import compose
 
 TINY = ["recipe=tiny", "progress=false"]
+
+# The suite's models are tiny: one thread is as fast on a quiet machine and many times faster when other
+# processes share the cores (OpenMP threads spin). Subprocesses (the CLI tests) inherit the variable.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def build_zoo(out: str, *overrides: str) -> zoo.Zoo:
