@@ -19,7 +19,8 @@ class _Parser(argparse.ArgumentParser):
         raise ZooError(message)
 
 
-def _overrides(items: list[str]) -> dict:
+def parse_overrides(items: list[str]) -> dict:
+    """key=value strings (dotted for nesting) -> nested dict with YAML-typed values."""
     bad = [s for s in items if "=" not in s or s.startswith("=")]
     if bad:
         raise ZooError(f"overrides must look like key=value, got {bad}")
@@ -41,7 +42,7 @@ def main_landscape(argv: list[str]) -> int:
     p.add_argument("overrides", nargs="*", help="key=value overrides of conf/landscape/default.yaml")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     a = p.parse_intermixed_args(argv)
-    cfg = resolve_config(_overrides(a.overrides))
+    cfg = resolve_config(parse_overrides(a.overrides))
     z = _open(a.path)
     df = compute_landscape(z, cfg, progress=not a.quiet)
     counts = df["phase"].replace("", "unlabelled").value_counts().to_dict()
@@ -58,7 +59,7 @@ def main_phases(argv: list[str]) -> int:
     p.add_argument("--name", default="phases", help="file stem (default: phases)")
     p.add_argument("overrides", nargs="*", help="cut-off overrides, e.g. phases.mc_tol=0.05")
     a = p.parse_intermixed_args(argv)
-    cfg = resolve_config(_overrides(a.overrides))
+    cfg = resolve_config(parse_overrides(a.overrides))
     z = _open(a.path)
     cells, h_cut = landscape_cells(z, cfg)
     png, js = phase_diagram(cells, a.out, cfg["phases"], {"zoo": z.path, "hessian_threshold": h_cut}, name=a.name)

@@ -54,6 +54,8 @@ def resolve_config(cfg: Mapping | None = None) -> dict:
         raise ZooError(f"landscape.curve_points must be >= 3, got {out['curve_points']}")
     if int(out["bezier_steps"]) < 0:
         raise ZooError(f"landscape.bezier_steps must be >= 0, got {out['bezier_steps']}")
+    if out["threads"] is not None and int(out["threads"]) < 1:
+        raise ZooError(f"landscape.threads must be >= 1 or null, got {out['threads']}")
     if out["pairs"] not in ("all", "consecutive"):
         raise ZooError(f"landscape.pairs must be 'all' or 'consecutive', got {out['pairs']!r}")
     return out
@@ -98,6 +100,16 @@ def compute_landscape(zoo, cfg: Mapping | None = None, progress: bool = False, w
     ``df.attrs["timings"]`` holds seconds per metric family, ``df.attrs["cells"]`` the labelled cell table.
     """
     cfg = resolve_config(cfg)
+    threads = torch.get_num_threads()
+    if cfg["threads"]:
+        torch.set_num_threads(int(cfg["threads"]))
+    try:
+        return _compute(zoo, cfg, progress, write)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
     cut = Cutoffs.from_mapping(cfg["phases"])
     models = zoo.models
     task = zoo.task()
@@ -112,6 +124,7 @@ def compute_landscape(zoo, cfg: Mapping | None = None, progress: bool = False, w
                "cka": 0.0}
 
     rows: dict[int, dict] = {int(i): {"model_id": int(i)} for i in models["model_id"]}
+    pair_rows: list[dict] = []
     test_out: dict[int, torch.Tensor] = {}
     done = models[models["status"] == "done"]
     for key, group in done.groupby("layout", sort=True):
@@ -160,7 +173,7 @@ def compute_landscape(zoo, cfg: Mapping | None = None, progress: bool = False, w
         def curve_loss(th, x, y, _net=curve_net):
             return crit(_net.forward(th, {}, x), y)
 
-        mc, mcl, cka = [], [], []
+        mc, mcl, cka, curves, lines = [], [], [], [], []
         t0 = time.perf_counter()
         for chunk in _chunks(pairs, int(cfg["chunk"])):
             a = [p[0] for p in chunk]
@@ -173,6 +186,8 @@ def compute_landscape(zoo, cfg: Mapping | None = None, progress: bool = False, w
                                     lr=float(cfg["bezier_lr"]), batch_size=int(cfg["bezier_batch_size"]), generator=g)
             mc += res["mc"].tolist()
             mcl += res["mc_linear"].tolist()
+            curves += res["curve"].tolist()
+            lines += res["line"].tolist()
         t1 = time.perf_counter()
         for i, j in pairs:
             cka.append(float(linear_cka(test_out[i], test_out[j])))
@@ -180,6 +195,9 @@ def compute_landscape(zoo, cfg: Mapping | None = None, progress: bool = False, w
         timings["mode_connectivity"] += t1 - t0
         timings["cka"] += t2 - t1
         _log(progress, f"layout {key}: {len(pairs)} seed pairs connected ({t1 - t0:.1f}s)")
+        for (i, j), cell, m_, ml_, k_, cu, li in zip(pairs, pair_cell, mc, mcl, cka, curves, lines):
+            pair_rows.append({"cell": cell, "model_a": i, "model_b": j, "mode_connectivity": m_,
+                              "mode_connectivity_linear": ml_, "cka": k_, "curve_loss": cu, "line_loss": li})
         per_cell = pd.DataFrame({"cell": pair_cell, "mc": mc, "mcl": mcl, "cka": cka}).groupby("cell").mean()
         for _, r in cell_of.iterrows():
             if r["_cell"] in per_cell.index:
@@ -188,6 +206,8 @@ def compute_landscape(zoo, cfg: Mapping | None = None, progress: bool = False, w
                                                 mode_connectivity_linear=float(c["mcl"]), cka=float(c["cka"]))
 
     table = pd.DataFrame([rows[i] for i in sorted(rows)]).reindex(columns=COLUMNS[:-1])
+    pairs_table = pd.DataFrame(pair_rows, columns=["cell", "model_a", "model_b", "mode_connectivity",
+                                                   "mode_connectivity_linear", "cka", "curve_loss", "line_loss"])
     merged = models[["model_id", "status", *keys, "seed"]].merge(table, on="model_id", how="left")
     # cell values belong to every member of the cell, trained or not
     merged["_cell"] = merged[keys].astype(str).agg("|".join, axis=1) if keys else "all"
@@ -200,9 +220,11 @@ def compute_landscape(zoo, cfg: Mapping | None = None, progress: bool = False, w
         zoo.write_table("landscape", result)
         zoo.write_table("landscape_batches", pd.DataFrame({
             "batch": np.repeat(np.arange(idx.shape[0]), idx.shape[1]), "index": flat_idx.numpy()}))
+        zoo.write_table("landscape_pairs", pairs_table)
     result.attrs["timings"] = timings
     result.attrs["cells"] = cells
     result.attrs["config"] = cfg
+    result.attrs["pairs"] = pairs_table
     return result
 
 
@@ -221,4 +243,9 @@ def landscape_cells(zoo, cfg: Mapping | None = None) -> tuple[pd.DataFrame, floa
     merged = models[["model_id", *keys, "seed"]].merge(table.drop(columns=["phase"], errors="ignore"), on="model_id",
                                                           how="left")
     _, cells = label_models(merged, keys, cut)
+    pairs = zoo.table("landscape_pairs")
+    if pairs is not None and len(pairs):
+        spread = pairs.groupby("cell")["mode_connectivity"].agg(["std", "count"])
+        cells["mode_connectivity_std"] = cells["cell"].map(spread["std"])
+        cells["pairs"] = cells["cell"].map(spread["count"]).fillna(0).astype(int)
     return cells, float(cells.attrs.get("hessian_threshold", float("nan")))

@@ -66,7 +66,8 @@ def phase_diagram(cells: pd.DataFrame, out_dir: str | Path, cutoffs: Mapping, ex
     fixed = ["width", temp]
     others = [c for c in cells.columns
               if c not in fixed and c not in {*MODEL_METRICS, *CELL_METRICS} and c not in
-              {"cell", "phase", "members", "members_ok", "high_loss", "large_hessian", "hessian_agrees"}
+              {"cell", "phase", "members", "members_ok", "high_loss", "large_hessian", "hessian_agrees",
+               "mode_connectivity_std", "pairs"}
               and cells[c].nunique(dropna=False) > 1]
     combos = [()] if not others else list(cells[others].astype(str).drop_duplicates().itertuples(index=False, name=None))
     widths = sorted(cells["width"].unique())

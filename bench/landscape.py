@@ -1,0 +1,103 @@
+"""Cost of landscape metrics against training, and Hutchinson's error against the number of probes.
+
+Builds a zoo (timed), runs ``compute_landscape`` on it (timed per metric), then for a few of its models
+compares Hutchinson trace estimates with the exact trace (all basis vectors). Prints seconds per model
+for each metric next to seconds of training per model, and the ratio of all metrics to training.
+
+Rerun:  .venv/bin/python bench/landscape.py [--recipe phase-mlp-digits] [hydra overrides of the build ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from zoo.build import build  # noqa: E402
+from zoo.config import compose  # noqa: E402
+from zoo.landscape.cli import parse_overrides  # noqa: E402
+from zoo.landscape.compute import analysis_indices, compute_landscape, resolve_config  # noqa: E402
+from zoo.landscape.functional import FunctionalNet  # noqa: E402
+from zoo.landscape.hessian import batched_hvp, exact_trace, hutchinson_trace  # noqa: E402
+
+DEFAULT_OVERRIDES = ["recipe.widths=[8,32,128]", "recipe.batch_sizes=[32,256]", "recipe.epochs=10",
+                     "recipe.checkpoint_epochs=[0,10]"]
+
+
+def hutchinson_error(z, cfg: dict, n_models: int, probe_counts: list[int], repeats: int) -> dict:
+    """Mean |estimate - exact| / |exact| over models and repeats, per probe count."""
+    models = z.models[z.models["status"] == "done"]
+    key = models.groupby("layout").size().idxmax()
+    ids = models[models["layout"] == key]["model_id"].astype(int).tolist()[:n_models]
+    task = z.task()
+    idx = analysis_indices(len(task.X_train), int(cfg["batches"]), int(cfg["batch_size"]), int(cfg["seed"])).reshape(-1)
+    x, y = task.X_train[idx], task.y_train[idx]
+    net = FunctionalNet.from_layout(z.layouts[key])
+    theta, bufs = net.split(z.weights(ids))
+    hvp = batched_hvp(net.loss_fn(task.kind), in_dims=(0, None, None))
+    t0 = time.perf_counter()
+    exact = exact_trace(hvp, theta, (bufs, x, y))
+    t_exact = time.perf_counter() - t0
+    most = max(probe_counts) * repeats
+    samples = hutchinson_trace(hvp, theta, (bufs, x, y), most, torch.Generator().manual_seed(7), return_samples=True,
+                               chunk=64)
+    out = {"layout": key, "parameters": net.num_params, "models": len(ids), "exact_trace": exact.tolist(),
+           "exact_seconds": t_exact, "relative_error": {}}
+    for p in probe_counts:
+        est = samples[: p * repeats].view(repeats, p, -1).mean(1)  # [repeats, n]
+        out["relative_error"][p] = float(((est - exact).abs() / exact.abs()).mean())
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--recipe", default="phase-mlp-digits")
+    ap.add_argument("--keep", default=None, help="build into this path and keep it (default: a temp folder)")
+    ap.add_argument("--landscape", nargs="*", default=[], help="landscape overrides key=value")
+    ap.add_argument("--probes", default="1,4,16,64,256")
+    ap.add_argument("--repeats", type=int, default=8)
+    ap.add_argument("overrides", nargs="*", help="build overrides (default: a 3x2 grid, 10 epochs)")
+    a = ap.parse_args()
+    overrides = a.overrides or DEFAULT_OVERRIDES
+    tmp = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="bench-landscape-")) / "zoo.zarr"
+    cfg = compose("build", [f"recipe={a.recipe}", f"out={tmp}", "progress=false", "overwrite=true", *overrides])
+    t0 = time.perf_counter()
+    z = build(cfg)
+    t_train = time.perf_counter() - t0
+    n = int((z.models["status"] == "done").sum())
+    lcfg = resolve_config(parse_overrides(a.landscape))
+    t0 = time.perf_counter()
+    df = compute_landscape(z, lcfg)
+    t_land = time.perf_counter() - t0
+    times = df.attrs["timings"]
+    print(f"zoo: recipe {a.recipe} {' '.join(overrides)}: {n} trained models, {len(z.layouts)} layouts")
+    print(f"training: {t_train:.1f} s total, {t_train / n:.3f} s/model")
+    print(f"{'metric':<26}{'s/model':>10}{'x training':>12}")
+    for k, v in times.items():
+        print(f"{k:<26}{v / n:>10.3f}{v / t_train:>12.3f}")
+    print(f"{'all landscape metrics':<26}{t_land / n:>10.3f}{t_land / t_train:>12.3f}   (target <= 1.0)")
+    probe_counts = [int(p) for p in a.probes.split(",")]
+    err = hutchinson_error(z, lcfg, 4, probe_counts, a.repeats)
+    print(f"Hutchinson vs exact trace ({err['models']} models of {err['layout']}, {err['parameters']} parameters,"
+          f" exact trace by {err['parameters']} basis HVPs in {err['exact_seconds']:.1f} s):")
+    for p, e in err["relative_error"].items():
+        print(f"  probes {p:>4}: mean relative error {e:.4f}   (x sqrt(probes) = {e * math.sqrt(p):.3f})")
+    print("phases:", df["phase"].value_counts().to_dict())
+    print("json:", json.dumps({"train_s": t_train, "landscape_s": t_land, "models": n, "timings": times,
+                               "hutchinson": err["relative_error"]}))
+    print(f"rerun: .venv/bin/python bench/landscape.py --recipe {a.recipe} {' '.join(overrides)}")
+    if not a.keep:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
