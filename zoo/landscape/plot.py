@@ -56,7 +56,7 @@ def phase_diagram(cells: pd.DataFrame, out_dir: str | Path, cutoffs: Mapping, ex
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.colors import SymLogNorm
 
     if cells.empty:
         raise ZooError("no cells to draw: the landscape table is empty")
@@ -81,6 +81,7 @@ def phase_diagram(cells: pd.DataFrame, out_dir: str | Path, cutoffs: Mapping, ex
             ax = axes[3 * r + c // 3, c % 3]
             grid = np.full((len(temps), len(widths)), np.nan)
             labels = [["" for _ in widths] for _ in temps]
+            dark = np.full(grid.shape, col == "phase")  # text colour per cell: black on light backgrounds
             for _, row in sub.iterrows():
                 i, j = temps.index(row[temp]), widths.index(row["width"])
                 if col == "phase":
@@ -97,16 +98,21 @@ def phase_diagram(cells: pd.DataFrame, out_dir: str | Path, cutoffs: Mapping, ex
             else:
                 finite = grid[np.isfinite(grid)]
                 kw = {}
-                if scale == "diverging" and finite.size:
+                if scale == "diverging" and finite.size:  # symmetric log scale, linear inside +-mc_tol
                     m = max(float(np.abs(finite).max()), 1e-9)
-                    kw["norm"] = TwoSlopeNorm(vcenter=0.0, vmin=-m, vmax=m)
+                    lin = float(cutoffs.get("mc_tol", 0.0)) or m / 100
+                    kw["norm"] = SymLogNorm(linthresh=min(lin, m), vmin=-m, vmax=m)
                 im = ax.imshow(grid, origin="lower", aspect="auto", cmap="RdBu" if scale == "diverging" else "viridis",
                                **kw)
                 fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+                for i, j in itertools.product(range(len(temps)), range(len(widths))):
+                    if np.isfinite(grid[i, j]):  # dark text on light cells, white on dark ones
+                        r_, g_, b_, _ = im.cmap(im.norm(grid[i, j]))
+                        dark[i, j] = 0.299 * r_ + 0.587 * g_ + 0.114 * b_ > 0.55
             for i, j in itertools.product(range(len(temps)), range(len(widths))):
                 if labels[i][j]:
                     ax.text(j, i, labels[i][j], ha="center", va="center", fontsize=7,
-                            color="black" if col == "phase" else "white")
+                            color="black" if dark[i, j] else "white")
             ax.set_xticks(range(len(widths)), [str(w) for w in widths], fontsize=7)
             ax.set_yticks(range(len(temps)), [f"{t:g}" for t in temps], fontsize=7)
             ax.set_xlabel("width (load)", fontsize=8)
