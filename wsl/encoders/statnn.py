@@ -35,7 +35,7 @@ def tensor_statistics(space: WeightSpace, w: torch.Tensor, layout: torch.Tensor)
 class StatNN(WeightEncoder):
     """MLP over per-tensor statistics (Unterthiner et al.'s StatNN)."""
 
-    def __init__(self, space: WeightSpace, out_dim: int, hidden: Sequence[int] = (128, 128), dropout: float = 0.0):
+    def __init__(self, space: WeightSpace, out_dim: int, hidden: Sequence[int] = (256, 256), dropout: float = 0.1):
         super().__init__(space, out_dim)
         d_in = len(space.slots) * (2 + len(QUANTILES))
         self.norm = torch.nn.BatchNorm1d(d_in)  # features differ in scale (variances vs. means)
