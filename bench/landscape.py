@@ -68,7 +68,9 @@ def main() -> int:
     a = ap.parse_args()
     overrides = a.overrides or DEFAULT_OVERRIDES
     tmp = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="bench-landscape-")) / "zoo.zarr"
-    cfg = compose("build", [f"recipe={a.recipe}", f"out={tmp}", "progress=false", "overwrite=true", *overrides])
+    # both sides single-threaded (the shared CPU makes multi-threaded torch erratic); metrics timed separately
+    cfg = compose("build", [f"recipe={a.recipe}", f"out={tmp}", "progress=false", "overwrite=true", "threads=1",
+                            "recipe.landscape.enabled=false", *overrides])
     t0 = time.perf_counter()
     z = build(cfg)
     t_train = time.perf_counter() - t0
