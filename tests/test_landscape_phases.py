@@ -77,6 +77,7 @@ def test_cutoff_and_config_validation():
         resolve_config({"probez": 3})
     with pytest.raises(ZooError, match="probes"):
         resolve_config({"probes": 0})
+    assert Cutoffs.from_mapping(resolve_config()["phases"]) == Cutoffs()  # code defaults == conf defaults
     cfg = resolve_config({"enabled": True, "probes": 8, "phases": {"mc_tol": 0.5}})
     assert cfg["probes"] == 8 and cfg["phases"]["mc_tol"] == 0.5 and cfg["phases"]["cka_high"] == 0.9
 

@@ -32,9 +32,9 @@ class Cutoffs:
 
     train_loss_high: float = 0.1          # median train loss above this: poorly trained (I / II)
     hessian_metric: str = "hessian_trace"  # or hessian_top_eigenvalue
-    hessian_cut_kind: str = "absolute"     # absolute: value is the cut; quantile: value is a quantile of the zoo
-    hessian_cut: float = 100.0
-    mc_tol: float = 0.05                   # |mc| <= mc_tol counts as connected (loss units)
+    hessian_cut_kind: str = "quantile"     # absolute: value is the cut; quantile: value is a quantile of the zoo
+    hessian_cut: float = 0.5
+    mc_tol: float = 0.03                   # |mc| <= mc_tol counts as connected (loss units)
     cka_high: float = 0.9                  # CKA at or above: IV-B, below: IV-A
 
     @classmethod
