@@ -48,3 +48,18 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "key=value" in capsys.readouterr().err
     assert main(["phases", str(tmp_path / "x.zarr")]) == 2  # --out missing
     assert "--out" in capsys.readouterr().err
+
+
+def test_landscape_of_a_regression_zoo(tmp_path):
+    """Sine regression: MSE loss, R^2 in the accuracy slots, gap = test loss - train loss."""
+    out = tmp_path / "sine.zarr"
+    assert main(["build", "recipe=tiny", f"out={out}", "progress=false", "recipe.dataset=sine-regression",
+                 "recipe.widths=[8]", "recipe.seeds=2", "recipe.epochs=2",
+                 "recipe.checkpoint_epochs=[0,2]"]) == 0
+    z = zoo.open(str(out))
+    from zoo.landscape.compute import compute_landscape
+
+    df = compute_landscape(z, {"probes": 4, "power_iters": 5, "bezier_steps": 5, "batches": 1, "batch_size": 64})
+    assert np.allclose(df["train_loss"], z.models["train_loss"], rtol=1e-3, atol=1e-6)
+    assert np.allclose(df["generalization_gap"], df["test_loss"] - df["train_loss"], atol=1e-6)
+    assert (df["train_acc"] <= 1).all() and df["hessian_trace"].gt(0).all() and df["cka"].between(0, 1.0001).all()
