@@ -74,7 +74,8 @@ def phase_diagram(cells: pd.DataFrame, out_dir: str | Path, cutoffs: Mapping, ex
     temps = sorted(cells[temp].unique())
     n_cols = 3  # each combination of the other varying axes gets a 3 x 3 block of panels
     n_rows = 3 * len(combos)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 3.2 * n_rows + 0.6), squeeze=False)
+    panel_w = max(4.2, 0.55 * len(widths) + 1.2)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel_w * n_cols, 3.2 * n_rows + 0.6), squeeze=False)
     for r, combo in enumerate(combos):
         sub = cells if not others else cells[(cells[others].astype(str) == pd.Series(combo, index=others)).all(axis=1)]
         for c, (col, title, scale) in enumerate([*PANELS, ("phase", "phase", "phase")]):
