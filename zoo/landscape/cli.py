@@ -62,8 +62,8 @@ def main_phases(argv: list[str]) -> int:
     cfg = resolve_config(parse_overrides(a.overrides))
     z = _open(a.path)
     cells, h_cut = landscape_cells(z, cfg)
-    png, js = phase_diagram(cells, a.out, cfg["phases"], {"zoo": z.path, "recipe": (z.config.get("recipe") or {}).get("name"),
-                                                                  "hessian_threshold": h_cut}, name=a.name)
+    extra = {"zoo": z.path, "recipe": (z.config.get("recipe") or {}).get("name"), "hessian_threshold": h_cut}
+    png, js = phase_diagram(cells, a.out, cfg["phases"], extra, name=a.name)
     counts = json.loads(js.read_text())["phase_counts"]
     print(f"wrote {png} and {js}: {len(cells)} cells, phases {counts}")
     return 0
