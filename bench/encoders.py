@@ -161,12 +161,16 @@ def main() -> int:
           "(p 0.2, 10%).", ""]
     md += table(runs, ["kendall_tau", "r2", "mse"], "test_accuracy")
     if any(r["task"] == "phase" for r in runs):
-        md += ["", f"Phase zoo `{args.phase_zoo}`: task phase (classification accuracy), last checkpoint.", ""]
+        md += ["", f"Phase zoo `{args.phase_zoo}`: task phase (classification accuracy), last checkpoint (built with "
+               f"`zoo build recipe=phase-mlp-digits out={args.phase_zoo}` then `zoo landscape {args.phase_zoo}`). "
+               "Phases are labels of grid cells (width x batch size); a test model's cell-mates (other seeds) may "
+               "be in the training split.", ""]
         md += table(runs, ["acc"], "phase")
     md += ["", "Data module throughput (training loader from the in-memory cache, normalized batches; "
            f"{tp['samples']} training samples of {tp['parameters_padded']} padded parameters):", ""]
     md += ["| batch size | models/s |", "|---|---|"]
-    md += [f"| {k.removeprefix('models_per_s_bs')} | {v:,.0f} |" for k, v in tp.items() if k.startswith("models_per_s")]
+    md += [f"| {k.removeprefix('models_per_s_bs').replace('_permute', ' + permute augmentation')} | {v:,.0f} |"
+           for k, v in tp.items() if k.startswith("models_per_s")]
     md += ["", "Reference (Small CNN Zoo, CIFAR10-GS, Kendall tau): StatNN 0.915, NFN 0.922–0.934, "
            "neural graphs 0.930–0.935. Our zoo is far smaller (72 models), so the spread over seeds is large.", ""]
     Path(args.md).parent.mkdir(parents=True, exist_ok=True)
