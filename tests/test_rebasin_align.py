@@ -12,13 +12,6 @@ from zoo.errors import ZooError
 from zoo.rebasin.align import align_zoo, choose_reference
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _build(path, *overrides):
     return zoo.build(compose("build", [f"out={path}", "recipe=tiny", "progress=false", *overrides]))

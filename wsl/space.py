@@ -8,7 +8,6 @@ which would leak batch size and epochs. Everything a trained encoder needs to re
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
@@ -21,25 +20,9 @@ from .structure import Structure, structure_of
 _FLOAT = ("float32", "float16", "bfloat16", "float64")
 
 
-@dataclass(frozen=True)
-class Slot:
-    """A tensor in the padded vector: name, padded shape, offset."""
-
-    name: str
-    shape: tuple[int, ...]
-    offset: int
-    kind: str
-
-    @property
-    def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
-
-    @property
-    def stop(self) -> int:
-        return self.offset + self.numel
+def Slot(name: str, shape: tuple[int, ...], offset: int, kind: str) -> Entry:
+    """A tensor in the padded vector: a layout entry (name, padded shape, offset), always float32."""
+    return Entry(name, shape, offset, "float32", kind)
 
 
 def _float_entries(layout: Layout, buffers: bool) -> list[Entry]:
@@ -68,7 +51,7 @@ class WeightSpace:
             s = Slot(n, tuple(shapes[n]), off, self._kinds[n])
             slots.append(s)
             off = s.stop
-        self.slots: tuple[Slot, ...] = tuple(slots)
+        self.slots: tuple[Entry, ...] = tuple(slots)
         self.size = off
         self._slot = {s.name: s for s in self.slots}
         self.unit_sizes: list[list[int]] = []  # per layout: size of every node set
@@ -148,7 +131,7 @@ class WeightSpace:
         """[n] layout indices -> [n, P] bool mask of real (unpadded) positions."""
         return self._mask_table.to(layout_index.device)[layout_index]
 
-    def slot(self, name: str) -> Slot:
+    def slot(self, name: str) -> Entry:
         return self._slot[name]
 
     def view(self, weights: torch.Tensor, name: str) -> torch.Tensor:

@@ -12,7 +12,7 @@ import importlib.metadata
 import json
 import os
 import shutil
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch

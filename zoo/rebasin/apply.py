@@ -84,6 +84,12 @@ def permute_states(spec: PermutationSpec, states: Mapping[str, torch.Tensor], pe
     spec.check_state(states, batched=True)
     n = next(iter(states.values())).shape[0]
     _check_perms(spec, perms, n)
+    return permute_present(spec, states, perms)
+
+
+def permute_present(spec: PermutationSpec, states: Mapping[str, torch.Tensor], perms: Mapping[str, torch.Tensor]
+                    ) -> dict[str, torch.Tensor]:
+    """Permute the stacked tensors present in ``states`` (a subset is fine, e.g. only matched parameters)."""
     out = {}
     for name, t in states.items():
         for axis, g in enumerate(spec.axes[name]):

@@ -20,7 +20,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from ..errors import ZooError
-from .apply import Perms, identity_perms, permute_states, random_perms, take_axis
+from .apply import Perms, identity_perms, permute_present, permute_states, random_perms, take_axis
 from .spec import PermutationSpec
 
 RTOL = 1e-6  # a step must raise the objective by this fraction of its size (float32 similarity noise is ~1e-7)
@@ -256,13 +256,7 @@ def _match_chunk(spec, ref, states, seed, max_iter, restarts, pool=None) -> Matc
 
 def permute_states_matched(spec: PermutationSpec, states: Mapping[str, torch.Tensor], perms: Perms) -> dict:
     """``permute_states`` restricted to the tensors present in ``states`` (e.g. only the matched parameters)."""
-    out = {}
-    for name, t in states.items():
-        for axis, g in enumerate(spec.axes[name]):
-            if g is not None:
-                t = take_axis(t, axis, perms[g])
-        out[name] = t
-    return out
+    return permute_present(spec, states, perms)
 
 
 def weight_matching(spec: PermutationSpec, reference: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
