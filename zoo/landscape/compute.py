@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from ..errors import ZooError
 from .cka import linear_cka
 from .connectivity import mode_connectivity
-from .functional import FunctionalNet, evaluate, task_loss
+from .functional import FunctionalNet, evaluate, retain_freed_memory, task_loss
 from .hessian import batched_hvp, hutchinson_trace, top_eigenvalue
 from .phases import NOT_CELL, Cutoffs, label_models
 
@@ -100,6 +100,8 @@ def compute_landscape(zoo, cfg: Mapping | None = None, progress: bool = False, w
     ``df.attrs["timings"]`` holds seconds per metric family, ``df.attrs["cells"]`` the labelled cell table.
     """
     cfg = resolve_config(cfg)
+    if cfg["retain_memory"]:
+        retain_freed_memory()
     threads = torch.get_num_threads()
     if cfg["threads"]:
         torch.set_num_threads(int(cfg["threads"]))
