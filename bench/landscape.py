@@ -33,9 +33,9 @@ DEFAULT_OVERRIDES = ["recipe.widths=[8,32,128]", "recipe.batch_sizes=[32,256]", 
 
 
 def hutchinson_error(z, cfg: dict, n_models: int, probe_counts: list[int], repeats: int) -> dict:
-    """Mean |estimate - exact| / |exact| over models and repeats, per probe count."""
+    """Mean |estimate - exact| / |exact| over models and repeats, per probe count (smallest layout)."""
     models = z.models[z.models["status"] == "done"]
-    key = models.groupby("layout").size().idxmax()
+    key = min(models["layout"].unique(), key=lambda k: z.layouts[k].size)  # smallest: exact trace is P HVPs
     ids = models[models["layout"] == key]["model_id"].astype(int).tolist()[:n_models]
     task = z.task()
     idx = analysis_indices(len(task.X_train), int(cfg["batches"]), int(cfg["batch_size"]), int(cfg["seed"])).reshape(-1)
