@@ -1,6 +1,7 @@
 """``zoo landscape PATH [key=value ...]`` and ``zoo phases PATH --out DIR [key=value ...]``.
 
-Overrides use conf/landscape/default.yaml's keys, dotted for cut-offs: ``probes=64 phases.mc_tol=0.05``.
+Settings: conf/landscape/default.yaml, then the zoo's recipe ``landscape:`` block, then overrides with the
+same keys, dotted for cut-offs: ``probes=64 phases.mc_tol=0.05``.
 """
 from __future__ import annotations
 
@@ -36,14 +37,22 @@ def _open(path: str):
     return store.open(path)
 
 
+def _config(z, overrides: list[str]) -> dict:
+    """Defaults, then the zoo's own recipe ``landscape:`` block (if it was built with one), then overrides."""
+    recipe = dict((z.config.get("recipe") or {}).get("landscape") or {})
+    merged = OmegaConf.merge(OmegaConf.create(recipe), OmegaConf.create(parse_overrides(overrides)))
+    return resolve_config(OmegaConf.to_container(merged, resolve=True))
+
+
 def main_landscape(argv: list[str]) -> int:
     p = _Parser(prog="zoo landscape", description="compute loss-landscape metrics and phases of a zoo")
     p.add_argument("path", help="zoo store (local path or fsspec URL)")
     p.add_argument("overrides", nargs="*", help="key=value overrides of conf/landscape/default.yaml")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     a = p.parse_intermixed_args(argv)
-    cfg = resolve_config(parse_overrides(a.overrides))
+    resolve_config(parse_overrides(a.overrides))  # bad keys fail before the zoo is opened
     z = _open(a.path)
+    cfg = _config(z, a.overrides)
     df = compute_landscape(z, cfg, progress=not a.quiet)
     counts = df["phase"].replace("", "unlabelled").value_counts().to_dict()
     times = {k: round(v, 2) for k, v in df.attrs["timings"].items()}
@@ -59,8 +68,9 @@ def main_phases(argv: list[str]) -> int:
     p.add_argument("--name", default="phases", help="file stem (default: phases)")
     p.add_argument("overrides", nargs="*", help="cut-off overrides, e.g. phases.mc_tol=0.05")
     a = p.parse_intermixed_args(argv)
-    cfg = resolve_config(parse_overrides(a.overrides))
+    resolve_config(parse_overrides(a.overrides))
     z = _open(a.path)
+    cfg = _config(z, a.overrides)
     cells, h_cut = landscape_cells(z, cfg)
     extra = {"zoo": z.path, "recipe": (z.config.get("recipe") or {}).get("name"), "hessian_threshold": h_cut}
     png, js = phase_diagram(cells, a.out, cfg["phases"], extra, name=a.name)
