@@ -152,7 +152,7 @@ def population_spec(cfg: Mapping, plan: Plan, index: int) -> PopulationSpec:
         data_seeds=[1_000_003 + m.seed for m in models], batch_size=models[0].batch_size,
         epochs=int(recipe["epochs"]), checkpoint_epochs=plan.checkpoint_epochs, optimizer=recipe["optimizer"],
         momentum=float(recipe.get("momentum", 0.0)), schedule=recipe.get("schedule", "constant"),
-        eval_memory_floats=int(cfg["memory_floats"]))
+        eval_memory_floats=int(cfg["memory_floats"]), retain_memory=bool(cfg.get("retain_memory", True)))
 
 
 def train_and_write(path: str, cfg: Mapping, plan: Plan, task: Task, index: int, progress: bool = False) -> dict:

@@ -20,7 +20,8 @@ from omegaconf import OmegaConf
 from ..errors import ZooError
 from .cka import linear_cka
 from .connectivity import mode_connectivity
-from .functional import FunctionalNet, evaluate, retain_freed_memory, task_loss
+from ..memory import retain_freed_memory
+from .functional import FunctionalNet, evaluate, task_loss
 from .hessian import batched_hvp, hutchinson_trace, top_eigenvalue
 from .phases import NOT_CELL, Cutoffs, label_models
 
