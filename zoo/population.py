@@ -9,19 +9,13 @@ per-model rates. A model whose loss turns NaN/inf is frozen and recorded as dive
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, vmap
-from torch.utils.data import DataLoader
 
-from .arch import MLP
 from .layout import Layout
 from .memory import retain_freed_memory
 from .tasks import Task
@@ -105,190 +99,6 @@ def _activation_floats_per_sample(module: nn.Module, x: torch.Tensor) -> int:
     return max(total, 1)
 
 
-class PopulationModule(L.LightningModule):
-    """A LightningModule whose 'model' is a whole population; manual, fused optimization."""
-
-    def __init__(self, spec: PopulationSpec, task: Task):
-        super().__init__()
-        self.spec, self.task = spec, task
-        self.automatic_optimization = False
-        self.template = spec.template
-        for p in self.template.parameters():
-            p.requires_grad_(False)
-        m = len(spec.init_states)
-        self.param_names = [n for n, _ in spec.template.named_parameters()]
-        self.buffer_names = [e.name for e in spec.layout.entries if e.kind == "buffer"]
-        # one contiguous [M, *shape] leaf per tensor: vmap and autograd run fastest on these (views of one
-        # flat [M, P] storage are many times slower in both directions)
-        self.stacked = nn.ParameterList(
-            [nn.Parameter(torch.stack([s[n] for s in spec.init_states]).float().contiguous()) for n in self.param_names])
-        self._buffers_stacked = {n: torch.stack([s[n] for s in spec.init_states]).clone() for n in self.buffer_names}
-        self.lr = torch.tensor(spec.learning_rates, dtype=torch.float32).view(m, 1)
-        self.wd = torch.tensor(spec.weight_decays, dtype=torch.float32).view(m, 1)
-        self.active = torch.ones(m, dtype=torch.bool)
-        self.diverged = torch.zeros(m, dtype=torch.bool)
-        self.state1 = [torch.zeros_like(p) for p in self.stacked]  # momentum buffer / Adam first moment
-        self.state2 = [torch.zeros_like(p) for p in self.stacked] if spec.optimizer in ("adam", "adamw") else None
-        self.step_count = 0
-        n_train = len(task.X_train)
-        self.batch_size = min(spec.batch_size, n_train)
-        self.steps_per_epoch = max(n_train // self.batch_size, 1)
-        self.total_steps = self.steps_per_epoch * spec.epochs
-        self.metric_names = ["train_loss", "train_acc", "test_loss", "test_acc"]
-        if task.kind == "regression":
-            self.metric_names += ["train_r2", "test_r2"]
-        c = len(spec.checkpoint_epochs)
-        self.snapshots = torch.full((m, c, spec.layout.size), float("nan"))
-        self.metric_values = torch.full((m, c, len(self.metric_names)), float("nan"), dtype=torch.float64)
-        self.last_checkpoint = torch.full((m,), -1, dtype=torch.int64)
-        self._generators = [torch.Generator().manual_seed(int(s)) for s in spec.data_seeds]
-        self._perm: torch.Tensor | None = None
-        act = _activation_floats_per_sample(self.template, task.X_train)
-        self._eval_chunk = max(1, spec.eval_memory_floats // (m * act))
-
-    # ------------------------------------------------------------------ functional pieces
-    def _params(self) -> dict[str, torch.Tensor]:
-        return dict(zip(self.param_names, self.stacked))
-
-    def _forward(self, params: dict, buffers: dict, x: torch.Tensor, shared_input: bool) -> torch.Tensor:
-        """Outputs [M, b, K] of every model: x is [M, b, ...] (own batches) or [b, ...] (shared_input)."""
-        if isinstance(self.template, MLP):
-            return stacked_mlp_forward(self.template, params, x, shared_input)
-
-        def f(p, b, xi):
-            return functional_call(self.template, (p, b), (xi,))
-
-        return vmap(f, in_dims=(0, 0, None if shared_input else 0))(params, buffers, x)
-
-    def _per_model_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """out [M, b, K], y [M, b] (or [b] shared) -> per-model mean loss [M]."""
-        if y.dim() < out.dim() - (1 if self.task.kind == "classification" else 0):
-            y = y.expand(out.shape[0], *y.shape)
-        if self.task.kind == "classification":
-            # classes on dim 1 ([M, K, b]): ~5x faster than flattening to [M*b, K] for small K (measured)
-            return F.cross_entropy(out.transpose(1, 2), y, reduction="none").mean(1)
-        return ((out - y) ** 2).flatten(1).mean(1)
-
-    # ------------------------------------------------------------------ Lightning hooks
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(range(self.steps_per_epoch), batch_size=None, shuffle=False)
-
-    def configure_optimizers(self):
-        return None
-
-    def on_train_start(self) -> None:
-        self.checkpoint_if_due(0)
-
-    def training_step(self, batch, batch_idx: int):
-        if batch_idx == 0 or self._perm is None:
-            n = len(self.task.X_train)
-            self._perm = torch.stack([torch.randperm(n, generator=g) for g in self._generators])
-        b = self.batch_size
-        idx = self._perm[:, batch_idx * b:(batch_idx + 1) * b].reshape(-1)
-        m = self._perm.shape[0]
-        x = self.task.X_train.index_select(0, idx).view(m, b, *self.task.X_train.shape[1:])
-        y = self.task.y_train.index_select(0, idx).view(m, b, *self.task.y_train.shape[1:])
-        self.template.train()
-        out = self._forward(self._params(), self._buffers_stacked, x, shared_input=False)
-        loss = self._per_model_loss(out, y)
-        finite = torch.isfinite(loss).detach()
-        newly = self.active & ~finite
-        if newly.any():
-            self.diverged |= newly
-            self.active &= finite
-        for p in self.stacked:
-            p.grad = None
-        self.manual_backward(torch.where(self.active, loss, torch.zeros_like(loss)).sum())
-        self._optimizer_step()
-        if batch_idx % LOG_EVERY == 0 and self.active.any():  # logging costs ~0.3 ms: not every step
-            self.log("loss", loss[self.active].mean(), prog_bar=True, on_step=True, on_epoch=False)
-        return None
-
-    def on_train_epoch_end(self) -> None:
-        self.checkpoint_if_due(self.current_epoch + 1)
-
-    # ------------------------------------------------------------------ optimization
-    def _lr_factor(self) -> float:
-        if self.spec.schedule == "cosine" and self.total_steps > 0:
-            return 0.5 * (1.0 + math.cos(math.pi * self.step_count / self.total_steps))
-        return 1.0
-
-    @torch.no_grad()
-    def _optimizer_step(self) -> None:
-        """One fused step for every model: per-model learning rate and weight decay broadcast per tensor."""
-        lr_m = self.lr * self._lr_factor() * self.active.view(-1, 1)  # [M, 1]; frozen models get 0
-        self.step_count += 1
-        opt, use_wd = self.spec.optimizer, bool((self.wd != 0).any())
-        b1, b2 = self.spec.betas
-        c1, c2 = 1 - b1 ** self.step_count, 1 - b2 ** self.step_count
-        for k, p in enumerate(self.stacked):
-            g, shape = p.grad, (-1,) + (1,) * (p.dim() - 1)
-            lr, wd = lr_m.view(shape), self.wd.view(shape)
-            if opt == "sgd":
-                if use_wd:
-                    g = g.addcmul(p, wd)
-                if self.spec.momentum:
-                    buf = self.state1[k]
-                    if self.step_count == 1:
-                        buf.copy_(g)
-                    else:
-                        buf.mul_(self.spec.momentum).add_(g)
-                    g = buf
-                p.addcmul_(lr, g, value=-1.0)
-                continue
-            if opt == "adamw":
-                p.mul_(1 - lr * wd)
-            elif use_wd:
-                g = g.addcmul(p, wd)
-            m1, m2 = self.state1[k], self.state2[k]
-            m1.mul_(b1).add_(g, alpha=1 - b1)
-            m2.mul_(b2).addcmul_(g, g, value=1 - b2)
-            p.addcmul_(lr / c1, m1 / (m2 / c2).sqrt_().add_(self.spec.eps), value=-1.0)
-
-    # ------------------------------------------------------------------ checkpoints and metrics
-    @torch.no_grad()
-    def evaluate(self) -> torch.Tensor:
-        """Metrics [M, K] of every model on the full train and test sets, BatchNorm in eval mode."""
-        self.template.eval()
-        params = {k: v.detach() for k, v in self._params().items()}
-        cols = []
-        for X, y in ((self.task.X_train, self.task.y_train), (self.task.X_test, self.task.y_test)):
-            outs = [self._forward(params, self._buffers_stacked, X[i:i + self._eval_chunk], shared_input=True)
-                    for i in range(0, len(X), self._eval_chunk)]
-            out = torch.cat(outs, dim=1)  # [M, n, K]
-            loss = self._per_model_loss(out, y).double()
-            if self.task.kind == "classification":
-                acc = (out.argmax(-1) == y).double().mean(1)
-                cols.append((loss, acc, None))
-            else:
-                sse = ((out - y) ** 2).double().flatten(1).sum(1)
-                sst = ((y - y.mean(0)) ** 2).double().sum()
-                cols.append((loss, torch.full_like(loss, float("nan")), 1 - sse / sst))
-        (trl, tra, trr), (tel, tea, ter) = cols
-        values = [trl, tra, tel, tea] + ([trr, ter] if self.task.kind == "regression" else [])
-        return torch.stack(values, dim=1)
-
-    @torch.no_grad()
-    def checkpoint_if_due(self, epoch: int) -> None:
-        if epoch not in self.spec.checkpoint_epochs:
-            return
-        c = list(self.spec.checkpoint_epochs).index(epoch)
-        metrics = self.evaluate()
-        states = {**{k: v.detach() for k, v in self._params().items()}, **self._buffers_stacked}
-        flat = self.spec.layout.flatten_batch(states)
-        ok = self.active & torch.isfinite(flat).all(1) & torch.isfinite(metrics[:, 0])
-        newly = self.active & ~ok
-        self.diverged |= newly
-        self.active &= ok
-        self.snapshots[ok, c] = flat[ok]
-        self.metric_values[ok, c] = metrics[ok]
-        self.last_checkpoint[ok] = c
-
-    def result(self) -> PopulationResult:
-        return PopulationResult(self.snapshots, self.metric_values, self.metric_names, self.diverged.clone(),
-                                self.last_checkpoint.clone())
-
-
 def _quiet_lightning() -> None:
     """Keep Lightning's banners (GPU available, tips) out of a build's output; its progress bar stays."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
@@ -299,6 +109,10 @@ def _quiet_lightning() -> None:
 
 def train_population(spec: PopulationSpec, task: Task, progress: bool = True) -> PopulationResult:
     """Train every model of a population to ``spec.epochs`` and return its checkpoints and metrics."""
+    import lightning as L  # imported here: commands that only read zoos start ~2 s faster without it
+
+    from .population_module import PopulationModule
+
     _quiet_lightning()
     if spec.retain_memory:
         retain_freed_memory()
