@@ -67,6 +67,16 @@ def test_refuses_a_store_from_another_config_unless_overwrite(tiny_zoo, tmp_path
     assert (foreign / "keep.txt").read_text() == "precious"
 
 
+def test_unknown_executor_writes_nothing(tmp_path):
+    from zoo.config import compose
+
+    cfg = compose("build", [f"out={tmp_path / 'x.zarr'}", "recipe=tiny"])
+    cfg["executor"] = {"name": "slurm"}
+    with pytest.raises(ZooError, match="unknown executor 'slurm'"):
+        zoo.build(cfg)
+    assert not (tmp_path / "x.zarr").exists()
+
+
 @pytest.mark.parametrize("overrides", [
     ["recipe.arch=cnn", "recipe.dataset=digits-image", "recipe.widths=[4]", "recipe.depths=[2]"],
     ["recipe.arch=resnet", "recipe.dataset=digits-image", "recipe.widths=[4]", "recipe.depths=[1]",

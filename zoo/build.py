@@ -195,21 +195,28 @@ def run_local(path: str, cfg: Mapping, plan: Plan, task: Task, pending: list[int
         train_and_write(path, cfg, plan, task, index, progress=progress)
 
 
-EXECUTORS: dict[str, Callable[..., None]] = {"local": run_local}
+EXECUTORS = ("local", "dask")
+
+
+def _executor(name: str) -> Callable[..., None]:
+    """The function that runs pending populations; dask is imported only when asked for."""
+    if name == "local":
+        return run_local
+    if name == "dask":
+        from .distributed import run_dask
+
+        return run_dask
+    raise ZooError(f"unknown executor {name!r}; choose one of {list(EXECUTORS)}")
 
 
 def build(cfg: Mapping) -> "zstore.Zoo":
     """Build (or resume) the zoo that ``cfg`` describes and return it opened."""
     cfg = dict(cfg)
+    run = _executor((cfg.get("executor") or {}).get("name", "local"))  # before anything is written
     path, plan, task, pending = prepare(cfg)
-    executor = (cfg.get("executor") or {}).get("name", "local")
-    if executor not in EXECUTORS:
-        from . import distributed  # noqa: F401  (registers the dask executor)
-    if executor not in EXECUTORS:
-        raise ZooError(f"unknown executor {executor!r}; choose one of {sorted(EXECUTORS)}")
     progress = bool(cfg.get("progress", True))
     if pending:
-        EXECUTORS[executor](path, cfg, plan, task, pending, progress)
+        run(path, cfg, plan, task, pending, progress)
     z = zstore.open(path)
     landscape = dict(cfg["recipe"].get("landscape") or {})
     if landscape.get("enabled") and z.landscape is None:

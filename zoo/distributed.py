@@ -10,7 +10,7 @@ from typing import Mapping
 
 from tqdm.auto import tqdm
 
-from .build import EXECUTORS, train_and_write
+from .build import train_and_write
 from .errors import ZooError
 from .recipe import Plan, make_plan
 from .tasks import Task, load_task
@@ -49,6 +49,3 @@ def run_dask(path: str, cfg: Mapping, plan: Plan, task: Task, pending: list[int]
         client.close()
         if cluster is not None:
             cluster.close()
-
-
-EXECUTORS["dask"] = run_dask
