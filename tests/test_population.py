@@ -15,6 +15,8 @@ def test_stacked_mlp_forward_equals_each_module():
     x_own = torch.stack([task.X_train[i * 20:(i + 1) * 20] for i in range(5)])
     out_own = stacked_mlp_forward(build_model(spec), params, x_own, shared_input=False)
     out_shared = stacked_mlp_forward(build_model(spec), params, task.X_test, shared_input=True)
+    out_fm = stacked_mlp_forward(build_model(spec), params, x_own, shared_input=False, feature_major=True)
+    assert out_fm.shape == out_own.shape and torch.allclose(out_fm, out_own, atol=1e-5)
     for i, s in enumerate(states):
         m = build_model(spec)
         m.load_state_dict(s)

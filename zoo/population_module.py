@@ -64,10 +64,11 @@ class PopulationModule(L.LightningModule):
     def _params(self) -> dict[str, torch.Tensor]:
         return dict(zip(self.param_names, self.stacked))
 
-    def _forward(self, params: dict, buffers: dict, x: torch.Tensor, shared_input: bool) -> torch.Tensor:
+    def _forward(self, params: dict, buffers: dict, x: torch.Tensor, shared_input: bool,
+                 training: bool = False) -> torch.Tensor:
         """Outputs [M, b, K] of every model: x is [M, b, ...] (own batches) or [b, ...] (shared_input)."""
         if isinstance(self.template, MLP):
-            return stacked_mlp_forward(self.template, params, x, shared_input)
+            return stacked_mlp_forward(self.template, params, x, shared_input, feature_major=training)
 
         def f(p, b, xi):
             return functional_call(self.template, (p, b), (xi,))
@@ -103,7 +104,7 @@ class PopulationModule(L.LightningModule):
         x = self.task.X_train.index_select(0, idx).view(m, b, *self.task.X_train.shape[1:])
         y = self.task.y_train.index_select(0, idx).view(m, b, *self.task.y_train.shape[1:])
         self.template.train()
-        out = self._forward(self._params(), self._buffers_stacked, x, shared_input=False)
+        out = self._forward(self._params(), self._buffers_stacked, x, shared_input=False, training=True)
         loss = self._per_model_loss(out, y)
         finite = torch.isfinite(loss).detach()
         newly = self.active & ~finite
