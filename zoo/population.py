@@ -83,7 +83,7 @@ def stacked_mlp_forward(template: nn.Module, params: dict[str, torch.Tensor], x:
     return h.transpose(1, 2) if feature_major else h
 
 
-def _activation_floats_per_sample(module: nn.Module, x: torch.Tensor) -> int:
+def activation_floats_per_sample(module: nn.Module, x: torch.Tensor) -> int:
     """Elements of all intermediate outputs for one sample: sizes evaluation chunks to a memory bound."""
     total = 0
 

@@ -14,7 +14,7 @@ from torch.func import functional_call, vmap
 from torch.utils.data import DataLoader
 
 from .arch import MLP
-from .population import LOG_EVERY, PopulationResult, PopulationSpec, _activation_floats_per_sample, \
+from .population import LOG_EVERY, PopulationResult, PopulationSpec, activation_floats_per_sample, \
     stacked_mlp_forward
 from .tasks import Task
 
@@ -57,7 +57,7 @@ class PopulationModule(L.LightningModule):
         self.last_checkpoint = torch.full((m,), -1, dtype=torch.int64)
         self._generators = [torch.Generator().manual_seed(int(s)) for s in spec.data_seeds]
         self._perm: torch.Tensor | None = None
-        act = _activation_floats_per_sample(self.template, task.X_train)
+        act = activation_floats_per_sample(self.template, task.X_train)
         self._eval_chunk = max(1, spec.eval_memory_floats // (m * act))
 
     # ------------------------------------------------------------------ functional pieces
@@ -111,6 +111,8 @@ class PopulationModule(L.LightningModule):
         if newly.any():
             self.diverged |= newly
             self.active &= finite
+            if not self.active.any():  # every model diverged: nothing left to train
+                self.trainer.should_stop = True
         for p in self.stacked:
             p.grad = None
         self.manual_backward(torch.where(self.active, loss, torch.zeros_like(loss)).sum())

@@ -124,14 +124,14 @@ def make_plan(recipe: Mapping, task: Task, population_size: int, memory_floats: 
 
 
 def _layout_key(spec: dict, layouts: dict[str, Layout], act_cache: dict[str, int], task: Task) -> str:
-    from .population import _activation_floats_per_sample
+    from .population import activation_floats_per_sample
 
     module = build_model(spec)
     layout = layout_of(module, spec)
     key = layout.key()
     if key not in layouts:
         layouts[key] = layout
-        act_cache[key] = _activation_floats_per_sample(module, task.X_train)
+        act_cache[key] = activation_floats_per_sample(module, task.X_train)
     return key
 
 
