@@ -173,3 +173,13 @@ def test_weights_of_a_pending_model_is_a_clear_error(tmp_path):
     with pytest.raises(ZooError, match="pending"):
         z.weights([0], checkpoint=None)
     assert summarize(z)["pending"] == 4
+
+
+@pytest.mark.parametrize("array", ["metrics/values", "models/state"])
+def test_a_corrupt_chunk_is_a_clear_error(tiny_zoo, tmp_path, array):
+    path = tmp_path / "c.zarr"
+    shutil.copytree(tiny_zoo.path, path)
+    chunk = next(p for p in (path / array / "c").rglob("*") if p.is_file())
+    chunk.write_bytes(chunk.read_bytes()[:3])
+    with pytest.raises(ZooError, match=f"array '{array}' .* is corrupt"):
+        zoo.open(str(path)).models

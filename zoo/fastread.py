@@ -40,7 +40,10 @@ def read_checkpoint_rows(array: zarr.Array, rows: np.ndarray, checkpoint: int) -
     """[len(rows), P] float32: rows of a [n, C, P] weights array at one checkpoint (NaN where unwritten)."""
     root = _local_root(array)
     if root is None:
-        return np.asarray(array.oindex[rows, int(checkpoint), :])
+        try:
+            return np.asarray(array.oindex[rows, int(checkpoint), :])
+        except Exception as e:  # truncated or garbled chunk behind an fsspec URL
+            raise ZooError(f"weights array {array.path!r} is corrupt or unreadable ({e.__class__.__name__}: {e})") from None
     p = array.shape[2]
     out = np.empty((len(rows), p), dtype=np.float32)
     for j, r in enumerate(rows):

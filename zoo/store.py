@@ -137,12 +137,23 @@ class Zoo:
     def metric_names(self) -> list[str]:
         return list(self._meta["metric_names"])
 
+    def _read(self, name: str, selection: Any, orthogonal: bool = False) -> np.ndarray:
+        """Read from one array of the store; a missing or corrupt chunk is a ZooError naming the array."""
+        try:
+            array = self._group[name]
+            return np.asarray(array.oindex[selection] if orthogonal else array[selection])
+        except ZooError:
+            raise
+        except Exception as e:  # zarr surfaces truncated or garbled chunks as ValueError, KeyError, ...
+            raise ZooError(f"array {name!r} of zoo {self.path!r} is corrupt or unreadable"
+                           f" ({e.__class__.__name__}: {e})") from None
+
     def _hparams(self) -> pd.DataFrame:
         return pd.DataFrame(self._meta["models"])
 
     def _state(self) -> np.ndarray:
         """(status, last checkpoint) of every model, read fresh (a build may be writing)."""
-        self._state_cache = np.asarray(self._group["models/state"][...])
+        self._state_cache = self._read("models/state", ...)
         return self._state_cache
 
     def _cached_state(self, model_id: int) -> tuple[int, int]:
@@ -152,7 +163,7 @@ class Zoo:
             cache = self._state()
         status, last = (int(v) for v in cache[model_id])
         if status == PENDING:
-            status, last = (int(v) for v in self._group["models/state"][model_id])
+            status, last = (int(v) for v in self._read("models/state", model_id))
             cache[model_id] = (status, last)
         return status, last
 
@@ -163,7 +174,7 @@ class Zoo:
         state = self._state()
         df.insert(1, "status", [STATUS[s] for s in state[:, 0]])
         df["last_checkpoint"] = state[:, 1]
-        values = np.asarray(self._group["metrics/values"][...])
+        values = self._read("metrics/values", ...)
         last = np.where(state[:, 1] >= 0, state[:, 1], 0)
         final = values[np.arange(len(df)), last]
         final[state[:, 1] < 0] = np.nan
@@ -174,7 +185,7 @@ class Zoo:
     @property
     def metrics(self) -> pd.DataFrame:
         """Long table: model_id, checkpoint, epoch and every metric, one row per model and checkpoint."""
-        values = np.asarray(self._group["metrics/values"][...])  # [N, C, K]
+        values = self._read("metrics/values", ...)  # [N, C, K]
         n, c, _ = values.shape
         df = pd.DataFrame(values.reshape(n * c, -1), columns=self.metric_names)
         df.insert(0, "epoch", np.tile(np.asarray(self.checkpoint_epochs), n))
@@ -247,7 +258,7 @@ class Zoo:
             for i, (_, _, status, _) in zip(ids, rows):
                 if status == PENDING:
                     raise ZooError(f"model {i} is pending (not trained yet): it has no weights")
-            return torch.from_numpy(np.asarray(array.oindex[layout_rows, :, :]))
+            return torch.from_numpy(self._read(array.path, (layout_rows, slice(None), slice(None)), orthogonal=True))
         ckpts = np.asarray([self._resolve_checkpoint(i, checkpoint, s, last) for i, (_, _, s, last) in zip(ids, rows)])
         out = np.empty((len(ids), array.shape[2]), dtype=np.float32)
         for c in np.unique(ckpts):  # one vectorized read per distinct checkpoint (usually one)
