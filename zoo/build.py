@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
-import shutil
 from typing import Callable, Mapping
 
 import numpy as np
@@ -48,27 +46,18 @@ def _versions() -> dict[str, str]:
 
 
 def _remove(path: str) -> None:
-    if zstore._is_url(path):
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(path)
-        if fs.exists(root):
-            fs.rm(root, recursive=True)
-    else:
-        p = path[len("file://"):] if path.startswith("file://") else path
-        if os.path.isdir(p):
-            shutil.rmtree(p)
-        elif os.path.exists(p):
-            os.remove(p)
+    fs, root = zstore.location(path)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
 
 
 def _existing_meta(path: str) -> dict | None:
     """The wszoo attributes of what is at ``path`` (None if nothing is there); refuse foreign content."""
-    if not zstore._path_exists(path):
+    fs, root = zstore.location(path)
+    if not fs.exists(root):
         return None
     if not zstore._exists(path):
-        local = path[len("file://"):] if path.startswith("file://") else path
-        if not zstore._is_url(path) and os.path.isdir(local) and not os.listdir(local):
+        if fs.isdir(root) and not fs.ls(root):
             return None
         raise ZooError(f"{path!r} exists and is not a zoo; choose another out= or remove it")
     group = zarr.open_group(store=zstore._store_for(path, read_only=True), mode="r")
@@ -175,12 +164,13 @@ def _train_and_write(path: str, cfg: Mapping, plan: Plan, task: Task, index: int
         return {"done": 0, "diverged": 0}
     result = train_population(population_spec(cfg, plan, index), task, progress=progress)
     metrics = group["metrics/values"]
+    weights = {key: group[f"layouts/{key}/weights"] for key in {plan.models[i].layout for i in ids}}
     counts = {"done": 0, "diverged": 0}
     for j, model_id in enumerate(ids):
         if status[j] != zstore.PENDING:
             continue
         m = plan.models[model_id]
-        group[f"layouts/{m.layout}/weights"][m.row] = result.weights[j].numpy()
+        weights[m.layout][m.row] = result.weights[j].numpy()
         metrics[model_id] = result.metrics[j].numpy()
         code = zstore.DIVERGED if bool(result.diverged[j]) else zstore.DONE
         state[model_id] = np.asarray([code, int(result.last_checkpoint[j])], dtype=np.int32)  # commit marker

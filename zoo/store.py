@@ -42,38 +42,29 @@ def _is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
+def location(path: str) -> tuple[Any, str]:
+    """(fsspec filesystem, root) for a local path, a file:// URL or any fsspec URL."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(str(path))
+
+
 def _store_for(path: str, read_only: bool) -> Any:
-    """A zarr store object for a local path, a file:// URL or any fsspec URL."""
+    """A zarr store: LocalStore on local disk (the fast read path relies on it), FsspecStore elsewhere."""
     path = str(path)
-    if path.startswith("file://"):
-        path = path[len("file://"):]
     if _is_url(path):
         return zarr.storage.FsspecStore.from_url(path, read_only=read_only)
-    return zarr.storage.LocalStore(path, read_only=read_only)
+    return zarr.storage.LocalStore(path.removeprefix("file://"), read_only=read_only)
 
 
 def _exists(path: str) -> bool:
     """Whether a zarr group is present at path (local or fsspec)."""
-    path = str(path)
-    if path.startswith("file://"):
-        path = path[len("file://"):]
-    if not _is_url(path):
-        return os.path.exists(os.path.join(path, "zarr.json"))
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(path)
+    fs, root = location(path)
     return fs.exists(root.rstrip("/") + "/zarr.json")
 
 
 def _path_exists(path: str) -> bool:
-    path = str(path)
-    if path.startswith("file://"):
-        path = path[len("file://"):]
-    if not _is_url(path):
-        return os.path.exists(path)
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(path)
+    fs, root = location(path)
     return fs.exists(root)
 
 
