@@ -37,7 +37,7 @@ def hutchinson_error(z, cfg: dict, n_models: int, probe_counts: list[int], repea
     models = z.models[z.models["status"] == "done"]
     key = min(models["layout"].unique(), key=lambda k: z.layouts[k].size)  # smallest: exact trace is P HVPs
     ids = models[models["layout"] == key]["model_id"].astype(int).tolist()[:n_models]
-    task = z.task()
+    task = z.dataset()
     idx = analysis_indices(len(task.X_train), int(cfg["batches"]), int(cfg["batch_size"]), int(cfg["seed"])).reshape(-1)
     x, y = task.X_train[idx], task.y_train[idx]
     net = FunctionalNet.from_layout(z.layouts[key])

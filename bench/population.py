@@ -22,7 +22,7 @@ from zoo.population import PopulationSpec, train_population
 from zoo.recipe import init_state
 from zoo.arch import arch_spec, build_model
 from zoo.layout import layout_of
-from zoo.tasks import load_task
+from zoo.datasets import load_dataset
 
 
 def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
@@ -113,7 +113,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
-    task = load_task("digits")
+    task = load_dataset("digits")
     peak = matmul_gflops()
     cases = [(256, 32, 32, 5, 16), (256, 128, 128, 5, 16)] if not args.quick else [(16, 32, 32, 1, 4)]
     rows = [run_case(task, *c, peak=peak) for c in cases]

@@ -30,7 +30,7 @@ from zoo.rebasin import match_population, merge_many, permutation_spec, permute_
 from zoo.rebasin import weight_matching  # noqa: E402
 from zoo.rebasin.report import (batched_l2, l2_distance, loss_barrier, recompute_bn_stats,  # noqa: E402
                                 top_singular_agreement)
-from zoo.tasks import load_task  # noqa: E402
+from zoo.datasets import load_dataset  # noqa: E402
 
 
 def train(spec: dict, task, seed: int, epochs: int, lr: float = 1e-3, batch: int = 64) -> torch.nn.Module:
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus; "
           f"load average {os.getloadavg()[0]:.1f}")
     t0 = time.perf_counter()
-    digits, image = load_task("digits"), load_task("digits-image")
+    digits, image = load_dataset("digits"), load_dataset("digits-image")
     results = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
     results["quality"] = [] if args.only == "speed" else [
         quality("mlp-128x3 digits", arch_spec("mlp", digits.input_shape, 10, 32 if q else 128, 3), digits,

@@ -88,7 +88,7 @@ def test_other_architectures_optimizers_and_tasks(tmp_path, overrides):
     z = build_zoo(str(tmp_path / "z.zarr"), "recipe.seeds=1", *overrides)
     df = z.models
     assert (df.status == "done").all()
-    task = z.task()
+    task = z.dataset()
     m = z.module(0)
     with torch.no_grad():
         out = m(task.X_test)

@@ -11,13 +11,13 @@ from zoo.landscape.connectivity import bezier, mc_from_losses, mode_connectivity
 from zoo.landscape.functional import FunctionalNet, evaluate
 from zoo.landscape.hessian import batched_hvp, exact_trace, hutchinson_trace, top_eigenvalue
 from zoo.layout import layout_of
-from zoo.tasks import load_task
+from zoo.datasets import load_dataset
 
 
 def _tiny_population(n=3, width=4, arch="mlp", seed=0):
     """n tiny trained-ish models of one layout on 'moons' (or digits-image for the CNN), stacked."""
     torch.manual_seed(seed)
-    task = load_task("digits-image" if arch == "cnn" else "moons")
+    task = load_dataset("digits-image" if arch == "cnn" else "moons")
     spec = arch_spec(arch, task.input_shape, task.num_outputs, width, 1, "tanh", batchnorm=True)
     mods = []
     for i in range(n):

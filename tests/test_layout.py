@@ -4,7 +4,7 @@ import torch
 
 from zoo import ZooError, arch_spec, build_model, layout_of
 from zoo.layout import Layout
-from zoo.tasks import load_task
+from zoo.datasets import load_dataset
 
 SPECS = [
     arch_spec("mlp", [64], 10, 16, 2),
@@ -19,9 +19,9 @@ def _trained(spec, steps=3):
     """A module after a few real SGD steps on digits, so BatchNorm buffers are not at their defaults."""
     torch.manual_seed(0)
     m = build_model(spec)
-    task = load_task("digits-image" if len(spec["input_shape"]) == 3 else "digits")
+    task = load_dataset("digits-image" if len(spec["input_shape"]) == 3 else "digits")
     if spec["input_shape"] == [2]:
-        task = load_task("moons")
+        task = load_dataset("moons")
     opt = torch.optim.SGD(m.parameters(), lr=0.1)
     for i in range(steps):
         x, y = task.X_train[i * 32:(i + 1) * 32], task.y_train[i * 32:(i + 1) * 32]

@@ -4,11 +4,11 @@ import torch
 from zoo.arch import arch_spec, build_model
 from zoo.population import stacked_mlp_forward
 from zoo.recipe import init_state
-from zoo.tasks import load_task
+from zoo.datasets import load_dataset
 
 
 def test_stacked_mlp_forward_equals_each_module():
-    task = load_task("digits")
+    task = load_dataset("digits")
     spec = arch_spec("mlp", [64], 10, 16, 3, activation="tanh")
     states = [init_state(spec, s) for s in range(5)]
     params = {k: torch.stack([s[k] for s in states]) for k in states[0]}

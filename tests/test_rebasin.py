@@ -16,7 +16,7 @@ from zoo.errors import ZooError
 from zoo.rebasin import (identity_perms, invert_perms, match_population, merge_many, permutation_spec,
                          permute_state, permute_states, random_perms, weight_matching)
 from zoo.rebasin.report import l2_distance, loss_barrier, recompute_bn_stats, top_singular_agreement
-from zoo.tasks import load_task
+from zoo.datasets import load_dataset
 
 ARCHS = {
     "mlp": ("digits", dict(name="mlp", width=16, depth=2)),
@@ -29,7 +29,7 @@ ARCHS = {
 
 @functools.lru_cache(maxsize=None)
 def _task(name):
-    return load_task(name)
+    return load_dataset(name)
 
 
 def trained(arch: str, seed: int, steps: int = 30):
@@ -187,7 +187,7 @@ def test_batched_matches_pairwise_and_restarts_never_hurt():
 
 
 def test_alignment_lowers_distance_barrier_and_raises_singular_agreement():
-    task = load_task("digits")
+    task = load_dataset("digits")
     spec_d = arch_spec("mlp", task.input_shape, task.num_outputs, 32, 1)
     states = []
     for seed in (0, 1):
@@ -258,7 +258,7 @@ def test_self_coupled_residual_layer_keeps_function_and_monotone_objective():
     spec = permutation_spec(a)
     g = spec.axes["inp.weight"][0]
     assert spec.axes["mid.weight"] == (g, g) and spec.self_coupled(g)
-    x = load_task("digits").X_test
+    x = load_dataset("digits").X_test
     perms = random_perms(spec, torch.Generator().manual_seed(0))
     c = _ResidualMLP()
     c.load_state_dict(permute_state(spec, a.state_dict(), perms))
@@ -330,7 +330,7 @@ def test_user_written_cnn_gets_a_spec_that_preserves_its_function(mean):
     torch.manual_seed(0)
     net = _UserCNN(mean)
     net.train()
-    x = load_task("digits-image").X_test
+    x = load_dataset("digits-image").X_test
     with torch.no_grad():
         net(x[:100])  # move the BN running stats away from their defaults
     net.eval()

@@ -41,7 +41,7 @@ def test_zoo_align_cli_writes_function_preserving_canonical_weights(mlp_zoo, cap
     models = z.models
     done = models[models["status"] == "done"]
     assert len(done) >= 3
-    X = z.task().X_test[:64]
+    X = z.dataset().X_test[:64]
     ref = choose_reference(models)
     assert ref == int(done.sort_values(["test_acc", "model_id"], ascending=[False, True])["model_id"].iloc[0])
     for i in done["model_id"]:
@@ -71,7 +71,7 @@ def test_diverged_models_are_skipped_or_aligned_where_finite(mlp_zoo):
     last = int(div["model_id"].map(dict(zip(models["model_id"], models["last_checkpoint"]))).iloc[0])
     traj = z.weights([i], checkpoint=None, canonical=True)[0]
     assert torch.isfinite(traj[: last + 1]).all() and torch.isnan(traj[last + 1:]).all()
-    X = z.task().X_test[:64]
+    X = z.dataset().X_test[:64]
     for c in range(last + 1):
         _same_function(z, i, c, X)
 
@@ -90,7 +90,7 @@ def test_align_last_checkpoint_trajectory_mode_and_explicit_reference(tmp_path):
     with pytest.raises(ZooError, match="not written"):
         z.weights([0], checkpoint=0, canonical=True)
     _, s = align_zoo(z, reference="auto", checkpoint="all", trajectory=True, pairs=0)
-    X = z.task().X_test[:32]
+    X = z.dataset().X_test[:32]
     for c in range(3):
         _same_function(z, 0, c, X)
     # trajectory mode: the first layer's rows are permuted the same way at every checkpoint
@@ -111,7 +111,7 @@ def test_align_batchnorm_cnn_zoo(tmp_path):
            "recipe.epochs=1", "recipe.checkpoint_epochs=[0,1]")
     assert zoo_main(["align", str(path), "--pairs", "1", "--json"]) == 0
     z = zoo.open(str(path))
-    X = z.task().X_test[:64]
+    X = z.dataset().X_test[:64]
     for i in z.models["model_id"]:
         _same_function(z, int(i), -1, X)
     t = z.table("alignment")

@@ -35,7 +35,7 @@ def test_metrics_long_table(tiny_zoo):
 
 
 def test_module_reproduces_stored_test_accuracy_exactly(tiny_zoo):
-    task = tiny_zoo.task()
+    task = tiny_zoo.dataset()
     df = tiny_zoo.models
     for i in df.model_id:
         for c in range(len(tiny_zoo.checkpoint_epochs)):
@@ -61,7 +61,7 @@ def test_attributes_say_how_to_rebuild(tiny_zoo):
     a = tiny_zoo.attrs
     assert a["schema_version"] == 1 and a["config"]["recipe"]["name"] == "tiny"
     assert set(a["versions"]) >= {"torch", "zarr", "wszoo"}
-    assert a["datasets"]["digits"] == zoo.load_task("digits").fingerprint
+    assert a["datasets"]["digits"] == zoo.load_dataset("digits").fingerprint
 
 
 def test_tables_roundtrip(tiny_zoo, tmp_path):

@@ -12,12 +12,12 @@ from wsl.symmetry import permute
 from zoo.arch import arch_spec, build_model
 from zoo.errors import ZooError
 from zoo.layout import layout_of
-from zoo.tasks import load_task
+from zoo.datasets import load_dataset
 
 
 def _nets(name: str, widths=(6, 8, 8), train: bool = True):
     """Networks of one architecture; MLP and CNN get a few real training steps on digits."""
-    task = load_task("digits" if name == "mlp" else "digits-image")
+    task = load_dataset("digits" if name == "mlp" else "digits-image")
     out = []
     for seed, width in enumerate(widths):
         torch.manual_seed(seed)

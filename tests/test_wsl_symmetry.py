@@ -12,14 +12,14 @@ from wsl.symmetry import align_to, apply_permutations, match_weights, permute
 from zoo.arch import arch_spec, build_model
 from zoo.errors import ZooError
 from zoo.layout import layout_of
-from zoo.tasks import load_task
+from zoo.datasets import load_dataset
 
 ARCHS = [("mlp", "digits"), ("cnn", "digits-image"), pytest.param(("resnet", "digits-image"), marks=pytest.mark.slow)]
 
 
 def _train(name: str, dataset: str, width: int, seed: int, steps: int = 10):
     """A real network: a few Adam steps on digits (BatchNorm running stats become non-trivial)."""
-    task = load_task(dataset)
+    task = load_dataset(dataset)
     torch.manual_seed(seed)
     spec = arch_spec(name, task.input_shape, task.num_outputs, width, 2)
     model = build_model(spec)

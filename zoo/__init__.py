@@ -4,7 +4,7 @@ from .build import build
 from .errors import ZooError
 from .layout import Layout, layout_of
 from .store import Zoo, open
-from .tasks import Task, load_task
+from .datasets import Dataset, load_dataset
 
-__all__ = ["ZooError", "Layout", "layout_of", "arch_spec", "build_model", "build", "Zoo", "open", "Task",
-           "load_task"]
+__all__ = ["ZooError", "Layout", "layout_of", "arch_spec", "build_model", "build", "Zoo", "open", "Dataset",
+           "load_dataset"]

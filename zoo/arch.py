@@ -118,7 +118,7 @@ def build_model(spec: Mapping) -> nn.Module:
             n_in *= int(s)
         return MLP(n_in, int(spec["num_outputs"]), width, depth, act)
     if len(shape) != 3:
-        raise ZooError(f"architecture {name!r} needs image inputs (C, H, W); this task gives shape {tuple(shape)}"
+        raise ZooError(f"architecture {name!r} needs image inputs (C, H, W); this dataset gives shape {tuple(shape)}"
                        " (use e.g. dataset=digits-image)")
     if name == "cnn":
         return CNN(shape[0], int(spec["num_outputs"]), width, depth, act, bool(spec.get("batchnorm", True)),

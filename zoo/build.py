@@ -21,7 +21,7 @@ from . import store as zstore
 from .errors import ZooError
 from .population import PopulationSpec, train_population
 from .recipe import Plan, init_state, make_plan
-from .tasks import Task, load_task
+from .datasets import Dataset, load_dataset
 
 # config keys that change what is trained (and so the bits); others (out, progress, executor) do not
 IDENTITY_KEYS = ("recipe", "population_size", "memory_floats")
@@ -67,7 +67,7 @@ def _existing_meta(path: str) -> dict | None:
     return dict(meta)
 
 
-def create_store(path: str, cfg: Mapping, plan: Plan, task: Task, metric_names: list[str]) -> None:
+def create_store(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, metric_names: list[str]) -> None:
     """Write an empty store for ``plan``: arrays sized, hyperparameter table and layouts in attributes."""
     group = zarr.open_group(store=zstore._store_for(path, read_only=False), mode="w")
     n, c = len(plan.models), len(plan.checkpoint_epochs)
@@ -77,8 +77,8 @@ def create_store(path: str, cfg: Mapping, plan: Plan, task: Task, metric_names: 
         "config": cfg,
         "config_hash": config_hash(cfg),
         "versions": _versions(),
-        "datasets": {cfg["recipe"]["dataset"]: task.fingerprint},
-        "task_kind": task.kind,
+        "datasets": {cfg["recipe"]["dataset"]: dataset.fingerprint},
+        "task_kind": dataset.kind,
         "checkpoint_epochs": plan.checkpoint_epochs,
         "metric_names": metric_names,
         "num_models": n,
@@ -100,15 +100,15 @@ def create_store(path: str, cfg: Mapping, plan: Plan, task: Task, metric_names: 
     group.attrs["wszoo"] = meta
 
 
-def _metric_names(task: Task) -> list[str]:
-    return list(zstore.REGRESSION_METRICS if task.kind == "regression" else zstore.CLASSIFICATION_METRICS)
+def _metric_names(dataset: Dataset) -> list[str]:
+    return list(zstore.REGRESSION_METRICS if dataset.kind == "regression" else zstore.CLASSIFICATION_METRICS)
 
 
-def prepare(cfg: Mapping) -> tuple[str, Plan, Task, list[int]]:
-    """Create or validate the store at cfg.out; return its path, plan, task and the pending populations."""
+def prepare(cfg: Mapping) -> tuple[str, Plan, Dataset, list[int]]:
+    """Create or validate the store at cfg.out; return its path, plan, dataset and the pending populations."""
     path, recipe = str(cfg["out"]), cfg["recipe"]
-    task = load_task(recipe["dataset"], seed=int(recipe.get("task_seed", 0)))
-    plan = make_plan(recipe, task, int(cfg["population_size"]), int(cfg["memory_floats"]))
+    dataset = load_dataset(recipe["dataset"], seed=int(recipe.get("task_seed", 0)))
+    plan = make_plan(recipe, dataset, int(cfg["population_size"]), int(cfg["memory_floats"]))
     meta = _existing_meta(path)
     if meta is not None and cfg.get("overwrite"):
         _remove(path)
@@ -123,11 +123,11 @@ def prepare(cfg: Mapping) -> tuple[str, Plan, Task, list[int]]:
         if not meta.get("initialized"):
             meta = None  # creation itself was interrupted: nothing of value inside, start again
     if meta is None:
-        create_store(path, cfg, plan, task, _metric_names(task))
+        create_store(path, cfg, plan, dataset, _metric_names(dataset))
     group = zarr.open_group(store=zstore._store_for(path, read_only=True), mode="r")
     status = np.asarray(group["models/state"][:, 0])
     pending = [p for p, ids in enumerate(plan.populations) if (status[ids] == zstore.PENDING).any()]
-    return path, plan, task, pending
+    return path, plan, dataset, pending
 
 
 def population_spec(cfg: Mapping, plan: Plan, index: int) -> PopulationSpec:
@@ -144,25 +144,25 @@ def population_spec(cfg: Mapping, plan: Plan, index: int) -> PopulationSpec:
         eval_memory_floats=int(cfg["memory_floats"]), retain_memory=bool(cfg.get("retain_memory", True)))
 
 
-def train_and_write(path: str, cfg: Mapping, plan: Plan, task: Task, index: int, progress: bool = False) -> dict:
+def train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, index: int, progress: bool = False) -> dict:
     """Train population ``index`` and write its pending models; returns counts (done, diverged)."""
     previous = torch.get_num_threads()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     try:
-        return _train_and_write(path, cfg, plan, task, index, progress)
+        return _train_and_write(path, cfg, plan, dataset, index, progress)
     finally:
         torch.set_num_threads(previous)
 
 
-def _train_and_write(path: str, cfg: Mapping, plan: Plan, task: Task, index: int, progress: bool) -> dict:
+def _train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, index: int, progress: bool) -> dict:
     ids = plan.populations[index]
     group = zarr.open_group(store=zstore._store_for(path, read_only=False), mode="r+")
     state = group["models/state"]
     status = np.asarray(state.oindex[np.asarray(ids), 0])
     if (status != zstore.PENDING).all():
         return {"done": 0, "diverged": 0}
-    result = train_population(population_spec(cfg, plan, index), task, progress=progress)
+    result = train_population(population_spec(cfg, plan, index), dataset, progress=progress)
     metrics = group["metrics/values"]
     weights = {key: group[f"layouts/{key}/weights"] for key in {plan.models[i].layout for i in ids}}
     counts = {"done": 0, "diverged": 0}
@@ -178,11 +178,11 @@ def _train_and_write(path: str, cfg: Mapping, plan: Plan, task: Task, index: int
     return counts
 
 
-def run_local(path: str, cfg: Mapping, plan: Plan, task: Task, pending: list[int], progress: bool) -> None:
+def run_local(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, pending: list[int], progress: bool) -> None:
     bar = tqdm(pending, desc="populations", disable=not progress, unit="pop")
     for index in bar:
         bar.set_postfix(models=len(plan.populations[index]))
-        train_and_write(path, cfg, plan, task, index, progress=progress)
+        train_and_write(path, cfg, plan, dataset, index, progress=progress)
 
 
 EXECUTORS = ("local", "dask")
@@ -203,10 +203,10 @@ def build(cfg: Mapping) -> "zstore.Zoo":
     """Build (or resume) the zoo that ``cfg`` describes and return it opened."""
     cfg = dict(cfg)
     run = _executor((cfg.get("executor") or {}).get("name", "local"))  # before anything is written
-    path, plan, task, pending = prepare(cfg)
+    path, plan, dataset, pending = prepare(cfg)
     progress = bool(cfg.get("progress", True))
     if pending:
-        run(path, cfg, plan, task, pending, progress)
+        run(path, cfg, plan, dataset, pending, progress)
     z = zstore.open(path)
     landscape = dict(cfg["recipe"].get("landscape") or {})
     if landscape.get("enabled") and z.landscape is None:

@@ -1,6 +1,6 @@
 """Dask executor: populations of one build trained on the workers of a distributed cluster.
 
-Each task is (store path, config, population index). A worker re-derives the plan from the config (the
+Each dataset is (store path, config, population index). A worker re-derives the plan from the config (the
 plan is deterministic), trains that population and writes only its models' chunks and state rows, so
 workers never write the same object and the store equals a local build's, bit for bit.
 """
@@ -13,18 +13,18 @@ from tqdm.auto import tqdm
 from .build import train_and_write
 from .errors import ZooError
 from .recipe import Plan, make_plan
-from .tasks import Task, load_task
+from .datasets import Dataset, load_dataset
 
 
 def _train_remote(path: str, cfg: Mapping, index: int) -> dict:
     """Runs on a worker: everything it needs comes from the config, nothing from the client's memory."""
     recipe = cfg["recipe"]
-    task = load_task(recipe["dataset"], seed=int(recipe.get("task_seed", 0)))
-    plan = make_plan(recipe, task, int(cfg["population_size"]), int(cfg["memory_floats"]))
-    return train_and_write(path, cfg, plan, task, index, progress=False)
+    dataset = load_dataset(recipe["dataset"], seed=int(recipe.get("task_seed", 0)))
+    plan = make_plan(recipe, dataset, int(cfg["population_size"]), int(cfg["memory_floats"]))
+    return train_and_write(path, cfg, plan, dataset, index, progress=False)
 
 
-def run_dask(path: str, cfg: Mapping, plan: Plan, task: Task, pending: list[int], progress: bool) -> None:
+def run_dask(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, pending: list[int], progress: bool) -> None:
     from distributed import Client, LocalCluster, as_completed
 
     ex = cfg.get("executor") or {}
@@ -40,7 +40,7 @@ def run_dask(path: str, cfg: Mapping, plan: Plan, task: Task, pending: list[int]
     except OSError as e:
         raise ZooError(f"cannot reach the Dask scheduler at {ex.get('address')!r}: {e}") from None
     try:
-        # largest populations first so the workers finish together; pure=False: every task runs once
+        # largest populations first so the workers finish together; pure=False: every dataset runs once
         order = sorted(pending, key=lambda p: -len(plan.populations[p]))
         futures = [client.submit(_train_remote, path, cfg, p, pure=False, key=f"zoo-population-{p}") for p in order]
         for future in tqdm(as_completed(futures), total=len(futures), desc="populations (dask)", disable=not progress):

@@ -18,7 +18,7 @@ from torch import nn
 
 from .layout import Layout
 from .memory import retain_freed_memory
-from .tasks import Task
+from .datasets import Dataset
 
 
 LOG_EVERY = 10  # steps between progress-bar loss updates
@@ -113,7 +113,7 @@ def _quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=msg)
 
 
-def train_population(spec: PopulationSpec, task: Task, progress: bool = True) -> PopulationResult:
+def train_population(spec: PopulationSpec, dataset: Dataset, progress: bool = True) -> PopulationResult:
     """Train every model of a population to ``spec.epochs`` and return its checkpoints and metrics."""
     import lightning as L  # imported here: commands that only read zoos start ~2 s faster without it
 
@@ -122,7 +122,7 @@ def train_population(spec: PopulationSpec, task: Task, progress: bool = True) ->
     _quiet_lightning()
     if spec.retain_memory:
         retain_freed_memory()
-    module = PopulationModule(spec, task)
+    module = PopulationModule(spec, dataset)
     if spec.epochs == 0:
         module.checkpoint_if_due(0)
         return module.result()

@@ -16,15 +16,15 @@ from torch.utils.data import DataLoader
 from .arch import MLP
 from .population import LOG_EVERY, PopulationResult, PopulationSpec, activation_floats_per_sample, \
     stacked_mlp_forward
-from .tasks import Task
+from .datasets import Dataset
 
 
 class PopulationModule(L.LightningModule):
     """A LightningModule whose 'model' is a whole population; manual, fused optimization."""
 
-    def __init__(self, spec: PopulationSpec, task: Task):
+    def __init__(self, spec: PopulationSpec, dataset: Dataset):
         super().__init__()
-        self.spec, self.task = spec, task
+        self.spec, self.dataset = spec, dataset
         self.automatic_optimization = False
         self.template = spec.template
         for p in self.template.parameters():
@@ -44,12 +44,12 @@ class PopulationModule(L.LightningModule):
         self.state1 = [torch.zeros_like(p) for p in self.stacked]  # momentum buffer / Adam first moment
         self.state2 = [torch.zeros_like(p) for p in self.stacked] if spec.optimizer in ("adam", "adamw") else None
         self.step_count = 0
-        n_train = len(task.X_train)
+        n_train = len(dataset.X_train)
         self.batch_size = min(spec.batch_size, n_train)
         self.steps_per_epoch = max(n_train // self.batch_size, 1)
         self.total_steps = self.steps_per_epoch * spec.epochs
         self.metric_names = ["train_loss", "train_acc", "test_loss", "test_acc"]
-        if task.kind == "regression":
+        if dataset.kind == "regression":
             self.metric_names += ["train_r2", "test_r2"]
         c = len(spec.checkpoint_epochs)
         self.snapshots = torch.full((m, c, spec.layout.size), float("nan"))
@@ -57,7 +57,7 @@ class PopulationModule(L.LightningModule):
         self.last_checkpoint = torch.full((m,), -1, dtype=torch.int64)
         self._generators = [torch.Generator().manual_seed(int(s)) for s in spec.data_seeds]
         self._perm: torch.Tensor | None = None
-        act = activation_floats_per_sample(self.template, task.X_train)
+        act = activation_floats_per_sample(self.template, dataset.X_train)
         self._eval_chunk = max(1, spec.eval_memory_floats // (m * act))
 
     # ------------------------------------------------------------------ functional pieces
@@ -77,9 +77,9 @@ class PopulationModule(L.LightningModule):
 
     def _per_model_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """out [M, b, K], y [M, b] (or [b] shared) -> per-model mean loss [M]."""
-        if y.dim() < out.dim() - (1 if self.task.kind == "classification" else 0):
+        if y.dim() < out.dim() - (1 if self.dataset.kind == "classification" else 0):
             y = y.expand(out.shape[0], *y.shape)
-        if self.task.kind == "classification":
+        if self.dataset.kind == "classification":
             # classes on dim 1 ([M, K, b]): ~5x faster than flattening to [M*b, K] for small K (measured)
             return F.cross_entropy(out.transpose(1, 2), y, reduction="none").mean(1)
         return ((out - y) ** 2).flatten(1).mean(1)
@@ -96,13 +96,13 @@ class PopulationModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int):
         if batch_idx == 0 or self._perm is None:
-            n = len(self.task.X_train)
+            n = len(self.dataset.X_train)
             self._perm = torch.stack([torch.randperm(n, generator=g) for g in self._generators])
         b = self.batch_size
         idx = self._perm[:, batch_idx * b:(batch_idx + 1) * b].reshape(-1)
         m = self._perm.shape[0]
-        x = self.task.X_train.index_select(0, idx).view(m, b, *self.task.X_train.shape[1:])
-        y = self.task.y_train.index_select(0, idx).view(m, b, *self.task.y_train.shape[1:])
+        x = self.dataset.X_train.index_select(0, idx).view(m, b, *self.dataset.X_train.shape[1:])
+        y = self.dataset.y_train.index_select(0, idx).view(m, b, *self.dataset.y_train.shape[1:])
         self.template.train()
         out = self._forward(self._params(), self._buffers_stacked, x, shared_input=False, training=True)
         loss = self._per_model_loss(out, y)
@@ -169,12 +169,12 @@ class PopulationModule(L.LightningModule):
         self.template.eval()
         params = {k: v.detach() for k, v in self._params().items()}
         cols = []
-        for X, y in ((self.task.X_train, self.task.y_train), (self.task.X_test, self.task.y_test)):
+        for X, y in ((self.dataset.X_train, self.dataset.y_train), (self.dataset.X_test, self.dataset.y_test)):
             outs = [self._forward(params, self._buffers_stacked, X[i:i + self._eval_chunk], shared_input=True)
                     for i in range(0, len(X), self._eval_chunk)]
             out = torch.cat(outs, dim=1)  # [M, n, K]
             loss = self._per_model_loss(out, y).double()
-            if self.task.kind == "classification":
+            if self.dataset.kind == "classification":
                 acc = (out.argmax(-1) == y).double().mean(1)
                 cols.append((loss, acc, None))
             else:
@@ -182,7 +182,7 @@ class PopulationModule(L.LightningModule):
                 sst = ((y - y.mean(0)) ** 2).double().sum()
                 cols.append((loss, torch.full_like(loss, float("nan")), 1 - sse / sst))
         (trl, tra, trr), (tel, tea, ter) = cols
-        values = [trl, tra, tel, tea] + ([trr, ter] if self.task.kind == "regression" else [])
+        values = [trl, tra, tel, tea] + ([trr, ter] if self.dataset.kind == "regression" else [])
         return torch.stack(values, dim=1)
 
     @torch.no_grad()

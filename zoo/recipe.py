@@ -16,7 +16,7 @@ import torch
 from .arch import arch_spec, build_model
 from .errors import ZooError
 from .layout import Layout, layout_of
-from .tasks import Task
+from .datasets import Dataset
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
@@ -69,7 +69,7 @@ def _as_list(recipe: Mapping, key: str) -> list:
     return v
 
 
-def validate_recipe(recipe: Mapping, task: Task) -> None:
+def validate_recipe(recipe: Mapping, dataset: Dataset) -> None:
     """Clear errors for values a grid cannot use."""
     if recipe["optimizer"] not in OPTIMIZERS:
         raise ZooError(f"recipe.optimizer {recipe['optimizer']!r} is not one of {list(OPTIMIZERS)}")
@@ -84,16 +84,16 @@ def validate_recipe(recipe: Mapping, task: Task) -> None:
     if not isinstance(recipe["seeds"], int) or recipe["seeds"] < 1:
         raise ZooError(f"recipe.seeds is a count of seeds (an integer >= 1), got {recipe['seeds']!r}")
     for b in _as_list(recipe, "batch_sizes"):
-        if int(b) < 1 or int(b) > len(task.X_train):
-            raise ZooError(f"batch size {b} does not fit the {len(task.X_train)} training samples of {task.name}")
+        if int(b) < 1 or int(b) > len(dataset.X_train):
+            raise ZooError(f"batch size {b} does not fit the {len(dataset.X_train)} training samples of {dataset.name}")
     for lr in _as_list(recipe, "learning_rates"):
         if float(lr) <= 0:
             raise ZooError(f"learning rates must be positive, got {lr}")
 
 
-def make_plan(recipe: Mapping, task: Task, population_size: int, memory_floats: int) -> Plan:
+def make_plan(recipe: Mapping, dataset: Dataset, population_size: int, memory_floats: int) -> Plan:
     """Expand the recipe grid into models, their layouts and the populations that train together."""
-    validate_recipe(recipe, task)
+    validate_recipe(recipe, dataset)
     models: list[dict] = []
     layouts: dict[str, Layout] = {}
     rows: dict[str, int] = {}
@@ -103,9 +103,9 @@ def make_plan(recipe: Mapping, task: Task, population_size: int, memory_floats: 
                              range(int(recipe["seeds"])))
     act_cache: dict[str, int] = {}
     for model_id, (width, depth, lr, bs, wd, s) in enumerate(grid):
-        spec = arch_spec(recipe["arch"], task.input_shape, task.num_outputs, int(width), int(depth),
+        spec = arch_spec(recipe["arch"], dataset.input_shape, dataset.num_outputs, int(width), int(depth),
                          recipe.get("activation", "relu"), recipe.get("batchnorm", True), recipe.get("kernel_size", 3))
-        key = _layout_key(spec, layouts, act_cache, task)
+        key = _layout_key(spec, layouts, act_cache, dataset)
         models.append(dict(model_id=model_id, arch=spec, learning_rate=float(lr), batch_size=int(bs),
                            weight_decay=float(wd), seed=seed_base + s, layout=key, row=rows.get(key, 0)))
         rows[key] = rows.get(key, 0) + 1
@@ -123,7 +123,7 @@ def make_plan(recipe: Mapping, task: Task, population_size: int, memory_floats: 
     return Plan(plans, layouts, populations, [int(c) for c in recipe["checkpoint_epochs"]])
 
 
-def _layout_key(spec: dict, layouts: dict[str, Layout], act_cache: dict[str, int], task: Task) -> str:
+def _layout_key(spec: dict, layouts: dict[str, Layout], act_cache: dict[str, int], dataset: Dataset) -> str:
     from .population import activation_floats_per_sample
 
     module = build_model(spec)
@@ -131,7 +131,7 @@ def _layout_key(spec: dict, layouts: dict[str, Layout], act_cache: dict[str, int
     key = layout.key()
     if key not in layouts:
         layouts[key] = layout
-        act_cache[key] = activation_floats_per_sample(module, task.X_train)
+        act_cache[key] = activation_floats_per_sample(module, dataset.X_train)
     return key
 
 

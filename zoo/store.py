@@ -184,18 +184,18 @@ class Zoo:
         df.insert(0, "model_id", np.repeat(np.arange(n), c))
         return df
 
-    def task(self, dataset: str | None = None):
-        """The task (train/test tensors) the zoo was trained on; checks the stored fingerprint."""
-        from .tasks import load_task
+    def dataset(self, name: str | None = None):
+        """The dataset (train/test tensors) the zoo was trained on; checks the stored fingerprint."""
+        from .datasets import load_dataset
 
         datasets = self._meta["datasets"]
-        name = dataset or next(iter(datasets))
+        name = name or next(iter(datasets))
         if name not in datasets:
             raise ZooError(f"zoo was not trained on {name!r}; it holds {list(datasets)}")
-        task = load_task(name, seed=int(self.config["recipe"].get("task_seed", 0)))
-        if task.fingerprint != datasets[name]:
+        data = load_dataset(name, seed=int(self.config["recipe"].get("task_seed", 0)))
+        if data.fingerprint != datasets[name]:
             raise ZooError(f"data for {name!r} differs from the data this zoo was built on (fingerprint mismatch)")
-        return task
+        return data
 
     # ------------------------------------------------------------------ weights
     def _row(self, model_id: int) -> tuple[str, int, int, int]:

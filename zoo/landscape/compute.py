@@ -115,13 +115,13 @@ def compute_landscape(zoo, cfg: Mapping | None = None, progress: bool = False, w
 def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
     cut = Cutoffs.from_mapping(cfg["phases"])
     models = zoo.models
-    task = zoo.task()
-    kind = task.kind
+    dataset = zoo.dataset()
+    kind = dataset.kind
     crit = task_loss(kind)
     seed = int(cfg["seed"])
-    idx = analysis_indices(len(task.X_train), int(cfg["batches"]), int(cfg["batch_size"]), seed)
+    idx = analysis_indices(len(dataset.X_train), int(cfg["batches"]), int(cfg["batch_size"]), seed)
     flat_idx = idx.reshape(-1)
-    x_a, y_a = task.X_train[flat_idx], task.y_train[flat_idx]
+    x_a, y_a = dataset.X_train[flat_idx], dataset.y_train[flat_idx]
     keys = cell_keys(models, zoo.metric_names)
     timings = {"evaluate": 0.0, "hessian_trace": 0.0, "hessian_top_eigenvalue": 0.0, "mode_connectivity": 0.0,
                "cka": 0.0}
@@ -140,11 +140,11 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
         for ids in _chunks(ids_all, int(cfg["chunk"])):
             theta, bufs = net.split(zoo.weights(ids, checkpoint=int(cfg["checkpoint"])))
             t0 = time.perf_counter()
-            tr_loss, tr_acc = evaluate(net, theta, bufs, task.X_train, task.y_train, kind)
-            out = net.batched_forward(theta, bufs, task.X_test)
-            te_loss = torch.stack([crit(o, task.y_test) for o in out])
-            te_acc = (out.argmax(-1) == task.y_test).float().mean(1) if kind == "classification" else \
-                evaluate(net, theta, bufs, task.X_test, task.y_test, kind)[1]
+            tr_loss, tr_acc = evaluate(net, theta, bufs, dataset.X_train, dataset.y_train, kind)
+            out = net.batched_forward(theta, bufs, dataset.X_test)
+            te_loss = torch.stack([crit(o, dataset.y_test) for o in out])
+            te_acc = (out.argmax(-1) == dataset.y_test).float().mean(1) if kind == "classification" else \
+                evaluate(net, theta, bufs, dataset.X_test, dataset.y_test, kind)[1]
             t1 = time.perf_counter()
             g = torch.Generator().manual_seed(seed + 1)
             trace = hutchinson_trace(hvp, theta, (bufs, x_a, y_a), int(cfg["probes"]), g, chunk=int(cfg["probe_chunk"]))
@@ -184,7 +184,7 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
             theta_a, _ = curve_net.split(zoo.weights(a, checkpoint=int(cfg["checkpoint"])))
             theta_b, _ = curve_net.split(zoo.weights(b, checkpoint=int(cfg["checkpoint"])))
             g = torch.Generator().manual_seed(seed + 3)
-            res = mode_connectivity(curve_loss, theta_a, theta_b, task.X_train, task.y_train, x_a, y_a,
+            res = mode_connectivity(curve_loss, theta_a, theta_b, dataset.X_train, dataset.y_train, x_a, y_a,
                                     k=int(cfg["curve_points"]), steps=int(cfg["bezier_steps"]),
                                     lr=float(cfg["bezier_lr"]), batch_size=int(cfg["bezier_batch_size"]), generator=g)
             mc += res["mc"].tolist()

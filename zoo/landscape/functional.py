@@ -36,7 +36,7 @@ def task_loss(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
         return F.cross_entropy
     if kind == "regression":
         return _mse
-    raise ZooError(f"unknown task kind {kind!r}; expected 'classification' or 'regression'")
+    raise ZooError(f"unknown dataset kind {kind!r}; expected 'classification' or 'regression'")
 
 
 @dataclass

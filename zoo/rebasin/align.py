@@ -93,11 +93,11 @@ def align_zoo(z, reference: int | str = "auto", checkpoint: Any = "all", *, traj
         members = df[keep]
         if members.empty:
             continue
-        task = z.task(dataset)
+        data = z.dataset(dataset)
         ref_id = reference if reference != "auto" and int(reference) in set(df["model_id"]) else \
-            choose_reference(df, task.kind == "regression")
+            choose_reference(df, data.kind == "regression")
         t0 = time.perf_counter()
-        table, info = _align_group(z, key, members, ref_id, ckpts, task, trajectory, seed, restarts, max_iter,
+        table, info = _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restarts, max_iter,
                                    pairs, barrier_steps, write)
         info.update(layout=key, dataset=dataset, seconds=time.perf_counter() - t0,
                     skipped_diverged=int(((df["status"] == "diverged") & ~keep).sum()))
@@ -116,7 +116,7 @@ def align_zoo(z, reference: int | str = "auto", checkpoint: Any = "all", *, traj
     return table, summary
 
 
-def _align_group(z, key, members, ref_id, ckpts, task, trajectory, seed, restarts, max_iter, pairs, steps, write):
+def _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restarts, max_iter, pairs, steps, write):
     """Align one (layout, dataset) group chunk by chunk of models, so memory stays bounded on big zoos."""
     layout = z.layouts[key]
     spec = spec_for_layout(layout)
@@ -129,13 +129,13 @@ def _align_group(z, key, members, ref_id, ckpts, task, trajectory, seed, restart
     sample = set(rng.choice(candidates, size=min(pairs, len(candidates)), replace=False).tolist()) \
         if candidates and pairs > 0 else set()
     gen = torch.Generator().manual_seed(seed)
-    sel = torch.randperm(len(task.X_train), generator=gen)[:MAX_EVAL_SAMPLES]
-    data = (task.X_train[sel], task.y_train[sel], task.kind, steps)
+    sel = torch.randperm(len(data.X_train), generator=gen)[:MAX_EVAL_SAMPLES]
+    eval_data = (data.X_train[sel], data.y_train[sel], data.kind, steps)
     tables = []
     for lo in range(0, len(ids), CHUNK_MODELS):
         part = list(range(lo, min(lo + CHUNK_MODELS, len(ids))))
         tables.append(_align_chunk(z, spec, layout, [ids[i] for i in part], last[part], R, ckpts, trajectory,
-                                   seed, restarts, max_iter, write, [i - lo for i in part if i in sample], data))
+                                   seed, restarts, max_iter, write, [i - lo for i in part if i in sample], eval_data))
     table = pd.concat(tables, ignore_index=True)
     table.insert(1, "layout", key)
     table.insert(2, "reference_id", ref_id)

@@ -1,30 +1,30 @@
-"""Tasks: bundled data, generated tasks, users' .npz files; deterministic splits."""
+"""Datasets: bundled data, generated ones, users' .npz files; deterministic splits."""
 import numpy as np
 import pytest
 import torch
 
-from zoo import ZooError, load_task
-from zoo.tasks import TASKS
+from zoo import ZooError, load_dataset
+from zoo.datasets import DATASETS
 
 
-@pytest.mark.parametrize("name", TASKS)
-def test_every_task_loads_deterministically(name):
-    a, b = load_task(name, seed=0), load_task(name, seed=0)
+@pytest.mark.parametrize("name", DATASETS)
+def test_every_dataset_loads_deterministically(name):
+    a, b = load_dataset(name, seed=0), load_dataset(name, seed=0)
     assert a.fingerprint == b.fingerprint and torch.equal(a.X_train, b.X_train)
     assert len(a.X_train) > 0 and len(a.X_test) > 0 and a.X_train.dtype == torch.float32
     if a.kind == "classification":
         assert a.y_train.dtype == torch.int64 and a.num_outputs >= 2
     else:
         assert a.y_train.shape == (len(a.X_train), 1)
-    assert load_task(name, seed=1).fingerprint != a.fingerprint
+    assert load_dataset(name, seed=1).fingerprint != a.fingerprint
 
 
 def test_shapes_and_standardization():
-    assert load_task("digits").input_shape == (64,)
-    assert load_task("digits-image").input_shape == (1, 8, 8)
-    wine = load_task("wine")
+    assert load_dataset("digits").input_shape == (64,)
+    assert load_dataset("digits-image").input_shape == (1, 8, 8)
+    wine = load_dataset("wine")
     assert torch.allclose(wine.X_train.mean(0), torch.zeros(13), atol=1e-5)
-    assert load_task("modular-addition").num_outputs == 31
+    assert load_dataset("modular-addition").num_outputs == 31
 
 
 def test_user_npz(tmp_path):
@@ -32,11 +32,11 @@ def test_user_npz(tmp_path):
     path = tmp_path / "mine.npz"
     np.savez(path, X_train=rng.normal(size=(40, 3)), y_train=rng.integers(0, 4, 40),
              X_test=rng.normal(size=(10, 3)), y_test=rng.integers(0, 4, 10))
-    t = load_task(str(path))
+    t = load_dataset(str(path))
     assert t.kind == "classification" and t.num_outputs == 4 and t.input_shape == (3,)
     np.savez(path, X_train=rng.normal(size=(40, 3)), y_train=rng.normal(size=40),
              X_test=rng.normal(size=(10, 3)), y_test=rng.normal(size=10))
-    assert load_task(str(path)).kind == "regression"
+    assert load_dataset(str(path)).kind == "regression"
 
 
 @pytest.mark.parametrize("case", ["missing", "garbage", "keys", "rows", "pickle"])
@@ -53,9 +53,9 @@ def test_bad_npz_files_are_clear_errors(tmp_path, case):
         np.savez(path, X_train=np.array([{"a": 1}], dtype=object), y_train=np.zeros(1, dtype=int),
                  X_test=np.zeros((1, 2)), y_test=np.zeros(1, dtype=int))
     with pytest.raises(ZooError, match="bad.npz"):
-        load_task(str(path))
+        load_dataset(str(path))
 
 
-def test_unknown_task_name():
-    with pytest.raises(ZooError, match="unknown task 'mnist'"):
-        load_task("mnist")
+def test_unknown_dataset_name():
+    with pytest.raises(ZooError, match="unknown dataset 'mnist'"):
+        load_dataset("mnist")

@@ -1,6 +1,7 @@
-"""Tasks a zoo is trained on: bundled scikit-learn data, generated tasks, and users' own ``.npz`` files.
+"""Datasets a zoo is trained on: bundled scikit-learn data, generated ones (modular arithmetic, function
+regression), and users' own ``.npz`` files.
 
-``load_task(name_or_path, seed)`` returns tensors and a fingerprint (sha256 of the arrays and the
+``load_dataset(name_or_path, seed)`` returns tensors and a fingerprint (sha256 of the arrays and the
 recipe of the split), so a store can tell whether the data it was built on is the data at hand.
 Splits are deterministic in the seed; nothing is downloaded.
 """
@@ -20,8 +21,8 @@ TEST_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
-class Task:
-    """Train/test tensors of one task. Classification: y int64 labels; regression: y float32 [n, k]."""
+class Dataset:
+    """Train/test tensors of one dataset. Classification: y int64 labels; regression: y float32 [n, k]."""
 
     name: str
     X_train: torch.Tensor
@@ -53,7 +54,7 @@ def _standardize(X_tr: np.ndarray, X_te: np.ndarray):
     return (X_tr - mu) / sd, (X_te - mu) / sd
 
 
-def _sklearn_task(name: str, seed: int):
+def _sklearn_dataset(name: str, seed: int):
     from sklearn import datasets
 
     if name in ("digits", "digits-image"):
@@ -96,47 +97,47 @@ def _sine_regression(n: int = 1000, noise: float = 0.05, seed: int = 0):
     return (*_split(x, y, seed, False), True)
 
 
-def _npz_task(path: str):
+def _npz_dataset(path: str):
     if not os.path.exists(path):
-        raise ZooError(f"task file {path!r} does not exist")
+        raise ZooError(f"dataset file {path!r} does not exist")
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in ("X_train", "y_train", "X_test", "y_test") if k not in f.files]
             if missing:
-                raise ZooError(f"task file {path!r} lacks arrays {missing} (needs X_train, y_train, X_test, y_test)")
+                raise ZooError(f"dataset file {path!r} lacks arrays {missing} (needs X_train, y_train, X_test, y_test)")
             X_tr, y_tr, X_te, y_te = (np.asarray(f[k]) for k in ("X_train", "y_train", "X_test", "y_test"))
     except ZooError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise ZooError(f"task file {path!r} is not a readable .npz file ({e.__class__.__name__}: {e})") from None
+        raise ZooError(f"dataset file {path!r} is not a readable .npz file ({e.__class__.__name__}: {e})") from None
     for X, y, part in ((X_tr, y_tr, "train"), (X_te, y_te, "test")):
         if len(X) != len(y) or len(X) == 0:
-            raise ZooError(f"task file {path!r}: X_{part} has {len(X)} rows but y_{part} has {len(y)}")
+            raise ZooError(f"dataset file {path!r}: X_{part} has {len(X)} rows but y_{part} has {len(y)}")
         if X.dtype.kind not in "fiub" or y.dtype.kind not in "fiub":
-            raise ZooError(f"task file {path!r}: arrays must be numeric, got {X.dtype} and {y.dtype}")
+            raise ZooError(f"dataset file {path!r}: arrays must be numeric, got {X.dtype} and {y.dtype}")
     if X_tr.shape[1:] != X_te.shape[1:]:
-        raise ZooError(f"task file {path!r}: X_train rows {X_tr.shape[1:]} differ from X_test rows {X_te.shape[1:]}")
+        raise ZooError(f"dataset file {path!r}: X_train rows {X_tr.shape[1:]} differ from X_test rows {X_te.shape[1:]}")
     regression = y_tr.dtype.kind == "f" or y_te.dtype.kind == "f"
     return X_tr, X_te, y_tr, y_te, regression
 
 
-TASKS = ("digits", "digits-image", "wine", "breast-cancer", "moons", "circles", "modular-addition",
+DATASETS = ("digits", "digits-image", "wine", "breast-cancer", "moons", "circles", "modular-addition",
          "sine-regression")
 
 
-def load_task(name_or_path: str, seed: int = 0) -> Task:
-    """Load a named task or a ``.npz`` file with X_train, y_train, X_test, y_test (deterministic in seed)."""
+def load_dataset(name_or_path: str, seed: int = 0) -> Dataset:
+    """Load a named dataset or a ``.npz`` file with X_train, y_train, X_test, y_test (deterministic in seed)."""
     name = str(name_or_path)
     if name.endswith(".npz") or os.sep in name:
-        X_tr, X_te, y_tr, y_te, regression = _npz_task(name)
+        X_tr, X_te, y_tr, y_te, regression = _npz_dataset(name)
     elif name == "modular-addition":
         X_tr, X_te, y_tr, y_te, regression = _modular_addition(seed=seed)
     elif name == "sine-regression":
         X_tr, X_te, y_tr, y_te, regression = _sine_regression(seed=seed)
     else:
-        out = _sklearn_task(name, seed)
+        out = _sklearn_dataset(name, seed)
         if out is None:
-            raise ZooError(f"unknown task {name!r}; choose one of {list(TASKS)} or give a path to a .npz file")
+            raise ZooError(f"unknown dataset {name!r}; choose one of {list(DATASETS)} or give a path to a .npz file")
         X_tr, X_te, y_tr, y_te, regression = out
     X_tr, X_te = (torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32) for a in (X_tr, X_te))
     if regression:
@@ -145,7 +146,7 @@ def load_task(name_or_path: str, seed: int = 0) -> Task:
     else:
         y_tr, y_te = (torch.as_tensor(np.asarray(a).astype(np.int64)) for a in (y_tr, y_te))
         if min(int(y_tr.min()), int(y_te.min())) < 0:
-            raise ZooError(f"task {name!r}: class labels must be non-negative integers")
+            raise ZooError(f"dataset {name!r}: class labels must be non-negative integers")
         num_outputs, kind = int(max(int(y_tr.max()), int(y_te.max())) + 1), "classification"
         if name == "modular-addition":
             num_outputs = X_tr.shape[1] // 2  # p classes even if a residue is missing from a split
@@ -153,5 +154,5 @@ def load_task(name_or_path: str, seed: int = 0) -> Task:
     for t in (X_tr, y_tr, X_te, y_te):
         h.update(str(tuple(t.shape)).encode())
         h.update(t.numpy().tobytes())
-    return Task(os.path.basename(name) if name.endswith(".npz") else name, X_tr, y_tr, X_te, y_te, kind,
+    return Dataset(os.path.basename(name) if name.endswith(".npz") else name, X_tr, y_tr, X_te, y_te, kind,
                 num_outputs, h.hexdigest())
