@@ -1,4 +1,8 @@
-"""Hydra config composition for the CLI: configs live in the repository's ``conf/`` folder."""
+"""Hydra config composition for the CLI.
+
+The configs live in the repository's top-level ``conf/`` folder; wheels ship that folder as ``zoo/conf``
+(see setup.py). ``WSZOO_CONF`` points at another config folder and wins over both.
+"""
 from __future__ import annotations
 
 import os
@@ -8,7 +12,18 @@ from omegaconf import OmegaConf
 
 from .errors import ZooError
 
-CONF_DIR = Path(os.environ.get("WSZOO_CONF", Path(__file__).resolve().parent.parent / "conf"))
+
+def find_conf_dir() -> Path:
+    """The config folder: ``$WSZOO_CONF``, else the installed package's ``zoo/conf``, else the checkout's ``conf/``."""
+    if os.environ.get("WSZOO_CONF"):
+        return Path(os.environ["WSZOO_CONF"])
+    packaged = Path(__file__).resolve().parent / "conf"
+    if (packaged / "build.yaml").is_file():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "conf"
+
+
+CONF_DIR = find_conf_dir()
 
 
 def compose(config_name: str, overrides: list[str]) -> dict:
