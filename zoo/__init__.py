@@ -5,6 +5,7 @@ from .errors import ZooError
 from .layout import Layout, layout_of
 from .store import Zoo, open
 from .datasets import Dataset, load_dataset
+from .evaluate import evaluate, predict, recalibrate_bn
 
 __all__ = ["ZooError", "Layout", "layout_of", "arch_spec", "build_model", "build", "Zoo", "open", "Dataset",
-           "load_dataset"]
+           "load_dataset", "evaluate", "predict", "recalibrate_bn"]

@@ -15,7 +15,9 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.func import functional_call, vmap
 
+from .arch import MLP
 from .layout import Layout
 from .memory import retain_freed_memory
 from .datasets import Dataset
@@ -81,6 +83,25 @@ def stacked_mlp_forward(template: nn.Module, params: dict[str, torch.Tensor], x:
         else:
             h = layer(h)  # elementwise activation
     return h.transpose(1, 2) if feature_major else h
+
+
+def population_forward(template: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                       x: torch.Tensor, shared_input: bool = True, feature_major: bool = False) -> torch.Tensor:
+    """Outputs [M, b, K] of M models of ``template``'s architecture: x [M, b, ...] or shared [b, ...].
+
+    ``params``/``buffers`` hold stacked [M, *shape] tensors. MLPs take the fused GEMM path
+    (``stacked_mlp_forward``; ``feature_major`` for training steps), everything else ``vmap`` over
+    ``functional_call``, so the template's mode decides BatchNorm: eval uses the running statistics, train
+    normalizes by the batch and updates the stacked buffers in place. The one forward of the trainer's
+    steps and checkpoint metrics and of ``zoo.evaluate``.
+    """
+    if isinstance(template, MLP):
+        return stacked_mlp_forward(template, params, x, shared_input, feature_major=feature_major)
+
+    def f(p, b, xi):
+        return functional_call(template, (p, b), (xi,))
+
+    return vmap(f, in_dims=(0, 0, None if shared_input else 0))(params, buffers, x)
 
 
 def activation_floats_per_sample(module: nn.Module, x: torch.Tensor) -> int:

@@ -10,13 +10,12 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, vmap
 from torch.utils.data import DataLoader
 
-from .arch import MLP
-from .population import LOG_EVERY, PopulationResult, PopulationSpec, activation_floats_per_sample, \
-    stacked_mlp_forward
 from .datasets import Dataset
+from .evaluate import split_metrics
+from .population import LOG_EVERY, PopulationResult, PopulationSpec, activation_floats_per_sample, \
+    population_forward
 
 
 class PopulationModule(L.LightningModule):
@@ -48,9 +47,8 @@ class PopulationModule(L.LightningModule):
         self.batch_size = min(spec.batch_size, n_train)
         self.steps_per_epoch = max(n_train // self.batch_size, 1)
         self.total_steps = self.steps_per_epoch * spec.epochs
-        self.metric_names = ["train_loss", "train_acc", "test_loss", "test_acc"]
-        if dataset.kind == "regression":
-            self.metric_names += ["train_r2", "test_r2"]
+        self.metric_names = ["train_loss", "test_loss", "train_r2", "test_r2"] if dataset.kind == "regression" \
+            else ["train_loss", "train_acc", "test_loss", "test_acc"]
         c = len(spec.checkpoint_epochs)
         self.snapshots = torch.full((m, c, spec.layout.size), float("nan"))
         self.metric_values = torch.full((m, c, len(self.metric_names)), float("nan"), dtype=torch.float64)
@@ -67,13 +65,7 @@ class PopulationModule(L.LightningModule):
     def _forward(self, params: dict, buffers: dict, x: torch.Tensor, shared_input: bool,
                  training: bool = False) -> torch.Tensor:
         """Outputs [M, b, K] of every model: x is [M, b, ...] (own batches) or [b, ...] (shared_input)."""
-        if isinstance(self.template, MLP):
-            return stacked_mlp_forward(self.template, params, x, shared_input, feature_major=training)
-
-        def f(p, b, xi):
-            return functional_call(self.template, (p, b), (xi,))
-
-        return vmap(f, in_dims=(0, 0, None if shared_input else 0))(params, buffers, x)
+        return population_forward(self.template, params, buffers, x, shared_input, feature_major=training)
 
     def _per_model_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """out [M, b, K], y [M, b] (or [b] shared) -> per-model mean loss [M]."""
@@ -168,21 +160,15 @@ class PopulationModule(L.LightningModule):
         """Metrics [M, K] of every model on the full train and test sets, BatchNorm in eval mode."""
         self.template.eval()
         params = {k: v.detach() for k, v in self._params().items()}
-        cols = []
-        for X, y in ((self.dataset.X_train, self.dataset.y_train), (self.dataset.X_test, self.dataset.y_test)):
-            outs = [self._forward(params, self._buffers_stacked, X[i:i + self._eval_chunk], shared_input=True)
-                    for i in range(0, len(X), self._eval_chunk)]
-            out = torch.cat(outs, dim=1)  # [M, n, K]
-            loss = self._per_model_loss(out, y).double()
-            if self.dataset.kind == "classification":
-                acc = (out.argmax(-1) == y).double().mean(1)
-                cols.append((loss, acc, None))
-            else:
-                sse = ((out - y) ** 2).double().flatten(1).sum(1)
-                sst = ((y - y.mean(0)) ** 2).double().sum()
-                cols.append((loss, torch.full_like(loss, float("nan")), 1 - sse / sst))
-        (trl, tra, trr), (tel, tea, ter) = cols
-        values = [trl, tra, tel, tea] + ([trr, ter] if self.dataset.kind == "regression" else [])
+        kind = self.dataset.kind
+        cols = [split_metrics(lambda x: self._forward(params, self._buffers_stacked, x, shared_input=True), X, y,
+                              kind, self._eval_chunk)
+                for X, y in ((self.dataset.X_train, self.dataset.y_train), (self.dataset.X_test, self.dataset.y_test))]
+        if kind == "classification":
+            values = [cols[0]["loss"], cols[0]["acc"], cols[1]["loss"], cols[1]["acc"]]
+        else:  # no accuracy for regression: NaN there, R^2 in its own columns
+            nan = torch.full_like(cols[0]["loss"], float("nan"))
+            values = [cols[0]["loss"], nan, cols[1]["loss"], nan, cols[0]["r2"], cols[1]["r2"]]
         return torch.stack(values, dim=1)
 
     @torch.no_grad()

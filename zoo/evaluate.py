@@ -1,0 +1,198 @@
+"""One batched evaluator: loss and accuracy (or R^2) of many flat weight vectors of one layout at once.
+
+Every part of wszoo that asks "how good are these weights" (landscape metrics, Re-Basin loss barriers,
+generated samples, searches over checkpoint combinations) calls ``evaluate`` / ``predict`` here; the
+population trainer's checkpoint metrics go through the same forward (``population_forward``) and the same
+metric reduction (``split_metrics``), so a stored metric, ``evaluate`` and ``Zoo.module(i)`` agree.
+
+The forward is the population forward: the fused GEMM path for MLPs, ``vmap`` over ``functional_call``
+for everything else, chunked over models and samples so that intermediate activations stay within
+``memory_floats`` floats. BatchNorm runs in eval mode on its running statistics; ``recalibrate_bn``
+re-estimates those on the TRAINING split (never the test split), as averaged, interpolated or generated
+weights need.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .datasets import Dataset
+from .errors import ZooError
+from .layout import Layout
+from .population import activation_floats_per_sample, population_forward
+
+SPLITS = ("train", "test")
+
+
+def _template(layout: Layout, device: torch.device) -> nn.Module:
+    """A fresh module of the layout's architecture, frozen (its own weights are never used)."""
+    module = layout.build().to(device)
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def _batchnorms(module: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+    return [(n, m) for n, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def _check_weights(layout: Layout, weights: torch.Tensor) -> torch.Tensor:
+    """Weights as float32 [n, P]; a one-line error when they do not fit the layout."""
+    if weights.ndim != 2 or weights.shape[1] != layout.size:
+        raise ZooError(f"weights of shape {tuple(weights.shape)} do not fit the layout: expected [n, {layout.size}]")
+    return weights.to(torch.float32)
+
+
+def _stacked(layout: Layout, module: nn.Module, weights: torch.Tensor
+             ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """[n, P] -> (stacked parameters, stacked buffers), each tensor [n, *shape] and contiguous (vmap is
+    several times faster on contiguous leaves than on strided views of one flat matrix)."""
+    state = layout.unflatten_batch(weights)
+    names = {n for n, _ in module.named_parameters()}
+    params = {k: v.contiguous() for k, v in state.items() if k in names}
+    buffers = {k: v.contiguous() for k, v in state.items() if k not in names}
+    return params, buffers
+
+
+def _chunk_sizes(n_models: int, n_samples: int, act: int, memory_floats: int) -> tuple[int, int]:
+    """(models, samples) per forward so that models * samples * act <= memory_floats (at least 1 each)."""
+    rows = max(1, int(memory_floats) // max(act, 1))
+    models = max(1, min(n_models, rows))
+    return models, max(1, min(n_samples, rows // models))
+
+
+def split_metrics(forward: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor, y: torch.Tensor, kind: str,
+                  chunk: int) -> dict[str, torch.Tensor]:
+    """Metrics [m] (float64) of a population ``forward(x [b, ...]) -> [m, b, K]`` on all of (X [N, ...], y).
+
+    Classification: ``loss`` (mean cross-entropy) and ``acc``; regression: ``loss`` (MSE over samples and
+    outputs) and ``r2`` (1 - SSE/SST, SST of this split's targets). Sums accumulate in float64 over sample
+    chunks of ``chunk``, so the chunking changes nothing but float noise. A model with a non-finite output
+    gets NaN accuracy (its argmax means nothing).
+    """
+    if kind not in ("classification", "regression"):
+        raise ZooError(f"unknown dataset kind {kind!r}; expected 'classification' or 'regression'")
+    n = len(X)
+    if n == 0:
+        raise ZooError("cannot evaluate on an empty split")
+    total = correct = finite = None
+    for i in range(0, n, chunk):
+        out = forward(X[i:i + chunk])  # [m, b, K]
+        yb = y[i:i + chunk]
+        m = out.shape[0]
+        if kind == "classification":
+            # classes on dim 1 ([m, K, b]): the trainer's loss layout, ~5x faster than [m*b, K] for small K
+            part = F.cross_entropy(out.transpose(1, 2), yb.expand(m, *yb.shape), reduction="none").double().sum(1)
+            hits = (out.argmax(-1) == yb).sum(1)
+            correct = hits if correct is None else correct + hits
+        else:
+            part = (out - yb).square().double().flatten(1).sum(1)
+        ok = torch.isfinite(out).flatten(1).all(1)
+        total = part if total is None else total + part
+        finite = ok if finite is None else finite & ok
+    if kind == "classification":
+        acc = correct.double() / n
+        return {"loss": total / n, "acc": torch.where(finite, acc, torch.full_like(acc, float("nan")))}
+    sst = (y - y.mean(0)).square().double().sum()
+    return {"loss": total / y.numel(), "r2": 1 - total / sst}
+
+
+def predict(layout: Layout, weights: torch.Tensor, X: torch.Tensor, memory_floats: int = 50_000_000) -> torch.Tensor:
+    """Outputs [n, N, K] of every model on inputs X [N, ...] (eval mode), vectorized over models."""
+    weights = _check_weights(layout, weights)
+    module = _template(layout, weights.device).eval()
+    X = X.to(weights.device)
+    n, N = weights.shape[0], len(X)
+    act = activation_floats_per_sample(module, X)
+    mc, bc = _chunk_sizes(n, N, act, memory_floats)
+    out = None
+    with torch.no_grad():
+        for lo in range(0, n, mc):
+            params, buffers = _stacked(layout, module, weights[lo:lo + mc])
+            for i in range(0, N, bc):
+                o = population_forward(module, params, buffers, X[i:i + bc])
+                if out is None:
+                    out = torch.empty(n, N, *o.shape[2:], dtype=o.dtype, device=o.device)
+                out[lo:lo + mc, i:i + bc] = o
+    if out is None:  # no models or no inputs: infer K from one forward of the template
+        with torch.no_grad():
+            k = module(torch.zeros(1, *X.shape[1:], device=weights.device)).shape[1:]
+        out = torch.empty(n, N, *k, device=weights.device)
+    return out
+
+
+def recalibrate_bn(layout: Layout, weights: torch.Tensor, dataset: Dataset, batch_size: int = 256,
+                   memory_floats: int = 50_000_000) -> torch.Tensor:
+    """Weights [n, P] with every BatchNorm's running mean/var re-estimated on the training split (returns weights unchanged when the layout has no BatchNorm).
+
+    Same estimate as resetting a module's statistics and running it in train mode with ``momentum=None``
+    over X_train in order, in batches of ``batch_size`` (a cumulative average of the batch statistics):
+    batch k uses momentum 1/k, the same factor PyTorch's cumulative average applies. Averaged,
+    interpolated or generated weights need this; their stored statistics belong to other weights.
+    The test split is never read.
+    """
+    weights = _check_weights(layout, weights)
+    module = _template(layout, weights.device)
+    bns = _batchnorms(module)
+    if not bns:
+        return weights
+    if any(not bn.track_running_stats for _, bn in bns):
+        raise ZooError("a BatchNorm of this architecture keeps no running statistics; nothing to recalibrate")
+    if batch_size < 1:
+        raise ZooError(f"batch_size must be >= 1, got {batch_size}")
+    X = dataset.X_train.to(weights.device)
+    act = activation_floats_per_sample(module, X)
+    mc, _ = _chunk_sizes(weights.shape[0], batch_size, act, memory_floats)
+    out = weights.clone()
+    module.train()
+    with torch.no_grad():
+        for lo in range(0, weights.shape[0], mc):
+            params, buffers = _stacked(layout, module, out[lo:lo + mc])
+            for name, _ in bns:
+                p = f"{name}." if name else ""
+                buffers[p + "running_mean"].zero_()
+                buffers[p + "running_var"].fill_(1.0)
+                buffers[p + "num_batches_tracked"].zero_()
+            for k, i in enumerate(range(0, len(X), batch_size), start=1):
+                for _, bn in bns:
+                    bn.momentum = 1.0 / float(k)
+                population_forward(module, params, buffers, X[i:i + batch_size])  # updates buffers in place
+            out[lo:lo + mc] = layout.flatten_batch({**params, **buffers})
+    return out
+
+
+_recalibrate = recalibrate_bn  # ``evaluate``'s flag of the same name shadows the function inside it
+
+
+def evaluate(layout: Layout, weights: torch.Tensor, dataset: Dataset, split: str = "test",
+             recalibrate_bn: bool = False, memory_floats: int = 50_000_000) -> dict[str, torch.Tensor]:
+    """Loss and accuracy per model ([n] each) of flat weights [n, P] on one split ('train' | 'test').
+
+    classification -> {"loss", "acc"}; regression -> {"loss", "r2"} (never an 'acc' that is secretly R^2).
+    recalibrate_bn=True: BatchNorm running statistics recomputed on the TRAINING split first (never test).
+    Values are float64; the same numbers ``Zoo.module(i)`` gives (accuracy exactly, loss to float noise).
+    """
+    if split not in SPLITS:
+        raise ZooError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    weights = _check_weights(layout, weights)
+    if recalibrate_bn:
+        weights = _recalibrate(layout, weights, dataset, memory_floats=memory_floats)
+    X, y = (dataset.X_train, dataset.y_train) if split == "train" else (dataset.X_test, dataset.y_test)
+    X, y = X.to(weights.device), y.to(weights.device)
+    module = _template(layout, weights.device).eval()
+    n = weights.shape[0]
+    act = activation_floats_per_sample(module, X)
+    mc, bc = _chunk_sizes(n, len(X), act, memory_floats)
+    parts: list[dict[str, torch.Tensor]] = []
+    with torch.no_grad():
+        for lo in range(0, n, mc):
+            params, buffers = _stacked(layout, module, weights[lo:lo + mc])
+            parts.append(split_metrics(lambda x: population_forward(module, params, buffers, x), X, y,
+                                       dataset.kind, bc))
+    if not parts:
+        names = ("loss", "acc") if dataset.kind == "classification" else ("loss", "r2")
+        return {k: torch.empty(0, dtype=torch.float64) for k in names}
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
