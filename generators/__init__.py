@@ -1,1 +1,10 @@
-"""Weight generators (D2NWG, DeepWeightFlow, KNOWN, LCSC), one sampling API, and memorization diagnostics."""
+"""Weight generators behind one API: ``fit(name, zoo_path, **overrides)``, ``load(run_dir)``, and on every
+generator ``sample(n, seed, condition)`` -> state dicts, ``sample_zoo(n, out, seed)`` -> a zoo, ``save(dir)``.
+
+DeepWeightFlow (``"dwf"``) is the first; each generator is a LightningModule registered by its name.
+"""
+from .base import Generator, load, snapshots
+from .dwf import DeepWeightFlow
+from .train import fit, fit_config
+
+__all__ = ["Generator", "DeepWeightFlow", "fit", "fit_config", "load", "snapshots"]

@@ -1,0 +1,229 @@
+"""The generator interface every method shares: sample state dicts, save/load a run folder, write samples as a zoo.
+
+A generator is a LightningModule that learns the trainable parameters of one layout. Subclasses implement
+``generate(n, generator, condition) -> [n, P_params]``; this class turns that into full state dicts
+(buffers from the training models' mean, BatchNorm statistics re-estimated on the TRAINING split), saves
+and loads run folders (``config.json`` + ``model.safetensors``: no pickle), and writes zoos of samples.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+
+import zoo
+from zoo.errors import ZooError
+from zoo.layout import Layout
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+SNAPSHOT_DIR = "snapshots"  # raw training weights every few steps (LCSC searches over them)
+
+
+class Generator(L.LightningModule):
+    """Base of all weight generators: ``sample``, ``save``, ``sample_zoo``; subclasses define ``generate``."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, config: dict, source: dict, dims: dict):
+        super().__init__()
+        self.config, self.source, self.dims = dict(config), dict(source), dict(dims)
+        self.layout = Layout.from_json(source["layout"])
+        self.run_dir: Path | None = None
+        mask = self.layout.parameter_mask()
+        self.register_buffer("param_mask", mask, persistent=False)
+        self.register_buffer("buffer_fill", torch.zeros(self.layout.size))  # mean buffers of the training models
+
+    # ------------------------------------------------------------------ to implement
+    def generate(self, n: int, generator: torch.Generator, condition: torch.Tensor | None) -> torch.Tensor:
+        """[n, P_params] trainable parameters of n new models (condition: [n] value indices or None)."""
+        raise NotImplementedError
+
+    def encode(self, params: torch.Tensor) -> torch.Tensor:
+        """Parameters [n, P_params] -> the coordinates the generator is trained on (identity unless overridden)."""
+        return params
+
+    # ------------------------------------------------------------------ conditions
+    @property
+    def condition_values(self) -> list | None:
+        """The values of the conditioning column seen in training, or None for an unconditional generator."""
+        cond = self.source.get("condition")
+        return list(cond["values"]) if cond else None
+
+    def _condition_index(self, n: int, condition: Any, generator: torch.Generator) -> tuple[torch.Tensor | None, list]:
+        """([n] value indices, [n] values): a given value (or one per sample), or drawn as in training."""
+        values = self.condition_values
+        if values is None:
+            if condition is not None:
+                raise ZooError(f"this {self.name} generator is unconditional; sample it without a condition")
+            return None, [None] * n
+        if condition is None:
+            counts = torch.as_tensor(self.source["condition"]["counts"], dtype=torch.float64)
+            idx = torch.multinomial(counts, n, replacement=True,
+                                    generator=generator)
+            return idx, [values[int(i)] for i in idx]
+        wanted = list(condition) if isinstance(condition, (list, tuple)) else [condition] * n
+        if len(wanted) != n:
+            raise ZooError(f"give one condition or {n} (one per sample), got {len(wanted)}")
+        idx = [self._match_value(v, values) for v in wanted]
+        return torch.as_tensor(idx, dtype=torch.int64), [values[i] for i in idx]
+
+    def _match_value(self, value: Any, values: list) -> int:
+        """Index of ``value`` among the training values (``"0.1"`` matches 0.1: CLI values arrive as text)."""
+        column = self.source["condition"]["column"]
+        for i, v in enumerate(values):
+            if v == value or str(v) == str(value):
+                return i
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                try:
+                    if float(value) == float(v):
+                        return i
+                except (TypeError, ValueError):
+                    pass
+        raise ZooError(f"unknown condition value {value!r} for column {column!r}; the generator knows {values}")
+
+    # ------------------------------------------------------------------ sampling
+    def dataset(self) -> zoo.Dataset:
+        """The data the source zoo was trained on (reloaded and fingerprint-checked; BN needs its training split)."""
+        d = self.source["dataset"]
+        try:
+            data = zoo.load_dataset(d["source"], seed=int(d["seed"]))
+        except ZooError:
+            data = None
+        if data is None or data.fingerprint != d["fingerprint"]:
+            data = zoo.open(self.source["zoo"]).dataset(d["name"])
+        return data
+
+    def sample_flat(self, n: int, seed: int = 0, condition: Any = None) -> tuple[torch.Tensor, list]:
+        """([n, P] flat weights in the zoo's layout, [n] condition values) of n new models, seeded."""
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
+            raise ZooError(f"the number of samples must be a positive integer, got {n!r}")
+        gen = torch.Generator().manual_seed(int(seed))
+        idx, values = self._condition_index(int(n), condition, gen)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                params = self.generate(int(n), gen, idx).to(torch.float32)
+        finally:
+            self.train(was_training)
+        flat = self.buffer_fill.expand(int(n), -1).clone()
+        flat[:, self.param_mask] = params
+        if self.has_batchnorm and torch.isfinite(flat).all():
+            flat = zoo.recalibrate_bn(self.layout, flat, self.dataset())
+        return flat, values
+
+    @property
+    def has_batchnorm(self) -> bool:
+        return any(e.name.endswith("running_mean") for e in self.layout.entries)
+
+    def sample(self, n: int, seed: int = 0, condition: Any = None) -> list[dict[str, torch.Tensor]]:
+        """n new models as state dicts in the zoo's layout (BatchNorm statistics from the training split)."""
+        flat, _ = self.sample_flat(n, seed, condition)
+        states = self.layout.unflatten_batch(flat)
+        return [{k: v[i].clone() for k, v in states.items()} for i in range(flat.shape[0])]
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (made if missing)."""
+        from safetensors.torch import save_file
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(out / WEIGHTS_FILE))
+        meta = {"generator": self.name, "config": self.config, "source": self.source, "dims": self.dims}
+        (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        self.run_dir = out
+        return out
+
+    # ------------------------------------------------------------------ samples as a zoo
+    def sample_zoo(self, n: int, out: str | Path, seed: int = 0, condition: Any = None,
+                   overwrite: bool = False) -> "zoo.Zoo":
+        """Write n samples as a zoo at ``out``: weights, train/test metrics, status and provenance per model."""
+        from zoo.writer import create
+
+        flat, values = self.sample_flat(n, seed, condition)
+        data = self.dataset()
+        names = list(self.source["metric_names"])
+        metrics = np.full((n, 1, len(names)), np.nan)
+        finite = torch.isfinite(flat).all(1)
+        if finite.any():
+            for split in ("train", "test"):
+                res = zoo.evaluate(self.layout, flat[finite], data, split=split)
+                for k, v in res.items():
+                    if f"{split}_{k}" in names:
+                        metrics[finite.numpy(), 0, names.index(f"{split}_{k}")] = v.numpy()
+        run = str(self.run_dir) if self.run_dir is not None else None
+        table = pd.DataFrame({"generator": self.name, "run": run, "seed": int(seed), "sample": np.arange(n),
+                              **self.source.get("shared", {}), "layout": self.source["layout_key"]})
+        cond = self.source.get("condition")
+        if cond:
+            table[cond["column"]] = values
+        attrs = {"generator": {"name": self.name, "run": run, "seed": int(seed),
+                               "condition": None if condition is None else str(condition),
+                               "source_zoo": self.source["zoo"], "canonical": self.source.get("canonical"),
+                               "config": self.config}}
+        epoch = self.source.get("epoch")
+        w = create(str(out), table, {self.source["layout_key"]: self.layout}, [0 if epoch is None else int(epoch)],
+                   names, attrs=attrs, datasets=[data], overwrite=overwrite)
+        ids = np.arange(n)
+        for status, sel in (("done", finite.numpy()), ("diverged", ~finite.numpy())):
+            if sel.any():
+                last = None if status == "done" else [-1] * int(sel.sum())
+                w.write(ids[sel].tolist(), flat[torch.from_numpy(sel)][:, None], metrics[sel], status=status,
+                        last_checkpoint=last)
+        return w.zoo()
+
+
+REGISTRY: dict[str, type[Generator]] = {}
+
+
+def register(cls: type[Generator]) -> type[Generator]:
+    """Class decorator: make a generator loadable by its ``name``."""
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def _registry() -> dict[str, type[Generator]]:
+    from . import dwf  # noqa: F401  (registers DeepWeightFlow)
+
+    return REGISTRY
+
+
+def load(directory: str | Path, snapshot: int | None = None) -> Generator:
+    """Rebuild a saved generator from ``config.json`` and safetensors (``snapshot``: raw weights at that step)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    d = Path(directory)
+    if not (d / CONFIG_FILE).is_file():
+        raise ZooError(f"no generator run at {str(d)!r}: {CONFIG_FILE} is missing (fit one with `zoo fit`)")
+    try:
+        meta = json.loads((d / CONFIG_FILE).read_text())
+        name = meta["generator"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ZooError(f"{str(d / CONFIG_FILE)!r} is not a generator config ({e.__class__.__name__}: {e})") from None
+    registry = _registry()
+    if name not in registry:
+        raise ZooError(f"unknown generator {name!r} in {str(d)!r}; known: {sorted(registry)}")
+    weights = d / WEIGHTS_FILE if snapshot is None else d / SNAPSHOT_DIR / f"step-{int(snapshot):07d}.safetensors"
+    if not weights.is_file():
+        raise ZooError(f"generator weights {str(weights)!r} are missing")
+    g = registry[name](meta["config"], meta["source"], meta["dims"])
+    try:
+        g.load_state_dict(load_file(str(weights)))
+    except (SafetensorError, RuntimeError) as e:
+        raise ZooError(f"{str(weights)!r} does not fit the generator ({' '.join(str(e).split())[:200]})") from None
+    g.run_dir = d
+    return g.eval()
+
+
+def snapshots(directory: str | Path) -> list[int]:
+    """Training steps at which raw generator weights were saved in a run folder (for ``load(dir, snapshot=)``)."""
+    d = Path(directory) / SNAPSHOT_DIR
+    return sorted(int(p.stem.removeprefix("step-")) for p in d.glob("step-*.safetensors")) if d.is_dir() else []
