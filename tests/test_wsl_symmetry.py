@@ -1,4 +1,10 @@
-"""Function-preserving weight-space operations on real networks trained on digits: logits must not change."""
+"""One symmetry system: wsl's neuron graph and permutations come from zoo.rebasin's traced spec.
+
+On real networks trained on digits (every architecture: MLP, CNN with and without BatchNorm, ResNet):
+the graph a WeightSpace exposes agrees with the permutation spec traced independently from the module;
+random permutations drawn from the spec, from the graph or by the augmentation keep the logits; weight
+matching (the batched Re-Basin matcher) recovers a permuted copy and never changes a function.
+"""
 from __future__ import annotations
 
 import pytest
@@ -7,31 +13,40 @@ from torch import nn
 
 from wsl.augment import Augmenter
 from wsl.space import WeightSpace
-from wsl.structure import structure_of
-from wsl.symmetry import align_to, apply_permutations, match_weights, permute
+from wsl.symmetry import align_to, permute
 from zoo.arch import arch_spec, build_model
+from zoo.datasets import load_dataset
 from zoo.errors import ZooError
 from zoo.layout import layout_of
-from zoo.datasets import load_dataset
+from zoo.rebasin import match_pairs, match_population, permutation_spec, permute_state, random_perms
 
-ARCHS = [("mlp", "digits"), ("cnn", "digits-image"), pytest.param(("resnet", "digits-image"), marks=pytest.mark.slow)]
+ARCHS = {"mlp": ("mlp", "digits", {}), "cnn": ("cnn", "digits-image", {"batchnorm": True}),
+         "cnn-nobn": ("cnn", "digits-image", {"batchnorm": False}), "resnet": ("resnet", "digits-image", {})}
 
 
-def _train(name: str, dataset: str, width: int, seed: int, steps: int = 10):
+def _train(arch: str, width: int, seed: int, steps: int = 10):
     """A real network: a few Adam steps on digits (BatchNorm running stats become non-trivial)."""
-    task = load_dataset(dataset)
+    name, dataset, extra = ARCHS[arch]
+    data = load_dataset(dataset)
     torch.manual_seed(seed)
-    spec = arch_spec(name, task.input_shape, task.num_outputs, width, 2)
+    spec = arch_spec(name, data.input_shape, data.num_outputs, width, 2, **extra)
     model = build_model(spec)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
-        idx = torch.randint(0, len(task.X_train), (32,), generator=g)
-        loss = nn.functional.cross_entropy(model(task.X_train[idx]), task.y_train[idx])
+        idx = torch.randint(0, len(data.X_train), (32,), generator=g)
+        loss = nn.functional.cross_entropy(model(data.X_train[idx]), data.y_train[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return model.eval(), layout_of(model, spec), task
+    return model.eval(), layout_of(model, spec), data
+
+
+def _logits_of_state(layout, state: dict, x: torch.Tensor) -> torch.Tensor:
+    module = layout.build()
+    module.load_state_dict(state)
+    with torch.no_grad():
+        return module.eval()(x)
 
 
 def _logits(layout, space, padded: torch.Tensor, k: int, ref_state: dict, x: torch.Tensor) -> torch.Tensor:
@@ -39,45 +54,93 @@ def _logits(layout, space, padded: torch.Tensor, k: int, ref_state: dict, x: tor
     for name, t in ref_state.items():  # integer buffers are not in the padded space
         if not t.is_floating_point():
             state[name] = t
-    module = layout.build()
-    module.load_state_dict(state)
-    with torch.no_grad():
-        return module.eval()(x)
+    return _logits_of_state(layout, state, x)
 
 
-@pytest.fixture(scope="module", params=ARCHS, ids=["mlp", "cnn", "resnet"])
+@pytest.fixture(scope="module", params=list(ARCHS))
 def nets(request):
-    name, dataset = request.param
-    trained = [_train(name, dataset, w, seed) for w, seed in ((6, 0), (8, 1), (8, 2))]
+    trained = [_train(request.param, w, seed) for w, seed in ((6, 0), (8, 1), (8, 2))]
     space = WeightSpace([lay for _, lay, _ in trained])
     idx = [space.add_layout(lay) for _, lay, _ in trained]
     w = torch.cat([space.pad(lay.flatten(m.state_dict())[None], k) for (m, lay, _), k in zip(trained, idx)])
     return trained, space, w, torch.tensor(idx)
 
 
-def test_structure_groups_follow_architecture():
-    mlp = structure_of(arch_spec("mlp", (64,), 10, 8, 2)).groups()
-    assert set(mlp) == {"h1", "h2"}
-    assert ("layers.0.weight", 0) in mlp["h1"] and ("layers.2.weight", 1) in mlp["h1"]
-    res = structure_of(arch_spec("resnet", (1, 8, 8), 10, 8, 2)).groups()
-    stream = dict.fromkeys(res["res"])
-    for t in [("stem.0.weight", 0), ("stem.1.running_var", 0), ("blocks.0.conv1.weight", 1),
-              ("blocks.0.conv2.weight", 0), ("blocks.1.bn2.bias", 0), ("head.weight", 1)]:
-        assert t in stream
-    assert ("blocks.0.conv1.weight", 0) in res["blocks.0"] and ("blocks.0.conv2.weight", 1) in res["blocks.0"]
-    cnn = structure_of(arch_spec("cnn", (1, 8, 8), 10, 8, 2)).groups()
-    assert ("features.1.running_mean", 0) in cnn["h1"] and ("head.weight", 1) in cnn["h2"]
+def _graph_permute(graph, state: dict, perms: dict) -> dict:
+    """Permute a state dict using only the neuron graph's view of which axes each group moves."""
+    out = dict(state)
+    for g, axes in graph.groups().items():
+        for name, axis in axes:
+            out[name] = out[name].index_select(axis, perms[g])
+    return out
 
 
-def test_random_permutation_preserves_function(nets):
+def test_graph_and_spec_agree_on_groups_axes_and_sizes(nets):
+    trained, space, _, idx = nets
+    for k, (model, layout, _) in zip(idx.tolist(), trained):
+        spec = permutation_spec(model)  # traced from the live module, independently of the space
+        graph = space.spec(k).graph
+        shared = space.graph  # every width of one architecture has the same graph up to sizes
+        assert [(n.name, n.role, n.group) for n in graph.nodesets] == [(n.name, n.role, n.group)
+                                                                          for n in shared.nodesets]
+        assert (graph.layers, graph.norms, graph.skips) == (shared.layers, shared.norms, shared.skips)
+        groups = graph.groups()
+        assert set(groups) == set(spec.groups) and len(groups) >= 2
+        for g in spec.groups:
+            assert sorted(groups[g]) == sorted(spec.touches(g)), g
+            assert len(groups[g]) == len(set(groups[g]))  # no axis claimed twice
+        sizes = [space.unit_sizes[k][i] for i in range(len(graph.nodesets))]
+        for ns, size in zip(graph.nodesets, sizes):
+            assert ns.size == size
+            if ns.group is not None:
+                assert spec.sizes[ns.group] == size
+        # every permuted axis of every tensor is one the graph knows; kernels and fixed ends never move
+        for name, axes in spec.axes.items():
+            for a, g in enumerate(axes):
+                assert (g is not None) == any((name, a) in v for v in groups.values()), (name, a)
+        roles = [ns.role for ns in graph.nodesets]
+        assert roles[0] == "input" and roles[-1] == "output" and roles.count("output") == 1
+        assert graph.nodesets[0].group is None and graph.nodesets[-1].group is None
+        weights = {l.weight for l in graph.layers}
+        assert weights == {n for n, s in spec.shapes.items() if len(s) >= 2}
+        for layer in graph.layers:
+            shape = spec.shapes[layer.weight]
+            assert shape[:2] == (graph.nodesets[layer.dst].size, graph.nodesets[layer.src].size)
+            assert layer.kernel == shape[2:]
+
+
+def test_residual_stream_is_one_group_joined_by_skips(nets):
+    _, space, _, _ = nets
+    graph = space.graph
+    for a, b in graph.skips:
+        assert graph.nodesets[a].group == graph.nodesets[b].group is not None
+        assert graph.nodesets[a].size == graph.nodesets[b].size
+    has_residual = space.layouts[0].arch["name"] == "resnet"
+    assert bool(graph.skips) == has_residual
+    if has_residual:  # the stream: first hidden node set, every block output, the classifier's input
+        stream = graph.nodesets[graph.skips[0][0]].group
+        assert graph.nodesets[graph.layers[0].dst].group == stream
+        assert graph.nodesets[graph.layers[-1].src].group == stream
+        assert len(graph.skips) == space.layouts[0].arch["depth"]
+
+
+def test_random_permutations_from_spec_graph_and_augmentation_preserve_function(nets):
     trained, space, w, idx = nets
     perm = permute(space, w, idx, torch.Generator().manual_seed(0))
-    for k, (model, layout, task) in enumerate(trained):
-        assert not torch.equal(perm[k], w[k])  # the weights really moved
-        x = task.X_test[:200]
-        ref = _logits(layout, space, w[k], int(idx[k]), model.state_dict(), x)
-        torch.testing.assert_close(ref, model(x).detach(), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(_logits(layout, space, perm[k], int(idx[k]), model.state_dict(), x), ref,
+    for k, (model, layout, data) in enumerate(trained):
+        x = data.X_test[:200]
+        ref = model(x).detach()
+        state = model.state_dict()
+        spec = permutation_spec(model)
+        perms = random_perms(spec, torch.Generator().manual_seed(k))
+        by_spec = permute_state(spec, state, perms)
+        by_graph = _graph_permute(space.spec(int(idx[k])).graph, state, perms)
+        assert all(torch.equal(by_spec[n], by_graph[n]) for n in state)
+        assert any(not torch.equal(by_spec[n], state[n]) for n in spec.matched)  # the weights really moved
+        torch.testing.assert_close(_logits_of_state(layout, by_spec, x), ref, rtol=1e-4, atol=1e-5)
+        assert not torch.equal(perm[k], w[k])
+        torch.testing.assert_close(_logits(layout, space, w[k], int(idx[k]), state, x), ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(_logits(layout, space, perm[k], int(idx[k]), state, x), ref,
                                    rtol=1e-4, atol=1e-5)
 
 
@@ -86,8 +149,8 @@ def test_permute_augmentation_preserves_function_and_padding(nets):
     aug = Augmenter(space, {"permute": {"p": 1.0}}, seed=3)
     out = aug({"w": w, "y": torch.zeros(len(w)), "layout": idx})["w"]
     assert torch.equal(out * ~space.mask(idx), torch.zeros_like(out))  # padded units stay padded
-    for k, (model, layout, task) in enumerate(trained):
-        x = task.X_test[:200]
+    for k, (model, layout, data) in enumerate(trained):
+        x = data.X_test[:200]
         torch.testing.assert_close(_logits(layout, space, out[k], int(idx[k]), model.state_dict(), x),
                                    model(x).detach(), rtol=1e-4, atol=1e-5)
 
@@ -98,20 +161,41 @@ def test_weight_matching_recovers_a_permuted_copy_and_aligned_partner_keeps_func
     back = align_to(space, w, perm, idx, torch.Generator().manual_seed(0))
     torch.testing.assert_close(back, w)
     # aligning a different network (same layout) changes its weights, never its function
-    model, layout, task = trained[2]
+    model, layout, data = trained[2]
     aligned = align_to(space, w[1:2], w[2:3], idx[1:2], torch.Generator().manual_seed(0))[0]
     assert torch.linalg.norm(aligned - w[1]) < torch.linalg.norm(w[2] - w[1])
-    x = task.X_test[:200]
+    x = data.X_test[:200]
     torch.testing.assert_close(_logits(layout, space, aligned, int(idx[2]), model.state_dict(), x), model(x).detach(),
                                rtol=1e-4, atol=1e-5)
 
 
-def test_matched_permutations_are_permutations(nets):
+def test_pairwise_matcher_equals_one_reference_at_a_time(nets):
+    """match_pairs (aligned MixUp's batched matcher) gives each pair what match_population gives it alone."""
+    trained, _, _, _ = nets
+    spec = permutation_spec(trained[1][0])
+    a, b = trained[1][0].state_dict(), trained[2][0].state_dict()
+    refs = {k: torch.stack([a[k], b[k]]) for k in a}
+    models = {k: torch.stack([b[k], a[k]]) for k in a}
+    pairs = match_pairs(spec, refs, models, seed=3)
+    for i, (ref, other) in enumerate(((a, b), (b, a))):
+        alone = match_population(spec, ref, {k: v[None] for k, v in other.items()}, seed=3)
+        for g in spec.groups:
+            assert torch.equal(pairs.perms[g][i], alone.perms[g][0]), g
+        torch.testing.assert_close(pairs.objective[i], alone.objective[0])
+        assert pairs.objective[i] > pairs.initial[i]  # trained nets of different seeds: matching helps
+    with pytest.raises(ZooError, match="one reference per model"):
+        match_pairs(spec, {k: v[:1] for k, v in refs.items()}, models)
+
+
+def test_aligned_mixup_mixes_matched_partners(nets):
+    """Aligned MixUp of a network with a permuted copy of itself mixes it with itself: weights unchanged."""
     _, space, w, idx = nets
-    perms = match_weights(space, w[1], w[2], int(idx[1]), torch.Generator().manual_seed(0))
-    for g, p in perms.items():
-        assert sorted(p[0].tolist()) == list(range(p.shape[1]))
-    assert apply_permutations(space, w[2:3], perms).shape == w[2:3].shape
+    batch = {"w": torch.cat([w[1:2], permute(space, w[1:2], idx[1:2], torch.Generator().manual_seed(2))]),
+             "y": torch.tensor([0.5, 0.5]), "layout": idx[1:2].repeat(2)}
+    out = Augmenter(space, {"mixup": {"p": 1.0, "alpha": 1.0, "mode": "aligned"}}, seed=0)(batch)
+    torch.testing.assert_close(out["w"][0], w[1])
+    plain = Augmenter(space, {"mixup": {"p": 1.0, "alpha": 1.0, "mode": "plain"}}, seed=0)(batch)
+    assert not torch.allclose(plain["w"][0], w[1])
 
 
 def test_noise_dropout_sparsify_mixup_change_weights_within_layout(nets):
@@ -120,11 +204,11 @@ def test_noise_dropout_sparsify_mixup_change_weights_within_layout(nets):
     batch = {"w": w, "y": y, "layout": idx}
     mask = space.mask(idx)
     for cfg in ({"noise": {"p": 1.0}}, {"dropout": {"p": 1.0, "rate": 0.5}}, {"sparsify": {"p": 1.0, "fraction": 0.5}},
-                {"mixup": {"p": 1.0, "mode": "permuted"}}):
+                {"mixup": {"p": 1.0, "mode": "permuted"}}, {"mixup": {"p": 1.0, "mode": "aligned"}}):
         out = Augmenter(space, cfg, seed=1)(batch)
         assert torch.equal(out["w"] * ~mask, torch.zeros_like(w)), cfg
     sp = Augmenter(space, {"sparsify": {"p": 1.0, "fraction": 0.5}})(batch)["w"]
-    hidden = space.slot(space.structure.layers[1].weight)
+    hidden = space.slot(space.graph.layers[1].weight)
     frac = (sp[1:, hidden.offset : hidden.stop][mask[1:, hidden.offset : hidden.stop]] == 0).float().mean()
     assert 0.45 <= frac <= 0.55
     mixed = Augmenter(space, {"mixup": {"p": 1.0, "alpha": 1.0}}, seed=0)(batch)

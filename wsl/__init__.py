@@ -10,8 +10,7 @@ from .encoders import ENCODERS, build_encoder
 from .lit import WeightModel
 from .predict import Predictor, load
 from .space import WeightSpace
-from .structure import structure_of
 from .tasks import TASKS, task_spec
 
 __all__ = ["Augmenter", "Normalizer", "WeightDataModule", "ENCODERS", "build_encoder", "WeightModel", "Predictor",
-           "load", "WeightSpace", "structure_of", "TASKS", "task_spec"]
+           "load", "WeightSpace", "TASKS", "task_spec"]

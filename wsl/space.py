@@ -3,8 +3,10 @@
 Each tensor is zero-padded to its largest shape over the layouts; a narrow network embedded this way is
 the wide network with dead units, so permutations, statistics and encoders see its real units only via
 per-layout masks. Integer buffers (BatchNorm's ``num_batches_tracked``) are left out: they count steps,
-which would leak batch size and epochs. Everything a trained encoder needs to rebuild the space is
-``to_dict()``: plain lists and strings, safe for ``torch.load(weights_only=True)``.
+which would leak batch size and epochs. The neuron graph and the permutation groups come from
+zoo.rebasin's traced ``PermutationSpec`` of the layouts (one source of truth for weight symmetries).
+Everything a trained encoder needs to rebuild the space is ``to_dict()``: plain lists and strings, safe
+for ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ import torch
 
 from zoo.errors import ZooError
 from zoo.layout import Entry, Layout
-
-from .structure import Structure, structure_of
+from zoo.rebasin.graph import NeuronGraph
+from zoo.rebasin.spec import PermutationSpec, spec_for_layout
 
 _FLOAT = ("float32", "float16", "bfloat16", "float64")
 
@@ -23,6 +25,17 @@ _FLOAT = ("float32", "float16", "bfloat16", "float64")
 def Slot(name: str, shape: tuple[int, ...], offset: int, kind: str) -> Entry:
     """A tensor in the padded vector: a layout entry (name, padded shape, offset), always float32."""
     return Entry(name, shape, offset, "float32", kind)
+
+
+def _node_norms(graph: NeuronGraph, present: set[str]) -> list[dict[str, str]]:
+    """Per node set: BatchNorm field -> tensor name, for tensors in the space (a neuron has one BatchNorm)."""
+    out: list[dict[str, str]] = [{} for _ in graph.nodesets]
+    for norm in graph.norms:
+        if out[norm.nodeset]:
+            raise ZooError(f"two BatchNorms act on the units of {graph.nodesets[norm.nodeset].name!r}; "
+                           "the neuron graph gives each neuron one set of BatchNorm features")
+        out[norm.nodeset] = {f: name for f, name in norm.tensors if name in present}
+    return out
 
 
 def _float_entries(layout: Layout, buffers: bool) -> list[Entry]:
@@ -37,7 +50,10 @@ class WeightSpace:
             raise ZooError("no layouts given: the selection holds no models")
         self.buffers = bool(buffers)
         self.layouts: list[Layout] = []
-        self.structure: Structure = structure_of(layouts[0].arch)
+        if not layouts[0].arch:
+            raise ZooError("layout has no architecture spec; cannot derive its neuron graph")
+        self._specs: dict[int, PermutationSpec] = {0: spec_for_layout(layouts[0])}
+        self.graph: NeuronGraph = self._specs[0].graph
         self._names = [e.name for e in _float_entries(layouts[0], self.buffers)]
         self._kinds = {e.name: e.kind for e in _float_entries(layouts[0], self.buffers)}
         shapes: dict[str, list[int]] = {}
@@ -54,6 +70,7 @@ class WeightSpace:
         self.slots: tuple[Entry, ...] = tuple(slots)
         self.size = off
         self._slot = {s.name: s for s in self.slots}
+        self.node_norms = _node_norms(self.graph, set(self._slot))  # per node set: BatchNorm field -> tensor
         self.unit_sizes: list[list[int]] = []  # per layout: size of every node set
         self._gather: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._masks: list[torch.Tensor] = []
@@ -68,8 +85,8 @@ class WeightSpace:
                            f"{sorted(set(names) ^ set(self._names))[:4]}); select one with data.query=...")
 
     def _sizes_from_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> list[int]:
-        sizes = [-1] * len(self.structure.nodesets)
-        for layer in self.structure.layers:
+        sizes = [-1] * len(self.graph.nodesets)
+        for layer in self.graph.layers:
             w = shapes[layer.weight]
             for idx, val in ((layer.dst, w[0]), (layer.src, w[1])):
                 if sizes[idx] not in (-1, val):
@@ -101,6 +118,12 @@ class WeightSpace:
         self._masks.append(mask)
         self._mask_table = torch.stack(self._masks)
         return len(self.layouts) - 1
+
+    def spec(self, layout_index: int) -> PermutationSpec:
+        """zoo.rebasin's permutation spec of layout ``layout_index`` (its real, unpadded tensors), traced once."""
+        if layout_index not in self._specs:
+            self._specs[layout_index] = spec_for_layout(self.layouts[layout_index])
+        return self._specs[layout_index]
 
     def layout_of_state_dict(self, state: Mapping[str, torch.Tensor]) -> Layout:
         """A Layout for a plain state dict, with names/shapes/dtypes from its tensors (arch of this space)."""

@@ -1,6 +1,7 @@
 """Graph metanetwork: a network as a graph of neurons, encoded by message passing on torch-geometric.
 
-Nodes: one per neuron (input feature/channel, hidden unit/channel, output); node features are its bias
+The graph is zoo.rebasin's traced neuron graph (``WeightSpace.graph``), the one that also defines the
+permutation groups. Nodes: one per neuron (input feature/channel, hidden unit/channel, output); node features are its bias
 and, for conv channels, its BatchNorm weight, bias, running mean and running variance. Edges: one per
 weight, directed input -> output, the conv kernel being the edge's feature vector; residual skips are
 edges of their own type. Learned position embeddings: each input and output neuron has its own (they
@@ -20,8 +21,9 @@ from torch import nn
 from torch_geometric.nn.aggr import DegreeScalerAggregation
 from torch_geometric.utils import degree
 
+from zoo.rebasin.graph import BN_FIELDS
+
 from ..space import WeightSpace
-from ..structure import BN_FIELDS
 from .base import WeightEncoder, mlp
 
 NODE_FEATURES = 1 + len(BN_FIELDS)
@@ -48,7 +50,7 @@ def _kernel_numel(k: tuple[int, ...]) -> int:
 
 def build_template(space: WeightSpace, layout_index: int) -> _Template:
     """Graph of layout ``layout_index``: its real units only, features gathered from the padded vector."""
-    st = space.structure
+    st = space.graph
     sizes = space.unit_sizes[layout_index]
     maxes = space.max_sizes()
     sentinel = space.size
@@ -73,8 +75,6 @@ def build_template(space: WeightSpace, layout_index: int) -> _Template:
         rows = start[layer.dst] + units
         if layer.bias:
             node_pos[rows, 0] = space.slot(layer.bias).offset + units
-        for field, name in layer.norm:
-            node_pos[rows, 1 + BN_FIELDS.index(field)] = space.slot(name).offset + units
         slot = space.slot(layer.weight)
         kk = _kernel_numel(layer.kernel)
         o, i = torch.meshgrid(units, torch.arange(so), indexing="ij")
@@ -86,6 +86,10 @@ def build_template(space: WeightSpace, layout_index: int) -> _Template:
         dst_l.append(start[layer.dst] + o)
         pos_l.append(pos)
         type_l.append(torch.full((len(o),), li))
+    for i, norm in enumerate(space.node_norms):
+        units = torch.arange(sizes[i])
+        for field, name in norm.items():
+            node_pos[start[i] + units, 1 + BN_FIELDS.index(field)] = space.slot(name).offset + units
     for si, (a, b) in enumerate(st.skips):
         u = torch.arange(sizes[a])
         src_l.append(start[a] + u)
@@ -144,7 +148,7 @@ class GraphEncoder(WeightEncoder):
     def __init__(self, space: WeightSpace, out_dim: int, hidden: int = 16, layers: int = 2, dropout: float = 0.0,
                  aggregators: Sequence[str] = ("mean", "max"), scalers: Sequence[str] = ("identity", "amplification")):
         super().__init__(space, out_dim)
-        st = space.structure
+        st = space.graph
         maxes = space.max_sizes()
         n_hidden = sum(ns.role == "hidden" for ns in st.nodesets)
         n_out = maxes[[i for i, ns in enumerate(st.nodesets) if ns.role == "output"][0]]

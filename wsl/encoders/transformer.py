@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from zoo.rebasin.graph import BN_FIELDS
+
 from ..space import WeightSpace
-from ..structure import BN_FIELDS
 from .base import WeightEncoder, mlp
 
 
@@ -20,7 +21,7 @@ class NeuronTransformer(WeightEncoder):
     def __init__(self, space: WeightSpace, out_dim: int, d_model: int = 64, layers: int = 2, heads: int = 4,
                  dropout: float = 0.0):
         super().__init__(space, out_dim)
-        st = space.structure
+        st = space.graph
         self.proj = nn.ModuleList()
         for layer in st.layers:
             slot = space.slot(layer.weight)
@@ -41,12 +42,12 @@ class NeuronTransformer(WeightEncoder):
         n = w.shape[0]
         sizes = self.space.sizes_tensor().to(w.device)[layout]
         toks, pads = [], []
-        for li, layer in enumerate(self.space.structure.layers):
+        for li, layer in enumerate(self.space.graph.layers):
             wt = self.space.view(w, layer.weight)
             o = wt.shape[1]
             parts = [wt.reshape(n, o, -1)]
             parts.append(self.space.view(w, layer.bias)[..., None] if layer.bias else w.new_zeros(n, o, 1))
-            norm = dict(layer.norm)
+            norm = self.space.node_norms[layer.dst]
             for f in BN_FIELDS:
                 parts.append(self.space.view(w, norm[f])[..., None] if f in norm else w.new_zeros(n, o, 1))
             units = torch.arange(o, device=w.device)

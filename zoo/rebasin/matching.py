@@ -214,14 +214,37 @@ def match_population(spec: PermutationSpec, reference: Mapping[str, torch.Tensor
     spec.check_state(states, batched=True, what="models")
     check_finite(reference, "reference")
     check_finite(states, "models", batched=True)
-    n = next(iter(states.values())).shape[0]
     ref = {k: v.unsqueeze(0) for k, v in _matched(spec, reference).items()}
+    return _match_stack(spec, ref, states, seed, max_iter, restarts, chunk_size, workers)
+
+
+def match_pairs(spec: PermutationSpec, references: Mapping[str, torch.Tensor], states: Mapping[str, torch.Tensor],
+                *, seed: int = 0, max_iter: int = 100, restarts: int = 0, chunk_size: int = 256,
+                workers: int | None = None) -> MatchResult:
+    """Match model i of a stack to reference i of another stack (both ``[n, *shape]``), batched like
+    ``match_population`` (one batched GEMM per group and pass); e.g. to align MixUp partners pairwise."""
+    spec.check_state(references, batched=True, what="references")
+    spec.check_state(states, batched=True, what="models")
+    n_ref, n = (next(iter(x.values())).shape[0] for x in (references, states))
+    if n_ref != n:
+        raise ZooError(f"match_pairs needs one reference per model, got {n_ref} references for {n} models")
+    check_finite(references, "references", batched=True)
+    check_finite(states, "models", batched=True)
+    return _match_stack(spec, _matched(spec, references), states, seed, max_iter, restarts, chunk_size, workers)
+
+
+def _match_stack(spec: PermutationSpec, ref: dict[str, torch.Tensor], states: Mapping[str, torch.Tensor], seed: int,
+                 max_iter: int, restarts: int, chunk_size: int, workers: int | None) -> MatchResult:
+    """Match a stack in chunks to ``ref`` (matched params ``[1, ...]`` for all, or ``[n, ...]`` one per model)."""
+    n = next(iter(states.values())).shape[0]
     results = []
     workers = torch.get_num_threads() if workers is None else int(workers)
     with ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
         for lo in range(0, n, chunk_size):
             chunk = {k: v[lo:lo + chunk_size] for k, v in states.items()}
-            results.append(_match_chunk(spec, ref, chunk, seed, max_iter, restarts, pool))
+            single = all(v.shape[0] == 1 for v in ref.values())
+            sref = ref if single else {k: v[lo:lo + chunk_size] for k, v in ref.items()}
+            results.append(_match_chunk(spec, sref, chunk, seed, max_iter, restarts, pool))
     if len(results) == 1:
         return results[0]
     width = max(r.history.shape[0] for r in results)
@@ -375,4 +398,4 @@ def merge_many(spec: PermutationSpec, states: Mapping[str, torch.Tensor], *, see
     return perms, merged, history
 
 
-__all__ = ["MatchResult", "match_population", "weight_matching", "merge_many", "check_finite"]
+__all__ = ["MatchResult", "match_population", "match_pairs", "weight_matching", "merge_many", "check_finite"]

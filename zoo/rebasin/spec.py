@@ -4,8 +4,10 @@ The forward pass is traced with ``torch.fx``; every tensor flowing through the g
 permutation group of its channel axis. Linear/Conv layers read their input group on the weight's
 ``in`` axis and start a new group on the ``out`` axis; BatchNorm, activations and pooling keep the
 group; a residual ``+`` merges the groups of its operands (union-find), so a residual stream shares
-one permutation through stem, blocks and classifier input. The network's input and output are fixed,
-so the first layer's input axis and the last layer's output axis are never permuted.
+one permutation from the first layer through every block to the classifier input. The network's input
+and output are fixed, so the first layer's input axis and the last layer's output axis are never permuted.
+The same pass records the neuron graph (``graph.NeuronGraph``: which tensor maps which node set to which,
+BatchNorms, residual skips) that weight-space models read, so both share one source of truth.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import ZooError
+from .graph import BN_FIELDS, NeuronGraph, NeuronLayer, NodeSet, Norm
 
 FIXED = 0  # group id of axes that are never permuted (network input and output)
 
@@ -47,12 +50,14 @@ class PermutationSpec:
 
     ``sizes``: group name -> number of units. ``axes``: tensor name -> per-axis group names.
     ``matched``: names of trainable parameters (the weight-matching objective; buffers are only permuted).
+    ``graph``: the neuron graph traced with it (None for a spec built by hand).
     """
 
     sizes: dict[str, int]
     axes: dict[str, tuple[str | None, ...]]
     matched: tuple[str, ...]
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    graph: NeuronGraph | None = None
 
     @property
     def groups(self) -> list[str]:
@@ -109,6 +114,64 @@ class _UnionFind:
         return lo
 
 
+class _GraphRecorder:
+    """Follows which node set each traced value's channel axis holds, and records the neuron graph."""
+
+    def __init__(self) -> None:
+        self.of: dict[str, int] = {}  # fx node name -> node set index
+        self.sets: list[list] = []  # [name, size, group id] per node set (size -1 until a layer reads it)
+        self.inputs: set[int] = set()
+        self.outputs: set[int] = set()
+        self.layers: list[NeuronLayer] = []
+        self.norms: list[Norm] = []
+        self.skips: list[tuple[int, int]] = []
+        self.calls: dict[str, int] = {}
+
+    def input(self, node: str) -> None:
+        self.sets.append(["input" if not self.inputs else node, -1, FIXED])
+        self.of[node] = len(self.sets) - 1
+        self.inputs.add(len(self.sets) - 1)
+
+    def keep(self, node: str, src: str) -> None:
+        self.of[node] = self.of[src]
+
+    def layer(self, node: str, src: str, path: str, m: nn.Module, group: int) -> None:
+        s = self.of[src]
+        if self.sets[s][1] < 0:
+            self.sets[s][1] = int(m.weight.shape[1])
+        k = self.calls[path] = self.calls.get(path, 0) + 1
+        self.of[node] = len(self.sets)
+        self.sets.append([path if k == 1 else f"{path}#{k}", int(m.weight.shape[0]), group])
+        bias = f"{path}.bias" if m.bias is not None else None
+        self.layers.append(NeuronLayer(f"{path}.weight", bias, s, self.of[node], tuple(m.weight.shape[2:])))
+
+    def norm(self, node: str, src: str, path: str, m: nn.Module) -> None:
+        self.of[node] = self.of[src]
+        fields = tuple((f, f"{path}.{f}") for f in BN_FIELDS if getattr(m, f, None) is not None)
+        if fields:
+            self.norms.append(Norm(self.of[src], fields))
+
+    def add(self, node: str, operands: list[str]) -> None:
+        """A residual ``+``: the sum lives in the latest operand's node set; the others join it by skips."""
+        sets = list(dict.fromkeys(self.of[o] for o in operands))
+        dst = max(sets)
+        self.of[node] = dst
+        self.skips += [(s, dst) for s in sets if s != dst]
+
+    def build(self, group_name) -> NeuronGraph:
+        """The graph, with group ids resolved to names by ``group_name`` (None = fixed units)."""
+        for name, size, _ in self.sets:
+            if size < 0:
+                raise ZooError(f"no Linear/Conv layer reads {name!r}; cannot derive its neuron graph")
+        for a, b in self.skips:
+            if self.sets[a][1] != self.sets[b][1]:
+                raise ZooError(f"a residual joins {self.sets[a][0]!r} and {self.sets[b][0]!r} of different sizes")
+        roles = ["input" if i in self.inputs else "output" if i in self.outputs else "hidden"
+                 for i in range(len(self.sets))]
+        nodesets = tuple(NodeSet(name, size, role, group_name(g)) for (name, size, g), role in zip(self.sets, roles))
+        return NeuronGraph(nodesets, tuple(self.layers), tuple(self.norms), tuple(self.skips))
+
+
 def _example_input(module: nn.Module) -> torch.Tensor:
     for m in module.modules():
         if isinstance(m, nn.Linear):
@@ -142,6 +205,7 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
     val: dict[str, int] = {}  # fx node name -> group of its channel axis
     axes: dict[str, list[int | None]] = {}
     out_group: dict[str, int] = {}  # module target -> group of its output (shared when a module is reused)
+    rec = _GraphRecorder()
 
     def shape(node) -> tuple[int, ...]:
         meta = node.meta.get("tensor_meta")
@@ -181,11 +245,13 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
     for node in gm.graph.nodes:
         if node.op == "placeholder":
             val[node.name] = FIXED
+            rec.input(node.name)
         elif node.op == "output":
             outs = node.args[0] if isinstance(node.args[0], (tuple, list)) else (node.args[0],)
             for o in outs:
                 if isinstance(o, torch.fx.Node):
                     uf.union(val[o.name], FIXED, "output")
+                    rec.outputs.add(rec.of[o.name])
         elif node.op == "call_module":
             m = gm.get_submodule(node.target)
             src = node.args[0]
@@ -207,17 +273,21 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
                 if m.bias is not None:
                     assign(f"{p}.bias", 0, g_out, 1, p)
                 val[node.name] = g_out
+                rec.layer(node.name, src.name, p, m, g_out)
             elif isinstance(m, _NORMS):
-                for t in ("weight", "bias", "running_mean", "running_var"):
+                for t in BN_FIELDS:
                     if getattr(m, t, None) is not None:
                         assign(f"{p}.{t}", 0, g_in, 1, p)
                 if getattr(m, "num_batches_tracked", None) is not None:
                     axes.setdefault(f"{p}.num_batches_tracked", [])
                 val[node.name] = g_in
+                rec.norm(node.name, src.name, p, m)
             elif isinstance(m, _ELEMENTWISE + _POOLS):
                 val[node.name] = g_in
+                rec.keep(node.name, src.name)
             elif isinstance(m, nn.Flatten):
                 val[node.name] = flatten(node, src, m.start_dim)
+                rec.keep(node.name, src.name)
             else:
                 raise ZooError(f"unsupported layer {p!r} of type {type(m).__name__}: no permutation rule for it")
         elif node.op in ("call_function", "call_method"):
@@ -232,13 +302,17 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
                 for other in tensors[1:]:
                     g = uf.union(g, val[other.name], f"residual {node.name!r}")
                 val[node.name] = g
+                rec.add(node.name, [a.name for a in tensors])
             elif t in _ELEMENTWISE_FUNCS or t in _ELEMENTWISE_METHODS:
                 val[node.name] = val[tensors[0].name]
+                rec.keep(node.name, tensors[0].name)
             elif t is torch.flatten or t == "flatten":
                 start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
                 val[node.name] = flatten(node, tensors[0], start)
+                rec.keep(node.name, tensors[0].name)
             elif t in ("view", "reshape", torch.reshape, "mean", torch.mean, "squeeze", torch.squeeze):
                 val[node.name] = keeps_channels(node, tensors[0])
+                rec.keep(node.name, tensors[0].name)
             else:
                 name = getattr(t, "__name__", str(t))
                 raise ZooError(f"unsupported operation {name!r} (node {node.name!r}): no permutation rule for it")
@@ -268,7 +342,8 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
     params = {n for n, _ in module.named_parameters()}
     matched = tuple(k for k in state if k in params)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
-    return PermutationSpec(sizes, out_axes, matched, shapes)
+    graph = rec.build(lambda g: None if uf.find(g) == FIXED else names[uf.find(g)])
+    return PermutationSpec(sizes, out_axes, matched, shapes, graph)
 
 
 def spec_for_layout(layout) -> PermutationSpec:
