@@ -28,8 +28,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from zoo.arch import arch_spec, build_model  # noqa: E402
 from zoo.rebasin import match_population, merge_many, permutation_spec, permute_state, permute_states  # noqa: E402
 from zoo.rebasin import weight_matching  # noqa: E402
-from zoo.rebasin.report import (batched_l2, l2_distance, loss_barrier, recompute_bn_stats,  # noqa: E402
-                                top_singular_agreement)
+from zoo.rebasin.report import batched_l2, l2_distance, loss_barrier, top_singular_agreement  # noqa: E402
+from zoo.evaluate import evaluate  # noqa: E402
+from zoo.layout import layout_of  # noqa: E402
 from zoo.datasets import load_dataset  # noqa: E402
 
 
@@ -61,14 +62,13 @@ def quality(name: str, spec: dict, task, seeds: int, epochs: int, steps: int) ->
     states = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in models]
     pspec = permutation_spec(models[0])
     ref = states[0]
-    template = build_model(spec)
-    X, y = task.X_train, task.y_train
+    layout = layout_of(models[0], spec)
     rows = []
     for s in range(1, seeds):
         r = weight_matching(pspec, ref, states[s], seed=0)
         al = permute_state(pspec, states[s], r.perms)
-        b0 = loss_barrier(template, ref, states[s], X, y, steps=steps)
-        b1 = loss_barrier(template, ref, al, X, y, steps=steps)
+        b0 = loss_barrier(layout, ref, states[s], task, steps=steps)
+        b1 = loss_barrier(layout, ref, al, task, steps=steps)
         r3 = weight_matching(pspec, ref, states[s], seed=0, restarts=3)
         rows.append({"seed": s, "l2_before": l2_distance(ref, states[s], pspec.matched),
                      "l2_after": l2_distance(ref, al, pspec.matched),
@@ -83,10 +83,8 @@ def quality(name: str, spec: dict, task, seeds: int, epochs: int, steps: int) ->
     _, merged, hist = merge_many(pspec, stacked, seed=0)
     naive = {k: v.float().mean(0).to(v.dtype) if v.is_floating_point() else v[0] for k, v in stacked.items()}
     accs = {}
-    for label, st in (("naive_average", naive), ("merge_many", merged)):
-        template.load_state_dict(st)
-        recompute_bn_stats(template, X)
-        accs[label] = accuracy(template, task.X_test, task.y_test)
+    for label, st in (("naive_average", naive), ("merge_many", merged)):  # BN statistics from training data
+        accs[label] = float(evaluate(layout, layout.flatten(st)[None], task, "test", recalibrate_bn=True)["acc"][0])
     accs["endpoints_mean"] = float(np.mean([accuracy(m, task.X_test, task.y_test) for m in models]))
     out = {"name": name, "arch": spec, "seeds": seeds, "epochs": epochs, "pairs": rows, "mean": mean,
            "merge": {**accs, "spread_rounds": [float(h) for h in hist]}}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import itertools
 
@@ -11,12 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import zoo
 from zoo.arch import arch_spec, build_model
 from zoo.errors import ZooError
 from zoo.rebasin import (identity_perms, invert_perms, match_population, merge_many, permutation_spec,
                          permute_state, permute_states, random_perms, weight_matching)
-from zoo.rebasin.report import l2_distance, loss_barrier, recompute_bn_stats, top_singular_agreement
+from zoo.rebasin.report import l2_distance, loss_barrier, top_singular_agreement
 from zoo.datasets import load_dataset
+from zoo.layout import layout_of
 
 ARCHS = {
     "mlp": ("digits", dict(name="mlp", width=16, depth=2)),
@@ -205,22 +208,25 @@ def test_alignment_lowers_distance_barrier_and_raises_singular_agreement():
     assert l2_distance(states[0], aligned, spec.matched) < l2_distance(states[0], states[1], spec.matched)
     assert top_singular_agreement(states[0], aligned, spec.matched) > \
         top_singular_agreement(states[0], states[1], spec.matched)
-    before = loss_barrier(m, states[0], states[1], task.X_train, task.y_train)["barrier"]
-    after = loss_barrier(m, states[0], aligned, task.X_train, task.y_train)["barrier"]
+    lay = layout_of(m, spec_d)
+    before = loss_barrier(lay, states[0], states[1], task)["barrier"]
+    after = loss_barrier(lay, states[0], aligned, task)["barrier"]
     assert after < before
-    same = loss_barrier(m, states[0], states[0], task.X_train, task.y_train)["barrier"]
+    same = loss_barrier(lay, states[0], states[0], task)["barrier"]
     assert abs(same) < 1e-6
 
 
-def test_recompute_bn_stats_matches_data_statistics():
+def test_recalibrated_bn_stats_match_data_statistics():
     model, task = trained("cnn-bn", 0)
     X = task.X_train[:300]
-    recompute_bn_stats(model, X, batch_size=100)
+    lay = layout_of(model, arch_spec(input_shape=task.input_shape, num_outputs=task.num_outputs, **ARCHS["cnn-bn"][1]))
+    w = zoo.recalibrate_bn(lay, lay.flatten(model.state_dict())[None], dataclasses.replace(task, X_train=X),
+                           batch_size=100)
+    model.load_state_dict(lay.unflatten(w[0]))
     bn = model.features[1]
     with torch.no_grad():
         h = model.features[0](X)
     torch.testing.assert_close(bn.running_mean, h.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
-    assert not model.training
 
 
 def test_merge_many_recovers_permuted_copies_and_never_increases_spread():

@@ -13,7 +13,7 @@ weights need.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -73,15 +73,27 @@ def split_metrics(forward: Callable[[torch.Tensor], torch.Tensor], X: torch.Tens
     chunks of ``chunk``, so the chunking changes nothing but float noise. A model with a non-finite output
     gets NaN accuracy (its argmax means nothing).
     """
+    if len(X) != len(y):
+        raise ZooError(f"{len(X)} inputs but {len(y)} targets")
+    return _reduce(((forward(X[i:i + chunk]), y[i:i + chunk]) for i in range(0, len(X), chunk)), y, kind)
+
+
+def output_metrics(out: torch.Tensor, y: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
+    """Metrics [n] of outputs already computed (``predict``'s [n, N, K]) against targets y [N, ...]: the
+    same reduction as ``evaluate``, for callers that also need the outputs (e.g. CKA) and run one forward."""
+    if out.shape[1] != len(y):
+        raise ZooError(f"outputs for {out.shape[1]} samples but {len(y)} targets")
+    return _reduce([(out, y)], y, kind)
+
+
+def _reduce(parts: Iterable[tuple[torch.Tensor, torch.Tensor]], y: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
+    """Accumulate (outputs [m, b, K], targets [b, ...]) chunks into per-model loss and acc / r2 (float64)."""
     if kind not in ("classification", "regression"):
         raise ZooError(f"unknown dataset kind {kind!r}; expected 'classification' or 'regression'")
-    n = len(X)
-    if n == 0:
+    if len(y) == 0:
         raise ZooError("cannot evaluate on an empty split")
     total = correct = finite = None
-    for i in range(0, n, chunk):
-        out = forward(X[i:i + chunk])  # [m, b, K]
-        yb = y[i:i + chunk]
+    for out, yb in parts:
         m = out.shape[0]
         if kind == "classification":
             # classes on dim 1 ([m, K, b]): the trainer's loss layout, ~5x faster than [m*b, K] for small K
@@ -93,6 +105,7 @@ def split_metrics(forward: Callable[[torch.Tensor], torch.Tensor], X: torch.Tens
         ok = torch.isfinite(out).flatten(1).all(1)
         total = part if total is None else total + part
         finite = ok if finite is None else finite & ok
+    n = len(y)
     if kind == "classification":
         acc = correct.double() / n
         return {"loss": total / n, "acc": torch.where(finite, acc, torch.full_like(acc, float("nan")))}

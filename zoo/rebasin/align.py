@@ -17,6 +17,7 @@ Rules (also printed by ``zoo align --help``):
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -27,7 +28,7 @@ import torch
 from ..errors import ZooError
 from .apply import permute_flat
 from .matching import MatchResult, match_population
-from .report import batched_l2, batched_singular_agreement, loss_barrier
+from .report import batched_l2, batched_singular_agreement, loss_barriers
 from .spec import spec_for_layout
 
 MAX_EVAL_SAMPLES = 2048  # training samples used for barrier losses and BN statistics
@@ -130,7 +131,8 @@ def _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restart
         if candidates and pairs > 0 else set()
     gen = torch.Generator().manual_seed(seed)
     sel = torch.randperm(len(data.X_train), generator=gen)[:MAX_EVAL_SAMPLES]
-    eval_data = (data.X_train[sel], data.y_train[sel], data.kind, steps)
+    # barriers are training losses on a fixed training subset, which also recalibrates BatchNorm
+    eval_data = (dataclasses.replace(data, X_train=data.X_train[sel], y_train=data.y_train[sel]), steps)
     tables = []
     for lo in range(0, len(ids), CHUNK_MODELS):
         part = list(range(lo, min(lo + CHUNK_MODELS, len(ids))))
@@ -210,9 +212,10 @@ def _report(spec, layout, ids, c, W, out, R, last, passes, sample, data) -> pd.D
         table.loc[ok, "l2_after"] = batched_l2(ref, after, spec.matched)
         table.loc[ok, "svd_before"] = batched_singular_agreement(ref, before, spec.matched)
         table.loc[ok, "svd_after"] = batched_singular_agreement(ref, after, spec.matched)
-    X, y, kind, steps = data
-    module = layout.build()
-    for i in sample:
-        for col, flat in (("barrier_before", W[i, c]), ("barrier_after", out[i, c])):
-            table.loc[i, col] = loss_barrier(module, ref, layout.unflatten(flat), X, y, kind, steps)["barrier"]
+    dataset, steps = data
+    if sample:  # every sampled model before and after alignment: one batched evaluation of all paths
+        ends = torch.cat([W[sample, c], out[sample, c]])
+        barrier = loss_barriers(layout, R[c].expand_as(ends), ends, dataset, steps)["barrier"].numpy()
+        table.loc[sample, "barrier_before"] = barrier[:len(sample)]
+        table.loc[sample, "barrier_after"] = barrier[len(sample):]
     return table

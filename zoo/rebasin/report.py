@@ -1,17 +1,17 @@
-"""Alignment quality: L2 distance, linear-path loss barrier (BatchNorm statistics recomputed) and
-agreement of top singular vectors, computed before and after permuting a model onto a reference."""
+"""Alignment quality: L2 distance, linear-path loss barrier (BatchNorm statistics recomputed on the
+training split, via ``zoo.evaluate``) and agreement of top singular vectors, computed before and after
+permuting a model onto a reference."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
+from ..datasets import Dataset
 from ..errors import ZooError
-
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+from ..evaluate import evaluate
+from ..layout import Layout
 
 
 def l2_distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], names: Sequence[str]) -> float:
@@ -37,72 +37,42 @@ def top_singular_agreement(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.
     return float(np.mean(scores))
 
 
-def has_batchnorm(module: nn.Module) -> bool:
-    return any(isinstance(m, _BN) for m in module.modules())
+def _flat(layout: Layout, w: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """A state dict or a flat vector ``[P]`` of ``layout`` as float32 ``[P]``."""
+    return layout.flatten(w) if isinstance(w, Mapping) else w.to(torch.float32)
 
 
-@torch.no_grad()
-def recompute_bn_stats(module: nn.Module, X: torch.Tensor, batch_size: int = 256) -> nn.Module:
-    """Reset every BatchNorm's running statistics and re-estimate them (cumulative average) on ``X``.
+def loss_barriers(layout: Layout, a: torch.Tensor, b: torch.Tensor, dataset: Dataset, steps: int = 11,
+                  split: str = "train") -> dict[str, torch.Tensor]:
+    """Loss barriers of m straight paths at once: flat endpoints ``a, b [m, P]`` -> barrier ``[m]``, t_max ``[m]``,
+    losses ``[m, steps]`` (and ts ``[steps]``).
 
-    Needed after averaging or interpolating BN nets: their stored statistics belong to the endpoints,
-    not to the new weights. Leaves the module in eval mode."""
-    bns = [m for m in module.modules() if isinstance(m, _BN)]
-    if not bns:
-        return module.eval()
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average: exact mean over the batches seen
-    module.train()
-    for i in range(0, len(X), batch_size):
-        module(X[i:i + batch_size])
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
-    return module.eval()
-
-
-@torch.no_grad()
-def evaluate_loss(module: nn.Module, X: torch.Tensor, y: torch.Tensor, kind: str = "classification",
-                  batch_size: int = 1024) -> float:
-    """Mean loss of ``module`` (eval mode): cross-entropy for classification, MSE for regression."""
-    module.eval()
-    total = 0.0
-    for i in range(0, len(X), batch_size):
-        out = module(X[i:i + batch_size])
-        yy = y[i:i + batch_size]
-        loss = F.cross_entropy(out, yy, reduction="sum") if kind == "classification" else \
-            F.mse_loss(out, yy.reshape(out.shape), reduction="sum") / max(out.shape[1], 1)
-        total += float(loss)
-    return total / len(X)
-
-
-def interpolate(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], t: float) -> dict[str, torch.Tensor]:
-    """``(1 - t) a + t b`` for floating tensors; integer buffers (num_batches_tracked) are taken from ``a``."""
-    return {k: (1 - t) * a[k] + t * b[k] if a[k].is_floating_point() else a[k].clone() for k in a}
-
-
-def loss_barrier(module: nn.Module, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor],
-                 X: torch.Tensor, y: torch.Tensor, kind: str = "classification", steps: int = 11,
-                 bn_data: torch.Tensor | None = None) -> dict:
-    """Loss on the straight line between two nets, minus the line between the endpoint losses; its maximum
-    over ``t`` in ``linspace(0, 1, steps)`` is the barrier. ``module`` is a template of the architecture
-    (its weights are overwritten). BN nets get their statistics recomputed on ``bn_data`` (default ``X``)
-    at every ``t``, endpoints included, so all points are measured the same way."""
+    The loss on the line minus the chord between the endpoint losses, maximized over ``t`` in
+    ``linspace(0, 1, steps)``. All m * steps nets go through one ``zoo.evaluate`` on ``split`` (the
+    training loss by default); BatchNorm nets get their statistics recomputed on the training split at
+    every ``t``, endpoints included, so all points are measured the same way.
+    """
     if steps < 3:
         raise ZooError(f"a loss barrier needs at least 3 points on the path, got steps={steps}")
-    bn = has_batchnorm(module)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ZooError(f"endpoints must both be [m, P], got {tuple(a.shape)} and {tuple(b.shape)}")
     ts = np.linspace(0.0, 1.0, steps)
-    losses = []
-    for t in ts:
-        module.load_state_dict(interpolate(a, b, float(t)))
-        if bn:
-            recompute_bn_stats(module, X if bn_data is None else bn_data)
-        losses.append(evaluate_loss(module, X, y, kind))
-    losses = np.array(losses)
-    excess = losses - ((1 - ts) * losses[0] + ts * losses[-1])
-    return {"barrier": float(excess.max()), "t_max": float(ts[int(excess.argmax())]), "losses": losses.tolist(),
-            "ts": ts.tolist()}
+    a, b = a.to(torch.float32), b.to(torch.float32)
+    path = torch.stack([(1 - float(t)) * a + float(t) * b for t in ts], dim=1)  # [m, steps, P]
+    losses = evaluate(layout, path.reshape(-1, a.shape[1]), dataset, split, recalibrate_bn=True)["loss"]
+    losses = losses.view(a.shape[0], steps)
+    t = torch.from_numpy(ts)
+    excess = losses - ((1 - t) * losses[:, :1] + t * losses[:, -1:])
+    return {"barrier": excess.max(1).values, "t_max": t[excess.argmax(1)], "losses": losses, "ts": t}
+
+
+def loss_barrier(layout: Layout, a: torch.Tensor | Mapping[str, torch.Tensor], b: torch.Tensor | Mapping[str, torch.Tensor],
+                 dataset: Dataset, steps: int = 11, split: str = "train") -> dict:
+    """``loss_barriers`` of one pair (state dicts or flat ``[P]`` vectors): barrier, t_max, losses and ts as
+    Python numbers and lists."""
+    r = loss_barriers(layout, _flat(layout, a)[None], _flat(layout, b)[None], dataset, steps, split)
+    return {"barrier": float(r["barrier"][0]), "t_max": float(r["t_max"][0]), "losses": r["losses"][0].tolist(),
+            "ts": r["ts"].tolist()}
 
 
 def batched_l2(ref: Mapping[str, torch.Tensor], states: Mapping[str, torch.Tensor], names: Sequence[str]) -> np.ndarray:
