@@ -1,7 +1,8 @@
 """Landscape metrics for a whole zoo: one row per model, cell metrics repeated on each member, phases.
 
-Models of one layout are evaluated as stacked populations (``vmap`` over ``functional_call``): loss and
-accuracy, Hessian trace and top eigenvalue at the analysis checkpoint; seed pairs of one grid cell are
+Models of one layout are evaluated as stacked populations: loss and accuracy with ``zoo.evaluate`` /
+``zoo.predict`` (the test outputs also feed CKA), Hessian trace and top eigenvalue (``vmap`` over
+``functional_call``) at the analysis checkpoint; seed pairs of one grid cell are
 connected by Bezier curves, fitted together as one population of control points.
 """
 from __future__ import annotations
@@ -18,10 +19,11 @@ import torch
 from omegaconf import OmegaConf
 
 from ..errors import ZooError
+from ..evaluate import evaluate, output_metrics, predict
 from .cka import linear_cka
 from .connectivity import mode_connectivity
 from ..memory import retain_freed_memory
-from .functional import FunctionalNet, evaluate, task_loss
+from .functional import FunctionalNet, task_loss
 from .hessian import batched_hvp, hutchinson_trace, top_eigenvalue
 from .phases import NOT_CELL, Cutoffs, label_models
 
@@ -138,13 +140,15 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
         ids_all = group["model_id"].astype(int).tolist()
         _log(progress, f"layout {key}: {len(ids_all)} models, {net.num_params} parameters")
         for ids in _chunks(ids_all, int(cfg["chunk"])):
-            theta, bufs = net.split(zoo.weights(ids, checkpoint=int(cfg["checkpoint"])))
+            weights = zoo.weights(ids, checkpoint=int(cfg["checkpoint"]))
+            theta, bufs = net.split(weights)
             t0 = time.perf_counter()
-            tr_loss, tr_acc = evaluate(net, theta, bufs, dataset.X_train, dataset.y_train, kind)
-            out = net.batched_forward(theta, bufs, dataset.X_test)
-            te_loss = torch.stack([crit(o, dataset.y_test) for o in out])
-            te_acc = (out.argmax(-1) == dataset.y_test).float().mean(1) if kind == "classification" else \
-                evaluate(net, theta, bufs, dataset.X_test, dataset.y_test, kind)[1]
+            train = evaluate(layout, weights, dataset, "train")
+            out = predict(layout, weights, dataset.X_test)  # [n, N, K]: test metrics and CKA from one forward
+            test = output_metrics(out, dataset.y_test, kind)
+            # the landscape table keeps one score column per split: accuracy, or R^2 for regression zoos
+            score = "acc" if kind == "classification" else "r2"
+            tr_loss, tr_acc, te_loss, te_acc = train["loss"], train[score], test["loss"], test[score]
             t1 = time.perf_counter()
             g = torch.Generator().manual_seed(seed + 1)
             trace = hutchinson_trace(hvp, theta, (bufs, x_a, y_a), int(cfg["probes"]), g, chunk=int(cfg["probe_chunk"]))

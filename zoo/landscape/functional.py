@@ -4,6 +4,7 @@ Landscape metrics differentiate the loss with respect to the trainable parameter
 (BatchNorm running statistics) are held fixed, and with the module in eval mode the loss is a function of
 the weights alone. ``FunctionalNet`` maps the store's flat layout vectors ``[n, P]`` to the parameter part
 ``[n, Pp]`` plus stacked buffers, and runs the module with ``torch.func.functional_call`` under ``vmap``.
+Plain evaluation (loss and accuracy without derivatives) is ``zoo.evaluate``'s job, not this module's.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Callable, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, replace_all_batch_norm_modules_, vmap
+from torch.func import functional_call, replace_all_batch_norm_modules_
 
 from ..errors import ZooError
 from ..layout import Layout
@@ -114,25 +115,3 @@ class FunctionalNet:
             return crit(self.forward(theta, buffers, x), y)
 
         return loss
-
-    def batched_forward(self, theta: torch.Tensor, buffers: Mapping[str, torch.Tensor], x: torch.Tensor,
-                        chunk: int = 2048) -> torch.Tensor:
-        """Outputs ``[n, N, k]`` of a population ``theta [n, Pp]`` on shared inputs ``x [N, ...]``."""
-        f = vmap(self.forward, in_dims=(0, 0, None))
-        with torch.no_grad():
-            return torch.cat([f(theta, dict(buffers), x[i:i + chunk]) for i in range(0, len(x), chunk)], dim=1)
-
-
-def evaluate(net: FunctionalNet, theta: torch.Tensor, buffers: Mapping[str, torch.Tensor], x: torch.Tensor,
-             y: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss ``[n]``, accuracy ``[n]``) of a population; for regression the accuracy slot holds R^2."""
-    out = net.batched_forward(theta, buffers, x)
-    n = out.shape[0]
-    if kind == "classification":
-        loss = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.repeat(n), reduction="none").view(n, -1).mean(1)
-        acc = (out.argmax(-1) == y).float().mean(1)
-        return loss, acc
-    yy = y.reshape(1, len(y), -1).expand_as(out)
-    loss = ((out - yy) ** 2).mean(dim=(1, 2))
-    var = ((y - y.mean(0)) ** 2).mean()
-    return loss, 1.0 - loss / var.clamp_min(1e-12)
