@@ -162,6 +162,25 @@ class WeightSpace:
         s = self._slot[name]
         return weights[:, s.offset : s.stop].reshape(weights.shape[0], *s.shape)
 
+    def states(self, weights: torch.Tensor, layout_index: int) -> dict[str, torch.Tensor]:
+        """[n, P] padded rows of one layout -> its stacked state dict ``[n, *shape]`` (views of the real units;
+        tensors the space leaves out, such as integer buffers, are zeros)."""
+        n, out = weights.shape[0], {}
+        for e in self.layouts[layout_index].entries:
+            if e.name in self._slot:
+                out[e.name] = self.view(weights, e.name)[(slice(None), *(slice(0, d) for d in e.shape))]
+            else:
+                out[e.name] = torch.zeros(n, *e.shape, dtype=getattr(torch, e.dtype), device=weights.device)
+        return out
+
+    def group_sizes(self) -> dict[str, int]:
+        """Permutation group -> its padded number of units (the widest layout's)."""
+        out: dict[str, int] = {}
+        for ns, size in zip(self.graph.nodesets, self.max_sizes()):
+            if ns.group is not None:
+                out[ns.group] = max(out.get(ns.group, 0), size)
+        return out
+
     def sizes_tensor(self) -> torch.Tensor:
         """[L, nodesets] long: number of real units of every node set, per layout."""
         return torch.tensor(self.unit_sizes, dtype=torch.long)

@@ -1,8 +1,9 @@
 """Hidden-unit permutations of padded weight batches, drawn and matched by zoo.rebasin.
 
-Each layout's rows are unpadded to the layout's real tensors, permuted with zoo.rebasin on that layout's
-traced ``PermutationSpec`` (``random_perms`` for augmentation, the batched matcher ``match_pairs`` for
-alignment) and padded again, so padded units never move and every permutation preserves the function.
+Permutations are drawn (``random_perms``) or weight-matched (the batched matcher ``match_pairs``) on each
+layout's own traced ``PermutationSpec`` over its real units, padded units map to themselves, and
+rebasin's ``permute_present`` applies them to the padded tensors of the whole batch at once; so every
+permutation preserves each network's function and padding stays padding.
 """
 from __future__ import annotations
 
@@ -10,36 +11,37 @@ from typing import Callable
 
 import torch
 
-from zoo.rebasin.apply import permute_states, random_perms
+from zoo.rebasin.apply import Perms, permute_present, random_perms
 from zoo.rebasin.matching import match_pairs
 from zoo.rebasin.spec import PermutationSpec
 
 from .space import WeightSpace
 
-States = dict[str, torch.Tensor]
 
-
-def _per_layout(space: WeightSpace, layout_index: torch.Tensor, fn: Callable[..., States], weights: torch.Tensor,
-                *more: torch.Tensor) -> torch.Tensor:
-    """[n, P] -> [n, P]: every layout's rows of ``weights`` (and of ``more``) unpadded to stacked state dicts,
-    replaced by ``fn(spec, states, *more_states)`` padded again."""
-    out = weights.clone()
+def _padded(space: WeightSpace, layout_index: torch.Tensor,
+            draw: Callable[[int, PermutationSpec, torch.Tensor], Perms]) -> Perms:
+    """group -> [n, K] permutations; the rows of layout k get ``draw(k, spec_k, rows)`` on their real units."""
+    n = len(layout_index)
+    out = {g: torch.arange(size).repeat(n, 1) for g, size in space.group_sizes().items()}
     for k in layout_index.unique().tolist():
-        rows = (layout_index == k).nonzero().flatten()
-        layout = space.layouts[k]
-        states = [layout.unflatten_batch(space.unpad(t[rows], k)) for t in (weights, *more)]
-        out[rows] = space.pad(layout.flatten_batch(fn(space.spec(k), *states)), k)
+        rows = (layout_index == k).nonzero().flatten().cpu()
+        for g, p in draw(k, space.spec(k), rows).items():
+            out[g][rows, : p.shape[1]] = p
     return out
+
+
+def apply_permutations(space: WeightSpace, weights: torch.Tensor, perms: Perms) -> torch.Tensor:
+    """[n, P] -> [n, P]: every tensor axis a group touches gathered by that group's permutations ``[n, K]``."""
+    views = {s.name: space.view(weights, s.name) for s in space.slots}
+    new = permute_present(space.spec(0), views, {g: p.to(weights.device) for g, p in perms.items()})
+    return torch.cat([new[s.name].reshape(len(weights), -1) for s in space.slots], dim=1)
 
 
 def permute(space: WeightSpace, weights: torch.Tensor, layout_index: torch.Tensor,
             generator: torch.Generator | None = None) -> torch.Tensor:
     """[n, P] -> [n, P]: a uniform random function-preserving hidden-unit permutation of every network."""
-    def fn(spec: PermutationSpec, states: States) -> States:
-        n = next(iter(states.values())).shape[0]
-        return permute_states(spec, states, random_perms(spec, generator, n))
-
-    return _per_layout(space, layout_index, fn, weights)
+    perms = _padded(space, layout_index, lambda k, spec, rows: random_perms(spec, generator, len(rows)))
+    return apply_permutations(space, weights, perms)
 
 
 def align_to(space: WeightSpace, anchors: torch.Tensor, others: torch.Tensor, layout_index: torch.Tensor,
@@ -47,7 +49,8 @@ def align_to(space: WeightSpace, anchors: torch.Tensor, others: torch.Tensor, la
     """[n, P] ``others`` permuted to match ``anchors`` pairwise (weight matching; a pair shares one layout)."""
     seed = int(torch.randint(2**31, (1,), generator=generator))
 
-    def fn(spec: PermutationSpec, states: States, refs: States) -> States:
-        return permute_states(spec, states, match_pairs(spec, refs, states, seed=seed, max_iter=max_iter).perms)
+    def draw(k: int, spec: PermutationSpec, rows: torch.Tensor) -> Perms:
+        refs, states = space.states(anchors[rows], k), space.states(others[rows], k)
+        return match_pairs(spec, refs, states, seed=seed, max_iter=max_iter).perms
 
-    return _per_layout(space, layout_index, fn, others, anchors)
+    return apply_permutations(space, others, _padded(space, layout_index, draw))
