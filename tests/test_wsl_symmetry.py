@@ -124,6 +124,44 @@ def test_residual_stream_is_one_group_joined_by_skips(nets):
         assert len(graph.skips) == space.layouts[0].arch["depth"]
 
 
+class _ResidualMLP(nn.Module):
+    """A module outside zoo.arch (functional activations, residual adds, BatchNorm1d): nothing hand-written."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.norm = nn.Linear(64, 12), nn.BatchNorm1d(12)
+        self.blocks = nn.ModuleList([nn.ModuleDict({"a": nn.Linear(12, 7), "b": nn.Linear(7, 12)}) for _ in range(2)])
+        self.out = nn.Linear(12, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.norm(self.inp(x)))
+        for blk in self.blocks:
+            h = h + blk["b"](torch.tanh(blk["a"](h)))
+        return self.out(h)
+
+
+def test_graph_of_a_custom_residual_module_agrees_with_spec_and_preserves_function():
+    torch.manual_seed(0)
+    model = _ResidualMLP()
+    model.norm.running_mean.normal_()
+    model.norm.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    spec = permutation_spec(model)
+    graph = spec.graph
+    assert {g: sorted(v) for g, v in graph.groups().items()} == {g: sorted(spec.touches(g)) for g in spec.groups}
+    assert len(spec.groups) == 3 and len(graph.skips) == 2 and len(graph.norms) == 1
+    stream = graph.nodesets[graph.layers[0].dst].group
+    assert all(graph.nodesets[a].group == graph.nodesets[b].group == stream for a, b in graph.skips)
+    x = load_dataset("digits").X_test[:200]
+    perms = random_perms(spec, torch.Generator().manual_seed(1))
+    state = _graph_permute(graph, model.state_dict(), perms)
+    assert not torch.equal(state["inp.weight"], model.inp.weight)
+    moved = model.__class__()
+    moved.load_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(moved.eval()(x), model(x), rtol=1e-4, atol=1e-5)
+
+
 def test_random_permutations_from_spec_graph_and_augmentation_preserve_function(nets):
     trained, space, w, idx = nets
     perm = permute(space, w, idx, torch.Generator().manual_seed(0))
