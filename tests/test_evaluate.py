@@ -183,3 +183,15 @@ def test_non_finite_weights_give_nan_not_a_fake_accuracy(tiny_zoo):
     res = zoo.evaluate(layout, W, data)
     assert np.isnan(res["loss"][0].item()) and np.isnan(res["acc"][0].item())
     assert torch.isfinite(res["acc"][1:]).all()
+
+
+@pytest.mark.parametrize("n,N,act,mem", [(1000, 360, 74, 50_000_000), (1000, 1437, 3090, 50_000_000),
+                                         (100_000, 360, 800, 50_000_000), (3, 5, 7000, 1000), (7, 300, 26, 1000)])
+def test_chunks_respect_the_memory_bound(n, N, act, mem):
+    from zoo.evaluate import _chunk_sizes
+
+    models, samples = _chunk_sizes(n, N, act, mem)
+    assert 1 <= models <= n and 1 <= samples <= N
+    assert models * samples * act <= max(mem, act)  # one sample of one model is the least a forward can do
+    if n * N * act <= mem:
+        assert (models, samples) == (n, N)  # everything fits: one forward

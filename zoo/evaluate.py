@@ -58,9 +58,10 @@ def _stacked(layout: Layout, module: nn.Module, weights: torch.Tensor
 
 
 def _chunk_sizes(n_models: int, n_samples: int, act: int, memory_floats: int) -> tuple[int, int]:
-    """(models, samples) per forward so that models * samples * act <= memory_floats (at least 1 each)."""
+    """(models, samples) per forward with models * samples * act <= memory_floats (at least 1 each), keeping
+    up to 256 samples per forward before splitting models further (small GEMMs waste the batched kernels)."""
     rows = max(1, int(memory_floats) // max(act, 1))
-    models = max(1, min(n_models, rows))
+    models = max(1, min(n_models, rows // max(1, min(n_samples, 256))))
     return models, max(1, min(n_samples, rows // models))
 
 
@@ -158,7 +159,7 @@ def recalibrate_bn(layout: Layout, weights: torch.Tensor, dataset: Dataset, batc
         raise ZooError(f"batch_size must be >= 1, got {batch_size}")
     X = dataset.X_train.to(weights.device)
     act = activation_floats_per_sample(module, X)
-    mc, _ = _chunk_sizes(weights.shape[0], batch_size, act, memory_floats)
+    mc = max(1, min(weights.shape[0], int(memory_floats) // (act * batch_size)))  # a whole batch per forward
     out = weights.clone()
     module.train()
     with torch.no_grad():
