@@ -59,9 +59,10 @@ def test_weights_state_dict_and_trajectory_agree(tiny_zoo):
 
 def test_attributes_say_how_to_rebuild(tiny_zoo):
     a = tiny_zoo.attrs
-    assert a["schema_version"] == 1 and a["config"]["recipe"]["name"] == "tiny"
+    assert a["schema_version"] == 2 and a["config"]["recipe"]["name"] == "tiny"
     assert set(a["versions"]) >= {"torch", "zarr", "wszoo"}
-    assert a["datasets"]["digits"] == zoo.load_dataset("digits").fingerprint
+    assert a["datasets"]["digits"] == {"fingerprint": zoo.load_dataset("digits").fingerprint, "seed": 0,
+                                       "kind": "classification", "num_outputs": 10}
 
 
 def test_tables_roundtrip(tiny_zoo, tmp_path):
@@ -138,25 +139,26 @@ def test_file_url(tiny_zoo):
 
 
 def test_fast_local_read_equals_zarr_read(tiny_zoo, tmp_path):
-    """The direct chunk-file path returns exactly what zarr returns, NaN for unwritten chunks included."""
-    from zoo.fastread import _local_root, read_checkpoint_rows
+    """The direct shard-file path returns exactly what zarr returns; a flipped byte is caught by its checksum."""
+    from zoo.fastread import read_checkpoint_rows, shard_geometry
 
     array = tiny_zoo._group[f"layouts/{tiny_zoo.layout(0).key()}/weights"]
-    assert _local_root(array) is not None
+    assert shard_geometry(array) is not None
     rows = np.arange(array.shape[0])
     for c in range(array.shape[1]):
         assert np.array_equal(read_checkpoint_rows(array, rows, c), np.asarray(array.oindex[rows, c, :]))
     path = str(tmp_path / "copy.zarr")
     shutil.copytree(tiny_zoo.path, path)
-    z = zoo.open(path)
-    key = z.layout(0).key()
-    os.remove(os.path.join(path, "layouts", key, "weights", "c", "0", "2", "0"))
-    arr = z._group[f"layouts/{key}/weights"]
-    assert np.isnan(read_checkpoint_rows(arr, np.array([0]), 2)).all()
-    with open(os.path.join(path, "layouts", key, "weights", "c", "1", "2", "0"), "wb") as f:
-        f.write(b"\0" * 12)
+    key = tiny_zoo.layout(1).key()
+    shard = os.path.join(path, "layouts", key, "weights", "c", "0", "0", "0")
+    data = bytearray(open(shard, "rb").read())
+    data[100] ^= 0xFF  # inside the first model's first checkpoint
+    open(shard, "wb").write(bytes(data))
+    with pytest.raises(ZooError, match="checksum"):
+        zoo.open(path).weights([0], checkpoint=0)
+    open(shard, "wb").write(bytes(data[:50]))
     with pytest.raises(ZooError, match="corrupt"):
-        z.weights([1])
+        zoo.open(path).weights([1])
 
 
 def test_weights_of_a_pending_model_is_a_clear_error(tmp_path):
@@ -175,10 +177,11 @@ def test_weights_of_a_pending_model_is_a_clear_error(tmp_path):
     assert summarize(z)["pending"] == 4
 
 
-@pytest.mark.parametrize("array", ["metrics/values", "models/state"])
-def test_a_corrupt_chunk_is_a_clear_error(tiny_zoo, tmp_path, array):
+@pytest.mark.parametrize("name", ["metrics", "state"])
+def test_a_corrupt_chunk_is_a_clear_error(tiny_zoo, tmp_path, name):
     path = tmp_path / "c.zarr"
     shutil.copytree(tiny_zoo.path, path)
+    array = f"layouts/{tiny_zoo.layout(0).key()}/{name}"
     chunk = next(p for p in (path / array / "c").rglob("*") if p.is_file())
     chunk.write_bytes(chunk.read_bytes()[:3])
     with pytest.raises(ZooError, match=f"array '{array}' .* is corrupt"):

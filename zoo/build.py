@@ -1,9 +1,11 @@
 """``zoo build``: create (or resume) a zoo store and train its populations into it.
 
-Crash safety: the store's metadata is written first and marked initialized last; each model's weights
-and metrics are written before its state row (the commit marker). A build that finds the same config
-trains only the populations that still have pending models, so a killed build resumes where it stopped
-and, training being deterministic, ends with the same bits as an uninterrupted one.
+The store is made with the writer API (zoo.writer), like every other producer of weights. The unit of
+work is one block of one layout (a write unit): its populations train, then its models are written in
+one write and committed by their state rows. A build that finds the same config trains only the units
+that still have pending models, so a killed build resumes where it stopped and, training being
+deterministic, ends with the same bits as an uninterrupted one. Units never share a stored object, so
+Dask workers write them in parallel.
 """
 from __future__ import annotations
 
@@ -12,19 +14,18 @@ import importlib.metadata
 import json
 from typing import Callable, Mapping
 
-import numpy as np
 import torch
-import zarr
 from tqdm.auto import tqdm
 
 from . import store as zstore
 from .errors import ZooError
 from .population import PopulationSpec, train_population
-from .recipe import Plan, init_state, make_plan
 from .datasets import Dataset, load_dataset
+from .recipe import Plan, init_state, make_plan
+from .writer import DEFAULT_BLOCK_SIZE, create, open_writer
 
 # config keys that change what is trained (and so the bits); others (out, progress, executor) do not
-IDENTITY_KEYS = ("recipe", "population_size", "memory_floats")
+IDENTITY_KEYS = ("recipe", "population_size", "memory_floats", "block_size")
 PACKAGES = ("wszoo", "torch", "lightning", "zarr", "numpy", "scikit-learn")
 
 
@@ -45,88 +46,44 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _remove(path: str) -> None:
-    fs, root = zstore.location(path)
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
-
-
-def _existing_meta(path: str) -> dict | None:
-    """The wszoo attributes of what is at ``path`` (None if nothing is there); refuse foreign content."""
-    fs, root = zstore.location(path)
-    if not fs.exists(root):
-        return None
-    if not zstore._exists(path):
-        if fs.isdir(root) and not fs.ls(root):
-            return None
-        raise ZooError(f"{path!r} exists and is not a zoo; choose another out= or remove it")
-    group = zarr.open_group(store=zstore._store_for(path, read_only=True), mode="r")
-    meta = group.attrs.get("wszoo")
-    if not isinstance(meta, Mapping):
-        raise ZooError(f"{path!r} is a Zarr group but not a zoo; choose another out= or remove it")
-    return dict(meta)
-
-
 def create_store(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, metric_names: list[str]) -> None:
-    """Write an empty store for ``plan``: arrays sized, hyperparameter table and layouts in attributes."""
-    group = zarr.open_group(store=zstore._store_for(path, read_only=False), mode="w")
-    n, c = len(plan.models), len(plan.checkpoint_epochs)
-    meta = {
-        "schema_version": zstore.SCHEMA_VERSION,
-        "initialized": False,
-        "config": cfg,
-        "config_hash": config_hash(cfg),
-        "versions": _versions(),
-        "datasets": {cfg["recipe"]["dataset"]: dataset.fingerprint},
-        "task_kind": dataset.kind,
-        "checkpoint_epochs": plan.checkpoint_epochs,
-        "metric_names": metric_names,
-        "num_models": n,
-        "layouts": {k: v.to_json() for k, v in plan.layouts.items()},
-        "models": plan.hyperparameter_table(cfg["recipe"]),
-        "populations": plan.populations,
-    }
-    group.attrs["wszoo"] = meta
-    state = group.create_array("models/state", shape=(n, 2), dtype="int32", chunks=(1, 2), compressors=None,
-                               fill_value=0)
-    state.attrs["columns"] = ["status", "last_checkpoint"]
-    group.create_array("metrics/values", shape=(n, c, len(metric_names)), dtype="float64",
-                       chunks=(1, c, len(metric_names)), compressors=None, fill_value=float("nan"))
-    for key, layout in plan.layouts.items():
-        rows = sum(1 for m in plan.models if m.layout == key)
-        group.create_array(f"layouts/{key}/weights", shape=(rows, c, layout.size), dtype="float32",
-                           chunks=(1, 1, layout.size), compressors=None, fill_value=float("nan"))
-    meta["initialized"] = True
-    group.attrs["wszoo"] = meta
+    """Write an empty store for ``plan`` through the writer API, with the build config as provenance."""
+    create(path, plan.models_table(cfg["recipe"]), plan.layouts, plan.checkpoint_epochs, metric_names,
+           attrs={"config": cfg, "config_hash": config_hash(cfg), "versions": _versions(), "producer": "zoo build"},
+           datasets=[dataset], overwrite=True, block_size=int(cfg.get("block_size", DEFAULT_BLOCK_SIZE)))
 
 
 def _metric_names(dataset: Dataset) -> list[str]:
     return list(zstore.REGRESSION_METRICS if dataset.kind == "regression" else zstore.CLASSIFICATION_METRICS)
 
 
+def make_build_plan(cfg: Mapping, dataset: Dataset) -> Plan:
+    """The plan of a build config (deterministic: every process derives the same one)."""
+    return make_plan(cfg["recipe"], dataset, int(cfg["population_size"]), int(cfg["memory_floats"]),
+                     int(cfg.get("block_size", DEFAULT_BLOCK_SIZE)))
+
+
 def prepare(cfg: Mapping) -> tuple[str, Plan, Dataset, list[int]]:
-    """Create or validate the store at cfg.out; return its path, plan, dataset and the pending populations."""
+    """Create or validate the store at cfg.out; return its path, plan, dataset and the pending write units."""
     path, recipe = str(cfg["out"]), cfg["recipe"]
     dataset = load_dataset(recipe["dataset"], seed=int(recipe.get("task_seed", 0)))
-    plan = make_plan(recipe, dataset, int(cfg["population_size"]), int(cfg["memory_floats"]))
-    meta = _existing_meta(path)
+    plan = make_build_plan(cfg, dataset)
+    meta = zstore.existing_meta(path)
     if meta is not None and cfg.get("overwrite"):
-        _remove(path)
+        zstore.remove(path)
         meta = None
-    if meta is not None:
+    if meta is not None and meta.get("initialized"):
+        if int(meta.get("schema_version", 0)) != zstore.SCHEMA_VERSION:
+            raise ZooError(f"{path!r} has schema version {meta.get('schema_version')}, this wszoo writes"
+                           f" {zstore.SCHEMA_VERSION}; build into a new out= or pass overwrite=true")
         if meta.get("config_hash") != config_hash(cfg):
             raise ZooError(f"{path!r} holds a zoo built from a different config; pass overwrite=true to replace it"
                            " or choose another out=")
-        if int(meta.get("schema_version", 0)) != zstore.SCHEMA_VERSION:
-            raise ZooError(f"{path!r} has schema version {meta.get('schema_version')}, this wszoo writes"
-                           f" {zstore.SCHEMA_VERSION}; build into a new out=")
-        if not meta.get("initialized"):
-            meta = None  # creation itself was interrupted: nothing of value inside, start again
-    if meta is None:
+    else:  # nothing there, or a creation that was interrupted (nothing of value inside): start again
         create_store(path, cfg, plan, dataset, _metric_names(dataset))
-    group = zarr.open_group(store=zstore._store_for(path, read_only=True), mode="r")
-    status = np.asarray(group["models/state"][:, 0])
-    pending = [p for p, ids in enumerate(plan.populations) if (status[ids] == zstore.PENDING).any()]
+    status = zstore.open(path).models["status"].to_numpy()
+    pending = [u for u, pops in enumerate(plan.units)
+               if any((status[plan.populations[p]] == "pending").any() for p in pops)]
     return path, plan, dataset, pending
 
 
@@ -144,45 +101,51 @@ def population_spec(cfg: Mapping, plan: Plan, index: int) -> PopulationSpec:
         eval_memory_floats=int(cfg["memory_floats"]), retain_memory=bool(cfg.get("retain_memory", True)))
 
 
-def train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, index: int, progress: bool = False) -> dict:
-    """Train population ``index`` and write its pending models; returns counts (done, diverged)."""
+def train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit: int, progress: bool = False) -> dict:
+    """Train the populations of write unit ``unit`` that hold pending models, write those models in one
+    write per block; returns counts (done, diverged)."""
     previous = torch.get_num_threads()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     try:
-        return _train_and_write(path, cfg, plan, dataset, index, progress)
+        return _train_and_write(path, cfg, plan, dataset, unit, progress)
     finally:
         torch.set_num_threads(previous)
 
 
-def _train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, index: int, progress: bool) -> dict:
-    ids = plan.populations[index]
-    group = zarr.open_group(store=zstore._store_for(path, read_only=False), mode="r+")
-    state = group["models/state"]
-    status = np.asarray(state.oindex[np.asarray(ids), 0])
-    if (status != zstore.PENDING).all():
-        return {"done": 0, "diverged": 0}
-    result = train_population(population_spec(cfg, plan, index), dataset, progress=progress)
-    metrics = group["metrics/values"]
-    weights = {key: group[f"layouts/{key}/weights"] for key in {plan.models[i].layout for i in ids}}
-    counts = {"done": 0, "diverged": 0}
-    for j, model_id in enumerate(ids):
-        if status[j] != zstore.PENDING:
+def _train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit: int, progress: bool) -> dict:
+    writer = open_writer(path)
+    z = zstore.open(path)
+    status = z.models["status"].to_numpy()
+    ids, weights, metrics, codes, lasts = [], [], [], [], []
+    for index in plan.units[unit]:
+        members = plan.populations[index]
+        if not (status[members] == "pending").any():
             continue
-        m = plan.models[model_id]
-        weights[m.layout][m.row] = result.weights[j].numpy()
-        metrics[model_id] = result.metrics[j].numpy()
-        code = zstore.DIVERGED if bool(result.diverged[j]) else zstore.DONE
-        state[model_id] = np.asarray([code, int(result.last_checkpoint[j])], dtype=np.int32)  # commit marker
-        counts["diverged" if code == zstore.DIVERGED else "done"] += 1
-    return counts
+        result = train_population(population_spec(cfg, plan, index), dataset, progress=progress)
+        for j, model_id in enumerate(members):
+            if status[model_id] != "pending":
+                continue
+            ids.append(model_id)
+            weights.append(result.weights[j])
+            metrics.append(result.metrics[j])
+            codes.append("diverged" if bool(result.diverged[j]) else "done")
+            lasts.append(int(result.last_checkpoint[j]))
+    if ids:
+        writer.write(ids, torch.stack(weights), torch.stack(metrics), status=codes, last_checkpoint=lasts)
+    return {"done": codes.count("done"), "diverged": codes.count("diverged")}
+
+
+def unit_size(plan: Plan, unit: int) -> int:
+    """Models in one write unit."""
+    return sum(len(plan.populations[p]) for p in plan.units[unit])
 
 
 def run_local(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, pending: list[int], progress: bool) -> None:
-    bar = tqdm(pending, desc="populations", disable=not progress, unit="pop")
-    for index in bar:
-        bar.set_postfix(models=len(plan.populations[index]))
-        train_and_write(path, cfg, plan, dataset, index, progress=progress)
+    bar = tqdm(pending, desc="blocks", disable=not progress, unit="block")
+    for unit in bar:
+        bar.set_postfix(models=unit_size(plan, unit))
+        train_and_write(path, cfg, plan, dataset, unit, progress=progress)
 
 
 EXECUTORS = ("local", "dask")

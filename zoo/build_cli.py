@@ -17,7 +17,7 @@ def main(argv: list[str]) -> int:
     z = build(cfg)
     s = summarize(z)
     print(f"zoo {s['path']}: {s['models']} models, {s['done']} done, {s['diverged']} diverged,"
-          f" {s['pending']} pending; test accuracy {s['test_acc_min']} .. {s['test_acc_max']}")
+          f" {s['pending']} pending; {s['score']} {s['score_min']} .. {s['score_max']}")
     return 0 if s["pending"] == 0 else 1
 
 

@@ -32,6 +32,8 @@ class Dataset:
     kind: str  # "classification" | "regression"
     num_outputs: int
     fingerprint: str
+    source: str = ""  # what load_dataset was given (a name or a .npz path): reloads it with ``seed``
+    seed: int = 0
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -155,4 +157,4 @@ def load_dataset(name_or_path: str, seed: int = 0) -> Dataset:
         h.update(str(tuple(t.shape)).encode())
         h.update(t.numpy().tobytes())
     return Dataset(os.path.basename(name) if name.endswith(".npz") else name, X_tr, y_tr, X_te, y_te, kind,
-                num_outputs, h.hexdigest())
+                num_outputs, h.hexdigest(), name, int(seed))

@@ -1,8 +1,8 @@
-"""Dask executor: populations of one build trained on the workers of a distributed cluster.
+"""Dask executor: the write units (blocks) of one build trained on the workers of a distributed cluster.
 
-Each dataset is (store path, config, population index). A worker re-derives the plan from the config (the
-plan is deterministic), trains that population and writes only its models' chunks and state rows, so
-workers never write the same object and the store equals a local build's, bit for bit.
+Each task is (store path, config, unit index). A worker re-derives the plan from the config (the plan is
+deterministic), trains that unit's populations and writes only its block's shard and chunks, so workers
+never write the same object and the store equals a local build's, bit for bit.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Mapping
 
 from tqdm.auto import tqdm
 
-from .build import train_and_write
+from .build import make_build_plan, train_and_write, unit_size
 from .errors import ZooError
-from .recipe import Plan, make_plan
+from .recipe import Plan
 from .datasets import Dataset, load_dataset
 
 
@@ -20,8 +20,7 @@ def _train_remote(path: str, cfg: Mapping, index: int) -> dict:
     """Runs on a worker: everything it needs comes from the config, nothing from the client's memory."""
     recipe = cfg["recipe"]
     dataset = load_dataset(recipe["dataset"], seed=int(recipe.get("task_seed", 0)))
-    plan = make_plan(recipe, dataset, int(cfg["population_size"]), int(cfg["memory_floats"]))
-    return train_and_write(path, cfg, plan, dataset, index, progress=False)
+    return train_and_write(path, cfg, make_build_plan(cfg, dataset), dataset, index, progress=False)
 
 
 def run_dask(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, pending: list[int], progress: bool) -> None:

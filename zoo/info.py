@@ -28,8 +28,8 @@ def main(argv: list[str]) -> int:
     for key, L in s["layouts"].items():
         print(f"layout   {key}: {L['models']} models x {L['parameters']} parameters ({L['arch']})")
     print(f"epochs   {s['checkpoints']}  ({len(s['checkpoints'])} checkpoints)")
-    if s["test_acc_min"] is not None:
-        print(f"test acc {s['test_acc_min']:.4f} .. {s['test_acc_max']:.4f} (mean {s['test_acc_mean']:.4f})")
+    if s["score_min"] is not None:
+        print(f"{s['score']:<8} {s['score_min']:.4f} .. {s['score_max']:.4f} (mean {s['score_mean']:.4f})")
     if s["tables"] or s["has_canonical"]:
         print(f"extras   tables {s['tables']}, canonical weights: {s['has_canonical']}")
     return 0

@@ -166,9 +166,8 @@ class PopulationModule(L.LightningModule):
                 for X, y in ((self.dataset.X_train, self.dataset.y_train), (self.dataset.X_test, self.dataset.y_test))]
         if kind == "classification":
             values = [cols[0]["loss"], cols[0]["acc"], cols[1]["loss"], cols[1]["acc"]]
-        else:  # no accuracy for regression: NaN there, R^2 in its own columns
-            nan = torch.full_like(cols[0]["loss"], float("nan"))
-            values = [cols[0]["loss"], nan, cols[1]["loss"], nan, cols[0]["r2"], cols[1]["r2"]]
+        else:  # regression has no accuracy: loss and R^2, named as such (zoo.store.REGRESSION_METRICS)
+            values = [cols[0]["loss"], cols[1]["loss"], cols[0]["r2"], cols[1]["r2"]]
         return torch.stack(values, dim=1)
 
     @torch.no_grad()

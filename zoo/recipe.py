@@ -1,16 +1,20 @@
 """A recipe is a grid; the plan expands it into models, layouts and populations, deterministically.
 
-Models are numbered in grid order (width, depth, learning rate, batch size, weight decay, seed). Models
-that share a layout and a batch size step in lockstep, so they form populations (at most
-``population_size`` models, fewer when the activations would exceed the memory bound). The plan depends
-only on the config, so every process (a resumed build, a Dask worker) derives the same one.
+Models are numbered in grid order (width, depth, learning rate, batch size, weight decay, seed). Within a
+layout, rows are ordered by batch size, then id, and cut into blocks of ``block_size`` rows: a block is
+the unit one writer owns (a weights shard, a metrics and a state chunk; see zoo.writer). Models of one
+block that share a batch size step in lockstep, so they form populations (at most ``population_size``
+models, fewer when the activations would exceed the memory bound). The plan depends only on the config,
+so every process (a resumed build, a Dask worker) derives the same one.
 """
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from typing import Mapping
 
+import pandas as pd
 import torch
 
 from .arch import arch_spec, build_model
@@ -41,9 +45,10 @@ class Plan:
     layouts: dict[str, Layout]
     populations: list[list[int]]  # model ids per population, in population order
     checkpoint_epochs: list[int]
+    units: list[list[int]]  # population indices per write unit (one block of one layout), in order
 
-    def hyperparameter_table(self, recipe: Mapping) -> dict[str, list]:
-        """Columns of the models table (static part), JSON-ready."""
+    def models_table(self, recipe: Mapping) -> pd.DataFrame:
+        """The models table's static part: ids, hyperparameters, layout and row, population."""
         cols: dict[str, list] = {k: [] for k in ("model_id", "arch", "width", "depth", "activation", "learning_rate",
                                                  "batch_size", "weight_decay", "optimizer", "momentum", "schedule",
                                                  "seed", "dataset", "epochs", "layout", "row", "population")}
@@ -56,7 +61,7 @@ class Plan:
                          ("seed", m.seed), ("dataset", recipe["dataset"]), ("epochs", int(recipe["epochs"])),
                          ("layout", m.layout), ("row", m.row), ("population", m.population)):
                 cols[k].append(v)
-        return cols
+        return pd.DataFrame(cols)
 
 
 def _as_list(recipe: Mapping, key: str) -> list:
@@ -91,36 +96,46 @@ def validate_recipe(recipe: Mapping, dataset: Dataset) -> None:
             raise ZooError(f"learning rates must be positive, got {lr}")
 
 
-def make_plan(recipe: Mapping, dataset: Dataset, population_size: int, memory_floats: int) -> Plan:
+def make_plan(recipe: Mapping, dataset: Dataset, population_size: int, memory_floats: int,
+              block_size: int = 256) -> Plan:
     """Expand the recipe grid into models, their layouts and the populations that train together."""
     validate_recipe(recipe, dataset)
     models: list[dict] = []
     layouts: dict[str, Layout] = {}
-    rows: dict[str, int] = {}
     seed_base = int(recipe.get("seed_offset", 0))
     grid = itertools.product(_as_list(recipe, "widths"), _as_list(recipe, "depths"), _as_list(recipe, "learning_rates"),
                              _as_list(recipe, "batch_sizes"), _as_list(recipe, "weight_decays"),
                              range(int(recipe["seeds"])))
     act_cache: dict[str, int] = {}
+    key_of_spec: dict[str, str] = {}  # building a module per grid point would dominate a 100k-model plan
     for model_id, (width, depth, lr, bs, wd, s) in enumerate(grid):
         spec = arch_spec(recipe["arch"], dataset.input_shape, dataset.num_outputs, int(width), int(depth),
                          recipe.get("activation", "relu"), recipe.get("batchnorm", True), recipe.get("kernel_size", 3))
-        key = _layout_key(spec, layouts, act_cache, dataset)
+        spec_id = json.dumps(spec, sort_keys=True)
+        if spec_id not in key_of_spec:
+            key_of_spec[spec_id] = _layout_key(spec, layouts, act_cache, dataset)
+        key = key_of_spec[spec_id]
         models.append(dict(model_id=model_id, arch=spec, learning_rate=float(lr), batch_size=int(bs),
-                           weight_decay=float(wd), seed=seed_base + s, layout=key, row=rows.get(key, 0)))
-        rows[key] = rows.get(key, 0) + 1
-    groups: dict[tuple[str, int], list[int]] = {}
-    for m in models:
-        groups.setdefault((m["layout"], m["batch_size"]), []).append(m["model_id"])
+                           weight_decay=float(wd), seed=seed_base + s, layout=key))
     populations: list[list[int]] = []
-    for (key, bs), ids in groups.items():
-        # cap the population so one training step's activations stay within the memory bound
-        cap = max(1, min(population_size, memory_floats // max(1, bs * act_cache[key] * 3)))
-        populations += [ids[i:i + cap] for i in range(0, len(ids), cap)]
-    populations.sort(key=lambda ids: ids[0])
+    units: list[list[int]] = []
+    row_of: dict[int, int] = {}
+    for key in layouts:
+        ids = sorted((m["model_id"] for m in models if m["layout"] == key), key=lambda i: (models[i]["batch_size"], i))
+        row_of.update({i: r for r, i in enumerate(ids)})
+        for lo in range(0, len(ids), block_size):
+            unit = []
+            for bs, group in itertools.groupby(ids[lo:lo + block_size], key=lambda i: models[i]["batch_size"]):
+                group = list(group)
+                # cap the population so one training step's activations stay within the memory bound
+                cap = max(1, min(population_size, memory_floats // max(1, bs * act_cache[key] * 3)))
+                for i in range(0, len(group), cap):
+                    unit.append(len(populations))
+                    populations.append(group[i:i + cap])
+            units.append(unit)
     pop_of = {i: p for p, ids in enumerate(populations) for i in ids}
-    plans = [ModelPlan(population=pop_of[m["model_id"]], **m) for m in models]
-    return Plan(plans, layouts, populations, [int(c) for c in recipe["checkpoint_epochs"]])
+    plans = [ModelPlan(population=pop_of[m["model_id"]], row=row_of[m["model_id"]], **m) for m in models]
+    return Plan(plans, layouts, populations, [int(c) for c in recipe["checkpoint_epochs"]], units)
 
 
 def _layout_key(spec: dict, layouts: dict[str, Layout], act_cache: dict[str, int], dataset: Dataset) -> str:

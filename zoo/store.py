@@ -1,18 +1,20 @@
 """The zoo store: one Zarr v3 group per zoo, readable without touching weights it does not need.
 
-Layout of the group (schema version 1):
-  attrs["wszoo"]                 schema version, resolved build config and its hash, package versions,
-                                 dataset fingerprints, checkpoint epochs, layouts, hyperparameter table
-  models/state     int32 [N, 2]  (status code, last finite checkpoint index); one chunk per model. It is
-                                 written last for a model, so it is the commit marker of that model.
-  metrics/values   float64 [N, C, K]   K metric names in attrs; one chunk per model
-  layouts/<key>/weights    float32 [n, C, P]  one uncompressed chunk per model and checkpoint: a batch of
-                                 models at one checkpoint is one vectorized read of exactly those bytes.
-                                 (Measured here: per-model shards made random reads ~2x slower through
-                                 zarr's shard index, and blosc saved only ~8% on float32 weights.)
+Layout of the group (schema version 2; written only through :mod:`zoo.writer`):
+  attrs["wszoo"]                 schema version, checkpoint epochs, metric names, layouts (parameter names,
+                                 shapes, offsets, dtypes, architecture spec, model count), datasets
+                                 (fingerprint and split seed), block size, and the producer's provenance
+                                 (a build's resolved config and its hash, package versions, ...)
+  models/<column>  [N]           the models table, one array per column (see zoo.columns): any columns,
+                                 always model_id, layout and row (the model's position within its layout)
+  layouts/<key>/state    int32 [n, 2]      (status, last finite checkpoint) per model: its commit marker
+  layouts/<key>/metrics  float64 [n, C, K] metric_names per model and checkpoint
+  layouts/<key>/weights  float32 [n, C, P] one shard per block of models, one checksummed chunk per model
+                                 and checkpoint inside it (a batch of models is one small read each)
   layouts/<key>/canonical  the same shape: re-based weights written by ``zoo align``
   tables/<name>                  small per-model tables (landscape, alignment) as JSON columns
-Every per-model array is chunked by model, so writers that own disjoint models never touch one object.
+Every per-model array is cut into the same blocks of ``block_size`` rows, and every chunk carries a
+crc32c checksum: a missing or corrupt chunk of a committed model is an error, never NaN.
 """
 from __future__ import annotations
 
@@ -27,15 +29,16 @@ import torch
 import zarr
 from torch import nn
 
+from .columns import read_table
 from .errors import ZooError
-from .fastread import read_checkpoint_rows
+from .fastread import read_checkpoint_rows, read_whole
 from .layout import Layout
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUS = ("pending", "done", "diverged")
 PENDING, DONE, DIVERGED = 0, 1, 2
 CLASSIFICATION_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
-REGRESSION_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "train_r2", "test_r2")
+REGRESSION_METRICS = ("train_loss", "test_loss", "train_r2", "test_r2")
 
 
 def _is_url(path: str) -> bool:
@@ -49,7 +52,7 @@ def location(path: str) -> tuple[Any, str]:
     return fsspec.core.url_to_fs(str(path))
 
 
-def _store_for(path: str, read_only: bool) -> Any:
+def store_for(path: str, read_only: bool) -> Any:
     """A zarr store: LocalStore on local disk (the fast read path relies on it), FsspecStore elsewhere."""
     path = str(path)
     if _is_url(path):
@@ -63,29 +66,66 @@ def _exists(path: str) -> bool:
     return fs.exists(root.rstrip("/") + "/zarr.json")
 
 
-def _path_exists(path: str) -> bool:
+def path_exists(path: str) -> bool:
     fs, root = location(path)
     return fs.exists(root)
 
 
+def remove(path: str) -> None:
+    """Delete whatever is at ``path`` (a store being replaced)."""
+    fs, root = location(path)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+def existing_meta(path: str) -> dict | None:
+    """The wszoo attributes of what is at ``path`` (None if nothing is there); refuse foreign content."""
+    fs, root = location(path)
+    if not fs.exists(root):
+        return None
+    if not _exists(path):
+        if fs.isdir(root) and not fs.ls(root):
+            return None
+        raise ZooError(f"{path!r} exists and is not a zoo; choose another path or remove it")
+    try:
+        group = zarr.open_group(store=store_for(path, read_only=True), mode="r")
+        meta = group.attrs.get("wszoo")
+    except Exception as e:
+        raise ZooError(f"{path!r} holds a corrupt Zarr group ({e.__class__.__name__}: {e}); remove it") from None
+    if not isinstance(meta, Mapping):
+        raise ZooError(f"{path!r} is a Zarr group but not a zoo; choose another path or remove it")
+    return dict(meta)
+
+
 def open_group(path: str, mode: str = "r") -> zarr.Group:
     """Open the zoo's root group; ZooError when nothing or something else is there."""
-    if not _path_exists(path):
+    if not path_exists(path):
         raise ZooError(f"no zoo at {path!r}: the path does not exist")
     if not _exists(path):
         raise ZooError(f"{path!r} is not a zoo: it has no zarr.json (is it the right folder?)")
     try:
-        group = zarr.open_group(store=_store_for(path, read_only=(mode == "r")), mode="r" if mode == "r" else "r+")
+        group = zarr.open_group(store=store_for(path, read_only=(mode == "r")), mode="r" if mode == "r" else "r+")
     except Exception as e:  # corrupt metadata, a zarr v2 array, ...
         raise ZooError(f"{path!r} is not a readable zoo ({e.__class__.__name__}: {e})") from None
     meta = group.attrs.get("wszoo")
     if not isinstance(meta, Mapping):
         raise ZooError(f"{path!r} is a Zarr group but not a wszoo zoo (no 'wszoo' attributes)")
     version = meta.get("schema_version")
+    if version == 1:
+        raise ZooError(f"{path!r} was written by an older wszoo (schema 1): convert it with `zoo upgrade {path}`")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise ZooError(f"{path!r} has zoo schema version {version}; this wszoo reads up to {SCHEMA_VERSION}:"
                        " upgrade wszoo")
     return group
+
+
+def read_models_table(group: zarr.Group, where: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The models table (or some of its columns) of an open zoo group."""
+    try:
+        models = group["models"]
+    except KeyError:
+        raise ZooError(f"zoo {where!r} has no models table") from None
+    return read_table(models, where, columns)
 
 
 class Zoo:
@@ -108,12 +148,12 @@ class Zoo:
     # ------------------------------------------------------------------ metadata
     @property
     def config(self) -> dict:
-        """The resolved build config the zoo was made from."""
-        return self._meta["config"]
+        """The resolved build config the zoo was made from ({} for zoos not made by ``zoo build``)."""
+        return self._meta.get("config") or {}
 
     @property
     def attrs(self) -> dict:
-        """All wszoo attributes: schema version, versions, fingerprints, checkpoint epochs, ..."""
+        """All wszoo attributes: schema version, provenance, fingerprints, checkpoint epochs, ..."""
         return self._meta
 
     @property
@@ -128,23 +168,45 @@ class Zoo:
     def metric_names(self) -> list[str]:
         return list(self._meta["metric_names"])
 
-    def _read(self, name: str, selection: Any, orthogonal: bool = False) -> np.ndarray:
+    @property
+    def block_size(self) -> int:
+        return int(self._meta["block_size"])
+
+    @cached_property
+    def _table(self) -> pd.DataFrame:
+        """The static models table (written once at creation)."""
+        return read_models_table(self._group, self.path)
+
+    @cached_property
+    def _where(self) -> tuple[np.ndarray, np.ndarray]:
+        """(layout key, row within the layout) of every model id."""
+        return self._table["layout"].to_numpy(), self._table["row"].to_numpy().astype(np.int64)
+
+    def _read(self, name: str, selection: Any = ..., orthogonal: bool = False) -> np.ndarray:
         """Read from one array of the store; a missing or corrupt chunk is a ZooError naming the array."""
         try:
             array = self._group[name]
+            fast = read_whole(array) if selection is ... else None
+            if fast is not None:
+                return fast
             return np.asarray(array.oindex[selection] if orthogonal else array[selection])
-        except ZooError:
-            raise
         except Exception as e:  # zarr surfaces truncated or garbled chunks as ValueError, KeyError, ...
             raise ZooError(f"array {name!r} of zoo {self.path!r} is corrupt or unreadable"
                            f" ({e.__class__.__name__}: {e})") from None
 
-    def _hparams(self) -> pd.DataFrame:
-        return pd.DataFrame(self._meta["models"])
+    def _per_layout(self, name: str, fill: float | int, shape_tail: tuple[int, ...], dtype) -> np.ndarray:
+        """A per-model array gathered from every layout into model-id order: [N, *shape_tail]."""
+        keys, rows = self._where
+        out = np.full((len(self), *shape_tail), fill, dtype=dtype)
+        for key in self.layouts:
+            ids = np.nonzero(keys == key)[0]
+            if len(ids):
+                out[ids] = self._read(f"layouts/{key}/{name}")[rows[ids]]
+        return out
 
     def _state(self) -> np.ndarray:
         """(status, last checkpoint) of every model, read fresh (a build may be writing)."""
-        self._state_cache = self._read("models/state", ...)
+        self._state_cache = self._per_layout("state", 0, (2,), np.int32)
         return self._state_cache
 
     def _cached_state(self, model_id: int) -> tuple[int, int]:
@@ -154,18 +216,23 @@ class Zoo:
             cache = self._state()
         status, last = (int(v) for v in cache[model_id])
         if status == PENDING:
-            status, last = (int(v) for v in self._read("models/state", model_id))
+            keys, rows = self._where
+            status, last = (int(v) for v in self._read(f"layouts/{keys[model_id]}/state", int(rows[model_id])))
             cache[model_id] = (status, last)
         return status, last
 
+    def _metric_values(self) -> np.ndarray:
+        """[N, C, K] metrics in model-id order."""
+        return self._per_layout("metrics", np.nan, (len(self.checkpoint_epochs), len(self.metric_names)), np.float64)
+
     @property
     def models(self) -> pd.DataFrame:
-        """One row per model: id, status, hyperparameters, layout, and its final (last finite) metrics."""
-        df = self._hparams()
+        """One row per model: id, status, its columns (hyperparameters, provenance), final metrics."""
+        df = self._table.copy()
         state = self._state()
         df.insert(1, "status", [STATUS[s] for s in state[:, 0]])
         df["last_checkpoint"] = state[:, 1]
-        values = self._read("metrics/values", ...)
+        values = self._metric_values()
         last = np.where(state[:, 1] >= 0, state[:, 1], 0)
         final = values[np.arange(len(df)), last]
         final[state[:, 1] < 0] = np.nan
@@ -176,7 +243,7 @@ class Zoo:
     @property
     def metrics(self) -> pd.DataFrame:
         """Long table: model_id, checkpoint, epoch and every metric, one row per model and checkpoint."""
-        values = self._read("metrics/values", ...)  # [N, C, K]
+        values = self._metric_values()  # [N, C, K]
         n, c, _ = values.shape
         df = pd.DataFrame(values.reshape(n * c, -1), columns=self.metric_names)
         df.insert(0, "epoch", np.tile(np.asarray(self.checkpoint_epochs), n))
@@ -184,16 +251,24 @@ class Zoo:
         df.insert(0, "model_id", np.repeat(np.arange(n), c))
         return df
 
+    @property
+    def datasets(self) -> list[str]:
+        """Names (or .npz paths) of the datasets this zoo's models were trained or evaluated on."""
+        return list(self._meta.get("datasets") or {})
+
     def dataset(self, name: str | None = None):
         """The dataset (train/test tensors) the zoo was trained on; checks the stored fingerprint."""
         from .datasets import load_dataset
 
-        datasets = self._meta["datasets"]
+        datasets = self._meta.get("datasets") or {}
+        if not datasets:
+            raise ZooError(f"zoo {self.path!r} records no dataset")
         name = name or next(iter(datasets))
         if name not in datasets:
             raise ZooError(f"zoo was not trained on {name!r}; it holds {list(datasets)}")
-        data = load_dataset(name, seed=int(self.config["recipe"].get("task_seed", 0)))
-        if data.fingerprint != datasets[name]:
+        record = datasets[name]
+        data = load_dataset(name, seed=int(record.get("seed", 0)))
+        if data.fingerprint != record["fingerprint"]:
             raise ZooError(f"data for {name!r} differs from the data this zoo was built on (fingerprint mismatch)")
         return data
 
@@ -203,9 +278,9 @@ class Zoo:
         n = len(self)
         if not isinstance(model_id, (int, np.integer)) or not 0 <= int(model_id) < n:
             raise ZooError(f"model id {model_id} is out of range: this zoo has ids 0..{n - 1}")
-        hp = self._meta["models"]
+        keys, rows = self._where
         status, last = self._cached_state(int(model_id))
-        return hp["layout"][int(model_id)], int(hp["row"][int(model_id)]), status, last
+        return str(keys[int(model_id)]), int(rows[int(model_id)]), status, last
 
     def layout(self, model_id: int) -> Layout:
         return self.layouts[self._row(model_id)[0]]
@@ -245,21 +320,33 @@ class Zoo:
         key = rows[0][0]
         array = self._weights_array(key, canonical)
         layout_rows = np.asarray([r[1] for r in rows])
+        what = "canonical weights" if canonical else "weights"
         if checkpoint is None:
             for i, (_, _, status, _) in zip(ids, rows):
                 if status == PENDING:
                     raise ZooError(f"model {i} is pending (not trained yet): it has no weights")
-            return torch.from_numpy(self._read(array.path, (layout_rows, slice(None), slice(None)), orthogonal=True))
+            out = self._read(array.path, (layout_rows, slice(None), slice(None)), orthogonal=True)
+            lasts = np.asarray([last for (_, _, _, last) in rows])
+            committed = np.arange(out.shape[1])[None, :] <= lasts[:, None]
+            bad = np.nonzero((np.isnan(out).any(axis=2) & committed).any(axis=1))[0]
+            if len(bad):
+                raise ZooError(self._missing(what, ids[bad[0]], canonical))
+            return torch.from_numpy(out)
         ckpts = np.asarray([self._resolve_checkpoint(i, checkpoint, s, last) for i, (_, _, s, last) in zip(ids, rows)])
         out = np.empty((len(ids), array.shape[2]), dtype=np.float32)
         for c in np.unique(ckpts):  # one vectorized read per distinct checkpoint (usually one)
             sel = np.nonzero(ckpts == c)[0]
             out[sel] = read_checkpoint_rows(array, layout_rows[sel], int(c))
-        result = torch.from_numpy(out)
-        if canonical and torch.isnan(result).any():
-            raise ZooError(f"canonical weights of checkpoint {checkpoint} were not written for some of {ids};"
-                           " run `zoo align --checkpoint all`")
-        return result
+        bad = np.nonzero(np.isnan(out).any(axis=1))[0]
+        if len(bad):
+            raise ZooError(self._missing(what, ids[bad[0]], canonical))
+        return torch.from_numpy(out)
+
+    def _missing(self, what: str, model_id: int, canonical: bool) -> str:
+        if canonical:
+            return (f"canonical weights of model {model_id} were not written for this checkpoint;"
+                    " run `zoo align --checkpoint all`")
+        return f"{what} of model {model_id} in zoo {self.path!r} are missing or corrupt (NaN where data was committed)"
 
     def trajectory(self, model_id: int, canonical: bool = False) -> torch.Tensor:
         """[C, P] weights of one model at every checkpoint (NaN after a divergence)."""
@@ -283,6 +370,8 @@ class Zoo:
 
     def write_canonical(self, model_ids: Sequence[int], weights: torch.Tensor, checkpoint: int | None = None) -> None:
         """Store re-based weights beside the raw ones: [n, C, P] for all checkpoints or [n, P] at one."""
+        from .writer import create_weights_array, write_rows
+
         ids = [int(i) for i in model_ids]
         keys = {self._row(i)[0] for i in ids}
         if len(keys) != 1:
@@ -292,19 +381,14 @@ class Zoo:
         group = self._writable()
         name = f"layouts/{key}/canonical"
         if name not in group:
-            group.create_array(name, shape=raw.shape, dtype="float32", chunks=raw.chunks, compressors=None,
-                               fill_value=float("nan"))
+            create_weights_array(group.require_group(f"layouts/{key}"), "canonical", *raw.shape, self.block_size)
         array = group[name]
-        rows = np.asarray([self._meta["models"]["row"][i] for i in ids])
+        rows = np.asarray([self._row(i)[1] for i in ids], dtype=np.int64)
         w = weights.detach().to(torch.float32).numpy()
         expected = (len(ids), raw.shape[2]) if checkpoint is not None else (len(ids), raw.shape[1], raw.shape[2])
         if w.shape != expected:
             raise ZooError(f"canonical weights have shape {w.shape}, expected {expected}")
-        for row, wi in zip(rows, w):  # one whole shard (or one inner chunk) per model
-            if checkpoint is None:
-                array[int(row)] = wi
-            else:
-                array[int(row), int(checkpoint)] = wi
+        write_rows(array, rows, w, self.block_size, checkpoint)
 
     def write_table(self, name: str, df: pd.DataFrame) -> None:
         """Store a small table (e.g. landscape metrics per model) inside the zoo, replacing any old one."""
@@ -336,7 +420,8 @@ def summarize(z: Zoo) -> dict:
     """The numbers ``zoo info`` prints: models by status, layouts, checkpoints, accuracy range."""
     df = z.models
     counts = df["status"].value_counts()
-    acc = df.loc[df["status"] != "pending", "test_acc"].dropna()
+    score = "test_acc" if "test_acc" in df else ("test_r2" if "test_r2" in df else None)
+    values = df.loc[df["status"] != "pending", score].dropna() if score else pd.Series(dtype=float)
     layouts = {k: {"models": int((df["layout"] == k).sum()), "parameters": int(v.size), "arch": v.arch.get("name")}
                for k, v in z.layouts.items()}
     return {
@@ -347,12 +432,12 @@ def summarize(z: Zoo) -> dict:
         "pending": int(counts.get("pending", 0)),
         "layouts": layouts,
         "checkpoints": z.checkpoint_epochs,
-        "datasets": list(z.attrs["datasets"]),
-        "test_acc_min": None if acc.empty else float(acc.min()),
-        "test_acc_max": None if acc.empty else float(acc.max()),
-        "test_acc_mean": None if acc.empty else float(acc.mean()),
+        "datasets": z.datasets,
+        "score": score,
+        "score_min": None if values.empty else float(values.min()),
+        "score_max": None if values.empty else float(values.max()),
+        "score_mean": None if values.empty else float(values.mean()),
         "schema_version": z.attrs["schema_version"],
         "has_canonical": any(f"layouts/{k}/canonical" in z._group for k in z.layouts),
         "tables": sorted(z._group["tables"].group_keys()) if "tables" in z._group else [],
     }
-
