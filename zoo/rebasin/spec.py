@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import operator
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 import torch.fx
@@ -128,14 +128,17 @@ class _GraphRecorder:
         self.calls: dict[str, int] = {}
 
     def input(self, node: str) -> None:
+        """A network input: a node set whose size the first layer reading it tells."""
         self.sets.append(["input" if not self.inputs else node, -1, FIXED])
         self.of[node] = len(self.sets) - 1
         self.inputs.add(len(self.sets) - 1)
 
     def keep(self, node: str, src: str) -> None:
+        """An operation that keeps the channels (activation, pooling, flatten): same node set."""
         self.of[node] = self.of[src]
 
     def layer(self, node: str, src: str, path: str, m: nn.Module, group: int) -> None:
+        """A Linear/Conv call: its weight maps the input's node set to a new one of ``group``."""
         s = self.of[src]
         if self.sets[s][1] < 0:
             self.sets[s][1] = int(m.weight.shape[1])
@@ -146,6 +149,7 @@ class _GraphRecorder:
         self.layers.append(NeuronLayer(f"{path}.weight", bias, s, self.of[node], tuple(m.weight.shape[2:])))
 
     def norm(self, node: str, src: str, path: str, m: nn.Module) -> None:
+        """A BatchNorm call: its tensors act on the input's node set."""
         self.of[node] = self.of[src]
         fields = tuple((f, f"{path}.{f}") for f in BN_FIELDS if getattr(m, f, None) is not None)
         if fields:
@@ -158,7 +162,7 @@ class _GraphRecorder:
         self.of[node] = dst
         self.skips += [(s, dst) for s in sets if s != dst]
 
-    def build(self, group_name) -> NeuronGraph:
+    def build(self, group_name: Callable[[int], str | None]) -> NeuronGraph:
         """The graph, with group ids resolved to names by ``group_name`` (None = fixed units)."""
         for name, size, _ in self.sets:
             if size < 0:
