@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "landscape": ("zoo.landscape.cli", "main_landscape", "compute loss-landscape metrics and phases"),
     "phases": ("zoo.landscape.cli", "main_phases", "draw the phase diagram of a zoo (PNG + JSON)"),
     "train": ("wsl.cli", "main", "train a weight-space encoder on a zoo (Hydra overrides)"),
+    "export": ("zoo.transfer_cli", "main_export", "write a zoo as zoo.json + one safetensors file per model"),
+    "import": ("zoo.transfer_cli", "main_import", "read an export or the flat weights.npy format into a new zoo"),
 }
 
 
