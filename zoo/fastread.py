@@ -71,15 +71,16 @@ def read_checkpoint_rows(array: zarr.Array, rows: np.ndarray, checkpoint: int) -
             raise ZooError(f"weights array {array.path!r} is corrupt or unreadable ({e.__class__.__name__}: {e})") from None
     folder, per_shard, c = geometry
     p = array.shape[2]
-    out = np.full((len(rows), p), np.nan, dtype=np.float32)
+    out = np.empty((len(rows), p), dtype=np.float32)
     rows = np.asarray(rows, dtype=np.int64)
     index_bytes = per_shard * c * 16 + 4
     for shard in np.unique(rows // per_shard):
         path = os.path.join(folder, "c", str(int(shard)), "0", "0")
         try:
             fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            continue  # never written: NaN (zarr's fill value); the caller decides whether that is an error
+        except FileNotFoundError:  # never written: NaN (zarr's fill value); the caller decides if that is an error
+            out[rows // per_shard == shard] = np.nan
+            continue
         try:
             size = os.fstat(fd).st_size
             if size < index_bytes:
@@ -89,6 +90,7 @@ def read_checkpoint_rows(array: zarr.Array, rows: np.ndarray, checkpoint: int) -
             for j in np.nonzero(rows // per_shard == shard)[0]:
                 offset, nbytes = index[rows[j] % per_shard, checkpoint]
                 if offset == _EMPTY:
+                    out[j] = np.nan
                     continue
                 if nbytes != p * 4 + 4 or offset + nbytes > size - index_bytes:
                     raise ZooError(f"weights shard {path} is corrupt (bad index entry for row {int(rows[j])})")

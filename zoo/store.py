@@ -209,18 +209,6 @@ class Zoo:
         self._state_cache = self._per_layout("state", 0, (2,), np.int32)
         return self._state_cache
 
-    def _cached_state(self, model_id: int) -> tuple[int, int]:
-        """State of one model from the cache; a model that looked pending is re-read (it may be done now)."""
-        cache = getattr(self, "_state_cache", None)
-        if cache is None:
-            cache = self._state()
-        status, last = (int(v) for v in cache[model_id])
-        if status == PENDING:
-            keys, rows = self._where
-            status, last = (int(v) for v in self._read(f"layouts/{keys[model_id]}/state", int(rows[model_id])))
-            cache[model_id] = (status, last)
-        return status, last
-
     def _metric_values(self) -> np.ndarray:
         """[N, C, K] metrics in model-id order."""
         return self._per_layout("metrics", np.nan, (len(self.checkpoint_epochs), len(self.metric_names)), np.float64)
@@ -279,30 +267,45 @@ class Zoo:
         if not isinstance(model_id, (int, np.integer)) or not 0 <= int(model_id) < n:
             raise ZooError(f"model id {model_id} is out of range: this zoo has ids 0..{n - 1}")
         keys, rows = self._where
-        status, last = self._cached_state(int(model_id))
+        status, last = (int(v) for v in self._states(np.asarray([int(model_id)]))[0])
         return str(keys[int(model_id)]), int(rows[int(model_id)]), status, last
 
     def layout(self, model_id: int) -> Layout:
         return self.layouts[self._row(model_id)[0]]
 
-    def _resolve_checkpoint(self, model_id: int, checkpoint: int, status: int, last: int) -> int:
+    def _states(self, ids: np.ndarray) -> np.ndarray:
+        """[n, 2] (status, last checkpoint) of models, from the cache; pending ones are re-read (they may be done now)."""
+        cache = getattr(self, "_state_cache", None)
+        if cache is None:
+            cache = self._state()
+        if (cache[ids, 0] == PENDING).any():
+            cache = self._state()
+        return cache[ids]
+
+    def _resolve_checkpoints(self, ids: np.ndarray, checkpoint: int, states: np.ndarray) -> np.ndarray:
+        """Checkpoint index to read per model; ZooError for pending models or checkpoints past a divergence."""
         c = len(self.checkpoint_epochs)
-        if status == PENDING:
-            raise ZooError(f"model {model_id} is pending (not trained yet): it has no weights")
         if not -c <= checkpoint < c:
             raise ZooError(f"checkpoint {checkpoint} is out of range: this zoo has {c} checkpoints"
                            f" (epochs {self.checkpoint_epochs})")
-        if checkpoint < 0:
-            return last if checkpoint == -1 else checkpoint + c
-        if checkpoint > last:
-            raise ZooError(f"model {model_id} diverged after checkpoint {last}; checkpoint {checkpoint} does not exist")
-        return checkpoint
+        last = states[:, 1].astype(np.int64)
+        if checkpoint == -1:
+            return last
+        ckpt = checkpoint + c if checkpoint < 0 else checkpoint
+        beyond = np.nonzero(ckpt > last)[0]
+        if len(beyond):
+            raise ZooError(f"model {int(ids[beyond[0]])} diverged after checkpoint {int(last[beyond[0]])};"
+                           f" checkpoint {checkpoint} does not exist")
+        return np.full(len(ids), ckpt, dtype=np.int64)
 
     def _weights_array(self, key: str, canonical: bool) -> zarr.Array:
         name = f"layouts/{key}/{'canonical' if canonical else 'weights'}"
-        if canonical and name not in self._group:
-            raise ZooError(f"zoo has no canonical weights for layout {key}: run `zoo align {self.path}` first")
-        return self._group[name]
+        cache = self.__dict__.setdefault("_arrays", {})  # opening an array through zarr costs ~4 ms
+        if name not in cache:
+            if canonical and name not in self._group:
+                raise ZooError(f"zoo has no canonical weights for layout {key}: run `zoo align {self.path}` first")
+            cache[name] = self._group[name]
+        return cache[name]
 
     def weights(self, model_ids: Sequence[int] | int, checkpoint: int | None = -1,
                 canonical: bool = False) -> torch.Tensor:
@@ -310,36 +313,43 @@ class Zoo:
 
         ``checkpoint=-1`` means each model's last valid checkpoint (a diverged model's last finite one).
         """
-        ids = [int(model_ids)] if isinstance(model_ids, (int, np.integer)) else [int(i) for i in model_ids]
-        if not ids:
+        ids = np.atleast_1d(np.asarray(model_ids))
+        if ids.size == 0:
             raise ZooError("no model ids given")
-        rows = [self._row(i) for i in ids]
-        keys = {r[0] for r in rows}
-        if len(keys) > 1:
-            raise ZooError(f"models {ids} span several layouts {sorted(keys)}; ask for one layout at a time")
-        key = rows[0][0]
+        if ids.dtype.kind not in "iu" or ids.ndim != 1 or ids.min() < 0 or ids.max() >= len(self):
+            bad = next((i for i in ids.ravel().tolist() if not isinstance(i, int) or not 0 <= i < len(self)), ids)
+            raise ZooError(f"model id {bad} is out of range: this zoo has ids 0..{len(self) - 1}")
+        ids = ids.astype(np.int64)
+        keys, rows = self._where
+        layout_keys = set(keys[ids].tolist())
+        if len(layout_keys) > 1:
+            raise ZooError(f"models {ids.tolist()} span several layouts {sorted(layout_keys)}; ask for one layout at a time")
+        key = layout_keys.pop()
         array = self._weights_array(key, canonical)
-        layout_rows = np.asarray([r[1] for r in rows])
+        layout_rows = rows[ids]
+        states = self._states(ids)
+        pending = np.nonzero(states[:, 0] == PENDING)[0]
+        if len(pending):
+            raise ZooError(f"model {int(ids[pending[0]])} is pending (not trained yet): it has no weights")
         what = "canonical weights" if canonical else "weights"
         if checkpoint is None:
-            for i, (_, _, status, _) in zip(ids, rows):
-                if status == PENDING:
-                    raise ZooError(f"model {i} is pending (not trained yet): it has no weights")
             out = self._read(array.path, (layout_rows, slice(None), slice(None)), orthogonal=True)
-            lasts = np.asarray([last for (_, _, _, last) in rows])
-            committed = np.arange(out.shape[1])[None, :] <= lasts[:, None]
+            committed = np.arange(out.shape[1])[None, :] <= states[:, 1][:, None]
             bad = np.nonzero((np.isnan(out).any(axis=2) & committed).any(axis=1))[0]
             if len(bad):
-                raise ZooError(self._missing(what, ids[bad[0]], canonical))
+                raise ZooError(self._missing(what, int(ids[bad[0]]), canonical))
             return torch.from_numpy(out)
-        ckpts = np.asarray([self._resolve_checkpoint(i, checkpoint, s, last) for i, (_, _, s, last) in zip(ids, rows)])
-        out = np.empty((len(ids), array.shape[2]), dtype=np.float32)
-        for c in np.unique(ckpts):  # one vectorized read per distinct checkpoint (usually one)
-            sel = np.nonzero(ckpts == c)[0]
-            out[sel] = read_checkpoint_rows(array, layout_rows[sel], int(c))
+        ckpts = self._resolve_checkpoints(ids, int(checkpoint), states)
+        if (ckpts == ckpts[0]).all():  # the usual case: one vectorized read
+            out = read_checkpoint_rows(array, layout_rows, int(ckpts[0]))
+        else:
+            out = np.empty((len(ids), array.shape[2]), dtype=np.float32)
+            for c in np.unique(ckpts):
+                sel = np.nonzero(ckpts == c)[0]
+                out[sel] = read_checkpoint_rows(array, layout_rows[sel], int(c))
         bad = np.nonzero(np.isnan(out).any(axis=1))[0]
         if len(bad):
-            raise ZooError(self._missing(what, ids[bad[0]], canonical))
+            raise ZooError(self._missing(what, int(ids[bad[0]]), canonical))
         return torch.from_numpy(out)
 
     def _missing(self, what: str, model_id: int, canonical: bool) -> str:
