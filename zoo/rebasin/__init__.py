@@ -8,5 +8,5 @@ from .spec import PermutationSpec, permutation_spec, spec_for_layout
 
 __all__ = ["PermutationSpec", "permutation_spec", "spec_for_layout", "identity_perms", "random_perms",
            "invert_perms", "permute_state", "permute_states", "permute_flat", "MatchResult", "match_population",
-           "match_pairs", "weight_matching", "NeuronGraph", "merge_many", "align_zoo", "align_flat", "choose_reference", "loss_barrier",
-           "loss_barriers"]
+           "match_pairs", "weight_matching", "NeuronGraph", "merge_many", "align_zoo", "align_flat", "choose_reference",
+           "loss_barrier", "loss_barriers"]
