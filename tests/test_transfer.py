@@ -164,32 +164,37 @@ def trained_cnns():
     """Three BatchNorm CNNs trained on digits images, with their test accuracy."""
     data = zoo.load_dataset("digits-image")
     spec = arch_spec("cnn", (1, 8, 8), 10, 6, 1)
-    models, accs = [], []
-    for seed, lr in ((0, 0.1), (1, 0.05), (2, 0.2)):
-        m = _train(spec, data, seed, lr=lr)
+    models, accs, losses = [], [], []
+    for seed, lr in ((0, 0.5), (1, 0.5), (2, 0.3)):
+        m = _train(spec, data, seed, steps=60, lr=lr)
         models.append(m)
         with torch.no_grad():
-            accs.append(float((m(data.X_test).argmax(1) == data.y_test).float().mean()))
-    table = pd.DataFrame({"seed": [0, 1, 2], "learning_rate": [0.1, 0.05, 0.2], "optimizer": ["sgd"] * 3,
-                          "test_accuracy": accs, "train_loss": [0.5, 0.25, 0.125]})
+            accs.append(float((m(data.X_test).argmax(1) == data.y_test).double().mean()))
+            losses.append(float(torch.nn.functional.cross_entropy(m(data.X_train), data.y_train)))
+    assert min(accs) > 0.25  # trained: well above chance (0.1)
+    table = pd.DataFrame({"seed": [0, 1, 2], "learning_rate": [0.5, 0.5, 0.3], "optimizer": ["sgd"] * 3,
+                          "test_accuracy": accs, "train_loss": losses})
     return spec, data, models, table
 
 
 def test_flat_import_rebuilds_the_trained_functions(trained_cnns, tmp_path):
     spec, data, models, table = trained_cnns
     src = write_flat(tmp_path / "flat", spec, models, table)
-    z = import_zoo(src, str(tmp_path / "flat.zarr"), epoch=30)
-    assert z.checkpoint_epochs == [30] and z.metric_names == ["test_acc", "train_loss"]
+    z = import_zoo(src, str(tmp_path / "flat.zarr"), epoch=60, dataset="digits-image")
+    assert z.checkpoint_epochs == [60] and z.metric_names == ["test_acc", "train_loss"]
+    assert z.dataset().fingerprint == data.fingerprint  # recorded, so evaluation works on the import
+    acc = zoo.evaluate(z.layout(0), z.weights([0, 1, 2]), z.dataset())["acc"]
+    assert np.array_equal(acc.numpy(), table.test_accuracy.to_numpy())
     df = z.models
     assert list(df.status) == ["done"] * 3 and list(df.source_row) == [0, 1, 2]
-    assert list(df.learning_rate) == [0.1, 0.05, 0.2] and list(df.optimizer) == ["sgd"] * 3
+    assert list(df.learning_rate) == [0.5, 0.5, 0.3] and list(df.optimizer) == ["sgd"] * 3
     assert np.array_equal(df.test_acc.to_numpy(), table.test_accuracy.to_numpy())
     x = data.X_test[:100]
     with torch.no_grad():
         for i, m in enumerate(models):
             assert torch.equal(z.module(i)(x), m(x)), i
             state = z.state_dict(i)
-            assert state["features.1.num_batches_tracked"].item() == 30
+            assert state["features.1.num_batches_tracked"].item() == 60
     assert z.attrs["imported_from"]["format"] == "flat"
 
 
@@ -211,8 +216,13 @@ def test_flat_import_through_the_cli_with_arch_arguments(tmp_path, capsys):
                  str(tmp_path / "spec.json")]) == 0
     assert main(["import", str(weights_nan), "--out", str(tmp_path / "z3.zarr"), "--arch", "name=mlp",
                  "input_shape=64", "num_outputs=10", "width=9", "depth=1"]) == 2
+    assert main(["import", str(weights_nan), "--out", str(tmp_path / "z3.zarr"), "--arch-file",
+                 str(tmp_path / "spec.json"), "--dataset", "digits-image"]) == 2  # [1, 8, 8] inputs, not [64]
+    assert main(["import", str(weights_nan), "--out", str(tmp_path / "z.zarr"), "--arch-file",
+                 str(tmp_path / "spec.json")]) == 2  # already there: --overwrite needed
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "layers.0.weight" in err[0] and "[9, 64]" in err[0]
+    assert len(err) == 3 and "layers.0.weight" in err[0] and "[9, 64]" in err[0], err
+    assert "[1, 8, 8]" in err[1] and "--overwrite" in err[2], err
 
 
 # ---------------------------------------------------------------------------------------------- bad inputs

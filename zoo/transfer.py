@@ -203,11 +203,12 @@ def _model_tensors(layout: Layout, trajectory: torch.Tensor, last: int, model_id
 
 # ---------------------------------------------------------------------------------------------- import
 def import_zoo(src_dir: str | Path, out: str, arch: Mapping | None = None, epoch: int = 0,
-               metric_names: Sequence[str] | None = None, datasets: bool = True, overwrite: bool = False):
+               metric_names: Sequence[str] | None = None, dataset: str | None = None, datasets: bool = True,
+               overwrite: bool = False):
     """Import a folder into a new zoo at ``out``: an export (``zoo.json``) or the flat format (``weights.npy``).
 
-    ``arch``, ``epoch`` and ``metric_names`` apply to the flat format only (see the module docstring);
-    ``datasets=False`` imports an export without reattaching the datasets its zoo records.
+    ``arch``, ``epoch``, ``metric_names`` and ``dataset`` apply to the flat format only (see the module
+    docstring); ``datasets=False`` imports an export without reattaching the datasets its zoo records.
     """
     src = Path(src_dir)
     if not src.is_dir():
@@ -215,8 +216,17 @@ def import_zoo(src_dir: str | Path, out: str, arch: Mapping | None = None, epoch
     if (src / "zoo.json").is_file():
         return import_export(src, out, datasets=datasets, overwrite=overwrite)
     if (src / "weights.npy").is_file():
-        return import_flat(src, out, arch=arch, epoch=epoch, metric_names=metric_names, overwrite=overwrite)
+        return import_flat(src, out, arch=arch, epoch=epoch, metric_names=metric_names, dataset=dataset,
+                           overwrite=overwrite)
     raise ZooError(f"{str(src)!r} holds neither zoo.json (a wszoo export) nor weights.npy (the flat format)")
+
+
+def check_destination(out: str, overwrite: bool) -> None:
+    """Refuse to import over an existing zoo (or foreign files) before any work is done."""
+    from .store import existing_meta
+
+    if existing_meta(str(out)) is not None and not overwrite:
+        raise ZooError(f"{str(out)!r} already holds a zoo; pass --overwrite (overwrite=True) to replace it")
 
 
 def read_json(path: Path) -> Any:
@@ -252,6 +262,7 @@ def import_export(src_dir: str | Path, out: str, datasets: bool = True, overwrit
     from .writer import create
 
     src = Path(src_dir)
+    check_destination(out, overwrite)
     where = str(src / "zoo.json")
     doc = read_json(src / "zoo.json")
     if not isinstance(doc, Mapping) or doc.get("format") != FORMAT:
@@ -470,18 +481,26 @@ def load_flat_weights(path: Path) -> np.ndarray:
 
 
 def import_flat(src_dir: str | Path, out: str, arch: Mapping | None = None, epoch: int = 0,
-                metric_names: Sequence[str] | None = None, overwrite: bool = False):
+                metric_names: Sequence[str] | None = None, dataset: str | None = None, overwrite: bool = False):
     """Import the flat format (weights.npy, layout.csv, metrics.csv) of one architecture into a new zoo.
 
     The weights are the zoo's one checkpoint, recorded at ``epoch``; models with non-finite weights are
-    imported as diverged (no valid checkpoint) unless metrics.csv says otherwise.
+    imported as diverged (no valid checkpoint). ``dataset`` (a ``load_dataset`` name or .npz path) records
+    the data the models were trained on, so ``Zoo.dataset()``, evaluation and landscape work on the import.
     """
     from .arch import build_model
+    from .datasets import load_dataset
     from .writer import create
 
     src = Path(src_dir)
+    check_destination(out, overwrite)
     spec = _flat_arch(src, arch)
     layout = layout_of(build_model(spec), spec)
+    data = [] if dataset is None else [load_dataset(dataset)]
+    if data and (tuple(spec.get("input_shape", ())) != data[0].input_shape
+                 or int(spec.get("num_outputs", -1)) != data[0].num_outputs):
+        raise ZooError(f"dataset {dataset!r} has inputs {list(data[0].input_shape)} and {data[0].num_outputs}"
+                       f" outputs; the architecture has {spec.get('input_shape')} and {spec.get('num_outputs')}")
     rows = read_layout_csv(src / "layout.csv")
     check_layout_csv(rows, layout, str(src / "layout.csv"))
     weights = load_flat_weights(src / "weights.npy")
@@ -516,7 +535,7 @@ def import_flat(src_dir: str | Path, out: str, arch: Mapping | None = None, epoc
         p.name for p in src.iterdir() if p.name in ("weights.npy", "layout.csv", "metrics.csv", "arch.json"))}}
     key = layout.key()
     w = create(out, columns, {key: layout}, [int(epoch)], [renamed[c] for c in names], attrs=attrs,
-               overwrite=overwrite)
+               datasets=data, overwrite=overwrite)
     for start in range(0, n, BATCH):
         sl = slice(start, min(n, start + BATCH))
         w.write(list(range(sl.start, sl.stop)), weights[sl, None, :], metrics[sl], status=list(status[sl]),

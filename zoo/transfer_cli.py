@@ -45,7 +45,8 @@ def main_import(argv: list[str]) -> int:
     from .transfer import import_zoo, parse_arch, read_json
 
     usage = ("zoo import DIR --out NEW.zarr [--overwrite] [--no-datasets]"
-             " [--arch-file SPEC.json | --arch KEY=VALUE ...] [--epoch N] [--metrics NAME ...]")
+             " [--arch-file SPEC.json | --arch KEY=VALUE ...] [--epoch N] [--dataset NAME]"
+             " [--metrics NAME ...]")
     parser = _Parser(prog="zoo import", usage=usage, description="import a folder into a new zoo: a `zoo export`"
                      " folder, or the flat format (weights.npy [N, P], layout.csv, metrics.csv) of one architecture")
     parser.add_argument("dir", help="the folder to import")
@@ -58,6 +59,7 @@ def main_import(argv: list[str]) -> int:
                         help="flat format: architecture spec, e.g. name=mlp input_shape=64 num_outputs=10"
                         " width=16 depth=1")
     parser.add_argument("--epoch", type=int, default=0, help="flat format: the epoch the weights were saved at")
+    parser.add_argument("--dataset", help="flat format: the dataset the models were trained on (a name or .npz)")
     parser.add_argument("--metrics", nargs="+", metavar="NAME",
                         help="flat format: metrics.csv columns that are metrics (default: the known names)")
     args = _parse(parser, argv)
@@ -70,7 +72,7 @@ def main_import(argv: list[str]) -> int:
         if not Path(args.arch_file).is_file():
             raise ZooError(f"no architecture spec file at {args.arch_file!r}")
         arch = read_json(Path(args.arch_file))
-    z = import_zoo(args.dir, args.out, arch=arch, epoch=args.epoch, metric_names=args.metrics,
+    z = import_zoo(args.dir, args.out, arch=arch, epoch=args.epoch, metric_names=args.metrics, dataset=args.dataset,
                    datasets=not args.no_datasets, overwrite=args.overwrite)
     counts = z.models["status"].value_counts().to_dict()
     print(f"imported {args.dir} into {args.out}: {len(z)} models {counts}, layouts {list(z.layouts)}")
