@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,10 @@ import torch
 
 from .errors import ZooError
 from .layout import Layout, layout_of
+from .writer import RESERVED as STORE_KEYS  # attributes the writer sets itself; everything else is provenance
+
+if TYPE_CHECKING:
+    from .store import Zoo
 
 FORMAT = "wszoo-export"
 FORMAT_VERSION = 1
@@ -46,8 +51,6 @@ BATCH = 256  # models read or written per call
 KNOWN_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "train_r2", "test_r2")
 METRIC_ALIASES = {"train_accuracy": "train_acc", "test_accuracy": "test_acc"}  # Small CNN Zoo names
 RESERVED_COLUMNS = ("model_id", "layout", "row", "last_checkpoint")
-STORE_KEYS = ("schema_version", "initialized", "num_models", "block_size", "checkpoint_epochs", "metric_names",
-              "layouts", "datasets")  # attributes the writer sets itself; everything else is provenance
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -108,7 +111,7 @@ def decode_table(payload: Mapping, where: str) -> pd.DataFrame:
                 raise ValueError(f"column {name!r} has unknown type {kind!r}")
         return pd.DataFrame(data, index=pd.RangeIndex(n))
     except (KeyError, TypeError, ValueError) as e:
-        raise ZooError(f"{where}: the models table is malformed ({e.__class__.__name__}: {e})") from None
+        raise ZooError(f"{where}: a table is malformed ({e.__class__.__name__}: {e})") from None
 
 
 def _model_file(model_id: int, width: int) -> str:
@@ -122,7 +125,7 @@ def _table_names(z) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- export
-def export_zoo(source, out_dir: str | Path) -> Path:
+def export_zoo(source: "Zoo | str | os.PathLike", out_dir: str | Path) -> Path:
     """Write a zoo (a path or an open Zoo) as ``zoo.json`` + one safetensors file per model into ``out_dir``.
 
     ``out_dir`` must not exist or be empty, so an export never mixes with other files.
@@ -204,7 +207,7 @@ def _model_tensors(layout: Layout, trajectory: torch.Tensor, last: int, model_id
 # ---------------------------------------------------------------------------------------------- import
 def import_zoo(src_dir: str | Path, out: str, arch: Mapping | None = None, epoch: int = 0,
                metric_names: Sequence[str] | None = None, dataset: str | None = None, datasets: bool = True,
-               overwrite: bool = False):
+               overwrite: bool = False) -> "Zoo":
     """Import a folder into a new zoo at ``out``: an export (``zoo.json``) or the flat format (``weights.npy``).
 
     ``arch``, ``epoch``, ``metric_names`` and ``dataset`` apply to the flat format only (see the module
@@ -255,7 +258,7 @@ def _load_datasets(records: Mapping, where: str) -> list:
     return out
 
 
-def import_export(src_dir: str | Path, out: str, datasets: bool = True, overwrite: bool = False):
+def import_export(src_dir: str | Path, out: str, datasets: bool = True, overwrite: bool = False) -> "Zoo":
     """Read a ``zoo export`` folder back into a new zoo, bit for bit, through the writer API."""
     from safetensors import SafetensorError, safe_open
 
@@ -481,7 +484,8 @@ def load_flat_weights(path: Path) -> np.ndarray:
 
 
 def import_flat(src_dir: str | Path, out: str, arch: Mapping | None = None, epoch: int = 0,
-                metric_names: Sequence[str] | None = None, dataset: str | None = None, overwrite: bool = False):
+                metric_names: Sequence[str] | None = None, dataset: str | None = None,
+                overwrite: bool = False) -> "Zoo":
     """Import the flat format (weights.npy, layout.csv, metrics.csv) of one architecture into a new zoo.
 
     The weights are the zoo's one checkpoint, recorded at ``epoch``; models with non-finite weights are
