@@ -1,6 +1,8 @@
 """The writer API: any producer of weights makes a zoo that every command reads."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -121,3 +123,42 @@ def test_interrupted_creation_is_replaced_not_wedged(source, tmp_path):
         zoo.open(path)
     _copy(source, path)
     assert len(zoo.open(path)) == len(source)
+
+
+def _write_schema1(z: zoo.Zoo, path: str) -> None:
+    """The pre-writer layout (schema 1), made from a current zoo: JSON table attribute, one chunk per model."""
+    import zarr
+
+    table = z.models[list(z._table.columns)]
+    state = z._state()
+    metrics = z._metric_values()
+    group = zarr.open_group(path, mode="w")
+    meta = {"schema_version": 1, "initialized": True, "config": z.config, "config_hash": z.attrs["config_hash"],
+            "versions": z.attrs["versions"], "datasets": {k: v["fingerprint"] for k, v in z.attrs["datasets"].items()},
+            "checkpoint_epochs": z.checkpoint_epochs, "metric_names": z.metric_names, "num_models": len(z),
+            "layouts": {k: v.to_json() for k, v in z.layouts.items()}, "models": table.to_dict(orient="list")}
+    group.create_array("models/state", data=state, chunks=(1, 2))
+    group.create_array("metrics/values", data=metrics, chunks=(1, *metrics.shape[1:]))
+    keys, rows = z._where
+    for key, layout in z.layouts.items():
+        ids = np.nonzero(keys == key)[0][np.argsort(rows[keys == key])]
+        group.create_array(f"layouts/{key}/weights", data=z.weights(ids.tolist(), checkpoint=None).numpy(),
+                           chunks=(1, 1, layout.size))
+    group.attrs["wszoo"] = meta
+
+
+def test_a_schema1_zoo_says_how_to_upgrade_and_upgrades_bit_for_bit(tiny_zoo, tmp_path, capsys):
+    path = str(tmp_path / "old.zarr")
+    _write_schema1(tiny_zoo, path)
+    with pytest.raises(ZooError, match="zoo upgrade"):
+        zoo.open(path)
+    assert zoo_main(["upgrade", path]) == 0 and "schema 2" in capsys.readouterr().out
+    z = zoo.open(path)
+    ids = list(range(len(z)))
+    assert (z.models.drop(columns=[]).status == "done").all()
+    for key in z.layouts:
+        sel = [i for i in ids if z.layout(i).key() == key]
+        assert torch.equal(z.weights(sel, checkpoint=None), tiny_zoo.weights(sel, checkpoint=None))
+    np.testing.assert_array_equal(z._metric_values(), tiny_zoo._metric_values())
+    assert z.models.width.tolist() == tiny_zoo.models.width.tolist()
+    assert os.path.exists(path + ".schema1")

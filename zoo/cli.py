@@ -18,8 +18,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "landscape": ("zoo.landscape.cli", "main_landscape", "compute loss-landscape metrics and phases"),
     "phases": ("zoo.landscape.cli", "main_phases", "draw the phase diagram of a zoo (PNG + JSON)"),
     "train": ("wsl.cli", "main", "train a weight-space encoder on a zoo (Hydra overrides)"),
+    "fit": ("generators.cli", "main_fit", "fit a weight generator on a zoo (Hydra overrides)"),
+    "sample": ("generators.cli", "main_sample", "sample networks from a fitted generator into a zoo"),
     "export": ("zoo.transfer_cli", "main_export", "write a zoo as zoo.json + one safetensors file per model"),
     "import": ("zoo.transfer_cli", "main_import", "read an export or the flat weights.npy format into a new zoo"),
+    "upgrade": ("zoo.upgrade", "main", "convert a zoo written by an older wszoo (schema 1) to the current schema"),
 }
 
 
