@@ -42,7 +42,8 @@ def mixed_zoo(tmp_path_factory) -> zoo.Zoo:
         "condition": [[1, 2], [3], [], [0.5], [1], [2], [3]],
     })
     w = create(str(tmp_path_factory.mktemp("zoos") / "mixed.zarr"), models, layouts, [0, 2, 5],
-               ["train_loss", "test_acc"], attrs={"generator": {"name": "flow", "seed": 7}, "note": "test"})
+               ["train_loss", "test_acc"], attrs={"generator": {"name": "flow", "seed": 7}, "note": "test"},
+               block_size=2)  # several blocks per layout; the import keeps the block size
     g = torch.Generator().manual_seed(0)
     for key, ids in ((cnn, [0, 1, 2]), (mlp, [4, 5, 6])):  # model 3 stays pending
         L = layouts[key]
@@ -68,7 +69,7 @@ def assert_same_zoo(a: zoo.Zoo, b: zoo.Zoo, tables: tuple[str, ...] = ()) -> Non
     pd.testing.assert_frame_equal(a.models, b.models, check_exact=True)
     pd.testing.assert_frame_equal(a.metrics, b.metrics, check_exact=True)
     assert a.layouts == b.layouts and a.checkpoint_epochs == b.checkpoint_epochs
-    assert a.metric_names == b.metric_names and a.attrs == b.attrs
+    assert a.metric_names == b.metric_names and a.attrs == b.attrs  # block size and provenance included
     df = a.models
     for key in a.layouts:
         ids = df.model_id[(df.layout == key) & (df.status != "pending")].tolist()

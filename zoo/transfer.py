@@ -179,6 +179,7 @@ def export_zoo(source: "Zoo | str | os.PathLike", out_dir: str | Path) -> Path:
         "derived_columns": derived,
         "files": files,
         "datasets": _json_value(dict(z.attrs.get("datasets") or {})),
+        "block_size": z.attrs.get("block_size"),  # the store's unit of writing, kept so the import is laid out alike
         "attrs": _json_value(attrs),
         "tables": tables,
     }
@@ -282,6 +283,7 @@ def import_export(src_dir: str | Path, out: str, datasets: bool = True, overwrit
         attrs = dict(doc.get("attrs") or {})
         records = dict(doc.get("datasets") or {})
         tables = dict(doc.get("tables") or {})
+        block = {} if doc.get("block_size") is None else {"block_size": int(doc["block_size"])}
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ZooError(f"{where} is malformed ({e.__class__.__name__}: {e})") from None
     models = decode_table(doc.get("models") or {}, where)
@@ -301,7 +303,8 @@ def import_export(src_dir: str | Path, out: str, datasets: bool = True, overwrit
     loaded = _load_datasets(records, where) if datasets else []
     if not datasets:
         attrs["datasets_left_out"] = records
-    w = create(out, table, layouts, checkpoints, metric_names, attrs=attrs, datasets=loaded, overwrite=overwrite)
+    w = create(out, table, layouts, checkpoints, metric_names, attrs=attrs, datasets=loaded, overwrite=overwrite,
+               **block)
     layout_of_model = models["layout"].astype(str).to_numpy()
     for key, layout in layouts.items():
         ids = np.nonzero((layout_of_model == key) & (status != "pending"))[0]
