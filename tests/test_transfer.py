@@ -129,6 +129,15 @@ def test_built_zoo_roundtrip_through_the_cli(tiny_zoo, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith(("zoo import: error:", "zoo export: error:")) for line in err)
     assert main(["import", str(tmp_path / "exp"), "--out", str(tmp_path / "back.zarr"), "--overwrite"]) == 0
+    # data that is not the data the zoo was built on is refused, or left out when asked
+    doc = json.loads((tmp_path / "exp" / "zoo.json").read_text())
+    doc["datasets"]["digits"]["fingerprint"] = "0" * 64
+    (tmp_path / "exp" / "zoo.json").write_text(json.dumps(doc))
+    with pytest.raises(ZooError, match="fingerprint mismatch.*--no-datasets"):
+        import_zoo(tmp_path / "exp", str(tmp_path / "other.zarr"))
+    bare = import_zoo(tmp_path / "exp", str(tmp_path / "other.zarr"), datasets=False)
+    assert bare.datasets == [] and bare.attrs["datasets_left_out"]["digits"]["fingerprint"] == "0" * 64
+    assert torch.equal(bare.weights([0, 1], checkpoint=None), tiny_zoo.weights([0, 1], checkpoint=None))
 
 
 # ---------------------------------------------------------------------------------------------- flat format
