@@ -51,7 +51,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_landscape_of_a_regression_zoo(tmp_path):
-    """Sine regression: MSE loss, R^2 in the accuracy slots, gap = test loss - train loss."""
+    """Sine regression: MSE loss, R^2 named as such (no accuracy columns), gap = test loss - train loss."""
     out = tmp_path / "sine.zarr"
     assert main(["build", "recipe=tiny", f"out={out}", "progress=false", "recipe.dataset=sine-regression",
                  "recipe.widths=[8]", "recipe.seeds=2", "recipe.epochs=2",
@@ -62,4 +62,6 @@ def test_landscape_of_a_regression_zoo(tmp_path):
     df = compute_landscape(z, {"probes": 4, "power_iters": 5, "bezier_steps": 5, "batches": 1, "batch_size": 64})
     assert np.allclose(df["train_loss"], z.models["train_loss"], rtol=1e-3, atol=1e-6)
     assert np.allclose(df["generalization_gap"], df["test_loss"] - df["train_loss"], atol=1e-6)
-    assert (df["train_acc"] <= 1).all() and df["hessian_trace"].gt(0).all() and df["cka"].between(0, 1.0001).all()
+    assert "train_acc" not in df and "test_acc" not in df
+    assert np.allclose(df["test_r2"], z.models["test_r2"], rtol=1e-5, atol=1e-6)
+    assert (df["train_r2"] <= 1).all() and df["hessian_trace"].gt(0).all() and df["cka"].between(0, 1.0001).all()

@@ -30,6 +30,13 @@ from .phases import NOT_CELL, Cutoffs, label_models
 DEFAULTS = Path(__file__).resolve().parents[2] / "conf" / "landscape" / "default.yaml"
 COLUMNS = ["model_id", "train_loss", "train_acc", "test_loss", "test_acc", "generalization_gap", "hessian_trace",
            "hessian_top_eigenvalue", "mode_connectivity", "mode_connectivity_linear", "cka", "phase"]
+# regression zoos have R^2 where classification zoos have accuracy, named as such
+REGRESSION_COLUMNS = [{"train_acc": "train_r2", "test_acc": "test_r2"}.get(c, c) for c in COLUMNS]
+
+
+def columns(kind: str) -> list[str]:
+    """Columns of the landscape table of a zoo of this dataset kind ('classification' | 'regression')."""
+    return REGRESSION_COLUMNS if kind == "regression" else COLUMNS
 BOOKKEEPING = NOT_CELL | {"population"}
 
 
@@ -146,9 +153,8 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
             train = evaluate(layout, weights, dataset, "train")
             out = predict(layout, weights, dataset.X_test)  # [n, N, K]: test metrics and CKA from one forward
             test = output_metrics(out, dataset.y_test, kind)
-            # the landscape table keeps one score column per split: accuracy, or R^2 for regression zoos
             score = "acc" if kind == "classification" else "r2"
-            tr_loss, tr_acc, te_loss, te_acc = train["loss"], train[score], test["loss"], test[score]
+            tr_loss, tr_score, te_loss, te_score = train["loss"], train[score], test["loss"], test[score]
             t1 = time.perf_counter()
             g = torch.Generator().manual_seed(seed + 1)
             trace = hutchinson_trace(hvp, theta, (bufs, x_a, y_a), int(cfg["probes"]), g, chunk=int(cfg["probe_chunk"]))
@@ -160,10 +166,11 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
             timings["hessian_trace"] += t2 - t1
             timings["hessian_top_eigenvalue"] += t3 - t2
             for k, i in enumerate(ids):
-                gap = (tr_acc[k] - te_acc[k]) if kind == "classification" else (te_loss[k] - tr_loss[k])
-                rows[i].update(train_loss=float(tr_loss[k]), train_acc=float(tr_acc[k]), test_loss=float(te_loss[k]),
-                               test_acc=float(te_acc[k]), generalization_gap=float(gap), hessian_trace=float(trace[k]),
-                               hessian_top_eigenvalue=float(top[k]))
+                gap = (tr_score[k] - te_score[k]) if kind == "classification" else (te_loss[k] - tr_loss[k])
+                rows[i].update({"train_loss": float(tr_loss[k]), f"train_{score}": float(tr_score[k]),
+                                "test_loss": float(te_loss[k]), f"test_{score}": float(te_score[k]),
+                                "generalization_gap": float(gap), "hessian_trace": float(trace[k]),
+                                "hessian_top_eigenvalue": float(top[k])})
                 test_out[i] = out[k]
 
         # ---- cell metrics: Bezier mode connectivity and CKA over seed pairs (cells never span layouts)
@@ -212,7 +219,8 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
                 rows[int(r["model_id"])].update(mode_connectivity=float(c["mc"]),
                                                 mode_connectivity_linear=float(c["mcl"]), cka=float(c["cka"]))
 
-    table = pd.DataFrame([rows[i] for i in sorted(rows)]).reindex(columns=COLUMNS[:-1])
+    cols = columns(kind)
+    table = pd.DataFrame([rows[i] for i in sorted(rows)]).reindex(columns=cols[:-1])
     pairs_table = pd.DataFrame(pair_rows, columns=["cell", "model_a", "model_b", "mode_connectivity",
                                                    "mode_connectivity_linear", "cka", "curve_loss", "line_loss"])
     merged = models[["model_id", "status", *keys, "seed"]].merge(table, on="model_id", how="left")
@@ -222,7 +230,7 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
         merged[c] = merged.groupby("_cell")[c].transform("first")
     phase, cells = label_models(merged.drop(columns="_cell"), keys, cut)
     merged["phase"] = phase
-    result = merged[COLUMNS].copy()
+    result = merged[cols].copy()
     if write:
         zoo.write_table("landscape", result)
         zoo.write_table("landscape_batches", pd.DataFrame({

@@ -20,7 +20,9 @@ from ..errors import ZooError
 
 PHASES = ("I", "II", "III", "IV-A", "IV-B")
 # per-model metrics aggregated over a cell's seeds (median), and cell-level ones (already per cell)
-MODEL_METRICS = ("train_loss", "train_acc", "test_acc", "generalization_gap", "hessian_trace", "hessian_top_eigenvalue")
+MODEL_METRICS = ("train_loss", "generalization_gap", "hessian_trace", "hessian_top_eigenvalue")
+# per-model scores, aggregated like MODEL_METRICS where present: accuracy, or R^2 for regression zoos
+SCORE_METRICS = ("train_acc", "test_acc", "train_r2", "test_r2")
 CELL_METRICS = ("mode_connectivity", "mode_connectivity_linear", "cka")
 # columns that identify a model rather than its cell
 NOT_CELL = {"model_id", "seed", "status", "layout", "row", "last_checkpoint", "phase"}
@@ -59,7 +61,8 @@ class Cutoffs:
 def cell_columns(models: pd.DataFrame) -> list[str]:
     """Hyperparameter columns that define a grid cell: everything but the seed and per-model bookkeeping."""
     return [c for c in models.columns
-            if c not in NOT_CELL and c not in MODEL_METRICS and c not in CELL_METRICS and c != "test_loss"]
+            if c not in NOT_CELL and c not in MODEL_METRICS and c not in SCORE_METRICS and c not in CELL_METRICS
+            and c != "test_loss"]
 
 
 def cell_ids(table: pd.DataFrame, keys: list[str]) -> pd.Series:
@@ -74,13 +77,14 @@ def cell_table(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     missing = [c for c in (*keys, *MODEL_METRICS, *CELL_METRICS) if c not in table.columns]
     if missing:
         raise ZooError(f"landscape table lacks columns {missing}")
+    per_model = [*MODEL_METRICS, *(c for c in SCORE_METRICS if c in table.columns)]
     t = table.copy()
-    for c in (*MODEL_METRICS, *CELL_METRICS):
+    for c in (*per_model, *CELL_METRICS):
         t[c] = pd.to_numeric(t[c], errors="coerce").replace([np.inf, -np.inf], np.nan)
     t["cell"] = cell_ids(t, keys)
     grouped = t.groupby("cell", sort=False)
     agg = grouped[list(keys)].first() if keys else pd.DataFrame(index=grouped.size().index)
-    agg[list(MODEL_METRICS)] = grouped[list(MODEL_METRICS)].median()
+    agg[per_model] = grouped[per_model].median()
     agg[list(CELL_METRICS)] = grouped[list(CELL_METRICS)].first()
     agg["members"] = grouped.size()
     agg["members_ok"] = grouped["train_loss"].count()

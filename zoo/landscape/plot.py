@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ZooError
-from .phases import CELL_METRICS, MODEL_METRICS, PHASES
+from .phases import CELL_METRICS, MODEL_METRICS, PHASES, SCORE_METRICS
 
 PANELS = [  # (column, title, scale): log panels use log10 of positive values
     ("train_loss", "train loss (log10)", "log"),
-    ("test_acc", "test accuracy / R²", "linear"),
+    ("test_acc", "test accuracy", "linear"),  # test R² on regression zoos (see _panels)
     ("generalization_gap", "generalization gap", "linear"),
     ("hessian_trace", "Hessian trace (log10)", "log"),
     ("hessian_top_eigenvalue", "Hessian top eigenvalue (log10)", "log"),
@@ -27,6 +27,13 @@ PANELS = [  # (column, title, scale): log panels use log10 of positive values
     ("cka", "CKA of logits", "linear"),
 ]
 PHASE_COLORS = {"I": "#d62728", "II": "#ff7f0e", "III": "#9467bd", "IV-A": "#2ca02c", "IV-B": "#1f77b4", "": "#dddddd"}
+
+
+def _panels(cells: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """PANELS for this table: a regression zoo's cells carry test R² where classification ones carry accuracy."""
+    if "test_acc" in cells.columns or "test_r2" not in cells.columns:
+        return PANELS
+    return [("test_r2", "test R²", "linear") if col == "test_acc" else (col, t, s) for col, t, s in PANELS]
 
 
 def temperature_axis(cells: pd.DataFrame) -> str:
@@ -65,7 +72,7 @@ def phase_diagram(cells: pd.DataFrame, out_dir: str | Path, cutoffs: Mapping, ex
     temp = temperature_axis(cells)
     fixed = ["width", temp]
     others = [c for c in cells.columns
-              if c not in fixed and c not in {*MODEL_METRICS, *CELL_METRICS} and c not in
+              if c not in fixed and c not in {*MODEL_METRICS, *SCORE_METRICS, *CELL_METRICS} and c not in
               {"cell", "phase", "members", "members_ok", "high_loss", "large_hessian", "hessian_agrees",
                "mode_connectivity_std", "pairs"}
               and cells[c].nunique(dropna=False) > 1]
@@ -78,7 +85,7 @@ def phase_diagram(cells: pd.DataFrame, out_dir: str | Path, cutoffs: Mapping, ex
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel_w * n_cols, 3.2 * n_rows + 0.6), squeeze=False)
     for r, combo in enumerate(combos):
         sub = cells if not others else cells[(cells[others].astype(str) == pd.Series(combo, index=others)).all(axis=1)]
-        for c, (col, title, scale) in enumerate([*PANELS, ("phase", "phase", "phase")]):
+        for c, (col, title, scale) in enumerate([*_panels(cells), ("phase", "phase", "phase")]):
             ax = axes[3 * r + c // 3, c % 3]
             grid = np.full((len(temps), len(widths)), np.nan)
             labels = [["" for _ in widths] for _ in temps]
