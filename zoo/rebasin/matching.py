@@ -360,8 +360,8 @@ def merge_many(spec: PermutationSpec, states: Mapping[str, torch.Tensor], *, see
     Stops when a round no longer lowers the mean squared distance of the models to their mean (each
     step lowers it, so it cannot rise). Returns per-model permutations ``[n, size]``, the merged (mean)
     state dict of the permuted models and the distance after each round. BatchNorm running statistics of
-    the merged net are averages, not statistics of the merged net: recompute them
-    (``report.recompute_bn_stats``) before using it.
+    the merged net are averages, not statistics of the merged net: recompute them on the training split
+    (``zoo.recalibrate_bn``) before using it.
     """
     spec.check_state(states, batched=True, what="models")
     check_finite(states, "models", batched=True)
