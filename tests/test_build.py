@@ -142,11 +142,13 @@ def test_cli_user_errors_are_one_line_without_traceback(args, needle):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_after_done", [0, 2])
-def test_sigkill_mid_build_then_resume_gives_the_same_bits(tmp_path, kill_after_done):
-    """Kill the real build process (SIGKILL) early or between populations; the rerun completes it exactly."""
+@pytest.mark.parametrize("sig,kill_after_done", [(signal.SIGKILL, 0), (signal.SIGKILL, 2), (signal.SIGTERM, 2),
+                                                 (signal.SIGINT, 2)])
+def test_sigkill_mid_build_then_resume_gives_the_same_bits(tmp_path, sig, kill_after_done):
+    """Kill the real build process (SIGKILL) early or between blocks, or stop it with SIGTERM/SIGINT (a one-line
+    message and exit 128+signal); the rerun completes it exactly."""
     args = ["recipe=tiny", "recipe.widths=[4,6,8,10,12]", "recipe.epochs=6", "recipe.checkpoint_epochs=[0,3,6]",
-            "progress=false"]
+            "progress=false", "block_size=2"]
     out = str(tmp_path / "killed.zarr")
     proc = subprocess.Popen([*ZOO_CLI, "build", f"out={out}", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -160,8 +162,12 @@ def test_sigkill_mid_build_then_resume_gives_the_same_bits(tmp_path, kill_after_
             break
         time.sleep(0.05)
     assert proc.poll() is None, "build finished before it could be killed; make the recipe bigger"
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(sig)
     proc.wait()
+    if sig != signal.SIGKILL:
+        err = proc.stderr.read().decode()
+        assert proc.returncode == 128 + sig and "interrupted: run the same command again" in err, err
+        assert "Traceback" not in err
     r = _cli("build", f"out={out}", *args)
     assert r.returncode == 0, r.stderr
     resumed = zoo.open(out)

@@ -6,7 +6,9 @@ User errors (``ZooError``, unknown Hydra override keys) print one line and exit 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 
 from .errors import ZooError
 
@@ -20,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("wsl.cli", "main", "train a weight-space encoder on a zoo (Hydra overrides)"),
     "fit": ("generators.cli", "main_fit", "fit a weight generator on a zoo (Hydra overrides)"),
     "sample": ("generators.cli", "main_sample", "sample networks from a fitted generator into a zoo"),
+    "diagnose": ("generators.diagnose_cli", "main", "memorization check: samples vs training zoo and baselines"),
     "export": ("zoo.transfer_cli", "main_export", "write a zoo as zoo.json + one safetensors file per model"),
     "import": ("zoo.transfer_cli", "main_import", "read an export or the flat weights.npy format into a new zoo"),
     "upgrade": ("zoo.upgrade", "main", "convert a zoo written by an older wszoo (schema 1) to the current schema"),
@@ -42,15 +45,46 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zoo: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[name]
+    previous = _raise_on_signals()
     try:
         fn = getattr(importlib.import_module(module), func)
         return int(fn(rest) or 0)
     except ZooError as e:
         print(f"zoo {name}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"zoo {name}: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    except (Interrupted, KeyboardInterrupt) as e:
+        print(f"zoo {name}: interrupted: run the same command again to resume", file=sys.stderr)
+        return 128 + (e.signum if isinstance(e, Interrupted) else signal.SIGINT)
+    except BrokenPipeError:  # `zoo info ... | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT arrived. A BaseException, so no ``except Exception`` on the way (Lightning's
+    trainer included, which would turn a KeyboardInterrupt into exit(1)) swallows it; what was committed
+    stays committed (writes are atomic per file, a model's state row last)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+def _raise_on_signals() -> dict:
+    """Make SIGTERM and SIGINT raise :class:`Interrupted` in the main thread; returns the old handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, _frame):
+        raise Interrupted(signum)
+
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.signal(signum, handler)
+    return previous
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
+from ..config import CONF_DIR
 from ..errors import ZooError
 from ..evaluate import evaluate, output_metrics, predict
 from .cka import linear_cka
@@ -27,7 +28,7 @@ from .functional import FunctionalNet, task_loss
 from .hessian import batched_hvp, hutchinson_trace, top_eigenvalue
 from .phases import NOT_CELL, Cutoffs, label_models
 
-DEFAULTS = Path(__file__).resolve().parents[2] / "conf" / "landscape" / "default.yaml"
+DEFAULTS = CONF_DIR / "landscape" / "default.yaml"  # the packaged configs: works from a wheel too
 COLUMNS = ["model_id", "train_loss", "train_acc", "test_loss", "test_acc", "generalization_gap", "hessian_trace",
            "hessian_top_eigenvalue", "mode_connectivity", "mode_connectivity_linear", "cka", "phase"]
 # regression zoos have R^2 where classification zoos have accuracy, named as such
