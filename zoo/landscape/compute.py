@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import sys
 import time
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
