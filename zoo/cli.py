@@ -23,8 +23,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "fit": ("generators.cli", "main_fit", "fit a weight generator on a zoo (Hydra overrides)"),
     "sample": ("generators.cli", "main_sample", "sample networks from a fitted generator into a zoo"),
     "diagnose": ("generators.diagnose_cli", "main", "memorization check: samples vs training zoo and baselines"),
+    "lcsc": ("generators.lcsc_cli", "main", "LCSC: search linear combinations of saved checkpoints (val split)"),
     "export": ("zoo.transfer_cli", "main_export", "write a zoo as zoo.json + one safetensors file per model"),
     "import": ("zoo.transfer_cli", "main_import", "read an export or the flat weights.npy format into a new zoo"),
+    "verify": ("zoo.verify", "main", "check every committed model's stored data; --repair marks damage for rebuild"),
     "upgrade": ("zoo.upgrade", "main", "convert a zoo written by an older wszoo (schema 1) to the current schema"),
 }
 

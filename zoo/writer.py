@@ -213,10 +213,12 @@ class ZooWriter:
             raise ZooError(f"weights of model {int(np.asarray(model_ids)[bad[0]])} are NaN/inf at a checkpoint it"
                            " is committed for (mark it diverged with its last finite checkpoint)")
         group = self._group
-        write_rows(group[f"layouts/{key}/weights"], rows, w, self.block_size)
-        write_rows(group[f"layouts/{key}/metrics"], rows, m, self.block_size)
-        write_rows(group[f"layouts/{key}/state"], rows, np.stack([codes, last.astype(np.int32)], axis=1),
-                   self.block_size)  # commit marker, last
+        # every chunk of a committed block exists, NaN ones included, so a missing file is always damage
+        with zarr.config.set({"array.write_empty_chunks": True}):
+            write_rows(group[f"layouts/{key}/weights"], rows, w, self.block_size)
+            write_rows(group[f"layouts/{key}/metrics"], rows, m, self.block_size)
+            write_rows(group[f"layouts/{key}/state"], rows, np.stack([codes, last.astype(np.int32)], axis=1),
+                       self.block_size)  # commit marker, last
 
     def zoo(self) -> "zstore.Zoo":
         """The zoo opened for reading."""
