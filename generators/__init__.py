@@ -4,7 +4,8 @@ generator ``sample(n, seed, condition)`` -> state dicts, ``sample_zoo(n, out, se
 DeepWeightFlow (``"dwf"``) is the first; each generator is a LightningModule registered by its name.
 """
 from .base import Generator, load, snapshots
+from .diagnose import diagnose
 from .dwf import DeepWeightFlow
 from .train import fit, fit_config
 
-__all__ = ["Generator", "DeepWeightFlow", "fit", "fit_config", "load", "snapshots"]
+__all__ = ["Generator", "DeepWeightFlow", "fit", "fit_config", "load", "snapshots", "diagnose"]

@@ -1,0 +1,488 @@
+"""Memorization diagnostics: are a generator's samples good, and are they new, or copies of training models?
+
+For every sample (of each samples zoo, and of each baseline built from the training zoo) and every training
+model, measured in one batched pass:
+- ``test_acc``: accuracy on the test split (``zoo.predict``; BatchNorm statistics of baselines recomputed on
+  the training split);
+- ``nn_l2``: L2 distance over trainable parameters to the nearest training model after aligning both to one
+  reference (Git Re-Basin); ``nn_l2_raw``: the same without alignment; ``train_nn_l2``: each training model's
+  distance to the other training models (self excluded), the yardstick;
+- ``max_iou``: the largest intersection-over-union of its set of misclassified test points with any training
+  model's set (self excluded for training models).
+Per method: mean/std of each, and ``good_and_novel``: the fraction of its samples with test_acc >= the
+training models' 5th percentile and max_iou < the training models' median max_iou (non-finite samples count
+as neither). Distances come from ``torch.cdist`` and IoUs from boolean matrix products, in row chunks; there
+is no Python loop over pairs. The test split is only ever read to measure, never to fit or select.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+import zoo
+from zoo.datasets import Dataset
+from zoo.errors import ZooError
+from zoo.layout import Layout
+
+from .baselines import build_baselines, parse_baselines
+
+TRAIN = "train"  # method name of the training models themselves
+ROW_CHUNK = 1024  # rows of a distance / IoU matrix computed at once (bounds memory on big zoos)
+GOOD_PERCENTILE = 5.0  # good: test_acc >= this percentile of the training models' test_acc
+SCATTER_PNG = "accuracy_vs_max_iou.png"
+HIST_PNG = "nn_l2_histogram.png"
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+def iou_matrix(errors_a: torch.Tensor, errors_b: torch.Tensor) -> torch.Tensor:
+    """IoU [n, m] of boolean error sets errors_a [n, N] and errors_b [m, N]; two empty sets have IoU 1."""
+    a, b = errors_a.to(torch.float32), errors_b.to(torch.float32)
+    inter = a @ b.T
+    union = a.sum(1, keepdim=True) + b.sum(1)[None, :] - inter
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter))
+
+
+def max_iou(errors_a: torch.Tensor, errors_b: torch.Tensor, exclude_self: bool = False
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max IoU [n], argmax [n]) of each error set of errors_a [n, N] over the sets of errors_b [m, N].
+
+    ``exclude_self``: a and b are the same models (row i of a is row i of b) and the pair (i, i) is skipped.
+    """
+    if errors_a.shape[1] != errors_b.shape[1]:
+        raise ZooError(f"error sets over {errors_a.shape[1]} and {errors_b.shape[1]} test points cannot be compared")
+    if exclude_self and errors_b.shape[0] < 2:
+        raise ZooError("max_iou with self excluded needs at least 2 models")
+    best = torch.empty(errors_a.shape[0])
+    arg = torch.empty(errors_a.shape[0], dtype=torch.int64)
+    for lo in range(0, errors_a.shape[0], ROW_CHUNK):
+        m = iou_matrix(errors_a[lo:lo + ROW_CHUNK], errors_b)
+        if exclude_self:
+            rows = torch.arange(m.shape[0])
+            m[rows, rows + lo] = -1.0
+        best[lo:lo + ROW_CHUNK], arg[lo:lo + ROW_CHUNK] = m.max(1)
+    return best, arg
+
+
+def nearest_l2(a: torch.Tensor, b: torch.Tensor, exclude_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distance [n], index [n]) of each row of a [n, P] to its nearest row of b [m, P] (L2).
+
+    The search is ``torch.cdist`` in float64 on vectors centred on b's mean (its matrix-product form loses
+    little there); the distance to the nearest row is then recomputed directly, so an exact copy gives 0.
+    ``exclude_self``: a and b are the same rows and the pair (i, i) is skipped.
+    """
+    if a.shape[1] != b.shape[1]:
+        raise ZooError(f"vectors of {a.shape[1]} and {b.shape[1]} coordinates cannot be compared")
+    if exclude_self and b.shape[0] < 2:
+        raise ZooError("nearest-neighbour distances with self excluded need at least 2 models")
+    centre = b.to(torch.float64).mean(0)
+    B = b.to(torch.float64) - centre
+    arg = torch.empty(a.shape[0], dtype=torch.int64)
+    for lo in range(0, a.shape[0], ROW_CHUNK):
+        d = torch.cdist(a[lo:lo + ROW_CHUNK].to(torch.float64) - centre, B)
+        if exclude_self:
+            rows = torch.arange(d.shape[0])
+            d[rows, rows + lo] = float("inf")
+        arg[lo:lo + ROW_CHUNK] = d.argmin(1)
+    dist = (a.to(torch.float64) - b.to(torch.float64)[arg]).norm(dim=1)
+    return dist, arg
+
+
+def predictions(layout: Layout, weights: torch.Tensor, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """(test accuracy [n] float64, misclassified test points [n, N_test] bool) of flat weights [n, P]."""
+    if dataset.kind != "classification":
+        raise ZooError(f"diagnostics compare sets of misclassified points: dataset {dataset.name!r} is a "
+                       f"{dataset.kind} task, not classification")
+    if weights.shape[0] == 0:
+        return torch.empty(0, dtype=torch.float64), torch.empty(0, len(dataset.y_test), dtype=torch.bool)
+    wrong = zoo.predict(layout, weights, dataset.X_test).argmax(-1) != dataset.y_test
+    return 1.0 - wrong.double().mean(1), wrong
+
+
+# ---------------------------------------------------------------------------------------------------- training side
+@dataclass
+class TrainSet:
+    """The training zoo's done models of one layout: raw and canonical weights, the reference, test errors."""
+
+    path: str
+    layout_key: str
+    layout: Layout
+    ids: np.ndarray  # [m] model ids
+    raw: torch.Tensor  # [m, P]
+    canonical: torch.Tensor  # [m, P] aligned to ``reference``
+    reference_id: int
+    reference: torch.Tensor  # [P] the frame samples are aligned to
+    canonical_mode: str  # "store" (``zoo align``'s weights) or "aligned" (aligned here)
+    dataset: Dataset
+    seed: int = 0
+
+    def align(self, weights: torch.Tensor) -> torch.Tensor:
+        """Flat weights [n, P] permuted into the training models' canonical frame (same functions)."""
+        return align_to(self.layout, self.reference, weights, self.seed)
+
+
+def align_to(layout: Layout, reference: torch.Tensor, weights: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Flat weights [n, P] aligned to one flat reference [P] by Git Re-Basin weight matching (same functions)."""
+    from zoo.rebasin import align_flat
+
+    if weights.shape[0] == 0:
+        return weights
+    return align_flat(layout, reference, weights, seed=seed)[0]
+
+
+def _as_zoo(z: str | Path | zoo.Zoo) -> zoo.Zoo:
+    return z if isinstance(z, zoo.Zoo) else zoo.open(str(z))
+
+
+def _train_reference(models: pd.DataFrame) -> int:
+    """Best final TRAIN accuracy (lowest train loss if none), ties by lowest id: chosen without the test split."""
+    key = models["train_acc"] if "train_acc" in models and models["train_acc"].notna().any() \
+        else -models["train_loss"] if "train_loss" in models else pd.Series(0.0, index=models.index)
+    key = key.fillna(-np.inf)
+    return int(models.loc[key == key.max(), "model_id"].min())
+
+
+def load_train(train_zoo: str | Path | zoo.Zoo, layout: Layout | None = None, canonical: str = "auto",
+               seed: int = 0) -> TrainSet:
+    """The done models of the training zoo (of ``layout`` when given) at their last checkpoint, in one frame.
+
+    ``canonical``: "store" uses the zoo's canonical weights and ``zoo align``'s reference; "align" aligns here
+    to the model with the best training accuracy; "auto" is "store" when the zoo has them, else "align".
+    """
+    if canonical not in ("auto", "store", "align"):
+        raise ZooError(f"canonical must be auto, store or align, got {canonical!r}")
+    z = _as_zoo(train_zoo)
+    models = z.models
+    done = models[models["status"] == "done"]
+    if layout is None:
+        keys = sorted(set(done["layout"]))
+        if len(keys) != 1:
+            raise ZooError(f"the training zoo's done models span layouts {keys}; diagnose one layout at a time")
+        key = keys[0]
+    else:
+        key = next((k for k, v in z.layouts.items() if v.to_json() == layout.to_json()), None)
+        if key is None:
+            raise ZooError(f"the samples' layout ({layout.arch.get('name', 'net')}, {layout.size} values) is not a "
+                           f"layout of the training zoo {z.path!r} (it holds {sorted(z.layouts)})")
+    sel = done[done["layout"] == key]
+    if len(sel) < 2:
+        raise ZooError(f"the training zoo has {len(sel)} done model(s) of layout {key}; diagnostics need at least 2")
+    ids = np.sort(sel["model_id"].to_numpy(dtype=np.int64))
+    lay = z.layouts[key]
+    data = z.dataset(str(sel["dataset"].iloc[0])) if "dataset" in sel else z.dataset()
+    raw = z.weights(ids.tolist())
+    if not torch.isfinite(raw).all():
+        raise ZooError("some done training models have non-finite weights")
+    mode, canon, ref_id = "aligned", None, None
+    if canonical in ("auto", "store"):
+        table = z.table("alignment")
+        try:
+            canon = z.weights(ids.tolist(), canonical=True)
+        except ZooError:
+            canon = None
+        refs = table[table["layout"] == key]["reference_id"].unique() if table is not None else []
+        if canon is not None and len(refs) == 1 and int(refs[0]) in set(ids.tolist()):
+            mode, ref_id = "store", int(refs[0])
+        elif canonical == "store":
+            raise ZooError(f"the training zoo has no canonical weights of layout {key} for its last checkpoints: "
+                           f"run `zoo align {z.path}` (or use canonical=align)")
+        else:
+            canon = None
+    if canon is None:
+        ref_id = _train_reference(sel)
+        reference = raw[int(np.searchsorted(ids, ref_id))].clone()
+        canon = align_to(lay, reference, raw, seed)
+    else:
+        reference = canon[int(np.searchsorted(ids, ref_id))].clone()
+    return TrainSet(str(z.path), key, lay, ids, raw, canon, int(ref_id), reference, mode, data, seed)
+
+
+# ---------------------------------------------------------------------------------------------------- samples side
+@dataclass
+class Method:
+    """One group of samples to diagnose: a samples zoo, or a baseline built from the training zoo."""
+
+    name: str
+    kind: str  # "samples" | "baseline"
+    weights: torch.Tensor  # [n_finite, P]
+    ids: np.ndarray  # [n_finite] model ids (row numbers for baselines)
+    total: int  # samples including those with no finite weights
+    source: str  # zoo path or baseline description
+    recalibrate: bool = False
+
+
+def _sample_method(z: zoo.Zoo, train_layout: Layout | None, name: str | None) -> tuple[Method, Layout]:
+    """The done, finite-weight models of a samples zoo (one layout) as a Method."""
+    models = z.models
+    keys = sorted(set(models["layout"]))
+    if len(keys) != 1:
+        raise ZooError(f"samples zoo {z.path!r} holds several layouts {keys}; diagnose one layout at a time")
+    layout = z.layouts[keys[0]]
+    if train_layout is not None and layout.to_json() != train_layout.to_json():
+        raise ZooError(f"samples zoo {z.path!r} has a different layout from the other samples zoos")
+    done = np.sort(models.loc[models["status"] == "done", "model_id"].to_numpy(dtype=np.int64))
+    W = z.weights(done.tolist()) if len(done) else torch.empty(0, layout.size)
+    finite = torch.isfinite(W).all(1).numpy()
+    gen = z.attrs.get("generator") or {}
+    label = name or (gen.get("name") if isinstance(gen, Mapping) else None) or Path(z.path.rstrip("/")).stem
+    return Method(str(label), "samples", W[torch.from_numpy(finite)], done[finite], len(models), z.path), layout
+
+
+def _unique_names(methods: list[Method]) -> None:
+    """Make method names unique (two zoos from one generator: ``dwf``, ``dwf-2``); 'train' stays reserved."""
+    seen: dict[str, int] = {TRAIN: 1}
+    for m in methods:
+        base = m.name
+        if base in seen:
+            seen[base] += 1
+            m.name = f"{base}-{seen[base]}"
+        seen.setdefault(m.name, 1)
+
+
+def _stats(x: np.ndarray) -> dict[str, float | None]:
+    """mean / std / median of the finite values (None when there are none)."""
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return {"mean": None, "std": None, "median": None}
+    return {"mean": float(x.mean()), "std": float(x.std()), "median": float(np.median(x))}
+
+
+def _check_dataset(z: zoo.Zoo, train: TrainSet) -> None:
+    """A samples zoo that records a dataset must record the training zoo's (same fingerprint)."""
+    records = z.attrs.get("datasets") or {}
+    prints = {r.get("fingerprint") for r in records.values() if isinstance(r, Mapping)}
+    if prints and train.dataset.fingerprint not in prints:
+        raise ZooError(f"samples zoo {z.path!r} was made for other data than the training zoo {train.path!r} "
+                       "(dataset fingerprints differ)")
+
+
+# ---------------------------------------------------------------------------------------------------- the diagnosis
+def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Zoo] | Sequence | None,
+             train_zoo: str | Path | zoo.Zoo, out: str | Path | None = None,
+             baselines: str | Sequence[str] | None = ("noise", "average", "gaussian"), *,
+             n_baseline: int | None = None, noise_drops: Sequence[float] = (0, 1, 5), k: int = 16, seed: int = 0,
+             canonical: str = "auto", recalibrate_samples: bool = False, plots: bool = True) -> dict:
+    """Diagnose samples zoos against their training zoo, beside the no-training baselines; returns the report.
+
+    ``samples_zoo``: one zoo (path or ``Zoo``), a list of them, a {name: zoo} mapping, or None (baselines
+    only). ``out``: folder for ``diagnose.json`` and the PNGs (nothing written when None). ``n_baseline``:
+    samples per baseline (default: the largest samples zoo's size, 100 without samples).
+    ``recalibrate_samples``: recompute the samples' BatchNorm statistics on the training split first.
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    names = parse_baselines(baselines)
+    if isinstance(samples_zoo, Mapping):
+        given = [(str(k_), _as_zoo(v)) for k_, v in samples_zoo.items()]
+    elif samples_zoo is None:
+        given = []
+    elif isinstance(samples_zoo, (list, tuple)):
+        given = [(None, _as_zoo(v)) for v in samples_zoo]
+    else:
+        given = [(None, _as_zoo(samples_zoo))]
+    if not given and not names:
+        raise ZooError("nothing to diagnose: give a samples zoo or at least one baseline")
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise ZooError(f"--out {str(out_dir)!r} exists and is not a folder")
+
+    t = time.perf_counter()
+    methods: list[Method] = []
+    layout = None
+    for label, z in given:
+        m, layout = _sample_method(z, layout, label)
+        methods.append(m)
+    train = load_train(train_zoo, layout, canonical, seed)
+    for (_, z), m in zip(given, methods):
+        _check_dataset(z, train)
+        m.recalibrate = recalibrate_samples
+    timings["load_and_align_train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    n_base = int(n_baseline) if n_baseline is not None else max((m.total for m in methods), default=100)
+    base_w, base_info = build_baselines(names, train.layout, train.canonical, train.dataset, n_base,
+                                        seed=seed, drops=noise_drops, k=k) if names else ({}, {})
+    for name, w in base_w.items():
+        finite = torch.isfinite(w).all(1)
+        methods.append(Method(name, "baseline", w[finite], np.flatnonzero(finite.numpy()), len(w), name))
+    _unique_names(methods)
+    timings["baselines"] = time.perf_counter() - t
+
+    # one evaluation of everything (samples recalibrated first where asked), one alignment of everything
+    t = time.perf_counter()
+    for m in methods:
+        if m.recalibrate and len(m.weights):
+            m.weights = zoo.recalibrate_bn(train.layout, m.weights, train.dataset)
+    sizes = [len(m.weights) for m in methods]
+    allw = torch.cat([train.raw, *[m.weights for m in methods]]) if methods else train.raw
+    acc, wrong = predictions(train.layout, allw, train.dataset)
+    timings["evaluate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    canon_samples = train.align(torch.cat([m.weights for m in methods])) if methods else train.raw[:0]
+    timings["align_samples"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    mask = train.layout.parameter_mask()
+    m_train = len(train.ids)
+    train_nn, train_nn_arg = nearest_l2(train.canonical[:, mask], train.canonical[:, mask], exclude_self=True)
+    train_nn_raw, _ = nearest_l2(train.raw[:, mask], train.raw[:, mask], exclude_self=True)
+    train_iou, _ = max_iou(wrong[:m_train], wrong[:m_train], exclude_self=True)
+    sample_raw = allw[m_train:]
+    s_nn, s_arg = nearest_l2(canon_samples[:, mask], train.canonical[:, mask])
+    s_nn_raw, _ = nearest_l2(sample_raw[:, mask], train.raw[:, mask])
+    s_iou, s_iou_arg = max_iou(wrong[m_train:], wrong[:m_train])
+    timings["distances_and_iou"] = time.perf_counter() - t
+
+    train_acc = acc[:m_train].numpy()
+    good_acc = float(np.percentile(train_acc, GOOD_PERCENTILE))
+    novel_iou = float(np.median(train_iou.numpy()))
+    train_median_nn = float(np.median(train_nn.numpy()))
+
+    def good_novel(a: np.ndarray, iou: np.ndarray, total: int) -> float | None:
+        return float(((a >= good_acc) & (iou < novel_iou)).sum() / total) if total else None
+
+    report: dict[str, Any] = {
+        "train_zoo": train.path, "samples_zoos": [z.path for _, z in given], "layout": train.layout_key,
+        "dataset": train.dataset.name, "checkpoint": "last",
+        "canonical": {"mode": train.canonical_mode, "reference_id": train.reference_id},
+        "distance_over": "trainable parameters (buffers excluded)",
+        "thresholds": {"good_test_acc": good_acc, "good_rule": f"test_acc >= training models' {GOOD_PERCENTILE:g}th percentile",
+                       "novel_max_iou": novel_iou, "novel_rule": "max_iou < training models' median max_iou"},
+        "train_nn_l2_median": train_median_nn,
+        "baselines": base_info, "methods": {}, "per_sample": {},
+    }
+    ti = train_iou.numpy()
+    report["methods"][TRAIN] = {
+        "kind": "train", "n": m_train, "finite": m_train, "test_acc": _stats(train_acc),
+        "train_nn_l2": _stats(train_nn.numpy()), "train_nn_l2_raw": _stats(train_nn_raw.numpy()),
+        "max_iou": _stats(ti), "good_and_novel": good_novel(train_acc, ti, m_train)}
+    report["per_sample"][TRAIN] = {
+        "model_id": train.ids.tolist(), "test_acc": train_acc.tolist(), "train_nn_l2": train_nn.tolist(),
+        "train_nn_l2_raw": train_nn_raw.tolist(), "max_iou": ti.tolist(),
+        "nearest_train_id": train.ids[train_nn_arg.numpy()].tolist()}
+    lo = 0
+    for m, size in zip(methods, sizes):
+        sl = slice(lo, lo + size)
+        lo += size
+        a, nn, nn_raw, iou = acc[m_train:][sl].numpy(), s_nn[sl].numpy(), s_nn_raw[sl].numpy(), s_iou[sl].numpy()
+        nn_stats = _stats(nn)
+        report["methods"][m.name] = {
+            "kind": m.kind, "source": m.source, "n": m.total, "finite": size, "test_acc": _stats(a),
+            "nn_l2": nn_stats, "nn_l2_raw": _stats(nn_raw), "max_iou": _stats(iou),
+            "good_and_novel": good_novel(a, iou, m.total),
+            "nn_l2_over_train_median": (nn_stats["mean"] / train_median_nn
+                                        if nn_stats["mean"] is not None and train_median_nn > 0 else None),
+            "bn_recalibrated": bool(m.recalibrate or m.kind == "baseline" and m.name in ("average", "gaussian"))}
+        report["per_sample"][m.name] = {
+            "model_id": m.ids.tolist(), "test_acc": a.tolist(), "nn_l2": nn.tolist(), "nn_l2_raw": nn_raw.tolist(),
+            "max_iou": iou.tolist(), "nearest_train_id": train.ids[s_arg[sl].numpy()].tolist(),
+            "max_iou_train_id": train.ids[s_iou_arg[sl].numpy()].tolist()}
+    timings["total"] = time.perf_counter() - t_start
+    report["seconds"] = timings
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if plots:
+            t = time.perf_counter()
+            report["plots"] = write_plots(report, out_dir)
+            timings["plots"] = time.perf_counter() - t
+        (out_dir / "diagnose.json").write_text(json.dumps(report, indent=1, allow_nan=False, default=_json_default))
+    return report
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, (np.integer, np.floating)):
+        return x.item()
+    raise TypeError(f"not JSON serializable: {type(x).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------------- plots
+def write_plots(report: Mapping, out_dir: str | Path) -> dict[str, str]:
+    """Accuracy vs max_iou scatter and nn_l2 vs train_nn_l2 histograms as PNGs in ``out_dir``; returns their names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    per = report["per_sample"]
+    names = list(per)
+    colours = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
+    colours[TRAIN] = (0.2, 0.2, 0.2, 1.0)
+    th = report["thresholds"]
+
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    for n in names:
+        d = per[n]
+        label = "training models" if n == TRAIN else n
+        ax.scatter(d["max_iou"], d["test_acc"], s=10 if n != TRAIN else 14, alpha=0.6, color=colours[n],
+                   label=f"{label} (good & novel {_pct(report['methods'][n]['good_and_novel'])})",
+                   marker="x" if n == TRAIN else "o", linewidths=0.8 if n == TRAIN else None)
+    ax.axhline(th["good_test_acc"], color="grey", ls="--", lw=0.8)
+    ax.axvline(th["novel_max_iou"], color="grey", ls=":", lw=0.8)
+    ymin = ax.get_ylim()[0]
+    ax.fill_betweenx([th["good_test_acc"], ax.get_ylim()[1]], ax.get_xlim()[0], th["novel_max_iou"],
+                     color="tab:green", alpha=0.06, lw=0)
+    ax.set_ylim(bottom=ymin)
+    ax.set_xlabel("max IoU of misclassified test points with any training model")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("good and novel: upper left (shaded); copies sit at max IoU 1", fontsize=10)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out_dir / SCATTER_PNG, dpi=120)
+    plt.close(fig)
+
+    others = [n for n in names if n != TRAIN]
+    ref = np.asarray(per[TRAIN]["train_nn_l2"], dtype=float)
+    cols = min(3, max(1, len(others)))
+    rows = max(1, -(-len(others) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax in axes.ravel()[len(others):]:
+        ax.axis("off")
+    for ax, n in zip(axes.ravel(), others):
+        x = np.asarray(per[n]["nn_l2"], dtype=float)
+        both = np.concatenate([ref, x])
+        both = both[np.isfinite(both)]
+        bins = np.linspace(0.0, float(both.max()) if len(both) and both.max() > 0 else 1.0, 16)
+        ax.hist(ref, bins=bins, color="grey", alpha=0.55, label="train_nn_l2 (training models)")
+        ax.hist(x[np.isfinite(x)], bins=bins, color=colours[n], alpha=0.7, label=f"nn_l2 ({n})")
+        ax.set_title(n, fontsize=9)
+        ax.set_xlabel("L2 to nearest training model (canonical)", fontsize=8)
+        ax.legend(fontsize=7)
+    if not others:
+        axes[0, 0].hist(ref, bins=15, color="grey")
+        axes[0, 0].set_title("train_nn_l2 (no samples or baselines)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_dir / HIST_PNG, dpi=110)
+    plt.close(fig)
+    return {"scatter": SCATTER_PNG, "histogram": HIST_PNG}
+
+
+def _pct(x: float | None, digits: int = 0) -> str:
+    return "n/a" if x is None else f"{x:.{digits}%}"
+
+
+def summary_table(report: Mapping) -> str:
+    """The per-method numbers as an aligned text table (what ``zoo diagnose`` prints)."""
+    med = report["train_nn_l2_median"]
+    head = f"{'method':<14} {'n':>5} {'test_acc':>15} {'nn_l2':>15} {'nn_l2/med':>9} {'nn_l2_raw':>11} " \
+           f"{'max_iou':>15} {'good&novel':>10}"
+    lines = [head, "-" * len(head)]
+
+    def ms(s: Mapping, fmt: str = ".4f") -> str:
+        return "n/a" if s["mean"] is None else f"{s['mean']:{fmt}}±{s['std']:{fmt}}"
+
+    for name, r in report["methods"].items():
+        nn = r.get("nn_l2") or r.get("train_nn_l2")
+        raw = r.get("nn_l2_raw") or r.get("train_nn_l2_raw")
+        ratio = nn["mean"] / med if nn["mean"] is not None and med > 0 else float("nan")
+        label = "train" if name == TRAIN else name
+        lines.append(f"{label:<14} {r['n']:>5} {ms(r['test_acc']):>15} {ms(nn, '.3g'):>15} {ratio:>9.3f} "
+                     f"{'n/a' if raw['mean'] is None else format(raw['mean'], '.3g'):>11} {ms(r['max_iou'], '.3f'):>15} "
+                     f"{_pct(r['good_and_novel'], 1):>10}")
+    return "\n".join(lines)

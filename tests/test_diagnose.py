@@ -1,0 +1,215 @@
+"""Memorization diagnostics on hand-made zoos with known answers: copies, noise, permuted copies, error sets."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import zoo
+from generators.baselines import add_noise, average_baseline, choose_noise_scales, gaussian_baseline, noise_name
+from generators.diagnose import TRAIN, iou_matrix, load_train, max_iou, nearest_l2
+from generators.diagnose import diagnose as run_diagnose
+from zoo.cli import main as cli
+from zoo.rebasin import permute_flat, random_perms, spec_for_layout
+
+from .conftest import build_zoo
+
+
+@pytest.fixture(scope="module")
+def train_zoo(tmp_path_factory) -> zoo.Zoo:
+    """6 digits MLPs of one layout (width 16, 6 seeds), 3 epochs."""
+    return build_zoo(str(tmp_path_factory.mktemp("diag") / "train.zarr"), "recipe.widths=[16]", "recipe.seeds=6")
+
+
+def write_samples(path, z: zoo.Zoo, weights: torch.Tensor) -> str:
+    """A samples zoo holding ``weights`` [n, P] in the training zoo's (single) layout and dataset."""
+    key = next(iter(z.layouts))
+    w = zoo.create(str(path), pd.DataFrame({"sample": np.arange(len(weights))}), {key: z.layouts[key]}, [0],
+                   z.metric_names, datasets=[z.dataset()])
+    w.write(list(range(len(weights))), weights[:, None], None)
+    return str(path)
+
+
+def raw_weights(z: zoo.Zoo) -> torch.Tensor:
+    return z.weights(list(range(len(z))))
+
+
+def test_iou_of_constructed_error_sets():
+    a = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0], [1, 0, 1, 0]], dtype=torch.bool)
+    b = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    expected = torch.tensor([[1.0, 1 / 3, 0.0],   # {0,1} vs {0,1}, {1,2}, {}
+                             [0.0, 0.0, 1.0],     # {} vs ...: two empty sets are identical
+                             [1 / 3, 1 / 3, 0.0]])  # {0,2} vs ...
+    assert torch.allclose(iou_matrix(a, b), expected)
+    best, arg = max_iou(a, b)
+    assert torch.allclose(best, torch.tensor([1.0, 1.0, 1 / 3])) and arg[:2].tolist() == [0, 2]
+    # self excluded: row i never matches itself, even though IoU(i, i) = 1
+    best, arg = max_iou(b, b, exclude_self=True)
+    assert torch.allclose(best, torch.tensor([1 / 3, 1 / 3, 0.0])) and arg.tolist() == [1, 0, 0]
+
+
+def test_nearest_l2_matches_brute_force_and_copies_are_zero():
+    g = torch.Generator().manual_seed(0)
+    b = torch.randn(40, 300, generator=g) * 3 + 10  # far from the origin: matrix-product distances lose digits
+    a = torch.cat([b[[3, 7]], b[:5] + 0.1 * torch.randn(5, 300, generator=g)])
+    d, arg = nearest_l2(a, b)
+    brute = torch.stack([(x.double() - b.double()).norm(dim=1) for x in a])
+    assert torch.equal(d[:2], torch.zeros(2, dtype=torch.float64)) and arg[:2].tolist() == [3, 7]
+    assert torch.allclose(d, brute.min(1).values) and torch.equal(arg, brute.argmin(1))
+    d_self, arg_self = nearest_l2(b, b, exclude_self=True)
+    brute = torch.cdist(b.double(), b.double()) + torch.diag(torch.full((40,), float("inf"), dtype=torch.float64))
+    assert torch.allclose(d_self, brute.min(1).values) and (arg_self != torch.arange(40)).all()
+
+
+def test_exact_copies_have_zero_distance_and_iou_one(train_zoo, tmp_path):
+    W = raw_weights(train_zoo)
+    order = [4, 1, 5, 0]
+    path = write_samples(tmp_path / "copies.zarr", train_zoo, W[order])
+    r = run_diagnose(path, train_zoo, baselines=None)
+    s = r["per_sample"]["copies"]
+    assert s["nn_l2"] == [0.0] * 4 and s["nn_l2_raw"] == [0.0] * 4
+    assert s["max_iou"] == [1.0] * 4 and s["nearest_train_id"] == order
+    stored = train_zoo.models.set_index("model_id").loc[order, "test_acc"].to_numpy()
+    assert np.allclose(s["test_acc"], stored)
+    m = r["methods"]["copies"]
+    assert m["nn_l2"]["mean"] == 0.0 and m["max_iou"]["mean"] == 1.0 and m["n"] == 4
+    # training models measured against each other: self excluded, so nothing is at distance 0
+    t = r["per_sample"][TRAIN]
+    assert min(t["train_nn_l2"]) > 0 and all(i != j for i, j in zip(t["model_id"], t["nearest_train_id"]))
+    assert r["thresholds"]["good_test_acc"] == pytest.approx(np.percentile(t["test_acc"], 5))
+    assert r["thresholds"]["novel_max_iou"] == pytest.approx(np.median(t["max_iou"]))
+
+
+def test_noise_samples_have_the_distance_they_were_built_with(train_zoo, tmp_path):
+    W = raw_weights(train_zoo)
+    layout = next(iter(train_zoo.layouts.values()))
+    mask = layout.parameter_mask()
+    g = torch.Generator().manual_seed(1)
+    scales = torch.tensor([1e-3, 3e-3, 1e-2, 2e-3, 5e-3, 1e-3])
+    eps = torch.randn(W.shape, generator=g) * scales[:, None]
+    noisy = add_noise(layout, W, 1.0, eps)
+    built = eps[:, mask].double().norm(dim=1)
+    path = write_samples(tmp_path / "noise.zarr", train_zoo, noisy)
+    s = run_diagnose(path, train_zoo, baselines=None)["per_sample"]["noise"]
+    assert np.allclose(s["nn_l2_raw"], built.numpy(), rtol=1e-4)
+    assert np.allclose(s["nn_l2"], built.numpy(), rtol=1e-3)  # alignment keeps each noisy copy with its source
+    assert s["nearest_train_id"] == list(range(6))
+
+
+def test_permuted_copy_is_a_copy_after_canonicalization(train_zoo, tmp_path):
+    W = raw_weights(train_zoo)
+    layout = next(iter(train_zoo.layouts.values()))
+    spec = spec_for_layout(layout)
+    perms = random_perms(spec, torch.Generator().manual_seed(3), n=len(W))
+    permuted = permute_flat(spec, layout, W, perms)
+    assert not torch.allclose(permuted, W)
+    path = write_samples(tmp_path / "perm.zarr", train_zoo, permuted)
+    r = run_diagnose(path, train_zoo, baselines=None)
+    s = r["per_sample"]["perm"]
+    assert max(s["nn_l2"]) < 1e-4 and s["nearest_train_id"] == list(range(6))
+    assert min(s["nn_l2_raw"]) > 0.5 * r["methods"][TRAIN]["train_nn_l2_raw"]["median"]
+    assert s["max_iou"] == [1.0] * 6  # the same functions make the same mistakes
+
+
+def test_stored_canonical_weights_give_the_same_frame(train_zoo, tmp_path):
+    path = tmp_path / "aligned.zarr"
+    shutil.copytree(train_zoo.path, path)
+    z = zoo.open(str(path))
+    from zoo.rebasin import align_zoo
+
+    align_zoo(z, reference=2, checkpoint="last", pairs=0)
+    t = load_train(str(path), canonical="store")
+    assert t.canonical_mode == "store" and t.reference_id == 2
+    assert torch.equal(t.canonical, z.weights(list(range(6)), canonical=True))
+    with pytest.raises(zoo.ZooError, match="zoo align"):
+        load_train(train_zoo, canonical="store")
+    mine = load_train(train_zoo)
+    assert mine.canonical_mode == "aligned"
+    train_acc = train_zoo.models["train_acc"].to_numpy()
+    assert train_acc[mine.reference_id] == train_acc.max()  # reference chosen by training accuracy, not test
+
+
+def test_noise_scales_never_read_the_test_split_and_order_by_drop(train_zoo):
+    data = train_zoo.dataset()
+    layout = next(iter(train_zoo.layouts.values()))
+    W = raw_weights(train_zoo)
+    scales = choose_noise_scales(layout, W, data, drops=(0, 1, 5), seed=0)
+    blind = dataclasses.replace(data, X_test=torch.full_like(data.X_test, float("nan")),
+                                y_test=torch.full_like(data.y_test, -1))
+    assert choose_noise_scales(layout, W, blind, drops=(0, 1, 5), seed=0).sigmas == scales.sigmas
+    s = scales.sigmas
+    assert 0 < s[0] <= s[1] <= s[5]
+    assert all(scales.val_drop[d] <= d for d in (0, 1, 5))
+    assert scales.val_drop[5] > 1  # the 5% scale costs clearly more than the 1% one's target
+    assert noise_name(1) == "noise-1%" and noise_name(0.5) == "noise-0.5%"
+
+
+def test_average_and_gaussian_baselines(train_zoo):
+    data = train_zoo.dataset()
+    layout = next(iter(train_zoo.layouts.values()))
+    W = raw_weights(train_zoo)
+    g = torch.Generator().manual_seed(0)
+    avg = average_baseline(layout, W, 3, k=16, generator=g, dataset=data)  # k capped at the 6 models
+    assert torch.allclose(avg, W.double().mean(0).float().expand(3, -1), atol=1e-6)
+    two = average_baseline(layout, W, 50, k=2, generator=g, dataset=data)
+    pair_means = {tuple(np.round(((W[i] + W[j]) / 2).numpy()[:4], 5)) for i in range(6) for j in range(6) if i != j}
+    assert all(tuple(np.round(x.numpy()[:4], 5)) in pair_means for x in two)
+    gauss = gaussian_baseline(layout, W, 4000, g, data)
+    mask = layout.parameter_mask()
+    assert torch.allclose(gauss[:, mask].mean(0), W[:, mask].mean(0), atol=4 * float(W[:, mask].std(0).max()) / 60)
+    assert torch.allclose(gauss[:, mask].std(0), W[:, mask].std(0), rtol=0.1, atol=1e-6)
+
+
+def test_cli_end_to_end_with_baselines(train_zoo, tmp_path, capsys):
+    W = raw_weights(train_zoo)
+    samples = write_samples(tmp_path / "s.zarr", train_zoo, W[:3])
+    out = tmp_path / "diag"
+    rc = cli(["diagnose", samples, "--train", train_zoo.path, "--out", str(out), "--n-baseline", "8", "--k", "4",
+              "--noise-drops", "0,5"])
+    assert rc == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "good&novel" in printed and "noise-5%" in printed
+    r = json.loads((out / "diagnose.json").read_text())
+    assert list(r["methods"]) == [TRAIN, "s", "noise-0%", "noise-5%", "average", "gaussian"]
+    for name, m in r["methods"].items():
+        keys = ("test_acc", "train_nn_l2", "max_iou") if name == TRAIN else ("test_acc", "nn_l2", "nn_l2_raw", "max_iou")
+        assert all(set(m[k]) >= {"mean", "std"} for k in keys) and "good_and_novel" in m
+        if name != TRAIN:
+            assert len(r["per_sample"][name]["nn_l2"]) == m["n"] == (3 if name == "s" else 8)
+    assert set(r["baselines"]["noise"]["sigmas"]) == {"0%", "5%"}
+    assert r["baselines"]["average"]["k"] == 4
+    # noise at the 0% scale: distance ~ sigma * sqrt(parameters), i.e. what it was built with
+    p = int(next(iter(train_zoo.layouts.values())).parameter_mask().sum())
+    sigma = r["baselines"]["noise"]["sigmas"]["0%"]
+    assert r["methods"]["noise-0%"]["nn_l2"]["median"] == pytest.approx(sigma * p ** 0.5, rel=0.15)
+    for png in r["plots"].values():
+        assert (out / png).stat().st_size > 5000
+    assert cli(["diagnose", "--train", train_zoo.path, "--out", str(tmp_path / "b"), "--baselines", "average",
+                "--n-baseline", "4", "--no-plots"]) == 0
+    assert list(json.loads((tmp_path / "b" / "diagnose.json").read_text())["methods"]) == [TRAIN, "average"]
+
+
+def test_cli_bad_inputs_are_one_line_errors(train_zoo, tmp_path, capsys):
+    other = build_zoo(str(tmp_path / "w8.zarr"), "recipe.widths=[8]", "recipe.seeds=1", "recipe.epochs=1",
+                      "recipe.checkpoint_epochs=[1]")
+    wrong_layout = write_samples(tmp_path / "w8s.zarr", other, raw_weights(other))
+    good = write_samples(tmp_path / "ok.zarr", train_zoo, raw_weights(train_zoo)[:2])
+    cases = [
+        ([str(tmp_path / "missing.zarr"), "--train", train_zoo.path], "no zoo at"),
+        ([good, "--train", str(tmp_path / "missing.zarr")], "no zoo at"),
+        ([wrong_layout, "--train", train_zoo.path], "not a layout of the training zoo"),
+        ([good, "--train", train_zoo.path, "--baselines", "noise,mixup"], "unknown baseline 'mixup'"),
+        ([good, "--train", train_zoo.path, "--noise-drops", "1,x"], "--noise-drops"),
+        ([good, "--train", train_zoo.path, "--n-baseline", "0"], "--n-baseline"),
+        (["--train", train_zoo.path, "--baselines", "none"], "nothing to diagnose"),
+        ([wrong_layout, "--train", other.path], "diagnostics need at least 2"),
+    ]
+    for args, message in cases:
+        assert cli(["diagnose", *args, "--out", str(tmp_path / "o")]) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and err[0].startswith("zoo diagnose: error:"), (args, err)
