@@ -1,0 +1,187 @@
+"""LCSC: the evolutionary search over checkpoint coefficients, its zoo runs, the written zoo and `zoo lcsc`."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import zoo
+from generators.lcsc import (Search, SearchConfig, combine, ema_coefficients, lcsc_zoo, project, run_searches,
+                             validation_view, write_lcsc_zoo)
+from tests.conftest import build_zoo
+from zoo.cli import main as zoo_main
+from zoo.errors import ZooError
+
+FAST = SearchConfig(population=16, max_evals=120)
+
+
+@pytest.fixture(scope="module")
+def ckpt_zoo(tmp_path_factory) -> zoo.Zoo:
+    """3 digits MLPs (width 16) trained 8 epochs at a high learning rate, 9 checkpoints: noisy last iterates."""
+    out = tmp_path_factory.mktemp("lcsc") / "ckpts.zarr"
+    return build_zoo(str(out), "recipe.widths=[16]", "recipe.seeds=3", "recipe.epochs=8",
+                     "recipe.learning_rates=[0.1]", "recipe.batch_sizes=[32]",
+                     "recipe.checkpoint_epochs=[0,1,2,3,4,5,6,7,8]")
+
+
+def test_project_sums_to_one_within_bounds_and_keeps_feasible_rows():
+    rng = np.random.default_rng(0)
+    v = rng.normal(0, 2, (200, 7))
+    for lo, hi in ((0.0, 1.0), (-0.5, 1.5)):
+        a = project(v, lo, hi)
+        assert np.allclose(a.sum(1), 1.0, atol=1e-12)
+        assert (a >= lo - 1e-12).all() and (a <= hi + 1e-12).all()
+        # a projection: projecting again changes nothing, and no feasible point is closer (spot-check)
+        assert np.allclose(project(a, lo, hi), a, atol=1e-12)
+        other = project(v + rng.normal(0, 0.3, v.shape), lo, hi)
+        assert (np.linalg.norm(v - a, axis=1) <= np.linalg.norm(v - other, axis=1) + 1e-9).all()
+    seed = ema_coefficients(7, 0.8)
+    assert np.array_equal(project(seed[None], 0.0, 1.0)[0], seed)  # seeds stay exactly themselves
+
+
+def _bowl_search(alpha_star: np.ndarray, seed: int, config: SearchConfig) -> Search:
+    """Search on ||sum alpha_i theta_i - theta*||^2 with theta* = sum alpha*_i theta_i (5 points in R^8)."""
+    thetas = np.random.default_rng(1).normal(size=(len(alpha_star), 8))
+    target = alpha_star @ thetas
+    s = Search(len(alpha_star), config, seed=seed)
+    run_searches([s], lambda idx, a: ((a @ thetas - target) ** 2).sum(1))
+    return s
+
+
+def test_search_finds_the_optimum_of_a_quadratic_bowl_inside_the_span():
+    alpha_star = np.array([0.1, 0.3, 0.05, 0.35, 0.2])  # not a seed; inside the bounds [0, 1]
+    config = SearchConfig(population=32, max_evals=3000, max_generations=300, patience=30)
+    s = _bowl_search(alpha_star, 0, config)
+    assert np.abs(s.best[1] - alpha_star).max() < 0.02
+    seeds_best = min(s.fitness(a) for a in s.seeds)
+    assert s.best[0] < 0.01 * seeds_best
+    assert s.evaluations <= config.max_evals
+    # wider bounds, an optimum with a negative coefficient (extrapolation)
+    wide = dataclasses.replace(config, lower=-1.0, upper=2.0)
+    alpha_neg = np.array([-0.3, 0.2, 0.1, 0.4, 0.6])
+    assert np.abs(_bowl_search(alpha_neg, 0, wide).best[1] - alpha_neg).max() < 0.03
+
+
+def test_search_is_seeded_and_capped():
+    alpha_star = np.array([0.1, 0.3, 0.05, 0.35, 0.2])
+    config = SearchConfig(population=16, max_evals=100)
+    a, b, c = (_bowl_search(alpha_star, seed, config) for seed in (3, 3, 4))
+    assert np.array_equal(a.best[1], b.best[1]) and a.best[0] == b.best[0]
+    assert not np.array_equal(a.best[1], c.best[1])
+    assert a.evaluations <= 100 and len(a.cache) == a.evaluations  # cached: no vector evaluated twice
+
+
+def test_search_on_a_real_zoo_beats_or_equals_every_seed_on_validation(ckpt_zoo):
+    r = lcsc_zoo(ckpt_zoo, "all", FAST, seed=0)
+    t = r.table
+    assert list(t["model_id"]) == [0, 1, 2]
+    for method in ("last", "ema", "uniform"):
+        assert (t["lcsc_val_loss"] <= t[f"{method}_val_loss"] * (1 + 1e-6)).all(), method
+    coef = np.array(t["coefficients"].tolist())
+    assert coef.shape == (3, 9)
+    assert np.allclose(coef.sum(1), 1.0, atol=1e-9) and (coef >= -1e-12).all() and (coef <= 1 + 1e-12).all()
+    assert (t["evaluations"] <= FAST.max_evals).all()
+    assert r.settings["val_fraction"] == 0.2 and r.settings["val_samples"] == round(0.2 * 1437)
+    # the "last" baseline is the stored last checkpoint: its test accuracy is the stored one
+    assert np.allclose(t["last_test_acc"], ckpt_zoo.models["test_acc"])
+    # same seed, same result; bounds are respected when widened
+    again = lcsc_zoo(ckpt_zoo, "all", FAST, seed=0).table
+    assert again["coefficients"].tolist() == t["coefficients"].tolist()
+    wide = lcsc_zoo(ckpt_zoo, [1], dataclasses.replace(FAST, lower=-0.5, upper=1.5)).table
+    c = np.array(wide["coefficients"][0])
+    assert abs(c.sum() - 1) < 1e-9 and c.min() >= -0.5 - 1e-12 and c.max() <= 1.5 + 1e-12
+
+
+def test_the_search_never_reads_the_test_split(ckpt_zoo):
+    data = ckpt_zoo.dataset()
+    poisoned = dataclasses.replace(data, X_test=torch.full_like(data.X_test, float("nan")),
+                                   y_test=torch.zeros_like(data.y_test))
+    clean = lcsc_zoo(ckpt_zoo, [0, 2], FAST, data=data).table
+    dirty = lcsc_zoo(ckpt_zoo, [0, 2], FAST, data=poisoned).table
+    assert dirty["coefficients"].tolist() == clean["coefficients"].tolist()
+    assert dirty["lcsc_val_loss"].tolist() == clean["lcsc_val_loss"].tolist()
+    assert dirty["lcsc_test_acc"].isna().all() and clean["lcsc_test_acc"].notna().all()
+    # the validation view holds training rows only, and none of the test split
+    val = validation_view(data, 0.2, 0)
+    rows = {tuple(x.tolist()) for x in data.X_train}
+    assert all(tuple(x.tolist()) in rows for x in val.X_test) and len(val.X_test) == round(0.2 * len(data.X_train))
+
+
+def test_cli_writes_the_merged_zoo_and_table(ckpt_zoo, tmp_path, capsys):
+    out = str(tmp_path / "merged.zarr")
+    rc = zoo_main(["lcsc", ckpt_zoo.path, "--models", "0,2", "--out", out, "--max-evals", "120",
+                   "--population", "16"])
+    assert rc == 0 and "zoo lcsc: 2 models" in capsys.readouterr().out
+    z = zoo.open(out)
+    t = z.table("lcsc")
+    assert list(t["model_id"]) == [0, 2] and list(z.models["source_model_id"]) == [0, 2]
+    coef = np.array(t["coefficients"].tolist())
+    written = z.weights([0, 1])
+    expected = torch.stack([combine(ckpt_zoo.trajectory(i), coef[j][None])[0] for j, i in enumerate((0, 2))])
+    assert torch.equal(written, expected)  # no BatchNorm: the written vector is the combination, bit for bit
+    trajs = ckpt_zoo.weights([0, 2], checkpoint=None).double()  # [2, C, P]
+    exact = torch.stack([torch.from_numpy(coef[j]) @ trajs[j] for j in range(2)])  # sum_i alpha_i theta_i
+    assert torch.allclose(written.double(), exact, atol=1e-6, rtol=0)
+    assert np.allclose(z.models["test_acc"], t["lcsc_test_acc"])
+    assert z.attrs["lcsc"]["val_fraction"] == 0.2 and z.checkpoint_epochs == [8]
+    assert list(z.models["width"]) == [16, 16] and list(z.models["seed"]) == [0, 2]  # hyperparameters carried over
+    # the merged zoo is a zoo: a module rebuilt from it predicts what the evaluator measured
+    m = z.module(1)
+    data = z.dataset()
+    acc = (m(data.X_test).argmax(1) == data.y_test).double().mean().item()
+    assert abs(acc - t["lcsc_test_acc"][1]) < 1e-9
+    # refusing to overwrite, and --overwrite
+    assert zoo_main(["lcsc", ckpt_zoo.path, "--models", "1", "--out", out]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_batchnorm_weights_are_the_combination_with_statistics_recomputed(tmp_path):
+    src = build_zoo(str(tmp_path / "cnn.zarr"), "recipe.arch=cnn", "recipe.dataset=digits-image",
+                    "recipe.widths=[4]", "recipe.seeds=1", "recipe.epochs=2", "recipe.checkpoint_epochs=[0,1,2]")
+    layout = next(iter(src.layouts.values()))
+    assert any(e.name.endswith("running_mean") for e in layout.entries)
+    r = lcsc_zoo(src, "all", SearchConfig(population=8, max_evals=30))
+    out = write_lcsc_zoo(src, r, str(tmp_path / "merged.zarr"))
+    w = out.weights([0])
+    comb = combine(src.trajectory(0), np.array(r.table["coefficients"][0])[None])
+    mask = layout.parameter_mask()
+    assert torch.allclose(w[:, mask], comb[:, mask], atol=1e-6)
+    assert torch.allclose(w, zoo.recalibrate_bn(layout, comb, src.dataset()), atol=1e-5)
+
+
+def _with_diverged(src: zoo.Zoo, path: str) -> zoo.Zoo:
+    """A copy of ``src``'s first two models, the second marked diverged after checkpoint 1."""
+    models = src.models[["width", "learning_rate", "seed"]].iloc[:2].reset_index(drop=True)
+    w = zoo.create(path, models, src.layouts, src.checkpoint_epochs, src.metric_names, datasets=[src.dataset()])
+    traj = src.weights([0, 1], checkpoint=None)
+    w.write([0], traj[:1])
+    bad = traj[1:].clone()
+    bad[:, 2:] = float("nan")
+    w.write([1], bad, status="diverged", last_checkpoint=[1])
+    return w.zoo()
+
+
+def test_bad_inputs_are_one_line_errors(ckpt_zoo, tmp_path, capsys):
+    z = _with_diverged(ckpt_zoo, str(tmp_path / "div.zarr"))
+    with pytest.raises(ZooError, match="model 1 is diverged"):
+        lcsc_zoo(z, [1], FAST)
+    assert lcsc_zoo(z, "all", FAST).table["model_id"].tolist() == [0]  # 'all' means the done models
+    for kwargs, match in (({"models": "0,x"}, "bad model ids"), ({"models": [7]}, "out of range"),
+                          ({"val_fraction": 1.0}, "validation fraction"), ({"metric": "r2"}, "metric must be"),
+                          ({"config": dataclasses.replace(FAST, lower=0.2)}, "bounds"),
+                          ({"config": dataclasses.replace(FAST, max_evals=3)}, "max_evals"),
+                          ({"upto": 0}, "at least 2 checkpoints"), ({"upto": 20}, "out of range")):
+        with pytest.raises(ZooError, match=match):
+            lcsc_zoo(ckpt_zoo, **{"models": "all", "config": FAST, **kwargs})
+    # a zoo with one checkpoint per model (an LCSC output) has nothing to combine
+    one = str(tmp_path / "one.zarr")
+    assert zoo_main(["lcsc", ckpt_zoo.path, "--models", "0", "--out", one, "--max-evals", "40"]) == 0
+    capsys.readouterr()
+    assert zoo_main(["lcsc", one, "--out", str(tmp_path / "two.zarr")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "at least 2 checkpoints" in err
+    assert zoo_main(["lcsc", ckpt_zoo.path, "--out", str(tmp_path / "x.zarr"), "--models", "0", "--lower", "0.5"]) == 2
+    assert zoo_main(["lcsc", ckpt_zoo.path]) == 2 and "--out" in capsys.readouterr().err
