@@ -22,6 +22,7 @@ from .errors import ZooError
 from .population import PopulationSpec, train_population
 from .datasets import Dataset, load_dataset
 from .recipe import Plan, init_state, make_plan
+from .schema import check_build_config
 from .writer import DEFAULT_BLOCK_SIZE, create, open_writer
 
 # config keys that change what is trained (and so the bits); others (out, progress, executor) do not
@@ -79,6 +80,10 @@ def prepare(cfg: Mapping) -> tuple[str, Plan, Dataset, list[int]]:
         if meta.get("config_hash") != config_hash(cfg):
             raise ZooError(f"{path!r} holds a zoo built from a different config; pass overwrite=true to replace it"
                            " or choose another out=")
+        stored = ((meta.get("datasets") or {}).get(dataset.source) or {}).get("fingerprint")
+        if stored != dataset.fingerprint:
+            raise ZooError(f"the data of {dataset.source!r} changed since this zoo was started (fingerprint"
+                           f" {str(stored)[:12]}... now {dataset.fingerprint[:12]}...); restore it or build into a new out=")
     else:  # nothing there, or a creation that was interrupted (nothing of value inside): start again
         create_store(path, cfg, plan, dataset, _metric_names(dataset))
     status = zstore.open(path).models["status"].to_numpy()
@@ -165,7 +170,8 @@ def _executor(name: str) -> Callable[..., None]:
 def build(cfg: Mapping) -> "zstore.Zoo":
     """Build (or resume) the zoo that ``cfg`` describes and return it opened."""
     cfg = dict(cfg)
-    run = _executor((cfg.get("executor") or {}).get("name", "local"))  # before anything is written
+    check_build_config(cfg)  # types, ranges, unknown keys: before anything is written
+    run = _executor((cfg.get("executor") or {}).get("name", "local"))
     path, plan, dataset, pending = prepare(cfg)
     progress = bool(cfg.get("progress", True))
     if pending:

@@ -103,7 +103,11 @@ def _npz_dataset(path: str):
     if not os.path.exists(path):
         raise ZooError(f"dataset file {path!r} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ZooError(f"dataset file {path!r} holds a single .npy array, not an .npz archive with X_train,"
+                           " y_train, X_test, y_test (write it with numpy.savez)")
+        with loaded as f:
             missing = [k for k in ("X_train", "y_train", "X_test", "y_test") if k not in f.files]
             if missing:
                 raise ZooError(f"dataset file {path!r} lacks arrays {missing} (needs X_train, y_train, X_test, y_test)")
@@ -113,6 +117,9 @@ def _npz_dataset(path: str):
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise ZooError(f"dataset file {path!r} is not a readable .npz file ({e.__class__.__name__}: {e})") from None
     for X, y, part in ((X_tr, y_tr, "train"), (X_te, y_te, "test")):
+        if X.ndim < 2 or y.ndim < 1:
+            raise ZooError(f"dataset file {path!r}: X_{part} must be [rows, features...] and y_{part} [rows] or"
+                           f" [rows, k], got shapes {X.shape} and {y.shape}")
         if len(X) != len(y) or len(X) == 0:
             raise ZooError(f"dataset file {path!r}: X_{part} has {len(X)} rows but y_{part} has {len(y)}")
         if X.dtype.kind not in "fiub" or y.dtype.kind not in "fiub":
@@ -120,7 +127,13 @@ def _npz_dataset(path: str):
     if X_tr.shape[1:] != X_te.shape[1:]:
         raise ZooError(f"dataset file {path!r}: X_train rows {X_tr.shape[1:]} differ from X_test rows {X_te.shape[1:]}")
     regression = y_tr.dtype.kind == "f" or y_te.dtype.kind == "f"
+    if not regression and (y_tr.ndim != 1 or y_te.ndim != 1):
+        raise ZooError(f"dataset file {path!r}: integer labels must be one per row ([rows]), got shapes"
+                       f" {y_tr.shape} and {y_te.shape} (float y means regression)")
     return X_tr, X_te, y_tr, y_te, regression
+
+
+MAX_CLASSES = 100_000  # a label beyond this is a data error, not a 10^9-way classifier
 
 
 DATASETS = ("digits", "digits-image", "wine", "breast-cancer", "moons", "circles", "modular-addition",
@@ -150,8 +163,14 @@ def load_dataset(name_or_path: str, seed: int = 0) -> Dataset:
         if min(int(y_tr.min()), int(y_te.min())) < 0:
             raise ZooError(f"dataset {name!r}: class labels must be non-negative integers")
         num_outputs, kind = int(max(int(y_tr.max()), int(y_te.max())) + 1), "classification"
+        if num_outputs > MAX_CLASSES:
+            raise ZooError(f"dataset {name!r}: class label {num_outputs - 1} implies more than {MAX_CLASSES:,} classes;"
+                           " labels must be 0..classes-1")
         if name == "modular-addition":
             num_outputs = X_tr.shape[1] // 2  # p classes even if a residue is missing from a split
+    for t, part in ((X_tr, "X_train"), (y_tr, "y_train"), (X_te, "X_test"), (y_te, "y_test")):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ZooError(f"dataset {name!r}: {part} holds NaN or inf values")
     h = hashlib.sha256()
     for t in (X_tr, y_tr, X_te, y_te):
         h.update(str(tuple(t.shape)).encode())

@@ -135,7 +135,7 @@ def make_plan(recipe: Mapping, dataset: Dataset, population_size: int, memory_fl
             units.append(unit)
     pop_of = {i: p for p, ids in enumerate(populations) for i in ids}
     plans = [ModelPlan(population=pop_of[m["model_id"]], row=row_of[m["model_id"]], **m) for m in models]
-    return Plan(plans, layouts, populations, [int(c) for c in recipe["checkpoint_epochs"]], units)
+    return Plan(plans, layouts, populations, [int(c) for c in _as_list(recipe, "checkpoint_epochs")], units)
 
 
 def _layout_key(spec: dict, layouts: dict[str, Layout], act_cache: dict[str, int], dataset: Dataset) -> str:

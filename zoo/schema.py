@@ -1,0 +1,114 @@
+"""Typed checks of a composed build config, run before anything is written.
+
+Hydra composes YAML and overrides into plain values without types, so ``recipe.widths=abc`` or
+``threads=-1`` would otherwise surface as a traceback deep in training, or as a zoo of diverged models.
+Every key of the build config and of a recipe has a rule here; unknown keys (``+recipe.nope=1``) are
+refused too. Each failure is one ZooError naming the key, the value and what was expected.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+from .errors import ZooError
+
+Rule = Callable[[Any], str | None]  # returns what was expected when the value breaks the rule
+
+
+def _number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False) -> Rule:
+    def rule(v: Any) -> str | None:
+        ok = isinstance(v, kind) and not isinstance(v, bool) if kind is int else \
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+        if ok and low is not None:
+            ok = v > low if low_open else v >= low
+        if ok and high is not None:
+            ok = v <= high
+        if ok:
+            return None
+        bounds = "" if low is None else f" {'>' if low_open else '>='} {low}"
+        bounds += "" if high is None else f" and <= {high}"
+        return f"{'an integer' if kind is int else 'a finite number'}{bounds}"
+    return rule
+
+
+def _list_of(item: Rule, sorted_unique: bool = False) -> Rule:
+    def rule(v: Any) -> str | None:
+        items = v if isinstance(v, (list, tuple)) else [v]
+        if not items or any(item(x) for x in items):
+            return f"a non-empty list of {item(object()) or 'values'}"
+        if sorted_unique and list(items) != sorted(set(items)):
+            return "a strictly increasing list"
+        return None
+    return rule
+
+
+def _one_of(*choices: Any) -> Rule:
+    return lambda v: None if v in choices else f"one of {list(choices)}"
+
+
+def _typed(kind: type, name: str) -> Rule:
+    return lambda v: None if isinstance(v, kind) else name
+
+
+def _optional(rule: Rule) -> Rule:
+    return lambda v: None if v is None else rule(v)
+
+
+RECIPE: dict[str, Rule] = {
+    "name": _typed(str, "a string"),
+    "dataset": _typed(str, "a dataset name or a path to a .npz file"),
+    "task_seed": _number(int),
+    "arch": _one_of("mlp", "cnn", "resnet"),
+    "activation": _typed(str, "an activation name"),
+    "batchnorm": _typed(bool, "true or false"),
+    "kernel_size": _number(int, 1),
+    "widths": _list_of(_number(int, 1)),
+    "depths": _list_of(_number(int, 0)),
+    "learning_rates": _list_of(_number(float, 0, low_open=True)),
+    "batch_sizes": _list_of(_number(int, 1)),
+    "weight_decays": _list_of(_number(float, 0)),
+    "seeds": _number(int, 1),
+    "seed_offset": _number(int, 0),
+    "optimizer": _one_of("sgd", "adam", "adamw"),
+    "momentum": _number(float, 0, 1),
+    "schedule": _one_of("constant", "cosine"),
+    "epochs": _number(int, 0),
+    "checkpoint_epochs": _list_of(_number(int, 0), sorted_unique=True),
+    "landscape": _optional(_typed(Mapping, "a mapping of landscape settings")),
+}
+
+BUILD: dict[str, Rule] = {
+    "out": _typed(str, "a path or fsspec URL"),
+    "overwrite": _typed(bool, "true or false"),
+    "population_size": _number(int, 1),
+    "block_size": _number(int, 1),
+    "memory_floats": _number(int, 1),
+    "retain_memory": _typed(bool, "true or false"),
+    "threads": _optional(_number(int, 1)),
+    "progress": _typed(bool, "true or false"),
+    "executor": _typed(Mapping, "an executor config"),
+    "recipe": _typed(Mapping, "a recipe"),
+}
+
+
+def check(values: Mapping, rules: Mapping[str, Rule], where: str) -> None:
+    """Raise a one-line ZooError for the first unknown key or value breaking its rule."""
+    unknown = sorted(set(values) - set(rules))
+    if unknown:
+        raise ZooError(f"unknown key {where}{unknown[0]} (known: {', '.join(sorted(rules))})")
+    for key, rule in rules.items():
+        if key in values:
+            expected = rule(values[key])
+            if expected:
+                raise ZooError(f"{where}{key}={values[key]!r} is invalid: expected {expected}")
+
+
+def check_build_config(cfg: Mapping) -> None:
+    """Every key and value of a composed ``zoo build`` config, recipe included."""
+    check(cfg, BUILD, "")
+    check(cfg["recipe"], RECIPE, "recipe.")
+    recipe = cfg["recipe"]
+    ckpts = recipe["checkpoint_epochs"] if isinstance(recipe["checkpoint_epochs"], list) else [recipe["checkpoint_epochs"]]
+    if ckpts[-1] > recipe["epochs"]:
+        raise ZooError(f"recipe.checkpoint_epochs={ckpts} is invalid: checkpoints must lie within 0..{recipe['epochs']}"
+                       " (recipe.epochs)")
