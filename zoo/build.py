@@ -22,6 +22,7 @@ from .errors import ZooError
 from .population import PopulationSpec, train_population
 from .datasets import Dataset, load_dataset
 from .recipe import Plan, init_state, make_plan
+from .lock import writing
 from .schema import check_build_config
 from .writer import DEFAULT_BLOCK_SIZE, create, open_writer
 
@@ -172,15 +173,16 @@ def build(cfg: Mapping) -> "zstore.Zoo":
     cfg = dict(cfg)
     check_build_config(cfg)  # types, ranges, unknown keys: before anything is written
     run = _executor((cfg.get("executor") or {}).get("name", "local"))
-    path, plan, dataset, pending = prepare(cfg)
-    progress = bool(cfg.get("progress", True))
-    if pending:
-        run(path, cfg, plan, dataset, pending, progress)
-    z = zstore.open(path)
-    landscape = dict(cfg["recipe"].get("landscape") or {})
-    if landscape.get("enabled") and z.landscape is None:
-        from .landscape.compute import compute_landscape, resolve_config
-
-        compute_landscape(z, resolve_config(landscape), progress=progress)
+    with writing(str(cfg["out"]), "zoo build"):  # one writer at a time
+        path, plan, dataset, pending = prepare(cfg)
+        progress = bool(cfg.get("progress", True))
+        if pending:
+            run(path, cfg, plan, dataset, pending, progress)
         z = zstore.open(path)
+        landscape = dict(cfg["recipe"].get("landscape") or {})
+        if landscape.get("enabled") and z.landscape is None:
+            from .landscape.compute import compute_landscape, resolve_config
+
+            compute_landscape(z, resolve_config(landscape), progress=progress)
+            z = zstore.open(path)
     return z

@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=8, help="models per group whose loss barrier is measured")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--allow-pending", action="store_true",
+                   help="align although some models are still pending (a build in progress or interrupted)")
     return p
 
 
@@ -45,12 +47,19 @@ def main(argv: list[str]) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    from ..lock import writing
     from ..store import open as open_zoo
     from .align import align_zoo
 
-    z = open_zoo(args.path)
-    _, summary = align_zoo(z, args.reference, args.checkpoint, trajectory=args.trajectory, diverged=args.diverged,
-                           seed=args.seed, restarts=args.restarts, max_iter=args.max_iter, pairs=args.pairs)
+    with writing(args.path, "zoo align"):
+        z = open_zoo(args.path)
+        pending = int((z.models["status"] == "pending").sum())
+        if pending and not args.allow_pending:
+            raise ZooError(f"{pending} of {len(z)} models of {args.path!r} are still pending (a build in progress or"
+                           " interrupted): finish the build, or pass --allow-pending to align the others")
+        _, summary = align_zoo(z, args.reference, args.checkpoint, trajectory=args.trajectory,
+                               diverged=args.diverged, seed=args.seed, restarts=args.restarts,
+                               max_iter=args.max_iter, pairs=args.pairs)
     if args.json:
         print(json.dumps(summary))
         return 0
