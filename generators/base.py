@@ -90,6 +90,8 @@ class Generator(L.LightningModule):
     # ------------------------------------------------------------------ sampling
     def dataset(self) -> zoo.Dataset:
         """The data the source zoo was trained on (reloaded and fingerprint-checked; BN needs its training split)."""
+        if getattr(self, "_data", None) is not None:
+            return self._data
         d = self.source["dataset"]
         try:
             data = zoo.load_dataset(d["source"], seed=int(d["seed"]))
@@ -97,6 +99,7 @@ class Generator(L.LightningModule):
             data = None
         if data is None or data.fingerprint != d["fingerprint"]:
             data = zoo.open(self.source["zoo"]).dataset(d["name"])
+        self._data = data
         return data
 
     def sample_flat(self, n: int, seed: int = 0, condition: Any = None) -> tuple[torch.Tensor, list]:
@@ -127,6 +130,18 @@ class Generator(L.LightningModule):
         flat, _ = self.sample_flat(n, seed, condition)
         states = self.layout.unflatten_batch(flat)
         return [{k: v[i].clone() for k, v in states.items()} for i in range(flat.shape[0])]
+
+    def on_validation_epoch_end(self) -> None:
+        """Log the mean TRAINING-split accuracy of ``val_samples`` fixed-seed samples (the test split is never read)."""
+        k = int(self.config.get("val_samples", 0))
+        if k <= 0 or self.source["dataset"]["kind"] != "classification":
+            return
+        flat, _ = self.sample_flat(k, seed=0)
+        finite = torch.isfinite(flat).all(1)
+        acc = torch.zeros(k, dtype=torch.float64)
+        if finite.any():
+            acc[finite] = zoo.evaluate(self.layout, flat[finite], self.dataset(), split="train")["acc"]
+        self.log("val/sample_train_acc", acc.mean().float(), prog_bar=True)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:

@@ -24,6 +24,7 @@ from zoo.errors import ZooError
 from .base import SNAPSHOT_DIR, Generator, _registry
 
 CHECKPOINT_DIR = "checkpoints"
+MONITORS = {"val/loss": "min", "val/sample_train_acc": "max"}  # what early stopping and the best checkpoint follow
 
 
 def generator_names() -> list[str]:
@@ -129,10 +130,16 @@ def fit_config(cfg: Mapping) -> Generator:
     for old in (out / SNAPSHOT_DIR).glob("step-*.safetensors"):
         old.unlink()
     es = cfg["early_stopping"]
-    best = ModelCheckpoint(dirpath=str(out / CHECKPOINT_DIR), filename="best", monitor="val/loss", mode="min",
+    monitor = str(cfg["monitor"])
+    if monitor not in MONITORS:
+        raise ZooError(f"monitor must be one of {sorted(MONITORS)}, got {monitor!r}")
+    if monitor == "val/sample_train_acc" and int(gcfg.get("val_samples", 0)) <= 0:
+        raise ZooError("monitor=val/sample_train_acc needs generator.val_samples > 0")
+    mode = MONITORS[monitor]
+    best = ModelCheckpoint(dirpath=str(out / CHECKPOINT_DIR), filename="best", monitor=monitor, mode=mode,
                            save_top_k=1, save_last=True, save_weights_only=True, enable_version_counter=False)
     callbacks = [best, EMAWeightAveraging(decay=float(gcfg["ema_decay"])),
-                 EarlyStopping(monitor="val/loss", mode="min", patience=int(es["patience"]),
+                 EarlyStopping(monitor=monitor, mode=mode, patience=int(es["patience"]),
                                min_delta=float(es["min_delta"])),
                  Snapshots(out / SNAPSHOT_DIR, int(cfg["snapshot_every_n_steps"]))]
     kwargs = dict(enable_model_summary=False, num_sanity_val_steps=0)
@@ -154,7 +161,8 @@ def fit_config(cfg: Mapping) -> Generator:
     g.save(out)
     summary = {"generator": name, "zoo": str(cfg["zoo"]), "out": str(out), "fit_seconds": round(fit_s, 2),
                "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
-               "best_val_loss": float(best.best_model_score) if best.best_model_score is not None else None,
+               "monitor": monitor,
+               "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
                "train_models": len(src.info["train_ids"]), "val_models": len(src.info["val_ids"]),
                "canonical": src.info["canonical"], "dims": g.dims,
                "parameters": int(sum(p.numel() for p in g.velocity.parameters())), "config": cfg}

@@ -1,0 +1,107 @@
+"""``zoo fit generator=NAME zoo=PATH [overrides]`` and ``zoo sample RUN_DIR -n N --out OUT.zarr``.
+
+``zoo fit`` composes ``conf/fit.yaml`` with ``conf/generator/<NAME>.yaml`` (Hydra overrides; ``trainer.*``
+keys go to the Lightning Trainer) and writes the run folder; ``zoo sample`` loads a run folder and writes
+its samples as a zoo with train/test metrics and provenance.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+
+from zoo.config import CONF_DIR, compose
+from zoo.errors import ZooError
+
+FIT_USAGE = """usage: zoo fit generator=NAME zoo=PATH [out=DIR] [key=value ...]
+  generators: {generators}
+  e.g. zoo fit generator=dwf zoo=data/zoos/dwf-mlp-digits.zarr out=data/runs/dwf generator.condition=learning_rate
+       zoo fit generator=dwf zoo=Z.zarr generator.canonical=false trainer.max_epochs=10
+  configs: conf/fit.yaml, conf/generator/"""
+
+
+def _generators() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "generator").glob("*.yaml"))
+
+
+def _prepare(argv: list[str]) -> list[str]:
+    """One-line errors for a malformed argument or an unknown generator; any Trainer argument passes through."""
+    import lightning as L
+    from omegaconf import OmegaConf
+
+    trainer_args = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
+    declared = set(OmegaConf.load(CONF_DIR / "fit.yaml").get("trainer", {}))
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if not eq:
+            raise ZooError(f"bad argument {arg!r}: expected key=value")
+        if key == "generator" and value not in _generators():
+            raise ZooError(f"unknown generator {value!r}; choose one of {_generators()}")
+        if key.startswith("trainer."):
+            name = key.split(".", 1)[1]
+            if name not in trainer_args:
+                raise ZooError(f"unknown Trainer argument {name!r} (from {key})")
+            if name not in declared:
+                arg = f"+{arg}"
+        out.append(arg)
+    return out
+
+
+def main_fit(argv: list[str]) -> int:
+    """Entry point of ``zoo fit``."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(FIT_USAGE.format(generators=", ".join(_generators())))
+        return 0 if argv else 2
+    from .train import fit_config
+
+    cfg = compose("fit", _prepare(argv))
+    g = fit_config(cfg)
+    summary = json.loads((g.run_dir / "summary.json").read_text())
+    print(f"zoo fit: {summary['generator']} on {summary['zoo']} ({summary['train_models']} train / "
+          f"{summary['val_models']} val models, weights {summary['canonical']}): {summary['steps']} steps in "
+          f"{summary['fit_seconds']:.1f}s, best {summary['monitor']} {summary['best_score']:.4g}; run in {summary['out']}")
+    return 0
+
+
+def _sample_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="zoo sample", description="sample networks from a fitted generator and write "
+                                "them as a zoo (train/test metrics, provenance)")
+    p.add_argument("run", help="run folder written by `zoo fit`")
+    p.add_argument("-n", type=int, default=100, help="number of networks (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--out", required=True, help="zoo to write (local path or fsspec URL)")
+    p.add_argument("--condition", default=None, help="value of the conditioning column (default: drawn as in "
+                   "training)")
+    p.add_argument("--snapshot", type=int, default=None, help="use the raw weights saved at this training step")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing zoo at --out")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    return p
+
+
+def main_sample(argv: list[str]) -> int:
+    """Entry point of ``zoo sample``."""
+    try:
+        args = _sample_parser().parse_args(argv)
+    except SystemExit as e:
+        if e.code:
+            raise ZooError("usage: zoo sample RUN_DIR -n N --out OUT.zarr [--seed S] [--condition VALUE] "
+                           "(zoo sample --help)") from None
+        return 0
+    if args.threads < 0:
+        raise ZooError("--threads must be >= 0")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from .base import load
+
+    g = load(args.run, snapshot=args.snapshot)
+    z = g.sample_zoo(args.n, args.out, seed=args.seed, condition=args.condition, overwrite=args.overwrite)
+    df = z.models
+    acc = df["test_acc"].dropna() if "test_acc" in df else None
+    tail = f"; test_acc mean {acc.mean():.4f} (min {acc.min():.4f}, max {acc.max():.4f})" if acc is not None \
+        and len(acc) else ""
+    print(f"zoo sample: {len(df)} networks from {args.run} (seed {args.seed}) -> {args.out}: "
+          f"{int((df['status'] == 'done').sum())} finite{tail}")
+    return 0
