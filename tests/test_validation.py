@@ -33,6 +33,7 @@ def _refused(capsys, out: str, *args: str) -> str:
     ("recipe.checkpoint_epochs=[3,1]", "increasing"),
     ("recipe.momentum=2", "recipe.momentum"),
     ("recipe.batchnorm=maybe", "true or false"),
+    ("out=memory://zoos/x.zarr", "vanishes when this command exits"),
 ])
 def test_bad_overrides(capsys, tmp_path, override, needle):
     assert needle in _refused(capsys, str(tmp_path / "never.zarr"), override)

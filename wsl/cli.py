@@ -101,8 +101,10 @@ def train(cfg: Mapping) -> dict:
     monitor, mode = dm.task.monitor
     ckpt_cb = ModelCheckpoint(dirpath=str(out), filename=CHECKPOINT_NAME.removesuffix(".ckpt"), monitor=monitor,
                               mode=mode, save_top_k=1, save_weights_only=True, enable_version_counter=False)
-    for stale in (out / CHECKPOINT_NAME, out / "metrics.csv"):
-        stale.unlink(missing_ok=True)
+    for stale in (out / CHECKPOINT_NAME, out / "metrics.csv", out / "summary.json"):
+        stale.unlink(missing_ok=True)  # a run folder never mixes this run's files with an older run's
+    incomplete = out / "INCOMPLETE"
+    incomplete.write_text("this run did not finish (interrupted or failed); run the same command again\n")
     kwargs = dict(enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False)
     kwargs.update(dict(cfg["trainer"]))
     kwargs.update(callbacks=[ckpt_cb], logger=CSVLogger(str(out), name="", version=""), default_root_dir=str(out))
@@ -132,7 +134,10 @@ def train(cfg: Mapping) -> dict:
         "checkpoint": str(out / CHECKPOINT_NAME), "config": dict(cfg),
     }
     summary["test"] = {k: (v if np.isfinite(v) else None) for k, v in summary["test"].items()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    tmp = out / "summary.json.partial"
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(out / "summary.json")  # atomic: summary.json is whole or absent
+    incomplete.unlink()
     return summary
 
 

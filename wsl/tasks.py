@@ -119,8 +119,8 @@ def regression_metrics(pred: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     mse = float(np.mean((p - t) ** 2))
     var = float(np.var(t))
     tau = kendalltau(p, t).statistic if len(t) > 1 else float("nan")
-    return {"kendall_tau": float(np.nan_to_num(tau, nan=0.0)), "r2": 1.0 - mse / var if var > 0 else 0.0,
-            "mse": mse}
+    # undefined (one model, or constant targets) is NaN here and null in summary.json, never a made-up 0
+    return {"kendall_tau": float(tau), "r2": 1.0 - mse / var if var > 0 else float("nan"), "mse": mse}
 
 
 def classification_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

@@ -5,6 +5,7 @@ import json
 
 from .build import build
 from .config import compose
+from .errors import ZooError
 from .store import summarize
 
 
@@ -14,6 +15,9 @@ def main(argv: list[str]) -> int:
               " recipe.seeds=2 recipe.epochs=5\n  configs: conf/build.yaml, conf/recipe/*.yaml (recipe=NAME)")
         return 0
     cfg = compose("build", argv)
+    if str(cfg.get("out", "")).startswith("memory://"):
+        raise ZooError(f"out={cfg['out']} is an in-memory store that vanishes when this command exits;"
+                       " build into a path or a persistent fsspec URL (memory:// works from Python)")
     z = build(cfg)
     s = summarize(z)
     print(f"zoo {s['path']}: {s['models']} models, {s['done']} done, {s['diverged']} diverged,"

@@ -42,4 +42,10 @@ class StatNN(WeightEncoder):
         self.net = mlp([d_in, *[int(h) for h in hidden], out_dim], dropout)
 
     def forward(self, w: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
-        return self.net(self.norm(tensor_statistics(self.space, w, layout)))
+        stats = tensor_statistics(self.space, w, layout)
+        if self.training and stats.shape[0] == 1:  # one model: no batch statistics, normalize with running ones
+            self.norm.eval()
+            normed = self.norm(stats)
+            self.norm.train()
+            return self.net(normed)
+        return self.net(self.norm(stats))
