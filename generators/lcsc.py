@@ -76,6 +76,10 @@ class SearchConfig:
             raise ZooError(f"EMA decays must lie in (0, 1), got {list(self.ema_decays)}")
 
 
+# a generator's candidate costs an ODE solve of all its samples: a smaller search than for zoo models
+GENERATOR_SEARCH = SearchConfig(population=12, max_evals=96)
+
+
 # ---------------------------------------------------------------------------------------------- coefficients
 def project(v: np.ndarray, lower: float, upper: float) -> np.ndarray:
     """Euclidean projection of rows of v [m, C] onto {sum = 1, lower <= a_i <= upper} (bisection on the shift)."""

@@ -185,3 +185,80 @@ def test_bad_inputs_are_one_line_errors(ckpt_zoo, tmp_path, capsys):
     assert err.count("\n") == 0 and "at least 2 checkpoints" in err
     assert zoo_main(["lcsc", ckpt_zoo.path, "--out", str(tmp_path / "x.zarr"), "--models", "0", "--lower", "0.5"]) == 2
     assert zoo_main(["lcsc", ckpt_zoo.path]) == 2 and "--out" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- generators
+GEN_FIT = {"hidden": 32, "time_dim": 16, "val_samples": 0, "steps_per_epoch": 15, "trainer.max_epochs": 2,
+           "trainer.enable_progress_bar": False, "snapshot_every_n_steps": 5}
+GEN_SEARCH = SearchConfig(population=8, max_evals=24)
+
+
+@pytest.fixture(scope="module")
+def gen_run(tmp_path_factory):
+    """A small DeepWeightFlow run with 6 snapshots (every 5 of its 30 steps) on 10 digits MLPs."""
+    import generators
+
+    d = tmp_path_factory.mktemp("lcsc-gen")
+    src = build_zoo(str(d / "src.zarr"), "recipe.widths=[8]", "recipe.seeds=5", "recipe.learning_rates=[0.05,0.1]")
+    generators.fit("dwf", src.path, out=str(d / "run"), **GEN_FIT)
+    return d / "run"
+
+
+def test_generator_lcsc_combines_snapshots_and_saves_a_loadable_run(gen_run, tmp_path):
+    import generators
+    from generators.lcsc_generator import lcsc_generator
+
+    r = lcsc_generator(gen_run, GEN_SEARCH, samples=4)
+    assert r.steps == generators.snapshots(gen_run) and len(r.steps) == 6
+    a = np.array(r.coefficients)
+    assert abs(a.sum() - 1) < 1e-9 and a.min() >= -1e-12 and a.max() <= 1 + 1e-12
+    for m in ("last", "ema", "uniform"):
+        assert r.results["lcsc"]["val_acc"] >= r.results[m]["val_acc"], m
+    assert set(r.results) == {"shipped", "last", "ema", "uniform", "lcsc"}
+    # the saved run's weights are sum alpha_i W_i over the snapshots, and it samples like any run
+    out = r.save(tmp_path / "merged")
+    g = generators.load(out)
+    snaps = [generators.load(gen_run, snapshot=s).state_dict() for s in r.steps]
+    for k, v in g.state_dict().items():
+        if v.is_floating_point():
+            expected = sum(float(ai) * s[k].double() for ai, s in zip(a, snaps)).float()
+            assert torch.allclose(v, expected, atol=1e-6), k
+    assert len(g.sample(3, seed=1)) == 3
+    again = lcsc_generator(gen_run, GEN_SEARCH, samples=4)
+    assert again.coefficients == r.coefficients  # seeded
+
+
+def test_generator_lcsc_never_reads_the_test_split(gen_run, monkeypatch):
+    from generators.base import Generator
+    from generators.lcsc_generator import lcsc_generator
+
+    clean = lcsc_generator(gen_run, GEN_SEARCH, samples=4)
+    real = Generator.dataset
+
+    def poisoned(self):
+        d = real(self)
+        return dataclasses.replace(d, X_test=torch.full_like(d.X_test, float("nan")))
+
+    monkeypatch.setattr(Generator, "dataset", poisoned)
+    dirty = lcsc_generator(gen_run, GEN_SEARCH, samples=4)
+    assert dirty.coefficients == clean.coefficients
+    assert dirty.results["lcsc"]["val_acc"] == clean.results["lcsc"]["val_acc"]
+    assert dirty.results["lcsc"]["test_acc"] == 0.0 and clean.results["lcsc"]["test_acc"] > 0.0
+
+
+def test_generator_cli_and_errors(gen_run, tmp_path, capsys):
+    out = tmp_path / "merged"
+    assert zoo_main(["lcsc", str(gen_run), "--generator", "--out", str(out), "--samples", "4",
+                     "--max-evals", "16"]) == 0
+    assert "6 snapshots" in capsys.readouterr().out and (out / "lcsc.json").is_file()
+    assert zoo_main(["sample", str(out), "-n", "3", "--out", str(tmp_path / "s.zarr")]) == 0
+    assert len(zoo.open(str(tmp_path / "s.zarr")).models) == 3
+    for argv, match in (([], "already exists"), (["--overwrite", "--upto", "5"], "at least 2 generator snapshots"),
+                        (["--overwrite", "--models", "0"], "--models selects zoo models"),
+                        (["--overwrite", "--samples", "0"], "samples must be a positive integer")):
+        capsys.readouterr()
+        assert zoo_main(["lcsc", str(gen_run), "--generator", "--out", str(out), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert match in err and "\n" not in err
+    assert zoo_main(["lcsc", str(tmp_path / "none"), "--generator", "--out", str(tmp_path / "o")]) == 2
+    assert "no generator run" in capsys.readouterr().err
