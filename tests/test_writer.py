@@ -108,6 +108,8 @@ def test_a_writer_made_zoo_passes_info_align_and_train(source, tmp_path, capsys)
     x = z.dataset().X_test[:64]
     for i in (0, 5):  # canonical weights compute the same function
         torch.testing.assert_close(z.module(i, canonical=True)(x), z.module(i)(x), atol=1e-5, rtol=1e-5)
+    assert zoo_main(["landscape", path, "probes=2", "bezier_steps=5", "max_pairs=2"]) == 0  # it has seeds
+    assert zoo.open(path).landscape is not None
     out = str(tmp_path / "run")
     assert zoo_main(["train", "encoder=statnn", "task=test_accuracy", f"zoo={path}", f"out={out}",
                      "trainer.max_epochs=2", "data.batch_size=4", "threads=1"]) == 0

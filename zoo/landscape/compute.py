@@ -110,6 +110,9 @@ def compute_landscape(zoo, cfg: Mapping | None = None, progress: bool = False, w
     ``df.attrs["timings"]`` holds seconds per metric family, ``df.attrs["cells"]`` the labelled cell table.
     """
     cfg = resolve_config(cfg)
+    if "seed" not in zoo.models.columns:
+        raise ZooError(f"zoo landscape needs a 'seed' column: a cell is the models that differ only in seed (this"
+                       f" zoo's columns: {', '.join(zoo.models.columns)})")
     if cfg["retain_memory"]:
         retain_freed_memory()
     threads = torch.get_num_threads()
@@ -174,7 +177,7 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
                 test_out[i] = out[k]
 
         # ---- cell metrics: Bezier mode connectivity and CKA over seed pairs (cells never span layouts)
-        cell_of = group.assign(_cell=group[keys].astype(str).agg("|".join, axis=1) if keys else "all")
+        cell_of = group.assign(_cell=group[keys].map(str).agg("|".join, axis=1) if keys else "all")
         pairs, pair_cell = [], []
         for cell, members in cell_of.groupby("_cell", sort=True):
             for p in seed_pairs(members, cfg["pairs"], int(cfg["max_pairs"])):
@@ -225,7 +228,7 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
                                                    "mode_connectivity_linear", "cka", "curve_loss", "line_loss"])
     merged = models[["model_id", "status", *keys, "seed"]].merge(table, on="model_id", how="left")
     # cell values belong to every member of the cell, trained or not
-    merged["_cell"] = merged[keys].astype(str).agg("|".join, axis=1) if keys else "all"
+    merged["_cell"] = merged[keys].map(str).agg("|".join, axis=1) if keys else "all"
     for c in ("mode_connectivity", "mode_connectivity_linear", "cka"):
         merged[c] = merged.groupby("_cell")[c].transform("first")
     phase, cells = label_models(merged.drop(columns="_cell"), keys, cut)

@@ -69,7 +69,7 @@ def cell_ids(table: pd.DataFrame, keys: list[str]) -> pd.Series:
     """A string id per row naming its cell (NaN-safe: optimizers without momentum still group)."""
     if not keys:
         return pd.Series(["all"] * len(table), index=table.index, name="cell")
-    return table[keys].astype(str).agg("|".join, axis=1).rename("cell")
+    return table[keys].map(str).agg("|".join, axis=1).rename("cell")
 
 
 def cell_table(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
