@@ -61,6 +61,25 @@ def shard_geometry(array: zarr.Array) -> tuple[str, int, int] | None:
     return folder, int(outer[0]), int(c)
 
 
+_INDEX_CACHE: dict[str, tuple[tuple[int, int, int], np.ndarray]] = {}
+_INDEX_CACHE_MAX = 8192  # shards; ~12 KB each for 256 models x 3 checkpoints
+
+
+def _shard_index(fd: int, path: str, st: os.stat_result, index_bytes: int, per_shard: int, c: int) -> np.ndarray:
+    """The verified ``[models, C, 2]`` (offset, nbytes) index of a shard, cached while the file is unchanged
+    (same inode, size and mtime: shards are replaced whole by atomic renames, never edited in place)."""
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    hit = _INDEX_CACHE.get(path)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    index = np.frombuffer(_checked(os.pread(fd, index_bytes, st.st_size - index_bytes), f"index of shard {path}"),
+                          dtype="<u8").reshape(per_shard, c, 2)
+    if len(_INDEX_CACHE) >= _INDEX_CACHE_MAX:
+        _INDEX_CACHE.clear()
+    _INDEX_CACHE[path] = (stamp, index)
+    return index
+
+
 def read_checkpoint_rows(array: zarr.Array, rows: np.ndarray, checkpoint: int) -> np.ndarray:
     """[len(rows), P] float32: rows of a [n, C, P] weights array at one checkpoint (NaN where unwritten)."""
     geometry = shard_geometry(array)
@@ -82,11 +101,11 @@ def read_checkpoint_rows(array: zarr.Array, rows: np.ndarray, checkpoint: int) -
             out[rows // per_shard == shard] = np.nan
             continue
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            size = st.st_size
             if size < index_bytes:
                 raise ZooError(f"weights shard {path} is corrupt: {size} bytes, shorter than its index")
-            index = np.frombuffer(_checked(os.pread(fd, index_bytes, size - index_bytes), f"index of shard {path}"),
-                                  dtype="<u8").reshape(per_shard, c, 2)
+            index = _shard_index(fd, path, st, index_bytes, per_shard, c)
             for j in np.nonzero(rows // per_shard == shard)[0]:
                 offset, nbytes = index[rows[j] % per_shard, checkpoint]
                 if offset == _EMPTY:
