@@ -34,7 +34,7 @@ from zoo.layout import Layout
 from .baselines import build_baselines, parse_baselines
 
 TRAIN = "train"  # method name of the training models themselves
-ROW_CHUNK = 1024  # rows of a distance / IoU matrix computed at once (bounds memory on big zoos)
+ROW_CHUNK = 1024  # rows of a distance or IoU matrix computed at once (bounds memory on big zoos)
 GOOD_PERCENTILE = 5.0  # good: test_acc >= this percentile of the training models' test_acc
 SCATTER_PNG = "accuracy_vs_max_iou.png"
 HIST_PNG = "nn_l2_histogram.png"
@@ -71,26 +71,30 @@ def max_iou(errors_a: torch.Tensor, errors_b: torch.Tensor, exclude_self: bool =
 
 
 def nearest_l2(a: torch.Tensor, b: torch.Tensor, exclude_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(distance [n], index [n]) of each row of a [n, P] to its nearest row of b [m, P] (L2).
+    """(distance [n] float64, index [n]) of each row of a [n, P] to its nearest row of b [m, P] (L2).
 
-    The search is ``torch.cdist`` in float64 on vectors centred on b's mean (its matrix-product form loses
-    little there); the distance to the nearest row is then recomputed directly, so an exact copy gives 0.
-    ``exclude_self``: a and b are the same rows and the pair (i, i) is skipped.
+    ``torch.cdist`` in float32 on vectors centred on b's mean (which keeps its matrix-product form accurate)
+    finds the nearest row; that distance is then recomputed directly in float64, so an exact copy gives 0.
+    Only rows whose distances tie within float32 rounding may get either neighbour. ``exclude_self``: a and b
+    are the same rows and the pair (i, i) is skipped.
     """
     if a.shape[1] != b.shape[1]:
         raise ZooError(f"vectors of {a.shape[1]} and {b.shape[1]} coordinates cannot be compared")
     if exclude_self and b.shape[0] < 2:
         raise ZooError("nearest-neighbour distances with self excluded need at least 2 models")
     centre = b.to(torch.float64).mean(0)
-    B = b.to(torch.float64) - centre
+    B = (b.to(torch.float64) - centre).to(torch.float32)
     arg = torch.empty(a.shape[0], dtype=torch.int64)
     for lo in range(0, a.shape[0], ROW_CHUNK):
-        d = torch.cdist(a[lo:lo + ROW_CHUNK].to(torch.float64) - centre, B)
+        d = torch.cdist((a[lo:lo + ROW_CHUNK].to(torch.float64) - centre).to(torch.float32), B)
         if exclude_self:
             rows = torch.arange(d.shape[0])
             d[rows, rows + lo] = float("inf")
         arg[lo:lo + ROW_CHUNK] = d.argmin(1)
-    dist = (a.to(torch.float64) - b.to(torch.float64)[arg]).norm(dim=1)
+    dist = torch.empty(a.shape[0], dtype=torch.float64)
+    for lo in range(0, a.shape[0], ROW_CHUNK):
+        dist[lo:lo + ROW_CHUNK] = (a[lo:lo + ROW_CHUNK].to(torch.float64)
+                                   - b[arg[lo:lo + ROW_CHUNK]].to(torch.float64)).norm(dim=1)
     return dist, arg
 
 
@@ -449,10 +453,14 @@ def write_plots(report: Mapping, out_dir: str | Path) -> dict[str, str]:
         both = np.concatenate([ref, x])
         both = both[np.isfinite(both)]
         bins = np.linspace(0.0, float(both.max()) if len(both) and both.max() > 0 else 1.0, 16)
-        ax.hist(ref, bins=bins, color="grey", alpha=0.55, label="train_nn_l2 (training models)")
-        ax.hist(x[np.isfinite(x)], bins=bins, color=colours[n], alpha=0.7, label=f"nn_l2 ({n})")
+        x = x[np.isfinite(x)]
+        ax.hist(ref, bins=bins, weights=np.full(len(ref), 1 / max(len(ref), 1)), color="grey", alpha=0.55,
+                label="train_nn_l2 (training models)")
+        ax.hist(x, bins=bins, weights=np.full(len(x), 1 / max(len(x), 1)), color=colours[n], alpha=0.7,
+                label=f"nn_l2 ({n})")
         ax.set_title(n, fontsize=9)
         ax.set_xlabel("L2 to nearest training model (canonical)", fontsize=8)
+        ax.set_ylabel("fraction of models", fontsize=8)
         ax.legend(fontsize=7)
     if not others:
         axes[0, 0].hist(ref, bins=15, color="grey")
