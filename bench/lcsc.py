@@ -11,9 +11,16 @@ test accuracy over seeds of LCSC over checkpoints 0..e reaches the mean of the l
 std over seeds; the same for plainly stopping at e (last@e) and the EMA/uniform at e. Saving = E / e. Cells
 whose models do not train (mean test accuracy at E below ``--trained``) are left out and counted.
 
+Part 3, a generator (``--run``, a ``zoo fit`` folder with snapshots): LCSC over its snapshots against its
+shipped weights (EMA of the best validation epoch), the last snapshot and EMA/uniform averages, by the mean
+test accuracy of the same fixed-seed samples; then the fewest training steps whose snapshot-prefix LCSC
+reaches the last snapshot's mean minus its std over 5 sample seeds.
+
 Rerun:  .venv/bin/zoo build recipe=lcsc-mlp-digits out=data/zoos/lcsc-mlp-digits.zarr
         .venv/bin/python bench/lcsc.py --zoo data/zoos/lcsc-mlp-digits.zarr --cost-zoo data/zoos/lcsc-mlp-digits.zarr \
-            --json docs/lcsc.json
+            --run data/runs/dwf-lcsc --json docs/lcsc.json
+        (the run: .venv/bin/zoo fit generator=dwf zoo=data/zoos/dwf-mlp-digits.zarr out=data/runs/dwf-lcsc \
+            snapshot_every_n_steps=100)
 """
 from __future__ import annotations
 
@@ -31,7 +38,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
-from generators.lcsc import SearchConfig, lcsc_zoo  # noqa: E402
+from generators.base import load  # noqa: E402
+from generators.lcsc import GENERATOR_SEARCH, SearchConfig, lcsc_zoo  # noqa: E402
+from generators.lcsc_generator import SnapshotCombiner, _snapshot_states, lcsc_generator  # noqa: E402
 
 METHODS = ("last", "ema", "uniform")
 
@@ -43,6 +52,7 @@ def compare(t: pd.DataFrame) -> dict:
     for m in METHODS:
         d = t["lcsc_test_acc"] - t[f"{m}_test_acc"]
         out[f"lcsc_ge_{m}"] = round(float((d >= 0).mean()), 3)
+        out[f"lcsc_gt_{m}"] = round(float((d > 0).mean()), 3)  # strictly better (ties are common: same argmax)
         out[f"gain_vs_{m}"] = round(float(d.mean()), 4)
     out["lcsc_val_loss_le_ema"] = round(float((t["lcsc_val_loss"] <= t["ema_val_loss"]).mean()), 3)
     return out
@@ -134,10 +144,50 @@ def part2(path: str, config: SearchConfig, trained: float) -> dict:
     return summary
 
 
+def part3(run: str, samples: int, seeds: int) -> dict:
+    """LCSC over a generator's snapshots vs its shipped/last/EMA/uniform weights, and the steps it saves."""
+    full = lcsc_generator(run, GENERATOR_SEARCH, samples=samples)
+    score = next(k.removeprefix("test_") for k in full.results["lcsc"] if k.startswith("test_")
+                 and not k.endswith("loss"))
+    print(f"\ngenerator {run}: {len(full.steps)} snapshots (steps {full.steps[0]}..{full.steps[-1]}), "
+          f"{samples} fixed-seed samples per candidate, search {full.seconds:.1f}s")
+    for m, v in full.results.items():
+        print(f"  {m:<8} val {score} {v[f'val_{score}']:.4f}  test {score} {v[f'test_{score}']:.4f}")
+    # the reference: the last snapshot's samples' mean test accuracy over several sample seeds (mean, std)
+    g = load(run)
+    data = g.dataset()
+    last_state = _snapshot_states(Path(run), [full.steps[-1]])
+    ref = []
+    for s in range(seeds):
+        comb = SnapshotCombiner(g, last_state, samples, 1000 + s)
+        ref.append(float(comb.metrics([comb.sample(comb.state(np.ones(1)))], data)["score"][0]))
+    target = float(np.mean(ref) - np.std(ref, ddof=1))
+    prefixes = []
+    for step in full.steps[1:-1]:
+        r = lcsc_generator(run, GENERATOR_SEARCH, samples=samples, upto=step)
+        prefixes.append({"step": int(step), **{m: round(v[f"test_{score}"], 4) for m, v in r.results.items()
+                                               if m != "shipped"}})
+        print(f"  snapshots up to step {step:>6}: test {score} " + "  ".join(
+            f"{m} {v:.4f}" for m, v in prefixes[-1].items() if m != "step"), flush=True)
+    first = {m: next((p["step"] for p in prefixes if p[m] >= target), int(full.steps[-1]))
+             for m in ("last", "ema", "uniform", "lcsc")}
+    S = int(full.steps[-1])
+    res = {"run": run, "snapshots": full.steps, "samples": samples, "results": full.results,
+           "coefficients": full.coefficients, "search_seconds": round(full.seconds, 1),
+           "reference_last_mean": round(float(np.mean(ref)), 4), "reference_last_std": round(float(np.std(ref, ddof=1)), 4),
+           "reference_sample_seeds": seeds, "prefixes": prefixes, "steps_to_match": first,
+           "saving": {m: round(S / e, 2) for m, e in first.items()}}
+    print(f"  last snapshot over {seeds} sample seeds: {np.mean(ref):.4f} +- {np.std(ref, ddof=1):.4f}; steps to "
+          "match it: " + ", ".join(f"{m} {e} ({S / e:.2f}x)" for m, e in first.items()))
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoo", nargs="*", default=["data/zoos/lcsc-mlp-digits.zarr"], help="zoos for part 1")
     ap.add_argument("--cost-zoo", default=None, help="zoo for part 2 (constant learning rate); none: skipped")
+    ap.add_argument("--run", default=None, help="generator run folder (zoo fit) for part 3; none: skipped")
+    ap.add_argument("--samples", type=int, default=16, help="part 3: fixed-seed samples per candidate")
     ap.add_argument("--trained", type=float, default=0.5, help="part 2 leaves out cells below this test accuracy")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: fastest when others share the cores)")
     ap.add_argument("--json", default=None, help="write the figures here (e.g. docs/lcsc.json)")
@@ -149,6 +199,8 @@ def main() -> int:
            "zoos": [part1(p, config) for p in args.zoo]}
     if args.cost_zoo:
         out["training_cost"] = part2(args.cost_zoo, config, args.trained)
+    if args.run:
+        out["generator"] = part3(args.run, args.samples, seeds=5)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2, default=float))
         print(f"\nwrote {args.json}")
