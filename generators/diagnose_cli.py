@@ -7,7 +7,9 @@ import json
 from zoo.errors import ZooError
 
 EPILOG = """Per sample and per method (each samples zoo, each baseline, the training models): test_acc,
-nn_l2 (L2 to the nearest training model after Git Re-Basin alignment to one reference; nn_l2_raw without),
+nn_l2 (L2 to the nearest training model after Git Re-Basin alignment to one reference, lowered where
+matching directly to one of the --refine nearest candidates gives less; nn_l2_canonical: one reference
+only; nn_l2_raw: no alignment),
 train_nn_l2 (training models to each other, self excluded), max_iou (largest IoU of the misclassified
 test points with any training model's), and good_and_novel (test_acc >= the training models' 5th
 percentile and max_iou < their median). Baselines, built with no training: noise (training weights plus
@@ -33,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of baselines, validation carve-out and matching")
     p.add_argument("--canonical", default="auto", choices=["auto", "store", "align"],
                    help="training frame: the zoo's `zoo align` weights (store), aligned here (align), or auto")
+    p.add_argument("--refine", type=int, default=4,
+                   help="nearest canonical candidates each model is also weight-matched to directly (0: off)")
     p.add_argument("--recalibrate-bn", action="store_true",
                    help="recompute the samples' BatchNorm statistics on the training split before measuring")
     p.add_argument("--no-plots", action="store_true", help="write diagnose.json only")
@@ -62,8 +66,8 @@ def main(argv: list[str]) -> int:
         return 0
     if args.n_baseline is not None and args.n_baseline < 1:
         raise ZooError(f"--n-baseline must be >= 1, got {args.n_baseline}")
-    if args.k < 1 or args.threads < 0:
-        raise ZooError("--k must be >= 1 and --threads >= 0")
+    if args.k < 1 or args.threads < 0 or args.refine < 0:
+        raise ZooError("--k must be >= 1, --threads and --refine >= 0")
     drops = _drops(args.noise_drops)
     if args.threads:
         import torch
@@ -72,7 +76,7 @@ def main(argv: list[str]) -> int:
     from .diagnose import diagnose, summary_table
 
     report = diagnose(args.samples or None, args.train, args.out, args.baselines, n_baseline=args.n_baseline,
-                      noise_drops=drops, k=args.k, seed=args.seed, canonical=args.canonical,
+                      noise_drops=drops, k=args.k, seed=args.seed, canonical=args.canonical, refine=args.refine,
                       recalibrate_samples=args.recalibrate_bn, plots=not args.no_plots)
     if args.json:
         print(json.dumps({"methods": report["methods"], "thresholds": report["thresholds"]}))
