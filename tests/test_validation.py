@@ -71,3 +71,21 @@ def test_resume_refuses_changed_data(capsys, tmp_path):
     _npz(tmp_path / "mine.npz", X_train=X + 1, y_train=y, X_test=X[:8], y_test=y[:8])
     assert zoo_main(["build", *args]) == 2
     assert "changed since this zoo was started" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "encoder=statnn", "trainer.max_epochs=abc"], "trainer.max_epochs"),
+    (["train", "encoder=statnn", "data.split=[1,0,0]"], "data.split"),
+    (["train", "encoder=statnn", "optim.lr=-1"], "optim.lr"),
+    (["landscape", "{zoo}", "probes=abc"], "landscape.probes"),
+    (["landscape", "{zoo}", "pairs=some"], "landscape.pairs"),
+    (["phases", "{zoo}", "--out", "{tmp}", "phases.mc_tol=abc"], "landscape.phases.mc_tol"),
+])
+def test_bad_train_landscape_and_phase_settings(tiny_zoo, tmp_path, capsys, args, needle):
+    argv = [a.format(zoo=tiny_zoo.path, tmp=tmp_path / "ph") for a in args]
+    if argv[0] == "train":
+        argv += [f"zoo={tiny_zoo.path}", f"out={tmp_path / 'run'}"]
+    assert zoo_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "ph").exists()

@@ -17,6 +17,7 @@ from typing import Mapping
 
 from zoo.config import CONF_DIR, compose
 from zoo.errors import ZooError
+from zoo.schema import check_train_config
 
 USAGE = """usage: zoo train encoder=NAME task=NAME zoo=PATH [key=value ...]
   encoders: {encoders}
@@ -76,6 +77,7 @@ def train(cfg: Mapping) -> dict:
 
     if not cfg.get("zoo"):
         raise ZooError("zoo=PATH is required (the zoo to learn from)")
+    check_train_config(cfg)  # before the run folder is touched
     out = Path(cfg.get("out") or Path("data/runs") / _run_name(cfg))
     out.mkdir(parents=True, exist_ok=True)
     seed = int(cfg.get("seed", 0))

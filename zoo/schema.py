@@ -112,3 +112,45 @@ def check_build_config(cfg: Mapping) -> None:
     if ckpts[-1] > recipe["epochs"]:
         raise ZooError(f"recipe.checkpoint_epochs={ckpts} is invalid: checkpoints must lie within 0..{recipe['epochs']}"
                        " (recipe.epochs)")
+
+
+LANDSCAPE: dict[str, Rule] = {
+    "checkpoint": _number(int), "seed": _number(int, 0), "batches": _number(int, 1), "batch_size": _number(int, 1),
+    "probes": _number(int, 1), "probe_chunk": _number(int, 1), "power_iters": _number(int, 1),
+    "power_tol": _number(float, 0, low_open=True), "pairs": _one_of("all", "consecutive"),
+    "max_pairs": _number(int, 1), "bezier_steps": _number(int, 0), "bezier_lr": _number(float, 0, low_open=True),
+    "bezier_batch_size": _number(int, 1), "curve_points": _number(int, 3), "threads": _optional(_number(int, 1)),
+    "retain_memory": _typed(bool, "true or false"), "chunk": _number(int, 1),
+    "phases": _typed(Mapping, "a mapping of phase cut-offs"),
+}
+
+PHASES: dict[str, Rule] = {
+    "train_loss_high": _number(float, 0, low_open=True),
+    "hessian_metric": _one_of("hessian_trace", "hessian_top_eigenvalue"),
+    "hessian_cut_kind": _one_of("quantile", "absolute"), "hessian_cut": _number(float),
+    "mc_tol": _number(float, 0), "cka_high": _number(float, 0, 1),
+}
+
+
+def check_landscape_config(cfg: Mapping) -> None:
+    """Every key and value of a resolved landscape config, phase cut-offs included."""
+    check(cfg, LANDSCAPE, "landscape.")
+    check(cfg["phases"], PHASES, "landscape.phases.")
+
+
+def check_train_config(cfg: Mapping) -> None:
+    """The values of a composed ``zoo train`` config that would otherwise fail deep inside training."""
+    data = cfg.get("data") or {}
+    split = data.get("split")
+    if not (isinstance(split, (list, tuple)) and len(split) == 3 and all(_number(float, 0)(x) is None for x in split)
+            and all(x > 0 for x in split) and abs(sum(split) - 1) < 1e-6):
+        raise ZooError(f"data.split={split!r} is invalid: expected three positive fractions (train, val, test)"
+                       " summing to 1")
+    check({k: data[k] for k in ("batch_size",) if k in data}, {"batch_size": _number(int, 1)}, "data.")
+    top = {k: cfg[k] for k in ("seed", "threads") if k in cfg}
+    check(top, {"seed": _number(int, 0), "threads": _optional(_number(int, 1))}, "")
+    optim = cfg.get("optim") or {}
+    check(optim, {"lr": _number(float, 0, low_open=True), "weight_decay": _number(float, 0)}, "optim.")
+    epochs = (cfg.get("trainer") or {}).get("max_epochs")
+    if epochs is not None and _number(int, -1)(epochs):
+        raise ZooError(f"trainer.max_epochs={epochs!r} is invalid: expected an integer >= 1 (or -1)")

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from ..config import CONF_DIR
 from ..errors import ZooError
+from ..schema import check_landscape_config
 from ..evaluate import evaluate, output_metrics, predict
 from .cka import linear_cka
 from .connectivity import mode_connectivity
@@ -55,6 +56,7 @@ def resolve_config(cfg: Mapping | None = None) -> dict:
         raise ZooError(f"unknown landscape config keys {unknown}; known: {sorted(base)}")
     phases = {**base["phases"], **dict(cfg.pop("phases", None) or {})}
     out = {**base, **cfg, "phases": phases}
+    check_landscape_config(out)
     Cutoffs.from_mapping(phases)
     for k in ("batches", "batch_size", "probes", "probe_chunk", "power_iters", "max_pairs", "bezier_batch_size",
               "chunk"):
