@@ -1,23 +1,19 @@
 """``zoo info PATH [--json]``: what a zoo holds, without reading any weights."""
 from __future__ import annotations
 
-import argparse
+from .argparsing import ArgumentParser, parse
 import json
 
-from .errors import ZooError
 from .store import open as open_zoo
 from .store import summarize
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="zoo info", description="summarize a zoo")
+    parser = ArgumentParser(prog="zoo info", description="summarize a zoo")
     parser.add_argument("path")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        if e.code:
-            raise ZooError("usage: zoo info PATH [--json]") from None
+    args = parse(parser, argv)
+    if args is None:
         return 0
     s = summarize(open_zoo(args.path))
     if args.json:

@@ -7,8 +7,7 @@ it: nothing already written is lost if the conversion is interrupted.
 """
 from __future__ import annotations
 
-import argparse
-import os
+from .argparsing import ArgumentParser, parse
 from typing import Mapping
 
 import numpy as np
@@ -89,13 +88,10 @@ def upgrade(path: str) -> "zstore.Zoo":
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="zoo upgrade", description="convert a schema-1 zoo to the current schema")
+    parser = ArgumentParser(prog="zoo upgrade", description="convert a schema-1 zoo to the current schema")
     parser.add_argument("path")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        if e.code:
-            raise ZooError("usage: zoo upgrade PATH") from None
+    args = parse(parser, argv)
+    if args is None:
         return 0
     z = upgrade(args.path)
     print(f"zoo {z.path}: upgraded to schema {zstore.SCHEMA_VERSION} ({len(z)} models);"

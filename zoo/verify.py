@@ -9,14 +9,13 @@ block's other models go with it: they share the shard, which cannot be rewritten
 """
 from __future__ import annotations
 
-import argparse
+from .argparsing import ArgumentParser, parse
 import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import store as zstore
-from .errors import ZooError
 
 
 @dataclass
@@ -98,16 +97,13 @@ def repair(z: "zstore.Zoo", reports: list[BlockReport]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="zoo verify", description="check every committed model's data")
+    parser = ArgumentParser(prog="zoo verify", description="check every committed model's data")
     parser.add_argument("path")
     parser.add_argument("--repair", action="store_true",
                         help="mark damaged blocks pending (and delete their data) so `zoo build` retrains them")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:
-        if e.code:
-            raise ZooError("usage: zoo verify PATH [--repair] [--json]") from None
+    args = parse(parser, argv)
+    if args is None:
         return 0
     z = zstore.open(args.path)
     reports = verify(z)

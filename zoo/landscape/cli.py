@@ -5,19 +5,14 @@ same keys, dotted for cut-offs: ``probes=64 phases.mc_tol=0.05``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 from omegaconf import OmegaConf
 
+from ..argparsing import ArgumentParser
 from ..errors import ZooError
 from .compute import compute_landscape, landscape_cells, resolve_config
 from .plot import phase_diagram
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one-line user error instead of argparse's exit
-        raise ZooError(message)
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -45,7 +40,7 @@ def _config(z, overrides: list[str]) -> dict:
 
 
 def main_landscape(argv: list[str]) -> int:
-    p = _Parser(prog="zoo landscape", description="compute loss-landscape metrics and phases of a zoo")
+    p = ArgumentParser(prog="zoo landscape", description="compute loss-landscape metrics and phases of a zoo")
     p.add_argument("path", help="zoo store (local path or fsspec URL)")
     p.add_argument("overrides", nargs="*", help="key=value overrides of conf/landscape/default.yaml")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -62,7 +57,7 @@ def main_landscape(argv: list[str]) -> int:
 
 
 def main_phases(argv: list[str]) -> int:
-    p = _Parser(prog="zoo phases", description="draw a zoo's phase diagram (PNG + JSON)")
+    p = ArgumentParser(prog="zoo phases", description="draw a zoo's phase diagram (PNG + JSON)")
     p.add_argument("path", help="zoo store with landscape metrics (run `zoo landscape PATH` first)")
     p.add_argument("--out", required=True, help="folder for phases.png and phases.json")
     p.add_argument("--name", default="phases", help="file stem (default: phases)")
