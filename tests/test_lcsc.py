@@ -188,7 +188,7 @@ def test_bad_inputs_are_one_line_errors(ckpt_zoo, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------- generators
-GEN_FIT = {"hidden": 32, "time_dim": 16, "val_samples": 0, "steps_per_epoch": 15, "trainer.max_epochs": 2,
+GEN_FIT = {"hidden": 32, "time_dim": 16, "val_samples": 4, "steps_per_epoch": 15, "trainer.max_epochs": 2,
            "trainer.enable_progress_bar": False, "snapshot_every_n_steps": 5}
 GEN_SEARCH = SearchConfig(population=8, max_evals=24)
 
