@@ -1,0 +1,232 @@
+"""Generators: flow matching recovers a known distribution, run folders round-trip, samples are zoos, errors are
+one line, and fitting never reads the test split."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import generators
+import zoo
+from generators.flow import VelocityMLP, cfm_loss, solve
+from tests.conftest import build_zoo
+from zoo.cli import main as cli_main
+from zoo.errors import ZooError
+
+# A fast fit: a small velocity net, few steps, no progress bar.
+FAST = {"hidden": 32, "time_dim": 16, "val_samples": 4, "steps_per_epoch": 15, "trainer.max_epochs": 2,
+        "trainer.enable_progress_bar": False, "snapshot_every_n_steps": 10}
+FAST_CLI = ["generator.hidden=32", "generator.time_dim=16", "generator.val_samples=4", "steps_per_epoch=15",
+            "trainer.max_epochs=2", "trainer.enable_progress_bar=false"]
+
+
+@pytest.fixture(scope="module")
+def mlp_zoo(tmp_path_factory) -> zoo.Zoo:
+    """10 digits MLPs of one layout (width 8), two learning rates x 5 seeds."""
+    return build_zoo(str(tmp_path_factory.mktemp("gen") / "one.zarr"), "recipe.widths=[8]", "recipe.seeds=5",
+                     "recipe.learning_rates=[0.05,0.1]")
+
+
+@pytest.fixture(scope="module")
+def run(mlp_zoo, tmp_path_factory) -> generators.Generator:
+    """A DeepWeightFlow fitted on ``mlp_zoo``, conditioned on the learning rate."""
+    out = tmp_path_factory.mktemp("gen") / "run"
+    return generators.fit("dwf", mlp_zoo.path, out=str(out), condition="learning_rate", **FAST)
+
+
+def _mixture(n: int, generator: torch.Generator) -> torch.Tensor:
+    centers = torch.tensor([[2.0, 2.0], [-2.0, 2.0], [2.0, -2.0], [-2.0, -2.0]])
+    return centers[torch.randint(0, 4, (n,), generator=generator)] + 0.1 * torch.randn(n, 2, generator=generator)
+
+
+def test_flow_matching_recovers_a_2d_mixture():
+    """Samples of a flow fitted to 4 equal Gaussian modes land on the modes, in equal shares (seeded)."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    model = VelocityMLP(2, hidden=64, time_dim=16, dropout=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 600)
+    for _ in range(600):
+        loss = cfm_loss(model, _mixture(256, gen), source_std=1.0, generator=gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    model.eval()
+    x = solve(model, torch.randn(4000, 2, generator=gen), steps=50, method="midpoint")
+    centers = torch.tensor([[2.0, 2.0], [-2.0, 2.0], [2.0, -2.0], [-2.0, -2.0]])
+    dist, which = torch.cdist(x, centers).min(1)
+    assert (dist < 0.5).float().mean() > 0.9  # on a mode (mode std 0.1)
+    shares = torch.bincount(which[dist < 0.5], minlength=4).float() / (dist < 0.5).sum()
+    assert torch.allclose(shares, torch.full((4,), 0.25), atol=0.04), shares
+    assert abs(float(x[:, 0].mean())) < 0.2 and abs(float(x[:, 1].mean())) < 0.2
+
+
+def test_ode_solver_is_exact_on_a_constant_field():
+    """Every method integrates dx/dt = c exactly: x(1) = x(0) + c (the solver's grid covers [0, 1] once)."""
+    class Const(torch.nn.Module):
+        def forward(self, x, t, condition=None):
+            return torch.full_like(x, 3.0)
+
+    x0 = torch.randn(5, 3)
+    for method in ("euler", "midpoint", "rk4"):
+        assert torch.allclose(solve(Const(), x0, steps=7, method=method), x0 + 3.0, atol=1e-5)
+
+
+def test_save_load_gives_identical_samples(run, tmp_path):
+    """A run folder (config.json + safetensors) rebuilds a generator that samples the same nets for one seed."""
+    assert (run.run_dir / "config.json").is_file() and (run.run_dir / "model.safetensors").is_file()
+    loaded = generators.load(run.run_dir)
+    a = run.sample(6, seed=3, condition=0.05)
+    b = loaded.sample(6, seed=3, condition=0.05)
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
+    other = loaded.sample(6, seed=4, condition=0.05)
+    assert not torch.equal(a[0]["layers.0.weight"], other[0]["layers.0.weight"])
+    copy = loaded.save(tmp_path / "copy")
+    again = generators.load(copy).sample(6, seed=3, condition=0.05)
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(a, again) for k in x)
+
+
+def test_samples_are_state_dicts_of_the_zoo_layout(run, mlp_zoo):
+    layout = next(iter(mlp_zoo.layouts.values()))
+    states = run.sample(3, seed=0, condition=0.1)
+    assert len(states) == 3
+    for s in states:
+        assert list(s) == layout.names
+        module = layout.build()
+        module.load_state_dict(s)  # strict: every tensor present with its shape
+
+
+def test_sample_zoo_metrics_match_rebuilt_modules(run, tmp_path):
+    """The metrics sample_zoo stores equal the accuracy of the modules rebuilt from the written zoo."""
+    z = run.sample_zoo(8, tmp_path / "samples.zarr", seed=1)
+    df = z.models
+    assert len(df) == 8 and (df["status"] == "done").all()
+    assert set(df["learning_rate"]) <= {0.05, 0.1} and (df["generator"] == "dwf").all()
+    assert z.attrs["generator"]["run"] == str(run.run_dir)
+    data = z.dataset()
+    for i in range(8):
+        module = z.module(i)
+        with torch.no_grad():
+            acc = (module(data.X_test).argmax(1) == data.y_test).double().mean().item()
+            train_acc = (module(data.X_train).argmax(1) == data.y_train).double().mean().item()
+        assert acc == pytest.approx(df.loc[i, "test_acc"], abs=1e-9)
+        assert train_acc == pytest.approx(df.loc[i, "train_acc"], abs=1e-9)
+    flat, _ = run.sample_flat(8, seed=1)
+    assert torch.equal(z.weights(list(range(8))), flat)
+
+
+def test_condition_draws_and_values(run):
+    _, values = run.sample_flat(40, seed=0)
+    assert set(values) == {0.05, 0.1}  # drawn in the training proportions when no condition is given
+    _, values = run.sample_flat(5, seed=0, condition="0.1")  # CLI text matches the numeric value
+    assert values == [0.1] * 5
+    with pytest.raises(ZooError, match="unknown condition value"):
+        run.sample(2, condition=0.07)
+
+
+@pytest.mark.parametrize("n", [0, -3, 2.5])
+def test_bad_sample_count(run, n):
+    with pytest.raises(ZooError, match="positive integer"):
+        run.sample(n)
+
+
+def test_missing_run_folder(tmp_path):
+    with pytest.raises(ZooError, match="no generator run"):
+        generators.load(tmp_path / "nothing")
+
+
+def test_zoo_with_several_layouts_is_refused(tiny_zoo, tmp_path):
+    with pytest.raises(ZooError, match="several layouts") as e:
+        generators.fit("dwf", tiny_zoo.path, out=str(tmp_path / "r"), **FAST)
+    assert "\n" not in str(e.value)
+
+
+def test_conditioning_needs_several_values(mlp_zoo, tmp_path):
+    with pytest.raises(ZooError, match="every selected model has the value"):
+        generators.fit("dwf", mlp_zoo.path, out=str(tmp_path / "r"), condition="width", **FAST)
+
+
+def test_unknown_setting(mlp_zoo):
+    with pytest.raises(ZooError, match="unknown setting"):
+        generators.fit("dwf", mlp_zoo.path, hiddenn=3)
+
+
+def test_fit_never_reads_the_test_split(mlp_zoo, tmp_path, monkeypatch):
+    """Fitting (validation samples, BN, alignment) reads only training data: X_test/y_test are poisoned."""
+    real_load = zoo.load_dataset
+    real_dataset = zoo.Zoo.dataset
+
+    def poison(d):
+        return type(d)(**{**d.__dict__, "X_test": torch.full_like(d.X_test, float("nan")),
+                          "y_test": torch.full_like(d.y_test, -1)})
+
+    monkeypatch.setattr(zoo, "load_dataset", lambda *a, **k: poison(real_load(*a, **k)))
+    monkeypatch.setattr(zoo.Zoo, "dataset", lambda self, *a, **k: poison(real_dataset(self, *a, **k)))
+    calls = []
+    real_eval = zoo.evaluate
+    monkeypatch.setattr(zoo, "evaluate", lambda *a, **k: calls.append(k.get("split")) or real_eval(*a, **k))
+    g = generators.fit("dwf", mlp_zoo.path, out=str(tmp_path / "r"), monitor="val/sample_train_acc", **FAST)
+    assert calls and set(calls) == {"train"}
+    import pandas as pd
+    log = pd.read_csv(g.run_dir / "metrics.csv")
+    assert log["val/sample_train_acc"].dropna().between(0, 1).all()  # finite: no NaN test input reached it
+
+
+def test_snapshots_are_loadable(run):
+    steps = generators.snapshots(run.run_dir)
+    assert steps and steps == sorted(steps)
+    g = generators.load(run.run_dir, snapshot=steps[0])
+    assert len(g.sample(2, condition=0.05)) == 2
+
+
+def test_cli_fit_and_sample(mlp_zoo, tmp_path, capsys):
+    out = tmp_path / "cli-run"
+    assert cli_main(["fit", "generator=dwf", f"zoo={mlp_zoo.path}", f"out={out}", *FAST_CLI]) == 0
+    assert "zoo fit: dwf" in capsys.readouterr().out
+    samples = tmp_path / "s.zarr"
+    assert cli_main(["sample", str(out), "-n", "5", "--seed", "2", "--out", str(samples)]) == 0
+    z = zoo.open(samples)
+    assert len(z) == 5 and z.attrs["generator"]["seed"] == 2
+    again = generators.load(out).sample_flat(5, seed=2)[0]
+    assert torch.equal(z.weights(list(range(5))), again)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "/no/such/run", "-n", "3", "--out", "x.zarr"], "no generator run"),
+    (["fit", "generator=nope", "zoo=x"], "unknown generator"),
+    (["fit", "generator=dwf"], "zoo=PATH is required"),
+    (["fit", "generator=dwf", "zoo=x", "trainer.max_epoch=3"], "unknown Trainer argument"),
+])
+def test_cli_errors_are_one_line(argv, message, capsys):
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_cli_sample_bad_inputs(run, tmp_path, capsys):
+    for extra, message in ((["-n", "0"], "positive integer"), (["--condition", "0.07"], "unknown condition value")):
+        assert cli_main(["sample", str(run.run_dir), "--out", str(tmp_path / "x.zarr"), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
+
+
+def test_cli_several_layouts(tiny_zoo, tmp_path, capsys):
+    assert cli_main(["fit", "generator=dwf", f"zoo={tiny_zoo.path}", f"out={tmp_path / 'r'}", *FAST_CLI]) == 2
+    assert "several layouts" in capsys.readouterr().err
+
+
+def test_batchnorm_samples_are_recalibrated_on_training_data(tmp_path):
+    """A BN CNN generator's samples carry running statistics re-estimated on the training split."""
+    z = build_zoo(str(tmp_path / "cnn.zarr"), "recipe.arch=cnn", "recipe.dataset=digits-image", "recipe.widths=[4]",
+                  "recipe.seeds=4", "recipe.epochs=1", "recipe.checkpoint_epochs=[0,1]")
+    g = generators.fit("dwf", z.path, out=str(tmp_path / "r"), **FAST)
+    flat, _ = g.sample_flat(3, seed=0)
+    layout = g.layout
+    raw = g.buffer_fill.expand(3, -1).clone()
+    raw[:, layout.parameter_mask()] = flat[:, layout.parameter_mask()]
+    expected = zoo.recalibrate_bn(layout, raw, z.dataset())
+    assert torch.allclose(flat, expected)
+    rm = layout["features.1.running_mean"]
+    assert not torch.allclose(flat[:, rm.offset:rm.stop], g.buffer_fill[rm.offset:rm.stop].expand(3, -1))
+    assert np.isfinite(g.sample_zoo(3, tmp_path / "s.zarr").models["test_acc"]).all()
