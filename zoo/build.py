@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import sys
+import time
 from typing import Callable, Mapping
 
 import torch
@@ -148,10 +150,19 @@ def unit_size(plan: Plan, unit: int) -> int:
 
 
 def run_local(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, pending: list[int], progress: bool) -> None:
-    bar = tqdm(pending, desc="blocks", disable=not progress, unit="block")
-    for unit in bar:
+    """Train the pending units in order. In a terminal: a bar over blocks plus Lightning's bar per population;
+    in a log (not a terminal): one line per block, so a 100,000-model build logs a few hundred lines."""
+    terminal = sys.stderr.isatty()
+    bar = tqdm(pending, desc="blocks", disable=not (progress and terminal), unit="block")
+    total, done, t0 = sum(unit_size(plan, u) for u in pending), 0, time.perf_counter()
+    for k, unit in enumerate(bar):
         bar.set_postfix(models=unit_size(plan, unit))
-        train_and_write(path, cfg, plan, dataset, unit, progress=progress)
+        train_and_write(path, cfg, plan, dataset, unit, progress=progress and terminal)
+        done += unit_size(plan, unit)
+        if progress and not terminal:
+            elapsed = time.perf_counter() - t0
+            print(f"[zoo build] block {k + 1}/{len(pending)}: {done:,}/{total:,} models in {elapsed:.0f} s"
+                  f" (about {elapsed / done * (total - done):.0f} s left)", file=sys.stderr, flush=True)
 
 
 EXECUTORS = ("local", "dask")
