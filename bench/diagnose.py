@@ -7,7 +7,7 @@ whole ``generators.diagnose`` call as ``zoo diagnose`` makes it (read, align the
 1,000-sample noise x3 / average / gaussian baselines, evaluate 7,000 + 1,000 models, align 6,000, distances,
 IoUs, JSON and PNGs), best of ``--repeats``; and the same without baselines.
 
-Rerun:  .venv/bin/python bench/diagnose.py [--samples 1000] [--repeats 2] [--threads 0]
+Rerun:  .venv/bin/python bench/diagnose.py [--samples 1000] [--repeats 2] [--threads 1]
 """
 from __future__ import annotations
 
@@ -82,7 +82,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (0: torch's default); 1 by default: on this shared 2-core machine spinning "
+                         "OpenMP threads made matching and evaluation several times slower")
     ap.add_argument("--train", default=str(TRAIN_ZOO), help="training zoo (built here when missing)")
     ap.add_argument("--json", default=str(ROOT / "docs" / "bench-diagnose.json"), help="where the figures go")
     args = ap.parse_args()

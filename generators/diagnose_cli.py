@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of baselines, validation carve-out and matching")
     p.add_argument("--canonical", default="auto", choices=["auto", "store", "align"],
                    help="training frame: the zoo's `zoo align` weights (store), aligned here (align), or auto")
-    p.add_argument("--refine", type=int, default=4,
+    p.add_argument("--refine", type=int, default=3,
                    help="nearest canonical candidates each model is also weight-matched to directly (0: off)")
     p.add_argument("--recalibrate-bn", action="store_true",
                    help="recompute the samples' BatchNorm statistics on the training split before measuring")
