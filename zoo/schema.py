@@ -121,6 +121,7 @@ LANDSCAPE: dict[str, Rule] = {
     "max_pairs": _number(int, 1), "bezier_steps": _number(int, 0), "bezier_lr": _number(float, 0, low_open=True),
     "bezier_batch_size": _number(int, 1), "curve_points": _number(int, 3), "threads": _optional(_number(int, 1)),
     "retain_memory": _typed(bool, "true or false"), "chunk": _number(int, 1),
+    "curve_eval": _one_of("train", "analysis"), "bootstrap": _number(int, 0),
     "phases": _typed(Mapping, "a mapping of phase cut-offs"),
 }
 
@@ -128,7 +129,7 @@ PHASES: dict[str, Rule] = {
     "train_loss_high": _number(float, 0, low_open=True),
     "hessian_metric": _one_of("hessian_trace", "hessian_top_eigenvalue"),
     "hessian_cut_kind": _one_of("quantile", "absolute"), "hessian_cut": _number(float),
-    "mc_tol": _number(float, 0), "cka_high": _number(float, 0, 1),
+    "mc_tol": _number(float, 0), "cka_high": _number(float, 0, 1), "interval_z": _number(float, 0),
 }
 
 

@@ -24,7 +24,7 @@ from ..evaluate import evaluate, output_metrics, predict
 from .cka import linear_cka
 from .connectivity import mode_connectivity
 from ..memory import retain_freed_memory
-from .functional import FunctionalNet, task_loss
+from .functional import FunctionalNet, task_loss, task_loss_per_example
 from .hessian import batched_hvp, hutchinson_trace, top_eigenvalue
 from .phases import NOT_CELL, Cutoffs, label_models
 
@@ -39,6 +39,8 @@ def columns(kind: str) -> list[str]:
     """Columns of the landscape table of a zoo of this dataset kind ('classification' | 'regression')."""
     return REGRESSION_COLUMNS if kind == "regression" else COLUMNS
 BOOKKEEPING = NOT_CELL | {"population"}
+PAIR_COLUMNS = ["cell", "model_a", "model_b", "mode_connectivity", "mode_connectivity_linear",
+                "mode_connectivity_boot_std", "cka", "curve_loss", "line_loss"]
 
 
 def default_config() -> dict:
@@ -68,6 +70,10 @@ def resolve_config(cfg: Mapping | None = None) -> dict:
         raise ZooError(f"landscape.bezier_steps must be >= 0, got {out['bezier_steps']}")
     if out["threads"] is not None and int(out["threads"]) < 1:
         raise ZooError(f"landscape.threads must be >= 1 or null, got {out['threads']}")
+    if out["curve_eval"] not in ("train", "analysis"):
+        raise ZooError(f"landscape.curve_eval must be 'train' or 'analysis', got {out['curve_eval']!r}")
+    if int(out["bootstrap"]) < 0:
+        raise ZooError(f"landscape.bootstrap must be >= 0, got {out['bootstrap']}")
     if out["pairs"] not in ("all", "consecutive"):
         raise ZooError(f"landscape.pairs must be 'all' or 'consecutive', got {out['pairs']!r}")
     return out
@@ -93,6 +99,13 @@ def seed_pairs(members: pd.DataFrame, how: str, max_pairs: int) -> list[tuple[in
     ids = members.sort_values("seed")["model_id"].astype(int).tolist()
     pairs = list(itertools.combinations(ids, 2)) if how == "all" else list(zip(ids, ids[1:]))
     return pairs[:max_pairs]
+
+
+def model_generators(seed: int, ids: Sequence[int], partners: Sequence[int] | None = None) -> list[torch.Generator]:
+    """One generator per model (or per pair, with ``partners``), seeded by the ids: a model's random draws do
+    not depend on which other models share its population chunk, so its numbers do not either."""
+    partners = partners if partners is not None else [-1] * len(ids)
+    return [torch.Generator().manual_seed(seed * 1_000_003 + int(i) * 65_537 + int(j) + 1) for i, j in zip(ids, partners)]
 
 
 def _log(progress: bool, msg: str) -> None:
@@ -132,10 +145,13 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
     dataset = zoo.dataset()
     kind = dataset.kind
     crit = task_loss(kind)
+    crit_each = task_loss_per_example(kind)
     seed = int(cfg["seed"])
     idx = analysis_indices(len(dataset.X_train), int(cfg["batches"]), int(cfg["batch_size"]), seed)
     flat_idx = idx.reshape(-1)
     x_a, y_a = dataset.X_train[flat_idx], dataset.y_train[flat_idx]
+    # mc is read off loss profiles on the whole training set (or only the analysis batches)
+    x_c, y_c = (dataset.X_train, dataset.y_train) if cfg["curve_eval"] == "train" else (x_a, y_a)
     keys = cell_keys(models, zoo.metric_names)
     timings = {"evaluate": 0.0, "hessian_trace": 0.0, "hessian_top_eigenvalue": 0.0, "mode_connectivity": 0.0,
                "cka": 0.0}
@@ -161,10 +177,10 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
             score = "acc" if kind == "classification" else "r2"
             tr_loss, tr_score, te_loss, te_score = train["loss"], train[score], test["loss"], test[score]
             t1 = time.perf_counter()
-            g = torch.Generator().manual_seed(seed + 1)
+            g = model_generators(seed + 1, ids)
             trace = hutchinson_trace(hvp, theta, (bufs, x_a, y_a), int(cfg["probes"]), g, chunk=int(cfg["probe_chunk"]))
             t2 = time.perf_counter()
-            g = torch.Generator().manual_seed(seed + 2)
+            g = model_generators(seed + 2, ids)
             top, _ = top_eigenvalue(hvp, theta, (bufs, x_a, y_a), int(cfg["power_iters"]), float(cfg["power_tol"]), g)
             t3 = time.perf_counter()
             timings["evaluate"] += t1 - t0
@@ -192,18 +208,25 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
         def curve_loss(th, x, y, _net=curve_net):
             return crit(_net.forward(th, {}, x), y)
 
-        mc, mcl, cka, curves, lines = [], [], [], [], []
+        def curve_loss_each(th, x, y, _net=curve_net):
+            return crit_each(_net.forward(th, {}, x), y)
+
+        mc, mcl, mcb, cka, curves, lines = [], [], [], [], [], []
         t0 = time.perf_counter()
         for chunk in _chunks(pairs, int(cfg["chunk"])):
             a = [p[0] for p in chunk]
             b = [p[1] for p in chunk]
             theta_a, _ = curve_net.split(zoo.weights(a, checkpoint=int(cfg["checkpoint"])))
             theta_b, _ = curve_net.split(zoo.weights(b, checkpoint=int(cfg["checkpoint"])))
-            g = torch.Generator().manual_seed(seed + 3)
-            res = mode_connectivity(curve_loss, theta_a, theta_b, dataset.X_train, dataset.y_train, x_a, y_a,
+            g = model_generators(seed + 3, a, b)
+            res = mode_connectivity(curve_loss, theta_a, theta_b, dataset.X_train, dataset.y_train, x_c, y_c,
                                     k=int(cfg["curve_points"]), steps=int(cfg["bezier_steps"]),
-                                    lr=float(cfg["bezier_lr"]), batch_size=int(cfg["bezier_batch_size"]), generator=g)
+                                    lr=float(cfg["bezier_lr"]), batch_size=int(cfg["bezier_batch_size"]), generator=g,
+                                    loss_per_example=curve_loss_each, bootstrap=int(cfg["bootstrap"]),
+                                    boot_generator=torch.Generator().manual_seed(seed + 4))
             mc += res["mc"].tolist()
+            boot = res["mc_boot"]
+            mcb += (boot.std(dim=1) if boot.shape[1] > 1 else torch.full((len(chunk),), float("nan"))).tolist()
             mcl += res["mc_linear"].tolist()
             curves += res["curve"].tolist()
             lines += res["line"].tolist()
@@ -214,9 +237,10 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
         timings["mode_connectivity"] += t1 - t0
         timings["cka"] += t2 - t1
         _log(progress, f"layout {key}: {len(pairs)} seed pairs connected ({t1 - t0:.1f}s)")
-        for (i, j), cell, m_, ml_, k_, cu, li in zip(pairs, pair_cell, mc, mcl, cka, curves, lines):
+        for (i, j), cell, m_, ml_, mb_, k_, cu, li in zip(pairs, pair_cell, mc, mcl, mcb, cka, curves, lines):
             pair_rows.append({"cell": cell, "model_a": i, "model_b": j, "mode_connectivity": m_,
-                              "mode_connectivity_linear": ml_, "cka": k_, "curve_loss": cu, "line_loss": li})
+                              "mode_connectivity_linear": ml_, "mode_connectivity_boot_std": mb_, "cka": k_,
+                              "curve_loss": cu, "line_loss": li})
         per_cell = pd.DataFrame({"cell": pair_cell, "mc": mc, "mcl": mcl, "cka": cka}).groupby("cell").mean()
         for _, r in cell_of.iterrows():
             if r["_cell"] in per_cell.index:
@@ -226,14 +250,13 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
 
     cols = columns(kind)
     table = pd.DataFrame([rows[i] for i in sorted(rows)]).reindex(columns=cols[:-1])
-    pairs_table = pd.DataFrame(pair_rows, columns=["cell", "model_a", "model_b", "mode_connectivity",
-                                                   "mode_connectivity_linear", "cka", "curve_loss", "line_loss"])
+    pairs_table = pd.DataFrame(pair_rows, columns=PAIR_COLUMNS)
     merged = models[["model_id", "status", *keys, "seed"]].merge(table, on="model_id", how="left")
     # cell values belong to every member of the cell, trained or not
     merged["_cell"] = merged[keys].map(str).agg("|".join, axis=1) if keys else "all"
     for c in ("mode_connectivity", "mode_connectivity_linear", "cka"):
         merged[c] = merged.groupby("_cell")[c].transform("first")
-    phase, cells = label_models(merged.drop(columns="_cell"), keys, cut)
+    phase, cells = label_models(merged.drop(columns="_cell"), keys, cut, pairs_table)
     merged["phase"] = phase
     result = merged[cols].copy()
     if write:
@@ -262,10 +285,5 @@ def landscape_cells(zoo, cfg: Mapping | None = None) -> tuple[pd.DataFrame, floa
     keys = cell_keys(models, zoo.metric_names)
     merged = models[["model_id", *keys, "seed"]].merge(table.drop(columns=["phase"], errors="ignore"), on="model_id",
                                                           how="left")
-    _, cells = label_models(merged, keys, cut)
-    pairs = zoo.table("landscape_pairs")
-    if pairs is not None and len(pairs):
-        spread = pairs.groupby("cell")["mode_connectivity"].agg(["std", "count"])
-        cells["mode_connectivity_std"] = cells["cell"].map(spread["std"])
-        cells["pairs"] = cells["cell"].map(spread["count"]).fillna(0).astype(int)
+    _, cells = label_models(merged, keys, cut, zoo.table("landscape_pairs"))
     return cells, float(cells.attrs.get("hessian_threshold", float("nan")))

@@ -40,6 +40,15 @@ def task_loss(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     raise ZooError(f"unknown dataset kind {kind!r}; expected 'classification' or 'regression'")
 
 
+def task_loss_per_example(kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Per-example loss ``[N]`` whose mean is ``task_loss(kind)``: lets evaluation data be bootstrapped."""
+    if kind == "classification":
+        return lambda out, y: F.cross_entropy(out, y, reduction="none")
+    if kind == "regression":
+        return lambda out, y: (out - y).square().reshape(len(out), -1).mean(dim=1)
+    raise ZooError(f"unknown dataset kind {kind!r}; expected 'classification' or 'regression'")
+
+
 @dataclass
 class FunctionalNet:
     """One architecture as ``f(theta, buffers, x)`` with ``theta`` the flat trainable parameters.

@@ -31,49 +31,65 @@ def _rademacher(shape, generator: torch.Generator) -> torch.Tensor:
     return torch.randint(0, 2, shape, generator=generator).float().mul_(2).sub_(1)
 
 
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def _draw(draw: Callable[[tuple, torch.Generator], torch.Tensor], shape: tuple, generator: Generators,
+          axis: int) -> torch.Tensor:
+    """Random tensor of ``shape``; with one generator per model, model i's slice (at ``axis``) is its own draw."""
+    if isinstance(generator, (list, tuple)):
+        sub = shape[:axis] + shape[axis + 1:]
+        return torch.stack([draw(sub, g) for g in generator], dim=axis)
+    return draw(shape, generator or torch.Generator().manual_seed(0))
+
+
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(-1)
 
 
 def top_eigenvalue(hvp: Callable[..., torch.Tensor], theta: torch.Tensor, args: Sequence = (), iters: int = 20,
-                   tol: float = 1e-3, generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
+                   tol: float = 1e-3, generator: Generators = None) -> tuple[torch.Tensor, int]:
     """Power iteration per model: (Rayleigh quotient ``[n]`` of the dominant eigenvector, iterations run).
 
     The dominant eigenvalue is the largest in magnitude (signed); at trained points it is the largest
-    positive one. Stops when every model's estimate changes by less than ``tol`` relative, or after ``iters``.
+    positive one. Each model's estimate is frozen once it changes by less than ``tol`` relative (so it does
+    not depend on the other models of the population); the loop ends when all are, or after ``iters``.
+    ``generator`` may be one per model (start vectors independent of the population too).
     """
-    g = generator or torch.Generator().manual_seed(0)
-    v = torch.randn(theta.shape, generator=g)
+    v = _draw(lambda shape, g: torch.randn(shape, generator=g), tuple(theta.shape), generator, 0)
     v = v / v.norm(dim=-1, keepdim=True)
     lam = torch.full(theta.shape[:1], float("nan"))
+    active = torch.ones(theta.shape[:1], dtype=torch.bool)
     it = 0
     for it in range(1, iters + 1):
         w = hvp(theta, v, *args).detach()
         new = _dot(v, w)
         norm = w.norm(dim=-1, keepdim=True)
         v = torch.where(norm > 0, w / norm.clamp_min(1e-30), v)
-        done = ((new - lam).abs() <= tol * new.abs().clamp_min(1e-12)).all()
-        lam = new
-        if bool(done):
+        converged = (new - lam).abs() <= tol * new.abs().clamp_min(1e-12)
+        lam = torch.where(active, new, lam)
+        active = active & ~converged
+        if not bool(active.any()):
             break
     return lam, it
 
 
 def hutchinson_trace(hvp: Callable[..., torch.Tensor], theta: torch.Tensor, args: Sequence = (), probes: int = 32,
-                     generator: torch.Generator | None = None, return_samples: bool = False,
+                     generator: Generators = None, return_samples: bool = False,
                      chunk: int = 8) -> torch.Tensor:
     """Hutchinson's estimate ``mean_z z^T H z`` over Rademacher probes ``z``, per model: ``[n]``.
 
     ``chunk`` probes go through one vmapped call (fewer, larger kernels). With ``return_samples`` the
-    per-probe values ``[probes, n]`` come back instead (for error studies).
+    per-probe values ``[probes, n]`` come back instead (for error studies). ``generator`` may be one per
+    model: each model's probes are then its own, whatever population it is evaluated in.
     """
-    g = generator or torch.Generator().manual_seed(0)
+    g = generator if isinstance(generator, (list, tuple)) else (generator or torch.Generator().manual_seed(0))
     many = vmap(hvp, in_dims=(None, 0, *([None] * len(args))))
     samples = []
     done = 0
     while done < probes:
         k = min(chunk, probes - done)
-        z = _rademacher((k, *theta.shape), g)
+        z = _draw(_rademacher, (k, *theta.shape), g, 1)
         samples.append(_dot(z, many(theta, z, *args).detach()))
         done += k
     s = torch.cat(samples)

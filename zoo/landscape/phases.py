@@ -1,17 +1,27 @@
 """Phase labels of grid cells (I, II, III, IV-A, IV-B) from landscape metrics and configured cut-offs.
 
-Rules (DESIGN.md, after Yang et al. 2021, "Taxonomizing local versus global structure"):
+Rules (DESIGN.md, after Table 1 of Yang, Hodgkinson, Theisen et al., "Taxonomizing local versus global
+structure in neural network loss landscapes", NeurIPS 2021):
   I    high train loss, large Hessian, mc < 0        II   high train loss, large Hessian, mc > 0
   III  low train loss, small Hessian, mc < 0         IV-A low loss, small Hessian, mc ~ 0, low CKA
   IV-B the same with high CKA.
-The train loss decides "poorly / well trained" and mc decides the sub-phase; the Hessian cut-off is checked
-alongside and a cell where it disagrees is flagged (``hessian_agrees`` False) rather than left unlabelled,
-so the diagram shows both and a person can judge the cut-offs. Cells with no usable metric get "".
+One rule, two-sided: each metric falls in one region and the regions pick the phase. mc < -mc_tol is a
+barrier, |mc| <= mc_tol is connected (the paper's "mc ~ 0"), mc > +mc_tol means the curve found lower loss
+than the ends. The paper (and its code, nsfzyzz/loss_landscape_taxonomy, which computes mc and draws the
+diagrams but fixes no numeric band) has no phase for a low-loss cell with mc > 0 nor for a high-loss cell
+with mc ~ 0: such cells stay unlabelled ("") with the reason in ``note``. The train loss decides "poorly /
+well trained"; the Hessian cut-off is checked alongside and a cell where it disagrees is flagged
+(``hessian_agrees`` False) rather than left unlabelled. Cells with no usable metric get "".
+
+Uncertainty: every cell metric carries a standard error (``<metric>_se``: the spread over seeds or seed
+pairs divided by sqrt(count), and for mc also the bootstrap spread over evaluation examples) and an interval
+``value +- interval_z * se``. A cell whose interval crosses a cut-off that its label depends on is
+``marginal`` (``marginal_on`` names the metrics): its label rests on a value inside its own noise.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -36,8 +46,9 @@ class Cutoffs:
     hessian_metric: str = "hessian_trace"  # or hessian_top_eigenvalue
     hessian_cut_kind: str = "quantile"     # absolute: value is the cut; quantile: value is a quantile of the zoo
     hessian_cut: float = 0.5
-    mc_tol: float = 0.03                   # |mc| <= mc_tol counts as connected (loss units)
+    mc_tol: float = 0.03                   # |mc| <= mc_tol counts as connected (loss units), two-sided
     cka_high: float = 0.9                  # CKA at or above: IV-B, below: IV-A
+    interval_z: float = 2.0                # interval = value +- interval_z * standard error (marginal cells)
 
     @classmethod
     def from_mapping(cls, cfg: Mapping | None) -> "Cutoffs":
@@ -55,6 +66,8 @@ class Cutoffs:
             raise ZooError(f"phases.hessian_cut is a quantile here and must lie in [0, 1], got {out.hessian_cut}")
         if out.mc_tol < 0:
             raise ZooError(f"phases.mc_tol must be >= 0, got {out.mc_tol}")
+        if out.interval_z < 0:
+            raise ZooError(f"phases.interval_z must be >= 0, got {out.interval_z}")
         return out
 
 
@@ -72,8 +85,14 @@ def cell_ids(table: pd.DataFrame, keys: list[str]) -> pd.Series:
     return table[keys].map(str).agg("|".join, axis=1).rename("cell")
 
 
-def cell_table(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """One row per cell: medians of per-model metrics over seeds, cell metrics, member count."""
+def cell_table(table: pd.DataFrame, keys: list[str], pairs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per cell: medians of per-model metrics over seeds, cell metrics, member count, standard errors.
+
+    ``train_loss_se`` is the std over seeds / sqrt(seeds). With ``pairs`` (table ``landscape_pairs``: one row
+    per seed pair, ``cell`` as in :func:`cell_ids`), ``mode_connectivity_se`` combines the spread over pairs
+    (std / sqrt(pairs)) with the pairs' mean bootstrap std over evaluation examples, and ``cka_se`` is the
+    CKA std / sqrt(pairs); without them those are NaN (no interval).
+    """
     missing = [c for c in (*keys, *MODEL_METRICS, *CELL_METRICS) if c not in table.columns]
     if missing:
         raise ZooError(f"landscape table lacks columns {missing}")
@@ -88,7 +107,26 @@ def cell_table(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     agg[list(CELL_METRICS)] = grouped[list(CELL_METRICS)].first()
     agg["members"] = grouped.size()
     agg["members_ok"] = grouped["train_loss"].count()
+    agg["train_loss_se"] = grouped["train_loss"].std() / np.sqrt(agg["members_ok"].clip(lower=1))
+    agg = agg.join(pair_spread(pairs), how="left") if pairs is not None and len(pairs) else agg.assign(
+        mode_connectivity_std=np.nan, mode_connectivity_se=np.nan, cka_se=np.nan, pairs=0)
+    agg["pairs"] = agg["pairs"].fillna(0).astype(int)
     return agg.reset_index()
+
+
+def pair_spread(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per cell (index): mc std over seed pairs, standard errors of the cell's mc and CKA, number of pairs."""
+    p = pairs.copy()
+    for c in ("mode_connectivity", "cka", "mode_connectivity_boot_std"):
+        p[c] = pd.to_numeric(p[c], errors="coerce") if c in p.columns else np.nan
+    g = p.groupby("cell")
+    n = g["mode_connectivity"].count()
+    root = np.sqrt(n.clip(lower=1))
+    between = g["mode_connectivity"].std() / root
+    boot = g["mode_connectivity_boot_std"].mean()  # the pairs share their resamples: no 1/sqrt(n) here
+    se = np.sqrt(between.fillna(0) ** 2 + boot.fillna(0) ** 2).where(between.notna() | boot.notna())
+    return pd.DataFrame({"mode_connectivity_std": g["mode_connectivity"].std(), "mode_connectivity_se": se,
+                         "cka_se": g["cka"].std() / root, "pairs": n})
 
 
 def hessian_threshold(cells: pd.DataFrame, cut: Cutoffs) -> float:
@@ -102,30 +140,84 @@ def hessian_threshold(cells: pd.DataFrame, cut: Cutoffs) -> float:
     return float(np.exp(np.quantile(np.log(vals.to_numpy()), cut.hessian_cut)))
 
 
+def mc_region(mc: float, tol: float) -> str:
+    """'barrier' (mc < -tol), 'connected' (|mc| <= tol) or 'positive' (mc > tol): the one two-sided mc rule."""
+    if mc < -tol:
+        return "barrier"
+    return "positive" if mc > tol else "connected"
+
+
+def phase_of(loss: float, mc: float, cka: float, cut: Cutoffs) -> tuple[str, str]:
+    """(phase, note) of one cell's values: the whole rule table in one place; note says why a cell is ''."""
+    if pd.isna(loss) or pd.isna(mc):
+        return "", "no train loss or mode connectivity"
+    high = loss > cut.train_loss_high
+    region = mc_region(mc, cut.mc_tol)
+    if high:
+        if region == "connected":
+            return "", "high loss with |mc| <= mc_tol: between I (mc < 0) and II (mc > 0)"
+        return ("I" if region == "barrier" else "II"), ""
+    if region == "barrier":
+        return "III", ""
+    if region == "positive":
+        return "", "low loss with mc > mc_tol: the taxonomy has no well-trained phase with mc > 0"
+    if pd.isna(cka):
+        return "", "no CKA"
+    return ("IV-B" if cka >= cut.cka_high else "IV-A"), ""
+
+
+def _straddles(value: float, se: float, z: float, side: Callable[[float], bool]) -> bool:
+    """True if the ends of value +- z*se fall on different sides of a cut (``side``: which side a value is on)."""
+    if pd.isna(value) or pd.isna(se):
+        return False
+    return side(value - z * se) != side(value + z * se)
+
+
+def marginal_metrics(r: Mapping, phase: str, cut: Cutoffs) -> list[str]:
+    """Metrics whose interval (value +- interval_z * se) crosses a cut-off that decides this cell's label."""
+    z = cut.interval_z
+    out = []
+    loss, mc = r.get("train_loss"), r.get("mode_connectivity")
+    if _straddles(loss, r.get("train_loss_se"), z, lambda v: v > cut.train_loss_high):
+        out.append("train_loss")
+    if pd.notna(mc) and pd.notna(r.get("mode_connectivity_se")):
+        half = z * float(r["mode_connectivity_se"])
+        if mc_region(mc - half, cut.mc_tol) != mc_region(mc + half, cut.mc_tol):
+            out.append("mode_connectivity")
+    if phase in ("IV-A", "IV-B") and _straddles(r.get("cka"), r.get("cka_se"), z, lambda v: v >= cut.cka_high):
+        out.append("cka")
+    return out
+
+
 def label_cells(cells: pd.DataFrame, cut: Cutoffs) -> pd.DataFrame:
-    """Add ``phase``, ``high_loss``, ``large_hessian`` and ``hessian_agrees`` columns to a cell table."""
+    """Add ``phase``, ``note``, ``marginal``, ``marginal_on``, interval bounds and Hessian flags to a cell table."""
     out = cells.copy()
+    for c in ("train_loss_se", "mode_connectivity_se", "cka_se"):
+        if c not in out.columns:
+            out[c] = np.nan
     h_cut = hessian_threshold(out, cut)
-    phase, high, large, agrees = [], [], [], []
+    phase, note, marginal, on, high, large, agrees = [], [], [], [], [], [], []
     for _, r in out.iterrows():
-        loss, mc, cka, h = r["train_loss"], r["mode_connectivity"], r["cka"], r[cut.hessian_metric]
+        loss, h = r["train_loss"], r[cut.hessian_metric]
+        p, why = phase_of(loss, r["mode_connectivity"], r["cka"], cut)
+        m = marginal_metrics(r, p, cut)
         hi = bool(loss > cut.train_loss_high) if pd.notna(loss) else None
         lg = bool(h > h_cut) if pd.notna(h) and np.isfinite(h_cut) else None
-        if hi is None or pd.isna(mc):
-            p = ""
-        elif hi:
-            p = "II" if mc > cut.mc_tol else "I"
-        elif mc < -cut.mc_tol:
-            p = "III"
-        elif pd.isna(cka):
-            p = ""
-        else:
-            p = "IV-B" if cka >= cut.cka_high else "IV-A"
         phase.append(p)
+        note.append(why)
+        marginal.append(bool(m))
+        on.append(",".join(m))
         high.append(hi)
         large.append(lg)
         agrees.append(None if hi is None or lg is None else hi == lg)
     out["phase"] = phase
+    out["note"] = note
+    out["marginal"] = marginal
+    out["marginal_on"] = on
+    z = cut.interval_z
+    for c in ("train_loss", "mode_connectivity", "cka"):
+        out[f"{c}_lo"] = out[c] - z * out[f"{c}_se"]
+        out[f"{c}_hi"] = out[c] + z * out[f"{c}_se"]
     out["high_loss"] = high
     out["large_hessian"] = large
     out["hessian_agrees"] = agrees
@@ -133,9 +225,10 @@ def label_cells(cells: pd.DataFrame, cut: Cutoffs) -> pd.DataFrame:
     return out
 
 
-def label_models(table: pd.DataFrame, keys: list[str], cut: Cutoffs) -> tuple[pd.Series, pd.DataFrame]:
-    """Phase of every model (its cell's label) and the labelled cell table."""
-    cells = label_cells(cell_table(table, keys), cut)
+def label_models(table: pd.DataFrame, keys: list[str], cut: Cutoffs,
+                 pairs: pd.DataFrame | None = None) -> tuple[pd.Series, pd.DataFrame]:
+    """Phase of every model (its cell's label) and the labelled cell table (spreads from ``pairs``)."""
+    cells = label_cells(cell_table(table, keys, pairs), cut)
     lookup = dict(zip(cells["cell"], cells["phase"]))
     phases = [lookup.get(c, "") for c in cell_ids(table, keys)]
     return pd.Series(phases, index=table.index, name="phase"), cells

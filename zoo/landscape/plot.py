@@ -62,6 +62,7 @@ def phase_diagram(cells: pd.DataFrame, out_dir: str | Path, cutoffs: Mapping, ex
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.patches  # noqa: F401 (hatched marginal cells)
     import matplotlib.pyplot as plt
     from matplotlib.colors import SymLogNorm
 
@@ -74,8 +75,8 @@ def phase_diagram(cells: pd.DataFrame, out_dir: str | Path, cutoffs: Mapping, ex
     others = [c for c in cells.columns
               if c not in fixed and c not in {*MODEL_METRICS, *SCORE_METRICS, *CELL_METRICS} and c not in
               {"cell", "phase", "members", "members_ok", "high_loss", "large_hessian", "hessian_agrees",
-               "mode_connectivity_std", "pairs"}
-              and cells[c].nunique(dropna=False) > 1]
+               "mode_connectivity_std", "pairs", "note", "marginal", "marginal_on"}
+              and not c.endswith(("_se", "_lo", "_hi")) and cells[c].nunique(dropna=False) > 1]
     combos = [()] if not others else list(cells[others].astype(str).drop_duplicates().itertuples(index=False, name=None))
     widths = sorted(cells["width"].unique())
     temps = sorted(cells[temp].unique())
@@ -90,19 +91,28 @@ def phase_diagram(cells: pd.DataFrame, out_dir: str | Path, cutoffs: Mapping, ex
             grid = np.full((len(temps), len(widths)), np.nan)
             labels = [["" for _ in widths] for _ in temps]
             dark = np.full(grid.shape, col == "phase")  # text colour per cell: black on light backgrounds
+            hatched = []
             for _, row in sub.iterrows():
                 i, j = temps.index(row[temp]), widths.index(row["width"])
                 if col == "phase":
-                    labels[i][j] = row["phase"]
+                    labels[i][j] = row["phase"] + ("?" if bool(row.get("marginal", False)) else "")
+                    if bool(row.get("marginal", False)):
+                        hatched.append((i, j))
                     continue
                 v = row[col]
                 if pd.notna(v):
                     grid[i, j] = math.log10(v) if scale == "log" and v > 0 else (np.nan if scale == "log" else v)
                     labels[i][j] = f"{v:.2g}"
+                    se = row.get(f"{col}_se", np.nan)
+                    if col in ("train_loss", "mode_connectivity", "cka") and pd.notna(se):  # the label's interval
+                        labels[i][j] += f"\n±{float(cutoffs.get('interval_z', 2.0)) * float(se):.1g}"
             if col == "phase":
-                colors = np.array([[matplotlib.colors.to_rgb(PHASE_COLORS.get(labels[i][j], "#dddddd"))
+                colors = np.array([[matplotlib.colors.to_rgb(PHASE_COLORS.get(labels[i][j].rstrip("?"), "#dddddd"))
                                     for j in range(len(widths))] for i in range(len(temps))])
                 ax.imshow(colors, origin="lower", aspect="auto")
+                for i, j in hatched:  # marginal: the interval of a deciding metric crosses its cut-off
+                    ax.add_patch(matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",
+                                                              edgecolor="black", linewidth=0, alpha=0.4))
             else:
                 finite = grid[np.isfinite(grid)]
                 kw = {}
@@ -125,6 +135,8 @@ def phase_diagram(cells: pd.DataFrame, out_dir: str | Path, cutoffs: Mapping, ex
             ax.set_yticks(range(len(temps)), [f"{t:g}" for t in temps], fontsize=7)
             ax.set_xlabel("width (load)", fontsize=8)
             ax.set_ylabel(f"{temp} (temperature {'↓' if temp == 'batch_size' else '↑'})", fontsize=8)
+            if col == "phase":
+                title = "phase (hatched, '?': marginal)"
             head = title if not others else f"{title}\n" + ", ".join(f"{k}={v}" for k, v in zip(others, combo))
             ax.set_title(head, fontsize=8)
     cut_txt = ", ".join(f"{k}={v}" for k, v in cutoffs.items())
@@ -138,8 +150,12 @@ def phase_diagram(cells: pd.DataFrame, out_dir: str | Path, cutoffs: Mapping, ex
     records = [{k: _jsonable(v) for k, v in rec.items()} for rec in cells.to_dict(orient="records")]
     counts = {p: int((cells["phase"] == p).sum()) for p in PHASES}
     counts["unlabelled"] = int((cells["phase"] == "").sum())
+    marginal = cells[cells["marginal"].astype(bool)] if "marginal" in cells.columns else cells.iloc[:0]
+    marginal_list = [{"width": _jsonable(r["width"]), temp: _jsonable(r[temp]), "phase": r["phase"],
+                      "on": r.get("marginal_on", "")} for _, r in marginal.iterrows()]
     payload = {"load_axis": "width", "temperature_axis": temp, "other_axes": others, "widths": [_jsonable(w) for w in widths],
                "temperatures": [_jsonable(t) for t in temps], "cutoffs": dict(cutoffs), "phase_counts": counts,
+               "marginal_cells": marginal_list,
                **dict(extra or {}), "cells": records}
     js.write_text(json.dumps(payload, indent=1))
     return png, js
