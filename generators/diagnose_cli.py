@@ -1,9 +1,9 @@
 """``zoo diagnose SAMPLES.zarr [...] --train ZOO.zarr --out DIR``: memorization diagnostics of generated weights."""
 from __future__ import annotations
 
-import argparse
 import json
 
+from zoo.argparsing import ArgumentParser, parse
 from zoo.errors import ZooError
 
 EPILOG = """Per sample and per method (each samples zoo, each baseline, the training models): test_acc,
@@ -19,8 +19,8 @@ recalibrated on train), gaussian (per-parameter Gaussian fitted to aligned train
 DIR/diagnose.json, DIR/accuracy_vs_max_iou.png and DIR/nn_l2_histogram.png."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="zoo diagnose", epilog=EPILOG,
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog="zoo diagnose", epilog=EPILOG,
                                 description="is a generator copying? accuracy, nearest-neighbour distance and "
                                             "error overlap of samples against their training zoo and baselines")
     p.add_argument("samples", nargs="*", help="samples zoo(s) (e.g. written by `zoo sample`); none: baselines only")
@@ -57,12 +57,8 @@ def _drops(text: str) -> list[float]:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``zoo diagnose``; user errors raise ZooError (the dispatcher prints one line, exit 2)."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as e:
-        if e.code:
-            raise ZooError("usage: zoo diagnose SAMPLES.zarr --train ZOO.zarr --out DIR "
-                           "[--baselines noise,average,gaussian] (zoo diagnose --help)") from None
+    args = parse(_parser(), argv)
+    if args is None:  # --help
         return 0
     if args.n_baseline is not None and args.n_baseline < 1:
         raise ZooError(f"--n-baseline must be >= 1, got {args.n_baseline}")
