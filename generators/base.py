@@ -40,6 +40,12 @@ class Generator(L.LightningModule):
         self.register_buffer("buffer_fill", torch.zeros(self.layout.size))  # mean buffers of the training models
 
     # ------------------------------------------------------------------ to implement
+    @classmethod
+    def from_data(cls, config: dict, source: dict, train: torch.Tensor, buffers: torch.Tensor) -> "Generator":
+        """A new generator whose fixed statistics come from the training models' parameters [n, P_params]
+        (``buffers``: [P] values for the layout's non-trainable entries)."""
+        raise NotImplementedError
+
     def generate(self, n: int, generator: torch.Generator, condition: torch.Tensor | None) -> torch.Tensor:
         """[n, P_params] trainable parameters of n new models (condition: [n] value indices or None)."""
         raise NotImplementedError
@@ -204,7 +210,8 @@ def register(cls: type[Generator]) -> type[Generator]:
     return cls
 
 
-def _registry() -> dict[str, type[Generator]]:
+def registry() -> dict[str, type[Generator]]:
+    """Generator classes by name (importing the modules that register them)."""
     from . import dwf  # noqa: F401  (registers DeepWeightFlow)
 
     return REGISTRY
@@ -223,13 +230,13 @@ def load(directory: str | Path, snapshot: int | None = None) -> Generator:
         name = meta["generator"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ZooError(f"{str(d / CONFIG_FILE)!r} is not a generator config ({e.__class__.__name__}: {e})") from None
-    registry = _registry()
-    if name not in registry:
-        raise ZooError(f"unknown generator {name!r} in {str(d)!r}; known: {sorted(registry)}")
+    known = registry()
+    if name not in known:
+        raise ZooError(f"unknown generator {name!r} in {str(d)!r}; known: {sorted(known)}")
     weights = d / WEIGHTS_FILE if snapshot is None else d / SNAPSHOT_DIR / f"step-{int(snapshot):07d}.safetensors"
     if not weights.is_file():
         raise ZooError(f"generator weights {str(weights)!r} are missing")
-    g = registry[name](meta["config"], meta["source"], meta["dims"])
+    g = known[name](meta["config"], meta["source"], meta["dims"])
     try:
         g.load_state_dict(load_file(str(weights)))
     except (SafetensorError, RuntimeError) as e:

@@ -21,7 +21,7 @@ import torch
 from zoo.config import CONF_DIR, compose
 from zoo.errors import ZooError
 
-from .base import SNAPSHOT_DIR, Generator, _registry
+from .base import SNAPSHOT_DIR, Generator, registry
 
 CHECKPOINT_DIR = "checkpoints"
 MONITORS = {"val/loss": "min", "val/sample_train_acc": "max"}  # what early stopping and the best checkpoint follow
@@ -100,6 +100,14 @@ def _loaders(src, cfg: Mapping, g: Generator, seed: int):
 
 def fit_config(cfg: Mapping) -> Generator:
     """Fit the generator a composed fit config describes; returns it (EMA weights of the best epoch), saved."""
+    threads = torch.get_num_threads()
+    try:
+        return _fit(cfg)
+    finally:
+        torch.set_num_threads(threads)  # ``threads`` applies to the fit only
+
+
+def _fit(cfg: Mapping) -> Generator:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.callbacks.weight_averaging import EMAWeightAveraging
     from lightning.pytorch.loggers import CSVLogger
@@ -121,7 +129,7 @@ def fit_config(cfg: Mapping) -> Generator:
     src = load_source(str(cfg["zoo"]), gcfg, seed)
     source = {**src.info, "shared": src.shared}
     mask = src.layout.parameter_mask()
-    cls = _registry()[name]
+    cls = registry()[name]
     g = cls.from_data(gcfg, source, src.train[:, mask], src.train.mean(0))
     train_dl, val_dl = _loaders(src, cfg, g, seed)
     out.mkdir(parents=True, exist_ok=True)
