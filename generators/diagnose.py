@@ -311,7 +311,14 @@ def _sample_method(z: zoo.Zoo, train_layout: Layout | None, name: str | None) ->
 
 
 def _unique_names(methods: list[Method]) -> None:
-    """Make method names unique (two zoos from one generator: ``dwf``, ``dwf-2``); 'train' stays reserved."""
+    """Make method names unique: samples zoos of one generator become ``dwf:<zoo name>``, then numbered;
+    'train' stays reserved for the training models."""
+    counts: dict[str, int] = {}
+    for m in methods:
+        counts[m.name] = counts.get(m.name, 0) + 1
+    for m in methods:
+        if m.kind == "samples" and (counts[m.name] > 1 or m.name == TRAIN):
+            m.name = f"{m.name}:{Path(m.source.rstrip('/')).stem}"
     seen: dict[str, int] = {TRAIN: 1}
     for m in methods:
         base = m.name

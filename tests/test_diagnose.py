@@ -225,3 +225,14 @@ def test_cli_bad_inputs_are_one_line_errors(train_zoo, tmp_path, capsys):
         assert cli(["diagnose", *args, "--out", str(tmp_path / "o")]) == 2, args
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0] and err[0].startswith("zoo diagnose: error:"), (args, err)
+
+
+def test_several_samples_zoos_in_one_report(train_zoo, tmp_path):
+    W = raw_weights(train_zoo)
+    a = write_samples(tmp_path / "a.zarr", train_zoo, W[:2])
+    b = write_samples(tmp_path / "b.zarr", train_zoo, W[2:5])
+    r = run_diagnose({"first": a, "second": zoo.open(b)}, train_zoo.path, baselines="average", n_baseline=3)
+    assert list(r["methods"]) == [TRAIN, "first", "second", "average"]
+    assert [r["methods"][k]["n"] for k in ("first", "second", "average")] == [2, 3, 3]
+    assert r["per_sample"]["second"]["nearest_train_id"] == [2, 3, 4]
+    assert list(run_diagnose([a, b], train_zoo, baselines=None)["methods"]) == [TRAIN, "a", "b"]
