@@ -41,6 +41,7 @@ from .baselines import build_baselines, parse_baselines
 
 TRAIN = "train"  # method name of the training models themselves
 ROW_CHUNK = 1024  # rows of a distance or IoU matrix computed at once (bounds memory on big zoos)
+PREDICT_FLOATS = 50_000_000  # outputs [models, test points, classes] held at once (200 MB)
 PAIR_CHUNK = 4096  # (sample, candidate) pairs weight-matched at once
 # Nearest canonical candidates each model is also weight-matched to directly: the source of a noisy permuted
 # copy was among the 1, 2, 3, 4 nearest in 80, 95, 98, 98.5% of cases on the bench zoo (64-32-32-10 MLPs).
@@ -175,9 +176,10 @@ def predictions(layout: Layout, weights: torch.Tensor, dataset: Dataset) -> tupl
     if dataset.kind != "classification":
         raise ZooError(f"diagnostics compare sets of misclassified points: dataset {dataset.name!r} is a "
                        f"{dataset.kind} task, not classification")
-    if weights.shape[0] == 0:
-        return torch.empty(0, dtype=torch.float64), torch.empty(0, len(dataset.y_test), dtype=torch.bool)
-    wrong = zoo.predict(layout, weights, dataset.X_test).argmax(-1) != dataset.y_test
+    wrong = torch.empty(weights.shape[0], len(dataset.y_test), dtype=torch.bool)
+    per = max(1, PREDICT_FLOATS // max(1, len(dataset.y_test) * dataset.num_outputs))  # models whose outputs fit
+    for lo in range(0, weights.shape[0], per):
+        wrong[lo:lo + per] = zoo.predict(layout, weights[lo:lo + per], dataset.X_test).argmax(-1) != dataset.y_test
     return 1.0 - wrong.double().mean(1), wrong
 
 

@@ -236,3 +236,20 @@ def test_several_samples_zoos_in_one_report(train_zoo, tmp_path):
     assert [r["methods"][k]["n"] for k in ("first", "second", "average")] == [2, 3, 3]
     assert r["per_sample"]["second"]["nearest_train_id"] == [2, 3, 4]
     assert list(run_diagnose([a, b], train_zoo, baselines=None)["methods"]) == [TRAIN, "a", "b"]
+
+
+def test_batchnorm_zoo_copies_and_recalibrated_baselines(tmp_path):
+    z = build_zoo(str(tmp_path / "bn.zarr"), "recipe.arch=cnn", "recipe.dataset=digits-image", "recipe.widths=[4]",
+                  "recipe.depths=[2]", "recipe.seeds=3", "recipe.epochs=2", "recipe.checkpoint_epochs=[2]")
+    layout = next(iter(z.layouts.values()))
+    assert any(e.name.endswith("running_mean") for e in layout.entries)
+    W = raw_weights(z)
+    path = write_samples(tmp_path / "bncopies.zarr", z, W)
+    r = run_diagnose(path, z, baselines="average,gaussian", n_baseline=4, k=2)
+    s = r["per_sample"]["bncopies"]
+    assert s["nn_l2"] == [0.0] * 3 and s["max_iou"] == [1.0] * 3
+    assert np.allclose(s["test_acc"], z.models["test_acc"].to_numpy())  # stored statistics, as trained
+    assert r["methods"]["average"]["bn_recalibrated"] and not r["methods"]["bncopies"]["bn_recalibrated"]
+    # recalibrating exact copies on the training split changes their statistics, so usually their accuracy
+    again = run_diagnose(path, z, baselines=None, recalibrate_samples=True)
+    assert again["methods"]["bncopies"]["bn_recalibrated"] and again["per_sample"]["bncopies"]["nn_l2"] == [0.0] * 3
