@@ -163,7 +163,9 @@ def part3(run: str, samples: int, seeds: int) -> dict:
         ref.append(float(comb.metrics([comb.sample(comb.state(np.ones(1)))], data)["score"][0]))
     target = float(np.mean(ref) - np.std(ref, ddof=1))
     prefixes = []
-    for step in full.steps[1:-1]:
+    inner = full.steps[1:-1]
+    picks = sorted({int(round(x)) for x in np.linspace(0, len(inner) - 1, min(len(inner), 8))})
+    for step in [inner[i] for i in picks]:  # up to 8 evenly spaced prefixes: each is a whole search
         r = lcsc_generator(run, GENERATOR_SEARCH, samples=samples, upto=step)
         prefixes.append({"step": int(step), **{m: round(v[f"test_{score}"], 4) for m, v in r.results.items()
                                                if m != "shipped"}})
