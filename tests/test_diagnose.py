@@ -12,7 +12,7 @@ import torch
 
 import zoo
 from generators.baselines import add_noise, average_baseline, choose_noise_scales, gaussian_baseline, noise_name
-from generators.diagnose import TRAIN, iou_matrix, load_train, max_iou, nearest_l2
+from generators.diagnose import TRAIN, iou_matrix, load_train, max_iou, method_rows, nearest_l2
 from generators.diagnose import diagnose as run_diagnose
 from zoo.cli import main as cli
 from zoo.rebasin import permute_flat, random_perms, spec_for_layout
@@ -235,6 +235,9 @@ def test_several_samples_zoos_in_one_report(train_zoo, tmp_path):
     assert list(r["methods"]) == [TRAIN, "first", "second", "average"]
     assert [r["methods"][k]["n"] for k in ("first", "second", "average")] == [2, 3, 3]
     assert r["per_sample"]["second"]["nearest_train_id"] == [2, 3, 4]
+    rows = method_rows(r)
+    assert [x["method"] for x in rows] == [TRAIN, "first", "second", "average"]
+    assert rows[1]["nn_l2"] == 0.0 and rows[1]["max_iou"] == 1.0 and rows[0]["nn_l2_over_train_median"] > 0
     assert list(run_diagnose([a, b], train_zoo, baselines=None)["methods"]) == [TRAIN, "a", "b"]
 
 
