@@ -16,9 +16,12 @@ shipped weights (EMA of the best validation epoch), the last snapshot and EMA/un
 test accuracy of the same fixed-seed samples; then the fewest training steps whose snapshot-prefix LCSC
 reaches the last snapshot's mean minus its std over 5 sample seeds.
 
+``--ablate-bounds``: on the first zoo's models that train, the default bounds [0, 1] against [-0.5, 1.5] and
+[-1, 2] (wider bounds fit the validation rows, which are training data, and lose test accuracy).
+
 Rerun:  .venv/bin/zoo build recipe=lcsc-mlp-digits out=data/zoos/lcsc-mlp-digits.zarr
-        .venv/bin/python bench/lcsc.py --zoo data/zoos/lcsc-mlp-digits.zarr --cost-zoo data/zoos/lcsc-mlp-digits.zarr \
-            --run data/runs/dwf-lcsc --json docs/lcsc.json
+        OMP_NUM_THREADS=1 .venv/bin/python bench/lcsc.py --zoo data/zoos/lcsc-mlp-digits.zarr \
+            --cost-zoo data/zoos/lcsc-mlp-digits.zarr --ablate-bounds --run data/runs/dwf-lcsc --json docs/lcsc.json
         (the run: .venv/bin/zoo fit generator=dwf zoo=data/zoos/dwf-mlp-digits.zarr out=data/runs/dwf-lcsc \
             snapshot_every_n_steps=100)
 """
@@ -86,6 +89,25 @@ def part1(path: str, config: SearchConfig) -> dict:
               f"{c['lcsc_ge_ema']:>10.2f} {c['gain_vs_ema']:>+8.4f}  {c['lcsc_ge_uniform']:>10.2f} "
               f"{c['gain_vs_uniform']:>+8.4f}")
     return res
+
+
+def bounds_ablation(path: str, config: SearchConfig, trained: float) -> dict:
+    """LCSC with the default [0, 1] bounds against wider ones, on the models that train (last test acc >= trained)."""
+    import dataclasses
+
+    z = zoo.open(path)
+    models = z.models
+    ids = models.loc[(models["status"] == "done") & (models["test_acc"] >= trained), "model_id"].tolist()
+    out = {"zoo": path, "models": len(ids), "trained_threshold": trained, "bounds": {}}
+    print(f"\nbounds ablation on {path} ({len(ids)} models with last test acc >= {trained}):")
+    for lo, hi in ((config.lower, config.upper), (-0.5, 1.5), (-1.0, 2.0)):
+        t = lcsc_zoo(z, ids, dataclasses.replace(config, lower=lo, upper=hi)).table
+        c = compare(t)
+        out["bounds"][f"[{lo:g}, {hi:g}]"] = c
+        print(f"  [{lo:g}, {hi:g}]: LCSC>=last {c['lcsc_ge_last']:.2f} ({c['gain_vs_last']:+.4f})  LCSC>=EMA "
+              f"{c['lcsc_ge_ema']:.2f} ({c['gain_vs_ema']:+.4f})  val loss <= EMA {c['lcsc_val_loss_le_ema']:.2f}",
+              flush=True)
+    return out
 
 
 def part2(path: str, config: SearchConfig, trained: float) -> dict:
@@ -176,7 +198,8 @@ def part3(run: str, samples: int, seeds: int) -> dict:
     S = int(full.steps[-1])
     res = {"run": run, "snapshots": full.steps, "samples": samples, "results": full.results,
            "coefficients": full.coefficients, "search_seconds": round(full.seconds, 1),
-           "reference_last_mean": round(float(np.mean(ref)), 4), "reference_last_std": round(float(np.std(ref, ddof=1)), 4),
+           "reference_last_mean": round(float(np.mean(ref)), 4),
+           "reference_last_std": round(float(np.std(ref, ddof=1)), 4),
            "reference_sample_seeds": seeds, "prefixes": prefixes, "steps_to_match": first,
            "saving": {m: round(S / e, 2) for m, e in first.items()}}
     print(f"  last snapshot over {seeds} sample seeds: {np.mean(ref):.4f} +- {np.std(ref, ddof=1):.4f}; steps to "
@@ -188,6 +211,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoo", nargs="*", default=["data/zoos/lcsc-mlp-digits.zarr"], help="zoos for part 1")
     ap.add_argument("--cost-zoo", default=None, help="zoo for part 2 (constant learning rate); none: skipped")
+    ap.add_argument("--ablate-bounds", action="store_true", help="also compare coefficient bounds on the first zoo")
     ap.add_argument("--run", default=None, help="generator run folder (zoo fit) for part 3; none: skipped")
     ap.add_argument("--samples", type=int, default=16, help="part 3: fixed-seed samples per candidate")
     ap.add_argument("--trained", type=float, default=0.5, help="part 2 leaves out cells below this test accuracy")
@@ -199,6 +223,8 @@ def main() -> int:
     out = {"machine": {"threads": args.threads, "cpu": platform.processor() or platform.machine()},
            "search": {k: v for k, v in vars(config).items()}, "fitness": "validation loss, 20% of the training split",
            "zoos": [part1(p, config) for p in args.zoo]}
+    if args.ablate_bounds and args.zoo:
+        out["bounds_ablation"] = bounds_ablation(args.zoo[0], config, args.trained)
     if args.cost_zoo:
         out["training_cost"] = part2(args.cost_zoo, config, args.trained)
     if args.run:

@@ -164,6 +164,7 @@ class Search:
 
     @property
     def done(self) -> bool:
+        """Whether a cap (evaluations, generations) is reached or `patience` generations brought nothing new."""
         c = self.config
         return (self.evaluations >= c.max_evals or self.generation >= c.max_generations
                 or self._stale >= c.patience)
@@ -171,6 +172,13 @@ class Search:
     def fitness(self, alpha: np.ndarray) -> float:
         """Cached fitness of a vector already evaluated."""
         return self.cache[self.key(alpha)]
+
+    def best_seed(self, kind: str) -> tuple[float, np.ndarray]:
+        """(decay or window k, coefficients) of the best seed of a kind, 'ema' or 'uniform' (the baselines)."""
+        found = [(self.fitness(a), float(name[len(kind):]), a)
+                 for name, a in zip(self.seed_names, self.seeds) if name.startswith(kind)]
+        _, param, alpha = min(found, key=lambda t: t[0])  # the first of equals, in seed order
+        return param, alpha
 
     def ask(self) -> np.ndarray:
         """[m, C] distinct candidates of this generation not yet evaluated (within the evaluation budget)."""
@@ -376,12 +384,9 @@ def lcsc_zoo(z: zoo.Zoo | str, models: str | Sequence[int] = "all", config: Sear
         # the four combinations reported per model: last, best EMA, best uniform (both chosen on val), LCSC
         chosen = []
         for s in searches:
-            ema = [(s.fitness(a), d, a) for d, a in zip(config.ema_decays, s.seeds[-len(config.ema_decays):])]
-            uni = [(s.fitness(a), k, a) for k, a in zip(uniform_ks(used, config.uniform_ks),
-                                                         s.seeds[1:1 + len(uniform_ks(used, config.uniform_ks))])]
-            e, u = min(ema, key=lambda t: t[0]), min(uni, key=lambda t: t[0])
-            chosen.append({"last": s.seeds[0], "ema": e[2], "uniform": u[2], "lcsc": s.best[1],
-                           "ema_decay": e[1], "uniform_k": u[1]})
+            (decay, ema), (k, uni) = s.best_seed("ema"), s.best_seed("uniform")
+            chosen.append({"last": s.seeds[0], "ema": ema, "uniform": uni, "lcsc": s.best[1],
+                           "ema_decay": decay, "uniform_k": k})
         methods = ("last", "ema", "uniform", "lcsc")
         idx = np.repeat(np.arange(len(group)), len(methods))
         alphas = np.stack([c[m] for c in chosen for m in methods])

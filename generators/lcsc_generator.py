@@ -22,7 +22,7 @@ import zoo
 from zoo.errors import ZooError
 
 from .base import SNAPSHOT_DIR, Generator, load, snapshots
-from .lcsc import GENERATOR_SEARCH, Search, SearchConfig, metric_names, run_searches, uniform_ks, validation_view
+from .lcsc import GENERATOR_SEARCH, Search, SearchConfig, metric_names, run_searches, validation_view
 
 LCSC_FILE = "lcsc.json"
 
@@ -123,9 +123,7 @@ def lcsc_generator(run_dir: str | Path, config: SearchConfig = GENERATOR_SEARCH,
 
     search = Search(len(steps), config, seed=int(seed))
     run_searches([search], fitness)
-    ks = uniform_ks(len(steps), config.uniform_ks)
-    ema = min(zip(config.ema_decays, search.seeds[-len(config.ema_decays):]), key=lambda t: search.fitness(t[1]))
-    uni = min(zip(ks, search.seeds[1:1 + len(ks)]), key=lambda t: search.fitness(t[1]))
+    ema, uni = search.best_seed("ema"), search.best_seed("uniform")
     states = {"shipped": shipped, "last": comb.state(search.seeds[0]), "ema": comb.state(ema[1]),
               "uniform": comb.state(uni[1]), "lcsc": comb.state(search.best[1])}
     flats = {m: comb.sample(s) for m, s in states.items()}
