@@ -1,4 +1,4 @@
-"""Speed of ``zoo diagnose``: 1,000 samples against 1,000 training models, baselines and plots included (target <= 60 s).
+"""Speed of ``zoo diagnose``: 1,000 samples vs 1,000 training models, baselines and plots included (target <= 60 s).
 
 The training zoo is 1,000 digits MLPs 64-32-32-10 (the dwf-mlp-digits recipe with 250 seeds and 10 epochs),
 built once into ``data/zoos/bench-diagnose-1000.zarr`` and reused. The samples are noisy, randomly permuted
@@ -107,11 +107,14 @@ def main() -> int:
         "what": f"generators.diagnose of {args.samples} samples (noisy permuted copies) against {m} training "
                 "models (digits MLP 64-32-32-10), as `zoo diagnose` runs it",
         "command_timed": COMMAND, "rerun": "python bench/diagnose.py",
-        "samples": args.samples, "train_models": m, "parameters": int(z.layouts[report["layout"]].parameter_mask().sum()),
+        "samples": args.samples, "train_models": m,
+        "parameters": int(z.layouts[report["layout"]].parameter_mask().sum()),
         "seconds_with_baselines": round(full_s, 2), "seconds_without_baselines": round(bare_s, 2),
-        "target_seconds": TARGET_S, "target_met": ok, "breakdown_seconds": {k: round(v, 2) for k, v in report["seconds"].items()},
+        "target_seconds": TARGET_S, "target_met": ok,
+        "breakdown_seconds": {k: round(v, 2) for k, v in report["seconds"].items()},
         "breakdown_seconds_without_baselines": {k: round(v, 2) for k, v in bare["seconds"].items()},
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_average_1m": os.getloadavg()[0],
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "load_average_1m": os.getloadavg()[0],
                     "platform": platform.platform(), "torch": torch.__version__},
         "methods": {k: {"test_acc": v["test_acc"]["mean"], "max_iou": v["max_iou"]["mean"],
                         "good_and_novel": v["good_and_novel"]} for k, v in report["methods"].items()},

@@ -163,7 +163,7 @@ def average_baseline(layout: Layout, canonical: torch.Tensor, n: int, k: int, ge
 
 def gaussian_baseline(layout: Layout, canonical: torch.Tensor, n: int, generator: torch.Generator,
                       dataset: Dataset) -> torch.Tensor:
-    """[n, P] drawn from a per-parameter Gaussian fitted to aligned training weights; BatchNorm recalibrated on train."""
+    """[n, P] from a per-parameter Gaussian fitted to aligned training weights; BatchNorm recalibrated on train."""
     mean = canonical.to(torch.float64).mean(0)
     std = canonical.to(torch.float64).std(0, unbiased=canonical.shape[0] > 1)
     mask = layout.parameter_mask()
@@ -186,8 +186,9 @@ def parse_baselines(spec: str | Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def build_baselines(names: Sequence[str], layout: Layout, canonical: torch.Tensor, dataset: Dataset, n: int, seed: int = 0, drops: Sequence[float] = (0, 1, 5),
-                    k: int = 16) -> tuple[dict[str, torch.Tensor], dict]:
+def build_baselines(names: Sequence[str], layout: Layout, canonical: torch.Tensor, dataset: Dataset, n: int,
+                    seed: int = 0, drops: Sequence[float] = (0, 1, 5), k: int = 16
+                    ) -> tuple[dict[str, torch.Tensor], dict]:
     """({method name: [n, P] weights}, JSON-ready info) for the named baselines, from aligned training weights
     ``canonical`` [m, P]; only the training split of ``dataset`` is read."""
     if n < 1:

@@ -449,7 +449,8 @@ def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Z
         "nn_l2_rule": (f"min of the one-reference canonical distance (nn_l2_canonical) and the distances after "
                        f"weight-matching directly to the {refine} nearest canonical and the nearest raw training "
                        "models" if refine else "one-reference canonical distance"),
-        "thresholds": {"good_test_acc": good_acc, "good_rule": f"test_acc >= training models' {GOOD_PERCENTILE:g}th percentile",
+        "thresholds": {"good_test_acc": good_acc,
+                       "good_rule": f"test_acc >= training models' {GOOD_PERCENTILE:g}th percentile",
                        "novel_max_iou": novel_iou, "novel_rule": "max_iou < training models' median max_iou"},
         "train_nn_l2_median": train_median_nn,
         "baselines": base_info, "methods": {}, "per_sample": {},
@@ -462,7 +463,8 @@ def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Z
         "max_iou": _stats(ti), "good_and_novel": good_novel(train_acc, ti, m_train)}
     report["per_sample"][TRAIN] = {
         "model_id": train.ids.tolist(), "test_acc": train_acc.tolist(), "train_nn_l2": train_nn.tolist(),
-        "train_nn_l2_raw": train_nn_raw.tolist(), "train_nn_l2_canonical": train_nn_canon.tolist(), "max_iou": ti.tolist(),
+        "train_nn_l2_raw": train_nn_raw.tolist(), "train_nn_l2_canonical": train_nn_canon.tolist(),
+        "max_iou": ti.tolist(),
         "nearest_train_id": train.ids[train_nn_arg.numpy()].tolist()}
     lo = 0
     for m, size in zip(methods, sizes):

@@ -30,7 +30,8 @@ def _parser() -> ArgumentParser:
                    help="comma-separated from noise,average,gaussian, or none (default: all)")
     p.add_argument("--n-baseline", type=int, default=None,
                    help="samples per baseline (default: the largest samples zoo's size, 100 without samples)")
-    p.add_argument("--noise-drops", default="0,1,5", help="accuracy drops (percentage points) that pick the noise sigmas")
+    p.add_argument("--noise-drops", default="0,1,5",
+                   help="accuracy drops (percentage points) that pick the noise sigmas")
     p.add_argument("--k", type=int, default=16, help="training models per average (default 16)")
     p.add_argument("--seed", type=int, default=0, help="seed of baselines, validation carve-out and matching")
     p.add_argument("--canonical", default="auto", choices=["auto", "store", "align"],

@@ -189,7 +189,8 @@ def test_cli_end_to_end_with_baselines(train_zoo, tmp_path, capsys):
     r = json.loads((out / "diagnose.json").read_text())
     assert list(r["methods"]) == [TRAIN, "s", "noise-0%", "noise-5%", "average", "gaussian"]
     for name, m in r["methods"].items():
-        keys = ("test_acc", "train_nn_l2", "max_iou") if name == TRAIN else ("test_acc", "nn_l2", "nn_l2_raw", "max_iou")
+        keys = ("test_acc", "train_nn_l2", "max_iou") if name == TRAIN else \
+            ("test_acc", "nn_l2", "nn_l2_raw", "nn_l2_canonical", "max_iou")
         assert all(set(m[k]) >= {"mean", "std"} for k in keys) and "good_and_novel" in m
         if name != TRAIN:
             assert len(r["per_sample"][name]["nn_l2"]) == m["n"] == (3 if name == "s" else 8)
