@@ -485,6 +485,7 @@ def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Z
             "nn_l2_canonical": nn_canon.tolist(),
             "max_iou": iou.tolist(), "nearest_train_id": train.ids[s_arg[sl].numpy()].tolist(),
             "max_iou_train_id": train.ids[s_iou_arg[sl].numpy()].tolist()}
+    compare_with_noise(report["methods"])
     timings["total"] = time.perf_counter() - t_start
     report["seconds"] = timings
     if out_dir is not None:
@@ -495,6 +496,24 @@ def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Z
             timings["plots"] = time.perf_counter() - t
         (out_dir / "diagnose.json").write_text(json.dumps(report, indent=1, allow_nan=False, default=_json_default))
     return report
+
+
+def compare_with_noise(methods: Mapping[str, dict]) -> None:
+    """Add to every method that is not a noise baseline ``noise_max_iou_at_equal_acc`` (the noise baselines' mean
+    max_iou interpolated linearly at the method's mean test_acc; None outside their accuracy range or without
+    two noise levels) and ``more_novel_than_noise`` (its mean max_iou below that): the issue's goal, a sample
+    set both good and more novel than noise at equal accuracy."""
+    pts = sorted((m["test_acc"]["mean"], m["max_iou"]["mean"]) for name, m in methods.items()
+                 if m.get("kind") == "baseline" and name.startswith("noise-") and m["test_acc"]["mean"] is not None)
+    for name, m in methods.items():
+        if m.get("kind") == "baseline" and name.startswith("noise-"):
+            continue
+        acc, iou = m["test_acc"]["mean"], m["max_iou"]["mean"]
+        at = None
+        if len(pts) >= 2 and acc is not None and pts[0][0] <= acc <= pts[-1][0]:
+            at = float(np.interp(acc, [p[0] for p in pts], [p[1] for p in pts]))
+        m["noise_max_iou_at_equal_acc"] = at
+        m["more_novel_than_noise"] = None if at is None or iou is None else bool(iou < at)
 
 
 def _json_default(x: Any) -> Any:
@@ -584,15 +603,25 @@ def method_rows(report: Mapping) -> list[dict]:
                      "test_acc_std": r["test_acc"]["std"], "nn_l2": nn["mean"],
                      "nn_l2_over_train_median": nn["mean"] / med if nn["mean"] is not None and med > 0 else None,
                      "nn_l2_raw": (r.get("nn_l2_raw") or r.get("train_nn_l2_raw"))["mean"],
-                     "max_iou": r["max_iou"]["mean"], "good_and_novel": r["good_and_novel"]})
+                     "max_iou": r["max_iou"]["mean"], "good_and_novel": r["good_and_novel"],
+                     "noise_max_iou_at_equal_acc": r.get("noise_max_iou_at_equal_acc"),
+                     "more_novel_than_noise": r.get("more_novel_than_noise")})
     return rows
+
+
+def _versus(row: Mapping) -> str:
+    """'0.868 (more novel)' / '0.868 (less novel)' / '' for the table's noise comparison column."""
+    at = row.get("noise_max_iou_at_equal_acc")
+    if at is None:
+        return "-" if "noise_max_iou_at_equal_acc" in row and row["kind"] != "baseline" else ""
+    return f"{at:.3f} ({'more' if row['more_novel_than_noise'] else 'less'} novel)"
 
 
 def summary_table(report: Mapping) -> str:
     """The per-method numbers as an aligned text table (what ``zoo diagnose`` prints)."""
     w = max([14, *(len(name) for name in report["methods"])])
     head = f"{'method':<{w}} {'n':>5} {'test_acc':>15} {'nn_l2':>15} {'nn_l2/med':>9} {'nn_l2_raw':>11} " \
-           f"{'max_iou':>15} {'good&novel':>10}"
+           f"{'max_iou':>15} {'good&novel':>10} {'noise max_iou at its acc':>24}"
     lines = [head, "-" * len(head)]
 
     def ms(s: Mapping, fmt: str = ".4f") -> str:
@@ -605,5 +634,5 @@ def summary_table(report: Mapping) -> str:
         nn = r.get("nn_l2") or r.get("train_nn_l2")
         lines.append(f"{row['method']:<{w}} {row['n']:>5} {ms(r['test_acc']):>15} {ms(nn, '.3g'):>15} "
                      f"{num(row['nn_l2_over_train_median'], '.3f'):>9} {num(row['nn_l2_raw'], '.3g'):>11} "
-                     f"{ms(r['max_iou'], '.3f'):>15} {_pct(row['good_and_novel'], 1):>10}")
+                     f"{ms(r['max_iou'], '.3f'):>15} {_pct(row['good_and_novel'], 1):>10} {_versus(row):>24}")
     return "\n".join(lines)

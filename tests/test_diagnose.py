@@ -12,7 +12,7 @@ import torch
 
 import zoo
 from generators.baselines import add_noise, average_baseline, choose_noise_scales, gaussian_baseline, noise_name
-from generators.diagnose import TRAIN, iou_matrix, load_train, max_iou, method_rows, nearest_l2
+from generators.diagnose import TRAIN, compare_with_noise, iou_matrix, load_train, max_iou, method_rows, nearest_l2
 from generators.diagnose import diagnose as run_diagnose
 from zoo.cli import main as cli
 from zoo.rebasin import permute_flat, random_perms, spec_for_layout
@@ -257,3 +257,16 @@ def test_batchnorm_zoo_copies_and_recalibrated_baselines(tmp_path):
     # recalibrating exact copies on the training split changes their statistics, so usually their accuracy
     again = run_diagnose(path, z, baselines=None, recalibrate_samples=True)
     assert again["methods"]["bncopies"]["bn_recalibrated"] and again["per_sample"]["bncopies"]["nn_l2"] == [0.0] * 3
+
+
+def test_comparison_with_noise_at_equal_accuracy():
+    def m(kind, acc, iou):
+        return {"kind": kind, "test_acc": {"mean": acc}, "max_iou": {"mean": iou}}
+
+    methods = {TRAIN: m("train", 0.95, 0.8), "noise-0%": m("baseline", 0.96, 0.9), "noise-5%": m("baseline", 0.90, 0.5),
+               "gen": m("samples", 0.93, 0.6), "copy": m("samples", 0.96, 1.0), "bad": m("samples", 0.5, 0.1)}
+    compare_with_noise(methods)
+    assert methods["gen"]["noise_max_iou_at_equal_acc"] == pytest.approx(0.7)  # halfway between the noise points
+    assert methods["gen"]["more_novel_than_noise"] is True and methods["copy"]["more_novel_than_noise"] is False
+    assert methods["bad"]["noise_max_iou_at_equal_acc"] is None and methods["bad"]["more_novel_than_noise"] is None
+    assert "more_novel_than_noise" not in methods["noise-0%"]
