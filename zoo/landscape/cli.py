@@ -69,6 +69,7 @@ def main_phases(argv: list[str]) -> int:
     cells, h_cut = landscape_cells(z, cfg)
     extra = {"zoo": z.path, "recipe": (z.config.get("recipe") or {}).get("name"), "hessian_threshold": h_cut}
     png, js = phase_diagram(cells, a.out, cfg["phases"], extra, name=a.name)
-    counts = json.loads(js.read_text())["phase_counts"]
-    print(f"wrote {png} and {js}: {len(cells)} cells, phases {counts}")
+    data = json.loads(js.read_text())
+    print(f"wrote {png} and {js}: {len(cells)} cells, phases {data['phase_counts']},"
+          f" marginal {len(data['marginal_cells'])} (interval crosses a cut-off: hatched)")
     return 0
