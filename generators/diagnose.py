@@ -574,8 +574,8 @@ def write_plots(report: Mapping, out_dir: str | Path) -> dict[str, str]:
                    marker="x" if n == TRAIN else "o", linewidths=0.8 if n == TRAIN else None)
     curve = (report.get("baselines", {}).get("noise") or {}).get("test_curve")
     if curve:
-        ax.plot(curve["max_iou"], curve["test_acc"], color="tab:green", lw=1.2, alpha=0.8,
-                label="noise frontier (mean over sigma)")
+        ax.plot(curve["max_iou"], curve["test_acc"], color="black", ls="-.", lw=1.2, alpha=0.8,
+                label="noise frontier (means per sigma)")
     ax.axhline(th["good_test_acc"], color="grey", ls="--", lw=0.8)
     ax.axvline(th["novel_max_iou"], color="grey", ls=":", lw=0.8)
     ymin = ax.get_ylim()[0]
