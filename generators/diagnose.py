@@ -561,7 +561,8 @@ def write_plots(report: Mapping, out_dir: str | Path) -> dict[str, str]:
     out_dir = Path(out_dir)
     per = report["per_sample"]
     names = list(per)
-    colours = {n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(names)}
+    palette = [plt.get_cmap("tab10")(i) for i in (1, 2, 3, 4, 5, 6, 8, 9, 0)]  # no grey: it marks training models
+    colours = {n: palette[i % len(palette)] for i, n in enumerate(n for n in names if n != TRAIN)}
     colours[TRAIN] = (0.2, 0.2, 0.2, 1.0)
     th = report["thresholds"]
 
@@ -608,7 +609,7 @@ def write_plots(report: Mapping, out_dir: str | Path) -> dict[str, str]:
         ax.hist(x, bins=bins, weights=np.full(len(x), 1 / max(len(x), 1)), color=colours[n], alpha=0.7,
                 label=f"nn_l2 ({n})")
         ax.set_title(n, fontsize=9)
-        ax.set_xlabel("L2 to nearest training model (canonical)", fontsize=8)
+        ax.set_xlabel("L2 to nearest training model, up to permutations", fontsize=8)
         ax.set_ylabel("fraction of models", fontsize=8)
         ax.legend(fontsize=7)
     if not others:
