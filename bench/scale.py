@@ -96,11 +96,16 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/wszoo-scale.zarr")
     ap.add_argument("--train", action="store_true", help="also build a 100k-model zoo with zoo build")
     ap.add_argument("--json", default=None, help="write the figures here (e.g. docs/bench-scale.json)")
+    ap.add_argument("--reuse", action="store_true", help="read an existing --out zoo instead of writing it again")
     args = ap.parse_args()
     torch.set_num_threads(2)
     report: dict = {"models": args.models, "checkpoints": 3, "block_size": args.block}
-    print(f"writing {args.models:,} models x 3 checkpoints to {args.out} ...", flush=True)
-    report.update(write_zoo(args.out, args.models, args.block))
+    if args.reuse and os.path.exists(args.out):
+        print(f"reusing {args.out} (write figures not measured in this run)", flush=True)
+        report.update(write_s=float("nan"), parameters=3466)
+    else:
+        print(f"writing {args.models:,} models x 3 checkpoints to {args.out} ...", flush=True)
+        report.update(write_zoo(args.out, args.models, args.block))
     files = count_files(args.out)
     report.update(files=files, model_checkpoints_per_file=args.models * 3 / files,
                   bytes=sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(args.out) for f in fs))
