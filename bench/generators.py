@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import generators  # noqa: E402
 import zoo  # noqa: E402
+from generators.diagnose import method_rows, summary_table  # noqa: E402
 from zoo.config import compose  # noqa: E402
 
 RERUN = ".venv/bin/python bench/generators.py"
@@ -60,6 +62,7 @@ def measure(z: zoo.Zoo, run: str, n: int, overrides: dict, threads: int) -> dict
             runs.append(time.perf_counter() - t0)
         sample_s[t] = min(runs)
     data = g.dataset()
+    samples_zoo = g.sample_zoo(n, Path(run) / "samples.zarr", seed=0, overwrite=True).path  # for zoo diagnose
     res = zoo.evaluate(g.layout, flat, data, split="test")
     models = z.models.set_index("model_id")
     train_mean = float(models.loc[g.source["train_ids"], "test_acc"].mean())
@@ -70,7 +73,7 @@ def measure(z: zoo.Zoo, run: str, n: int, overrides: dict, threads: int) -> dict
            "train_models_test_acc_mean": train_mean, "ratio": float(acc.mean()) / train_mean,
            "fit_seconds": round(fit_s, 1), "sample_seconds": round(sample_s[threads], 3),
            "sample_seconds_1_thread": round(sample_s[1], 3), "steps": summary["steps"],
-           "train_models": summary["train_models"], "dims": g.dims}
+           "train_models": summary["train_models"], "dims": g.dims, "samples_zoo": samples_zoo}
     if g.has_batchnorm:  # the same draws with the training models' mean statistics instead of re-estimated ones
         raw = g.buffer_fill.expand(n, -1).clone()
         mask = g.layout.parameter_mask()
@@ -103,7 +106,19 @@ def main() -> int:
         print(f"-- {name}", flush=True)
         results[name] = measure(z, f"{args.runs}/{name}", args.samples, {**overrides, **quick}, args.threads)
         print(json.dumps(results[name]), flush=True)
+    # memorization diagnostics: every sample set against its training zoo, beside the no-training baselines
+    mlp_runs = ("mlp_canonical", "mlp_raw", "mlp_unconditional")
+    diag = {"mlp": generators.diagnose({k: results[k]["samples_zoo"] for k in mlp_runs}, mlp.path,
+                                       f"{args.runs}/diagnose-mlp"),
+            "cnn": generators.diagnose({"cnn_batchnorm": results["cnn_batchnorm"]["samples_zoo"]}, cnn.path,
+                                       f"{args.runs}/diagnose-cnn")}
+    for key, report in diag.items():
+        print(f"-- zoo diagnose ({key} zoo)\n{summary_table(report)}", flush=True)
+    drows = {**{m["method"]: m for m in method_rows(diag["mlp"]) if m["method"] in mlp_runs},
+             "cnn_batchnorm": next(m for m in method_rows(diag["cnn"]) if m["method"] == "cnn_batchnorm")}
     record = {"threads": args.threads, "quick": args.quick, "rerun": RERUN, "results": results,
+              "diagnose": {k: {"methods": method_rows(v), "thresholds": v["thresholds"],
+                               "noise_sigmas": v["baselines"]["noise"]["sigmas"]} for k, v in diag.items()},
               "targets": {"ratio": 0.99, "sample_seconds": 2.0, "fit_seconds": 300.0}}
     rows = [("", "MLP canonical (Re-Basin)", "MLP raw (ablation)", "MLP canonical, unconditional",
              "BN CNN (recalibrated)")]
@@ -122,6 +137,16 @@ def main() -> int:
     rows.append(("training models, BN recalibrated", "-", "-", "-",
                  f"{bn['train_models_recalibrated_test_acc_mean']:.4f}"))
     rows.append(("ratio vs recalibrated training models", "-", "-", "-", f"{bn['ratio_vs_recalibrated']:.3f}"))
+    d = [drows[k] for k in (*mlp_runs, "cnn_batchnorm")]
+    na = lambda v, spec: "n/a" if v is None else format(v, spec)  # noqa: E731 (no finite sample: no figure)
+    rows.append(("nn_l2 / median train_nn_l2", *(na(x["nn_l2_over_train_median"], ".3f") for x in d)))
+    rows.append(("max_iou (mean)", *(na(x["max_iou"], ".3f") for x in d)))
+    rows.append(("good & novel", *(na(x["good_and_novel"], ".0%") for x in d)))
+    good = [diag["mlp"]["thresholds"]["good_test_acc"]] * 3 + [diag["cnn"]["thresholds"]["good_test_acc"]]
+    rows.append(("good, and more novel than noise at equal acc", *(  # the issue's goal, for the mean sample
+        "-" if x["more_novel_than_noise"] is None else "no (not good)" if x["test_acc"] < g else
+        f"{'yes' if x['more_novel_than_noise'] else 'no'} ({x['max_iou']:.3f} vs {x['noise_max_iou_at_equal_acc']:.3f})"
+        for x, g in zip(d, good))))
     width = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     table = "\n".join("  ".join(c.ljust(w) for c, w in zip(row, width)) for row in rows)
     print(table)
@@ -133,7 +158,15 @@ def main() -> int:
     md += ["| " + " | ".join(row) + " |" for row in rows[1:]]
     md += ["", "Conditional runs condition on the learning rate (4 values) and draw it as in training when "
            "sampling. Fitting runs on 1 torch thread, sampling on the number above; times are wall-clock on a "
-           "CPU shared with other jobs.", "", f"Rerun: `{RERUN}` (writes docs/generators.json and this file)."]
+           "CPU shared with other jobs.", "",
+           "Memorization (`zoo diagnose`, every method against the MLP training zoo, baselines built from it with no "
+           "training; see the README's Memorization diagnostics): nn_l2 up to permutations over the training "
+           "models' median, mean max_iou of misclassified test sets, good & novel fraction, and the noise "
+           "frontier's max_iou at equal accuracy.", "", "```", summary_table(diag["mlp"]), "```", "",
+           f"![accuracy vs max_iou]({Path(args.md).stem}-diagnose.png)", "",
+           f"Rerun: `{RERUN}` (writes docs/generators.json and this file)."]
+    shutil.copyfile(Path(args.runs, "diagnose-mlp", "accuracy_vs_max_iou.png"),
+                    Path(args.md).with_name(f"{Path(args.md).stem}-diagnose.png"))
     Path(args.md).write_text("\n".join(md) + "\n")
     return 0
 
