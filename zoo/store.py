@@ -332,8 +332,8 @@ class Zoo:
         if len(pending):
             raise ZooError(f"model {int(ids[pending[0]])} is pending (not trained yet): it has no weights")
         what = "canonical weights" if canonical else "weights"
-        if checkpoint is None:
-            out = self._read(array.path, (layout_rows, slice(None), slice(None)), orthogonal=True)
+        if checkpoint is None:  # one direct read per checkpoint (zarr's orthogonal selection was ~30x slower)
+            out = np.stack([read_checkpoint_rows(array, layout_rows, c) for c in range(array.shape[1])], axis=1)
             committed = np.arange(out.shape[1])[None, :] <= states[:, 1][:, None]
             bad = np.nonzero((np.isnan(out).any(axis=2) & committed).any(axis=1))[0]
             if len(bad) and not canonical:  # canonical trajectories are NaN where `zoo align` skipped them

@@ -42,9 +42,9 @@ def _check_block(z: "zstore.Zoo", key: str, block: int) -> list[str]:
     except Exception as e:
         return [f"state chunk unreadable ({e.__class__.__name__})"]
     committed = state[:, 0] != zstore.PENDING
-    if not committed.any():
-        return []
-    if not _chunk_exists(z, f"layouts/{key}/metrics", block, 3):
+    # a block with nothing committed may still hold chunks of an interrupted write: they must read back too,
+    # since resuming rewrites them (read-modify-write) and the models table reads every metrics chunk
+    if committed.any() and not _chunk_exists(z, f"layouts/{key}/metrics", block, 3):
         problems.append("metrics chunk missing")
     else:
         try:
