@@ -90,7 +90,7 @@ def create(path: str, models: pd.DataFrame, layouts: Mapping[str, Layout], check
         raise ZooError(f"models table names datasets {sorted(set(df['dataset']) - set(names))} not given in datasets=")
     existing = zstore.existing_meta(path)
     if existing is not None and existing.get("initialized") and not overwrite:
-        raise ZooError(f"{path!r} already holds a zoo; pass overwrite=True to replace it")
+        raise ZooError(f"{path!r} already holds a zoo; replace it explicitly (overwrite=True, or --overwrite on the CLI)")
     if existing is not None or zstore.path_exists(path):
         zstore.remove(path)
     meta = {**json_safe(dict(attrs or {})),
