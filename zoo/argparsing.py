@@ -6,11 +6,16 @@ import argparse
 from .errors import ZooError
 
 
+def _usage(parser: argparse.ArgumentParser) -> str:
+    """The usage text on one line (argparse wraps it for commands with many options)."""
+    return " ".join(parser.format_usage().split()).removeprefix("usage: ")
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors raise ZooError (the dispatcher prints one line and exits 2)."""
 
     def error(self, message: str):
-        raise ZooError(f"{message} (usage: {self.format_usage().strip().removeprefix('usage: ')})")
+        raise ZooError(f"{message} (usage: {_usage(self)})")
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | None:
@@ -19,5 +24,5 @@ def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespac
         return parser.parse_args(argv)
     except SystemExit as e:
         if e.code:
-            raise ZooError(f"usage: {parser.format_usage().strip().removeprefix('usage: ')}") from None
+            raise ZooError(f"usage: {_usage(parser)}") from None
         return None
