@@ -7,6 +7,7 @@ and loads run folders (``config.json`` + ``model.safetensors``: no pickle), and 
 """
 from __future__ import annotations
 
+import abc
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,7 +26,7 @@ WEIGHTS_FILE = "model.safetensors"
 SNAPSHOT_DIR = "snapshots"  # raw training weights every few steps (LCSC searches over them)
 
 
-class Generator(L.LightningModule):
+class Generator(L.LightningModule, metaclass=abc.ABCMeta):
     """Base of all weight generators: ``sample``, ``save``, ``sample_zoo``; subclasses define ``generate``."""
 
     name: ClassVar[str] = ""
@@ -41,14 +42,14 @@ class Generator(L.LightningModule):
 
     # ------------------------------------------------------------------ to implement
     @classmethod
+    @abc.abstractmethod
     def from_data(cls, config: dict, source: dict, train: torch.Tensor, buffers: torch.Tensor) -> "Generator":
         """A new generator whose fixed statistics come from the training models' parameters [n, P_params]
         (``buffers``: [P] values for the layout's non-trainable entries)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def generate(self, n: int, generator: torch.Generator, condition: torch.Tensor | None) -> torch.Tensor:
         """[n, P_params] trainable parameters of n new models (condition: [n] value indices or None)."""
-        raise NotImplementedError
 
     def encode(self, params: torch.Tensor) -> torch.Tensor:
         """Parameters [n, P_params] -> the coordinates the generator is trained on (identity unless overridden)."""
