@@ -6,11 +6,10 @@ its samples as a zoo with train/test metrics and provenance.
 """
 from __future__ import annotations
 
-import argparse
-import inspect
 import json
 
-from zoo.config import CONF_DIR, compose
+from zoo.config import checked_overrides, compose, group_options
+from zoo.argparsing import ArgumentParser, parse
 from zoo.errors import ZooError
 
 FIT_USAGE = """usage: zoo fit generator=NAME zoo=PATH [out=DIR] [key=value ...]
@@ -20,42 +19,14 @@ FIT_USAGE = """usage: zoo fit generator=NAME zoo=PATH [out=DIR] [key=value ...]
   configs: conf/fit.yaml, conf/generator/"""
 
 
-def _generators() -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / "generator").glob("*.yaml"))
-
-
-def _prepare(argv: list[str]) -> list[str]:
-    """One-line errors for a malformed argument or an unknown generator; any Trainer argument passes through."""
-    import lightning as L
-    from omegaconf import OmegaConf
-
-    trainer_args = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
-    declared = set(OmegaConf.load(CONF_DIR / "fit.yaml").get("trainer", {}))
-    out = []
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        if not eq:
-            raise ZooError(f"bad argument {arg!r}: expected key=value")
-        if key == "generator" and value not in _generators():
-            raise ZooError(f"unknown generator {value!r}; choose one of {_generators()}")
-        if key.startswith("trainer."):
-            name = key.split(".", 1)[1]
-            if name not in trainer_args:
-                raise ZooError(f"unknown Trainer argument {name!r} (from {key})")
-            if name not in declared:
-                arg = f"+{arg}"
-        out.append(arg)
-    return out
-
-
 def main_fit(argv: list[str]) -> int:
     """Entry point of ``zoo fit``."""
     if not argv or argv[0] in ("-h", "--help"):
-        print(FIT_USAGE.format(generators=", ".join(_generators())))
+        print(FIT_USAGE.format(generators=", ".join(group_options("generator"))))
         return 0 if argv else 2
     from .train import fit_config
 
-    cfg = compose("fit", _prepare(argv))
+    cfg = compose("fit", checked_overrides(argv, 'fit', ("generator",)))
     g = fit_config(cfg)
     summary = json.loads((g.run_dir / "summary.json").read_text())
     print(f"zoo fit: {summary['generator']} on {summary['zoo']} ({summary['train_models']} train / "
@@ -64,8 +35,8 @@ def main_fit(argv: list[str]) -> int:
     return 0
 
 
-def _sample_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="zoo sample", description="sample networks from a fitted generator and write "
+def _sample_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="zoo sample", description="sample networks from a fitted generator and write "
                                 "them as a zoo (train/test metrics, provenance)")
     p.add_argument("run", help="run folder written by `zoo fit`")
     p.add_argument("-n", type=int, default=100, help="number of networks (default 100)")
@@ -81,12 +52,8 @@ def _sample_parser() -> argparse.ArgumentParser:
 
 def main_sample(argv: list[str]) -> int:
     """Entry point of ``zoo sample``."""
-    try:
-        args = _sample_parser().parse_args(argv)
-    except SystemExit as e:
-        if e.code:
-            raise ZooError("usage: zoo sample RUN_DIR -n N --out OUT.zarr [--seed S] [--condition VALUE] "
-                           "(zoo sample --help)") from None
+    args = parse(_sample_parser(), argv)
+    if args is None:
         return 0
     if args.threads < 0:
         raise ZooError("--threads must be >= 0")

@@ -8,8 +8,7 @@ Generators: writes a run folder (``generators.load``, ``zoo sample``) with the c
 """
 from __future__ import annotations
 
-import argparse
-
+from zoo.argparsing import ArgumentParser, parse
 from zoo.errors import ZooError
 
 from .lcsc import GENERATOR_SEARCH, SearchConfig
@@ -18,16 +17,9 @@ USAGE = ("zoo lcsc ZOO --out OUT.zarr [--models IDS|all] [--metric loss|acc] [op
          " | zoo lcsc RUN_DIR --generator --out DIR [--samples 16] [options]")
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose mistakes are one-line ZooErrors (the CLI prints them, no usage dump)."""
-
-    def error(self, message: str):
-        raise ZooError(f"{message} (usage: {USAGE})")
-
-
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> ArgumentParser:
     d = SearchConfig()
-    p = _Parser(prog="zoo lcsc", usage=USAGE, description="LCSC: search coefficients of linear combinations of "
+    p = ArgumentParser(prog="zoo lcsc", usage=USAGE, description="LCSC: search coefficients of linear combinations of "
                 "saved checkpoints on a validation split carved from the training data; write the merged models")
     p.add_argument("zoo", help="the zoo whose models' checkpoints to combine (a run folder with --generator)")
     p.add_argument("--out", required=True, help="zoo to write the merged models to (with the table 'lcsc'); "
@@ -58,10 +50,8 @@ def main(argv: list[str]) -> int:
     """Entry point of ``zoo lcsc``."""
     import dataclasses
 
-    p = _parser()
-    try:
-        args = p.parse_args(argv)
-    except SystemExit:  # --help
+    args = parse(_parser(), argv)
+    if args is None:  # --help
         return 0
     if args.threads < 0:
         raise ZooError("--threads must be >= 0")

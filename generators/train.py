@@ -9,7 +9,6 @@ training) and ``summary.json``.
 from __future__ import annotations
 
 import json
-import logging
 import time
 import warnings
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Mapping
 import lightning as L
 import torch
 
-from zoo.config import CONF_DIR, compose
+from zoo.config import CONF_DIR, compose, make_trainer
 from zoo.errors import ZooError
 
 from .base import SNAPSHOT_DIR, Generator, registry
@@ -110,7 +109,6 @@ def fit_config(cfg: Mapping) -> Generator:
 def _fit(cfg: Mapping) -> Generator:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.callbacks.weight_averaging import EMAWeightAveraging
-    from lightning.pytorch.loggers import CSVLogger
 
     from .source import load_source
 
@@ -150,15 +148,7 @@ def _fit(cfg: Mapping) -> Generator:
                  EarlyStopping(monitor=monitor, mode=mode, patience=int(es["patience"]),
                                min_delta=float(es["min_delta"])),
                  Snapshots(out / SNAPSHOT_DIR, int(cfg["snapshot_every_n_steps"]))]
-    kwargs = dict(enable_model_summary=False, num_sanity_val_steps=0)
-    kwargs.update(dict(cfg["trainer"]))
-    kwargs.update(callbacks=callbacks, logger=CSVLogger(str(out), name="", version=""), default_root_dir=str(out))
-    for logger in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
-        logging.getLogger(logger).setLevel(logging.WARNING)
-    try:
-        trainer = L.Trainer(**kwargs)
-    except Exception as e:  # Lightning validates its own arguments (TypeError, ValueError, MisconfigurationException)
-        raise ZooError(f"bad trainer settings: {' '.join(str(e).split())}") from None
+    trainer = make_trainer(cfg["trainer"], out, callbacks, enable_model_summary=False, num_sanity_val_steps=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(g, train_dataloaders=train_dl, val_dataloaders=val_dl)

@@ -7,15 +7,13 @@ metrics of the best checkpoint, split sizes and the resolved config).
 """
 from __future__ import annotations
 
-import inspect
 import json
-import logging
 import time
 import warnings
 from pathlib import Path
 from typing import Mapping
 
-from zoo.config import CONF_DIR, compose
+from zoo.config import checked_overrides, compose, group_options, make_trainer
 from zoo.errors import ZooError
 from zoo.schema import check_train_config
 
@@ -27,34 +25,6 @@ USAGE = """usage: zoo train encoder=NAME task=NAME zoo=PATH [key=value ...]
   configs: conf/train.yaml, conf/encoder/, conf/task/, conf/augment/"""
 
 GROUPS = ("encoder", "task", "augment")
-
-
-def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-def _prepare(argv: list[str]) -> list[str]:
-    """Check group choices (one-line errors naming the options) and let any Trainer argument through."""
-    import lightning as L
-    from omegaconf import OmegaConf
-
-    trainer_args = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
-    declared = set(OmegaConf.load(CONF_DIR / "train.yaml").get("trainer", {}))
-    out = []
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        if not eq:
-            raise ZooError(f"bad argument {arg!r}: expected key=value")
-        if key in GROUPS and value not in _options(key):
-            raise ZooError(f"unknown {key} {value!r}; choose one of {_options(key)}")
-        if key.startswith("trainer."):
-            name = key.split(".", 1)[1]
-            if name not in trainer_args:
-                raise ZooError(f"unknown Trainer argument {name!r} (from {key})")
-            if name not in declared:
-                arg = f"+{arg}"
-        out.append(arg)
-    return out
 
 
 def _run_name(cfg: Mapping) -> str:
@@ -69,7 +39,6 @@ def train(cfg: Mapping) -> dict:
     import lightning as L
     import numpy as np
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
 
     from .data import WeightDataModule
     from .lit import WeightModel
@@ -107,22 +76,15 @@ def train(cfg: Mapping) -> dict:
         stale.unlink(missing_ok=True)  # a run folder never mixes this run's files with an older run's
     incomplete = out / "INCOMPLETE"
     incomplete.write_text("this run did not finish (interrupted or failed); run the same command again\n")
-    kwargs = dict(enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False)
-    kwargs.update(dict(cfg["trainer"]))
-    kwargs.update(callbacks=[ckpt_cb], logger=CSVLogger(str(out), name="", version=""), default_root_dir=str(out))
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        trainer = L.Trainer(**kwargs)
-    except Exception as e:  # Lightning validates its own arguments (TypeError, ValueError, MisconfigurationException)
-        raise ZooError(f"bad trainer settings: {' '.join(str(e).split())}") from None
+    trainer = make_trainer(cfg["trainer"], out, [ckpt_cb], enable_model_summary=False, num_sanity_val_steps=0,
+                           use_distributed_sampler=False)
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(model, datamodule=dm)
         fit_s = time.time() - t0
         best = load_model(out / CHECKPOINT_NAME) if (out / CHECKPOINT_NAME).exists() else model
-        tester = L.Trainer(accelerator=kwargs.get("accelerator", "cpu"), devices=1, logger=False,
+        tester = L.Trainer(accelerator=cfg["trainer"].get("accelerator", "cpu"), devices=1, logger=False,
                            enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
         test = tester.test(best, datamodule=dm, verbose=False)[0]
     counts = dm.samples.groupby("split").agg(models=("model_id", "nunique"), samples=("model_id", "size"))
@@ -145,10 +107,10 @@ def train(cfg: Mapping) -> dict:
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE.format(encoders=", ".join(_options("encoder")), tasks=", ".join(_options("task")),
-                           augment=", ".join(_options("augment"))))
+        print(USAGE.format(encoders=", ".join(group_options("encoder")), tasks=", ".join(group_options("task")),
+                           augment=", ".join(group_options("augment"))))
         return 0 if argv else 2
-    cfg = compose("train", _prepare(argv))
+    cfg = compose("train", checked_overrides(argv, 'train', GROUPS))
     s = train(cfg)
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in s["test"].items() if v is not None)
     print(f"zoo train: {s['encoder']} on {s['task']['name']}: test {metrics}; run in {s['out']}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Mapping
 
 from omegaconf import OmegaConf
 
@@ -49,3 +50,52 @@ def compose(config_name: str, overrides: list[str]) -> dict:
         raise ZooError(f"bad override: {msg}") from None
     finally:
         GlobalHydra.instance().clear()
+
+
+def group_options(group: str) -> list[str]:
+    """The configs of one config group (``conf/<group>/*.yaml``), by name."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def checked_overrides(argv: list[str], config_name: str, groups: tuple[str, ...]) -> list[str]:
+    """Hydra overrides of a Lightning-run app with one-line errors for a malformed argument or an unknown
+    group choice; any ``lightning.Trainer`` argument passes through (``+`` added when the config lacks it)."""
+    import inspect
+
+    import lightning as L
+
+    trainer_args = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
+    declared = set(OmegaConf.load(CONF_DIR / f"{config_name}.yaml").get("trainer", {}))
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if not eq:
+            raise ZooError(f"bad argument {arg!r}: expected key=value")
+        if key in groups and value not in group_options(key):
+            raise ZooError(f"unknown {key} {value!r}; choose one of {group_options(key)}")
+        if key.startswith("trainer."):
+            name = key.split(".", 1)[1]
+            if name not in trainer_args:
+                raise ZooError(f"unknown Trainer argument {name!r} (from {key})")
+            if name not in declared:
+                arg = f"+{arg}"
+        out.append(arg)
+    return out
+
+
+def make_trainer(settings: Mapping, out: Path, callbacks: list, **defaults: Any):
+    """The ``lightning.Trainer`` of a run configured under ``trainer:`` (any Trainer argument), logging CSV to
+    ``out``; Lightning's own argument errors become one-line ZooErrors and its banners stay quiet."""
+    import logging
+
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    kwargs = {**defaults, **dict(settings), "callbacks": callbacks,
+              "logger": CSVLogger(str(out), name="", version=""), "default_root_dir": str(out)}
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        return L.Trainer(**kwargs)
+    except Exception as e:  # Lightning validates its own arguments (TypeError, ValueError, MisconfigurationException)
+        raise ZooError(f"bad trainer settings: {' '.join(str(e).split())}") from None

@@ -1,25 +1,10 @@
 """``zoo export ZOO DIR`` and ``zoo import DIR --out NEW.zarr``: the command-line face of :mod:`zoo.transfer`."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from .argparsing import ArgumentParser, parse
 from .errors import ZooError
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose mistakes are one-line ZooErrors (the CLI prints them; no argparse usage dump)."""
-
-    def error(self, message: str):
-        raise ZooError(f"{message} (usage: {self.usage})")
-
-
-def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | None:
-    """Parse arguments; --help prints the help and returns None."""
-    try:
-        return parser.parse_args(argv)
-    except SystemExit:
-        return None
 
 
 def main_export(argv: list[str]) -> int:
@@ -27,11 +12,11 @@ def main_export(argv: list[str]) -> int:
     from .transfer import export_zoo
 
     usage = "zoo export ZOO DIR"
-    parser = _Parser(prog="zoo export", usage=usage, description="export a zoo: zoo.json + one safetensors file"
+    parser = ArgumentParser(prog="zoo export", usage=usage, description="export a zoo: zoo.json + one safetensors file"
                      " per model (state dict at every checkpoint, metrics)")
     parser.add_argument("zoo", help="the zoo to export (a .zarr path or URL)")
     parser.add_argument("dir", help="a new (or empty) folder to write")
-    args = _parse(parser, argv)
+    args = parse(parser, argv)
     if args is None:
         return 0
     out = export_zoo(args.zoo, args.dir)
@@ -47,7 +32,7 @@ def main_import(argv: list[str]) -> int:
     usage = ("zoo import DIR --out NEW.zarr [--overwrite] [--no-datasets]"
              " [--arch-file SPEC.json | --arch KEY=VALUE ...] [--epoch N] [--dataset NAME]"
              " [--metrics NAME ...]")
-    parser = _Parser(prog="zoo import", usage=usage, description="import a folder into a new zoo: a `zoo export`"
+    parser = ArgumentParser(prog="zoo import", usage=usage, description="import a folder into a new zoo: a `zoo export`"
                      " folder, or the flat format (weights.npy [N, P], layout.csv, metrics.csv) of one architecture")
     parser.add_argument("dir", help="the folder to import")
     parser.add_argument("--out", required=True, help="the zoo to create (.zarr path or URL)")
@@ -62,7 +47,7 @@ def main_import(argv: list[str]) -> int:
     parser.add_argument("--dataset", help="flat format: the dataset the models were trained on (a name or .npz)")
     parser.add_argument("--metrics", nargs="+", metavar="NAME",
                         help="flat format: metrics.csv columns that are metrics (default: the known names)")
-    args = _parse(parser, argv)
+    args = parse(parser, argv)
     if args is None:
         return 0
     if args.arch_file and args.arch:

@@ -1,9 +1,9 @@
 """``zoo align PATH [--reference ID|auto] [--checkpoint all|last|N]``: write canonical weights and a report."""
 from __future__ import annotations
 
-import argparse
 import json
 
+from ..argparsing import ArgumentParser, parse
 from ..errors import ZooError
 
 EPILOG = """reference auto: per (layout, dataset), the done model with the best final test accuracy
@@ -13,8 +13,8 @@ permutation per model (found at the last selected checkpoint) to all checkpoints
 skipped unless --diverged finite. Tables 'alignment' and 'alignment_summary' are stored in the zoo."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="zoo align", description="Git Re-Basin: align every done model of a zoo "
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog="zoo align", description="Git Re-Basin: align every done model of a zoo "
                                 "to a reference and store canonical weights", epilog=EPILOG)
     p.add_argument("path", help="zoo store (local path or fsspec URL)")
     p.add_argument("--reference", default="auto", help="model id, or auto (default)")
@@ -34,12 +34,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``zoo align``; user errors raise ZooError (the dispatcher prints one line, exit 2)."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as e:
-        if e.code:
-            raise ZooError("usage: zoo align PATH [--reference ID|auto] [--checkpoint all|last|N] "
-                           "(zoo align --help)") from None
+    args = parse(_parser(), argv)
+    if args is None:
         return 0
     if args.restarts < 0 or args.max_iter < 1 or args.pairs < 0 or args.threads < 0:
         raise ZooError("--restarts, --pairs and --threads must be >= 0 and --max-iter >= 1")
