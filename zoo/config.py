@@ -99,3 +99,127 @@ def make_trainer(settings: Mapping, out: Path, callbacks: list, **defaults: Any)
         return L.Trainer(**kwargs)
     except Exception as e:  # Lightning validates its own arguments (TypeError, ValueError, MisconfigurationException)
         raise ZooError(f"bad trainer settings: {' '.join(str(e).split())}") from None
+
+
+# ---------------------------------------------------------------------------------------------- --help text
+def _split_comment(text: str) -> tuple[str, str]:
+    """``value  # comment`` -> (value, comment); a ``#`` inside quotes or right after a non-space is kept."""
+    quote = None
+    for i, ch in enumerate(text):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or text[i - 1].isspace()):
+            return text[:i].strip(), text[i + 1:].strip()
+    return text.strip(), ""
+
+
+def config_doc(path: str | Path) -> tuple[str, list[tuple[str, str, str]]]:
+    """A YAML config's own documentation: (its leading comment, [(dotted key, default as written, comment)]).
+
+    Comments on a key's line, the comment lines aligned under it, and comment lines just above a key all
+    document that key; the ``defaults:`` list is left out (see :func:`config_groups`)."""
+    import re
+
+    lines = Path(path).read_text().splitlines()
+    head: list[str] = []
+    keys: list[list] = []  # [dotted key, value, comment, comment column]
+    stack: list[tuple[int, str]] = []
+    above: list[str] = []
+    in_defaults, continues = False, -1  # continues: indent of the key whose line comment may go on below
+    for line in lines:
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if not stripped:
+            above, continues = [], -1
+            continue
+        if stripped.startswith("#"):
+            text = stripped.lstrip("#").strip()
+            if keys and continues >= 0 and indent > continues:
+                keys[-1][2] = f"{keys[-1][2]} {text}".strip()  # continues the comment on the line above
+            elif not keys and not stack and indent == 0 and not in_defaults:
+                head.append(text)
+            elif not text.startswith("--"):  # "# -- data": a section heading, not a key's documentation
+                above.append(text)
+            continue
+        continues = -1
+        if in_defaults and (indent > 0 or stripped.startswith("-")):
+            continue
+        in_defaults = False
+        m = re.match(r"([A-Za-z_][\w\-]*)\s*:(\s.*|)$", stripped)
+        if not m:
+            continue
+        key, rest = m.group(1), m.group(2)
+        if indent == 0 and key == "defaults":
+            in_defaults, above = True, []
+            continue
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        value, comment = _split_comment(rest)
+        col = line.find("#", len(line) - len(rest)) if comment else None
+        dotted = ".".join([k for _, k in stack] + [key])
+        comment = " ".join([*above, comment]).strip()
+        above = []
+        if value == "":  # a mapping: its keys follow, dotted
+            stack.append((indent, key))
+            if comment:
+                keys.append([f"{dotted}.*", "", comment, col])
+            continue
+        keys.append([dotted, value, comment, col])
+        continues = indent if col is not None else -1
+    return " ".join(head), [(k, v, c) for k, v, c, _ in keys]
+
+
+def config_groups(config_name: str) -> list[tuple[str, str]]:
+    """The config groups ``conf/<config_name>.yaml`` composes: [(group, default choice)]."""
+    groups = []
+    for item in OmegaConf.load(CONF_DIR / f"{config_name}.yaml").get("defaults", []) or []:
+        if isinstance(item, str) or item is None:
+            continue
+        for group, choice in dict(item).items():
+            if not str(group).startswith(("/", "override")) and "@" not in str(group):
+                groups.append((str(group), str(choice)))
+    return groups
+
+
+def _wrap(left: str, text: str, width: int = 110, col: int = 34) -> list[str]:
+    import textwrap
+
+    if not text:
+        return [left]
+    first = left.ljust(col - 1) + " " if len(left) < col - 1 else None
+    body = textwrap.wrap(text, width - col) or [""]
+    if first is None:
+        return [left] + [" " * col + b for b in body]
+    return [first + body[0]] + [" " * col + b for b in body[1:]]
+
+
+def help_text(config_name: str, usage: str, examples: list[str] = (), group_keys: tuple[str, ...] = ()) -> str:
+    """``--help`` of a Hydra-configured command, read from the packaged configs so new ones appear by
+    themselves: usage, each config group's choices (with their first comment line), every key of
+    ``conf/<config_name>.yaml`` with its default and comment, and the keys of the default choice of each
+    group in ``group_keys``."""
+    doc, keys = config_doc(CONF_DIR / f"{config_name}.yaml")
+    out = [usage]
+    if doc:
+        out.append(f"  {doc}")
+    out += [f"  e.g. {e}" for e in examples]
+    groups = config_groups(config_name)
+    if groups:
+        out += ["", "config groups (choose with GROUP=NAME; one YAML file each in conf/GROUP/):"]
+        for group, default in groups:
+            out.append(f"  {group} (default: {default})")
+            for name in group_options(group):
+                first = config_doc(CONF_DIR / group / f"{name}.yaml")[0]
+                out += _wrap(f"    {name}", first.split(". ")[0].rstrip(".") if first else "")
+    out += ["", f"keys of conf/{config_name}.yaml (override with KEY=VALUE; default shown):"]
+    for k, v, c in keys:
+        out += _wrap(f"  {k}" if not v else f"  {k}={v}", c)
+    for group, default in groups:
+        if group in group_keys and (CONF_DIR / group / f"{default}.yaml").is_file():
+            out += ["", f"keys of {group}={default} (override with {group}.KEY=VALUE; other {group} files have their own):"]
+            for k, v, c in config_doc(CONF_DIR / group / f"{default}.yaml")[1]:
+                out += _wrap(f"  {group}.{k}" if not v else f"  {group}.{k}={v}", c)
+    out += ["", f"configs: {CONF_DIR}"]
+    return "\n".join(out)

@@ -8,22 +8,21 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from tqdm.auto import tqdm
-
 from .build import make_build_plan, train_and_write, unit_size
 from .errors import ZooError
-from .recipe import Plan
-from .datasets import Dataset, load_dataset
+from .progress import Progress
+from .recipe import Plan, load_recipe_datasets
+from .datasets import Dataset
 
 
 def _train_remote(path: str, cfg: Mapping, index: int) -> dict:
     """Runs on a worker: everything it needs comes from the config, nothing from the client's memory."""
-    recipe = cfg["recipe"]
-    dataset = load_dataset(recipe["dataset"], seed=int(recipe.get("task_seed", 0)))
-    return train_and_write(path, cfg, make_build_plan(cfg, dataset), dataset, index, progress=False)
+    datasets = load_recipe_datasets(cfg["recipe"])
+    return train_and_write(path, cfg, make_build_plan(cfg, datasets), datasets, index, progress=False)
 
 
-def run_dask(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, pending: list[int], progress: bool) -> None:
+def run_dask(path: str, cfg: Mapping, plan: Plan, dataset: Dataset | Mapping[str, Dataset], pending: list[int],
+             progress: bool) -> None:
     from distributed import Client, LocalCluster, as_completed
 
     ex = cfg.get("executor") or {}
@@ -42,8 +41,12 @@ def run_dask(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, pending: lis
         # largest populations first so the workers finish together; pure=False: every dataset runs once
         order = sorted(pending, key=lambda p: -len(plan.populations[p]))
         futures = [client.submit(_train_remote, path, cfg, p, pure=False, key=f"zoo-population-{p}") for p in order]
-        for future in tqdm(as_completed(futures), total=len(futures), desc="populations (dask)", disable=not progress):
-            future.result()  # re-raises a worker's error here
+        with Progress(sum(unit_size(plan, p) for p in order), "models", prefix="zoo build (dask)",
+                      enabled=progress) as bar:
+            unit_of, diverged = {f.key: p for f, p in zip(futures, order)}, 0
+            for future in as_completed(futures):
+                diverged += future.result()["diverged"]  # re-raises a worker's error here
+                bar.update(unit_size(plan, unit_of[future.key]), diverged=diverged)
     finally:
         client.close()
         if cluster is not None:
