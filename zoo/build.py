@@ -17,7 +17,6 @@ import time
 from typing import Callable, Mapping
 
 import torch
-from tqdm.auto import tqdm
 
 from . import store as zstore
 from .errors import ZooError
@@ -109,19 +108,22 @@ def population_spec(cfg: Mapping, plan: Plan, index: int) -> PopulationSpec:
         eval_memory_floats=int(cfg["memory_floats"]), retain_memory=bool(cfg.get("retain_memory", True)))
 
 
-def train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit: int, progress: bool = False) -> dict:
+def train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit: int, progress: bool = False,
+                    on_population: Callable[[int], None] | None = None) -> dict:
     """Train the populations of write unit ``unit`` that hold pending models, write those models in one
-    write per block; returns counts (done, diverged)."""
+    write per block; returns counts (done, diverged). ``on_population(n)`` is called as each population
+    (n models) finishes or is skipped (progress displays)."""
     previous = torch.get_num_threads()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
     try:
-        return _train_and_write(path, cfg, plan, dataset, unit, progress)
+        return _train_and_write(path, cfg, plan, dataset, unit, progress, on_population)
     finally:
         torch.set_num_threads(previous)
 
 
-def _train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit: int, progress: bool) -> dict:
+def _train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit: int, progress: bool,
+                     on_population: Callable[[int], None] | None = None) -> dict:
     writer = open_writer(path)
     z = zstore.open(path)
     status = z.models["status"].to_numpy()
@@ -129,8 +131,12 @@ def _train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit
     for index in plan.units[unit]:
         members = plan.populations[index]
         if not (status[members] == "pending").any():
+            if on_population is not None:
+                on_population(len(members))
             continue
         result = train_population(population_spec(cfg, plan, index), dataset, progress=progress)
+        if on_population is not None:
+            on_population(len(members))
         for j, model_id in enumerate(members):
             if status[model_id] != "pending":
                 continue
@@ -150,19 +156,17 @@ def unit_size(plan: Plan, unit: int) -> int:
 
 
 def run_local(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, pending: list[int], progress: bool) -> None:
-    """Train the pending units in order. In a terminal: a bar over blocks plus Lightning's bar per population;
-    in a log (not a terminal): one line per block, so a 100,000-model build logs a few hundred lines."""
-    terminal = sys.stderr.isatty()
-    bar = tqdm(pending, desc="blocks", disable=not (progress and terminal), unit="block")
-    total, done, t0 = sum(unit_size(plan, u) for u in pending), 0, time.perf_counter()
-    for k, unit in enumerate(bar):
-        bar.set_postfix(models=unit_size(plan, unit))
-        train_and_write(path, cfg, plan, dataset, unit, progress=progress and terminal)
-        done += unit_size(plan, unit)
-        if progress and not terminal:
-            elapsed = time.perf_counter() - t0
-            print(f"[zoo build] block {k + 1}/{len(pending)}: {done:,}/{total:,} models in {elapsed:.0f} s"
-                  f" (about {elapsed / done * (total - done):.0f} s left)", file=sys.stderr, flush=True)
+    """Train the pending units in order under one progress display over models (zoo.progress: a bar in a
+    terminal, a line every few seconds in a log) that advances as populations finish; Lightning's own
+    per-population bars stay off, so a build of thousands of models logs at most about 100 lines."""
+    from .progress import Progress
+
+    total, diverged = sum(unit_size(plan, u) for u in pending), 0
+    with Progress(total, "models", prefix="zoo build", enabled=progress) as bar:
+        for unit in pending:
+            counts = train_and_write(path, cfg, plan, dataset, unit, progress=False, on_population=bar.update)
+            diverged += counts["diverged"]
+            bar.set_postfix(diverged=diverged)
 
 
 EXECUTORS = ("local", "dask")
