@@ -9,6 +9,7 @@ training) and ``summary.json``.
 from __future__ import annotations
 
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -148,7 +149,10 @@ def _fit(cfg: Mapping) -> Generator:
                  EarlyStopping(monitor=monitor, mode=mode, patience=int(es["patience"]),
                                min_delta=float(es["min_delta"])),
                  Snapshots(out / SNAPSHOT_DIR, int(cfg["snapshot_every_n_steps"]))]
-    trainer = make_trainer(cfg["trainer"], out, callbacks, enable_model_summary=False, num_sanity_val_steps=0)
+    print(f"[zoo fit] {name} on {cfg['zoo']}: {len(src.info['train_ids'])} train / {len(src.info['val_ids'])} val"
+          f" models, {int(cfg['steps_per_epoch'])} steps per epoch; following {monitor}", file=sys.stderr, flush=True)
+    trainer = make_trainer(cfg["trainer"], out, callbacks, progress="zoo fit", monitor=monitor,
+                           enable_model_summary=False, num_sanity_val_steps=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(g, train_dataloaders=train_dl, val_dataloaders=val_dl)
