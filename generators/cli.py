@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from zoo.config import checked_overrides, compose, group_options
+from zoo.config import checked_overrides, compose, group_options, help_text
 from zoo.argparsing import ArgumentParser, parse
 from zoo.errors import ZooError
 
@@ -22,7 +22,8 @@ FIT_USAGE = """usage: zoo fit generator=NAME zoo=PATH [out=DIR] [key=value ...]
 def main_fit(argv: list[str]) -> int:
     """Entry point of ``zoo fit``."""
     if not argv or argv[0] in ("-h", "--help"):
-        print(FIT_USAGE.format(generators=", ".join(group_options("generator"))))
+        print(help_text("fit", FIT_USAGE.splitlines()[0], [e.strip().removeprefix("e.g. ") for e in
+                                                          FIT_USAGE.splitlines()[2:-1]], group_keys=("generator",)))
         return 0 if argv else 2
     from .train import fit_config
 
@@ -31,7 +32,9 @@ def main_fit(argv: list[str]) -> int:
     summary = json.loads((g.run_dir / "summary.json").read_text())
     print(f"zoo fit: {summary['generator']} on {summary['zoo']} ({summary['train_models']} train / "
           f"{summary['val_models']} val models, weights {summary['canonical']}): {summary['steps']} steps in "
-          f"{summary['fit_seconds']:.1f}s, best {summary['monitor']} {summary['best_score']:.4g}; run in {summary['out']}")
+          f"{summary['fit_seconds']:.1f}s, best {summary['monitor']} {summary['best_score']:.4g}\n"
+          f"run in {summary['out']} (model.safetensors, summary.json, metrics.csv); next: zoo sample {summary['out']}"
+          f" -n 100 --out data/zoos/{summary['generator']}-samples.zarr")
     return 0
 
 

@@ -8,12 +8,13 @@ metrics of the best checkpoint, split sizes and the resolved config).
 from __future__ import annotations
 
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
 from typing import Mapping
 
-from zoo.config import checked_overrides, compose, group_options, make_trainer
+from zoo.config import checked_overrides, compose, group_options, help_text, make_trainer
 from zoo.errors import ZooError
 from zoo.schema import check_train_config
 
@@ -76,8 +77,12 @@ def train(cfg: Mapping) -> dict:
         stale.unlink(missing_ok=True)  # a run folder never mixes this run's files with an older run's
     incomplete = out / "INCOMPLETE"
     incomplete.write_text("this run did not finish (interrupted or failed); run the same command again\n")
-    trainer = make_trainer(cfg["trainer"], out, [ckpt_cb], enable_model_summary=False, num_sanity_val_steps=0,
-                           use_distributed_sampler=False)
+    counts = dm.samples.groupby("split")["model_id"].nunique()
+    print(f"[zoo train] {cfg['encoder']['name']} on {dm.task.name}: {counts.get('train', 0)} train /"
+          f" {counts.get('val', 0)} val / {counts.get('test', 0)} test models of {cfg['zoo']}; following {monitor}",
+          file=sys.stderr, flush=True)
+    trainer = make_trainer(cfg["trainer"], out, [ckpt_cb], progress="zoo train", monitor=monitor,
+                           enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False)
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -107,11 +112,13 @@ def train(cfg: Mapping) -> dict:
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE.format(encoders=", ".join(group_options("encoder")), tasks=", ".join(group_options("task")),
-                           augment=", ".join(group_options("augment"))))
+        print(help_text("train", USAGE.splitlines()[0], [USAGE.split("e.g. ")[1].splitlines()[0]], group_keys=GROUPS))
         return 0 if argv else 2
     cfg = compose("train", checked_overrides(argv, 'train', GROUPS))
     s = train(cfg)
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in s["test"].items() if v is not None)
-    print(f"zoo train: {s['encoder']} on {s['task']['name']}: test {metrics}; run in {s['out']}")
+    held_out = s["splits"].get("test", {}).get("models", 0)
+    print(f"zoo train: {s['encoder']} on {s['task']['name']}, {held_out} held-out models: {metrics}"
+          f" ({s['epochs']} epochs in {s['fit_seconds']:.0f} s)\nrun in {s['out']} (summary.json, metrics.csv,"
+          f" {Path(s['checkpoint']).name})")
     return 0
