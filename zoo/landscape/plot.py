@@ -27,6 +27,27 @@ PANELS = [  # (column, title, scale): log panels use log10 of positive values
     ("cka", "CKA of logits", "linear"),
 ]
 PHASE_COLORS = {"I": "#d62728", "II": "#ff7f0e", "III": "#9467bd", "IV-A": "#2ca02c", "IV-B": "#1f77b4", "": "#dddddd"}
+PHASE_LEGEND = {  # the phase panel's legend: what each colour means (rules: zoo/landscape/phases.py)
+    "I": "I: high loss, barrier", "II": "II: high loss, mc > 0", "III": "III: low loss, barrier",
+    "IV-A": "IV-A: low loss, connected, low CKA", "IV-B": "IV-B: low loss, connected, high CKA",
+    "": "unlabelled (see note)"}
+
+
+def _phase_legend(fig, shown: set[str], any_marginal: bool) -> None:
+    """Legend right of the bottom (phase) panels: colour per phase (every phase; those absent from this
+    diagram in grey text) and the hatching of marginal cells."""
+    import matplotlib.patches as mpatches
+
+    handles = [mpatches.Patch(facecolor=PHASE_COLORS[p], edgecolor="black", linewidth=0.3, label=PHASE_LEGEND[p])
+               for p in PHASE_COLORS if p in shown or p in PHASES]
+    if any_marginal:
+        handles.append(mpatches.Patch(facecolor="white", edgecolor="black", hatch="///", linewidth=0.3,
+                                      label="marginal ('?'): interval crosses a cut-off"))
+    legend = fig.legend(handles=handles, loc="outside right lower", fontsize=7, frameon=False, title="phases",
+                        title_fontsize=8, handlelength=1.2)
+    for text, p in zip(legend.get_texts(), [p for p in PHASE_COLORS if p in shown or p in PHASES]):
+        if p not in shown:
+            text.set_color("#888888")
 
 
 def _panels(cells: pd.DataFrame) -> list[tuple[str, str, str]]:
@@ -83,7 +104,9 @@ def phase_diagram(cells: pd.DataFrame, out_dir: str | Path, cutoffs: Mapping, ex
     n_cols = 3  # each combination of the other varying axes gets a 3 x 3 block of panels
     n_rows = 3 * len(combos)
     panel_w = max(4.2, 0.55 * len(widths) + 1.2)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel_w * n_cols, 3.2 * n_rows + 0.6), squeeze=False)
+    # constrained layout keeps the suptitle, titles, colorbars and the phase legend apart
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(panel_w * n_cols + 1.0, 3.2 * n_rows + 0.9), squeeze=False,
+                             layout="constrained")
     for r, combo in enumerate(combos):
         sub = cells if not others else cells[(cells[others].astype(str) == pd.Series(combo, index=others)).all(axis=1)]
         for c, (col, title, scale) in enumerate([*_panels(cells), ("phase", "phase", "phase")]):
@@ -113,6 +136,13 @@ def phase_diagram(cells: pd.DataFrame, out_dir: str | Path, cutoffs: Mapping, ex
                 for i, j in hatched:  # marginal: the interval of a deciding metric crosses its cut-off
                     ax.add_patch(matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",
                                                               edgecolor="black", linewidth=0, alpha=0.4))
+                names = [*PHASES, ""]  # a discrete colorbar: phase name <-> colour, beside the panel like the others
+                cmap = matplotlib.colors.ListedColormap([PHASE_COLORS[p] for p in names])
+                mappable = matplotlib.cm.ScalarMappable(matplotlib.colors.BoundaryNorm(np.arange(len(names) + 1) - 0.5,
+                                                                                       len(names)), cmap)
+                bar = fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.04, ticks=range(len(names)))
+                bar.ax.set_yticklabels([p or "none" for p in names], fontsize=7)
+                bar.ax.tick_params(length=0)
             else:
                 finite = grid[np.isfinite(grid)]
                 kw = {}
@@ -122,7 +152,8 @@ def phase_diagram(cells: pd.DataFrame, out_dir: str | Path, cutoffs: Mapping, ex
                     kw["norm"] = SymLogNorm(linthresh=min(lin, m), vmin=-m, vmax=m)
                 im = ax.imshow(grid, origin="lower", aspect="auto", cmap="RdBu" if scale == "diverging" else "viridis",
                                **kw)
-                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+                bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+                bar.ax.tick_params(labelsize=7)
                 for i, j in itertools.product(range(len(temps)), range(len(widths))):
                     if np.isfinite(grid[i, j]):  # dark text on light cells, white on dark ones
                         r_, g_, b_, _ = im.cmap(im.norm(grid[i, j]))
@@ -139,9 +170,13 @@ def phase_diagram(cells: pd.DataFrame, out_dir: str | Path, cutoffs: Mapping, ex
                 title = "phase (hatched, '?': marginal)"
             head = title if not others else f"{title}\n" + ", ".join(f"{k}={v}" for k, v in zip(others, combo))
             ax.set_title(head, fontsize=8)
+    import textwrap
+
+    _phase_legend(fig, {str(v) for v in cells["phase"]},
+                  "marginal" in cells.columns and bool(cells["marginal"].astype(bool).any()))
     cut_txt = ", ".join(f"{k}={v}" for k, v in cutoffs.items())
-    fig.suptitle(f"phase diagram — cut-offs: {cut_txt}", fontsize=9)
-    fig.tight_layout()
+    name_txt = f"{extra['recipe']}: " if extra and extra.get("recipe") else ""
+    fig.suptitle("\n".join(textwrap.wrap(f"{name_txt}phase diagram — cut-offs: {cut_txt}", 40 * n_cols)), fontsize=9)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     png, js = out / f"{name}.png", out / f"{name}.json"
