@@ -7,7 +7,7 @@ from zoo import ZooError, load_dataset
 from zoo.datasets import DATASETS
 
 
-@pytest.mark.parametrize("name", DATASETS)
+@pytest.mark.parametrize("name", DATASETS + ("digits-classes-13579", "make-classification-3"))
 def test_every_dataset_loads_deterministically(name):
     a, b = load_dataset(name, seed=0), load_dataset(name, seed=0)
     assert a.fingerprint == b.fingerprint and torch.equal(a.X_train, b.X_train)

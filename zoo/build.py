@@ -21,8 +21,8 @@ import torch
 from . import store as zstore
 from .errors import ZooError
 from .population import PopulationSpec, train_population
-from .datasets import Dataset, load_dataset
-from .recipe import Plan, init_state, make_plan
+from .datasets import Dataset
+from .recipe import Plan, init_state, load_recipe_datasets, make_plan
 from .lock import writing
 from .schema import check_build_config
 from .writer import DEFAULT_BLOCK_SIZE, create, open_writer
@@ -49,28 +49,32 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def create_store(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, metric_names: list[str]) -> None:
+def create_store(path: str, cfg: Mapping, plan: Plan, dataset: Dataset | Mapping[str, Dataset],
+                 metric_names: list[str]) -> None:
     """Write an empty store for ``plan`` through the writer API, with the build config as provenance."""
     create(path, plan.models_table(cfg["recipe"]), plan.layouts, plan.checkpoint_epochs, metric_names,
            attrs={"config": cfg, "config_hash": config_hash(cfg), "versions": _versions(), "producer": "zoo build"},
-           datasets=[dataset], overwrite=True, block_size=int(cfg.get("block_size", DEFAULT_BLOCK_SIZE)))
+           datasets=list(dataset.values()) if isinstance(dataset, Mapping) else [dataset], overwrite=True, block_size=int(cfg.get("block_size", DEFAULT_BLOCK_SIZE)))
 
 
 def _metric_names(dataset: Dataset) -> list[str]:
     return list(zstore.REGRESSION_METRICS if dataset.kind == "regression" else zstore.CLASSIFICATION_METRICS)
 
 
-def make_build_plan(cfg: Mapping, dataset: Dataset) -> Plan:
+def make_build_plan(cfg: Mapping, dataset: Dataset | Mapping[str, Dataset]) -> Plan:
     """The plan of a build config (deterministic: every process derives the same one)."""
     return make_plan(cfg["recipe"], dataset, int(cfg["population_size"]), int(cfg["memory_floats"]),
                      int(cfg.get("block_size", DEFAULT_BLOCK_SIZE)))
 
 
-def prepare(cfg: Mapping) -> tuple[str, Plan, Dataset, list[int]]:
-    """Create or validate the store at cfg.out; return its path, plan, dataset and the pending write units."""
+def prepare(cfg: Mapping) -> tuple[str, Plan, dict[str, Dataset], list[int]]:
+    """Create or validate the store at cfg.out; return its path, plan, datasets by name and the pending write units."""
     path, recipe = str(cfg["out"]), cfg["recipe"]
-    dataset = load_dataset(recipe["dataset"], seed=int(recipe.get("task_seed", 0)))
-    plan = make_build_plan(cfg, dataset)
+    datasets = load_recipe_datasets(recipe)
+    if len(datasets) > 1 and (recipe.get("landscape") or {}).get("enabled"):
+        raise ZooError("recipe.landscape.enabled is for zoos over one dataset; this recipe has"
+                       f" {len(datasets)} (set recipe.landscape.enabled=false)")
+    plan = make_build_plan(cfg, datasets)
     meta = zstore.existing_meta(path)
     if meta is not None and cfg.get("overwrite"):
         zstore.remove(path)
@@ -82,16 +86,25 @@ def prepare(cfg: Mapping) -> tuple[str, Plan, Dataset, list[int]]:
         if meta.get("config_hash") != config_hash(cfg):
             raise ZooError(f"{path!r} holds a zoo built from a different config; pass overwrite=true to replace it"
                            " or choose another out=")
-        stored = ((meta.get("datasets") or {}).get(dataset.source) or {}).get("fingerprint")
-        if stored != dataset.fingerprint:
-            raise ZooError(f"the data of {dataset.source!r} changed since this zoo was started (fingerprint"
-                           f" {str(stored)[:12]}... now {dataset.fingerprint[:12]}...); restore it or build into a new out=")
+        for dataset in datasets.values():
+            stored = ((meta.get("datasets") or {}).get(dataset.source) or {}).get("fingerprint")
+            if stored != dataset.fingerprint:
+                raise ZooError(f"the data of {dataset.source!r} changed since this zoo was started (fingerprint"
+                               f" {str(stored)[:12]}... now {dataset.fingerprint[:12]}...); restore it or build into"
+                               " a new out=")
     else:  # nothing there, or a creation that was interrupted (nothing of value inside): start again
-        create_store(path, cfg, plan, dataset, _metric_names(dataset))
+        create_store(path, cfg, plan, datasets, _metric_names(next(iter(datasets.values()))))
     status = zstore.open(path).models["status"].to_numpy()
     pending = [u for u, pops in enumerate(plan.units)
                if any((status[plan.populations[p]] == "pending").any() for p in pops)]
-    return path, plan, dataset, pending
+    return path, plan, datasets, pending
+
+
+def population_dataset(plan: Plan, index: int, dataset: Dataset | Mapping[str, Dataset]) -> Dataset:
+    """The dataset population ``index`` trains on (a population never mixes datasets)."""
+    if not isinstance(dataset, Mapping):
+        return dataset
+    return dataset[plan.models[plan.populations[index][0]].dataset]
 
 
 def population_spec(cfg: Mapping, plan: Plan, index: int) -> PopulationSpec:
@@ -134,7 +147,8 @@ def _train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit
             if on_population is not None:
                 on_population(len(members))
             continue
-        result = train_population(population_spec(cfg, plan, index), dataset, progress=progress)
+        result = train_population(population_spec(cfg, plan, index), population_dataset(plan, index, dataset),
+                                  progress=progress)
         if on_population is not None:
             on_population(len(members))
         for j, model_id in enumerate(members):

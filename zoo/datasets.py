@@ -1,5 +1,6 @@
 """Datasets a zoo is trained on: bundled scikit-learn data, generated ones (modular arithmetic, function
-regression), and users' own ``.npz`` files.
+regression), families of related tasks (digit-class subsets, seeded ``make_classification`` tasks) and
+users' own ``.npz`` files.
 
 ``load_dataset(name_or_path, seed)`` returns tensors and a fingerprint (sha256 of the arrays and the
 recipe of the split), so a store can tell whether the data it was built on is the data at hand.
@@ -7,10 +8,14 @@ Splits are deterministic in the seed; nothing is downloaded.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import os
+import re
 import zipfile
 from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -56,15 +61,25 @@ def _standardize(X_tr: np.ndarray, X_te: np.ndarray):
     return (X_tr - mu) / sd, (X_te - mu) / sd
 
 
+@functools.lru_cache(maxsize=1)
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits scaled to [0, 1] (read once: a 250-task zoo loads it 250 times)."""
+    from sklearn import datasets
+
+    d = datasets.load_digits()
+    X, y = (d.data / 16.0).astype(np.float32), np.asarray(d.target)
+    X.flags.writeable = y.flags.writeable = False
+    return X, y
+
+
 def _sklearn_dataset(name: str, seed: int):
     from sklearn import datasets
 
     if name in ("digits", "digits-image"):
-        d = datasets.load_digits()
-        X = (d.data / 16.0).astype(np.float32)
+        X, y = _digits()
         if name == "digits-image":
             X = X.reshape(-1, 1, 8, 8)
-        return (*_split(X, d.target, seed, True), False)
+        return (*_split(X, y, seed, True), False)
     if name in ("wine", "breast-cancer"):
         d = datasets.load_wine() if name == "wine" else datasets.load_breast_cancer()
         X_tr, X_te, y_tr, y_te = _split(d.data.astype(np.float64), d.target, seed, True)
@@ -133,11 +148,120 @@ def _npz_dataset(path: str):
     return X_tr, X_te, y_tr, y_te, regression
 
 
+DIGITS_PREFIX = "digits-classes-"
+MAKE_CLASSIFICATION_PREFIX = "make-classification-"
+# what every make-classification task shares (one architecture fits the family); the rest is drawn per task
+MAKE_CLASSIFICATION_SHAPE = dict(n_samples=1000, n_features=20, n_classes=4)
+
+
+def _digit_classes(name: str) -> list[int]:
+    """The digit classes a ``digits-classes-<digits>`` name selects, in label order (one-line errors)."""
+    tail = name[len(DIGITS_PREFIX):]
+    if not tail.isdigit() or not tail.isascii():
+        raise ZooError(f"dataset {name!r}: after {DIGITS_PREFIX!r} come the digit classes, e.g. digits-classes-01234")
+    classes = [int(c) for c in tail]
+    if len(set(classes)) != len(classes):
+        raise ZooError(f"dataset {name!r} repeats a digit class; each of 0-9 may appear once")
+    if len(classes) < 2:
+        raise ZooError(f"dataset {name!r} has {len(classes)} class; a task needs at least 2 digits")
+    return classes
+
+
+def _digits_subset(name: str, seed: int):
+    """The k-way task on some digit classes: label = position of the class in the name (13579: 1->0, 3->1...),
+    split like ``digits`` (stratified, ``seed``)."""
+    classes = _digit_classes(name)
+    X, y = _digits()
+    keep = np.isin(y, classes)
+    relabel = np.full(10, -1, dtype=np.int64)
+    relabel[classes] = np.arange(len(classes))
+    return (*_split(X[keep], relabel[y[keep]], seed, True), False)
+
+
+def _task_seed(name: str) -> int:
+    tail = name[len(MAKE_CLASSIFICATION_PREFIX):]
+    if not (tail.isascii() and tail.isdigit()) or str(int(tail)) != tail or int(tail) >= 2**32:
+        raise ZooError(f"dataset {name!r}: after {MAKE_CLASSIFICATION_PREFIX!r} comes a task seed 0..2^32-1 without"
+                       " leading zeros, e.g. make-classification-7")
+    return int(tail)
+
+
+def make_classification_params(task_seed: int) -> dict:
+    """scikit-learn ``make_classification`` arguments of one task of the family, drawn from its seed."""
+    rng = np.random.default_rng([20_251_125, int(task_seed)])
+    return dict(MAKE_CLASSIFICATION_SHAPE, n_informative=int(rng.integers(4, 11)),
+                n_redundant=int(rng.integers(0, 5)), n_clusters_per_class=int(rng.integers(1, 3)),
+                class_sep=float(rng.uniform(0.7, 1.5)), flip_y=float(rng.uniform(0.0, 0.06)),
+                random_state=int(task_seed))
+
+
+def _make_classification(name: str, seed: int):
+    """One seeded ``make_classification`` task (20 features, 4 classes), split by ``seed`` (stratified) and
+    standardized on the training split's statistics."""
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(**make_classification_params(_task_seed(name)))
+    X_tr, X_te, y_tr, y_te = _split(X, y, seed, True)
+    X_tr, X_te = _standardize(X_tr, X_te)
+    return X_tr, X_te, y_tr, y_te, False
+
+
 MAX_CLASSES = 100_000  # a label beyond this is a data error, not a 10^9-way classifier
 
 
 DATASETS = ("digits", "digits-image", "wine", "breast-cancer", "moons", "circles", "modular-addition",
          "sine-regression")
+# families of related tasks, as name patterns (members load like any dataset; see expand_dataset_names)
+FAMILIES = (DIGITS_PREFIX + "<digits, e.g. 01234>", MAKE_CLASSIFICATION_PREFIX + "<task seed>")
+_CHOOSE = re.compile(re.escape(DIGITS_PREFIX) + r"choose(\d+)$")
+_RANGE = re.compile(re.escape(MAKE_CLASSIFICATION_PREFIX) + r"(\d+)\.\.(\d+)$")
+MAX_EXPANDED = 100_000
+
+
+def _expand(entry: str) -> list[str] | None:
+    """The members a pattern entry stands for, in a fixed order; None when ``entry`` is no pattern."""
+    m = _CHOOSE.match(entry)
+    if m:
+        k = int(m.group(1))
+        if not 2 <= k <= 10:
+            raise ZooError(f"dataset pattern {entry!r}: choose 2..10 of the 10 digit classes")
+        return [DIGITS_PREFIX + "".join(map(str, c)) for c in itertools.combinations(range(10), k)]
+    m = _RANGE.match(entry)
+    if m:
+        lo, hi = int(m.group(1)), int(m.group(2))
+        if hi < lo or hi - lo >= MAX_EXPANDED:
+            raise ZooError(f"dataset pattern {entry!r}: a range a..b of task seeds with a <= b and fewer than"
+                           f" {MAX_EXPANDED:,} tasks")
+        return [f"{MAKE_CLASSIFICATION_PREFIX}{s}" for s in range(lo, hi + 1)]
+    return None
+
+
+def expand_dataset_names(entries: Iterable[str], held_out: Sequence[str] = ()) -> list[str]:
+    """Dataset names of a recipe's ``datasets`` list with its patterns expanded, held-out tasks left out.
+
+    Patterns: ``digits-classes-choose<k>`` (every k-of-10 digit subset, lexicographic) and
+    ``make-classification-<a>..<b>`` (task seeds a to b, both included). A held-out name never enters the
+    list: patterns skip it and naming it outright is an error, so a zoo cannot train on its own held-out tasks.
+    A name listed twice (directly or through patterns) is an error.
+    """
+    held = set(str(h) for h in held_out)
+    out: list[str] = []
+    for entry in entries:
+        entry = str(entry)
+        members = _expand(entry)
+        if members is None:
+            if entry in held:
+                raise ZooError(f"dataset {entry!r} is listed both in recipe.datasets and in recipe.held_out")
+            members = [entry]
+        out.extend(m for m in members if m not in held)
+    seen: set[str] = set()
+    for name in out:
+        if name in seen:
+            raise ZooError(f"dataset {name!r} appears twice in recipe.datasets (directly or through a pattern)")
+        seen.add(name)
+    if not out:
+        raise ZooError(f"recipe.datasets {list(entries)} leaves no dataset once the held-out tasks are removed")
+    return out
 
 
 def load_dataset(name_or_path: str, seed: int = 0) -> Dataset:
@@ -149,10 +273,17 @@ def load_dataset(name_or_path: str, seed: int = 0) -> Dataset:
         X_tr, X_te, y_tr, y_te, regression = _modular_addition(seed=seed)
     elif name == "sine-regression":
         X_tr, X_te, y_tr, y_te, regression = _sine_regression(seed=seed)
+    elif _expand(name) is not None:
+        raise ZooError(f"{name!r} is a pattern for several datasets (it belongs in recipe.datasets), not one dataset")
+    elif name.startswith(DIGITS_PREFIX):
+        X_tr, X_te, y_tr, y_te, regression = _digits_subset(name, seed)
+    elif name.startswith(MAKE_CLASSIFICATION_PREFIX):
+        X_tr, X_te, y_tr, y_te, regression = _make_classification(name, seed)
     else:
         out = _sklearn_dataset(name, seed)
         if out is None:
-            raise ZooError(f"unknown dataset {name!r}; choose one of {list(DATASETS)} or give a path to a .npz file")
+            raise ZooError(f"unknown dataset {name!r}; choose one of {list(DATASETS)}, a family member"
+                           f" {list(FAMILIES)} or give a path to a .npz file")
         X_tr, X_te, y_tr, y_te, regression = out
     X_tr, X_te = (torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32) for a in (X_tr, X_te))
     if regression:

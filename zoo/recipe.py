@@ -1,10 +1,12 @@
 """A recipe is a grid; the plan expands it into models, layouts and populations, deterministically.
 
-Models are numbered in grid order (width, depth, learning rate, batch size, weight decay, seed). Within a
+Models are numbered in grid order (dataset, width, depth, learning rate, batch size, weight decay, seed):
+``recipe.dataset`` is one dataset, ``recipe.datasets`` a list of them (patterns expanded and held-out
+tasks removed by zoo.datasets.expand_dataset_names) that share one input shape and output count. Within a
 layout, rows are ordered by batch size, then id, and cut into blocks of ``block_size`` rows: a block is
 the unit one writer owns (a weights shard, a metrics and a state chunk; see zoo.writer). Models of one
-block that share a batch size step in lockstep, so they form populations (at most ``population_size``
-models, fewer when the activations would exceed the memory bound). The plan depends only on the config,
+block that share a batch size and a dataset step in lockstep on that dataset's tensors, so they form
+populations (at most ``population_size`` models, fewer when the activations would exceed the memory bound). The plan depends only on the config,
 so every process (a resumed build, a Dask worker) derives the same one.
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from .arch import arch_spec, build_model
 from .errors import ZooError
 from .layout import Layout, layout_of
-from .datasets import Dataset
+from .datasets import Dataset, expand_dataset_names, load_dataset
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
@@ -37,6 +39,7 @@ class ModelPlan:
     layout: str
     row: int
     population: int
+    dataset: str = ""  # the name the models table records and Zoo.dataset reloads
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class Plan:
                          ("learning_rate", m.learning_rate), ("batch_size", m.batch_size),
                          ("weight_decay", m.weight_decay), ("optimizer", recipe["optimizer"]),
                          ("momentum", float(recipe.get("momentum", 0.0))), ("schedule", recipe.get("schedule", "constant")),
-                         ("seed", m.seed), ("dataset", recipe["dataset"]), ("epochs", int(recipe["epochs"])),
+                         ("seed", m.seed), ("dataset", m.dataset or recipe["dataset"]), ("epochs", int(recipe["epochs"])),
                          ("layout", m.layout), ("row", m.row), ("population", m.population)):
                 cols[k].append(v)
         return pd.DataFrame(cols)
@@ -72,6 +75,40 @@ def _as_list(recipe: Mapping, key: str) -> list:
     if not v:
         raise ZooError(f"recipe.{key} is empty")
     return v
+
+
+def recipe_dataset_names(recipe: Mapping) -> list[str]:
+    """The datasets a recipe trains on, in grid order: ``[recipe.dataset]`` or ``recipe.datasets`` expanded."""
+    one, many = recipe.get("dataset"), recipe.get("datasets")
+    if one is not None and many is not None:
+        raise ZooError("recipe.dataset and recipe.datasets are both given; keep one (recipe.dataset=null to use"
+                       " the list)")
+    if many is None:
+        if one is None:
+            raise ZooError("recipe.dataset (one name) or recipe.datasets (a list) is missing")
+        return [str(one)]
+    return expand_dataset_names(_as_list(recipe, "datasets"), list(recipe.get("held_out") or []))
+
+
+def load_recipe_datasets(recipe: Mapping) -> dict[str, Dataset]:
+    """Every dataset of a recipe by name, split with ``recipe.task_seed``; one architecture must fit them all."""
+    seed = int(recipe.get("task_seed", 0))
+    out: dict[str, Dataset] = {}
+    for name in recipe_dataset_names(recipe):
+        d = load_dataset(name, seed=seed)
+        first = next(iter(out.values()), d)
+        if (d.input_shape, d.num_outputs, d.kind) != (first.input_shape, first.num_outputs, first.kind):
+            raise ZooError(f"dataset {name!r} has input shape {d.input_shape} and {d.num_outputs} outputs ({d.kind}),"
+                           f" but {first.source!r} has {first.input_shape} and {first.num_outputs} ({first.kind}):"
+                           " one recipe trains one architecture, so its datasets must agree")
+        out[name] = d
+    for name in recipe.get("held_out") or []:
+        load_dataset(str(name), seed=seed)  # a misspelt held-out task is an error now, not in the generator bench
+    return out
+
+
+def _by_name(dataset: Dataset | Mapping[str, Dataset]) -> dict[str, Dataset]:
+    return dict(dataset) if isinstance(dataset, Mapping) else {dataset.source or dataset.name: dataset}
 
 
 def validate_recipe(recipe: Mapping, dataset: Dataset) -> None:
@@ -96,19 +133,25 @@ def validate_recipe(recipe: Mapping, dataset: Dataset) -> None:
             raise ZooError(f"learning rates must be positive, got {lr}")
 
 
-def make_plan(recipe: Mapping, dataset: Dataset, population_size: int, memory_floats: int,
+def make_plan(recipe: Mapping, dataset: Dataset | Mapping[str, Dataset], population_size: int, memory_floats: int,
               block_size: int = 256) -> Plan:
-    """Expand the recipe grid into models, their layouts and the populations that train together."""
-    validate_recipe(recipe, dataset)
+    """Expand the recipe grid into models, their layouts and the populations that train together.
+
+    ``dataset``: the recipe's one dataset, or every dataset by name (``load_recipe_datasets``)."""
+    data = _by_name(dataset)
+    if not data:
+        raise ZooError("a plan needs at least one dataset")
+    validate_recipe(recipe, min(data.values(), key=lambda d: len(d.X_train)))
+    dataset = next(iter(data.values()))  # all share input shape and output count: the architecture's
     models: list[dict] = []
     layouts: dict[str, Layout] = {}
     seed_base = int(recipe.get("seed_offset", 0))
-    grid = itertools.product(_as_list(recipe, "widths"), _as_list(recipe, "depths"), _as_list(recipe, "learning_rates"),
+    grid = itertools.product(list(data), _as_list(recipe, "widths"), _as_list(recipe, "depths"), _as_list(recipe, "learning_rates"),
                              _as_list(recipe, "batch_sizes"), _as_list(recipe, "weight_decays"),
                              range(int(recipe["seeds"])))
     act_cache: dict[str, int] = {}
     key_of_spec: dict[str, str] = {}  # building a module per grid point would dominate a 100k-model plan
-    for model_id, (width, depth, lr, bs, wd, s) in enumerate(grid):
+    for model_id, (name, width, depth, lr, bs, wd, s) in enumerate(grid):
         spec = arch_spec(recipe["arch"], dataset.input_shape, dataset.num_outputs, int(width), int(depth),
                          recipe.get("activation", "relu"), recipe.get("batchnorm", True), recipe.get("kernel_size", 3))
         spec_id = json.dumps(spec, sort_keys=True)
@@ -116,7 +159,7 @@ def make_plan(recipe: Mapping, dataset: Dataset, population_size: int, memory_fl
             key_of_spec[spec_id] = _layout_key(spec, layouts, act_cache, dataset)
         key = key_of_spec[spec_id]
         models.append(dict(model_id=model_id, arch=spec, learning_rate=float(lr), batch_size=int(bs),
-                           weight_decay=float(wd), seed=seed_base + s, layout=key))
+                           weight_decay=float(wd), seed=seed_base + s, layout=key, dataset=name))
     populations: list[list[int]] = []
     units: list[list[int]] = []
     row_of: dict[int, int] = {}
@@ -125,7 +168,8 @@ def make_plan(recipe: Mapping, dataset: Dataset, population_size: int, memory_fl
         row_of.update({i: r for r, i in enumerate(ids)})
         for lo in range(0, len(ids), block_size):
             unit = []
-            for bs, group in itertools.groupby(ids[lo:lo + block_size], key=lambda i: models[i]["batch_size"]):
+            for (bs, _), group in itertools.groupby(ids[lo:lo + block_size],
+                                                    key=lambda i: (models[i]["batch_size"], models[i]["dataset"])):
                 group = list(group)
                 # cap the population so one training step's activations stay within the memory bound
                 cap = max(1, min(population_size, memory_floats // max(1, bs * act_cache[key] * 3)))

@@ -54,9 +54,17 @@ def _optional(rule: Rule) -> Rule:
     return lambda v: None if v is None else rule(v)
 
 
+def _names(v: Any) -> str | None:
+    """A list (possibly empty) of dataset names: tasks a recipe keeps out of its zoo."""
+    ok = isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)
+    return None if ok else "a list of dataset names (possibly empty)"
+
+
 RECIPE: dict[str, Rule] = {
     "name": _typed(str, "a string"),
-    "dataset": _typed(str, "a dataset name or a path to a .npz file"),
+    "dataset": _optional(_typed(str, "a dataset name or a path to a .npz file")),
+    "datasets": _optional(_list_of(_typed(str, "dataset names or patterns"))),
+    "held_out": _optional(_names),
     "task_seed": _number(int),
     "arch": _one_of("mlp", "cnn", "resnet"),
     "activation": _typed(str, "an activation name"),
@@ -108,6 +116,10 @@ def check_build_config(cfg: Mapping) -> None:
     check(cfg, BUILD, "")
     check(cfg["recipe"], RECIPE, "recipe.")
     recipe = cfg["recipe"]
+    if (recipe.get("dataset") is None) == (recipe.get("datasets") is None):
+        raise ZooError("recipe.dataset and recipe.datasets are both given; keep one (recipe.dataset=null to use the"
+                       " list)" if recipe.get("dataset") is not None else
+                       "recipe.dataset (one name) or recipe.datasets (a list of names) is missing")
     ckpts = recipe["checkpoint_epochs"] if isinstance(recipe["checkpoint_epochs"], list) else [recipe["checkpoint_epochs"]]
     if ckpts[-1] > recipe["epochs"]:
         raise ZooError(f"recipe.checkpoint_epochs={ckpts} is invalid: checkpoints must lie within 0..{recipe['epochs']}"
