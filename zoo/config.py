@@ -194,7 +194,8 @@ def config_groups(config_name: str) -> list[tuple[str, str]]:
     return groups
 
 
-def _wrap(left: str, text: str, width: int = 110, col: int = 34) -> list[str]:
+def doc_lines(left: str, text: str, width: int = 110, col: int = 34) -> list[str]:
+    """``left`` and ``text`` as help lines: text wrapped in a column at ``col`` (on the next line if left is long)."""
     import textwrap
 
     if not text:
@@ -223,14 +224,14 @@ def help_text(config_name: str, usage: str, examples: list[str] = (), group_keys
             out.append(f"  {group} (default: {default})")
             for name in group_options(group):
                 first = config_doc(CONF_DIR / group / f"{name}.yaml")[0]
-                out += _wrap(f"    {name}", first.split(". ")[0].rstrip(".") if first else "")
+                out += doc_lines(f"    {name}", first.split(". ")[0].rstrip(".") if first else "")
     out += ["", f"keys of conf/{config_name}.yaml (override with KEY=VALUE; default shown):"]
     for k, v, c in keys:
-        out += _wrap(f"  {k}" if not v else f"  {k}={v}", c)
+        out += doc_lines(f"  {k}" if not v else f"  {k}={v}", c)
     for group, default in groups:
         if group in group_keys and (CONF_DIR / group / f"{default}.yaml").is_file():
             out += ["", f"keys of {group}={default} (override with {group}.KEY=VALUE; other {group} files have their own):"]
             for k, v, c in config_doc(CONF_DIR / group / f"{default}.yaml")[1]:
-                out += _wrap(f"  {group}.{k}" if not v else f"  {group}.{k}={v}", c)
+                out += doc_lines(f"  {group}.{k}" if not v else f"  {group}.{k}={v}", c)
     out += ["", f"configs: {CONF_DIR}"]
     return "\n".join(out)

@@ -9,6 +9,8 @@ import json
 
 from omegaconf import OmegaConf
 
+import argparse
+
 from ..argparsing import ArgumentParser
 from ..errors import ZooError
 from .compute import compute_landscape, landscape_cells, resolve_config
@@ -39,8 +41,22 @@ def _config(z, overrides: list[str]) -> dict:
     return resolve_config(OmegaConf.to_container(merged, resolve=True))
 
 
+def _keys_epilog(cutoffs_only: bool = False) -> str:
+    """Every key of conf/landscape/default.yaml with its default and comment (read from the file)."""
+    from ..config import CONF_DIR, config_doc, doc_lines
+
+    _, keys = config_doc(CONF_DIR / "landscape" / "default.yaml")
+    lines = ["keys of conf/landscape/default.yaml (defaults; the zoo recipe's landscape: block, then KEY=VALUE"
+             " override them):"]
+    for k, v, c in keys:
+        if not cutoffs_only or k.startswith("phases."):
+            lines += doc_lines(f"  {k}={v}", c)
+    return "\n".join(lines)
+
+
 def main_landscape(argv: list[str]) -> int:
-    p = ArgumentParser(prog="zoo landscape", description="compute loss-landscape metrics and phases of a zoo")
+    p = ArgumentParser(prog="zoo landscape", description="compute loss-landscape metrics and phases of a zoo",
+                       epilog=_keys_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="zoo store (local path or fsspec URL)")
     p.add_argument("overrides", nargs="*", help="key=value overrides of conf/landscape/default.yaml")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -53,11 +69,14 @@ def main_landscape(argv: list[str]) -> int:
     times = {k: round(v, 2) for k, v in df.attrs["timings"].items()}
     print(f"zoo {a.path}: landscape of {int(df['train_loss'].notna().sum())} models written (table 'landscape');"
           f" phases per model {counts}; seconds {times}")
+    stem = a.path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".zarr")
+    print(f"next: zoo phases {a.path} --out data/runs/phases-{stem}   (phases.png + phases.json)")
     return 0
 
 
 def main_phases(argv: list[str]) -> int:
-    p = ArgumentParser(prog="zoo phases", description="draw a zoo's phase diagram (PNG + JSON)")
+    p = ArgumentParser(prog="zoo phases", description="draw a zoo's phase diagram (PNG + JSON)",
+                       epilog=_keys_epilog(cutoffs_only=True), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="zoo store with landscape metrics (run `zoo landscape PATH` first)")
     p.add_argument("--out", required=True, help="folder for phases.png and phases.json")
     p.add_argument("--name", default="phases", help="file stem (default: phases)")

@@ -8,7 +8,6 @@ connected by Bezier curves, fitted together as one population of control points.
 from __future__ import annotations
 
 import itertools
-import sys
 import time
 from typing import Mapping, Sequence
 
@@ -24,6 +23,7 @@ from ..evaluate import evaluate, output_metrics, predict
 from .cka import linear_cka
 from .connectivity import mode_connectivity
 from ..memory import retain_freed_memory
+from ..progress import Progress
 from .functional import FunctionalNet, task_loss, task_loss_per_example
 from .hessian import batched_hvp, hutchinson_trace, top_eigenvalue
 from .phases import NOT_CELL, Cutoffs, label_models
@@ -108,11 +108,6 @@ def model_generators(seed: int, ids: Sequence[int], partners: Sequence[int] | No
     return [torch.Generator().manual_seed(seed * 1_000_003 + int(i) * 65_537 + int(j) + 1) for i, j in zip(ids, partners)]
 
 
-def _log(progress: bool, msg: str) -> None:
-    if progress:
-        print(f"[landscape] {msg}", file=sys.stderr, flush=True)
-
-
 def _chunks(seq: Sequence, size: int):
     for i in range(0, len(seq), size):
         yield seq[i:i + size]
@@ -166,7 +161,8 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
         loss = net.loss_fn(kind)
         hvp = batched_hvp(loss, in_dims=(0, None, None))
         ids_all = group["model_id"].astype(int).tolist()
-        _log(progress, f"layout {key}: {len(ids_all)} models, {net.num_params} parameters")
+        bar = Progress(len(ids_all), f"{key} ({net.num_params} parameters): models", prefix="zoo landscape",
+                       enabled=progress)
         for ids in _chunks(ids_all, int(cfg["chunk"])):
             weights = zoo.weights(ids, checkpoint=int(cfg["checkpoint"]))
             theta, bufs = net.split(weights)
@@ -193,6 +189,8 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
                                 "generalization_gap": float(gap), "hessian_trace": float(trace[k]),
                                 "hessian_top_eigenvalue": float(top[k])})
                 test_out[i] = out[k]
+            bar.update(len(ids))
+        bar.close()
 
         # ---- cell metrics: Bezier mode connectivity and CKA over seed pairs (cells never span layouts)
         cell_of = group.assign(_cell=group[keys].map(str).agg("|".join, axis=1) if keys else "all")
@@ -212,6 +210,7 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
             return crit_each(_net.forward(th, {}, x), y)
 
         mc, mcl, mcb, cka, curves, lines = [], [], [], [], [], []
+        bar = Progress(len(pairs), f"{key}: seed pairs connected", prefix="zoo landscape", enabled=progress)
         t0 = time.perf_counter()
         for chunk in _chunks(pairs, int(cfg["chunk"])):
             a = [p[0] for p in chunk]
@@ -230,13 +229,14 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
             mcl += res["mc_linear"].tolist()
             curves += res["curve"].tolist()
             lines += res["line"].tolist()
+            bar.update(len(chunk))
+        bar.close()
         t1 = time.perf_counter()
         for i, j in pairs:
             cka.append(float(linear_cka(test_out[i], test_out[j])))
         t2 = time.perf_counter()
         timings["mode_connectivity"] += t1 - t0
         timings["cka"] += t2 - t1
-        _log(progress, f"layout {key}: {len(pairs)} seed pairs connected ({t1 - t0:.1f}s)")
         for (i, j), cell, m_, ml_, mb_, k_, cu, li in zip(pairs, pair_cell, mc, mcl, mcb, cka, curves, lines):
             pair_rows.append({"cell": cell, "model_a": i, "model_b": j, "mode_connectivity": m_,
                               "mode_connectivity_linear": ml_, "mode_connectivity_boot_std": mb_, "cka": k_,
