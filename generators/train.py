@@ -118,6 +118,8 @@ def _fit(cfg: Mapping) -> Generator:
         raise ZooError("zoo=PATH is required (the zoo to learn from)")
     gcfg = dict(cfg["generator"])
     name = gcfg["name"]
+    if hasattr(registry()[name], "fit_run"):  # a generator with its own fitting (KNOWN: trajectory windows)
+        return registry()[name].fit_run(cfg)
     stem = Path(str(cfg["zoo"]).rstrip("/")).name.removesuffix(".zarr")
     out = Path(cfg.get("out") or Path("data/runs") / f"{name}-{stem}")
     seed = int(cfg.get("seed", 0))

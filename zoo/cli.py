@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "fit": ("generators.cli", "main_fit", "fit a weight generator on a zoo (Hydra overrides)"),
     "sample": ("generators.cli", "main_sample", "sample networks from a fitted generator into a zoo"),
     "diagnose": ("generators.diagnose_cli", "main", "memorization check: samples vs training zoo and baselines"),
+    "nowcast": ("generators.nowcast_cli", "main", "KNOWN: predict weights past a trajectory zoo's full data, as a zoo"),
     "lcsc": ("generators.lcsc_cli", "main", "LCSC: search linear combinations of saved checkpoints (val split)"),
     "export": ("zoo.transfer_cli", "main_export", "write a zoo as zoo.json + one safetensors file per model"),
     "import": ("zoo.transfer_cli", "main_import", "read an export or the flat weights.npy format into a new zoo"),
