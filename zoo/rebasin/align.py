@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from ..errors import ZooError
+from ..progress import Progress
 from .apply import permute_flat
 from .matching import MatchResult, match_population
 from .report import batched_l2, batched_singular_agreement, loss_barriers
@@ -66,11 +67,12 @@ def _parse_checkpoint(checkpoint: Any, n_ckpt: int) -> list[int]:
 
 def align_zoo(z, reference: int | str = "auto", checkpoint: Any = "all", *, trajectory: bool = False,
               diverged: str = "skip", seed: int = 0, restarts: int = 0, max_iter: int = 100, pairs: int = 8,
-              barrier_steps: int = 11, write: bool = True) -> tuple[pd.DataFrame, dict]:
+              barrier_steps: int = 11, write: bool = True, progress: bool = False) -> tuple[pd.DataFrame, dict]:
     """Align every done model of ``z`` (a ``zoo.Zoo``) to its group's reference; returns (table, summary).
 
     Writes canonical weights with ``z.write_canonical`` and the tables ``alignment`` (one row per model)
-    and ``alignment_summary`` (one row per group) unless ``write=False``.
+    and ``alignment_summary`` (one row per group) unless ``write=False``. ``progress``: a display over
+    model checkpoints matched (zoo.progress).
     """
     if diverged not in ("skip", "finite"):
         raise ZooError(f"--diverged must be skip or finite, got {diverged!r}")
@@ -87,6 +89,9 @@ def align_zoo(z, reference: int | str = "auto", checkpoint: Any = "all", *, traj
         if models.loc[reference, "status"] != "done":
             raise ZooError(f"reference {reference} is {models.loc[reference, 'status']}; pick a done model")
     rows, groups = [], []
+    kept = (models["status"] == "done") | ((models["status"] == "diverged") & (models["last_checkpoint"] >= 0)
+                                           & (diverged == "finite"))
+    bar = Progress(int(kept.sum()) * len(ckpts), "model checkpoints matched", prefix="zoo align", enabled=progress)
     for (key, dataset), df in models.groupby(["layout", "dataset"], sort=True):
         keep = df["status"] == "done"
         if diverged == "finite":
@@ -99,11 +104,12 @@ def align_zoo(z, reference: int | str = "auto", checkpoint: Any = "all", *, traj
             choose_reference(df, data.kind == "regression")
         t0 = time.perf_counter()
         table, info = _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restarts, max_iter,
-                                   pairs, barrier_steps, write)
+                                   pairs, barrier_steps, write, bar)
         info.update(layout=key, dataset=dataset, seconds=time.perf_counter() - t0,
                     skipped_diverged=int(((df["status"] == "diverged") & ~keep).sum()))
         rows.append(table)
         groups.append(info)
+    bar.close()
     if not rows:
         raise ZooError("the zoo has no done models to align")
     table = pd.concat(rows, ignore_index=True)
@@ -117,7 +123,8 @@ def align_zoo(z, reference: int | str = "auto", checkpoint: Any = "all", *, traj
     return table, summary
 
 
-def _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restarts, max_iter, pairs, steps, write):
+def _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restarts, max_iter, pairs, steps, write,
+                 bar: Progress | None = None):
     """Align one (layout, dataset) group chunk by chunk of models, so memory stays bounded on big zoos."""
     layout = z.layouts[key]
     spec = spec_for_layout(layout)
@@ -137,7 +144,8 @@ def _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restart
     for lo in range(0, len(ids), CHUNK_MODELS):
         part = list(range(lo, min(lo + CHUNK_MODELS, len(ids))))
         tables.append(_align_chunk(z, spec, layout, [ids[i] for i in part], last[part], R, ckpts, trajectory,
-                                   seed, restarts, max_iter, write, [i - lo for i in part if i in sample], eval_data))
+                                   seed, restarts, max_iter, write, [i - lo for i in part if i in sample], eval_data,
+                                   bar))
     table = pd.concat(tables, ignore_index=True)
     table.insert(1, "layout", key)
     table.insert(2, "reference_id", ref_id)
@@ -151,7 +159,8 @@ def _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restart
     return table, info
 
 
-def _align_chunk(z, spec, layout, ids, last, R, ckpts, trajectory, seed, restarts, max_iter, write, sample, data):
+def _align_chunk(z, spec, layout, ids, last, R, ckpts, trajectory, seed, restarts, max_iter, write, sample, data,
+                 bar: Progress | None = None):
     W = z.weights(ids, checkpoint=None)  # [n, C, P], NaN after a divergence
     out = W.clone()
     n_ckpt = W.shape[1]
@@ -164,14 +173,20 @@ def _align_chunk(z, spec, layout, ids, last, R, ckpts, trajectory, seed, restart
             passes[ok] = res.passes
             for cc in range(n_ckpt):
                 out[ok, cc] = permute_flat(spec, layout, W[ok, cc], res.perms)
+        if bar is not None:
+            bar.update(len(ids) * len(ckpts))
     else:
         for c in ckpts:
             ok = np.flatnonzero(last >= c)
             if ok.size == 0:
+                if bar is not None:
+                    bar.update(len(ids))
                 continue
             res = _match(spec, layout, R[c], W[ok, c], seed, restarts, max_iter)
             passes[ok] = res.passes
             out[ok, c] = permute_flat(spec, layout, W[ok, c], res.perms)
+            if bar is not None:
+                bar.update(len(ids))
     if write:
         if trajectory or len(ckpts) == n_ckpt:
             z.write_canonical(ids, out)

@@ -55,18 +55,21 @@ def main(argv: list[str]) -> int:
                            " interrupted): finish the build, or pass --allow-pending to align the others")
         _, summary = align_zoo(z, args.reference, args.checkpoint, trajectory=args.trajectory,
                                diverged=args.diverged, seed=args.seed, restarts=args.restarts,
-                               max_iter=args.max_iter, pairs=args.pairs)
+                               max_iter=args.max_iter, pairs=args.pairs, progress=not args.json)
     if args.json:
         print(json.dumps(summary))
         return 0
-    print(f"aligned {args.path}: checkpoints {summary['epochs']} (epochs), reference rule: {summary['reference_rule']}")
+    models = sum(g["models"] for g in summary["groups"])
+    print(f"aligned {models} models of {args.path}: canonical weights written beside the raw ones, tables 'alignment'"
+          f" and 'alignment_summary'; checkpoints {summary['epochs']} (epochs), reference rule: {summary['reference_rule']}")
     for g in summary["groups"]:
         def f(x):
             return "n/a" if x is None else f"{x:.4g}"
         print(f"  {g['layout']} ({g['dataset']}): {g['models']} models -> reference {g['reference_id']}, "
-              f"{g['seconds']:.1f}s, skipped diverged {g['skipped_diverged']}")
+              f"{g['seconds']:.1f} s, skipped diverged {g['skipped_diverged']}")
         print(f"    L2 to reference      {f(g['mean_l2_before'])} -> {f(g['mean_l2_after'])}")
         print(f"    top-SV agreement     {f(g['mean_svd_before'])} -> {f(g['mean_svd_after'])}")
         print(f"    loss barrier ({g['barrier_pairs']} pairs) {f(g['mean_barrier_before'])} -> "
               f"{f(g['mean_barrier_after'])}")
+    print(f"next: zoo train zoo={args.path} data.canonical=true ...  (encoders on the aligned weights)")
     return 0
