@@ -1,138 +1,291 @@
-"""Population training vs one model at a time, measured side by side in one run.
+"""Population training (``zoo build``'s trainer) vs the best one-at-a-time training a user could do without it.
 
-For each case: N digits MLPs (depth 2) trained for E epochs, (a) one at a time with a plain PyTorch loop
-(torch.optim.SGD with momentum, the same batches and the same two checkpoint evaluations: the strongest
-one-at-a-time baseline; timed on a subset and scaled to N, as printed), and (b) as one population through the Lightning population trainer.
-Reports wall times, speedup, training GFLOP/s and its fraction of the dense float32 matmul rate, which
-is measured in the same run.
+Each case is N models of one layout planned by ``zoo build`` from a recipe (8 learning rates x N/8 seeds).
+The population side is ``zoo build``'s own trainer (``zoo.build.population_spec`` + ``train_population``)
+on those N models. The baseline trains the same N models in plain PyTorch with the same initializations,
+hyperparameters (``torch.optim.SGD``, momentum), per-model data order (the same seeded permutations and
+batches), epochs and checkpoint evaluations (train and test split at each checkpoint epoch), in three ways:
 
-    .venv/bin/python bench/population.py            # full run (N=256, widths 32 and 128)
-    .venv/bin/python bench/population.py --quick    # a smoke run
+- one process, every thread count 1..cores (or ``--threads``), timed on a sample of models (``--sample``) to find its fastest
+  thread setting;
+- every core busy: one single-thread process per core, the N models split between them, timed on all N
+  (wall time from the common start after every process has warmed up to the last one finishing).
+
+The speedup is against the faster of the two (the one-process rate scaled to N from its sample, as
+printed). Both sides are warmed up first; the population is timed at each thread count (median of
+``--repeats``) and its fastest is reported. Training FLOPs are counted by ``torch.utils.flop_counter`` on
+one model's forward+backward per step (for the MLP this is 3x the forward GEMMs less the first layer's
+input gradient) and compared with the dense float32 matmul rate measured in the same run at the same
+thread count. As a check that both sides train the same models, the mean |test accuracy difference| at
+the last checkpoint is printed and stored.
+
+    .venv/bin/python bench/population.py                  # all cases, writes docs/bench-population.json
+    .venv/bin/python bench/population.py --cases mlp-w32  # one case
+    .venv/bin/python bench/population.py --quick --json /tmp/p.json   # a smoke run (tiny N)
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from zoo.population import PopulationSpec, train_population
-from zoo.recipe import init_state
-from zoo.arch import arch_spec, build_model
-from zoo.layout import layout_of
-from zoo.datasets import load_dataset
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from zoo.build import make_build_plan, population_spec  # noqa: E402
+from zoo.config import compose  # noqa: E402
+from zoo.datasets import load_dataset  # noqa: E402
+from zoo.population import PopulationSpec, train_population  # noqa: E402
+
+LRS = [0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07]
+# name: (arch, dataset, width, depth, batch size, epochs, models); CNN and ResNet train through vmap
+CASES = {
+    "mlp-w32": ("mlp", "digits", 32, 2, 32, 5, 256),
+    "mlp-w128": ("mlp", "digits", 128, 2, 128, 5, 256),
+    "cnn-bn": ("cnn", "digits-image", 8, 2, 32, 3, 256),
+    "resnet": ("resnet", "digits-image", 8, 1, 32, 2, 128),
+}
 
 
-def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _layer_macs(spec: dict) -> list[int]:
-    dims = [spec["input_shape"][0]] + [spec["width"]] * spec["depth"] + [spec["num_outputs"]]
-    return [a * b for a, b in zip(dims[:-1], dims[1:])]
+def case_config(case: tuple, models: int) -> dict:
+    """The ``zoo build`` config of a case (one population of ``models`` models)."""
+    arch, dataset, width, depth, batch, epochs, _ = case
+    seeds = max(1, models // len(LRS))
+    return compose("build", ["recipe=default", f"recipe.arch={arch}", f"recipe.dataset={dataset}",
+                             f"recipe.widths=[{width}]", f"recipe.depths=[{depth}]", f"recipe.batch_sizes=[{batch}]",
+                             f"recipe.learning_rates=[{','.join(map(str, LRS))}]", f"recipe.seeds={seeds}",
+                             f"recipe.epochs={epochs}", f"recipe.checkpoint_epochs=[0,{epochs}]",
+                             "recipe.weight_decays=[0.0]", "recipe.optimizer=sgd", "recipe.momentum=0.9",
+                             "recipe.schedule=constant", "recipe.activation=relu", "recipe.batchnorm=true",
+                             "recipe.seed_offset=0", "recipe.task_seed=0",
+                             f"population_size={seeds * len(LRS)}", f"block_size={seeds * len(LRS)}",
+                             "memory_floats=4000000000", "progress=false"])
 
 
-def train_flops_per_sample(spec: dict) -> int:
-    """Multiply-adds x2 of forward, weight-gradient and input-gradient passes of the Linear layers."""
-    mm = _layer_macs(spec)
-    return 2 * (sum(mm) + sum(mm) + sum(mm[1:]))
+def case_spec(case: tuple, models: int) -> tuple[PopulationSpec, object]:
+    """The PopulationSpec ``zoo build`` trains for this case, and its dataset."""
+    cfg = case_config(case, models)
+    dataset = load_dataset(cfg["recipe"]["dataset"], seed=int(cfg["recipe"]["task_seed"]))
+    plan = make_build_plan(cfg, dataset)
+    if len(plan.populations) != 1:
+        raise SystemExit(f"expected one population, the plan has {len(plan.populations)}")
+    return population_spec(cfg, plan, 0), dataset
 
 
-def eval_flops_per_sample(spec: dict) -> int:
-    return 2 * sum(_layer_macs(spec))
+# ---------------------------------------------------------------------------------------- one at a time
+def train_one(spec: PopulationSpec, task, j: int, epochs: int | None = None) -> float:
+    """Train model j of ``spec`` in plain PyTorch exactly as the population does; returns its last test acc."""
+    model = _fresh(spec)
+    model.load_state_dict(spec.init_states[j])
+    opt = torch.optim.SGD(model.parameters(), lr=spec.learning_rates[j], momentum=spec.momentum,
+                          weight_decay=spec.weight_decays[j])
+    g = torch.Generator().manual_seed(int(spec.data_seeds[j]))
+    n, b = len(task.X_train), min(spec.batch_size, len(task.X_train))
+    steps, epochs = max(n // b, 1), spec.epochs if epochs is None else epochs
+    acc = float("nan")
 
-
-def one_at_a_time(spec: dict, task, seed: int, lr: float, batch_size: int, epochs: int) -> float:
-    """Train one model with a plain PyTorch loop; returns seconds."""
-    torch.manual_seed(seed)
-    model = build_model(spec)
-    model.load_state_dict(init_state(spec, seed))
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    g = torch.Generator().manual_seed(1_000_003 + seed)
-    n = len(task.X_train)
-    steps = n // batch_size
-
-    def evaluate() -> None:  # the same checkpoint metrics the population records (epochs 0 and E)
+    def evaluate() -> float:  # the checkpoint metrics the population records: loss and acc on train and test
         model.eval()
         with torch.no_grad():
             for X, y in ((task.X_train, task.y_train), (task.X_test, task.y_test)):
                 out = model(X)
-                F.cross_entropy(out, y).item(), (out.argmax(1) == y).double().mean().item()
+                F.cross_entropy(out, y).item()
+                a = (out.argmax(1) == y).double().mean().item()
         model.train()
+        return a
 
-    t = time.perf_counter()
-    evaluate()
-    for _ in range(epochs):
+    model.train()
+    if 0 in spec.checkpoint_epochs:
+        acc = evaluate()
+    for e in range(1, epochs + 1):
         perm = torch.randperm(n, generator=g)
         for s in range(steps):
-            idx = perm[s * batch_size:(s + 1) * batch_size]
+            idx = perm[s * b:(s + 1) * b]
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(task.X_train[idx]), task.y_train[idx]).backward()
             opt.step()
-    evaluate()
-    return time.perf_counter() - t
+        if e in spec.checkpoint_epochs:
+            acc = evaluate()
+    return acc
 
 
-def population(spec: dict, task, n: int, lrs: list[float], batch_size: int, epochs: int) -> float:
-    ps = PopulationSpec(template=build_model(spec), layout=layout_of(build_model(spec), spec),
-                        init_states=[init_state(spec, s) for s in range(n)], learning_rates=lrs,
-                        weight_decays=[0.0] * n, data_seeds=[1_000_003 + s for s in range(n)],
-                        batch_size=batch_size, epochs=epochs, checkpoint_epochs=[0, epochs], momentum=0.9)
+def _fresh(spec: PopulationSpec) -> torch.nn.Module:
+    return spec.layout.build()
+
+
+def _worker(case: tuple, models: int, rank: int, procs: int, barrier, queue) -> None:
+    """One single-thread process of the every-core baseline: warm up, wait for all, train its share."""
+    torch.set_num_threads(1)
+    spec, task = case_spec(case, models)
+    train_one(spec, task, rank, epochs=1)  # warm-up: first-touch allocations, kernels' lazy init
+    mine = list(range(rank, models, procs))
+    barrier.wait()
+    t0 = time.time()
+    accs = {j: train_one(spec, task, j) for j in mine}
+    queue.put((rank, t0, time.time(), accs))
+
+
+def every_core(case: tuple, models: int, procs: int) -> tuple[float, dict[int, float]]:
+    """Wall seconds of ``procs`` single-thread processes training all models, and every model's test acc."""
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(procs), ctx.Queue()
+    ps = [ctx.Process(target=_worker, args=(case, models, r, procs, barrier, queue)) for r in range(procs)]
+    for p in ps:
+        p.start()
+    results = [queue.get() for _ in ps]
+    for p in ps:
+        p.join()
+        if p.exitcode:
+            raise SystemExit(f"a baseline process failed (exit code {p.exitcode})")
+    accs = {j: a for *_, part in results for j, a in part.items()}
+    return max(r[2] for r in results) - min(r[1] for r in results), accs
+
+
+def one_process(spec: PopulationSpec, task, sample: int, threads: int) -> float:
+    """Seconds per model of one process with ``threads`` threads, after a warm-up model."""
+    torch.set_num_threads(threads)
+    train_one(spec, task, 0, epochs=1)
     t = time.perf_counter()
-    train_population(ps, task, progress=False)
-    return time.perf_counter() - t
+    for j in range(sample):
+        train_one(spec, task, j)
+    return (time.perf_counter() - t) / sample
 
 
-def run_case(task, n: int, width: int, batch_size: int, epochs: int, subset: int, peak: float) -> dict:
-    spec = arch_spec("mlp", [64], 10, width, 2)
-    lrs = [0.01 * (1 + i % 8) for i in range(n)]
-    one = sum(one_at_a_time(spec, task, s, lrs[s], batch_size, epochs) for s in range(subset)) * n / subset
-    population(spec, task, n, lrs, batch_size, 1)  # warm-up: Lightning's import and first-touch allocations
-    pop = population(spec, task, n, lrs, batch_size, epochs)
-    steps = (len(task.X_train) // batch_size) * epochs
-    flops = train_flops_per_sample(spec) * batch_size * steps * n
-    # both sides also evaluate every model on train+test at the two checkpoints (epochs 0 and E)
-    eval_flops = eval_flops_per_sample(spec) * (len(task.X_train) + len(task.X_test)) * 2 * n
-    return {"models": n, "width": width, "batch_size": batch_size, "epochs": epochs,
-            "one_at_a_time_s": one, "one_at_a_time_timed_models": subset, "population_s": pop,
-            "speedup": one / pop, "population_gflops": flops / pop / 1e9,
-            "fraction_of_matmul_rate": flops / pop / 1e9 / peak,
-            "population_gflops_with_evals": (flops + eval_flops) / pop / 1e9,
-            "fraction_of_matmul_rate_with_evals": (flops + eval_flops) / pop / 1e9 / peak}
+# ---------------------------------------------------------------------------------------- population side
+def population_seconds(spec: PopulationSpec, task, threads: int, repeats: int) -> tuple[float, torch.Tensor]:
+    """Median wall seconds of ``train_population`` (after a warm-up run) and the last test accuracies."""
+    torch.set_num_threads(threads)
+    train_population(PopulationSpec(**{**spec.__dict__, "epochs": 1, "checkpoint_epochs": [0, 1]}), task,
+                     progress=False)
+    times, res = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        res = train_population(spec, task, progress=False)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), res.metrics[:, -1, res.metric_names.index("test_acc")]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", default=None, help="also write the results here")
-    args = ap.parse_args()
-    task = load_dataset("digits")
-    peak = matmul_gflops()
-    cases = [(256, 32, 32, 5, 16), (256, 128, 128, 5, 16)] if not args.quick else [(16, 32, 32, 1, 4)]
-    rows = [run_case(task, *c, peak=peak) for c in cases]
-    print(f"dense float32 matmul rate (2048x2048, {torch.get_num_threads()} threads): {peak:.1f} GFLOP/s")
-    print(f"{'N':>4} {'width':>5} {'batch':>5} {'one-at-a-time s':>16} {'population s':>13} {'speedup':>8}"
-          f" {'GFLOP/s':>8} {'of matmul':>9} {'+evals GFLOP/s':>15} {'of matmul':>9}")
+def matmul_gflops(threads: int, n: int = 2048, reps: int = 10) -> float:
+    """Dense float32 matmul rate (best of 3) with ``threads`` threads."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def step_flops(spec: PopulationSpec, task) -> tuple[int, int]:
+    """FLOPs of one model's training step (forward + backward) and of its forward on one sample."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = _fresh(spec)
+    x, y = task.X_train[:spec.batch_size], task.y_train[:spec.batch_size]
+    with FlopCounterMode(display=False) as fc:
+        F.cross_entropy(model(x), y).backward()
+    train = fc.get_total_flops()
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model.eval()(x[:1])
+    return train, fc.get_total_flops()
+
+
+def run_case(name: str, case: tuple, models: int, sample: int, repeats: int, rates: dict[int, float],
+             threads: list[int]) -> dict:
+    n_cores = cores()
+    spec, task = case_spec(case, models)
+    arch, dataset, width, depth, batch, epochs, _ = case
+    print(f"[{name}] {models} {arch} (width {width}, depth {depth}) on {dataset}, batch {batch}, {epochs} epochs",
+          flush=True)
+    pop = {t: population_seconds(spec, task, t, repeats) for t in threads}
+    pop_threads = min(pop, key=lambda t: pop[t][0])
+    pop_s, pop_acc = pop[pop_threads]
+    one = {t: one_process(spec, task, min(sample, models), t) for t in threads}
+    one_threads = min(one, key=one.get)
+    multi_s, multi_acc = every_core(case, models, n_cores)
+    one_s = one[one_threads] * models
+    base_s, base_kind = (multi_s, f"{n_cores} single-thread processes") if multi_s <= one_s else \
+        (one_s, f"1 process x {one_threads} threads (sample of {min(sample, models)} scaled)")
+    acc_diff = float((pop_acc.double() - torch.tensor([multi_acc[j] for j in range(models)])).abs().mean())
+    train_f, fwd_f = step_flops(spec, task)
+    steps = max(len(task.X_train) // batch, 1) * epochs
+    flops = train_f * steps * models
+    eval_flops = fwd_f * (len(task.X_train) + len(task.X_test)) * len(spec.checkpoint_epochs) * models
+    rate = rates[pop_threads]
+    row = {"case": name, "arch": arch, "dataset": dataset, "width": width, "depth": depth, "batch_size": batch,
+           "epochs": epochs, "models": models, "cores": n_cores,
+           "population_s": pop_s, "population_threads": pop_threads,
+           "population_s_by_threads": {t: v[0] for t, v in pop.items()},
+           "every_core_s": multi_s, "one_process_s_per_model_by_threads": one,
+           "one_process_sample": min(sample, models), "one_process_best_threads": one_threads,
+           "one_process_s_scaled": one_s, "baseline_s": base_s, "baseline": base_kind,
+           "speedup": base_s / pop_s, "speedup_vs_every_core": multi_s / pop_s,
+           "mean_abs_test_acc_diff_vs_baseline": acc_diff,
+           "train_flops_per_step_per_model": train_f, "training_gflops": flops / 1e9,
+           "population_gflops": flops / pop_s / 1e9, "matmul_gflops_same_threads": rate,
+           "fraction_of_matmul_rate": flops / pop_s / 1e9 / rate,
+           "fraction_of_matmul_rate_with_evals": (flops + eval_flops) / pop_s / 1e9 / rate}
+    print(f"    population {pop_s:.2f} s ({pop_threads} threads; by threads "
+          f"{', '.join(f'{t}: {v[0]:.2f}' for t, v in pop.items())})", flush=True)
+    print(f"    one at a time: {n_cores} single-thread processes {multi_s:.2f} s on all {models}; one process "
+          f"{', '.join(f'{t} thr: {v * 1e3:.0f} ms/model' for t, v in one.items())} (sample {min(sample, models)})")
+    print(f"    speedup {row['speedup']:.1f}x vs {base_kind}; {row['population_gflops']:.1f} GFLOP/s training ="
+          f" {100 * row['fraction_of_matmul_rate']:.0f}% of matmul ({rate:.0f} GFLOP/s, {pop_threads} thr);"
+          f" mean |test acc diff| {acc_diff:.4f}", flush=True)
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {','.join(CASES)}")
+    ap.add_argument("--models", type=int, default=None, help="override every case's N")
+    ap.add_argument("--sample", type=int, default=32, help="models timed per one-process thread setting")
+    ap.add_argument("--repeats", type=int, default=3, help="population timings per thread count (median)")
+    ap.add_argument("--threads", default=None, help="thread counts tried on both sides, e.g. 1,2 (default: 1..cores)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 16 models, sample 2, 1 repeat")
+    ap.add_argument("--json", default="docs/bench-population.json")
+    a = ap.parse_args()
+    names = a.cases.split(",")
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        ap.error(f"unknown case {unknown[0]!r}; choose from {', '.join(CASES)}")
+    models = 16 if a.quick else a.models
+    sample, repeats = (2, 1) if a.quick else (a.sample, a.repeats)
+    load0 = os.getloadavg()[0]
+    threads = [int(t) for t in a.threads.split(",")] if a.threads else list(range(1, cores() + 1))
+    rates = {t: matmul_gflops(t) for t in threads}
+    print(f"dense float32 matmul (2048^2): {', '.join(f'{t} thr {r:.0f} GFLOP/s' for t, r in rates.items())};"
+          f" load average {load0:.1f}", flush=True)
+    rows = [run_case(n, CASES[n], models or CASES[n][-1], sample, repeats, rates, threads) for n in names]
+    print(f"\n{'case':<9}{'N':>5}{'population s':>14}{'one-at-a-time s':>17}{'speedup':>9}{'GFLOP/s':>9}"
+          f"{'of matmul':>11}  baseline")
     for r in rows:
-        print(f"{r['models']:>4} {r['width']:>5} {r['batch_size']:>5} {r['one_at_a_time_s']:>16.2f}"
-              f" {r['population_s']:>13.2f} {r['speedup']:>7.1f}x {r['population_gflops']:>8.1f}"
-              f" {100 * r['fraction_of_matmul_rate']:>8.1f}% {r['population_gflops_with_evals']:>15.1f}"
-              f" {100 * r['fraction_of_matmul_rate_with_evals']:>8.1f}%")
-    print("GFLOP/s: training steps' FLOPs over the population's wall time (which includes its two checkpoint"
-          " evaluations); '+evals' counts those evaluations' FLOPs too")
-    print(f"(one-at-a-time timed on {rows[0]['one_at_a_time_timed_models']} models and scaled to N)")
-    print("rerun: .venv/bin/python bench/population.py" + (" --quick" if args.quick else ""))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"matmul_gflops": peak, "cases": rows}, f, indent=2)
+        print(f"{r['case']:<9}{r['models']:>5}{r['population_s']:>14.2f}{r['baseline_s']:>17.2f}"
+              f"{r['speedup']:>8.1f}x{r['population_gflops']:>9.1f}{100 * r['fraction_of_matmul_rate']:>10.0f}%"
+              f"  {r['baseline']}")
+    cmd = "bench/population.py" + "".join(f" {x}" for x in sys.argv[1:])
+    out = {"command": f".venv/bin/python {cmd}", "torch": torch.__version__, "cores": cores(),
+           "load_average_start": load0, "load_average_end": os.getloadavg()[0], "matmul_gflops": rates,
+           "cases": rows}
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {a.json}; rerun: .venv/bin/python {cmd}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
