@@ -19,6 +19,7 @@ from typing import Callable, Mapping
 import torch
 
 from . import store as zstore
+from . import trajectory
 from .errors import ZooError
 from .population import PopulationSpec, train_population
 from .datasets import Dataset
@@ -52,8 +53,12 @@ def _versions() -> dict[str, str]:
 def create_store(path: str, cfg: Mapping, plan: Plan, dataset: Dataset | Mapping[str, Dataset],
                  metric_names: list[str]) -> None:
     """Write an empty store for ``plan`` through the writer API, with the build config as provenance."""
-    create(path, plan.models_table(cfg["recipe"]), plan.layouts, plan.checkpoint_epochs, metric_names,
-           attrs={"config": cfg, "config_hash": config_hash(cfg), "versions": _versions(), "producer": "zoo build"},
+    recipe, data = cfg["recipe"], dataset if isinstance(dataset, Mapping) else {dataset.source or dataset.name: dataset}
+    table = trajectory.stage_columns(plan.models_table(recipe), recipe, {k: len(d.X_train) for k, d in data.items()})
+    traj = trajectory.trajectory_attrs(recipe, recipe["checkpoint_epochs"])  # the nowcaster's contract
+    create(path, table, plan.layouts, plan.checkpoint_epochs, metric_names,
+           attrs={"config": cfg, "config_hash": config_hash(cfg), "versions": _versions(), "producer": "zoo build",
+                  **({"trajectory": traj} if traj else {})},
            datasets=list(dataset.values()) if isinstance(dataset, Mapping) else [dataset], overwrite=True, block_size=int(cfg.get("block_size", DEFAULT_BLOCK_SIZE)))
 
 
@@ -118,7 +123,8 @@ def population_spec(cfg: Mapping, plan: Plan, index: int) -> PopulationSpec:
         data_seeds=[1_000_003 + m.seed for m in models], batch_size=models[0].batch_size,
         epochs=int(recipe["epochs"]), checkpoint_epochs=plan.checkpoint_epochs, optimizer=recipe["optimizer"],
         momentum=float(recipe.get("momentum", 0.0)), schedule=recipe.get("schedule", "constant"),
-        eval_memory_floats=int(cfg["memory_floats"]), retain_memory=bool(cfg.get("retain_memory", True)))
+        eval_memory_floats=int(cfg["memory_floats"]), retain_memory=bool(cfg.get("retain_memory", True)),
+        **trajectory.spec_fields(recipe, [m.model_id for m in models], [m.seed for m in models]))
 
 
 def train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit: int, progress: bool = False,

@@ -47,6 +47,16 @@ class PopulationSpec:
     eval_memory_floats: int = 50_000_000  # bound on activations per evaluation chunk
     retain_memory: bool = True  # glibc keeps freed large blocks: -25..45% step and eval time (bench)
     extra: dict = field(default_factory=dict)
+    # trajectory stages (zoo.trajectory): after ``epochs``, ``stages`` x ``stage_epochs`` on nested subsets
+    stages: int = 0
+    stage_epochs: int = 1
+    stage_rates: tuple[float, float] = (1.0, 1.0)
+    subset_seeds: Sequence[int] = ()  # one per model: zoo.trajectory.stage_subsets' seed
+
+    @property
+    def total_epochs(self) -> int:
+        """Full-data epochs plus every stage's epochs."""
+        return self.epochs + self.stages * self.stage_epochs
 
 
 @dataclass
@@ -130,7 +140,8 @@ def _quiet_lightning() -> None:
     """Keep Lightning's banners (GPU available, tips) out of a build's output; its progress bar stays."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    for msg in (".*configure_optimizers.*", ".*does not have many workers.*", ".*treespec.*", ".*LeafSpec.*"):
+    for msg in (".*configure_optimizers.*", ".*does not have many workers.*", ".*treespec.*", ".*LeafSpec.*",
+                ".*module\\(s\\) in eval mode.*"):  # the frozen template is switched to train() per step
         warnings.filterwarnings("ignore", message=msg)
 
 
@@ -144,10 +155,10 @@ def train_population(spec: PopulationSpec, dataset: Dataset, progress: bool = Tr
     if spec.retain_memory:
         retain_freed_memory()
     module = PopulationModule(spec, dataset)
-    if spec.epochs == 0:
+    if spec.total_epochs == 0:
         module.checkpoint_if_due(0)
         return module.result()
-    trainer = L.Trainer(max_epochs=spec.epochs, accelerator="cpu", devices=1, logger=False,
+    trainer = L.Trainer(max_epochs=spec.total_epochs, accelerator="cpu", devices=1, logger=False,
                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
                         num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(module)

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from .datasets import Dataset
 from .evaluate import split_metrics
+from .trajectory import stage_subsets
 from .population import LOG_EVERY, PopulationResult, PopulationSpec, activation_floats_per_sample, \
     population_forward
 
@@ -55,6 +56,10 @@ class PopulationModule(L.LightningModule):
         self.last_checkpoint = torch.full((m,), -1, dtype=torch.int64)
         self._generators = [torch.Generator().manual_seed(int(s)) for s in spec.data_seeds]
         self._perm: torch.Tensor | None = None
+        self._stage_plans = [stage_subsets(n_train, spec.stages, spec.stage_rates, seed) for seed in spec.subset_seeds] \
+            if spec.stages else []
+        self._stage_steps: torch.Tensor | None = None  # [M] steps of each model in the current stage epoch
+        self._frozen: tuple | None = None  # models sitting out this step, and their saved state
         act = activation_floats_per_sample(self.template, dataset.X_train)
         self._eval_chunk = max(1, spec.eval_memory_floats // (m * act))
 
@@ -87,7 +92,10 @@ class PopulationModule(L.LightningModule):
         self.checkpoint_if_due(0)
 
     def training_step(self, batch, batch_idx: int):
-        if batch_idx == 0 or self._perm is None:
+        stage = self._stage()
+        if stage and self._skip_stage_step(stage, batch_idx):  # trajectory stage: batches from nested subsets
+            return None
+        if not stage and (batch_idx == 0 or self._perm is None):
             n = len(self.dataset.X_train)
             self._perm = torch.stack([torch.randperm(n, generator=g) for g in self._generators])
         b = self.batch_size
@@ -109,12 +117,52 @@ class PopulationModule(L.LightningModule):
             p.grad = None
         self.manual_backward(torch.where(self.active, loss, torch.zeros_like(loss)).sum())
         self._optimizer_step()
+        self._restore_frozen()
         if batch_idx % LOG_EVERY == 0 and self.active.any():  # logging costs ~0.3 ms: not every step
             self.log("loss", loss[self.active].mean(), prog_bar=True, on_step=True, on_epoch=False)
         return None
 
     def on_train_epoch_end(self) -> None:
         self.checkpoint_if_due(self.current_epoch + 1)
+
+    # ------------------------------------------------------------------ trajectory stages (zoo.trajectory)
+    def _stage(self) -> int:
+        """0 during full-data training, s during stage s of a trajectory recipe."""
+        e = self.current_epoch
+        return 0 if not self._stage_plans or e < self.spec.epochs else 1 + (e - self.spec.epochs) // self.spec.stage_epochs
+
+    def _stage_tensors(self) -> list[torch.Tensor]:
+        return [*self.stacked, *self._buffers_stacked.values(), *self.state1, *(self.state2 or [])]
+
+    def _skip_stage_step(self, stage: int, batch_idx: int) -> bool:
+        """Set up step ``batch_idx`` of ``stage`` (each model's batches from its own subset, a fresh optimizer at
+        a stage's start); True past the population's longest stage. Models with fewer steps sit the step out:
+        their weights, buffers and optimizer state are saved here and restored after it."""
+        b = self.batch_size
+        if batch_idx == 0:
+            if (self.current_epoch - self.spec.epochs) % self.spec.stage_epochs == 0:
+                for t in [*self.state1, *(self.state2 or [])]:
+                    t.zero_()
+                self.step_count = 0
+            subsets = [p.subsets[stage - 1] for p in self._stage_plans]
+            self._stage_steps = torch.tensor([max(1, len(s) // b) for s in subsets])
+            width = int(self._stage_steps.max()) * b
+            self._perm = torch.stack([s[torch.randperm(len(s), generator=g)].repeat(-(-width // len(s)))[:width]
+                                      for s, g in zip(subsets, self._generators)])
+            self.total_steps = int(self._stage_steps.max()) * self.spec.stage_epochs  # the schedule restarts
+        if batch_idx >= int(self._stage_steps.max()):
+            return True
+        frozen = self._stage_steps <= batch_idx
+        self._frozen = (frozen, [t.detach()[frozen].clone() for t in self._stage_tensors()]) if frozen.any() else None
+        return False
+
+    @torch.no_grad()
+    def _restore_frozen(self) -> None:
+        if self._frozen is not None:
+            frozen, saved = self._frozen
+            for t, v in zip(self._stage_tensors(), saved):
+                t[frozen] = v
+            self._frozen = None
 
     # ------------------------------------------------------------------ optimization
     def _lr_factor(self) -> float:

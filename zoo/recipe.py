@@ -22,6 +22,7 @@ import torch
 from .arch import arch_spec, build_model
 from .errors import ZooError
 from .layout import Layout, layout_of
+from .trajectory import check_trajectory_recipe, plan_checkpoints
 from .datasets import Dataset, expand_dataset_names, load_dataset
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -131,6 +132,7 @@ def validate_recipe(recipe: Mapping, dataset: Dataset) -> None:
     for lr in _as_list(recipe, "learning_rates"):
         if float(lr) <= 0:
             raise ZooError(f"learning rates must be positive, got {lr}")
+    check_trajectory_recipe(recipe)  # kind: grid (the default) or trajectory (zoo.trajectory)
 
 
 def make_plan(recipe: Mapping, dataset: Dataset | Mapping[str, Dataset], population_size: int, memory_floats: int,
@@ -179,7 +181,7 @@ def make_plan(recipe: Mapping, dataset: Dataset | Mapping[str, Dataset], populat
             units.append(unit)
     pop_of = {i: p for p, ids in enumerate(populations) for i in ids}
     plans = [ModelPlan(population=pop_of[m["model_id"]], row=row_of[m["model_id"]], **m) for m in models]
-    return Plan(plans, layouts, populations, [int(c) for c in _as_list(recipe, "checkpoint_epochs")], units)
+    return Plan(plans, layouts, populations, plan_checkpoints(recipe, _as_list(recipe, "checkpoint_epochs")), units)
 
 
 def _layout_key(spec: dict, layouts: dict[str, Layout], act_cache: dict[str, int], dataset: Dataset) -> str:

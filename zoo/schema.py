@@ -11,6 +11,7 @@ import math
 from typing import Any, Callable, Mapping
 
 from .errors import ZooError
+from .trajectory import check_trajectory_recipe
 
 Rule = Callable[[Any], str | None]  # returns what was expected when the value breaks the rule
 
@@ -83,6 +84,11 @@ RECIPE: dict[str, Rule] = {
     "epochs": _number(int, 0),
     "checkpoint_epochs": _list_of(_number(int, 0), sorted_unique=True),
     "landscape": _optional(_typed(Mapping, "a mapping of landscape settings")),
+    "kind": _optional(_one_of("grid", "trajectory")),  # zoo.trajectory: full-data training, then nested stages
+    "stages": _optional(_number(int, 1)),
+    "stage_epochs": _optional(_number(int, 1)),
+    "stage_rates": _optional(lambda v: None if isinstance(v, (int, float, list, tuple)) and not isinstance(v, bool)
+                             else "a rate or a range [low, high] with 0 < low <= high <= 1"),
 }
 
 BUILD: dict[str, Rule] = {
@@ -116,6 +122,7 @@ def check_build_config(cfg: Mapping) -> None:
     check(cfg, BUILD, "")
     check(cfg["recipe"], RECIPE, "recipe.")
     recipe = cfg["recipe"]
+    check_trajectory_recipe(recipe)
     if (recipe.get("dataset") is None) == (recipe.get("datasets") is None):
         raise ZooError("recipe.dataset and recipe.datasets are both given; keep one (recipe.dataset=null to use the"
                        " list)" if recipe.get("dataset") is not None else
