@@ -29,7 +29,7 @@ def _duration(seconds: float) -> str:
     seconds = max(0.0, float(seconds))
     if seconds < 90:
         return f"{seconds:.0f} s"
-    if seconds < 5400:
+    if seconds < 3600:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
 
@@ -48,11 +48,11 @@ class Progress:
     """
 
     def __init__(self, total: int | None, desc: str, *, prefix: str = "", unit: str | None = None,
-                 enabled: bool = True, stream: IO | None = None, interval: float = INTERVAL):
+                 enabled: bool = True, stream: IO | None = None, interval: float | None = None):
         self.total = None if total is None else int(total)
         self.desc, self.prefix, self.enabled = desc, prefix, bool(enabled)
         self.stream = sys.stderr if stream is None else stream
-        self.interval = float(interval)
+        self.interval = INTERVAL if interval is None else float(interval)
         self.n = 0
         self.postfix: dict[str, Any] = {}
         self.lines = 0  # lines written in log mode
@@ -138,7 +138,7 @@ class Progress:
 
 
 def lightning_progress(desc: str = "epochs", prefix: str = "", monitor: str | None = None, enabled: bool = True,
-                       stream: IO | None = None, interval: float = INTERVAL):
+                       stream: IO | None = None, interval: float | None = None):
     """A Lightning callback showing a :class:`Progress` over epochs with the training loss and the
     validation metrics (``monitor`` first); use with ``enable_progress_bar=False``."""
     import lightning as L
