@@ -11,17 +11,36 @@ def _usage(parser: argparse.ArgumentParser) -> str:
     return " ".join(parser.format_usage().split()).removeprefix("usage: ")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help with every option's default (unless its text already names one); descriptions and epilogs kept as
+    written (they hold tables of config keys)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text.lower() or f"({default})" in text or default is None or default is False
+                or default == argparse.SUPPRESS or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors raise ZooError (the dispatcher prints one line and exits 2)."""
+    """An ArgumentParser whose errors raise ZooError (the dispatcher prints one line and exits 2) and whose
+    help shows every option's default."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         raise ZooError(f"{message} (usage: {_usage(self)})")
 
 
-def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | None:
-    """Parsed arguments, or None after ``--help`` printed the help (the command then returns 0)."""
+def parse(parser: argparse.ArgumentParser, argv: list[str], intermixed: bool = False) -> argparse.Namespace | None:
+    """Parsed arguments, or None after ``--help`` printed the help (the command then returns 0).
+    ``intermixed``: options may come between positionals (``zoo landscape PATH --quiet key=value``)."""
     try:
-        return parser.parse_args(argv)
+        return parser.parse_intermixed_args(argv) if intermixed else parser.parse_args(argv)
     except SystemExit as e:
         if e.code:
             raise ZooError(f"usage: {_usage(parser)}") from None

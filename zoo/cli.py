@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
+import textwrap
 import threading
 
 from .errors import ZooError
@@ -33,8 +34,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 def _usage() -> str:
+    from .config import group_options
+
     lines = ["usage: zoo COMMAND [args]", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += ["", "configs (conf/GROUP/NAME.yaml; new files appear here and in each command's --help):"]
+    for group, command in (("recipe", "build"), ("encoder", "train"), ("task", "train"), ("augment", "train"),
+                           ("generator", "fit")):
+        lines += textwrap.wrap(f"{group:<10} zoo {command} {group}=NAME: {', '.join(group_options(group))}", 108,
+                               initial_indent="  ", subsequent_indent=" " * 13)
+    lines += ["", "zoo COMMAND --help lists a command's options, config groups and keys with their defaults."]
     return "\n".join(lines)
 
 

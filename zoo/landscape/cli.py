@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 import argparse
 
-from ..argparsing import ArgumentParser
+from ..argparsing import ArgumentParser, parse
 from ..errors import ZooError
 from .compute import compute_landscape, landscape_cells, resolve_config
 from .plot import phase_diagram
@@ -60,7 +60,9 @@ def main_landscape(argv: list[str]) -> int:
     p.add_argument("path", help="zoo store (local path or fsspec URL)")
     p.add_argument("overrides", nargs="*", help="key=value overrides of conf/landscape/default.yaml")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    a = p.parse_intermixed_args(argv)
+    a = parse(p, argv, intermixed=True)
+    if a is None:  # --help
+        return 0
     resolve_config(parse_overrides(a.overrides))  # bad keys fail before the zoo is opened
     z = _open(a.path)
     cfg = _config(z, a.overrides)
@@ -81,7 +83,9 @@ def main_phases(argv: list[str]) -> int:
     p.add_argument("--out", required=True, help="folder for phases.png and phases.json")
     p.add_argument("--name", default="phases", help="file stem (default: phases)")
     p.add_argument("overrides", nargs="*", help="cut-off overrides, e.g. phases.mc_tol=0.05")
-    a = p.parse_intermixed_args(argv)
+    a = parse(p, argv, intermixed=True)
+    if a is None:  # --help
+        return 0
     resolve_config(parse_overrides(a.overrides))
     z = _open(a.path)
     cfg = _config(z, a.overrides)
