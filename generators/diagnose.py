@@ -36,6 +36,7 @@ import zoo
 from zoo.datasets import Dataset
 from zoo.errors import ZooError
 from zoo.layout import Layout
+from zoo.progress import Progress
 
 from .baselines import build_baselines, parse_baselines
 
@@ -356,7 +357,7 @@ def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Z
              baselines: str | Sequence[str] | None = ("noise", "average", "gaussian"), *,
              n_baseline: int | None = None, noise_drops: Sequence[float] = (0, 1, 5), k: int = 16, seed: int = 0,
              canonical: str = "auto", refine: int = REFINE, recalibrate_samples: bool = False,
-             plots: bool = True) -> dict:
+             plots: bool = True, progress: bool = False) -> dict:
     """Diagnose samples zoos against their training zoo, beside the no-training baselines; returns the report.
 
     ``samples_zoo``: one zoo (path or ``Zoo``), a list of them, a {name: zoo} mapping, or None (baselines
@@ -365,6 +366,7 @@ def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Z
     ``refine``: nearest canonical candidates each model is also weight-matched to directly (0: nn_l2 is the
     one-reference canonical distance alone, which is also reported as ``nn_l2_canonical``).
     ``recalibrate_samples``: recompute the samples' BatchNorm statistics on the training split first.
+    ``progress``: a display over the diagnosis steps (zoo.progress).
     """
     if refine < 0:
         raise ZooError(f"refine must be >= 0, got {refine}")
@@ -385,6 +387,7 @@ def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Z
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise ZooError(f"--out {str(out_dir)!r} exists and is not a folder")
 
+    bar = Progress(6 if out is not None and plots else 5, "steps", prefix="zoo diagnose", enabled=progress, eta=False)
     t = time.perf_counter()
     methods: list[Method] = []
     layout = None
@@ -396,6 +399,7 @@ def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Z
         _check_dataset(z, train)
         m.recalibrate = recalibrate_samples
     timings["load_and_align_train"] = time.perf_counter() - t
+    bar.update(1, finished="load and align the training zoo")
 
     t = time.perf_counter()
     n_base = int(n_baseline) if n_baseline is not None else max((m.total for m in methods), default=100)
@@ -406,6 +410,7 @@ def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Z
         methods.append(Method(name, "baseline", w[finite], np.flatnonzero(finite.numpy()), len(w), name))
     _unique_names(methods)
     timings["baselines"] = time.perf_counter() - t
+    bar.update(1, finished="baselines")
 
     # one evaluation of everything (samples recalibrated first where asked), one alignment of everything
     t = time.perf_counter()
@@ -416,9 +421,11 @@ def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Z
     allw = torch.cat([train.raw, *[m.weights for m in methods]]) if methods else train.raw
     acc, wrong = predictions(train.layout, allw, train.dataset)
     timings["evaluate"] = time.perf_counter() - t
+    bar.update(1, finished="evaluate")
     t = time.perf_counter()
     canon_samples = train.align(torch.cat([m.weights for m in methods])) if methods else train.raw[:0]
     timings["align_samples"] = time.perf_counter() - t
+    bar.update(1, finished="align samples")
 
     t = time.perf_counter()
     mask = train.layout.parameter_mask()
@@ -442,6 +449,7 @@ def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Z
                                             "equal_acc_tolerance": ACC_TOLERANCE,
                                             "note": "measured on the test split; nothing is chosen from it"}
     timings["distances_and_iou"] = time.perf_counter() - t
+    bar.update(1, finished="distances and error overlap")
 
     train_acc = acc[:m_train].numpy()
     good_acc = float(np.percentile(train_acc, GOOD_PERCENTILE))
@@ -504,7 +512,9 @@ def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Z
             t = time.perf_counter()
             report["plots"] = write_plots(report, out_dir)
             timings["plots"] = time.perf_counter() - t
+            bar.update(1, finished="plots")
         (out_dir / "diagnose.json").write_text(json.dumps(report, indent=1, allow_nan=False, default=_json_default))
+    bar.close()
     return report
 
 

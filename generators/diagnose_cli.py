@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from zoo.argparsing import ArgumentParser, parse
 from zoo.errors import ZooError
@@ -74,7 +75,7 @@ def main(argv: list[str]) -> int:
 
     report = diagnose(args.samples or None, args.train, args.out, args.baselines, n_baseline=args.n_baseline,
                       noise_drops=drops, k=args.k, seed=args.seed, canonical=args.canonical, refine=args.refine,
-                      recalibrate_samples=args.recalibrate_bn, plots=not args.no_plots)
+                      recalibrate_samples=args.recalibrate_bn, plots=not args.no_plots, progress=not args.json)
     if args.json:
         print(json.dumps({"methods": report["methods"], "thresholds": report["thresholds"]}))
         return 0
@@ -86,5 +87,6 @@ def main(argv: list[str]) -> int:
     if noise:
         print("noise sigmas (chosen on validation data from the training split): " +
               ", ".join(f"{k}: {v:.3g}" for k, v in noise["sigmas"].items()))
-    print(f"wrote {args.out}/diagnose.json" + ("" if args.no_plots else " and PNGs"))
+    written = [Path(args.out) / name for name in ["diagnose.json", *sorted((report.get("plots") or {}).values())]]
+    print("wrote " + ", ".join(map(str, written)))
     return 0

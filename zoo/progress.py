@@ -43,13 +43,14 @@ def _fmt(value: Any) -> str:
 class Progress:
     """Progress of one long step over ``total`` units (None: unknown).
 
-    In a terminal: one tqdm bar. Otherwise: ``[prefix] desc 120/300 (40%) in 12 s, about 18 s left; k=v``
-    at most every ``interval`` seconds and at the end. ``enabled=False`` shows nothing.
+    In a terminal: one tqdm bar. Otherwise: ``[prefix] desc 120/300 (40%) in 12 s, about 18 s left; k v``
+    at most every ``interval`` seconds (and 1% of the total) and at the end. ``enabled=False`` shows nothing.
     """
 
     def __init__(self, total: int | None, desc: str, *, prefix: str = "", unit: str | None = None,
-                 enabled: bool = True, stream: IO | None = None, interval: float | None = None):
+                 enabled: bool = True, stream: IO | None = None, interval: float | None = None, eta: bool = True):
         self.total = None if total is None else int(total)
+        self.eta = bool(eta)  # False for steps of unequal length (a time-left guess would mislead)
         self.desc, self.prefix, self.enabled = desc, prefix, bool(enabled)
         self.stream = sys.stderr if stream is None else stream
         self.interval = INTERVAL if interval is None else float(interval)
@@ -110,7 +111,7 @@ class Progress:
         if self.total:
             pct = 100.0 * self.n / self.total
             text = f"{head}{self.desc} {self.n:,}/{self.total:,} ({pct:.0f}%) in {_duration(elapsed)}"
-            if not final and 0 < self.n < self.total:
+            if not final and self.eta and 0 < self.n < self.total:
                 text += f", about {_duration(elapsed / self.n * (self.total - self.n))} left"
         else:
             text = f"{head}{self.desc} {self.n:,} in {_duration(elapsed)}"
