@@ -33,8 +33,8 @@ def main_fit(argv: list[str]) -> int:
     print(f"zoo fit: {summary['generator']} on {summary['zoo']} ({summary['train_models']} train / "
           f"{summary['val_models']} val models, weights {summary['canonical']}): {summary['steps']} steps in "
           f"{summary['fit_seconds']:.1f}s, best {summary['monitor']} {summary['best_score']:.4g}\n"
-          f"run in {summary['out']} (model.safetensors, summary.json, metrics.csv); next: zoo sample {summary['out']}"
-          f" -n 100 --out data/zoos/{summary['generator']}-samples.zarr")
+          f"run in {summary['out']} (model.safetensors, summary.json, metrics.csv); next: "
+          + summary.get("next", f"zoo sample {summary['out']} -n 100 --out data/zoos/{summary['generator']}-samples.zarr"))
     return 0
 
 

@@ -27,19 +27,11 @@ from .known import Known, weight_kinds
 
 
 def reversed_trajectories(z: "zoo.Zoo", key: str, ids: np.ndarray) -> torch.Tensor:
-    """[n, T, P] weights of models ``ids`` (one layout) ordered small data -> full data (one-line errors)."""
-    info = z.attrs.get("trajectory")
-    if not info:
-        raise ZooError(f"zoo {z.path!r} has no trajectories (no 'trajectory' attribute): KNOWN learns from a "
-                       "trajectory zoo (full-data training, then stages on nested shrinking subsets)")
-    try:
-        from zoo.trajectory import reversed_trajectories as read  # the trajectory zoos' own reader
-    except ImportError:
-        read = None
-    if read is not None:
-        return torch.as_tensor(read(z, key, np.asarray(ids)))
-    order = [int(c) for c in reversed(info["stage_checkpoints"])] + [int(info["full_checkpoint"])]
-    return z.weights(np.asarray(ids), checkpoint=None)[:, order]
+    """[n, T, P] weights of models ``ids`` (one layout) ordered small data -> full data (zoo.trajectory's
+    contract; a zoo without trajectories is a one-line error)."""
+    from zoo.trajectory import reversed_trajectories as read
+
+    return torch.as_tensor(read(z, key, np.asarray(ids)))
 
 
 def _split(ids: np.ndarray, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +158,8 @@ def fit_run(cfg: Mapping) -> Known:
                    "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
                    "train_models": len(data["source"]["train_ids"]), "val_models": len(data["source"]["val_ids"]),
                    "canonical": "raw", "dims": dims, "bound": g.bound.tolist(), "seen": g.seen.tolist(),
-                   "parameters": int(sum(p.numel() for p in g.nets.parameters())), "config": cfg}
+                   "parameters": int(sum(p.numel() for p in g.nets.parameters())), "config": cfg,
+                   "next": f"zoo nowcast {out} --zoo {cfg['zoo']} --out data/zoos/known-{stem}.zarr --steps 3"}
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         return g.eval()
     finally:

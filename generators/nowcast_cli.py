@@ -50,12 +50,15 @@ def nowcast_zoo(g, zoo_path: str, out: str, steps: int = 1, query: str | None = 
     attrs = {"nowcast": {"run": str(g.run_dir) if g.run_dir is not None else None, "source_zoo": str(zoo_path),
                          "steps": steps, "query": query, "checkpoints": "checkpoint i = i+1 recursive KNOWN steps "
                          "past the full-data weights", "batchnorm": "recomputed on the training split"}}
+    preds = {}  # every prediction before the output zoo exists: a bad input leaves nothing behind
+    for key in used:
+        rows = np.nonzero((sel["layout"] == key).to_numpy())[0]
+        preds[key] = g.nowcast(reversed_trajectories(z, key, sel["model_id"].to_numpy()[rows]), z.layouts[key], steps)
     w = zoo.create(out, table, {k: z.layouts[k] for k in used}, list(range(1, steps + 1)), names, attrs=attrs,
                    datasets=list(datasets.values()), overwrite=overwrite)
     for key in used:
         rows = np.nonzero((sel["layout"] == key).to_numpy())[0]
-        layout = z.layouts[key]
-        pred = g.nowcast(reversed_trajectories(z, key, sel["model_id"].to_numpy()[rows]), layout, steps)
+        layout, pred = z.layouts[key], preds[key]
         metrics = np.full((len(rows), steps, len(names)), np.nan)
         finite = torch.isfinite(pred).flatten(1).all(1).numpy()
         for name, data in datasets.items():
