@@ -33,6 +33,7 @@ import torch
 import zoo
 from zoo.errors import ZooError
 from zoo.layout import Layout
+from zoo.progress import Progress
 
 EMA_DECAYS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)  # per saved checkpoint (not per step): checkpoints are few
 
@@ -230,8 +231,10 @@ class Search:
 
 
 def run_searches(searches: Sequence[Search],
-                 evaluate: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> None:
-    """Drive searches in lockstep: each round, ``evaluate(search index [m], alphas [m, C]) -> fitness [m]`` once."""
+                 evaluate: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                 on_round: Callable[[Sequence[Search]], None] | None = None) -> None:
+    """Drive searches in lockstep: each round, ``evaluate(search index [m], alphas [m, C]) -> fitness [m]`` once;
+    ``on_round(searches)`` after each round (progress displays)."""
     while not all(s.done for s in searches):
         active = [i for i, s in enumerate(searches) if not s.done]
         asks = [searches[i].ask() for i in active]
@@ -241,6 +244,8 @@ def run_searches(searches: Sequence[Search],
         for i, a in zip(active, asks):
             searches[i].tell(fitness[at:at + len(a)])
             at += len(a)
+        if on_round is not None:
+            on_round(searches)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -351,13 +356,14 @@ def select_models(z: zoo.Zoo, models: str | Sequence[int] = "all") -> list[int]:
 
 def lcsc_zoo(z: zoo.Zoo | str, models: str | Sequence[int] = "all", config: SearchConfig = SearchConfig(),
              seed: int = 0, val_fraction: float = 0.2, val_seed: int = 0, metric: str = "loss",
-             upto: int | None = None, data: zoo.Dataset | None = None, chunk: int = 2048) -> LCSCResult:
+             upto: int | None = None, data: zoo.Dataset | None = None, chunk: int = 2048,
+             progress: bool = False) -> LCSCResult:
     """Search LCSC coefficients for zoo models over their checkpoints (up to index ``upto``), fitness on validation.
 
     The search sees only ``validation_view(data, val_fraction, val_seed)``; the test split is read after it,
     for the report. ``metric``: 'loss' (validation loss, the default: smooth), or 'acc' / 'r2'. Returns the
     ``lcsc`` table (one row per model; coefficients over ALL the zoo's checkpoints, zeros past ``upto``) and
-    the merged weights.
+    the merged weights. ``progress``: a display over models whose search finished (zoo.progress).
     """
     t0 = time.perf_counter()
     z = zoo.open(z) if isinstance(z, str) else z
@@ -374,13 +380,19 @@ def lcsc_zoo(z: zoo.Zoo | str, models: str | Sequence[int] = "all", config: Sear
     val = validation_view(data, val_fraction, val_seed)
     keys = z.models["layout"].to_numpy()
     rows, weights = [], {}
+    bar = Progress(len(ids), "models searched", prefix="zoo lcsc", enabled=progress)
     for key in sorted({str(keys[i]) for i in ids}):
         group = [i for i in ids if str(keys[i]) == key]
         layout, bn = z.layouts[key], _has_bn(z.layouts[key])
         # [n, used, P]; one vectorized read per checkpoint: 28x faster here than the orthogonal [n, C, P] read
         trajs = torch.stack([z.weights(group, checkpoint=c) for c in range(used)], 1)
         searches = [Search(used, config, seed=[int(seed), int(i)]) for i in group]
-        run_searches(searches, _fitness_fn(layout, trajs, val, metric, bn, chunk))
+        start, evals = bar.n, int(bar.postfix.get("evaluations", 0))
+
+        def shown(ss: Sequence[Search], start: int = start, evals: int = evals) -> None:
+            bar.update(start + sum(s.done for s in ss) - bar.n, evaluations=evals + sum(s.evaluations for s in ss))
+
+        run_searches(searches, _fitness_fn(layout, trajs, val, metric, bn, chunk), on_round=shown)
         # the four combinations reported per model: last, best EMA, best uniform (both chosen on val), LCSC
         chosen = []
         for s in searches:
@@ -414,6 +426,7 @@ def lcsc_zoo(z: zoo.Zoo | str, models: str | Sequence[int] = "all", config: Sear
                 "val_samples": int(len(val.X_test)), "metric": metric, "seed": int(seed),
                 "checkpoints_used": used, "search": {k: (list(v) if isinstance(v, tuple) else v)
                                                      for k, v in dataclasses.asdict(config).items()}}
+    bar.close()
     return LCSCResult(ids, table, weights, settings, time.perf_counter() - t0)
 
 

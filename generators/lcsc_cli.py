@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
     if not args.overwrite and _exists(args.out):
         raise ZooError(f"{args.out!r} already exists; pass --overwrite to replace it")
     result = lcsc_zoo(src, args.models, config, seed=args.seed, val_fraction=args.val_fraction,
-                      val_seed=args.val_seed, metric=args.metric, upto=args.upto)
+                      val_seed=args.val_seed, metric=args.metric, upto=args.upto, progress=True)
     out = write_lcsc_zoo(src, result, args.out, overwrite=args.overwrite)
     t = result.table
     score = "acc" if "lcsc_test_acc" in t else "r2"
@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
             f"{result.seconds:.1f}s -> {out.path}; mean test {score}: last {t[f'last_test_{score}'].mean():.4f}, "
             f"EMA {t[f'ema_test_{score}'].mean():.4f}, uniform {t[f'uniform_test_{score}'].mean():.4f}, "
             f"LCSC {t[f'lcsc_test_{score}'].mean():.4f}")
-    print(line)
+    print(line + f"\nwrote {out.path} (merged weights; per-model search results: zoo.open(...).table('lcsc'))")
     return 0
 
 
@@ -97,12 +97,13 @@ def _generator(args, config) -> int:
     if args.models != "all":
         raise ZooError("--models selects zoo models; a generator run has none (drop it with --generator)")
     r = lcsc_generator(args.zoo, config, samples=args.samples, sample_seed=args.sample_seed, seed=args.seed,
-                       val_fraction=args.val_fraction, val_seed=args.val_seed, upto=args.upto)
+                       val_fraction=args.val_fraction, val_seed=args.val_seed, upto=args.upto, progress=True)
     r.save(out)
     score = next(k for k in r.results["lcsc"] if k.startswith("test_") and not k.endswith("loss"))
     print(f"zoo lcsc: generator {args.zoo} over {len(r.steps)} snapshots (steps {r.steps[0]}..{r.steps[-1]}) in "
           f"{r.seconds:.1f}s -> {out}; mean {score} of {args.samples} samples: " + ", ".join(
               f"{m} {v[score]:.4f}" for m, v in r.results.items()))
+    print(f"wrote {out} (a run folder with lcsc.json: zoo sample {out} -n 100 --out OUT.zarr)")
     return 0
 
 

@@ -20,6 +20,7 @@ import torch
 
 import zoo
 from zoo.errors import ZooError
+from zoo.progress import Progress
 
 from .base import SNAPSHOT_DIR, Generator, load, snapshots
 from .lcsc import GENERATOR_SEARCH, Search, SearchConfig, metric_names, run_searches, validation_view
@@ -97,8 +98,9 @@ class GeneratorLCSC:
 
 def lcsc_generator(run_dir: str | Path, config: SearchConfig = GENERATOR_SEARCH,
                    samples: int = 16, sample_seed: int = 0, seed: int = 0, val_fraction: float = 0.2,
-                   val_seed: int = 0, upto: int | None = None) -> GeneratorLCSC:
-    """Search coefficients over a run's snapshots (those up to step ``upto``) maximizing its samples' val accuracy."""
+                   val_seed: int = 0, upto: int | None = None, progress: bool = False) -> GeneratorLCSC:
+    """Search coefficients over a run's snapshots (those up to step ``upto``) maximizing its samples' val accuracy;
+    ``progress``: a display over fitness evaluations (at most ``config.max_evals``)."""
     t0 = time.perf_counter()
     run = Path(run_dir)
     g = load(run)
@@ -122,7 +124,9 @@ def lcsc_generator(run_dir: str | Path, config: SearchConfig = GENERATOR_SEARCH,
         return -m["score"] + tie * m["squashed_loss"]
 
     search = Search(len(steps), config, seed=int(seed))
-    run_searches([search], fitness)
+    with Progress(config.max_evals, "evaluations (at most)", prefix="zoo lcsc", enabled=progress) as bar:
+        run_searches([search], fitness, on_round=lambda ss: bar.update(ss[0].evaluations - bar.n,
+                                                                       generation=ss[0].generation))
     ema, uni = search.best_seed("ema"), search.best_seed("uniform")
     states = {"shipped": shipped, "last": comb.state(search.seeds[0]), "ema": comb.state(ema[1]),
               "uniform": comb.state(uni[1]), "lcsc": comb.state(search.best[1])}
