@@ -11,12 +11,15 @@ import zarr
 import zoo
 from zoo import ZooError
 from zoo.config import compose
+from zoo.build import make_build_plan
+from zoo.recipe import load_recipe_datasets
 from zoo.store import PENDING
 from zoo.trajectory import reversed_order, reversed_trajectories, stage_subsets, subset_seed
 
 # 4 digits MLPs (2 batch sizes x 2 seeds): 2 full-data epochs, then 3 one-epoch stages
-SMALL = ["recipe=know-trajectories", "progress=false", "recipe.widths=[8]", "recipe.learning_rates=[0.05]",
-         "recipe.seeds=2", "recipe.epochs=2", "recipe.checkpoint_epochs=[0,2]", "recipe.stages=3"]
+SMALL = ["recipe=know-trajectories", "progress=false", "recipe.widths=[8]", "recipe.sample_hparams=false",
+         "recipe.learning_rates=[0.05]", "recipe.batch_sizes=[32,64]", "recipe.seeds=2", "recipe.epochs=2",
+         "recipe.checkpoint_epochs=[0,2]", "recipe.stages=3"]
 
 
 def _build(out, *overrides: str) -> zoo.Zoo:
@@ -40,6 +43,23 @@ def test_stage_subsets_are_nested_deterministic_and_sized_by_the_rates():
     assert all(torch.equal(x, y) for x, y in zip(a.subsets, b.subsets)) and a.rates == b.rates
     assert stage_subsets(1000, 6, (0.3, 0.9), seed=12).sizes != a.sizes
     assert stage_subsets(10, 5, (0.01, 0.01), seed=0).sizes == [1] * 5  # never empty
+
+
+def test_sampled_hparams_are_per_model_in_range_and_deterministic():
+    """recipe.sample_hparams: each model draws a log-uniform learning rate and one of the batch sizes; populations
+    still share one batch size."""
+    cfg = compose("build", ["out=/nonexistent.zarr", "recipe=know-trajectories", "recipe.seeds=300"])
+    data = load_recipe_datasets(cfg["recipe"])
+    plan = make_build_plan(cfg, data)
+    lr = np.array([m.learning_rate for m in plan.models])
+    bs = np.array([m.batch_size for m in plan.models])
+    assert len(plan.models) == 300 and len(set(lr)) == 300 and set(bs) == {16, 32, 64}
+    assert (lr >= 0.01).all() and (lr <= 0.1).all()
+    third = np.quantile(np.log10(lr), [1 / 3, 2 / 3])  # log-uniform: terciles near -1.667 and -1.333
+    assert np.allclose(third, [-5 / 3, -4 / 3], atol=0.08), third
+    assert all(len({plan.models[i].batch_size for i in pop}) == 1 for pop in plan.populations)
+    again = make_build_plan(cfg, data)
+    assert [(m.learning_rate, m.batch_size) for m in again.models] == list(zip(lr.tolist(), bs.tolist()))
 
 
 def test_checkpoints_are_in_training_order_and_the_reversed_trajectory_ends_at_full_data(traj):
@@ -98,7 +118,6 @@ def test_a_stage_trains_on_its_subset_only(tmp_path):
     assert correct[~inside].float().mean() < 0.45  # chance is 0.25; training on all 200 would memorize them
 
 
-@pytest.mark.slow
 def test_bn_cnn_models_that_sit_out_steps_are_untouched(tmp_path):
     """A BatchNorm CNN trained in a population (models with fewer stage steps sit out) equals it trained alone."""
     args = ["recipe.arch=cnn", "recipe.dataset=digits-image", "recipe.batchnorm=true", "recipe.widths=[4]",

@@ -7,7 +7,9 @@ layout, rows are ordered by batch size, then id, and cut into blocks of ``block_
 the unit one writer owns (a weights shard, a metrics and a state chunk; see zoo.writer). Models of one
 block that share a batch size and a dataset step in lockstep on that dataset's tensors, so they form
 populations (at most ``population_size`` models, fewer when the activations would exceed the memory bound). The plan depends only on the config,
-so every process (a resumed build, a Dask worker) derives the same one.
+so every process (a resumed build, a Dask worker) derives the same one. ``sample_hparams: true`` draws each
+model's learning rate and batch size (zoo.trajectory.sample_hparams) instead of gridding them;
+``kind: trajectory`` adds stages on nested subsets after training (zoo.trajectory).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import torch
 from .arch import arch_spec, build_model
 from .errors import ZooError
 from .layout import Layout, layout_of
-from .trajectory import check_trajectory_recipe, plan_checkpoints
+from .trajectory import check_trajectory_recipe, plan_checkpoints, sample_hparams
 from .datasets import Dataset, expand_dataset_names, load_dataset
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -148,12 +150,15 @@ def make_plan(recipe: Mapping, dataset: Dataset | Mapping[str, Dataset], populat
     models: list[dict] = []
     layouts: dict[str, Layout] = {}
     seed_base = int(recipe.get("seed_offset", 0))
-    grid = itertools.product(list(data), _as_list(recipe, "widths"), _as_list(recipe, "depths"), _as_list(recipe, "learning_rates"),
-                             _as_list(recipe, "batch_sizes"), _as_list(recipe, "weight_decays"),
+    lrs, bss, sampled = _as_list(recipe, "learning_rates"), _as_list(recipe, "batch_sizes"), recipe.get("sample_hparams")
+    grid = itertools.product(list(data), _as_list(recipe, "widths"), _as_list(recipe, "depths"), lrs[:1] if sampled else lrs,
+                             bss[:1] if sampled else bss, _as_list(recipe, "weight_decays"),
                              range(int(recipe["seeds"])))
     act_cache: dict[str, int] = {}
     key_of_spec: dict[str, str] = {}  # building a module per grid point would dominate a 100k-model plan
     for model_id, (name, width, depth, lr, bs, wd, s) in enumerate(grid):
+        if sampled:  # per model: learning rate log-uniform within the listed ones' range, batch size among them
+            lr, bs = sample_hparams(lrs, bss, model_id, seed_base + s)
         spec = arch_spec(recipe["arch"], dataset.input_shape, dataset.num_outputs, int(width), int(depth),
                          recipe.get("activation", "relu"), recipe.get("batchnorm", True), recipe.get("kernel_size", 3))
         spec_id = json.dumps(spec, sort_keys=True)

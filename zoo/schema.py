@@ -87,6 +87,7 @@ RECIPE: dict[str, Rule] = {
     "kind": _optional(_one_of("grid", "trajectory")),  # zoo.trajectory: full-data training, then nested stages
     "stages": _optional(_number(int, 1)),
     "stage_epochs": _optional(_number(int, 1)),
+    "sample_hparams": _optional(_typed(bool, "true or false")),  # draw lr and batch size per model (zoo.recipe)
     "stage_rates": _optional(lambda v: None if isinstance(v, (int, float, list, tuple)) and not isinstance(v, bool)
                              else "a rate or a range [low, high] with 0 < low <= high <= 1"),
 }

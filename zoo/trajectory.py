@@ -27,6 +27,7 @@ The reversed trajectory the nowcaster reads (small data -> full data) is
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -126,6 +127,17 @@ def trajectory_attrs(recipe: Mapping, full: Sequence[int]) -> dict | None:
 def subset_seed(model_id: int, seed: int) -> int:
     """The seed of a model's stage subsets: distinct per model, a pure function of its id and seed."""
     return int.from_bytes(hashlib.sha256(f"stages/{int(seed)}/{int(model_id)}".encode()).digest()[:4], "little")
+
+
+def sample_hparams(learning_rates: Sequence[float], batch_sizes: Sequence[int], model_id: int,
+                   seed: int) -> tuple[float, int]:
+    """A model's (learning rate, batch size) under ``recipe.sample_hparams``: the rate log-uniform between the
+    smallest and largest of ``learning_rates``, the batch size one of ``batch_sizes``; a pure function of the
+    model's id and seed."""
+    digest = hashlib.sha256(f"hparams/{int(seed)}/{int(model_id)}".encode()).digest()
+    u = int.from_bytes(digest[:8], "little") / 2.0 ** 64
+    lo, hi = math.log(min(map(float, learning_rates))), math.log(max(map(float, learning_rates)))
+    return math.exp(lo + u * (hi - lo)), int(batch_sizes[int.from_bytes(digest[8:12], "little") % len(batch_sizes)])
 
 
 def stage_subsets(n_train: int, stages: int, rates: tuple[float, float], seed: int) -> StagePlan:
