@@ -94,4 +94,4 @@ def test_unknown_encoder_and_bad_hyperparameter_are_zoo_errors():
         build_encoder("nope", space, 1)
     with pytest.raises(ZooError, match="encoder 'graph'"):
         build_encoder("graph", space, 1, depth=3)
-    assert set(ENCODERS) == {"mlp", "statnn", "graph", "transformer"}
+    assert set(ENCODERS) == {"mlp", "statnn", "graph", "transformer", "nfn"}

@@ -112,17 +112,40 @@ def targets(z, spec: TaskSpec, samples: pd.DataFrame) -> pd.DataFrame:
 
 
 def regression_metrics(pred: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Kendall tau, R2 and MSE of predictions against targets (1-D)."""
-    from scipy.stats import kendalltau
+    """Kendall tau (tau-b), R2 and MSE of predictions against targets (1-D), from torchmetrics.
 
-    p, t = pred.double().cpu().numpy().ravel(), y.double().cpu().numpy().ravel()
-    mse = float(np.mean((p - t) ** 2))
-    var = float(np.var(t))
-    tau = kendalltau(p, t).statistic if len(t) > 1 else float("nan")
-    # undefined (one model, or constant targets) is NaN here and null in summary.json, never a made-up 0
-    return {"kendall_tau": float(tau), "r2": 1.0 - mse / var if var > 0 else float("nan"), "mse": mse}
+    Undefined values are NaN (null in summary.json), never a made-up 0: Kendall tau with fewer than two
+    samples or with constant predictions or targets, R2 with fewer than two samples or constant targets
+    (torchmetrics would report 0 there).
+    """
+    import warnings
+
+    from torchmetrics.functional.regression import kendall_rank_corrcoef, mean_squared_error, r2_score
+
+    p, t = pred.detach().double().cpu().ravel(), y.detach().double().cpu().ravel()
+    if p.shape != t.shape:
+        raise ZooError(f"predictions {tuple(p.shape)} and targets {tuple(t.shape)} differ in shape")
+    nan = float("nan")
+    if len(t) == 0:
+        return {"kendall_tau": nan, "r2": nan, "mse": nan}
+    mse = float(mean_squared_error(p, t))
+    if len(t) < 2:
+        return {"kendall_tau": nan, "r2": nan, "mse": mse}
+    with warnings.catch_warnings():  # torchmetrics warns on constant inputs; the NaN says it
+        warnings.simplefilter("ignore")
+        tau = float(kendall_rank_corrcoef(p, t, variant="b"))
+    const_p, const_t = bool((p == p[0]).all()), bool((t == t[0]).all())
+    if const_p or const_t:
+        tau = nan
+    r2 = nan if const_t else float(r2_score(p, t))
+    return {"kendall_tau": tau, "r2": r2, "mse": mse}
 
 
 def classification_metrics(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Accuracy of argmax predictions."""
-    return {"acc": float((logits.argmax(1) == y).float().mean())}
+    """Accuracy of argmax predictions (torchmetrics, micro average: the fraction of samples right)."""
+    from torchmetrics.functional.classification import multiclass_accuracy
+
+    if len(y) == 0:
+        return {"acc": float("nan")}
+    k = max(int(logits.shape[1]), 2)
+    return {"acc": float(multiclass_accuracy(logits.detach().cpu(), y.detach().cpu(), num_classes=k, average="micro"))}

@@ -7,6 +7,7 @@ from ..space import WeightSpace
 from .base import WeightEncoder
 from .flat import FlatMLP
 from .graph import GraphEncoder
+from .nfn import NFNEncoder
 from .statnn import StatNN
 from .transformer import NeuronTransformer
 
@@ -15,6 +16,7 @@ ENCODERS: dict[str, type[WeightEncoder]] = {
     "statnn": StatNN,
     "graph": GraphEncoder,
     "transformer": NeuronTransformer,
+    "nfn": NFNEncoder,
 }
 
 
@@ -28,4 +30,4 @@ def build_encoder(name: str, space: WeightSpace, out_dim: int, **hparams) -> Wei
         raise ZooError(f"encoder {name!r}: {e}") from None
 
 
-__all__ = ["ENCODERS", "WeightEncoder", "build_encoder", "FlatMLP", "StatNN", "GraphEncoder", "NeuronTransformer"]
+__all__ = ["ENCODERS", "WeightEncoder", "build_encoder", "FlatMLP", "StatNN", "GraphEncoder", "NeuronTransformer", "NFNEncoder"]
