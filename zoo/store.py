@@ -245,15 +245,24 @@ class Zoo:
         return list(self._meta.get("datasets") or {})
 
     def dataset(self, name: str | None = None):
-        """The dataset (train/test tensors) the zoo was trained on; checks the stored fingerprint."""
+        """The dataset (train/test tensors) the zoo was trained on; checks the stored fingerprint.
+
+        A zoo over several datasets (``recipe.datasets``) needs ``name``: the models table's ``dataset`` column
+        says which one each model was trained on."""
         from .datasets import load_dataset
 
         datasets = self._meta.get("datasets") or {}
         if not datasets:
             raise ZooError(f"zoo {self.path!r} records no dataset")
+        if name is None and len(datasets) > 1:
+            names = list(datasets)
+            raise ZooError(f"zoo {self.path!r} holds {len(names)} datasets ({', '.join(names[:3])}"
+                           f"{', ...' if len(names) > 3 else ''}); name one: Zoo.dataset(name), see its models' dataset column")
         name = name or next(iter(datasets))
         if name not in datasets:
-            raise ZooError(f"zoo was not trained on {name!r}; it holds {list(datasets)}")
+            names = list(datasets)
+            raise ZooError(f"zoo was not trained on {name!r}; it holds {len(names)} datasets"
+                           f" ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
         record = datasets[name]
         data = load_dataset(name, seed=int(record.get("seed", 0)))
         if data.fingerprint != record["fingerprint"]:
