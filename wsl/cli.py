@@ -18,7 +18,7 @@ from zoo.config import checked_overrides, compose, group_options, help_text, mak
 from zoo.errors import ZooError
 from zoo.schema import check_train_config
 
-USAGE = """usage: zoo train encoder=NAME task=NAME zoo=PATH [key=value ...]
+USAGE = """usage: zoo train [-m] encoder=NAME task=NAME zoo=PATH [key=value ...]  (-m: Hydra multirun over comma lists, as encoder=mlp,nfn seed=0,1,2)
   encoders: {encoders}
   tasks:    {tasks}
   augment:  {augment}
@@ -114,9 +114,13 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(help_text("train", USAGE.splitlines()[0], [USAGE.split("e.g. ")[1].splitlines()[0]], group_keys=GROUPS))
         return 0 if argv else 2
+    if argv[0] in ("-m", "--multirun"):  # a Hydra sweep: one run folder and one summary line per job
+        from .multirun import multirun
+
+        return multirun(argv[1:], "train", GROUPS)
     cfg = compose("train", checked_overrides(argv, 'train', GROUPS))
     s = train(cfg)
-    metrics = ", ".join(f"{k} {v:.4f}" for k, v in s["test"].items() if v is not None)
+    metrics = ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} undefined" for k, v in s["test"].items())
     held_out = s["splits"].get("test", {}).get("models", 0)
     print(f"zoo train: {s['encoder']} on {s['task']['name']}, {held_out} held-out models: {metrics}"
           f" ({s['epochs']} epochs in {s['fit_seconds']:.0f} s)\nrun in {s['out']} (summary.json, metrics.csv,"
