@@ -23,3 +23,76 @@ def test_stacked_mlp_forward_equals_each_module():
         with torch.no_grad():
             assert torch.allclose(out_own[i], m(x_own[i]), atol=1e-5)
             assert torch.allclose(out_shared[i], m(task.X_test), atol=1e-5)
+
+
+def _spec(arch: str, task, n: int, optimizer: str = "sgd", epochs: int = 1):
+    from zoo.layout import layout_of
+    from zoo.population import PopulationSpec
+
+    spec = arch_spec(arch, task.input_shape, 10, 4 if arch != "mlp" else 16, 1 if arch == "resnet" else 2)
+    return PopulationSpec(template=build_model(spec), layout=layout_of(build_model(spec), spec),
+                          init_states=[init_state(spec, s) for s in range(n)],
+                          learning_rates=[0.02 * (1 + i) for i in range(n)], weight_decays=[1e-3] * n,
+                          data_seeds=[11 + s for s in range(n)], batch_size=64, epochs=epochs,
+                          checkpoint_epochs=[0, epochs], optimizer=optimizer, momentum=0.9)
+
+
+def test_training_state_lives_in_buffers_that_move_with_the_module():
+    """device=cuda relies on Lightning moving the module: every piece of training state must move with it."""
+    from zoo.population_module import PopulationModule
+
+    task = load_dataset("digits-image")
+    module = PopulationModule(_spec("cnn", task, 3, optimizer="adam"), task).to("meta")
+    state = [module.lr, module.wd, module.active, module.diverged, *module.state1, *module.state2,
+             *module._buffers_stacked.values(), *module.stacked]
+    assert len(module._buffers_stacked) == 6 and len(module.state2) == len(module.stacked)  # 2 BN x 3 buffers
+    assert all(t.device.type == "meta" for t in state)
+    assert module.lr.shape == (3, 1) and module.state1[0].shape == module.stacked[0].shape
+
+
+def test_population_trains_the_models_plain_torch_trains():
+    """Model j of a population ends where plain torch (torch.optim.SGD, same init, lr, wd, data order) ends:
+    the premise of bench/population.py's one-at-a-time baseline."""
+    import torch.nn.functional as F
+
+    from zoo.population import train_population
+
+    for arch, name in (("mlp", "digits"), ("cnn", "digits-image")):
+        task = load_dataset(name)
+        spec = _spec(arch, task, 3)
+        result = train_population(spec, task, progress=False)
+        for j in range(3):
+            model = spec.layout.build()
+            model.load_state_dict(spec.init_states[j])
+            model.train()
+            opt = torch.optim.SGD(model.parameters(), lr=spec.learning_rates[j], momentum=0.9,
+                                  weight_decay=spec.weight_decays[j])
+            g = torch.Generator().manual_seed(spec.data_seeds[j])
+            perm = torch.randperm(len(task.X_train), generator=g)
+            for s in range(len(task.X_train) // 64):
+                idx = perm[s * 64:(s + 1) * 64]
+                opt.zero_grad()
+                F.cross_entropy(model(task.X_train[idx]), task.y_train[idx]).backward()
+                opt.step()
+            mine = spec.layout.flatten({k: v.detach() for k, v in model.state_dict().items()})
+            assert torch.allclose(result.weights[j, -1], mine, atol=1e-5), (arch, j)
+            assert not torch.allclose(result.weights[j, 0], mine, atol=1e-2)  # it did train
+
+
+def test_device_cuda_without_a_gpu_is_a_one_line_error(tmp_path):
+    import pytest
+
+    from zoo import ZooError
+    from zoo.build import build
+    from zoo.config import compose
+    from zoo.population import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
+    out = tmp_path / "z.zarr"
+    for value, words in (("cuda", "torch sees no CUDA GPU"), ("gpu", "expected one of")):
+        with pytest.raises(ZooError) as e:
+            build(compose("build", [f"out={out}", "recipe=tiny", f"device={value}", "progress=false"]))
+        assert words in str(e.value) and "\n" not in str(e.value)
+        assert not out.exists()

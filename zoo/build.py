@@ -21,7 +21,7 @@ import torch
 from . import store as zstore
 from . import trajectory
 from .errors import ZooError
-from .population import PopulationSpec, train_population
+from .population import PopulationSpec, resolve_device, train_population
 from .datasets import Dataset
 from .recipe import Plan, init_state, load_recipe_datasets, make_plan
 from .lock import writing
@@ -124,6 +124,7 @@ def population_spec(cfg: Mapping, plan: Plan, index: int) -> PopulationSpec:
         epochs=int(recipe["epochs"]), checkpoint_epochs=plan.checkpoint_epochs, optimizer=recipe["optimizer"],
         momentum=float(recipe.get("momentum", 0.0)), schedule=recipe.get("schedule", "constant"),
         eval_memory_floats=int(cfg["memory_floats"]), retain_memory=bool(cfg.get("retain_memory", True)),
+        device=str(cfg.get("device", "cpu")),
         **trajectory.spec_fields(recipe, [m.model_id for m in models], [m.seed for m in models]))
 
 
@@ -207,6 +208,7 @@ def build(cfg: Mapping) -> "zstore.Zoo":
     """Build (or resume) the zoo that ``cfg`` describes and return it opened."""
     cfg = dict(cfg)
     check_build_config(cfg)  # types, ranges, unknown keys: before anything is written
+    resolve_device(str(cfg.get("device", "cpu")))  # device=cuda without a GPU: one line, nothing written
     run = _executor((cfg.get("executor") or {}).get("name", "local"))
     with writing(str(cfg["out"]), "zoo build"):  # one writer at a time
         path, plan, dataset, pending = prepare(cfg)

@@ -21,6 +21,7 @@ from .arch import MLP
 from .layout import Layout
 from .memory import retain_freed_memory
 from .datasets import Dataset
+from .errors import ZooError
 
 
 LOG_EVERY = 10  # steps between progress-bar loss updates
@@ -46,6 +47,7 @@ class PopulationSpec:
     schedule: str = "constant"  # constant | cosine
     eval_memory_floats: int = 50_000_000  # bound on activations per evaluation chunk
     retain_memory: bool = True  # glibc keeps freed large blocks: -25..45% step and eval time (bench)
+    device: str = "cpu"  # cpu | cuda | auto (cuda when available): where the population trains
     extra: dict = field(default_factory=dict)
     # trajectory stages (zoo.trajectory): after ``epochs``, ``stages`` x ``stage_epochs`` on nested subsets
     stages: int = 0
@@ -145,6 +147,20 @@ def _quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=msg)
 
 
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def resolve_device(device: str) -> str:
+    """'cpu' or 'cuda' for a build's ``device`` setting; a one-line ZooError for cuda without a GPU."""
+    if device not in DEVICES:
+        raise ZooError(f"device={device!r} is invalid: expected one of {list(DEVICES)}")
+    available = torch.cuda.is_available()
+    if device == "cuda" and not available:
+        raise ZooError("device=cuda was asked for but torch sees no CUDA GPU (torch.cuda.is_available() is False"
+                       f" with torch {torch.__version__}); use device=cpu or device=auto")
+    return "cuda" if device == "cuda" or (device == "auto" and available) else "cpu"
+
+
 def train_population(spec: PopulationSpec, dataset: Dataset, progress: bool = True) -> PopulationResult:
     """Train every model of a population to ``spec.epochs`` and return its checkpoints and metrics."""
     import lightning as L  # imported here: commands that only read zoos start ~2 s faster without it
@@ -158,7 +174,8 @@ def train_population(spec: PopulationSpec, dataset: Dataset, progress: bool = Tr
     if spec.total_epochs == 0:
         module.checkpoint_if_due(0)
         return module.result()
-    trainer = L.Trainer(max_epochs=spec.total_epochs, accelerator="cpu", devices=1, logger=False,
+    accelerator = "gpu" if resolve_device(spec.device) == "cuda" else "cpu"  # Lightning moves the module
+    trainer = L.Trainer(max_epochs=spec.total_epochs, accelerator=accelerator, devices=1, logger=False,
                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
                         num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(module)

@@ -5,6 +5,7 @@ Kept apart from ``zoo.population`` so that reading a zoo never imports Lightning
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import lightning as L
 import torch
@@ -36,13 +37,18 @@ class PopulationModule(L.LightningModule):
         # flat [M, P] storage are many times slower in both directions)
         self.stacked = nn.ParameterList(
             [nn.Parameter(torch.stack([s[n] for s in spec.init_states]).float().contiguous()) for n in self.param_names])
-        self._buffers_stacked = {n: torch.stack([s[n] for s in spec.init_states]).clone() for n in self.buffer_names}
-        self.lr = torch.tensor(spec.learning_rates, dtype=torch.float32).view(m, 1)
-        self.wd = torch.tensor(spec.weight_decays, dtype=torch.float32).view(m, 1)
-        self.active = torch.ones(m, dtype=torch.bool)
-        self.diverged = torch.zeros(m, dtype=torch.bool)
-        self.state1 = [torch.zeros_like(p) for p in self.stacked]  # momentum buffer / Adam first moment
-        self.state2 = [torch.zeros_like(p) for p in self.stacked] if spec.optimizer in ("adam", "adamw") else None
+        # training state as buffers, so Lightning's accelerator moves it with the module (device=cuda);
+        # what the spec fixes (lr, wd) is non-persistent, the state a resumed step would need is persistent
+        for i, n in enumerate(self.buffer_names):  # stacked BatchNorm statistics
+            self.register_buffer(f"stacked_buffer_{i}", torch.stack([s[n] for s in spec.init_states]).clone())
+        self.register_buffer("lr", torch.tensor(spec.learning_rates, dtype=torch.float32).view(m, 1), persistent=False)
+        self.register_buffer("wd", torch.tensor(spec.weight_decays, dtype=torch.float32).view(m, 1), persistent=False)
+        self.register_buffer("active", torch.ones(m, dtype=torch.bool))
+        self.register_buffer("diverged", torch.zeros(m, dtype=torch.bool))
+        self._moments = 2 if spec.optimizer in ("adam", "adamw") else 1  # momentum buffer / Adam's two moments
+        for j in range(self._moments):
+            for k, p in enumerate(self.stacked):
+                self.register_buffer(f"state{j + 1}_{k}", torch.zeros_like(p))
         self.step_count = 0
         n_train = len(dataset.X_train)
         self.batch_size = min(spec.batch_size, n_train)
@@ -59,9 +65,33 @@ class PopulationModule(L.LightningModule):
         self._stage_plans = [stage_subsets(n_train, spec.stages, spec.stage_rates, seed) for seed in spec.subset_seeds] \
             if spec.stages else []
         self._stage_steps: torch.Tensor | None = None  # [M] steps of each model in the current stage epoch
+        self._stage_max = 0  # the population's longest
         self._frozen: tuple | None = None  # models sitting out this step, and their saved state
         act = activation_floats_per_sample(self.template, dataset.X_train)
         self._eval_chunk = max(1, spec.eval_memory_floats // (m * act))
+
+    # ------------------------------------------------------------------ state that lives in buffers
+    @property
+    def _buffers_stacked(self) -> dict[str, torch.Tensor]:
+        """Stacked [M, *shape] BatchNorm buffers by their layout name (looked up: .to() replaces buffers)."""
+        return {n: getattr(self, f"stacked_buffer_{i}") for i, n in enumerate(self.buffer_names)}
+
+    @property
+    def state1(self) -> list[torch.Tensor]:
+        """Momentum buffer (sgd) or Adam's first moment, one per stacked parameter."""
+        return [getattr(self, f"state1_{k}") for k in range(len(self.stacked))]
+
+    @property
+    def state2(self) -> list[torch.Tensor] | None:
+        """Adam's second moment per stacked parameter (None for sgd)."""
+        return [getattr(self, f"state2_{k}") for k in range(len(self.stacked))] if self._moments == 2 else None
+
+    def on_fit_start(self) -> None:
+        """Data tensors onto the module's device (Lightning has moved the module by now)."""
+        if self.dataset.X_train.device != self.device:
+            d = self.dataset
+            self.dataset = replace(d, X_train=d.X_train.to(self.device), y_train=d.y_train.to(self.device),
+                                   X_test=d.X_test.to(self.device), y_test=d.y_test.to(self.device))
 
     # ------------------------------------------------------------------ functional pieces
     def _params(self) -> dict[str, torch.Tensor]:
@@ -99,7 +129,7 @@ class PopulationModule(L.LightningModule):
             n = len(self.dataset.X_train)
             self._perm = torch.stack([torch.randperm(n, generator=g) for g in self._generators])
         b = self.batch_size
-        idx = self._perm[:, batch_idx * b:(batch_idx + 1) * b].reshape(-1)
+        idx = self._perm[:, batch_idx * b:(batch_idx + 1) * b].reshape(-1).to(self.dataset.X_train.device)
         m = self._perm.shape[0]
         x = self.dataset.X_train.index_select(0, idx).view(m, b, *self.dataset.X_train.shape[1:])
         y = self.dataset.y_train.index_select(0, idx).view(m, b, *self.dataset.y_train.shape[1:])
@@ -145,12 +175,13 @@ class PopulationModule(L.LightningModule):
                     t.zero_()
                 self.step_count = 0
             subsets = [p.subsets[stage - 1] for p in self._stage_plans]
-            self._stage_steps = torch.tensor([max(1, len(s) // b) for s in subsets])
-            width = int(self._stage_steps.max()) * b
+            steps = [max(1, len(s) // b) for s in subsets]
+            self._stage_steps, self._stage_max = torch.tensor(steps, device=self.stacked[0].device), max(steps)
+            width = self._stage_max * b
             self._perm = torch.stack([s[torch.randperm(len(s), generator=g)].repeat(-(-width // len(s)))[:width]
                                       for s, g in zip(subsets, self._generators)])
-            self.total_steps = int(self._stage_steps.max()) * self.spec.stage_epochs  # the schedule restarts
-        if batch_idx >= int(self._stage_steps.max()):
+            self.total_steps = self._stage_max * self.spec.stage_epochs  # the schedule restarts
+        if batch_idx >= self._stage_max:
             return True
         frozen = self._stage_steps <= batch_idx
         self._frozen = (frozen, [t.detach()[frozen].clone() for t in self._stage_tensors()]) if frozen.any() else None
@@ -225,15 +256,15 @@ class PopulationModule(L.LightningModule):
         c = list(self.spec.checkpoint_epochs).index(epoch)
         metrics = self.evaluate()
         states = {**{k: v.detach() for k, v in self._params().items()}, **self._buffers_stacked}
-        flat = self.spec.layout.flatten_batch(states)
-        ok = self.active & torch.isfinite(flat).all(1) & torch.isfinite(metrics[:, 0])
-        newly = self.active & ~ok
-        self.diverged |= newly
-        self.active &= ok
+        flat = self.spec.layout.flatten_batch(states).cpu()  # results on the CPU, whatever the device
+        metrics = metrics.cpu()
+        ok = self.active.cpu() & torch.isfinite(flat).all(1) & torch.isfinite(metrics[:, 0])
+        self.diverged |= (self.active.cpu() & ~ok).to(self.diverged.device)
+        self.active &= ok.to(self.active.device)
         self.snapshots[ok, c] = flat[ok]
         self.metric_values[ok, c] = metrics[ok]
         self.last_checkpoint[ok] = c
 
     def result(self) -> PopulationResult:
-        return PopulationResult(self.snapshots, self.metric_values, self.metric_names, self.diverged.clone(),
+        return PopulationResult(self.snapshots, self.metric_values, self.metric_names, self.diverged.cpu().clone(),
                                 self.last_checkpoint.clone())

@@ -100,6 +100,7 @@ BUILD: dict[str, Rule] = {
     "memory_floats": _number(int, 1),
     "retain_memory": _typed(bool, "true or false"),
     "threads": _optional(_number(int, 1)),
+    "device": _one_of("cpu", "cuda", "auto"),
     "progress": _typed(bool, "true or false"),
     "executor": _typed(Mapping, "an executor config"),
     "recipe": _typed(Mapping, "a recipe"),
