@@ -98,7 +98,7 @@ def test_build_log_is_bounded_and_readable(tmp_path):
     assert all(LINE.match(s) for s in lines), lines
     assert lines[-1].startswith("[zoo build] models 8/8 (100%)") and "done" in lines[-1]
     assert "\r" not in err.read_text() and "Epoch" not in err.read_text()
-    assert r.stdout.splitlines()[0].startswith(f"built 8/8 models (0 diverged) into {out} in ")
+    assert r.stdout.splitlines()[0].startswith(f"built 8/8 models (8 done, 0 diverged) into {out} in ")
     assert f"next: zoo info {out}" in r.stdout
 
 

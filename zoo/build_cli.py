@@ -23,7 +23,8 @@ def usage() -> str:
 def report(s: dict, seconds: float) -> str:
     """What a build produced and where, and what to run next (the lines ``zoo build`` ends with)."""
     finished = s["done"] + s["diverged"]
-    line = (f"built {finished}/{s['models']} models ({s['diverged']} diverged) into {s['path']} in {seconds:.0f} s")
+    line = (f"built {finished}/{s['models']} models ({s['done']} done, {s['diverged']} diverged) into {s['path']}"
+            f" in {seconds:.0f} s")
     if s["score"] and s["score_mean"] is not None:
         line += f"; {s['score']} mean {s['score_mean']:.4f} ({s['score_min']:.4f} .. {s['score_max']:.4f})"
     if s["pending"]:
