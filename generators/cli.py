@@ -47,6 +47,10 @@ def _sample_parser() -> ArgumentParser:
     p.add_argument("--out", required=True, help="zoo to write (local path or fsspec URL)")
     p.add_argument("--condition", default=None, help="value of the conditioning column (default: drawn as in "
                    "training)")
+    p.add_argument("--dataset", default=None, help="dataset-conditioned generators (d2nwg): the dataset to make "
+                   "weights for, a name or a .npz file with X_train, y_train, X_test, y_test")
+    p.add_argument("--shots", type=int, default=None, help="with --dataset: training examples per class the "
+                   "generator sees, drawn with --seed (default: the run's setting)")
     p.add_argument("--snapshot", type=int, default=None, help="use the raw weights saved at this training step")
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo at --out")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -67,7 +71,16 @@ def main_sample(argv: list[str]) -> int:
     from .base import load
 
     g = load(args.run, snapshot=args.snapshot)
-    z = g.sample_zoo(args.n, args.out, seed=args.seed, condition=args.condition, overwrite=args.overwrite)
+    condition = args.condition
+    if args.dataset is not None or args.shots is not None:
+        if not hasattr(g, "dataset_condition"):
+            raise ZooError(f"--dataset/--shots are for dataset-conditioned generators (d2nwg); this run is {g.name}")
+        if args.dataset is None:
+            raise ZooError("--shots needs --dataset NAME|file.npz")
+        if args.condition is not None:
+            raise ZooError("give --dataset or --condition, not both")
+        condition = g.dataset_condition(args.dataset, shots=args.shots)
+    z = g.sample_zoo(args.n, args.out, seed=args.seed, condition=condition, overwrite=args.overwrite)
     df = z.models
     acc = df["test_acc"].dropna() if "test_acc" in df else None
     tail = f"; test_acc mean {acc.mean():.4f} (min {acc.min():.4f}, max {acc.max():.4f})" if acc is not None \

@@ -127,7 +127,7 @@ def _fit(cfg: Mapping) -> Generator:
         torch.set_num_threads(int(cfg["threads"]))
     L.seed_everything(seed, verbose=False)
     t0 = time.perf_counter()
-    src = load_source(str(cfg["zoo"]), gcfg, seed)
+    src = getattr(registry()[name], "load_source", load_source)(str(cfg["zoo"]), gcfg, seed)  # d2nwg: split by task
     source = {**src.info, "shared": src.shared}
     mask = src.layout.parameter_mask()
     cls = registry()[name]
@@ -169,6 +169,6 @@ def _fit(cfg: Mapping) -> Generator:
                "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
                "train_models": len(src.info["train_ids"]), "val_models": len(src.info["val_ids"]),
                "canonical": src.info["canonical"], "dims": g.dims,
-               "parameters": int(sum(p.numel() for p in g.velocity.parameters())), "config": cfg}
+               "parameters": int(sum(p.numel() for p in g.parameters())), "config": cfg}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return g.eval()
