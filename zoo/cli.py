@@ -42,7 +42,7 @@ def _usage() -> str:
     for group, command in (("recipe", "build"), ("encoder", "train"), ("task", "train"), ("augment", "train"),
                            ("generator", "fit")):
         lines += textwrap.wrap(f"{group:<10} zoo {command} {group}=NAME: {', '.join(group_options(group))}", 108,
-                               initial_indent="  ", subsequent_indent=" " * 13)
+                               initial_indent="  ", subsequent_indent=" " * 13, break_on_hyphens=False)
     lines += ["", "zoo COMMAND --help lists a command's options, config groups and keys with their defaults."]
     return "\n".join(lines)
 

@@ -201,7 +201,7 @@ def doc_lines(left: str, text: str, width: int = 110, col: int = 34) -> list[str
     if not text:
         return [left]
     first = left.ljust(col - 1) + " " if len(left) < col - 1 else None
-    body = textwrap.wrap(text, width - col) or [""]
+    body = textwrap.wrap(text, width - col, break_on_hyphens=False) or [""]
     if first is None:
         return [left] + [" " * col + b for b in body]
     return [first + body[0]] + [" " * col + b for b in body[1:]]
