@@ -104,7 +104,8 @@ def test_a_stage_trains_on_its_subset_only(tmp_path):
     np.savez(path, X_train=rng.normal(size=(200, 8)).astype(np.float32), y_train=rng.integers(0, 4, 200),
              X_test=rng.normal(size=(50, 8)).astype(np.float32), y_test=rng.integers(0, 4, 50))
     z = _build(tmp_path / "r.zarr", f"recipe.dataset={path}", "recipe.widths=[64]", "recipe.seeds=1",
-               "recipe.batch_sizes=[8]", "recipe.learning_rates=[0.1]", "recipe.epochs=0", "recipe.checkpoint_epochs=[0]",
+               "recipe.batch_sizes=[8]", "recipe.learning_rates=[0.1]", "recipe.epochs=0",
+               "recipe.checkpoint_epochs=[0]",
                "recipe.stages=1", "recipe.stage_rates=0.05", "recipe.stage_epochs=150")
     data, row = z.dataset(), z.models.iloc[0]
     subset = stage_subsets(len(data.X_train), 1, (0.05, 0.05), row.subset_seed).subsets[0]
@@ -171,6 +172,18 @@ def test_stage_keys_on_a_grid_recipe_and_reading_a_grid_zoo_are_one_line_errors(
         zoo.build(compose("build", [f"out={tmp_path / 'g.zarr'}", "recipe=tiny", "progress=false", "+recipe.stages=3"]))
     with pytest.raises(ZooError, match="has no trajectories: build it from a recipe with kind: trajectory"):
         reversed_trajectories(tiny_zoo)
+
+
+def test_reading_an_incomplete_trajectory_is_a_one_line_error(tmp_path):
+    z = _build(tmp_path / "div.zarr", "recipe.learning_rates=[0.05,1e12]", "recipe.seeds=1", "recipe.batch_sizes=[32]")
+    assert list(z.models.status) == ["done", "diverged"]
+    assert reversed_trajectories(z).shape[0] == 1  # the default reads the complete ones only
+    with pytest.raises(ZooError, match="model 1 is diverged: it has no complete trajectory"):
+        reversed_trajectories(z, None, [0, 1])
+    with pytest.raises(ZooError, match="layout 'nope' is not in zoo"):
+        reversed_trajectories(z, "nope", [0])
+    with pytest.raises(ZooError, match="model ids must lie in 0..1"):
+        reversed_trajectories(z, None, [5])
 
 
 def test_cli_reports_a_bad_stage_count_in_one_line(tmp_path):

@@ -7,10 +7,11 @@ set), so each subset lies inside the previous one. The subsets are a pure functi
 size and the model's ``subset_seed`` (a models-table column): :func:`stage_subsets` returns them.
 Each stage continues from the previous stage's weights (the init is never reloaded) with a FRESH optimizer
 state (momentum / Adam moments and step count reset, as the paper's one-epoch-per-stage Keras fits do); the
-recipe's schedule restarts per stage. A model's steps per stage epoch are ``max(1, subset_size //
-batch_size)`` (a subset smaller than a batch is cycled to fill one); the models of a population step
-together, and a model whose stage has fewer steps than the population's longest sits out the rest (an exact
-no-op: weights, BatchNorm statistics and optimizer state untouched).
+recipe's schedule restarts per stage, over the population's longest stage. A model's steps per stage epoch
+are ``max(1, subset_size // batch_size)`` (a subset smaller than a batch is cycled to fill one); the models
+of a population step together, and a model whose stage has fewer steps than the population's longest sits
+out the rest (an exact no-op: weights, BatchNorm statistics and optimizer state untouched). The flat
+vectors include BatchNorm buffers (num_batches_tracked counts steps): a nowcaster reads the parameters.
 
 THE CONTRACT (the store's ``attrs["trajectory"]``, tested in tests/test_trajectories.py). Checkpoints are
 stored in TRAINING order along the weights' checkpoint axis [n, C, P]:
@@ -120,7 +121,8 @@ def trajectory_attrs(recipe: Mapping, full: Sequence[int]) -> dict | None:
     k, stages = len(full), int(recipe["stages"])
     return {"full_checkpoint": k - 1, "init_checkpoint": 0 if int(full[0]) == 0 else None,
             "stage_checkpoints": list(range(k, k + stages)), "stages": stages,
-            "stage_epochs": int(recipe.get("stage_epochs", DEFAULT_STAGE_EPOCHS)), "stage_rates": list(rate_range(recipe)),
+            "stage_epochs": int(recipe.get("stage_epochs", DEFAULT_STAGE_EPOCHS)),
+            "stage_rates": list(rate_range(recipe)),
             "optimizer_state": "fresh per stage", "direction": DIRECTION}
 
 
