@@ -116,6 +116,8 @@ def fit_run(cfg: Mapping) -> Known:
     if not cfg.get("zoo"):
         raise ZooError("zoo=PATH is required (the trajectory zoo to learn from)")
     gcfg = dict(cfg["generator"])
+    if gcfg.get("loss", "mae") not in ("mae", "mse"):
+        raise ZooError(f"generator.loss must be mae or mse, got {gcfg.get('loss')!r}")
     stem = Path(str(cfg["zoo"]).rstrip("/")).name.removesuffix(".zarr")
     out = Path(cfg.get("out") or Path("data/runs") / f"known-{stem}")
     seed = int(cfg.get("seed", 0))
