@@ -1,16 +1,19 @@
-"""Encoder benchmark: Kendall tau of test-accuracy prediction for every encoder, with and without
-augmentation, over seeds (each seed: its own model-id split and initialization), on one zoo; phase
-accuracy on a phase zoo when one is given; and the data module's throughput from the in-memory cache.
+"""Encoder benchmark at a realistic scale: Kendall tau and R2 of test-accuracy and generalization-gap
+prediction for every encoder (mlp, statnn, graph, transformer, nfn), over seeds (each seed: its own
+model-id split and initialization), on one zoo; phase accuracy on a phase zoo when one is given.
 
-    .venv/bin/python bench/encoders.py                                   # default zoo, built if missing
-    .venv/bin/python bench/encoders.py --zoo data/zoos/wsl-mlp-digits.zarr --phase-zoo data/zoos/phase.zarr
+    .venv/bin/python bench/encoders.py      # 2,160-model zoo of conf/recipe/encoders-mlp-digits.yaml, built if missing
+    .venv/bin/python bench/encoders.py --zoo data/zoos/mlp-digits.zarr --recipe default --epochs 30
 
-Writes docs/encoders.md (table, mean +- std over seeds) and docs/encoders.json (every run's numbers).
+Every choice (best epoch) is made on the validation models; test models give the final numbers only.
+Writes docs/encoders.md (table, mean +- std over seeds) and docs/encoders.json (every run's numbers)
+after every run, so an interrupted benchmark leaves what it measured.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -27,18 +30,20 @@ from wsl.cli import train  # noqa: E402
 from wsl.data import WeightDataModule  # noqa: E402
 from zoo.config import compose  # noqa: E402
 
-ENCODERS = ["mlp", "statnn", "graph", "transformer"]
+ENCODERS = ["mlp", "statnn", "transformer", "nfn", "graph"]  # cheapest first
 
 
-def ensure_zoo(path: str) -> str:
-    """The zoo at ``path``, built from the default recipe when missing."""
-    if not Path(path).exists():
-        print(f"building the default zoo into {path} ...", flush=True)
-        zoo.build(compose("build", [f"out={path}", "progress=false"]))
-    return path
+def ensure_zoo(path: str, recipe: str) -> float | None:
+    """Build the zoo at ``path`` from ``recipe`` (one thread) when missing; returns the build seconds."""
+    if Path(path).exists():
+        return None
+    print(f"building recipe {recipe} into {path} ...", flush=True)
+    t0 = time.time()
+    zoo.build(compose("build", [f"recipe={recipe}", f"out={path}", "progress=false", "threads=1"]))
+    return time.time() - t0
 
 
-def throughput(path: str, checkpoints, batch_sizes=(64, 256, 1024), repeats: int = 20) -> dict:
+def throughput(path: str, checkpoints, batch_sizes=(64, 256, 1024), repeats: int = 5) -> dict:
     """Models per second through the training loader (normalized batches, no augmentation), from the cache."""
     dm = WeightDataModule(path, checkpoints=checkpoints, cache=True)
     dm.setup()
@@ -73,19 +78,22 @@ def run(path: str, encoder: str, augment: str, seed: int, task: str, epochs: int
     s = train(compose("train", overrides))
     return {"encoder": encoder, "augment": augment, "seed": seed, "task": task, "test": s["test"],
             "best_val": s["best_val"], "seconds": round(time.time() - t0, 1), "parameters": s["parameters"],
-            "splits": s["splits"]}
+            "epochs": s["epochs"], "splits": s["splits"]}
 
 
-def _fmt(vals: list[float]) -> str:
-    a = np.asarray(vals, dtype=float)
+def _fmt(vals: list) -> str:
+    a = np.asarray([np.nan if v is None else v for v in vals], dtype=float)
+    if not np.isfinite(a).all():
+        return f"undefined in {int((~np.isfinite(a)).sum())} of {len(a)} runs"
     return f"{a.mean():.3f} ± {a.std(ddof=1) if len(a) > 1 else 0.0:.3f}"
 
 
 def table(runs: list[dict], metric_keys: list[str], task: str) -> list[str]:
     rows = [r for r in runs if r["task"] == task]
     ref = {}
-    lines = ["| encoder | augmentation | " + " | ".join(metric_keys) + f" | Δ {metric_keys[0]} vs StatNN (same seeds) | s/run |",
-             "|---|---|" + "---|" * len(metric_keys) + "---|---|"]
+    lines = ["| encoder | augmentation | runs | " + " | ".join(metric_keys)
+             + f" | Δ {metric_keys[0]} vs StatNN (same seeds) | epochs | s/run |",
+             "|---|---|---|" + "---|" * len(metric_keys) + "---|---|---|"]
     for r in rows:
         if r["encoder"] == "statnn":
             ref[(r["augment"], r["seed"])] = r["test"].get(metric_keys[0])
@@ -95,27 +103,83 @@ def table(runs: list[dict], metric_keys: list[str], task: str) -> list[str]:
             if not sel:
                 continue
             cells = [_fmt([r["test"][k] for r in sel]) for k in metric_keys]
-            diffs = [r["test"][metric_keys[0]] - ref[(aug, r["seed"])] for r in sel if (aug, r["seed"]) in ref]
+            diffs = [r["test"][metric_keys[0]] - ref[(aug, r["seed"])] for r in sel
+                     if ref.get((aug, r["seed"])) is not None and r["test"][metric_keys[0]] is not None]
             d = _fmt(diffs) if diffs and enc != "statnn" else "—"
             secs = np.mean([r["seconds"] for r in sel])
-            lines.append(f"| {enc} | {aug} | " + " | ".join(cells) + f" | {d} | {secs:.0f} |")
+            eps = sorted({r.get("epochs") for r in sel})
+            lines.append(f"| {enc} | {aug} | {len(sel)} | " + " | ".join(cells)
+                         + f" | {d} | {'/'.join(map(str, eps))} | {secs:.0f} |")
     return lines
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def write_docs(args, path: str, runs: list[dict], tp: dict, info: dict) -> None:
+    """docs/encoders.md and docs/encoders.json from the runs so far."""
+    z = zoo.open(path)
+    m = z.models
+    cols = [c for c in ("width", "learning_rate", "batch_size", "weight_decay") if c in m]
+    grid = ", ".join(f"{c} {sorted(m[c].unique().tolist())}" for c in cols)
+    md = ["# Weight-space encoders on our zoos", "",
+          f"Generated by `{info['command']}` ({info['minutes']:.0f} min so far{', finished' if info['finished'] else ', INTERRUPTED or still running'})"
+          f" on {info['machine']}, {torch.get_num_threads()} torch thread(s). The machine was shared: load average "
+          f"{info['load_start']:.1f} at the start and {info['load_now']:.1f} at the last write (on "
+          f"{os.cpu_count()} cores), so seconds are loaded-machine figures.", "",
+          f"Zoo `{path}` (recipe `{args.recipe}`): {len(m)} models, {grid}, {args.seeds} split seeds each 70/15/15 "
+          f"of model ids ({runs[0]['splits']['test']['models'] if runs else '?'} held-out test models), "
+          f"checkpoints {info['checkpoints']}, epochs {info['epochs']}, default `conf/train.yaml` otherwise (AdamW lr "
+          "0.003, batch 64). Best epoch by validation Kendall tau; metrics on the held-out test models only."
+          + (f" Building the zoo took {info['build_seconds']:.0f} s (1 thread)." if info.get("build_seconds") else ""), ""]
+    for task in args.tasks:
+        if any(r["task"] == task for r in runs):
+            md += [f"## {task}", ""] + table(runs, ["kendall_tau", "r2"], task) + [""]
+    if any(r["task"] == "phase" for r in runs):
+        md += [f"## phase (zoo `{args.phase_zoo}`, last checkpoint)", ""] + table(runs, ["acc"], "phase") + [""]
+    if tp:
+        md += ["Data module throughput (training loader from the in-memory cache, normalized batches; "
+               f"{tp['samples']} training samples of {tp['parameters_padded']} padded parameters):", "",
+               "| batch size | models/s |", "|---|---|"]
+        md += [f"| {k.removeprefix('models_per_s_bs').replace('_permute', ' + permute augmentation')} | {v:,.0f} |"
+               for k, v in tp.items() if k.startswith("models_per_s")]
+        md += [""]
+    md += ["Reference (Small CNN Zoo, CIFAR10-GS, Kendall tau of test accuracy): StatNN 0.915, NFN 0.922–0.934, "
+           "neural graphs 0.930–0.935.", ""]
+    if args.note:
+        md += [Path(args.note).read_text().strip(), ""]
+    Path(args.md).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.md).write_text("\n".join(md) + "\n")
+    Path(args.json).write_text(json.dumps({**info, "zoo": path, "models": len(m), "throughput": tp, "runs": runs},
+                                          indent=2))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--zoo", default="data/zoos/mlp-digits.zarr")
+    ap.add_argument("--zoo", default="data/zoos/encoders-mlp-digits.zarr")
+    ap.add_argument("--recipe", default="encoders-mlp-digits", help="recipe that builds --zoo when it is missing")
     ap.add_argument("--phase-zoo", default=None, help="a zoo with a landscape table holding phase labels")
+    ap.add_argument("--tasks", nargs="+", default=["test_accuracy", "generalization_gap"])
     ap.add_argument("--encoders", nargs="+", default=ENCODERS)
-    ap.add_argument("--augment", nargs="+", default=["none", "full"])
+    ap.add_argument("--augment", nargs="+", default=["none"])
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--epochs", default="mlp=40,statnn=40,graph=20,transformer=20",
-                    help="epochs per encoder (NAME=N,...) or one number for all; the default spends similar time per run")
-    ap.add_argument("--checkpoints", default="[2,4,6,8,10]", help="JSON list of checkpoint indices, or 'all'")
+    ap.add_argument("--epochs", default="mlp=30,statnn=30,transformer=12,nfn=6,graph=1",
+                    help="epochs per encoder (NAME=N,...) or one number for all")
+    ap.add_argument("--checkpoints", default="-1", help="JSON index or list of checkpoint indices, or 'all'")
     ap.add_argument("--runs", default="data/runs/bench-encoders")
     ap.add_argument("--md", default="docs/encoders.md")
     ap.add_argument("--json", default="docs/encoders.json")
-    ap.add_argument("--override", nargs="*", default=["data.batch_size=32"], help="extra `zoo train` overrides, e.g. data.batch_size=32")
+    ap.add_argument("--note", default=None, help="a text file appended to the markdown (the closing analysis)")
+    ap.add_argument("--override", nargs="*", default=[], help="extra `zoo train` overrides, e.g. data.batch_size=32")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscribing a busy CPU)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -124,11 +188,18 @@ def main() -> int:
         epochs = {k: int(v) for k, v in (kv.split("=") for kv in args.epochs.split(","))}
     else:
         epochs = {e: int(args.epochs) for e in args.encoders}
-    path = ensure_zoo(args.zoo)
+    missing = [e for e in args.encoders if e not in epochs]
+    if missing:
+        ap.error(f"--epochs gives no epochs for {missing}")
     t_start = time.time()
+    info = {"command": "python bench/encoders.py " + " ".join(sys.argv[1:]), "machine": _machine(),
+            "load_start": os.getloadavg()[0], "checkpoints": checkpoints, "epochs": epochs, "finished": False,
+            "build_seconds": ensure_zoo(args.zoo, args.recipe)}
+    info["command"] = info["command"].strip()
+    path = args.zoo
     tp = throughput(path, checkpoints)
     print(f"throughput: {json.dumps({k: round(v) for k, v in tp.items()})}", flush=True)
-    jobs = [(path, "test_accuracy")]
+    jobs = [(path, t) for t in args.tasks]
     if args.phase_zoo:
         z = zoo.open(args.phase_zoo)
         land = z.table("landscape")
@@ -137,47 +208,22 @@ def main() -> int:
         else:
             jobs.append((args.phase_zoo, "phase"))
     runs = []
-    for zpath, task in jobs:
-        for enc in args.encoders:
+    for enc in args.encoders:  # encoder-major: an interrupted run still has whole encoders
+        for zpath, task in jobs:
             for aug in args.augment:
                 for seed in range(args.seeds):
                     r = run(zpath, enc, aug, seed, task, epochs[enc], checkpoints if task != "phase" else -1,
                             Path(args.runs), args.override)
                     r["zoo"] = zpath
                     runs.append(r)
-                    print(f"{task:>13} {enc:>11} {aug:>6} seed {seed}: "
+                    print(f"{task:>18} {enc:>11} {aug:>6} seed {seed}: "
                           + ", ".join(f"{k} {v:.3f}" for k, v in r["test"].items() if v is not None)
-                          + f"  ({r['seconds']} s)", flush=True)
-    total = time.time() - t_start
-    cmd = "python bench/encoders.py " + " ".join(sys.argv[1:])
-    md = ["# Weight-space encoders on our zoos", "",
-          f"Generated by `{cmd.strip()}` in {total / 60:.1f} min on {platform.machine()} "
-          f"({torch.get_num_threads()} torch threads, CPU shared with other jobs).", "",
-          f"Zoo `{path}`: task test_accuracy, checkpoints {checkpoints}, {args.seeds} seeds (each seed: its own "
-          f"split of model ids 70/15/15 and initialization), epochs {epochs}, batch size 32, best epoch by validation "
-          "Kendall tau (accuracy for phase), "
-          "metrics on the held-out test models. Augmentation `full` = random hidden-unit permutation (always), "
-          "Gaussian noise (p 0.5, 5% of tensor std), weight dropout (p 0.2, rate 0.02), magnitude sparsification "
-          "(p 0.2, 10%).", ""]
-    md += table(runs, ["kendall_tau", "r2", "mse"], "test_accuracy")
-    if any(r["task"] == "phase" for r in runs):
-        md += ["", f"Phase zoo `{args.phase_zoo}`: task phase (classification accuracy), last checkpoint (built with "
-               f"`zoo build recipe=phase-mlp-digits out={args.phase_zoo}` then `zoo landscape {args.phase_zoo}`). "
-               "Phases are labels of grid cells (width x batch size); a test model's cell-mates (other seeds) may "
-               "be in the training split.", ""]
-        md += table(runs, ["acc"], "phase")
-    md += ["", "Data module throughput (training loader from the in-memory cache, normalized batches; "
-           f"{tp['samples']} training samples of {tp['parameters_padded']} padded parameters):", ""]
-    md += ["| batch size | models/s |", "|---|---|"]
-    md += [f"| {k.removeprefix('models_per_s_bs').replace('_permute', ' + permute augmentation')} | {v:,.0f} |"
-           for k, v in tp.items() if k.startswith("models_per_s")]
-    md += ["", "Reference (Small CNN Zoo, CIFAR10-GS, Kendall tau): StatNN 0.915, NFN 0.922–0.934, "
-           "neural graphs 0.930–0.935. Our zoo is far smaller (72 models), so the spread over seeds is large.", ""]
-    Path(args.md).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.md).write_text("\n".join(md) + "\n")
-    Path(args.json).write_text(json.dumps({"command": cmd.strip(), "minutes": total / 60, "throughput": tp,
-                                           "checkpoints": checkpoints, "epochs": epochs, "runs": runs}, indent=2))
-    print("\n".join(md))
+                          + f"  ({r['epochs']} epochs, {r['seconds']} s)", flush=True)
+                    info.update(minutes=(time.time() - t_start) / 60, load_now=os.getloadavg()[0])
+                    write_docs(args, path, runs, tp, info)
+    info.update(minutes=(time.time() - t_start) / 60, load_now=os.getloadavg()[0], finished=True)
+    write_docs(args, path, runs, tp, info)
+    print(Path(args.md).read_text())
     return 0
 
 
