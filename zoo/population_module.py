@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from .datasets import Dataset
 from .evaluate import split_metrics
-from .trajectory import stage_subsets
+from .trajectory import iter_stage_subsets
 from .population import LOG_EVERY, PopulationResult, PopulationSpec, activation_floats_per_sample, \
     population_forward
 
@@ -62,8 +62,9 @@ class PopulationModule(L.LightningModule):
         self.last_checkpoint = torch.full((m,), -1, dtype=torch.int64)
         self._generators = [torch.Generator().manual_seed(int(s)) for s in spec.data_seeds]
         self._perm: torch.Tensor | None = None
-        self._stage_plans = [stage_subsets(n_train, spec.stages, spec.stage_rates, seed) for seed in spec.subset_seeds] \
-            if spec.stages else []
+        self._stage_plans = [iter_stage_subsets(n_train, spec.stages, spec.stage_rates, seed)
+                             for seed in spec.subset_seeds] if spec.stages else []  # each yields its next subset
+        self._subsets: list[torch.Tensor] = []  # each model's subset in the current stage
         self._stage_steps: torch.Tensor | None = None  # [M] steps of each model in the current stage epoch
         self._stage_max = 0  # the population's longest
         self._frozen: tuple | None = None  # models sitting out this step, and their saved state
@@ -170,11 +171,12 @@ class PopulationModule(L.LightningModule):
         their weights, buffers and optimizer state are saved here and restored after it."""
         b = self.batch_size
         if batch_idx == 0:
-            if (self.current_epoch - self.spec.epochs) % self.spec.stage_epochs == 0:
+            if (self.current_epoch - self.spec.epochs) % self.spec.stage_epochs == 0:  # stage ``stage`` starts
+                self._subsets = [next(plan)[2] for plan in self._stage_plans]
                 for t in [*self.state1, *(self.state2 or [])]:
                     t.zero_()
                 self.step_count = 0
-            subsets = [p.subsets[stage - 1] for p in self._stage_plans]
+            subsets = self._subsets
             steps = [max(1, len(s) // b) for s in subsets]
             self._stage_steps, self._stage_max = torch.tensor(steps, device=self.stacked[0].device), max(steps)
             width = self._stage_max * b

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -142,20 +142,27 @@ def sample_hparams(learning_rates: Sequence[float], batch_sizes: Sequence[int], 
     return math.exp(lo + u * (hi - lo)), int(batch_sizes[int.from_bytes(digest[8:12], "little") % len(batch_sizes)])
 
 
-def stage_subsets(n_train: int, stages: int, rates: tuple[float, float], seed: int) -> StagePlan:
-    """The nested subsets of one model: subset s is a random ``round(r_s * |subset s-1|)`` of subset s-1
-    (at least 1 example), r_s ~ U(rates); deterministic in ``seed``."""
+def iter_stage_subsets(n_train: int, stages: int, rates: tuple[float, float], seed: int) \
+        -> Iterator[tuple[float, int, torch.Tensor]]:
+    """(r_s, size, subset) of stages 1..S, one at a time (a trainer holds one subset per model, not S):
+    subset s is a random ``round(r_s * |subset s-1|)`` of subset s-1 (at least 1), r_s ~ U(rates)."""
     g = torch.Generator().manual_seed(int(seed))
     lo, hi = rates
     current = torch.arange(int(n_train))
-    out = StagePlan([], [], [])
     for _ in range(int(stages)):
         r = lo + (hi - lo) * float(torch.rand((), generator=g, dtype=torch.float64))
         size = max(1, int(round(r * len(current))))
         current = current[torch.randperm(len(current), generator=g)[:size]].sort().values
+        yield r, size, current
+
+
+def stage_subsets(n_train: int, stages: int, rates: tuple[float, float], seed: int) -> StagePlan:
+    """The nested subsets of one model (sorted training-set indices), deterministic in ``seed``."""
+    out = StagePlan([], [], [])
+    for r, size, subset in iter_stage_subsets(n_train, stages, rates, seed):
         out.rates.append(r)
         out.sizes.append(size)
-        out.subsets.append(current)
+        out.subsets.append(subset)
     return out
 
 
