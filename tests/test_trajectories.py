@@ -83,6 +83,8 @@ def test_checkpoints_are_in_training_order_and_the_reversed_trajectory_ends_at_f
         assert row.subset_seed == subset_seed(row.model_id, row.seed)
         plan = stage_subsets(n_train, 3, (0.3, 0.9), row.subset_seed)
         assert list(row.stage_sizes) == plan.sizes and np.allclose(row.stage_rates, plan.rates)
+        assert np.allclose(row.stage_fractions, np.array(plan.sizes) / n_train)
+        assert np.all(np.diff([n_train, *row.stage_sizes]) < 0)  # shrinking
     assert len(set(m.subset_seed)) == len(m)  # per-model subsets
 
 

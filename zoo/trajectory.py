@@ -23,7 +23,8 @@ stored in TRAINING order along the weights' checkpoint axis [n, C, P]:
 The reversed trajectory the nowcaster reads (small data -> full data) is
 ``[stage S, stage S-1, ..., stage 1, full]`` = ``stage_checkpoints[::-1] + [full_checkpoint]``, S+1 entries:
 :func:`reversed_trajectories`. The models table adds ``stages``, ``stage_epochs``, ``subset_seed``,
-``stage_rates`` (the sampled r_s, a list) and ``stage_sizes`` (subset sizes, a list) per model.
+``stage_rates`` (the sampled r_s, relative to the previous subset), ``stage_sizes`` (subset sizes) and
+``stage_fractions`` (sizes over the full training set's), lists of S per model.
 """
 from __future__ import annotations
 
@@ -179,6 +180,7 @@ def stage_columns(table: pd.DataFrame, recipe: Mapping, n_train: Mapping[str, in
     df["subset_seed"] = np.asarray(seeds, dtype=np.int64)
     df["stage_rates"] = [p.rates for p in plans]
     df["stage_sizes"] = [p.sizes for p in plans]
+    df["stage_fractions"] = [[k / n_train[d] for k in p.sizes] for d, p in zip(df["dataset"], plans)]
     return df
 
 
