@@ -72,6 +72,18 @@ def test_disabled_and_interrupted(monkeypatch):
     assert out.getvalue().strip().endswith("3/10 (30%) in 0 s, interrupted")
 
 
+def test_fractions_add_up():
+    out = io.StringIO()
+    bar = zp.Progress(3, "models", stream=out, interval=1e9)
+    for _ in range(6):
+        bar.update(1 / 7)
+    assert bar.n == 0
+    for _ in range(15):
+        bar.update(1 / 7)
+    bar.close()
+    assert bar.n == 3 and out.getvalue().startswith("models 3/3 (100%)")
+
+
 def test_terminal_gets_one_tqdm_bar():
     tty = FakeTTY()
     with zp.Progress(4, "models", prefix="zoo build", stream=tty) as bar:
@@ -114,6 +126,17 @@ def test_build_in_a_terminal_shows_one_bar_over_models(tmp_path, monkeypatch, ca
     # the bar advanced population by population: 1/4, 2/4, 3/4 were drawn before 4/4
     assert all(f"{k}/4" in text for k in (1, 2, 3))
     assert len(zoo.open(str(out))) == 4
+
+
+def test_build_bar_advances_within_a_population(tmp_path, monkeypatch):
+    """Two populations of 2 models, 3 epochs each: epochs move the display (1/4 and 3/4 are only reachable so;
+    a log with no time throttle shows every step)."""
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    monkeypatch.setattr(zp, "INTERVAL", 0.0)
+    assert zoo_main(["build", "recipe=tiny", f"out={tmp_path / 't.zarr'}", "threads=1"]) == 0
+    shown = [re.match(r"\[zoo build\] models (\d)/4", s).group(1) for s in log.getvalue().splitlines()]
+    assert shown == ["1", "2", "3", "4"], log.getvalue()
 
 
 class _Regression(L.LightningModule):

@@ -129,10 +129,10 @@ def population_spec(cfg: Mapping, plan: Plan, index: int) -> PopulationSpec:
 
 
 def train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit: int, progress: bool = False,
-                    on_population: Callable[[int], None] | None = None) -> dict:
+                    on_population: Callable[[float], None] | None = None) -> dict:
     """Train the populations of write unit ``unit`` that hold pending models, write those models in one
-    write per block; returns counts (done, diverged). ``on_population(n)`` is called as each population
-    (n models) finishes or is skipped (progress displays)."""
+    write per block; returns counts (done, diverged). ``on_population(n)`` advances progress displays by
+    n models: a population of m models advances m / epochs per epoch, a skipped one m at once."""
     previous = torch.get_num_threads()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
@@ -143,7 +143,7 @@ def train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit:
 
 
 def _train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit: int, progress: bool,
-                     on_population: Callable[[int], None] | None = None) -> dict:
+                     on_population: Callable[[float], None] | None = None) -> dict:
     writer = open_writer(path)
     z = zstore.open(path)
     status = z.models["status"].to_numpy()
@@ -154,10 +154,17 @@ def _train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit
             if on_population is not None:
                 on_population(len(members))
             continue
+        shown = [0.0]  # models' worth of progress shown so far: each epoch advances len(members) / epochs
+
+        def epoch_done(epoch: int, total: int, n: int = len(members), shown: list = shown) -> None:
+            step = n * epoch / max(total, 1) - shown[0]
+            shown[0] += step
+            on_population(step)
+
         result = train_population(population_spec(cfg, plan, index), population_dataset(plan, index, dataset),
-                                  progress=progress)
+                                  progress=progress, on_epoch=epoch_done if on_population is not None else None)
         if on_population is not None:
-            on_population(len(members))
+            on_population(len(members) - shown[0])
         for j, model_id in enumerate(members):
             if status[model_id] != "pending":
                 continue

@@ -54,7 +54,8 @@ class Progress:
         self.desc, self.prefix, self.enabled = desc, prefix, bool(enabled)
         self.stream = sys.stderr if stream is None else stream
         self.interval = INTERVAL if interval is None else float(interval)
-        self.n = 0
+        self.n = 0  # whole units done (shown); fractional updates accumulate in ``exact``
+        self.exact = 0.0
         self.postfix: dict[str, Any] = {}
         self.lines = 0  # lines written in log mode
         self.t0 = self._last = time.perf_counter()
@@ -75,16 +76,19 @@ class Progress:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(failed=exc_type is not None)
 
-    def update(self, n: int = 1, **postfix: Any) -> None:
-        """Advance by ``n`` units; keyword arguments replace the shown values (loss, metric, ...)."""
-        self.n += int(n)
+    def update(self, n: float = 1, **postfix: Any) -> None:
+        """Advance by ``n`` units (fractions add up: a population's epochs advance its models); keyword
+        arguments replace the shown values (loss, metric, ...)."""
+        self.exact += n
+        whole = int(self.exact + 1e-9)
+        step, self.n = whole - self.n, whole
         self.postfix.update(postfix)
         if not self.enabled:
             return
         if self._bar is not None:
             if postfix:
                 self._bar.set_postfix({k: _fmt(v) for k, v in self.postfix.items()}, refresh=False)
-            self._bar.update(int(n))
+            self._bar.update(step)
             return
         now = time.perf_counter()
         step_ok = self.total is None or self.total <= 0 or (self.n - self._last_n) >= MIN_FRACTION * self.total
