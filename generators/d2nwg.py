@@ -198,6 +198,8 @@ class D2NWG(Generator):
         self.encoder = DatasetEncoder(int(dims["features"]), int(dims["classes"]), hidden=int(c["encoder_hidden"]),
                                       embed_dim=int(c["embed_dim"]), heads=int(c["heads"]),
                                       inducing=int(c["inducing_points"]), pool_seeds=int(c["pool_seeds"]))
+        self.modes = nn.Embedding(len(source.get("modes", {}).get("values", [0])), int(c["embed_dim"]))
+        nn.init.zeros_(self.modes.weight)
         self.null_cond = nn.Parameter(torch.zeros(int(c["embed_dim"])))  # the "no dataset" input of guidance
         self.denoiser = Denoiser(lat, int(c["embed_dim"]), int(c["hidden"]), int(c["blocks"]), int(c["time_dim"]),
                                  float(c["dropout"]))
@@ -225,12 +227,24 @@ class D2NWG(Generator):
         tasks = train_tasks + val_tasks
         index = {t: i for i, t in enumerate(tasks)}
         cond = torch.as_tensor([index[n] for n in names], dtype=torch.int64)
+        column = cfg.get("mode_column")
+        if column:  # a discrete latent: which of the zoo's initializations (seed) a model comes from
+            if column not in models:
+                raise ZooError(f"generator.mode_column {column!r} is not a models-table column")
+            values = sorted(models.loc[ids, column].unique().tolist())
+            mode_index = {v: i for i, v in enumerate(values)}
+            modes = torch.as_tensor([mode_index[v] for v in models.loc[ids, column]], dtype=torch.int64)
+            info["modes"] = {"column": column, "values": [v.item() if hasattr(v, "item") else v for v in values]}
+        else:
+            modes = torch.zeros(len(ids), dtype=torch.int64)
+            info["modes"] = {"column": None, "values": [0]}
+        cond = torch.stack([cond, modes], dim=1)  # [n, 2]: (task index, mode index)
         is_train = torch.as_tensor(np.isin(names, train_tasks))
         order_tr, order_va = torch.nonzero(is_train)[:, 0], torch.nonzero(~is_train)[:, 0]
         info.update(train_ids=ids[order_tr.numpy()].tolist(), val_ids=ids[order_va.numpy()].tolist(),
                     train_tasks=train_tasks, val_tasks=val_tasks,
                     condition={"column": "dataset", "values": tasks,
-                               "counts": torch.bincount(cond[order_tr], minlength=len(tasks)).tolist()})
+                               "counts": torch.bincount(cond[order_tr, 0], minlength=len(tasks)).tolist()})
         shared = {k: v for k, v in src.shared.items() if k != "dataset"}
         return Source(info, src.layout, weights[order_tr].contiguous(), weights[order_va].contiguous(),
                       cond[order_tr], cond[order_va], shared)
@@ -309,8 +323,10 @@ class D2NWG(Generator):
         self.vae.eval()  # fixed coordinates: never in training mode
         return self
 
-    def _diffusion_loss(self, x: torch.Tensor, tasks: torch.Tensor, generator: torch.Generator | None = None,
+    def _diffusion_loss(self, x: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None,
                         drop: float = 0.0) -> torch.Tensor:
+        """eps-MSE of latents of standardized weights x [n, P] for conditions [n, 2] (task, mode)."""
+        tasks, modes = cond[:, 0], cond[:, 1]
         with torch.no_grad():
             z0 = self.to_latent(x)
         support = self._pools.draw(tasks, int(self.config["shots"]), generator)
@@ -318,6 +334,7 @@ class D2NWG(Generator):
         if drop > 0:
             keep = torch.rand(len(emb), 1, generator=generator) >= drop
             emb = torch.where(keep, emb, self.null_cond.expand_as(emb))
+        emb = emb + self.modes(modes)
         noise = torch.randn(z0.shape, generator=generator)
         t = torch.randint(0, self.ddpm.config.num_train_timesteps, (len(z0),), generator=generator)
         zt = self.ddpm.add_noise(z0, noise, t)
@@ -333,7 +350,7 @@ class D2NWG(Generator):
         x, tasks = batch
         gen = torch.Generator().manual_seed(1000 + batch_idx)  # the same draws every epoch: comparable losses
         reps = 8
-        loss = self._diffusion_loss(x.repeat(reps, 1), tasks.repeat(reps), gen)
+        loss = self._diffusion_loss(x.repeat(reps, 1), tasks.repeat(reps, 1), gen)
         self.log("val/loss", loss, prog_bar=True, on_epoch=True, batch_size=x.shape[0] * reps)
 
     def on_validation_epoch_end(self) -> None:
@@ -350,7 +367,8 @@ class D2NWG(Generator):
         with torch.no_grad():
             idx = torch.arange(offset, offset + len(tasks))
             emb = self.encoder(self._pools.draw(idx, int(self.config["shots"]), gen))
-            flat = self.full_weights(self.generate_from(emb.repeat_interleave(per, 0), gen))
+            flat = self.full_weights(self.generate_from(emb.repeat_interleave(per, 0), gen,
+                                                        torch.arange(len(tasks) * per) % self.modes.num_embeddings))
         self.train(was)
         accs = []
         for j, name in enumerate(tasks):
@@ -410,13 +428,16 @@ class D2NWG(Generator):
         """[n, P] parameters for the dataset ``_condition_index`` resolved (DDIM from n Gaussian latents)."""
         if self._embedding is None:
             raise ZooError("no dataset to generate for (sample through sample/sample_zoo with a dataset condition)")
-        return self.generate_from(self._embedding.expand(n, -1), generator)
+        modes = torch.randint(0, self.modes.num_embeddings, (n,), generator=generator)
+        return self.generate_from(self._embedding.expand(n, -1), generator, modes)
 
-    def generate_from(self, emb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """[n, P] parameters for dataset embeddings emb [n, E]: DDIM in the latent, classifier-free guidance."""
+    def generate_from(self, emb: torch.Tensor, generator: torch.Generator, modes: torch.Tensor) -> torch.Tensor:
+        """[n, P] parameters for dataset embeddings emb [n, E] and modes [n]: DDIM in the latent, classifier-free
+        guidance."""
         n, w = emb.shape[0], float(self.config["guidance"])
         z = torch.randn(n, int(self.dims["latent"]), generator=generator)
-        null = self.null_cond.expand_as(emb)
+        m = self.modes(modes)
+        null, emb = self.null_cond.expand_as(emb) + m, emb + m
         for t in self.ddim.timesteps:
             tt = torch.full((n,), int(t), dtype=torch.int64)
             if w == 1.0:
