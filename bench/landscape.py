@@ -1,16 +1,20 @@
 """Cost of landscape metrics against training, and Hutchinson's error against the number of probes.
 
-Builds a zoo (timed), runs ``compute_landscape`` on it (timed per metric), then for a few of its models
-compares Hutchinson trace estimates with the exact trace (all basis vectors). Prints seconds per model
-for each metric next to seconds of training per model, and the ratio of all metrics to training.
+Builds the named recipe exactly as ``zoo build recipe=<name>`` would (its full grid; any build overrides
+given on the command line are applied, printed and stored), timed, on one thread; runs ``compute_landscape``
+on it (timed per metric), then for a few of its models compares Hutchinson trace estimates with the exact
+trace (all basis vectors). Prints seconds per model for each metric next to seconds of training per model,
+the ratio of all metrics to training, and the grid it ran; JSON in docs/bench-landscape-<recipe>.json.
 
-Rerun:  .venv/bin/python bench/landscape.py [--recipe phase-mlp-digits] [hydra overrides of the build ...]
+Rerun:  .venv/bin/python bench/landscape.py --recipe phase-mlp-digits    (also phase-mlp-modadd, phase-cnn-digits)
+        .venv/bin/python bench/landscape.py --recipe phase-mlp-digits recipe.epochs=5 --json /tmp/l.json  (smaller)
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -28,8 +32,8 @@ from zoo.landscape.compute import analysis_indices, compute_landscape, resolve_c
 from zoo.landscape.functional import FunctionalNet  # noqa: E402
 from zoo.landscape.hessian import batched_hvp, exact_trace, hutchinson_trace  # noqa: E402
 
-DEFAULT_OVERRIDES = ["recipe.widths=[8,32,128]", "recipe.batch_sizes=[32,256]", "recipe.epochs=10",
-                     "recipe.checkpoint_epochs=[0,10]"]
+GRID_KEYS = ("dataset", "arch", "widths", "depths", "learning_rates", "batch_sizes", "weight_decays", "seeds", "epochs",
+             "checkpoint_epochs", "optimizer")
 
 
 def hutchinson_error(z, cfg: dict, n_models: int, probe_counts: list[int], repeats: int) -> dict:
@@ -64,9 +68,10 @@ def main() -> int:
     ap.add_argument("--landscape", nargs="*", default=[], help="landscape overrides key=value")
     ap.add_argument("--probes", default="1,4,16,64,256")
     ap.add_argument("--repeats", type=int, default=8)
-    ap.add_argument("overrides", nargs="*", help="build overrides (default: a 3x2 grid, 10 epochs)")
+    ap.add_argument("--json", default=None, help="where to write the JSON (default docs/bench-landscape-<recipe>.json)")
+    ap.add_argument("overrides", nargs="*", help="build overrides (default: none, the recipe as it is)")
     a = ap.parse_args()
-    overrides = a.overrides or DEFAULT_OVERRIDES
+    overrides = a.overrides
     tmp = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="bench-landscape-")) / "zoo.zarr"
     # both sides single-threaded (the shared CPU makes multi-threaded torch erratic); metrics timed separately
     cfg = compose("build", [f"recipe={a.recipe}", f"out={tmp}", "progress=false", "overwrite=true", "threads=1",
@@ -80,7 +85,9 @@ def main() -> int:
     df = compute_landscape(z, lcfg)
     t_land = time.perf_counter() - t0
     times = df.attrs["timings"]
-    print(f"zoo: recipe {a.recipe} {' '.join(overrides)}: {n} trained models, {len(z.layouts)} layouts")
+    grid = {k: cfg["recipe"].get(k) for k in GRID_KEYS}
+    print(f"zoo: recipe {a.recipe}{' with ' + ' '.join(overrides) if overrides else ' as it is'}: {n} trained models,"
+          f" {len(z.layouts)} layouts; grid {json.dumps(grid)}")
     print(f"training: {t_train:.1f} s total, {t_train / n:.3f} s/model")
     print(f"{'metric':<26}{'s/model':>10}{'x training':>12}")
     for k, v in times.items():
@@ -93,9 +100,16 @@ def main() -> int:
     for p, e in err["relative_error"].items():
         print(f"  probes {p:>4}: mean relative error {e:.4f}   (x sqrt(probes) = {e * math.sqrt(p):.3f})")
     print("phases:", df["phase"].value_counts().to_dict())
-    print("json:", json.dumps({"train_s": t_train, "landscape_s": t_land, "models": n, "timings": times,
-                               "hutchinson": err["relative_error"]}))
-    print(f"rerun: .venv/bin/python bench/landscape.py --recipe {a.recipe} {' '.join(overrides)}")
+    cmd = "bench/landscape.py" + "".join(f" {x}" for x in sys.argv[1:])
+    out = Path(a.json or f"docs/bench-landscape-{a.recipe}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"command": f".venv/bin/python {cmd}", "recipe": a.recipe, "overrides": overrides,
+                               "grid": grid, "models": n, "train_s": t_train, "landscape_s": t_land,
+                               "landscape_over_training": t_land / t_train, "timings_s": times,
+                               "hutchinson_relative_error": err["relative_error"],
+                               "phases": {str(k): int(v) for k, v in df["phase"].value_counts().items()},
+                               "load_average": os.getloadavg()[0]}, indent=1) + "\n")
+    print(f"wrote {out}; rerun: .venv/bin/python {cmd}")
     if not a.keep:
         shutil.rmtree(tmp.parent, ignore_errors=True)
     return 0
