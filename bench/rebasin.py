@@ -8,8 +8,11 @@
     matcher, timed on a subset and extrapolated. Two populations: random initializations (the hardest
     case: no shared structure, most passes) and lightly trained nets (SGD steps on digits).
 
-Rerun: .venv/bin/python bench/rebasin.py            (writes data/bench/rebasin.json; 1 torch thread)
-       .venv/bin/python bench/rebasin.py --only speed --threads 0 --out data/bench/rebasin-default-threads.json
+Every result names its population: architecture, the stored layout key, parameter count, how many
+models and how they were made (none comes from a zoo recipe: the bench trains or initializes them itself).
+
+Rerun: .venv/bin/python bench/rebasin.py            (writes docs/bench-rebasin.json; 1 torch thread)
+       .venv/bin/python bench/rebasin.py --only speed --threads 0 --out /tmp/rebasin-default-threads.json
 """
 from __future__ import annotations
 
@@ -32,6 +35,15 @@ from zoo.rebasin.report import batched_l2, l2_distance, loss_barrier, top_singul
 from zoo.evaluate import evaluate  # noqa: E402
 from zoo.layout import layout_of  # noqa: E402
 from zoo.datasets import load_dataset  # noqa: E402
+
+
+def describe(spec: dict) -> str:
+    """'MLPs 64-128-128-128-10' / 'BatchNorm CNNs (3 conv layers of 32 channels)': what a population is."""
+    if spec["name"] == "mlp":
+        n_in = int(np.prod(spec["input_shape"]))
+        return "MLPs " + "-".join(map(str, [n_in] + [spec["width"]] * spec["depth"] + [spec["num_outputs"]]))
+    bn = "BatchNorm " if spec.get("batchnorm") else ""
+    return f"{bn}{spec['name'].upper()}s ({spec['depth']} conv layers of {spec['width']} channels)"
 
 
 def train(spec: dict, task, seed: int, epochs: int, lr: float = 1e-3, batch: int = 64) -> torch.nn.Module:
@@ -86,9 +98,13 @@ def quality(name: str, spec: dict, task, seeds: int, epochs: int, steps: int) ->
     for label, st in (("naive_average", naive), ("merge_many", merged)):  # BN statistics from training data
         accs[label] = float(evaluate(layout, layout.flatten(st)[None], task, "test", recalibrate_bn=True)["acc"][0])
     accs["endpoints_mean"] = float(np.mean([accuracy(m, task.X_test, task.y_test) for m in models]))
-    out = {"name": name, "arch": spec, "seeds": seeds, "epochs": epochs, "pairs": rows, "mean": mean,
+    made = (f"{seeds} {describe(spec)} on {spec['input_shape']} inputs, trained here with Adam lr 1e-3, batch 64,"
+            f" {epochs} epochs, seeds 0..{seeds - 1}; seed 0 is the reference")
+    out = {"name": name, "population": made, "layout": layout.key(), "parameters": layout.size, "arch": spec,
+           "seeds": seeds, "epochs": epochs, "pairs": rows, "mean": mean,
            "merge": {**accs, "spread_rounds": [float(h) for h in hist]}}
-    print(f"[quality] {name}: {seeds - 1} pairs to seed 0, endpoints test acc {accs['endpoints_mean']:.3f}")
+    print(f"[quality] {name}: {seeds - 1} pairs to seed 0, endpoints test acc {accs['endpoints_mean']:.3f}\n"
+          f"    population: {made} (layout {layout.key()}, {layout.size} parameters)")
     print(f"    L2 {mean['l2_before']:.3f} -> {mean['l2_after']:.3f} ({mean['l2_after_3_restarts']:.3f} with 3 restarts)"
           f"   top-SV agreement {mean['svd_before']:.3f} -> "
           f"{mean['svd_after']:.3f}")
@@ -149,7 +165,12 @@ def speed(label: str, n: int, pairwise_n: int, width: int, depth: int, train_ste
     d0 = float(batched_l2(ref, models, pspec.matched).mean())
     d1 = float(batched_l2(ref, aligned, pspec.matched).mean())
     ms = batched_s / n * 1e3
-    out = {"population": label, "models": n, "width": width, "depth": depth, "train_steps": train_steps,
+    layout = layout_of(build_model(spec), spec)
+    made = (f"{n} {describe(spec)} (torch default init, seeds 1001..{1000 + n}; reference seed 1000)"
+            + (f", trained together {train_steps} SGD steps (lr 0.1, batches of 128 digits samples)" if train_steps
+               else ", untrained"))
+    out = {"population": label, "made": made, "layout": layout.key(), "parameters": layout.size,
+           "models": n, "width": width, "depth": depth, "train_steps": train_steps,
            "batched_ms_per_model": ms, "batched_cpu_ms_per_model": batched_cpu / n * 1e3,
            "pairwise_cpu_ms_per_model_float32": cpu["float32"] * 1e3, "pairwise_subset": pairwise_n,
            "pairwise_ms_per_model_float32": timings["float32"] * 1e3,
@@ -160,7 +181,8 @@ def speed(label: str, n: int, pairwise_n: int, width: int, depth: int, train_ste
            "passes_mean": float(res.passes.mean()), "passes_max": int(res.passes.max()),
            "same_objective_as_pairwise_float64": agree, "l2_before": d0, "l2_after": d1,
            "population_build_s": make_s}
-    print(f"[speed] {label}: {n} MLPs (width {width}, depth {depth}) -> one reference")
+    print(f"[speed] {label}: {n} MLPs (width {width}, depth {depth}) -> one reference\n    population: {made}"
+          f" (layout {layout.key()}, {layout.size} parameters)")
     print(f"    batched   {ms:.2f} ms/model wall, {batched_cpu / n * 1e3:.2f} ms/model CPU ({batched_s:.1f} s total, "
           f"passes mean {res.passes.mean():.1f}, max {res.passes.max()})")
     print(f"    pairwise  {timings['float32'] * 1e3:.2f} ms/model float32 ({cpu['float32'] * 1e3:.2f} CPU), "
@@ -182,7 +204,7 @@ def main(argv=None) -> int:
                         "slow down tens of times")
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     p.add_argument("--only", choices=["quality", "speed"], help="run one half of the benchmark")
-    p.add_argument("--out", default="data/bench/rebasin.json")
+    p.add_argument("--out", default="docs/bench-rebasin.json")
     args = p.parse_args(argv)
     if args.threads < 0:
         p.error("--threads must be >= 0")
@@ -194,7 +216,7 @@ def main(argv=None) -> int:
           f"load average {os.getloadavg()[0]:.1f}")
     t0 = time.perf_counter()
     digits, image = load_dataset("digits"), load_dataset("digits-image")
-    results = {"threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
+    results = {"command": f".venv/bin/python {cmd}", "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
     results["quality"] = [] if args.only == "speed" else [
         quality("mlp-128x3 digits", arch_spec("mlp", digits.input_shape, 10, 32 if q else 128, 3), digits,
                 3 if q else 5, 2 if q else 30, 11),
