@@ -100,11 +100,18 @@ def test_config_doc_reads_line_continued_and_leading_comments(tmp_path):
         "group:          # a mapping\n"
         "  # said above the key\n"
         "  c: [1, 2]\n"
-        "  d: null\n")
+        "  d: null\n"
+        "  e:           # a block list\n"
+        "    - 3        # its items' comments are dropped\n"
+        "    - x\n"
+        "f:\n"
+        "- 5\n"
+        "g: 6\n")
     doc, keys = zc.config_doc(path)
     assert doc == "What this file is for."
     assert keys == [("a", "1", "the first key and more about it"), ("b", "'x # y'", "quoted hash stays in the value"),
-                    ("group.*", "", "a mapping"), ("group.c", "[1, 2]", "said above the key"), ("group.d", "null", "")]
+                    ("group.*", "", "a mapping"), ("group.c", "[1, 2]", "said above the key"), ("group.d", "null", ""),
+                    ("group.e", "[3, x]", "a block list"), ("f", "[5]", ""), ("g", "6", "")]
     assert zc.config_groups("build") == [("recipe", "default"), ("executor", "local")]
 
 

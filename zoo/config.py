@@ -139,6 +139,20 @@ def config_doc(path: str | Path) -> tuple[str, list[tuple[str, str, str]]]:
     stack: list[tuple[int, str]] = []
     above: list[str] = []
     in_defaults, continues = False, -1  # continues: indent of the key whose line comment may go on below
+    block: list | None = None  # the last key without a value: [its entry's index or None, dotted, comment, col, items]
+
+    def close_block() -> None:  # a key followed by "- item" lines is a list: one entry, value [items]
+        nonlocal block
+        if block is not None and block[4]:
+            entry = [block[1], f"[{', '.join(block[4])}]", block[2], block[3]]
+            if block[0] is None:
+                keys.append(entry)
+            else:
+                keys[block[0]] = entry
+            if stack and stack[-1][1] == block[1].rsplit(".", 1)[-1]:
+                stack.pop()
+        block = None
+
     for line in lines:
         stripped = line.strip()
         indent = len(line) - len(line.lstrip())
@@ -158,6 +172,11 @@ def config_doc(path: str | Path) -> tuple[str, list[tuple[str, str, str]]]:
         if in_defaults and (indent > 0 or stripped.startswith("-")):
             continue
         in_defaults = False
+        if stripped == "-" or stripped.startswith("- "):
+            if block is not None:
+                block[4].append(_split_comment(stripped[1:])[0])
+            continue
+        close_block()
         m = re.match(r"([A-Za-z_][\w\-]*)\s*:(\s.*|)$", stripped)
         if not m:
             continue
@@ -172,13 +191,15 @@ def config_doc(path: str | Path) -> tuple[str, list[tuple[str, str, str]]]:
         dotted = ".".join([k for _, k in stack] + [key])
         comment = " ".join([*above, comment]).strip()
         above = []
-        if value == "":  # a mapping: its keys follow, dotted
+        if value == "":  # a mapping (its keys follow, dotted) or a block list
             stack.append((indent, key))
+            block = [len(keys) if comment else None, dotted, comment, col, []]
             if comment:
                 keys.append([f"{dotted}.*", "", comment, col])
             continue
         keys.append([dotted, value, comment, col])
         continues = indent if col is not None else -1
+    close_block()
     return " ".join(head), [(k, v, c) for k, v, c, _ in keys]
 
 
