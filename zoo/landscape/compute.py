@@ -155,14 +155,14 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
     pair_rows: list[dict] = []
     test_out: dict[int, torch.Tensor] = {}
     done = models[models["status"] == "done"]
+    # one display over the trained models: half a model for its metrics, half for its cell's connectivity curves
+    bar = Progress(len(done), "models", prefix="zoo landscape", enabled=progress)
     for key, group in done.groupby("layout", sort=True):
         layout = zoo.layouts[key]
         net = FunctionalNet.from_layout(layout)
         loss = net.loss_fn(kind)
         hvp = batched_hvp(loss, in_dims=(0, None, None))
         ids_all = group["model_id"].astype(int).tolist()
-        bar = Progress(len(ids_all), f"{key} ({net.num_params} parameters): models", prefix="zoo landscape",
-                       enabled=progress)
         for ids in _chunks(ids_all, int(cfg["chunk"])):
             weights = zoo.weights(ids, checkpoint=int(cfg["checkpoint"]))
             theta, bufs = net.split(weights)
@@ -189,8 +189,7 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
                                 "generalization_gap": float(gap), "hessian_trace": float(trace[k]),
                                 "hessian_top_eigenvalue": float(top[k])})
                 test_out[i] = out[k]
-            bar.update(len(ids))
-        bar.close()
+            bar.update(len(ids) / 2, layout=key, step="Hessian metrics")
 
         # ---- cell metrics: Bezier mode connectivity and CKA over seed pairs (cells never span layouts)
         cell_of = group.assign(_cell=group[keys].map(str).agg("|".join, axis=1) if keys else "all")
@@ -200,6 +199,7 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
                 pairs.append(p)
                 pair_cell.append(cell)
         if not pairs:
+            bar.update(len(group) / 2)
             continue
         curve_net = FunctionalNet.from_layout(layout, batch_stats=True)
 
@@ -210,7 +210,6 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
             return crit_each(_net.forward(th, {}, x), y)
 
         mc, mcl, mcb, cka, curves, lines = [], [], [], [], [], []
-        bar = Progress(len(pairs), f"{key}: seed pairs connected", prefix="zoo landscape", enabled=progress)
         t0 = time.perf_counter()
         for chunk in _chunks(pairs, int(cfg["chunk"])):
             a = [p[0] for p in chunk]
@@ -229,8 +228,7 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
             mcl += res["mc_linear"].tolist()
             curves += res["curve"].tolist()
             lines += res["line"].tolist()
-            bar.update(len(chunk))
-        bar.close()
+            bar.update(len(group) / 2 * len(chunk) / len(pairs), layout=key, step="connectivity curves")
         t1 = time.perf_counter()
         for i, j in pairs:
             cka.append(float(linear_cka(test_out[i], test_out[j])))
@@ -248,6 +246,7 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
                 rows[int(r["model_id"])].update(mode_connectivity=float(c["mc"]),
                                                 mode_connectivity_linear=float(c["mcl"]), cka=float(c["cka"]))
 
+    bar.close()
     cols = columns(kind)
     table = pd.DataFrame([rows[i] for i in sorted(rows)]).reindex(columns=cols[:-1])
     pairs_table = pd.DataFrame(pair_rows, columns=PAIR_COLUMNS)
