@@ -4,11 +4,13 @@ Random-initialized members of a digits MLP layout and a BatchNorm CNN layout (th
 depend on the values), evaluated on the test split; the one-at-a-time baseline is what callers did before
 (rebuild the module, load the state dict, run the split) on a subset, extrapolated per model.
 
-Rerun:  .venv/bin/python bench/evaluate.py [--models 1000] [--threads 1]
+Rerun:  .venv/bin/python bench/evaluate.py [--models 1000] [--threads 1]   (writes docs/bench-evaluate.json)
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -58,7 +60,9 @@ def main() -> int:
     ap.add_argument("--models", type=int, default=1000)
     ap.add_argument("--baseline-models", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", default="docs/bench-evaluate.json")
     args = ap.parse_args()
+    rows = []
     torch.set_num_threads(args.threads)
     cases = [("digits mlp w32 d1", "digits", dict(name="mlp", width=32, depth=1)),
              ("digits mlp w128 d3", "digits", dict(name="mlp", width=128, depth=3)),
@@ -75,6 +79,14 @@ def main() -> int:
         per_b = b / args.baseline_models
         print(f"{label:28s} n={n:5d}  evaluate {n / t:9.0f} models/s   one module at a time {1 / per_b:7.0f} models/s"
               f"   speed-up {per_b * n / t:5.1f}x")
+        rows.append({"case": label, "models": n, "evaluate_models_per_s": n / t, "one_at_a_time_models_per_s": 1 / per_b,
+                     "one_at_a_time_timed_models": args.baseline_models, "speedup": per_b * n / t})
+    cmd = "bench/evaluate.py" + "".join(f" {x}" for x in sys.argv[1:])
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"command": f".venv/bin/python {cmd}", "threads": args.threads,
+                                           "load_average": os.getloadavg()[0], "split": "test", "cases": rows},
+                                          indent=1) + "\n")
+    print(f"wrote {args.json}; rerun: .venv/bin/python {cmd}")
     return 0
 
 

@@ -95,7 +95,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--out", default="/tmp/wszoo-scale.zarr")
     ap.add_argument("--train", action="store_true", help="also build a 100k-model zoo with zoo build")
-    ap.add_argument("--json", default=None, help="write the figures here (e.g. docs/bench-scale.json)")
+    ap.add_argument("--json", default="docs/bench-scale.json", help="write the figures here")
     ap.add_argument("--reuse", action="store_true", help="read an existing --out zoo instead of writing it again")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -143,7 +143,7 @@ def main() -> None:
         ok = value <= goal if op == "<=" else value >= goal
         print(f"  {name:<40} {value:>10.3f} {unit:<9} target {op} {goal:<8} {'met' if ok else 'MISSED'}"
               f"  (ratio to target {value / goal:.2f})")
-    print(f"\nrerun: .venv/bin/python bench/scale.py --models {args.models}{' --train' if args.train else ''}")
+    print(f"\nrerun: .venv/bin/python bench/scale.py" + "".join(f" {x}" for x in sys.argv[1:]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
