@@ -16,7 +16,8 @@ Budget, the same for every initialization: the pretrained head is replaced by a 
 (Adam ``--ft-lr``, ``--ft-epochs``), batch 32, one data order per seed shared by every method (paired).
 Initializations of the body: (a) naive = the full-data weights; (b) task vector theta_full + alpha
 (theta_full - theta_stage1), alpha in ``--alphas`` chosen by mean validation accuracy; (c) KNOWN after
-1, 2, 3 recursive steps (and the step count chosen on validation among them; ablation: 10 and 20 steps). Seeds: every held-out pretrained model is
+1, 2, 3 recursive steps, the step count chosen on validation among them, and the step count chosen on validation
+among 1, 2, 3, 5, 10, 20, 40 (recursing further than the paper's 3 rounds). Seeds: every held-out pretrained model is
 one seed (its own few-shot draw, data order); mean +- std over seeds, paired t-test and Wilcoxon vs naive.
 Also reported: KNOWN's held-out window MAE against no change, the pretraining-task test accuracy of the
 nowcast weights (``zoo nowcast`` API), and the time to predict a 1M-parameter network (1 thread).
@@ -193,7 +194,9 @@ def evaluate_group(g, z: zoo.Zoo, ids: np.ndarray, a) -> dict:
         col = {n: j for j, n in enumerate(names)}
         tv = max((n for n in names if n.startswith("tv")), key=lambda n: val_acc[:, col[n]].mean())
         kn = max((f"known{s}" for s in STEPS), key=lambda n: val_acc[:, col[n]].mean())
+        kn_any = max((f"known{s}" for s in steps), key=lambda n: val_acc[:, col[n]].mean())
         res = {"seeds": [int(i) for i in ids], "alpha_chosen_on_val": float(tv[2:]), "known_steps_chosen_on_val": int(kn[5:]),
+               "known_steps_chosen_on_val_any": int(kn_any[5:]),
                "val_acc_mean": {n: float(val_acc[:, col[n]].mean()) for n in names},
                "test_acc": {n: test_acc[:, col[n]].tolist() for n in names},
                "test_acc_mean": {n: float(test_acc[:, col[n]].mean()) for n in names},
@@ -201,12 +204,13 @@ def evaluate_group(g, z: zoo.Zoo, ids: np.ndarray, a) -> dict:
         naive = test_acc[:, col["naive"]]
         res["vs_naive"] = {n: paired(test_acc[:, col[n]], naive) for n in (tv, *[f"known{s}" for s in steps])}
         res["vs_naive"]["known_val_chosen"] = res["vs_naive"][kn]
+        res["vs_naive"]["known_val_chosen_any"] = res["vs_naive"][kn_any]
         res["vs_naive"]["tv_val_chosen"] = res["vs_naive"][tv]
         out[task] = res
         print(f"  {task:<14} naive {naive.mean():.4f}+-{naive.std(ddof=1):.4f} | tv(alpha={tv[2:]}) "
               f"{res['test_acc_mean'][tv]:.4f} p={res['vs_naive'][tv]['p_ttest']:.3f} | " + " | ".join(
                   f"K{s} {res['test_acc_mean'][f'known{s}']:.4f} ({res['vs_naive'][f'known{s}']['mean_diff']:+.4f},"
-                  f" p={res['vs_naive'][f'known{s}']['p_ttest']:.3f})" for s in steps) + f" | K chosen {kn}", flush=True)
+                  f" p={res['vs_naive'][f'known{s}']['p_ttest']:.3f})" for s in steps) + f" | K chosen {kn}, among all {kn_any}", flush=True)
     return out
 
 
@@ -225,10 +229,10 @@ def plot(results: dict, path: str) -> None:
             res, ax = results["groups"][grp][task], axes[r][c]
             naive = np.asarray(res["test_acc"]["naive"])
             tv = f"tv{res['alpha_chosen_on_val']:g}"
-            steps = sorted(int(n[5:]) for n in res["vs_naive"] if n.startswith("known") and n[5:].isdigit())
-            methods = [tv, *[f"known{s}" for s in steps]]
+            any_ = res["known_steps_chosen_on_val_any"]
+            methods = [tv, *[f"known{s}" for s in STEPS], f"known{any_}"]
             labels = [f"task vector\nalpha={res['alpha_chosen_on_val']:g}",
-                      *[f"KNOWN\n{s} step{'s' * (s > 1)}{'' if s in STEPS else ' (abl.)'}" for s in steps]]
+                      *[f"KNOWN\n{s} step{'s' * (s > 1)}" for s in STEPS], f"KNOWN {any_} steps\n(val-chosen of all)"]
             for j, m in enumerate(methods):
                 d = (np.asarray(res["test_acc"][m]) - naive) * 100
                 ax.scatter(np.full(len(d), j) + np.linspace(-0.15, 0.15, len(d)), d, s=10, alpha=0.6)
@@ -239,8 +243,10 @@ def plot(results: dict, path: str) -> None:
             ax.set_xticks(range(len(methods)), labels, fontsize=8)
             ax.set_ylabel("test acc - naive (pp)")
             ax.set_title(f"{grp}: {task}\nnaive {naive.mean() * 100:.1f} +- {naive.std(ddof=1) * 100:.1f}%", fontsize=9)
-    fig.suptitle("Fine-tuning from KNOWN / task-vector weights vs the full-data weights (paired over seeds; "
-                 "p: paired t-test)", fontsize=10)
+    st = results["settings"]
+    fig.suptitle(f"Fine-tuning from KNOWN / task-vector weights vs the full-data weights ({len(naive)} seeds, paired;"
+                 f" p: paired t-test) - trajectory stages of {st.get('stage_epochs', 1)} epoch(s), KNOWN loss "
+                 f"{st.get('loss', 'mae')}", fontsize=10)
     fig.savefig(path, dpi=120)
 
 
@@ -249,10 +255,12 @@ def main() -> int:
     ap.add_argument("--work", default="data/bench-known", help="zoos and the KNOWN run go here (reused)")
     ap.add_argument("--models", type=int, default=128, help="pretraining models (seeds; hyperparameters sampled)")
     ap.add_argument("--fit-models", type=int, default=96, help="KNOWN learns from the models with seed below this")
-    ap.add_argument("--units", type=int, default=16, help="held-out models per group = downstream seeds")
+    ap.add_argument("--units", type=int, default=32, help="held-out models per group = downstream seeds")
     ap.add_argument("--fit-steps", type=int, default=400, help="KNOWN meta-training steps (100 per epoch)")
+    ap.add_argument("--stage-epochs", type=int, default=1, help="epochs per trajectory stage (recipe.stage_epochs)")
     ap.add_argument("--loss", default="mae", choices=["mae", "mse"], help="KNOWN's meta-training loss")
-    ap.add_argument("--extra-steps", type=int, nargs="*", default=[10, 20], help="ablation: KNOWN recursed further")
+    ap.add_argument("--extra-steps", type=int, nargs="*", default=[5, 10, 20, 40],
+                    help="KNOWN recursed further (a second step count is chosen on validation among all)")
     ap.add_argument("--shots", type=int, default=20, help="downstream training examples per class")
     ap.add_argument("--alphas", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0, 8.0, 16.0])
     ap.add_argument("--probe-epochs", type=int, default=20)
@@ -262,16 +270,23 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default="docs/known.json")
     ap.add_argument("--png", default="docs/known.png")
+    ap.add_argument("--replot", default=None, help="only redraw --png from this JSON of an earlier run")
     a = ap.parse_args()
+    if a.replot:
+        plot(json.loads(Path(a.replot).read_text()), a.png)
+        return 0
     torch.set_num_threads(a.threads)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    z = build(work / "pretrain-mlp32x2.zarr", f"recipe.seeds={a.models}")
-    z_arch = build(work / "heldout-mlp64x1.zarr", "recipe.widths=[64]", "recipe.depths=[1]", f"recipe.seeds={a.units}")
+    tag = "" if a.stage_epochs == 1 else f"-stage{a.stage_epochs}"
+    stage = f"recipe.stage_epochs={a.stage_epochs}"
+    z = build(work / f"pretrain-mlp32x2-{a.models}{tag}.zarr", f"recipe.seeds={a.models}", stage)
+    z_arch = build(work / f"heldout-mlp64x1-{a.units}{tag}.zarr", "recipe.widths=[64]", "recipe.depths=[1]",
+                   f"recipe.seeds={a.units}", stage)
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    g = generators.fit("known", str(z.path), out=str(work / f"known-{a.loss}"), query=f"seed < {a.fit_models}",
+    g = generators.fit("known", str(z.path), out=str(work / f"known-{a.loss}{tag}"), query=f"seed < {a.fit_models}",
                        steps_per_epoch=100, max_epochs=max(1, a.fit_steps // 100), loss=a.loss,
                        **{"trainer.enable_progress_bar": False})
     fit_s = time.perf_counter() - t0
@@ -282,16 +297,16 @@ def main() -> int:
           f"({len(g.source['val_ids'])} validation); held out: {len(held)} pretraining models, {len(arch_ids)} of "
           f"the held-out architecture", flush=True)
     results = {"command": "OMP_NUM_THREADS=1 .venv/bin/python bench/known.py " + " ".join(sys.argv[1:]),
-               "settings": {k: v for k, v in vars(a).items() if k not in ("json", "png")},
+               "settings": {k: v for k, v in vars(a).items() if k not in ("json", "png", "replot")},
                "pretraining": PRETRAIN, "tasks": {k: {"source": v[0], "relabel": v[1]} for k, v in TASKS.items()},
-               "fit_seconds": round(fit_s, 1), "known_summary": json.loads((work / f"known-{a.loss}" / "summary.json")
+               "fit_seconds": round(fit_s, 1), "known_summary": json.loads((work / f"known-{a.loss}{tag}" / "summary.json")
                                                                            .read_text())["best_score"],
                "machine_load_average_1min_at_start": os.getloadavg()[0], "groups": {}, "windows": {},
                "pretraining_test_acc": {}}
     for grp, zz, ids in (("held-out models (MLP 32x2)", z, held), ("held-out architecture (MLP 64x1)", z_arch,
                                                                     arch_ids)):
         results["windows"][grp] = window_mae(g, zz, ids)
-        nc = nowcast_zoo(g, str(zz.path), str(work / f"nowcast-{a.loss}-{len(results['windows'])}.zarr"), steps=3,
+        nc = nowcast_zoo(g, str(zz.path), str(work / f"nowcast-{a.loss}{tag}-{len(results['windows'])}.zarr"), steps=3,
                          query=f"model_id in {ids.tolist()}", overwrite=True)
         full = zz.models.set_index("model_id").loc[ids, "test_acc"].to_numpy()
         metrics = nc.metrics

@@ -107,6 +107,23 @@ def collect(zoo_path: str, gcfg: Mapping, seed: int) -> dict:
     return {"source": source, "train": (x_tr, k_tr), "val": (x_va, k_va)}
 
 
+POSITIVE_INTS = ("history", "hidden", "out", "max_windows", "max_val_windows", "batch_size", "max_epochs")
+
+
+def check_config(gcfg: Mapping) -> None:
+    """One-line errors for KNOWN settings of the wrong type or range."""
+    for key in POSITIVE_INTS:
+        v = gcfg.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ZooError(f"generator.{key} must be a positive integer, got {v!r}")
+    for key, lo, hi in (("bound_quantile", 0.0, 1.0), ("bound_factor", 0.0, float("inf")), ("lr", 0.0, float("inf"))):
+        v = gcfg.get(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo < float(v) <= hi:
+            raise ZooError(f"generator.{key} must be a number in ({lo:g}, {hi:g}], got {v!r}")
+    if gcfg.get("loss", "mae") not in ("mae", "mse"):
+        raise ZooError(f"generator.loss must be mae or mse, got {gcfg.get('loss')!r}")
+
+
 def fit_run(cfg: Mapping) -> Known:
     """Meta-train KNOWN as a composed ``zoo fit`` config says; writes and returns the run (best val epoch)."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -116,8 +133,7 @@ def fit_run(cfg: Mapping) -> Known:
     if not cfg.get("zoo"):
         raise ZooError("zoo=PATH is required (the trajectory zoo to learn from)")
     gcfg = dict(cfg["generator"])
-    if gcfg.get("loss", "mae") not in ("mae", "mse"):
-        raise ZooError(f"generator.loss must be mae or mse, got {gcfg.get('loss')!r}")
+    check_config(gcfg)
     stem = Path(str(cfg["zoo"]).rstrip("/")).name.removesuffix(".zarr")
     out = Path(cfg.get("out") or Path("data/runs") / f"known-{stem}")
     seed = int(cfg.get("seed", 0))
