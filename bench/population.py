@@ -49,8 +49,8 @@ LRS = [0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07]
 CASES = {
     "mlp-w32": ("mlp", "digits", 32, 2, 32, 5, 256),
     "mlp-w128": ("mlp", "digits", 128, 2, 128, 5, 256),
-    "cnn-bn": ("cnn", "digits-image", 8, 2, 32, 3, 256),
-    "resnet": ("resnet", "digits-image", 8, 1, 32, 2, 128),
+    "cnn-bn": ("cnn", "digits-image", 8, 2, 32, 2, 64),
+    "resnet": ("resnet", "digits-image", 8, 1, 32, 2, 64),
 }
 
 
@@ -140,7 +140,7 @@ def every_core(case: tuple, models: int, procs: int) -> tuple[float, dict[int, f
     """Wall seconds of ``procs`` single-thread processes training all models, and every model's test acc."""
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(procs), ctx.Queue()
-    ps = [ctx.Process(target=_worker, args=(case, models, r, procs, barrier, queue)) for r in range(procs)]
+    ps = [ctx.Process(target=_worker, args=(case, models, r, procs, barrier, queue), daemon=True) for r in range(procs)]
     for p in ps:
         p.start()
     results = [queue.get() for _ in ps]
