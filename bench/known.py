@@ -48,7 +48,7 @@ from zoo.layout import Layout, layout_of  # noqa: E402
 from zoo.population import population_forward  # noqa: E402
 
 import generators  # noqa: E402
-from generators.known import KINDS, weight_kinds  # noqa: E402
+from generators.known import weight_kinds  # noqa: E402
 from generators.known_fit import reversed_trajectories, windows  # noqa: E402
 from generators.nowcast_cli import nowcast_zoo  # noqa: E402
 

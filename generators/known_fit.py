@@ -163,7 +163,8 @@ def fit_run(cfg: Mapping) -> Known:
         stop = EarlyStopping(monitor="val/loss", mode="min", patience=int(es["patience"]),
                              min_delta=float(es["min_delta"]))
         trainer = make_trainer({**cfg["trainer"], "max_epochs": int(gcfg["max_epochs"])}, out, [best, stop],
-                               enable_model_summary=False, num_sanity_val_steps=0)
+                               progress="zoo fit", monitor="val/loss", enable_model_summary=False,
+                               num_sanity_val_steps=0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trainer.fit(g, train_dataloaders=train_dl, val_dataloaders=val_dl)

@@ -9,6 +9,9 @@ test loss/accuracy come from ``zoo.evaluate``. The models table keeps the source
 """
 from __future__ import annotations
 
+import sys
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch
@@ -109,7 +112,11 @@ def main(argv: list[str]) -> int:
     g = load(args.run)
     if not hasattr(g, "nowcast"):
         raise ZooError(f"{args.run!r} holds a {g.name} generator; zoo nowcast needs a KNOWN run (generator=known)")
-    z = nowcast_zoo(g, args.zoo, args.out, steps=args.steps, query=args.query, overwrite=args.overwrite)
+    with warnings.catch_warnings(record=True) as caught:  # e.g. a weight kind KNOWN never trained on: one line each
+        warnings.simplefilter("always", UserWarning)
+        z = nowcast_zoo(g, args.zoo, args.out, steps=args.steps, query=args.query, overwrite=args.overwrite)
+    for w in {str(w.message) for w in caught if issubclass(w.category, UserWarning) and "KNOWN" in str(w.message)}:
+        print(f"zoo nowcast: note: {w}", file=sys.stderr)
     df = z.models
     acc = df["test_acc"].dropna() if "test_acc" in df else pd.Series(dtype=float)
     tail = f"; test_acc after {args.steps} step(s) mean {acc.mean():.4f}" if len(acc) else ""
