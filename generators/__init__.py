@@ -1,11 +1,13 @@
 """Weight generators behind one API: ``fit(name, zoo_path, **overrides)``, ``load(run_dir)``, and on every
 generator ``sample(n, seed, condition)`` -> state dicts, ``sample_zoo(n, out, seed)`` -> a zoo, ``save(dir)``.
 
-DeepWeightFlow (``"dwf"``) is the first; each generator is a LightningModule registered by its name.
+DeepWeightFlow (``"dwf"``) is the first; each generator is a LightningModule registered by its name. KNOWN
+(``"known"``) is a predictor instead: ``load(run_dir).predict(trajectory)`` -> the next weights.
 """
 from .base import Generator, load, snapshots
 from .diagnose import diagnose
 from .dwf import DeepWeightFlow
+from .known import Known
 from .train import fit, fit_config
 
-__all__ = ["Generator", "DeepWeightFlow", "fit", "fit_config", "load", "snapshots", "diagnose"]
+__all__ = ["Generator", "DeepWeightFlow", "Known", "fit", "fit_config", "load", "snapshots", "diagnose"]
