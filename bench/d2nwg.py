@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     report = {
-        "command": "  ".join(["cd wszoo && .venv/bin/python bench/d2nwg.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": " ".join(["cd wszoo && .venv/bin/python bench/d2nwg.py", *(sys.argv[1:] if argv is None else argv)]),
         "zoo": args.zoo, "reference_zoo": args.reference, "run": args.run,
         "zoo_models": int((z.models["status"] == "done").sum()), "zoo_tasks": int(z.models["dataset"].nunique()),
         "train_tasks": len(g.source["train_tasks"]), "val_tasks": len(g.source["val_tasks"]),

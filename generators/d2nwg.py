@@ -2,13 +2,16 @@
 
 Coordinates: trainable parameters w [n, P] (canonical frame, ``generators.source``) standardized per
 coordinate with training statistics, cut into T tokens of ``chunk_size`` (zero-padded), compressed by a
-token-wise VAE (shared MLP + learned position embedding; one token when the net is small) into a latent
-[n, T * latent_per_chunk], standardized per dimension with the training latents' statistics. The VAE is
-fitted once in ``from_data`` (a fixed coordinate system for the diffusion, like DeepWeightFlow's PCA).
-The Lightning module then trains, jointly, the dataset encoder (``generators.dataset_encoder``) and a
-residual-MLP denoiser over the latents (eps-prediction under diffusers' ``DDPMScheduler``, linear betas as
-published, ``clip_sample=False``; condition dropout for classifier-free guidance). Sampling runs
-diffusers' ``DDIMScheduler`` for ``ddim_steps`` steps, then the VAE decoder.
+token-wise VAE (linear maps started at PCA, optionally plus a residual MLP; one token when the net is small)
+into a latent [n, T * latent_per_chunk], standardized per dimension. The VAE is fitted once in
+``from_data`` (a fixed coordinate system for the diffusion, like DeepWeightFlow's PCA). The Lightning
+module then trains, jointly, the dataset encoder (``generators.dataset_encoder``) and a residual-MLP
+denoiser over the latents (eps-prediction under diffusers' ``DDPMScheduler``, linear betas as published,
+``clip_sample=False``; condition dropout for classifier-free guidance). Besides the dataset, the denoiser
+sees a discrete "mode" (``mode_column``, default the zoo's seed: models of one seed share their
+initialization across tasks, so each mode is a nearly linear family in the task); sampling draws it
+uniformly with the seed. Sampling runs diffusers' ``DDIMScheduler`` for ``ddim_steps`` steps, then the VAE
+decoder.
 
 Tasks are split, not models: ``val_fraction`` of the zoo's datasets (all their models) is held out for
 early stopping on the samples' TRAINING-split accuracy on those unseen tasks; no test split is read.
@@ -200,6 +203,9 @@ class D2NWG(Generator):
                                       inducing=int(c["inducing_points"]), pool_seeds=int(c["pool_seeds"]))
         self.modes = nn.Embedding(len(source.get("modes", {}).get("values", [0])), int(c["embed_dim"]))
         nn.init.zeros_(self.modes.weight)
+        hid = int(c["hidden"])
+        self.mean_head = nn.Sequential(nn.Linear(int(c["embed_dim"]), hid), nn.SiLU(), nn.Linear(hid, hid), nn.SiLU(),
+                                       nn.Linear(hid, lat)) if c.get("residual") else None
         self.null_cond = nn.Parameter(torch.zeros(int(c["embed_dim"])))  # the "no dataset" input of guidance
         self.denoiser = Denoiser(lat, int(c["embed_dim"]), int(c["hidden"]), int(c["blocks"]), int(c["time_dim"]),
                                  float(c["dropout"]))
@@ -331,14 +337,20 @@ class D2NWG(Generator):
             z0 = self.to_latent(x)
         support = self._pools.draw(tasks, int(self.config["shots"]), generator)
         emb = self.encoder(support)
+        m = self.modes(modes)
+        mean_loss = torch.zeros(())
+        if self.mean_head is not None:  # regression of the latent, then diffusion of what it leaves
+            mu = self.mean_head(emb + m)
+            mean_loss = F.mse_loss(mu, z0)
+            z0 = z0 - mu.detach()
         if drop > 0:
             keep = torch.rand(len(emb), 1, generator=generator) >= drop
             emb = torch.where(keep, emb, self.null_cond.expand_as(emb))
-        emb = emb + self.modes(modes)
+        emb = emb + m
         noise = torch.randn(z0.shape, generator=generator)
         t = torch.randint(0, self.ddpm.config.num_train_timesteps, (len(z0),), generator=generator)
         zt = self.ddpm.add_noise(z0, noise, t)
-        return F.mse_loss(self.denoiser(zt, t, emb), noise)
+        return F.mse_loss(self.denoiser(zt, t, emb), noise) + float(self.config["mean_weight"]) * mean_loss
 
     def training_step(self, batch, batch_idx):
         x, tasks = batch
@@ -437,6 +449,7 @@ class D2NWG(Generator):
         n, w = emb.shape[0], float(self.config["guidance"])
         z = torch.randn(n, int(self.dims["latent"]), generator=generator)
         m = self.modes(modes)
+        mu = self.mean_head(emb + m) if self.mean_head is not None else 0.0
         null, emb = self.null_cond.expand_as(emb) + m, emb + m
         for t in self.ddim.timesteps:
             tt = torch.full((n,), int(t), dtype=torch.int64)
@@ -446,7 +459,7 @@ class D2NWG(Generator):
                 e = self.denoiser(torch.cat([z, z]), torch.cat([tt, tt]), torch.cat([emb, null]))
                 eps = e[n:] + w * (e[:n] - e[n:])
             z = self.ddim.step(eps, int(t), z).prev_sample
-        return self.decode_latent(z)
+        return self.decode_latent(z + mu)
 
     def full_weights(self, params: torch.Tensor) -> torch.Tensor:
         """[n, P_params] -> [n, P] flat weights in the zoo's layout (buffers from the training mean)."""

@@ -104,7 +104,7 @@ def test_conditioning_matters(run, toy_zoo):
     acc = {(s, t): float(zoo.evaluate(run.layout, w, d, "test")["acc"].mean())
            for s, w in (("a", wa), ("b", wb)) for t, d in (("a", da), ("b", db))}
     assert acc["a", "a"] > acc["a", "b"] + 0.15 and acc["b", "b"] > acc["b", "a"] + 0.15
-    assert acc["a", "a"] > 0.9 and acc["b", "b"] > 0.9
+    assert acc["a", "a"] > 0.85 and acc["b", "b"] > 0.85  # Bayes accuracy 0.977
 
 
 @pytest.mark.slow
