@@ -88,7 +88,7 @@ def main_sample(argv: list[str]) -> int:
     print(f"zoo sample: {len(df)} networks from {args.run} (seed {args.seed}) -> {args.out}: "
           f"{int((df['status'] == 'done').sum())} finite{tail}")
     source = (getattr(g, "source", None) or {}).get("zoo")
-    if source:
+    if source and not hasattr(g, "dataset_condition"):  # d2nwg's samples are for another dataset than its zoo's
         stem = str(args.out).rstrip("/").rsplit("/", 1)[-1].removesuffix(".zarr")
         print(f"next: zoo diagnose {args.out} --train {source} --out data/runs/diagnose-{stem}")
     return 0

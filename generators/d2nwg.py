@@ -200,12 +200,12 @@ class D2NWG(Generator):
         self.vae.requires_grad_(False)
         self.encoder = DatasetEncoder(int(dims["features"]), int(dims["classes"]), hidden=int(c["encoder_hidden"]),
                                       embed_dim=int(c["embed_dim"]), heads=int(c["heads"]),
-                                      inducing=int(c["inducing_points"]), pool_seeds=int(c["pool_seeds"]))
+                                      inducing=int(c["inducing_points"]))
         self.modes = nn.Embedding(len(source.get("modes", {}).get("values", [0])), int(c["embed_dim"]))
         nn.init.zeros_(self.modes.weight)
         hid = int(c["hidden"])
-        self.mean_head = nn.Sequential(nn.Linear(int(c["embed_dim"]), hid), nn.SiLU(), nn.Linear(hid, hid), nn.SiLU(),
-                                       nn.Linear(hid, lat)) if c.get("residual") else None
+        n_modes = self.modes.num_embeddings  # one linear map per mode: within a mode weights are ~linear in the task
+        self.mean_head = nn.Linear(int(c["embed_dim"]), lat * n_modes) if c.get("residual") else None
         self.null_cond = nn.Parameter(torch.zeros(int(c["embed_dim"])))  # the "no dataset" input of guidance
         self.denoiser = Denoiser(lat, int(c["embed_dim"]), int(c["hidden"]), int(c["blocks"]), int(c["time_dim"]),
                                  float(c["dropout"]))
@@ -340,7 +340,7 @@ class D2NWG(Generator):
         m = self.modes(modes)
         mean_loss = torch.zeros(())
         if self.mean_head is not None:  # regression of the latent, then diffusion of what it leaves
-            mu = self.mean_head(emb + m)
+            mu = self.regress(emb, modes)
             mean_loss = F.mse_loss(mu, z0)
             z0 = z0 - mu.detach()
         if drop > 0:
@@ -351,6 +351,11 @@ class D2NWG(Generator):
         t = torch.randint(0, self.ddpm.config.num_train_timesteps, (len(z0),), generator=generator)
         zt = self.ddpm.add_noise(z0, noise, t)
         return F.mse_loss(self.denoiser(zt, t, emb), noise) + float(self.config["mean_weight"]) * mean_loss
+
+    def regress(self, emb: torch.Tensor, modes: torch.Tensor) -> torch.Tensor:
+        """The regression head's latent [n, D] for dataset embeddings [n, E] and modes [n]."""
+        out = self.mean_head(emb).reshape(len(emb), self.modes.num_embeddings, -1)
+        return out[torch.arange(len(emb)), modes]
 
     def training_step(self, batch, batch_idx):
         x, tasks = batch
@@ -449,7 +454,7 @@ class D2NWG(Generator):
         n, w = emb.shape[0], float(self.config["guidance"])
         z = torch.randn(n, int(self.dims["latent"]), generator=generator)
         m = self.modes(modes)
-        mu = self.mean_head(emb + m) if self.mean_head is not None else 0.0
+        mu = self.regress(emb, modes) if self.mean_head is not None else 0.0
         null, emb = self.null_cond.expand_as(emb) + m, emb + m
         for t in self.ddim.timesteps:
             tt = torch.full((n,), int(t), dtype=torch.int64)

@@ -22,7 +22,7 @@ from zoo.cli import main as zoo_main
 ANGLES = [0, 30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 330]  # degrees: one task each
 SEEDS = 3
 FAST = {"vae_steps": 300, "latent_per_chunk": 6, "encoder_hidden": 32, "embed_dim": 32, "inducing_points": 8,
-        "heads": 2, "pool_seeds": 2, "hidden": 128, "blocks": 2, "time_dim": 32, "ddim_steps": 20,
+        "heads": 2, "hidden": 128, "blocks": 2, "time_dim": 32, "ddim_steps": 20,
         "val_samples": 8, "batch_size": 64, "val_fraction": 0.1, "lr": 0.002, "ema_decay": 0.99}
 
 
@@ -159,7 +159,7 @@ def test_bad_inputs_one_line_errors(run, tmp_path, capsys, kind, message):
 def test_set_encoder_invariances():
     """Shuffling shots within a class or listing order changes nothing; swapping two classes' labels does."""
     torch.manual_seed(0)
-    enc = DatasetEncoder(features=4, classes=3, hidden=16, embed_dim=8, heads=2, inducing=4, pool_seeds=2).eval()
+    enc = DatasetEncoder(features=4, classes=3, hidden=16, embed_dim=8, heads=2, inducing=4).eval()
     x = torch.randn(2, 3, 5, 4)
     base = enc(x)
     shuffled = x[:, :, torch.randperm(5)]
