@@ -464,7 +464,8 @@ class D2NWG(Generator):
                 e = self.denoiser(torch.cat([z, z]), torch.cat([tt, tt]), torch.cat([emb, null]))
                 eps = e[n:] + w * (e[:n] - e[n:])
             z = self.ddim.step(eps, int(t), z).prev_sample
-        return self.decode_latent(z + mu)
+        tau = float(self.config.get("residual_temperature", 1.0)) if self.mean_head is not None else 1.0
+        return self.decode_latent(mu + tau * z)
 
     def full_weights(self, params: torch.Tensor) -> torch.Tensor:
         """[n, P_params] -> [n, P] flat weights in the zoo's layout (buffers from the training mean)."""
