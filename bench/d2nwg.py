@@ -195,6 +195,7 @@ def plot(report: dict, path: Path) -> None:
         ax.plot(at, curve, label=f"{label} (reach target: {ft['steps_to_target'][key]} steps)")
     ax.axhline(ft["target"], color="k", ls="--", lw=0.8, label=f"directly trained {ft['target']:.3f}")
     ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlim(0, float(at.max()))
     ax.set_xlabel("fine-tuning steps (recipe SGD)")
     ax.set_ylabel(f"test accuracy, mean over {ft['tasks']} held-out tasks x {ft['inits_per_task']} inits")
     ax.set_title("fine-tuning on held-out tasks", fontsize=10)
@@ -220,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/d2nwg.json")
     p.add_argument("--quick", action="store_true", help="smoke run: short fit, few tasks, outputs in /tmp")
     p.add_argument("--fit", nargs="*", default=[], help="fit overrides key=value (JSON values)")
+    p.add_argument("--replot", action="store_true", help="only redraw the PNG from the JSON at --out")
     args = p.parse_args(argv)
+    if args.replot:
+        plot(json.loads(Path(args.out).read_text()), Path(args.out).with_suffix(".png"))
+        return 0
     torch.set_num_threads(1)
     out = Path("/tmp/d2nwg-bench.json") if args.quick else Path(args.out)
     work = Path("/tmp/d2nwg-bench")
