@@ -330,12 +330,15 @@ class D2NWG(Generator):
         return self
 
     def _diffusion_loss(self, x: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None,
-                        drop: float = 0.0) -> torch.Tensor:
-        """eps-MSE of latents of standardized weights x [n, P] for conditions [n, 2] (task, mode)."""
+                        drop: float = 0.0, augment: bool = False) -> torch.Tensor:
+        """eps-MSE (+ the regression head's MSE) of latents of standardized weights x [n, P] for conditions
+        [n, 2] (task, mode); ``augment``: relabel some tasks (``label_permutation``)."""
         tasks, modes = cond[:, 0], cond[:, 1]
+        support = self._pools.draw(tasks, int(self.config["shots"]), generator)
+        if augment:
+            x, support = self._permute_labels(x, support, generator)
         with torch.no_grad():
             z0 = self.to_latent(x)
-        support = self._pools.draw(tasks, int(self.config["shots"]), generator)
         emb = self.encoder(support)
         m = self.modes(modes)
         mean_loss = torch.zeros(())
@@ -352,6 +355,32 @@ class D2NWG(Generator):
         zt = self.ddpm.add_noise(z0, noise, t)
         return F.mse_loss(self.denoiser(zt, t, emb), noise) + float(self.config["mean_weight"]) * mean_loss
 
+    def _head_rows(self) -> list[torch.Tensor]:
+        """Per classifier-head tensor, [C, r] positions of its output units' values in the parameter vector."""
+        pos = torch.cumsum(self.param_mask.long(), 0) - 1
+        params = [e for e in self.layout.entries if e.kind == "parameter"]
+        c = int(self.dims["classes"])
+        head = [e for e in params[-2:] if e.shape and e.shape[0] == c]
+        return [pos[torch.arange(e.offset, e.stop).reshape(c, -1)] for e in head]
+
+    def _permute_labels(self, x: torch.Tensor, support: torch.Tensor, generator: torch.Generator | None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augmentation: with probability ``label_permutation`` a task's labels are shuffled, its support sets
+        [n, C, S, F] and its classifier's output units (last layer rows) alike; the net computes the same
+        function up to that relabeling, so (relabeled examples, permuted weights) is a true pair."""
+        p = float(self.config.get("label_permutation", 0.0))
+        if p <= 0:
+            return x, support
+        n, c = x.shape[0], support.shape[1]
+        perm = torch.argsort(torch.rand(n, c, generator=generator), dim=1)
+        keep = torch.rand(n, generator=generator) >= p
+        perm[keep] = torch.arange(c)
+        rows = torch.arange(n)[:, None]
+        raw = x * self.scale + self.mean
+        for idx in self._head_rows():
+            raw[:, idx] = raw[:, idx][rows, perm]  # new unit k = old unit perm[k]
+        return (raw - self.mean) / self.scale, support[rows, perm]
+
     def regress(self, emb: torch.Tensor, modes: torch.Tensor) -> torch.Tensor:
         """The regression head's latent [n, D] for dataset embeddings [n, E] and modes [n]."""
         out = self.mean_head(emb).reshape(len(emb), self.modes.num_embeddings, -1)
@@ -359,7 +388,7 @@ class D2NWG(Generator):
 
     def training_step(self, batch, batch_idx):
         x, tasks = batch
-        loss = self._diffusion_loss(x, tasks, drop=float(self.config["cond_dropout"]))
+        loss = self._diffusion_loss(x, tasks, drop=float(self.config["cond_dropout"]), augment=True)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 

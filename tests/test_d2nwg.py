@@ -178,3 +178,20 @@ def test_class_pools_draw_distinct_training_examples():
     rows = (s[..., 0] / 2).long()  # row index of each drawn example
     assert (rows[:, 0] < 8).all() and (rows[:, 1] >= 8).all()  # class k draws only class-k rows
     assert all(len(set(r.tolist())) == 6 for r in rows.reshape(-1, 6))  # without replacement
+
+
+def test_label_permutation_is_a_true_pair(run, toy_zoo):
+    """Relabeled support sets come with classifier output units permuted alike: the permuted net's logits are the
+    original's with columns swapped."""
+    x = run.encode(zoo.open(toy_zoo).weights([0, 1, 2])[:, run.param_mask])
+    support = torch.randn(3, 2, 5, 2)
+    run.config["label_permutation"] = 1.0
+    xp, sp = run._permute_labels(x, support, torch.Generator().manual_seed(1))
+    run.config["label_permutation"] = 0.5
+    X = torch.randn(7, 2)
+    for i in range(3):
+        swapped = bool((sp[i, 0] == support[i, 1]).all())
+        assert swapped or bool((sp[i, 0] == support[i, 0]).all())
+        out = zoo.predict(run.layout, run.full_weights(x[i:i + 1] * run.scale + run.mean), X)[0]
+        outp = zoo.predict(run.layout, run.full_weights(xp[i:i + 1] * run.scale + run.mean), X)[0]
+        assert torch.allclose(outp, out[:, [1, 0]] if swapped else out, atol=1e-5)
