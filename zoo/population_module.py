@@ -13,9 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .arch import MLP
 from .datasets import Dataset
-from .mlp_step import StackedMLPStep, supported as mlp_step_supported
 from .evaluate import split_metrics
 from .trajectory import iter_stage_subsets
 from .population import LOG_EVERY, PopulationResult, PopulationSpec, activation_floats_per_sample, \
@@ -72,8 +70,6 @@ class PopulationModule(L.LightningModule):
         self._frozen: tuple | None = None  # models sitting out this step, and their saved state
         act = activation_floats_per_sample(self.template, dataset.X_train)
         self._eval_chunk = max(1, spec.eval_memory_floats // (m * act))
-        self._mlp_step = StackedMLPStep(self.template) if isinstance(self.template, MLP) and dataset.kind == \
-            "classification" and mlp_step_supported(self.template) else None
 
     # ------------------------------------------------------------------ state that lives in buffers
     @property
@@ -139,11 +135,8 @@ class PopulationModule(L.LightningModule):
         x = self.dataset.X_train.index_select(0, idx).view(m, b, *self.dataset.X_train.shape[1:])
         y = self.dataset.y_train.index_select(0, idx).view(m, b, *self.dataset.y_train.shape[1:])
         self.template.train()
-        if self._mlp_step is not None:  # MLPs: hand-written backward, the same bits as autograd (zoo.mlp_step)
-            loss = self._mlp_step.loss(self._params(), x, y)
-        else:
-            out = self._forward(self._params(), self._buffers_stacked, x, shared_input=False, training=True)
-            loss = self._per_model_loss(out, y)
+        out = self._forward(self._params(), self._buffers_stacked, x, shared_input=False, training=True)
+        loss = self._per_model_loss(out, y)
         finite = torch.isfinite(loss).detach()
         newly = self.active & ~finite
         if newly.any():
@@ -151,14 +144,9 @@ class PopulationModule(L.LightningModule):
             self.active &= finite
             if not self.active.any():  # every model diverged: nothing left to train
                 self.trainer.should_stop = True
-        if self._mlp_step is not None:
-            grads = self._mlp_step.grads(self.active)
-            for name, p in zip(self.param_names, self.stacked):
-                p.grad = grads[name]
-        else:
-            for p in self.stacked:
-                p.grad = None
-            self.manual_backward(torch.where(self.active, loss, torch.zeros_like(loss)).sum())
+        for p in self.stacked:
+            p.grad = None
+        self.manual_backward(torch.where(self.active, loss, torch.zeros_like(loss)).sum())
         self._optimizer_step()
         self._restore_frozen()
         if batch_idx % LOG_EVERY == 0 and self.active.any():  # logging costs ~0.3 ms: not every step
