@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     held = list(recipe["held_out"])
     ref = build_if_missing(args.reference, ["recipe=d2nwg-digits", "recipe.name=d2nwg-digits-heldout",
                                             "recipe.held_out=[]", f"recipe.datasets=[{','.join(held)}]"])
-    overrides = {"seed": args.seed, "snapshot_every_n_steps": 0, "trainer.enable_progress_bar": False}
+    overrides = {"seed": args.seed, "snapshot_every_n_steps": 0, "trainer.enable_progress_bar": False,
+                 "trainer.max_epochs": 50}  # the one-cycle schedule spans max_epochs: the committed run used 50
     if args.quick:
         overrides.update({"trainer.max_epochs": 2, "vae_steps": 100})
         args.run = str(work / "run-quick")
