@@ -214,7 +214,6 @@ def register(cls: type[Generator]) -> type[Generator]:
 def registry() -> dict[str, type[Generator]]:
     """Generator classes by name (importing the modules that register them)."""
     from . import dwf  # noqa: F401  (registers DeepWeightFlow)
-    from . import known  # noqa: F401  (registers KNOWN, a predictor: predict(trajectory), not sample)
     from . import d2nwg  # noqa: F401  (registers D2NWG, conditioned on a dataset)
     from . import known  # noqa: F401  (registers KNOWN, a predictor: predict(trajectory), not sample)
 
