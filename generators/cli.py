@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 
-from zoo.config import checked_overrides, compose, group_options, help_text
-from zoo.argparsing import ArgumentParser, parse
+from zoo.config import checked_overrides, compose, help_text
+from zoo.argparsing import ArgumentParser, parse, set_threads
 from zoo.errors import ZooError
 
 FIT_USAGE = """usage: zoo fit generator=NAME zoo=PATH [out=DIR] [key=value ...]
@@ -62,12 +62,7 @@ def main_sample(argv: list[str]) -> int:
     args = parse(_sample_parser(), argv)
     if args is None:
         return 0
-    if args.threads < 0:
-        raise ZooError("--threads must be >= 0")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     from .base import load
 
     g = load(args.run, snapshot=args.snapshot)

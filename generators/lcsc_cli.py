@@ -8,7 +8,7 @@ Generators: writes a run folder (``generators.load``, ``zoo sample``) with the c
 """
 from __future__ import annotations
 
-from zoo.argparsing import ArgumentParser, parse
+from zoo.argparsing import ArgumentParser, parse, set_threads
 from zoo.errors import ZooError
 
 from .lcsc import GENERATOR_SEARCH, SearchConfig
@@ -53,16 +53,11 @@ def main(argv: list[str]) -> int:
     args = parse(_parser(), argv)
     if args is None:  # --help
         return 0
-    if args.threads < 0:
-        raise ZooError("--threads must be >= 0")
-    import torch
-
+    set_threads(args.threads)
     import zoo
 
     from .lcsc import SearchConfig, lcsc_zoo, write_lcsc_zoo
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     base = GENERATOR_SEARCH if args.generator else SearchConfig()
     config = dataclasses.replace(base, lower=args.lower, upper=args.upper,
                                  population=base.population if args.population is None else args.population,

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 import zoo
-from zoo.argparsing import ArgumentParser, parse
+from zoo.argparsing import ArgumentParser, parse, set_threads
 from zoo.errors import ZooError
 from zoo.store import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
@@ -103,10 +103,7 @@ def main(argv: list[str]) -> int:
     args = parse(_parser(), argv)
     if args is None:
         return 0
-    if args.threads < 0:
-        raise ZooError("--threads must be >= 0")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     from .base import load
 
     g = load(args.run)

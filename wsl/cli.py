@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Mapping
 
-from zoo.config import checked_overrides, compose, group_options, help_text, make_trainer
+from zoo.config import checked_overrides, compose, help_text, make_trainer
 from zoo.errors import ZooError
 from zoo.schema import check_train_config
 

@@ -45,3 +45,13 @@ def parse(parser: argparse.ArgumentParser, argv: list[str], intermixed: bool = F
         if e.code:
             raise ZooError(f"usage: {_usage(parser)}") from None
         return None
+
+
+def set_threads(threads: int) -> None:
+    """Apply a ``--threads`` option: 0 keeps torch's default, a positive count sets it, a negative one is an error."""
+    if threads < 0:
+        raise ZooError("--threads must be >= 0")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import sys
-import time
 from typing import Callable, Mapping
 
 import torch
