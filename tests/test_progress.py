@@ -116,6 +116,13 @@ def test_build_log_is_bounded_and_readable(tmp_path):
 
 def test_build_in_a_terminal_shows_one_bar_over_models(tmp_path, monkeypatch, capsys):
     """Populations finish one by one under one bar; Lightning's per-population bar stays off."""
+    import tqdm.auto
+
+    class EveryUpdate(tqdm.auto.tqdm):  # tqdm skips redraws within 0.1 s: on a fast machine 1/4..3/4 may not show
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, mininterval=0, miniters=1, **kwargs)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", EveryUpdate)
     tty = FakeTTY()
     monkeypatch.setattr(sys, "stderr", tty)
     out = tmp_path / "t.zarr"
