@@ -5,7 +5,7 @@ named in its config) and a reference zoo of models trained directly on the held-
 restricted to them), builds either when missing, fits the generator when its run folder is missing, then:
 - zero-shot: mean TEST accuracy of generated weights per held-out task vs the directly trained models'
   (``held_out_ratio`` = mean over tasks of generated / direct), beside random initialization, the mean of the
-  zoo's aligned weights, and the models of the nearest training task by dataset embedding;
+  zoo's weights (in the generator's frame), and the models of the nearest training task by dataset embedding;
 - fine-tuning: the recipe's optimizer (SGD, momentum, batch) from generated vs random initialization, test
   accuracy along the steps, and the steps each needs to reach the directly trained accuracy;
 - in-distribution: samples for training tasks through ``generators.diagnose`` against that task's models
@@ -157,13 +157,13 @@ def in_distribution(g: D2NWG, z: zoo.Zoo, tasks: list[str], n: int, shots: int, 
                          condition=DatasetCondition(task, shots), overwrite=True)
         report = diagnose({"d2nwg": s}, task_zoo(z, task, out), None, seed=seed, plots=False)
         rows[task] = method_rows(report)
-        w = s.weights(list(range(n)))[:, g.param_mask]  # samples are generated in the canonical frame
+        w = s.weights(list(range(n)))[:, g.param_mask]  # samples live in the generator's frame (g.config canonical)
         nn, _ = nearest_l2(w, canon)
         novelty[task] = {"sample_nn_l2_mean": float(nn.mean()), "train_nn_l2_median": float(train_nn.median()),
                          "ratio": float(nn.mean() / train_nn.median())}
     return {"diagnose": rows, "nn_l2_to_all_training_weights": novelty,
             "note": "diagnose: samples vs the zoo's models of the same task (same data), with its noise/average/"
-                    "gaussian baselines built from those models; nn_l2_to_all_training_weights: canonical L2 to "
+                    "gaussian baselines built from those models; nn_l2_to_all_training_weights: L2 to "
                     "the nearest of every training weight vector, over the training set's own median"}
 
 
@@ -180,7 +180,7 @@ def plot(report: dict, path: Path) -> None:
     ax = axes[0]
     for col, label, style in (("direct", "trained directly", "ks"), ("generated", "D2NWG zero-shot", "o"),
                               ("nearest_task", "nearest training task's models", "^"),
-                              ("zoo_mean", "mean of aligned zoo weights", "v"), ("random", "random init", "x")):
+                              ("zoo_mean", "mean of the zoo's weights", "v"), ("random", "random init", "x")):
         ax.plot(x, per[col], style, label=label, ms=5)
     ax.set_xticks(x, [t.removeprefix("digits-classes-") for t in per["task"]], rotation=70, fontsize=7)
     ax.set_ylabel("test accuracy (mean over models)")

@@ -1,6 +1,7 @@
 """D2NWG: latent diffusion over (re-based) weights, conditioned on a dataset embedded from a few examples.
 
-Coordinates: trainable parameters w [n, P] (canonical frame, ``generators.source``) standardized per
+Coordinates: trainable parameters w [n, P] (raw by default, ``canonical``: within one seed the zoo's models
+share their init, so raw weights are ~linear in the task; ``generators.source``) standardized per
 coordinate with training statistics, cut into T tokens of ``chunk_size`` (zero-padded), compressed by a
 token-wise VAE (linear maps started at PCA, optionally plus a residual MLP; one token when the net is small)
 into a latent [n, T * latent_per_chunk], standardized per dimension. The VAE is fitted once in
