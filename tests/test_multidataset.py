@@ -211,3 +211,13 @@ def test_cli_both_keys_is_one_line(tmp_path):
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 2 and "both given" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_zoo_info_names_a_few_datasets_and_counts_the_rest():
+    """zoo info stays one readable line for a zoo over hundreds of tasks; --json keeps every name."""
+    from zoo.info import SHOWN_DATASETS, dataset_text
+
+    names = [f"digits-classes-{i:05d}" for i in range(232)]
+    text = dataset_text(names)
+    assert text.startswith("232 datasets: ") and names[SHOWN_DATASETS - 1] in text and names[SHOWN_DATASETS] not in text
+    assert dataset_text(names[:2]) == f"datasets {names[0]}, {names[1]}"

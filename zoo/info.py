@@ -8,6 +8,16 @@ from .store import open as open_zoo
 from .store import summarize
 
 
+SHOWN_DATASETS = 4  # a zoo over hundreds of tasks names a few and counts the rest
+
+
+def dataset_text(names: list[str]) -> str:
+    """``datasets a, b`` or, for many, ``232 datasets: a, b, c, d, ...`` (``--json`` lists them all)."""
+    if len(names) <= SHOWN_DATASETS:
+        return f"datasets {', '.join(names)}"
+    return f"{len(names)} datasets: {', '.join(names[:SHOWN_DATASETS])}, ... (--json lists all)"
+
+
 def main(argv: list[str]) -> int:
     parser = ArgumentParser(prog="zoo info", description="summarize a zoo")
     parser.add_argument("path")
@@ -19,7 +29,7 @@ def main(argv: list[str]) -> int:
     if args.json:
         print(json.dumps(s))
         return 0
-    print(f"zoo      {s['path']}  (schema {s['schema_version']}, datasets {', '.join(s['datasets'])})")
+    print(f"zoo      {s['path']}  (schema {s['schema_version']}, {dataset_text(s['datasets'])})")
     print(f"models   {s['models']}: {s['done']} done, {s['diverged']} diverged, {s['pending']} pending")
     for key, L in s["layouts"].items():
         print(f"layout   {key}: {L['models']} models x {L['parameters']} parameters ({L['arch']})")
