@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_wsl_encoders import _nets
+from tests.test_wsl_encoders import _nets, assert_invariant_to_hidden_unit_permutations
 from wsl.encoders import build_encoder
-from wsl.symmetry import permute
 from zoo.errors import ZooError
 
 
@@ -17,15 +16,7 @@ def batch(request):
 
 
 def test_invariant_to_hidden_unit_permutations(batch):
-    space, w, idx = batch
-    torch.manual_seed(0)
-    enc = build_encoder("nfn", space, 3).eval()
-    perm = permute(space, w, idx, torch.Generator().manual_seed(1))
-    assert (perm - w).abs().max() > 0.01
-    with torch.no_grad():
-        a, b = enc(w, idx), enc(perm, idx)
-    assert a.abs().max() > 1e-3
-    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    assert_invariant_to_hidden_unit_permutations("nfn", *batch)
 
 
 def test_prediction_does_not_depend_on_batch_company(batch):

@@ -53,7 +53,12 @@ def zoo_batch(request):
 
 @pytest.mark.parametrize("encoder", ["graph", "statnn"])
 def test_invariant_to_hidden_unit_permutations(zoo_batch, encoder):
-    space, w, idx = zoo_batch
+    assert_invariant_to_hidden_unit_permutations(encoder, *zoo_batch)
+
+
+def assert_invariant_to_hidden_unit_permutations(encoder: str, space, w, idx) -> None:
+    """The encoder's output is unchanged (to float tolerance) when hidden units are permuted by the zoo.rebasin
+    spec, and the permutation and the output are both far from trivial."""
     torch.manual_seed(0)
     enc = build_encoder(encoder, space, 3).eval()
     perm = permute(space, w, idx, torch.Generator().manual_seed(1))
