@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 import generators  # noqa: E402
 import zoo  # noqa: E402
-from generators.d2nwg import D2NWG, DatasetCondition  # noqa: E402
-from generators.dataset_encoder import support_set  # noqa: E402
-from zoo.config import compose  # noqa: E402
+from generators.d2nwg.model import D2NWG, DatasetCondition  # noqa: E402
+from generators.d2nwg.dataset_encoder import support_set  # noqa: E402
+from zoo.app.config import compose  # noqa: E402
 
 ZOO = "data/zoos/d2nwg-digits.zarr"
 REFERENCE = "data/zoos/d2nwg-digits-heldout.zarr"
@@ -70,7 +70,7 @@ def test_acc(g: D2NWG, params_or_flat: torch.Tensor, data: zoo.Dataset) -> np.nd
 
 def random_init(g: D2NWG, n: int, seed: int) -> torch.Tensor:
     """[n, P] PyTorch default initializations of the layout's architecture (seeds seed..seed+n-1)."""
-    from zoo.recipe import init_state
+    from zoo.training.recipe import init_state
 
     return torch.stack([g.layout.flatten(init_state(g.layout.arch, seed + i)) for i in range(n)])
 
@@ -145,7 +145,7 @@ def task_zoo(z: zoo.Zoo, task: str, out: Path) -> str:
 
 def in_distribution(g: D2NWG, z: zoo.Zoo, tasks: list[str], n: int, shots: int, seed: int, out: Path) -> dict:
     """Samples for training tasks diagnosed against that task's zoo models, and their distance to all of them."""
-    from generators.diagnose import diagnose, method_rows, nearest_l2
+    from generators.diagnose.report import diagnose, method_rows, nearest_l2
     from generators.source import load_source
 
     src = load_source(z.path, {**g.config, "condition": None, "val_fraction": 0.1}, 0)

@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zoo.build import build  # noqa: E402
-from zoo.config import compose  # noqa: E402
-from zoo.landscape.cli import parse_overrides  # noqa: E402
+from zoo.training.build import build  # noqa: E402
+from zoo.app.config import compose  # noqa: E402
+from zoo.commands.landscape import parse_overrides  # noqa: E402
 from zoo.landscape.compute import analysis_indices, compute_landscape, resolve_config  # noqa: E402
 from zoo.landscape.functional import FunctionalNet  # noqa: E402
 from zoo.landscape.hessian import batched_hvp, exact_trace, hutchinson_trace  # noqa: E402

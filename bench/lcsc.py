@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
 from generators.base import load  # noqa: E402
-from generators.lcsc import GENERATOR_SEARCH, SearchConfig, lcsc_zoo  # noqa: E402
-from generators.lcsc_generator import SnapshotCombiner, _snapshot_states, lcsc_generator  # noqa: E402
+from generators.lcsc.search import GENERATOR_SEARCH, SearchConfig, lcsc_zoo  # noqa: E402
+from generators.lcsc.snapshots import SnapshotCombiner, _snapshot_states, lcsc_generator  # noqa: E402
 
 METHODS = ("last", "ema", "uniform")
 

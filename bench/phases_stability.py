@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
-from zoo.build import build  # noqa: E402
-from zoo.config import compose  # noqa: E402
-from zoo.landscape.cli import parse_overrides  # noqa: E402
+from zoo.training.build import build  # noqa: E402
+from zoo.app.config import compose  # noqa: E402
+from zoo.commands.landscape import parse_overrides  # noqa: E402
 from zoo.landscape.compute import landscape_cells, resolve_config  # noqa: E402
 from zoo.landscape.phases import PHASES  # noqa: E402
 from zoo.landscape.plot import PHASE_COLORS, phase_diagram  # noqa: E402

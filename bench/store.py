@@ -38,7 +38,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
-from zoo.config import compose  # noqa: E402
+from zoo.app.config import compose  # noqa: E402
 
 RECIPE = ["recipe=default", "recipe.name=bench-store", "recipe.dataset=digits", "recipe.arch=mlp", "recipe.widths=[64]",
           "recipe.depths=[2]", "recipe.batch_sizes=[128]", "recipe.weight_decays=[0.0]",

@@ -4,10 +4,10 @@ generator ``sample(n, seed, condition)`` -> state dicts, ``sample_zoo(n, out, se
 DeepWeightFlow (``"dwf"``) is the first; each generator is a LightningModule registered by its name. KNOWN
 (``"known"``) is a predictor instead: ``load(run_dir).predict(trajectory)`` -> the next weights.
 """
-from .base import Generator, load, snapshots
-from .diagnose import diagnose
-from .dwf import DeepWeightFlow
-from .known import Known
-from .train import fit, fit_config
+from generators.base import Generator, load, snapshots
+from generators.diagnose.report import diagnose
+from generators.dwf.model import DeepWeightFlow
+from generators.known.model import Known
+from generators.fit import fit, fit_config
 
 __all__ = ["Generator", "DeepWeightFlow", "Known", "fit", "fit_config", "load", "snapshots", "diagnose"]

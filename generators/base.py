@@ -167,7 +167,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
     def sample_zoo(self, n: int, out: str | Path, seed: int = 0, condition: Any = None,
                    overwrite: bool = False) -> "zoo.Zoo":
         """Write n samples as a zoo at ``out``: weights, train/test metrics, status and provenance per model."""
-        from zoo.writer import create
+        from zoo.store.writer import create
 
         flat, values = self.sample_flat(n, seed, condition)
         data = self.dataset()
@@ -213,9 +213,9 @@ def register(cls: type[Generator]) -> type[Generator]:
 
 def registry() -> dict[str, type[Generator]]:
     """Generator classes by name (importing the modules that register them)."""
-    from . import dwf  # noqa: F401  (registers DeepWeightFlow)
-    from . import d2nwg  # noqa: F401  (registers D2NWG, conditioned on a dataset)
-    from . import known  # noqa: F401  (registers KNOWN, a predictor: predict(trajectory), not sample)
+    from generators.dwf import model as dwf  # noqa: F401  (registers DeepWeightFlow)
+    from generators.d2nwg import model as d2nwg  # noqa: F401  (registers D2NWG, conditioned on a dataset)
+    from generators.known import model as known  # noqa: F401  (registers KNOWN, a predictor: predict(trajectory), not sample)
 
     return REGISTRY
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.config import compose
+from zoo.app.config import compose
 
 TINY = ["recipe=tiny", "progress=false"]
 

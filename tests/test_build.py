@@ -15,7 +15,7 @@ from zoo import ZooError
 
 from .conftest import build_zoo
 
-ZOO_CLI = [sys.executable, "-m", "zoo.cli"]
+ZOO_CLI = [sys.executable, "-m", "zoo.commands.main"]
 
 
 def _all_weights(z: zoo.Zoo) -> dict[int, torch.Tensor]:
@@ -68,7 +68,7 @@ def test_refuses_a_store_from_another_config_unless_overwrite(tiny_zoo, tmp_path
 
 
 def test_unknown_executor_writes_nothing(tmp_path):
-    from zoo.config import compose
+    from zoo.app.config import compose
 
     cfg = compose("build", [f"out={tmp_path / 'x.zarr'}", "recipe=tiny"])
     cfg["executor"] = {"name": "slurm"}

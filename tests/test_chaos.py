@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import zoo
-from zoo.verify import repair, verify
+from zoo.store.verify import repair, verify
 
 from .conftest import build_zoo
 from .test_build import _same_bits
@@ -45,7 +45,7 @@ def test_kills_and_corruption_then_verify_repair_and_build_give_the_same_bits(tm
     out = tmp_path / "chaos.zarr"
     log = []
     for round_ in range(ROUNDS):
-        proc = subprocess.Popen([sys.executable, "-m", "zoo.cli", "build", f"out={out}", "progress=false", *ARGS],
+        proc = subprocess.Popen([sys.executable, "-m", "zoo.commands.main", "build", f"out={out}", "progress=false", *ARGS],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(rng.uniform(2.0, 9.0))
         sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
@@ -66,7 +66,7 @@ def test_kills_and_corruption_then_verify_repair_and_build_give_the_same_bits(tm
         reset = repair(z, reports)
         log.append(f"round {round_}: {sig.name} after {int((z.models.status != 'pending').sum())} committed"
                    f" models; {'; '.join(damage)}; verify found {len(reports)} damaged blocks, reset {reset} models")
-    r = subprocess.run([sys.executable, "-m", "zoo.cli", "build", f"out={out}", "progress=false", *ARGS],
+    r = subprocess.run([sys.executable, "-m", "zoo.commands.main", "build", f"out={out}", "progress=false", *ARGS],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr + "\n" + "\n".join(log)
     final = zoo.open(str(out))

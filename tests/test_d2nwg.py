@@ -15,9 +15,9 @@ import torch
 
 import generators
 import zoo
-from generators.d2nwg import D2NWG
-from generators.dataset_encoder import ClassPools, DatasetEncoder
-from zoo.cli import main as zoo_main
+from generators.d2nwg.model import D2NWG
+from generators.d2nwg.dataset_encoder import ClassPools, DatasetEncoder
+from zoo.commands.main import main as zoo_main
 
 ANGLES = [0, 30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 330]  # degrees: one task each
 SEEDS = 3

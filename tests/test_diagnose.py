@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import zoo
-from generators.baselines import add_noise, average_baseline, choose_noise_scales, gaussian_baseline, noise_name
-from generators.diagnose import TRAIN, compare_with_noise, iou_matrix, load_train, max_iou, method_rows, nearest_l2
-from generators.diagnose import diagnose as run_diagnose
-from zoo.cli import main as cli
+from generators.diagnose.baselines import add_noise, average_baseline, choose_noise_scales, gaussian_baseline, noise_name
+from generators.diagnose.report import TRAIN, compare_with_noise, iou_matrix, load_train, max_iou, method_rows, nearest_l2
+from generators.diagnose.report import diagnose as run_diagnose
+from zoo.commands.main import main as cli
 from zoo.rebasin import permute_flat, random_perms, spec_for_layout
 
 from .conftest import build_zoo

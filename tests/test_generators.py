@@ -8,9 +8,9 @@ import torch
 
 import generators
 import zoo
-from generators.flow import VelocityMLP, cfm_loss, solve
+from generators.dwf.flow import VelocityMLP, cfm_loss, solve
 from tests.conftest import build_zoo
-from zoo.cli import main as cli_main
+from zoo.commands.main import main as cli_main
 from zoo.errors import ZooError
 
 # A fast fit: a small velocity net, few steps, no progress bar.

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-import zoo.config as zc
-from zoo.cli import COMMANDS, main as zoo_main
+import zoo.app.config as zc
+from zoo.commands.main import COMMANDS, main as zoo_main
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,9 +9,9 @@ import torch
 
 import generators
 import zoo
-from generators.known import KINDS, weight_kinds
+from generators.known.model import KINDS, weight_kinds
 from zoo.arch import arch_spec, build_model
-from zoo.cli import main as zoo_main
+from zoo.commands.main import main as zoo_main
 from zoo.layout import layout_of
 
 RATE = 0.6  # reversed trajectories decay geometrically toward a target: v_j = a + (b - a) RATE^j

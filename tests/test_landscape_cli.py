@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.cli import main
+from zoo.commands.main import main
 
 
 @pytest.mark.slow

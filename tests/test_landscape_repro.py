@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.cli import main
+from zoo.commands.main import main
 from zoo.landscape.compute import compute_landscape
 
 CFG = {"probes": 4, "power_iters": 5, "bezier_steps": 20, "batches": 1, "batch_size": 64, "bootstrap": 20}

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import zoo
-from generators.lcsc import (Search, SearchConfig, combine, ema_coefficients, lcsc_zoo, project, run_searches,
+from generators.lcsc.search import (Search, SearchConfig, combine, ema_coefficients, lcsc_zoo, project, run_searches,
                              validation_view, write_lcsc_zoo)
 from tests.conftest import build_zoo
-from zoo.cli import main as zoo_main
+from zoo.commands.main import main as zoo_main
 from zoo.errors import ZooError
 
 FAST = SearchConfig(population=16, max_evals=120)
@@ -205,7 +205,7 @@ def gen_run(tmp_path_factory):
 
 def test_generator_lcsc_combines_snapshots_and_saves_a_loadable_run(gen_run, tmp_path):
     import generators
-    from generators.lcsc_generator import lcsc_generator
+    from generators.lcsc.snapshots import lcsc_generator
 
     r = lcsc_generator(gen_run, GEN_SEARCH, samples=4)
     assert r.steps == generators.snapshots(gen_run) and len(r.steps) == 6
@@ -229,7 +229,7 @@ def test_generator_lcsc_combines_snapshots_and_saves_a_loadable_run(gen_run, tmp
 
 def test_generator_lcsc_never_reads_the_test_split(gen_run, monkeypatch):
     from generators.base import Generator
-    from generators.lcsc_generator import lcsc_generator
+    from generators.lcsc.snapshots import lcsc_generator
 
     clean = lcsc_generator(gen_run, GEN_SEARCH, samples=4)
     real = Generator.dataset

@@ -10,10 +10,10 @@ import sys
 import pytest
 
 from zoo import ZooError
-from zoo.build import prepare
-from zoo.cli import main as zoo_main
-from zoo.config import compose
-from zoo.lock import writing
+from zoo.training.build import prepare
+from zoo.commands.main import main as zoo_main
+from zoo.app.config import compose
+from zoo.store.lock import writing
 
 
 def test_a_held_lock_refuses_a_second_writer_and_is_released(tmp_path):

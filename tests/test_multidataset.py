@@ -10,10 +10,10 @@ import torch
 
 import zoo
 from zoo import ZooError, load_dataset
-from zoo.build import make_build_plan, prepare
-from zoo.config import compose
+from zoo.training.build import make_build_plan, prepare
+from zoo.app.config import compose
 from zoo.datasets import expand_dataset_names, make_classification_params
-from zoo.recipe import load_recipe_datasets
+from zoo.training.recipe import load_recipe_datasets
 
 from .conftest import build_zoo
 
@@ -124,7 +124,7 @@ def test_populations_never_mix_datasets_and_match_a_single_dataset_build(multi_z
 
 
 def test_resume_after_interruption_gives_the_same_bits(multi_zoo, tmp_path, monkeypatch):
-    zbuild = importlib.import_module("zoo.build")  # zoo.build the attribute is the function
+    zbuild = importlib.import_module("zoo.training.build")  # zoo.build the attribute is the function
 
     real, calls = zbuild.train_and_write, []
 
@@ -147,7 +147,7 @@ def test_resume_after_interruption_gives_the_same_bits(multi_zoo, tmp_path, monk
 
 def test_dask_worker_units_equal_the_local_build(multi_zoo, tmp_path):
     """What a Dask worker runs (everything re-derived from the config, datasets included) writes the same bits."""
-    from zoo.distributed import _train_remote
+    from zoo.training.distributed import _train_remote
 
     cfg = compose("build", [f"out={tmp_path / 'dask.zarr'}", "recipe=tiny", "progress=false", *MULTI, "block_size=2"])
     path, plan, datasets, pending = prepare(cfg)
@@ -206,7 +206,7 @@ def test_held_out_tasks_are_kept_in_the_config_and_out_of_the_zoo(tmp_path):
 
 def test_cli_both_keys_is_one_line(tmp_path):
     out = tmp_path / "never.zarr"
-    r = subprocess.run([sys.executable, "-m", "zoo.cli", "build", f"out={out}", "recipe=tiny",
+    r = subprocess.run([sys.executable, "-m", "zoo.commands.main", "build", f"out={out}", "recipe=tiny",
                         f"+recipe.datasets=[{A}]"], capture_output=True, text=True,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 2 and "both given" in r.stderr and "Traceback" not in r.stderr
@@ -215,7 +215,7 @@ def test_cli_both_keys_is_one_line(tmp_path):
 
 def test_zoo_info_names_a_few_datasets_and_counts_the_rest():
     """zoo info stays one readable line for a zoo over hundreds of tasks; --json keeps every name."""
-    from zoo.info import SHOWN_DATASETS, dataset_text
+    from zoo.commands.info import SHOWN_DATASETS, dataset_text
 
     names = [f"digits-classes-{i:05d}" for i in range(232)]
     text = dataset_text(names)

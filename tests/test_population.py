@@ -2,8 +2,8 @@
 import torch
 
 from zoo.arch import arch_spec, build_model
-from zoo.population import stacked_mlp_forward
-from zoo.recipe import init_state
+from zoo.training.population import stacked_mlp_forward
+from zoo.training.recipe import init_state
 from zoo.datasets import load_dataset
 
 
@@ -27,7 +27,7 @@ def test_stacked_mlp_forward_equals_each_module():
 
 def _spec(arch: str, task, n: int, optimizer: str = "sgd", epochs: int = 1):
     from zoo.layout import layout_of
-    from zoo.population import PopulationSpec
+    from zoo.training.population import PopulationSpec
 
     spec = arch_spec(arch, task.input_shape, 10, 4 if arch != "mlp" else 16, 1 if arch == "resnet" else 2)
     return PopulationSpec(template=build_model(spec), layout=layout_of(build_model(spec), spec),
@@ -39,7 +39,7 @@ def _spec(arch: str, task, n: int, optimizer: str = "sgd", epochs: int = 1):
 
 def test_training_state_lives_in_buffers_that_move_with_the_module():
     """device=cuda relies on Lightning moving the module: every piece of training state must move with it."""
-    from zoo.population_module import PopulationModule
+    from zoo.training.population_module import PopulationModule
 
     task = load_dataset("digits-image")
     module = PopulationModule(_spec("cnn", task, 3, optimizer="adam"), task).to("meta")
@@ -55,7 +55,7 @@ def test_population_trains_the_models_plain_torch_trains():
     the premise of bench/population.py's one-at-a-time baseline."""
     import torch.nn.functional as F
 
-    from zoo.population import train_population
+    from zoo.training.population import train_population
 
     for arch, name in (("mlp", "digits"), ("cnn", "digits-image")):
         task = load_dataset(name)
@@ -83,9 +83,9 @@ def test_device_cuda_without_a_gpu_is_a_one_line_error(tmp_path):
     import pytest
 
     from zoo import ZooError
-    from zoo.build import build
-    from zoo.config import compose
-    from zoo.population import resolve_device
+    from zoo.training.build import build
+    from zoo.app.config import compose
+    from zoo.training.population import resolve_device
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")

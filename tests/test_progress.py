@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import zoo
-from zoo import progress as zp
-from zoo.cli import main as zoo_main
+from zoo.app import progress as zp
+from zoo.commands.main import main as zoo_main
 
 LINE = re.compile(r"^\[zoo build\] models [\d,]+/[\d,]+ \(\d+%\) in \d+(\.\d)? (s|min|h)(, about .+ left|, done)?"
                   r"(; diverged \d+)?$")
@@ -100,7 +100,7 @@ def test_build_log_is_bounded_and_readable(tmp_path):
     out, err = tmp_path / "z.zarr", tmp_path / "build.log"
     t0 = time.perf_counter()
     with err.open("w") as f:
-        r = subprocess.run([sys.executable, "-m", "zoo.cli", "build", "recipe=tiny", f"out={out}", "recipe.seeds=4",
+        r = subprocess.run([sys.executable, "-m", "zoo.commands.main", "build", "recipe=tiny", f"out={out}", "recipe.seeds=4",
                             "population_size=2", "block_size=4", "threads=1"], stdout=subprocess.PIPE, stderr=f,
                            text=True, timeout=300)
     elapsed = time.perf_counter() - t0
@@ -170,7 +170,7 @@ def test_lightning_epochs_with_the_validation_metric(tmp_path, monkeypatch):
     (interval 0 here: one log line per epoch)."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from zoo.config import make_trainer
+    from zoo.app.config import make_trainer
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 3, generator=g)

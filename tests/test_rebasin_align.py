@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import zoo
-from zoo.cli import main as zoo_main
-from zoo.config import compose
+from zoo.commands.main import main as zoo_main
+from zoo.app.config import compose
 from zoo.errors import ZooError
 from zoo.rebasin.align import align_zoo, choose_reference
 

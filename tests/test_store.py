@@ -9,7 +9,7 @@ import torch
 
 import zoo
 from zoo import ZooError
-from zoo.store import summarize
+from zoo.store.reader import summarize
 
 from .conftest import build_zoo
 
@@ -140,7 +140,7 @@ def test_file_url(tiny_zoo):
 
 def test_fast_local_read_equals_zarr_read(tiny_zoo, tmp_path):
     """The direct shard-file path returns exactly what zarr returns; a flipped byte is caught by its checksum."""
-    from zoo.fastread import read_checkpoint_rows, shard_geometry
+    from zoo.store.fastread import read_checkpoint_rows, shard_geometry
 
     array = tiny_zoo._group[f"layouts/{tiny_zoo.layout(0).key()}/weights"]
     assert shard_geometry(array) is not None
@@ -163,8 +163,8 @@ def test_fast_local_read_equals_zarr_read(tiny_zoo, tmp_path):
 
 def test_weights_of_a_pending_model_is_a_clear_error(tmp_path):
     """A store whose build has not trained anything yet: tables readable, weights refused by name."""
-    from zoo.build import prepare
-    from zoo.config import compose
+    from zoo.training.build import prepare
+    from zoo.app.config import compose
 
     path, plan, _, pending = prepare(compose("build", [f"out={tmp_path / 'p.zarr'}", "recipe=tiny"]))
     assert pending == list(range(len(plan.populations)))

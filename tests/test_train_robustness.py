@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from zoo.cli import main as zoo_main
+from zoo.commands.main import main as zoo_main
 
 from .conftest import build_zoo
 
@@ -29,7 +29,7 @@ def test_statnn_trains_with_a_batch_of_one_and_reports_undefined_tau_as_null(sma
 
 
 def test_an_interrupted_run_is_marked_incomplete_and_leaves_no_old_summary(small, tmp_path, monkeypatch):
-    from zoo.cli import Interrupted
+    from zoo.commands.main import Interrupted
 
     out = tmp_path / "run"
     args = ["train", "encoder=mlp", "task=test_accuracy", f"zoo={small.path}", f"out={out}", "trainer.max_epochs=1",

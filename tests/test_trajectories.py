@@ -10,11 +10,11 @@ import zarr
 
 import zoo
 from zoo import ZooError
-from zoo.config import compose
-from zoo.build import make_build_plan
-from zoo.recipe import load_recipe_datasets
-from zoo.store import PENDING
-from zoo.trajectory import reversed_order, reversed_trajectories, stage_subsets, subset_seed
+from zoo.app.config import compose
+from zoo.training.build import make_build_plan
+from zoo.training.recipe import load_recipe_datasets
+from zoo.store.reader import PENDING
+from zoo.training.trajectory import reversed_order, reversed_trajectories, stage_subsets, subset_seed
 
 # 4 digits MLPs (2 batch sizes x 2 seeds): 2 full-data epochs, then 3 one-epoch stages
 SMALL = ["recipe=know-trajectories", "progress=false", "recipe.widths=[8]", "recipe.sample_hparams=false",
@@ -189,6 +189,6 @@ def test_reading_an_incomplete_trajectory_is_a_one_line_error(tmp_path):
 
 
 def test_cli_reports_a_bad_stage_count_in_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "zoo.cli", "build", f"out={tmp_path / 'c.zarr'}", *SMALL,
+    r = subprocess.run([sys.executable, "-m", "zoo.commands.main", "build", f"out={tmp_path / 'c.zarr'}", *SMALL,
                         "recipe.stages=0"], capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "recipe.stages=0" in r.stderr, r.stderr

@@ -14,10 +14,10 @@ from safetensors import safe_open
 import zoo
 from zoo import ZooError
 from zoo.arch import arch_spec, build_model
-from zoo.cli import main
+from zoo.commands.main import main
 from zoo.layout import layout_of
-from zoo.transfer import export_zoo, import_zoo
-from zoo.writer import create
+from zoo.store.transfer import export_zoo, import_zoo
+from zoo.store.writer import create
 
 CNN = arch_spec("cnn", (1, 8, 8), 10, 4, 1)  # BatchNorm: float buffers and an int64 num_batches_tracked
 MLP = arch_spec("mlp", (64,), 10, 8, 1)

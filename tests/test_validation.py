@@ -7,9 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from zoo.build import prepare
-from zoo.cli import main as zoo_main
-from zoo.config import compose
+from zoo.training.build import prepare
+from zoo.commands.main import main as zoo_main
+from zoo.app.config import compose
 
 
 def _refused(capsys, out: str, *args: str) -> str:

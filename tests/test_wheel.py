@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import zoo
-from zoo.config import find_conf_dir
+from zoo.app.config import find_conf_dir
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ["pyproject.toml", "setup.py", "README.md", "zoo", "wsl", "generators", "conf"]
@@ -66,7 +66,7 @@ def test_wheel_install_builds_tiny_zoo(tmp_path):
 
     work = tmp_path / "elsewhere"
     work.mkdir()
-    where = _run([str(vpython), "-c", "import zoo, zoo.config; print(zoo.__file__); print(zoo.config.CONF_DIR)"],
+    where = _run([str(vpython), "-c", "import zoo, zoo.app.config; print(zoo.__file__); print(zoo.app.config.CONF_DIR)"],
                  work, env).split()
     assert Path(where[0]).resolve().is_relative_to(vsite.resolve()), where
     assert not Path(where[0]).resolve().is_relative_to(REPO)

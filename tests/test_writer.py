@@ -10,7 +10,7 @@ import torch
 
 import zoo
 from zoo import ZooError
-from zoo.cli import main as zoo_main
+from zoo.commands.main import main as zoo_main
 
 from .conftest import build_zoo
 

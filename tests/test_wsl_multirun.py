@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from zoo.cli import main as zoo_main
+from zoo.commands.main import main as zoo_main
 
 
 def test_sweep_runs_every_job_in_its_own_folder(tiny_zoo, tmp_path, capsys):

@@ -10,10 +10,10 @@ import torch
 
 import wsl
 import zoo
-from wsl.cli import train
+from wsl.commands.train import train
 from wsl.data import WeightDataModule
-from zoo.cli import main as zoo_main
-from zoo.config import compose
+from zoo.commands.main import main as zoo_main
+from zoo.app.config import compose
 from zoo.errors import ZooError
 
 

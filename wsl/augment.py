@@ -21,8 +21,8 @@ import torch
 
 from zoo.errors import ZooError
 
-from .space import WeightSpace
-from .symmetry import align_to, permute
+from wsl.space import WeightSpace
+from wsl.symmetry import align_to, permute
 
 DEFAULTS: dict[str, dict] = {
     "permute": {"p": 0.0},

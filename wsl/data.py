@@ -20,9 +20,9 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from zoo.errors import ZooError
 
-from .augment import Augmenter
-from .space import WeightSpace
-from .tasks import TaskSpec, targets, task_spec
+from wsl.augment import Augmenter
+from wsl.space import WeightSpace
+from wsl.tasks import TaskSpec, targets, task_spec
 
 SPLITS = ("train", "val", "test")
 

@@ -12,9 +12,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from .encoders import build_encoder
-from .space import WeightSpace
-from .tasks import TaskSpec, classification_metrics, regression_metrics
+from wsl.encoders import build_encoder
+from wsl.space import WeightSpace
+from wsl.tasks import TaskSpec, classification_metrics, regression_metrics
 
 
 class WeightModel(L.LightningModule):

@@ -39,10 +39,10 @@ def metrics_text(test: Mapping) -> str:
 
 def multirun(argv: list[str], config_name: str = "train", groups: tuple[str, ...] = ("encoder", "task", "augment")) -> int:
     """Run every job of the sweep ``argv`` describes; prints one line per job and returns 0."""
-    from zoo.config import checked_overrides, compose
-    from zoo.schema import check_train_config
+    from zoo.app.config import checked_overrides, compose
+    from zoo.app.checks import check_train_config
 
-    from .cli import _run_name, train
+    from wsl.commands.train import _run_name, train
 
     jobs, swept = expand(argv)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")

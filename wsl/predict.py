@@ -18,8 +18,8 @@ import torch
 
 from zoo.errors import ZooError
 
-from .data import Normalizer
-from .lit import WeightModel
+from wsl.data import Normalizer
+from wsl.lit import WeightModel
 
 CHECKPOINT_NAME = "best.ckpt"
 
@@ -59,7 +59,7 @@ class Predictor:
     def predict(self, zoo, model_ids: Sequence[int] | None = None, checkpoint: int = -1, canonical: bool = False,
                 batch_size: int = 256) -> pd.DataFrame:
         """Predictions for models of a zoo (default: every trained model) at one checkpoint index."""
-        from .data import _open
+        from wsl.data import _open
 
         z = _open(zoo)
         models = z.models

@@ -15,7 +15,7 @@ from zoo.rebasin.apply import Perms, permute_present, random_perms
 from zoo.rebasin.matching import match_pairs
 from zoo.rebasin.spec import PermutationSpec
 
-from .space import WeightSpace
+from wsl.space import WeightSpace
 
 
 def _padded(space: WeightSpace, layout_index: torch.Tensor,

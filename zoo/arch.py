@@ -11,7 +11,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .errors import ZooError
+from zoo.errors import ZooError
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "silu": nn.SiLU}
 ARCHITECTURES = ("mlp", "cnn", "resnet")

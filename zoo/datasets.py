@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .errors import ZooError
+from zoo.errors import ZooError
 
 TEST_FRACTION = 0.2
 

@@ -14,7 +14,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .errors import ZooError
+from zoo.errors import ZooError
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class Layout:
 
     def build(self) -> nn.Module:
         """A fresh module of this layout's architecture (weights random; load a state dict next)."""
-        from .arch import build_model
+        from zoo.arch import build_model
 
         return build_model(self.arch)
 

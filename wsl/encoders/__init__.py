@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from zoo.errors import ZooError
 
-from ..space import WeightSpace
-from .base import WeightEncoder
-from .flat import FlatMLP
-from .graph import GraphEncoder
-from .nfn import NFNEncoder
-from .statnn import StatNN
-from .transformer import NeuronTransformer
+from wsl.space import WeightSpace
+from wsl.encoders.base import WeightEncoder
+from wsl.encoders.flat import FlatMLP
+from wsl.encoders.graph import GraphEncoder
+from wsl.encoders.nfn import NFNEncoder
+from wsl.encoders.statnn import StatNN
+from wsl.encoders.transformer import NeuronTransformer
 
 ENCODERS: dict[str, type[WeightEncoder]] = {
     "mlp": FlatMLP,

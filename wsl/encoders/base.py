@@ -5,7 +5,7 @@ from typing import Sequence
 
 from torch import nn
 
-from ..space import WeightSpace
+from wsl.space import WeightSpace
 
 
 class WeightEncoder(nn.Module):

@@ -5,8 +5,8 @@ from typing import Sequence
 
 import torch
 
-from ..space import WeightSpace
-from .base import WeightEncoder, mlp
+from wsl.space import WeightSpace
+from wsl.encoders.base import WeightEncoder, mlp
 
 
 class FlatMLP(WeightEncoder):

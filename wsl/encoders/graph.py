@@ -23,8 +23,8 @@ from torch_geometric.utils import degree
 
 from zoo.rebasin.graph import BN_FIELDS
 
-from ..space import WeightSpace
-from .base import WeightEncoder, mlp
+from wsl.space import WeightSpace
+from wsl.encoders.base import WeightEncoder, mlp
 
 NODE_FEATURES = 1 + len(BN_FIELDS)
 

@@ -29,8 +29,8 @@ from torch import nn
 from zoo.errors import ZooError
 from zoo.rebasin.graph import BN_FIELDS
 
-from ..space import WeightSpace
-from .base import WeightEncoder, mlp
+from wsl.space import WeightSpace
+from wsl.encoders.base import WeightEncoder, mlp
 
 
 def _chain(space: WeightSpace) -> list:

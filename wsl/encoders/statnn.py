@@ -9,8 +9,8 @@ from typing import Sequence
 
 import torch
 
-from ..space import WeightSpace
-from .base import WeightEncoder, mlp
+from wsl.space import WeightSpace
+from wsl.encoders.base import WeightEncoder, mlp
 
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 

@@ -11,8 +11,8 @@ from torch import nn
 
 from zoo.rebasin.graph import BN_FIELDS
 
-from ..space import WeightSpace
-from .base import WeightEncoder, mlp
+from wsl.space import WeightSpace
+from wsl.encoders.base import WeightEncoder, mlp
 
 
 class NeuronTransformer(WeightEncoder):

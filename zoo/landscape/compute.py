@@ -16,17 +16,17 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from ..config import CONF_DIR
-from ..errors import ZooError
-from ..schema import check_landscape_config
-from ..evaluate import evaluate, output_metrics, predict
-from .cka import linear_cka
-from .connectivity import mode_connectivity
-from ..memory import retain_freed_memory
-from ..progress import Progress
-from .functional import FunctionalNet, task_loss, task_loss_per_example
-from .hessian import batched_hvp, hutchinson_trace, top_eigenvalue
-from .phases import NOT_CELL, Cutoffs, label_models
+from zoo.app.config import CONF_DIR
+from zoo.errors import ZooError
+from zoo.app.checks import check_landscape_config
+from zoo.evaluate import evaluate, output_metrics, predict
+from zoo.landscape.cka import linear_cka
+from zoo.landscape.connectivity import mode_connectivity
+from zoo.app.memory import retain_freed_memory
+from zoo.app.progress import Progress
+from zoo.landscape.functional import FunctionalNet, task_loss, task_loss_per_example
+from zoo.landscape.hessian import batched_hvp, hutchinson_trace, top_eigenvalue
+from zoo.landscape.phases import NOT_CELL, Cutoffs, label_models
 
 DEFAULTS = CONF_DIR / "landscape" / "default.yaml"  # the packaged configs: works from a wheel too
 COLUMNS = ["model_id", "train_loss", "train_acc", "test_loss", "test_acc", "generalization_gap", "hessian_trace",

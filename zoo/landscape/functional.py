@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_
 
-from ..errors import ZooError
-from ..layout import Layout
+from zoo.errors import ZooError
+from zoo.layout import Layout
 
 
 def has_batchnorm(module: nn.Module) -> bool:

@@ -26,7 +26,7 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..errors import ZooError
+from zoo.errors import ZooError
 
 PHASES = ("I", "II", "III", "IV-A", "IV-B")
 # per-model metrics aggregated over a cell's seeds (median), and cell-level ones (already per cell)

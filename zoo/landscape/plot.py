@@ -13,8 +13,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from ..errors import ZooError
-from .phases import CELL_METRICS, MODEL_METRICS, PHASES, SCORE_METRICS
+from zoo.errors import ZooError
+from zoo.landscape.phases import CELL_METRICS, MODEL_METRICS, PHASES, SCORE_METRICS
 
 PANELS = [  # (column, title, scale): log panels use log10 of positive values
     ("train_loss", "train loss (log10)", "log"),

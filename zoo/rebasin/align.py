@@ -25,12 +25,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import ZooError
-from ..progress import Progress
-from .apply import permute_flat
-from .matching import MatchResult, match_population
-from .report import batched_l2, batched_singular_agreement, loss_barriers
-from .spec import spec_for_layout
+from zoo.errors import ZooError
+from zoo.app.progress import Progress
+from zoo.rebasin.apply import permute_flat
+from zoo.rebasin.matching import MatchResult, match_population
+from zoo.rebasin.report import batched_l2, batched_singular_agreement, loss_barriers
+from zoo.rebasin.spec import spec_for_layout
 
 MAX_EVAL_SAMPLES = 2048  # training samples used for barrier losses and BN statistics
 CHUNK_MODELS = 512  # models read, aligned and written at a time

@@ -10,8 +10,8 @@ from typing import Mapping
 
 import torch
 
-from ..errors import ZooError
-from .spec import PermutationSpec
+from zoo.errors import ZooError
+from zoo.rebasin.spec import PermutationSpec
 
 Perms = dict[str, torch.Tensor]
 

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from ..errors import ZooError
-from .apply import Perms, identity_perms, permute_present, permute_states, random_perms, take_axis
-from .spec import PermutationSpec
+from zoo.errors import ZooError
+from zoo.rebasin.apply import Perms, identity_perms, permute_present, permute_states, random_perms, take_axis
+from zoo.rebasin.spec import PermutationSpec
 
 RTOL = 1e-6  # a step must raise the objective by this fraction of its size (float32 similarity noise is ~1e-7)
 

@@ -8,10 +8,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from ..datasets import Dataset
-from ..errors import ZooError
-from ..evaluate import evaluate
-from ..layout import Layout
+from zoo.datasets import Dataset
+from zoo.errors import ZooError
+from zoo.evaluate import evaluate
+from zoo.layout import Layout
 
 
 def l2_distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], names: Sequence[str]) -> float:

@@ -21,8 +21,8 @@ import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ..errors import ZooError
-from .graph import BN_FIELDS, NeuronGraph, NeuronLayer, NodeSet, Norm
+from zoo.errors import ZooError
+from zoo.rebasin.graph import BN_FIELDS, NeuronGraph, NeuronLayer, NodeSet, Norm
 
 FIXED = 0  # group id of axes that are never permuted (network input and output)
 

@@ -1,0 +1,1 @@
+"""``zoo fit``, ``sample``, ``diagnose``, ``nowcast`` and ``lcsc``: commands over the generators library."""

@@ -1,0 +1,174 @@
+"""Fitting a generator with the Lightning Trainer: model-id validation split, EMA, early stopping, checkpoints.
+
+``fit("dwf", zoo_path, **overrides)`` composes ``conf/fit.yaml`` with ``conf/generator/dwf.yaml``, reads
+the zoo (``generators.source``), trains, and writes the run folder:
+``config.json`` + ``model.safetensors`` (EMA weights of the best validation epoch), ``metrics.csv`` (CSV
+logger), ``checkpoints/`` (Lightning's best and last), ``snapshots/step-*.safetensors`` (raw weights along
+training) and ``summary.json``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import lightning as L
+import torch
+
+from zoo.app.config import CONF_DIR, compose, make_trainer
+from zoo.errors import ZooError
+
+from generators.base import SNAPSHOT_DIR, Generator, registry
+
+CHECKPOINT_DIR = "checkpoints"
+MONITORS = {"val/loss": "min", "val/sample_train_acc": "max"}  # what early stopping and the best checkpoint follow
+
+
+def generator_names() -> list[str]:
+    """Generators with a config in ``conf/generator/``."""
+    return sorted(p.stem for p in (CONF_DIR / "generator").glob("*.yaml"))
+
+
+def _merge(cfg: dict, overrides: Mapping[str, Any]) -> dict:
+    """Apply Python overrides: top-level keys of fit.yaml, else keys of the generator's config ("a.b" nests)."""
+    for key, value in overrides.items():
+        path = key.split(".")
+        target = cfg if path[0] in cfg else cfg["generator"]
+        for p in path[:-1]:
+            if not isinstance(target.get(p), dict):
+                raise ZooError(f"unknown setting {key!r}")
+            target = target[p]
+        if path[-1] not in target and target is not cfg.get("trainer"):
+            raise ZooError(f"unknown setting {key!r}; generator settings: {sorted(cfg['generator'])}, "
+                           f"run settings: {sorted(k for k in cfg if k != 'generator')}")
+        target[path[-1]] = value
+    return cfg
+
+
+def compose_fit(name: str, zoo_path: str | None = None, overrides: Mapping[str, Any] | None = None,
+                hydra_overrides: list[str] | None = None) -> dict:
+    """The resolved fit config for generator ``name``: fit.yaml + generator/<name>.yaml + overrides."""
+    if name not in generator_names():
+        raise ZooError(f"unknown generator {name!r}; choose one of {generator_names()}")
+    cfg = compose("fit", [f"generator={name}", *(hydra_overrides or [])])
+    if zoo_path is not None:
+        cfg["zoo"] = str(zoo_path)
+    return _merge(cfg, dict(overrides or {}))
+
+
+def fit(name: str, zoo_path: str, **overrides: Any) -> Generator:
+    """Fit generator ``name`` on the zoo at ``zoo_path``; keyword overrides set fit or generator settings."""
+    return fit_config(compose_fit(name, zoo_path, overrides))
+
+
+class Snapshots(L.Callback):
+    """Save the raw (non-EMA) generator weights every ``every`` optimizer steps (LCSC combines them)."""
+
+    def __init__(self, directory: Path, every: int):
+        self.directory, self.every = Path(directory), int(every)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every > 0 and step % self.every == 0:
+            from safetensors.torch import save_file
+
+            self.directory.mkdir(parents=True, exist_ok=True)
+            state = {k: v.detach().contiguous().clone() for k, v in pl_module.state_dict().items()}
+            save_file(state, str(self.directory / f"step-{step:07d}.safetensors"))
+
+
+def _loaders(src, cfg: Mapping, g: Generator, seed: int):
+    """Training loader (models drawn with replacement, ``steps_per_epoch`` batches) and validation loader."""
+    from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+
+    mask = g.layout.parameter_mask()
+    with torch.no_grad():
+        train = g.encode(src.train[:, mask])
+        val = g.encode(src.val[:, mask])
+    tr = (train,) + ((src.train_condition,) if src.train_condition is not None else ())
+    va = (val,) + ((src.val_condition,) if src.val_condition is not None else ())
+    bs = int(cfg["generator"]["batch_size"])
+    steps = int(cfg["steps_per_epoch"])
+    sampler = RandomSampler(TensorDataset(*tr), replacement=True, num_samples=steps * bs,
+                            generator=torch.Generator().manual_seed(seed))
+    return (DataLoader(TensorDataset(*tr), batch_size=bs, sampler=sampler),
+            DataLoader(TensorDataset(*va), batch_size=max(len(val), 1)))
+
+
+def fit_config(cfg: Mapping) -> Generator:
+    """Fit the generator a composed fit config describes; returns it (EMA weights of the best epoch), saved."""
+    threads = torch.get_num_threads()
+    try:
+        return _fit(cfg)
+    finally:
+        torch.set_num_threads(threads)  # ``threads`` applies to the fit only
+
+
+def _fit(cfg: Mapping) -> Generator:
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.callbacks.weight_averaging import EMAWeightAveraging
+
+    from generators.source import load_source
+
+    cfg = dict(cfg)
+    if not cfg.get("zoo"):
+        raise ZooError("zoo=PATH is required (the zoo to learn from)")
+    gcfg = dict(cfg["generator"])
+    name = gcfg["name"]
+    if hasattr(registry()[name], "fit_run"):  # a generator with its own fitting (KNOWN: trajectory windows)
+        return registry()[name].fit_run(cfg)
+    stem = Path(str(cfg["zoo"]).rstrip("/")).name.removesuffix(".zarr")
+    out = Path(cfg.get("out") or Path("data/runs") / f"{name}-{stem}")
+    seed = int(cfg.get("seed", 0))
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    L.seed_everything(seed, verbose=False)
+    t0 = time.perf_counter()
+    src = getattr(registry()[name], "load_source", load_source)(str(cfg["zoo"]), gcfg, seed)  # d2nwg: split by task
+    source = {**src.info, "shared": src.shared}
+    mask = src.layout.parameter_mask()
+    cls = registry()[name]
+    g = cls.from_data(gcfg, source, src.train[:, mask], src.train.mean(0))
+    train_dl, val_dl = _loaders(src, cfg, g, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (out / "metrics.csv", out / CHECKPOINT_DIR / "best.ckpt", out / CHECKPOINT_DIR / "last.ckpt"):
+        stale.unlink(missing_ok=True)
+    for old in (out / SNAPSHOT_DIR).glob("step-*.safetensors"):
+        old.unlink()
+    es = cfg["early_stopping"]
+    monitor = str(cfg["monitor"])
+    if monitor not in MONITORS:
+        raise ZooError(f"monitor must be one of {sorted(MONITORS)}, got {monitor!r}")
+    if monitor == "val/sample_train_acc" and int(gcfg.get("val_samples", 0)) <= 0:
+        raise ZooError("monitor=val/sample_train_acc needs generator.val_samples > 0")
+    mode = MONITORS[monitor]
+    best = ModelCheckpoint(dirpath=str(out / CHECKPOINT_DIR), filename="best", monitor=monitor, mode=mode,
+                           save_top_k=1, save_last=True, save_weights_only=True, enable_version_counter=False)
+    callbacks = [best, EMAWeightAveraging(decay=float(gcfg["ema_decay"])),
+                 EarlyStopping(monitor=monitor, mode=mode, patience=int(es["patience"]),
+                               min_delta=float(es["min_delta"])),
+                 Snapshots(out / SNAPSHOT_DIR, int(cfg["snapshot_every_n_steps"]))]
+    print(f"[zoo fit] {name} on {cfg['zoo']}: {len(src.info['train_ids'])} train / {len(src.info['val_ids'])} val"
+          f" models, {int(cfg['steps_per_epoch'])} steps per epoch; following {monitor}", file=sys.stderr, flush=True)
+    trainer = make_trainer(cfg["trainer"], out, callbacks, progress="zoo fit", monitor=monitor,
+                           enable_model_summary=False, num_sanity_val_steps=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(g, train_dataloaders=train_dl, val_dataloaders=val_dl)
+    if best.best_model_path:  # EMA weights of the best validation epoch (the callback saves the average)
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        g.load_state_dict(state)
+    fit_s = time.perf_counter() - t0
+    g.save(out)
+    summary = {"generator": name, "zoo": str(cfg["zoo"]), "out": str(out), "fit_seconds": round(fit_s, 2),
+               "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
+               "monitor": monitor,
+               "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
+               "train_models": len(src.info["train_ids"]), "val_models": len(src.info["val_ids"]),
+               "canonical": src.info["canonical"], "dims": g.dims,
+               "parameters": int(sum(p.numel() for p in g.parameters())), "config": cfg}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return g.eval()

@@ -1,0 +1,1 @@
+"""``zoo train``: the command over :func:`wsl.train.train`."""

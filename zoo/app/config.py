@@ -1,0 +1,258 @@
+"""Hydra config composition for the CLI.
+
+The configs live in the repository's top-level ``conf/`` folder; wheels ship that folder as ``zoo/conf``
+(see setup.py). ``WSZOO_CONF`` points at another config folder and wins over both.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from omegaconf import OmegaConf
+
+from zoo.errors import ZooError
+
+
+def find_conf_dir() -> Path:
+    """The config folder: ``$WSZOO_CONF``, else the installed package's ``zoo/conf``, else the checkout's ``conf/``."""
+    if os.environ.get("WSZOO_CONF"):
+        return Path(os.environ["WSZOO_CONF"])
+    packaged = Path(__file__).resolve().parents[1] / "conf"
+    if (packaged / "build.yaml").is_file():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "conf"
+
+
+CONF_DIR = find_conf_dir()
+
+
+def compose(config_name: str, overrides: list[str]) -> dict:
+    """Compose ``conf/<config_name>.yaml`` with Hydra overrides into a plain, resolved dict.
+
+    Unknown keys, malformed overrides and missing config groups become one-line ZooErrors.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not (CONF_DIR / f"{config_name}.yaml").exists():
+        raise ZooError(f"config {config_name}.yaml not found in {CONF_DIR}")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+        return OmegaConf.to_container(cfg, resolve=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        msg = " ".join(str(e).split())
+        raise ZooError(f"bad override: {msg}") from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def group_options(group: str) -> list[str]:
+    """The configs of one config group (``conf/<group>/*.yaml``), by name."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def checked_overrides(argv: list[str], config_name: str, groups: tuple[str, ...]) -> list[str]:
+    """Hydra overrides of a Lightning-run app with one-line errors for a malformed argument or an unknown
+    group choice; any ``lightning.Trainer`` argument passes through (``+`` added when the config lacks it)."""
+    import inspect
+
+    import lightning as L
+
+    trainer_args = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
+    declared = set(OmegaConf.load(CONF_DIR / f"{config_name}.yaml").get("trainer", {}))
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if not eq:
+            raise ZooError(f"bad argument {arg!r}: expected key=value")
+        if key in groups and value not in group_options(key):
+            raise ZooError(f"unknown {key} {value!r}; choose one of {group_options(key)}")
+        if key.startswith("trainer."):
+            name = key.split(".", 1)[1]
+            if name not in trainer_args:
+                raise ZooError(f"unknown Trainer argument {name!r} (from {key})")
+            if name not in declared:
+                arg = f"+{arg}"
+        out.append(arg)
+    return out
+
+
+def make_trainer(settings: Mapping, out: Path, callbacks: list, progress: str | None = None,
+                 monitor: str | None = None, **defaults: Any):
+    """The ``lightning.Trainer`` of a run configured under ``trainer:`` (any Trainer argument), logging CSV to
+    ``out``; Lightning's own argument errors become one-line ZooErrors and its banners stay quiet.
+
+    ``progress`` (the command's name) replaces Lightning's bar by :mod:`zoo.progress` over epochs with the
+    ``monitor``-ed validation metric (a bar in a terminal, a line every few seconds in a log), shown when
+    ``trainer.enable_progress_bar`` is true."""
+    import logging
+
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    kwargs = {**defaults, **dict(settings), "callbacks": list(callbacks),
+              "logger": CSVLogger(str(out), name="", version=""), "default_root_dir": str(out)}
+    if progress:
+        from zoo.app.progress import lightning_progress
+
+        shown = bool(kwargs.get("enable_progress_bar", True))
+        kwargs["enable_progress_bar"] = False
+        kwargs["callbacks"].append(lightning_progress("epochs", prefix=progress, monitor=monitor, enabled=shown))
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        return L.Trainer(**kwargs)
+    except Exception as e:  # Lightning validates its own arguments (TypeError, ValueError, MisconfigurationException)
+        raise ZooError(f"bad trainer settings: {' '.join(str(e).split())}") from None
+
+
+# ---------------------------------------------------------------------------------------------- --help text
+def _split_comment(text: str) -> tuple[str, str]:
+    """``value  # comment`` -> (value, comment); a ``#`` inside quotes or right after a non-space is kept."""
+    quote = None
+    for i, ch in enumerate(text):
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or text[i - 1].isspace()):
+            return text[:i].strip(), text[i + 1:].strip()
+    return text.strip(), ""
+
+
+def config_doc(path: str | Path) -> tuple[str, list[tuple[str, str, str]]]:
+    """A YAML config's own documentation: (its leading comment, [(dotted key, default as written, comment)]).
+
+    Comments on a key's line, the comment lines aligned under it, and comment lines just above a key all
+    document that key; the ``defaults:`` list is left out (see :func:`config_groups`)."""
+    import re
+
+    lines = Path(path).read_text().splitlines()
+    head: list[str] = []
+    keys: list[list] = []  # [dotted key, value, comment, comment column]
+    stack: list[tuple[int, str]] = []
+    above: list[str] = []
+    in_defaults, continues = False, -1  # continues: indent of the key whose line comment may go on below
+    block: list | None = None  # the last key without a value: [its entry's index or None, dotted, comment, col, items]
+
+    def close_block() -> None:  # a key followed by "- item" lines is a list: one entry, value [items]
+        nonlocal block
+        if block is not None and block[4]:
+            entry = [block[1], f"[{', '.join(block[4])}]", block[2], block[3]]
+            if block[0] is None:
+                keys.append(entry)
+            else:
+                keys[block[0]] = entry
+            if stack and stack[-1][1] == block[1].rsplit(".", 1)[-1]:
+                stack.pop()
+        block = None
+
+    for line in lines:
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if not stripped:
+            above, continues = [], -1
+            continue
+        if stripped.startswith("#"):
+            text = stripped.lstrip("#").strip()
+            if keys and continues >= 0 and indent > continues:
+                keys[-1][2] = f"{keys[-1][2]} {text}".strip()  # continues the comment on the line above
+            elif not keys and not stack and indent == 0 and not in_defaults:
+                head.append(text)
+            elif not text.startswith("--"):  # "# -- data": a section heading, not a key's documentation
+                above.append(text)
+            continue
+        continues = -1
+        if in_defaults and (indent > 0 or stripped.startswith("-")):
+            continue
+        in_defaults = False
+        if stripped == "-" or stripped.startswith("- "):
+            if block is not None:
+                block[4].append(_split_comment(stripped[1:])[0])
+            continue
+        close_block()
+        m = re.match(r"([A-Za-z_][\w\-]*)\s*:(\s.*|)$", stripped)
+        if not m:
+            continue
+        key, rest = m.group(1), m.group(2)
+        if indent == 0 and key == "defaults":
+            in_defaults, above = True, []
+            continue
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        value, comment = _split_comment(rest)
+        col = line.find("#", len(line) - len(rest)) if comment else None
+        dotted = ".".join([k for _, k in stack] + [key])
+        comment = " ".join([*above, comment]).strip()
+        above = []
+        if value == "":  # a mapping (its keys follow, dotted) or a block list
+            stack.append((indent, key))
+            block = [len(keys) if comment else None, dotted, comment, col, []]
+            if comment:
+                keys.append([f"{dotted}.*", "", comment, col])
+            continue
+        keys.append([dotted, value, comment, col])
+        continues = indent if col is not None else -1
+    close_block()
+    return " ".join(head), [(k, v, c) for k, v, c, _ in keys]
+
+
+def config_groups(config_name: str) -> list[tuple[str, str]]:
+    """The config groups ``conf/<config_name>.yaml`` composes: [(group, default choice)]."""
+    groups = []
+    for item in OmegaConf.load(CONF_DIR / f"{config_name}.yaml").get("defaults", []) or []:
+        if isinstance(item, str) or item is None:
+            continue
+        for group, choice in dict(item).items():
+            if not str(group).startswith(("/", "override")) and "@" not in str(group):
+                groups.append((str(group), str(choice)))
+    return groups
+
+
+def doc_lines(left: str, text: str, width: int = 110, col: int = 34) -> list[str]:
+    """``left`` and ``text`` as help lines: text wrapped in a column at ``col`` (on the next line if left is long)."""
+    import textwrap
+
+    if not text:
+        return [left]
+    first = left.ljust(col - 1) + " " if len(left) < col - 1 else None
+    body = textwrap.wrap(text, width - col, break_on_hyphens=False) or [""]
+    if first is None:
+        return [left] + [" " * col + b for b in body]
+    return [first + body[0]] + [" " * col + b for b in body[1:]]
+
+
+def help_text(config_name: str, usage: str, examples: list[str] = (), group_keys: tuple[str, ...] = ()) -> str:
+    """``--help`` of a Hydra-configured command, read from the packaged configs so new ones appear by
+    themselves: usage, each config group's choices (with their first comment line), every key of
+    ``conf/<config_name>.yaml`` with its default and comment, and the keys of the default choice of each
+    group in ``group_keys``."""
+    doc, keys = config_doc(CONF_DIR / f"{config_name}.yaml")
+    out = [usage]
+    if doc:
+        out.append(f"  {doc}")
+    out += [f"  e.g. {e}" for e in examples]
+    groups = config_groups(config_name)
+    if groups:
+        out += ["", "config groups (choose with GROUP=NAME; one YAML file each in conf/GROUP/):"]
+        for group, default in groups:
+            out.append(f"  {group} (default: {default})")
+            for name in group_options(group):
+                first = config_doc(CONF_DIR / group / f"{name}.yaml")[0]
+                out += doc_lines(f"    {name}", first.split(". ")[0].rstrip(".") if first else "")
+    out += ["", f"keys of conf/{config_name}.yaml (override with KEY=VALUE; default shown):"]
+    for k, v, c in keys:
+        out += doc_lines(f"  {k}" if not v else f"  {k}={v}", c)
+    for group, default in groups:
+        if group in group_keys and (CONF_DIR / group / f"{default}.yaml").is_file():
+            out += ["", f"keys of {group}={default} (override with {group}.KEY=VALUE; other {group} files have their own):"]
+            for k, v, c in config_doc(CONF_DIR / group / f"{default}.yaml")[1]:
+                out += doc_lines(f"  {group}.{k}" if not v else f"  {group}.{k}={v}", c)
+    out += ["", f"configs: {CONF_DIR}"]
+    return "\n".join(out)

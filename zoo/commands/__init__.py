@@ -1,0 +1,1 @@
+"""The ``zoo`` command and its zoo-side subcommands; no library module imports these."""

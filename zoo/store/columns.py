@@ -1,0 +1,85 @@
+"""The models table as columnar Zarr arrays: one 1-D array per column, read in bulk without any weights.
+
+Numbers and booleans are stored as they are; anything else (strings, lists, None, mixed values) as
+int32 codes into a list of JSON-encoded categories kept in the column's attributes, so a 100,000-row
+table is a few small files and any column a producer of weights cares to record (a sample's generator,
+seed and condition; an imported model's source file) round-trips exactly.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from zoo.errors import ZooError
+
+ROW_CHUNK = 1 << 20  # rows per chunk: one file per column up to a million models
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with numpy scalars unwrapped and non-finite floats as None: JSON has no NaN, and bare NaN
+    would make a zarr.json unreadable to other tools."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [json_safe(x) for x in value]
+    if isinstance(value, dict):
+        return {str(k): json_safe(x) for k, x in value.items()}
+    return value
+
+
+def _encode(values: pd.Series) -> tuple[np.ndarray, dict]:
+    """(array, attributes) for one column."""
+    kind = values.dtype.kind
+    if kind in "iu":
+        return values.to_numpy(np.int64), {"encoding": "int"}
+    if kind == "f":
+        return values.to_numpy(np.float64), {"encoding": "float"}
+    if kind == "b":
+        return values.to_numpy(bool), {"encoding": "bool"}
+    texts = [json.dumps(json_safe(v), sort_keys=True) for v in values.tolist()]
+    categories = sorted(set(texts))
+    index = {c: i for i, c in enumerate(categories)}
+    return np.asarray([index[t] for t in texts], dtype=np.int32), {"encoding": "json", "categories": categories}
+
+
+def _decode(data: np.ndarray, attrs: dict) -> list | np.ndarray:
+    if attrs.get("encoding") == "json":
+        decoded = [json.loads(c) for c in attrs["categories"]]
+        return [decoded[int(i)] for i in data]
+    return data
+
+
+def write_table(group: zarr.Group, df: pd.DataFrame) -> None:
+    """Write ``df``'s columns as arrays of ``group`` (column order kept in the group's attributes)."""
+    names = [str(c) for c in df.columns]
+    if len(set(names)) != len(names):
+        raise ZooError(f"models table has repeated column names: {names}")
+    n = len(df)
+    for name, col in zip(names, df.columns):
+        data, attrs = _encode(df[col])
+        array = group.create_array(name, shape=(n,), dtype=data.dtype, chunks=(max(1, min(n, ROW_CHUNK)),),
+                                   fill_value=0)
+        if n:
+            array[:] = data
+        array.attrs.update(attrs)
+    group.attrs["columns"] = names
+
+
+def read_table(group: zarr.Group, where: str, only: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read every column written by :func:`write_table`; a missing or corrupt column is a ZooError."""
+    columns = {}
+    for name in (group.attrs.get("columns", []) if only is None else only):
+        try:
+            array = group[name]
+            columns[name] = _decode(np.asarray(array[:]), dict(array.attrs))
+        except Exception as e:
+            raise ZooError(f"column {name!r} of the models table of {where!r} is missing or corrupt"
+                           f" ({e.__class__.__name__}: {e})") from None
+    return pd.DataFrame(columns)

@@ -1,0 +1,462 @@
+"""The zoo store: one Zarr v3 group per zoo, readable without touching weights it does not need.
+
+Layout of the group (schema version 2; written only through :mod:`zoo.writer`):
+  attrs["wszoo"]                 schema version, checkpoint epochs, metric names, layouts (parameter names,
+                                 shapes, offsets, dtypes, architecture spec, model count), datasets
+                                 (fingerprint and split seed), block size, and the producer's provenance
+                                 (a build's resolved config and its hash, package versions, ...)
+  models/<column>  [N]           the models table, one array per column (see zoo.columns): any columns,
+                                 always model_id, layout and row (the model's position within its layout)
+  layouts/<key>/state    int32 [n, 2]      (status, last finite checkpoint) per model: its commit marker
+  layouts/<key>/metrics  float64 [n, C, K] metric_names per model and checkpoint
+  layouts/<key>/weights  float32 [n, C, P] one shard per block of models, one checksummed chunk per model
+                                 and checkpoint inside it (a batch of models is one small read each)
+  layouts/<key>/canonical  the same shape: re-based weights written by ``zoo align``
+  tables/<name>                  small per-model tables (landscape, alignment) as JSON columns
+Every per-model array is cut into the same blocks of ``block_size`` rows, and every chunk carries a
+crc32c checksum: a missing or corrupt chunk of a committed model is an error, never NaN.
+"""
+from __future__ import annotations
+
+import json
+import os
+from functools import cached_property
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import zarr
+from torch import nn
+
+from zoo.store.columns import read_table
+from zoo.errors import ZooError
+from zoo.store.fastread import read_checkpoint_rows, read_whole
+from zoo.layout import Layout
+
+SCHEMA_VERSION = 2
+STATUS = ("pending", "done", "diverged")
+PENDING, DONE, DIVERGED = 0, 1, 2
+CLASSIFICATION_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+REGRESSION_METRICS = ("train_loss", "test_loss", "train_r2", "test_r2")
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def location(path: str) -> tuple[Any, str]:
+    """(fsspec filesystem, root) for a local path, a file:// URL or any fsspec URL."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(str(path))
+
+
+def store_for(path: str, read_only: bool) -> Any:
+    """A zarr store: LocalStore on local disk (the fast read path relies on it), FsspecStore elsewhere."""
+    path = str(path)
+    if _is_url(path):
+        return zarr.storage.FsspecStore.from_url(path, read_only=read_only)
+    return zarr.storage.LocalStore(path.removeprefix("file://"), read_only=read_only)
+
+
+def _exists(path: str) -> bool:
+    """Whether a zarr group is present at path (local or fsspec)."""
+    fs, root = location(path)
+    return fs.exists(root.rstrip("/") + "/zarr.json")
+
+
+def path_exists(path: str) -> bool:
+    fs, root = location(path)
+    return fs.exists(root)
+
+
+def remove(path: str) -> None:
+    """Delete whatever is at ``path`` (a store being replaced)."""
+    fs, root = location(path)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+def existing_meta(path: str) -> dict | None:
+    """The wszoo attributes of what is at ``path`` (None if nothing is there); refuse foreign content."""
+    fs, root = location(path)
+    if not fs.exists(root):
+        return None
+    if not _exists(path):
+        if fs.isdir(root) and not fs.ls(root):
+            return None
+        raise ZooError(f"{path!r} exists and is not a zoo; choose another path or remove it")
+    try:
+        group = zarr.open_group(store=store_for(path, read_only=True), mode="r")
+        meta = group.attrs.get("wszoo")
+    except Exception as e:
+        raise ZooError(f"{path!r} holds a corrupt Zarr group ({e.__class__.__name__}: {e}); remove it") from None
+    if not isinstance(meta, Mapping):
+        raise ZooError(f"{path!r} is a Zarr group but not a zoo; choose another path or remove it")
+    return dict(meta)
+
+
+def open_group(path: str, mode: str = "r") -> zarr.Group:
+    """Open the zoo's root group; ZooError when nothing or something else is there."""
+    if not path_exists(path):
+        raise ZooError(f"no zoo at {path!r}: the path does not exist")
+    if not _exists(path):
+        raise ZooError(f"{path!r} is not a zoo: it has no zarr.json (is it the right folder?)")
+    try:
+        group = zarr.open_group(store=store_for(path, read_only=(mode == "r")), mode="r" if mode == "r" else "r+")
+    except Exception as e:  # corrupt metadata, a zarr v2 array, ...
+        raise ZooError(f"{path!r} is not a readable zoo ({e.__class__.__name__}: {e})") from None
+    meta = group.attrs.get("wszoo")
+    if not isinstance(meta, Mapping):
+        raise ZooError(f"{path!r} is a Zarr group but not a wszoo zoo (no 'wszoo' attributes)")
+    version = meta.get("schema_version")
+    if version == 1:
+        raise ZooError(f"{path!r} was written by an older wszoo (schema 1): convert it with `zoo upgrade {path}`")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ZooError(f"{path!r} has zoo schema version {version}; this wszoo reads up to {SCHEMA_VERSION}:"
+                       " upgrade wszoo")
+    return group
+
+
+def read_models_table(group: zarr.Group, where: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The models table (or some of its columns) of an open zoo group."""
+    try:
+        models = group["models"]
+    except KeyError:
+        raise ZooError(f"zoo {where!r} has no models table") from None
+    return read_table(models, where, columns)
+
+
+class Zoo:
+    """Read (and annotate) a zoo. Construct with :func:`zoo.open`."""
+
+    def __init__(self, path: str, mode: str = "r"):
+        self.path = str(path)
+        self._group = open_group(self.path, mode)
+        self._meta = dict(self._group.attrs["wszoo"])
+        if not self._meta.get("initialized", False):
+            raise ZooError(f"{self.path!r} is a zoo whose creation was interrupted; run the build again")
+
+    def __repr__(self) -> str:
+        counts = self.models["status"].value_counts().to_dict()
+        return f"Zoo({self.path!r}, models={len(self)}, {counts}, layouts={list(self.layouts)})"
+
+    def __len__(self) -> int:
+        return int(self._meta["num_models"])
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def config(self) -> dict:
+        """The resolved build config the zoo was made from ({} for zoos not made by ``zoo build``)."""
+        return self._meta.get("config") or {}
+
+    @property
+    def attrs(self) -> dict:
+        """All wszoo attributes: schema version, provenance, fingerprints, checkpoint epochs, ..."""
+        return self._meta
+
+    @property
+    def checkpoint_epochs(self) -> list[int]:
+        return list(self._meta["checkpoint_epochs"])
+
+    @cached_property
+    def layouts(self) -> dict[str, Layout]:
+        return {k: Layout.from_json(v) for k, v in self._meta["layouts"].items()}
+
+    @property
+    def metric_names(self) -> list[str]:
+        return list(self._meta["metric_names"])
+
+    @property
+    def block_size(self) -> int:
+        return int(self._meta["block_size"])
+
+    @cached_property
+    def _table(self) -> pd.DataFrame:
+        """The static models table (written once at creation)."""
+        return read_models_table(self._group, self.path)
+
+    @cached_property
+    def _where(self) -> tuple[np.ndarray, np.ndarray]:
+        """(layout key, row within the layout) of every model id."""
+        return self._table["layout"].to_numpy(), self._table["row"].to_numpy().astype(np.int64)
+
+    def _read(self, name: str, selection: Any = ..., orthogonal: bool = False) -> np.ndarray:
+        """Read from one array of the store; a missing or corrupt chunk is a ZooError naming the array."""
+        try:
+            array = self._group[name]
+            fast = read_whole(array) if selection is ... else None
+            if fast is not None:
+                return fast
+            return np.asarray(array.oindex[selection] if orthogonal else array[selection])
+        except Exception as e:  # zarr surfaces truncated or garbled chunks as ValueError, KeyError, ...
+            raise ZooError(f"array {name!r} of zoo {self.path!r} is corrupt or unreadable"
+                           f" ({e.__class__.__name__}: {e})") from None
+
+    def _per_layout(self, name: str, fill: float | int, shape_tail: tuple[int, ...], dtype) -> np.ndarray:
+        """A per-model array gathered from every layout into model-id order: [N, *shape_tail]."""
+        keys, rows = self._where
+        out = np.full((len(self), *shape_tail), fill, dtype=dtype)
+        for key in self.layouts:
+            ids = np.nonzero(keys == key)[0]
+            if len(ids):
+                out[ids] = self._read(f"layouts/{key}/{name}")[rows[ids]]
+        return out
+
+    def _state(self) -> np.ndarray:
+        """(status, last checkpoint) of every model, read fresh (a build may be writing)."""
+        self._state_cache = self._per_layout("state", 0, (2,), np.int32)
+        return self._state_cache
+
+    def _metric_values(self) -> np.ndarray:
+        """[N, C, K] metrics in model-id order."""
+        return self._per_layout("metrics", np.nan, (len(self.checkpoint_epochs), len(self.metric_names)), np.float64)
+
+    @property
+    def models(self) -> pd.DataFrame:
+        """One row per model: id, status, its columns (hyperparameters, provenance), final metrics."""
+        df = self._table.copy()
+        state = self._state()
+        df.insert(1, "status", [STATUS[s] for s in state[:, 0]])
+        df["last_checkpoint"] = state[:, 1]
+        values = self._metric_values()
+        last = np.where(state[:, 1] >= 0, state[:, 1], 0)
+        final = values[np.arange(len(df)), last]
+        final[state[:, 1] < 0] = np.nan
+        for k, name in enumerate(self.metric_names):
+            df[name] = final[:, k]
+        return df
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        """Long table: model_id, checkpoint, epoch and every metric, one row per model and checkpoint."""
+        values = self._metric_values()  # [N, C, K]
+        n, c, _ = values.shape
+        df = pd.DataFrame(values.reshape(n * c, -1), columns=self.metric_names)
+        df.insert(0, "epoch", np.tile(np.asarray(self.checkpoint_epochs), n))
+        df.insert(0, "checkpoint", np.tile(np.arange(c), n))
+        df.insert(0, "model_id", np.repeat(np.arange(n), c))
+        return df
+
+    @property
+    def datasets(self) -> list[str]:
+        """Names (or .npz paths) of the datasets this zoo's models were trained or evaluated on."""
+        return list(self._meta.get("datasets") or {})
+
+    def dataset(self, name: str | None = None):
+        """The dataset (train/test tensors) the zoo was trained on; checks the stored fingerprint.
+
+        A zoo over several datasets (``recipe.datasets``) needs ``name``: the models table's ``dataset`` column
+        says which one each model was trained on."""
+        from zoo.datasets import load_dataset
+
+        datasets = self._meta.get("datasets") or {}
+        if not datasets:
+            raise ZooError(f"zoo {self.path!r} records no dataset")
+        if name is None and len(datasets) > 1:
+            names = list(datasets)
+            raise ZooError(f"zoo {self.path!r} holds {len(names)} datasets ({', '.join(names[:3])}"
+                           f"{', ...' if len(names) > 3 else ''}); name one: Zoo.dataset(name), see its models' dataset column")
+        name = name or next(iter(datasets))
+        if name not in datasets:
+            names = list(datasets)
+            raise ZooError(f"zoo was not trained on {name!r}; it holds {len(names)} datasets"
+                           f" ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
+        record = datasets[name]
+        data = load_dataset(name, seed=int(record.get("seed", 0)))
+        if data.fingerprint != record["fingerprint"]:
+            raise ZooError(f"data for {name!r} differs from the data this zoo was built on (fingerprint mismatch)")
+        return data
+
+    # ------------------------------------------------------------------ weights
+    def _row(self, model_id: int) -> tuple[str, int, int, int]:
+        """(layout key, row in layout, status, last checkpoint) of a model, validating the id."""
+        n = len(self)
+        if not isinstance(model_id, (int, np.integer)) or not 0 <= int(model_id) < n:
+            raise ZooError(f"model id {model_id} is out of range: this zoo has ids 0..{n - 1}")
+        keys, rows = self._where
+        status, last = (int(v) for v in self._states(np.asarray([int(model_id)]))[0])
+        return str(keys[int(model_id)]), int(rows[int(model_id)]), status, last
+
+    def layout(self, model_id: int) -> Layout:
+        return self.layouts[self._row(model_id)[0]]
+
+    def _states(self, ids: np.ndarray) -> np.ndarray:
+        """[n, 2] (status, last checkpoint) of models, from the cache; pending ones are re-read (they may be done now)."""
+        cache = getattr(self, "_state_cache", None)
+        if cache is None:
+            cache = self._state()
+        if (cache[ids, 0] == PENDING).any():
+            cache = self._state()
+        return cache[ids]
+
+    def _resolve_checkpoints(self, ids: np.ndarray, checkpoint: int, states: np.ndarray) -> np.ndarray:
+        """Checkpoint index to read per model; ZooError for pending models or checkpoints past a divergence."""
+        c = len(self.checkpoint_epochs)
+        if not -c <= checkpoint < c:
+            raise ZooError(f"checkpoint {checkpoint} is out of range: this zoo has {c} checkpoints"
+                           f" (epochs {self.checkpoint_epochs})")
+        last = states[:, 1].astype(np.int64)
+        if checkpoint == -1:
+            return last
+        ckpt = checkpoint + c if checkpoint < 0 else checkpoint
+        beyond = np.nonzero(ckpt > last)[0]
+        if len(beyond):
+            raise ZooError(f"model {int(ids[beyond[0]])} diverged after checkpoint {int(last[beyond[0]])};"
+                           f" checkpoint {checkpoint} does not exist")
+        return np.full(len(ids), ckpt, dtype=np.int64)
+
+    def _weights_array(self, key: str, canonical: bool) -> zarr.Array:
+        name = f"layouts/{key}/{'canonical' if canonical else 'weights'}"
+        cache = self.__dict__.setdefault("_arrays", {})  # opening an array through zarr costs ~4 ms
+        if name not in cache:
+            if canonical and name not in self._group:
+                raise ZooError(f"zoo has no canonical weights for layout {key}: run `zoo align {self.path}` first")
+            cache[name] = self._group[name]
+        return cache[name]
+
+    def weights(self, model_ids: Sequence[int] | int, checkpoint: int | None = -1,
+                canonical: bool = False) -> torch.Tensor:
+        """Flat weights of several models of one layout: [n, P] at one checkpoint, [n, C, P] if checkpoint=None.
+
+        ``checkpoint=-1`` means each model's last valid checkpoint (a diverged model's last finite one).
+        """
+        ids = np.atleast_1d(np.asarray(model_ids))
+        if ids.size == 0:
+            raise ZooError("no model ids given")
+        if ids.dtype.kind not in "iu" or ids.ndim != 1 or ids.min() < 0 or ids.max() >= len(self):
+            bad = next((i for i in ids.ravel().tolist() if not isinstance(i, int) or not 0 <= i < len(self)), ids)
+            raise ZooError(f"model id {bad} is out of range: this zoo has ids 0..{len(self) - 1}")
+        ids = ids.astype(np.int64)
+        keys, rows = self._where
+        layout_keys = set(keys[ids].tolist())
+        if len(layout_keys) > 1:
+            raise ZooError(f"models {ids.tolist()} span several layouts {sorted(layout_keys)}; ask for one layout at a time")
+        key = layout_keys.pop()
+        array = self._weights_array(key, canonical)
+        layout_rows = rows[ids]
+        states = self._states(ids)
+        pending = np.nonzero(states[:, 0] == PENDING)[0]
+        if len(pending):
+            raise ZooError(f"model {int(ids[pending[0]])} is pending (not trained yet): it has no weights")
+        what = "canonical weights" if canonical else "weights"
+        if checkpoint is None:  # one direct read per checkpoint (zarr's orthogonal selection was ~30x slower)
+            out = np.stack([read_checkpoint_rows(array, layout_rows, c) for c in range(array.shape[1])], axis=1)
+            committed = np.arange(out.shape[1])[None, :] <= states[:, 1][:, None]
+            bad = np.nonzero((np.isnan(out).any(axis=2) & committed).any(axis=1))[0]
+            if len(bad) and not canonical:  # canonical trajectories are NaN where `zoo align` skipped them
+                raise ZooError(self._missing(what, int(ids[bad[0]]), canonical))
+            return torch.from_numpy(out)
+        ckpts = self._resolve_checkpoints(ids, int(checkpoint), states)
+        if (ckpts == ckpts[0]).all():  # the usual case: one vectorized read
+            out = read_checkpoint_rows(array, layout_rows, int(ckpts[0]))
+        else:
+            out = np.empty((len(ids), array.shape[2]), dtype=np.float32)
+            for c in np.unique(ckpts):
+                sel = np.nonzero(ckpts == c)[0]
+                out[sel] = read_checkpoint_rows(array, layout_rows[sel], int(c))
+        bad = np.nonzero(np.isnan(out).any(axis=1))[0]
+        if len(bad):
+            raise ZooError(self._missing(what, int(ids[bad[0]]), canonical))
+        return torch.from_numpy(out)
+
+    def _missing(self, what: str, model_id: int, canonical: bool) -> str:
+        if canonical:
+            return (f"canonical weights of model {model_id} were not written for this checkpoint;"
+                    " run `zoo align --checkpoint all`")
+        return f"{what} of model {model_id} in zoo {self.path!r} are missing or corrupt (NaN where data was committed)"
+
+    def trajectory(self, model_id: int, canonical: bool = False) -> torch.Tensor:
+        """[C, P] weights of one model at every checkpoint (NaN after a divergence)."""
+        return self.weights([model_id], checkpoint=None, canonical=canonical)[0]
+
+    def state_dict(self, model_id: int, checkpoint: int = -1, canonical: bool = False) -> dict[str, torch.Tensor]:
+        """Exact tensors of one model at one checkpoint."""
+        return self.layout(model_id).unflatten(self.weights([model_id], checkpoint, canonical)[0].clone())
+
+    def module(self, model_id: int, checkpoint: int = -1, canonical: bool = False) -> nn.Module:
+        """The model as an ``nn.Module`` (eval mode) with its stored weights, rebuilt from the store alone."""
+        module = self.layout(model_id).build()
+        module.load_state_dict(self.state_dict(model_id, checkpoint, canonical))
+        return module.eval()
+
+    # ------------------------------------------------------------------ annotations written after the build
+    def _writable(self) -> zarr.Group:
+        if self._group.read_only:
+            self._group = open_group(self.path, mode="r+")
+        return self._group
+
+    def write_canonical(self, model_ids: Sequence[int], weights: torch.Tensor, checkpoint: int | None = None) -> None:
+        """Store re-based weights beside the raw ones: [n, C, P] for all checkpoints or [n, P] at one."""
+        from zoo.store.writer import create_weights_array, write_rows
+
+        ids = [int(i) for i in model_ids]
+        keys = {self._row(i)[0] for i in ids}
+        if len(keys) != 1:
+            raise ZooError(f"write_canonical takes models of one layout, got {sorted(keys)}")
+        key = keys.pop()
+        raw = self._group[f"layouts/{key}/weights"]
+        group = self._writable()
+        name = f"layouts/{key}/canonical"
+        if name not in group:
+            create_weights_array(group.require_group(f"layouts/{key}"), "canonical", *raw.shape, self.block_size)
+        array = group[name]
+        rows = np.asarray([self._row(i)[1] for i in ids], dtype=np.int64)
+        w = weights.detach().to(torch.float32).numpy()
+        expected = (len(ids), raw.shape[2]) if checkpoint is not None else (len(ids), raw.shape[1], raw.shape[2])
+        if w.shape != expected:
+            raise ZooError(f"canonical weights have shape {w.shape}, expected {expected}")
+        write_rows(array, rows, w, self.block_size, checkpoint)
+
+    def write_table(self, name: str, df: pd.DataFrame) -> None:
+        """Store a small table (e.g. landscape metrics per model) inside the zoo, replacing any old one."""
+        group = self._writable()
+        payload = json.loads(df.to_json(orient="split", index=False))
+        tables = group.require_group("tables")
+        tables.require_group(name).attrs["table"] = payload
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        """A table written by :meth:`write_table`, or None if the zoo has none of that name."""
+        try:
+            payload = self._group[f"tables/{name}"].attrs["table"]
+        except KeyError:
+            return None
+        return pd.DataFrame(payload["data"], columns=payload["columns"])
+
+    @property
+    def landscape(self) -> pd.DataFrame | None:
+        """Loss-landscape metrics and phase per model (``zoo landscape``), or None."""
+        return self.table("landscape")
+
+
+def open(path: str | os.PathLike) -> Zoo:  # noqa: A001 - mirrors zarr.open / builtins by intent
+    """Open a zoo for reading; a clear ZooError when the path is missing or not a zoo."""
+    return Zoo(str(path))
+
+
+def summarize(z: Zoo) -> dict:
+    """The numbers ``zoo info`` prints: models by status, layouts, checkpoints, accuracy range."""
+    df = z.models
+    counts = df["status"].value_counts()
+    score = "test_acc" if "test_acc" in df else ("test_r2" if "test_r2" in df else None)
+    values = df.loc[df["status"] != "pending", score].dropna() if score else pd.Series(dtype=float)
+    layouts = {k: {"models": int((df["layout"] == k).sum()), "parameters": int(v.size), "arch": v.arch.get("name")}
+               for k, v in z.layouts.items()}
+    return {
+        "path": z.path,
+        "models": int(len(df)),
+        "done": int(counts.get("done", 0)),
+        "diverged": int(counts.get("diverged", 0)),
+        "pending": int(counts.get("pending", 0)),
+        "layouts": layouts,
+        "checkpoints": z.checkpoint_epochs,
+        "datasets": z.datasets,
+        "score": score,
+        "score_min": None if values.empty else float(values.min()),
+        "score_max": None if values.empty else float(values.max()),
+        "score_mean": None if values.empty else float(values.mean()),
+        "schema_version": z.attrs["schema_version"],
+        "has_canonical": any(f"layouts/{k}/canonical" in z._group for k in z.layouts),
+        "tables": sorted(z._group["tables"].group_keys()) if "tables" in z._group else [],
+    }

@@ -1,0 +1,99 @@
+"""``zoo upgrade PATH``: convert a schema-1 zoo (wszoo before the writer API) to the current schema.
+
+Schema 1 kept the models table as one JSON attribute and one chunk per model for state, metrics and
+weights. The conversion reads everything through zarr and writes it again with the writer API into a
+sibling folder, then swaps the folders, keeping the old store as ``PATH.schema1`` until the user removes
+it: nothing already written is lost if the conversion is interrupted.
+"""
+from __future__ import annotations
+
+from zoo.app.args import ArgumentParser, parse
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+import zarr
+
+from zoo.store import reader as zstore
+from zoo.datasets import load_dataset
+from zoo.errors import ZooError
+from zoo.layout import Layout
+from zoo.store.writer import create
+
+
+def _read_v1(path: str) -> tuple[zarr.Group, dict]:
+    if not zstore.path_exists(path):
+        raise ZooError(f"no zoo at {path!r}: the path does not exist")
+    try:
+        group = zarr.open_group(store=zstore.store_for(path, read_only=True), mode="r")
+        meta = dict(group.attrs["wszoo"])
+    except Exception as e:
+        raise ZooError(f"{path!r} is not a readable zoo ({e.__class__.__name__}: {e})") from None
+    if meta.get("schema_version") != 1:
+        raise ZooError(f"{path!r} has schema version {meta.get('schema_version')}; only schema 1 needs upgrading")
+    if not meta.get("initialized"):
+        raise ZooError(f"{path!r} is a schema-1 zoo whose creation was interrupted: nothing to convert")
+    return group, meta
+
+
+def _datasets(meta: Mapping) -> list:
+    seed = int(((meta.get("config") or {}).get("recipe") or {}).get("task_seed", 0))
+    out = []
+    for name, fingerprint in (meta.get("datasets") or {}).items():
+        data = load_dataset(name, seed=seed)
+        if data.fingerprint != fingerprint:
+            raise ZooError(f"data for {name!r} differs from the data this zoo was built on (fingerprint mismatch)")
+        out.append(data)
+    return out
+
+
+def upgrade(path: str) -> "zstore.Zoo":
+    """Convert the schema-1 zoo at ``path`` in place (the old store is kept as ``path + '.schema1'``)."""
+    path = str(path).rstrip("/")
+    group, meta = _read_v1(path)
+    models = pd.DataFrame(meta["models"])
+    layouts = {k: Layout.from_json(v) for k, v in meta["layouts"].items()}
+    attrs = {k: meta[k] for k in ("config", "config_hash", "versions") if k in meta}
+    attrs["producer"] = "zoo upgrade (from schema 1)"
+    tmp, old = path + ".upgrading", path + ".schema1"
+    if zstore.path_exists(old):
+        raise ZooError(f"{old!r} exists (an earlier upgrade's backup); move it away first")
+    writer = create(tmp, models, layouts, meta["checkpoint_epochs"], meta["metric_names"], attrs=attrs,
+                    datasets=_datasets(meta), overwrite=True)
+    state = np.asarray(group["models/state"][:])
+    metrics = np.asarray(group["metrics/values"][:])
+    for key in layouts:
+        ids = models.index[(models["layout"] == key) & (state[:, 0] != zstore.PENDING)].to_numpy()
+        rows = models.loc[ids, "row"].to_numpy()
+        for lo in range(0, len(ids), writer.block_size):
+            sel, r = ids[lo:lo + writer.block_size], rows[lo:lo + writer.block_size]
+            weights = np.asarray(group[f"layouts/{key}/weights"].oindex[r, :, :])
+            codes = ["diverged" if s == zstore.DIVERGED else "done" for s in state[sel, 0]]
+            writer.write(sel.tolist(), weights, metrics[sel], status=codes, last_checkpoint=state[sel, 1].tolist())
+    z = writer.zoo()
+    for key in layouts:
+        if f"layouts/{key}/canonical" in group:
+            ids = models.index[models["layout"] == key].to_numpy()
+            canonical = np.asarray(group[f"layouts/{key}/canonical"].oindex[models.loc[ids, "row"].to_numpy(), :, :])
+            z.write_canonical(ids.tolist(), torch.from_numpy(canonical))
+    if "tables" in group:
+        for name in group["tables"].group_keys():
+            table = z._writable().require_group("tables").require_group(name)
+            table.attrs["table"] = dict(group[f"tables/{name}"].attrs["table"])
+    fs, root = zstore.location(path)
+    fs.mv(root, zstore.location(old)[1], recursive=True)
+    fs.mv(zstore.location(tmp)[1], root, recursive=True)
+    return zstore.open(path)
+
+
+def main(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="zoo upgrade", description="convert a schema-1 zoo to the current schema")
+    parser.add_argument("path")
+    args = parse(parser, argv)
+    if args is None:
+        return 0
+    z = upgrade(args.path)
+    print(f"zoo {z.path}: upgraded to schema {zstore.SCHEMA_VERSION} ({len(z)} models);"
+          f" the schema-1 store is kept at {args.path.rstrip('/')}.schema1 (remove it when satisfied)")
+    return 0

@@ -1,0 +1,242 @@
+"""Writing zoos: the one way anything that produces weights makes a store every command reads.
+
+``zoo build``, generator samples, nowcasted or merged weights and imports all go through
+:func:`create` and :meth:`ZooWriter.write`. Crash safety and distributed writes rest on three rules:
+- creation is two metadata writes: the root group with its attributes (``initialized: false``) in one
+  atomic write, then ``initialized: true`` after every array exists; a store left uninitialized holds
+  nothing of value and is replaced by the next create;
+- the per-model arrays of a layout (weights, metrics, state) are cut into *blocks* of ``block_size``
+  rows: a weights shard and a metrics and a state chunk per block. Writers that own disjoint blocks never
+  touch one object (zarr rewrites a whole shard on a partial write, so two writers in one block would
+  lose data); one writer may write parts of a block in several calls;
+- a model's weights and metrics are written before its state row, the commit marker: a model whose
+  state says done has all its data (LocalStore replaces files atomically).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import zarr
+from zarr.codecs import BytesCodec, Crc32cCodec
+
+from zoo.store import reader as zstore
+from zoo.store.columns import json_safe, write_table
+from zoo.datasets import Dataset
+from zoo.errors import ZooError
+from zoo.layout import Layout
+
+DEFAULT_BLOCK_SIZE = 256
+RESERVED = ("schema_version", "initialized", "num_models", "block_size", "checkpoint_epochs", "metric_names",
+            "layouts", "datasets")
+STATUS_CODES = {"done": zstore.DONE, "diverged": zstore.DIVERGED, "pending": zstore.PENDING}
+
+
+def _table_with_rows(models: pd.DataFrame, layouts: Mapping[str, Layout]) -> pd.DataFrame:
+    """The models table with ``model_id``, ``layout`` and ``row`` (position within its layout) checked or added."""
+    if not isinstance(models, pd.DataFrame):
+        raise ZooError(f"models must be a pandas DataFrame, got {type(models).__name__}")
+    if not layouts:
+        raise ZooError("a zoo needs at least one layout")
+    df = models.reset_index(drop=True).copy()
+    n = len(df)
+    if "model_id" in df and not np.array_equal(df["model_id"].to_numpy(), np.arange(n)):
+        raise ZooError("models table column model_id must be 0..N-1 in row order")
+    if "model_id" not in df:
+        df.insert(0, "model_id", np.arange(n, dtype=np.int64))
+    if "layout" not in df:
+        if len(layouts) > 1:
+            raise ZooError(f"a zoo with several layouts {sorted(layouts)} needs a 'layout' column in its models table")
+        df["layout"] = next(iter(layouts))
+    unknown = sorted(set(df["layout"]) - set(layouts))
+    if unknown:
+        raise ZooError(f"models table names layouts {unknown} that are not among {sorted(layouts)}")
+    if "row" in df:
+        for key, rows in df.groupby("layout")["row"]:
+            if sorted(rows.astype(int)) != list(range(len(rows))):
+                raise ZooError(f"models table column row must number the models of layout {key} 0..n-1")
+    else:
+        df["row"] = df.groupby("layout").cumcount().astype(np.int64)
+    return df
+
+
+def create(path: str, models: pd.DataFrame, layouts: Mapping[str, Layout], checkpoints: Sequence[int],
+           metric_names: Sequence[str], attrs: Mapping | None = None, datasets: Sequence[Dataset] = (),
+           overwrite: bool = False, block_size: int = DEFAULT_BLOCK_SIZE) -> "ZooWriter":
+    """Create an empty zoo at ``path`` for the models of ``models`` (any columns; row i is model i).
+
+    ``attrs`` is provenance kept with the zoo (a build's resolved config, a sample's generator and seed);
+    ``datasets`` are the data its models were trained or are evaluated on (``Zoo.dataset()`` reloads them).
+    """
+    path = str(path)
+    checkpoints = [int(c) for c in checkpoints]
+    metric_names = [str(m) for m in metric_names]
+    if not checkpoints:
+        raise ZooError("a zoo needs at least one checkpoint")
+    if int(block_size) < 1:
+        raise ZooError(f"block_size must be >= 1, got {block_size}")
+    clash = sorted(set(attrs or {}) & set(RESERVED))
+    if clash:
+        raise ZooError(f"attrs may not set the store's own keys {clash}")
+    df = _table_with_rows(models, layouts)
+    names = [d.source or d.name for d in datasets]
+    if "dataset" not in df and names:
+        if len(names) > 1:
+            raise ZooError(f"a zoo over several datasets {names} needs a 'dataset' column in its models table")
+        df["dataset"] = names[0]
+    if "dataset" in df and names and not set(df["dataset"]) <= set(names):
+        raise ZooError(f"models table names datasets {sorted(set(df['dataset']) - set(names))} not given in datasets=")
+    existing = zstore.existing_meta(path)
+    if existing is not None and existing.get("initialized") and not overwrite:
+        raise ZooError(f"{path!r} already holds a zoo; replace it explicitly (overwrite=True, or --overwrite on the CLI)")
+    if existing is not None or zstore.path_exists(path):
+        zstore.remove(path)
+    meta = {**json_safe(dict(attrs or {})),
+            "schema_version": zstore.SCHEMA_VERSION, "initialized": False, "num_models": len(df),
+            "block_size": int(block_size), "checkpoint_epochs": checkpoints, "metric_names": metric_names,
+            "layouts": {k: {**v.to_json(), "models": int((df["layout"] == k).sum())} for k, v in layouts.items()},
+            "datasets": {d.source or d.name: {"fingerprint": d.fingerprint, "seed": int(d.seed), "kind": d.kind,
+                                               "num_outputs": int(d.num_outputs)} for d in datasets}}
+    group = zarr.create_group(store=zstore.store_for(path, read_only=False), attributes={"wszoo": meta},
+                              overwrite=True)
+    write_table(group.require_group("models"), df)
+    c, k, b = len(checkpoints), len(metric_names), int(block_size)
+    checked = dict(compressors=[Crc32cCodec()], serializer=BytesCodec(endian="little"), filters=None)  # checksums
+    for key, layout in layouts.items():
+        n = int((df["layout"] == key).sum())
+        lg = group.require_group(f"layouts/{key}")
+        lg.create_array("state", shape=(n, 2), dtype="int32", chunks=(b, 2), fill_value=0, **checked)
+        lg.create_array("metrics", shape=(n, c, k), dtype="float64", chunks=(b, c, max(k, 1)),
+                        fill_value=float("nan"), **checked)
+        create_weights_array(lg, "weights", n, c, layout.size, b)
+    meta["initialized"] = True
+    group.attrs["wszoo"] = meta
+    return ZooWriter(path)
+
+
+def create_weights_array(group: zarr.Group, name: str, n: int, checkpoints: int, size: int, block: int) -> zarr.Array:
+    """An [n, C, P] float32 array, one shard per block of models, one checksummed chunk per model and checkpoint."""
+    return group.create_array(name, shape=(n, checkpoints, size), dtype="float32", chunks=(1, 1, size),
+                              shards=(block, checkpoints, size), compressors=[Crc32cCodec()],
+                              serializer=BytesCodec(endian="little"), filters=None, fill_value=float("nan"))
+
+
+def write_rows(array: zarr.Array, rows: np.ndarray, data: np.ndarray, block: int, checkpoint: int | None = None) -> None:
+    """Write ``data[j]`` to ``array[rows[j]]`` (or ``array[rows[j], checkpoint]``), one write per block touched.
+
+    Rows a block holds that are not being written keep their values: the span between the first and last
+    written row is read, updated and written back (zarr rewrites the block's shard whole either way), which
+    is safe because one writer owns a block.
+    """
+    order = np.argsort(rows, kind="stable")
+    rows, data = rows[order], data[order]
+    at = (slice(None),) if checkpoint is None else (int(checkpoint),)
+    for b in np.unique(rows // block):
+        sel = np.nonzero(rows // block == b)[0]
+        lo, hi = int(rows[sel[0]]), int(rows[sel[-1]]) + 1
+        if hi - lo == len(sel) and checkpoint is None:
+            array[lo:hi] = data[sel]
+            continue
+        span = np.asarray(array[(slice(lo, hi), *at)])
+        span[rows[sel] - lo] = data[sel]
+        array[(slice(lo, hi), *at)] = span
+
+
+class ZooWriter:
+    """Writes models into an existing zoo (from :func:`create`, or :func:`open_writer` to resume one)."""
+
+    def __init__(self, path: str):
+        self.path = str(path)
+        self._group = zstore.open_group(self.path, mode="r+")
+        self._meta = dict(self._group.attrs["wszoo"])
+        if not self._meta.get("initialized"):
+            raise ZooError(f"{self.path!r} is a zoo whose creation was interrupted; create it again")
+        table = zstore.read_models_table(self._group, self.path, columns=("layout", "row"))
+        self._layout_of = table["layout"].to_numpy()
+        self._row_of = table["row"].to_numpy().astype(np.int64)
+        self.block_size = int(self._meta["block_size"])
+        self.checkpoints = list(self._meta["checkpoint_epochs"])
+        self.metric_names = list(self._meta["metric_names"])
+        self.layouts = {k: Layout.from_json(v) for k, v in self._meta["layouts"].items()}
+
+    def __len__(self) -> int:
+        return int(self._meta["num_models"])
+
+    def rows(self, model_ids: Sequence[int]) -> tuple[str, np.ndarray]:
+        """(layout key, rows within it) of models that share one layout."""
+        ids = np.asarray([int(i) for i in model_ids], dtype=np.int64)
+        if ids.size == 0:
+            raise ZooError("no model ids given")
+        if ids.min() < 0 or ids.max() >= len(self):
+            raise ZooError(f"model ids out of range: this zoo has ids 0..{len(self) - 1}")
+        if len(np.unique(ids)) != len(ids):
+            raise ZooError("model ids given to one write must be distinct")
+        keys = set(self._layout_of[ids].tolist())
+        if len(keys) != 1:
+            raise ZooError(f"one write takes models of one layout; these span {sorted(keys)}")
+        return keys.pop(), self._row_of[ids]
+
+    def write(self, model_ids: Sequence[int], weights: torch.Tensor | np.ndarray,
+              metrics: torch.Tensor | np.ndarray | None = None, status: str | Sequence[str] = "done",
+              last_checkpoint: Sequence[int] | None = None) -> None:
+        """Write models' weights ``[n, C, P]``, metrics ``[n, C, K]`` and status, then commit them (state last).
+
+        ``last_checkpoint`` (per model) is the last valid checkpoint index: C-1 for done models by default,
+        the last all-finite checkpoint for diverged ones.
+        """
+        key, rows = self.rows(model_ids)
+        n, c, p = len(rows), len(self.checkpoints), self.layouts[key].size
+        w = _as_numpy(weights, np.float32)
+        if w.shape != (n, c, p):
+            raise ZooError(f"weights have shape {tuple(w.shape)}, expected [{n}, {c}, {p}] (models, checkpoints,"
+                           f" parameters of layout {key})")
+        k = len(self.metric_names)
+        m = np.full((n, c, k), np.nan) if metrics is None else _as_numpy(metrics, np.float64)
+        if m.shape != (n, c, k):
+            raise ZooError(f"metrics have shape {tuple(m.shape)}, expected [{n}, {c}, {k}] ({self.metric_names})")
+        statuses = [status] * n if isinstance(status, str) else list(status)
+        if len(statuses) != n or any(s not in ("done", "diverged") for s in statuses):
+            raise ZooError(f"status must be 'done' or 'diverged' (one, or one per model), got {status!r}")
+        codes = np.asarray([STATUS_CODES[s] for s in statuses], dtype=np.int32)
+        finite = np.isfinite(w).all(axis=2)  # [n, C]
+        if last_checkpoint is None:
+            last = np.where(codes == zstore.DONE, c - 1, _last_true_prefix(finite))
+        else:
+            last = np.asarray([int(x) for x in last_checkpoint], dtype=np.int64)
+            if last.shape != (n,) or (last < -1).any() or (last >= c).any():
+                raise ZooError(f"last_checkpoint must give one index in -1..{c - 1} per model")
+        upto = np.arange(c)[None, :] <= last[:, None]
+        bad = np.nonzero((upto & ~finite).any(axis=1))[0]
+        if len(bad):
+            raise ZooError(f"weights of model {int(np.asarray(model_ids)[bad[0]])} are NaN/inf at a checkpoint it"
+                           " is committed for (mark it diverged with its last finite checkpoint)")
+        group = self._group
+        # every chunk of a committed block exists, NaN ones included, so a missing file is always damage
+        with zarr.config.set({"array.write_empty_chunks": True}):
+            write_rows(group[f"layouts/{key}/weights"], rows, w, self.block_size)
+            write_rows(group[f"layouts/{key}/metrics"], rows, m, self.block_size)
+            write_rows(group[f"layouts/{key}/state"], rows, np.stack([codes, last.astype(np.int32)], axis=1),
+                       self.block_size)  # commit marker, last
+
+    def zoo(self) -> "zstore.Zoo":
+        """The zoo opened for reading."""
+        return zstore.open(self.path)
+
+
+def _last_true_prefix(finite: np.ndarray) -> np.ndarray:
+    """Per row, the index of the last True of the leading run of Trues (-1 when the first is False)."""
+    run = np.cumprod(finite, axis=1)
+    return run.sum(axis=1).astype(np.int64) - 1
+
+
+def _as_numpy(x: torch.Tensor | np.ndarray, dtype) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(x, dtype=dtype))
+
+
+def open_writer(path: str) -> ZooWriter:
+    """A writer for an existing zoo (to resume a build, or to fill models written later)."""
+    return ZooWriter(str(path))

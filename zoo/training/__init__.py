@@ -1,0 +1,1 @@
+"""Training populations of models into a zoo: recipes, trajectories, the population trainer, builds."""

@@ -1,0 +1,230 @@
+"""``zoo build``: create (or resume) a zoo store and train its populations into it.
+
+The store is made with the writer API (zoo.writer), like every other producer of weights. The unit of
+work is one block of one layout (a write unit): its populations train, then its models are written in
+one write and committed by their state rows. A build that finds the same config trains only the units
+that still have pending models, so a killed build resumes where it stopped and, training being
+deterministic, ends with the same bits as an uninterrupted one. Units never share a stored object, so
+Dask workers write them in parallel.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+from typing import Callable, Mapping
+
+import torch
+
+from zoo.store import reader as zstore
+from zoo.training import trajectory
+from zoo.errors import ZooError
+from zoo.training.population import PopulationSpec, resolve_device, train_population
+from zoo.datasets import Dataset
+from zoo.training.recipe import Plan, init_state, load_recipe_datasets, make_plan
+from zoo.store.lock import writing
+from zoo.app.checks import check_build_config
+from zoo.store.writer import DEFAULT_BLOCK_SIZE, create, open_writer
+
+# config keys that change what is trained (and so the bits); others (out, progress, executor) do not
+IDENTITY_KEYS = ("recipe", "population_size", "memory_floats", "block_size")
+PACKAGES = ("wszoo", "torch", "lightning", "zarr", "numpy", "scikit-learn")
+
+
+def config_hash(cfg: Mapping) -> str:
+    """Hash of what determines the trained bits (a recipe's analysis settings, ``landscape``, excluded)."""
+    ident = {k: cfg.get(k) for k in IDENTITY_KEYS}
+    ident["recipe"] = {k: v for k, v in (ident["recipe"] or {}).items() if k != "landscape"}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = importlib.metadata.version(p)
+        except importlib.metadata.PackageNotFoundError:
+            out[p] = "unknown"
+    return out
+
+
+def create_store(path: str, cfg: Mapping, plan: Plan, dataset: Dataset | Mapping[str, Dataset],
+                 metric_names: list[str]) -> None:
+    """Write an empty store for ``plan`` through the writer API, with the build config as provenance."""
+    recipe, data = cfg["recipe"], dataset if isinstance(dataset, Mapping) else {dataset.source or dataset.name: dataset}
+    table = trajectory.stage_columns(plan.models_table(recipe), recipe, {k: len(d.X_train) for k, d in data.items()})
+    traj = trajectory.trajectory_attrs(recipe, recipe["checkpoint_epochs"])  # the nowcaster's contract
+    create(path, table, plan.layouts, plan.checkpoint_epochs, metric_names,
+           attrs={"config": cfg, "config_hash": config_hash(cfg), "versions": _versions(), "producer": "zoo build",
+                  **({"trajectory": traj} if traj else {})},
+           datasets=list(dataset.values()) if isinstance(dataset, Mapping) else [dataset], overwrite=True, block_size=int(cfg.get("block_size", DEFAULT_BLOCK_SIZE)))
+
+
+def _metric_names(dataset: Dataset) -> list[str]:
+    return list(zstore.REGRESSION_METRICS if dataset.kind == "regression" else zstore.CLASSIFICATION_METRICS)
+
+
+def make_build_plan(cfg: Mapping, dataset: Dataset | Mapping[str, Dataset]) -> Plan:
+    """The plan of a build config (deterministic: every process derives the same one)."""
+    return make_plan(cfg["recipe"], dataset, int(cfg["population_size"]), int(cfg["memory_floats"]),
+                     int(cfg.get("block_size", DEFAULT_BLOCK_SIZE)))
+
+
+def prepare(cfg: Mapping) -> tuple[str, Plan, dict[str, Dataset], list[int]]:
+    """Create or validate the store at cfg.out; return its path, plan, datasets by name and the pending write units."""
+    path, recipe = str(cfg["out"]), cfg["recipe"]
+    datasets = load_recipe_datasets(recipe)
+    if len(datasets) > 1 and (recipe.get("landscape") or {}).get("enabled"):
+        raise ZooError("recipe.landscape.enabled is for zoos over one dataset; this recipe has"
+                       f" {len(datasets)} (set recipe.landscape.enabled=false)")
+    plan = make_build_plan(cfg, datasets)
+    meta = zstore.existing_meta(path)
+    if meta is not None and cfg.get("overwrite"):
+        zstore.remove(path)
+        meta = None
+    if meta is not None and meta.get("initialized"):
+        if int(meta.get("schema_version", 0)) != zstore.SCHEMA_VERSION:
+            raise ZooError(f"{path!r} has schema version {meta.get('schema_version')}, this wszoo writes"
+                           f" {zstore.SCHEMA_VERSION}; build into a new out= or pass overwrite=true")
+        if meta.get("config_hash") != config_hash(cfg):
+            raise ZooError(f"{path!r} holds a zoo built from a different config; pass overwrite=true to replace it"
+                           " or choose another out=")
+        for dataset in datasets.values():
+            stored = ((meta.get("datasets") or {}).get(dataset.source) or {}).get("fingerprint")
+            if stored != dataset.fingerprint:
+                raise ZooError(f"the data of {dataset.source!r} changed since this zoo was started (fingerprint"
+                               f" {str(stored)[:12]}... now {dataset.fingerprint[:12]}...); restore it or build into"
+                               " a new out=")
+    else:  # nothing there, or a creation that was interrupted (nothing of value inside): start again
+        create_store(path, cfg, plan, datasets, _metric_names(next(iter(datasets.values()))))
+    status = zstore.open(path).models["status"].to_numpy()
+    pending = [u for u, pops in enumerate(plan.units)
+               if any((status[plan.populations[p]] == "pending").any() for p in pops)]
+    return path, plan, datasets, pending
+
+
+def population_dataset(plan: Plan, index: int, dataset: Dataset | Mapping[str, Dataset]) -> Dataset:
+    """The dataset population ``index`` trains on (a population never mixes datasets)."""
+    if not isinstance(dataset, Mapping):
+        return dataset
+    return dataset[plan.models[plan.populations[index][0]].dataset]
+
+
+def population_spec(cfg: Mapping, plan: Plan, index: int) -> PopulationSpec:
+    recipe = cfg["recipe"]
+    models = [plan.models[i] for i in plan.populations[index]]
+    layout = plan.layouts[models[0].layout]
+    return PopulationSpec(
+        template=layout.build(), layout=layout,
+        init_states=[init_state(m.arch, m.seed) for m in models],
+        learning_rates=[m.learning_rate for m in models], weight_decays=[m.weight_decay for m in models],
+        data_seeds=[1_000_003 + m.seed for m in models], batch_size=models[0].batch_size,
+        epochs=int(recipe["epochs"]), checkpoint_epochs=plan.checkpoint_epochs, optimizer=recipe["optimizer"],
+        momentum=float(recipe.get("momentum", 0.0)), schedule=recipe.get("schedule", "constant"),
+        eval_memory_floats=int(cfg["memory_floats"]), retain_memory=bool(cfg.get("retain_memory", True)),
+        device=str(cfg.get("device", "cpu")),
+        **trajectory.spec_fields(recipe, [m.model_id for m in models], [m.seed for m in models]))
+
+
+def train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit: int, progress: bool = False,
+                    on_population: Callable[[float], None] | None = None) -> dict:
+    """Train the populations of write unit ``unit`` that hold pending models, write those models in one
+    write per block; returns counts (done, diverged). ``on_population(n)`` advances progress displays by
+    n models: a population of m models advances m / epochs per epoch, a skipped one m at once."""
+    previous = torch.get_num_threads()
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    try:
+        return _train_and_write(path, cfg, plan, dataset, unit, progress, on_population)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit: int, progress: bool,
+                     on_population: Callable[[float], None] | None = None) -> dict:
+    writer = open_writer(path)
+    z = zstore.open(path)
+    status = z.models["status"].to_numpy()
+    ids, weights, metrics, codes, lasts = [], [], [], [], []
+    for index in plan.units[unit]:
+        members = plan.populations[index]
+        if not (status[members] == "pending").any():
+            if on_population is not None:
+                on_population(len(members))
+            continue
+        shown = [0.0]  # models' worth of progress shown so far: each epoch advances len(members) / epochs
+
+        def epoch_done(epoch: int, total: int, n: int = len(members), shown: list = shown) -> None:
+            step = n * epoch / max(total, 1) - shown[0]
+            shown[0] += step
+            on_population(step)
+
+        result = train_population(population_spec(cfg, plan, index), population_dataset(plan, index, dataset),
+                                  progress=progress, on_epoch=epoch_done if on_population is not None else None)
+        if on_population is not None:
+            on_population(len(members) - shown[0])
+        for j, model_id in enumerate(members):
+            if status[model_id] != "pending":
+                continue
+            ids.append(model_id)
+            weights.append(result.weights[j])
+            metrics.append(result.metrics[j])
+            codes.append("diverged" if bool(result.diverged[j]) else "done")
+            lasts.append(int(result.last_checkpoint[j]))
+    if ids:
+        writer.write(ids, torch.stack(weights), torch.stack(metrics), status=codes, last_checkpoint=lasts)
+    return {"done": codes.count("done"), "diverged": codes.count("diverged")}
+
+
+def unit_size(plan: Plan, unit: int) -> int:
+    """Models in one write unit."""
+    return sum(len(plan.populations[p]) for p in plan.units[unit])
+
+
+def run_local(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, pending: list[int], progress: bool) -> None:
+    """Train the pending units in order under one progress display over models (zoo.progress: a bar in a
+    terminal, a line every few seconds in a log) that advances as populations finish; Lightning's own
+    per-population bars stay off, so a build of thousands of models logs at most about 100 lines."""
+    from zoo.app.progress import Progress
+
+    total, diverged = sum(unit_size(plan, u) for u in pending), 0
+    with Progress(total, "models", prefix="zoo build", enabled=progress) as bar:
+        for unit in pending:
+            counts = train_and_write(path, cfg, plan, dataset, unit, progress=False, on_population=bar.update)
+            diverged += counts["diverged"]
+            bar.set_postfix(diverged=diverged)
+
+
+EXECUTORS = ("local", "dask")
+
+
+def _executor(name: str) -> Callable[..., None]:
+    """The function that runs pending populations; dask is imported only when asked for."""
+    if name == "local":
+        return run_local
+    if name == "dask":
+        from zoo.training.distributed import run_dask
+
+        return run_dask
+    raise ZooError(f"unknown executor {name!r}; choose one of {list(EXECUTORS)}")
+
+
+def build(cfg: Mapping) -> "zstore.Zoo":
+    """Build (or resume) the zoo that ``cfg`` describes and return it opened."""
+    cfg = dict(cfg)
+    check_build_config(cfg)  # types, ranges, unknown keys: before anything is written
+    resolve_device(str(cfg.get("device", "cpu")))  # device=cuda without a GPU: one line, nothing written
+    run = _executor((cfg.get("executor") or {}).get("name", "local"))
+    with writing(str(cfg["out"]), "zoo build"):  # one writer at a time
+        path, plan, dataset, pending = prepare(cfg)
+        progress = bool(cfg.get("progress", True))
+        if pending:
+            run(path, cfg, plan, dataset, pending, progress)
+        z = zstore.open(path)
+        landscape = dict(cfg["recipe"].get("landscape") or {})
+        if landscape.get("enabled") and z.landscape is None:
+            from zoo.landscape.compute import compute_landscape, resolve_config
+
+            compute_landscape(z, resolve_config(landscape), progress=progress)
+            z = zstore.open(path)
+    return z

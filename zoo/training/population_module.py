@@ -1,0 +1,272 @@
+"""The LightningModule that trains a population (see zoo.population for the design).
+
+Kept apart from ``zoo.population`` so that reading a zoo never imports Lightning.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from zoo.datasets import Dataset
+from zoo.evaluate import split_metrics
+from zoo.training.trajectory import iter_stage_subsets
+from zoo.training.population import LOG_EVERY, PopulationResult, PopulationSpec, activation_floats_per_sample, \
+    population_forward
+
+
+class PopulationModule(L.LightningModule):
+    """A LightningModule whose 'model' is a whole population; manual, fused optimization."""
+
+    def __init__(self, spec: PopulationSpec, dataset: Dataset):
+        super().__init__()
+        self.spec, self.dataset = spec, dataset
+        self.automatic_optimization = False
+        self.template = spec.template
+        for p in self.template.parameters():
+            p.requires_grad_(False)
+        m = len(spec.init_states)
+        self.param_names = [n for n, _ in spec.template.named_parameters()]
+        self.buffer_names = [e.name for e in spec.layout.entries if e.kind == "buffer"]
+        # one contiguous [M, *shape] leaf per tensor: vmap and autograd run fastest on these (views of one
+        # flat [M, P] storage are many times slower in both directions)
+        self.stacked = nn.ParameterList(
+            [nn.Parameter(torch.stack([s[n] for s in spec.init_states]).float().contiguous()) for n in self.param_names])
+        # training state as buffers, so Lightning's accelerator moves it with the module (device=cuda);
+        # what the spec fixes (lr, wd) is non-persistent, the state a resumed step would need is persistent
+        for i, n in enumerate(self.buffer_names):  # stacked BatchNorm statistics
+            self.register_buffer(f"stacked_buffer_{i}", torch.stack([s[n] for s in spec.init_states]).clone())
+        self.register_buffer("lr", torch.tensor(spec.learning_rates, dtype=torch.float32).view(m, 1), persistent=False)
+        self.register_buffer("wd", torch.tensor(spec.weight_decays, dtype=torch.float32).view(m, 1), persistent=False)
+        self.register_buffer("active", torch.ones(m, dtype=torch.bool))
+        self.register_buffer("diverged", torch.zeros(m, dtype=torch.bool))
+        self._moments = 2 if spec.optimizer in ("adam", "adamw") else 1  # momentum buffer / Adam's two moments
+        for j in range(self._moments):
+            for k, p in enumerate(self.stacked):
+                self.register_buffer(f"state{j + 1}_{k}", torch.zeros_like(p))
+        self.step_count = 0
+        n_train = len(dataset.X_train)
+        self.batch_size = min(spec.batch_size, n_train)
+        self.steps_per_epoch = max(n_train // self.batch_size, 1)
+        self.total_steps = self.steps_per_epoch * spec.epochs
+        self.metric_names = ["train_loss", "test_loss", "train_r2", "test_r2"] if dataset.kind == "regression" \
+            else ["train_loss", "train_acc", "test_loss", "test_acc"]
+        c = len(spec.checkpoint_epochs)
+        self.snapshots = torch.full((m, c, spec.layout.size), float("nan"))
+        self.metric_values = torch.full((m, c, len(self.metric_names)), float("nan"), dtype=torch.float64)
+        self.last_checkpoint = torch.full((m,), -1, dtype=torch.int64)
+        self._generators = [torch.Generator().manual_seed(int(s)) for s in spec.data_seeds]
+        self._perm: torch.Tensor | None = None
+        self._stage_plans = [iter_stage_subsets(n_train, spec.stages, spec.stage_rates, seed)
+                             for seed in spec.subset_seeds] if spec.stages else []  # each yields its next subset
+        self._subsets: list[torch.Tensor] = []  # each model's subset in the current stage
+        self._stage_steps: torch.Tensor | None = None  # [M] steps of each model in the current stage epoch
+        self._stage_max = 0  # the population's longest
+        self._frozen: tuple | None = None  # models sitting out this step, and their saved state
+        act = activation_floats_per_sample(self.template, dataset.X_train)
+        self._eval_chunk = max(1, spec.eval_memory_floats // (m * act))
+
+    # ------------------------------------------------------------------ state that lives in buffers
+    @property
+    def _buffers_stacked(self) -> dict[str, torch.Tensor]:
+        """Stacked [M, *shape] BatchNorm buffers by their layout name (looked up: .to() replaces buffers)."""
+        return {n: getattr(self, f"stacked_buffer_{i}") for i, n in enumerate(self.buffer_names)}
+
+    @property
+    def state1(self) -> list[torch.Tensor]:
+        """Momentum buffer (sgd) or Adam's first moment, one per stacked parameter."""
+        return [getattr(self, f"state1_{k}") for k in range(len(self.stacked))]
+
+    @property
+    def state2(self) -> list[torch.Tensor] | None:
+        """Adam's second moment per stacked parameter (None for sgd)."""
+        return [getattr(self, f"state2_{k}") for k in range(len(self.stacked))] if self._moments == 2 else None
+
+    def on_fit_start(self) -> None:
+        """Data tensors onto the module's device (Lightning has moved the module by now)."""
+        if self.dataset.X_train.device != self.device:
+            d = self.dataset
+            self.dataset = replace(d, X_train=d.X_train.to(self.device), y_train=d.y_train.to(self.device),
+                                   X_test=d.X_test.to(self.device), y_test=d.y_test.to(self.device))
+
+    # ------------------------------------------------------------------ functional pieces
+    def _params(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.param_names, self.stacked))
+
+    def _forward(self, params: dict, buffers: dict, x: torch.Tensor, shared_input: bool,
+                 training: bool = False) -> torch.Tensor:
+        """Outputs [M, b, K] of every model: x is [M, b, ...] (own batches) or [b, ...] (shared_input)."""
+        return population_forward(self.template, params, buffers, x, shared_input, feature_major=training)
+
+    def _per_model_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """out [M, b, K], y [M, b] (or [b] shared) -> per-model mean loss [M]."""
+        if y.dim() < out.dim() - (1 if self.dataset.kind == "classification" else 0):
+            y = y.expand(out.shape[0], *y.shape)
+        if self.dataset.kind == "classification":
+            # classes on dim 1 ([M, K, b]): ~5x faster than flattening to [M*b, K] for small K (measured)
+            return F.cross_entropy(out.transpose(1, 2), y, reduction="none").mean(1)
+        return ((out - y) ** 2).flatten(1).mean(1)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(range(self.steps_per_epoch), batch_size=None, shuffle=False)
+
+    def configure_optimizers(self):
+        return None
+
+    def on_train_start(self) -> None:
+        self.checkpoint_if_due(0)
+
+    def training_step(self, batch, batch_idx: int):
+        stage = self._stage()
+        if stage and self._skip_stage_step(stage, batch_idx):  # trajectory stage: batches from nested subsets
+            return None
+        if not stage and (batch_idx == 0 or self._perm is None):
+            n = len(self.dataset.X_train)
+            self._perm = torch.stack([torch.randperm(n, generator=g) for g in self._generators])
+        b = self.batch_size
+        idx = self._perm[:, batch_idx * b:(batch_idx + 1) * b].reshape(-1).to(self.dataset.X_train.device)
+        m = self._perm.shape[0]
+        x = self.dataset.X_train.index_select(0, idx).view(m, b, *self.dataset.X_train.shape[1:])
+        y = self.dataset.y_train.index_select(0, idx).view(m, b, *self.dataset.y_train.shape[1:])
+        self.template.train()
+        out = self._forward(self._params(), self._buffers_stacked, x, shared_input=False, training=True)
+        loss = self._per_model_loss(out, y)
+        finite = torch.isfinite(loss).detach()
+        newly = self.active & ~finite
+        if newly.any():
+            self.diverged |= newly
+            self.active &= finite
+            if not self.active.any():  # every model diverged: nothing left to train
+                self.trainer.should_stop = True
+        for p in self.stacked:
+            p.grad = None
+        self.manual_backward(torch.where(self.active, loss, torch.zeros_like(loss)).sum())
+        self._optimizer_step()
+        self._restore_frozen()
+        if batch_idx % LOG_EVERY == 0 and self.active.any():  # logging costs ~0.3 ms: not every step
+            self.log("loss", loss[self.active].mean(), prog_bar=True, on_step=True, on_epoch=False)
+        return None
+
+    def on_train_epoch_end(self) -> None:
+        self.checkpoint_if_due(self.current_epoch + 1)
+
+    # ------------------------------------------------------------------ trajectory stages (zoo.trajectory)
+    def _stage(self) -> int:
+        """0 during full-data training, s during stage s of a trajectory recipe."""
+        e = self.current_epoch
+        return 0 if not self._stage_plans or e < self.spec.epochs else 1 + (e - self.spec.epochs) // self.spec.stage_epochs
+
+    def _stage_tensors(self) -> list[torch.Tensor]:
+        return [*self.stacked, *self._buffers_stacked.values(), *self.state1, *(self.state2 or [])]
+
+    def _skip_stage_step(self, stage: int, batch_idx: int) -> bool:
+        """Set up step ``batch_idx`` of ``stage`` (each model's batches from its own subset, a fresh optimizer at
+        a stage's start); True past the population's longest stage. Models with fewer steps sit the step out:
+        their weights, buffers and optimizer state are saved here and restored after it."""
+        b = self.batch_size
+        if batch_idx == 0:
+            if (self.current_epoch - self.spec.epochs) % self.spec.stage_epochs == 0:  # stage ``stage`` starts
+                self._subsets = [next(plan)[2] for plan in self._stage_plans]
+                for t in [*self.state1, *(self.state2 or [])]:
+                    t.zero_()
+                self.step_count = 0
+            subsets = self._subsets
+            steps = [max(1, len(s) // b) for s in subsets]
+            self._stage_steps, self._stage_max = torch.tensor(steps, device=self.stacked[0].device), max(steps)
+            width = self._stage_max * b
+            self._perm = torch.stack([s[torch.randperm(len(s), generator=g)].repeat(-(-width // len(s)))[:width]
+                                      for s, g in zip(subsets, self._generators)])
+            self.total_steps = self._stage_max * self.spec.stage_epochs  # the schedule restarts
+        if batch_idx >= self._stage_max:
+            return True
+        frozen = self._stage_steps <= batch_idx
+        self._frozen = (frozen, [t.detach()[frozen].clone() for t in self._stage_tensors()]) if frozen.any() else None
+        return False
+
+    @torch.no_grad()
+    def _restore_frozen(self) -> None:
+        if self._frozen is not None:
+            frozen, saved = self._frozen
+            for t, v in zip(self._stage_tensors(), saved):
+                t[frozen] = v
+            self._frozen = None
+
+    # ------------------------------------------------------------------ optimization
+    def _lr_factor(self) -> float:
+        if self.spec.schedule == "cosine" and self.total_steps > 0:
+            return 0.5 * (1.0 + math.cos(math.pi * self.step_count / self.total_steps))
+        return 1.0
+
+    @torch.no_grad()
+    def _optimizer_step(self) -> None:
+        """One fused step for every model: per-model learning rate and weight decay broadcast per tensor."""
+        lr_m = self.lr * self._lr_factor() * self.active.view(-1, 1)  # [M, 1]; frozen models get 0
+        self.step_count += 1
+        opt, use_wd = self.spec.optimizer, bool((self.wd != 0).any())
+        b1, b2 = self.spec.betas
+        c1, c2 = 1 - b1 ** self.step_count, 1 - b2 ** self.step_count
+        for k, p in enumerate(self.stacked):
+            g, shape = p.grad, (-1,) + (1,) * (p.dim() - 1)
+            lr, wd = lr_m.view(shape), self.wd.view(shape)
+            if opt == "sgd":
+                if use_wd:
+                    g = g.addcmul(p, wd)
+                if self.spec.momentum:
+                    buf = self.state1[k]
+                    if self.step_count == 1:
+                        buf.copy_(g)
+                    else:
+                        buf.mul_(self.spec.momentum).add_(g)
+                    g = buf
+                p.addcmul_(lr, g, value=-1.0)
+                continue
+            if opt == "adamw":
+                p.mul_(1 - lr * wd)
+            elif use_wd:
+                g = g.addcmul(p, wd)
+            m1, m2 = self.state1[k], self.state2[k]
+            m1.mul_(b1).add_(g, alpha=1 - b1)
+            m2.mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.addcmul_(lr / c1, m1 / (m2 / c2).sqrt_().add_(self.spec.eps), value=-1.0)
+
+    # ------------------------------------------------------------------ checkpoints and metrics
+    @torch.no_grad()
+    def evaluate(self) -> torch.Tensor:
+        """Metrics [M, K] of every model on the full train and test sets, BatchNorm in eval mode."""
+        self.template.eval()
+        params = {k: v.detach() for k, v in self._params().items()}
+        kind = self.dataset.kind
+        cols = [split_metrics(lambda x: self._forward(params, self._buffers_stacked, x, shared_input=True), X, y,
+                              kind, self._eval_chunk)
+                for X, y in ((self.dataset.X_train, self.dataset.y_train), (self.dataset.X_test, self.dataset.y_test))]
+        if kind == "classification":
+            values = [cols[0]["loss"], cols[0]["acc"], cols[1]["loss"], cols[1]["acc"]]
+        else:  # regression has no accuracy: loss and R^2, named as such (zoo.store.REGRESSION_METRICS)
+            values = [cols[0]["loss"], cols[1]["loss"], cols[0]["r2"], cols[1]["r2"]]
+        return torch.stack(values, dim=1)
+
+    @torch.no_grad()
+    def checkpoint_if_due(self, epoch: int) -> None:
+        if epoch not in self.spec.checkpoint_epochs:
+            return
+        c = list(self.spec.checkpoint_epochs).index(epoch)
+        metrics = self.evaluate()
+        states = {**{k: v.detach() for k, v in self._params().items()}, **self._buffers_stacked}
+        flat = self.spec.layout.flatten_batch(states).cpu()  # results on the CPU, whatever the device
+        metrics = metrics.cpu()
+        ok = self.active.cpu() & torch.isfinite(flat).all(1) & torch.isfinite(metrics[:, 0])
+        self.diverged |= (self.active.cpu() & ~ok).to(self.diverged.device)
+        self.active &= ok.to(self.active.device)
+        self.snapshots[ok, c] = flat[ok]
+        self.metric_values[ok, c] = metrics[ok]
+        self.last_checkpoint[ok] = c
+
+    def result(self) -> PopulationResult:
+        return PopulationResult(self.snapshots, self.metric_values, self.metric_names, self.diverged.cpu().clone(),
+                                self.last_checkpoint.clone())

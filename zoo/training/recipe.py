@@ -1,0 +1,208 @@
+"""A recipe is a grid; the plan expands it into models, layouts and populations, deterministically.
+
+Models are numbered in grid order (dataset, width, depth, learning rate, batch size, weight decay, seed):
+``recipe.dataset`` is one dataset, ``recipe.datasets`` a list of them (patterns expanded and held-out
+tasks removed by zoo.datasets.expand_dataset_names) that share one input shape and output count. Within a
+layout, rows are ordered by batch size, then id, and cut into blocks of ``block_size`` rows: a block is
+the unit one writer owns (a weights shard, a metrics and a state chunk; see zoo.writer). Models of one
+block that share a batch size and a dataset step in lockstep on that dataset's tensors, so they form
+populations (at most ``population_size`` models, fewer when the activations would exceed the memory bound). The plan depends only on the config,
+so every process (a resumed build, a Dask worker) derives the same one. ``sample_hparams: true`` draws each
+model's learning rate and batch size (zoo.trajectory.sample_hparams) instead of gridding them;
+``kind: trajectory`` adds stages on nested subsets after training (zoo.trajectory).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from typing import Mapping
+
+import pandas as pd
+import torch
+
+from zoo.arch import arch_spec, build_model
+from zoo.errors import ZooError
+from zoo.layout import Layout, layout_of
+from zoo.training.trajectory import check_trajectory_recipe, plan_checkpoints, sample_hparams
+from zoo.datasets import Dataset, expand_dataset_names, load_dataset
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    model_id: int
+    arch: dict
+    learning_rate: float
+    batch_size: int
+    weight_decay: float
+    seed: int
+    layout: str
+    row: int
+    population: int
+    dataset: str = ""  # the name the models table records and Zoo.dataset reloads
+
+
+@dataclass(frozen=True)
+class Plan:
+    models: list[ModelPlan]
+    layouts: dict[str, Layout]
+    populations: list[list[int]]  # model ids per population, in population order
+    checkpoint_epochs: list[int]
+    units: list[list[int]]  # population indices per write unit (one block of one layout), in order
+
+    def models_table(self, recipe: Mapping) -> pd.DataFrame:
+        """The models table's static part: ids, hyperparameters, layout and row, population."""
+        cols: dict[str, list] = {k: [] for k in ("model_id", "arch", "width", "depth", "activation", "learning_rate",
+                                                 "batch_size", "weight_decay", "optimizer", "momentum", "schedule",
+                                                 "seed", "dataset", "epochs", "layout", "row", "population")}
+        for m in self.models:
+            for k, v in (("model_id", m.model_id), ("arch", m.arch["name"]), ("width", m.arch["width"]),
+                         ("depth", m.arch["depth"]), ("activation", m.arch["activation"]),
+                         ("learning_rate", m.learning_rate), ("batch_size", m.batch_size),
+                         ("weight_decay", m.weight_decay), ("optimizer", recipe["optimizer"]),
+                         ("momentum", float(recipe.get("momentum", 0.0))), ("schedule", recipe.get("schedule", "constant")),
+                         ("seed", m.seed), ("dataset", m.dataset or recipe["dataset"]), ("epochs", int(recipe["epochs"])),
+                         ("layout", m.layout), ("row", m.row), ("population", m.population)):
+                cols[k].append(v)
+        return pd.DataFrame(cols)
+
+
+def _as_list(recipe: Mapping, key: str) -> list:
+    v = recipe.get(key)
+    if v is None:
+        raise ZooError(f"recipe.{key} is missing")
+    v = list(v) if isinstance(v, (list, tuple)) else [v]
+    if not v:
+        raise ZooError(f"recipe.{key} is empty")
+    return v
+
+
+def recipe_dataset_names(recipe: Mapping) -> list[str]:
+    """The datasets a recipe trains on, in grid order: ``[recipe.dataset]`` or ``recipe.datasets`` expanded."""
+    one, many = recipe.get("dataset"), recipe.get("datasets")
+    if one is not None and many is not None:
+        raise ZooError("recipe.dataset and recipe.datasets are both given; keep one (recipe.dataset=null to use"
+                       " the list)")
+    if many is None:
+        if one is None:
+            raise ZooError("recipe.dataset (one name) or recipe.datasets (a list) is missing")
+        return [str(one)]
+    return expand_dataset_names(_as_list(recipe, "datasets"), list(recipe.get("held_out") or []))
+
+
+def load_recipe_datasets(recipe: Mapping) -> dict[str, Dataset]:
+    """Every dataset of a recipe by name, split with ``recipe.task_seed``; one architecture must fit them all."""
+    seed = int(recipe.get("task_seed", 0))
+    out: dict[str, Dataset] = {}
+    for name in recipe_dataset_names(recipe):
+        d = load_dataset(name, seed=seed)
+        first = next(iter(out.values()), d)
+        if (d.input_shape, d.num_outputs, d.kind) != (first.input_shape, first.num_outputs, first.kind):
+            raise ZooError(f"dataset {name!r} has input shape {d.input_shape} and {d.num_outputs} outputs ({d.kind}),"
+                           f" but {first.source!r} has {first.input_shape} and {first.num_outputs} ({first.kind}):"
+                           " one recipe trains one architecture, so its datasets must agree")
+        out[name] = d
+    for name in recipe.get("held_out") or []:
+        load_dataset(str(name), seed=seed)  # a misspelt held-out task is an error now, not in the generator bench
+    return out
+
+
+def _by_name(dataset: Dataset | Mapping[str, Dataset]) -> dict[str, Dataset]:
+    return dict(dataset) if isinstance(dataset, Mapping) else {dataset.source or dataset.name: dataset}
+
+
+def validate_recipe(recipe: Mapping, dataset: Dataset) -> None:
+    """Clear errors for values a grid cannot use."""
+    if recipe["optimizer"] not in OPTIMIZERS:
+        raise ZooError(f"recipe.optimizer {recipe['optimizer']!r} is not one of {list(OPTIMIZERS)}")
+    if recipe.get("schedule", "constant") not in SCHEDULES:
+        raise ZooError(f"recipe.schedule {recipe.get('schedule')!r} is not one of {list(SCHEDULES)}")
+    epochs = int(recipe["epochs"])
+    if epochs < 0:
+        raise ZooError(f"recipe.epochs must be >= 0, got {epochs}")
+    ckpts = [int(c) for c in _as_list(recipe, "checkpoint_epochs")]
+    if sorted(set(ckpts)) != ckpts or ckpts[0] < 0 or ckpts[-1] > epochs:
+        raise ZooError(f"recipe.checkpoint_epochs must increase strictly within 0..{epochs}, got {ckpts}")
+    if not isinstance(recipe["seeds"], int) or recipe["seeds"] < 1:
+        raise ZooError(f"recipe.seeds is a count of seeds (an integer >= 1), got {recipe['seeds']!r}")
+    for b in _as_list(recipe, "batch_sizes"):
+        if int(b) < 1 or int(b) > len(dataset.X_train):
+            raise ZooError(f"batch size {b} does not fit the {len(dataset.X_train)} training samples of {dataset.name}")
+    for lr in _as_list(recipe, "learning_rates"):
+        if float(lr) <= 0:
+            raise ZooError(f"learning rates must be positive, got {lr}")
+    check_trajectory_recipe(recipe)  # kind: grid (the default) or trajectory (zoo.trajectory)
+
+
+def make_plan(recipe: Mapping, dataset: Dataset | Mapping[str, Dataset], population_size: int, memory_floats: int,
+              block_size: int = 256) -> Plan:
+    """Expand the recipe grid into models, their layouts and the populations that train together.
+
+    ``dataset``: the recipe's one dataset, or every dataset by name (``load_recipe_datasets``)."""
+    data = _by_name(dataset)
+    if not data:
+        raise ZooError("a plan needs at least one dataset")
+    validate_recipe(recipe, min(data.values(), key=lambda d: len(d.X_train)))
+    dataset = next(iter(data.values()))  # all share input shape and output count: the architecture's
+    models: list[dict] = []
+    layouts: dict[str, Layout] = {}
+    seed_base = int(recipe.get("seed_offset", 0))
+    lrs, bss, sampled = _as_list(recipe, "learning_rates"), _as_list(recipe, "batch_sizes"), recipe.get("sample_hparams")
+    grid = itertools.product(list(data), _as_list(recipe, "widths"), _as_list(recipe, "depths"), lrs[:1] if sampled else lrs,
+                             bss[:1] if sampled else bss, _as_list(recipe, "weight_decays"),
+                             range(int(recipe["seeds"])))
+    act_cache: dict[str, int] = {}
+    key_of_spec: dict[str, str] = {}  # building a module per grid point would dominate a 100k-model plan
+    for model_id, (name, width, depth, lr, bs, wd, s) in enumerate(grid):
+        if sampled:  # per model: learning rate log-uniform within the listed ones' range, batch size among them
+            lr, bs = sample_hparams(lrs, bss, model_id, seed_base + s)
+        spec = arch_spec(recipe["arch"], dataset.input_shape, dataset.num_outputs, int(width), int(depth),
+                         recipe.get("activation", "relu"), recipe.get("batchnorm", True), recipe.get("kernel_size", 3))
+        spec_id = json.dumps(spec, sort_keys=True)
+        if spec_id not in key_of_spec:
+            key_of_spec[spec_id] = _layout_key(spec, layouts, act_cache, dataset)
+        key = key_of_spec[spec_id]
+        models.append(dict(model_id=model_id, arch=spec, learning_rate=float(lr), batch_size=int(bs),
+                           weight_decay=float(wd), seed=seed_base + s, layout=key, dataset=name))
+    populations: list[list[int]] = []
+    units: list[list[int]] = []
+    row_of: dict[int, int] = {}
+    for key in layouts:
+        ids = sorted((m["model_id"] for m in models if m["layout"] == key), key=lambda i: (models[i]["batch_size"], i))
+        row_of.update({i: r for r, i in enumerate(ids)})
+        for lo in range(0, len(ids), block_size):
+            unit = []
+            for (bs, _), group in itertools.groupby(ids[lo:lo + block_size],
+                                                    key=lambda i: (models[i]["batch_size"], models[i]["dataset"])):
+                group = list(group)
+                # cap the population so one training step's activations stay within the memory bound
+                cap = max(1, min(population_size, memory_floats // max(1, bs * act_cache[key] * 3)))
+                for i in range(0, len(group), cap):
+                    unit.append(len(populations))
+                    populations.append(group[i:i + cap])
+            units.append(unit)
+    pop_of = {i: p for p, ids in enumerate(populations) for i in ids}
+    plans = [ModelPlan(population=pop_of[m["model_id"]], row=row_of[m["model_id"]], **m) for m in models]
+    return Plan(plans, layouts, populations, plan_checkpoints(recipe, _as_list(recipe, "checkpoint_epochs")), units)
+
+
+def _layout_key(spec: dict, layouts: dict[str, Layout], act_cache: dict[str, int], dataset: Dataset) -> str:
+    from zoo.training.population import activation_floats_per_sample
+
+    module = build_model(spec)
+    layout = layout_of(module, spec)
+    key = layout.key()
+    if key not in layouts:
+        layouts[key] = layout
+        act_cache[key] = activation_floats_per_sample(module, dataset.X_train)
+    return key
+
+
+def init_state(spec: Mapping, seed: int) -> dict[str, torch.Tensor]:
+    """The initialization of a model: PyTorch's default init under ``seed``, independent of global state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return {k: v.clone() for k, v in build_model(spec).state_dict().items()}
