@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import zoo.app.config as zc
-from zoo.commands.main import COMMANDS, main as zoo_main
+from zoo.commands.main import HELP_ORDER, commands, summary, main as zoo_main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,7 +21,16 @@ def _help(capsys, *argv: str) -> str:
     return capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_entry_point_command_is_installed_and_has_a_one_line_summary():
+    found = commands()
+    assert set(found) == set(HELP_ORDER)  # pyproject.toml's entry points, installed
+    for name, ep in found.items():
+        line = summary(ep)
+        assert line and "\n" not in line, name  # read from the docstring, nothing imported
+        assert callable(ep.load()), name
+
+
+@pytest.mark.parametrize("command", HELP_ORDER)
 def test_every_command_has_help(command, capsys):
     text = _help(capsys, command)
     assert text.startswith("usage: zoo " + command) or text.startswith(f"usage: zoo {command}"), text[:80]
@@ -29,7 +38,8 @@ def test_every_command_has_help(command, capsys):
 
 def test_top_level_help_lists_commands_and_every_config(capsys):
     text = _help(capsys)
-    assert all(f"  {name} " in text for name in COMMANDS)
+    listed = [line.split()[0] for line in text.split("commands:\n", 1)[1].split("\n\n", 1)[0].splitlines()]
+    assert listed == list(HELP_ORDER)
     for group in ("recipe", "encoder", "task", "augment", "generator"):
         for name in zc.group_options(group):
             assert name in text, (group, name)

@@ -58,7 +58,9 @@ def _drops(text: str) -> list[float]:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of ``zoo diagnose``; user errors raise ZooError (the dispatcher prints one line, exit 2)."""
+    """memorization check: samples vs training zoo and baselines
+
+    User errors raise ZooError (the dispatcher prints one line, exit 2)."""
     args = parse(_parser(), argv)
     if args is None:  # --help
         return 0

@@ -47,7 +47,7 @@ def _parser() -> ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of ``zoo lcsc``."""
+    """LCSC: search linear combinations of saved checkpoints (val split)"""
     import dataclasses
 
     args = parse(_parser(), argv)

@@ -99,7 +99,7 @@ def _parser() -> ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of ``zoo nowcast``."""
+    """KNOWN: predict weights past a trajectory zoo's full data, as a zoo"""
     args = parse(_parser(), argv)
     if args is None:
         return 0

@@ -111,6 +111,7 @@ def train(cfg: Mapping) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    """train a weight-space encoder on a zoo (Hydra overrides)"""
     if not argv or argv[0] in ("-h", "--help"):
         print(help_text("train", USAGE.splitlines()[0], [USAGE.split("e.g. ")[1].splitlines()[0]], group_keys=GROUPS))
         return 0 if argv else 2

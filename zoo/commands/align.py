@@ -33,7 +33,9 @@ def _parser() -> ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of ``zoo align``; user errors raise ZooError (the dispatcher prints one line, exit 2)."""
+    """Git Re-Basin: write canonical (permutation-aligned) weights
+
+    User errors raise ZooError (the dispatcher prints one line, exit 2)."""
     args = parse(_parser(), argv)
     if args is None:
         return 0

@@ -33,6 +33,7 @@ def report(s: dict, seconds: float) -> str:
 
 
 def main(argv: list[str]) -> int:
+    """train a zoo from a recipe into a Zarr store (Hydra overrides)"""
     if argv and argv[0] in ("-h", "--help"):
         print(usage())
         return 0

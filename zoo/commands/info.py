@@ -19,6 +19,7 @@ def dataset_text(names: list[str]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    """summarize a zoo: models by status, layouts, checkpoints, accuracy"""
     parser = ArgumentParser(prog="zoo info", description="summarize a zoo")
     parser.add_argument("path")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

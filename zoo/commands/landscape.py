@@ -55,6 +55,7 @@ def _keys_epilog(cutoffs_only: bool = False) -> str:
 
 
 def main_landscape(argv: list[str]) -> int:
+    """compute loss-landscape metrics and phases"""
     p = ArgumentParser(prog="zoo landscape", description="compute loss-landscape metrics and phases of a zoo",
                        epilog=_keys_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="zoo store (local path or fsspec URL)")
@@ -77,6 +78,7 @@ def main_landscape(argv: list[str]) -> int:
 
 
 def main_phases(argv: list[str]) -> int:
+    """draw the phase diagram of a zoo (PNG + JSON)"""
     p = ArgumentParser(prog="zoo phases", description="draw a zoo's phase diagram (PNG + JSON)",
                        epilog=_keys_epilog(cutoffs_only=True), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="zoo store with landscape metrics (run `zoo landscape PATH` first)")

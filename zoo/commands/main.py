@@ -1,43 +1,57 @@
-"""The ``zoo`` command: a thin dispatcher over the Python API.
+"""The ``zoo`` command: a thin dispatcher over the commands that packages declare as entry points.
 
-Each subcommand lives in the module that owns it and exposes ``main(argv: list[str]) -> int``.
-User errors (``ZooError``, unknown Hydra override keys) print one line and exit 2, never a traceback.
+Every package adds its subcommands under ``[project.entry-points."wszoo.commands"]`` in pyproject.toml
+(``build = "zoo.commands.build:main"``, ``fit = "generators.commands.fit:main"``, ...): ``zoo`` names no
+package above it. A command is a function ``(argv: list[str]) -> int`` whose docstring's first line is its
+one-line help; ``zoo --help`` reads that line from the source without importing the command (importing
+``generators`` or ``wsl`` loads Lightning, seconds for a help page). User errors (``ZooError``, unknown Hydra
+override keys) print one line and exit 2, never a traceback; SIGTERM and SIGINT exit with 128 + signal.
 """
 from __future__ import annotations
 
-import importlib
+import ast
+import importlib.util
 import signal
 import sys
 import textwrap
 import threading
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
+from zoo.app.config import group_options
 from zoo.errors import ZooError
 
-# subcommand -> (module, function, one-line help)
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "build": ("zoo.commands.build", "main", "train a zoo from a recipe into a Zarr store (Hydra overrides)"),
-    "info": ("zoo.commands.info", "main", "summarize a zoo: models by status, layouts, checkpoints, accuracy"),
-    "align": ("zoo.commands.align", "main", "Git Re-Basin: write canonical (permutation-aligned) weights"),
-    "landscape": ("zoo.commands.landscape", "main_landscape", "compute loss-landscape metrics and phases"),
-    "phases": ("zoo.commands.landscape", "main_phases", "draw the phase diagram of a zoo (PNG + JSON)"),
-    "train": ("wsl.commands.train", "main", "train a weight-space encoder on a zoo (Hydra overrides)"),
-    "fit": ("generators.commands.fit", "main_fit", "fit a weight generator on a zoo (Hydra overrides)"),
-    "sample": ("generators.commands.fit", "main_sample", "sample networks from a fitted generator into a zoo"),
-    "diagnose": ("generators.commands.diagnose", "main", "memorization check: samples vs training zoo and baselines"),
-    "nowcast": ("generators.commands.nowcast", "main", "KNOWN: predict weights past a trajectory zoo's full data, as a zoo"),
-    "lcsc": ("generators.commands.lcsc", "main", "LCSC: search linear combinations of saved checkpoints (val split)"),
-    "export": ("zoo.commands.transfer", "main_export", "write a zoo as zoo.json + one safetensors file per model"),
-    "import": ("zoo.commands.transfer", "main_import", "read an export or the flat weights.npy format into a new zoo"),
-    "verify": ("zoo.store.verify", "main", "check every committed model's stored data; --repair marks damage for rebuild"),
-    "upgrade": ("zoo.store.upgrade", "main", "convert a zoo written by an older wszoo (schema 1) to the current schema"),
-}
+GROUP = "wszoo.commands"
+# The order `zoo --help` lists commands in: a user's path through the platform (installers sort entry points
+# by name). Names only: a command not listed here still works and is listed after these.
+HELP_ORDER = ("build", "info", "align", "landscape", "phases", "train", "fit", "sample", "diagnose", "nowcast",
+              "lcsc", "export", "import", "verify", "upgrade")
+
+
+def commands() -> dict[str, EntryPoint]:
+    """The installed subcommands by name, in help order."""
+    found = {ep.name: ep for ep in entry_points(group=GROUP)}
+    rank = {name: i for i, name in enumerate(HELP_ORDER)}
+    return {name: found[name] for name in sorted(found, key=lambda n: (rank.get(n, len(rank)), n))}
+
+
+def summary(ep: EntryPoint) -> str:
+    """The first docstring line of a command's function, read from its source file (nothing is imported)."""
+    top, *rest = ep.module.split(".")
+    spec = importlib.util.find_spec(top)  # a top-level spec: the package itself is not executed
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder, *rest[:-1], f"{rest[-1]}.py") if rest else Path(folder, "__init__.py")
+        if not path.is_file():
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and node.name == ep.attr:
+                return (ast.get_docstring(node) or "").split("\n", 1)[0]
+    return ""
 
 
 def _usage() -> str:
-    from zoo.app.config import group_options
-
     lines = ["usage: zoo COMMAND [args]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += [f"  {name:<10} {summary(ep)}" for name, ep in commands().items()]
     lines += ["", "configs (conf/GROUP/NAME.yaml; new files appear here and in each command's --help):"]
     for group, command in (("recipe", "build"), ("encoder", "train"), ("task", "train"), ("augment", "train"),
                            ("generator", "fit")):
@@ -53,14 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
+    known = commands()
+    if name not in known:
         print(f"zoo: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module, func, _ = COMMANDS[name]
     previous = _raise_on_signals()
     try:
-        fn = getattr(importlib.import_module(module), func)
-        return int(fn(rest) or 0)
+        return int(known[name].load()(rest) or 0)
     except ZooError as e:
         print(f"zoo {name}: error: {e}", file=sys.stderr)
         return 2

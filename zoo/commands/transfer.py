@@ -8,7 +8,7 @@ from zoo.errors import ZooError
 
 
 def main_export(argv: list[str]) -> int:
-    """Write a zoo as zoo.json plus one safetensors file per model."""
+    """write a zoo as zoo.json + one safetensors file per model"""
     from zoo.store.transfer import export_zoo
 
     usage = "zoo export ZOO DIR"
@@ -26,7 +26,9 @@ def main_export(argv: list[str]) -> int:
 
 
 def main_import(argv: list[str]) -> int:
-    """Import a wszoo export or the flat format (weights.npy, layout.csv, metrics.csv) into a new zoo."""
+    """read an export or the flat weights.npy format into a new zoo
+
+    The flat format: weights.npy, layout.csv, metrics.csv."""
     from zoo.store.transfer import import_zoo, parse_arch, read_json
 
     usage = ("zoo import DIR --out NEW.zarr [--overwrite] [--no-datasets]"

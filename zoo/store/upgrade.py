@@ -7,7 +7,6 @@ it: nothing already written is lost if the conversion is interrupted.
 """
 from __future__ import annotations
 
-from zoo.app.args import ArgumentParser, parse
 from typing import Mapping
 
 import numpy as np
@@ -85,15 +84,3 @@ def upgrade(path: str) -> "zstore.Zoo":
     fs.mv(root, zstore.location(old)[1], recursive=True)
     fs.mv(zstore.location(tmp)[1], root, recursive=True)
     return zstore.open(path)
-
-
-def main(argv: list[str]) -> int:
-    parser = ArgumentParser(prog="zoo upgrade", description="convert a schema-1 zoo to the current schema")
-    parser.add_argument("path")
-    args = parse(parser, argv)
-    if args is None:
-        return 0
-    z = upgrade(args.path)
-    print(f"zoo {z.path}: upgraded to schema {zstore.SCHEMA_VERSION} ({len(z)} models);"
-          f" the schema-1 store is kept at {args.path.rstrip('/')}.schema1 (remove it when satisfied)")
-    return 0

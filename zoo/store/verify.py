@@ -9,8 +9,6 @@ block's other models go with it: they share the shard, which cannot be rewritten
 """
 from __future__ import annotations
 
-from zoo.app.args import ArgumentParser, parse
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,30 +92,3 @@ def repair(z: "zstore.Zoo", reports: list[BlockReport]) -> int:
         state[lo:hi] = np.zeros((hi - lo, 2), dtype=np.int32)  # pending: rewritten last, the block's new marker
         reset += len(r.model_ids)
     return reset
-
-
-def main(argv: list[str]) -> int:
-    parser = ArgumentParser(prog="zoo verify", description="check every committed model's data")
-    parser.add_argument("path")
-    parser.add_argument("--repair", action="store_true",
-                        help="mark damaged blocks pending (and delete their data) so `zoo build` retrains them")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parse(parser, argv)
-    if args is None:
-        return 0
-    z = zstore.open(args.path)
-    reports = verify(z)
-    reset = repair(z, reports) if args.repair and reports else 0
-    if args.json:
-        print(json.dumps({"damaged_blocks": [r.__dict__ for r in reports], "models_reset": reset}))
-    else:
-        for r in reports:
-            print(f"damaged  layout {r.layout} block {r.block} (models {r.model_ids[0]}..{r.model_ids[-1]}):"
-                  f" {'; '.join(r.problems)}")
-        if not reports:
-            print(f"zoo {z.path}: every committed model reads back intact ({len(z)} models)")
-        elif args.repair:
-            print(f"repaired: {reset} models marked pending; run the same `zoo build` again to retrain them")
-        else:
-            print(f"{len(reports)} damaged blocks; `zoo verify {args.path} --repair` marks them for rebuild")
-    return 0 if not reports or args.repair else 1

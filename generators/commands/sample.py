@@ -1,0 +1,57 @@
+"""``zoo sample RUN_DIR -n N --out OUT.zarr``: load a fitted generator's run folder and write its samples as a
+zoo with train/test metrics and provenance."""
+from __future__ import annotations
+
+from zoo.app.args import ArgumentParser, parse, set_threads
+from zoo.errors import ZooError
+
+
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog="zoo sample", description="sample networks from a fitted generator and write "
+                                "them as a zoo (train/test metrics, provenance)")
+    p.add_argument("run", help="run folder written by `zoo fit`")
+    p.add_argument("-n", type=int, default=100, help="number of networks (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--out", required=True, help="zoo to write (local path or fsspec URL)")
+    p.add_argument("--condition", default=None, help="value of the conditioning column (default: drawn as in "
+                   "training)")
+    p.add_argument("--dataset", default=None, help="dataset-conditioned generators (d2nwg): the dataset to make "
+                   "weights for, a name or a .npz file with X_train, y_train, X_test, y_test")
+    p.add_argument("--shots", type=int, default=None, help="with --dataset: training examples per class the "
+                   "generator sees, drawn with --seed (default: the run's setting)")
+    p.add_argument("--snapshot", type=int, default=None, help="use the raw weights saved at this training step")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing zoo at --out")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """sample networks from a fitted generator into a zoo"""
+    args = parse(_parser(), argv)
+    if args is None:
+        return 0
+    set_threads(args.threads)
+    from generators.base import load
+
+    g = load(args.run, snapshot=args.snapshot)
+    condition = args.condition
+    if args.dataset is not None or args.shots is not None:
+        if not hasattr(g, "dataset_condition"):
+            raise ZooError(f"--dataset/--shots are for dataset-conditioned generators (d2nwg); this run is {g.name}")
+        if args.dataset is None:
+            raise ZooError("--shots needs --dataset NAME|file.npz")
+        if args.condition is not None:
+            raise ZooError("give --dataset or --condition, not both")
+        condition = g.dataset_condition(args.dataset, shots=args.shots)
+    z = g.sample_zoo(args.n, args.out, seed=args.seed, condition=condition, overwrite=args.overwrite)
+    df = z.models
+    acc = df["test_acc"].dropna() if "test_acc" in df else None
+    tail = f"; test_acc mean {acc.mean():.4f} (min {acc.min():.4f}, max {acc.max():.4f})" if acc is not None \
+        and len(acc) else ""
+    print(f"zoo sample: {len(df)} networks from {args.run} (seed {args.seed}) -> {args.out}: "
+          f"{int((df['status'] == 'done').sum())} finite{tail}")
+    source = (getattr(g, "source", None) or {}).get("zoo")
+    if source and not hasattr(g, "dataset_condition"):  # d2nwg's samples are for another dataset than its zoo's
+        stem = str(args.out).rstrip("/").rsplit("/", 1)[-1].removesuffix(".zarr")
+        print(f"next: zoo diagnose {args.out} --train {source} --out data/runs/diagnose-{stem}")
+    return 0
