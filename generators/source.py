@@ -16,6 +16,7 @@ import torch
 import zoo
 from zoo.errors import ZooError
 from zoo.layout import Layout
+from zoo.rebasin import canonical_frame
 
 # Columns copied to a sample zoo's models table when all training models share one value.
 SHARED_COLUMNS = ("arch", "width", "depth", "activation", "dataset", "optimizer", "epochs")
@@ -62,29 +63,16 @@ def _split(ids: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray,
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def _reference(models: pd.DataFrame, train_ids: np.ndarray) -> int:
-    """The re-basing reference: the training-split model with the best final train accuracy (lowest id on ties)."""
-    df = models.set_index("model_id").loc[train_ids]
-    key = df["train_acc"] if "train_acc" in df and df["train_acc"].notna().any() else -df["train_loss"]
-    key = key.fillna(-np.inf)
-    return int(key[key == key.max()].index.min())
-
-
 def _canonicalize(z, models: pd.DataFrame, layout: Layout, ids: np.ndarray, train_ids: np.ndarray,
                   checkpoint: int, mode: Any, raw: torch.Tensor, seed: int) -> tuple[torch.Tensor, dict]:
-    """Weights in one canonical frame: the store's (``zoo align``) or aligned here to a training model."""
-    mode = "auto" if mode == "auto" else bool(mode)
-    if mode is False:
-        return raw, {"canonical": "raw"}
-    try:
-        return z.weights(ids.tolist(), checkpoint=checkpoint, canonical=True), {"canonical": "store"}
-    except ZooError:
-        pass  # no stored canonical weights (or not for this checkpoint): align here
-    from zoo.rebasin import align_flat
-
-    ref = _reference(models, train_ids)
-    aligned, _ = align_flat(layout, raw[int(np.searchsorted(ids, ref))], raw, seed=seed)
-    return aligned, {"canonical": "aligned", "reference_id": ref}
+    """Weights in one canonical frame: the store's (``zoo align``) or aligned here to the reference that
+    :func:`zoo.rebasin.choose_reference` picks among the TRAINING-split models."""
+    mode = "auto" if mode == "auto" else ("auto" if bool(mode) else "raw")
+    frame = canonical_frame(z, layout, ids, raw, models[models["model_id"].isin(train_ids)], mode,
+                            checkpoint=checkpoint, seed=seed)
+    if frame.mode == "aligned":
+        return frame.weights, {"canonical": "aligned", "reference_id": frame.reference_id}
+    return frame.weights, {"canonical": frame.mode}
 
 
 def _conditions(models: pd.DataFrame, column: str | None, ids: np.ndarray) -> tuple[dict | None, np.ndarray | None]:

@@ -43,7 +43,10 @@ def test_zoo_align_cli_writes_function_preserving_canonical_weights(mlp_zoo, cap
     assert len(done) >= 3
     X = z.dataset().X_test[:64]
     ref = choose_reference(models)
-    assert ref == int(done.sort_values(["test_acc", "model_id"], ascending=[False, True])["model_id"].iloc[0])
+    assert ref == int(done.sort_values(["train_acc", "model_id"], ascending=[False, True])["model_id"].iloc[0])
+    shuffled = models.assign(test_acc=models["test_acc"].sample(frac=1, random_state=0).to_numpy(),
+                             test_loss=-models["test_loss"])
+    assert choose_reference(shuffled) == ref  # the test split never takes part in the choice
     for i in done["model_id"]:
         for c in range(len(z.checkpoint_epochs)):
             _same_function(z, int(i), c, X)
@@ -149,3 +152,21 @@ def test_align_flat_canonicalizes_vectors_outside_the_store(mlp_zoo):
     torch.testing.assert_close(aligned, ref.expand(3, -1))
     with pytest.raises(ZooError, match="align_flat takes"):
         align_flat(layout, ref, ref)
+
+
+def test_one_reference_rule_on_training_metrics_for_align_generators_and_diagnose(tmp_path):
+    """zoo align, a generator's training data and zoo diagnose put a zoo in the frame of the same model."""
+    from generators.diagnose.report import load_train
+    from generators.source import load_source
+
+    path = tmp_path / "unaligned.zarr"
+    _build(path, "recipe.widths=[16]", "recipe.seeds=4")
+    z = zoo.open(path)
+    models = z.models
+    best = choose_reference(models)
+    done = models[models["status"] == "done"]
+    assert done.loc[done["model_id"] == best, "train_acc"].item() == done["train_acc"].max()
+    assert load_train(z, canonical="align").reference_id == best
+    src = load_source(str(path), {"canonical": "auto", "val_fraction": 0.25}, seed=0)
+    assert src.info["canonical"] == "aligned"
+    assert src.info["reference_id"] == choose_reference(models[models["model_id"].isin(src.info["train_ids"])])

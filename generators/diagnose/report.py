@@ -37,6 +37,7 @@ from zoo.datasets import Dataset
 from zoo.errors import ZooError
 from zoo.layout import Layout
 from zoo.app.progress import Progress
+from zoo.rebasin import canonical_frame
 
 from generators.diagnose.baselines import build_baselines, parse_baselines
 
@@ -222,14 +223,6 @@ def _as_zoo(z: str | Path | zoo.Zoo) -> zoo.Zoo:
     return z if isinstance(z, zoo.Zoo) else zoo.open(str(z))
 
 
-def _train_reference(models: pd.DataFrame) -> int:
-    """Best final TRAIN accuracy (lowest train loss if none), ties by lowest id: chosen without the test split."""
-    key = models["train_acc"] if "train_acc" in models and models["train_acc"].notna().any() \
-        else -models["train_loss"] if "train_loss" in models else pd.Series(0.0, index=models.index)
-    key = key.fillna(-np.inf)
-    return int(models.loc[key == key.max(), "model_id"].min())
-
-
 def load_train(train_zoo: str | Path | zoo.Zoo, layout: Layout | None = None, canonical: str = "auto",
                seed: int = 0) -> TrainSet:
     """The done models of the training zoo (of ``layout`` when given) at their last checkpoint, in one frame.
@@ -261,27 +254,21 @@ def load_train(train_zoo: str | Path | zoo.Zoo, layout: Layout | None = None, ca
     raw = z.weights(ids.tolist())
     if not torch.isfinite(raw).all():
         raise ZooError("some done training models have non-finite weights")
-    mode, canon, ref_id = "aligned", None, None
+    frame = None
     if canonical in ("auto", "store"):
-        table = z.table("alignment")
         try:
-            canon = z.weights(ids.tolist(), canonical=True)
+            frame = canonical_frame(z, lay, ids, raw, sel, "store")
         except ZooError:
-            canon = None
-        refs = table[table["layout"] == key]["reference_id"].unique() if table is not None else []
-        if canon is not None and len(refs) == 1 and int(refs[0]) in set(ids.tolist()):
-            mode, ref_id = "store", int(refs[0])
-        elif canonical == "store":
-            raise ZooError(f"the training zoo has no canonical weights of layout {key} for its last checkpoints: "
-                           f"run `zoo align {z.path}` (or use canonical=align)")
-        else:
-            canon = None
-    if canon is None:
-        ref_id = _train_reference(sel)
-        reference = raw[int(np.searchsorted(ids, ref_id))].clone()
-        canon = align_to(lay, reference, raw, seed)
-    else:
-        reference = canon[int(np.searchsorted(ids, ref_id))].clone()
+            pass
+        if frame is not None and frame.reference_id is None:  # a frame without its reference cannot align samples
+            frame = None
+        if frame is None and canonical == "store":
+            raise ZooError(f"the training zoo has no canonical weights of layout {key} for its last checkpoints:"
+                           f" run `zoo align {z.path}` (or use canonical=align)")
+    if frame is None:
+        frame = canonical_frame(z, lay, ids, raw, sel, "align", seed=seed)
+    mode, canon, ref_id = frame.mode, frame.weights, int(frame.reference_id)
+    reference = (canon if mode == "store" else raw)[int(np.searchsorted(ids, ref_id))].clone()
     return TrainSet(str(z.path), key, lay, ids, raw, canon, int(ref_id), reference, mode, data, seed)
 
 

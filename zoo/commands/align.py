@@ -6,8 +6,8 @@ import json
 from zoo.app.args import ArgumentParser, parse
 from zoo.errors import ZooError
 
-EPILOG = """reference auto: per (layout, dataset), the done model with the best final test accuracy
-(regression: lowest test loss), ties by lowest id. --checkpoint all matches every checkpoint to the
+EPILOG = """reference auto: per (layout, dataset), the done model with the best final train accuracy
+(regression: lowest train loss), ties by lowest id: the test split is never used to choose. --checkpoint all matches every checkpoint to the
 reference's same checkpoint; last / N match and write only that one; --trajectory applies one
 permutation per model (found at the last selected checkpoint) to all checkpoints. Diverged models are
 skipped unless --diverged finite. Tables 'alignment' and 'alignment_summary' are stored in the zoo."""

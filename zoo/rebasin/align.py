@@ -2,8 +2,8 @@
 
 Rules (also printed by ``zoo align --help``):
 - Models are grouped by (layout, dataset); each group gets its own reference.
-- ``reference="auto"``: the done model with the best final test accuracy (regression: lowest final test
-  loss), ties broken by the lowest id. An explicit id is the reference of its own group; other groups
+- ``reference="auto"``: the done model with the best final train accuracy (regression: lowest final train
+  loss), ties broken by the lowest id (:func:`choose_reference`: no choice is made on the test split). An explicit id is the reference of its own group; other groups
   fall back to ``auto``. A reference must be a done model.
 - ``checkpoint="all"``: every checkpoint is matched to the reference's same checkpoint and all are
   written; ``"last"`` / an index N: only that checkpoint is matched and written.
@@ -36,19 +36,24 @@ MAX_EVAL_SAMPLES = 2048  # training samples used for barrier losses and BN stati
 CHUNK_MODELS = 512  # models read, aligned and written at a time
 
 
-def choose_reference(models: pd.DataFrame, regression: bool = False) -> int:
-    """The ``auto`` rule: best final test accuracy (regression: lowest test loss), ties by lowest id."""
-    done = models[models["status"] == "done"]
+REFERENCE_RULE = "best final train accuracy (regression: lowest train loss), ties by lowest id"
+
+
+def choose_reference(models: pd.DataFrame) -> int:
+    """The one reference rule (``zoo align``, generators, diagnostics): among the done models of ``models``,
+    the best final train accuracy (the lowest train loss when no model has one, as for regression), ties
+    broken by the lowest id. It reads no test metric: a choice is never made on the test split."""
+    done = models[models["status"] == "done"] if "status" in models else models
     if done.empty:
         raise ZooError("no done model to use as the reference")
-    if regression or "test_acc" not in done or done["test_acc"].isna().all():
-        key = done["test_loss"].fillna(np.inf)
-        best = key.min()
-        cand = done[key == best]
+    if "train_acc" in done and done["train_acc"].notna().any():
+        key = done["train_acc"]
+    elif "train_loss" in done:
+        key = -done["train_loss"]
     else:
-        key = done["test_acc"].fillna(-np.inf)
-        cand = done[key == key.max()]
-    return int(cand["model_id"].min())
+        key = pd.Series(0.0, index=done.index)
+    key = key.fillna(-np.inf)
+    return int(done.loc[key == key.max(), "model_id"].min())
 
 
 def _parse_checkpoint(checkpoint: Any, n_ckpt: int) -> list[int]:
@@ -101,7 +106,7 @@ def align_zoo(z, reference: int | str = "auto", checkpoint: Any = "all", *, traj
             continue
         data = z.dataset(dataset)
         ref_id = reference if reference != "auto" and int(reference) in set(df["model_id"]) else \
-            choose_reference(df, data.kind == "regression")
+            choose_reference(df)
         t0 = time.perf_counter()
         table, info = _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restarts, max_iter,
                                    pairs, barrier_steps, write, bar)
@@ -115,7 +120,7 @@ def align_zoo(z, reference: int | str = "auto", checkpoint: Any = "all", *, traj
     table = pd.concat(rows, ignore_index=True)
     summary = {"checkpoint": [int(c) for c in ckpts], "epochs": [z.checkpoint_epochs[c] for c in ckpts],
                "trajectory": bool(trajectory), "diverged": diverged, "seed": seed, "restarts": restarts,
-               "reference_rule": "explicit" if reference != "auto" else "auto: best final test accuracy (regression: lowest test loss), ties by lowest id",
+               "reference_rule": "explicit" if reference != "auto" else f"auto: {REFERENCE_RULE}",
                "groups": groups}
     if write:
         z.write_table("alignment", table)
