@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import zoo  # noqa: E402
-from wsl.commands.train import train  # noqa: E402
+from wsl.train import train  # noqa: E402
 from wsl.data import WeightDataModule  # noqa: E402
 from zoo.app.config import compose  # noqa: E402
 

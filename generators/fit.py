@@ -18,7 +18,8 @@ from typing import Any, Mapping
 import lightning as L
 import torch
 
-from zoo.app.config import CONF_DIR, compose, make_trainer
+from zoo.app.config import CONF_DIR, compose
+from zoo.app.trainer import make_trainer
 from zoo.errors import ZooError
 
 from generators.base import SNAPSHOT_DIR, Generator, registry

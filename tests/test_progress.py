@@ -170,7 +170,7 @@ def test_lightning_epochs_with_the_validation_metric(tmp_path, monkeypatch):
     (interval 0 here: one log line per epoch)."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from zoo.app.config import make_trainer
+    from zoo.app.trainer import make_trainer
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 3, generator=g)

@@ -10,7 +10,7 @@ import torch
 
 import wsl
 import zoo
-from wsl.commands.train import train
+from wsl.train import train
 from wsl.data import WeightDataModule
 from zoo.commands.main import main as zoo_main
 from zoo.app.config import compose

@@ -14,7 +14,10 @@ import time
 from pathlib import Path
 from typing import Mapping
 
+from zoo.app.config import checked_overrides, compose
 from zoo.errors import ZooError
+
+from wsl.train import check_train_config, run_name, train
 
 
 def expand(argv: list[str]) -> tuple[list[list[str]], list[str]]:
@@ -39,11 +42,6 @@ def metrics_text(test: Mapping) -> str:
 
 def multirun(argv: list[str], config_name: str = "train", groups: tuple[str, ...] = ("encoder", "task", "augment")) -> int:
     """Run every job of the sweep ``argv`` describes; prints one line per job and returns 0."""
-    from zoo.app.config import checked_overrides, compose
-    from zoo.app.checks import check_train_config
-
-    from wsl.commands.train import _run_name, train
-
     jobs, swept = expand(argv)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     cfgs, roots = [], set()
@@ -54,7 +52,7 @@ def multirun(argv: list[str], config_name: str = "train", groups: tuple[str, ...
         check_train_config(cfg)
         root = Path(cfg["out"]) if cfg.get("out") else Path("data/runs/multirun") / stamp
         roots.add(root)
-        cfg["out"] = str(root / f"{i}-{_run_name(cfg)}")
+        cfg["out"] = str(root / f"{i}-{run_name(cfg)}")
         cfgs.append(cfg)
     print(f"zoo train -m: {len(jobs)} runs, sweeping {', '.join(swept) or 'nothing'}; "
           f"run folders under {', '.join(sorted(map(str, roots)))}", flush=True)

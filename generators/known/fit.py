@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 import zoo
-from zoo.app.config import make_trainer
+from zoo.app.trainer import make_trainer
 from zoo.errors import ZooError
 
 from generators.known.model import Known, weight_kinds

@@ -1,22 +1,16 @@
-"""``zoo train encoder=NAME task=NAME zoo=PATH [overrides]``: one Lightning run of a weight encoder.
+"""``zoo train [-m] encoder=NAME task=NAME zoo=PATH [overrides]``: one run (or a sweep) of :func:`wsl.train.train`.
 
-Composes ``conf/train.yaml`` (groups encoder/, task/, augment/) with Hydra's compose API, trains with a
-Lightning Trainer (``trainer.*`` keys go to it), and writes to ``data/runs/<name>/`` (or ``out=DIR``):
-``best.ckpt`` (best validation epoch), ``metrics.csv`` (per-epoch metrics) and ``summary.json`` (test
-metrics of the best checkpoint, split sizes and the resolved config).
+Composes ``conf/train.yaml`` (groups encoder/, task/, augment/) with Hydra's compose API and prints the
+run's test metrics; the run folder is described in :mod:`wsl.train`.
 """
 from __future__ import annotations
 
-import json
-import sys
-import time
-import warnings
 from pathlib import Path
-from typing import Mapping
 
-from zoo.app.config import checked_overrides, compose, help_text, make_trainer
-from zoo.errors import ZooError
-from zoo.app.checks import check_train_config
+from zoo.app.config import checked_overrides, compose, help_text
+
+from wsl.multirun import metrics_text, multirun
+from wsl.train import train
 
 USAGE = """usage: zoo train [-m] encoder=NAME task=NAME zoo=PATH [key=value ...]  (-m: Hydra multirun over comma lists, as encoder=mlp,nfn seed=0,1,2)
   encoders: {encoders}
@@ -28,100 +22,16 @@ USAGE = """usage: zoo train [-m] encoder=NAME task=NAME zoo=PATH [key=value ...]
 GROUPS = ("encoder", "task", "augment")
 
 
-def _run_name(cfg: Mapping) -> str:
-    if cfg.get("name"):
-        return str(cfg["name"])
-    stem = Path(str(cfg["zoo"]).rstrip("/")).name.removesuffix(".zarr")
-    return f"{cfg['encoder']['name']}-{cfg['task']['name']}-{stem}"
-
-
-def train(cfg: Mapping) -> dict:
-    """Train the encoder a composed config describes; returns (and writes) the run summary."""
-    import lightning as L
-    import numpy as np
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from wsl.data import WeightDataModule
-    from wsl.lit import WeightModel
-    from wsl.predict import CHECKPOINT_NAME, load_model
-
-    if not cfg.get("zoo"):
-        raise ZooError("zoo=PATH is required (the zoo to learn from)")
-    check_train_config(cfg)  # before the run folder is touched
-    out = Path(cfg.get("out") or Path("data/runs") / _run_name(cfg))
-    out.mkdir(parents=True, exist_ok=True)
-    seed = int(cfg.get("seed", 0))
-    if cfg.get("threads"):
-        import torch
-
-        torch.set_num_threads(int(cfg["threads"]))
-    L.seed_everything(seed, verbose=False)
-    d = cfg["data"]
-    dm = WeightDataModule(cfg["zoo"], task=cfg["task"], checkpoints=d["checkpoints"], canonical=d["canonical"],
-                          split=d["split"], seed=seed, batch_size=d["batch_size"], cache=d["cache"],
-                          cache_limit_mb=d["cache_limit_mb"], query=d["query"], buffers=d["buffers"],
-                          augment=cfg.get("augment"))
-    dm.setup()
-    y_train = dm.samples.loc[dm.samples["split"] == "train", "target"].to_numpy(dtype=float)
-    regression = dm.task.kind == "regression"
-    enc = dict(cfg["encoder"])
-    model = WeightModel(encoder=enc.pop("name"), encoder_kwargs=enc, space=dm.space.to_dict(), task=dm.task.to_dict(),
-                        normalizer=dm.normalizer.to_dict(),
-                        target_mean=float(y_train.mean()) if regression else 0.0,
-                        target_std=float(y_train.std()) if regression and y_train.std() > 0 else 1.0,
-                        lr=float(cfg["optim"]["lr"]), weight_decay=float(cfg["optim"]["weight_decay"]))
-    monitor, mode = dm.task.monitor
-    ckpt_cb = ModelCheckpoint(dirpath=str(out), filename=CHECKPOINT_NAME.removesuffix(".ckpt"), monitor=monitor,
-                              mode=mode, save_top_k=1, save_weights_only=True, enable_version_counter=False)
-    for stale in (out / CHECKPOINT_NAME, out / "metrics.csv", out / "summary.json"):
-        stale.unlink(missing_ok=True)  # a run folder never mixes this run's files with an older run's
-    incomplete = out / "INCOMPLETE"
-    incomplete.write_text("this run did not finish (interrupted or failed); run the same command again\n")
-    counts = dm.samples.groupby("split")["model_id"].nunique()
-    print(f"[zoo train] {cfg['encoder']['name']} on {dm.task.name}: {counts.get('train', 0)} train /"
-          f" {counts.get('val', 0)} val / {counts.get('test', 0)} test models of {cfg['zoo']}; following {monitor}",
-          file=sys.stderr, flush=True)
-    trainer = make_trainer(cfg["trainer"], out, [ckpt_cb], progress="zoo train", monitor=monitor,
-                           enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False)
-    t0 = time.time()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(model, datamodule=dm)
-        fit_s = time.time() - t0
-        best = load_model(out / CHECKPOINT_NAME) if (out / CHECKPOINT_NAME).exists() else model
-        tester = L.Trainer(accelerator=cfg["trainer"].get("accelerator", "cpu"), devices=1, logger=False,
-                           enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
-        test = tester.test(best, datamodule=dm, verbose=False)[0]
-    counts = dm.samples.groupby("split").agg(models=("model_id", "nunique"), samples=("model_id", "size"))
-    summary = {
-        "encoder": cfg["encoder"]["name"], "task": dm.task.to_dict(), "zoo": str(cfg["zoo"]), "out": str(out),
-        "test": {k.removeprefix("test/"): float(v) for k, v in test.items()},
-        "best_val": float(ckpt_cb.best_model_score) if ckpt_cb.best_model_score is not None else None,
-        "monitor": monitor, "epochs": int(trainer.current_epoch), "fit_seconds": round(fit_s, 2),
-        "splits": {s: {k: int(v) for k, v in row.items()} for s, row in counts.to_dict("index").items()},
-        "parameters": int(sum(p.numel() for p in model.parameters())),
-        "checkpoint": str(out / CHECKPOINT_NAME), "config": dict(cfg),
-    }
-    summary["test"] = {k: (v if np.isfinite(v) else None) for k, v in summary["test"].items()}
-    tmp = out / "summary.json.partial"
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    tmp.replace(out / "summary.json")  # atomic: summary.json is whole or absent
-    incomplete.unlink()
-    return summary
-
-
 def main(argv: list[str]) -> int:
     """train a weight-space encoder on a zoo (Hydra overrides)"""
     if not argv or argv[0] in ("-h", "--help"):
         print(help_text("train", USAGE.splitlines()[0], [USAGE.split("e.g. ")[1].splitlines()[0]], group_keys=GROUPS))
         return 0 if argv else 2
     if argv[0] in ("-m", "--multirun"):  # a Hydra sweep: one run folder and one summary line per job
-        from wsl.multirun import multirun
-
         return multirun(argv[1:], "train", GROUPS)
     cfg = compose("train", checked_overrides(argv, 'train', GROUPS))
     s = train(cfg)
-    metrics = ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} undefined" for k, v in s["test"].items())
+    metrics = metrics_text(s["test"])
     held_out = s["splits"].get("test", {}).get("models", 0)
     print(f"zoo train: {s['encoder']} on {s['task']['name']}, {held_out} held-out models: {metrics}"
           f" ({s['epochs']} epochs in {s['fit_seconds']:.0f} s)\nrun in {s['out']} (summary.json, metrics.csv,"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
 
 from omegaconf import OmegaConf
 
@@ -81,35 +80,6 @@ def checked_overrides(argv: list[str], config_name: str, groups: tuple[str, ...]
                 arg = f"+{arg}"
         out.append(arg)
     return out
-
-
-def make_trainer(settings: Mapping, out: Path, callbacks: list, progress: str | None = None,
-                 monitor: str | None = None, **defaults: Any):
-    """The ``lightning.Trainer`` of a run configured under ``trainer:`` (any Trainer argument), logging CSV to
-    ``out``; Lightning's own argument errors become one-line ZooErrors and its banners stay quiet.
-
-    ``progress`` (the command's name) replaces Lightning's bar by :mod:`zoo.progress` over epochs with the
-    ``monitor``-ed validation metric (a bar in a terminal, a line every few seconds in a log), shown when
-    ``trainer.enable_progress_bar`` is true."""
-    import logging
-
-    import lightning as L
-    from lightning.pytorch.loggers import CSVLogger
-
-    kwargs = {**defaults, **dict(settings), "callbacks": list(callbacks),
-              "logger": CSVLogger(str(out), name="", version=""), "default_root_dir": str(out)}
-    if progress:
-        from zoo.app.progress import lightning_progress
-
-        shown = bool(kwargs.get("enable_progress_bar", True))
-        kwargs["enable_progress_bar"] = False
-        kwargs["callbacks"].append(lightning_progress("epochs", prefix=progress, monitor=monitor, enabled=shown))
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        return L.Trainer(**kwargs)
-    except Exception as e:  # Lightning validates its own arguments (TypeError, ValueError, MisconfigurationException)
-        raise ZooError(f"bad trainer settings: {' '.join(str(e).split())}") from None
 
 
 # ---------------------------------------------------------------------------------------------- --help text

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from zoo.app.config import CONF_DIR
 from zoo.errors import ZooError
-from zoo.app.checks import check_landscape_config
+from zoo.app.checks import Rule, check, number, one_of, optional, typed
 from zoo.evaluate import evaluate, output_metrics, predict
 from zoo.landscape.cka import linear_cka
 from zoo.landscape.connectivity import mode_connectivity
@@ -33,6 +33,31 @@ COLUMNS = ["model_id", "train_loss", "train_acc", "test_loss", "test_acc", "gene
            "hessian_top_eigenvalue", "mode_connectivity", "mode_connectivity_linear", "cka", "phase"]
 # regression zoos have R^2 where classification zoos have accuracy, named as such
 REGRESSION_COLUMNS = [{"train_acc": "train_r2", "test_acc": "test_r2"}.get(c, c) for c in COLUMNS]
+
+
+LANDSCAPE: dict[str, Rule] = {
+    "checkpoint": number(int), "seed": number(int, 0), "batches": number(int, 1), "batch_size": number(int, 1),
+    "probes": number(int, 1), "probe_chunk": number(int, 1), "power_iters": number(int, 1),
+    "power_tol": number(float, 0, low_open=True), "pairs": one_of("all", "consecutive"),
+    "max_pairs": number(int, 1), "bezier_steps": number(int, 0), "bezier_lr": number(float, 0, low_open=True),
+    "bezier_batch_size": number(int, 1), "curve_points": number(int, 3), "threads": optional(number(int, 1)),
+    "retain_memory": typed(bool, "true or false"), "chunk": number(int, 1),
+    "curve_eval": one_of("train", "analysis"), "bootstrap": number(int, 0),
+    "phases": typed(Mapping, "a mapping of phase cut-offs"),
+}
+
+PHASES: dict[str, Rule] = {
+    "train_loss_high": number(float, 0, low_open=True),
+    "hessian_metric": one_of("hessian_trace", "hessian_top_eigenvalue"),
+    "hessian_cut_kind": one_of("quantile", "absolute"), "hessian_cut": number(float),
+    "mc_tol": number(float, 0), "cka_high": number(float, 0, 1), "interval_z": number(float, 0),
+}
+
+
+def check_landscape_config(cfg: Mapping) -> None:
+    """Every key and value of a resolved landscape config, phase cut-offs included."""
+    check(cfg, LANDSCAPE, "landscape.")
+    check(cfg["phases"], PHASES, "landscape.phases.")
 
 
 def columns(kind: str) -> list[str]:

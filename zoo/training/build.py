@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -23,8 +23,78 @@ from zoo.training.population import PopulationSpec, resolve_device, train_popula
 from zoo.datasets import Dataset
 from zoo.training.recipe import Plan, init_state, load_recipe_datasets, make_plan
 from zoo.store.lock import writing
-from zoo.app.checks import check_build_config
+from zoo.app.checks import Rule, check, list_of, number, one_of, optional, typed
 from zoo.store.writer import DEFAULT_BLOCK_SIZE, create, open_writer
+
+def _dataset_names(v: Any) -> str | None:
+    """A list (possibly empty) of dataset names: tasks a recipe keeps out of its zoo."""
+    ok = isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)
+    return None if ok else "a list of dataset names (possibly empty)"
+
+
+RECIPE: dict[str, Rule] = {
+    "name": typed(str, "a string"),
+    "dataset": optional(typed(str, "a dataset name or a path to a .npz file")),
+    "datasets": optional(list_of(typed(str, "dataset names or patterns"))),
+    "held_out": optional(_dataset_names),
+    "task_seed": number(int),
+    "arch": one_of("mlp", "cnn", "resnet"),
+    "activation": typed(str, "an activation name"),
+    "batchnorm": typed(bool, "true or false"),
+    "kernel_size": number(int, 1),
+    "widths": list_of(number(int, 1)),
+    "depths": list_of(number(int, 0)),
+    "learning_rates": list_of(number(float, 0, low_open=True)),
+    "batch_sizes": list_of(number(int, 1)),
+    "weight_decays": list_of(number(float, 0)),
+    "seeds": number(int, 1),
+    "seed_offset": number(int, 0),
+    "optimizer": one_of("sgd", "adam", "adamw"),
+    "momentum": number(float, 0, 1),
+    "schedule": one_of("constant", "cosine"),
+    "epochs": number(int, 0),
+    "checkpoint_epochs": list_of(number(int, 0), sorted_unique=True),
+    "landscape": optional(typed(Mapping, "a mapping of landscape settings")),
+    "kind": optional(one_of("grid", "trajectory")),  # zoo.trajectory: full-data training, then nested stages
+    "stages": optional(number(int, 1)),
+    "stage_epochs": optional(number(int, 1)),
+    "sample_hparams": optional(typed(bool, "true or false")),  # draw lr and batch size per model (zoo.recipe)
+    "stage_rates": optional(lambda v: None if isinstance(v, (int, float, list, tuple)) and not isinstance(v, bool)
+                             else "a rate or a range [low, high] with 0 < low <= high <= 1"),
+}
+
+BUILD: dict[str, Rule] = {
+    "out": typed(str, "a path or fsspec URL"),
+    "overwrite": typed(bool, "true or false"),
+    "population_size": number(int, 1),
+    "block_size": number(int, 1),
+    "memory_floats": number(int, 1),
+    "retain_memory": typed(bool, "true or false"),
+    "threads": optional(number(int, 1)),
+    "device": one_of("cpu", "cuda", "auto"),
+    "progress": typed(bool, "true or false"),
+    "executor": typed(Mapping, "an executor config"),
+    "recipe": typed(Mapping, "a recipe"),
+}
+
+
+
+def check_build_config(cfg: Mapping) -> None:
+    """Every key and value of a composed ``zoo build`` config, recipe included."""
+    check(cfg, BUILD, "")
+    check(cfg["recipe"], RECIPE, "recipe.")
+    recipe = cfg["recipe"]
+    trajectory.check_trajectory_recipe(recipe)
+    if (recipe.get("dataset") is None) == (recipe.get("datasets") is None):
+        raise ZooError("recipe.dataset and recipe.datasets are both given; keep one (recipe.dataset=null to use the"
+                       " list)" if recipe.get("dataset") is not None else
+                       "recipe.dataset (one name) or recipe.datasets (a list of names) is missing")
+    ckpts = recipe["checkpoint_epochs"] if isinstance(recipe["checkpoint_epochs"], list) else [recipe["checkpoint_epochs"]]
+    if ckpts[-1] > recipe["epochs"]:
+        raise ZooError(f"recipe.checkpoint_epochs={ckpts} is invalid: checkpoints must lie within 0..{recipe['epochs']}"
+                       " (recipe.epochs)")
+
+
 
 # config keys that change what is trained (and so the bits); others (out, progress, executor) do not
 IDENTITY_KEYS = ("recipe", "population_size", "memory_floats", "block_size")
