@@ -45,7 +45,7 @@ from zoo.arch import arch_spec, build_model  # noqa: E402
 from zoo.app.config import compose  # noqa: E402
 from zoo.datasets import Dataset, load_dataset  # noqa: E402
 from zoo.layout import Layout, layout_of  # noqa: E402
-from zoo.training.population import population_forward  # noqa: E402
+from zoo.forward import population_forward  # noqa: E402
 
 import generators  # noqa: E402
 from generators.known.model import weight_kinds  # noqa: E402

@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from zoo.training.build import make_build_plan, population_spec  # noqa: E402
 from zoo.app.config import compose  # noqa: E402
 from zoo.datasets import load_dataset  # noqa: E402
-from zoo.training.population import PopulationSpec, train_population  # noqa: E402
+from zoo.training.population import train_population  # noqa: E402
+from zoo.training.spec import PopulationSpec  # noqa: E402
 
 LRS = [0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07]
 # name: (arch, dataset, width, depth, batch size, epochs, models); CNN and ResNet train through vmap

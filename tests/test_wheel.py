@@ -14,7 +14,7 @@ import pytest
 import zoo
 from zoo.app.config import find_conf_dir
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[1]
 SOURCES = ["pyproject.toml", "setup.py", "README.md", "zoo", "wsl", "generators", "conf"]
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+import zoo
 from zoo.errors import ZooError
 
 from wsl.augment import Augmenter
@@ -112,11 +113,10 @@ class _GroupedBatches(torch.utils.data.Sampler):
         return len(self._batches())
 
 
-def _open(zoo_or_path):
+def open_zoo(zoo_or_path: "str | os.PathLike | zoo.Zoo") -> "zoo.Zoo":
+    """A zoo, opened when given as a path."""
     if isinstance(zoo_or_path, (str, os.PathLike)):
-        from zoo import open as zoo_open
-
-        return zoo_open(zoo_or_path)
+        return zoo.open(zoo_or_path)
     return zoo_or_path
 
 
@@ -137,7 +137,7 @@ class WeightDataModule(L.LightningDataModule):
                  query: str | None = None, buffers: bool = True, augment: Mapping | None = None,
                  space: WeightSpace | None = None, normalizer: Mapping | None = None):
         super().__init__()
-        self.zoo = _open(zoo)
+        self.zoo = open_zoo(zoo)
         self.task: TaskSpec = task_spec(task)
         self.checkpoints, self.canonical, self.seed = checkpoints, bool(canonical), int(seed)
         self.split = [float(f) for f in split]

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-from zoo.app.config import checked_overrides, compose
+from zoo.app.config import compose
+from zoo.app.trainer import checked_overrides
 from zoo.errors import ZooError
 
 from wsl.train import check_train_config, run_name, train

@@ -18,7 +18,7 @@ import torch
 
 from zoo.errors import ZooError
 
-from wsl.data import Normalizer
+from wsl.data import Normalizer, open_zoo
 from wsl.lit import WeightModel
 
 CHECKPOINT_NAME = "best.ckpt"
@@ -59,9 +59,7 @@ class Predictor:
     def predict(self, zoo, model_ids: Sequence[int] | None = None, checkpoint: int = -1, canonical: bool = False,
                 batch_size: int = 256) -> pd.DataFrame:
         """Predictions for models of a zoo (default: every trained model) at one checkpoint index."""
-        from wsl.data import _open
-
-        z = _open(zoo)
+        z = open_zoo(zoo)
         models = z.models
         if model_ids is None:
             models = models[models["status"] != "pending"] if "status" in models else models

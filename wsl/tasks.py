@@ -9,6 +9,7 @@ Regression reports Kendall tau, R2 and MSE; classification reports accuracy.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -118,8 +119,6 @@ def regression_metrics(pred: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     samples or with constant predictions or targets, R2 with fewer than two samples or constant targets
     (torchmetrics would report 0 there).
     """
-    import warnings
-
     from torchmetrics.functional.regression import kendall_rank_corrcoef, mean_squared_error, r2_score
 
     p, t = pred.detach().double().cpu().ravel(), y.detach().double().cpu().ravel()

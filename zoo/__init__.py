@@ -4,10 +4,10 @@ from zoo.arch import arch_spec, build_model
 from zoo.training.build import build
 from zoo.errors import ZooError
 from zoo.layout import Layout, layout_of
-from zoo.store.reader import Zoo, open
+from zoo.store import Zoo, open
 from zoo.datasets import Dataset, load_dataset
 from zoo.evaluate import evaluate, predict, recalibrate_bn
-from zoo.store.writer import ZooWriter, create, open_writer
+from zoo.store import ZooWriter, create, open_writer
 
 __all__ = ["ZooError", "Layout", "layout_of", "arch_spec", "build_model", "build", "Zoo", "open", "Dataset",
            "load_dataset", "evaluate", "predict", "recalibrate_bn", "create", "open_writer", "ZooWriter"]

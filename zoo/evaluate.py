@@ -22,7 +22,7 @@ from torch import nn
 from zoo.datasets import Dataset
 from zoo.errors import ZooError
 from zoo.layout import Layout
-from zoo.training.population import activation_floats_per_sample, population_forward
+from zoo.forward import activation_floats_per_sample, population_forward
 
 SPLITS = ("train", "test")
 # On CPU one forward's activations stay below this many floats (16 MB) even when memory_floats allows more:

@@ -14,6 +14,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from zoo.arch import build_model
 from zoo.errors import ZooError
 
 
@@ -129,8 +130,6 @@ class Layout:
 
     def build(self) -> nn.Module:
         """A fresh module of this layout's architecture (weights random; load a state dict next)."""
-        from zoo.arch import build_model
-
         return build_model(self.arch)
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 
-from zoo.app.config import checked_overrides, compose, help_text
+from zoo.app.config import compose, help_text
+from zoo.app.trainer import checked_overrides
 
 FIT_USAGE = """usage: zoo fit generator=NAME zoo=PATH [out=DIR] [key=value ...]
   generators: {generators}

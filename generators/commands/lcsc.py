@@ -104,6 +104,6 @@ def _generator(args, config) -> int:
 
 def _exists(path: str) -> bool:
     """Whether a zoo (or anything) is at ``path``."""
-    from zoo.store import reader as store
+    from zoo.store import path_exists
 
-    return store.path_exists(path)
+    return path_exists(path)

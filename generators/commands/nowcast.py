@@ -19,7 +19,7 @@ import torch
 import zoo
 from zoo.app.args import ArgumentParser, parse, set_threads
 from zoo.errors import ZooError
-from zoo.store.reader import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from zoo.store import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 INTERNAL_COLUMNS = ("model_id", "row", "status", "last_checkpoint")
 

@@ -452,6 +452,5 @@ def write_lcsc_zoo(z: zoo.Zoo | str, result: LCSCResult, out: str, overwrite: bo
                 if f"{split}_{name}" in z.metric_names:
                     metrics[:, 0, z.metric_names.index(f"{split}_{name}")] = v.numpy()
         w.write(new_ids.tolist(), flat[:, None], metrics)
-    out_zoo = w.zoo()
-    out_zoo.write_table("lcsc", result.table)
-    return zoo.open(out)
+    w.write_table("lcsc", result.table)
+    return w.zoo()

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from zoo.app.config import checked_overrides, compose, help_text
+from zoo.app.config import compose, help_text
+from zoo.app.trainer import checked_overrides
 
 from wsl.multirun import metrics_text, multirun
 from wsl.train import train

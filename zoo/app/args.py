@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from zoo.errors import ZooError
 
 
@@ -52,6 +54,4 @@ def set_threads(threads: int) -> None:
     if threads < 0:
         raise ZooError("--threads must be >= 0")
     if threads:
-        import torch
-
         torch.set_num_threads(threads)

@@ -6,9 +6,12 @@ The configs live in the repository's top-level ``conf/`` folder; wheels ship tha
 from __future__ import annotations
 
 import os
+import re
+import textwrap
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from zoo.errors import ZooError
 
@@ -35,7 +38,6 @@ def compose(config_name: str, overrides: list[str]) -> dict:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     if not (CONF_DIR / f"{config_name}.yaml").exists():
         raise ZooError(f"config {config_name}.yaml not found in {CONF_DIR}")
@@ -54,32 +56,6 @@ def compose(config_name: str, overrides: list[str]) -> dict:
 def group_options(group: str) -> list[str]:
     """The configs of one config group (``conf/<group>/*.yaml``), by name."""
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-def checked_overrides(argv: list[str], config_name: str, groups: tuple[str, ...]) -> list[str]:
-    """Hydra overrides of a Lightning-run app with one-line errors for a malformed argument or an unknown
-    group choice; any ``lightning.Trainer`` argument passes through (``+`` added when the config lacks it)."""
-    import inspect
-
-    import lightning as L
-
-    trainer_args = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
-    declared = set(OmegaConf.load(CONF_DIR / f"{config_name}.yaml").get("trainer", {}))
-    out = []
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        if not eq:
-            raise ZooError(f"bad argument {arg!r}: expected key=value")
-        if key in groups and value not in group_options(key):
-            raise ZooError(f"unknown {key} {value!r}; choose one of {group_options(key)}")
-        if key.startswith("trainer."):
-            name = key.split(".", 1)[1]
-            if name not in trainer_args:
-                raise ZooError(f"unknown Trainer argument {name!r} (from {key})")
-            if name not in declared:
-                arg = f"+{arg}"
-        out.append(arg)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- --help text
@@ -101,8 +77,6 @@ def config_doc(path: str | Path) -> tuple[str, list[tuple[str, str, str]]]:
 
     Comments on a key's line, the comment lines aligned under it, and comment lines just above a key all
     document that key; the ``defaults:`` list is left out (see :func:`config_groups`)."""
-    import re
-
     lines = Path(path).read_text().splitlines()
     head: list[str] = []
     keys: list[list] = []  # [dotted key, value, comment, comment column]
@@ -187,8 +161,6 @@ def config_groups(config_name: str) -> list[tuple[str, str]]:
 
 def doc_lines(left: str, text: str, width: int = 110, col: int = 34) -> list[str]:
     """``left`` and ``text`` as help lines: text wrapped in a column at ``col`` (on the next line if left is long)."""
-    import textwrap
-
     if not text:
         return [left]
     first = left.ljust(col - 1) + " " if len(left) < col - 1 else None

@@ -1,6 +1,9 @@
 """Process-wide allocator setting shared by the trainer and the landscape metrics."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+
 
 def retain_freed_memory(limit_bytes: int = 1 << 30) -> bool:
     """Ask glibc's malloc to reuse freed large blocks instead of unmapping them (process-wide setting).
@@ -9,9 +12,6 @@ def retain_freed_memory(limit_bytes: int = 1 << 30) -> bool:
     glibc returns each to the OS and the next call page-faults it back, which doubled the time of CNN
     HVPs here. Returns False where there is no glibc (the setting is an optimization only).
     """
-    import ctypes
-    import ctypes.util
-
     name = ctypes.util.find_library("c")
     if not name:
         return False

@@ -1,14 +1,18 @@
 """The Lightning Trainer every training run uses (``zoo train``, ``zoo fit``, KNOWN): configured from a run's
-``trainer:`` settings, quiet, logging CSV into the run folder, with one-line errors for bad arguments."""
+``trainer:`` settings, quiet, logging CSV into the run folder, with one-line errors for bad arguments; and the
+check of a Lightning-run command's overrides, which knows the Trainer's arguments."""
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any, Mapping
 
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger
+from omegaconf import OmegaConf
 
+from zoo.app.config import CONF_DIR, group_options
 from zoo.app.progress import lightning_progress
 from zoo.errors import ZooError
 
@@ -33,3 +37,25 @@ def make_trainer(settings: Mapping, out: Path, callbacks: list, progress: str | 
         return L.Trainer(**kwargs)
     except Exception as e:  # Lightning validates its own arguments (TypeError, ValueError, MisconfigurationException)
         raise ZooError(f"bad trainer settings: {' '.join(str(e).split())}") from None
+
+
+def checked_overrides(argv: list[str], config_name: str, groups: tuple[str, ...]) -> list[str]:
+    """Hydra overrides of a Lightning-run app with one-line errors for a malformed argument or an unknown
+    group choice; any ``lightning.Trainer`` argument passes through (``+`` added when the config lacks it)."""
+    trainer_args = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
+    declared = set(OmegaConf.load(CONF_DIR / f"{config_name}.yaml").get("trainer", {}))
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if not eq:
+            raise ZooError(f"bad argument {arg!r}: expected key=value")
+        if key in groups and value not in group_options(key):
+            raise ZooError(f"unknown {key} {value!r}; choose one of {group_options(key)}")
+        if key.startswith("trainer."):
+            name = key.split(".", 1)[1]
+            if name not in trainer_args:
+                raise ZooError(f"unknown Trainer argument {name!r} (from {key})")
+            if name not in declared:
+                arg = f"+{arg}"
+        out.append(arg)
+    return out

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 
-from zoo.app.args import ArgumentParser, parse
+from zoo.app.args import ArgumentParser, parse, set_threads
 from zoo.errors import ZooError
+from zoo.rebasin.align import align_zoo
+from zoo.store import open as open_zoo
+from zoo.store.lock import writing
 
 EPILOG = """reference auto: per (layout, dataset), the done model with the best final train accuracy
 (regression: lowest train loss), ties by lowest id: the test split is never used to choose. --checkpoint all matches every checkpoint to the
@@ -41,14 +44,7 @@ def main(argv: list[str]) -> int:
         return 0
     if args.restarts < 0 or args.max_iter < 1 or args.pairs < 0 or args.threads < 0:
         raise ZooError("--restarts, --pairs and --threads must be >= 0 and --max-iter >= 1")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    from zoo.store.lock import writing
-    from zoo.store.reader import open as open_zoo
-    from zoo.rebasin.align import align_zoo
-
+    set_threads(args.threads)
     with writing(args.path, "zoo align"):
         z = open_zoo(args.path)
         pending = int((z.models["status"] == "pending").sum())

@@ -7,7 +7,7 @@ import time
 from zoo.training.build import build
 from zoo.app.config import compose, help_text
 from zoo.errors import ZooError
-from zoo.store.reader import summarize
+from zoo.store import summarize
 
 USAGE = "usage: zoo build [GROUP=NAME] [KEY=VALUE ...]   (Hydra overrides of conf/build.yaml)"
 EXAMPLES = ["zoo build                       # recipe=default -> data/zoos/mlp-digits.zarr",

@@ -4,8 +4,8 @@ from __future__ import annotations
 from zoo.app.args import ArgumentParser, parse
 import json
 
-from zoo.store.reader import open as open_zoo
-from zoo.store.reader import summarize
+from zoo.store import open as open_zoo
+from zoo.store import summarize
 
 
 SHOWN_DATASETS = 4  # a zoo over hundreds of tasks names a few and counts the rest

@@ -12,9 +12,11 @@ from omegaconf import OmegaConf
 import argparse
 
 from zoo.app.args import ArgumentParser, parse
+from zoo.app.config import CONF_DIR, config_doc, doc_lines
 from zoo.errors import ZooError
 from zoo.landscape.compute import compute_landscape, landscape_cells, resolve_config
 from zoo.landscape.plot import phase_diagram
+from zoo.store import open as open_zoo
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -28,12 +30,6 @@ def parse_overrides(items: list[str]) -> dict:
         raise ZooError(f"bad override {items}: {' '.join(str(e).split())}") from None
 
 
-def _open(path: str):
-    from zoo.store import reader as store
-
-    return store.open(path)
-
-
 def _config(z, overrides: list[str]) -> dict:
     """Defaults, then the zoo's own recipe ``landscape:`` block (if it was built with one), then overrides."""
     recipe = dict((z.config.get("recipe") or {}).get("landscape") or {})
@@ -43,8 +39,6 @@ def _config(z, overrides: list[str]) -> dict:
 
 def _keys_epilog(cutoffs_only: bool = False) -> str:
     """Every key of conf/landscape/default.yaml with its default and comment (read from the file)."""
-    from zoo.app.config import CONF_DIR, config_doc, doc_lines
-
     _, keys = config_doc(CONF_DIR / "landscape" / "default.yaml")
     lines = ["keys of conf/landscape/default.yaml (defaults; the zoo recipe's landscape: block, then KEY=VALUE"
              " override them):"]
@@ -65,7 +59,7 @@ def main_landscape(argv: list[str]) -> int:
     if a is None:  # --help
         return 0
     resolve_config(parse_overrides(a.overrides))  # bad keys fail before the zoo is opened
-    z = _open(a.path)
+    z = open_zoo(a.path)
     cfg = _config(z, a.overrides)
     df = compute_landscape(z, cfg, progress=not a.quiet)
     counts = df["phase"].replace("", "unlabelled").value_counts().to_dict()
@@ -89,7 +83,7 @@ def main_phases(argv: list[str]) -> int:
     if a is None:  # --help
         return 0
     resolve_config(parse_overrides(a.overrides))
-    z = _open(a.path)
+    z = open_zoo(a.path)
     cfg = _config(z, a.overrides)
     cells, h_cut = landscape_cells(z, cfg)
     extra = {"zoo": z.path, "recipe": (z.config.get("recipe") or {}).get("name"), "hessian_threshold": h_cut}

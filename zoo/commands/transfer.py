@@ -1,16 +1,15 @@
-"""``zoo export ZOO DIR`` and ``zoo import DIR --out NEW.zarr``: the command-line face of :mod:`zoo.transfer`."""
+"""``zoo export ZOO DIR`` and ``zoo import DIR --out NEW.zarr``: the command-line face of :mod:`zoo.store.transfer`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from zoo.app.args import ArgumentParser, parse
 from zoo.errors import ZooError
+from zoo.store.transfer import export_zoo, import_zoo, parse_arch, read_json
 
 
 def main_export(argv: list[str]) -> int:
     """write a zoo as zoo.json + one safetensors file per model"""
-    from zoo.store.transfer import export_zoo
-
     usage = "zoo export ZOO DIR"
     parser = ArgumentParser(prog="zoo export", usage=usage, description="export a zoo: zoo.json + one safetensors file"
                      " per model (state dict at every checkpoint, metrics)")
@@ -29,7 +28,6 @@ def main_import(argv: list[str]) -> int:
     """read an export or the flat weights.npy format into a new zoo
 
     The flat format: weights.npy, layout.csv, metrics.csv."""
-    from zoo.store.transfer import import_zoo, parse_arch, read_json
 
     usage = ("zoo import DIR --out NEW.zarr [--overwrite] [--no-datasets]"
              " [--arch-file SPEC.json | --arch KEY=VALUE ...] [--epoch N] [--dataset NAME]"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from zoo.app.args import ArgumentParser, parse
-from zoo.store.reader import SCHEMA_VERSION
+from zoo.store import SCHEMA_VERSION
 from zoo.store.upgrade import upgrade
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from zoo.app.args import ArgumentParser, parse
-from zoo.store.reader import open as open_zoo
+from zoo.store import open as open_zoo
 from zoo.store.verify import repair, verify
 
 

@@ -27,6 +27,7 @@ from zoo.app.progress import Progress
 from zoo.landscape.functional import FunctionalNet, task_loss, task_loss_per_example
 from zoo.landscape.hessian import batched_hvp, hutchinson_trace, top_eigenvalue
 from zoo.landscape.phases import NOT_CELL, Cutoffs, label_models
+from zoo.store import Zoo, open_writer
 
 DEFAULTS = CONF_DIR / "landscape" / "default.yaml"  # the packaged configs: works from a wheel too
 COLUMNS = ["model_id", "train_loss", "train_acc", "test_loss", "test_acc", "generalization_gap", "hessian_trace",
@@ -138,31 +139,31 @@ def _chunks(seq: Sequence, size: int):
         yield seq[i:i + size]
 
 
-def compute_landscape(zoo, cfg: Mapping | None = None, progress: bool = False, write: bool = True) -> pd.DataFrame:
+def compute_landscape(z: Zoo, cfg: Mapping | None = None, progress: bool = False, write: bool = True) -> pd.DataFrame:
     """Landscape metrics and phase of every model of ``zoo`` (see module doc); written as table "landscape".
 
     Models that are pending or diverged get NaN metrics; cells are labelled from their trained members.
     ``df.attrs["timings"]`` holds seconds per metric family, ``df.attrs["cells"]`` the labelled cell table.
     """
     cfg = resolve_config(cfg)
-    if "seed" not in zoo.models.columns:
+    if "seed" not in z.models.columns:
         raise ZooError(f"zoo landscape needs a 'seed' column: a cell is the models that differ only in seed (this"
-                       f" zoo's columns: {', '.join(zoo.models.columns)})")
+                       f" zoo's columns: {', '.join(z.models.columns)})")
     if cfg["retain_memory"]:
         retain_freed_memory()
     threads = torch.get_num_threads()
     if cfg["threads"]:
         torch.set_num_threads(int(cfg["threads"]))
     try:
-        return _compute(zoo, cfg, progress, write)
+        return _compute(z, cfg, progress, write)
     finally:
         torch.set_num_threads(threads)
 
 
-def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
+def _compute(z: Zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
     cut = Cutoffs.from_mapping(cfg["phases"])
-    models = zoo.models
-    dataset = zoo.dataset()
+    models = z.models
+    dataset = z.dataset()
     kind = dataset.kind
     crit = task_loss(kind)
     crit_each = task_loss_per_example(kind)
@@ -172,7 +173,7 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
     x_a, y_a = dataset.X_train[flat_idx], dataset.y_train[flat_idx]
     # mc is read off loss profiles on the whole training set (or only the analysis batches)
     x_c, y_c = (dataset.X_train, dataset.y_train) if cfg["curve_eval"] == "train" else (x_a, y_a)
-    keys = cell_keys(models, zoo.metric_names)
+    keys = cell_keys(models, z.metric_names)
     timings = {"evaluate": 0.0, "hessian_trace": 0.0, "hessian_top_eigenvalue": 0.0, "mode_connectivity": 0.0,
                "cka": 0.0}
 
@@ -183,13 +184,13 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
     # one display over the trained models: half a model for its metrics, half for its cell's connectivity curves
     bar = Progress(len(done), "models", prefix="zoo landscape", enabled=progress)
     for key, group in done.groupby("layout", sort=True):
-        layout = zoo.layouts[key]
+        layout = z.layouts[key]
         net = FunctionalNet.from_layout(layout)
         loss = net.loss_fn(kind)
         hvp = batched_hvp(loss, in_dims=(0, None, None))
         ids_all = group["model_id"].astype(int).tolist()
         for ids in _chunks(ids_all, int(cfg["chunk"])):
-            weights = zoo.weights(ids, checkpoint=int(cfg["checkpoint"]))
+            weights = z.weights(ids, checkpoint=int(cfg["checkpoint"]))
             theta, bufs = net.split(weights)
             t0 = time.perf_counter()
             train = evaluate(layout, weights, dataset, "train")
@@ -239,8 +240,8 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
         for chunk in _chunks(pairs, int(cfg["chunk"])):
             a = [p[0] for p in chunk]
             b = [p[1] for p in chunk]
-            theta_a, _ = curve_net.split(zoo.weights(a, checkpoint=int(cfg["checkpoint"])))
-            theta_b, _ = curve_net.split(zoo.weights(b, checkpoint=int(cfg["checkpoint"])))
+            theta_a, _ = curve_net.split(z.weights(a, checkpoint=int(cfg["checkpoint"])))
+            theta_b, _ = curve_net.split(z.weights(b, checkpoint=int(cfg["checkpoint"])))
             g = model_generators(seed + 3, a, b)
             res = mode_connectivity(curve_loss, theta_a, theta_b, dataset.X_train, dataset.y_train, x_c, y_c,
                                     k=int(cfg["curve_points"]), steps=int(cfg["bezier_steps"]),
@@ -284,10 +285,11 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
     merged["phase"] = phase
     result = merged[cols].copy()
     if write:
-        zoo.write_table("landscape", result)
-        zoo.write_table("landscape_batches", pd.DataFrame({
+        writer = open_writer(z.path)
+        writer.write_table("landscape", result)
+        writer.write_table("landscape_batches", pd.DataFrame({
             "batch": np.repeat(np.arange(idx.shape[0]), idx.shape[1]), "index": flat_idx.numpy()}))
-        zoo.write_table("landscape_pairs", pairs_table)
+        writer.write_table("landscape_pairs", pairs_table)
     result.attrs["timings"] = timings
     result.attrs["cells"] = cells
     result.attrs["config"] = cfg
@@ -295,19 +297,19 @@ def _compute(zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
     return result
 
 
-def landscape_cells(zoo, cfg: Mapping | None = None) -> tuple[pd.DataFrame, float]:
+def landscape_cells(z: Zoo, cfg: Mapping | None = None) -> tuple[pd.DataFrame, float]:
     """Labelled cell table of a zoo from its stored landscape table, with the cut-offs of ``cfg``.
 
     Returns (cells, Hessian threshold used). Cut-offs can change here without recomputing any metric.
     """
     cfg = resolve_config(cfg)
     cut = Cutoffs.from_mapping(cfg["phases"])
-    table = zoo.landscape
+    table = z.landscape
     if table is None:
-        raise ZooError(f"zoo {zoo.path!r} has no landscape metrics yet: run `zoo landscape {zoo.path}` first")
-    models = zoo.models
-    keys = cell_keys(models, zoo.metric_names)
+        raise ZooError(f"zoo {z.path!r} has no landscape metrics yet: run `zoo landscape {z.path}` first")
+    models = z.models
+    keys = cell_keys(models, z.metric_names)
     merged = models[["model_id", *keys, "seed"]].merge(table.drop(columns=["phase"], errors="ignore"), on="model_id",
                                                           how="left")
-    _, cells = label_models(merged, keys, cut, zoo.table("landscape_pairs"))
+    _, cells = label_models(merged, keys, cut, z.table("landscape_pairs"))
     return cells, float(cells.attrs.get("hessian_threshold", float("nan")))

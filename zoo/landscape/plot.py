@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Mapping
 
@@ -170,8 +171,6 @@ def phase_diagram(cells: pd.DataFrame, out_dir: str | Path, cutoffs: Mapping, ex
                 title = "phase (hatched, '?': marginal)"
             head = title if not others else f"{title}\n" + ", ".join(f"{k}={v}" for k, v in zip(others, combo))
             ax.set_title(head, fontsize=8)
-    import textwrap
-
     _phase_legend(fig, {str(v) for v in cells["phase"]},
                   "marginal" in cells.columns and bool(cells["marginal"].astype(bool).any()))
     cut_txt = ", ".join(f"{k}={v}" for k, v in cutoffs.items())

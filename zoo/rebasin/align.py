@@ -31,6 +31,7 @@ from zoo.rebasin.apply import permute_flat
 from zoo.rebasin.matching import MatchResult, match_population
 from zoo.rebasin.report import batched_l2, batched_singular_agreement, loss_barriers
 from zoo.rebasin.spec import spec_for_layout
+from zoo.store import Zoo, open_writer
 
 MAX_EVAL_SAMPLES = 2048  # training samples used for barrier losses and BN statistics
 CHUNK_MODELS = 512  # models read, aligned and written at a time
@@ -70,12 +71,12 @@ def _parse_checkpoint(checkpoint: Any, n_ckpt: int) -> list[int]:
     return [c % n_ckpt]
 
 
-def align_zoo(z, reference: int | str = "auto", checkpoint: Any = "all", *, trajectory: bool = False,
+def align_zoo(z: Zoo, reference: int | str = "auto", checkpoint: Any = "all", *, trajectory: bool = False,
               diverged: str = "skip", seed: int = 0, restarts: int = 0, max_iter: int = 100, pairs: int = 8,
               barrier_steps: int = 11, write: bool = True, progress: bool = False) -> tuple[pd.DataFrame, dict]:
     """Align every done model of ``z`` (a ``zoo.Zoo``) to its group's reference; returns (table, summary).
 
-    Writes canonical weights with ``z.write_canonical`` and the tables ``alignment`` (one row per model)
+    Writes canonical weights (``ZooWriter.write_canonical``) and the tables ``alignment`` (one row per model)
     and ``alignment_summary`` (one row per group) unless ``write=False``. ``progress``: a display over
     model checkpoints matched (zoo.progress).
     """
@@ -96,6 +97,7 @@ def align_zoo(z, reference: int | str = "auto", checkpoint: Any = "all", *, traj
     rows, groups = [], []
     kept = (models["status"] == "done") | ((models["status"] == "diverged") & (models["last_checkpoint"] >= 0)
                                            & (diverged == "finite"))
+    writer = open_writer(z.path) if write else None
     bar = Progress(int(kept.sum()) * len(ckpts), "model checkpoints matched", prefix="zoo align", enabled=progress)
     for (key, dataset), df in models.groupby(["layout", "dataset"], sort=True):
         keep = df["status"] == "done"
@@ -109,7 +111,7 @@ def align_zoo(z, reference: int | str = "auto", checkpoint: Any = "all", *, traj
             choose_reference(df)
         t0 = time.perf_counter()
         table, info = _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restarts, max_iter,
-                                   pairs, barrier_steps, write, bar)
+                                   pairs, barrier_steps, writer, bar)
         info.update(layout=key, dataset=dataset, seconds=time.perf_counter() - t0,
                     skipped_diverged=int(((df["status"] == "diverged") & ~keep).sum()))
         rows.append(table)
@@ -122,13 +124,13 @@ def align_zoo(z, reference: int | str = "auto", checkpoint: Any = "all", *, traj
                "trajectory": bool(trajectory), "diverged": diverged, "seed": seed, "restarts": restarts,
                "reference_rule": "explicit" if reference != "auto" else f"auto: {REFERENCE_RULE}",
                "groups": groups}
-    if write:
-        z.write_table("alignment", table)
-        z.write_table("alignment_summary", pd.DataFrame(groups))
+    if writer is not None:
+        writer.write_table("alignment", table)
+        writer.write_table("alignment_summary", pd.DataFrame(groups))
     return table, summary
 
 
-def _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restarts, max_iter, pairs, steps, write,
+def _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restarts, max_iter, pairs, steps, writer,
                  bar: Progress | None = None):
     """Align one (layout, dataset) group chunk by chunk of models, so memory stays bounded on big zoos."""
     layout = z.layouts[key]
@@ -149,7 +151,7 @@ def _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restart
     for lo in range(0, len(ids), CHUNK_MODELS):
         part = list(range(lo, min(lo + CHUNK_MODELS, len(ids))))
         tables.append(_align_chunk(z, spec, layout, [ids[i] for i in part], last[part], R, ckpts, trajectory,
-                                   seed, restarts, max_iter, write, [i - lo for i in part if i in sample], eval_data,
+                                   seed, restarts, max_iter, writer, [i - lo for i in part if i in sample], eval_data,
                                    bar))
     table = pd.concat(tables, ignore_index=True)
     table.insert(1, "layout", key)
@@ -164,7 +166,7 @@ def _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restart
     return table, info
 
 
-def _align_chunk(z, spec, layout, ids, last, R, ckpts, trajectory, seed, restarts, max_iter, write, sample, data,
+def _align_chunk(z, spec, layout, ids, last, R, ckpts, trajectory, seed, restarts, max_iter, writer, sample, data,
                  bar: Progress | None = None):
     W = z.weights(ids, checkpoint=None)  # [n, C, P], NaN after a divergence
     out = W.clone()
@@ -192,11 +194,11 @@ def _align_chunk(z, spec, layout, ids, last, R, ckpts, trajectory, seed, restart
             out[ok, c] = permute_flat(spec, layout, W[ok, c], res.perms)
             if bar is not None:
                 bar.update(len(ids))
-    if write:
+    if writer is not None:
         if trajectory or len(ckpts) == n_ckpt:
-            z.write_canonical(ids, out)
+            writer.write_canonical(ids, out)
         else:
-            z.write_canonical(ids, out[:, ckpts[0]], checkpoint=ckpts[0])
+            writer.write_canonical(ids, out[:, ckpts[0]], checkpoint=ckpts[0])
     return _report(spec, layout, ids, ckpts[-1], W, out, R, last, passes, sample, data)
 
 

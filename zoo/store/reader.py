@@ -1,11 +1,11 @@
 """The zoo store: one Zarr v3 group per zoo, readable without touching weights it does not need.
 
-Layout of the group (schema version 2; written only through :mod:`zoo.writer`):
+Layout of the group (schema version 2; written only through :mod:`zoo.store.writer`):
   attrs["wszoo"]                 schema version, checkpoint epochs, metric names, layouts (parameter names,
                                  shapes, offsets, dtypes, architecture spec, model count), datasets
                                  (fingerprint and split seed), block size, and the producer's provenance
                                  (a build's resolved config and its hash, package versions, ...)
-  models/<column>  [N]           the models table, one array per column (see zoo.columns): any columns,
+  models/<column>  [N]           the models table, one array per column (see zoo.store.columns): any columns,
                                  always model_id, layout and row (the model's position within its layout)
   layouts/<key>/state    int32 [n, 2]      (status, last finite checkpoint) per model: its commit marker
   layouts/<key>/metrics  float64 [n, C, K] metric_names per model and checkpoint
@@ -18,10 +18,9 @@ crc32c checksum: a missing or corrupt chunk of a committed model is an error, ne
 """
 from __future__ import annotations
 
-import json
 import os
 from functools import cached_property
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,111 +28,20 @@ import torch
 import zarr
 from torch import nn
 
-from zoo.store.columns import read_table
+from zoo.datasets import Dataset, load_dataset
 from zoo.errors import ZooError
 from zoo.store.fastread import read_checkpoint_rows, read_whole
 from zoo.layout import Layout
-
-SCHEMA_VERSION = 2
-STATUS = ("pending", "done", "diverged")
-PENDING, DONE, DIVERGED = 0, 1, 2
-CLASSIFICATION_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
-REGRESSION_METRICS = ("train_loss", "test_loss", "train_r2", "test_r2")
-
-
-def _is_url(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
-
-
-def location(path: str) -> tuple[Any, str]:
-    """(fsspec filesystem, root) for a local path, a file:// URL or any fsspec URL."""
-    import fsspec
-
-    return fsspec.core.url_to_fs(str(path))
-
-
-def store_for(path: str, read_only: bool) -> Any:
-    """A zarr store: LocalStore on local disk (the fast read path relies on it), FsspecStore elsewhere."""
-    path = str(path)
-    if _is_url(path):
-        return zarr.storage.FsspecStore.from_url(path, read_only=read_only)
-    return zarr.storage.LocalStore(path.removeprefix("file://"), read_only=read_only)
-
-
-def _exists(path: str) -> bool:
-    """Whether a zarr group is present at path (local or fsspec)."""
-    fs, root = location(path)
-    return fs.exists(root.rstrip("/") + "/zarr.json")
-
-
-def path_exists(path: str) -> bool:
-    fs, root = location(path)
-    return fs.exists(root)
-
-
-def remove(path: str) -> None:
-    """Delete whatever is at ``path`` (a store being replaced)."""
-    fs, root = location(path)
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
-
-
-def existing_meta(path: str) -> dict | None:
-    """The wszoo attributes of what is at ``path`` (None if nothing is there); refuse foreign content."""
-    fs, root = location(path)
-    if not fs.exists(root):
-        return None
-    if not _exists(path):
-        if fs.isdir(root) and not fs.ls(root):
-            return None
-        raise ZooError(f"{path!r} exists and is not a zoo; choose another path or remove it")
-    try:
-        group = zarr.open_group(store=store_for(path, read_only=True), mode="r")
-        meta = group.attrs.get("wszoo")
-    except Exception as e:
-        raise ZooError(f"{path!r} holds a corrupt Zarr group ({e.__class__.__name__}: {e}); remove it") from None
-    if not isinstance(meta, Mapping):
-        raise ZooError(f"{path!r} is a Zarr group but not a zoo; choose another path or remove it")
-    return dict(meta)
-
-
-def open_group(path: str, mode: str = "r") -> zarr.Group:
-    """Open the zoo's root group; ZooError when nothing or something else is there."""
-    if not path_exists(path):
-        raise ZooError(f"no zoo at {path!r}: the path does not exist")
-    if not _exists(path):
-        raise ZooError(f"{path!r} is not a zoo: it has no zarr.json (is it the right folder?)")
-    try:
-        group = zarr.open_group(store=store_for(path, read_only=(mode == "r")), mode="r" if mode == "r" else "r+")
-    except Exception as e:  # corrupt metadata, a zarr v2 array, ...
-        raise ZooError(f"{path!r} is not a readable zoo ({e.__class__.__name__}: {e})") from None
-    meta = group.attrs.get("wszoo")
-    if not isinstance(meta, Mapping):
-        raise ZooError(f"{path!r} is a Zarr group but not a wszoo zoo (no 'wszoo' attributes)")
-    version = meta.get("schema_version")
-    if version == 1:
-        raise ZooError(f"{path!r} was written by an older wszoo (schema 1): convert it with `zoo upgrade {path}`")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise ZooError(f"{path!r} has zoo schema version {version}; this wszoo reads up to {SCHEMA_VERSION}:"
-                       " upgrade wszoo")
-    return group
-
-
-def read_models_table(group: zarr.Group, where: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """The models table (or some of its columns) of an open zoo group."""
-    try:
-        models = group["models"]
-    except KeyError:
-        raise ZooError(f"zoo {where!r} has no models table") from None
-    return read_table(models, where, columns)
+from zoo.store._group import PENDING, STATUS, open_group, read_models_table
 
 
 class Zoo:
-    """Read (and annotate) a zoo. Construct with :func:`zoo.open`."""
+    """Read a zoo (never writes: every write goes through :class:`zoo.store.writer.ZooWriter`). Construct with
+    :func:`zoo.open`."""
 
-    def __init__(self, path: str, mode: str = "r"):
+    def __init__(self, path: str):
         self.path = str(path)
-        self._group = open_group(self.path, mode)
+        self._group = open_group(self.path, "r")
         self._meta = dict(self._group.attrs["wszoo"])
         if not self._meta.get("initialized", False):
             raise ZooError(f"{self.path!r} is a zoo whose creation was interrupted; run the build again")
@@ -244,13 +152,11 @@ class Zoo:
         """Names (or .npz paths) of the datasets this zoo's models were trained or evaluated on."""
         return list(self._meta.get("datasets") or {})
 
-    def dataset(self, name: str | None = None):
+    def dataset(self, name: str | None = None) -> Dataset:
         """The dataset (train/test tensors) the zoo was trained on; checks the stored fingerprint.
 
         A zoo over several datasets (``recipe.datasets``) needs ``name``: the models table's ``dataset`` column
         says which one each model was trained on."""
-        from zoo.datasets import load_dataset
-
         datasets = self._meta.get("datasets") or {}
         if not datasets:
             raise ZooError(f"zoo {self.path!r} records no dataset")
@@ -381,41 +287,7 @@ class Zoo:
         module.load_state_dict(self.state_dict(model_id, checkpoint, canonical))
         return module.eval()
 
-    # ------------------------------------------------------------------ annotations written after the build
-    def _writable(self) -> zarr.Group:
-        if self._group.read_only:
-            self._group = open_group(self.path, mode="r+")
-        return self._group
-
-    def write_canonical(self, model_ids: Sequence[int], weights: torch.Tensor, checkpoint: int | None = None) -> None:
-        """Store re-based weights beside the raw ones: [n, C, P] for all checkpoints or [n, P] at one."""
-        from zoo.store.writer import create_weights_array, write_rows
-
-        ids = [int(i) for i in model_ids]
-        keys = {self._row(i)[0] for i in ids}
-        if len(keys) != 1:
-            raise ZooError(f"write_canonical takes models of one layout, got {sorted(keys)}")
-        key = keys.pop()
-        raw = self._group[f"layouts/{key}/weights"]
-        group = self._writable()
-        name = f"layouts/{key}/canonical"
-        if name not in group:
-            create_weights_array(group.require_group(f"layouts/{key}"), "canonical", *raw.shape, self.block_size)
-        array = group[name]
-        rows = np.asarray([self._row(i)[1] for i in ids], dtype=np.int64)
-        w = weights.detach().to(torch.float32).numpy()
-        expected = (len(ids), raw.shape[2]) if checkpoint is not None else (len(ids), raw.shape[1], raw.shape[2])
-        if w.shape != expected:
-            raise ZooError(f"canonical weights have shape {w.shape}, expected {expected}")
-        write_rows(array, rows, w, self.block_size, checkpoint)
-
-    def write_table(self, name: str, df: pd.DataFrame) -> None:
-        """Store a small table (e.g. landscape metrics per model) inside the zoo, replacing any old one."""
-        group = self._writable()
-        payload = json.loads(df.to_json(orient="split", index=False))
-        tables = group.require_group("tables")
-        tables.require_group(name).attrs["table"] = payload
-
+    # ------------------------------------------------------------------ tables written after the build (ZooWriter.write_table)
     def table(self, name: str) -> pd.DataFrame | None:
         """A table written by :meth:`write_table`, or None if the zoo has none of that name."""
         try:

@@ -32,18 +32,21 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
+from zoo.arch import arch_spec, build_model
+from zoo.datasets import load_dataset
 from zoo.errors import ZooError
 from zoo.layout import Layout, layout_of
+from zoo.store._group import existing_meta
+from zoo.store.reader import Zoo
+from zoo.store.reader import open as open_zoo
 from zoo.store.writer import RESERVED as STORE_KEYS  # attributes the writer sets itself; everything else is provenance
-
-if TYPE_CHECKING:
-    from zoo.store.reader import Zoo
+from zoo.store.writer import create
 
 FORMAT = "wszoo-export"
 FORMAT_VERSION = 1
@@ -132,9 +135,6 @@ def export_zoo(source: "Zoo | str | os.PathLike", out_dir: str | Path) -> Path:
     """
     from safetensors.torch import save_file
 
-    from zoo.store.reader import Zoo
-    from zoo.store.reader import open as open_zoo
-
     z = source if isinstance(source, Zoo) else open_zoo(str(source))
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -208,7 +208,7 @@ def _model_tensors(layout: Layout, trajectory: torch.Tensor, last: int, model_id
 # ---------------------------------------------------------------------------------------------- import
 def import_zoo(src_dir: str | Path, out: str, arch: Mapping | None = None, epoch: int = 0,
                metric_names: Sequence[str] | None = None, dataset: str | None = None, datasets: bool = True,
-               overwrite: bool = False) -> "Zoo":
+               overwrite: bool = False) -> Zoo:
     """Import a folder into a new zoo at ``out``: an export (``zoo.json``) or the flat format (``weights.npy``).
 
     ``arch``, ``epoch``, ``metric_names`` and ``dataset`` apply to the flat format only (see the module
@@ -227,8 +227,6 @@ def import_zoo(src_dir: str | Path, out: str, arch: Mapping | None = None, epoch
 
 def check_destination(out: str, overwrite: bool) -> None:
     """Refuse to import over an existing zoo (or foreign files) before any work is done."""
-    from zoo.store.reader import existing_meta
-
     if existing_meta(str(out)) is not None and not overwrite:
         raise ZooError(f"{str(out)!r} already holds a zoo; pass --overwrite (overwrite=True) to replace it")
 
@@ -243,8 +241,6 @@ def read_json(path: Path) -> Any:
 
 def _load_datasets(records: Mapping, where: str) -> list:
     """The datasets an export records, reloaded and checked against their fingerprints."""
-    from zoo.datasets import load_dataset
-
     out = []
     for name, record in records.items():
         try:
@@ -259,11 +255,9 @@ def _load_datasets(records: Mapping, where: str) -> list:
     return out
 
 
-def import_export(src_dir: str | Path, out: str, datasets: bool = True, overwrite: bool = False) -> "Zoo":
+def import_export(src_dir: str | Path, out: str, datasets: bool = True, overwrite: bool = False) -> Zoo:
     """Read a ``zoo export`` folder back into a new zoo, bit for bit, through the writer API."""
     from safetensors import SafetensorError, safe_open
-
-    from zoo.store.writer import create
 
     src = Path(src_dir)
     check_destination(out, overwrite)
@@ -324,9 +318,8 @@ def import_export(src_dir: str | Path, out: str, datasets: bool = True, overwrit
                     raise ZooError(f"cannot read {str(path)!r} ({e.__class__.__name__}: {e})") from None
             w.write(batch, weights, metrics, status=[str(status[i]) for i in batch],
                     last_checkpoint=[int(last[i]) for i in batch])
-    z = w.zoo()
     for name, payload in tables.items():
-        z.write_table(str(name), decode_table(payload, f"{where} table {name!r}"))
+        w.write_table(str(name), decode_table(payload, f"{where} table {name!r}"))
     return w.zoo()
 
 
@@ -383,8 +376,6 @@ def _read_model(f, layout: Layout, last: int, c: int, k: int, path: Path) -> tup
 # ---------------------------------------------------------------------------------------------- flat format
 def parse_arch(arguments: Sequence[str]) -> dict:
     """``["name=mlp", "input_shape=1,8,8", "width=16", ...]`` -> the spec of ``zoo.arch.arch_spec``."""
-    from zoo.arch import arch_spec
-
     kwargs: dict[str, Any] = {}
     for item in arguments:
         key, sep, value = item.partition("=")
@@ -488,17 +479,13 @@ def load_flat_weights(path: Path) -> np.ndarray:
 
 def import_flat(src_dir: str | Path, out: str, arch: Mapping | None = None, epoch: int = 0,
                 metric_names: Sequence[str] | None = None, dataset: str | None = None,
-                overwrite: bool = False) -> "Zoo":
+                overwrite: bool = False) -> Zoo:
     """Import the flat format (weights.npy, layout.csv, metrics.csv) of one architecture into a new zoo.
 
     The weights are the zoo's one checkpoint, recorded at ``epoch``; models with non-finite weights are
     imported as diverged (no valid checkpoint). ``dataset`` (a ``load_dataset`` name or .npz path) records
     the data the models were trained on, so ``Zoo.dataset()``, evaluation and landscape work on the import.
     """
-    from zoo.arch import build_model
-    from zoo.datasets import load_dataset
-    from zoo.store.writer import create
-
     src = Path(src_dir)
     check_destination(out, overwrite)
     spec = _flat_arch(src, arch)

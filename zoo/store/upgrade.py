@@ -14,7 +14,9 @@ import pandas as pd
 import torch
 import zarr
 
-from zoo.store import reader as zstore
+from zoo.store._group import DIVERGED, PENDING, location, path_exists, store_for
+from zoo.store.reader import Zoo
+from zoo.store.reader import open as open_zoo
 from zoo.datasets import load_dataset
 from zoo.errors import ZooError
 from zoo.layout import Layout
@@ -22,10 +24,10 @@ from zoo.store.writer import create
 
 
 def _read_v1(path: str) -> tuple[zarr.Group, dict]:
-    if not zstore.path_exists(path):
+    if not path_exists(path):
         raise ZooError(f"no zoo at {path!r}: the path does not exist")
     try:
-        group = zarr.open_group(store=zstore.store_for(path, read_only=True), mode="r")
+        group = zarr.open_group(store=store_for(path, read_only=True), mode="r")
         meta = dict(group.attrs["wszoo"])
     except Exception as e:
         raise ZooError(f"{path!r} is not a readable zoo ({e.__class__.__name__}: {e})") from None
@@ -47,7 +49,7 @@ def _datasets(meta: Mapping) -> list:
     return out
 
 
-def upgrade(path: str) -> "zstore.Zoo":
+def upgrade(path: str) -> Zoo:
     """Convert the schema-1 zoo at ``path`` in place (the old store is kept as ``path + '.schema1'``)."""
     path = str(path).rstrip("/")
     group, meta = _read_v1(path)
@@ -56,31 +58,29 @@ def upgrade(path: str) -> "zstore.Zoo":
     attrs = {k: meta[k] for k in ("config", "config_hash", "versions") if k in meta}
     attrs["producer"] = "zoo upgrade (from schema 1)"
     tmp, old = path + ".upgrading", path + ".schema1"
-    if zstore.path_exists(old):
+    if path_exists(old):
         raise ZooError(f"{old!r} exists (an earlier upgrade's backup); move it away first")
     writer = create(tmp, models, layouts, meta["checkpoint_epochs"], meta["metric_names"], attrs=attrs,
                     datasets=_datasets(meta), overwrite=True)
     state = np.asarray(group["models/state"][:])
     metrics = np.asarray(group["metrics/values"][:])
     for key in layouts:
-        ids = models.index[(models["layout"] == key) & (state[:, 0] != zstore.PENDING)].to_numpy()
+        ids = models.index[(models["layout"] == key) & (state[:, 0] != PENDING)].to_numpy()
         rows = models.loc[ids, "row"].to_numpy()
         for lo in range(0, len(ids), writer.block_size):
             sel, r = ids[lo:lo + writer.block_size], rows[lo:lo + writer.block_size]
             weights = np.asarray(group[f"layouts/{key}/weights"].oindex[r, :, :])
-            codes = ["diverged" if s == zstore.DIVERGED else "done" for s in state[sel, 0]]
+            codes = ["diverged" if s == DIVERGED else "done" for s in state[sel, 0]]
             writer.write(sel.tolist(), weights, metrics[sel], status=codes, last_checkpoint=state[sel, 1].tolist())
-    z = writer.zoo()
     for key in layouts:
         if f"layouts/{key}/canonical" in group:
             ids = models.index[models["layout"] == key].to_numpy()
             canonical = np.asarray(group[f"layouts/{key}/canonical"].oindex[models.loc[ids, "row"].to_numpy(), :, :])
-            z.write_canonical(ids.tolist(), torch.from_numpy(canonical))
+            writer.write_canonical(ids.tolist(), torch.from_numpy(canonical))
     if "tables" in group:
         for name in group["tables"].group_keys():
-            table = z._writable().require_group("tables").require_group(name)
-            table.attrs["table"] = dict(group[f"tables/{name}"].attrs["table"])
-    fs, root = zstore.location(path)
-    fs.mv(root, zstore.location(old)[1], recursive=True)
-    fs.mv(zstore.location(tmp)[1], root, recursive=True)
-    return zstore.open(path)
+            writer.write_table_json(name, group[f"tables/{name}"].attrs["table"])
+    fs, root = location(path)
+    fs.mv(root, location(old)[1], recursive=True)
+    fs.mv(location(tmp)[1], root, recursive=True)
+    return open_zoo(path)

@@ -1,6 +1,6 @@
 """``zoo verify PATH [--repair]``: check every committed model's stored data; optionally mark damage for rebuild.
 
-Each block of a layout (see zoo.writer) is checked as a whole: its state chunk, its metrics chunk (which
+Each block of a layout (see zoo.store.writer) is checked as a whole: its state chunk, its metrics chunk (which
 the writer always writes, so a missing one is damage) and every committed model's weights at every
 checkpoint it is committed for (checksums verified on read; NaN where data was committed is damage).
 ``--repair`` deletes the damaged block's weights shard and metrics chunk and marks its models pending, so
@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from zoo.store import reader as zstore
+from zoo.store._group import PENDING, location
+from zoo.store.reader import Zoo
+from zoo.store.writer import open_writer
 
 
 @dataclass
@@ -26,12 +28,12 @@ class BlockReport:
     problems: list[str] = field(default_factory=list)
 
 
-def _chunk_exists(z: "zstore.Zoo", array: str, block: int, ndim: int) -> bool:
-    fs, root = zstore.location(z.path)
+def _chunk_exists(z: Zoo, array: str, block: int, ndim: int) -> bool:
+    fs, root = location(z.path)
     return fs.exists("/".join([root.rstrip("/"), array, "c", str(block), *("0" * (ndim - 1))]))
 
 
-def _check_block(z: "zstore.Zoo", key: str, block: int) -> list[str]:
+def _check_block(z: Zoo, key: str, block: int) -> list[str]:
     """Problems of one block, read through zarr (every checksum verified)."""
     lo, hi = block * z.block_size, (block + 1) * z.block_size  # zarr clips the last block
     problems: list[str] = []
@@ -39,7 +41,7 @@ def _check_block(z: "zstore.Zoo", key: str, block: int) -> list[str]:
         state = np.asarray(z._group[f"layouts/{key}/state"][lo:hi])
     except Exception as e:
         return [f"state chunk unreadable ({e.__class__.__name__})"]
-    committed = state[:, 0] != zstore.PENDING
+    committed = state[:, 0] != PENDING
     # a block with nothing committed may still hold chunks of an interrupted write: they must read back too,
     # since resuming rewrites them (read-modify-write) and the models table reads every metrics chunk
     if committed.any() and not _chunk_exists(z, f"layouts/{key}/metrics", block, 3):
@@ -60,7 +62,7 @@ def _check_block(z: "zstore.Zoo", key: str, block: int) -> list[str]:
     return problems
 
 
-def verify(z: "zstore.Zoo") -> list[BlockReport]:
+def verify(z: Zoo) -> list[BlockReport]:
     """Every damaged block of the zoo (empty when all committed data reads back intact)."""
     keys, rows = z._where
     reports = []
@@ -76,19 +78,7 @@ def verify(z: "zstore.Zoo") -> list[BlockReport]:
     return reports
 
 
-def repair(z: "zstore.Zoo", reports: list[BlockReport]) -> int:
+def repair(z: Zoo, reports: list[BlockReport]) -> int:
     """Delete each damaged block's weights shard and metrics chunk and mark its models pending; returns models reset."""
-    fs, root = zstore.location(z.path)
-    group = z._writable()
-    reset = 0
-    for r in reports:
-        for array, ndim in (("weights", 3), ("metrics", 3), ("canonical", 3)):
-            chunk = "/".join([root.rstrip("/"), "layouts", r.layout, array, "c", str(r.block), *("0" * (ndim - 1))])
-            if fs.exists(chunk):
-                fs.rm(chunk)
-        lo = r.block * z.block_size
-        state = group[f"layouts/{r.layout}/state"]
-        hi = min(lo + z.block_size, state.shape[0])
-        state[lo:hi] = np.zeros((hi - lo, 2), dtype=np.int32)  # pending: rewritten last, the block's new marker
-        reset += len(r.model_ids)
-    return reset
+    writer = open_writer(z.path)
+    return sum(len(writer.mark_pending(r.layout, r.block)) for r in reports)

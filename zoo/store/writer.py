@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import json
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -22,7 +23,9 @@ import torch
 import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec
 
-from zoo.store import reader as zstore
+from zoo.store import _group
+from zoo.store.reader import Zoo
+from zoo.store.reader import open as open_zoo
 from zoo.store.columns import json_safe, write_table
 from zoo.datasets import Dataset
 from zoo.errors import ZooError
@@ -31,7 +34,7 @@ from zoo.layout import Layout
 DEFAULT_BLOCK_SIZE = 256
 RESERVED = ("schema_version", "initialized", "num_models", "block_size", "checkpoint_epochs", "metric_names",
             "layouts", "datasets")
-STATUS_CODES = {"done": zstore.DONE, "diverged": zstore.DIVERGED, "pending": zstore.PENDING}
+STATUS_CODES = {"done": _group.DONE, "diverged": _group.DIVERGED, "pending": _group.PENDING}
 
 
 def _table_with_rows(models: pd.DataFrame, layouts: Mapping[str, Layout]) -> pd.DataFrame:
@@ -88,18 +91,18 @@ def create(path: str, models: pd.DataFrame, layouts: Mapping[str, Layout], check
         df["dataset"] = names[0]
     if "dataset" in df and names and not set(df["dataset"]) <= set(names):
         raise ZooError(f"models table names datasets {sorted(set(df['dataset']) - set(names))} not given in datasets=")
-    existing = zstore.existing_meta(path)
+    existing = _group.existing_meta(path)
     if existing is not None and existing.get("initialized") and not overwrite:
         raise ZooError(f"{path!r} already holds a zoo; replace it explicitly (overwrite=True, or --overwrite on the CLI)")
-    if existing is not None or zstore.path_exists(path):
-        zstore.remove(path)
+    if existing is not None or _group.path_exists(path):
+        _group.remove(path)
     meta = {**json_safe(dict(attrs or {})),
-            "schema_version": zstore.SCHEMA_VERSION, "initialized": False, "num_models": len(df),
+            "schema_version": _group.SCHEMA_VERSION, "initialized": False, "num_models": len(df),
             "block_size": int(block_size), "checkpoint_epochs": checkpoints, "metric_names": metric_names,
             "layouts": {k: {**v.to_json(), "models": int((df["layout"] == k).sum())} for k, v in layouts.items()},
             "datasets": {d.source or d.name: {"fingerprint": d.fingerprint, "seed": int(d.seed), "kind": d.kind,
                                                "num_outputs": int(d.num_outputs)} for d in datasets}}
-    group = zarr.create_group(store=zstore.store_for(path, read_only=False), attributes={"wszoo": meta},
+    group = zarr.create_group(store=_group.store_for(path, read_only=False), attributes={"wszoo": meta},
                               overwrite=True)
     write_table(group.require_group("models"), df)
     c, k, b = len(checkpoints), len(metric_names), int(block_size)
@@ -149,11 +152,11 @@ class ZooWriter:
 
     def __init__(self, path: str):
         self.path = str(path)
-        self._group = zstore.open_group(self.path, mode="r+")
+        self._group = _group.open_group(self.path, mode="r+")
         self._meta = dict(self._group.attrs["wszoo"])
         if not self._meta.get("initialized"):
             raise ZooError(f"{self.path!r} is a zoo whose creation was interrupted; create it again")
-        table = zstore.read_models_table(self._group, self.path, columns=("layout", "row"))
+        table = _group.read_models_table(self._group, self.path, columns=("layout", "row"))
         self._layout_of = table["layout"].to_numpy()
         self._row_of = table["row"].to_numpy().astype(np.int64)
         self.block_size = int(self._meta["block_size"])
@@ -202,7 +205,7 @@ class ZooWriter:
         codes = np.asarray([STATUS_CODES[s] for s in statuses], dtype=np.int32)
         finite = np.isfinite(w).all(axis=2)  # [n, C]
         if last_checkpoint is None:
-            last = np.where(codes == zstore.DONE, c - 1, _last_true_prefix(finite))
+            last = np.where(codes == _group.DONE, c - 1, _last_true_prefix(finite))
         else:
             last = np.asarray([int(x) for x in last_checkpoint], dtype=np.int64)
             if last.shape != (n,) or (last < -1).any() or (last >= c).any():
@@ -220,9 +223,48 @@ class ZooWriter:
             write_rows(group[f"layouts/{key}/state"], rows, np.stack([codes, last.astype(np.int32)], axis=1),
                        self.block_size)  # commit marker, last
 
-    def zoo(self) -> "zstore.Zoo":
+    def write_canonical(self, model_ids: Sequence[int], weights: torch.Tensor, checkpoint: int | None = None) -> None:
+        """Store re-based weights beside the raw ones: [n, C, P] for all checkpoints or [n, P] at one."""
+        key, rows = self.rows(model_ids)
+        raw = self._group[f"layouts/{key}/weights"]
+        name = f"layouts/{key}/canonical"
+        if name not in self._group:
+            create_weights_array(self._group.require_group(f"layouts/{key}"), "canonical", *raw.shape, self.block_size)
+        w = weights.detach().to(torch.float32).numpy()
+        n = len(rows)
+        expected = (n, raw.shape[2]) if checkpoint is not None else (n, raw.shape[1], raw.shape[2])
+        if w.shape != expected:
+            raise ZooError(f"canonical weights have shape {w.shape}, expected {expected}")
+        write_rows(self._group[name], rows, w, self.block_size, checkpoint)
+
+    def write_table(self, name: str, df: pd.DataFrame) -> None:
+        """Store a small table (e.g. landscape metrics per model) inside the zoo, replacing any old one."""
+        self.write_table_json(name, json.loads(df.to_json(orient="split", index=False)))
+
+    def write_table_json(self, name: str, payload: Mapping) -> None:
+        """Store a table already in pandas' ``orient="split"`` JSON form (columns, data), as read back by
+        :meth:`zoo.store.reader.Zoo.table`."""
+        self._group.require_group("tables").require_group(name).attrs["table"] = dict(payload)
+
+    def mark_pending(self, layout_key: str, block: int) -> list[int]:
+        """Delete one block's weights, metrics and canonical chunks and mark its models pending (the next
+        build with the same config retrains them); returns their model ids. The state chunk goes last: it
+        is the block's commit marker."""
+        fs, root = _group.location(self.path)
+        for array, ndim in (("weights", 3), ("metrics", 3), ("canonical", 3)):
+            chunk = "/".join([root.rstrip("/"), "layouts", layout_key, array, "c", str(block), *("0" * (ndim - 1))])
+            if fs.exists(chunk):
+                fs.rm(chunk)
+        state = self._group[f"layouts/{layout_key}/state"]
+        lo = block * self.block_size
+        hi = min(lo + self.block_size, state.shape[0])
+        state[lo:hi] = np.zeros((hi - lo, 2), dtype=np.int32)  # pending
+        rows = np.arange(lo, hi)
+        return np.nonzero((self._layout_of == layout_key) & np.isin(self._row_of, rows))[0].tolist()
+
+    def zoo(self) -> Zoo:
         """The zoo opened for reading."""
-        return zstore.open(self.path)
+        return open_zoo(self.path)
 
 
 def _last_true_prefix(finite: np.ndarray) -> np.ndarray:

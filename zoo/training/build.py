@@ -9,6 +9,7 @@ Dask workers write them in parallel.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -16,15 +17,18 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from zoo.store import reader as zstore
+from zoo import store as zstore
 from zoo.training import trajectory
 from zoo.errors import ZooError
-from zoo.training.population import PopulationSpec, resolve_device, train_population
+from zoo.training.population import resolve_device, train_population
+from zoo.training.spec import PopulationSpec
 from zoo.datasets import Dataset
 from zoo.training.recipe import Plan, init_state, load_recipe_datasets, make_plan
 from zoo.store.lock import writing
 from zoo.app.checks import Rule, check, list_of, number, one_of, optional, typed
-from zoo.store.writer import DEFAULT_BLOCK_SIZE, create, open_writer
+from zoo.app.progress import Progress
+from zoo.landscape.compute import compute_landscape, resolve_config
+from zoo.store.writer import DEFAULT_BLOCK_SIZE
 
 def _dataset_names(v: Any) -> str | None:
     """A list (possibly empty) of dataset names: tasks a recipe keeps out of its zoo."""
@@ -124,7 +128,7 @@ def create_store(path: str, cfg: Mapping, plan: Plan, dataset: Dataset | Mapping
     recipe, data = cfg["recipe"], dataset if isinstance(dataset, Mapping) else {dataset.source or dataset.name: dataset}
     table = trajectory.stage_columns(plan.models_table(recipe), recipe, {k: len(d.X_train) for k, d in data.items()})
     traj = trajectory.trajectory_attrs(recipe, recipe["checkpoint_epochs"])  # the nowcaster's contract
-    create(path, table, plan.layouts, plan.checkpoint_epochs, metric_names,
+    zstore.create(path, table, plan.layouts, plan.checkpoint_epochs, metric_names,
            attrs={"config": cfg, "config_hash": config_hash(cfg), "versions": _versions(), "producer": "zoo build",
                   **({"trajectory": traj} if traj else {})},
            datasets=list(dataset.values()) if isinstance(dataset, Mapping) else [dataset], overwrite=True, block_size=int(cfg.get("block_size", DEFAULT_BLOCK_SIZE)))
@@ -212,7 +216,7 @@ def train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit:
 
 def _train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit: int, progress: bool,
                      on_population: Callable[[float], None] | None = None) -> dict:
-    writer = open_writer(path)
+    writer = zstore.open_writer(path)
     z = zstore.open(path)
     status = z.models["status"].to_numpy()
     ids, weights, metrics, codes, lasts = [], [], [], [], []
@@ -246,18 +250,18 @@ def _train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit
     return {"done": codes.count("done"), "diverged": codes.count("diverged")}
 
 
-def unit_size(plan: Plan, unit: int) -> int:
-    """Models in one write unit."""
-    return sum(len(plan.populations[p]) for p in plan.units[unit])
+def train_unit(path: str, cfg: Mapping, unit: int) -> dict:
+    """Train and write one write unit from the config alone (a Dask worker runs this: everything it needs comes
+    from the config, which re-derives the same plan, nothing from the client's memory)."""
+    datasets = load_recipe_datasets(cfg["recipe"])
+    return train_and_write(path, cfg, make_build_plan(cfg, datasets), datasets, unit, progress=False)
 
 
 def run_local(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, pending: list[int], progress: bool) -> None:
     """Train the pending units in order under one progress display over models (zoo.progress: a bar in a
     terminal, a line every few seconds in a log) that advances as populations finish; Lightning's own
     per-population bars stay off, so a build of thousands of models logs at most about 100 lines."""
-    from zoo.app.progress import Progress
-
-    total, diverged = sum(unit_size(plan, u) for u in pending), 0
+    total, diverged = sum(plan.unit_size(u) for u in pending), 0
     with Progress(total, "models", prefix="zoo build", enabled=progress) as bar:
         for unit in pending:
             counts = train_and_write(path, cfg, plan, dataset, unit, progress=False, on_population=bar.update)
@@ -273,9 +277,9 @@ def _executor(name: str) -> Callable[..., None]:
     if name == "local":
         return run_local
     if name == "dask":
-        from zoo.training.distributed import run_dask
+        from zoo.training.distributed import run_dask  # dask is heavy: imported only when asked for
 
-        return run_dask
+        return functools.partial(run_dask, train_unit=train_unit)
     raise ZooError(f"unknown executor {name!r}; choose one of {list(EXECUTORS)}")
 
 
@@ -293,8 +297,6 @@ def build(cfg: Mapping) -> "zstore.Zoo":
         z = zstore.open(path)
         landscape = dict(cfg["recipe"].get("landscape") or {})
         if landscape.get("enabled") and z.landscape is None:
-            from zoo.landscape.compute import compute_landscape, resolve_config
-
             compute_landscape(z, resolve_config(landscape), progress=progress)
             z = zstore.open(path)
     return z

@@ -1,29 +1,25 @@
 """Dask executor: the write units (blocks) of one build trained on the workers of a distributed cluster.
 
-Each task is (store path, config, unit index). A worker re-derives the plan from the config (the plan is
-deterministic), trains that unit's populations and writes only its block's shard and chunks, so workers
-never write the same object and the store equals a local build's, bit for bit.
+Each task is ``train_unit(store path, config, unit index)`` (:func:`zoo.training.build.train_unit`, handed
+in by the build). A worker re-derives the plan from the config (the plan is deterministic), trains that
+unit's populations and writes only its block's shard and chunks, so workers never write the same object
+and the store equals a local build's, bit for bit.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
-from zoo.training.build import make_build_plan, train_and_write, unit_size
-from zoo.errors import ZooError
+from distributed import Client, LocalCluster, as_completed
+
 from zoo.app.progress import Progress
-from zoo.training.recipe import Plan, load_recipe_datasets
 from zoo.datasets import Dataset
-
-
-def _train_remote(path: str, cfg: Mapping, index: int) -> dict:
-    """Runs on a worker: everything it needs comes from the config, nothing from the client's memory."""
-    datasets = load_recipe_datasets(cfg["recipe"])
-    return train_and_write(path, cfg, make_build_plan(cfg, datasets), datasets, index, progress=False)
+from zoo.errors import ZooError
+from zoo.training.recipe import Plan
 
 
 def run_dask(path: str, cfg: Mapping, plan: Plan, dataset: Dataset | Mapping[str, Dataset], pending: list[int],
-             progress: bool) -> None:
-    from distributed import Client, LocalCluster, as_completed
+             progress: bool, *, train_unit: Callable[[str, Mapping, int], dict]) -> None:
+    """Train the pending write units on the cluster ``cfg.executor`` names (or a local one), largest first."""
 
     ex = cfg.get("executor") or {}
     cluster = None
@@ -40,13 +36,13 @@ def run_dask(path: str, cfg: Mapping, plan: Plan, dataset: Dataset | Mapping[str
     try:
         # largest populations first so the workers finish together; pure=False: every dataset runs once
         order = sorted(pending, key=lambda p: -len(plan.populations[p]))
-        futures = [client.submit(_train_remote, path, cfg, p, pure=False, key=f"zoo-population-{p}") for p in order]
-        with Progress(sum(unit_size(plan, p) for p in order), "models", prefix="zoo build (dask)",
+        futures = [client.submit(train_unit, path, cfg, p, pure=False, key=f"zoo-population-{p}") for p in order]
+        with Progress(sum(plan.unit_size(p) for p in order), "models", prefix="zoo build (dask)",
                       enabled=progress) as bar:
             unit_of, diverged = {f.key: p for f, p in zip(futures, order)}, 0
             for future in as_completed(futures):
                 diverged += future.result()["diverged"]  # re-raises a worker's error here
-                bar.update(unit_size(plan, unit_of[future.key]), diverged=diverged)
+                bar.update(plan.unit_size(unit_of[future.key]), diverged=diverged)
     finally:
         client.close()
         if cluster is not None:

@@ -1,6 +1,6 @@
-"""The LightningModule that trains a population (see zoo.population for the design).
+"""The LightningModule that trains a population (see :mod:`zoo.training.population` for the design).
 
-Kept apart from ``zoo.population`` so that reading a zoo never imports Lightning.
+Kept apart from ``zoo.training.population`` so that reading a zoo never imports Lightning.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader
 from zoo.datasets import Dataset
 from zoo.evaluate import split_metrics
 from zoo.training.trajectory import iter_stage_subsets
-from zoo.training.population import LOG_EVERY, PopulationResult, PopulationSpec, activation_floats_per_sample, \
-    population_forward
+from zoo.forward import activation_floats_per_sample, population_forward
+from zoo.training.spec import LOG_EVERY, PopulationResult, PopulationSpec
 
 
 class PopulationModule(L.LightningModule):

@@ -23,6 +23,7 @@ import torch
 
 from zoo.arch import arch_spec, build_model
 from zoo.errors import ZooError
+from zoo.forward import activation_floats_per_sample
 from zoo.layout import Layout, layout_of
 from zoo.training.trajectory import check_trajectory_recipe, plan_checkpoints, sample_hparams
 from zoo.datasets import Dataset, expand_dataset_names, load_dataset
@@ -52,6 +53,10 @@ class Plan:
     populations: list[list[int]]  # model ids per population, in population order
     checkpoint_epochs: list[int]
     units: list[list[int]]  # population indices per write unit (one block of one layout), in order
+
+    def unit_size(self, unit: int) -> int:
+        """Models in one write unit."""
+        return sum(len(self.populations[p]) for p in self.units[unit])
 
     def models_table(self, recipe: Mapping) -> pd.DataFrame:
         """The models table's static part: ids, hyperparameters, layout and row, population."""
@@ -190,7 +195,6 @@ def make_plan(recipe: Mapping, dataset: Dataset | Mapping[str, Dataset], populat
 
 
 def _layout_key(spec: dict, layouts: dict[str, Layout], act_cache: dict[str, int], dataset: Dataset) -> str:
-    from zoo.training.population import activation_floats_per_sample
 
     module = build_model(spec)
     layout = layout_of(module, spec)

@@ -12,7 +12,7 @@ import zoo
 from zoo import ZooError
 from zoo.commands.main import main as zoo_main
 
-from .conftest import build_zoo
+from tests.conftest import build_zoo
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from zoo import ZooError
 from zoo.app.config import compose
 from zoo.training.build import make_build_plan
 from zoo.training.recipe import load_recipe_datasets
-from zoo.store.reader import PENDING
+from zoo.store._group import PENDING
 from zoo.training.trajectory import reversed_order, reversed_trajectories, stage_subsets, subset_seed
 
 # 4 digits MLPs (2 batch sizes x 2 seeds): 2 full-data epochs, then 3 one-epoch stages

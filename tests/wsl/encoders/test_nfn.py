@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_wsl_encoders import _nets, assert_invariant_to_hidden_unit_permutations
+from tests.wsl.encoders.test_encoders import _nets, assert_invariant_to_hidden_unit_permutations
 from wsl.encoders import build_encoder
 from zoo.errors import ZooError
 

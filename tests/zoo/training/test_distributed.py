@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from .conftest import build_zoo
+from tests.conftest import build_zoo
 
 ARGS = ["recipe.widths=[4,8,12]", "recipe.seeds=2", "recipe.epochs=2", "recipe.checkpoint_epochs=[0,1,2]"]
 

@@ -7,7 +7,7 @@ import pytest
 
 from zoo.commands.main import main as zoo_main
 
-from .conftest import build_zoo
+from tests.conftest import build_zoo
 
 
 @pytest.fixture(scope="module")

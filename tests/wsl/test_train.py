@@ -106,7 +106,7 @@ def test_phase_task_reads_the_landscape_table(tiny, tmp_path):
     path = tmp_path / "phase.zarr"
     shutil.copytree(tiny.path, path)
     z = zoo.open(path)
-    z.write_table("landscape", pd.DataFrame({"model_id": range(12), "phase": ["I", "IV-A", "III"] * 4}))
+    zoo.open_writer(path).write_table("landscape", pd.DataFrame({"model_id": range(12), "phase": ["I", "IV-A", "III"] * 4}))
     dm = WeightDataModule(z, task="phase")
     dm.setup()
     assert dm.task.classes == ["I", "III", "IV-A"] and len(dm.samples) == 12
@@ -181,7 +181,7 @@ def test_canonical_weights_from_the_store_feed_batches_and_aligned_mixup(tiny, t
         canon = torch.stack([dm.space.unpad(permute(dm.space, dm.space.pad(w[:, c], k), layout,
                                                     torch.Generator().manual_seed(c)), k)
                              for c in range(w.shape[1])], dim=1)
-        z.write_canonical(ids, canon)
+        zoo.open_writer(z.path).write_canonical(ids, canon)
     canon_dm = WeightDataModule(z, checkpoints=-1, canonical=True)
     canon_dm.setup()
     rows = np.arange(len(canon_dm.samples))

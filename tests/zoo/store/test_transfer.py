@@ -17,7 +17,7 @@ from zoo.arch import arch_spec, build_model
 from zoo.commands.main import main
 from zoo.layout import layout_of
 from zoo.store.transfer import export_zoo, import_zoo
-from zoo.store.writer import create
+from zoo.store import create
 
 CNN = arch_spec("cnn", (1, 8, 8), 10, 4, 1)  # BatchNorm: float buffers and an int64 num_batches_tracked
 MLP = arch_spec("mlp", (64,), 10, 8, 1)
@@ -59,9 +59,8 @@ def mixed_zoo(tmp_path_factory) -> zoo.Zoo:
             w.write(ids, weights, metrics, status=["done", "diverged", "diverged"], last_checkpoint=[2, 1, 0])
         else:
             w.write(ids, weights, metrics)
-    z = w.zoo()
-    z.write_table("landscape", pd.DataFrame({"model_id": [0, 1], "phase": ["I", "IV-B"], "hessian": [1.5, 0.25]}))
-    return zoo.open(z.path)
+    w.write_table("landscape", pd.DataFrame({"model_id": [0, 1], "phase": ["I", "IV-B"], "hessian": [1.5, 0.25]}))
+    return w.zoo()
 
 
 def assert_same_zoo(a: zoo.Zoo, b: zoo.Zoo, tables: tuple[str, ...] = ()) -> None:

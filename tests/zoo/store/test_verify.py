@@ -11,7 +11,7 @@ import zoo
 from zoo import ZooError
 from zoo.commands.main import main as zoo_main
 
-from .conftest import build_zoo
+from tests.conftest import build_zoo
 
 ARGS = ("recipe.widths=[8]", "recipe.seeds=6", "block_size=2")
 

@@ -13,7 +13,7 @@ import zarr
 import zoo
 from zoo import ZooError
 
-from .conftest import build_zoo
+from tests.conftest import build_zoo
 
 ZOO_CLI = [sys.executable, "-m", "zoo.commands.main"]
 

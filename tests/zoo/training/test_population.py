@@ -2,7 +2,7 @@
 import torch
 
 from zoo.arch import arch_spec, build_model
-from zoo.training.population import stacked_mlp_forward
+from zoo.forward import stacked_mlp_forward
 from zoo.training.recipe import init_state
 from zoo.datasets import load_dataset
 
@@ -27,7 +27,7 @@ def test_stacked_mlp_forward_equals_each_module():
 
 def _spec(arch: str, task, n: int, optimizer: str = "sgd", epochs: int = 1):
     from zoo.layout import layout_of
-    from zoo.training.population import PopulationSpec
+    from zoo.training.spec import PopulationSpec
 
     spec = arch_spec(arch, task.input_shape, 10, 4 if arch != "mlp" else 16, 1 if arch == "resnet" else 2)
     return PopulationSpec(template=build_model(spec), layout=layout_of(build_model(spec), spec),

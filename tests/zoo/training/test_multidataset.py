@@ -15,7 +15,7 @@ from zoo.app.config import compose
 from zoo.datasets import expand_dataset_names, make_classification_params
 from zoo.training.recipe import load_recipe_datasets
 
-from .conftest import build_zoo
+from tests.conftest import build_zoo
 
 A, B = "digits-classes-01234", "digits-classes-56789"
 MULTI = ["recipe.dataset=null", f"+recipe.datasets=[{A},{B}]", "recipe.widths=[8]", "threads=1"]
@@ -147,13 +147,13 @@ def test_resume_after_interruption_gives_the_same_bits(multi_zoo, tmp_path, monk
 
 def test_dask_worker_units_equal_the_local_build(multi_zoo, tmp_path):
     """What a Dask worker runs (everything re-derived from the config, datasets included) writes the same bits."""
-    from zoo.training.distributed import _train_remote
+    from zoo.training.build import train_unit
 
     cfg = compose("build", [f"out={tmp_path / 'dask.zarr'}", "recipe=tiny", "progress=false", *MULTI, "block_size=2"])
     path, plan, datasets, pending = prepare(cfg)
     assert sorted(datasets) == [A, B] and pending == [0, 1]
     for unit in reversed(pending):  # workers finish in any order
-        _train_remote(path, cfg, unit)
+        train_unit(path, cfg, unit)
     assert _same_bits(zoo.open(path), multi_zoo, range(4), range(4))
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import zoo
 from zoo import ZooError
 
-from .conftest import build_zoo
+from tests.conftest import build_zoo
 
 ARCHS = {
     "mlp": [],  # the tiny recipe: two widths -> two layouts

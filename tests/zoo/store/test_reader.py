@@ -9,9 +9,9 @@ import torch
 
 import zoo
 from zoo import ZooError
-from zoo.store.reader import summarize
+from zoo.store import summarize
 
-from .conftest import build_zoo
+from tests.conftest import build_zoo
 
 
 def test_models_table_has_every_hyperparameter(tiny_zoo):
@@ -70,7 +70,7 @@ def test_tables_roundtrip(tiny_zoo, tmp_path):
     shutil.copytree(tiny_zoo.path, path)
     z = zoo.open(path)
     df = z.models[["model_id", "width"]].assign(score=[0.5, 1.5, np.nan, 2.0])
-    z.write_table("landscape", df)
+    zoo.open_writer(path).write_table("landscape", df)
     back = zoo.open(path).landscape
     assert list(back.columns) == ["model_id", "width", "score"] and back.score.iloc[1] == 1.5
     assert np.isnan(back.score.iloc[2]) and zoo.open(path).table("nothing") is None
@@ -84,10 +84,12 @@ def test_canonical_weights_roundtrip(tiny_zoo, tmp_path):
         z.weights([0], canonical=True)
     traj = z.weights([0, 1], checkpoint=None) if z.layout(0).key() == z.layout(1).key() else z.weights([0], None)
     ids = [0, 1][: len(traj)]
-    z.write_canonical(ids, traj * 2)
+    writer = zoo.open_writer(path)
+    writer.write_canonical(ids, traj * 2)
     assert torch.equal(zoo.open(path).weights(ids, canonical=True), traj[:, -1] * 2)
+    assert torch.equal(z.weights(ids, canonical=True), traj[:, -1] * 2)  # a reader opened before sees them too
     with pytest.raises(ZooError, match="shape"):
-        z.write_canonical(ids, traj[:, 0, :3])
+        writer.write_canonical(ids, traj[:, 0, :3])
 
 
 @pytest.mark.parametrize("case", ["missing", "not-a-zoo", "foreign-group", "newer-schema", "corrupt"])

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 import zoo.app.config as zc
 from zoo.commands.main import HELP_ORDER, commands, summary, main as zoo_main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _help(capsys, *argv: str) -> str:

@@ -14,8 +14,8 @@ import pytest
 import zoo
 from zoo.store.verify import repair, verify
 
-from .conftest import build_zoo
-from .test_build import _same_bits
+from tests.conftest import build_zoo
+from tests.zoo.training.test_build import _same_bits
 
 ARGS = ["recipe=tiny", "recipe.widths=[4,6,8,10,12]", "recipe.seeds=4", "recipe.epochs=6",
         "recipe.checkpoint_epochs=[0,3,6]", "block_size=2"]
