@@ -1,7 +1,7 @@
 """Population training (``zoo build``'s trainer) vs the best one-at-a-time training a user could do without it.
 
 Each case is N models of one layout planned by ``zoo build`` from a recipe (8 learning rates x N/8 seeds).
-The population side is ``zoo build``'s own trainer (``zoo.build.population_spec`` + ``train_population``)
+The population side is ``zoo build``'s own trainer (``zoo.training.build.population_spec`` + ``train_population``)
 on those N models. The baseline trains the same N models in plain PyTorch with the same initializations,
 hyperparameters (``torch.optim.SGD``, momentum), per-model data order (the same seeded permutations and
 batches), epochs and checkpoint evaluations (train and test split at each checkpoint epoch), in three ways:

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ZOO = [sys.executable, "-c", "import sys; from zoo.cli import main; sys.exit(main())"]
+ZOO = [sys.executable, "-c", "import sys; from zoo.commands.main import main; sys.exit(main())"]
 TRAIN_RECIPE = ["recipe=default", "recipe.name=scale", "recipe.widths=[8,16]", "recipe.depths=[1]",  # 100,000 models
                 "recipe.learning_rates=[0.03,0.1]", "recipe.batch_sizes=[64,128]",
                 "recipe.weight_decays=[0.0,0.0001]", "recipe.seeds=6250", "recipe.epochs=3",

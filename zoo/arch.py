@@ -6,7 +6,7 @@ the stored layout and of the permutation specs derived from modules, so keep the
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -93,7 +93,7 @@ class ResNet(nn.Module):
         return self.head(self.pool(self.blocks(self.stem(x))).flatten(1))
 
 
-def arch_spec(name: str, input_shape, num_outputs: int, width: int, depth: int, activation: str = "relu",
+def arch_spec(name: str, input_shape: Sequence[int], num_outputs: int, width: int, depth: int, activation: str = "relu",
               batchnorm: bool = True, kernel_size: int = 3) -> dict:
     """Normalized spec dict (only the keys the architecture uses), as stored in layouts."""
     spec = {"name": name, "input_shape": [int(s) for s in input_shape], "num_outputs": int(num_outputs),

@@ -96,8 +96,8 @@ def _sklearn_dataset(name: str, seed: int):
 
 def _modular_addition(p: int = 31, train_fraction: float = 0.5, seed: int = 0):
     """All pairs (a, b) with label (a+b) mod p; operands one-hot, concatenated: input 2p."""
-    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
-    a, b = a.ravel(), b.ravel()
+    grid_a, grid_b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+    a, b = grid_a.ravel(), grid_b.ravel()
     X = np.concatenate([np.eye(p)[a], np.eye(p)[b]], axis=1).astype(np.float32)
     y = (a + b) % p
     perm = np.random.default_rng(seed).permutation(len(y))

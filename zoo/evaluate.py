@@ -102,7 +102,9 @@ def _reduce(parts: Iterable[tuple[torch.Tensor, torch.Tensor]], y: torch.Tensor,
         raise ZooError(f"unknown dataset kind {kind!r}; expected 'classification' or 'regression'")
     if len(y) == 0:
         raise ZooError("cannot evaluate on an empty split")
-    total = correct = finite = None
+    total: torch.Tensor | None = None
+    correct: torch.Tensor | None = None
+    finite: torch.Tensor | None = None
     for out, yb in parts:
         m = out.shape[0]
         if kind == "classification":
@@ -116,7 +118,9 @@ def _reduce(parts: Iterable[tuple[torch.Tensor, torch.Tensor]], y: torch.Tensor,
         total = part if total is None else total + part
         finite = ok if finite is None else finite & ok
     n = len(y)
+    assert total is not None and finite is not None  # y is not empty: at least one part was read
     if kind == "classification":
+        assert correct is not None
         acc = correct.double() / n
         return {"loss": total / n, "acc": torch.where(finite, acc, torch.full_like(acc, float("nan")))}
     sst = (y - y.mean(0)).square().double().sum()

@@ -28,7 +28,8 @@ def stacked_mlp_forward(template: nn.Module, params: dict[str, torch.Tensor], x:
         h = h.expand(m, *h.shape)
     if feature_major:
         h = h.transpose(1, 2)
-    for i, layer in enumerate(template.layers):
+    layers: nn.ModuleList = template.layers  # type: ignore[assignment]  # the template is a zoo.arch.MLP
+    for i, layer in enumerate(layers):
         if isinstance(layer, nn.Linear):
             w, b = params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
             h = torch.baddbmm(b.unsqueeze(-1), w, h) if feature_major else torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
@@ -50,7 +51,7 @@ def population_forward(template: nn.Module, params: dict[str, torch.Tensor], buf
     if isinstance(template, MLP):
         return stacked_mlp_forward(template, params, x, shared_input, feature_major=feature_major)
 
-    def f(p, b, xi):
+    def f(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
         return functional_call(template, (p, b), (xi,))
 
     return vmap(f, in_dims=(0, 0, None if shared_input else 0))(params, buffers, x)
@@ -60,7 +61,7 @@ def activation_floats_per_sample(module: nn.Module, x: torch.Tensor) -> int:
     """Elements of all intermediate outputs for one sample: sizes evaluation chunks to a memory bound."""
     total = 0
 
-    def hook(_m, _i, out):
+    def hook(_m: nn.Module, _i: object, out: object) -> None:
         nonlocal total
         if isinstance(out, torch.Tensor):
             total += out[0].numel()
