@@ -3,14 +3,14 @@
 A generator is a LightningModule that learns the trainable parameters of one layout. Subclasses implement
 ``generate(n, generator, condition) -> [n, P_params]``; this class turns that into full state dicts
 (buffers from the training models' mean, BatchNorm statistics re-estimated on the TRAINING split), saves
-and loads run folders (``config.json`` + ``model.safetensors``: no pickle), and writes zoos of samples.
+run folders (``generators.registry``: ``config.json`` + ``model.safetensors``, no pickle; ``load`` reads them
+back), and writes zoos of samples. It knows no method: each registers itself in its package's ``__init__``.
 """
 from __future__ import annotations
 
 import abc
-import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import lightning as L
 import numpy as np
@@ -21,9 +21,8 @@ import zoo
 from zoo.errors import ZooError
 from zoo.layout import Layout
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-SNAPSHOT_DIR = "snapshots"  # raw training weights every few steps (LCSC searches over them)
+from generators.registry import save_run
+from generators.source import Source, load_source
 
 
 class Generator(L.LightningModule, metaclass=abc.ABCMeta):
@@ -41,6 +40,12 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
         self.register_buffer("buffer_fill", torch.zeros(self.layout.size))  # mean buffers of the training models
 
     # ------------------------------------------------------------------ to implement
+    @classmethod
+    def load_source(cls, zoo_path: str, cfg: Mapping[str, Any], seed: int = 0) -> Source:
+        """The training data a generator config selects from the zoo at ``zoo_path``, split into train/val
+        by model id in one frame (``generators.source``); a method that splits otherwise overrides this."""
+        return load_source(zoo_path, cfg, seed)
+
     @classmethod
     @abc.abstractmethod
     def from_data(cls, config: dict, source: dict, train: torch.Tensor, buffers: torch.Tensor) -> "Generator":
@@ -153,22 +158,13 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (made if missing)."""
-        from safetensors.torch import save_file
-
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(out / WEIGHTS_FILE))
-        meta = {"generator": self.name, "config": self.config, "source": self.source, "dims": self.dims}
-        (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-        self.run_dir = out
-        return out
+        self.run_dir = save_run(directory, self.name, self.config, self.source, self.dims, self.state_dict())
+        return self.run_dir
 
     # ------------------------------------------------------------------ samples as a zoo
     def sample_zoo(self, n: int, out: str | Path, seed: int = 0, condition: Any = None,
                    overwrite: bool = False) -> "zoo.Zoo":
         """Write n samples as a zoo at ``out``: weights, train/test metrics, status and provenance per model."""
-        from zoo.store.writer import create
-
         flat, values = self.sample_flat(n, seed, condition)
         data = self.dataset()
         names = list(self.source["metric_names"])
@@ -191,7 +187,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
                                "source_zoo": self.source["zoo"], "canonical": self.source.get("canonical"),
                                "config": self.config}}
         epoch = self.source.get("epoch")
-        w = create(str(out), table, {self.source["layout_key"]: self.layout}, [0 if epoch is None else int(epoch)],
+        w = zoo.create(str(out), table, {self.source["layout_key"]: self.layout}, [0 if epoch is None else int(epoch)],
                    names, attrs=attrs, datasets=[data], overwrite=overwrite)
         ids = np.arange(n)
         for status, sel in (("done", finite.numpy()), ("diverged", ~finite.numpy())):
@@ -201,54 +197,3 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
                         last_checkpoint=last)
         return w.zoo()
 
-
-REGISTRY: dict[str, type[Generator]] = {}
-
-
-def register(cls: type[Generator]) -> type[Generator]:
-    """Class decorator: make a generator loadable by its ``name``."""
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def registry() -> dict[str, type[Generator]]:
-    """Generator classes by name (importing the modules that register them)."""
-    from generators.dwf import model as dwf  # noqa: F401  (registers DeepWeightFlow)
-    from generators.d2nwg import model as d2nwg  # noqa: F401  (registers D2NWG, conditioned on a dataset)
-    from generators.known import model as known  # noqa: F401  (registers KNOWN, a predictor: predict(trajectory), not sample)
-
-    return REGISTRY
-
-
-def load(directory: str | Path, snapshot: int | None = None) -> Generator:
-    """Rebuild a saved generator from ``config.json`` and safetensors (``snapshot``: raw weights at that step)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    d = Path(directory)
-    if not (d / CONFIG_FILE).is_file():
-        raise ZooError(f"no generator run at {str(d)!r}: {CONFIG_FILE} is missing (fit one with `zoo fit`)")
-    try:
-        meta = json.loads((d / CONFIG_FILE).read_text())
-        name = meta["generator"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ZooError(f"{str(d / CONFIG_FILE)!r} is not a generator config ({e.__class__.__name__}: {e})") from None
-    known = registry()
-    if name not in known:
-        raise ZooError(f"unknown generator {name!r} in {str(d)!r}; known: {sorted(known)}")
-    weights = d / WEIGHTS_FILE if snapshot is None else d / SNAPSHOT_DIR / f"step-{int(snapshot):07d}.safetensors"
-    if not weights.is_file():
-        raise ZooError(f"generator weights {str(weights)!r} are missing")
-    g = known[name](meta["config"], meta["source"], meta["dims"])
-    try:
-        g.load_state_dict(load_file(str(weights)))
-    except (SafetensorError, RuntimeError) as e:
-        raise ZooError(f"{str(weights)!r} does not fit the generator ({' '.join(str(e).split())[:200]})") from None
-    g.run_dir = d
-    return g.eval()
-
-
-def snapshots(directory: str | Path) -> list[int]:
-    """Training steps at which raw generator weights were saved in a run folder (for ``load(dir, snapshot=)``)."""
-    d = Path(directory) / SNAPSHOT_DIR
-    return sorted(int(p.stem.removeprefix("step-")) for p in d.glob("step-*.safetensors")) if d.is_dir() else []

@@ -21,7 +21,8 @@ import torch
 from zoo.app.config import CONF_DIR, compose, make_trainer
 from zoo.errors import ZooError
 
-from generators.base import SNAPSHOT_DIR, Generator, registry
+from generators.base import Generator
+from generators.registry import SNAPSHOT_DIR, get
 
 CHECKPOINT_DIR = "checkpoints"
 MONITORS = {"val/loss": "min", "val/sample_train_acc": "max"}  # what early stopping and the best checkpoint follow
@@ -111,15 +112,14 @@ def _fit(cfg: Mapping) -> Generator:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.callbacks.weight_averaging import EMAWeightAveraging
 
-    from generators.source import load_source
-
     cfg = dict(cfg)
     if not cfg.get("zoo"):
         raise ZooError("zoo=PATH is required (the zoo to learn from)")
     gcfg = dict(cfg["generator"])
     name = gcfg["name"]
-    if hasattr(registry()[name], "fit_run"):  # a generator with its own fitting (KNOWN: trajectory windows)
-        return registry()[name].fit_run(cfg)
+    method = get(name)
+    if method.fit is not None:  # a method with its own fitting (KNOWN: trajectory windows)
+        return method.fit(cfg)
     stem = Path(str(cfg["zoo"]).rstrip("/")).name.removesuffix(".zarr")
     out = Path(cfg.get("out") or Path("data/runs") / f"{name}-{stem}")
     seed = int(cfg.get("seed", 0))
@@ -127,10 +127,12 @@ def _fit(cfg: Mapping) -> Generator:
         torch.set_num_threads(int(cfg["threads"]))
     L.seed_everything(seed, verbose=False)
     t0 = time.perf_counter()
-    src = getattr(registry()[name], "load_source", load_source)(str(cfg["zoo"]), gcfg, seed)  # d2nwg: split by task
+    cls = method.cls
+    if not issubclass(cls, Generator):
+        raise TypeError(f"{cls.__qualname__} is registered without a fit of its own but is not a Generator")
+    src = cls.load_source(str(cfg["zoo"]), gcfg, seed)  # d2nwg overrides it: a split by task
     source = {**src.info, "shared": src.shared}
     mask = src.layout.parameter_mask()
-    cls = registry()[name]
     g = cls.from_data(gcfg, source, src.train[:, mask], src.train.mean(0))
     train_dl, val_dl = _loaders(src, cfg, g, seed)
     out.mkdir(parents=True, exist_ok=True)

@@ -104,7 +104,7 @@ def main(argv: list[str]) -> int:
     if args is None:
         return 0
     set_threads(args.threads)
-    from generators.base import load
+    from generators.registry import load
 
     g = load(args.run)
     if not hasattr(g, "nowcast"):

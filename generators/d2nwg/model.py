@@ -31,7 +31,8 @@ from torch import nn
 import zoo
 from zoo.errors import ZooError
 
-from generators.base import Generator, register
+from generators.base import Generator
+from generators.source import Source
 from generators.d2nwg.dataset_encoder import ClassPools, DatasetEncoder, check_task, support_set
 
 
@@ -183,7 +184,6 @@ def task_split(tasks: list[str], val_fraction: float, seed: int) -> tuple[list[s
     return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())
 
 
-@register
 class D2NWG(Generator):
     """Dataset-conditioned latent diffusion over weights: VAE + DDPM/DDIM + Set Transformer dataset encoder."""
 
@@ -217,12 +217,10 @@ class D2NWG(Generator):
 
     # ------------------------------------------------------------------ data
     @classmethod
-    def load_source(cls, zoo_path: str, cfg: Mapping, seed: int = 0):
+    def load_source(cls, zoo_path: str, cfg: Mapping, seed: int = 0) -> Source:
         """The zoo's models (canonical, see ``generators.source``) re-split by TASK: every model of a
         validation task is held out; condition index = position of the model's dataset in ``tasks``."""
-        from generators.source import Source, load_source
-
-        src = load_source(zoo_path, {**cfg, "condition": None}, seed)
+        src = super().load_source(zoo_path, {**cfg, "condition": None}, seed)
         info = dict(src.info)
         ids = np.asarray(info["train_ids"] + info["val_ids"], dtype=np.int64)
         weights = torch.cat([src.train, src.val])

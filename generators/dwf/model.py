@@ -15,13 +15,12 @@ import torch
 
 from zoo.errors import ZooError
 
-from generators.base import Generator, register
+from generators.base import Generator
 from generators.dwf.flow import VelocityMLP, cfm_loss, solve
 
 VAL_REPEATS = 8  # draws of (x0, t) per validation model: a steadier early-stopping signal
 
 
-@register
 class DeepWeightFlow(Generator):
     """Conditional flow matching from Gaussian noise to canonical weights, MLP velocity field, ODE sampling."""
 

@@ -1,7 +1,7 @@
 """Meta-training KNOWN on a trajectory zoo: (weight, position) windows, validation on held-out MODELS.
 
-``zoo fit generator=known zoo=TRAJ out=DIR`` lands here (``generators.train`` hands over to
-``Known.fit_run``). The done models a config selects (``query``) are split by model id into train and
+``zoo fit generator=known zoo=TRAJ out=DIR`` lands here (``generators.fit`` hands the composed config to the
+``fit`` KNOWN registers: :func:`fit_run`). The done models a config selects (``query``) are split by model id into train and
 validation (``val_fraction``, per layout); every reversed trajectory [T, P] gives, for each position t
 with a full history, the windows (v[t-H+1..t], v[t+1]) of all its trainable scalars. At most
 ``max_windows`` training and ``max_val_windows`` validation windows are kept (a seeded random subset).

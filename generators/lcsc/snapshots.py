@@ -22,7 +22,8 @@ import zoo
 from zoo.errors import ZooError
 from zoo.app.progress import Progress
 
-from generators.base import SNAPSHOT_DIR, Generator, load, snapshots
+from generators.base import Generator
+from generators.registry import SNAPSHOT_DIR, load, snapshots
 from generators.lcsc.search import GENERATOR_SEARCH, Search, SearchConfig, metric_names, run_searches, validation_view
 
 LCSC_FILE = "lcsc.json"
