@@ -29,6 +29,8 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
     """Base of all weight generators: ``sample``, ``save``, ``sample_zoo``; subclasses define ``generate``."""
 
     name: ClassVar[str] = ""
+    # samples for a dataset named at sampling time (``dataset_condition``; ``zoo sample --dataset``): d2nwg
+    conditions_on_dataset: ClassVar[bool] = False
 
     def __init__(self, config: dict, source: dict, dims: dict):
         super().__init__()
@@ -98,6 +100,11 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
                 except (TypeError, ValueError):
                     pass
         raise ZooError(f"unknown condition value {value!r} for column {column!r}; the generator knows {values}")
+
+    def dataset_condition(self, dataset: Any, shots: int | None = None) -> Any:
+        """A condition for ``sample``/``sample_zoo`` naming a dataset (``shots`` examples per class); only a
+        generator with ``conditions_on_dataset`` has one."""
+        raise ZooError(f"this {self.name} generator is not conditioned on a dataset; d2nwg is")
 
     # ------------------------------------------------------------------ sampling
     def dataset(self) -> zoo.Dataset:

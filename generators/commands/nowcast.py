@@ -104,10 +104,10 @@ def main(argv: list[str]) -> int:
     if args is None:
         return 0
     set_threads(args.threads)
-    from generators.registry import load
+    from generators.registry import get, load
 
     g = load(args.run)
-    if not hasattr(g, "nowcast"):
+    if not isinstance(g, get("known").cls):
         raise ZooError(f"{args.run!r} holds a {g.name} generator; zoo nowcast needs a KNOWN run (generator=known)")
     with warnings.catch_warnings(record=True) as caught:  # e.g. a weight kind KNOWN never trained on: one line each
         warnings.simplefilter("always", UserWarning)

@@ -188,6 +188,7 @@ class D2NWG(Generator):
     """Dataset-conditioned latent diffusion over weights: VAE + DDPM/DDIM + Set Transformer dataset encoder."""
 
     name = "d2nwg"
+    conditions_on_dataset = True
 
     def __init__(self, config: dict, source: dict, dims: dict):
         super().__init__(config, source, dims)
