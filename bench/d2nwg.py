@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import generators  # noqa: E402
 import zoo  # noqa: E402
-from generators.d2nwg.model import D2NWG, DatasetCondition  # noqa: E402
+from generators.d2nwg import D2NWG, DatasetCondition  # noqa: E402
 from generators.d2nwg.dataset_encoder import support_set  # noqa: E402
 from zoo.app.config import compose  # noqa: E402
 
