@@ -50,7 +50,7 @@ from zoo.training.population import population_forward  # noqa: E402
 import generators  # noqa: E402
 from generators.known.model import weight_kinds  # noqa: E402
 from generators.known.fit import reversed_trajectories, windows  # noqa: E402
-from generators.commands.nowcast import nowcast_zoo  # noqa: E402
+from generators.known import nowcast_zoo  # noqa: E402
 
 PRETRAIN = "digits-classes-01234"
 TASKS = {"classes-56789": ("digits-classes-56789", None), "parity-56789": ("digits-classes-56789", [1, 0, 1, 0, 1])}

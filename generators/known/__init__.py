@@ -5,8 +5,9 @@ KNOWN predicts, it does not sample: it is registered (``generators.load`` rebuil
 but is not a ``Generator``."""
 from generators.known.fit import fit_run
 from generators.known.model import Known
+from generators.known.nowcast import nowcast_zoo
 from generators.registry import register
 
-__all__ = ["Known", "fit_run"]
+__all__ = ["Known", "fit_run", "nowcast_zoo"]
 
 register(Known, fit=fit_run)

@@ -22,6 +22,7 @@ import torch
 import zoo
 from zoo.app.config import make_trainer
 from zoo.errors import ZooError
+from zoo.training.trajectory import reversed_trajectories as read_reversed_trajectories
 
 from generators.known.model import Known, weight_kinds
 
@@ -29,9 +30,7 @@ from generators.known.model import Known, weight_kinds
 def reversed_trajectories(z: "zoo.Zoo", key: str, ids: np.ndarray) -> torch.Tensor:
     """[n, T, P] weights of models ``ids`` (one layout) ordered small data -> full data (zoo.trajectory's
     contract; a zoo without trajectories is a one-line error)."""
-    from zoo.training.trajectory import reversed_trajectories as read
-
-    return torch.as_tensor(read(z, key, np.asarray(ids)))
+    return torch.as_tensor(read_reversed_trajectories(z, key, np.asarray(ids)))
 
 
 def _split(ids: np.ndarray, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
