@@ -145,7 +145,7 @@ def task_zoo(z: zoo.Zoo, task: str, out: Path) -> str:
 
 def in_distribution(g: D2NWG, z: zoo.Zoo, tasks: list[str], n: int, shots: int, seed: int, out: Path) -> dict:
     """Samples for training tasks diagnosed against that task's zoo models, and their distance to all of them."""
-    from generators.diagnose.report import diagnose, method_rows, nearest_l2
+    from generators.diagnose import diagnose, method_rows, nearest_l2
     from generators.source import load_source
 
     src = load_source(z.path, {**g.config, "condition": None, "val_fraction": 0.1}, 0)

@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import generators  # noqa: E402
 import zoo  # noqa: E402
-from generators.diagnose.report import method_rows, summary_table  # noqa: E402
+from generators.diagnose import method_rows, summary_table  # noqa: E402
 from zoo.app.config import compose  # noqa: E402
 
 RERUN = ".venv/bin/python bench/generators.py"

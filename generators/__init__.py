@@ -10,7 +10,7 @@ and its name on that line.
 """
 from generators import d2nwg, dwf, known  # noqa: F401  (each registers itself: dwf, d2nwg, known)
 from generators.base import Generator
-from generators.diagnose.report import diagnose
+from generators.diagnose import diagnose
 from generators.dwf import DeepWeightFlow
 from generators.fit import fit, fit_config
 from generators.known import Known
