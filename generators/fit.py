@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 import lightning as L
 import torch
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from zoo.app.config import CONF_DIR, compose, make_trainer
 from zoo.errors import ZooError
@@ -74,8 +76,6 @@ class Snapshots(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if self.every > 0 and step % self.every == 0:
-            from safetensors.torch import save_file
-
             self.directory.mkdir(parents=True, exist_ok=True)
             state = {k: v.detach().contiguous().clone() for k, v in pl_module.state_dict().items()}
             save_file(state, str(self.directory / f"step-{step:07d}.safetensors"))
@@ -83,8 +83,6 @@ class Snapshots(L.Callback):
 
 def _loaders(src, cfg: Mapping, g: Generator, seed: int):
     """Training loader (models drawn with replacement, ``steps_per_epoch`` batches) and validation loader."""
-    from torch.utils.data import DataLoader, RandomSampler, TensorDataset
-
     mask = g.layout.parameter_mask()
     with torch.no_grad():
         train = g.encode(src.train[:, mask])

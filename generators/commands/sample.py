@@ -5,6 +5,8 @@ from __future__ import annotations
 from zoo.app.args import ArgumentParser, parse, set_threads
 from zoo.errors import ZooError
 
+from generators import Generator, load
+
 
 def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="zoo sample", description="sample networks from a fitted generator and write "
@@ -31,8 +33,6 @@ def main(argv: list[str]) -> int:
     if args is None:
         return 0
     set_threads(args.threads)
-    from generators import Generator, load
-
     g = load(args.run, snapshot=args.snapshot)
     if not isinstance(g, Generator):
         raise ZooError(f"{args.run!r} holds a {g.name} run, which predicts weights rather than sampling them "

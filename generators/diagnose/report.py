@@ -38,7 +38,7 @@ from zoo.layout import Layout
 from zoo.app.progress import Progress
 from zoo.rebasin import canonical_frame
 
-from generators.diagnose.baselines import build_baselines, parse_baselines
+from generators.diagnose.baselines import build_baselines, noise_baseline, parse_baselines
 from generators.diagnose.distances import align_to, max_iou, nearest_l2, permutation_nn
 from generators.diagnose.plots import write_plots
 from generators.diagnose.table import TRAIN
@@ -378,8 +378,6 @@ def noise_curve(train: TrainSet, train_wrong: torch.Tensor, sigma_max: float, se
     """(sigma, mean test_acc, mean max_iou) of noisy aligned training models along a dense sigma grid: sigma 0
     (the training models: max_iou 1) and ``levels`` log-spaced sigmas from sigma_max/100 to 2 sigma_max, ``n``
     samples each. The noise frontier that methods are compared with at equal accuracy; only measured."""
-    from generators.diagnose.baselines import noise_baseline
-
     n = n or NOISE_CURVE_N
     gen = torch.Generator().manual_seed(int(seed) + 7)
     sigmas = [0.0, *np.geomspace(sigma_max / 100, 2 * sigma_max, levels).tolist()]

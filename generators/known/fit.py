@@ -1,8 +1,8 @@
 """Meta-training KNOWN on a trajectory zoo: (weight, position) windows, validation on held-out MODELS.
 
 ``zoo fit generator=known zoo=TRAJ out=DIR`` lands here (``generators.fit`` hands the composed config to the
-``fit`` KNOWN registers: :func:`fit_run`). The done models a config selects (``query``) are split by model id into train and
-validation (``val_fraction``, per layout); every reversed trajectory [T, P] gives, for each position t
+``fit`` KNOWN registers: :func:`fit_run`). The done models a config selects (``query``) are split by model
+id into train and validation (``val_fraction``, per layout); every reversed trajectory [T, P] gives, for each position t
 with a full history, the windows (v[t-H+1..t], v[t+1]) of all its trainable scalars. At most
 ``max_windows`` training and ``max_val_windows`` validation windows are kept (a seeded random subset).
 Only weights are read: no dataset split, test or otherwise, is touched while fitting.
@@ -18,6 +18,7 @@ from typing import Mapping
 import lightning as L
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 import zoo
 from zoo.app.config import make_trainer
@@ -126,7 +127,6 @@ def check_config(gcfg: Mapping) -> None:
 def fit_run(cfg: Mapping) -> Known:
     """Meta-train KNOWN as a composed ``zoo fit`` config says; writes and returns the run (best val epoch)."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
     cfg = dict(cfg)
     if not cfg.get("zoo"):

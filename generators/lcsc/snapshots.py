@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 import zoo
 from zoo.errors import ZooError
@@ -31,8 +32,6 @@ LCSC_FILE = "lcsc.json"
 
 def _snapshot_states(run_dir: Path, steps: list[int]) -> list[dict[str, torch.Tensor]]:
     """The raw generator state dicts saved at ``steps``."""
-    from safetensors.torch import load_file
-
     return [load_file(str(run_dir / SNAPSHOT_DIR / f"step-{s:07d}.safetensors")) for s in steps]
 
 
