@@ -22,7 +22,7 @@ from zoo.errors import ZooError
 from zoo.layout import Layout
 
 from generators.registry import save_run
-from generators.source import Source, load_source
+from generators.source import TrainingModels, load_source
 
 
 class Generator(L.LightningModule, metaclass=abc.ABCMeta):
@@ -32,10 +32,12 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
     # samples for a dataset named at sampling time (``dataset_condition``; ``zoo sample --dataset``): d2nwg
     conditions_on_dataset: ClassVar[bool] = False
 
-    def __init__(self, config: dict, source: dict, dims: dict):
+    def __init__(self, config: dict, origin: dict, dims: dict):
         super().__init__()
-        self.config, self.source, self.dims = dict(config), dict(source), dict(dims)
-        self.layout = Layout.from_json(source["layout"])
+        # origin: what the generator knows of its training zoo (path, layout, model ids, canonical frame, dataset,
+        # condition values, metric names); config.json stores it under "source" (old run folders still load)
+        self.config, self.origin, self.dims = dict(config), dict(origin), dict(dims)
+        self.layout = Layout.from_json(origin["layout"])
         self.run_dir: Path | None = None
         mask = self.layout.parameter_mask()
         self.register_buffer("param_mask", mask, persistent=False)
@@ -43,14 +45,14 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
 
     # ------------------------------------------------------------------ to implement
     @classmethod
-    def load_source(cls, zoo_path: str, cfg: Mapping[str, Any], seed: int = 0) -> Source:
+    def load_training_models(cls, zoo_path: str, cfg: Mapping[str, Any], seed: int = 0) -> TrainingModels:
         """The training data a generator config selects from the zoo at ``zoo_path``, split into train/val
         by model id in one frame (``generators.source``); a method that splits otherwise overrides this."""
         return load_source(zoo_path, cfg, seed)
 
     @classmethod
     @abc.abstractmethod
-    def from_data(cls, config: dict, source: dict, train: torch.Tensor, buffers: torch.Tensor) -> "Generator":
+    def from_data(cls, config: dict, origin: dict, train: torch.Tensor, buffers: torch.Tensor) -> "Generator":
         """A new generator whose fixed statistics come from the training models' parameters [n, P_params]
         (``buffers``: [P] values for the layout's non-trainable entries)."""
 
@@ -66,7 +68,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
     @property
     def condition_values(self) -> list | None:
         """The values of the conditioning column seen in training, or None for an unconditional generator."""
-        cond = self.source.get("condition")
+        cond = self.origin.get("condition")
         return list(cond["values"]) if cond else None
 
     def _condition_index(self, n: int, condition: Any, generator: torch.Generator) -> tuple[torch.Tensor | None, list]:
@@ -77,7 +79,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
                 raise ZooError(f"this {self.name} generator is unconditional; sample it without a condition")
             return None, [None] * n
         if condition is None:
-            counts = torch.as_tensor(self.source["condition"]["counts"], dtype=torch.float64)
+            counts = torch.as_tensor(self.origin["condition"]["counts"], dtype=torch.float64)
             idx = torch.multinomial(counts, n, replacement=True,
                                     generator=generator)
             return idx, [values[int(i)] for i in idx]
@@ -89,7 +91,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
 
     def _match_value(self, value: Any, values: list) -> int:
         """Index of ``value`` among the training values (``"0.1"`` matches 0.1: CLI values arrive as text)."""
-        column = self.source["condition"]["column"]
+        column = self.origin["condition"]["column"]
         for i, v in enumerate(values):
             if v == value or str(v) == str(value):
                 return i
@@ -108,16 +110,16 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
 
     # ------------------------------------------------------------------ sampling
     def dataset(self) -> zoo.Dataset:
-        """The data the source zoo was trained on (reloaded and fingerprint-checked; BN needs its training split)."""
+        """The data the training zoo was trained on (reloaded and fingerprint-checked; BN needs its training split)."""
         if getattr(self, "_data", None) is not None:
             return self._data
-        d = self.source["dataset"]
+        d = self.origin["dataset"]
         try:
             data = zoo.load_dataset(d["source"], seed=int(d["seed"]))
         except ZooError:
             data = None
         if data is None or data.fingerprint != d["fingerprint"]:
-            data = zoo.open(self.source["zoo"]).dataset(d["name"])
+            data = zoo.open(self.origin["zoo"]).dataset(d["name"])
         self._data = data
         return data
 
@@ -153,7 +155,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
     def on_validation_epoch_end(self) -> None:
         """Log the mean TRAINING-split accuracy of ``val_samples`` fixed-seed samples (the test split is never read)."""
         k = int(self.config.get("val_samples", 0))
-        if k <= 0 or self.source["dataset"]["kind"] != "classification":
+        if k <= 0 or self.origin["dataset"]["kind"] != "classification":
             return
         flat, _ = self.sample_flat(k, seed=0)
         finite = torch.isfinite(flat).all(1)
@@ -165,7 +167,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (made if missing)."""
-        self.run_dir = save_run(directory, self.name, self.config, self.source, self.dims, self.state_dict())
+        self.run_dir = save_run(directory, self.name, self.config, self.origin, self.dims, self.state_dict())
         return self.run_dir
 
     # ------------------------------------------------------------------ samples as a zoo
@@ -174,7 +176,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
         """Write n samples as a zoo at ``out``: weights, train/test metrics, status and provenance per model."""
         flat, values = self.sample_flat(n, seed, condition)
         data = self.dataset()
-        names = list(self.source["metric_names"])
+        names = list(self.origin["metric_names"])
         metrics = np.full((n, 1, len(names)), np.nan)
         finite = torch.isfinite(flat).all(1)
         if finite.any():
@@ -185,16 +187,16 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
                         metrics[finite.numpy(), 0, names.index(f"{split}_{k}")] = v.numpy()
         run = str(self.run_dir) if self.run_dir is not None else None
         table = pd.DataFrame({"generator": self.name, "run": run, "seed": int(seed), "sample": np.arange(n),
-                              **self.source.get("shared", {}), "layout": self.source["layout_key"]})
-        cond = self.source.get("condition")
+                              **self.origin.get("shared", {}), "layout": self.origin["layout_key"]})
+        cond = self.origin.get("condition")
         if cond:
             table[cond["column"]] = values
         attrs = {"generator": {"name": self.name, "run": run, "seed": int(seed),
                                "condition": None if condition is None else str(condition),
-                               "source_zoo": self.source["zoo"], "canonical": self.source.get("canonical"),
+                               "source_zoo": self.origin["zoo"], "canonical": self.origin.get("canonical"),
                                "config": self.config}}
-        epoch = self.source.get("epoch")
-        w = zoo.create(str(out), table, {self.source["layout_key"]: self.layout}, [0 if epoch is None else int(epoch)],
+        epoch = self.origin.get("epoch")
+        w = zoo.create(str(out), table, {self.origin["layout_key"]: self.layout}, [0 if epoch is None else int(epoch)],
                    names, attrs=attrs, datasets=[data], overwrite=overwrite)
         ids = np.arange(n)
         for status, sel in (("done", finite.numpy()), ("diverged", ~finite.numpy())):

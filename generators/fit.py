@@ -25,6 +25,7 @@ from zoo.errors import ZooError
 
 from generators.base import Generator
 from generators.registry import SNAPSHOT_DIR, get
+from generators.source import TrainingModels
 
 CHECKPOINT_DIR = "checkpoints"
 MONITORS = {"val/loss": "min", "val/sample_train_acc": "max"}  # what early stopping and the best checkpoint follow
@@ -81,14 +82,14 @@ class Snapshots(L.Callback):
             save_file(state, str(self.directory / f"step-{step:07d}.safetensors"))
 
 
-def _loaders(src, cfg: Mapping, g: Generator, seed: int):
+def _loaders(models: TrainingModels, cfg: Mapping, g: Generator, seed: int) -> tuple[DataLoader, DataLoader]:
     """Training loader (models drawn with replacement, ``steps_per_epoch`` batches) and validation loader."""
     mask = g.layout.parameter_mask()
     with torch.no_grad():
-        train = g.encode(src.train[:, mask])
-        val = g.encode(src.val[:, mask])
-    tr = (train,) + ((src.train_condition,) if src.train_condition is not None else ())
-    va = (val,) + ((src.val_condition,) if src.val_condition is not None else ())
+        train = g.encode(models.train[:, mask])
+        val = g.encode(models.val[:, mask])
+    tr = (train,) + ((models.train_condition,) if models.train_condition is not None else ())
+    va = (val,) + ((models.val_condition,) if models.val_condition is not None else ())
     bs = int(cfg["generator"]["batch_size"])
     steps = int(cfg["steps_per_epoch"])
     sampler = RandomSampler(TensorDataset(*tr), replacement=True, num_samples=steps * bs,
@@ -128,11 +129,11 @@ def _fit(cfg: Mapping) -> Generator:
     cls = method.cls
     if not issubclass(cls, Generator):
         raise TypeError(f"{cls.__qualname__} is registered without a fit of its own but is not a Generator")
-    src = cls.load_source(str(cfg["zoo"]), gcfg, seed)  # d2nwg overrides it: a split by task
-    source = {**src.info, "shared": src.shared}
-    mask = src.layout.parameter_mask()
-    g = cls.from_data(gcfg, source, src.train[:, mask], src.train.mean(0))
-    train_dl, val_dl = _loaders(src, cfg, g, seed)
+    models = cls.load_training_models(str(cfg["zoo"]), gcfg, seed)  # d2nwg overrides it: a split by task
+    origin = {**models.info, "shared": models.shared}
+    mask = models.layout.parameter_mask()
+    g = cls.from_data(gcfg, origin, models.train[:, mask], models.train.mean(0))
+    train_dl, val_dl = _loaders(models, cfg, g, seed)
     out.mkdir(parents=True, exist_ok=True)
     for stale in (out / "metrics.csv", out / CHECKPOINT_DIR / "best.ckpt", out / CHECKPOINT_DIR / "last.ckpt"):
         stale.unlink(missing_ok=True)
@@ -151,8 +152,9 @@ def _fit(cfg: Mapping) -> Generator:
                  EarlyStopping(monitor=monitor, mode=mode, patience=int(es["patience"]),
                                min_delta=float(es["min_delta"])),
                  Snapshots(out / SNAPSHOT_DIR, int(cfg["snapshot_every_n_steps"]))]
-    print(f"[zoo fit] {name} on {cfg['zoo']}: {len(src.info['train_ids'])} train / {len(src.info['val_ids'])} val"
-          f" models, {int(cfg['steps_per_epoch'])} steps per epoch; following {monitor}", file=sys.stderr, flush=True)
+    print(f"[zoo fit] {name} on {cfg['zoo']}: {len(models.info['train_ids'])} train / "
+          f"{len(models.info['val_ids'])} val models, {int(cfg['steps_per_epoch'])} steps per epoch; "
+          f"following {monitor}", file=sys.stderr, flush=True)
     trainer = make_trainer(cfg["trainer"], out, callbacks, progress="zoo fit", monitor=monitor,
                            enable_model_summary=False, num_sanity_val_steps=0)
     with warnings.catch_warnings():
@@ -167,8 +169,8 @@ def _fit(cfg: Mapping) -> Generator:
                "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
                "monitor": monitor,
                "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
-               "train_models": len(src.info["train_ids"]), "val_models": len(src.info["val_ids"]),
-               "canonical": src.info["canonical"], "dims": g.dims,
+               "train_models": len(models.info["train_ids"]), "val_models": len(models.info["val_ids"]),
+               "canonical": models.info["canonical"], "dims": g.dims,
                "parameters": int(sum(p.numel() for p in g.parameters())), "config": cfg}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return g.eval()

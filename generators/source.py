@@ -23,7 +23,7 @@ SHARED_COLUMNS = ("arch", "width", "depth", "activation", "dataset", "optimizer"
 
 
 @dataclass
-class Source:
+class TrainingModels:
     """Weights [n, P] of the train and validation models, condition indices, and what a sample zoo needs."""
 
     info: dict  # JSON-ready provenance: zoo path, layout, ids, canonical mode, dataset, condition values, ...
@@ -93,7 +93,7 @@ def _conditions(models: pd.DataFrame, column: str | None, ids: np.ndarray) -> tu
         np.asarray([index[v] for v in col.tolist()], dtype=np.int64)
 
 
-def load_source(zoo_path: str, cfg: Mapping, seed: int = 0) -> Source:
+def load_source(zoo_path: str, cfg: Mapping, seed: int = 0) -> TrainingModels:
     """Read the models a generator config selects (``layout``, ``query``, ``checkpoint``, ``canonical``,
     ``condition``, ``val_fraction``) from the zoo at ``zoo_path``."""
     z = zoo.open(zoo_path)
@@ -132,5 +132,5 @@ def load_source(zoo_path: str, cfg: Mapping, seed: int = 0) -> Source:
                        for m in ("train_acc", "train_loss") if m in sel},
     }
     t = (lambda p: torch.from_numpy(cond_idx[p])) if cond_idx is not None else (lambda p: None)
-    return Source(info, layout, weights[pos_train].contiguous(), weights[pos_val].contiguous(), t(pos_train),
+    return TrainingModels(info, layout, weights[pos_train].contiguous(), weights[pos_val].contiguous(), t(pos_train),
                   t(pos_val), shared)

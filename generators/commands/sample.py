@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
         and len(acc) else ""
     print(f"zoo sample: {len(df)} networks from {args.run} (seed {args.seed}) -> {args.out}: "
           f"{int((df['status'] == 'done').sum())} finite{tail}")
-    training_zoo = g.source.get("zoo")
+    training_zoo = g.origin.get("zoo")
     if training_zoo and not g.conditions_on_dataset:  # d2nwg's samples are for another dataset than its zoo's
         stem = str(args.out).rstrip("/").rsplit("/", 1)[-1].removesuffix(".zarr")
         print(f"next: zoo diagnose {args.out} --train {training_zoo} --out data/runs/diagnose-{stem}")

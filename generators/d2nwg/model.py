@@ -35,7 +35,7 @@ import zoo
 from zoo.errors import ZooError
 
 from generators.base import Generator
-from generators.source import Source
+from generators.source import TrainingModels
 from generators.d2nwg.dataset_encoder import ClassPools, DatasetEncoder, check_task, support_set
 from generators.d2nwg.denoiser import Denoiser, _schedulers
 from generators.d2nwg.vae import WeightVAE
@@ -72,8 +72,8 @@ class D2NWG(Generator):
     name = "d2nwg"
     conditions_on_dataset = True
 
-    def __init__(self, config: dict, source: dict, dims: dict):
-        super().__init__(config, source, dims)
+    def __init__(self, config: dict, origin: dict, dims: dict):
+        super().__init__(config, origin, dims)
         c = config
         p, lat = int(dims["params"]), int(dims["latent"])
         self.register_buffer("mean", torch.zeros(p))
@@ -85,7 +85,7 @@ class D2NWG(Generator):
         self.encoder = DatasetEncoder(int(dims["features"]), int(dims["classes"]), hidden=int(c["encoder_hidden"]),
                                       embed_dim=int(c["embed_dim"]), heads=int(c["heads"]),
                                       inducing=int(c["inducing_points"]))
-        self.modes = nn.Embedding(len(source.get("modes", {}).get("values", [0])), int(c["embed_dim"]))
+        self.modes = nn.Embedding(len(origin.get("modes", {}).get("values", [0])), int(c["embed_dim"]))
         nn.init.zeros_(self.modes.weight)
         n_modes = self.modes.num_embeddings  # one linear map per mode: within a mode weights are ~linear in the task
         self.mean_head = nn.Linear(int(c["embed_dim"]), lat * n_modes) if c.get("residual") else None
@@ -99,10 +99,10 @@ class D2NWG(Generator):
 
     # ------------------------------------------------------------------ data
     @classmethod
-    def load_source(cls, zoo_path: str, cfg: Mapping, seed: int = 0) -> Source:
+    def load_training_models(cls, zoo_path: str, cfg: Mapping, seed: int = 0) -> TrainingModels:
         """The zoo's models (canonical, see ``generators.source``) re-split by TASK: every model of a
         validation task is held out; condition index = position of the model's dataset in ``tasks``."""
-        src = super().load_source(zoo_path, {**cfg, "condition": None}, seed)
+        src = super().load_training_models(zoo_path, {**cfg, "condition": None}, seed)
         info = dict(src.info)
         ids = np.asarray(info["train_ids"] + info["val_ids"], dtype=np.int64)
         weights = torch.cat([src.train, src.val])
@@ -133,16 +133,16 @@ class D2NWG(Generator):
                     condition={"column": "dataset", "values": tasks,
                                "counts": torch.bincount(cond[order_tr, 0], minlength=len(tasks)).tolist()})
         shared = {k: v for k, v in src.shared.items() if k != "dataset"}
-        return Source(info, src.layout, weights[order_tr].contiguous(), weights[order_va].contiguous(),
+        return TrainingModels(info, src.layout, weights[order_tr].contiguous(), weights[order_va].contiguous(),
                       cond[order_tr], cond[order_va], shared)
 
     @classmethod
-    def from_data(cls, config: dict, source: dict, train: torch.Tensor, buffers: torch.Tensor) -> "D2NWG":
+    def from_data(cls, config: dict, origin: dict, train: torch.Tensor, buffers: torch.Tensor) -> "D2NWG":
         """Standardize the training parameters [n, P], fit the VAE on them, load the tasks' training examples."""
-        store = zoo.open(source["zoo"])
-        tasks = list(source["condition"]["values"])
+        store = zoo.open(origin["zoo"])
+        tasks = list(origin["condition"]["values"])
         data = [store.dataset(t) for t in tasks]
-        layout = zoo.Layout.from_json(source["layout"])
+        layout = zoo.Layout.from_json(origin["layout"])
         classes = int(layout.build()(torch.zeros(1, *data[0].input_shape)).shape[-1])
         n, p = train.shape
         chunk = int(config["chunk_size"])
@@ -152,7 +152,7 @@ class D2NWG(Generator):
                 "latent": math.ceil(p / chunk) * int(config["latent_per_chunk"]),
                 "features": int(np.prod(data[0].input_shape)), "input_shape": list(data[0].input_shape),
                 "classes": classes}
-        g = cls(config, source, dims)
+        g = cls(config, origin, dims)
         mean, scale = train.mean(0), train.std(0, unbiased=n > 1)
         scale = torch.where(scale > 1e-8, scale, torch.ones_like(scale))
         g.mean.copy_(mean)
@@ -285,9 +285,9 @@ class D2NWG(Generator):
         k = int(self.config.get("val_samples", 0))
         if k <= 0 or self._pools is None:
             return
-        tasks = list(self.source["val_tasks"])
+        tasks = list(self.origin["val_tasks"])
         per = max(1, k // len(tasks))
-        offset = len(self.source["train_tasks"])
+        offset = len(self.origin["train_tasks"])
         gen = torch.Generator().manual_seed(0)
         was = self.training
         self.eval()
@@ -328,7 +328,7 @@ class D2NWG(Generator):
             return dataset
         if not isinstance(dataset, str) or not dataset:
             raise ZooError(f"give a dataset name or a .npz path to condition on, got {dataset!r}")
-        return zoo.load_dataset(dataset, seed=int(self.source["dataset"]["seed"]))
+        return zoo.load_dataset(dataset, seed=int(self.origin["dataset"]["seed"]))
 
     def embed(self, dataset: zoo.Dataset, shots: int, generator: torch.Generator) -> torch.Tensor:
         """[1, E] embedding of a dataset from ``shots`` training examples per class drawn with ``generator``."""

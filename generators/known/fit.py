@@ -102,9 +102,9 @@ def collect(zoo_path: str, gcfg: Mapping, seed: int) -> dict:
     x_tr, k_tr = _subset(torch.cat([w for w, _ in tr]), torch.cat([k for _, k in tr]), int(gcfg["max_windows"]), gen)
     x_va, k_va = _subset(torch.cat([w for w, _ in va]), torch.cat([k for _, k in va]), int(gcfg["max_val_windows"]),
                          gen)
-    source = {"zoo": str(zoo_path), "layouts": used, "train_ids": sorted(train_ids), "val_ids": sorted(val_ids),
+    origin = {"zoo": str(zoo_path), "layouts": used, "train_ids": sorted(train_ids), "val_ids": sorted(val_ids),
               "query": gcfg.get("query"), "trajectory_length": length}
-    return {"source": source, "train": (x_tr, k_tr), "val": (x_va, k_va)}
+    return {"origin": origin, "train": (x_tr, k_tr), "val": (x_va, k_va)}
 
 
 POSITIVE_INTS = ("history", "hidden", "out", "max_windows", "max_val_windows", "batch_size", "max_epochs")
@@ -145,7 +145,7 @@ def fit_run(cfg: Mapping) -> Known:
         data = collect(str(cfg["zoo"]), gcfg, seed)
         x_tr, k_tr = data["train"]
         dims = {"history": int(gcfg["history"]), "train_windows": len(x_tr), "val_windows": len(data["val"][0])}
-        g = Known(gcfg, data["source"], dims)
+        g = Known(gcfg, data["origin"], dims)
         g.set_scales(x_tr, k_tr)
         bs = int(gcfg["batch_size"])
         train_ds = TensorDataset(x_tr, k_tr)
@@ -174,7 +174,7 @@ def fit_run(cfg: Mapping) -> Known:
         summary = {"generator": "known", "zoo": str(cfg["zoo"]), "out": str(out), "fit_seconds": round(fit_s, 2),
                    "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch), "monitor": "val/loss",
                    "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
-                   "train_models": len(data["source"]["train_ids"]), "val_models": len(data["source"]["val_ids"]),
+                   "train_models": len(data["origin"]["train_ids"]), "val_models": len(data["origin"]["val_ids"]),
                    "canonical": "raw", "dims": dims, "bound": g.bound.tolist(), "seen": g.seen.tolist(),
                    "parameters": int(sum(p.numel() for p in g.nets.parameters())), "config": cfg,
                    "next": f"zoo nowcast {out} --zoo {cfg['zoo']} --out data/zoos/known-{stem}.zarr --steps 3"}

@@ -97,9 +97,9 @@ class Known(L.LightningModule):
 
     name = "known"
 
-    def __init__(self, config: dict, source: dict, dims: dict):
+    def __init__(self, config: dict, origin: dict, dims: dict):
         super().__init__()
-        self.config, self.source, self.dims = dict(config), dict(source), dict(dims)
+        self.config, self.origin, self.dims = dict(config), dict(origin), dict(dims)
         self.history = int(dims["history"])
         self.nets = nn.ModuleList(Nowcaster(self.history, int(config["hidden"]), int(config["out"]))
                                   for _ in KINDS)
@@ -109,7 +109,7 @@ class Known(L.LightningModule):
 
     def save(self, directory: str | Path) -> Path:
         """Write the run folder (``config.json`` + ``model.safetensors``) that ``generators.load`` reads back."""
-        self.run_dir = save_run(directory, self.name, self.config, self.source, self.dims, self.state_dict())
+        self.run_dir = save_run(directory, self.name, self.config, self.origin, self.dims, self.state_dict())
         return self.run_dir
 
     # ------------------------------------------------------------------ scales from data
@@ -174,7 +174,7 @@ class Known(L.LightningModule):
             if layout.size != size:
                 raise ZooError(f"weights have {size} coordinates but the layout has {layout.size}")
             return layout
-        found = [Layout.from_json(v) for v in self.source.get("layouts", {}).values()
+        found = [Layout.from_json(v) for v in self.origin.get("layouts", {}).values()
                  if Layout.from_json(v).size == size]
         if len(found) != 1:
             raise ZooError(f"no unique training layout has {size} coordinates; pass layout= (the models' Layout)")
