@@ -19,7 +19,7 @@ from generators.diagnose.table import TRAIN, method_rows
 from zoo.commands.main import main as cli
 from zoo.rebasin import permute_flat, random_perms, spec_for_layout
 
-from .conftest import build_zoo
+from tests.conftest import build_zoo
 
 
 @pytest.fixture(scope="module")
