@@ -29,6 +29,8 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
     """Base of all weight generators: ``sample``, ``save``, ``sample_zoo``; subclasses define ``generate``."""
 
     name: ClassVar[str] = ""
+    param_mask: torch.Tensor  # [P] bool buffer: the layout's trainable entries
+    buffer_fill: torch.Tensor  # [P] the training models' mean (their non-trainable entries fill samples)
     # samples for a dataset named at sampling time (``dataset_condition``; ``zoo sample --dataset``): d2nwg
     conditions_on_dataset: ClassVar[bool] = False
 
@@ -39,6 +41,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
         self.config, self.origin, self.dims = dict(config), dict(origin), dict(dims)
         self.layout = Layout.from_json(origin["layout"])
         self.run_dir: Path | None = None
+        self._data: zoo.Dataset | None = None  # the training zoo's dataset, loaded on first use
         mask = self.layout.parameter_mask()
         self.register_buffer("param_mask", mask, persistent=False)
         self.register_buffer("buffer_fill", torch.zeros(self.layout.size))  # mean buffers of the training models
@@ -86,8 +89,8 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
         wanted = list(condition) if isinstance(condition, (list, tuple)) else [condition] * n
         if len(wanted) != n:
             raise ZooError(f"give one condition or {n} (one per sample), got {len(wanted)}")
-        idx = [self._match_value(v, values) for v in wanted]
-        return torch.as_tensor(idx, dtype=torch.int64), [values[i] for i in idx]
+        picked = [self._match_value(v, values) for v in wanted]
+        return torch.as_tensor(picked, dtype=torch.int64), [values[i] for i in picked]
 
     def _match_value(self, value: Any, values: list) -> int:
         """Index of ``value`` among the training values (``"0.1"`` matches 0.1: CLI values arrive as text)."""
@@ -111,7 +114,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
     # ------------------------------------------------------------------ sampling
     def dataset(self) -> zoo.Dataset:
         """The data the training zoo was trained on (reloaded and fingerprint-checked; BN needs its training split)."""
-        if getattr(self, "_data", None) is not None:
+        if self._data is not None:
             return self._data
         d = self.origin["dataset"]
         try:

@@ -40,7 +40,7 @@ def _merge(cfg: dict, overrides: Mapping[str, Any]) -> dict:
     """Apply Python overrides: top-level keys of fit.yaml, else keys of the generator's config ("a.b" nests)."""
     for key, value in overrides.items():
         path = key.split(".")
-        target = cfg if path[0] in cfg else cfg["generator"]
+        target: dict = cfg if path[0] in cfg else cfg["generator"]
         for p in path[:-1]:
             if not isinstance(target.get(p), dict):
                 raise ZooError(f"unknown setting {key!r}")
@@ -71,10 +71,11 @@ def fit(name: str, zoo_path: str, **overrides: Any) -> Generator:
 class Snapshots(L.Callback):
     """Save the raw (non-EMA) generator weights every ``every`` optimizer steps (LCSC combines them)."""
 
-    def __init__(self, directory: Path, every: int):
+    def __init__(self, directory: Path, every: int) -> None:
         self.directory, self.every = Path(directory), int(every)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         step = trainer.global_step
         if self.every > 0 and step % self.every == 0:
             self.directory.mkdir(parents=True, exist_ok=True)

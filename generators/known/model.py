@@ -19,6 +19,7 @@ units, and the bound on the predicted change is ``bound_factor`` x the ``bound_q
 from __future__ import annotations
 
 import warnings
+from typing import ClassVar
 from pathlib import Path
 
 import lightning as L
@@ -95,7 +96,7 @@ class Known(L.LightningModule):
     predicted change is bound[kind] * tanh(net_kind(values / value_scale, diffs / diff_scale)).
     """
 
-    name = "known"
+    name: ClassVar[str] = "known"
 
     def __init__(self, config: dict, origin: dict, dims: dict):
         super().__init__()
