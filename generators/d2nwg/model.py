@@ -6,7 +6,7 @@ coordinate with training statistics, cut into T tokens of ``chunk_size`` (zero-p
 token-wise VAE (linear maps started at PCA, optionally plus a residual MLP; one token when the net is small)
 into a latent [n, T * latent_per_chunk], standardized per dimension. The VAE is fitted once in
 ``from_data`` (a fixed coordinate system for the diffusion, like DeepWeightFlow's PCA). The Lightning
-module then trains, jointly, the dataset encoder (``generators.dataset_encoder``) and a residual-MLP
+module then trains, jointly, the dataset encoder (``dataset_encoder.py``) and a residual-MLP
 denoiser over the latents (eps-prediction under diffusers' ``DDPMScheduler``, linear betas as published,
 ``clip_sample=False``; condition dropout for classifier-free guidance). Besides the dataset, the denoiser
 sees a discrete "mode" (``mode_column``, default the zoo's seed: models of one seed share their
