@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import generators  # noqa: E402
 import zoo  # noqa: E402
-from generators.d2nwg.model import D2NWG, DatasetCondition  # noqa: E402
+from generators.d2nwg import D2NWG, DatasetCondition  # noqa: E402
 from generators.d2nwg.dataset_encoder import support_set  # noqa: E402
 from zoo.app.config import compose  # noqa: E402
 
@@ -145,10 +145,10 @@ def task_zoo(z: zoo.Zoo, task: str, out: Path) -> str:
 
 def in_distribution(g: D2NWG, z: zoo.Zoo, tasks: list[str], n: int, shots: int, seed: int, out: Path) -> dict:
     """Samples for training tasks diagnosed against that task's zoo models, and their distance to all of them."""
-    from generators.diagnose.report import diagnose, method_rows, nearest_l2
-    from generators.source import load_source
+    from generators.diagnose import diagnose, method_rows, nearest_l2
+    from generators.training_models import load_training_models
 
-    src = load_source(z.path, {**g.config, "condition": None, "val_fraction": 0.1}, 0)
+    src = load_training_models(z.path, {**g.config, "condition": None, "val_fraction": 0.1}, 0)
     canon = torch.cat([src.train, src.val])[:, g.param_mask]
     train_nn, _ = nearest_l2(canon, canon, exclude_self=True)
     rows, novelty = {}, {}
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     seed_ = int(recipe.get("task_seed", 0))
 
     # ---------------------------------------------------------------- zero-shot on held-out tasks
-    train_tasks = list(g.source["train_tasks"])
+    train_tasks = list(g.origin["train_tasks"])
     train_data = [z.dataset(t) for t in train_tasks]
     train_emb = embed_tasks(g, train_data, args.shots, args.seed)
     models = z.models.set_index("model_id")
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["cd wszoo && .venv/bin/python bench/d2nwg.py", *(sys.argv[1:] if argv is None else argv)]),
         "zoo": args.zoo, "reference_zoo": args.reference, "run": args.run,
         "zoo_models": int((z.models["status"] == "done").sum()), "zoo_tasks": int(z.models["dataset"].nunique()),
-        "train_tasks": len(g.source["train_tasks"]), "val_tasks": len(g.source["val_tasks"]),
+        "train_tasks": len(g.origin["train_tasks"]), "val_tasks": len(g.origin["val_tasks"]),
         "held_out_ratio": held_out["held_out_ratio"], "held_out": held_out, "finetune": finetune,
         "in_distribution": in_dist, "timing": {**timing, "fit_seconds": summary.get("fit_seconds", round(fit_s, 1)),
                                               "bench_seconds": round(time.perf_counter() - t0, 1),

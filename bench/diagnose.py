@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import zoo  # noqa: E402
-from generators.diagnose.report import diagnose, summary_table  # noqa: E402
+from generators.diagnose import diagnose, summary_table  # noqa: E402
 from zoo.app.config import compose  # noqa: E402
 from zoo.rebasin import permute_flat, random_perms, spec_for_layout  # noqa: E402
 

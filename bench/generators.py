@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import generators  # noqa: E402
 import zoo  # noqa: E402
-from generators.diagnose.report import method_rows, summary_table  # noqa: E402
+from generators.diagnose import method_rows, summary_table  # noqa: E402
 from zoo.app.config import compose  # noqa: E402
 
 RERUN = ".venv/bin/python bench/generators.py"
@@ -65,10 +65,10 @@ def measure(z: zoo.Zoo, run: str, n: int, overrides: dict, threads: int) -> dict
     samples_zoo = g.sample_zoo(n, Path(run) / "samples.zarr", seed=0, overwrite=True).path  # for zoo diagnose
     res = zoo.evaluate(g.layout, flat, data, split="test")
     models = z.models.set_index("model_id")
-    train_mean = float(models.loc[g.source["train_ids"], "test_acc"].mean())
+    train_mean = float(models.loc[g.origin["train_ids"], "test_acc"].mean())
     acc = res["acc"].float()
     summary = json.loads(Path(run, "summary.json").read_text())
-    out = {"canonical": g.source["canonical"], "samples": n, "sample_test_acc_mean": float(acc.mean()),
+    out = {"canonical": g.origin["canonical"], "samples": n, "sample_test_acc_mean": float(acc.mean()),
            "sample_test_acc_min": float(acc.min()), "sample_test_acc_std": float(acc.std()),
            "train_models_test_acc_mean": train_mean, "ratio": float(acc.mean()) / train_mean,
            "fit_seconds": round(fit_s, 1), "sample_seconds": round(sample_s[threads], 3),
@@ -80,7 +80,7 @@ def measure(z: zoo.Zoo, run: str, n: int, overrides: dict, threads: int) -> dict
         raw[:, mask] = flat[:, mask]
         out["no_recalibration_test_acc_mean"] = float(zoo.evaluate(g.layout, raw, data, split="test")["acc"].mean())
         # the yardstick with the same treatment: training models with statistics re-estimated on the training split
-        ref = zoo.evaluate(g.layout, z.weights(g.source["train_ids"]), data, split="test", recalibrate_bn=True)
+        ref = zoo.evaluate(g.layout, z.weights(g.origin["train_ids"]), data, split="test", recalibrate_bn=True)
         out["train_models_recalibrated_test_acc_mean"] = float(ref["acc"].mean())
         out["ratio_vs_recalibrated"] = float(acc.mean()) / out["train_models_recalibrated_test_acc_mean"]
     return out

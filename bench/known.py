@@ -50,7 +50,7 @@ from zoo.forward import population_forward  # noqa: E402
 import generators  # noqa: E402
 from generators.known.model import weight_kinds  # noqa: E402
 from generators.known.fit import reversed_trajectories, windows  # noqa: E402
-from generators.commands.nowcast import nowcast_zoo  # noqa: E402
+from generators.known import nowcast_zoo  # noqa: E402
 
 PRETRAIN = "digits-classes-01234"
 TASKS = {"classes-56789": ("digits-classes-56789", None), "parity-56789": ("digits-classes-56789", [1, 0, 1, 0, 1])}
@@ -293,8 +293,8 @@ def main() -> int:
     m = z.models
     held = m[(m.seed >= a.fit_models) & (m.status == "done")].model_id.to_numpy()[:a.units]
     arch_ids = z_arch.models[z_arch.models.status == "done"].model_id.to_numpy()[:a.units]
-    print(f"zoos built in {build_s:.0f}s; KNOWN fitted in {fit_s:.0f}s on {len(g.source['train_ids'])} models "
-          f"({len(g.source['val_ids'])} validation); held out: {len(held)} pretraining models, {len(arch_ids)} of "
+    print(f"zoos built in {build_s:.0f}s; KNOWN fitted in {fit_s:.0f}s on {len(g.origin['train_ids'])} models "
+          f"({len(g.origin['val_ids'])} validation); held out: {len(held)} pretraining models, {len(arch_ids)} of "
           f"the held-out architecture", flush=True)
     results = {"command": "OMP_NUM_THREADS=1 .venv/bin/python bench/known.py " + " ".join(sys.argv[1:]),
                "settings": {k: v for k, v in vars(a).items() if k not in ("json", "png", "replot")},

@@ -41,8 +41,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
-from generators.base import load  # noqa: E402
-from generators.lcsc.search import GENERATOR_SEARCH, SearchConfig, lcsc_zoo  # noqa: E402
+from generators.registry import load  # noqa: E402
+from generators.lcsc.search import GENERATOR_SEARCH, SearchConfig  # noqa: E402
+from generators.lcsc.zoo import lcsc_zoo  # noqa: E402
 from generators.lcsc.snapshots import SnapshotCombiner, _snapshot_states, lcsc_generator  # noqa: E402
 
 METHODS = ("last", "ema", "uniform")

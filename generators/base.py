@@ -3,14 +3,14 @@
 A generator is a LightningModule that learns the trainable parameters of one layout. Subclasses implement
 ``generate(n, generator, condition) -> [n, P_params]``; this class turns that into full state dicts
 (buffers from the training models' mean, BatchNorm statistics re-estimated on the TRAINING split), saves
-and loads run folders (``config.json`` + ``model.safetensors``: no pickle), and writes zoos of samples.
+run folders (``generators.registry``: ``config.json`` + ``model.safetensors``, no pickle; ``load`` reads them
+back), and writes zoos of samples. It knows no method: each registers itself in its package's ``__init__``.
 """
 from __future__ import annotations
 
 import abc
-import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import lightning as L
 import numpy as np
@@ -21,29 +21,41 @@ import zoo
 from zoo.errors import ZooError
 from zoo.layout import Layout
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-SNAPSHOT_DIR = "snapshots"  # raw training weights every few steps (LCSC searches over them)
+from generators.registry import save_run
+from generators.training_models import TrainingModels, load_training_models
 
 
 class Generator(L.LightningModule, metaclass=abc.ABCMeta):
     """Base of all weight generators: ``sample``, ``save``, ``sample_zoo``; subclasses define ``generate``."""
 
     name: ClassVar[str] = ""
+    param_mask: torch.Tensor  # [P] bool buffer: the layout's trainable entries
+    buffer_fill: torch.Tensor  # [P] the training models' mean (their non-trainable entries fill samples)
+    # samples for a dataset named at sampling time (``dataset_condition``; ``zoo sample --dataset``): d2nwg
+    conditions_on_dataset: ClassVar[bool] = False
 
-    def __init__(self, config: dict, source: dict, dims: dict):
+    def __init__(self, config: dict, origin: dict, dims: dict):
         super().__init__()
-        self.config, self.source, self.dims = dict(config), dict(source), dict(dims)
-        self.layout = Layout.from_json(source["layout"])
+        # origin: what the generator knows of its training zoo (path, layout, model ids, canonical frame, dataset,
+        # condition values, metric names); config.json stores it under "source" (old run folders still load)
+        self.config, self.origin, self.dims = dict(config), dict(origin), dict(dims)
+        self.layout = Layout.from_json(origin["layout"])
         self.run_dir: Path | None = None
+        self._data: zoo.Dataset | None = None  # the training zoo's dataset, loaded on first use
         mask = self.layout.parameter_mask()
         self.register_buffer("param_mask", mask, persistent=False)
         self.register_buffer("buffer_fill", torch.zeros(self.layout.size))  # mean buffers of the training models
 
     # ------------------------------------------------------------------ to implement
     @classmethod
+    def load_training_models(cls, zoo_path: str, cfg: Mapping[str, Any], seed: int = 0) -> TrainingModels:
+        """The training data a generator config selects from the zoo at ``zoo_path``, split into train/val
+        by model id in one frame (``generators.training_models``); a method that splits otherwise overrides this."""
+        return load_training_models(zoo_path, cfg, seed)
+
+    @classmethod
     @abc.abstractmethod
-    def from_data(cls, config: dict, source: dict, train: torch.Tensor, buffers: torch.Tensor) -> "Generator":
+    def from_data(cls, config: dict, origin: dict, train: torch.Tensor, buffers: torch.Tensor) -> "Generator":
         """A new generator whose fixed statistics come from the training models' parameters [n, P_params]
         (``buffers``: [P] values for the layout's non-trainable entries)."""
 
@@ -59,7 +71,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
     @property
     def condition_values(self) -> list | None:
         """The values of the conditioning column seen in training, or None for an unconditional generator."""
-        cond = self.source.get("condition")
+        cond = self.origin.get("condition")
         return list(cond["values"]) if cond else None
 
     def _condition_index(self, n: int, condition: Any, generator: torch.Generator) -> tuple[torch.Tensor | None, list]:
@@ -70,19 +82,19 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
                 raise ZooError(f"this {self.name} generator is unconditional; sample it without a condition")
             return None, [None] * n
         if condition is None:
-            counts = torch.as_tensor(self.source["condition"]["counts"], dtype=torch.float64)
+            counts = torch.as_tensor(self.origin["condition"]["counts"], dtype=torch.float64)
             idx = torch.multinomial(counts, n, replacement=True,
                                     generator=generator)
             return idx, [values[int(i)] for i in idx]
         wanted = list(condition) if isinstance(condition, (list, tuple)) else [condition] * n
         if len(wanted) != n:
             raise ZooError(f"give one condition or {n} (one per sample), got {len(wanted)}")
-        idx = [self._match_value(v, values) for v in wanted]
-        return torch.as_tensor(idx, dtype=torch.int64), [values[i] for i in idx]
+        picked = [self._match_value(v, values) for v in wanted]
+        return torch.as_tensor(picked, dtype=torch.int64), [values[i] for i in picked]
 
     def _match_value(self, value: Any, values: list) -> int:
         """Index of ``value`` among the training values (``"0.1"`` matches 0.1: CLI values arrive as text)."""
-        column = self.source["condition"]["column"]
+        column = self.origin["condition"]["column"]
         for i, v in enumerate(values):
             if v == value or str(v) == str(value):
                 return i
@@ -94,18 +106,23 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
                     pass
         raise ZooError(f"unknown condition value {value!r} for column {column!r}; the generator knows {values}")
 
+    def dataset_condition(self, dataset: Any, shots: int | None = None) -> Any:
+        """A condition for ``sample``/``sample_zoo`` naming a dataset (``shots`` examples per class); only a
+        generator with ``conditions_on_dataset`` has one."""
+        raise ZooError(f"this {self.name} generator is not conditioned on a dataset; d2nwg is")
+
     # ------------------------------------------------------------------ sampling
     def dataset(self) -> zoo.Dataset:
-        """The data the source zoo was trained on (reloaded and fingerprint-checked; BN needs its training split)."""
-        if getattr(self, "_data", None) is not None:
+        """The data the training zoo was trained on (reloaded and fingerprint-checked; BN needs its training split)."""
+        if self._data is not None:
             return self._data
-        d = self.source["dataset"]
+        d = self.origin["dataset"]
         try:
             data = zoo.load_dataset(d["source"], seed=int(d["seed"]))
         except ZooError:
             data = None
         if data is None or data.fingerprint != d["fingerprint"]:
-            data = zoo.open(self.source["zoo"]).dataset(d["name"])
+            data = zoo.open(self.origin["zoo"]).dataset(d["name"])
         self._data = data
         return data
 
@@ -141,7 +158,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
     def on_validation_epoch_end(self) -> None:
         """Log the mean TRAINING-split accuracy of ``val_samples`` fixed-seed samples (the test split is never read)."""
         k = int(self.config.get("val_samples", 0))
-        if k <= 0 or self.source["dataset"]["kind"] != "classification":
+        if k <= 0 or self.origin["dataset"]["kind"] != "classification":
             return
         flat, _ = self.sample_flat(k, seed=0)
         finite = torch.isfinite(flat).all(1)
@@ -153,25 +170,16 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (made if missing)."""
-        from safetensors.torch import save_file
-
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(out / WEIGHTS_FILE))
-        meta = {"generator": self.name, "config": self.config, "source": self.source, "dims": self.dims}
-        (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-        self.run_dir = out
-        return out
+        self.run_dir = save_run(directory, self.name, self.config, self.origin, self.dims, self.state_dict())
+        return self.run_dir
 
     # ------------------------------------------------------------------ samples as a zoo
     def sample_zoo(self, n: int, out: str | Path, seed: int = 0, condition: Any = None,
                    overwrite: bool = False) -> "zoo.Zoo":
         """Write n samples as a zoo at ``out``: weights, train/test metrics, status and provenance per model."""
-        from zoo.store.writer import create
-
         flat, values = self.sample_flat(n, seed, condition)
         data = self.dataset()
-        names = list(self.source["metric_names"])
+        names = list(self.origin["metric_names"])
         metrics = np.full((n, 1, len(names)), np.nan)
         finite = torch.isfinite(flat).all(1)
         if finite.any():
@@ -182,16 +190,16 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
                         metrics[finite.numpy(), 0, names.index(f"{split}_{k}")] = v.numpy()
         run = str(self.run_dir) if self.run_dir is not None else None
         table = pd.DataFrame({"generator": self.name, "run": run, "seed": int(seed), "sample": np.arange(n),
-                              **self.source.get("shared", {}), "layout": self.source["layout_key"]})
-        cond = self.source.get("condition")
+                              **self.origin.get("shared", {}), "layout": self.origin["layout_key"]})
+        cond = self.origin.get("condition")
         if cond:
             table[cond["column"]] = values
         attrs = {"generator": {"name": self.name, "run": run, "seed": int(seed),
                                "condition": None if condition is None else str(condition),
-                               "source_zoo": self.source["zoo"], "canonical": self.source.get("canonical"),
+                               "source_zoo": self.origin["zoo"], "canonical": self.origin.get("canonical"),
                                "config": self.config}}
-        epoch = self.source.get("epoch")
-        w = create(str(out), table, {self.source["layout_key"]: self.layout}, [0 if epoch is None else int(epoch)],
+        epoch = self.origin.get("epoch")
+        w = zoo.create(str(out), table, {self.origin["layout_key"]: self.layout}, [0 if epoch is None else int(epoch)],
                    names, attrs=attrs, datasets=[data], overwrite=overwrite)
         ids = np.arange(n)
         for status, sel in (("done", finite.numpy()), ("diverged", ~finite.numpy())):
@@ -201,54 +209,3 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
                         last_checkpoint=last)
         return w.zoo()
 
-
-REGISTRY: dict[str, type[Generator]] = {}
-
-
-def register(cls: type[Generator]) -> type[Generator]:
-    """Class decorator: make a generator loadable by its ``name``."""
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def registry() -> dict[str, type[Generator]]:
-    """Generator classes by name (importing the modules that register them)."""
-    from generators.dwf import model as dwf  # noqa: F401  (registers DeepWeightFlow)
-    from generators.d2nwg import model as d2nwg  # noqa: F401  (registers D2NWG, conditioned on a dataset)
-    from generators.known import model as known  # noqa: F401  (registers KNOWN, a predictor: predict(trajectory), not sample)
-
-    return REGISTRY
-
-
-def load(directory: str | Path, snapshot: int | None = None) -> Generator:
-    """Rebuild a saved generator from ``config.json`` and safetensors (``snapshot``: raw weights at that step)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    d = Path(directory)
-    if not (d / CONFIG_FILE).is_file():
-        raise ZooError(f"no generator run at {str(d)!r}: {CONFIG_FILE} is missing (fit one with `zoo fit`)")
-    try:
-        meta = json.loads((d / CONFIG_FILE).read_text())
-        name = meta["generator"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ZooError(f"{str(d / CONFIG_FILE)!r} is not a generator config ({e.__class__.__name__}: {e})") from None
-    known = registry()
-    if name not in known:
-        raise ZooError(f"unknown generator {name!r} in {str(d)!r}; known: {sorted(known)}")
-    weights = d / WEIGHTS_FILE if snapshot is None else d / SNAPSHOT_DIR / f"step-{int(snapshot):07d}.safetensors"
-    if not weights.is_file():
-        raise ZooError(f"generator weights {str(weights)!r} are missing")
-    g = known[name](meta["config"], meta["source"], meta["dims"])
-    try:
-        g.load_state_dict(load_file(str(weights)))
-    except (SafetensorError, RuntimeError) as e:
-        raise ZooError(f"{str(weights)!r} does not fit the generator ({' '.join(str(e).split())[:200]})") from None
-    g.run_dir = d
-    return g.eval()
-
-
-def snapshots(directory: str | Path) -> list[int]:
-    """Training steps at which raw generator weights were saved in a run folder (for ``load(dir, snapshot=)``)."""
-    d = Path(directory) / SNAPSHOT_DIR
-    return sorted(int(p.stem.removeprefix("step-")) for p in d.glob("step-*.safetensors")) if d.is_dir() else []

@@ -1,7 +1,7 @@
 """Fitting a generator with the Lightning Trainer: model-id validation split, EMA, early stopping, checkpoints.
 
 ``fit("dwf", zoo_path, **overrides)`` composes ``conf/fit.yaml`` with ``conf/generator/dwf.yaml``, reads
-the zoo (``generators.source``), trains, and writes the run folder:
+the zoo (``generators.training_models``), trains, and writes the run folder:
 ``config.json`` + ``model.safetensors`` (EMA weights of the best validation epoch), ``metrics.csv`` (CSV
 logger), ``checkpoints/`` (Lightning's best and last), ``snapshots/step-*.safetensors`` (raw weights along
 training) and ``summary.json``.
@@ -17,12 +17,16 @@ from typing import Any, Mapping
 
 import lightning as L
 import torch
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from zoo.app.config import CONF_DIR, compose
 from zoo.app.trainer import make_trainer
 from zoo.errors import ZooError
 
-from generators.base import SNAPSHOT_DIR, Generator, registry
+from generators.base import Generator
+from generators.registry import SNAPSHOT_DIR, get
+from generators.training_models import TrainingModels
 
 CHECKPOINT_DIR = "checkpoints"
 MONITORS = {"val/loss": "min", "val/sample_train_acc": "max"}  # what early stopping and the best checkpoint follow
@@ -37,7 +41,7 @@ def _merge(cfg: dict, overrides: Mapping[str, Any]) -> dict:
     """Apply Python overrides: top-level keys of fit.yaml, else keys of the generator's config ("a.b" nests)."""
     for key, value in overrides.items():
         path = key.split(".")
-        target = cfg if path[0] in cfg else cfg["generator"]
+        target: dict = cfg if path[0] in cfg else cfg["generator"]
         for p in path[:-1]:
             if not isinstance(target.get(p), dict):
                 raise ZooError(f"unknown setting {key!r}")
@@ -68,29 +72,26 @@ def fit(name: str, zoo_path: str, **overrides: Any) -> Generator:
 class Snapshots(L.Callback):
     """Save the raw (non-EMA) generator weights every ``every`` optimizer steps (LCSC combines them)."""
 
-    def __init__(self, directory: Path, every: int):
+    def __init__(self, directory: Path, every: int) -> None:
         self.directory, self.every = Path(directory), int(every)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         step = trainer.global_step
         if self.every > 0 and step % self.every == 0:
-            from safetensors.torch import save_file
-
             self.directory.mkdir(parents=True, exist_ok=True)
             state = {k: v.detach().contiguous().clone() for k, v in pl_module.state_dict().items()}
             save_file(state, str(self.directory / f"step-{step:07d}.safetensors"))
 
 
-def _loaders(src, cfg: Mapping, g: Generator, seed: int):
+def _loaders(models: TrainingModels, cfg: Mapping, g: Generator, seed: int) -> tuple[DataLoader, DataLoader]:
     """Training loader (models drawn with replacement, ``steps_per_epoch`` batches) and validation loader."""
-    from torch.utils.data import DataLoader, RandomSampler, TensorDataset
-
     mask = g.layout.parameter_mask()
     with torch.no_grad():
-        train = g.encode(src.train[:, mask])
-        val = g.encode(src.val[:, mask])
-    tr = (train,) + ((src.train_condition,) if src.train_condition is not None else ())
-    va = (val,) + ((src.val_condition,) if src.val_condition is not None else ())
+        train = g.encode(models.train[:, mask])
+        val = g.encode(models.val[:, mask])
+    tr = (train,) + ((models.train_condition,) if models.train_condition is not None else ())
+    va = (val,) + ((models.val_condition,) if models.val_condition is not None else ())
     bs = int(cfg["generator"]["batch_size"])
     steps = int(cfg["steps_per_epoch"])
     sampler = RandomSampler(TensorDataset(*tr), replacement=True, num_samples=steps * bs,
@@ -112,15 +113,14 @@ def _fit(cfg: Mapping) -> Generator:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.callbacks.weight_averaging import EMAWeightAveraging
 
-    from generators.source import load_source
-
     cfg = dict(cfg)
     if not cfg.get("zoo"):
         raise ZooError("zoo=PATH is required (the zoo to learn from)")
     gcfg = dict(cfg["generator"])
     name = gcfg["name"]
-    if hasattr(registry()[name], "fit_run"):  # a generator with its own fitting (KNOWN: trajectory windows)
-        return registry()[name].fit_run(cfg)
+    method = get(name)
+    if method.fit is not None:  # a method with its own fitting (KNOWN: trajectory windows)
+        return method.fit(cfg)
     stem = Path(str(cfg["zoo"]).rstrip("/")).name.removesuffix(".zarr")
     out = Path(cfg.get("out") or Path("data/runs") / f"{name}-{stem}")
     seed = int(cfg.get("seed", 0))
@@ -128,12 +128,14 @@ def _fit(cfg: Mapping) -> Generator:
         torch.set_num_threads(int(cfg["threads"]))
     L.seed_everything(seed, verbose=False)
     t0 = time.perf_counter()
-    src = getattr(registry()[name], "load_source", load_source)(str(cfg["zoo"]), gcfg, seed)  # d2nwg: split by task
-    source = {**src.info, "shared": src.shared}
-    mask = src.layout.parameter_mask()
-    cls = registry()[name]
-    g = cls.from_data(gcfg, source, src.train[:, mask], src.train.mean(0))
-    train_dl, val_dl = _loaders(src, cfg, g, seed)
+    cls = method.cls
+    if not issubclass(cls, Generator):
+        raise TypeError(f"{cls.__qualname__} is registered without a fit of its own but is not a Generator")
+    models = cls.load_training_models(str(cfg["zoo"]), gcfg, seed)  # d2nwg overrides it: a split by task
+    origin = {**models.info, "shared": models.shared}
+    mask = models.layout.parameter_mask()
+    g = cls.from_data(gcfg, origin, models.train[:, mask], models.train.mean(0))
+    train_dl, val_dl = _loaders(models, cfg, g, seed)
     out.mkdir(parents=True, exist_ok=True)
     for stale in (out / "metrics.csv", out / CHECKPOINT_DIR / "best.ckpt", out / CHECKPOINT_DIR / "last.ckpt"):
         stale.unlink(missing_ok=True)
@@ -152,8 +154,9 @@ def _fit(cfg: Mapping) -> Generator:
                  EarlyStopping(monitor=monitor, mode=mode, patience=int(es["patience"]),
                                min_delta=float(es["min_delta"])),
                  Snapshots(out / SNAPSHOT_DIR, int(cfg["snapshot_every_n_steps"]))]
-    print(f"[zoo fit] {name} on {cfg['zoo']}: {len(src.info['train_ids'])} train / {len(src.info['val_ids'])} val"
-          f" models, {int(cfg['steps_per_epoch'])} steps per epoch; following {monitor}", file=sys.stderr, flush=True)
+    print(f"[zoo fit] {name} on {cfg['zoo']}: {len(models.info['train_ids'])} train / "
+          f"{len(models.info['val_ids'])} val models, {int(cfg['steps_per_epoch'])} steps per epoch; "
+          f"following {monitor}", file=sys.stderr, flush=True)
     trainer = make_trainer(cfg["trainer"], out, callbacks, progress="zoo fit", monitor=monitor,
                            enable_model_summary=False, num_sanity_val_steps=0)
     with warnings.catch_warnings():
@@ -168,8 +171,8 @@ def _fit(cfg: Mapping) -> Generator:
                "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
                "monitor": monitor,
                "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
-               "train_models": len(src.info["train_ids"]), "val_models": len(src.info["val_ids"]),
-               "canonical": src.info["canonical"], "dims": g.dims,
+               "train_models": len(models.info["train_ids"]), "val_models": len(models.info["val_ids"]),
+               "canonical": models.info["canonical"], "dims": g.dims,
                "parameters": int(sum(p.numel() for p in g.parameters())), "config": cfg}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return g.eval()

@@ -4,8 +4,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from zoo.app.args import ArgumentParser, parse
 from zoo.errors import ZooError
+
+from generators.diagnose import diagnose, summary_table
 
 EPILOG = """Per sample and per method (each samples zoo, each baseline, the training models): test_acc,
 nn_l2 (L2 to the nearest training model after Git Re-Basin alignment to one reference, lowered where
@@ -70,11 +74,7 @@ def main(argv: list[str]) -> int:
         raise ZooError("--k must be >= 1, --threads and --refine >= 0")
     drops = _drops(args.noise_drops)
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
-    from generators.diagnose.report import diagnose, summary_table
-
     report = diagnose(args.samples or None, args.train, args.out, args.baselines, n_baseline=args.n_baseline,
                       noise_drops=drops, k=args.k, seed=args.seed, canonical=args.canonical, refine=args.refine,
                       recalibrate_samples=args.recalibrate_bn, plots=not args.no_plots, progress=not args.json)

@@ -10,6 +10,8 @@ import json
 from zoo.app.config import compose, help_text
 from zoo.app.trainer import checked_overrides
 
+from generators.fit import fit_config
+
 FIT_USAGE = """usage: zoo fit generator=NAME zoo=PATH [out=DIR] [key=value ...]
   generators: {generators}
   e.g. zoo fit generator=dwf zoo=data/zoos/dwf-mlp-digits.zarr out=data/runs/dwf generator.condition=learning_rate
@@ -23,8 +25,6 @@ def main(argv: list[str]) -> int:
         print(help_text("fit", FIT_USAGE.splitlines()[0], [e.strip().removeprefix("e.g. ") for e in
                                                           FIT_USAGE.splitlines()[2:-1]], group_keys=("generator",)))
         return 0 if argv else 2
-    from generators.fit import fit_config
-
     cfg = compose("fit", checked_overrides(argv, 'fit', ("generator",)))
     g = fit_config(cfg)
     summary = json.loads((g.run_dir / "summary.json").read_text())

@@ -8,10 +8,18 @@ Generators: writes a run folder (``generators.load``, ``zoo sample``) with the c
 """
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
+
+import zoo
 from zoo.app.args import ArgumentParser, parse, set_threads
 from zoo.errors import ZooError
+from zoo.store import path_exists
 
 from generators.lcsc.search import GENERATOR_SEARCH, SearchConfig
+from generators.lcsc.snapshots import lcsc_generator
+from generators.lcsc.zoo import lcsc_zoo, write_lcsc_zoo
 
 USAGE = ("zoo lcsc ZOO --out OUT.zarr [--models IDS|all] [--metric loss|acc] [options]"
          " | zoo lcsc RUN_DIR --generator --out DIR [--samples 16] [options]")
@@ -48,16 +56,10 @@ def _parser() -> ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """LCSC: search linear combinations of saved checkpoints (val split)"""
-    import dataclasses
-
     args = parse(_parser(), argv)
     if args is None:  # --help
         return 0
     set_threads(args.threads)
-    import zoo
-
-    from generators.lcsc.search import SearchConfig, lcsc_zoo, write_lcsc_zoo
-
     base = GENERATOR_SEARCH if args.generator else SearchConfig()
     config = dataclasses.replace(base, lower=args.lower, upper=args.upper,
                                  population=base.population if args.population is None else args.population,
@@ -82,10 +84,6 @@ def main(argv: list[str]) -> int:
 
 def _generator(args, config) -> int:
     """``zoo lcsc RUN_DIR --generator --out DIR``: search over the run's snapshots, write a run folder."""
-    from pathlib import Path
-
-    from generators.lcsc.snapshots import lcsc_generator
-
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise ZooError(f"{args.out!r} already exists; pass --overwrite to replace it")
@@ -104,6 +102,4 @@ def _generator(args, config) -> int:
 
 def _exists(path: str) -> bool:
     """Whether a zoo (or anything) is at ``path``."""
-    from zoo.store import path_exists
-
     return path_exists(path)

@@ -1,87 +1,17 @@
-"""``zoo nowcast RUN --zoo Z --out OUT.zarr [--steps K]``: KNOWN applied recursively to a trajectory zoo.
-
-Every selected done model of Z is read along its reversed trajectory (small data -> full data); KNOWN
-predicts K recursive steps past the full-data weights. The result is ONE zoo with one model per source
-model and K checkpoints: checkpoint i holds the weights i+1 steps past the full data (its epoch is i+1).
-BatchNorm statistics are recomputed on each model's TRAINING split (``zoo.recalibrate_bn``); train and
-test loss/accuracy come from ``zoo.evaluate``. The models table keeps the source columns and adds
-``source_model_id``.
-"""
+"""``zoo nowcast RUN --zoo Z --out OUT.zarr [--steps K]``: KNOWN applied recursively to a trajectory zoo,
+written as a zoo (the library: :func:`generators.known.nowcast_zoo`)."""
 from __future__ import annotations
 
 import sys
 import warnings
 
-import numpy as np
 import pandas as pd
-import torch
 
-import zoo
 from zoo.app.args import ArgumentParser, parse, set_threads
 from zoo.errors import ZooError
-from zoo.store import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
-INTERNAL_COLUMNS = ("model_id", "row", "status", "last_checkpoint")
-
-
-def nowcast_zoo(g, zoo_path: str, out: str, steps: int = 1, query: str | None = None,
-                overwrite: bool = False) -> "zoo.Zoo":
-    """Write the KNOWN nowcasts (``steps`` recursive steps) of a trajectory zoo's done models as a zoo at ``out``."""
-    from generators.known.fit import reversed_trajectories
-
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 10:
-        raise ZooError(f"--steps must be an integer in 1..10, got {steps!r}")
-    z = zoo.open(zoo_path)
-    models = z.models
-    sel = models[models["status"] == "done"]
-    if query:
-        try:
-            sel = sel.query(query)
-        except Exception as e:
-            raise ZooError(f"bad query {query!r}: {' '.join(str(e).split())}") from None
-    if sel.empty:
-        raise ZooError(f"no done models of {zoo_path!r} to nowcast" + (f" match {query!r}" if query else ""))
-    datasets = {name: z.dataset(name) for name in z.datasets}
-    kinds = {d.kind for d in datasets.values()}
-    names = list(REGRESSION_METRICS if kinds == {"regression"} else CLASSIFICATION_METRICS)
-    sel = sel.sort_values(["layout", "model_id"]).reset_index(drop=True)
-    table = sel.drop(columns=[c for c in (*INTERNAL_COLUMNS, *models.columns[models.columns.isin(z.metric_names)])
-                              if c in sel.columns])
-    table.insert(0, "source_model_id", sel["model_id"].to_numpy())
-    table["nowcast_run"] = str(g.run_dir) if g.run_dir is not None else None
-    used = sorted(set(sel["layout"]))
-    attrs = {"nowcast": {"run": str(g.run_dir) if g.run_dir is not None else None, "source_zoo": str(zoo_path),
-                         "steps": steps, "query": query, "checkpoints": "checkpoint i = i+1 recursive KNOWN steps "
-                         "past the full-data weights", "batchnorm": "recomputed on the training split"}}
-    preds = {}  # every prediction before the output zoo exists: a bad input leaves nothing behind
-    for key in used:
-        rows = np.nonzero((sel["layout"] == key).to_numpy())[0]
-        preds[key] = g.nowcast(reversed_trajectories(z, key, sel["model_id"].to_numpy()[rows]), z.layouts[key], steps)
-    w = zoo.create(out, table, {k: z.layouts[k] for k in used}, list(range(1, steps + 1)), names, attrs=attrs,
-                   datasets=list(datasets.values()), overwrite=overwrite)
-    for key in used:
-        rows = np.nonzero((sel["layout"] == key).to_numpy())[0]
-        layout, pred = z.layouts[key], preds[key]
-        metrics = np.full((len(rows), steps, len(names)), np.nan)
-        finite = torch.isfinite(pred).flatten(1).all(1).numpy()
-        for name, data in datasets.items():
-            on = np.nonzero(((sel["dataset"].to_numpy()[rows] == name) if "dataset" in sel else
-                             np.ones(len(rows), bool)) & finite)[0]
-            if not len(on):
-                continue
-            on_t = torch.from_numpy(on)
-            for s in range(steps):
-                flat = zoo.recalibrate_bn(layout, pred[on_t, s], data)
-                pred[on_t, s] = flat
-                for split in ("train", "test"):
-                    for m, v in zoo.evaluate(layout, flat, data, split=split).items():
-                        if f"{split}_{m}" in names:
-                            metrics[on, s, names.index(f"{split}_{m}")] = v.numpy()
-        for status, part in (("done", finite), ("diverged", ~finite)):
-            if part.any():
-                w.write(rows[part].tolist(), pred[torch.from_numpy(part)], metrics[part], status=status,
-                        last_checkpoint=None if status == "done" else [-1] * int(part.sum()))
-    return w.zoo()
+from generators.known import nowcast_zoo
+from generators.registry import get, load
 
 
 def _parser() -> ArgumentParser:
@@ -104,10 +34,8 @@ def main(argv: list[str]) -> int:
     if args is None:
         return 0
     set_threads(args.threads)
-    from generators.base import load
-
     g = load(args.run)
-    if not hasattr(g, "nowcast"):
+    if not isinstance(g, get("known").cls):
         raise ZooError(f"{args.run!r} holds a {g.name} generator; zoo nowcast needs a KNOWN run (generator=known)")
     with warnings.catch_warnings(record=True) as caught:  # e.g. a weight kind KNOWN never trained on: one line each
         warnings.simplefilter("always", UserWarning)

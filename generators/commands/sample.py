@@ -5,6 +5,8 @@ from __future__ import annotations
 from zoo.app.args import ArgumentParser, parse, set_threads
 from zoo.errors import ZooError
 
+from generators import Generator, load
+
 
 def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="zoo sample", description="sample networks from a fitted generator and write "
@@ -31,12 +33,13 @@ def main(argv: list[str]) -> int:
     if args is None:
         return 0
     set_threads(args.threads)
-    from generators.base import load
-
     g = load(args.run, snapshot=args.snapshot)
+    if not isinstance(g, Generator):
+        raise ZooError(f"{args.run!r} holds a {g.name} run, which predicts weights rather than sampling them "
+                       "(zoo nowcast applies it)")
     condition = args.condition
     if args.dataset is not None or args.shots is not None:
-        if not hasattr(g, "dataset_condition"):
+        if not g.conditions_on_dataset:
             raise ZooError(f"--dataset/--shots are for dataset-conditioned generators (d2nwg); this run is {g.name}")
         if args.dataset is None:
             raise ZooError("--shots needs --dataset NAME|file.npz")
@@ -50,8 +53,8 @@ def main(argv: list[str]) -> int:
         and len(acc) else ""
     print(f"zoo sample: {len(df)} networks from {args.run} (seed {args.seed}) -> {args.out}: "
           f"{int((df['status'] == 'done').sum())} finite{tail}")
-    source = (getattr(g, "source", None) or {}).get("zoo")
-    if source and not hasattr(g, "dataset_condition"):  # d2nwg's samples are for another dataset than its zoo's
+    training_zoo = g.origin.get("zoo")
+    if training_zoo and not g.conditions_on_dataset:  # d2nwg's samples are for another dataset than its zoo's
         stem = str(args.out).rstrip("/").rsplit("/", 1)[-1].removesuffix(".zarr")
-        print(f"next: zoo diagnose {args.out} --train {source} --out data/runs/diagnose-{stem}")
+        print(f"next: zoo diagnose {args.out} --train {training_zoo} --out data/runs/diagnose-{stem}")
     return 0

@@ -1,18 +1,21 @@
 """D2NWG: latent diffusion over (re-based) weights, conditioned on a dataset embedded from a few examples.
 
 Coordinates: trainable parameters w [n, P] (raw by default, ``canonical``: within one seed the zoo's models
-share their init, so raw weights are ~linear in the task; ``generators.source``) standardized per
+share their init, so raw weights are ~linear in the task; ``generators.training_models``) standardized per
 coordinate with training statistics, cut into T tokens of ``chunk_size`` (zero-padded), compressed by a
 token-wise VAE (linear maps started at PCA, optionally plus a residual MLP; one token when the net is small)
 into a latent [n, T * latent_per_chunk], standardized per dimension. The VAE is fitted once in
 ``from_data`` (a fixed coordinate system for the diffusion, like DeepWeightFlow's PCA). The Lightning
-module then trains, jointly, the dataset encoder (``generators.dataset_encoder``) and a residual-MLP
+module then trains, jointly, the dataset encoder (``dataset_encoder.py``) and a residual-MLP
 denoiser over the latents (eps-prediction under diffusers' ``DDPMScheduler``, linear betas as published,
 ``clip_sample=False``; condition dropout for classifier-free guidance). Besides the dataset, the denoiser
 sees a discrete "mode" (``mode_column``, default the zoo's seed: models of one seed share their
 initialization across tasks, so each mode is a nearly linear family in the task); sampling draws it
 uniformly with the seed. Sampling runs diffusers' ``DDIMScheduler`` for ``ddim_steps`` steps, then the VAE
 decoder.
+
+The networks live beside this module: ``vae.py`` (``WeightVAE``), ``denoiser.py`` (``Denoiser`` and the
+diffusers schedulers), ``dataset_encoder.py`` (the Set Transformer over support sets).
 
 Tasks are split, not models: ``val_fraction`` of the zoo's datasets (all their models) is held out for
 early stopping on the samples' TRAINING-split accuracy on those unseen tasks; no test split is read.
@@ -31,120 +34,11 @@ from torch import nn
 import zoo
 from zoo.errors import ZooError
 
-from generators.base import Generator, register
+from generators.base import Generator
+from generators.training_models import TrainingModels
 from generators.d2nwg.dataset_encoder import ClassPools, DatasetEncoder, check_task, support_set
-
-
-# ---------------------------------------------------------------------------------------------- networks
-class WeightVAE(nn.Module):
-    """Token-wise VAE over standardized weight vectors: [n, P] <-> latent [n, T * z] (T = ceil(P / chunk)).
-
-    Encoder and decoder are a linear map plus a residual MLP (``hidden`` 0: linear only, probabilistic PCA):
-    with a few hundred training nets a deep decoder memorizes them and reconstructs unseen tasks' weights
-    badly, while the linear path reaches the span of the training weights. Tokens share the maps and carry
-    a learned position embedding (in the latent and in the output).
-    """
-
-    def __init__(self, params: int, chunk: int, latent: int, hidden: int):
-        super().__init__()
-        self.params, self.chunk, self.latent = int(params), int(chunk), int(latent)
-        self.tokens = math.ceil(self.params / self.chunk)
-        self.enc = nn.Linear(chunk, 2 * latent)
-        self.dec = nn.Linear(latent, chunk)
-        self.pos_enc = nn.Parameter(torch.zeros(self.tokens, 2 * latent))
-        self.pos_dec = nn.Parameter(torch.zeros(self.tokens, chunk))
-        self.enc_mlp = nn.Sequential(nn.Linear(chunk, hidden), nn.GELU(), nn.Linear(hidden, 2 * latent)) \
-            if hidden > 0 else None
-        self.dec_mlp = nn.Sequential(nn.Linear(latent, hidden), nn.GELU(), nn.Linear(hidden, chunk)) \
-            if hidden > 0 else None
-        for mlp in (self.enc_mlp, self.dec_mlp):
-            if mlp is not None:  # start linear: the MLP adds only what the linear path cannot fit
-                nn.init.zeros_(mlp[-1].weight)
-                nn.init.zeros_(mlp[-1].bias)
-
-    def _tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """[n, P] -> [n, T, chunk] (zero-padded)."""
-        return F.pad(x, (0, self.tokens * self.chunk - self.params)).reshape(x.shape[0], self.tokens, self.chunk)
-
-    @torch.no_grad()
-    def init_pca(self, x: torch.Tensor) -> None:
-        """Start the linear paths at PCA of the training tokens [n, P] (the linear VAE's optimum for a tiny KL
-        weight, up to rotation): training then only refines, and needs few steps."""
-        tok = self._tokens(x)  # [n, T, chunk]
-        mean = tok.mean(0)  # [T, chunk]
-        centered = (tok - mean).reshape(-1, self.chunk)
-        _, s, vh = torch.linalg.svd(centered, full_matrices=False)
-        k = min(self.latent, vh.shape[0])
-        scale = (s[:k] / math.sqrt(max(centered.shape[0] - 1, 1))).clamp_min(1e-6)  # latents of unit variance
-        self.dec.weight.zero_()
-        self.dec.bias.zero_()
-        self.dec.weight[:, :k] = (vh[:k] * scale[:, None]).T
-        self.pos_dec.copy_(mean)
-        self.enc.weight.zero_()
-        self.enc.bias.zero_()
-        self.enc.weight[:k] = vh[:k] / scale[:, None]
-        self.pos_enc.zero_()
-        self.pos_enc[:, :self.latent] = -(mean @ self.enc.weight[:self.latent].T)
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [n, P] -> (mean, log-variance), each [n, T * z]."""
-        tok = self._tokens(x)
-        h = self.enc(tok) + self.pos_enc
-        if self.enc_mlp is not None:
-            h = h + self.enc_mlp(tok)
-        mu, logvar = h.chunk(2, dim=-1)
-        return mu.flatten(1), (logvar - 4.0).clamp(-12, 6).flatten(1)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """latent [n, T * z] -> x [n, P]."""
-        tok = z.reshape(z.shape[0], self.tokens, self.latent)
-        out = self.dec(tok) + self.pos_dec
-        if self.dec_mlp is not None:
-            out = out + self.dec_mlp(tok)
-        return out.flatten(1)[:, :self.params]
-
-
-class ResBlock(nn.Module):
-    """LN -> FiLM by the (time + condition) vector -> Linear-SiLU-Linear, residual."""
-
-    def __init__(self, hidden: int, dropout: float):
-        super().__init__()
-        self.norm = nn.LayerNorm(hidden, elementwise_affine=False)
-        self.film = nn.Linear(hidden, 2 * hidden)
-        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden))
-        nn.init.zeros_(self.film.weight)
-        nn.init.zeros_(self.film.bias)
-
-    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.film(c).chunk(2, dim=-1)
-        return h + self.mlp(self.norm(h) * (1 + scale) + shift)
-
-
-class Denoiser(nn.Module):
-    """eps(z_t, t, dataset embedding): a residual MLP over the latent, FiLM-conditioned on time and dataset."""
-
-    def __init__(self, dim: int, cond_dim: int, hidden: int, blocks: int, time_dim: int, dropout: float = 0.0):
-        super().__init__()
-        self.time_dim = int(time_dim)
-        self.time = nn.Sequential(nn.Linear(time_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-        self.cond = nn.Sequential(nn.Linear(cond_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-        self.inp = nn.Linear(dim + cond_dim, hidden)  # the condition enters here too: gradient from step one
-        self.blocks = nn.ModuleList(ResBlock(hidden, dropout) for _ in range(blocks))
-        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, dim))
-        nn.init.zeros_(self.out[1].weight)
-        nn.init.zeros_(self.out[1].bias)
-
-    def forward(self, z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """z [n, D], t [n] integer timesteps, cond [n, E] -> predicted noise [n, D]."""
-        from diffusers.models.embeddings import get_timestep_embedding
-
-        c = self.time(get_timestep_embedding(t.reshape(-1), self.time_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
-                      .to(z.dtype)) + self.cond(cond)
-        c = F.silu(c)
-        h = self.inp(torch.cat([z, cond], dim=1))
-        for block in self.blocks:
-            h = block(h, c)
-        return self.out(h)
+from generators.d2nwg.denoiser import Denoiser, _schedulers
+from generators.d2nwg.vae import WeightVAE
 
 
 # ---------------------------------------------------------------------------------------------- conditions
@@ -160,17 +54,6 @@ class DatasetCondition:
         return f"{name}" + (f" ({self.shots} shots)" if self.shots is not None else "")
 
 
-def _schedulers(config: Mapping):
-    from diffusers import DDIMScheduler, DDPMScheduler
-
-    kw = dict(num_train_timesteps=int(config["timesteps"]), beta_start=float(config["beta_start"]),
-              beta_end=float(config["beta_end"]), beta_schedule=str(config["beta_schedule"]),
-              prediction_type="epsilon", clip_sample=False)
-    ddim = DDIMScheduler(**kw, set_alpha_to_one=True)
-    ddim.set_timesteps(int(config["ddim_steps"]))
-    return DDPMScheduler(**kw), ddim
-
-
 def task_split(tasks: list[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """Seeded split of task names into (train, val); at least one of each."""
     if not 0 < val_fraction < 1:
@@ -183,14 +66,14 @@ def task_split(tasks: list[str], val_fraction: float, seed: int) -> tuple[list[s
     return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())
 
 
-@register
 class D2NWG(Generator):
     """Dataset-conditioned latent diffusion over weights: VAE + DDPM/DDIM + Set Transformer dataset encoder."""
 
     name = "d2nwg"
+    conditions_on_dataset = True
 
-    def __init__(self, config: dict, source: dict, dims: dict):
-        super().__init__(config, source, dims)
+    def __init__(self, config: dict, origin: dict, dims: dict):
+        super().__init__(config, origin, dims)
         c = config
         p, lat = int(dims["params"]), int(dims["latent"])
         self.register_buffer("mean", torch.zeros(p))
@@ -202,9 +85,8 @@ class D2NWG(Generator):
         self.encoder = DatasetEncoder(int(dims["features"]), int(dims["classes"]), hidden=int(c["encoder_hidden"]),
                                       embed_dim=int(c["embed_dim"]), heads=int(c["heads"]),
                                       inducing=int(c["inducing_points"]))
-        self.modes = nn.Embedding(len(source.get("modes", {}).get("values", [0])), int(c["embed_dim"]))
+        self.modes = nn.Embedding(len(origin.get("modes", {}).get("values", [0])), int(c["embed_dim"]))
         nn.init.zeros_(self.modes.weight)
-        hid = int(c["hidden"])
         n_modes = self.modes.num_embeddings  # one linear map per mode: within a mode weights are ~linear in the task
         self.mean_head = nn.Linear(int(c["embed_dim"]), lat * n_modes) if c.get("residual") else None
         self.null_cond = nn.Parameter(torch.zeros(int(c["embed_dim"])))  # the "no dataset" input of guidance
@@ -217,12 +99,10 @@ class D2NWG(Generator):
 
     # ------------------------------------------------------------------ data
     @classmethod
-    def load_source(cls, zoo_path: str, cfg: Mapping, seed: int = 0):
-        """The zoo's models (canonical, see ``generators.source``) re-split by TASK: every model of a
+    def load_training_models(cls, zoo_path: str, cfg: Mapping, seed: int = 0) -> TrainingModels:
+        """The zoo's models (canonical, see ``generators.training_models``) re-split by TASK: every model of a
         validation task is held out; condition index = position of the model's dataset in ``tasks``."""
-        from generators.source import Source, load_source
-
-        src = load_source(zoo_path, {**cfg, "condition": None}, seed)
+        src = super().load_training_models(zoo_path, {**cfg, "condition": None}, seed)
         info = dict(src.info)
         ids = np.asarray(info["train_ids"] + info["val_ids"], dtype=np.int64)
         weights = torch.cat([src.train, src.val])
@@ -253,16 +133,16 @@ class D2NWG(Generator):
                     condition={"column": "dataset", "values": tasks,
                                "counts": torch.bincount(cond[order_tr, 0], minlength=len(tasks)).tolist()})
         shared = {k: v for k, v in src.shared.items() if k != "dataset"}
-        return Source(info, src.layout, weights[order_tr].contiguous(), weights[order_va].contiguous(),
+        return TrainingModels(info, src.layout, weights[order_tr].contiguous(), weights[order_va].contiguous(),
                       cond[order_tr], cond[order_va], shared)
 
     @classmethod
-    def from_data(cls, config: dict, source: dict, train: torch.Tensor, buffers: torch.Tensor) -> "D2NWG":
+    def from_data(cls, config: dict, origin: dict, train: torch.Tensor, buffers: torch.Tensor) -> "D2NWG":
         """Standardize the training parameters [n, P], fit the VAE on them, load the tasks' training examples."""
-        store = zoo.open(source["zoo"])
-        tasks = list(source["condition"]["values"])
+        store = zoo.open(origin["zoo"])
+        tasks = list(origin["condition"]["values"])
         data = [store.dataset(t) for t in tasks]
-        layout = zoo.Layout.from_json(source["layout"])
+        layout = zoo.Layout.from_json(origin["layout"])
         classes = int(layout.build()(torch.zeros(1, *data[0].input_shape)).shape[-1])
         n, p = train.shape
         chunk = int(config["chunk_size"])
@@ -272,7 +152,7 @@ class D2NWG(Generator):
                 "latent": math.ceil(p / chunk) * int(config["latent_per_chunk"]),
                 "features": int(np.prod(data[0].input_shape)), "input_shape": list(data[0].input_shape),
                 "classes": classes}
-        g = cls(config, source, dims)
+        g = cls(config, origin, dims)
         mean, scale = train.mean(0), train.std(0, unbiased=n > 1)
         scale = torch.where(scale > 1e-8, scale, torch.ones_like(scale))
         g.mean.copy_(mean)
@@ -405,9 +285,9 @@ class D2NWG(Generator):
         k = int(self.config.get("val_samples", 0))
         if k <= 0 or self._pools is None:
             return
-        tasks = list(self.source["val_tasks"])
+        tasks = list(self.origin["val_tasks"])
         per = max(1, k // len(tasks))
-        offset = len(self.source["train_tasks"])
+        offset = len(self.origin["train_tasks"])
         gen = torch.Generator().manual_seed(0)
         was = self.training
         self.eval()
@@ -448,7 +328,7 @@ class D2NWG(Generator):
             return dataset
         if not isinstance(dataset, str) or not dataset:
             raise ZooError(f"give a dataset name or a .npz path to condition on, got {dataset!r}")
-        return zoo.load_dataset(dataset, seed=int(self.source["dataset"]["seed"]))
+        return zoo.load_dataset(dataset, seed=int(self.origin["dataset"]["seed"]))
 
     def embed(self, dataset: zoo.Dataset, shots: int, generator: torch.Generator) -> torch.Tensor:
         """[1, E] embedding of a dataset from ``shots`` training examples per class drawn with ``generator``."""

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
 import zoo
@@ -39,141 +38,19 @@ from zoo.layout import Layout
 from zoo.app.progress import Progress
 from zoo.rebasin import canonical_frame
 
-from generators.diagnose.baselines import build_baselines, parse_baselines
+from generators.diagnose.baselines import build_baselines, noise_baseline, parse_baselines
+from generators.diagnose.distances import align_to, max_iou, nearest_l2, permutation_nn
+from generators.diagnose.plots import write_plots
+from generators.diagnose.table import TRAIN
 
-TRAIN = "train"  # method name of the training models themselves
-ROW_CHUNK = 1024  # rows of a distance or IoU matrix computed at once (bounds memory on big zoos)
 PREDICT_FLOATS = 50_000_000  # outputs [models, test points, classes] held at once (200 MB)
 NOISE_CURVE_LEVELS = 16  # sigmas of the noise frontier methods are compared with at equal accuracy
 NOISE_CURVE_N = 200  # noisy copies per sigma on that frontier
 ACC_TOLERANCE = 0.005  # accuracies within half a percentage point count as equal in that comparison
-PAIR_CHUNK = 4096  # (sample, candidate) pairs weight-matched at once
 # Nearest canonical candidates each model is also weight-matched to directly: the source of a noisy permuted
 # copy was among the 1, 2, 3, 4 nearest in 80, 95, 98, 98.5% of cases on the bench zoo (64-32-32-10 MLPs).
 REFINE = 3
 GOOD_PERCENTILE = 5.0  # good: test_acc >= this percentile of the training models' test_acc
-SCATTER_PNG = "accuracy_vs_max_iou.png"
-HIST_PNG = "nn_l2_histogram.png"
-
-
-# ---------------------------------------------------------------------------------------------------- metrics
-def iou_matrix(errors_a: torch.Tensor, errors_b: torch.Tensor) -> torch.Tensor:
-    """IoU [n, m] of boolean error sets errors_a [n, N] and errors_b [m, N]; two empty sets have IoU 1."""
-    a, b = errors_a.to(torch.float32), errors_b.to(torch.float32)
-    inter = a @ b.T
-    union = a.sum(1, keepdim=True) + b.sum(1)[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter))
-
-
-def max_iou(errors_a: torch.Tensor, errors_b: torch.Tensor, exclude_self: bool = False
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(max IoU [n], argmax [n]) of each error set of errors_a [n, N] over the sets of errors_b [m, N].
-
-    ``exclude_self``: a and b are the same models (row i of a is row i of b) and the pair (i, i) is skipped.
-    """
-    if errors_a.shape[1] != errors_b.shape[1]:
-        raise ZooError(f"error sets over {errors_a.shape[1]} and {errors_b.shape[1]} test points cannot be compared")
-    if exclude_self and errors_b.shape[0] < 2:
-        raise ZooError("max_iou with self excluded needs at least 2 models")
-    best = torch.empty(errors_a.shape[0])
-    arg = torch.empty(errors_a.shape[0], dtype=torch.int64)
-    for lo in range(0, errors_a.shape[0], ROW_CHUNK):
-        m = iou_matrix(errors_a[lo:lo + ROW_CHUNK], errors_b)
-        if exclude_self:
-            rows = torch.arange(m.shape[0])
-            m[rows, rows + lo] = -1.0
-        best[lo:lo + ROW_CHUNK], arg[lo:lo + ROW_CHUNK] = m.max(1)
-    return best, arg
-
-
-def nearest_candidates(a: torch.Tensor, b: torch.Tensor, k: int = 1, exclude_self: bool = False) -> torch.Tensor:
-    """Indices [n, k] of the k nearest rows of b [m, P] to each row of a [n, P], nearest first.
-
-    ``torch.cdist`` in float32 on vectors centred on b's mean (which keeps its matrix-product form accurate);
-    only rows whose distances tie within float32 rounding may swap. ``exclude_self``: a and b are the same
-    rows and the pair (i, i) is skipped.
-    """
-    if a.shape[1] != b.shape[1]:
-        raise ZooError(f"vectors of {a.shape[1]} and {b.shape[1]} coordinates cannot be compared")
-    if exclude_self and b.shape[0] < 2:
-        raise ZooError("nearest-neighbour distances with self excluded need at least 2 models")
-    k = max(1, min(int(k), b.shape[0] - int(exclude_self)))
-    centre = b.to(torch.float64).mean(0)
-    B = (b.to(torch.float64) - centre).to(torch.float32)
-    out = torch.empty(a.shape[0], k, dtype=torch.int64)
-    for lo in range(0, a.shape[0], ROW_CHUNK):
-        d = torch.cdist((a[lo:lo + ROW_CHUNK].to(torch.float64) - centre).to(torch.float32), B)
-        if exclude_self:
-            rows = torch.arange(d.shape[0])
-            d[rows, rows + lo] = float("inf")
-        out[lo:lo + ROW_CHUNK] = d.argmin(1, keepdim=True) if k == 1 else d.topk(k, dim=1, largest=False).indices
-    return out
-
-
-def nearest_l2(a: torch.Tensor, b: torch.Tensor, exclude_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(distance [n] float64, index [n]) of each row of a [n, P] to its nearest row of b [m, P] (L2).
-
-    The nearest row comes from :func:`nearest_candidates`; its distance is recomputed directly in float64,
-    so an exact copy gives 0. ``exclude_self``: a and b are the same rows and the pair (i, i) is skipped.
-    """
-    arg = nearest_candidates(a, b, 1, exclude_self)[:, 0]
-    dist = torch.empty(a.shape[0], dtype=torch.float64)
-    for lo in range(0, a.shape[0], ROW_CHUNK):
-        dist[lo:lo + ROW_CHUNK] = (a[lo:lo + ROW_CHUNK].to(torch.float64)
-                                   - b[arg[lo:lo + ROW_CHUNK]].to(torch.float64)).norm(dim=1)
-    return dist, arg
-
-
-def matched_l2(layout: Layout, a: torch.Tensor, b: torch.Tensor, candidates: torch.Tensor, seed: int = 0
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(distance [n], index into b [n]): each row of a [n, P] weight-matched directly to each of its candidate
-    rows of b (``candidates`` [n, c]; a repeated candidate is matched once) and the closest kept; L2 over
-    trainable parameters, float64.
-
-    Aligning two models to each other (``zoo.rebasin.match_pairs``, batched) finds the permutation between
-    them far more reliably than aligning both to a third model: weight matching is a local search, and two
-    copies of one network started from different frames can stop in different optima of the one-reference
-    problem. Each distance is the distance under some permutation: an upper bound of the distance up to
-    permutations, like the one-reference distance, and usually a much tighter one.
-    """
-    from zoo.rebasin import match_pairs, permute_flat, spec_for_layout
-
-    spec = spec_for_layout(layout)
-    mask = layout.parameter_mask()
-    n, c = candidates.shape
-    earlier = (candidates[:, :, None] == candidates[:, None, :]).tril(-1).any(2)  # [n, c] repeats an earlier one
-    rows = torch.arange(n).repeat_interleave(c)[~earlier.reshape(-1)]
-    cols = candidates.reshape(-1)[~earlier.reshape(-1)]
-    d = torch.full((n * c,), float("inf"), dtype=torch.float64)
-    flat_d = torch.empty(len(rows), dtype=torch.float64)
-    for lo in range(0, len(rows), PAIR_CHUNK):
-        refs, models = b[cols[lo:lo + PAIR_CHUNK]], a[rows[lo:lo + PAIR_CHUNK]]
-        res = match_pairs(spec, layout.unflatten_batch(refs), layout.unflatten_batch(models), seed=seed)
-        moved = permute_flat(spec, layout, models, res.perms)
-        flat_d[lo:lo + PAIR_CHUNK] = (moved[:, mask].to(torch.float64) - refs[:, mask].to(torch.float64)).norm(dim=1)
-    d[~earlier.reshape(-1)] = flat_d
-    d = d.view(n, c)
-    best = d.argmin(1)
-    return d.gather(1, best[:, None])[:, 0], candidates.gather(1, best[:, None])[:, 0]
-
-
-def permutation_nn(layout: Layout, a_canon: torch.Tensor, a_raw: torch.Tensor, b_canon: torch.Tensor,
-                   b_raw: torch.Tensor, refine: int = 4, exclude_self: bool = False, seed: int = 0
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest-neighbour L2 up to hidden-unit permutations: (distance [n], index [n]) of a's rows against b's.
-
-    The distance in the one-reference canonical frame, lowered where matching a row directly to one of its
-    ``refine`` nearest canonical rows or its nearest raw row gives less (``refine=0``: canonical frame only).
-    """
-    mask = layout.parameter_mask()
-    dist, arg = nearest_l2(a_canon[:, mask], b_canon[:, mask], exclude_self)
-    if refine <= 0 or len(a_canon) == 0:
-        return dist, arg
-    cand = torch.cat([nearest_candidates(a_canon[:, mask], b_canon[:, mask], refine, exclude_self),
-                      nearest_candidates(a_raw[:, mask], b_raw[:, mask], 1, exclude_self)], 1)
-    d2, arg2 = matched_l2(layout, a_canon, b_canon, cand, seed)
-    better = d2 < dist
-    return torch.where(better, d2, dist), torch.where(better, arg2, arg)
 
 
 def predictions(layout: Layout, weights: torch.Tensor, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,15 +85,6 @@ class TrainSet:
     def align(self, weights: torch.Tensor) -> torch.Tensor:
         """Flat weights [n, P] permuted into the training models' canonical frame (same functions)."""
         return align_to(self.layout, self.reference, weights, self.seed)
-
-
-def align_to(layout: Layout, reference: torch.Tensor, weights: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """Flat weights [n, P] aligned to one flat reference [P] by Git Re-Basin weight matching (same functions)."""
-    from zoo.rebasin import align_flat
-
-    if weights.shape[0] == 0:
-        return weights
-    return align_flat(layout, reference, weights, seed=seed)[0]
 
 
 def _as_zoo(z: str | Path | zoo.Zoo) -> zoo.Zoo:
@@ -510,8 +378,6 @@ def noise_curve(train: TrainSet, train_wrong: torch.Tensor, sigma_max: float, se
     """(sigma, mean test_acc, mean max_iou) of noisy aligned training models along a dense sigma grid: sigma 0
     (the training models: max_iou 1) and ``levels`` log-spaced sigmas from sigma_max/100 to 2 sigma_max, ``n``
     samples each. The noise frontier that methods are compared with at equal accuracy; only measured."""
-    from generators.diagnose.baselines import noise_baseline
-
     n = n or NOISE_CURVE_N
     gen = torch.Generator().manual_seed(int(seed) + 7)
     sigmas = [0.0, *np.geomspace(sigma_max / 100, 2 * sigma_max, levels).tolist()]
@@ -545,124 +411,3 @@ def _json_default(x: Any) -> Any:
     if isinstance(x, (np.integer, np.floating)):
         return x.item()
     raise TypeError(f"not JSON serializable: {type(x).__name__}")
-
-
-# ---------------------------------------------------------------------------------------------------- plots
-def write_plots(report: Mapping, out_dir: str | Path) -> dict[str, str]:
-    """Accuracy vs max_iou scatter and nn_l2 vs train_nn_l2 histograms as PNGs in ``out_dir``; returns their names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    per = report["per_sample"]
-    names = list(per)
-    palette = [plt.get_cmap("tab10")(i) for i in (1, 2, 3, 4, 5, 6, 8, 9, 0)]  # no grey: it marks training models
-    colours = {n: palette[i % len(palette)] for i, n in enumerate(n for n in names if n != TRAIN)}
-    colours[TRAIN] = (0.2, 0.2, 0.2, 1.0)
-    th = report["thresholds"]
-
-    fig, ax = plt.subplots(figsize=(7.5, 5.5))
-    for n in names:
-        d = per[n]
-        label = "training models" if n == TRAIN else n
-        ax.scatter(d["max_iou"], d["test_acc"], s=10 if n != TRAIN else 14, alpha=0.6, color=colours[n],
-                   label=f"{label} (good & novel {_pct(report['methods'][n]['good_and_novel'])})",
-                   marker="x" if n == TRAIN else "o", linewidths=0.8 if n == TRAIN else None)
-    curve = (report.get("baselines", {}).get("noise") or {}).get("test_curve")
-    if curve:
-        ax.plot(curve["max_iou"], curve["test_acc"], color="black", ls="-.", lw=1.2, alpha=0.8,
-                label="noise frontier (means per sigma)")
-    ax.axhline(th["good_test_acc"], color="grey", ls="--", lw=0.8)
-    ax.axvline(th["novel_max_iou"], color="grey", ls=":", lw=0.8)
-    ymin = ax.get_ylim()[0]
-    ax.fill_betweenx([th["good_test_acc"], ax.get_ylim()[1]], ax.get_xlim()[0], th["novel_max_iou"],
-                     color="tab:green", alpha=0.06, lw=0)
-    ax.set_ylim(bottom=ymin)
-    ax.set_xlabel("max IoU of misclassified test points with any training model")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("good and novel: upper left (shaded); copies sit at max IoU 1", fontsize=10)
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(out_dir / SCATTER_PNG, dpi=120)
-    plt.close(fig)
-
-    others = [n for n in names if n != TRAIN]
-    ref = np.asarray(per[TRAIN]["train_nn_l2"], dtype=float)
-    cols = min(3, max(1, len(others)))
-    rows = max(1, -(-len(others) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-    for ax in axes.ravel()[len(others):]:
-        ax.axis("off")
-    for ax, n in zip(axes.ravel(), others):
-        x = np.asarray(per[n]["nn_l2"], dtype=float)
-        both = np.concatenate([ref, x])
-        both = both[np.isfinite(both)]
-        bins = np.linspace(0.0, float(both.max()) if len(both) and both.max() > 0 else 1.0, 16)
-        x = x[np.isfinite(x)]
-        ax.hist(ref, bins=bins, weights=np.full(len(ref), 1 / max(len(ref), 1)), color="grey", alpha=0.55,
-                label="train_nn_l2 (training models)")
-        ax.hist(x, bins=bins, weights=np.full(len(x), 1 / max(len(x), 1)), color=colours[n], alpha=0.7,
-                label=f"nn_l2 ({n})")
-        ax.set_title(n, fontsize=9)
-        ax.set_xlabel("L2 to nearest training model, up to permutations", fontsize=8)
-        ax.set_ylabel("fraction of models", fontsize=8)
-        ax.legend(fontsize=7)
-    if not others:
-        axes[0, 0].hist(ref, bins=15, color="grey")
-        axes[0, 0].set_title("train_nn_l2 (no samples or baselines)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out_dir / HIST_PNG, dpi=110)
-    plt.close(fig)
-    return {"scatter": SCATTER_PNG, "histogram": HIST_PNG}
-
-
-def _pct(x: float | None, digits: int = 0) -> str:
-    return "n/a" if x is None else f"{x:.{digits}%}"
-
-
-def method_rows(report: Mapping) -> list[dict]:
-    """One flat row per method (the columns a benchmark table shows): name, n, test_acc mean, nn_l2 mean over
-    the training models' median train_nn_l2, max_iou mean, good_and_novel; training models first."""
-    med = report["train_nn_l2_median"]
-    rows = []
-    for name, r in report["methods"].items():
-        nn = r.get("nn_l2") or r.get("train_nn_l2")
-        rows.append({"method": name, "kind": r["kind"], "n": r["n"], "test_acc": r["test_acc"]["mean"],
-                     "test_acc_std": r["test_acc"]["std"], "nn_l2": nn["mean"],
-                     "nn_l2_over_train_median": nn["mean"] / med if nn["mean"] is not None and med > 0 else None,
-                     "nn_l2_raw": (r.get("nn_l2_raw") or r.get("train_nn_l2_raw"))["mean"],
-                     "max_iou": r["max_iou"]["mean"], "good_and_novel": r["good_and_novel"],
-                     "noise_max_iou_at_equal_acc": r.get("noise_max_iou_at_equal_acc"),
-                     "more_novel_than_noise": r.get("more_novel_than_noise")})
-    return rows
-
-
-def _versus(row: Mapping) -> str:
-    """'0.868 (more novel)' / '0.868 (less novel)' / '' for the table's noise comparison column."""
-    at = row.get("noise_max_iou_at_equal_acc")
-    if at is None:
-        return "-" if "noise_max_iou_at_equal_acc" in row and row["kind"] != "baseline" else ""
-    return f"{at:.3f} ({'more' if row['more_novel_than_noise'] else 'less'} novel)"
-
-
-def summary_table(report: Mapping) -> str:
-    """The per-method numbers as an aligned text table (what ``zoo diagnose`` prints)."""
-    w = max([14, *(len(name) for name in report["methods"])])
-    head = f"{'method':<{w}} {'n':>5} {'test_acc':>15} {'nn_l2':>15} {'nn_l2/med':>9} {'nn_l2_raw':>11} " \
-           f"{'max_iou':>15} {'good&novel':>10} {'noise max_iou at its acc':>24}"
-    lines = [head, "-" * len(head)]
-
-    def ms(s: Mapping, fmt: str = ".4f") -> str:
-        return "n/a" if s["mean"] is None else f"{s['mean']:{fmt}}±{s['std']:{fmt}}"
-
-    def num(x: float | None, fmt: str) -> str:
-        return "n/a" if x is None else format(x, fmt)
-
-    for row, r in zip(method_rows(report), report["methods"].values()):
-        nn = r.get("nn_l2") or r.get("train_nn_l2")
-        lines.append(f"{row['method']:<{w}} {row['n']:>5} {ms(r['test_acc']):>15} {ms(nn, '.3g'):>15} "
-                     f"{num(row['nn_l2_over_train_median'], '.3f'):>9} {num(row['nn_l2_raw'], '.3g'):>11} "
-                     f"{ms(r['max_iou'], '.3f'):>15} {_pct(row['good_and_novel'], 1):>10} {_versus(row):>24}")
-    return "\n".join(lines)

@@ -15,33 +15,32 @@ import torch
 
 from zoo.errors import ZooError
 
-from generators.base import Generator, register
+from generators.base import Generator
 from generators.dwf.flow import VelocityMLP, cfm_loss, solve
 
 VAL_REPEATS = 8  # draws of (x0, t) per validation model: a steadier early-stopping signal
 
 
-@register
 class DeepWeightFlow(Generator):
     """Conditional flow matching from Gaussian noise to canonical weights, MLP velocity field, ODE sampling."""
 
     name = "dwf"
 
-    def __init__(self, config: dict, source: dict, dims: dict):
-        super().__init__(config, source, dims)
+    def __init__(self, config: dict, origin: dict, dims: dict):
+        super().__init__(config, origin, dims)
         p, d, k = int(dims["params"]), int(dims["flow_dim"]), int(dims["pca_components"])
         self.register_buffer("mean", torch.zeros(p))
         self.register_buffer("scale", torch.ones(p))
         self.register_buffer("components", torch.zeros(k, p))  # [k, P_params] orthonormal rows (k=0: no PCA)
         self.register_buffer("component_scale", torch.ones(k))
-        cond = source.get("condition")
+        cond = origin.get("condition")
         self.velocity = VelocityMLP(d, hidden=int(config["hidden"]), time_dim=int(config["time_dim"]),
                                     dropout=float(config["dropout"]),
                                     num_conditions=len(cond["values"]) if cond else 0)
 
     # ------------------------------------------------------------------ construction from data
     @classmethod
-    def from_data(cls, config: dict, source: dict, train: torch.Tensor, buffers: torch.Tensor) -> "DeepWeightFlow":
+    def from_data(cls, config: dict, origin: dict, train: torch.Tensor, buffers: torch.Tensor) -> "DeepWeightFlow":
         """Fit the coordinate statistics (and PCA) on the training models' parameters [n, P_params]."""
         n, p = train.shape
         if config["normalize"] == "coordinate":
@@ -75,7 +74,7 @@ class DeepWeightFlow(Generator):
         dims = {"params": p, "flow_dim": components.shape[0] if use_pca else p,
                 "pca_components": components.shape[0] if use_pca else 0, "pca_explained": explained,
                 "source_std": source_std}
-        g = cls(config, source, dims)
+        g = cls(config, origin, dims)
         g.mean.copy_(mean)
         g.scale.copy_(scale)
         g.components.copy_(components)

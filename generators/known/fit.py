@@ -1,8 +1,8 @@
 """Meta-training KNOWN on a trajectory zoo: (weight, position) windows, validation on held-out MODELS.
 
-``zoo fit generator=known zoo=TRAJ out=DIR`` lands here (``generators.train`` hands over to
-``Known.fit_run``). The done models a config selects (``query``) are split by model id into train and
-validation (``val_fraction``, per layout); every reversed trajectory [T, P] gives, for each position t
+``zoo fit generator=known zoo=TRAJ out=DIR`` lands here (``generators.fit`` hands the composed config to the
+``fit`` KNOWN registers: :func:`fit_run`). The done models a config selects (``query``) are split by model
+id into train and validation (``val_fraction``, per layout); every reversed trajectory [T, P] gives, for each position t
 with a full history, the windows (v[t-H+1..t], v[t+1]) of all its trainable scalars. At most
 ``max_windows`` training and ``max_val_windows`` validation windows are kept (a seeded random subset).
 Only weights are read: no dataset split, test or otherwise, is touched while fitting.
@@ -18,10 +18,12 @@ from typing import Mapping
 import lightning as L
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 import zoo
 from zoo.app.trainer import make_trainer
 from zoo.errors import ZooError
+from zoo.training.trajectory import reversed_trajectories as read_reversed_trajectories
 
 from generators.known.model import Known, weight_kinds
 
@@ -29,9 +31,7 @@ from generators.known.model import Known, weight_kinds
 def reversed_trajectories(z: "zoo.Zoo", key: str, ids: np.ndarray) -> torch.Tensor:
     """[n, T, P] weights of models ``ids`` (one layout) ordered small data -> full data (zoo.trajectory's
     contract; a zoo without trajectories is a one-line error)."""
-    from zoo.training.trajectory import reversed_trajectories as read
-
-    return torch.as_tensor(read(z, key, np.asarray(ids)))
+    return torch.as_tensor(read_reversed_trajectories(z, key, np.asarray(ids)))
 
 
 def _split(ids: np.ndarray, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -102,9 +102,9 @@ def collect(zoo_path: str, gcfg: Mapping, seed: int) -> dict:
     x_tr, k_tr = _subset(torch.cat([w for w, _ in tr]), torch.cat([k for _, k in tr]), int(gcfg["max_windows"]), gen)
     x_va, k_va = _subset(torch.cat([w for w, _ in va]), torch.cat([k for _, k in va]), int(gcfg["max_val_windows"]),
                          gen)
-    source = {"zoo": str(zoo_path), "layouts": used, "train_ids": sorted(train_ids), "val_ids": sorted(val_ids),
+    origin = {"zoo": str(zoo_path), "layouts": used, "train_ids": sorted(train_ids), "val_ids": sorted(val_ids),
               "query": gcfg.get("query"), "trajectory_length": length}
-    return {"source": source, "train": (x_tr, k_tr), "val": (x_va, k_va)}
+    return {"origin": origin, "train": (x_tr, k_tr), "val": (x_va, k_va)}
 
 
 POSITIVE_INTS = ("history", "hidden", "out", "max_windows", "max_val_windows", "batch_size", "max_epochs")
@@ -127,7 +127,6 @@ def check_config(gcfg: Mapping) -> None:
 def fit_run(cfg: Mapping) -> Known:
     """Meta-train KNOWN as a composed ``zoo fit`` config says; writes and returns the run (best val epoch)."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
     cfg = dict(cfg)
     if not cfg.get("zoo"):
@@ -146,7 +145,7 @@ def fit_run(cfg: Mapping) -> Known:
         data = collect(str(cfg["zoo"]), gcfg, seed)
         x_tr, k_tr = data["train"]
         dims = {"history": int(gcfg["history"]), "train_windows": len(x_tr), "val_windows": len(data["val"][0])}
-        g = Known(gcfg, data["source"], dims)
+        g = Known(gcfg, data["origin"], dims)
         g.set_scales(x_tr, k_tr)
         bs = int(gcfg["batch_size"])
         train_ds = TensorDataset(x_tr, k_tr)
@@ -175,7 +174,7 @@ def fit_run(cfg: Mapping) -> Known:
         summary = {"generator": "known", "zoo": str(cfg["zoo"]), "out": str(out), "fit_seconds": round(fit_s, 2),
                    "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch), "monitor": "val/loss",
                    "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
-                   "train_models": len(data["source"]["train_ids"]), "val_models": len(data["source"]["val_ids"]),
+                   "train_models": len(data["origin"]["train_ids"]), "val_models": len(data["origin"]["val_ids"]),
                    "canonical": "raw", "dims": dims, "bound": g.bound.tolist(), "seen": g.seen.tolist(),
                    "parameters": int(sum(p.numel() for p in g.nets.parameters())), "config": cfg,
                    "next": f"zoo nowcast {out} --zoo {cfg['zoo']} --out data/zoos/known-{stem}.zarr --steps 3"}

@@ -19,6 +19,8 @@ units, and the bound on the predicted change is ``bound_factor`` x the ``bound_q
 from __future__ import annotations
 
 import warnings
+from typing import ClassVar
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -28,7 +30,7 @@ from torch import nn
 from zoo.errors import ZooError
 from zoo.layout import Layout
 
-from generators.base import Generator, register
+from generators.registry import save_run
 
 KINDS = ("conv", "dense", "bias", "norm")
 FALLBACK = {"conv": "dense", "dense": "conv", "bias": "norm", "norm": "bias"}  # for a kind never trained on
@@ -87,7 +89,6 @@ class Nowcaster(nn.Module):
         return torch.tanh(self.head(both)).squeeze(-1)
 
 
-@register
 class Known(L.LightningModule):
     """The KNOWN nowcaster: ``predict(trajectory)`` -> next weights; Lightning module for meta-training.
 
@@ -95,26 +96,22 @@ class Known(L.LightningModule):
     predicted change is bound[kind] * tanh(net_kind(values / value_scale, diffs / diff_scale)).
     """
 
-    name = "known"
+    name: ClassVar[str] = "known"
 
-    def __init__(self, config: dict, source: dict, dims: dict):
+    def __init__(self, config: dict, origin: dict, dims: dict):
         super().__init__()
-        self.config, self.source, self.dims = dict(config), dict(source), dict(dims)
+        self.config, self.origin, self.dims = dict(config), dict(origin), dict(dims)
         self.history = int(dims["history"])
         self.nets = nn.ModuleList(Nowcaster(self.history, int(config["hidden"]), int(config["out"]))
                                   for _ in KINDS)
         for name in ("value_scale", "diff_scale", "bound", "seen"):  # per kind, fixed from training windows
             self.register_buffer(name, torch.ones(len(KINDS)))
-        self.run_dir = None
+        self.run_dir: Path | None = None
 
-    save = Generator.save  # config.json + model.safetensors, read back by generators.load
-
-    @staticmethod
-    def fit_run(cfg: dict) -> "Known":
-        """Meta-train on the trajectory zoo of a composed ``zoo fit`` config (see ``generators.known_fit``)."""
-        from generators.known.fit import fit_run
-
-        return fit_run(cfg)
+    def save(self, directory: str | Path) -> Path:
+        """Write the run folder (``config.json`` + ``model.safetensors``) that ``generators.load`` reads back."""
+        self.run_dir = save_run(directory, self.name, self.config, self.origin, self.dims, self.state_dict())
+        return self.run_dir
 
     # ------------------------------------------------------------------ scales from data
     def set_scales(self, windows: torch.Tensor, kinds: torch.Tensor) -> None:
@@ -178,7 +175,7 @@ class Known(L.LightningModule):
             if layout.size != size:
                 raise ZooError(f"weights have {size} coordinates but the layout has {layout.size}")
             return layout
-        found = [Layout.from_json(v) for v in self.source.get("layouts", {}).values()
+        found = [Layout.from_json(v) for v in self.origin.get("layouts", {}).values()
                  if Layout.from_json(v).size == size]
         if len(found) != 1:
             raise ZooError(f"no unique training layout has {size} coordinates; pass layout= (the models' Layout)")

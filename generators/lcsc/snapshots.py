@@ -1,7 +1,7 @@
 """LCSC for the platform's own generators: combine a generator's saved training snapshots, LCSC's own setting.
 
 A run folder from ``zoo fit`` keeps raw generator weights every few steps (``snapshots/step-*.safetensors``).
-The search (:mod:`generators.lcsc`) looks for coefficients alpha over those snapshots, generator weights
+The search (:mod:`generators.lcsc.search`) looks for coefficients alpha over those snapshots, generator weights
 = sum alpha_i W_i, whose fixed set of samples (fixed seeds) has the best mean accuracy on a validation split
 carved from the source dataset's TRAINING split (loss breaks ties); the test split is read only afterwards,
 for the report. Compared: the run's shipped weights (EMA of the best validation epoch), the last snapshot,
@@ -17,12 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 import zoo
 from zoo.errors import ZooError
 from zoo.app.progress import Progress
 
-from generators.base import SNAPSHOT_DIR, Generator, load, snapshots
+from generators.base import Generator
+from generators.registry import SNAPSHOT_DIR, load, snapshots
 from generators.lcsc.search import GENERATOR_SEARCH, Search, SearchConfig, metric_names, run_searches, validation_view
 
 LCSC_FILE = "lcsc.json"
@@ -30,8 +32,6 @@ LCSC_FILE = "lcsc.json"
 
 def _snapshot_states(run_dir: Path, steps: list[int]) -> list[dict[str, torch.Tensor]]:
     """The raw generator state dicts saved at ``steps``."""
-    from safetensors.torch import load_file
-
     return [load_file(str(run_dir / SNAPSHOT_DIR / f"step-{s:07d}.safetensors")) for s in steps]
 
 
@@ -104,6 +104,8 @@ def lcsc_generator(run_dir: str | Path, config: SearchConfig = GENERATOR_SEARCH,
     t0 = time.perf_counter()
     run = Path(run_dir)
     g = load(run)
+    if not isinstance(g, Generator):
+        raise ZooError(f"LCSC combines a sampling generator's snapshots; {str(run)!r} holds a {g.name} run")
     steps = snapshots(run)
     if upto is not None:
         steps = [s for s in steps if s <= int(upto)]

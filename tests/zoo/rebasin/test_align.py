@@ -157,7 +157,7 @@ def test_align_flat_canonicalizes_vectors_outside_the_store(mlp_zoo):
 def test_one_reference_rule_on_training_metrics_for_align_generators_and_diagnose(tmp_path):
     """zoo align, a generator's training data and zoo diagnose put a zoo in the frame of the same model."""
     from generators.diagnose.report import load_train
-    from generators.source import load_source
+    from generators.training_models import load_training_models
 
     path = tmp_path / "unaligned.zarr"
     _build(path, "recipe.widths=[16]", "recipe.seeds=4")
@@ -167,6 +167,6 @@ def test_one_reference_rule_on_training_metrics_for_align_generators_and_diagnos
     done = models[models["status"] == "done"]
     assert done.loc[done["model_id"] == best, "train_acc"].item() == done["train_acc"].max()
     assert load_train(z, canonical="align").reference_id == best
-    src = load_source(str(path), {"canonical": "auto", "val_fraction": 0.25}, seed=0)
+    src = load_training_models(str(path), {"canonical": "auto", "val_fraction": 0.25}, seed=0)
     assert src.info["canonical"] == "aligned"
     assert src.info["reference_id"] == choose_reference(models[models["model_id"].isin(src.info["train_ids"])])

@@ -23,7 +23,7 @@ SHARED_COLUMNS = ("arch", "width", "depth", "activation", "dataset", "optimizer"
 
 
 @dataclass
-class Source:
+class TrainingModels:
     """Weights [n, P] of the train and validation models, condition indices, and what a sample zoo needs."""
 
     info: dict  # JSON-ready provenance: zoo path, layout, ids, canonical mode, dataset, condition values, ...
@@ -63,7 +63,7 @@ def _split(ids: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray,
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def _canonicalize(z, models: pd.DataFrame, layout: Layout, ids: np.ndarray, train_ids: np.ndarray,
+def _canonicalize(z: zoo.Zoo, models: pd.DataFrame, layout: Layout, ids: np.ndarray, train_ids: np.ndarray,
                   checkpoint: int, mode: Any, raw: torch.Tensor, seed: int) -> tuple[torch.Tensor, dict]:
     """Weights in one canonical frame: the store's (``zoo align``) or aligned here to the reference that
     :func:`zoo.rebasin.choose_reference` picks among the TRAINING-split models."""
@@ -93,7 +93,7 @@ def _conditions(models: pd.DataFrame, column: str | None, ids: np.ndarray) -> tu
         np.asarray([index[v] for v in col.tolist()], dtype=np.int64)
 
 
-def load_source(zoo_path: str, cfg: Mapping, seed: int = 0) -> Source:
+def load_training_models(zoo_path: str, cfg: Mapping, seed: int = 0) -> TrainingModels:
     """Read the models a generator config selects (``layout``, ``query``, ``checkpoint``, ``canonical``,
     ``condition``, ``val_fraction``) from the zoo at ``zoo_path``."""
     z = zoo.open(zoo_path)
@@ -116,7 +116,7 @@ def load_source(zoo_path: str, cfg: Mapping, seed: int = 0) -> Source:
         raise ZooError("some selected models have non-finite weights; select done models with finite weights")
     cond, cond_idx = _conditions(models, cfg.get("condition"), ids)
     pos_train, pos_val = np.searchsorted(ids, train_ids), np.searchsorted(ids, val_ids)
-    if cond is not None:  # how often each value occurs among training models: sampling without a condition
+    if cond is not None and cond_idx is not None:  # how often each value occurs among training models: sampling without a condition
         cond["counts"] = np.bincount(cond_idx[pos_train], minlength=len(cond["values"])).tolist()
     data = z.dataset(str(sel["dataset"].iloc[0])) if "dataset" in sel else z.dataset()
     epochs = z.checkpoint_epochs
@@ -132,5 +132,5 @@ def load_source(zoo_path: str, cfg: Mapping, seed: int = 0) -> Source:
                        for m in ("train_acc", "train_loss") if m in sel},
     }
     t = (lambda p: torch.from_numpy(cond_idx[p])) if cond_idx is not None else (lambda p: None)
-    return Source(info, layout, weights[pos_train].contiguous(), weights[pos_val].contiguous(), t(pos_train),
+    return TrainingModels(info, layout, weights[pos_train].contiguous(), weights[pos_val].contiguous(), t(pos_train),
                   t(pos_val), shared)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import zoo
-from generators.lcsc.search import (Search, SearchConfig, combine, ema_coefficients, lcsc_zoo, project, run_searches,
-                             validation_view, write_lcsc_zoo)
+from generators.lcsc.search import Search, SearchConfig, combine, ema_coefficients, project, run_searches, validation_view
+from generators.lcsc.zoo import lcsc_zoo, write_lcsc_zoo
 from tests.conftest import build_zoo
 from zoo.commands.main import main as zoo_main
 from zoo.errors import ZooError

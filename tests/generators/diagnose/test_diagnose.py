@@ -12,12 +12,14 @@ import torch
 
 import zoo
 from generators.diagnose.baselines import add_noise, average_baseline, choose_noise_scales, gaussian_baseline, noise_name
-from generators.diagnose.report import TRAIN, compare_with_noise, iou_matrix, load_train, max_iou, method_rows, nearest_l2
+from generators.diagnose.distances import iou_matrix, max_iou, nearest_l2
+from generators.diagnose.report import compare_with_noise, load_train
 from generators.diagnose.report import diagnose as run_diagnose
+from generators.diagnose.table import TRAIN, method_rows
 from zoo.commands.main import main as cli
 from zoo.rebasin import permute_flat, random_perms, spec_for_layout
 
-from .conftest import build_zoo
+from tests.conftest import build_zoo
 
 
 @pytest.fixture(scope="module")

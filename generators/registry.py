@@ -1,0 +1,120 @@
+"""Method name -> the class a run folder is rebuilt with (and the method's own fit, if it has one).
+
+Invariants: this module knows no method. Each method package registers itself at the end of its
+``__init__`` (``register(DeepWeightFlow)``); ``generators/__init__`` imports every method package, so any
+``import generators...`` fills the registry before ``get``, ``names`` or ``load`` is called.
+
+A run folder is ``config.json`` (``{"generator", "config", "source", "dims"}``) + ``model.safetensors``
+(+ ``snapshots/step-*.safetensors``, raw weights along training): no pickle. A registered class is rebuilt
+as ``cls(config, origin, dims)`` (``origin``: what the run knows of its training zoo) and then loads the
+safetensors state dict. A method with its own fitting (KNOWN meta-trains on trajectory windows) registers
+that ``fit(cfg)`` callable too; ``generators.fit`` hands a composed config to it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, Protocol, TypeVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from zoo.errors import ZooError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+SNAPSHOT_DIR = "snapshots"  # raw training weights every few steps (LCSC searches over them)
+
+
+
+class Run(Protocol):
+    """What a registered class is: named, rebuilt from ``config.json`` and loaded from safetensors."""
+
+    name: ClassVar[str]
+    run_dir: Path | None
+
+    def __init__(self, config: dict, origin: dict, dims: dict) -> None: ...
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any: ...
+
+    def eval(self) -> Any: ...
+
+
+R = TypeVar("R", bound=Run)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered method: the class a run folder is rebuilt with, and its own ``fit(cfg)`` (or None: the
+    generic Lightning fitting of ``generators.fit``)."""
+
+    cls: type[Run]
+    fit: Callable[[Mapping[str, Any]], Any] | None = None
+
+
+_ENTRIES: dict[str, Entry] = {}
+
+
+def register(cls: type[R], fit: Callable[[Mapping[str, Any]], Any] | None = None) -> type[R]:
+    """Make ``cls`` loadable by its ``name`` (``fit``: the method's own fitting of a composed fit config)."""
+    if not cls.name:
+        raise TypeError(f"{cls.__qualname__} needs a class attribute `name` to be registered")
+    _ENTRIES[cls.name] = Entry(cls, fit)
+    return cls
+
+
+def names() -> list[str]:
+    """The registered method names, sorted."""
+    return sorted(_ENTRIES)
+
+
+def get(name: str) -> Entry:
+    """The registered entry of method ``name`` (a one-line ZooError for an unknown one)."""
+    if name not in _ENTRIES:
+        raise ZooError(f"unknown generator {name!r}; known: {names()}")
+    return _ENTRIES[name]
+
+
+def save_run(directory: str | Path, name: str, config: Mapping[str, Any], origin: Mapping[str, Any],
+             dims: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` into ``directory`` (made if missing); returns it."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(out / WEIGHTS_FILE))
+    # "source" is the saved key of ``origin`` (the training zoo's provenance): old run folders keep loading
+    meta = {"generator": name, "config": config, "source": origin, "dims": dims}
+    (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def load(run_dir: str | Path, snapshot: int | None = None) -> Any:
+    """Rebuild a saved run from ``config.json`` and safetensors (``snapshot``: raw weights at that step), in
+    eval mode: an instance of the registered class (a ``Generator``, or KNOWN's predictor)."""
+    d = Path(run_dir)
+    if not (d / CONFIG_FILE).is_file():
+        raise ZooError(f"no generator run at {str(d)!r}: {CONFIG_FILE} is missing (fit one with `zoo fit`)")
+    try:
+        meta = json.loads((d / CONFIG_FILE).read_text())
+        name = meta["generator"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ZooError(f"{str(d / CONFIG_FILE)!r} is not a generator config ({e.__class__.__name__}: {e})") from None
+    if name not in _ENTRIES:
+        raise ZooError(f"unknown generator {name!r} in {str(d)!r}; known: {names()}")
+    weights = d / WEIGHTS_FILE if snapshot is None else d / SNAPSHOT_DIR / f"step-{int(snapshot):07d}.safetensors"
+    if not weights.is_file():
+        raise ZooError(f"generator weights {str(weights)!r} are missing")
+    g = _ENTRIES[name].cls(meta["config"], meta["source"], meta["dims"])
+    try:
+        g.load_state_dict(load_file(str(weights)))
+    except (SafetensorError, RuntimeError) as e:
+        raise ZooError(f"{str(weights)!r} does not fit the generator ({' '.join(str(e).split())[:200]})") from None
+    g.run_dir = d
+    return g.eval()
+
+
+def snapshots(run_dir: str | Path) -> list[int]:
+    """Training steps at which raw generator weights were saved in a run folder (for ``load(dir, snapshot=)``)."""
+    d = Path(run_dir) / SNAPSHOT_DIR
+    return sorted(int(p.stem.removeprefix("step-")) for p in d.glob("step-*.safetensors")) if d.is_dir() else []
