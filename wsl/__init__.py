@@ -10,7 +10,7 @@ from wsl.encoders import ENCODERS, build_encoder
 from wsl.lit import WeightModel
 from wsl.predict import Predictor, load
 from wsl.space import WeightSpace
-from wsl.tasks import TASKS, task_spec
+from wsl.targets import TARGETS, target_spec
 
 __all__ = ["Augmenter", "Normalizer", "WeightDataModule", "ENCODERS", "build_encoder", "WeightModel", "Predictor",
-           "load", "WeightSpace", "TASKS", "task_spec"]
+           "load", "WeightSpace", "TARGETS", "target_spec"]

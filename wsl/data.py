@@ -23,7 +23,7 @@ from zoo.errors import ZooError
 
 from wsl.augment import Augmenter
 from wsl.space import WeightSpace
-from wsl.tasks import TaskSpec, targets, task_spec
+from wsl.targets import TargetSpec, target_spec, targets
 
 SPLITS = ("train", "val", "test")
 
@@ -123,7 +123,7 @@ def open_zoo(zoo_or_path: "str | os.PathLike | zoo.Zoo") -> "zoo.Zoo":
 class WeightDataModule(L.LightningDataModule):
     """Zoo weights and task targets as Lightning dataloaders.
 
-    Args: ``zoo`` path or opened Zoo; ``task`` name or mapping (see ``wsl.tasks``); ``checkpoints`` an
+    Args: ``zoo`` path or opened Zoo; ``task`` name or mapping (see ``wsl.targets``); ``checkpoints`` an
     index, a list of indices (negative from the end) or "all"; ``canonical`` read re-based weights;
     ``split`` fractions of model ids; ``cache`` True | False | "auto" (when the selection fits
     ``cache_limit_mb``); ``query`` a pandas query on the models table; ``buffers`` include BatchNorm
@@ -138,7 +138,7 @@ class WeightDataModule(L.LightningDataModule):
                  space: WeightSpace | None = None, normalizer: Mapping | None = None):
         super().__init__()
         self.zoo = open_zoo(zoo)
-        self.task: TaskSpec = task_spec(task)
+        self.task: TargetSpec = target_spec(task)
         self.checkpoints, self.canonical, self.seed = checkpoints, bool(canonical), int(seed)
         self.split = [float(f) for f in split]
         if len(self.split) != 3 or min(self.split) < 0 or abs(sum(self.split) - 1) > 1e-6:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from wsl.encoders import build_encoder
 from wsl.space import WeightSpace
-from wsl.tasks import TaskSpec, classification_metrics, regression_metrics
+from wsl.targets import TargetSpec, classification_metrics, regression_metrics
 
 
 class WeightModel(L.LightningModule):
@@ -26,7 +26,7 @@ class WeightModel(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.space = WeightSpace.from_dict(space)
-        self.task = TaskSpec.from_dict(task)
+        self.task = TargetSpec.from_dict(task)
         self.encoder = build_encoder(encoder, self.space, self.task.out_dim, **dict(encoder_kwargs or {}))
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
 
