@@ -1,6 +1,6 @@
 """Weight-space learning: data module, augmentations and encoders over zoo weights.
 
-    dm = wsl.WeightDataModule("data/zoos/mlp-digits.zarr", task="test_accuracy", augment={"permute": {"p": 1}})
+    dm = wsl.WeightDataModule("data/zoos/mlp-digits.zarr", target="test_accuracy", augment={"permute": {"p": 1}})
     zoo train encoder=graph task=test_accuracy zoo=data/zoos/mlp-digits.zarr      # CLI (wsl.cli)
     p = wsl.load("data/runs/graph-test_accuracy-mlp-digits"); p.predict(zoo.open(path))
 """
