@@ -1,6 +1,6 @@
 """Weight-space learning: data module, augmentations and encoders over zoo weights.
 
-    dm = wsl.WeightDataModule("data/zoos/mlp-digits.zarr", task="test_accuracy", augment={"permute": {"p": 1}})
+    dm = wsl.WeightDataModule("data/zoos/mlp-digits.zarr", target="test_accuracy", augment={"permute": {"p": 1}})
     zoo train encoder=graph task=test_accuracy zoo=data/zoos/mlp-digits.zarr      # CLI (wsl.cli)
     p = wsl.load("data/runs/graph-test_accuracy-mlp-digits"); p.predict(zoo.open(path))
 """
@@ -10,7 +10,7 @@ from wsl.encoders import ENCODERS, build_encoder
 from wsl.lit import WeightModel
 from wsl.predict import Predictor, load
 from wsl.space import WeightSpace
-from wsl.tasks import TASKS, task_spec
+from wsl.targets import TARGETS, target_spec
 
 __all__ = ["Augmenter", "Normalizer", "WeightDataModule", "ENCODERS", "build_encoder", "WeightModel", "Predictor",
-           "load", "WeightSpace", "TASKS", "task_spec"]
+           "load", "WeightSpace", "TARGETS", "target_spec"]

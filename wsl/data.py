@@ -23,7 +23,7 @@ from zoo.errors import ZooError
 
 from wsl.augment import Augmenter
 from wsl.space import WeightSpace
-from wsl.tasks import TaskSpec, targets, task_spec
+from wsl.targets import TargetSpec, target_spec, targets
 
 SPLITS = ("train", "val", "test")
 
@@ -121,9 +121,9 @@ def open_zoo(zoo_or_path: "str | os.PathLike | zoo.Zoo") -> "zoo.Zoo":
 
 
 class WeightDataModule(L.LightningDataModule):
-    """Zoo weights and task targets as Lightning dataloaders.
+    """Zoo weights and the values of one target (what the encoder predicts) as Lightning dataloaders.
 
-    Args: ``zoo`` path or opened Zoo; ``task`` name or mapping (see ``wsl.tasks``); ``checkpoints`` an
+    Args: ``zoo`` path or opened Zoo; ``target`` name or mapping (see ``wsl.targets``); ``checkpoints`` an
     index, a list of indices (negative from the end) or "all"; ``canonical`` read re-based weights;
     ``split`` fractions of model ids; ``cache`` True | False | "auto" (when the selection fits
     ``cache_limit_mb``); ``query`` a pandas query on the models table; ``buffers`` include BatchNorm
@@ -131,14 +131,14 @@ class WeightDataModule(L.LightningDataModule):
     encoder's WeightSpace (prediction).
     """
 
-    def __init__(self, zoo, task: str | Mapping = "test_accuracy", checkpoints: int | Sequence[int] | str = -1,
+    def __init__(self, zoo, target: str | Mapping = "test_accuracy", checkpoints: int | Sequence[int] | str = -1,
                  canonical: bool = False, split: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0,
                  batch_size: int = 64, cache: bool | str = "auto", cache_limit_mb: float = 2048,
                  query: str | None = None, buffers: bool = True, augment: Mapping | None = None,
                  space: WeightSpace | None = None, normalizer: Mapping | None = None):
         super().__init__()
         self.zoo = open_zoo(zoo)
-        self.task: TaskSpec = task_spec(task)
+        self.target: TargetSpec = target_spec(target)
         self.checkpoints, self.canonical, self.seed = checkpoints, bool(canonical), int(seed)
         self.split = [float(f) for f in split]
         if len(self.split) != 3 or min(self.split) < 0 or abs(sum(self.split) - 1) > 1e-6:
@@ -182,7 +182,7 @@ class WeightDataModule(L.LightningDataModule):
         samples = pd.DataFrame({"model_id": np.repeat(models["model_id"].to_numpy(), len(ck)),
                                 "checkpoint": np.tile(ck, len(models))})
         samples = samples.merge(models[["model_id", "layout"]], on="model_id")
-        return targets(self.zoo, self.task, samples)
+        return targets(self.zoo, self.target, samples)
 
     def _split_ids(self, ids: np.ndarray) -> dict[int, str]:
         ids = np.unique(ids)
@@ -211,7 +211,7 @@ class WeightDataModule(L.LightningDataModule):
         samples["split"] = samples["model_id"].map(split)
         self.samples = samples
         self._y = torch.as_tensor(samples["target"].to_numpy().copy(),
-                                  dtype=torch.float32 if self.task.kind == "regression" else torch.long)
+                                  dtype=torch.float32 if self.target.kind == "regression" else torch.long)
         self._layout = torch.as_tensor(samples["layout_index"].to_numpy().copy())
         self._group = samples.groupby(["layout", "checkpoint"]).ngroup().to_numpy()
         nbytes = len(samples) * self.space.size * 4
@@ -262,7 +262,7 @@ class WeightDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ batches
     @property
     def num_classes(self) -> int | None:
-        return len(self.task.classes) if self.task.kind == "classification" else None
+        return len(self.target.classes) if self.target.kind == "classification" else None
 
     def batch(self, rows: np.ndarray) -> dict:
         """Normalized, unaugmented batch of sample rows: w [n, P], y, layout [n], row [n]."""

@@ -1,4 +1,4 @@
-"""LightningModule around any weight encoder: loss, optimizer and the task's metrics per split.
+"""LightningModule around any weight encoder: loss, optimizer and the target's metrics per split.
 
 Every constructor argument is a plain type (str, float, list, dict), saved as hyperparameters, so a
 checkpoint loads with ``torch.load(weights_only=True)`` and rebuilds the exact model (see wsl.predict).
@@ -14,31 +14,31 @@ import torch.nn.functional as F
 
 from wsl.encoders import build_encoder
 from wsl.space import WeightSpace
-from wsl.tasks import TaskSpec, classification_metrics, regression_metrics
+from wsl.targets import TargetSpec, classification_metrics, regression_metrics
 
 
 class WeightModel(L.LightningModule):
-    """Encoder + task head trained on normalized weight batches from a WeightDataModule."""
+    """Encoder + target head trained on normalized weight batches from a WeightDataModule."""
 
-    def __init__(self, encoder: str, space: Mapping, task: Mapping, normalizer: Mapping,
+    def __init__(self, encoder: str, space: Mapping, target: Mapping, normalizer: Mapping,
                  encoder_kwargs: Mapping | None = None, target_mean: float = 0.0, target_std: float = 1.0,
                  lr: float = 1e-3, weight_decay: float = 1e-4):
         super().__init__()
         self.save_hyperparameters()
         self.space = WeightSpace.from_dict(space)
-        self.task = TaskSpec.from_dict(task)
-        self.encoder = build_encoder(encoder, self.space, self.task.out_dim, **dict(encoder_kwargs or {}))
+        self.target = TargetSpec.from_dict(target)
+        self.encoder = build_encoder(encoder, self.space, self.target.out_dim, **dict(encoder_kwargs or {}))
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
 
     def forward(self, w: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
         """Normalized weights -> [n] predictions (regression, original scale) or [n, classes] logits."""
         out = self.encoder(w, layout)
-        if self.task.kind == "regression":
+        if self.target.kind == "regression":
             return out[:, 0] * self.hparams.target_std + self.hparams.target_mean
         return out
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.task.kind == "regression":
+        if self.target.kind == "regression":
             z = (y - self.hparams.target_mean) / self.hparams.target_std
             return F.mse_loss(out[:, 0], z)
         return F.cross_entropy(out, y)
@@ -51,7 +51,7 @@ class WeightModel(L.LightningModule):
     def _eval_step(self, batch: dict, split: str) -> None:
         out = self.encoder(batch["w"], batch["layout"])
         self.log(f"{split}/loss", self._loss(out, batch["y"]), on_step=False, on_epoch=True, batch_size=len(batch["y"]))
-        pred = self(batch["w"], batch["layout"]) if self.task.kind == "regression" else out
+        pred = self(batch["w"], batch["layout"]) if self.target.kind == "regression" else out
         self._outputs[split].append((pred.detach().cpu(), batch["y"].cpu()))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -61,7 +61,7 @@ class WeightModel(L.LightningModule):
         self._eval_step(batch, "test")
 
     def metrics(self, pred: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        if self.task.kind == "regression":
+        if self.target.kind == "regression":
             return regression_metrics(pred, y)
         return classification_metrics(pred, y)
 

@@ -40,21 +40,21 @@ def load_model(path: str | os.PathLike) -> WeightModel:
 
 
 class Predictor:
-    """A trained encoder with its weight space, normalization and task."""
+    """A trained encoder with its weight space, normalization and target."""
 
     def __init__(self, model: WeightModel):
         self.model = model
         self.space = model.space
-        self.task = model.task
+        self.target = model.target
         self.normalizer = Normalizer(self.space, model.hparams.normalizer["mean"], model.hparams.normalizer["std"])
 
     @torch.no_grad()
     def predict_padded(self, w: torch.Tensor, layout: torch.Tensor) -> np.ndarray:
         """Raw padded weights [n, P] -> predictions (floats, or class labels for classification)."""
         out = self.model(self.normalizer(w, layout), layout)
-        if self.task.kind == "regression":
+        if self.target.kind == "regression":
             return out.numpy()
-        return np.asarray(self.task.classes, dtype=object)[out.argmax(1).numpy()]
+        return np.asarray(self.target.classes, dtype=object)[out.argmax(1).numpy()]
 
     def predict(self, zoo, model_ids: Sequence[int] | None = None, checkpoint: int = -1, canonical: bool = False,
                 batch_size: int = 256) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """Train a weight encoder on a zoo: ``train(cfg) -> summary``, callable from Python; ``zoo train`` is its command.
 
-``cfg`` is a composed ``conf/train.yaml`` (groups encoder/, task/, augment/); training runs in a Lightning
+``cfg`` is a composed ``conf/train.yaml`` (groups encoder/, task/ (the target), augment/); training runs in a Lightning
 Trainer (``trainer.*`` keys go to it) and writes to ``data/runs/<name>/`` (or ``out=DIR``): ``best.ckpt``
 (best validation epoch), ``metrics.csv`` (per-epoch metrics) and ``summary.json`` (test metrics of the best
 checkpoint, split sizes and the resolved config).
@@ -66,20 +66,21 @@ def train(cfg: Mapping) -> dict:
         torch.set_num_threads(int(cfg["threads"]))
     L.seed_everything(seed, verbose=False)
     d = cfg["data"]
-    dm = WeightDataModule(cfg["zoo"], task=cfg["task"], checkpoints=d["checkpoints"], canonical=d["canonical"],
+    # the config group `task` selects the encoder's target (the CLI keeps task=NAME)
+    dm = WeightDataModule(cfg["zoo"], target=cfg["task"], checkpoints=d["checkpoints"], canonical=d["canonical"],
                           split=d["split"], seed=seed, batch_size=d["batch_size"], cache=d["cache"],
                           cache_limit_mb=d["cache_limit_mb"], query=d["query"], buffers=d["buffers"],
                           augment=cfg.get("augment"))
     dm.setup()
     y_train = dm.samples.loc[dm.samples["split"] == "train", "target"].to_numpy(dtype=float)
-    regression = dm.task.kind == "regression"
+    regression = dm.target.kind == "regression"
     enc = dict(cfg["encoder"])
-    model = WeightModel(encoder=enc.pop("name"), encoder_kwargs=enc, space=dm.space.to_dict(), task=dm.task.to_dict(),
-                        normalizer=dm.normalizer.to_dict(),
+    model = WeightModel(encoder=enc.pop("name"), encoder_kwargs=enc, space=dm.space.to_dict(),
+                        target=dm.target.to_dict(), normalizer=dm.normalizer.to_dict(),
                         target_mean=float(y_train.mean()) if regression else 0.0,
                         target_std=float(y_train.std()) if regression and y_train.std() > 0 else 1.0,
                         lr=float(cfg["optim"]["lr"]), weight_decay=float(cfg["optim"]["weight_decay"]))
-    monitor, mode = dm.task.monitor
+    monitor, mode = dm.target.monitor
     ckpt_cb = ModelCheckpoint(dirpath=str(out), filename=CHECKPOINT_NAME.removesuffix(".ckpt"), monitor=monitor,
                               mode=mode, save_top_k=1, save_weights_only=True, enable_version_counter=False)
     for stale in (out / CHECKPOINT_NAME, out / "metrics.csv", out / "summary.json"):
@@ -87,7 +88,7 @@ def train(cfg: Mapping) -> dict:
     incomplete = out / "INCOMPLETE"
     incomplete.write_text("this run did not finish (interrupted or failed); run the same command again\n")
     counts = dm.samples.groupby("split")["model_id"].nunique()
-    print(f"[zoo train] {cfg['encoder']['name']} on {dm.task.name}: {counts.get('train', 0)} train /"
+    print(f"[zoo train] {cfg['encoder']['name']} on {dm.target.name}: {counts.get('train', 0)} train /"
           f" {counts.get('val', 0)} val / {counts.get('test', 0)} test models of {cfg['zoo']}; following {monitor}",
           file=sys.stderr, flush=True)
     trainer = make_trainer(cfg["trainer"], out, [ckpt_cb], progress="zoo train", monitor=monitor,
@@ -102,8 +103,8 @@ def train(cfg: Mapping) -> dict:
                            enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
         test = tester.test(best, datamodule=dm, verbose=False)[0]
     counts = dm.samples.groupby("split").agg(models=("model_id", "nunique"), samples=("model_id", "size"))
-    summary = {
-        "encoder": cfg["encoder"]["name"], "task": dm.task.to_dict(), "zoo": str(cfg["zoo"]), "out": str(out),
+    summary = {  # summary.json keeps the key "task" (the config group's name) for its readers
+        "encoder": cfg["encoder"]["name"], "task": dm.target.to_dict(), "zoo": str(cfg["zoo"]), "out": str(out),
         "test": {k.removeprefix("test/"): float(v) for k, v in test.items()},
         "best_val": float(ckpt_cb.best_model_score) if ckpt_cb.best_model_score is not None else None,
         "monitor": monitor, "epochs": int(trainer.current_epoch), "fit_seconds": round(fit_s, 2),

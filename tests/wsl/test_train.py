@@ -71,27 +71,27 @@ def test_batches_are_the_stored_weights_normalized_with_training_statistics(tiny
 
 def test_targets_match_the_store(tiny):
     m = tiny.metrics.set_index(["model_id", "checkpoint"])
-    dm = WeightDataModule(tiny, task="generalization_gap", checkpoints="all")
+    dm = WeightDataModule(tiny, target="generalization_gap", checkpoints="all")
     dm.setup()
     for _, r in dm.samples.iterrows():
         row = m.loc[(r.model_id, r.checkpoint)]
         assert r.target == pytest.approx(row.train_acc - row.test_acc)
-    hp = WeightDataModule(tiny, task={"name": "hyperparameter", "column": "learning_rate"})
+    hp = WeightDataModule(tiny, target={"name": "hyperparameter", "column": "learning_rate"})
     hp.setup()
-    assert hp.task.classes == ["0.02", "0.2"] and hp.num_classes == 2
+    assert hp.target.classes == ["0.02", "0.2"] and hp.num_classes == 2
     lr = tiny.models.set_index("model_id")["learning_rate"]
-    assert all(hp.task.classes[t] == str(lr[i]) for i, t in zip(hp.samples.model_id, hp.samples.target))
+    assert all(hp.target.classes[t] == str(lr[i]) for i, t in zip(hp.samples.model_id, hp.samples.target))
 
 
 def test_missing_targets_and_bad_selections_are_clear_errors(tiny):
     with pytest.raises(ZooError, match="landscape"):
-        WeightDataModule(tiny, task="phase").setup()
+        WeightDataModule(tiny, target="phase").setup()
     with pytest.raises(ZooError, match="no column 'momentum_x'"):
-        WeightDataModule(tiny, task={"name": "hyperparameter", "column": "momentum_x"}).setup()
+        WeightDataModule(tiny, target={"name": "hyperparameter", "column": "momentum_x"}).setup()
     with pytest.raises(ZooError, match="fewer than two"):
-        WeightDataModule(tiny, task={"name": "hyperparameter", "column": "optimizer"}).setup()
+        WeightDataModule(tiny, target={"name": "hyperparameter", "column": "optimizer"}).setup()
     with pytest.raises(ZooError, match="unknown task"):
-        WeightDataModule(tiny, task="accuracy")
+        WeightDataModule(tiny, target="accuracy")
     with pytest.raises(ZooError, match="out of range"):
         WeightDataModule(tiny, checkpoints=9).setup()
     with pytest.raises(ZooError, match="no trained"):
@@ -100,16 +100,16 @@ def test_missing_targets_and_bad_selections_are_clear_errors(tiny):
         WeightDataModule("/nonexistent/zoo.zarr")
 
 
-def test_phase_task_reads_the_landscape_table(tiny, tmp_path):
+def test_phase_target_reads_the_landscape_table(tiny, tmp_path):
     import shutil
 
     path = tmp_path / "phase.zarr"
     shutil.copytree(tiny.path, path)
     z = zoo.open(path)
     zoo.open_writer(path).write_table("landscape", pd.DataFrame({"model_id": range(12), "phase": ["I", "IV-A", "III"] * 4}))
-    dm = WeightDataModule(z, task="phase")
+    dm = WeightDataModule(z, target="phase")
     dm.setup()
-    assert dm.task.classes == ["I", "III", "IV-A"] and len(dm.samples) == 12
+    assert dm.target.classes == ["I", "III", "IV-A"] and len(dm.samples) == 12
 
 
 def test_cli_errors_are_one_line(tiny, capsys):
@@ -132,11 +132,14 @@ def test_zoo_train_end_to_end_and_load_back(tiny, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["test"]) >= {"kendall_tau", "r2", "mse"} and summary["epochs"] == 3
     assert summary["config"]["trainer"]["gradient_clip_val"] == 1.0
+    assert summary["task"]["name"] == "test_accuracy"  # summary.json keeps the config group's key
     metrics = pd.read_csv(out / "metrics.csv")
     assert metrics["val/kendall_tau"].notna().sum() == 3
     ckpt = torch.load(out / "best.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["encoder"] == "statnn"
+    assert ckpt["hyper_parameters"]["target"]["name"] == "test_accuracy"
     p = wsl.load(out)
+    assert p.target.name == "test_accuracy"
     preds = p.predict(tiny, checkpoint=-1)
     assert list(preds["model_id"]) == list(range(12)) and np.isfinite(preds["prediction"]).all()
     one = p.predict_state_dict(tiny.state_dict(5))

@@ -20,7 +20,7 @@ USAGE = """usage: zoo train [-m] encoder=NAME task=NAME zoo=PATH [key=value ...]
   e.g. zoo train encoder=graph task=test_accuracy zoo=data/zoos/mlp-digits.zarr augment=permute trainer.max_epochs=20
   configs: conf/train.yaml, conf/encoder/, conf/task/, conf/augment/"""
 
-GROUPS = ("encoder", "task", "augment")
+GROUPS = ("encoder", "task", "augment")  # the config group `task` selects the encoder's target
 
 
 def main(argv: list[str]) -> int:

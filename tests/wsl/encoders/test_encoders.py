@@ -17,16 +17,16 @@ from zoo.datasets import load_dataset
 
 def _nets(name: str, widths=(6, 8, 8), train: bool = True):
     """Networks of one architecture; MLP and CNN get a few real training steps on digits."""
-    task = load_dataset("digits" if name == "mlp" else "digits-image")
+    dataset = load_dataset("digits" if name == "mlp" else "digits-image")
     out = []
     for seed, width in enumerate(widths):
         torch.manual_seed(seed)
-        spec = arch_spec(name, task.input_shape, task.num_outputs, width, 2)
+        spec = arch_spec(name, dataset.input_shape, dataset.num_outputs, width, 2)
         model = build_model(spec)
         if train:
             opt = torch.optim.Adam(model.parameters(), lr=1e-2)
             for step in range(8):
-                x, y = task.X_train[step * 32 : (step + 1) * 32], task.y_train[step * 32 : (step + 1) * 32]
+                x, y = dataset.X_train[step * 32 : (step + 1) * 32], dataset.y_train[step * 32 : (step + 1) * 32]
                 loss = nn.functional.cross_entropy(model(x), y)
                 opt.zero_grad()
                 loss.backward()

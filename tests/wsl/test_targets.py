@@ -1,4 +1,4 @@
-"""Task metrics come from torchmetrics and say 'undefined' (NaN) rather than a made-up 0."""
+"""Target metrics come from torchmetrics and say 'undefined' (NaN) rather than a made-up 0."""
 import math
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.stats import kendalltau
 
-from wsl.tasks import classification_metrics, regression_metrics
+from wsl.targets import classification_metrics, regression_metrics
 from zoo.errors import ZooError
 
 

@@ -1,6 +1,7 @@
-"""Prediction targets read from a zoo, and the metrics each task reports.
+"""Prediction targets read from a zoo (what an encoder predicts), and the metrics each target reports.
 
-A task turns the store's tables into one target per (model, checkpoint) sample:
+A target turns the store's tables into one value per (model, checkpoint) sample; the ``zoo train`` config
+group ``task`` (``task=test_accuracy``) names one of:
   test_accuracy       regression: test accuracy (test R2 for regression zoos) at that checkpoint
   generalization_gap  regression: train minus test accuracy (R2) at that checkpoint
   hyperparameter      classification: the value of a models-table column (``column``), one class each
@@ -19,11 +20,11 @@ import torch
 
 from zoo.errors import ZooError
 
-TASKS = ("test_accuracy", "generalization_gap", "hyperparameter", "phase")
+TARGETS = ("test_accuracy", "generalization_gap", "hyperparameter", "phase")
 
 
 @dataclass
-class TaskSpec:
+class TargetSpec:
     """What to predict: ``kind`` regression | classification; ``classes`` for classification (as strings)."""
 
     name: str
@@ -44,21 +45,21 @@ class TaskSpec:
         return {"name": self.name, "kind": self.kind, "column": self.column, "classes": list(self.classes)}
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "TaskSpec":
+    def from_dict(cls, d: Mapping) -> "TargetSpec":
         return cls(d["name"], d["kind"], d.get("column"), [str(c) for c in d.get("classes", [])])
 
 
-def task_spec(cfg: str | Mapping) -> TaskSpec:
-    """TaskSpec from a name or a config mapping (``name`` plus ``column`` for hyperparameter)."""
+def target_spec(cfg: str | Mapping) -> TargetSpec:
+    """TargetSpec from a name or a config mapping (``name`` plus ``column`` for hyperparameter)."""
     d = {"name": cfg} if isinstance(cfg, str) else dict(cfg)
     name = d.get("name")
-    if name not in TASKS:
-        raise ZooError(f"unknown task {name!r}; choose one of {list(TASKS)}")
+    if name not in TARGETS:
+        raise ZooError(f"unknown task {name!r}; choose one of {list(TARGETS)}")
     if name == "hyperparameter":
         if not d.get("column"):
             raise ZooError("task hyperparameter needs a column, e.g. task.column=learning_rate")
-        return TaskSpec(name, "classification", str(d["column"]))
-    return TaskSpec(name, "classification" if name == "phase" else "regression")
+        return TargetSpec(name, "classification", str(d["column"]))
+    return TargetSpec(name, "classification" if name == "phase" else "regression")
 
 
 def _accuracy_columns(metrics: pd.DataFrame) -> tuple[str, str]:
@@ -69,7 +70,7 @@ def _accuracy_columns(metrics: pd.DataFrame) -> tuple[str, str]:
     raise ZooError("the zoo's metrics table has no test accuracy (test_acc) or test R2 (test_r2) column")
 
 
-def targets(z, spec: TaskSpec, samples: pd.DataFrame) -> pd.DataFrame:
+def targets(z, spec: TargetSpec, samples: pd.DataFrame) -> pd.DataFrame:
     """``samples`` (model_id, checkpoint) with a ``target`` column added; rows without a target dropped.
 
     For classification, ``spec.classes`` is filled (sorted values) and ``target`` is the class index.
