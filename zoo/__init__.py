@@ -1,5 +1,6 @@
-"""wszoo's zoo package: architectures, layouts, datasets, the Zarr store and its writer, the population
-trainer, the batched evaluator."""
+"""wszoo's zoo package: the vocabulary (architectures, layouts, datasets), the Zarr store (``zoo.store``), the
+stacked forward and batched evaluator, population training (``zoo.training``), Git Re-Basin (``zoo.rebasin``),
+loss landscapes (``zoo.landscape``), and the ``zoo`` command's shell (``zoo.app``, ``zoo.commands``)."""
 from zoo.arch import arch_spec, build_model
 from zoo.training.build import build
 from zoo.errors import ZooError
