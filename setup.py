@@ -5,6 +5,7 @@ carry them: setuptools' ``package_dir`` maps the package ``zoo.conf`` (and one p
 ``conf/``, which ``pyproject.toml``'s declarative ``packages.find`` cannot express. Everything else about the
 project lives in ``pyproject.toml``.
 """
+
 from setuptools import find_namespace_packages, find_packages, setup
 
 CONF_PACKAGES = ["zoo.conf"] + [f"zoo.conf.{group}" for group in find_namespace_packages(where="conf")]

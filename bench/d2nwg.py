@@ -16,6 +16,7 @@ validation TASKS (``generators.d2nwg``). Writes docs/d2nwg.json and docs/d2nwg.p
 
 Run: .venv/bin/python bench/d2nwg.py   (--quick: a smoke run with a short fit into /tmp)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,13 +80,15 @@ def embed_tasks(g: D2NWG, datasets: list[zoo.Dataset], shots: int, seed: int) ->
     """[T, E] dataset embeddings, each from ``shots`` training examples per class drawn with ``seed``."""
     classes = int(g.dims["classes"])
     with torch.no_grad():
-        return torch.cat([g.encoder(support_set(d, classes, shots, torch.Generator().manual_seed(seed)))
-                          for d in datasets])
+        return torch.cat(
+            [g.encoder(support_set(d, classes, shots, torch.Generator().manual_seed(seed))) for d in datasets]
+        )
 
 
 # ------------------------------------------------------------------------------------------ fine-tuning
-def finetune_curves(g: D2NWG, init: torch.Tensor, data: zoo.Dataset, recipe: dict, steps: int, seed: int,
-                    every: int) -> tuple[list[int], np.ndarray]:
+def finetune_curves(
+    g: D2NWG, init: torch.Tensor, data: zoo.Dataset, recipe: dict, steps: int, seed: int, every: int
+) -> tuple[list[int], np.ndarray]:
     """Train each initialization [m, P] with the recipe's SGD (lr, momentum, batch) on the training split;
     test accuracy [m, len(at)] at steps ``at`` (0 included)."""
     from torch.func import functional_call
@@ -111,7 +114,7 @@ def finetune_curves(g: D2NWG, init: torch.Tensor, data: zoo.Dataset, recipe: dic
                     break
             if pos + bs > len(X):
                 order, pos = torch.randperm(len(X), generator=gen), 0
-            idx = order[pos:pos + bs]
+            idx = order[pos : pos + bs]
             pos += bs
             loss = torch.nn.functional.cross_entropy(functional_call(module, state, (X[idx],)), y[idx])
             opt.zero_grad()
@@ -137,8 +140,15 @@ def task_zoo(z: zoo.Zoo, task: str, out: Path) -> str:
     table = sel[["arch", "width", "depth", "seed", "dataset"]].reset_index(drop=True)
     metrics = sel[z.metric_names].to_numpy()[:, None, :]
     path = str(out / f"train-{task}.zarr")
-    writer = zoo.create(path, table, {key: z.layouts[key]}, [z.checkpoint_epochs[-1]], z.metric_names,
-                        datasets=[z.dataset(task)], overwrite=True)
+    writer = zoo.create(
+        path,
+        table,
+        {key: z.layouts[key]},
+        [z.checkpoint_epochs[-1]],
+        z.metric_names,
+        datasets=[z.dataset(task)],
+        overwrite=True,
+    )
     writer.write(list(range(len(ids))), w[:, None], metrics)
     return path
 
@@ -153,18 +163,25 @@ def in_distribution(g: D2NWG, z: zoo.Zoo, tasks: list[str], n: int, shots: int, 
     train_nn, _ = nearest_l2(canon, canon, exclude_self=True)
     rows, novelty = {}, {}
     for task in tasks:
-        s = g.sample_zoo(n, str(out / f"samples-{task}.zarr"), seed=seed,
-                         condition=DatasetCondition(task, shots), overwrite=True)
+        s = g.sample_zoo(
+            n, str(out / f"samples-{task}.zarr"), seed=seed, condition=DatasetCondition(task, shots), overwrite=True
+        )
         report = diagnose({"d2nwg": s}, task_zoo(z, task, out), None, seed=seed, plots=False)
         rows[task] = method_rows(report)
         w = s.weights(list(range(n)))[:, g.param_mask]  # samples live in the generator's frame (g.config canonical)
         nn, _ = nearest_l2(w, canon)
-        novelty[task] = {"sample_nn_l2_mean": float(nn.mean()), "train_nn_l2_median": float(train_nn.median()),
-                         "ratio": float(nn.mean() / train_nn.median())}
-    return {"diagnose": rows, "nn_l2_to_all_training_weights": novelty,
-            "note": "diagnose: samples vs the zoo's models of the same task (same data), with its noise/average/"
-                    "gaussian baselines built from those models; nn_l2_to_all_training_weights: L2 to "
-                    "the nearest of every training weight vector, over the training set's own median"}
+        novelty[task] = {
+            "sample_nn_l2_mean": float(nn.mean()),
+            "train_nn_l2_median": float(train_nn.median()),
+            "ratio": float(nn.mean() / train_nn.median()),
+        }
+    return {
+        "diagnose": rows,
+        "nn_l2_to_all_training_weights": novelty,
+        "note": "diagnose: samples vs the zoo's models of the same task (same data), with its noise/average/"
+        "gaussian baselines built from those models; nn_l2_to_all_training_weights: L2 to "
+        "the nearest of every training weight vector, over the training set's own median",
+    }
 
 
 # ------------------------------------------------------------------------------------------ plot
@@ -178,9 +195,13 @@ def plot(report: dict, path: Path) -> None:
     per = pd.DataFrame(report["held_out"]["per_task"])
     x = np.arange(len(per))
     ax = axes[0]
-    for col, label, style in (("direct", "trained directly", "ks"), ("generated", "D2NWG zero-shot", "o"),
-                              ("nearest_task", "nearest training task's models", "^"),
-                              ("zoo_mean", "mean of the zoo's weights", "v"), ("random", "random init", "x")):
+    for col, label, style in (
+        ("direct", "trained directly", "ks"),
+        ("generated", "D2NWG zero-shot", "o"),
+        ("nearest_task", "nearest training task's models", "^"),
+        ("zoo_mean", "mean of the zoo's weights", "v"),
+        ("random", "random init", "x"),
+    ):
         ax.plot(x, per[col], style, label=label, ms=5)
     ax.set_xticks(x, [t.removeprefix("digits-classes-") for t in per["task"]], rotation=70, fontsize=7)
     ax.set_ylabel("test accuracy (mean over models)")
@@ -235,10 +256,21 @@ def main(argv: list[str] | None = None) -> int:
     z = build_if_missing(args.zoo, ["recipe=d2nwg-digits"])
     recipe = z.config["recipe"]
     held = list(recipe["held_out"])
-    ref = build_if_missing(args.reference, ["recipe=d2nwg-digits", "recipe.name=d2nwg-digits-heldout",
-                                            "recipe.held_out=[]", f"recipe.datasets=[{','.join(held)}]"])
-    overrides = {"seed": args.seed, "snapshot_every_n_steps": 0, "trainer.enable_progress_bar": False,
-                 "trainer.max_epochs": 50}  # the one-cycle schedule spans max_epochs: the committed run used 50
+    ref = build_if_missing(
+        args.reference,
+        [
+            "recipe=d2nwg-digits",
+            "recipe.name=d2nwg-digits-heldout",
+            "recipe.held_out=[]",
+            f"recipe.datasets=[{','.join(held)}]",
+        ],
+    )
+    overrides = {
+        "seed": args.seed,
+        "snapshot_every_n_steps": 0,
+        "trainer.enable_progress_bar": False,
+        "trainer.max_epochs": 50,
+    }  # the one-cycle schedule spans max_epochs: the committed run used 50
     if args.quick:
         overrides.update({"trainer.max_epochs": 2, "vae_steps": 100})
         args.run = str(work / "run-quick")
@@ -248,8 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     g = fit_if_missing(args.run, args.zoo, overrides)
     fit_s = time.perf_counter() - t
-    summary = json.loads((Path(args.run) / "summary.json").read_text()) if (Path(args.run) / "summary.json").exists() \
-        else {}
+    summary = (
+        json.loads((Path(args.run) / "summary.json").read_text()) if (Path(args.run) / "summary.json").exists() else {}
+    )
     seed_ = int(recipe.get("task_seed", 0))
 
     # ---------------------------------------------------------------- zero-shot on held-out tasks
@@ -269,30 +302,49 @@ def main(argv: list[str] | None = None) -> int:
         emb = embed_tasks(g, [data], args.shots, args.seed)
         near = train_tasks[int(torch.cdist(emb, train_emb)[0].argmin())]
         near_ids = models.index[(models["dataset"] == near) & (models["status"] == "done")].tolist()
-        rows.append({"task": task, "generated": float(np.nanmean(gen)), "generated_std": float(np.nanstd(gen)),
-                     "generated_finite": int(np.isfinite(gen).sum()), "direct": float(direct.mean()),
-                     "direct_n": int(len(direct)), "ratio": float(np.nanmean(gen) / direct.mean()),
-                     "random": float(np.mean(test_acc(g, random_init(g, 8, 10_000), data))),
-                     "zoo_mean": float(test_acc(g, zoo_mean, data)[0]), "nearest_task": float(
-                         np.mean(test_acc(g, z.weights(near_ids), data))), "nearest_task_name": near})
-        print(f"[bench] {task}: generated {rows[-1]['generated']:.4f} direct {rows[-1]['direct']:.4f} "
-              f"nearest {near} {rows[-1]['nearest_task']:.4f}", flush=True)
+        rows.append(
+            {
+                "task": task,
+                "generated": float(np.nanmean(gen)),
+                "generated_std": float(np.nanstd(gen)),
+                "generated_finite": int(np.isfinite(gen).sum()),
+                "direct": float(direct.mean()),
+                "direct_n": int(len(direct)),
+                "ratio": float(np.nanmean(gen) / direct.mean()),
+                "random": float(np.mean(test_acc(g, random_init(g, 8, 10_000), data))),
+                "zoo_mean": float(test_acc(g, zoo_mean, data)[0]),
+                "nearest_task": float(np.mean(test_acc(g, z.weights(near_ids), data))),
+                "nearest_task_name": near,
+            }
+        )
+        print(
+            f"[bench] {task}: generated {rows[-1]['generated']:.4f} direct {rows[-1]['direct']:.4f} "
+            f"nearest {near} {rows[-1]['nearest_task']:.4f}",
+            flush=True,
+        )
     per = pd.DataFrame(rows)
-    held_out = {"held_out_ratio": float(per["ratio"].mean()), "tasks": len(per), "samples_per_task": args.samples,
-                "shots": args.shots, "mean": {c: float(per[c].mean()) for c in
-                                              ("generated", "direct", "random", "zoo_mean", "nearest_task")},
-                "ratio_min": float(per["ratio"].min()), "per_task": rows}
+    held_out = {
+        "held_out_ratio": float(per["ratio"].mean()),
+        "tasks": len(per),
+        "samples_per_task": args.samples,
+        "shots": args.shots,
+        "mean": {c: float(per[c].mean()) for c in ("generated", "direct", "random", "zoo_mean", "nearest_task")},
+        "ratio_min": float(per["ratio"].min()),
+        "per_task": rows,
+    }
 
     # ---------------------------------------------------------------- fine-tuning curves
-    ft_tasks = held[:args.finetune_tasks]
+    ft_tasks = held[: args.finetune_tasks]
     curves = {"generated": [], "random": []}
     targets = []
     at = None
     for j, task in enumerate(ft_tasks):
         data = zoo.load_dataset(task, seed=seed_)
         targets.append(float(per.set_index("task").loc[task, "direct"]))
-        inits = {"generated": gen_by_task[task][:args.finetune_inits],
-                 "random": random_init(g, args.finetune_inits, 20_000 + 100 * j)}
+        inits = {
+            "generated": gen_by_task[task][: args.finetune_inits],
+            "random": random_init(g, args.finetune_inits, 20_000 + 100 * j),
+        }
         for key, init in inits.items():
             at, c = finetune_curves(g, init, data, recipe, args.finetune_steps, args.seed + 100 * j, every=5)
             curves[key].append(c)
@@ -301,16 +353,29 @@ def main(argv: list[str] | None = None) -> int:
     reach = {k: steps_to_reach(at, mean_curve[k], target) for k in curves}
     reach99 = {k: steps_to_reach(at, mean_curve[k], 0.99 * target) for k in curves}
     per_task_reach = {k: [steps_to_reach(at, c.mean(0), tg) for c, tg in zip(curves[k], targets)] for k in curves}
-    finetune = {"tasks": len(ft_tasks), "inits_per_task": args.finetune_inits, "steps": at, "target": target,
-                "target_note": "mean test accuracy of the directly trained models on these tasks (recipe: 240 steps)",
-                "mean_curve": {k: v.tolist() for k, v in mean_curve.items()}, "steps_to_target": reach,
-                "steps_to_target_per_task": per_task_reach, "steps_to_99pct_of_target": reach99,
-                "steps_ratio_99pct": (reach99["generated"] / reach99["random"]) if reach99["generated"] is not None
-                and reach99["random"] else None,
-                "steps_ratio": (reach["generated"] / reach["random"]) if reach["generated"] is not None
-                and reach["random"] else None, "budget_steps": args.finetune_steps,
-                "optimizer": {"lr": recipe["learning_rates"][0], "momentum": recipe.get("momentum"),
-                              "batch_size": recipe["batch_sizes"][0]}}
+    finetune = {
+        "tasks": len(ft_tasks),
+        "inits_per_task": args.finetune_inits,
+        "steps": at,
+        "target": target,
+        "target_note": "mean test accuracy of the directly trained models on these tasks (recipe: 240 steps)",
+        "mean_curve": {k: v.tolist() for k, v in mean_curve.items()},
+        "steps_to_target": reach,
+        "steps_to_target_per_task": per_task_reach,
+        "steps_to_99pct_of_target": reach99,
+        "steps_ratio_99pct": (reach99["generated"] / reach99["random"])
+        if reach99["generated"] is not None and reach99["random"]
+        else None,
+        "steps_ratio": (reach["generated"] / reach["random"])
+        if reach["generated"] is not None and reach["random"]
+        else None,
+        "budget_steps": args.finetune_steps,
+        "optimizer": {
+            "lr": recipe["learning_rates"][0],
+            "momentum": recipe.get("momentum"),
+            "batch_size": recipe["batch_sizes"][0],
+        },
+    }
 
     # ---------------------------------------------------------------- in-distribution + novelty
     rng = np.random.default_rng(args.seed)
@@ -331,22 +396,38 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "command": " ".join(["cd wszoo && .venv/bin/python bench/d2nwg.py", *(sys.argv[1:] if argv is None else argv)]),
-        "zoo": args.zoo, "reference_zoo": args.reference, "run": args.run,
-        "zoo_models": int((z.models["status"] == "done").sum()), "zoo_tasks": int(z.models["dataset"].nunique()),
-        "train_tasks": len(g.origin["train_tasks"]), "val_tasks": len(g.origin["val_tasks"]),
-        "held_out_ratio": held_out["held_out_ratio"], "held_out": held_out, "finetune": finetune,
-        "in_distribution": in_dist, "timing": {**timing, "fit_seconds": summary.get("fit_seconds", round(fit_s, 1)),
-                                              "bench_seconds": round(time.perf_counter() - t0, 1),
-                                              "machine": "shared 2-core CPU, loaded by other sessions"},
-        "generator": {"dims": g.dims, "steps": summary.get("steps"), "best_val_sample_train_acc":
-                      summary.get("best_score"), "config": g.config},
+        "zoo": args.zoo,
+        "reference_zoo": args.reference,
+        "run": args.run,
+        "zoo_models": int((z.models["status"] == "done").sum()),
+        "zoo_tasks": int(z.models["dataset"].nunique()),
+        "train_tasks": len(g.origin["train_tasks"]),
+        "val_tasks": len(g.origin["val_tasks"]),
+        "held_out_ratio": held_out["held_out_ratio"],
+        "held_out": held_out,
+        "finetune": finetune,
+        "in_distribution": in_dist,
+        "timing": {
+            **timing,
+            "fit_seconds": summary.get("fit_seconds", round(fit_s, 1)),
+            "bench_seconds": round(time.perf_counter() - t0, 1),
+            "machine": "shared 2-core CPU, loaded by other sessions",
+        },
+        "generator": {
+            "dims": g.dims,
+            "steps": summary.get("steps"),
+            "best_val_sample_train_acc": summary.get("best_score"),
+            "config": g.config,
+        },
         "targets": {"held_out_ratio": ">= 0.90", "finetune_steps_ratio": "<= 0.25", "sample_100_seconds": "<= 5"},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=float))
     plot(report, out.with_suffix(".png"))
-    print(f"[bench] held_out_ratio {held_out['held_out_ratio']:.4f}; fine-tune steps to {target:.4f}: "
-          f"generated {reach['generated']} vs random {reach['random']}; sample 100: {timing}; -> {out}")
+    print(
+        f"[bench] held_out_ratio {held_out['held_out_ratio']:.4f}; fine-tune steps to {target:.4f}: "
+        f"generated {reach['generated']} vs random {reach['random']}; sample 100: {timing}; -> {out}"
+    )
     print(f"[bench] rerun: {report['command']}")
     return 0
 

@@ -9,6 +9,7 @@ IoUs, JSON and PNGs), best of ``--repeats``; and the same without baselines.
 
 Rerun:  .venv/bin/python bench/diagnose.py [--samples 1000] [--repeats 2] [--threads 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,15 @@ def samples_zoo(z: zoo.Zoo, n: int, out: Path, seed: int = 0) -> str:
     W[:, mask] += 0.02 * torch.randn(n, int(mask.sum()), generator=g)
     spec = spec_for_layout(layout)
     W = permute_flat(spec, layout, W, random_perms(spec, g, n=n))
-    w = zoo.create(str(out), pd.DataFrame({"source_id": ids}), {key: layout}, [0], z.metric_names,
-                   datasets=[z.dataset()], overwrite=True)
+    w = zoo.create(
+        str(out),
+        pd.DataFrame({"source_id": ids}),
+        {key: layout},
+        [0],
+        z.metric_names,
+        datasets=[z.dataset()],
+        overwrite=True,
+    )
     w.write(list(range(n)), W[:, None], None)
     return str(out)
 
@@ -82,9 +90,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (0: torch's default); 1 by default: on this shared 2-core machine spinning "
-                         "OpenMP threads made matching and evaluation several times slower")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (0: torch's default); 1 by default: on this shared 2-core machine spinning "
+        "OpenMP threads made matching and evaluation several times slower",
+    )
     ap.add_argument("--train", default=str(TRAIN_ZOO), help="training zoo (built here when missing)")
     ap.add_argument("--json", default=str(ROOT / "docs" / "bench-diagnose.json"), help="where the figures go")
     args = ap.parse_args()
@@ -98,26 +110,42 @@ def main() -> int:
         bare_s, bare = timed(lambda: diagnose(samples, z.path, Path(tmp) / "bare", baselines=None), args.repeats)
     print(summary_table(report))
     ok = full_s <= TARGET_S
-    print(f"\ndiagnose {args.samples:,} samples vs {m:,} training models, baselines (noise x3, average, gaussian; "
-          f"{args.samples:,} each) and plots included: {full_s:.1f} s (target <= {TARGET_S:.0f} s: "
-          f"{'met' if ok else 'MISSED'}); without baselines: {bare_s:.1f} s")
+    print(
+        f"\ndiagnose {args.samples:,} samples vs {m:,} training models, baselines (noise x3, average, gaussian; "
+        f"{args.samples:,} each) and plots included: {full_s:.1f} s (target <= {TARGET_S:.0f} s: "
+        f"{'met' if ok else 'MISSED'}); without baselines: {bare_s:.1f} s"
+    )
     print("breakdown (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()))
     print("rerun: .venv/bin/python bench/diagnose.py")
     record = {
         "what": f"generators.diagnose of {args.samples} samples (noisy permuted copies) against {m} training "
-                "models (digits MLP 64-32-32-10), as `zoo diagnose` runs it",
-        "command_timed": COMMAND, "rerun": "python bench/diagnose.py",
-        "samples": args.samples, "train_models": m,
+        "models (digits MLP 64-32-32-10), as `zoo diagnose` runs it",
+        "command_timed": COMMAND,
+        "rerun": "python bench/diagnose.py",
+        "samples": args.samples,
+        "train_models": m,
         "parameters": int(z.layouts[report["layout"]].parameter_mask().sum()),
-        "seconds_with_baselines": round(full_s, 2), "seconds_without_baselines": round(bare_s, 2),
-        "target_seconds": TARGET_S, "target_met": ok,
+        "seconds_with_baselines": round(full_s, 2),
+        "seconds_without_baselines": round(bare_s, 2),
+        "target_seconds": TARGET_S,
+        "target_met": ok,
         "breakdown_seconds": {k: round(v, 2) for k, v in report["seconds"].items()},
         "breakdown_seconds_without_baselines": {k: round(v, 2) for k, v in bare["seconds"].items()},
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "load_average_1m": os.getloadavg()[0],
-                    "platform": platform.platform(), "torch": torch.__version__},
-        "methods": {k: {"test_acc": v["test_acc"]["mean"], "max_iou": v["max_iou"]["mean"],
-                        "good_and_novel": v["good_and_novel"]} for k, v in report["methods"].items()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average_1m": os.getloadavg()[0],
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+        },
+        "methods": {
+            k: {
+                "test_acc": v["test_acc"]["mean"],
+                "max_iou": v["max_iou"]["mean"],
+                "good_and_novel": v["good_and_novel"],
+            }
+            for k, v in report["methods"].items()
+        },
     }
     Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.json}")

@@ -9,6 +9,7 @@ Every choice (best epoch) is made on the validation models; test models give the
 Writes docs/encoders.md (table, mean +- std over seeds) and docs/encoders.json (every run's numbers)
 after every run, so an interrupted benchmark leaves what it measured.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import zoo  # noqa: E402
-from wsl.train import train  # noqa: E402
 from wsl.data import WeightDataModule  # noqa: E402
+from wsl.train import train  # noqa: E402
 from zoo.app.config import compose  # noqa: E402
 
 ENCODERS = ["mlp", "statnn", "transformer", "nfn", "graph"]  # cheapest first
@@ -68,17 +69,44 @@ def throughput(path: str, checkpoints, batch_sizes=(64, 256, 1024), repeats: int
     return out
 
 
-def run(path: str, encoder: str, augment: str, seed: int, task: str, epochs: int, checkpoints, out_root: Path,
-        extra: list[str]) -> dict:
+def run(
+    path: str,
+    encoder: str,
+    augment: str,
+    seed: int,
+    task: str,
+    epochs: int,
+    checkpoints,
+    out_root: Path,
+    extra: list[str],
+) -> dict:
     name = f"{Path(path).name.removesuffix('.zarr')}-{task}-{encoder}-{augment}-s{seed}"
-    overrides = [f"zoo={path}", f"encoder={encoder}", f"task={task}", f"augment={augment}", f"seed={seed}",
-                 f"out={out_root / name}", f"trainer.max_epochs={epochs}",
-                 f"data.checkpoints={json.dumps(checkpoints)}", f"threads={torch.get_num_threads()}", *extra]
+    overrides = [
+        f"zoo={path}",
+        f"encoder={encoder}",
+        f"task={task}",
+        f"augment={augment}",
+        f"seed={seed}",
+        f"out={out_root / name}",
+        f"trainer.max_epochs={epochs}",
+        f"data.checkpoints={json.dumps(checkpoints)}",
+        f"threads={torch.get_num_threads()}",
+        *extra,
+    ]
     t0 = time.time()
     s = train(compose("train", overrides))
-    return {"encoder": encoder, "augment": augment, "seed": seed, "task": task, "test": s["test"],
-            "best_val": s["best_val"], "seconds": round(time.time() - t0, 1), "parameters": s["parameters"],
-            "epochs": s["epochs"], "splits": s["splits"]}
+    return {
+        "encoder": encoder,
+        "augment": augment,
+        "seed": seed,
+        "task": task,
+        "test": s["test"],
+        "best_val": s["best_val"],
+        "seconds": round(time.time() - t0, 1),
+        "parameters": s["parameters"],
+        "epochs": s["epochs"],
+        "splits": s["splits"],
+    }
 
 
 def _fmt(vals: list) -> str:
@@ -91,9 +119,12 @@ def _fmt(vals: list) -> str:
 def table(runs: list[dict], metric_keys: list[str], task: str) -> list[str]:
     rows = [r for r in runs if r["task"] == task]
     ref = {}
-    lines = ["| encoder | augmentation | runs | " + " | ".join(metric_keys)
-             + f" | Δ {metric_keys[0]} vs StatNN (same seeds) | epochs | s/run |",
-             "|---|---|---|" + "---|" * len(metric_keys) + "---|---|---|"]
+    lines = [
+        "| encoder | augmentation | runs | "
+        + " | ".join(metric_keys)
+        + f" | Δ {metric_keys[0]} vs StatNN (same seeds) | epochs | s/run |",
+        "|---|---|---|" + "---|" * len(metric_keys) + "---|---|---|",
+    ]
     for r in rows:
         if r["encoder"] == "statnn":
             ref[(r["augment"], r["seed"])] = r["test"].get(metric_keys[0])
@@ -103,13 +134,19 @@ def table(runs: list[dict], metric_keys: list[str], task: str) -> list[str]:
             if not sel:
                 continue
             cells = [_fmt([r["test"][k] for r in sel]) for k in metric_keys]
-            diffs = [r["test"][metric_keys[0]] - ref[(aug, r["seed"])] for r in sel
-                     if ref.get((aug, r["seed"])) is not None and r["test"][metric_keys[0]] is not None]
+            diffs = [
+                r["test"][metric_keys[0]] - ref[(aug, r["seed"])]
+                for r in sel
+                if ref.get((aug, r["seed"])) is not None and r["test"][metric_keys[0]] is not None
+            ]
             d = _fmt(diffs) if diffs and enc != "statnn" else "—"
             secs = np.mean([r["seconds"] for r in sel])
             eps = sorted({r.get("epochs") for r in sel})
-            lines.append(f"| {enc} | {aug} | {len(sel)} | " + " | ".join(cells)
-                         + f" | {d} | {'/'.join(map(str, eps))} | {secs:.0f} |")
+            lines.append(
+                f"| {enc} | {aug} | {len(sel)} | "
+                + " | ".join(cells)
+                + f" | {d} | {'/'.join(map(str, eps))} | {secs:.0f} |"
+            )
     return lines
 
 
@@ -131,36 +168,52 @@ def write_docs(args, path: str, runs: list[dict], tp: dict, info: dict) -> None:
     m = z.models
     cols = [c for c in ("width", "learning_rate", "batch_size", "weight_decay") if c in m]
     grid = ", ".join(f"{c} {sorted(m[c].unique().tolist())}" for c in cols)
-    md = ["# Weight-space encoders on our zoos", "",
-          f"Generated by `{' && '.join(info.get('commands', [info['command']]))}` ({info['minutes']:.0f} min so far{', finished' if info['finished'] else ', INTERRUPTED or still running'})"
-          f" on {info['machine']}, {torch.get_num_threads()} torch thread(s). The machine was shared: load average "
-          f"{info['load_start']:.1f} at the start and {info['load_now']:.1f} at the last write (on "
-          f"{os.cpu_count()} cores), so seconds are loaded-machine figures.", "",
-          f"Zoo `{path}` (recipe `{args.recipe}`): {len(m)} models, {grid}, {args.seeds} split seeds each 70/15/15 "
-          f"of model ids ({runs[0]['splits']['test']['models'] if runs else '?'} held-out test models), "
-          f"checkpoints {info['checkpoints']}, epochs {info['epochs']}, default `conf/train.yaml` otherwise (AdamW lr "
-          "0.003, batch 64). Best epoch by validation Kendall tau; metrics on the held-out test models only."
-          + (f" Building the zoo took {info['build_seconds']:.0f} s (1 thread)." if info.get("build_seconds") else ""), ""]
+    md = [
+        "# Weight-space encoders on our zoos",
+        "",
+        f"Generated by `{' && '.join(info.get('commands', [info['command']]))}` ({info['minutes']:.0f} min so far{', finished' if info['finished'] else ', INTERRUPTED or still running'})"
+        f" on {info['machine']}, {torch.get_num_threads()} torch thread(s). The machine was shared: load average "
+        f"{info['load_start']:.1f} at the start and {info['load_now']:.1f} at the last write (on "
+        f"{os.cpu_count()} cores), so seconds are loaded-machine figures.",
+        "",
+        f"Zoo `{path}` (recipe `{args.recipe}`): {len(m)} models, {grid}, {args.seeds} split seeds each 70/15/15 "
+        f"of model ids ({runs[0]['splits']['test']['models'] if runs else '?'} held-out test models), "
+        f"checkpoints {info['checkpoints']}, epochs {info['epochs']}, default `conf/train.yaml` otherwise (AdamW lr "
+        "0.003, batch 64). Best epoch by validation Kendall tau; metrics on the held-out test models only."
+        + (f" Building the zoo took {info['build_seconds']:.0f} s (1 thread)." if info.get("build_seconds") else ""),
+        "",
+    ]
     for task in args.tasks:
         if any(r["task"] == task for r in runs):
             md += [f"## {task}", ""] + table(runs, ["kendall_tau", "r2"], task) + [""]
     if any(r["task"] == "phase" for r in runs):
         md += [f"## phase (zoo `{args.phase_zoo}`, last checkpoint)", ""] + table(runs, ["acc"], "phase") + [""]
     if tp:
-        md += ["Data module throughput (training loader from the in-memory cache, normalized batches; "
-               f"{tp['samples']} training samples of {tp['parameters_padded']} padded parameters):", "",
-               "| batch size | models/s |", "|---|---|"]
-        md += [f"| {k.removeprefix('models_per_s_bs').replace('_permute', ' + permute augmentation')} | {v:,.0f} |"
-               for k, v in tp.items() if k.startswith("models_per_s")]
+        md += [
+            "Data module throughput (training loader from the in-memory cache, normalized batches; "
+            f"{tp['samples']} training samples of {tp['parameters_padded']} padded parameters):",
+            "",
+            "| batch size | models/s |",
+            "|---|---|",
+        ]
+        md += [
+            f"| {k.removeprefix('models_per_s_bs').replace('_permute', ' + permute augmentation')} | {v:,.0f} |"
+            for k, v in tp.items()
+            if k.startswith("models_per_s")
+        ]
         md += [""]
-    md += ["Reference (Small CNN Zoo, CIFAR10-GS, Kendall tau of test accuracy): StatNN 0.915, NFN 0.922–0.934, "
-           "neural graphs 0.930–0.935.", ""]
+    md += [
+        "Reference (Small CNN Zoo, CIFAR10-GS, Kendall tau of test accuracy): StatNN 0.915, NFN 0.922–0.934, "
+        "neural graphs 0.930–0.935.",
+        "",
+    ]
     if args.note:
         md += [Path(args.note).read_text().strip(), ""]
     Path(args.md).parent.mkdir(parents=True, exist_ok=True)
     Path(args.md).write_text("\n".join(md) + "\n")
-    Path(args.json).write_text(json.dumps({**info, "zoo": path, "models": len(m), "throughput": tp, "runs": runs},
-                                          indent=2))
+    Path(args.json).write_text(
+        json.dumps({**info, "zoo": path, "models": len(m), "throughput": tp, "runs": runs}, indent=2)
+    )
 
 
 def main() -> int:
@@ -172,8 +225,11 @@ def main() -> int:
     ap.add_argument("--encoders", nargs="+", default=ENCODERS)
     ap.add_argument("--augment", nargs="+", default=["none"])
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--epochs", default="mlp=30,statnn=30,transformer=12,nfn=6,graph=1",
-                    help="epochs per encoder (NAME=N,...) or one number for all")
+    ap.add_argument(
+        "--epochs",
+        default="mlp=30,statnn=30,transformer=12,nfn=6,graph=1",
+        help="epochs per encoder (NAME=N,...) or one number for all",
+    )
     ap.add_argument("--checkpoints", default="-1", help="JSON index or list of checkpoint indices, or 'all'")
     ap.add_argument("--runs", default="data/runs/bench-encoders")
     ap.add_argument("--md", default="docs/encoders.md")
@@ -181,8 +237,9 @@ def main() -> int:
     ap.add_argument("--note", default=None, help="a text file appended to the markdown (the closing analysis)")
     ap.add_argument("--override", nargs="*", default=[], help="extra `zoo train` overrides, e.g. data.batch_size=32")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscribing a busy CPU)")
-    ap.add_argument("--resume", action="store_true",
-                    help="keep the runs already in --json (same zoo) and run only the missing ones")
+    ap.add_argument(
+        "--resume", action="store_true", help="keep the runs already in --json (same zoo) and run only the missing ones"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     checkpoints = args.checkpoints if args.checkpoints == "all" else json.loads(args.checkpoints)
@@ -194,9 +251,15 @@ def main() -> int:
     if missing:
         ap.error(f"--epochs gives no epochs for {missing}")
     t_start = time.time()
-    info = {"command": "python bench/encoders.py " + " ".join(sys.argv[1:]), "machine": _machine(),
-            "load_start": os.getloadavg()[0], "checkpoints": checkpoints, "epochs": epochs, "finished": False,
-            "build_seconds": ensure_zoo(args.zoo, args.recipe)}
+    info = {
+        "command": "python bench/encoders.py " + " ".join(sys.argv[1:]),
+        "machine": _machine(),
+        "load_start": os.getloadavg()[0],
+        "checkpoints": checkpoints,
+        "epochs": epochs,
+        "finished": False,
+        "build_seconds": ensure_zoo(args.zoo, args.recipe),
+    }
     info["command"] = info["command"].strip()
     path = args.zoo
     tp = throughput(path, checkpoints)
@@ -226,13 +289,25 @@ def main() -> int:
                 for seed in range(args.seeds):
                     if (enc, task, aug, seed) in done:
                         continue
-                    r = run(zpath, enc, aug, seed, task, epochs[enc], checkpoints if task != "phase" else -1,
-                            Path(args.runs), args.override)
+                    r = run(
+                        zpath,
+                        enc,
+                        aug,
+                        seed,
+                        task,
+                        epochs[enc],
+                        checkpoints if task != "phase" else -1,
+                        Path(args.runs),
+                        args.override,
+                    )
                     r["zoo"] = zpath
                     runs.append(r)
-                    print(f"{task:>18} {enc:>11} {aug:>6} seed {seed}: "
-                          + ", ".join(f"{k} {v:.3f}" for k, v in r["test"].items() if v is not None)
-                          + f"  ({r['epochs']} epochs, {r['seconds']} s)", flush=True)
+                    print(
+                        f"{task:>18} {enc:>11} {aug:>6} seed {seed}: "
+                        + ", ".join(f"{k} {v:.3f}" for k, v in r["test"].items() if v is not None)
+                        + f"  ({r['epochs']} epochs, {r['seconds']} s)",
+                        flush=True,
+                    )
                     info.update(minutes=(time.time() - t_start) / 60, load_now=os.getloadavg()[0])
                     write_docs(args, path, runs, tp, info)
     info.update(minutes=(time.time() - t_start) / 60, load_now=os.getloadavg()[0], finished=True)

@@ -6,6 +6,7 @@ depend on the values), evaluated on the test split; the one-at-a-time baseline i
 
 Rerun:  .venv/bin/python bench/evaluate.py [--models 1000] [--threads 1]   (writes docs/bench-evaluate.json)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,9 +65,11 @@ def main() -> int:
     args = ap.parse_args()
     rows = []
     torch.set_num_threads(args.threads)
-    cases = [("digits mlp w32 d1", "digits", dict(name="mlp", width=32, depth=1)),
-             ("digits mlp w128 d3", "digits", dict(name="mlp", width=128, depth=3)),
-             ("digits-image cnn-bn w8 d2", "digits-image", dict(name="cnn", width=8, depth=2, batchnorm=True))]
+    cases = [
+        ("digits mlp w32 d1", "digits", dict(name="mlp", width=32, depth=1)),
+        ("digits mlp w128 d3", "digits", dict(name="mlp", width=128, depth=3)),
+        ("digits-image cnn-bn w8 d2", "digits-image", dict(name="cnn", width=8, depth=2, batchnorm=True)),
+    ]
     print(f"torch {torch.__version__}, {args.threads} thread(s); test split; models/s (best of 3)")
     for label, dataset, kw in cases:
         data = zoo.load_dataset(dataset)
@@ -75,17 +78,37 @@ def main() -> int:
         layout, W = population(spec, n)
         zoo.evaluate(layout, W[:8], data)  # warm-up
         t = best_of(lambda: zoo.evaluate(layout, W, data))
-        b = best_of(lambda: one_at_a_time(layout, W[:args.baseline_models], data))
+        b = best_of(lambda: one_at_a_time(layout, W[: args.baseline_models], data))
         per_b = b / args.baseline_models
-        print(f"{label:28s} n={n:5d}  evaluate {n / t:9.0f} models/s   one module at a time {1 / per_b:7.0f} models/s"
-              f"   speed-up {per_b * n / t:5.1f}x")
-        rows.append({"case": label, "models": n, "evaluate_models_per_s": n / t, "one_at_a_time_models_per_s": 1 / per_b,
-                     "one_at_a_time_timed_models": args.baseline_models, "speedup": per_b * n / t})
+        print(
+            f"{label:28s} n={n:5d}  evaluate {n / t:9.0f} models/s   one module at a time {1 / per_b:7.0f} models/s"
+            f"   speed-up {per_b * n / t:5.1f}x"
+        )
+        rows.append(
+            {
+                "case": label,
+                "models": n,
+                "evaluate_models_per_s": n / t,
+                "one_at_a_time_models_per_s": 1 / per_b,
+                "one_at_a_time_timed_models": args.baseline_models,
+                "speedup": per_b * n / t,
+            }
+        )
     cmd = "bench/evaluate.py" + "".join(f" {x}" for x in sys.argv[1:])
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"command": f".venv/bin/python {cmd}", "threads": args.threads,
-                                           "load_average": os.getloadavg()[0], "split": "test", "cases": rows},
-                                          indent=1) + "\n")
+    Path(args.json).write_text(
+        json.dumps(
+            {
+                "command": f".venv/bin/python {cmd}",
+                "threads": args.threads,
+                "load_average": os.getloadavg()[0],
+                "split": "test",
+                "cases": rows,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {args.json}; rerun: .venv/bin/python {cmd}")
     return 0
 

@@ -15,6 +15,7 @@ docs/generators.md.
 
 Rerun: .venv/bin/python bench/generators.py             (2 torch threads; --quick for a smoke run)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,12 +69,22 @@ def measure(z: zoo.Zoo, run: str, n: int, overrides: dict, threads: int) -> dict
     train_mean = float(models.loc[g.origin["train_ids"], "test_acc"].mean())
     acc = res["acc"].float()
     summary = json.loads(Path(run, "summary.json").read_text())
-    out = {"canonical": g.origin["canonical"], "samples": n, "sample_test_acc_mean": float(acc.mean()),
-           "sample_test_acc_min": float(acc.min()), "sample_test_acc_std": float(acc.std()),
-           "train_models_test_acc_mean": train_mean, "ratio": float(acc.mean()) / train_mean,
-           "fit_seconds": round(fit_s, 1), "sample_seconds": round(sample_s[threads], 3),
-           "sample_seconds_1_thread": round(sample_s[1], 3), "steps": summary["steps"],
-           "train_models": summary["train_models"], "dims": g.dims, "samples_zoo": samples_zoo}
+    out = {
+        "canonical": g.origin["canonical"],
+        "samples": n,
+        "sample_test_acc_mean": float(acc.mean()),
+        "sample_test_acc_min": float(acc.min()),
+        "sample_test_acc_std": float(acc.std()),
+        "train_models_test_acc_mean": train_mean,
+        "ratio": float(acc.mean()) / train_mean,
+        "fit_seconds": round(fit_s, 1),
+        "sample_seconds": round(sample_s[threads], 3),
+        "sample_seconds_1_thread": round(sample_s[1], 3),
+        "steps": summary["steps"],
+        "train_models": summary["train_models"],
+        "dims": g.dims,
+        "samples_zoo": samples_zoo,
+    }
     if g.has_batchnorm:  # the same draws with the training models' mean statistics instead of re-estimated ones
         raw = g.buffer_fill.expand(n, -1).clone()
         mask = g.layout.parameter_mask()
@@ -101,41 +112,65 @@ def main() -> int:
     cnn = ensure_zoo("dwf-cnn-digits", "data/zoos/dwf-cnn-digits.zarr")
     results = {}
     cond = {"condition": "learning_rate"}  # the dwf zoo has 4 learning rates; samples draw them as in training
-    for name, z, overrides in (("mlp_canonical", mlp, cond), ("mlp_raw", mlp, {**cond, "canonical": False}),
-                               ("mlp_unconditional", mlp, {}), ("cnn_batchnorm", cnn, {})):
+    for name, z, overrides in (
+        ("mlp_canonical", mlp, cond),
+        ("mlp_raw", mlp, {**cond, "canonical": False}),
+        ("mlp_unconditional", mlp, {}),
+        ("cnn_batchnorm", cnn, {}),
+    ):
         print(f"-- {name}", flush=True)
         results[name] = measure(z, f"{args.runs}/{name}", args.samples, {**overrides, **quick}, args.threads)
         print(json.dumps(results[name]), flush=True)
     # memorization diagnostics: every sample set against its training zoo, beside the no-training baselines
     mlp_runs = ("mlp_canonical", "mlp_raw", "mlp_unconditional")
-    diag = {"mlp": generators.diagnose({k: results[k]["samples_zoo"] for k in mlp_runs}, mlp.path,
-                                       f"{args.runs}/diagnose-mlp"),
-            "cnn": generators.diagnose({"cnn_batchnorm": results["cnn_batchnorm"]["samples_zoo"]}, cnn.path,
-                                       f"{args.runs}/diagnose-cnn")}
+    diag = {
+        "mlp": generators.diagnose(
+            {k: results[k]["samples_zoo"] for k in mlp_runs}, mlp.path, f"{args.runs}/diagnose-mlp"
+        ),
+        "cnn": generators.diagnose(
+            {"cnn_batchnorm": results["cnn_batchnorm"]["samples_zoo"]}, cnn.path, f"{args.runs}/diagnose-cnn"
+        ),
+    }
     for key, report in diag.items():
         print(f"-- zoo diagnose ({key} zoo)\n{summary_table(report)}", flush=True)
-    drows = {**{m["method"]: m for m in method_rows(diag["mlp"]) if m["method"] in mlp_runs},
-             "cnn_batchnorm": next(m for m in method_rows(diag["cnn"]) if m["method"] == "cnn_batchnorm")}
-    record = {"threads": args.threads, "quick": args.quick, "rerun": RERUN, "results": results,
-              "diagnose": {k: {"methods": method_rows(v), "thresholds": v["thresholds"],
-                               "noise_sigmas": v["baselines"]["noise"]["sigmas"]} for k, v in diag.items()},
-              "targets": {"ratio": 0.99, "sample_seconds": 2.0, "fit_seconds": 300.0}}
-    rows = [("", "MLP canonical (Re-Basin)", "MLP raw (ablation)", "MLP canonical, unconditional",
-             "BN CNN (recalibrated)")]
+    drows = {
+        **{m["method"]: m for m in method_rows(diag["mlp"]) if m["method"] in mlp_runs},
+        "cnn_batchnorm": next(m for m in method_rows(diag["cnn"]) if m["method"] == "cnn_batchnorm"),
+    }
+    record = {
+        "threads": args.threads,
+        "quick": args.quick,
+        "rerun": RERUN,
+        "results": results,
+        "diagnose": {
+            k: {
+                "methods": method_rows(v),
+                "thresholds": v["thresholds"],
+                "noise_sigmas": v["baselines"]["noise"]["sigmas"],
+            }
+            for k, v in diag.items()
+        },
+        "targets": {"ratio": 0.99, "sample_seconds": 2.0, "fit_seconds": 300.0},
+    }
+    rows = [
+        ("", "MLP canonical (Re-Basin)", "MLP raw (ablation)", "MLP canonical, unconditional", "BN CNN (recalibrated)")
+    ]
     r = [results[k] for k in ("mlp_canonical", "mlp_raw", "mlp_unconditional", "cnn_batchnorm")]
     rows.append(("sample test acc (mean)", *(f"{x['sample_test_acc_mean']:.4f}" for x in r)))
     rows.append(("training models' mean", *(f"{x['train_models_test_acc_mean']:.4f}" for x in r)))
     rows.append(("ratio (target >= 0.99)", *(f"{x['ratio']:.3f}" for x in r)))
     rows.append(("min sample acc", *(f"{x['sample_test_acc_min']:.4f}" for x in r)))
-    rows.append((f"sample {args.samples} nets, {args.threads} threads, s (<= 2)",
-                 *(f"{x['sample_seconds']:.2f}" for x in r)))
+    rows.append(
+        (f"sample {args.samples} nets, {args.threads} threads, s (<= 2)", *(f"{x['sample_seconds']:.2f}" for x in r))
+    )
     rows.append((f"sample {args.samples} nets, 1 thread, s", *(f"{x['sample_seconds_1_thread']:.2f}" for x in r)))
     rows.append(("fit, s (<= 300)", *(f"{x['fit_seconds']:.0f}" for x in r)))
     rows.append(("fit steps", *(str(x["steps"]) for x in r)))
     bn = r[3]
     rows.append(("samples, BN stats not recalibrated", "-", "-", "-", f"{bn['no_recalibration_test_acc_mean']:.4f}"))
-    rows.append(("training models, BN recalibrated", "-", "-", "-",
-                 f"{bn['train_models_recalibrated_test_acc_mean']:.4f}"))
+    rows.append(
+        ("training models, BN recalibrated", "-", "-", "-", f"{bn['train_models_recalibrated_test_acc_mean']:.4f}")
+    )
     rows.append(("ratio vs recalibrated training models", "-", "-", "-", f"{bn['ratio_vs_recalibrated']:.3f}"))
     d = [drows[k] for k in (*mlp_runs, "cnn_batchnorm")]
     na = lambda v, spec: "n/a" if v is None else format(v, spec)  # noqa: E731 (no finite sample: no figure)
@@ -143,30 +178,58 @@ def main() -> int:
     rows.append(("max_iou (mean)", *(na(x["max_iou"], ".3f") for x in d)))
     rows.append(("good & novel", *(na(x["good_and_novel"], ".0%") for x in d)))
     good = [diag["mlp"]["thresholds"]["good_test_acc"]] * 3 + [diag["cnn"]["thresholds"]["good_test_acc"]]
-    rows.append(("good, and more novel than noise at equal acc", *(  # the issue's goal, for the mean sample
-        "-" if x["more_novel_than_noise"] is None else "no (not good)" if x["test_acc"] < g else
-        f"{'yes' if x['more_novel_than_noise'] else 'no'} ({x['max_iou']:.3f} vs {x['noise_max_iou_at_equal_acc']:.3f})"
-        for x, g in zip(d, good))))
+    rows.append(
+        (
+            "good, and more novel than noise at equal acc",
+            *(  # the issue's goal, for the mean sample
+                "-"
+                if x["more_novel_than_noise"] is None
+                else "no (not good)"
+                if x["test_acc"] < g
+                else f"{'yes' if x['more_novel_than_noise'] else 'no'} ({x['max_iou']:.3f} vs {x['noise_max_iou_at_equal_acc']:.3f})"
+                for x, g in zip(d, good)
+            ),
+        )
+    )
     width = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     table = "\n".join("  ".join(c.ljust(w) for c, w in zip(row, width)) for row in rows)
     print(table)
     print(f"rerun: {RERUN}")
     Path(args.json).write_text(json.dumps(record, indent=2))
-    md = ["# Generators benchmark", "", f"DeepWeightFlow, {args.samples} samples, {args.threads} torch threads, "
-          "no fine-tuning. Accuracy is on the test split, which fitting, early stopping and BatchNorm "
-          "recalibration never read.", "", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    md = [
+        "# Generators benchmark",
+        "",
+        f"DeepWeightFlow, {args.samples} samples, {args.threads} torch threads, "
+        "no fine-tuning. Accuracy is on the test split, which fitting, early stopping and BatchNorm "
+        "recalibration never read.",
+        "",
+        "| " + " | ".join(rows[0]) + " |",
+        "|" + "---|" * len(rows[0]),
+    ]
     md += ["| " + " | ".join(row) + " |" for row in rows[1:]]
-    md += ["", "Conditional runs condition on the learning rate (4 values) and draw it as in training when "
-           "sampling. Fitting runs on 1 torch thread, sampling on the number above; times are wall-clock on a "
-           "CPU shared with other jobs.", "",
-           "Memorization (`zoo diagnose`, every method against the MLP training zoo, baselines built from it with no "
-           "training; see the README's Memorization diagnostics): nn_l2 up to permutations over the training "
-           "models' median, mean max_iou of misclassified test sets, good & novel fraction, and the noise "
-           "frontier's max_iou at equal accuracy.", "", "```", summary_table(diag["mlp"]), "```", "",
-           f"![accuracy vs max_iou]({Path(args.md).stem}-diagnose.png)", "",
-           f"Rerun: `{RERUN}` (writes docs/generators.json and this file)."]
-    shutil.copyfile(Path(args.runs, "diagnose-mlp", "accuracy_vs_max_iou.png"),
-                    Path(args.md).with_name(f"{Path(args.md).stem}-diagnose.png"))
+    md += [
+        "",
+        "Conditional runs condition on the learning rate (4 values) and draw it as in training when "
+        "sampling. Fitting runs on 1 torch thread, sampling on the number above; times are wall-clock on a "
+        "CPU shared with other jobs.",
+        "",
+        "Memorization (`zoo diagnose`, every method against the MLP training zoo, baselines built from it with no "
+        "training; see the README's Memorization diagnostics): nn_l2 up to permutations over the training "
+        "models' median, mean max_iou of misclassified test sets, good & novel fraction, and the noise "
+        "frontier's max_iou at equal accuracy.",
+        "",
+        "```",
+        summary_table(diag["mlp"]),
+        "```",
+        "",
+        f"![accuracy vs max_iou]({Path(args.md).stem}-diagnose.png)",
+        "",
+        f"Rerun: `{RERUN}` (writes docs/generators.json and this file).",
+    ]
+    shutil.copyfile(
+        Path(args.runs, "diagnose-mlp", "accuracy_vs_max_iou.png"),
+        Path(args.md).with_name(f"{Path(args.md).stem}-diagnose.png"),
+    )
     Path(args.md).write_text("\n".join(md) + "\n")
     return 0
 

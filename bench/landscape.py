@@ -9,6 +9,7 @@ the ratio of all metrics to training, and the grid it ran; JSON in docs/bench-la
 Rerun:  .venv/bin/python bench/landscape.py --recipe phase-mlp-digits    (also phase-mlp-modadd, phase-cnn-digits)
         .venv/bin/python bench/landscape.py --recipe phase-mlp-digits recipe.epochs=5 --json /tmp/l.json  (smaller)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,15 +26,26 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zoo.training.build import build  # noqa: E402
 from zoo.app.config import compose  # noqa: E402
 from zoo.commands.landscape import parse_overrides  # noqa: E402
 from zoo.landscape.compute import analysis_indices, compute_landscape, resolve_config  # noqa: E402
 from zoo.landscape.functional import FunctionalNet  # noqa: E402
 from zoo.landscape.hessian import batched_hvp, exact_trace, hutchinson_trace  # noqa: E402
+from zoo.training.build import build  # noqa: E402
 
-GRID_KEYS = ("dataset", "arch", "widths", "depths", "learning_rates", "batch_sizes", "weight_decays", "seeds", "epochs",
-             "checkpoint_epochs", "optimizer")
+GRID_KEYS = (
+    "dataset",
+    "arch",
+    "widths",
+    "depths",
+    "learning_rates",
+    "batch_sizes",
+    "weight_decays",
+    "seeds",
+    "epochs",
+    "checkpoint_epochs",
+    "optimizer",
+)
 
 
 def hutchinson_error(z, cfg: dict, n_models: int, probe_counts: list[int], repeats: int) -> dict:
@@ -51,10 +63,17 @@ def hutchinson_error(z, cfg: dict, n_models: int, probe_counts: list[int], repea
     exact = exact_trace(hvp, theta, (bufs, x, y))
     t_exact = time.perf_counter() - t0
     most = max(probe_counts) * repeats
-    samples = hutchinson_trace(hvp, theta, (bufs, x, y), most, torch.Generator().manual_seed(7), return_samples=True,
-                               chunk=64)
-    out = {"layout": key, "parameters": net.num_params, "models": len(ids), "exact_trace": exact.tolist(),
-           "exact_seconds": t_exact, "relative_error": {}}
+    samples = hutchinson_trace(
+        hvp, theta, (bufs, x, y), most, torch.Generator().manual_seed(7), return_samples=True, chunk=64
+    )
+    out = {
+        "layout": key,
+        "parameters": net.num_params,
+        "models": len(ids),
+        "exact_trace": exact.tolist(),
+        "exact_seconds": t_exact,
+        "relative_error": {},
+    }
     for p in probe_counts:
         est = samples[: p * repeats].view(repeats, p, -1).mean(1)  # [repeats, n]
         out["relative_error"][p] = float(((est - exact).abs() / exact.abs()).mean())
@@ -74,8 +93,18 @@ def main() -> int:
     overrides = a.overrides
     tmp = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="bench-landscape-")) / "zoo.zarr"
     # both sides single-threaded (the shared CPU makes multi-threaded torch erratic); metrics timed separately
-    cfg = compose("build", [f"recipe={a.recipe}", f"out={tmp}", "progress=false", "overwrite=true", "threads=1",
-                            "recipe.landscape.enabled=false", *overrides])
+    cfg = compose(
+        "build",
+        [
+            f"recipe={a.recipe}",
+            f"out={tmp}",
+            "progress=false",
+            "overwrite=true",
+            "threads=1",
+            "recipe.landscape.enabled=false",
+            *overrides,
+        ],
+    )
     t0 = time.perf_counter()
     z = build(cfg)
     t_train = time.perf_counter() - t0
@@ -86,8 +115,10 @@ def main() -> int:
     t_land = time.perf_counter() - t0
     times = df.attrs["timings"]
     grid = {k: cfg["recipe"].get(k) for k in GRID_KEYS}
-    print(f"zoo: recipe {a.recipe}{' with ' + ' '.join(overrides) if overrides else ' as it is'}: {n} trained models,"
-          f" {len(z.layouts)} layouts; grid {json.dumps(grid)}")
+    print(
+        f"zoo: recipe {a.recipe}{' with ' + ' '.join(overrides) if overrides else ' as it is'}: {n} trained models,"
+        f" {len(z.layouts)} layouts; grid {json.dumps(grid)}"
+    )
     print(f"training: {t_train:.1f} s total, {t_train / n:.3f} s/model")
     print(f"{'metric':<26}{'s/model':>10}{'x training':>12}")
     for k, v in times.items():
@@ -95,20 +126,36 @@ def main() -> int:
     print(f"{'all landscape metrics':<26}{t_land / n:>10.3f}{t_land / t_train:>12.3f}   (target <= 1.0)")
     probe_counts = [int(p) for p in a.probes.split(",")]
     err = hutchinson_error(z, lcfg, 4, probe_counts, a.repeats)
-    print(f"Hutchinson vs exact trace ({err['models']} models of {err['layout']}, {err['parameters']} parameters,"
-          f" exact trace by {err['parameters']} basis HVPs in {err['exact_seconds']:.1f} s):")
+    print(
+        f"Hutchinson vs exact trace ({err['models']} models of {err['layout']}, {err['parameters']} parameters,"
+        f" exact trace by {err['parameters']} basis HVPs in {err['exact_seconds']:.1f} s):"
+    )
     for p, e in err["relative_error"].items():
         print(f"  probes {p:>4}: mean relative error {e:.4f}   (x sqrt(probes) = {e * math.sqrt(p):.3f})")
     print("phases:", df["phase"].value_counts().to_dict())
     cmd = "bench/landscape.py" + "".join(f" {x}" for x in sys.argv[1:])
     out = Path(a.json or f"docs/bench-landscape-{a.recipe}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": f".venv/bin/python {cmd}", "recipe": a.recipe, "overrides": overrides,
-                               "grid": grid, "models": n, "train_s": t_train, "landscape_s": t_land,
-                               "landscape_over_training": t_land / t_train, "timings_s": times,
-                               "hutchinson_relative_error": err["relative_error"],
-                               "phases": {str(k): int(v) for k, v in df["phase"].value_counts().items()},
-                               "load_average": os.getloadavg()[0]}, indent=1) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "command": f".venv/bin/python {cmd}",
+                "recipe": a.recipe,
+                "overrides": overrides,
+                "grid": grid,
+                "models": n,
+                "train_s": t_train,
+                "landscape_s": t_land,
+                "landscape_over_training": t_land / t_train,
+                "timings_s": times,
+                "hutchinson_relative_error": err["relative_error"],
+                "phases": {str(k): int(v) for k, v in df["phase"].value_counts().items()},
+                "load_average": os.getloadavg()[0],
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {out}; rerun: .venv/bin/python {cmd}")
     if not a.keep:
         shutil.rmtree(tmp.parent, ignore_errors=True)

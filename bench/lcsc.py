@@ -25,6 +25,7 @@ Rerun:  .venv/bin/zoo build recipe=lcsc-mlp-digits out=data/zoos/lcsc-mlp-digits
         (the run: .venv/bin/zoo fit generator=dwf zoo=data/zoos/dwf-mlp-digits.zarr out=data/runs/dwf-lcsc \
             snapshot_every_n_steps=100)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,18 +42,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
-from generators.registry import load  # noqa: E402
 from generators.lcsc.search import GENERATOR_SEARCH, SearchConfig  # noqa: E402
-from generators.lcsc.zoo import lcsc_zoo  # noqa: E402
 from generators.lcsc.snapshots import SnapshotCombiner, _snapshot_states, lcsc_generator  # noqa: E402
+from generators.lcsc.zoo import lcsc_zoo  # noqa: E402
+from generators.registry import load  # noqa: E402
 
 METHODS = ("last", "ema", "uniform")
 
 
 def compare(t: pd.DataFrame) -> dict:
     """Share of rows where LCSC's test accuracy is >= each baseline's, and LCSC's mean gain over it."""
-    out = {"models": int(len(t)), "mean_test_acc": {m: round(float(t[f"{m}_test_acc"].mean()), 4)
-                                                    for m in (*METHODS, "lcsc")}}
+    out = {
+        "models": int(len(t)),
+        "mean_test_acc": {m: round(float(t[f"{m}_test_acc"].mean()), 4) for m in (*METHODS, "lcsc")},
+    }
     for m in METHODS:
         d = t["lcsc_test_acc"] - t[f"{m}_test_acc"]
         out[f"lcsc_ge_{m}"] = round(float((d >= 0).mean()), 3)
@@ -77,18 +80,29 @@ def part1(path: str, config: SearchConfig) -> dict:
     t = r.table
     name, labels = groups_of(z)
     t["group"] = labels.loc[t["model_id"]].to_numpy()
-    res = {"zoo": path, "checkpoints": len(z.checkpoint_epochs), "search_seconds": round(r.seconds, 1),
-           **compare(t), "group_by": name,
-           "groups": {str(g): compare(sub) for g, sub in t.groupby("group", sort=True)}}
+    res = {
+        "zoo": path,
+        "checkpoints": len(z.checkpoint_epochs),
+        "search_seconds": round(r.seconds, 1),
+        **compare(t),
+        "group_by": name,
+        "groups": {str(g): compare(sub) for g, sub in t.groupby("group", sort=True)},
+    }
     print(f"\n{path}: {res['models']} models x {res['checkpoints']} checkpoints, search {r.seconds:.1f}s", flush=True)
-    print(f"  mean test acc  last {res['mean_test_acc']['last']:.4f}  EMA {res['mean_test_acc']['ema']:.4f}  "
-          f"uniform {res['mean_test_acc']['uniform']:.4f}  LCSC {res['mean_test_acc']['lcsc']:.4f}")
-    print(f"  {'group':<14}{'n':>4}  {'LCSC>=last':>10} {'gain':>8}  {'LCSC>=EMA':>10} {'gain':>8}  "
-          f"{'LCSC>=unif':>10} {'gain':>8}")
+    print(
+        f"  mean test acc  last {res['mean_test_acc']['last']:.4f}  EMA {res['mean_test_acc']['ema']:.4f}  "
+        f"uniform {res['mean_test_acc']['uniform']:.4f}  LCSC {res['mean_test_acc']['lcsc']:.4f}"
+    )
+    print(
+        f"  {'group':<14}{'n':>4}  {'LCSC>=last':>10} {'gain':>8}  {'LCSC>=EMA':>10} {'gain':>8}  "
+        f"{'LCSC>=unif':>10} {'gain':>8}"
+    )
     for g, c in [("all", res)] + list(res["groups"].items()):
-        print(f"  {g:<14}{c['models']:>4}  {c['lcsc_ge_last']:>10.2f} {c['gain_vs_last']:>+8.4f}  "
-              f"{c['lcsc_ge_ema']:>10.2f} {c['gain_vs_ema']:>+8.4f}  {c['lcsc_ge_uniform']:>10.2f} "
-              f"{c['gain_vs_uniform']:>+8.4f}")
+        print(
+            f"  {g:<14}{c['models']:>4}  {c['lcsc_ge_last']:>10.2f} {c['gain_vs_last']:>+8.4f}  "
+            f"{c['lcsc_ge_ema']:>10.2f} {c['gain_vs_ema']:>+8.4f}  {c['lcsc_ge_uniform']:>10.2f} "
+            f"{c['gain_vs_uniform']:>+8.4f}"
+        )
     return res
 
 
@@ -105,9 +119,11 @@ def bounds_ablation(path: str, config: SearchConfig, trained: float) -> dict:
         t = lcsc_zoo(z, ids, dataclasses.replace(config, lower=lo, upper=hi)).table
         c = compare(t)
         out["bounds"][f"[{lo:g}, {hi:g}]"] = c
-        print(f"  [{lo:g}, {hi:g}]: LCSC>=last {c['lcsc_ge_last']:.2f} ({c['gain_vs_last']:+.4f})  LCSC>=EMA "
-              f"{c['lcsc_ge_ema']:.2f} ({c['gain_vs_ema']:+.4f})  val loss <= EMA {c['lcsc_val_loss_le_ema']:.2f}",
-              flush=True)
+        print(
+            f"  [{lo:g}, {hi:g}]: LCSC>=last {c['lcsc_ge_last']:.2f} ({c['gain_vs_last']:+.4f})  LCSC>=EMA "
+            f"{c['lcsc_ge_ema']:.2f} ({c['gain_vs_ema']:+.4f})  val loss <= EMA {c['lcsc_val_loss_le_ema']:.2f}",
+            flush=True,
+        )
     return out
 
 
@@ -116,18 +132,24 @@ def part2(path: str, config: SearchConfig, trained: float) -> dict:
     z = zoo.open(path)
     models = z.models[z.models["status"] == "done"]
     epochs = z.checkpoint_epochs
-    cell_cols = [c for c in ("arch", "width", "depth", "learning_rate", "batch_size", "weight_decay", "optimizer")
-                 if c in models]
+    cell_cols = [
+        c for c in ("arch", "width", "depth", "learning_rate", "batch_size", "weight_decay", "optimizer") if c in models
+    ]
     full = models.set_index("model_id")["test_acc"]
     rows = []
     t0 = time.perf_counter()
     for upto in range(1, len(epochs) - 1):
         t = lcsc_zoo(z, models["model_id"].tolist(), config, upto=upto).table
         for m in (*METHODS, "lcsc"):
-            rows += [{"model_id": i, "epoch": epochs[upto], "method": m, "test_acc": a}
-                     for i, a in zip(t["model_id"], t[f"{m}_test_acc"])]
-        print(f"  prefix to epoch {epochs[upto]:>3}: mean test acc " + "  ".join(
-            f"{m} {t[f'{m}_test_acc'].mean():.4f}" for m in (*METHODS, "lcsc")), flush=True)
+            rows += [
+                {"model_id": i, "epoch": epochs[upto], "method": m, "test_acc": a}
+                for i, a in zip(t["model_id"], t[f"{m}_test_acc"])
+            ]
+        print(
+            f"  prefix to epoch {epochs[upto]:>3}: mean test acc "
+            + "  ".join(f"{m} {t[f'{m}_test_acc'].mean():.4f}" for m in (*METHODS, "lcsc")),
+            flush=True,
+        )
     seconds = time.perf_counter() - t0
     long = pd.DataFrame(rows).merge(models[["model_id", *cell_cols]], on="model_id")
     cells, skipped = [], 0
@@ -137,9 +159,12 @@ def part2(path: str, config: SearchConfig, trained: float) -> dict:
             skipped += 1
             continue
         target = ref.mean() - ref.std(ddof=1)
-        entry = {**dict(zip(cell_cols, [v.item() if hasattr(v, "item") else v for v in key])),
-                 "seeds": int(len(cell)), "last_at_E_mean": round(float(ref.mean()), 4),
-                 "last_at_E_std": round(float(ref.std(ddof=1)), 4)}
+        entry = {
+            **dict(zip(cell_cols, [v.item() if hasattr(v, "item") else v for v in key])),
+            "seeds": int(len(cell)),
+            "last_at_E_mean": round(float(ref.mean()), 4),
+            "last_at_E_std": round(float(ref.std(ddof=1)), 4),
+        }
         sub = long[long["model_id"].isin(cell["model_id"])]
         means = sub.groupby(["method", "epoch"])["test_acc"].mean()
         for m in (*METHODS, "lcsc"):
@@ -148,9 +173,15 @@ def part2(path: str, config: SearchConfig, trained: float) -> dict:
         cells.append(entry)
     df = pd.DataFrame(cells)
     E = epochs[-1]
-    summary = {"zoo": path, "E": int(E), "cells": int(len(df)), "cells_untrained_left_out": int(skipped),
-               "trained_threshold": trained, "search_seconds_all_prefixes": round(seconds, 1),
-               "rule": "fewest e < E with mean test acc over seeds >= mean(last@E) - std(last@E); E if none"}
+    summary = {
+        "zoo": path,
+        "E": int(E),
+        "cells": int(len(df)),
+        "cells_untrained_left_out": int(skipped),
+        "trained_threshold": trained,
+        "search_seconds_all_prefixes": round(seconds, 1),
+        "rule": "fewest e < E with mean test acc over seeds >= mean(last@E) - std(last@E); E if none",
+    }
     for m in (*METHODS, "lcsc"):
         e = df[f"{m}_epochs"]
         summary[f"{m}_median_epochs"] = float(e.median())
@@ -160,20 +191,26 @@ def part2(path: str, config: SearchConfig, trained: float) -> dict:
     summary["cells_detail"] = cells
     print(f"\ntraining cost on {path} (E = {E}, {len(df)} trained cells, {skipped} untrained left out):")
     for m in (*METHODS, "lcsc"):
-        print(f"  {m:<8} median epochs to match last@E {summary[f'{m}_median_epochs']:>5.1f}  saving "
-              f"{summary[f'{m}_saving_median']:.2f}x (total {summary[f'{m}_saving_total']:.2f}x)")
-    print(f"  LCSC needs fewer epochs than plain stopping in {summary['lcsc_fewer_epochs_than_last_share']:.0%}"
-          " of cells")
+        print(
+            f"  {m:<8} median epochs to match last@E {summary[f'{m}_median_epochs']:>5.1f}  saving "
+            f"{summary[f'{m}_saving_median']:.2f}x (total {summary[f'{m}_saving_total']:.2f}x)"
+        )
+    print(
+        f"  LCSC needs fewer epochs than plain stopping in {summary['lcsc_fewer_epochs_than_last_share']:.0%} of cells"
+    )
     return summary
 
 
 def part3(run: str, samples: int, seeds: int) -> dict:
     """LCSC over a generator's snapshots vs its shipped/last/EMA/uniform weights, and the steps it saves."""
     full = lcsc_generator(run, GENERATOR_SEARCH, samples=samples)
-    score = next(k.removeprefix("test_") for k in full.results["lcsc"] if k.startswith("test_")
-                 and not k.endswith("loss"))
-    print(f"\ngenerator {run}: {len(full.steps)} snapshots (steps {full.steps[0]}..{full.steps[-1]}), "
-          f"{samples} fixed-seed samples per candidate, search {full.seconds:.1f}s")
+    score = next(
+        k.removeprefix("test_") for k in full.results["lcsc"] if k.startswith("test_") and not k.endswith("loss")
+    )
+    print(
+        f"\ngenerator {run}: {len(full.steps)} snapshots (steps {full.steps[0]}..{full.steps[-1]}), "
+        f"{samples} fixed-seed samples per candidate, search {full.seconds:.1f}s"
+    )
     for m, v in full.results.items():
         print(f"  {m:<8} val {score} {v[f'val_{score}']:.4f}  test {score} {v[f'test_{score}']:.4f}")
     # the reference: the last snapshot's samples' mean test accuracy over several sample seeds (mean, std)
@@ -190,21 +227,37 @@ def part3(run: str, samples: int, seeds: int) -> dict:
     picks = sorted({int(round(x)) for x in np.linspace(0, len(inner) - 1, min(len(inner), 8))})
     for step in [inner[i] for i in picks]:  # up to 8 evenly spaced prefixes: each is a whole search
         r = lcsc_generator(run, GENERATOR_SEARCH, samples=samples, upto=step)
-        prefixes.append({"step": int(step), **{m: round(v[f"test_{score}"], 4) for m, v in r.results.items()
-                                               if m != "shipped"}})
-        print(f"  snapshots up to step {step:>6}: test {score} " + "  ".join(
-            f"{m} {v:.4f}" for m, v in prefixes[-1].items() if m != "step"), flush=True)
-    first = {m: next((p["step"] for p in prefixes if p[m] >= target), int(full.steps[-1]))
-             for m in ("last", "ema", "uniform", "lcsc")}
+        prefixes.append(
+            {"step": int(step), **{m: round(v[f"test_{score}"], 4) for m, v in r.results.items() if m != "shipped"}}
+        )
+        print(
+            f"  snapshots up to step {step:>6}: test {score} "
+            + "  ".join(f"{m} {v:.4f}" for m, v in prefixes[-1].items() if m != "step"),
+            flush=True,
+        )
+    first = {
+        m: next((p["step"] for p in prefixes if p[m] >= target), int(full.steps[-1]))
+        for m in ("last", "ema", "uniform", "lcsc")
+    }
     S = int(full.steps[-1])
-    res = {"run": run, "snapshots": full.steps, "samples": samples, "results": full.results,
-           "coefficients": full.coefficients, "search_seconds": round(full.seconds, 1),
-           "reference_last_mean": round(float(np.mean(ref)), 4),
-           "reference_last_std": round(float(np.std(ref, ddof=1)), 4),
-           "reference_sample_seeds": seeds, "prefixes": prefixes, "steps_to_match": first,
-           "saving": {m: round(S / e, 2) for m, e in first.items()}}
-    print(f"  last snapshot over {seeds} sample seeds: {np.mean(ref):.4f} +- {np.std(ref, ddof=1):.4f}; steps to "
-          "match it: " + ", ".join(f"{m} {e} ({S / e:.2f}x)" for m, e in first.items()))
+    res = {
+        "run": run,
+        "snapshots": full.steps,
+        "samples": samples,
+        "results": full.results,
+        "coefficients": full.coefficients,
+        "search_seconds": round(full.seconds, 1),
+        "reference_last_mean": round(float(np.mean(ref)), 4),
+        "reference_last_std": round(float(np.std(ref, ddof=1)), 4),
+        "reference_sample_seeds": seeds,
+        "prefixes": prefixes,
+        "steps_to_match": first,
+        "saving": {m: round(S / e, 2) for m, e in first.items()},
+    }
+    print(
+        f"  last snapshot over {seeds} sample seeds: {np.mean(ref):.4f} +- {np.std(ref, ddof=1):.4f}; steps to "
+        "match it: " + ", ".join(f"{m} {e} ({S / e:.2f}x)" for m, e in first.items())
+    )
     return res
 
 
@@ -221,9 +274,12 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     config = SearchConfig()
-    out = {"machine": {"threads": args.threads, "cpu": platform.processor() or platform.machine()},
-           "search": {k: v for k, v in vars(config).items()}, "fitness": "validation loss, 20% of the training split",
-           "zoos": [part1(p, config) for p in args.zoo]}
+    out = {
+        "machine": {"threads": args.threads, "cpu": platform.processor() or platform.machine()},
+        "search": {k: v for k, v in vars(config).items()},
+        "fitness": "validation loss, 20% of the training split",
+        "zoos": [part1(p, config) for p in args.zoo],
+    }
     if args.ablate_bounds and args.zoo:
         out["bounds_ablation"] = bounds_ablation(args.zoo[0], config, args.trained)
     if args.cost_zoo:

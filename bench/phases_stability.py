@@ -10,6 +10,7 @@ Zoos are kept under ``--work``; ``--reuse`` relabels kept zoos without rebuildin
 Rerun:  .venv/bin/python bench/phases_stability.py --recipe phase-mlp-digits --offsets 0,100,200,300,400 \\
             --task-seeds 0,1 --diagram phase-mlp-digits
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,25 +23,38 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
-from zoo.training.build import build  # noqa: E402
 from zoo.app.config import compose  # noqa: E402
 from zoo.commands.landscape import parse_overrides  # noqa: E402
 from zoo.landscape.compute import landscape_cells, resolve_config  # noqa: E402
 from zoo.landscape.phases import PHASES  # noqa: E402
 from zoo.landscape.plot import PHASE_COLORS, phase_diagram  # noqa: E402
+from zoo.training.build import build  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def rebuild(recipe: str, offset: int, task_seed: int, path: Path, reuse: bool, extra: list[str]) -> tuple[object, float]:
+def rebuild(
+    recipe: str, offset: int, task_seed: int, path: Path, reuse: bool, extra: list[str]
+) -> tuple[object, float]:
     """The zoo of one rebuild (built here unless ``reuse`` and it exists with landscape tables), build seconds."""
     if reuse and path.exists():
         z = zoo.open(str(path))
         if z.landscape is not None and z.table("landscape_pairs") is not None:
             return z, 0.0
-    cfg = compose("build", [f"recipe={recipe}", f"out={path}", "progress=false", "overwrite=true", "threads=1",
-                            f"recipe.seed_offset={offset}", f"recipe.task_seed={task_seed}",
-                            "recipe.landscape.enabled=true", *extra])
+    cfg = compose(
+        "build",
+        [
+            f"recipe={recipe}",
+            f"out={path}",
+            "progress=false",
+            "overwrite=true",
+            "threads=1",
+            f"recipe.seed_offset={offset}",
+            f"recipe.task_seed={task_seed}",
+            "recipe.landscape.enabled=true",
+            *extra,
+        ],
+    )
     t0 = time.perf_counter()
     z = build(cfg)
     return z, time.perf_counter() - t0
@@ -52,8 +66,9 @@ def summarize(runs: list[dict], cell_axes: list[str]) -> dict:
     for run in runs:
         for c in run["cells"]:
             key = "|".join(f"{a}={c[a]}" for a in cell_axes)
-            e = cells.setdefault(key, {**{a: c[a] for a in cell_axes}, "labels": Counter(), "marginal": 0,
-                                       "robust_labels": Counter()})
+            e = cells.setdefault(
+                key, {**{a: c[a] for a in cell_axes}, "labels": Counter(), "marginal": 0, "robust_labels": Counter()}
+            )
             e["labels"][c["phase"] or "unlabelled"] += 1
             if c["marginal"]:
                 e["marginal"] += 1
@@ -63,9 +78,16 @@ def summarize(runs: list[dict], cell_axes: list[str]) -> dict:
     out_cells = []
     for e in cells.values():
         top, k = e["labels"].most_common(1)[0]
-        out_cells.append({**{a: v for a, v in e.items() if a not in ("labels", "robust_labels")},
-                          "labels": dict(e["labels"]), "robust_labels": dict(e["robust_labels"]), "modal": top,
-                          "modal_share": k / n, "stable": k == n})
+        out_cells.append(
+            {
+                **{a: v for a, v in e.items() if a not in ("labels", "robust_labels")},
+                "labels": dict(e["labels"]),
+                "robust_labels": dict(e["robust_labels"]),
+                "modal": top,
+                "modal_share": k / n,
+                "stable": k == n,
+            }
+        )
     by_task: dict[str, list[dict]] = {}
     for run in runs:
         by_task.setdefault(str(run["task_seed"]), []).append(run)
@@ -77,10 +99,15 @@ def summarize(runs: list[dict], cell_axes: list[str]) -> dict:
             "present_by_task_seed": {t: sum(p in r["phases_present"] for r in rs) for t, rs in by_task.items()},
             "robust_by_task_seed": {t: sum(p in r["phases_robust"] for r in rs) for t, rs in by_task.items()},
         }
-    return {"rebuilds": n, "cells": out_cells, "phases": per_phase,
-            "all_five_present": sum(set(PHASES) <= set(r["phases_present"]) for r in runs),
-            "all_five_robust": sum(set(PHASES) <= set(r["phases_robust"]) for r in runs),
-            "stable_cells": sum(c["stable"] for c in out_cells), "cells_total": len(out_cells)}
+    return {
+        "rebuilds": n,
+        "cells": out_cells,
+        "phases": per_phase,
+        "all_five_present": sum(set(PHASES) <= set(r["phases_present"]) for r in runs),
+        "all_five_robust": sum(set(PHASES) <= set(r["phases_robust"]) for r in runs),
+        "stable_cells": sum(c["stable"] for c in out_cells),
+        "cells_total": len(out_cells),
+    }
 
 
 def draw(summary: dict, png: Path, title: str) -> None:
@@ -104,13 +131,21 @@ def draw(summary: dict, png: Path, title: str) -> None:
     ax.imshow(rgb, origin="lower", aspect="auto")
     for c in cells:
         i, j = temps.index(c["batch_size"]), widths.index(c["width"])
-        others = ", ".join(f"{k} {v}" for k, v in sorted(c["labels"].items(), key=lambda kv: -kv[1])
-                           if k != c["modal"])
-        ax.text(j, i, f"{c['modal']} {c['labels'][c['modal']]}/{n}\nmarg {c['marginal']}"
-                + (f"\n{others}" if others else ""), ha="center", va="center", fontsize=5.5)
+        others = ", ".join(f"{k} {v}" for k, v in sorted(c["labels"].items(), key=lambda kv: -kv[1]) if k != c["modal"])
+        ax.text(
+            j,
+            i,
+            f"{c['modal']} {c['labels'][c['modal']]}/{n}\nmarg {c['marginal']}" + (f"\n{others}" if others else ""),
+            ha="center",
+            va="center",
+            fontsize=5.5,
+        )
         if c["marginal"]:
-            ax.add_patch(matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",
-                                                      edgecolor="black", linewidth=0, alpha=0.35))
+            ax.add_patch(
+                matplotlib.patches.Rectangle(
+                    (j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="black", linewidth=0, alpha=0.35
+                )
+            )
     ax.set_xticks(range(len(widths)), [str(w) for w in widths], fontsize=7)
     ax.set_yticks(range(len(temps)), [str(t) for t in temps], fontsize=7)
     ax.set_xlabel("width (load)")
@@ -141,9 +176,13 @@ def main() -> int:
     ap.add_argument("--recipe", default="phase-mlp-digits")
     ap.add_argument("--offsets", default="0,100,200,300,400", help="recipe.seed_offset values")
     ap.add_argument("--task-seeds", default="0,1", help="recipe.task_seed values")
-    ap.add_argument("--work", default=None, help="where rebuilt zoos are kept (default data/runs/phases-stability/RECIPE)")
+    ap.add_argument(
+        "--work", default=None, help="where rebuilt zoos are kept (default data/runs/phases-stability/RECIPE)"
+    )
     ap.add_argument("--reuse", action="store_true", help="relabel zoos already under --work instead of rebuilding")
-    ap.add_argument("--name", default=None, help="docs/NAME.{json,png} (default phases-stability-RECIPE minus 'phase-')")
+    ap.add_argument(
+        "--name", default=None, help="docs/NAME.{json,png} (default phases-stability-RECIPE minus 'phase-')"
+    )
     ap.add_argument("--diagram", default=None, help="also write the recipe-seed rebuild's diagram as docs/STEM.*")
     ap.add_argument("--landscape", nargs="*", default=[], help="cut-off overrides, e.g. phases.mc_tol=0.05")
     ap.add_argument("--out", default=str(ROOT / "docs"))
@@ -169,27 +208,54 @@ def main() -> int:
             recs = json.loads(cells.to_json(orient="records"))
             present = sorted({c["phase"] for c in recs if c["phase"]})
             robust = sorted({c["phase"] for c in recs if c["phase"] and not c["marginal"]})
-            runs.append({"seed_offset": o, "task_seed": t, "build_seconds": round(secs, 1), "phases_present": present,
-                         "phases_robust": robust, "counts": dict(Counter(c["phase"] or "unlabelled" for c in recs)),
-                         "marginal_cells": sum(c["marginal"] for c in recs), "cells": recs})
-            print(f"offset {o} task {t}: built in {secs:.0f}s; present {present}; robust {robust};"
-                  f" marginal {runs[-1]['marginal_cells']}/{len(recs)}", flush=True)
+            runs.append(
+                {
+                    "seed_offset": o,
+                    "task_seed": t,
+                    "build_seconds": round(secs, 1),
+                    "phases_present": present,
+                    "phases_robust": robust,
+                    "counts": dict(Counter(c["phase"] or "unlabelled" for c in recs)),
+                    "marginal_cells": sum(c["marginal"] for c in recs),
+                    "cells": recs,
+                }
+            )
+            print(
+                f"offset {o} task {t}: built in {secs:.0f}s; present {present}; robust {robust};"
+                f" marginal {runs[-1]['marginal_cells']}/{len(recs)}",
+                flush=True,
+            )
             if a.diagram and o == int(recipe_defaults["seed_offset"]) and t == int(recipe_defaults["task_seed"]):
-                extra = {"zoo": f"{a.recipe} rebuilt by bench/phases_stability.py", "recipe": a.recipe,
-                         "hessian_threshold": h_cut}
+                extra = {
+                    "zoo": f"{a.recipe} rebuilt by bench/phases_stability.py",
+                    "recipe": a.recipe,
+                    "hessian_threshold": h_cut,
+                }
                 phase_diagram(cells, out, cfg["phases"], extra, name=a.diagram)
     summary = summarize(runs, ["width", "batch_size"])
-    payload = {"recipe": a.recipe, "seed_offsets": offsets, "task_seeds": tasks, "build_overrides": a.overrides,
-               "cutoffs": resolve_config(parse_overrides(a.landscape))["phases"], **summary,
-               "runs": [{k: v for k, v in r.items() if k != "cells"} for r in runs],
-               "rerun": "python bench/phases_stability.py " + " ".join(sys.argv[1:])}
+    payload = {
+        "recipe": a.recipe,
+        "seed_offsets": offsets,
+        "task_seeds": tasks,
+        "build_overrides": a.overrides,
+        "cutoffs": resolve_config(parse_overrides(a.landscape))["phases"],
+        **summary,
+        "runs": [{k: v for k, v in r.items() if k != "cells"} for r in runs],
+        "rerun": "python bench/phases_stability.py " + " ".join(sys.argv[1:]),
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(payload, indent=1))
-    draw(summary, out / f"{name}.png", f"{a.recipe}: {len(runs)} rebuilds (seed offsets {offsets} x task seeds {tasks})")
-    print("per phase (rebuilds present / in a non-marginal cell):",
-          {p: (v["present"], v["robust"]) for p, v in summary["phases"].items()})
-    print(f"all five present in {summary['all_five_present']}/{len(runs)}, robustly in {summary['all_five_robust']};"
-          f" stable cells {summary['stable_cells']}/{summary['cells_total']}")
+    draw(
+        summary, out / f"{name}.png", f"{a.recipe}: {len(runs)} rebuilds (seed offsets {offsets} x task seeds {tasks})"
+    )
+    print(
+        "per phase (rebuilds present / in a non-marginal cell):",
+        {p: (v["present"], v["robust"]) for p, v in summary["phases"].items()},
+    )
+    print(
+        f"all five present in {summary['all_five_present']}/{len(runs)}, robustly in {summary['all_five_robust']};"
+        f" stable cells {summary['stable_cells']}/{summary['cells_total']}"
+    )
     print(f"wrote {out / (name + '.json')} and {out / (name + '.png')}")
     return 0
 

@@ -23,6 +23,7 @@ the last checkpoint is printed and stored.
     .venv/bin/python bench/population.py --cases mlp-w32  # one case
     .venv/bin/python bench/population.py --quick --json /tmp/p.json   # a smoke run (tiny N)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,9 +40,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zoo.training.build import make_build_plan, population_spec  # noqa: E402
 from zoo.app.config import compose  # noqa: E402
 from zoo.datasets import load_dataset  # noqa: E402
+from zoo.training.build import make_build_plan, population_spec  # noqa: E402
 from zoo.training.population import train_population  # noqa: E402
 from zoo.training.spec import PopulationSpec  # noqa: E402
 
@@ -63,15 +64,33 @@ def case_config(case: tuple, models: int) -> dict:
     """The ``zoo build`` config of a case (one population of ``models`` models)."""
     arch, dataset, width, depth, batch, epochs, _ = case
     seeds = max(1, models // len(LRS))
-    return compose("build", ["recipe=default", f"recipe.arch={arch}", f"recipe.dataset={dataset}",
-                             f"recipe.widths=[{width}]", f"recipe.depths=[{depth}]", f"recipe.batch_sizes=[{batch}]",
-                             f"recipe.learning_rates=[{','.join(map(str, LRS))}]", f"recipe.seeds={seeds}",
-                             f"recipe.epochs={epochs}", f"recipe.checkpoint_epochs=[0,{epochs}]",
-                             "recipe.weight_decays=[0.0]", "recipe.optimizer=sgd", "recipe.momentum=0.9",
-                             "recipe.schedule=constant", "recipe.activation=relu", "recipe.batchnorm=true",
-                             "recipe.seed_offset=0", "recipe.task_seed=0",
-                             f"population_size={seeds * len(LRS)}", f"block_size={seeds * len(LRS)}",
-                             "memory_floats=4000000000", "progress=false"])
+    return compose(
+        "build",
+        [
+            "recipe=default",
+            f"recipe.arch={arch}",
+            f"recipe.dataset={dataset}",
+            f"recipe.widths=[{width}]",
+            f"recipe.depths=[{depth}]",
+            f"recipe.batch_sizes=[{batch}]",
+            f"recipe.learning_rates=[{','.join(map(str, LRS))}]",
+            f"recipe.seeds={seeds}",
+            f"recipe.epochs={epochs}",
+            f"recipe.checkpoint_epochs=[0,{epochs}]",
+            "recipe.weight_decays=[0.0]",
+            "recipe.optimizer=sgd",
+            "recipe.momentum=0.9",
+            "recipe.schedule=constant",
+            "recipe.activation=relu",
+            "recipe.batchnorm=true",
+            "recipe.seed_offset=0",
+            "recipe.task_seed=0",
+            f"population_size={seeds * len(LRS)}",
+            f"block_size={seeds * len(LRS)}",
+            "memory_floats=4000000000",
+            "progress=false",
+        ],
+    )
 
 
 def case_spec(case: tuple, models: int) -> tuple[PopulationSpec, object]:
@@ -89,8 +108,9 @@ def train_one(spec: PopulationSpec, task, j: int, epochs: int | None = None) -> 
     """Train model j of ``spec`` in plain PyTorch exactly as the population does; returns its last test acc."""
     model = _fresh(spec)
     model.load_state_dict(spec.init_states[j])
-    opt = torch.optim.SGD(model.parameters(), lr=spec.learning_rates[j], momentum=spec.momentum,
-                          weight_decay=spec.weight_decays[j])
+    opt = torch.optim.SGD(
+        model.parameters(), lr=spec.learning_rates[j], momentum=spec.momentum, weight_decay=spec.weight_decays[j]
+    )
     g = torch.Generator().manual_seed(int(spec.data_seeds[j]))
     n, b = len(task.X_train), min(spec.batch_size, len(task.X_train))
     steps, epochs = max(n // b, 1), spec.epochs if epochs is None else epochs
@@ -112,7 +132,7 @@ def train_one(spec: PopulationSpec, task, j: int, epochs: int | None = None) -> 
     for e in range(1, epochs + 1):
         perm = torch.randperm(n, generator=g)
         for s in range(steps):
-            idx = perm[s * b:(s + 1) * b]
+            idx = perm[s * b : (s + 1) * b]
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(task.X_train[idx]), task.y_train[idx]).backward()
             opt.step()
@@ -167,8 +187,9 @@ def one_process(spec: PopulationSpec, task, sample: int, threads: int) -> float:
 def population_seconds(spec: PopulationSpec, task, threads: int, repeats: int) -> tuple[float, torch.Tensor]:
     """Median wall seconds of ``train_population`` (after a warm-up run) and the last test accuracies."""
     torch.set_num_threads(threads)
-    train_population(PopulationSpec(**{**spec.__dict__, "epochs": 1, "checkpoint_epochs": [0, 1]}), task,
-                     progress=False)
+    train_population(
+        PopulationSpec(**{**spec.__dict__, "epochs": 1, "checkpoint_epochs": [0, 1]}), task, progress=False
+    )
     times, res = [], None
     for _ in range(repeats):
         t = time.perf_counter()
@@ -187,7 +208,7 @@ def matmul_gflops(threads: int, n: int = 2048, reps: int = 10) -> float:
         t = time.perf_counter()
         for _ in range(reps):
             a @ b
-        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9)
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - t) / 1e9)
     return best
 
 
@@ -196,7 +217,7 @@ def step_flops(spec: PopulationSpec, task) -> tuple[int, int]:
     from torch.utils.flop_counter import FlopCounterMode
 
     model = _fresh(spec)
-    x, y = task.X_train[:spec.batch_size], task.y_train[:spec.batch_size]
+    x, y = task.X_train[: spec.batch_size], task.y_train[: spec.batch_size]
     with FlopCounterMode(display=False) as fc:
         F.cross_entropy(model(x), y).backward()
     train = fc.get_total_flops()
@@ -205,13 +226,16 @@ def step_flops(spec: PopulationSpec, task) -> tuple[int, int]:
     return train, fc.get_total_flops()
 
 
-def run_case(name: str, case: tuple, models: int, sample: int, repeats: int, rates: dict[int, float],
-             threads: list[int]) -> dict:
+def run_case(
+    name: str, case: tuple, models: int, sample: int, repeats: int, rates: dict[int, float], threads: list[int]
+) -> dict:
     n_cores = cores()
     spec, task = case_spec(case, models)
     arch, dataset, width, depth, batch, epochs, _ = case
-    print(f"[{name}] {models} {arch} (width {width}, depth {depth}) on {dataset}, batch {batch}, {epochs} epochs",
-          flush=True)
+    print(
+        f"[{name}] {models} {arch} (width {width}, depth {depth}) on {dataset}, batch {batch}, {epochs} epochs",
+        flush=True,
+    )
     pop = {t: population_seconds(spec, task, t, repeats) for t in threads}
     pop_threads = min(pop, key=lambda t: pop[t][0])
     pop_s, pop_acc = pop[pop_threads]
@@ -219,34 +243,62 @@ def run_case(name: str, case: tuple, models: int, sample: int, repeats: int, rat
     one_threads = min(one, key=one.get)
     multi_s, multi_acc = every_core(case, models, n_cores)
     one_s = one[one_threads] * models
-    base_s, base_kind = (multi_s, f"{n_cores} single-thread processes") if multi_s <= one_s else \
-        (one_s, f"1 process x {one_threads} threads (sample of {min(sample, models)} scaled)")
+    base_s, base_kind = (
+        (multi_s, f"{n_cores} single-thread processes")
+        if multi_s <= one_s
+        else (one_s, f"1 process x {one_threads} threads (sample of {min(sample, models)} scaled)")
+    )
     acc_diff = float((pop_acc.double() - torch.tensor([multi_acc[j] for j in range(models)])).abs().mean())
     train_f, fwd_f = step_flops(spec, task)
     steps = max(len(task.X_train) // batch, 1) * epochs
     flops = train_f * steps * models
     eval_flops = fwd_f * (len(task.X_train) + len(task.X_test)) * len(spec.checkpoint_epochs) * models
     rate = rates[pop_threads]
-    row = {"case": name, "arch": arch, "dataset": dataset, "width": width, "depth": depth, "batch_size": batch,
-           "epochs": epochs, "models": models, "cores": n_cores,
-           "population_s": pop_s, "population_threads": pop_threads,
-           "population_s_by_threads": {t: v[0] for t, v in pop.items()},
-           "every_core_s": multi_s, "one_process_s_per_model_by_threads": one,
-           "one_process_sample": min(sample, models), "one_process_best_threads": one_threads,
-           "one_process_s_scaled": one_s, "baseline_s": base_s, "baseline": base_kind,
-           "speedup": base_s / pop_s, "speedup_vs_every_core": multi_s / pop_s,
-           "mean_abs_test_acc_diff_vs_baseline": acc_diff,
-           "train_flops_per_step_per_model": train_f, "training_gflops": flops / 1e9,
-           "population_gflops": flops / pop_s / 1e9, "matmul_gflops_same_threads": rate,
-           "fraction_of_matmul_rate": flops / pop_s / 1e9 / rate,
-           "fraction_of_matmul_rate_with_evals": (flops + eval_flops) / pop_s / 1e9 / rate}
-    print(f"    population {pop_s:.2f} s ({pop_threads} threads; by threads "
-          f"{', '.join(f'{t}: {v[0]:.2f}' for t, v in pop.items())})", flush=True)
-    print(f"    one at a time: {n_cores} single-thread processes {multi_s:.2f} s on all {models}; one process "
-          f"{', '.join(f'{t} thr: {v * 1e3:.0f} ms/model' for t, v in one.items())} (sample {min(sample, models)})")
-    print(f"    speedup {row['speedup']:.1f}x vs {base_kind}; {row['population_gflops']:.1f} GFLOP/s training ="
-          f" {100 * row['fraction_of_matmul_rate']:.0f}% of matmul ({rate:.0f} GFLOP/s, {pop_threads} thr);"
-          f" mean |test acc diff| {acc_diff:.4f}", flush=True)
+    row = {
+        "case": name,
+        "arch": arch,
+        "dataset": dataset,
+        "width": width,
+        "depth": depth,
+        "batch_size": batch,
+        "epochs": epochs,
+        "models": models,
+        "cores": n_cores,
+        "population_s": pop_s,
+        "population_threads": pop_threads,
+        "population_s_by_threads": {t: v[0] for t, v in pop.items()},
+        "every_core_s": multi_s,
+        "one_process_s_per_model_by_threads": one,
+        "one_process_sample": min(sample, models),
+        "one_process_best_threads": one_threads,
+        "one_process_s_scaled": one_s,
+        "baseline_s": base_s,
+        "baseline": base_kind,
+        "speedup": base_s / pop_s,
+        "speedup_vs_every_core": multi_s / pop_s,
+        "mean_abs_test_acc_diff_vs_baseline": acc_diff,
+        "train_flops_per_step_per_model": train_f,
+        "training_gflops": flops / 1e9,
+        "population_gflops": flops / pop_s / 1e9,
+        "matmul_gflops_same_threads": rate,
+        "fraction_of_matmul_rate": flops / pop_s / 1e9 / rate,
+        "fraction_of_matmul_rate_with_evals": (flops + eval_flops) / pop_s / 1e9 / rate,
+    }
+    print(
+        f"    population {pop_s:.2f} s ({pop_threads} threads; by threads "
+        f"{', '.join(f'{t}: {v[0]:.2f}' for t, v in pop.items())})",
+        flush=True,
+    )
+    print(
+        f"    one at a time: {n_cores} single-thread processes {multi_s:.2f} s on all {models}; one process "
+        f"{', '.join(f'{t} thr: {v * 1e3:.0f} ms/model' for t, v in one.items())} (sample {min(sample, models)})"
+    )
+    print(
+        f"    speedup {row['speedup']:.1f}x vs {base_kind}; {row['population_gflops']:.1f} GFLOP/s training ="
+        f" {100 * row['fraction_of_matmul_rate']:.0f}% of matmul ({rate:.0f} GFLOP/s, {pop_threads} thr);"
+        f" mean |test acc diff| {acc_diff:.4f}",
+        flush=True,
+    )
     return row
 
 
@@ -269,19 +321,32 @@ def main() -> int:
     load0 = os.getloadavg()[0]
     threads = [int(t) for t in a.threads.split(",")] if a.threads else list(range(1, cores() + 1))
     rates = {t: matmul_gflops(t) for t in threads}
-    print(f"dense float32 matmul (2048^2): {', '.join(f'{t} thr {r:.0f} GFLOP/s' for t, r in rates.items())};"
-          f" load average {load0:.1f}", flush=True)
+    print(
+        f"dense float32 matmul (2048^2): {', '.join(f'{t} thr {r:.0f} GFLOP/s' for t, r in rates.items())};"
+        f" load average {load0:.1f}",
+        flush=True,
+    )
     rows = [run_case(n, CASES[n], models or CASES[n][-1], sample, repeats, rates, threads) for n in names]
-    print(f"\n{'case':<9}{'N':>5}{'population s':>14}{'one-at-a-time s':>17}{'speedup':>9}{'GFLOP/s':>9}"
-          f"{'of matmul':>11}  baseline")
+    print(
+        f"\n{'case':<9}{'N':>5}{'population s':>14}{'one-at-a-time s':>17}{'speedup':>9}{'GFLOP/s':>9}"
+        f"{'of matmul':>11}  baseline"
+    )
     for r in rows:
-        print(f"{r['case']:<9}{r['models']:>5}{r['population_s']:>14.2f}{r['baseline_s']:>17.2f}"
-              f"{r['speedup']:>8.1f}x{r['population_gflops']:>9.1f}{100 * r['fraction_of_matmul_rate']:>10.0f}%"
-              f"  {r['baseline']}")
+        print(
+            f"{r['case']:<9}{r['models']:>5}{r['population_s']:>14.2f}{r['baseline_s']:>17.2f}"
+            f"{r['speedup']:>8.1f}x{r['population_gflops']:>9.1f}{100 * r['fraction_of_matmul_rate']:>10.0f}%"
+            f"  {r['baseline']}"
+        )
     cmd = "bench/population.py" + "".join(f" {x}" for x in sys.argv[1:])
-    out = {"command": f".venv/bin/python {cmd}", "torch": torch.__version__, "cores": cores(),
-           "load_average_start": load0, "load_average_end": os.getloadavg()[0], "matmul_gflops": rates,
-           "cases": rows}
+    out = {
+        "command": f".venv/bin/python {cmd}",
+        "torch": torch.__version__,
+        "cores": cores(),
+        "load_average_start": load0,
+        "load_average_end": os.getloadavg()[0],
+        "matmul_gflops": rates,
+        "cases": rows,
+    }
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {a.json}; rerun: .venv/bin/python {cmd}")

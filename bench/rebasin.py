@@ -14,6 +14,7 @@ models and how they were made (none comes from a zoo recipe: the bench trains or
 Rerun: .venv/bin/python bench/rebasin.py            (writes docs/bench-rebasin.json; 1 torch thread)
        .venv/bin/python bench/rebasin.py --only speed --threads 0 --out /tmp/rebasin-default-threads.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,12 +30,18 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from zoo.arch import arch_spec, build_model  # noqa: E402
-from zoo.rebasin import match_population, merge_many, permutation_spec, permute_state, permute_states  # noqa: E402
-from zoo.rebasin import weight_matching  # noqa: E402
-from zoo.rebasin.report import batched_l2, l2_distance, loss_barrier, top_singular_agreement  # noqa: E402
+from zoo.datasets import load_dataset  # noqa: E402
 from zoo.evaluate import evaluate  # noqa: E402
 from zoo.layout import layout_of  # noqa: E402
-from zoo.datasets import load_dataset  # noqa: E402
+from zoo.rebasin import (  # noqa: E402
+    match_population,
+    merge_many,
+    permutation_spec,
+    permute_state,
+    permute_states,
+    weight_matching,  # noqa: E402
+)
+from zoo.rebasin.report import batched_l2, l2_distance, loss_barrier, top_singular_agreement  # noqa: E402
 
 
 def describe(spec: dict) -> str:
@@ -57,7 +64,7 @@ def train(spec: dict, task, seed: int, epochs: int, lr: float = 1e-3, batch: int
     for _ in range(epochs):
         order = torch.randperm(len(X), generator=g)
         for i in range(0, len(X), batch):
-            idx = order[i:i + batch]
+            idx = order[i : i + batch]
             opt.zero_grad()
             F.cross_entropy(model(X[idx]), y[idx]).backward()
             opt.step()
@@ -82,12 +89,19 @@ def quality(name: str, spec: dict, task, seeds: int, epochs: int, steps: int) ->
         b0 = loss_barrier(layout, ref, states[s], task, steps=steps)
         b1 = loss_barrier(layout, ref, al, task, steps=steps)
         r3 = weight_matching(pspec, ref, states[s], seed=0, restarts=3)
-        rows.append({"seed": s, "l2_before": l2_distance(ref, states[s], pspec.matched),
-                     "l2_after": l2_distance(ref, al, pspec.matched),
-                     "l2_after_3_restarts": l2_distance(ref, permute_state(pspec, states[s], r3.perms), pspec.matched),
-                     "svd_before": top_singular_agreement(ref, states[s], pspec.matched),
-                     "svd_after": top_singular_agreement(ref, al, pspec.matched),
-                     "barrier_before": b0["barrier"], "barrier_after": b1["barrier"], "passes": int(r.passes[0])})
+        rows.append(
+            {
+                "seed": s,
+                "l2_before": l2_distance(ref, states[s], pspec.matched),
+                "l2_after": l2_distance(ref, al, pspec.matched),
+                "l2_after_3_restarts": l2_distance(ref, permute_state(pspec, states[s], r3.perms), pspec.matched),
+                "svd_before": top_singular_agreement(ref, states[s], pspec.matched),
+                "svd_after": top_singular_agreement(ref, al, pspec.matched),
+                "barrier_before": b0["barrier"],
+                "barrier_after": b1["barrier"],
+                "passes": int(r.passes[0]),
+            }
+        )
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "seed"}
     mean["barrier_reduction"] = 1 - mean["barrier_after"] / mean["barrier_before"]
     # MergeMany: average of all models after aligning them to each other, vs the naive average
@@ -98,18 +112,35 @@ def quality(name: str, spec: dict, task, seeds: int, epochs: int, steps: int) ->
     for label, st in (("naive_average", naive), ("merge_many", merged)):  # BN statistics from training data
         accs[label] = float(evaluate(layout, layout.flatten(st)[None], task, "test", recalibrate_bn=True)["acc"][0])
     accs["endpoints_mean"] = float(np.mean([accuracy(m, task.X_test, task.y_test) for m in models]))
-    made = (f"{seeds} {describe(spec)} on {spec['input_shape']} inputs, trained here with Adam lr 1e-3, batch 64,"
-            f" {epochs} epochs, seeds 0..{seeds - 1}; seed 0 is the reference")
-    out = {"name": name, "population": made, "layout": layout.key(), "parameters": layout.size, "arch": spec,
-           "seeds": seeds, "epochs": epochs, "pairs": rows, "mean": mean,
-           "merge": {**accs, "spread_rounds": [float(h) for h in hist]}}
-    print(f"[quality] {name}: {seeds - 1} pairs to seed 0, endpoints test acc {accs['endpoints_mean']:.3f}\n"
-          f"    population: {made} (layout {layout.key()}, {layout.size} parameters)")
-    print(f"    L2 {mean['l2_before']:.3f} -> {mean['l2_after']:.3f} ({mean['l2_after_3_restarts']:.3f} with 3 restarts)"
-          f"   top-SV agreement {mean['svd_before']:.3f} -> "
-          f"{mean['svd_after']:.3f}")
-    print(f"    loss barrier {mean['barrier_before']:.4f} -> {mean['barrier_after']:.4f}  "
-          f"(reduction {100 * mean['barrier_reduction']:.1f}%)")
+    made = (
+        f"{seeds} {describe(spec)} on {spec['input_shape']} inputs, trained here with Adam lr 1e-3, batch 64,"
+        f" {epochs} epochs, seeds 0..{seeds - 1}; seed 0 is the reference"
+    )
+    out = {
+        "name": name,
+        "population": made,
+        "layout": layout.key(),
+        "parameters": layout.size,
+        "arch": spec,
+        "seeds": seeds,
+        "epochs": epochs,
+        "pairs": rows,
+        "mean": mean,
+        "merge": {**accs, "spread_rounds": [float(h) for h in hist]},
+    }
+    print(
+        f"[quality] {name}: {seeds - 1} pairs to seed 0, endpoints test acc {accs['endpoints_mean']:.3f}\n"
+        f"    population: {made} (layout {layout.key()}, {layout.size} parameters)"
+    )
+    print(
+        f"    L2 {mean['l2_before']:.3f} -> {mean['l2_after']:.3f} ({mean['l2_after_3_restarts']:.3f} with 3 restarts)"
+        f"   top-SV agreement {mean['svd_before']:.3f} -> "
+        f"{mean['svd_after']:.3f}"
+    )
+    print(
+        f"    loss barrier {mean['barrier_before']:.4f} -> {mean['barrier_after']:.4f}  "
+        f"(reduction {100 * mean['barrier_reduction']:.1f}%)"
+    )
     print(f"    MergeMany of {seeds}: test acc {accs['merge_many']:.3f} vs naive average {accs['naive_average']:.3f}")
     return out
 
@@ -166,31 +197,55 @@ def speed(label: str, n: int, pairwise_n: int, width: int, depth: int, train_ste
     d1 = float(batched_l2(ref, aligned, pspec.matched).mean())
     ms = batched_s / n * 1e3
     layout = layout_of(build_model(spec), spec)
-    made = (f"{n} {describe(spec)} (torch default init, seeds 1001..{1000 + n}; reference seed 1000)"
-            + (f", trained together {train_steps} SGD steps (lr 0.1, batches of 128 digits samples)" if train_steps
-               else ", untrained"))
-    out = {"population": label, "made": made, "layout": layout.key(), "parameters": layout.size,
-           "models": n, "width": width, "depth": depth, "train_steps": train_steps,
-           "batched_ms_per_model": ms, "batched_cpu_ms_per_model": batched_cpu / n * 1e3,
-           "pairwise_cpu_ms_per_model_float32": cpu["float32"] * 1e3, "pairwise_subset": pairwise_n,
-           "pairwise_ms_per_model_float32": timings["float32"] * 1e3,
-           "pairwise_ms_per_model_float64": timings["float64"] * 1e3,
-           "speedup_vs_pairwise_float32": timings["float32"] * 1e3 / ms,
-           "speedup_vs_pairwise_float64": timings["float64"] * 1e3 / ms,
-           "batched_total_s": batched_s, "pairwise_extrapolated_total_s_float32": timings["float32"] * n,
-           "passes_mean": float(res.passes.mean()), "passes_max": int(res.passes.max()),
-           "same_objective_as_pairwise_float64": agree, "l2_before": d0, "l2_after": d1,
-           "population_build_s": make_s}
-    print(f"[speed] {label}: {n} MLPs (width {width}, depth {depth}) -> one reference\n    population: {made}"
-          f" (layout {layout.key()}, {layout.size} parameters)")
-    print(f"    batched   {ms:.2f} ms/model wall, {batched_cpu / n * 1e3:.2f} ms/model CPU ({batched_s:.1f} s total, "
-          f"passes mean {res.passes.mean():.1f}, max {res.passes.max()})")
-    print(f"    pairwise  {timings['float32'] * 1e3:.2f} ms/model float32 ({cpu['float32'] * 1e3:.2f} CPU), "
-          f"{timings['float64'] * 1e3:.2f} ms/model "
-          f"float64 (timed on {pairwise_n} models, extrapolated: {timings['float32'] * n:.1f} s for {n})")
-    print(f"    speedup   {out['speedup_vs_pairwise_float32']:.1f}x vs float32 pairwise, "
-          f"{out['speedup_vs_pairwise_float64']:.1f}x vs float64; same objective as pairwise on "
-          f"{100 * agree:.0f}% of the subset; L2 {d0:.2f} -> {d1:.2f}")
+    made = f"{n} {describe(spec)} (torch default init, seeds 1001..{1000 + n}; reference seed 1000)" + (
+        f", trained together {train_steps} SGD steps (lr 0.1, batches of 128 digits samples)"
+        if train_steps
+        else ", untrained"
+    )
+    out = {
+        "population": label,
+        "made": made,
+        "layout": layout.key(),
+        "parameters": layout.size,
+        "models": n,
+        "width": width,
+        "depth": depth,
+        "train_steps": train_steps,
+        "batched_ms_per_model": ms,
+        "batched_cpu_ms_per_model": batched_cpu / n * 1e3,
+        "pairwise_cpu_ms_per_model_float32": cpu["float32"] * 1e3,
+        "pairwise_subset": pairwise_n,
+        "pairwise_ms_per_model_float32": timings["float32"] * 1e3,
+        "pairwise_ms_per_model_float64": timings["float64"] * 1e3,
+        "speedup_vs_pairwise_float32": timings["float32"] * 1e3 / ms,
+        "speedup_vs_pairwise_float64": timings["float64"] * 1e3 / ms,
+        "batched_total_s": batched_s,
+        "pairwise_extrapolated_total_s_float32": timings["float32"] * n,
+        "passes_mean": float(res.passes.mean()),
+        "passes_max": int(res.passes.max()),
+        "same_objective_as_pairwise_float64": agree,
+        "l2_before": d0,
+        "l2_after": d1,
+        "population_build_s": make_s,
+    }
+    print(
+        f"[speed] {label}: {n} MLPs (width {width}, depth {depth}) -> one reference\n    population: {made}"
+        f" (layout {layout.key()}, {layout.size} parameters)"
+    )
+    print(
+        f"    batched   {ms:.2f} ms/model wall, {batched_cpu / n * 1e3:.2f} ms/model CPU ({batched_s:.1f} s total, "
+        f"passes mean {res.passes.mean():.1f}, max {res.passes.max()})"
+    )
+    print(
+        f"    pairwise  {timings['float32'] * 1e3:.2f} ms/model float32 ({cpu['float32'] * 1e3:.2f} CPU), "
+        f"{timings['float64'] * 1e3:.2f} ms/model "
+        f"float64 (timed on {pairwise_n} models, extrapolated: {timings['float32'] * n:.1f} s for {n})"
+    )
+    print(
+        f"    speedup   {out['speedup_vs_pairwise_float32']:.1f}x vs float32 pairwise, "
+        f"{out['speedup_vs_pairwise_float64']:.1f}x vs float64; same objective as pairwise on "
+        f"{100 * agree:.0f}% of the subset; L2 {d0:.2f} -> {d1:.2f}"
+    )
     return out
 
 
@@ -198,10 +253,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", type=int, default=1000)
     p.add_argument("--pairwise", type=int, default=20, help="models timed one pair at a time (extrapolated)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (0: torch's default). 1 by default: on a shared 2-core machine, OpenMP "
-                        "threads spin against other processes and the many small GEMMs of the pairwise path "
-                        "slow down tens of times")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (0: torch's default). 1 by default: on a shared 2-core machine, OpenMP "
+        "threads spin against other processes and the many small GEMMs of the pairwise path "
+        "slow down tens of times",
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     p.add_argument("--only", choices=["quality", "speed"], help="run one half of the benchmark")
     p.add_argument("--out", default="docs/bench-rebasin.json")
@@ -212,23 +271,50 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     q = args.quick
     cmd = "bench/rebasin.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus; "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     t0 = time.perf_counter()
     digits, image = load_dataset("digits"), load_dataset("digits-image")
-    results = {"command": f".venv/bin/python {cmd}", "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
-    results["quality"] = [] if args.only == "speed" else [
-        quality("mlp-128x3 digits", arch_spec("mlp", digits.input_shape, 10, 32 if q else 128, 3), digits,
-                3 if q else 5, 2 if q else 30, 11),
-        quality("cnn-bn-32x3 digits-image", arch_spec("cnn", image.input_shape, 10, 8 if q else 32, 3), image,
-                3 if q else 5, 2 if q else 20, 11),
-    ]
+    results = {
+        "command": f".venv/bin/python {cmd}",
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_average_start": os.getloadavg()[0],
+    }
+    results["quality"] = (
+        []
+        if args.only == "speed"
+        else [
+            quality(
+                "mlp-128x3 digits",
+                arch_spec("mlp", digits.input_shape, 10, 32 if q else 128, 3),
+                digits,
+                3 if q else 5,
+                2 if q else 30,
+                11,
+            ),
+            quality(
+                "cnn-bn-32x3 digits-image",
+                arch_spec("cnn", image.input_shape, 10, 8 if q else 32, 3),
+                image,
+                3 if q else 5,
+                2 if q else 20,
+                11,
+            ),
+        ]
+    )
     n = 40 if q else args.models
     pw = 4 if q else args.pairwise
-    results["speed"] = [] if args.only == "quality" else [
-        speed("random init", n, pw, 128, 3, 0, digits),
-        speed("lightly trained (50 SGD steps)", n, pw, 128, 3, 5 if q else 50, digits),
-    ]
+    results["speed"] = (
+        []
+        if args.only == "quality"
+        else [
+            speed("random init", n, pw, 128, 3, 0, digits),
+            speed("lightly trained (50 SGD steps)", n, pw, 128, 3, 5 if q else 50, digits),
+        ]
+    )
     results["seconds"] = time.perf_counter() - t0
     results["load_average_end"] = os.getloadavg()[0]
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

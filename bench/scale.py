@@ -13,6 +13,7 @@ reports its wall time (goal <= 30 min on this 2-core machine).
 
     .venv/bin/python bench/scale.py [--models 100000] [--out /tmp/scale.zarr] [--train] [--json docs/bench-scale.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,10 +29,19 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ZOO = [sys.executable, "-c", "import sys; from zoo.commands.main import main; sys.exit(main())"]
-TRAIN_RECIPE = ["recipe=default", "recipe.name=scale", "recipe.widths=[8,16]", "recipe.depths=[1]",  # 100,000 models
-                "recipe.learning_rates=[0.03,0.1]", "recipe.batch_sizes=[64,128]",
-                "recipe.weight_decays=[0.0,0.0001]", "recipe.seeds=6250", "recipe.epochs=3",
-                "recipe.checkpoint_epochs=[0,1,3]", "progress=true"]
+TRAIN_RECIPE = [
+    "recipe=default",
+    "recipe.name=scale",
+    "recipe.widths=[8,16]",
+    "recipe.depths=[1]",  # 100,000 models
+    "recipe.learning_rates=[0.03,0.1]",
+    "recipe.batch_sizes=[64,128]",
+    "recipe.weight_decays=[0.0,0.0001]",
+    "recipe.seeds=6250",
+    "recipe.epochs=3",
+    "recipe.checkpoint_epochs=[0,1,3]",
+    "progress=true",
+]
 
 
 def write_zoo(path: str, n: int, block: int) -> dict:
@@ -43,12 +53,27 @@ def write_zoo(path: str, n: int, block: int) -> dict:
     spec = arch_spec("mlp", (64,), 10, 32, 2, "relu", False, 3)
     layout = layout_of(build_model(spec), spec)
     rng = np.random.default_rng(0)
-    models = pd.DataFrame({"width": 32, "depth": 2, "learning_rate": rng.choice([0.01, 0.03, 0.1], n),
-                           "seed": np.arange(n), "source": "bench/scale.py"})
+    models = pd.DataFrame(
+        {
+            "width": 32,
+            "depth": 2,
+            "learning_rate": rng.choice([0.01, 0.03, 0.1], n),
+            "seed": np.arange(n),
+            "source": "bench/scale.py",
+        }
+    )
     t0 = time.perf_counter()
-    w = zoo.create(path, models, {layout.key(): layout}, [0, 5, 10], ["train_loss", "train_acc", "test_loss", "test_acc"],
-                   attrs={"producer": "bench/scale.py"}, datasets=[zoo.load_dataset("digits")], overwrite=True,
-                   block_size=block)
+    w = zoo.create(
+        path,
+        models,
+        {layout.key(): layout},
+        [0, 5, 10],
+        ["train_loss", "train_acc", "test_loss", "test_acc"],
+        attrs={"producer": "bench/scale.py"},
+        datasets=[zoo.load_dataset("digits")],
+        overwrite=True,
+        block_size=block,
+    )
     created = time.perf_counter() - t0
     for lo in range(0, n, block):
         ids = list(range(lo, min(lo + block, n)))
@@ -107,10 +132,22 @@ def main() -> None:
         print(f"writing {args.models:,} models x 3 checkpoints to {args.out} ...", flush=True)
         report.update(write_zoo(args.out, args.models, args.block))
     files = count_files(args.out)
-    report.update(files=files, model_checkpoints_per_file=args.models * 3 / files,
-                  bytes=sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(args.out) for f in fs))
-    runs = [json.loads(subprocess.run([sys.executable, "-c", READ_SCRIPT, args.out, str(args.models), str(args.batches)],
-                                      check=True, capture_output=True, text=True).stdout) for _ in range(3)]
+    report.update(
+        files=files,
+        model_checkpoints_per_file=args.models * 3 / files,
+        bytes=sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(args.out) for f in fs),
+    )
+    runs = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", READ_SCRIPT, args.out, str(args.models), str(args.batches)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
+        for _ in range(3)
+    ]
     report["open_models_s"] = min(r["open_models_s"] for r in runs)
     batch = float(np.median([t for r in runs for t in r["batch_s"]]))
     report["weights_models_per_s"] = 256 / batch
@@ -129,21 +166,31 @@ def main() -> None:
 
         z = zoo.open(out)
         df = z.models
-        report.update(build_models=len(df), build_done=int((df.status == "done").sum()),
-                      build_test_acc_mean=float(df.test_acc.mean()), build_recipe=TRAIN_RECIPE)
-    targets = [("zoo.open + Zoo.models", report["open_models_s"], "s", "<=", 1.0),
-               ("Zoo.weights, random batches of 256", report["weights_models_per_s"], "models/s", ">=", 20_000),
-               ("model-checkpoints per file", report["model_checkpoints_per_file"], "", ">=", 64),
-               ("zoo info (CLI, imports included)", report["zoo_info_s"], "s", "<=", 2.0)]
+        report.update(
+            build_models=len(df),
+            build_done=int((df.status == "done").sum()),
+            build_test_acc_mean=float(df.test_acc.mean()),
+            build_recipe=TRAIN_RECIPE,
+        )
+    targets = [
+        ("zoo.open + Zoo.models", report["open_models_s"], "s", "<=", 1.0),
+        ("Zoo.weights, random batches of 256", report["weights_models_per_s"], "models/s", ">=", 20_000),
+        ("model-checkpoints per file", report["model_checkpoints_per_file"], "", ">=", 64),
+        ("zoo info (CLI, imports included)", report["zoo_info_s"], "s", "<=", 2.0),
+    ]
     if "build_s" in report:
         targets.append((f"zoo build of {report['build_models']:,} models", report["build_s"] / 60, "min", "<=", 30))
-    print(f"\n{args.models:,} models, {report['parameters']} parameters, 3 checkpoints;"
-          f" write {report['write_s']:.1f} s ({report['bytes'] / 1e9:.2f} GB, {files} files)")
+    print(
+        f"\n{args.models:,} models, {report['parameters']} parameters, 3 checkpoints;"
+        f" write {report['write_s']:.1f} s ({report['bytes'] / 1e9:.2f} GB, {files} files)"
+    )
     for name, value, unit, op, goal in targets:
         ok = value <= goal if op == "<=" else value >= goal
-        print(f"  {name:<40} {value:>10.3f} {unit:<9} target {op} {goal:<8} {'met' if ok else 'MISSED'}"
-              f"  (ratio to target {value / goal:.2f})")
-    print(f"\nrerun: .venv/bin/python bench/scale.py" + "".join(f" {x}" for x in sys.argv[1:]))
+        print(
+            f"  {name:<40} {value:>10.3f} {unit:<9} target {op} {goal:<8} {'met' if ok else 'MISSED'}"
+            f"  (ratio to target {value / goal:.2f})"
+        )
+    print("\nrerun: .venv/bin/python bench/scale.py" + "".join(f" {x}" for x in sys.argv[1:]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

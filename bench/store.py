@@ -19,6 +19,7 @@ docs/bench-store.json.
     .venv/bin/python bench/store.py                          # full run (10 batches of 256)
     .venv/bin/python bench/store.py --batches 3 --json /tmp/store.json   # quicker
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,10 +41,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import zoo  # noqa: E402
 from zoo.app.config import compose  # noqa: E402
 
-RECIPE = ["recipe=default", "recipe.name=bench-store", "recipe.dataset=digits", "recipe.arch=mlp", "recipe.widths=[64]",
-          "recipe.depths=[2]", "recipe.batch_sizes=[128]", "recipe.weight_decays=[0.0]",
-          "recipe.learning_rates=[0.005,0.01,0.02,0.03,0.05,0.07,0.1,0.15]", "recipe.seeds=32", "recipe.epochs=10",
-          "recipe.checkpoint_epochs=[0,1,2,3,4,5,6,7,8,9,10]", "progress=false", "threads=1"]
+RECIPE = [
+    "recipe=default",
+    "recipe.name=bench-store",
+    "recipe.dataset=digits",
+    "recipe.arch=mlp",
+    "recipe.widths=[64]",
+    "recipe.depths=[2]",
+    "recipe.batch_sizes=[128]",
+    "recipe.weight_decays=[0.0]",
+    "recipe.learning_rates=[0.005,0.01,0.02,0.03,0.05,0.07,0.1,0.15]",
+    "recipe.seeds=32",
+    "recipe.epochs=10",
+    "recipe.checkpoint_epochs=[0,1,2,3,4,5,6,7,8,9,10]",
+    "progress=false",
+    "threads=1",
+]
 
 
 def du(path: str | Path) -> int:
@@ -114,12 +127,23 @@ def readers(z_path: str, dirs: dict[str, Path], layout, n_ckpt: int) -> dict:
 
     def torch_ckpt(ids, c):
         cs = range(n_ckpt) if c is None else [c]
-        out = [torch.stack([flat(torch.load(dirs["torch_per_checkpoint"] / f"model_{i}_ckpt_{k}.pt", weights_only=True))
-                            for k in cs]) for i in ids]
+        out = [
+            torch.stack(
+                [
+                    flat(torch.load(dirs["torch_per_checkpoint"] / f"model_{i}_ckpt_{k}.pt", weights_only=True))
+                    for k in cs
+                ]
+            )
+            for i in ids
+        ]
         return torch.stack(out) if c is None else torch.stack(out)[:, 0]
 
-    return {"Zoo.weights": zoo_read, "torch.save per model (mmap)": torch_model,
-            "safetensors per model": safetensors_model, "torch.save per model-checkpoint": torch_ckpt}
+    return {
+        "Zoo.weights": zoo_read,
+        "torch.save per model (mmap)": torch_model,
+        "safetensors per model": safetensors_model,
+        "torch.save per model-checkpoint": torch_ckpt,
+    }
 
 
 def main() -> int:
@@ -141,9 +165,12 @@ def main() -> int:
     rows = []
     try:
         dirs = write_alternatives(z, ids, tmp)
-        sizes = {"Zoo.weights": du(a.zoo), "torch.save per model (mmap)": du(dirs["torch_per_model"]),
-                 "safetensors per model": du(dirs["safetensors_per_model"]),
-                 "torch.save per model-checkpoint": du(dirs["torch_per_checkpoint"])}
+        sizes = {
+            "Zoo.weights": du(a.zoo),
+            "torch.save per model (mmap)": du(dirs["torch_per_model"]),
+            "safetensors per model": du(dirs["safetensors_per_model"]),
+            "torch.save per model-checkpoint": du(dirs["torch_per_checkpoint"]),
+        }
         read = readers(a.zoo, dirs, layout, n_ckpt)
         want = {c: [z.weights(b, checkpoint=c) for b in batches[:1]] for c in (n_ckpt - 1, None)}
         for what, c in (("last checkpoint", n_ckpt - 1), ("all checkpoints", None)):
@@ -160,26 +187,50 @@ def main() -> int:
                         total += time.perf_counter() - t
                     models = len(batches) * len(batches[0])
                     floats = models * p * (n_ckpt if c is None else 1)
-                    rows.append({"read": what, "format": name, "cache": cache, "models_per_s": models / total,
-                                 "MB_per_s": floats * 4 / total / 1e6, "seconds": total, "batches": len(batches),
-                                 "batch": len(batches[0])})
-                    print(f"{what:<16} {cache:<5} {name:<32} {models / total:>10.0f} models/s"
-                          f" {floats * 4 / total / 1e6:>9.1f} MB/s", flush=True)
+                    rows.append(
+                        {
+                            "read": what,
+                            "format": name,
+                            "cache": cache,
+                            "models_per_s": models / total,
+                            "MB_per_s": floats * 4 / total / 1e6,
+                            "seconds": total,
+                            "batches": len(batches),
+                            "batch": len(batches[0]),
+                        }
+                    )
+                    print(
+                        f"{what:<16} {cache:<5} {name:<32} {models / total:>10.0f} models/s"
+                        f" {floats * 4 / total / 1e6:>9.1f} MB/s",
+                        flush=True,
+                    )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     raw = len(ids) * n_ckpt * p * 4
-    print("size on disk (x raw float32 %.2f MB): " % (raw / 1e6)
-          + ", ".join(f"{k} {v / 1e6:.2f} MB ({v / raw:.2f}x)" for k, v in sizes.items()))
+    print(
+        "size on disk (x raw float32 %.2f MB): " % (raw / 1e6)
+        + ", ".join(f"{k} {v / 1e6:.2f} MB ({v / raw:.2f}x)" for k, v in sizes.items())
+    )
     for what in ("last checkpoint", "all checkpoints"):
         for cache in ("cold", "warm"):
             r = {x["format"]: x["models_per_s"] for x in rows if x["read"] == what and x["cache"] == cache}
             best = max((v, k) for k, v in r.items() if k != "Zoo.weights")
             print(f"{what}, {cache}: Zoo.weights {r['Zoo.weights'] / best[0]:.1f}x the best alternative ({best[1]})")
-    print(f"({len(ids)} models x {n_ckpt} checkpoints x {p} parameters; {len(batches)} random batches of"
-          f" {len(batches[0])} ids; zoo built/reused in {build_s:.1f} s)")
+    print(
+        f"({len(ids)} models x {n_ckpt} checkpoints x {p} parameters; {len(batches)} random batches of"
+        f" {len(batches[0])} ids; zoo built/reused in {build_s:.1f} s)"
+    )
     cmd = "bench/store.py" + "".join(f" {x}" for x in sys.argv[1:])
-    out = {"command": f".venv/bin/python {cmd}", "models": len(ids), "checkpoints": n_ckpt, "parameters": p,
-           "load_average": os.getloadavg()[0], "sizes_bytes": sizes, "raw_bytes": raw, "reads": rows}
+    out = {
+        "command": f".venv/bin/python {cmd}",
+        "models": len(ids),
+        "checkpoints": n_ckpt,
+        "parameters": p,
+        "load_average": os.getloadavg()[0],
+        "sizes_bytes": sizes,
+        "raw_bytes": raw,
+        "reads": rows,
+    }
     Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {a.json}; rerun: .venv/bin/python {cmd}")

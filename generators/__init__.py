@@ -8,6 +8,7 @@ Each method package registers itself when imported (its ``__init__`` ends with `
 first import below is the list of methods. A new method is a folder, its ``conf/generator/<name>.yaml``
 and its name on that line.
 """
+
 from generators import d2nwg, dwf, known  # noqa: F401  (each registers itself: dwf, d2nwg, known)
 from generators.base import Generator
 from generators.diagnose import diagnose

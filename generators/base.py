@@ -6,11 +6,13 @@ A generator is a LightningModule that learns the trainable parameters of one lay
 run folders (``generators.registry``: ``config.json`` + ``model.safetensors``, no pickle; ``load`` reads them
 back), and writes zoos of samples. It knows no method: each registers itself in its package's ``__init__``.
 """
+
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import lightning as L
 import numpy as np
@@ -18,11 +20,10 @@ import pandas as pd
 import torch
 
 import zoo
-from zoo.errors import ZooError
-from zoo.layout import Layout
-
 from generators.registry import save_run
 from generators.training_models import TrainingModels, load_training_models
+from zoo.errors import ZooError
+from zoo.layout import Layout
 
 
 class Generator(L.LightningModule, metaclass=abc.ABCMeta):
@@ -55,7 +56,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
 
     @classmethod
     @abc.abstractmethod
-    def from_data(cls, config: dict, origin: dict, train: torch.Tensor, buffers: torch.Tensor) -> "Generator":
+    def from_data(cls, config: dict, origin: dict, train: torch.Tensor, buffers: torch.Tensor) -> Generator:
         """A new generator whose fixed statistics come from the training models' parameters [n, P_params]
         (``buffers``: [P] values for the layout's non-trainable entries)."""
 
@@ -83,8 +84,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
             return None, [None] * n
         if condition is None:
             counts = torch.as_tensor(self.origin["condition"]["counts"], dtype=torch.float64)
-            idx = torch.multinomial(counts, n, replacement=True,
-                                    generator=generator)
+            idx = torch.multinomial(counts, n, replacement=True, generator=generator)
             return idx, [values[int(i)] for i in idx]
         wanted = list(condition) if isinstance(condition, (list, tuple)) else [condition] * n
         if len(wanted) != n:
@@ -174,8 +174,9 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
         return self.run_dir
 
     # ------------------------------------------------------------------ samples as a zoo
-    def sample_zoo(self, n: int, out: str | Path, seed: int = 0, condition: Any = None,
-                   overwrite: bool = False) -> "zoo.Zoo":
+    def sample_zoo(
+        self, n: int, out: str | Path, seed: int = 0, condition: Any = None, overwrite: bool = False
+    ) -> zoo.Zoo:
         """Write n samples as a zoo at ``out``: weights, train/test metrics, status and provenance per model."""
         flat, values = self.sample_flat(n, seed, condition)
         data = self.dataset()
@@ -189,23 +190,50 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
                     if f"{split}_{k}" in names:
                         metrics[finite.numpy(), 0, names.index(f"{split}_{k}")] = v.numpy()
         run = str(self.run_dir) if self.run_dir is not None else None
-        table = pd.DataFrame({"generator": self.name, "run": run, "seed": int(seed), "sample": np.arange(n),
-                              **self.origin.get("shared", {}), "layout": self.origin["layout_key"]})
+        table = pd.DataFrame(
+            {
+                "generator": self.name,
+                "run": run,
+                "seed": int(seed),
+                "sample": np.arange(n),
+                **self.origin.get("shared", {}),
+                "layout": self.origin["layout_key"],
+            }
+        )
         cond = self.origin.get("condition")
         if cond:
             table[cond["column"]] = values
-        attrs = {"generator": {"name": self.name, "run": run, "seed": int(seed),
-                               "condition": None if condition is None else str(condition),
-                               "source_zoo": self.origin["zoo"], "canonical": self.origin.get("canonical"),
-                               "config": self.config}}
+        attrs = {
+            "generator": {
+                "name": self.name,
+                "run": run,
+                "seed": int(seed),
+                "condition": None if condition is None else str(condition),
+                "source_zoo": self.origin["zoo"],
+                "canonical": self.origin.get("canonical"),
+                "config": self.config,
+            }
+        }
         epoch = self.origin.get("epoch")
-        w = zoo.create(str(out), table, {self.origin["layout_key"]: self.layout}, [0 if epoch is None else int(epoch)],
-                   names, attrs=attrs, datasets=[data], overwrite=overwrite)
+        w = zoo.create(
+            str(out),
+            table,
+            {self.origin["layout_key"]: self.layout},
+            [0 if epoch is None else int(epoch)],
+            names,
+            attrs=attrs,
+            datasets=[data],
+            overwrite=overwrite,
+        )
         ids = np.arange(n)
         for status, sel in (("done", finite.numpy()), ("diverged", ~finite.numpy())):
             if sel.any():
                 last = None if status == "done" else [-1] * int(sel.sum())
-                w.write(ids[sel].tolist(), flat[torch.from_numpy(sel)][:, None], metrics[sel], status=status,
-                        last_checkpoint=last)
+                w.write(
+                    ids[sel].tolist(),
+                    flat[torch.from_numpy(sel)][:, None],
+                    metrics[sel],
+                    status=status,
+                    last_checkpoint=last,
+                )
         return w.zoo()
-

@@ -6,27 +6,28 @@ the zoo (``generators.training_models``), trains, and writes the run folder:
 logger), ``checkpoints/`` (Lightning's best and last), ``snapshots/step-*.safetensors`` (raw weights along
 training) and ``summary.json``.
 """
+
 from __future__ import annotations
 
 import json
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import lightning as L
 import torch
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
-from zoo.app.config import CONF_DIR, compose
-from zoo.app.trainer import make_trainer
-from zoo.errors import ZooError
-
 from generators.base import Generator
 from generators.registry import SNAPSHOT_DIR, get
 from generators.training_models import TrainingModels
+from zoo.app.config import CONF_DIR, compose
+from zoo.app.trainer import make_trainer
+from zoo.errors import ZooError
 
 CHECKPOINT_DIR = "checkpoints"
 MONITORS = {"val/loss": "min", "val/sample_train_acc": "max"}  # what early stopping and the best checkpoint follow
@@ -47,14 +48,20 @@ def _merge(cfg: dict, overrides: Mapping[str, Any]) -> dict:
                 raise ZooError(f"unknown setting {key!r}")
             target = target[p]
         if path[-1] not in target and target is not cfg.get("trainer"):
-            raise ZooError(f"unknown setting {key!r}; generator settings: {sorted(cfg['generator'])}, "
-                           f"run settings: {sorted(k for k in cfg if k != 'generator')}")
+            raise ZooError(
+                f"unknown setting {key!r}; generator settings: {sorted(cfg['generator'])}, "
+                f"run settings: {sorted(k for k in cfg if k != 'generator')}"
+            )
         target[path[-1]] = value
     return cfg
 
 
-def compose_fit(name: str, zoo_path: str | None = None, overrides: Mapping[str, Any] | None = None,
-                hydra_overrides: list[str] | None = None) -> dict:
+def compose_fit(
+    name: str,
+    zoo_path: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    hydra_overrides: list[str] | None = None,
+) -> dict:
     """The resolved fit config for generator ``name``: fit.yaml + generator/<name>.yaml + overrides."""
     if name not in generator_names():
         raise ZooError(f"unknown generator {name!r}; choose one of {generator_names()}")
@@ -75,8 +82,9 @@ class Snapshots(L.Callback):
     def __init__(self, directory: Path, every: int) -> None:
         self.directory, self.every = Path(directory), int(every)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if self.every > 0 and step % self.every == 0:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -94,10 +102,13 @@ def _loaders(models: TrainingModels, cfg: Mapping, g: Generator, seed: int) -> t
     va = (val,) + ((models.val_condition,) if models.val_condition is not None else ())
     bs = int(cfg["generator"]["batch_size"])
     steps = int(cfg["steps_per_epoch"])
-    sampler = RandomSampler(TensorDataset(*tr), replacement=True, num_samples=steps * bs,
-                            generator=torch.Generator().manual_seed(seed))
-    return (DataLoader(TensorDataset(*tr), batch_size=bs, sampler=sampler),
-            DataLoader(TensorDataset(*va), batch_size=max(len(val), 1)))
+    sampler = RandomSampler(
+        TensorDataset(*tr), replacement=True, num_samples=steps * bs, generator=torch.Generator().manual_seed(seed)
+    )
+    return (
+        DataLoader(TensorDataset(*tr), batch_size=bs, sampler=sampler),
+        DataLoader(TensorDataset(*va), batch_size=max(len(val), 1)),
+    )
 
 
 def fit_config(cfg: Mapping) -> Generator:
@@ -148,17 +159,38 @@ def _fit(cfg: Mapping) -> Generator:
     if monitor == "val/sample_train_acc" and int(gcfg.get("val_samples", 0)) <= 0:
         raise ZooError("monitor=val/sample_train_acc needs generator.val_samples > 0")
     mode = MONITORS[monitor]
-    best = ModelCheckpoint(dirpath=str(out / CHECKPOINT_DIR), filename="best", monitor=monitor, mode=mode,
-                           save_top_k=1, save_last=True, save_weights_only=True, enable_version_counter=False)
-    callbacks = [best, EMAWeightAveraging(decay=float(gcfg["ema_decay"])),
-                 EarlyStopping(monitor=monitor, mode=mode, patience=int(es["patience"]),
-                               min_delta=float(es["min_delta"])),
-                 Snapshots(out / SNAPSHOT_DIR, int(cfg["snapshot_every_n_steps"]))]
-    print(f"[zoo fit] {name} on {cfg['zoo']}: {len(models.info['train_ids'])} train / "
-          f"{len(models.info['val_ids'])} val models, {int(cfg['steps_per_epoch'])} steps per epoch; "
-          f"following {monitor}", file=sys.stderr, flush=True)
-    trainer = make_trainer(cfg["trainer"], out, callbacks, progress="zoo fit", monitor=monitor,
-                           enable_model_summary=False, num_sanity_val_steps=0)
+    best = ModelCheckpoint(
+        dirpath=str(out / CHECKPOINT_DIR),
+        filename="best",
+        monitor=monitor,
+        mode=mode,
+        save_top_k=1,
+        save_last=True,
+        save_weights_only=True,
+        enable_version_counter=False,
+    )
+    callbacks = [
+        best,
+        EMAWeightAveraging(decay=float(gcfg["ema_decay"])),
+        EarlyStopping(monitor=monitor, mode=mode, patience=int(es["patience"]), min_delta=float(es["min_delta"])),
+        Snapshots(out / SNAPSHOT_DIR, int(cfg["snapshot_every_n_steps"])),
+    ]
+    print(
+        f"[zoo fit] {name} on {cfg['zoo']}: {len(models.info['train_ids'])} train / "
+        f"{len(models.info['val_ids'])} val models, {int(cfg['steps_per_epoch'])} steps per epoch; "
+        f"following {monitor}",
+        file=sys.stderr,
+        flush=True,
+    )
+    trainer = make_trainer(
+        cfg["trainer"],
+        out,
+        callbacks,
+        progress="zoo fit",
+        monitor=monitor,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(g, train_dataloaders=train_dl, val_dataloaders=val_dl)
@@ -167,12 +199,21 @@ def _fit(cfg: Mapping) -> Generator:
         g.load_state_dict(state)
     fit_s = time.perf_counter() - t0
     g.save(out)
-    summary = {"generator": name, "zoo": str(cfg["zoo"]), "out": str(out), "fit_seconds": round(fit_s, 2),
-               "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
-               "monitor": monitor,
-               "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
-               "train_models": len(models.info["train_ids"]), "val_models": len(models.info["val_ids"]),
-               "canonical": models.info["canonical"], "dims": g.dims,
-               "parameters": int(sum(p.numel() for p in g.parameters())), "config": cfg}
+    summary = {
+        "generator": name,
+        "zoo": str(cfg["zoo"]),
+        "out": str(out),
+        "fit_seconds": round(fit_s, 2),
+        "steps": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "monitor": monitor,
+        "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
+        "train_models": len(models.info["train_ids"]),
+        "val_models": len(models.info["val_ids"]),
+        "canonical": models.info["canonical"],
+        "dims": g.dims,
+        "parameters": int(sum(p.numel() for p in g.parameters())),
+        "config": cfg,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return g.eval()

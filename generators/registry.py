@@ -10,12 +10,14 @@ as ``cls(config, origin, dims)`` (``origin``: what the run knows of its training
 safetensors state dict. A method with its own fitting (KNOWN meta-trains on trajectory windows) registers
 that ``fit(cfg)`` callable too; ``generators.fit`` hands a composed config to it.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -26,7 +28,6 @@ from zoo.errors import ZooError
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 SNAPSHOT_DIR = "snapshots"  # raw training weights every few steps (LCSC searches over them)
-
 
 
 class Run(Protocol):
@@ -77,8 +78,14 @@ def get(name: str) -> Entry:
     return _ENTRIES[name]
 
 
-def save_run(directory: str | Path, name: str, config: Mapping[str, Any], origin: Mapping[str, Any],
-             dims: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> Path:
+def save_run(
+    directory: str | Path,
+    name: str,
+    config: Mapping[str, Any],
+    origin: Mapping[str, Any],
+    dims: Mapping[str, Any],
+    state: Mapping[str, torch.Tensor],
+) -> Path:
     """Write ``config.json`` and ``model.safetensors`` into ``directory`` (made if missing); returns it."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)

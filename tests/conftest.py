@@ -1,4 +1,5 @@
 """Shared fixtures: small real zoos built once per test session."""
+
 from __future__ import annotations
 
 import os

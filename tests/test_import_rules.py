@@ -5,22 +5,36 @@ them too, so a plain ``pytest`` catches a broken rule). Rule 7 is also checked w
 time: reading a zoo never loads Lightning. Rule 8 (a function-level import is for a heavy optional
 dependency, never to dodge an import loop) has no import-linter contract: the AST test below holds it.
 """
+
 from __future__ import annotations
 
 import ast
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("zoo", "wsl", "generators")
 # Heavy or optional third-party packages a function may import when it needs them (import time, or only
 # some commands use them): anything else is imported at the top of its module.
-HEAVY = {"lightning", "distributed", "dask", "matplotlib", "diffusers", "hydra", "sklearn", "torchmetrics", "tqdm",
-         "fsspec", "safetensors", "scipy", "torch_geometric", "nfn", "flow_matching", "torchdiffeq"}
+HEAVY = {
+    "lightning",
+    "distributed",
+    "dask",
+    "matplotlib",
+    "diffusers",
+    "hydra",
+    "sklearn",
+    "torchmetrics",
+    "tqdm",
+    "fsspec",
+    "safetensors",
+    "scipy",
+    "torch_geometric",
+    "nfn",
+    "flow_matching",
+    "torchdiffeq",
+}
 # First-party imports inside functions, each a module that pulls a heavy dependency in with it.
 LAZY_FIRST_PARTY = {
     ("zoo.training.population", "zoo.training.population_module"),  # the LightningModule: Lightning on train only
@@ -37,6 +51,7 @@ def _modules():
 
 def _function_level_imports(tree: ast.AST):
     """(imported module, line) of every import inside a function body."""
+
     def visit(node, inside):
         for child in ast.iter_child_nodes(node):
             here = inside or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
@@ -46,6 +61,7 @@ def _function_level_imports(tree: ast.AST):
             elif inside and isinstance(child, ast.ImportFrom) and not child.level:
                 yield child.module, child.lineno
             yield from visit(child, here)
+
     yield from visit(tree, False)
 
 
@@ -80,9 +96,9 @@ import zoo
 from torch import nn
 net = nn.Sequential(nn.Linear(4, 3))
 layout = zoo.layout_of(net, {{"name": "test"}})
-w = zoo.create({str(tmp_path / 'z.zarr')!r}, pd.DataFrame({{"k": [0, 1]}}), {{"l": layout}}, [0], ["train_loss"])
+w = zoo.create({str(tmp_path / "z.zarr")!r}, pd.DataFrame({{"k": [0, 1]}}), {{"l": layout}}, [0], ["train_loss"])
 w.write([0, 1], torch.zeros(2, 1, layout.size))
-z = zoo.open({str(tmp_path / 'z.zarr')!r})
+z = zoo.open({str(tmp_path / "z.zarr")!r})
 assert z.weights([0, 1]).shape == (2, layout.size)
 z.models, z.metrics
 loaded = sorted(m for m in sys.modules if m == "lightning" or m.startswith(("lightning.", "pytorch_lightning")))

@@ -1,4 +1,5 @@
 """Packaged configs: a wheel carries conf/ as zoo/conf, and a wheel install (not only an editable one) builds a zoo."""
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,23 @@ def test_wheel_install_builds_tiny_zoo(tmp_path):
             shutil.copy2(REPO / name, src / name)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "WSZOO_CONF")}
     env["OMP_NUM_THREADS"] = "1"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-          "-w", str(tmp_path / "dist"), str(src)], tmp_path, env)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        tmp_path,
+        env,
+    )
     (wheel,) = (tmp_path / "dist").glob("wszoo-*.whl")
     shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("zoo/conf/")}
     expected = {"zoo/conf/" + p.relative_to(REPO / "conf").as_posix() for p in (REPO / "conf").rglob("*.yaml")}
@@ -58,16 +74,23 @@ def test_wheel_install_builds_tiny_zoo(tmp_path):
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, env)
     vpython = venv / "bin" / "python"
-    _run([sys.executable, "-m", "pip", "--python", str(vpython), "install", "--no-deps", "--no-index", "-q",
-          str(wheel)], tmp_path, env)
-    vsite = Path(_run([str(vpython), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                      tmp_path, env).strip())
+    _run(
+        [sys.executable, "-m", "pip", "--python", str(vpython), "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        tmp_path,
+        env,
+    )
+    vsite = Path(
+        _run([str(vpython), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path, env).strip()
+    )
     (vsite / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
     work = tmp_path / "elsewhere"
     work.mkdir()
-    where = _run([str(vpython), "-c", "import zoo, zoo.app.config; print(zoo.__file__); print(zoo.app.config.CONF_DIR)"],
-                 work, env).split()
+    where = _run(
+        [str(vpython), "-c", "import zoo, zoo.app.config; print(zoo.__file__); print(zoo.app.config.CONF_DIR)"],
+        work,
+        env,
+    ).split()
     assert Path(where[0]).resolve().is_relative_to(vsite.resolve()), where
     assert not Path(where[0]).resolve().is_relative_to(REPO)
     assert Path(where[1]).resolve() == (vsite / "zoo" / "conf").resolve(), where  # the shipped configs

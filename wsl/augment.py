@@ -12,17 +12,17 @@ in this fixed order (mixup first, so a mix made in re-based coordinates is then 
   sparsify: {p, fraction}          zero the ``fraction`` smallest-magnitude weights of each tensor
 Noise, dropout and sparsification touch trainable parameters only (not BatchNorm running statistics).
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 
-from zoo.errors import ZooError
-
 from wsl.space import WeightSpace
 from wsl.symmetry import align_to, permute
+from zoo.errors import ZooError
 
 DEFAULTS: dict[str, dict] = {
     "permute": {"p": 0.0},
@@ -56,8 +56,7 @@ def augment_config(cfg: Mapping | None) -> dict[str, dict]:
 class Augmenter:
     """Callable on a batch dict (``w`` [n, P] raw padded, ``y``, ``layout`` [n], optional ``w_canon``)."""
 
-    def __init__(self, space: WeightSpace, cfg: Mapping | None = None, num_classes: int | None = None,
-                 seed: int = 0):
+    def __init__(self, space: WeightSpace, cfg: Mapping | None = None, num_classes: int | None = None, seed: int = 0):
         self.space = space
         self.cfg = augment_config(cfg)
         self.num_classes = num_classes

@@ -7,10 +7,11 @@ selection is loaded into an in-memory tensor when it fits (``cache``), otherwise
 on the training split only and applied once to the cache; augmentations run on raw weights (a
 training batch is de-normalized, augmented and normalized again).
 """
+
 from __future__ import annotations
 
 import os
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import lightning as L
 import numpy as np
@@ -19,11 +20,10 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 import zoo
-from zoo.errors import ZooError
-
 from wsl.augment import Augmenter
 from wsl.space import WeightSpace
 from wsl.targets import TargetSpec, target_spec, targets
+from zoo.errors import ZooError
 
 SPLITS = ("train", "val", "test")
 
@@ -39,10 +39,14 @@ class Normalizer:
         self._std = torch.tensor(self.std).repeat_interleave(counts)
 
     @classmethod
-    def fit(cls, space: WeightSpace, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> "Normalizer":
+    def fit(cls, space: WeightSpace, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> Normalizer:
         """Statistics over the real entries of every tensor in ``(w [n, P], layout [n])`` batches."""
         k = len(space.slots)
-        s0, s1, s2 = torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
+        s0, s1, s2 = (
+            torch.zeros(k, dtype=torch.float64),
+            torch.zeros(k, dtype=torch.float64),
+            torch.zeros(k, dtype=torch.float64),
+        )
         for w, layout in batches:
             m = space.mask(layout)
             for j, s in enumerate(space.slots):
@@ -76,7 +80,7 @@ class Normalizer:
 class _Samples(Dataset):
     """Indexed by a list of sample rows: returns the whole batch at once (one read)."""
 
-    def __init__(self, dm: "WeightDataModule", rows: np.ndarray):
+    def __init__(self, dm: WeightDataModule, rows: np.ndarray):
         self.dm, self.rows = dm, rows
 
     def __len__(self) -> int:
@@ -113,7 +117,7 @@ class _GroupedBatches(torch.utils.data.Sampler):
         return len(self._batches())
 
 
-def open_zoo(zoo_or_path: "str | os.PathLike | zoo.Zoo") -> "zoo.Zoo":
+def open_zoo(zoo_or_path: str | os.PathLike | zoo.Zoo) -> zoo.Zoo:
     """A zoo, opened when given as a path."""
     if isinstance(zoo_or_path, (str, os.PathLike)):
         return zoo.open(zoo_or_path)
@@ -131,11 +135,23 @@ class WeightDataModule(L.LightningDataModule):
     encoder's WeightSpace (prediction).
     """
 
-    def __init__(self, zoo, target: str | Mapping = "test_accuracy", checkpoints: int | Sequence[int] | str = -1,
-                 canonical: bool = False, split: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0,
-                 batch_size: int = 64, cache: bool | str = "auto", cache_limit_mb: float = 2048,
-                 query: str | None = None, buffers: bool = True, augment: Mapping | None = None,
-                 space: WeightSpace | None = None, normalizer: Mapping | None = None):
+    def __init__(
+        self,
+        zoo,
+        target: str | Mapping = "test_accuracy",
+        checkpoints: int | Sequence[int] | str = -1,
+        canonical: bool = False,
+        split: Sequence[float] = (0.7, 0.15, 0.15),
+        seed: int = 0,
+        batch_size: int = 64,
+        cache: bool | str = "auto",
+        cache_limit_mb: float = 2048,
+        query: str | None = None,
+        buffers: bool = True,
+        augment: Mapping | None = None,
+        space: WeightSpace | None = None,
+        normalizer: Mapping | None = None,
+    ):
         super().__init__()
         self.zoo = open_zoo(zoo)
         self.target: TargetSpec = target_spec(target)
@@ -163,8 +179,10 @@ class WeightDataModule(L.LightningDataModule):
         idx = [int(spec)] if isinstance(spec, (int, np.integer)) else [int(i) for i in spec]
         bad = [i for i in idx if not -c <= i < c]
         if bad or not idx:
-            raise ZooError(f"checkpoints {bad or idx} out of range: this zoo has {c} checkpoints "
-                           f"(epochs {self.zoo.checkpoint_epochs})")
+            raise ZooError(
+                f"checkpoints {bad or idx} out of range: this zoo has {c} checkpoints "
+                f"(epochs {self.zoo.checkpoint_epochs})"
+            )
         return sorted({i % c for i in idx})
 
     def _select(self) -> pd.DataFrame:
@@ -179,8 +197,9 @@ class WeightDataModule(L.LightningDataModule):
         if models.empty:
             raise ZooError("no trained (status done) model matches the selection")
         ck = self._checkpoint_indices()
-        samples = pd.DataFrame({"model_id": np.repeat(models["model_id"].to_numpy(), len(ck)),
-                                "checkpoint": np.tile(ck, len(models))})
+        samples = pd.DataFrame(
+            {"model_id": np.repeat(models["model_id"].to_numpy(), len(ck)), "checkpoint": np.tile(ck, len(models))}
+        )
         samples = samples.merge(models[["model_id", "layout"]], on="model_id")
         return targets(self.zoo, self.target, samples)
 
@@ -210,8 +229,9 @@ class WeightDataModule(L.LightningDataModule):
         split = self._split_ids(samples["model_id"].to_numpy())
         samples["split"] = samples["model_id"].map(split)
         self.samples = samples
-        self._y = torch.as_tensor(samples["target"].to_numpy().copy(),
-                                  dtype=torch.float32 if self.target.kind == "regression" else torch.long)
+        self._y = torch.as_tensor(
+            samples["target"].to_numpy().copy(), dtype=torch.float32 if self.target.kind == "regression" else torch.long
+        )
         self._layout = torch.as_tensor(samples["layout_index"].to_numpy().copy())
         self._group = samples.groupby(["layout", "checkpoint"]).ngroup().to_numpy()
         nbytes = len(samples) * self.space.size * 4
@@ -288,7 +308,11 @@ class WeightDataModule(L.LightningDataModule):
         if self._w is None:
             sampler = _GroupedBatches(self._group[rows], self.batch_size, shuffle, self.seed)
         else:
-            base = RandomSampler(ds, generator=torch.Generator().manual_seed(self.seed)) if shuffle else SequentialSampler(ds)
+            base = (
+                RandomSampler(ds, generator=torch.Generator().manual_seed(self.seed))
+                if shuffle
+                else SequentialSampler(ds)
+            )
             sampler = BatchSampler(base, self.batch_size, drop_last=False)
         return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=0)
 

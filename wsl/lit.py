@@ -4,9 +4,10 @@ Every constructor argument is a plain type (str, float, list, dict), saved as hy
 checkpoint loads with ``torch.load(weights_only=True)`` and rebuilds the exact model (see wsl.predict).
 Regression targets are standardized with training-split statistics; metrics are on the original scale.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import lightning as L
 import torch
@@ -20,9 +21,18 @@ from wsl.targets import TargetSpec, classification_metrics, regression_metrics
 class WeightModel(L.LightningModule):
     """Encoder + target head trained on normalized weight batches from a WeightDataModule."""
 
-    def __init__(self, encoder: str, space: Mapping, target: Mapping, normalizer: Mapping,
-                 encoder_kwargs: Mapping | None = None, target_mean: float = 0.0, target_std: float = 1.0,
-                 lr: float = 1e-3, weight_decay: float = 1e-4):
+    def __init__(
+        self,
+        encoder: str,
+        space: Mapping,
+        target: Mapping,
+        normalizer: Mapping,
+        encoder_kwargs: Mapping | None = None,
+        target_mean: float = 0.0,
+        target_std: float = 1.0,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.space = WeightSpace.from_dict(space)

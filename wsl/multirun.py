@@ -7,18 +7,18 @@ choice anywhere is a one-line error with nothing written. Each job writes its ow
 ``data/runs/multirun/<date>_<time>``), prints one summary line, and ``<root>/multirun.json`` lists every
 job's overrides, folder and test metrics.
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
+from wsl.train import check_train_config, run_name, train
 from zoo.app.config import compose
 from zoo.app.trainer import checked_overrides
 from zoo.errors import ZooError
-
-from wsl.train import check_train_config, run_name, train
 
 
 def expand(argv: list[str]) -> tuple[list[list[str]], list[str]]:
@@ -41,7 +41,9 @@ def metrics_text(test: Mapping) -> str:
     return ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} undefined" for k, v in test.items())
 
 
-def multirun(argv: list[str], config_name: str = "train", groups: tuple[str, ...] = ("encoder", "task", "augment")) -> int:
+def multirun(
+    argv: list[str], config_name: str = "train", groups: tuple[str, ...] = ("encoder", "task", "augment")
+) -> int:
     """Run every job of the sweep ``argv`` describes; prints one line per job and returns 0."""
     jobs, swept = expand(argv)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -55,14 +57,22 @@ def multirun(argv: list[str], config_name: str = "train", groups: tuple[str, ...
         roots.add(root)
         cfg["out"] = str(root / f"{i}-{run_name(cfg)}")
         cfgs.append(cfg)
-    print(f"zoo train -m: {len(jobs)} runs, sweeping {', '.join(swept) or 'nothing'}; "
-          f"run folders under {', '.join(sorted(map(str, roots)))}", flush=True)
+    print(
+        f"zoo train -m: {len(jobs)} runs, sweeping {', '.join(swept) or 'nothing'}; "
+        f"run folders under {', '.join(sorted(map(str, roots)))}",
+        flush=True,
+    )
     records = []
     for i, (job, cfg) in enumerate(zip(jobs, cfgs)):
         s = train(cfg)
-        label = " ".join(o for o in job if o.split("=", 1)[0].lstrip("+~") in {k.lstrip("+~") for k in swept}) or f"job {i}"
-        print(f"[{i + 1}/{len(jobs)}] {label}: {metrics_text(s['test'])} ({s['epochs']} epochs, "
-              f"{s['fit_seconds']:.0f} s) -> {s['out']}", flush=True)
+        label = (
+            " ".join(o for o in job if o.split("=", 1)[0].lstrip("+~") in {k.lstrip("+~") for k in swept}) or f"job {i}"
+        )
+        print(
+            f"[{i + 1}/{len(jobs)}] {label}: {metrics_text(s['test'])} ({s['epochs']} epochs, "
+            f"{s['fit_seconds']:.0f} s) -> {s['out']}",
+            flush=True,
+        )
         records.append({"job": i, "overrides": job, "out": s["out"], "test": s["test"], "best_val": s["best_val"]})
     for root in roots:
         mine = [r for r in records if Path(r["out"]).parent == root]

@@ -6,20 +6,20 @@
 
 Checkpoints are read with ``torch.load(weights_only=True)``; hyperparameters are plain types.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from zoo.errors import ZooError
-
 from wsl.data import Normalizer, open_zoo
 from wsl.lit import WeightModel
+from zoo.errors import ZooError
 
 CHECKPOINT_NAME = "best.ckpt"
 
@@ -56,8 +56,14 @@ class Predictor:
             return out.numpy()
         return np.asarray(self.target.classes, dtype=object)[out.argmax(1).numpy()]
 
-    def predict(self, zoo, model_ids: Sequence[int] | None = None, checkpoint: int = -1, canonical: bool = False,
-                batch_size: int = 256) -> pd.DataFrame:
+    def predict(
+        self,
+        zoo,
+        model_ids: Sequence[int] | None = None,
+        checkpoint: int = -1,
+        canonical: bool = False,
+        batch_size: int = 256,
+    ) -> pd.DataFrame:
         """Predictions for models of a zoo (default: every trained model) at one checkpoint index."""
         z = open_zoo(zoo)
         models = z.models

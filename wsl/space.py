@@ -8,9 +8,10 @@ zoo.rebasin's traced ``PermutationSpec`` of the layouts (one source of truth for
 Everything a trained encoder needs to rebuild the space is ``to_dict()``: plain lists and strings, safe
 for ``torch.load(weights_only=True)``.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -32,8 +33,10 @@ def _node_norms(graph: NeuronGraph, present: set[str]) -> list[dict[str, str]]:
     out: list[dict[str, str]] = [{} for _ in graph.nodesets]
     for norm in graph.norms:
         if out[norm.nodeset]:
-            raise ZooError(f"two BatchNorms act on the units of {graph.nodesets[norm.nodeset].name!r}; "
-                           "the neuron graph gives each neuron one set of BatchNorm features")
+            raise ZooError(
+                f"two BatchNorms act on the units of {graph.nodesets[norm.nodeset].name!r}; "
+                "the neuron graph gives each neuron one set of BatchNorm features"
+            )
         out[norm.nodeset] = {f: name for f, name in norm.tensors if name in present}
     return out
 
@@ -81,8 +84,10 @@ class WeightSpace:
     def _check(self, layout: Layout) -> None:
         names = [e.name for e in _float_entries(layout, self.buffers)]
         if names != self._names:
-            raise ZooError("the selected models have different architectures (tensor names differ: "
-                           f"{sorted(set(names) ^ set(self._names))[:4]}); select one with data.query=...")
+            raise ZooError(
+                "the selected models have different architectures (tensor names differ: "
+                f"{sorted(set(names) ^ set(self._names))[:4]}); select one with data.query=..."
+            )
 
     def _sizes_from_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> list[int]:
         sizes = [-1] * len(self.graph.nodesets)
@@ -193,5 +198,5 @@ class WeightSpace:
         return {"buffers": self.buffers, "layouts": [lay.to_json() for lay in self.layouts]}
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "WeightSpace":
+    def from_dict(cls, d: Mapping) -> WeightSpace:
         return cls([Layout.from_json(x) for x in d["layouts"]], buffers=bool(d.get("buffers", True)))

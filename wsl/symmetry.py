@@ -5,21 +5,22 @@ layout's own traced ``PermutationSpec`` over its real units, padded units map to
 rebasin's ``permute_present`` applies them to the padded tensors of the whole batch at once; so every
 permutation preserves each network's function and padding stays padding.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
+from wsl.space import WeightSpace
 from zoo.rebasin.apply import Perms, permute_present, random_perms
 from zoo.rebasin.matching import match_pairs
 from zoo.rebasin.spec import PermutationSpec
 
-from wsl.space import WeightSpace
 
-
-def _padded(space: WeightSpace, layout_index: torch.Tensor,
-            draw: Callable[[int, PermutationSpec, torch.Tensor], Perms]) -> Perms:
+def _padded(
+    space: WeightSpace, layout_index: torch.Tensor, draw: Callable[[int, PermutationSpec, torch.Tensor], Perms]
+) -> Perms:
     """group -> [n, K] permutations; the rows of layout k get ``draw(k, spec_k, rows)`` on their real units."""
     n = len(layout_index)
     out = {g: torch.arange(size).repeat(n, 1) for g, size in space.group_sizes().items()}
@@ -37,15 +38,22 @@ def apply_permutations(space: WeightSpace, weights: torch.Tensor, perms: Perms) 
     return torch.cat([new[s.name].reshape(len(weights), -1) for s in space.slots], dim=1)
 
 
-def permute(space: WeightSpace, weights: torch.Tensor, layout_index: torch.Tensor,
-            generator: torch.Generator | None = None) -> torch.Tensor:
+def permute(
+    space: WeightSpace, weights: torch.Tensor, layout_index: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """[n, P] -> [n, P]: a uniform random function-preserving hidden-unit permutation of every network."""
     perms = _padded(space, layout_index, lambda k, spec, rows: random_perms(spec, generator, len(rows)))
     return apply_permutations(space, weights, perms)
 
 
-def align_to(space: WeightSpace, anchors: torch.Tensor, others: torch.Tensor, layout_index: torch.Tensor,
-             generator: torch.Generator | None = None, max_iter: int = 50) -> torch.Tensor:
+def align_to(
+    space: WeightSpace,
+    anchors: torch.Tensor,
+    others: torch.Tensor,
+    layout_index: torch.Tensor,
+    generator: torch.Generator | None = None,
+    max_iter: int = 50,
+) -> torch.Tensor:
     """[n, P] ``others`` permuted to match ``anchors`` pairwise (weight matching; a pair shares one layout)."""
     seed = int(torch.randint(2**31, (1,), generator=generator))
 

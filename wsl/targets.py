@@ -8,11 +8,12 @@ group ``task`` (``task=test_accuracy``) names one of:
   phase               classification: the ``phase`` column of the zoo's ``landscape`` table
 Regression reports Kendall tau, R2 and MSE; classification reports accuracy.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -45,7 +46,7 @@ class TargetSpec:
         return {"name": self.name, "kind": self.kind, "column": self.column, "classes": list(self.classes)}
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "TargetSpec":
+    def from_dict(cls, d: Mapping) -> TargetSpec:
         return cls(d["name"], d["kind"], d.get("column"), [str(c) for c in d.get("classes", [])])
 
 
@@ -89,14 +90,16 @@ def targets(z, spec: TargetSpec, samples: pd.DataFrame) -> pd.DataFrame:
         if spec.name == "phase":
             table = z.table("landscape")
             if table is None or "phase" not in table:
-                raise ZooError("task phase needs a 'landscape' table with a 'phase' column; run `zoo landscape` "
-                               "on this zoo first")
+                raise ZooError(
+                    "task phase needs a 'landscape' table with a 'phase' column; run `zoo landscape` on this zoo first"
+                )
             col, values = "phase", table[["model_id", "phase"]]
         else:
             col = spec.column
             if col not in z.models:
-                raise ZooError(f"task hyperparameter: the models table has no column {col!r}; columns: "
-                               f"{sorted(z.models.columns)}")
+                raise ZooError(
+                    f"task hyperparameter: the models table has no column {col!r}; columns: {sorted(z.models.columns)}"
+                )
             values = z.models[["model_id", col]]
         out = samples.merge(values, on="model_id", how="left")
         out = out[out[col].notna() & (out[col].astype(str) != "")].copy()  # unlabelled models have no target

@@ -5,37 +5,43 @@ Trainer (``trainer.*`` keys go to it) and writes to ``data/runs/<name>/`` (or ``
 (best validation epoch), ``metrics.csv`` (per-epoch metrics) and ``summary.json`` (test metrics of the best
 checkpoint, split sizes and the resolved config).
 """
+
 from __future__ import annotations
 
 import json
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from zoo.app.checks import check, number, optional
-from zoo.app.trainer import make_trainer
-from zoo.errors import ZooError
-
 from wsl.data import WeightDataModule
 from wsl.lit import WeightModel
 from wsl.predict import CHECKPOINT_NAME, load_model
+from zoo.app.checks import check, number, optional
+from zoo.app.trainer import make_trainer
+from zoo.errors import ZooError
 
 
 def check_train_config(cfg: Mapping) -> None:
     """The values of a composed ``zoo train`` config that would otherwise fail deep inside training."""
     data = cfg.get("data") or {}
     split = data.get("split")
-    if not (isinstance(split, (list, tuple)) and len(split) == 3 and all(number(float, 0)(x) is None for x in split)
-            and all(x > 0 for x in split) and abs(sum(split) - 1) < 1e-6):
-        raise ZooError(f"data.split={split!r} is invalid: expected three positive fractions (train, val, test)"
-                       " summing to 1")
+    if not (
+        isinstance(split, (list, tuple))
+        and len(split) == 3
+        and all(number(float, 0)(x) is None for x in split)
+        and all(x > 0 for x in split)
+        and abs(sum(split) - 1) < 1e-6
+    ):
+        raise ZooError(
+            f"data.split={split!r} is invalid: expected three positive fractions (train, val, test) summing to 1"
+        )
     check({k: data[k] for k in ("batch_size",) if k in data}, {"batch_size": number(int, 1)}, "data.")
     top = {k: cfg[k] for k in ("seed", "threads") if k in cfg}
     check(top, {"seed": number(int, 0), "threads": optional(number(int, 1))}, "")
@@ -67,50 +73,96 @@ def train(cfg: Mapping) -> dict:
     L.seed_everything(seed, verbose=False)
     d = cfg["data"]
     # the config group `task` selects the encoder's target (the CLI keeps task=NAME)
-    dm = WeightDataModule(cfg["zoo"], target=cfg["task"], checkpoints=d["checkpoints"], canonical=d["canonical"],
-                          split=d["split"], seed=seed, batch_size=d["batch_size"], cache=d["cache"],
-                          cache_limit_mb=d["cache_limit_mb"], query=d["query"], buffers=d["buffers"],
-                          augment=cfg.get("augment"))
+    dm = WeightDataModule(
+        cfg["zoo"],
+        target=cfg["task"],
+        checkpoints=d["checkpoints"],
+        canonical=d["canonical"],
+        split=d["split"],
+        seed=seed,
+        batch_size=d["batch_size"],
+        cache=d["cache"],
+        cache_limit_mb=d["cache_limit_mb"],
+        query=d["query"],
+        buffers=d["buffers"],
+        augment=cfg.get("augment"),
+    )
     dm.setup()
     y_train = dm.samples.loc[dm.samples["split"] == "train", "target"].to_numpy(dtype=float)
     regression = dm.target.kind == "regression"
     enc = dict(cfg["encoder"])
-    model = WeightModel(encoder=enc.pop("name"), encoder_kwargs=enc, space=dm.space.to_dict(),
-                        target=dm.target.to_dict(), normalizer=dm.normalizer.to_dict(),
-                        target_mean=float(y_train.mean()) if regression else 0.0,
-                        target_std=float(y_train.std()) if regression and y_train.std() > 0 else 1.0,
-                        lr=float(cfg["optim"]["lr"]), weight_decay=float(cfg["optim"]["weight_decay"]))
+    model = WeightModel(
+        encoder=enc.pop("name"),
+        encoder_kwargs=enc,
+        space=dm.space.to_dict(),
+        target=dm.target.to_dict(),
+        normalizer=dm.normalizer.to_dict(),
+        target_mean=float(y_train.mean()) if regression else 0.0,
+        target_std=float(y_train.std()) if regression and y_train.std() > 0 else 1.0,
+        lr=float(cfg["optim"]["lr"]),
+        weight_decay=float(cfg["optim"]["weight_decay"]),
+    )
     monitor, mode = dm.target.monitor
-    ckpt_cb = ModelCheckpoint(dirpath=str(out), filename=CHECKPOINT_NAME.removesuffix(".ckpt"), monitor=monitor,
-                              mode=mode, save_top_k=1, save_weights_only=True, enable_version_counter=False)
+    ckpt_cb = ModelCheckpoint(
+        dirpath=str(out),
+        filename=CHECKPOINT_NAME.removesuffix(".ckpt"),
+        monitor=monitor,
+        mode=mode,
+        save_top_k=1,
+        save_weights_only=True,
+        enable_version_counter=False,
+    )
     for stale in (out / CHECKPOINT_NAME, out / "metrics.csv", out / "summary.json"):
         stale.unlink(missing_ok=True)  # a run folder never mixes this run's files with an older run's
     incomplete = out / "INCOMPLETE"
     incomplete.write_text("this run did not finish (interrupted or failed); run the same command again\n")
     counts = dm.samples.groupby("split")["model_id"].nunique()
-    print(f"[zoo train] {cfg['encoder']['name']} on {dm.target.name}: {counts.get('train', 0)} train /"
-          f" {counts.get('val', 0)} val / {counts.get('test', 0)} test models of {cfg['zoo']}; following {monitor}",
-          file=sys.stderr, flush=True)
-    trainer = make_trainer(cfg["trainer"], out, [ckpt_cb], progress="zoo train", monitor=monitor,
-                           enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False)
+    print(
+        f"[zoo train] {cfg['encoder']['name']} on {dm.target.name}: {counts.get('train', 0)} train /"
+        f" {counts.get('val', 0)} val / {counts.get('test', 0)} test models of {cfg['zoo']}; following {monitor}",
+        file=sys.stderr,
+        flush=True,
+    )
+    trainer = make_trainer(
+        cfg["trainer"],
+        out,
+        [ckpt_cb],
+        progress="zoo train",
+        monitor=monitor,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+    )
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(model, datamodule=dm)
         fit_s = time.time() - t0
         best = load_model(out / CHECKPOINT_NAME) if (out / CHECKPOINT_NAME).exists() else model
-        tester = L.Trainer(accelerator=cfg["trainer"].get("accelerator", "cpu"), devices=1, logger=False,
-                           enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
+        tester = L.Trainer(
+            accelerator=cfg["trainer"].get("accelerator", "cpu"),
+            devices=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            use_distributed_sampler=False,
+        )
         test = tester.test(best, datamodule=dm, verbose=False)[0]
     counts = dm.samples.groupby("split").agg(models=("model_id", "nunique"), samples=("model_id", "size"))
     summary = {  # summary.json keeps the key "task" (the config group's name) for its readers
-        "encoder": cfg["encoder"]["name"], "task": dm.target.to_dict(), "zoo": str(cfg["zoo"]), "out": str(out),
+        "encoder": cfg["encoder"]["name"],
+        "task": dm.target.to_dict(),
+        "zoo": str(cfg["zoo"]),
+        "out": str(out),
         "test": {k.removeprefix("test/"): float(v) for k, v in test.items()},
         "best_val": float(ckpt_cb.best_model_score) if ckpt_cb.best_model_score is not None else None,
-        "monitor": monitor, "epochs": int(trainer.current_epoch), "fit_seconds": round(fit_s, 2),
+        "monitor": monitor,
+        "epochs": int(trainer.current_epoch),
+        "fit_seconds": round(fit_s, 2),
         "splits": {s: {k: int(v) for k, v in row.items()} for s, row in counts.to_dict("index").items()},
         "parameters": int(sum(p.numel() for p in model.parameters())),
-        "checkpoint": str(out / CHECKPOINT_NAME), "config": dict(cfg),
+        "checkpoint": str(out / CHECKPOINT_NAME),
+        "config": dict(cfg),
     }
     summary["test"] = {k: (v if np.isfinite(v) else None) for k, v in summary["test"].items()}
     tmp = out / "summary.json.partial"

@@ -4,9 +4,10 @@ Spec keys: ``name`` (mlp | cnn | resnet), ``input_shape``, ``num_outputs``, ``wi
 ``activation`` and, for cnn, ``batchnorm`` and ``kernel_size``. Module and attribute names are part of
 the stored layout and of the permutation specs derived from modules, so keep them stable.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -43,8 +44,16 @@ class MLP(nn.Module):
 class CNN(nn.Module):
     """``depth`` conv layers of ``width`` channels (optional BatchNorm), global average pool, Linear head."""
 
-    def __init__(self, in_channels: int, num_outputs: int, width: int, depth: int, activation: str = "relu",
-                 batchnorm: bool = True, kernel_size: int = 3):
+    def __init__(
+        self,
+        in_channels: int,
+        num_outputs: int,
+        width: int,
+        depth: int,
+        activation: str = "relu",
+        batchnorm: bool = True,
+        kernel_size: int = 3,
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels
@@ -83,8 +92,9 @@ class ResNet(nn.Module):
 
     def __init__(self, in_channels: int, num_outputs: int, width: int, depth: int, activation: str = "relu"):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
-                                  _activation(activation))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), _activation(activation)
+        )
         self.blocks = nn.Sequential(*[BasicBlock(width, activation) for _ in range(depth)])
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(width, num_outputs)
@@ -93,11 +103,25 @@ class ResNet(nn.Module):
         return self.head(self.pool(self.blocks(self.stem(x))).flatten(1))
 
 
-def arch_spec(name: str, input_shape: Sequence[int], num_outputs: int, width: int, depth: int, activation: str = "relu",
-              batchnorm: bool = True, kernel_size: int = 3) -> dict:
+def arch_spec(
+    name: str,
+    input_shape: Sequence[int],
+    num_outputs: int,
+    width: int,
+    depth: int,
+    activation: str = "relu",
+    batchnorm: bool = True,
+    kernel_size: int = 3,
+) -> dict:
     """Normalized spec dict (only the keys the architecture uses), as stored in layouts."""
-    spec = {"name": name, "input_shape": [int(s) for s in input_shape], "num_outputs": int(num_outputs),
-            "width": int(width), "depth": int(depth), "activation": activation}
+    spec = {
+        "name": name,
+        "input_shape": [int(s) for s in input_shape],
+        "num_outputs": int(num_outputs),
+        "width": int(width),
+        "depth": int(depth),
+        "activation": activation,
+    }
     if name == "cnn":
         spec.update(batchnorm=bool(batchnorm), kernel_size=int(kernel_size))
     return spec
@@ -118,9 +142,18 @@ def build_model(spec: Mapping) -> nn.Module:
             n_in *= int(s)
         return MLP(n_in, int(spec["num_outputs"]), width, depth, act)
     if len(shape) != 3:
-        raise ZooError(f"architecture {name!r} needs image inputs (C, H, W); this dataset gives shape {tuple(shape)}"
-                       " (use e.g. dataset=digits-image)")
+        raise ZooError(
+            f"architecture {name!r} needs image inputs (C, H, W); this dataset gives shape {tuple(shape)}"
+            " (use e.g. dataset=digits-image)"
+        )
     if name == "cnn":
-        return CNN(shape[0], int(spec["num_outputs"]), width, depth, act, bool(spec.get("batchnorm", True)),
-                   int(spec.get("kernel_size", 3)))
+        return CNN(
+            shape[0],
+            int(spec["num_outputs"]),
+            width,
+            depth,
+            act,
+            bool(spec.get("batchnorm", True)),
+            int(spec.get("kernel_size", 3)),
+        )
     return ResNet(shape[0], int(spec["num_outputs"]), width, depth, act)

@@ -6,6 +6,7 @@ users' own ``.npz`` files.
 recipe of the split), so a store can tell whether the data it was built on is the data at hand.
 Splits are deterministic in the seed; nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import functools
@@ -14,8 +15,8 @@ import itertools
 import os
 import re
 import zipfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -120,8 +121,10 @@ def _npz_dataset(path: str):
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise ZooError(f"dataset file {path!r} holds a single .npy array, not an .npz archive with X_train,"
-                           " y_train, X_test, y_test (write it with numpy.savez)")
+            raise ZooError(
+                f"dataset file {path!r} holds a single .npy array, not an .npz archive with X_train,"
+                " y_train, X_test, y_test (write it with numpy.savez)"
+            )
         with loaded as f:
             missing = [k for k in ("X_train", "y_train", "X_test", "y_test") if k not in f.files]
             if missing:
@@ -133,8 +136,10 @@ def _npz_dataset(path: str):
         raise ZooError(f"dataset file {path!r} is not a readable .npz file ({e.__class__.__name__}: {e})") from None
     for X, y, part in ((X_tr, y_tr, "train"), (X_te, y_te, "test")):
         if X.ndim < 2 or y.ndim < 1:
-            raise ZooError(f"dataset file {path!r}: X_{part} must be [rows, features...] and y_{part} [rows] or"
-                           f" [rows, k], got shapes {X.shape} and {y.shape}")
+            raise ZooError(
+                f"dataset file {path!r}: X_{part} must be [rows, features...] and y_{part} [rows] or"
+                f" [rows, k], got shapes {X.shape} and {y.shape}"
+            )
         if len(X) != len(y) or len(X) == 0:
             raise ZooError(f"dataset file {path!r}: X_{part} has {len(X)} rows but y_{part} has {len(y)}")
         if X.dtype.kind not in "fiub" or y.dtype.kind not in "fiub":
@@ -143,8 +148,10 @@ def _npz_dataset(path: str):
         raise ZooError(f"dataset file {path!r}: X_train rows {X_tr.shape[1:]} differ from X_test rows {X_te.shape[1:]}")
     regression = y_tr.dtype.kind == "f" or y_te.dtype.kind == "f"
     if not regression and (y_tr.ndim != 1 or y_te.ndim != 1):
-        raise ZooError(f"dataset file {path!r}: integer labels must be one per row ([rows]), got shapes"
-                       f" {y_tr.shape} and {y_te.shape} (float y means regression)")
+        raise ZooError(
+            f"dataset file {path!r}: integer labels must be one per row ([rows]), got shapes"
+            f" {y_tr.shape} and {y_te.shape} (float y means regression)"
+        )
     return X_tr, X_te, y_tr, y_te, regression
 
 
@@ -156,7 +163,7 @@ MAKE_CLASSIFICATION_SHAPE = dict(n_samples=1000, n_features=20, n_classes=4)
 
 def _digit_classes(name: str) -> list[int]:
     """The digit classes a ``digits-classes-<digits>`` name selects, in label order (one-line errors)."""
-    tail = name[len(DIGITS_PREFIX):]
+    tail = name[len(DIGITS_PREFIX) :]
     if not tail.isdigit() or not tail.isascii():
         raise ZooError(f"dataset {name!r}: after {DIGITS_PREFIX!r} come the digit classes, e.g. digits-classes-01234")
     classes = [int(c) for c in tail]
@@ -179,20 +186,27 @@ def _digits_subset(name: str, seed: int):
 
 
 def _task_seed(name: str) -> int:
-    tail = name[len(MAKE_CLASSIFICATION_PREFIX):]
+    tail = name[len(MAKE_CLASSIFICATION_PREFIX) :]
     if not (tail.isascii() and tail.isdigit()) or str(int(tail)) != tail or int(tail) >= 2**32:
-        raise ZooError(f"dataset {name!r}: after {MAKE_CLASSIFICATION_PREFIX!r} comes a task seed 0..2^32-1 without"
-                       " leading zeros, e.g. make-classification-7")
+        raise ZooError(
+            f"dataset {name!r}: after {MAKE_CLASSIFICATION_PREFIX!r} comes a task seed 0..2^32-1 without"
+            " leading zeros, e.g. make-classification-7"
+        )
     return int(tail)
 
 
 def make_classification_params(task_seed: int) -> dict:
     """scikit-learn ``make_classification`` arguments of one task of the family, drawn from its seed."""
     rng = np.random.default_rng([20_251_125, int(task_seed)])
-    return dict(MAKE_CLASSIFICATION_SHAPE, n_informative=int(rng.integers(4, 11)),
-                n_redundant=int(rng.integers(0, 5)), n_clusters_per_class=int(rng.integers(1, 3)),
-                class_sep=float(rng.uniform(0.7, 1.5)), flip_y=float(rng.uniform(0.0, 0.06)),
-                random_state=int(task_seed))
+    return dict(
+        MAKE_CLASSIFICATION_SHAPE,
+        n_informative=int(rng.integers(4, 11)),
+        n_redundant=int(rng.integers(0, 5)),
+        n_clusters_per_class=int(rng.integers(1, 3)),
+        class_sep=float(rng.uniform(0.7, 1.5)),
+        flip_y=float(rng.uniform(0.0, 0.06)),
+        random_state=int(task_seed),
+    )
 
 
 def _make_classification(name: str, seed: int):
@@ -209,8 +223,16 @@ def _make_classification(name: str, seed: int):
 MAX_CLASSES = 100_000  # a label beyond this is a data error, not a 10^9-way classifier
 
 
-DATASETS = ("digits", "digits-image", "wine", "breast-cancer", "moons", "circles", "modular-addition",
-         "sine-regression")
+DATASETS = (
+    "digits",
+    "digits-image",
+    "wine",
+    "breast-cancer",
+    "moons",
+    "circles",
+    "modular-addition",
+    "sine-regression",
+)
 # families of related tasks, as name patterns (members load like any dataset; see expand_dataset_names)
 FAMILIES = (DIGITS_PREFIX + "<digits, e.g. 01234>", MAKE_CLASSIFICATION_PREFIX + "<task seed>")
 _CHOOSE = re.compile(re.escape(DIGITS_PREFIX) + r"choose(\d+)$")
@@ -230,8 +252,10 @@ def _expand(entry: str) -> list[str] | None:
     if m:
         lo, hi = int(m.group(1)), int(m.group(2))
         if hi < lo or hi - lo >= MAX_EXPANDED:
-            raise ZooError(f"dataset pattern {entry!r}: a range a..b of task seeds with a <= b and fewer than"
-                           f" {MAX_EXPANDED:,} tasks")
+            raise ZooError(
+                f"dataset pattern {entry!r}: a range a..b of task seeds with a <= b and fewer than"
+                f" {MAX_EXPANDED:,} tasks"
+            )
         return [f"{MAKE_CLASSIFICATION_PREFIX}{s}" for s in range(lo, hi + 1)]
     return None
 
@@ -282,8 +306,10 @@ def load_dataset(name_or_path: str, seed: int = 0) -> Dataset:
     else:
         out = _sklearn_dataset(name, seed)
         if out is None:
-            raise ZooError(f"unknown dataset {name!r}; choose one of {list(DATASETS)}, a family member"
-                           f" {list(FAMILIES)} or give a path to a .npz file")
+            raise ZooError(
+                f"unknown dataset {name!r}; choose one of {list(DATASETS)}, a family member"
+                f" {list(FAMILIES)} or give a path to a .npz file"
+            )
         X_tr, X_te, y_tr, y_te, regression = out
     X_tr, X_te = (torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32) for a in (X_tr, X_te))
     if regression:
@@ -295,8 +321,10 @@ def load_dataset(name_or_path: str, seed: int = 0) -> Dataset:
             raise ZooError(f"dataset {name!r}: class labels must be non-negative integers")
         num_outputs, kind = int(max(int(y_tr.max()), int(y_te.max())) + 1), "classification"
         if num_outputs > MAX_CLASSES:
-            raise ZooError(f"dataset {name!r}: class label {num_outputs - 1} implies more than {MAX_CLASSES:,} classes;"
-                           " labels must be 0..classes-1")
+            raise ZooError(
+                f"dataset {name!r}: class label {num_outputs - 1} implies more than {MAX_CLASSES:,} classes;"
+                " labels must be 0..classes-1"
+            )
         if name == "modular-addition":
             num_outputs = X_tr.shape[1] // 2  # p classes even if a residue is missing from a split
     for t, part in ((X_tr, "X_train"), (y_tr, "y_train"), (X_te, "X_test"), (y_te, "y_test")):
@@ -306,5 +334,15 @@ def load_dataset(name_or_path: str, seed: int = 0) -> Dataset:
     for t in (X_tr, y_tr, X_te, y_te):
         h.update(str(tuple(t.shape)).encode())
         h.update(t.numpy().tobytes())
-    return Dataset(os.path.basename(name) if name.endswith(".npz") else name, X_tr, y_tr, X_te, y_te, kind,
-                num_outputs, h.hexdigest(), name, int(seed))
+    return Dataset(
+        os.path.basename(name) if name.endswith(".npz") else name,
+        X_tr,
+        y_tr,
+        X_te,
+        y_te,
+        kind,
+        num_outputs,
+        h.hexdigest(),
+        name,
+        int(seed),
+    )

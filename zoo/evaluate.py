@@ -11,9 +11,10 @@ for everything else, chunked over models and samples so that intermediate activa
 re-estimates those on the TRAINING split (never the test split), as averaged, interpolated or generated
 weights need.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +22,8 @@ from torch import nn
 
 from zoo.datasets import Dataset
 from zoo.errors import ZooError
-from zoo.layout import Layout
 from zoo.forward import activation_floats_per_sample, population_forward
+from zoo.layout import Layout
 
 SPLITS = ("train", "test")
 # On CPU one forward's activations stay below this many floats (16 MB) even when memory_floats allows more:
@@ -55,8 +56,9 @@ def _check_weights(layout: Layout, weights: torch.Tensor) -> torch.Tensor:
     return weights.to(torch.float32)
 
 
-def _stacked(layout: Layout, module: nn.Module, weights: torch.Tensor
-             ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def _stacked(
+    layout: Layout, module: nn.Module, weights: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """[n, P] -> (stacked parameters, stacked buffers), each tensor [n, *shape] and contiguous (vmap is
     several times faster on contiguous leaves than on strided views of one flat matrix)."""
     state = layout.unflatten_batch(weights)
@@ -74,8 +76,9 @@ def _chunk_sizes(n_models: int, n_samples: int, act: int, memory_floats: int) ->
     return models, max(1, min(n_samples, rows // models))
 
 
-def split_metrics(forward: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor, y: torch.Tensor, kind: str,
-                  chunk: int) -> dict[str, torch.Tensor]:
+def split_metrics(
+    forward: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor, y: torch.Tensor, kind: str, chunk: int
+) -> dict[str, torch.Tensor]:
     """Metrics [m] (float64) of a population ``forward(x [b, ...]) -> [m, b, K]`` on all of (X [N, ...], y).
 
     Classification: ``loss`` (mean cross-entropy) and ``acc``; regression: ``loss`` (MSE over samples and
@@ -85,7 +88,7 @@ def split_metrics(forward: Callable[[torch.Tensor], torch.Tensor], X: torch.Tens
     """
     if len(X) != len(y):
         raise ZooError(f"{len(X)} inputs but {len(y)} targets")
-    return _reduce(((forward(X[i:i + chunk]), y[i:i + chunk]) for i in range(0, len(X), chunk)), y, kind)
+    return _reduce(((forward(X[i : i + chunk]), y[i : i + chunk]) for i in range(0, len(X), chunk)), y, kind)
 
 
 def output_metrics(out: torch.Tensor, y: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
@@ -138,12 +141,12 @@ def predict(layout: Layout, weights: torch.Tensor, X: torch.Tensor, memory_float
     out = None
     with torch.no_grad():
         for lo in range(0, n, mc):
-            params, buffers = _stacked(layout, module, weights[lo:lo + mc])
+            params, buffers = _stacked(layout, module, weights[lo : lo + mc])
             for i in range(0, N, bc):
-                o = population_forward(module, params, buffers, X[i:i + bc])
+                o = population_forward(module, params, buffers, X[i : i + bc])
                 if out is None:
                     out = torch.empty(n, N, *o.shape[2:], dtype=o.dtype, device=o.device)
-                out[lo:lo + mc, i:i + bc] = o
+                out[lo : lo + mc, i : i + bc] = o
     if out is None:  # no models or no inputs: infer K from one forward of the template
         with torch.no_grad():
             k = module(torch.zeros(1, *X.shape[1:], device=weights.device)).shape[1:]
@@ -151,8 +154,9 @@ def predict(layout: Layout, weights: torch.Tensor, X: torch.Tensor, memory_float
     return out
 
 
-def recalibrate_bn(layout: Layout, weights: torch.Tensor, dataset: Dataset, batch_size: int = 256,
-                   memory_floats: int = 50_000_000) -> torch.Tensor:
+def recalibrate_bn(
+    layout: Layout, weights: torch.Tensor, dataset: Dataset, batch_size: int = 256, memory_floats: int = 50_000_000
+) -> torch.Tensor:
     """Weights [n, P] with every BatchNorm's running mean/var re-estimated on the training split (returns weights unchanged when the layout has no BatchNorm).
 
     Same estimate as resetting a module's statistics and running it in train mode with ``momentum=None``
@@ -178,7 +182,7 @@ def recalibrate_bn(layout: Layout, weights: torch.Tensor, dataset: Dataset, batc
     module.train()
     with torch.no_grad():
         for lo in range(0, weights.shape[0], mc):
-            params, buffers = _stacked(layout, module, out[lo:lo + mc])
+            params, buffers = _stacked(layout, module, out[lo : lo + mc])
             for name, _ in bns:
                 p = f"{name}." if name else ""
                 buffers[p + "running_mean"].zero_()
@@ -187,16 +191,22 @@ def recalibrate_bn(layout: Layout, weights: torch.Tensor, dataset: Dataset, batc
             for k, i in enumerate(range(0, len(X), batch_size), start=1):
                 for _, bn in bns:
                     bn.momentum = 1.0 / float(k)
-                population_forward(module, params, buffers, X[i:i + batch_size])  # updates buffers in place
-            out[lo:lo + mc] = layout.flatten_batch({**params, **buffers})
+                population_forward(module, params, buffers, X[i : i + batch_size])  # updates buffers in place
+            out[lo : lo + mc] = layout.flatten_batch({**params, **buffers})
     return out
 
 
 _recalibrate = recalibrate_bn  # ``evaluate``'s flag of the same name shadows the function inside it
 
 
-def evaluate(layout: Layout, weights: torch.Tensor, dataset: Dataset, split: str = "test",
-             recalibrate_bn: bool = False, memory_floats: int = 50_000_000) -> dict[str, torch.Tensor]:
+def evaluate(
+    layout: Layout,
+    weights: torch.Tensor,
+    dataset: Dataset,
+    split: str = "test",
+    recalibrate_bn: bool = False,
+    memory_floats: int = 50_000_000,
+) -> dict[str, torch.Tensor]:
     """Loss and accuracy per model ([n] each) of flat weights [n, P] on one split ('train' | 'test').
 
     classification -> {"loss", "acc"}; regression -> {"loss", "r2"} (never an 'acc' that is secretly R^2).
@@ -217,9 +227,10 @@ def evaluate(layout: Layout, weights: torch.Tensor, dataset: Dataset, split: str
     parts: list[dict[str, torch.Tensor]] = []
     with torch.no_grad():
         for lo in range(0, n, mc):
-            params, buffers = _stacked(layout, module, weights[lo:lo + mc])
-            parts.append(split_metrics(lambda x: population_forward(module, params, buffers, x), X, y,
-                                       dataset.kind, bc))
+            params, buffers = _stacked(layout, module, weights[lo : lo + mc])
+            parts.append(
+                split_metrics(lambda x: population_forward(module, params, buffers, x), X, y, dataset.kind, bc)
+            )
     if not parts:
         names = ("loss", "acc") if dataset.kind == "classification" else ("loss", "r2")
         return {k: torch.empty(0, dtype=torch.float64) for k in names}

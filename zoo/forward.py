@@ -3,6 +3,7 @@
 Parameters and buffers are stacked ``[M, *shape]`` tensors. MLPs run as fused batched GEMMs; every other
 architecture is ``torch.func.vmap`` over ``functional_call`` of a template module.
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,8 +13,13 @@ from torch.func import functional_call, vmap
 from zoo.arch import MLP
 
 
-def stacked_mlp_forward(template: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
-                        shared_input: bool, feature_major: bool = False) -> torch.Tensor:
+def stacked_mlp_forward(
+    template: nn.Module,
+    params: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    shared_input: bool,
+    feature_major: bool = False,
+) -> torch.Tensor:
     """The zoo MLP for M models at once with fused batched GEMMs: x [M, b, ...] or shared [b, ...] -> [M, b, K].
 
     Same function as ``template`` with each model's parameters (tested). ``feature_major`` computes
@@ -32,14 +38,24 @@ def stacked_mlp_forward(template: nn.Module, params: dict[str, torch.Tensor], x:
     for i, layer in enumerate(layers):
         if isinstance(layer, nn.Linear):
             w, b = params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
-            h = torch.baddbmm(b.unsqueeze(-1), w, h) if feature_major else torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            h = (
+                torch.baddbmm(b.unsqueeze(-1), w, h)
+                if feature_major
+                else torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            )
         else:
             h = layer(h)  # elementwise activation
     return h.transpose(1, 2) if feature_major else h
 
 
-def population_forward(template: nn.Module, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
-                       x: torch.Tensor, shared_input: bool = True, feature_major: bool = False) -> torch.Tensor:
+def population_forward(
+    template: nn.Module,
+    params: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    shared_input: bool = True,
+    feature_major: bool = False,
+) -> torch.Tensor:
     """Outputs [M, b, K] of M models of ``template``'s architecture: x [M, b, ...] or shared [b, ...].
 
     ``params``/``buffers`` hold stacked [M, *shape] tensors. MLPs take the fused GEMM path

@@ -4,12 +4,13 @@ A layout is derived from a module's ``state_dict()`` (never written by hand): ev
 parameter and buffer, and integer buffers such as BatchNorm's ``num_batches_tracked`` (exact in float32
 below 2**24), in ``state_dict`` order. It serializes to JSON so a store can rebuild modules from it.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
 from torch import nn
@@ -116,7 +117,7 @@ class Layout:
         }
 
     @classmethod
-    def from_json(cls, d: Mapping) -> "Layout":
+    def from_json(cls, d: Mapping) -> Layout:
         entries = tuple(
             Entry(x["name"], tuple(int(s) for s in x["shape"]), int(x["offset"]), x["dtype"], x["kind"])
             for x in d["entries"]
@@ -143,8 +144,13 @@ def layout_of(module: nn.Module, arch: Mapping | None = None) -> Layout:
     for name, t in module.state_dict().items():
         if t.dtype not in _EXACT_IN_FLOAT32:
             raise ZooError(f"tensor {name!r} has dtype {t.dtype}, which a float32 layout cannot hold exactly")
-        e = Entry(name, tuple(t.shape), offset, str(t.dtype).removeprefix("torch."),
-                  "parameter" if name in param_names else "buffer")
+        e = Entry(
+            name,
+            tuple(t.shape),
+            offset,
+            str(t.dtype).removeprefix("torch."),
+            "parameter" if name in param_names else "buffer",
+        )
         entries.append(e)
         offset = e.stop
     return Layout(tuple(entries), dict(arch or {}))

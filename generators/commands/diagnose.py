@@ -1,4 +1,5 @@
 """``zoo diagnose SAMPLES.zarr [...] --train ZOO.zarr --out DIR``: memorization diagnostics of generated weights."""
+
 from __future__ import annotations
 
 import json
@@ -6,10 +7,9 @@ from pathlib import Path
 
 import torch
 
+from generators.diagnose import diagnose, summary_table
 from zoo.app.args import ArgumentParser, parse
 from zoo.errors import ZooError
-
-from generators.diagnose import diagnose, summary_table
 
 EPILOG = """Per sample and per method (each samples zoo, each baseline, the training models): test_acc,
 nn_l2 (L2 to the nearest training model after Git Re-Basin alignment to one reference, lowered where
@@ -25,26 +25,48 @@ DIR/diagnose.json, DIR/accuracy_vs_max_iou.png and DIR/nn_l2_histogram.png."""
 
 
 def _parser() -> ArgumentParser:
-    p = ArgumentParser(prog="zoo diagnose", epilog=EPILOG,
-                                description="is a generator copying? accuracy, nearest-neighbour distance and "
-                                            "error overlap of samples against their training zoo and baselines")
+    p = ArgumentParser(
+        prog="zoo diagnose",
+        epilog=EPILOG,
+        description="is a generator copying? accuracy, nearest-neighbour distance and "
+        "error overlap of samples against their training zoo and baselines",
+    )
     p.add_argument("samples", nargs="*", help="samples zoo(s) (e.g. written by `zoo sample`); none: baselines only")
     p.add_argument("--train", required=True, help="the training zoo the generator was fitted on")
     p.add_argument("--out", required=True, help="folder for diagnose.json and the PNGs")
-    p.add_argument("--baselines", default="noise,average,gaussian",
-                   help="comma-separated from noise,average,gaussian, or none (default: all)")
-    p.add_argument("--n-baseline", type=int, default=None,
-                   help="samples per baseline (default: the largest samples zoo's size, 100 without samples)")
-    p.add_argument("--noise-drops", default="0,1,5",
-                   help="accuracy drops (percentage points) that pick the noise sigmas")
+    p.add_argument(
+        "--baselines",
+        default="noise,average,gaussian",
+        help="comma-separated from noise,average,gaussian, or none (default: all)",
+    )
+    p.add_argument(
+        "--n-baseline",
+        type=int,
+        default=None,
+        help="samples per baseline (default: the largest samples zoo's size, 100 without samples)",
+    )
+    p.add_argument(
+        "--noise-drops", default="0,1,5", help="accuracy drops (percentage points) that pick the noise sigmas"
+    )
     p.add_argument("--k", type=int, default=16, help="training models per average (default 16)")
     p.add_argument("--seed", type=int, default=0, help="seed of baselines, validation carve-out and matching")
-    p.add_argument("--canonical", default="auto", choices=["auto", "store", "align"],
-                   help="training frame: the zoo's `zoo align` weights (store), aligned here (align), or auto")
-    p.add_argument("--refine", type=int, default=3,
-                   help="nearest canonical candidates each model is also weight-matched to directly (0: off)")
-    p.add_argument("--recalibrate-bn", action="store_true",
-                   help="recompute the samples' BatchNorm statistics on the training split before measuring")
+    p.add_argument(
+        "--canonical",
+        default="auto",
+        choices=["auto", "store", "align"],
+        help="training frame: the zoo's `zoo align` weights (store), aligned here (align), or auto",
+    )
+    p.add_argument(
+        "--refine",
+        type=int,
+        default=3,
+        help="nearest canonical candidates each model is also weight-matched to directly (0: off)",
+    )
+    p.add_argument(
+        "--recalibrate-bn",
+        action="store_true",
+        help="recompute the samples' BatchNorm statistics on the training split before measuring",
+    )
     p.add_argument("--no-plots", action="store_true", help="write diagnose.json only")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", action="store_true", help="print the per-method summary as one JSON object")
@@ -75,20 +97,36 @@ def main(argv: list[str]) -> int:
     drops = _drops(args.noise_drops)
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = diagnose(args.samples or None, args.train, args.out, args.baselines, n_baseline=args.n_baseline,
-                      noise_drops=drops, k=args.k, seed=args.seed, canonical=args.canonical, refine=args.refine,
-                      recalibrate_samples=args.recalibrate_bn, plots=not args.no_plots, progress=not args.json)
+    report = diagnose(
+        args.samples or None,
+        args.train,
+        args.out,
+        args.baselines,
+        n_baseline=args.n_baseline,
+        noise_drops=drops,
+        k=args.k,
+        seed=args.seed,
+        canonical=args.canonical,
+        refine=args.refine,
+        recalibrate_samples=args.recalibrate_bn,
+        plots=not args.no_plots,
+        progress=not args.json,
+    )
     if args.json:
         print(json.dumps({"methods": report["methods"], "thresholds": report["thresholds"]}))
         return 0
     c = report["canonical"]
-    print(f"diagnosed against {report['train_zoo']} ({report['methods']['train']['n']} training models, "
-          f"canonical frame: {c['mode']}, reference {c['reference_id']}) in {report['seconds']['total']:.1f} s")
+    print(
+        f"diagnosed against {report['train_zoo']} ({report['methods']['train']['n']} training models, "
+        f"canonical frame: {c['mode']}, reference {c['reference_id']}) in {report['seconds']['total']:.1f} s"
+    )
     print(summary_table(report))
     noise = report["baselines"].get("noise")
     if noise:
-        print("noise sigmas (chosen on validation data from the training split): " +
-              ", ".join(f"{k}: {v:.3g}" for k, v in noise["sigmas"].items()))
+        print(
+            "noise sigmas (chosen on validation data from the training split): "
+            + ", ".join(f"{k}: {v:.3g}" for k, v in noise["sigmas"].items())
+        )
     written = [Path(args.out) / name for name in ["diagnose.json", *sorted((report.get("plots") or {}).values())]]
     print("wrote " + ", ".join(map(str, written)))
     return 0

@@ -1,5 +1,6 @@
 """``zoo nowcast RUN --zoo Z --out OUT.zarr [--steps K]``: KNOWN applied recursively to a trajectory zoo,
 written as a zoo (the library: :func:`generators.known.nowcast_zoo`)."""
+
 from __future__ import annotations
 
 import sys
@@ -7,21 +8,22 @@ import warnings
 
 import pandas as pd
 
+from generators.known import nowcast_zoo
+from generators.registry import get, load
 from zoo.app.args import ArgumentParser, parse, set_threads
 from zoo.errors import ZooError
 
-from generators.known import nowcast_zoo
-from generators.registry import get, load
-
 
 def _parser() -> ArgumentParser:
-    p = ArgumentParser(prog="zoo nowcast", description="apply a fitted KNOWN nowcaster recursively to a "
-                       "trajectory zoo's models and write the predicted weights as a zoo")
+    p = ArgumentParser(
+        prog="zoo nowcast",
+        description="apply a fitted KNOWN nowcaster recursively to a "
+        "trajectory zoo's models and write the predicted weights as a zoo",
+    )
     p.add_argument("run", help="run folder written by `zoo fit generator=known`")
     p.add_argument("--zoo", required=True, help="trajectory zoo whose models to nowcast")
     p.add_argument("--out", required=True, help="zoo to write: one checkpoint per recursive step")
-    p.add_argument("--steps", type=int, default=1, help="recursive steps past the full-data weights, 1..10 "
-                   "(default 1)")
+    p.add_argument("--steps", type=int, default=1, help="recursive steps past the full-data weights, 1..10 (default 1)")
     p.add_argument("--query", default=None, help="pandas query selecting models of --zoo (default: all done)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo at --out")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -45,6 +47,8 @@ def main(argv: list[str]) -> int:
     df = z.models
     acc = df["test_acc"].dropna() if "test_acc" in df else pd.Series(dtype=float)
     tail = f"; test_acc after {args.steps} step(s) mean {acc.mean():.4f}" if len(acc) else ""
-    print(f"zoo nowcast: {len(df)} models of {args.zoo} nowcast {args.steps} step(s) with {args.run} -> "
-          f"{args.out} ({int((df['status'] == 'done').sum())} finite){tail}")
+    print(
+        f"zoo nowcast: {len(df)} models of {args.zoo} nowcast {args.steps} step(s) with {args.run} -> "
+        f"{args.out} ({int((df['status'] == 'done').sum())} finite){tail}"
+    )
     return 0

@@ -1,26 +1,36 @@
 """``zoo sample RUN_DIR -n N --out OUT.zarr``: load a fitted generator's run folder and write its samples as a
 zoo with train/test metrics and provenance."""
+
 from __future__ import annotations
 
+from generators import Generator, load
 from zoo.app.args import ArgumentParser, parse, set_threads
 from zoo.errors import ZooError
 
-from generators import Generator, load
-
 
 def _parser() -> ArgumentParser:
-    p = ArgumentParser(prog="zoo sample", description="sample networks from a fitted generator and write "
-                                "them as a zoo (train/test metrics, provenance)")
+    p = ArgumentParser(
+        prog="zoo sample",
+        description="sample networks from a fitted generator and write them as a zoo (train/test metrics, provenance)",
+    )
     p.add_argument("run", help="run folder written by `zoo fit`")
     p.add_argument("-n", type=int, default=100, help="number of networks (default 100)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--out", required=True, help="zoo to write (local path or fsspec URL)")
-    p.add_argument("--condition", default=None, help="value of the conditioning column (default: drawn as in "
-                   "training)")
-    p.add_argument("--dataset", default=None, help="dataset-conditioned generators (d2nwg): the dataset to make "
-                   "weights for, a name or a .npz file with X_train, y_train, X_test, y_test")
-    p.add_argument("--shots", type=int, default=None, help="with --dataset: training examples per class the "
-                   "generator sees, drawn with --seed (default: the run's setting)")
+    p.add_argument("--condition", default=None, help="value of the conditioning column (default: drawn as in training)")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="dataset-conditioned generators (d2nwg): the dataset to make "
+        "weights for, a name or a .npz file with X_train, y_train, X_test, y_test",
+    )
+    p.add_argument(
+        "--shots",
+        type=int,
+        default=None,
+        help="with --dataset: training examples per class the "
+        "generator sees, drawn with --seed (default: the run's setting)",
+    )
     p.add_argument("--snapshot", type=int, default=None, help="use the raw weights saved at this training step")
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo at --out")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -35,8 +45,10 @@ def main(argv: list[str]) -> int:
     set_threads(args.threads)
     g = load(args.run, snapshot=args.snapshot)
     if not isinstance(g, Generator):
-        raise ZooError(f"{args.run!r} holds a {g.name} run, which predicts weights rather than sampling them "
-                       "(zoo nowcast applies it)")
+        raise ZooError(
+            f"{args.run!r} holds a {g.name} run, which predicts weights rather than sampling them "
+            "(zoo nowcast applies it)"
+        )
     condition = args.condition
     if args.dataset is not None or args.shots is not None:
         if not g.conditions_on_dataset:
@@ -49,10 +61,15 @@ def main(argv: list[str]) -> int:
     z = g.sample_zoo(args.n, args.out, seed=args.seed, condition=condition, overwrite=args.overwrite)
     df = z.models
     acc = df["test_acc"].dropna() if "test_acc" in df else None
-    tail = f"; test_acc mean {acc.mean():.4f} (min {acc.min():.4f}, max {acc.max():.4f})" if acc is not None \
-        and len(acc) else ""
-    print(f"zoo sample: {len(df)} networks from {args.run} (seed {args.seed}) -> {args.out}: "
-          f"{int((df['status'] == 'done').sum())} finite{tail}")
+    tail = (
+        f"; test_acc mean {acc.mean():.4f} (min {acc.min():.4f}, max {acc.max():.4f})"
+        if acc is not None and len(acc)
+        else ""
+    )
+    print(
+        f"zoo sample: {len(df)} networks from {args.run} (seed {args.seed}) -> {args.out}: "
+        f"{int((df['status'] == 'done').sum())} finite{tail}"
+    )
     training_zoo = g.origin.get("zoo")
     if training_zoo and not g.conditions_on_dataset:  # d2nwg's samples are for another dataset than its zoo's
         stem = str(args.out).rstrip("/").rsplit("/", 1)[-1].removesuffix(".zarr")

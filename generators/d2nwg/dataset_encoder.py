@@ -11,6 +11,7 @@ different task and must give a different embedding. Placing class vectors by lab
 (a PMA over the tokens, tried first), makes the embedding additive over classes: with ~200 training tasks
 the pooled version memorized task combinations and generalized worse to unseen ones. Shapes: see ``forward``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,7 +45,7 @@ class ISAB(nn.Module):
 
     def __init__(self, dim: int, heads: int, inducing: int):
         super().__init__()
-        self.points = nn.Parameter(torch.randn(1, inducing, dim) * dim ** -0.5)
+        self.points = nn.Parameter(torch.randn(1, inducing, dim) * dim**-0.5)
         self.mab1, self.mab2 = MAB(dim, heads), MAB(dim, heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,7 +59,7 @@ class PMA(nn.Module):
 
     def __init__(self, dim: int, heads: int, seeds: int = 1):
         super().__init__()
-        self.seeds = nn.Parameter(torch.randn(1, seeds, dim) * dim ** -0.5)
+        self.seeds = nn.Parameter(torch.randn(1, seeds, dim) * dim**-0.5)
         self.mab = MAB(dim, heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,8 +69,9 @@ class PMA(nn.Module):
 class DatasetEncoder(nn.Module):
     """Set Transformer embedding of a classification task from ``shots`` examples per class."""
 
-    def __init__(self, features: int, classes: int, hidden: int = 128, embed_dim: int = 128, heads: int = 4,
-                 inducing: int = 32):
+    def __init__(
+        self, features: int, classes: int, hidden: int = 128, embed_dim: int = 128, heads: int = 4, inducing: int = 32
+    ):
         super().__init__()
         self.features, self.classes = int(features), int(classes)
         self.embed = nn.Sequential(nn.Linear(features, hidden), nn.GELU(), nn.Linear(hidden, hidden))
@@ -89,15 +91,16 @@ class DatasetEncoder(nn.Module):
     def forward(self, support: torch.Tensor) -> torch.Tensor:
         """support [B, C, S, F] (classes in label order) -> task embedding [B, embed_dim]."""
         if support.ndim != 4 or support.shape[1] != self.classes or support.shape[3] != self.features:
-            raise ZooError(f"support set of shape {tuple(support.shape)} does not fit the dataset encoder: expected"
-                           f" [tasks, {self.classes} classes, shots, {self.features} features]")
+            raise ZooError(
+                f"support set of shape {tuple(support.shape)} does not fit the dataset encoder: expected"
+                f" [tasks, {self.classes} classes, shots, {self.features} features]"
+            )
         tokens = self.class_vectors(support) + self.label.weight[None]
         tokens = self.across(tokens, tokens)
         return self.out(tokens.flatten(1))  # tokens in label order
 
 
-def check_task(dataset: zoo.Dataset, features: int, classes: int, shots: int, input_shape: tuple | None = None
-               ) -> None:
+def check_task(dataset: zoo.Dataset, features: int, classes: int, shots: int, input_shape: tuple | None = None) -> None:
     """One-line errors for a dataset the generator cannot be conditioned on (kind, input size, classes, shots)."""
     name = dataset.name
     if dataset.kind != "classification":
@@ -108,16 +111,16 @@ def check_task(dataset: zoo.Dataset, features: int, classes: int, shots: int, in
         want = tuple(input_shape) if input_shape is not None else (features,)
         raise ZooError(f"dataset {name!r} has inputs of shape {shape}, but the zoo's architecture takes {want}")
     if dataset.num_outputs != classes:
-        raise ZooError(f"dataset {name!r} has {dataset.num_outputs} classes, but the zoo's architecture has "
-                       f"{classes} outputs")
+        raise ZooError(
+            f"dataset {name!r} has {dataset.num_outputs} classes, but the zoo's architecture has {classes} outputs"
+        )
     if not isinstance(shots, int) or isinstance(shots, bool) or shots < 1:
         raise ZooError(f"shots must be a positive integer (examples per class), got {shots!r}")
     counts = torch.bincount(dataset.y_train, minlength=classes)
     short = [k for k in range(classes) if int(counts[k]) < shots]
     if short:
         k = short[0]
-        raise ZooError(f"dataset {name!r}: class {k} has {int(counts[k])} training examples, fewer than "
-                       f"{shots} shots")
+        raise ZooError(f"dataset {name!r}: class {k} has {int(counts[k])} training examples, fewer than {shots} shots")
 
 
 class ClassPools:
@@ -136,7 +139,7 @@ class ClassPools:
         self.counts = torch.zeros(len(datasets), classes, dtype=torch.int64)
         for t, per in enumerate(groups):
             for k, p in enumerate(per):
-                self.X[t, k, :len(p)] = p
+                self.X[t, k, : len(p)] = p
                 self.counts[t, k] = len(p)
 
     def draw(self, tasks: torch.Tensor, shots: int, generator: torch.Generator | None = None) -> torch.Tensor:

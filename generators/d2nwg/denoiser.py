@@ -1,8 +1,9 @@
 """D2NWG's denoiser over weight latents (a FiLM-conditioned residual MLP) and its diffusers noise schedulers
 (DDPM for training, DDIM for sampling; linear betas as published, ``clip_sample=False``)."""
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -43,8 +44,11 @@ class Denoiser(nn.Module):
         """z [n, D], t [n] integer timesteps, cond [n, E] -> predicted noise [n, D]."""
         from diffusers.models.embeddings import get_timestep_embedding
 
-        c = self.time(get_timestep_embedding(t.reshape(-1), self.time_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
-                      .to(z.dtype)) + self.cond(cond)
+        c = self.time(
+            get_timestep_embedding(t.reshape(-1), self.time_dim, flip_sin_to_cos=True, downscale_freq_shift=0).to(
+                z.dtype
+            )
+        ) + self.cond(cond)
         c = F.silu(c)
         h = self.inp(torch.cat([z, cond], dim=1))
         for block in self.blocks:
@@ -55,9 +59,14 @@ class Denoiser(nn.Module):
 def _schedulers(config: Mapping):
     from diffusers import DDIMScheduler, DDPMScheduler
 
-    kw = dict(num_train_timesteps=int(config["timesteps"]), beta_start=float(config["beta_start"]),
-              beta_end=float(config["beta_end"]), beta_schedule=str(config["beta_schedule"]),
-              prediction_type="epsilon", clip_sample=False)
+    kw = dict(
+        num_train_timesteps=int(config["timesteps"]),
+        beta_start=float(config["beta_start"]),
+        beta_end=float(config["beta_end"]),
+        beta_schedule=str(config["beta_schedule"]),
+        prediction_type="epsilon",
+        clip_sample=False,
+    )
     ddim = DDIMScheduler(**kw, set_alpha_to_one=True)
     ddim.set_timesteps(int(config["ddim_steps"]))
     return DDPMScheduler(**kw), ddim

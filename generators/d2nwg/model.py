@@ -20,11 +20,13 @@ diffusers schedulers), ``dataset_encoder.py`` (the Set Transformer over support 
 Tasks are split, not models: ``val_fraction`` of the zoo's datasets (all their models) is held out for
 early stopping on the samples' TRAINING-split accuracy on those unseen tasks; no test split is read.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,13 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import zoo
-from zoo.errors import ZooError
-
 from generators.base import Generator
-from generators.training_models import TrainingModels
 from generators.d2nwg.dataset_encoder import ClassPools, DatasetEncoder, check_task, support_set
 from generators.d2nwg.denoiser import Denoiser, _schedulers
 from generators.d2nwg.vae import WeightVAE
+from generators.training_models import TrainingModels
+from zoo.errors import ZooError
 
 
 # ---------------------------------------------------------------------------------------------- conditions
@@ -59,8 +60,10 @@ def task_split(tasks: list[str], val_fraction: float, seed: int) -> tuple[list[s
     if not 0 < val_fraction < 1:
         raise ZooError(f"generator.val_fraction must be in (0, 1), got {val_fraction}")
     if len(tasks) < 2:
-        raise ZooError(f"d2nwg learns across datasets: the zoo's selected models span {len(tasks)} dataset(s); "
-                       "it needs at least 2 (a multi-dataset zoo, e.g. recipe=d2nwg-digits)")
+        raise ZooError(
+            f"d2nwg learns across datasets: the zoo's selected models span {len(tasks)} dataset(s); "
+            "it needs at least 2 (a multi-dataset zoo, e.g. recipe=d2nwg-digits)"
+        )
     perm = np.random.default_rng(seed).permutation(sorted(tasks))
     n_val = min(max(1, int(round(val_fraction * len(tasks)))), len(tasks) - 1)
     return sorted(perm[n_val:].tolist()), sorted(perm[:n_val].tolist())
@@ -82,16 +85,22 @@ class D2NWG(Generator):
         self.register_buffer("latent_std", torch.ones(lat))
         self.vae = WeightVAE(p, int(dims["chunk"]), int(c["latent_per_chunk"]), int(c["vae_hidden"]))
         self.vae.requires_grad_(False)
-        self.encoder = DatasetEncoder(int(dims["features"]), int(dims["classes"]), hidden=int(c["encoder_hidden"]),
-                                      embed_dim=int(c["embed_dim"]), heads=int(c["heads"]),
-                                      inducing=int(c["inducing_points"]))
+        self.encoder = DatasetEncoder(
+            int(dims["features"]),
+            int(dims["classes"]),
+            hidden=int(c["encoder_hidden"]),
+            embed_dim=int(c["embed_dim"]),
+            heads=int(c["heads"]),
+            inducing=int(c["inducing_points"]),
+        )
         self.modes = nn.Embedding(len(origin.get("modes", {}).get("values", [0])), int(c["embed_dim"]))
         nn.init.zeros_(self.modes.weight)
         n_modes = self.modes.num_embeddings  # one linear map per mode: within a mode weights are ~linear in the task
         self.mean_head = nn.Linear(int(c["embed_dim"]), lat * n_modes) if c.get("residual") else None
         self.null_cond = nn.Parameter(torch.zeros(int(c["embed_dim"])))  # the "no dataset" input of guidance
-        self.denoiser = Denoiser(lat, int(c["embed_dim"]), int(c["hidden"]), int(c["blocks"]), int(c["time_dim"]),
-                                 float(c["dropout"]))
+        self.denoiser = Denoiser(
+            lat, int(c["embed_dim"]), int(c["hidden"]), int(c["blocks"]), int(c["time_dim"]), float(c["dropout"])
+        )
         self.ddpm, self.ddim = _schedulers(c)
         self._pools: ClassPools | None = None  # training examples of the zoo's tasks (fit only; not saved)
         self._task_data: list[zoo.Dataset] | None = None
@@ -128,16 +137,30 @@ class D2NWG(Generator):
         cond = torch.stack([cond, modes], dim=1)  # [n, 2]: (task index, mode index)
         is_train = torch.as_tensor(np.isin(names, train_tasks))
         order_tr, order_va = torch.nonzero(is_train)[:, 0], torch.nonzero(~is_train)[:, 0]
-        info.update(train_ids=ids[order_tr.numpy()].tolist(), val_ids=ids[order_va.numpy()].tolist(),
-                    train_tasks=train_tasks, val_tasks=val_tasks,
-                    condition={"column": "dataset", "values": tasks,
-                               "counts": torch.bincount(cond[order_tr, 0], minlength=len(tasks)).tolist()})
+        info.update(
+            train_ids=ids[order_tr.numpy()].tolist(),
+            val_ids=ids[order_va.numpy()].tolist(),
+            train_tasks=train_tasks,
+            val_tasks=val_tasks,
+            condition={
+                "column": "dataset",
+                "values": tasks,
+                "counts": torch.bincount(cond[order_tr, 0], minlength=len(tasks)).tolist(),
+            },
+        )
         shared = {k: v for k, v in src.shared.items() if k != "dataset"}
-        return TrainingModels(info, src.layout, weights[order_tr].contiguous(), weights[order_va].contiguous(),
-                      cond[order_tr], cond[order_va], shared)
+        return TrainingModels(
+            info,
+            src.layout,
+            weights[order_tr].contiguous(),
+            weights[order_va].contiguous(),
+            cond[order_tr],
+            cond[order_va],
+            shared,
+        )
 
     @classmethod
-    def from_data(cls, config: dict, origin: dict, train: torch.Tensor, buffers: torch.Tensor) -> "D2NWG":
+    def from_data(cls, config: dict, origin: dict, train: torch.Tensor, buffers: torch.Tensor) -> D2NWG:
         """Standardize the training parameters [n, P], fit the VAE on them, load the tasks' training examples."""
         store = zoo.open(origin["zoo"])
         tasks = list(origin["condition"]["values"])
@@ -148,10 +171,15 @@ class D2NWG(Generator):
         chunk = int(config["chunk_size"])
         if chunk <= 0 or chunk >= p:
             chunk = p
-        dims = {"params": p, "chunk": chunk, "tokens": math.ceil(p / chunk),
-                "latent": math.ceil(p / chunk) * int(config["latent_per_chunk"]),
-                "features": int(np.prod(data[0].input_shape)), "input_shape": list(data[0].input_shape),
-                "classes": classes}
+        dims = {
+            "params": p,
+            "chunk": chunk,
+            "tokens": math.ceil(p / chunk),
+            "latent": math.ceil(p / chunk) * int(config["latent_per_chunk"]),
+            "features": int(np.prod(data[0].input_shape)),
+            "input_shape": list(data[0].input_shape),
+            "classes": classes,
+        }
         g = cls(config, origin, dims)
         mean, scale = train.mean(0), train.std(0, unbiased=n > 1)
         scale = torch.where(scale > 1e-8, scale, torch.ones_like(scale))
@@ -171,8 +199,9 @@ class D2NWG(Generator):
         vae = self.vae.requires_grad_(True).train()
         opt = torch.optim.AdamW(vae.parameters(), lr=float(c["vae_lr"]), weight_decay=float(c["vae_weight_decay"]))
         steps, bs = int(c["vae_steps"]), int(c["vae_batch_size"])
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(c["vae_lr"]), total_steps=max(steps, 1),
-                                                    pct_start=0.05)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=float(c["vae_lr"]), total_steps=max(steps, 1), pct_start=0.05
+        )
         for _ in range(steps):
             xb = x[torch.randint(0, len(x), (min(bs, len(x)),))]
             mu, logvar = vae.encode(xb + float(c["vae_input_noise"]) * torch.randn_like(xb))
@@ -205,13 +234,19 @@ class D2NWG(Generator):
         return self.vae.decode(z * self.latent_std + self.latent_mean) * self.scale + self.mean
 
     # ------------------------------------------------------------------ Lightning
-    def train(self, mode: bool = True) -> "D2NWG":
+    def train(self, mode: bool = True) -> D2NWG:
         super().train(mode)
         self.vae.eval()  # fixed coordinates: never in training mode
         return self
 
-    def _diffusion_loss(self, x: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None,
-                        drop: float = 0.0, augment: bool = False) -> torch.Tensor:
+    def _diffusion_loss(
+        self,
+        x: torch.Tensor,
+        cond: torch.Tensor,
+        generator: torch.Generator | None = None,
+        drop: float = 0.0,
+        augment: bool = False,
+    ) -> torch.Tensor:
         """eps-MSE (+ the regression head's MSE) of latents of standardized weights x [n, P] for conditions
         [n, 2] (task, mode); ``augment``: relabel some tasks (``label_permutation``)."""
         tasks, modes = cond[:, 0], cond[:, 1]
@@ -244,8 +279,9 @@ class D2NWG(Generator):
         head = [e for e in params[-2:] if e.shape and e.shape[0] == c]
         return [pos[torch.arange(e.offset, e.stop).reshape(c, -1)] for e in head]
 
-    def _permute_labels(self, x: torch.Tensor, support: torch.Tensor, generator: torch.Generator | None
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _permute_labels(
+        self, x: torch.Tensor, support: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmentation: with probability ``label_permutation`` a task's labels are shuffled, its support sets
         [n, C, S, F] and its classifier's output units (last layer rows) alike; the net computes the same
         function up to that relabeling, so (relabeled examples, permuted weights) is a true pair."""
@@ -294,12 +330,15 @@ class D2NWG(Generator):
         with torch.no_grad():
             idx = torch.arange(offset, offset + len(tasks))
             emb = self.encoder(self._pools.draw(idx, int(self.config["shots"]), gen))
-            flat = self.full_weights(self.generate_from(emb.repeat_interleave(per, 0), gen,
-                                                        torch.arange(len(tasks) * per) % self.modes.num_embeddings))
+            flat = self.full_weights(
+                self.generate_from(
+                    emb.repeat_interleave(per, 0), gen, torch.arange(len(tasks) * per) % self.modes.num_embeddings
+                )
+            )
         self.train(was)
         accs = []
         for j, name in enumerate(tasks):
-            w = flat[j * per:(j + 1) * per]
+            w = flat[j * per : (j + 1) * per]
             ok = torch.isfinite(w).all(1)
             a = torch.zeros(per, dtype=torch.float64)
             if ok.any():
@@ -310,11 +349,13 @@ class D2NWG(Generator):
     def configure_optimizers(self):
         c = self.config
         params = [p for n, p in self.named_parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=float(c["lr"]), weight_decay=float(c["weight_decay"]),
-                                betas=tuple(float(b) for b in c["betas"]))
+        opt = torch.optim.AdamW(
+            params, lr=float(c["lr"]), weight_decay=float(c["weight_decay"]), betas=tuple(float(b) for b in c["betas"])
+        )
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(c["lr"]), total_steps=total, pct_start=0.02,
-                                                    anneal_strategy="cos")
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=float(c["lr"]), total_steps=total, pct_start=0.02, anneal_strategy="cos"
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ sampling
@@ -340,8 +381,10 @@ class D2NWG(Generator):
     def _condition_index(self, n: int, condition: Any, generator: torch.Generator) -> tuple[None, list]:
         """Resolve the dataset, draw its support set with the sampling seed, keep its embedding for ``generate``."""
         if condition is None:
-            raise ZooError("d2nwg generates weights for a dataset: give one (zoo sample --dataset NAME|file.npz, or "
-                           "condition=g.dataset_condition(name, shots))")
+            raise ZooError(
+                "d2nwg generates weights for a dataset: give one (zoo sample --dataset NAME|file.npz, or "
+                "condition=g.dataset_condition(name, shots))"
+            )
         cond = condition if isinstance(condition, DatasetCondition) else DatasetCondition(condition)
         shots = int(self.config["shots"]) if cond.shots is None else cond.shots
         if not isinstance(shots, (int, np.integer)) or isinstance(shots, bool) or shots < 1:
@@ -383,7 +426,7 @@ class D2NWG(Generator):
         flat[:, self.param_mask] = params.to(flat.dtype)
         return flat
 
-    def sample_zoo(self, n: int, out, seed: int = 0, condition: Any = None, overwrite: bool = False) -> "zoo.Zoo":
+    def sample_zoo(self, n: int, out, seed: int = 0, condition: Any = None, overwrite: bool = False) -> zoo.Zoo:
         """n samples for one dataset written as a zoo evaluated on that dataset (its name in ``dataset``)."""
         if isinstance(condition, zoo.Dataset):
             condition = DatasetCondition(condition)

@@ -3,6 +3,7 @@
 Fitted once before the diffusion (``D2NWG.fit_vae``) and then frozen: a fixed coordinate system for the
 denoiser, like DeepWeightFlow's PCA.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,10 +30,12 @@ class WeightVAE(nn.Module):
         self.dec = nn.Linear(latent, chunk)
         self.pos_enc = nn.Parameter(torch.zeros(self.tokens, 2 * latent))
         self.pos_dec = nn.Parameter(torch.zeros(self.tokens, chunk))
-        self.enc_mlp = nn.Sequential(nn.Linear(chunk, hidden), nn.GELU(), nn.Linear(hidden, 2 * latent)) \
-            if hidden > 0 else None
-        self.dec_mlp = nn.Sequential(nn.Linear(latent, hidden), nn.GELU(), nn.Linear(hidden, chunk)) \
-            if hidden > 0 else None
+        self.enc_mlp = (
+            nn.Sequential(nn.Linear(chunk, hidden), nn.GELU(), nn.Linear(hidden, 2 * latent)) if hidden > 0 else None
+        )
+        self.dec_mlp = (
+            nn.Sequential(nn.Linear(latent, hidden), nn.GELU(), nn.Linear(hidden, chunk)) if hidden > 0 else None
+        )
         for mlp in (self.enc_mlp, self.dec_mlp):
             if mlp is not None:  # start linear: the MLP adds only what the linear path cannot fit
                 nn.init.zeros_(mlp[-1].weight)
@@ -60,7 +63,7 @@ class WeightVAE(nn.Module):
         self.enc.bias.zero_()
         self.enc.weight[:k] = vh[:k] / scale[:, None]
         self.pos_enc.zero_()
-        self.pos_enc[:, :self.latent] = -(mean @ self.enc.weight[:self.latent].T)
+        self.pos_enc[:, : self.latent] = -(mean @ self.enc.weight[: self.latent].T)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [n, P] -> (mean, log-variance), each [n, T * z]."""
@@ -77,4 +80,4 @@ class WeightVAE(nn.Module):
         out = self.dec(tok) + self.pos_dec
         if self.dec_mlp is not None:
             out = out + self.dec_mlp(tok)
-        return out.flatten(1)[:, :self.params]
+        return out.flatten(1)[:, : self.params]

@@ -2,10 +2,23 @@
 baselines against their training zoo (``report.py``); distances and error overlaps (``distances.py``),
 baselines built without training (``baselines.py``), the text table (``table.py``) and the plots
 (``plots.py``) sit beside it. It imports no generator method: it reads zoos of samples."""
+
 from generators.diagnose.distances import iou_matrix, max_iou, nearest_l2, permutation_nn
 from generators.diagnose.plots import write_plots
 from generators.diagnose.report import TrainSet, compare_with_noise, diagnose, load_train
 from generators.diagnose.table import TRAIN, method_rows, summary_table
 
-__all__ = ["diagnose", "load_train", "TrainSet", "TRAIN", "compare_with_noise", "method_rows", "summary_table",
-           "write_plots", "iou_matrix", "max_iou", "nearest_l2", "permutation_nn"]
+__all__ = [
+    "diagnose",
+    "load_train",
+    "TrainSet",
+    "TRAIN",
+    "compare_with_noise",
+    "method_rows",
+    "summary_table",
+    "write_plots",
+    "iou_matrix",
+    "max_iou",
+    "nearest_l2",
+    "permutation_nn",
+]

@@ -17,10 +17,11 @@
 Everything is a pure function of tensors ``[n, P]`` in a layout's flat order; randomness comes from a
 seeded ``torch.Generator``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -50,11 +51,15 @@ class NoiseScales:
 
     def to_json(self) -> dict:
         """JSON-ready record: sigmas and measured drops keyed by the target drop."""
-        return {"sigmas": {_pct(k): v for k, v in self.sigmas.items()},
-                "val_drop_pp": {_pct(k): v for k, v in self.val_drop.items()},
-                "base_val_acc": self.base_val_acc, "models": self.models, "val_samples": self.val_samples,
-                "selected_on": f"validation: {VAL_FRACTION:.0%} of the training split (seeded), never the test split",
-                "curve": [[s, d] for s, d in self.curve]}
+        return {
+            "sigmas": {_pct(k): v for k, v in self.sigmas.items()},
+            "val_drop_pp": {_pct(k): v for k, v in self.val_drop.items()},
+            "base_val_acc": self.base_val_acc,
+            "models": self.models,
+            "val_samples": self.val_samples,
+            "selected_on": f"validation: {VAL_FRACTION:.0%} of the training split (seeded), never the test split",
+            "curve": [[s, d] for s, d in self.curve],
+        }
 
 
 def _pct(drop: float) -> str:
@@ -67,8 +72,9 @@ def noise_name(drop: float) -> str:
     return f"noise-{_pct(drop)}"
 
 
-def validation_split(dataset: Dataset, fraction: float = VAL_FRACTION, seed: int = 0
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def validation_split(
+    dataset: Dataset, fraction: float = VAL_FRACTION, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(X_val, y_val): a seeded ``fraction`` of the TRAINING split, the only data the noise scales see."""
     if dataset.kind != "classification":
         raise ZooError("noise scales are chosen by accuracy drop: the dataset must be a classification task")
@@ -91,8 +97,14 @@ def add_noise(layout: Layout, weights: torch.Tensor, sigma: float, noise: torch.
     return out
 
 
-def choose_noise_scales(layout: Layout, weights: torch.Tensor, dataset: Dataset, drops: Sequence[float] = (0, 1, 5),
-                        seed: int = 0, models: int = SIGMA_MODELS) -> NoiseScales:
+def choose_noise_scales(
+    layout: Layout,
+    weights: torch.Tensor,
+    dataset: Dataset,
+    drops: Sequence[float] = (0, 1, 5),
+    seed: int = 0,
+    models: int = SIGMA_MODELS,
+) -> NoiseScales:
     """The largest sigma whose mean validation-accuracy drop is <= each target (percentage points).
 
     ``weights`` [m, P] are training models; ``models`` of them (seeded) each get one fixed noise direction, and
@@ -104,7 +116,7 @@ def choose_noise_scales(layout: Layout, weights: torch.Tensor, dataset: Dataset,
         raise ZooError(f"noise drops must be >= 0 percentage points, got {list(drops)}")
     X, y = validation_split(dataset, seed=seed)
     gen = torch.Generator().manual_seed(int(seed) + 1)
-    pick = torch.randperm(weights.shape[0], generator=gen)[:max(1, int(models))]
+    pick = torch.randperm(weights.shape[0], generator=gen)[: max(1, int(models))]
     W = weights[pick].to(torch.float32)
     eps = torch.randn(W.shape, generator=gen)
     mask = layout.parameter_mask()
@@ -135,13 +147,19 @@ def choose_noise_scales(layout: Layout, weights: torch.Tensor, dataset: Dataset,
         for d, s, v in zip(open_, mids, drop_at(mids)):
             lo, hi, best = lo_hi[d]
             lo_hi[d] = (s, hi, v) if v <= d else (lo, s, best)
-    return NoiseScales(sigmas={d: lo_hi[d][0] for d in drops}, val_drop={d: lo_hi[d][2] for d in drops},
-                       base_val_acc=base, models=int(W.shape[0]), val_samples=len(X),
-                       curve=list(zip(grid, curve)))
+    return NoiseScales(
+        sigmas={d: lo_hi[d][0] for d in drops},
+        val_drop={d: lo_hi[d][2] for d in drops},
+        base_val_acc=base,
+        models=int(W.shape[0]),
+        val_samples=len(X),
+        curve=list(zip(grid, curve)),
+    )
 
 
-def noise_baseline(layout: Layout, weights: torch.Tensor, n: int, sigma: float, generator: torch.Generator
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def noise_baseline(
+    layout: Layout, weights: torch.Tensor, n: int, sigma: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """n noisy copies of random training models: ([n, P] weights, [n] index of each one's source row)."""
     m = weights.shape[0]
     src = torch.randperm(m, generator=generator)[:n] if n <= m else torch.randint(m, (n,), generator=generator)
@@ -149,8 +167,9 @@ def noise_baseline(layout: Layout, weights: torch.Tensor, n: int, sigma: float, 
     return add_noise(layout, weights[src], sigma, eps), src
 
 
-def average_baseline(layout: Layout, canonical: torch.Tensor, n: int, k: int, generator: torch.Generator,
-                     dataset: Dataset) -> torch.Tensor:
+def average_baseline(
+    layout: Layout, canonical: torch.Tensor, n: int, k: int, generator: torch.Generator, dataset: Dataset
+) -> torch.Tensor:
     """[n, P]: each the mean of k random distinct aligned training models, BatchNorm recalibrated on train."""
     m = canonical.shape[0]
     k = min(int(k), m)
@@ -161,8 +180,9 @@ def average_baseline(layout: Layout, canonical: torch.Tensor, n: int, k: int, ge
     return zoo.recalibrate_bn(layout, avg, dataset)
 
 
-def gaussian_baseline(layout: Layout, canonical: torch.Tensor, n: int, generator: torch.Generator,
-                      dataset: Dataset) -> torch.Tensor:
+def gaussian_baseline(
+    layout: Layout, canonical: torch.Tensor, n: int, generator: torch.Generator, dataset: Dataset
+) -> torch.Tensor:
     """[n, P] from a per-parameter Gaussian fitted to aligned training weights; BatchNorm recalibrated on train."""
     mean = canonical.to(torch.float64).mean(0)
     std = canonical.to(torch.float64).std(0, unbiased=canonical.shape[0] > 1)
@@ -186,9 +206,16 @@ def parse_baselines(spec: str | Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def build_baselines(names: Sequence[str], layout: Layout, canonical: torch.Tensor, dataset: Dataset, n: int,
-                    seed: int = 0, drops: Sequence[float] = (0, 1, 5), k: int = 16
-                    ) -> tuple[dict[str, torch.Tensor], dict]:
+def build_baselines(
+    names: Sequence[str],
+    layout: Layout,
+    canonical: torch.Tensor,
+    dataset: Dataset,
+    n: int,
+    seed: int = 0,
+    drops: Sequence[float] = (0, 1, 5),
+    k: int = 16,
+) -> tuple[dict[str, torch.Tensor], dict]:
     """({method name: [n, P] weights}, JSON-ready info) for the named baselines, from aligned training weights
     ``canonical`` [m, P]; only the training split of ``dataset`` is read."""
     if n < 1:

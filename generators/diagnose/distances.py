@@ -4,6 +4,7 @@ Everything is batched: distances from ``torch.cdist`` and IoUs from boolean matr
 ROW_CHUNK rows; direct weight matchings from one ``zoo.rebasin.match_pairs`` per chunk of PAIR_CHUNK
 (sample, candidate) pairs. There is no Python loop over pairs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,9 @@ def iou_matrix(errors_a: torch.Tensor, errors_b: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter))
 
 
-def max_iou(errors_a: torch.Tensor, errors_b: torch.Tensor, exclude_self: bool = False
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def max_iou(
+    errors_a: torch.Tensor, errors_b: torch.Tensor, exclude_self: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(max IoU [n], argmax [n]) of each error set of errors_a [n, N] over the sets of errors_b [m, N].
 
     ``exclude_self``: a and b are the same models (row i of a is row i of b) and the pair (i, i) is skipped.
@@ -37,11 +39,11 @@ def max_iou(errors_a: torch.Tensor, errors_b: torch.Tensor, exclude_self: bool =
     best = torch.empty(errors_a.shape[0])
     arg = torch.empty(errors_a.shape[0], dtype=torch.int64)
     for lo in range(0, errors_a.shape[0], ROW_CHUNK):
-        m = iou_matrix(errors_a[lo:lo + ROW_CHUNK], errors_b)
+        m = iou_matrix(errors_a[lo : lo + ROW_CHUNK], errors_b)
         if exclude_self:
             rows = torch.arange(m.shape[0])
             m[rows, rows + lo] = -1.0
-        best[lo:lo + ROW_CHUNK], arg[lo:lo + ROW_CHUNK] = m.max(1)
+        best[lo : lo + ROW_CHUNK], arg[lo : lo + ROW_CHUNK] = m.max(1)
     return best, arg
 
 
@@ -61,11 +63,11 @@ def nearest_candidates(a: torch.Tensor, b: torch.Tensor, k: int = 1, exclude_sel
     B = (b.to(torch.float64) - centre).to(torch.float32)
     out = torch.empty(a.shape[0], k, dtype=torch.int64)
     for lo in range(0, a.shape[0], ROW_CHUNK):
-        d = torch.cdist((a[lo:lo + ROW_CHUNK].to(torch.float64) - centre).to(torch.float32), B)
+        d = torch.cdist((a[lo : lo + ROW_CHUNK].to(torch.float64) - centre).to(torch.float32), B)
         if exclude_self:
             rows = torch.arange(d.shape[0])
             d[rows, rows + lo] = float("inf")
-        out[lo:lo + ROW_CHUNK] = d.argmin(1, keepdim=True) if k == 1 else d.topk(k, dim=1, largest=False).indices
+        out[lo : lo + ROW_CHUNK] = d.argmin(1, keepdim=True) if k == 1 else d.topk(k, dim=1, largest=False).indices
     return out
 
 
@@ -78,13 +80,15 @@ def nearest_l2(a: torch.Tensor, b: torch.Tensor, exclude_self: bool = False) -> 
     arg = nearest_candidates(a, b, 1, exclude_self)[:, 0]
     dist = torch.empty(a.shape[0], dtype=torch.float64)
     for lo in range(0, a.shape[0], ROW_CHUNK):
-        dist[lo:lo + ROW_CHUNK] = (a[lo:lo + ROW_CHUNK].to(torch.float64)
-                                   - b[arg[lo:lo + ROW_CHUNK]].to(torch.float64)).norm(dim=1)
+        dist[lo : lo + ROW_CHUNK] = (
+            a[lo : lo + ROW_CHUNK].to(torch.float64) - b[arg[lo : lo + ROW_CHUNK]].to(torch.float64)
+        ).norm(dim=1)
     return dist, arg
 
 
-def matched_l2(layout: Layout, a: torch.Tensor, b: torch.Tensor, candidates: torch.Tensor, seed: int = 0
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def matched_l2(
+    layout: Layout, a: torch.Tensor, b: torch.Tensor, candidates: torch.Tensor, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(distance [n], index into b [n]): each row of a [n, P] weight-matched directly to each of its candidate
     rows of b (``candidates`` [n, c]; a repeated candidate is matched once) and the closest kept; L2 over
     trainable parameters, float64.
@@ -104,19 +108,26 @@ def matched_l2(layout: Layout, a: torch.Tensor, b: torch.Tensor, candidates: tor
     d = torch.full((n * c,), float("inf"), dtype=torch.float64)
     flat_d = torch.empty(len(rows), dtype=torch.float64)
     for lo in range(0, len(rows), PAIR_CHUNK):
-        refs, models = b[cols[lo:lo + PAIR_CHUNK]], a[rows[lo:lo + PAIR_CHUNK]]
+        refs, models = b[cols[lo : lo + PAIR_CHUNK]], a[rows[lo : lo + PAIR_CHUNK]]
         res = match_pairs(spec, layout.unflatten_batch(refs), layout.unflatten_batch(models), seed=seed)
         moved = permute_flat(spec, layout, models, res.perms)
-        flat_d[lo:lo + PAIR_CHUNK] = (moved[:, mask].to(torch.float64) - refs[:, mask].to(torch.float64)).norm(dim=1)
+        flat_d[lo : lo + PAIR_CHUNK] = (moved[:, mask].to(torch.float64) - refs[:, mask].to(torch.float64)).norm(dim=1)
     d[~earlier.reshape(-1)] = flat_d
     d = d.view(n, c)
     best = d.argmin(1)
     return d.gather(1, best[:, None])[:, 0], candidates.gather(1, best[:, None])[:, 0]
 
 
-def permutation_nn(layout: Layout, a_canon: torch.Tensor, a_raw: torch.Tensor, b_canon: torch.Tensor,
-                   b_raw: torch.Tensor, refine: int = 4, exclude_self: bool = False, seed: int = 0
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def permutation_nn(
+    layout: Layout,
+    a_canon: torch.Tensor,
+    a_raw: torch.Tensor,
+    b_canon: torch.Tensor,
+    b_raw: torch.Tensor,
+    refine: int = 4,
+    exclude_self: bool = False,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest-neighbour L2 up to hidden-unit permutations: (distance [n], index [n]) of a's rows against b's.
 
     The distance in the one-reference canonical frame, lowered where matching a row directly to one of its
@@ -126,8 +137,13 @@ def permutation_nn(layout: Layout, a_canon: torch.Tensor, a_raw: torch.Tensor, b
     dist, arg = nearest_l2(a_canon[:, mask], b_canon[:, mask], exclude_self)
     if refine <= 0 or len(a_canon) == 0:
         return dist, arg
-    cand = torch.cat([nearest_candidates(a_canon[:, mask], b_canon[:, mask], refine, exclude_self),
-                      nearest_candidates(a_raw[:, mask], b_raw[:, mask], 1, exclude_self)], 1)
+    cand = torch.cat(
+        [
+            nearest_candidates(a_canon[:, mask], b_canon[:, mask], refine, exclude_self),
+            nearest_candidates(a_raw[:, mask], b_raw[:, mask], 1, exclude_self),
+        ],
+        1,
+    )
     d2, arg2 = matched_l2(layout, a_canon, b_canon, cand, seed)
     better = d2 < dist
     return torch.where(better, d2, dist), torch.where(better, arg2, arg)

@@ -20,28 +20,29 @@ as neither). Distances come from ``torch.cdist``, IoUs from boolean matrix produ
 direct matchings from one batched ``match_pairs`` per chunk of (sample, candidate) pairs; there is no Python
 loop over pairs. The test split is only ever read to measure, never to fit or select.
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 import zoo
-from zoo.datasets import Dataset
-from zoo.errors import ZooError
-from zoo.layout import Layout
-from zoo.app.progress import Progress
-from zoo.rebasin import canonical_frame
-
 from generators.diagnose.baselines import build_baselines, noise_baseline, parse_baselines
 from generators.diagnose.distances import align_to, max_iou, nearest_l2, permutation_nn
 from generators.diagnose.plots import write_plots
 from generators.diagnose.table import TRAIN
+from zoo.app.progress import Progress
+from zoo.datasets import Dataset
+from zoo.errors import ZooError
+from zoo.layout import Layout
+from zoo.rebasin import canonical_frame
 
 PREDICT_FLOATS = 50_000_000  # outputs [models, test points, classes] held at once (200 MB)
 NOISE_CURVE_LEVELS = 16  # sigmas of the noise frontier methods are compared with at equal accuracy
@@ -56,12 +57,14 @@ GOOD_PERCENTILE = 5.0  # good: test_acc >= this percentile of the training model
 def predictions(layout: Layout, weights: torch.Tensor, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     """(test accuracy [n] float64, misclassified test points [n, N_test] bool) of flat weights [n, P]."""
     if dataset.kind != "classification":
-        raise ZooError(f"diagnostics compare sets of misclassified points: dataset {dataset.name!r} is a "
-                       f"{dataset.kind} task, not classification")
+        raise ZooError(
+            f"diagnostics compare sets of misclassified points: dataset {dataset.name!r} is a "
+            f"{dataset.kind} task, not classification"
+        )
     wrong = torch.empty(weights.shape[0], len(dataset.y_test), dtype=torch.bool)
     per = max(1, PREDICT_FLOATS // max(1, len(dataset.y_test) * dataset.num_outputs))  # models whose outputs fit
     for lo in range(0, weights.shape[0], per):
-        wrong[lo:lo + per] = zoo.predict(layout, weights[lo:lo + per], dataset.X_test).argmax(-1) != dataset.y_test
+        wrong[lo : lo + per] = zoo.predict(layout, weights[lo : lo + per], dataset.X_test).argmax(-1) != dataset.y_test
     return 1.0 - wrong.double().mean(1), wrong
 
 
@@ -91,8 +94,9 @@ def _as_zoo(z: str | Path | zoo.Zoo) -> zoo.Zoo:
     return z if isinstance(z, zoo.Zoo) else zoo.open(str(z))
 
 
-def load_train(train_zoo: str | Path | zoo.Zoo, layout: Layout | None = None, canonical: str = "auto",
-               seed: int = 0) -> TrainSet:
+def load_train(
+    train_zoo: str | Path | zoo.Zoo, layout: Layout | None = None, canonical: str = "auto", seed: int = 0
+) -> TrainSet:
     """The done models of the training zoo (of ``layout`` when given) at their last checkpoint, in one frame.
 
     ``canonical``: "store" uses the zoo's canonical weights and ``zoo align``'s reference; "align" aligns here
@@ -111,8 +115,10 @@ def load_train(train_zoo: str | Path | zoo.Zoo, layout: Layout | None = None, ca
     else:
         key = next((k for k, v in z.layouts.items() if v.to_json() == layout.to_json()), None)
         if key is None:
-            raise ZooError(f"the samples' layout ({layout.arch.get('name', 'net')}, {layout.size} values) is not a "
-                           f"layout of the training zoo {z.path!r} (it holds {sorted(z.layouts)})")
+            raise ZooError(
+                f"the samples' layout ({layout.arch.get('name', 'net')}, {layout.size} values) is not a "
+                f"layout of the training zoo {z.path!r} (it holds {sorted(z.layouts)})"
+            )
     sel = done[done["layout"] == key]
     if len(sel) < 2:
         raise ZooError(f"the training zoo has {len(sel)} done model(s) of layout {key}; diagnostics need at least 2")
@@ -131,8 +137,10 @@ def load_train(train_zoo: str | Path | zoo.Zoo, layout: Layout | None = None, ca
         if frame is not None and frame.reference_id is None:  # a frame without its reference cannot align samples
             frame = None
         if frame is None and canonical == "store":
-            raise ZooError(f"the training zoo has no canonical weights of layout {key} for its last checkpoints:"
-                           f" run `zoo align {z.path}` (or use canonical=align)")
+            raise ZooError(
+                f"the training zoo has no canonical weights of layout {key} for its last checkpoints:"
+                f" run `zoo align {z.path}` (or use canonical=align)"
+            )
     if frame is None:
         frame = canonical_frame(z, lay, ids, raw, sel, "align", seed=seed)
     mode, canon, ref_id = frame.mode, frame.weights, int(frame.reference_id)
@@ -202,17 +210,29 @@ def _check_dataset(z: zoo.Zoo, train: TrainSet) -> None:
     records = z.attrs.get("datasets") or {}
     prints = {r.get("fingerprint") for r in records.values() if isinstance(r, Mapping)}
     if prints and train.dataset.fingerprint not in prints:
-        raise ZooError(f"samples zoo {z.path!r} was made for other data than the training zoo {train.path!r} "
-                       "(dataset fingerprints differ)")
+        raise ZooError(
+            f"samples zoo {z.path!r} was made for other data than the training zoo {train.path!r} "
+            "(dataset fingerprints differ)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- the diagnosis
-def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Zoo] | Sequence | None,
-             train_zoo: str | Path | zoo.Zoo, out: str | Path | None = None,
-             baselines: str | Sequence[str] | None = ("noise", "average", "gaussian"), *,
-             n_baseline: int | None = None, noise_drops: Sequence[float] = (0, 1, 5), k: int = 16, seed: int = 0,
-             canonical: str = "auto", refine: int = REFINE, recalibrate_samples: bool = False,
-             plots: bool = True, progress: bool = False) -> dict:
+def diagnose(
+    samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Zoo] | Sequence | None,
+    train_zoo: str | Path | zoo.Zoo,
+    out: str | Path | None = None,
+    baselines: str | Sequence[str] | None = ("noise", "average", "gaussian"),
+    *,
+    n_baseline: int | None = None,
+    noise_drops: Sequence[float] = (0, 1, 5),
+    k: int = 16,
+    seed: int = 0,
+    canonical: str = "auto",
+    refine: int = REFINE,
+    recalibrate_samples: bool = False,
+    plots: bool = True,
+    progress: bool = False,
+) -> dict:
     """Diagnose samples zoos against their training zoo, beside the no-training baselines; returns the report.
 
     ``samples_zoo``: one zoo (path or ``Zoo``), a list of them, a {name: zoo} mapping, or None (baselines
@@ -258,8 +278,11 @@ def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Z
 
     t = time.perf_counter()
     n_base = int(n_baseline) if n_baseline is not None else max((m.total for m in methods), default=100)
-    base_w, base_info = build_baselines(names, train.layout, train.canonical, train.dataset, n_base,
-                                        seed=seed, drops=noise_drops, k=k) if names else ({}, {})
+    base_w, base_info = (
+        build_baselines(names, train.layout, train.canonical, train.dataset, n_base, seed=seed, drops=noise_drops, k=k)
+        if names
+        else ({}, {})
+    )
     for name, w in base_w.items():
         finite = torch.isfinite(w).all(1)
         methods.append(Method(name, "baseline", w[finite], np.flatnonzero(finite.numpy()), len(w), name))
@@ -285,24 +308,28 @@ def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Z
     t = time.perf_counter()
     mask = train.layout.parameter_mask()
     m_train = len(train.ids)
-    train_nn, train_nn_arg = permutation_nn(train.layout, train.canonical, train.raw, train.canonical, train.raw,
-                                            refine, exclude_self=True, seed=seed)
+    train_nn, train_nn_arg = permutation_nn(
+        train.layout, train.canonical, train.raw, train.canonical, train.raw, refine, exclude_self=True, seed=seed
+    )
     train_nn_canon, _ = nearest_l2(train.canonical[:, mask], train.canonical[:, mask], exclude_self=True)
     train_nn_raw, _ = nearest_l2(train.raw[:, mask], train.raw[:, mask], exclude_self=True)
     train_iou, _ = max_iou(wrong[:m_train], wrong[:m_train], exclude_self=True)
     sample_raw = allw[m_train:]
-    s_nn, s_arg = permutation_nn(train.layout, canon_samples, sample_raw, train.canonical, train.raw, refine,
-                                 seed=seed)
+    s_nn, s_arg = permutation_nn(train.layout, canon_samples, sample_raw, train.canonical, train.raw, refine, seed=seed)
     s_nn_canon, _ = nearest_l2(canon_samples[:, mask], train.canonical[:, mask])
     s_nn_raw, _ = nearest_l2(sample_raw[:, mask], train.raw[:, mask])
     s_iou, s_iou_arg = max_iou(wrong[m_train:], wrong[:m_train])
     curve = None
     if "noise" in base_info:
         curve = noise_curve(train, wrong[:m_train], max(base_info["noise"]["sigmas"].values()), seed=seed)
-        base_info["noise"]["test_curve"] = {"sigma": [c[0] for c in curve], "test_acc": [c[1] for c in curve],
-                                            "max_iou": [c[2] for c in curve], "samples_per_sigma": NOISE_CURVE_N,
-                                            "equal_acc_tolerance": ACC_TOLERANCE,
-                                            "note": "measured on the test split; nothing is chosen from it"}
+        base_info["noise"]["test_curve"] = {
+            "sigma": [c[0] for c in curve],
+            "test_acc": [c[1] for c in curve],
+            "max_iou": [c[2] for c in curve],
+            "samples_per_sigma": NOISE_CURVE_N,
+            "equal_acc_tolerance": ACC_TOLERANCE,
+            "note": "measured on the test split; nothing is chosen from it",
+        }
     timings["distances_and_iou"] = time.perf_counter() - t
     bar.update(1, finished="distances and error overlap")
 
@@ -315,30 +342,52 @@ def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Z
         return float(((a >= good_acc) & (iou < novel_iou)).sum() / total) if total else None
 
     report: dict[str, Any] = {
-        "train_zoo": train.path, "samples_zoos": [z.path for _, z in given], "layout": train.layout_key,
-        "dataset": train.dataset.name, "checkpoint": "last",
+        "train_zoo": train.path,
+        "samples_zoos": [z.path for _, z in given],
+        "layout": train.layout_key,
+        "dataset": train.dataset.name,
+        "checkpoint": "last",
         "canonical": {"mode": train.canonical_mode, "reference_id": train.reference_id},
         "distance_over": "trainable parameters (buffers excluded)",
-        "nn_l2_rule": (f"min of the one-reference canonical distance (nn_l2_canonical) and the distances after "
-                       f"weight-matching directly to the {refine} nearest canonical and the nearest raw training "
-                       "models" if refine else "one-reference canonical distance"),
-        "thresholds": {"good_test_acc": good_acc,
-                       "good_rule": f"test_acc >= training models' {GOOD_PERCENTILE:g}th percentile",
-                       "novel_max_iou": novel_iou, "novel_rule": "max_iou < training models' median max_iou"},
+        "nn_l2_rule": (
+            f"min of the one-reference canonical distance (nn_l2_canonical) and the distances after "
+            f"weight-matching directly to the {refine} nearest canonical and the nearest raw training "
+            "models"
+            if refine
+            else "one-reference canonical distance"
+        ),
+        "thresholds": {
+            "good_test_acc": good_acc,
+            "good_rule": f"test_acc >= training models' {GOOD_PERCENTILE:g}th percentile",
+            "novel_max_iou": novel_iou,
+            "novel_rule": "max_iou < training models' median max_iou",
+        },
         "train_nn_l2_median": train_median_nn,
-        "baselines": base_info, "methods": {}, "per_sample": {},
+        "baselines": base_info,
+        "methods": {},
+        "per_sample": {},
     }
     ti = train_iou.numpy()
     report["methods"][TRAIN] = {
-        "kind": "train", "n": m_train, "finite": m_train, "test_acc": _stats(train_acc),
-        "train_nn_l2": _stats(train_nn.numpy()), "train_nn_l2_raw": _stats(train_nn_raw.numpy()),
+        "kind": "train",
+        "n": m_train,
+        "finite": m_train,
+        "test_acc": _stats(train_acc),
+        "train_nn_l2": _stats(train_nn.numpy()),
+        "train_nn_l2_raw": _stats(train_nn_raw.numpy()),
         "train_nn_l2_canonical": _stats(train_nn_canon.numpy()),
-        "max_iou": _stats(ti), "good_and_novel": good_novel(train_acc, ti, m_train)}
+        "max_iou": _stats(ti),
+        "good_and_novel": good_novel(train_acc, ti, m_train),
+    }
     report["per_sample"][TRAIN] = {
-        "model_id": train.ids.tolist(), "test_acc": train_acc.tolist(), "train_nn_l2": train_nn.tolist(),
-        "train_nn_l2_raw": train_nn_raw.tolist(), "train_nn_l2_canonical": train_nn_canon.tolist(),
+        "model_id": train.ids.tolist(),
+        "test_acc": train_acc.tolist(),
+        "train_nn_l2": train_nn.tolist(),
+        "train_nn_l2_raw": train_nn_raw.tolist(),
+        "train_nn_l2_canonical": train_nn_canon.tolist(),
         "max_iou": ti.tolist(),
-        "nearest_train_id": train.ids[train_nn_arg.numpy()].tolist()}
+        "nearest_train_id": train.ids[train_nn_arg.numpy()].tolist(),
+    }
     lo = 0
     for m, size in zip(methods, sizes):
         sl = slice(lo, lo + size)
@@ -347,17 +396,31 @@ def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Z
         nn_canon = s_nn_canon[sl].numpy()
         nn_stats = _stats(nn)
         report["methods"][m.name] = {
-            "kind": m.kind, "source": m.source, "n": m.total, "finite": size, "test_acc": _stats(a),
-            "nn_l2": nn_stats, "nn_l2_raw": _stats(nn_raw), "nn_l2_canonical": _stats(nn_canon), "max_iou": _stats(iou),
+            "kind": m.kind,
+            "source": m.source,
+            "n": m.total,
+            "finite": size,
+            "test_acc": _stats(a),
+            "nn_l2": nn_stats,
+            "nn_l2_raw": _stats(nn_raw),
+            "nn_l2_canonical": _stats(nn_canon),
+            "max_iou": _stats(iou),
             "good_and_novel": good_novel(a, iou, m.total),
-            "nn_l2_over_train_median": (nn_stats["mean"] / train_median_nn
-                                        if nn_stats["mean"] is not None and train_median_nn > 0 else None),
-            "bn_recalibrated": bool(m.recalibrate or m.kind == "baseline" and m.name in ("average", "gaussian"))}
+            "nn_l2_over_train_median": (
+                nn_stats["mean"] / train_median_nn if nn_stats["mean"] is not None and train_median_nn > 0 else None
+            ),
+            "bn_recalibrated": bool(m.recalibrate or m.kind == "baseline" and m.name in ("average", "gaussian")),
+        }
         report["per_sample"][m.name] = {
-            "model_id": m.ids.tolist(), "test_acc": a.tolist(), "nn_l2": nn.tolist(), "nn_l2_raw": nn_raw.tolist(),
+            "model_id": m.ids.tolist(),
+            "test_acc": a.tolist(),
+            "nn_l2": nn.tolist(),
+            "nn_l2_raw": nn_raw.tolist(),
             "nn_l2_canonical": nn_canon.tolist(),
-            "max_iou": iou.tolist(), "nearest_train_id": train.ids[s_arg[sl].numpy()].tolist(),
-            "max_iou_train_id": train.ids[s_iou_arg[sl].numpy()].tolist()}
+            "max_iou": iou.tolist(),
+            "nearest_train_id": train.ids[s_arg[sl].numpy()].tolist(),
+            "max_iou_train_id": train.ids[s_iou_arg[sl].numpy()].tolist(),
+        }
     compare_with_noise(report["methods"], curve)
     timings["total"] = time.perf_counter() - t_start
     report["seconds"] = timings
@@ -373,8 +436,14 @@ def diagnose(samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Z
     return report
 
 
-def noise_curve(train: TrainSet, train_wrong: torch.Tensor, sigma_max: float, seed: int = 0,
-                n: int | None = None, levels: int = NOISE_CURVE_LEVELS) -> list[tuple[float, float, float]]:
+def noise_curve(
+    train: TrainSet,
+    train_wrong: torch.Tensor,
+    sigma_max: float,
+    seed: int = 0,
+    n: int | None = None,
+    levels: int = NOISE_CURVE_LEVELS,
+) -> list[tuple[float, float, float]]:
     """(sigma, mean test_acc, mean max_iou) of noisy aligned training models along a dense sigma grid: sigma 0
     (the training models: max_iou 1) and ``levels`` log-spaced sigmas from sigma_max/100 to 2 sigma_max, ``n``
     samples each. The noise frontier that methods are compared with at equal accuracy; only measured."""
@@ -388,8 +457,9 @@ def noise_curve(train: TrainSet, train_wrong: torch.Tensor, sigma_max: float, se
     return [(float(s), float(a), float(i)) for s, a, i in zip(sigmas, acc, iou)]
 
 
-def compare_with_noise(methods: Mapping[str, dict], curve: Sequence[tuple[float, float, float]] | None,
-                       tolerance: float = ACC_TOLERANCE) -> None:
+def compare_with_noise(
+    methods: Mapping[str, dict], curve: Sequence[tuple[float, float, float]] | None, tolerance: float = ACC_TOLERANCE
+) -> None:
     """Add to every method that is not a noise baseline ``noise_max_iou_at_equal_acc``: the lowest mean max_iou
     of the noise frontier ``curve`` (sigma, test_acc, max_iou) among its points at least as accurate as the
     method's mean test_acc minus ``tolerance`` (None when no point is), and ``more_novel_than_noise``: whether

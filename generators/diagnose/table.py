@@ -1,7 +1,8 @@
 """A diagnose report as text: one flat row per method and the aligned table ``zoo diagnose`` prints."""
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 TRAIN = "train"  # method name of the training models themselves
 
@@ -17,13 +18,22 @@ def method_rows(report: Mapping) -> list[dict]:
     rows = []
     for name, r in report["methods"].items():
         nn = r.get("nn_l2") or r.get("train_nn_l2")
-        rows.append({"method": name, "kind": r["kind"], "n": r["n"], "test_acc": r["test_acc"]["mean"],
-                     "test_acc_std": r["test_acc"]["std"], "nn_l2": nn["mean"],
-                     "nn_l2_over_train_median": nn["mean"] / med if nn["mean"] is not None and med > 0 else None,
-                     "nn_l2_raw": (r.get("nn_l2_raw") or r.get("train_nn_l2_raw"))["mean"],
-                     "max_iou": r["max_iou"]["mean"], "good_and_novel": r["good_and_novel"],
-                     "noise_max_iou_at_equal_acc": r.get("noise_max_iou_at_equal_acc"),
-                     "more_novel_than_noise": r.get("more_novel_than_noise")})
+        rows.append(
+            {
+                "method": name,
+                "kind": r["kind"],
+                "n": r["n"],
+                "test_acc": r["test_acc"]["mean"],
+                "test_acc_std": r["test_acc"]["std"],
+                "nn_l2": nn["mean"],
+                "nn_l2_over_train_median": nn["mean"] / med if nn["mean"] is not None and med > 0 else None,
+                "nn_l2_raw": (r.get("nn_l2_raw") or r.get("train_nn_l2_raw"))["mean"],
+                "max_iou": r["max_iou"]["mean"],
+                "good_and_novel": r["good_and_novel"],
+                "noise_max_iou_at_equal_acc": r.get("noise_max_iou_at_equal_acc"),
+                "more_novel_than_noise": r.get("more_novel_than_noise"),
+            }
+        )
     return rows
 
 
@@ -38,8 +48,10 @@ def _versus(row: Mapping) -> str:
 def summary_table(report: Mapping) -> str:
     """The per-method numbers as an aligned text table (what ``zoo diagnose`` prints)."""
     w = max([14, *(len(name) for name in report["methods"])])
-    head = f"{'method':<{w}} {'n':>5} {'test_acc':>15} {'nn_l2':>15} {'nn_l2/med':>9} {'nn_l2_raw':>11} " \
-           f"{'max_iou':>15} {'good&novel':>10} {'noise max_iou at its acc':>24}"
+    head = (
+        f"{'method':<{w}} {'n':>5} {'test_acc':>15} {'nn_l2':>15} {'nn_l2/med':>9} {'nn_l2_raw':>11} "
+        f"{'max_iou':>15} {'good&novel':>10} {'noise max_iou at its acc':>24}"
+    )
     lines = [head, "-" * len(head)]
 
     def ms(s: Mapping, fmt: str = ".4f") -> str:
@@ -50,7 +62,9 @@ def summary_table(report: Mapping) -> str:
 
     for row, r in zip(method_rows(report), report["methods"].values()):
         nn = r.get("nn_l2") or r.get("train_nn_l2")
-        lines.append(f"{row['method']:<{w}} {row['n']:>5} {ms(r['test_acc']):>15} {ms(nn, '.3g'):>15} "
-                     f"{num(row['nn_l2_over_train_median'], '.3f'):>9} {num(row['nn_l2_raw'], '.3g'):>11} "
-                     f"{ms(r['max_iou'], '.3f'):>15} {_pct(row['good_and_novel'], 1):>10} {_versus(row):>24}")
+        lines.append(
+            f"{row['method']:<{w}} {row['n']:>5} {ms(r['test_acc']):>15} {ms(nn, '.3g'):>15} "
+            f"{num(row['nn_l2_over_train_median'], '.3f'):>9} {num(row['nn_l2_raw'], '.3g'):>11} "
+            f"{ms(r['max_iou'], '.3f'):>15} {_pct(row['good_and_novel'], 1):>10} {_versus(row):>24}"
+        )
     return "\n".join(lines)

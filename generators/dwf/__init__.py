@@ -1,4 +1,5 @@
 """DeepWeightFlow (``generator=dwf``): flow matching on canonical weights (``model.py``; the flow in ``flow.py``)."""
+
 from generators.dwf.model import DeepWeightFlow
 from generators.registry import register
 

@@ -5,6 +5,7 @@ x_t = (1 - t) x0 + t x1, target velocity x1 - x0; ``ODESolver`` over torchdiffeq
 midpoint and RK4), so the only code here is the network and the glue. Shapes: x ``[n, D]``, t ``[n]``,
 condition ``[n]`` int64 class indices (or None for an unconditional flow).
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,17 +21,24 @@ METHODS = ("euler", "midpoint", "rk4")
 class VelocityMLP(nn.Module):
     """DeepWeightFlow's velocity field: time MLP embedding, [x, t_emb, c_emb] -> h -> h/2 -> h -> D (zero-init out)."""
 
-    def __init__(self, dim: int, hidden: int = 512, time_dim: int = 64, dropout: float = 0.1,
-                 num_conditions: int = 0):
+    def __init__(self, dim: int, hidden: int = 512, time_dim: int = 64, dropout: float = 0.1, num_conditions: int = 0):
         super().__init__()
         self.time = nn.Sequential(nn.Linear(1, time_dim), nn.GELU(), nn.Linear(time_dim, time_dim))
         self.cond = nn.Embedding(num_conditions, time_dim) if num_conditions > 0 else None
         d_in = dim + time_dim * (2 if self.cond is not None else 1)
         half = max(hidden // 2, 1)
         self.net = nn.Sequential(
-            nn.Linear(d_in, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(hidden, half), nn.LayerNorm(half), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(half, hidden), nn.LayerNorm(hidden), nn.GELU(),
+            nn.Linear(d_in, hidden),
+            nn.LayerNorm(hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, half),
+            nn.LayerNorm(half),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(half, hidden),
+            nn.LayerNorm(hidden),
+            nn.GELU(),
             nn.Linear(hidden, dim),
         )
         nn.init.zeros_(self.net[-1].weight)  # the flow starts as the identity map: no velocity
@@ -52,8 +60,14 @@ class VelocityMLP(nn.Module):
 _PATH = CondOTProbPath()
 
 
-def cfm_loss(model: nn.Module, x1: torch.Tensor, source_std: float, sigma: float = 0.0,
-             condition: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+def cfm_loss(
+    model: nn.Module,
+    x1: torch.Tensor,
+    source_std: float,
+    sigma: float = 0.0,
+    condition: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Flow-matching MSE for targets x1 ``[n, D]``: x0 ~ N(0, source_std^2), t ~ U(0, 1), target x1 - x0.
 
     ``sigma`` adds N(0, sigma^2) to x_t (DeepWeightFlow's 0.001 smoothing); ``generator`` fixes the draws
@@ -70,8 +84,9 @@ def cfm_loss(model: nn.Module, x1: torch.Tensor, source_std: float, sigma: float
 
 
 @torch.no_grad()
-def solve(model: nn.Module, x0: torch.Tensor, steps: int = 20, method: str = "rk4",
-          condition: torch.Tensor | None = None) -> torch.Tensor:
+def solve(
+    model: nn.Module, x0: torch.Tensor, steps: int = 20, method: str = "rk4", condition: torch.Tensor | None = None
+) -> torch.Tensor:
     """Integrate dx/dt = v(x, t) from t=0 to 1 with ``steps`` fixed steps; returns x(1) ``[n, D]``."""
     if method not in METHODS:
         raise ZooError(f"unknown ODE method {method!r}; choose one of {list(METHODS)}")

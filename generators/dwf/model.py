@@ -7,16 +7,16 @@ those coordinates from N(0, s^2) with s = ``source_scale`` x their scale (1 ther
 deviation with ``normalize: none`` and no PCA), i.e. matched to the weights' own scale. The published
 s = 0.01 on raw weights is about 0.05 of the per-coordinate spread of the dwf digits MLPs.
 """
+
 from __future__ import annotations
 
 import math
 
 import torch
 
-from zoo.errors import ZooError
-
 from generators.base import Generator
 from generators.dwf.flow import VelocityMLP, cfm_loss, solve
+from zoo.errors import ZooError
 
 VAL_REPEATS = 8  # draws of (x0, t) per validation model: a steadier early-stopping signal
 
@@ -34,13 +34,17 @@ class DeepWeightFlow(Generator):
         self.register_buffer("components", torch.zeros(k, p))  # [k, P_params] orthonormal rows (k=0: no PCA)
         self.register_buffer("component_scale", torch.ones(k))
         cond = origin.get("condition")
-        self.velocity = VelocityMLP(d, hidden=int(config["hidden"]), time_dim=int(config["time_dim"]),
-                                    dropout=float(config["dropout"]),
-                                    num_conditions=len(cond["values"]) if cond else 0)
+        self.velocity = VelocityMLP(
+            d,
+            hidden=int(config["hidden"]),
+            time_dim=int(config["time_dim"]),
+            dropout=float(config["dropout"]),
+            num_conditions=len(cond["values"]) if cond else 0,
+        )
 
     # ------------------------------------------------------------------ construction from data
     @classmethod
-    def from_data(cls, config: dict, origin: dict, train: torch.Tensor, buffers: torch.Tensor) -> "DeepWeightFlow":
+    def from_data(cls, config: dict, origin: dict, train: torch.Tensor, buffers: torch.Tensor) -> DeepWeightFlow:
         """Fit the coordinate statistics (and PCA) on the training models' parameters [n, P_params]."""
         n, p = train.shape
         if config["normalize"] == "coordinate":
@@ -71,9 +75,13 @@ class DeepWeightFlow(Generator):
             explained = float(ratio[k - 1])
             unit = 1.0  # whitened components
         source_std = float(config["source_scale"]) * unit
-        dims = {"params": p, "flow_dim": components.shape[0] if use_pca else p,
-                "pca_components": components.shape[0] if use_pca else 0, "pca_explained": explained,
-                "source_std": source_std}
+        dims = {
+            "params": p,
+            "flow_dim": components.shape[0] if use_pca else p,
+            "pca_components": components.shape[0] if use_pca else 0,
+            "pca_explained": explained,
+            "source_std": source_std,
+        }
         g = cls(config, origin, dims)
         g.mean.copy_(mean)
         g.scale.copy_(scale)
@@ -110,8 +118,12 @@ class DeepWeightFlow(Generator):
 
     def configure_optimizers(self):
         c = self.config
-        opt = torch.optim.AdamW(self.velocity.parameters(), lr=float(c["lr"]), weight_decay=float(c["weight_decay"]),
-                                betas=tuple(float(b) for b in c["betas"]))
+        opt = torch.optim.AdamW(
+            self.velocity.parameters(),
+            lr=float(c["lr"]),
+            weight_decay=float(c["weight_decay"]),
+            betas=tuple(float(b) for b in c["betas"]),
+        )
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -120,6 +132,11 @@ class DeepWeightFlow(Generator):
     def generate(self, n: int, generator: torch.Generator, condition: torch.Tensor | None) -> torch.Tensor:
         """Solve the flow ODE from n Gaussian draws at once; decode to parameters [n, P_params]."""
         x0 = torch.randn(n, int(self.dims["flow_dim"]), generator=generator) * float(self.dims["source_std"])
-        z = solve(self.velocity, x0, steps=int(self.config["ode_steps"]), method=str(self.config["ode_method"]),
-                  condition=condition)
+        z = solve(
+            self.velocity,
+            x0,
+            steps=int(self.config["ode_steps"]),
+            method=str(self.config["ode_method"]),
+            condition=condition,
+        )
         return self.decode(z)

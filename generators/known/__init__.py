@@ -3,6 +3,7 @@ meta-trained on a trajectory zoo by its own fit (``fit.py``), applied to a zoo b
 
 KNOWN predicts, it does not sample: it is registered (``generators.load`` rebuilds it) with its own ``fit``
 but is not a ``Generator``."""
+
 from generators.known.fit import fit_run
 from generators.known.model import Known
 from generators.known.nowcast import nowcast_zoo

@@ -7,13 +7,14 @@ with a full history, the windows (v[t-H+1..t], v[t+1]) of all its trainable scal
 ``max_windows`` training and ``max_val_windows`` validation windows are kept (a seeded random subset).
 Only weights are read: no dataset split, test or otherwise, is touched while fitting.
 """
+
 from __future__ import annotations
 
 import json
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import lightning as L
 import numpy as np
@@ -21,14 +22,13 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 import zoo
+from generators.known.model import Known, weight_kinds
 from zoo.app.trainer import make_trainer
 from zoo.errors import ZooError
 from zoo.training.trajectory import reversed_trajectories as read_reversed_trajectories
 
-from generators.known.model import Known, weight_kinds
 
-
-def reversed_trajectories(z: "zoo.Zoo", key: str, ids: np.ndarray) -> torch.Tensor:
+def reversed_trajectories(z: zoo.Zoo, key: str, ids: np.ndarray) -> torch.Tensor:
     """[n, T, P] weights of models ``ids`` (one layout) ordered small data -> full data (zoo.trajectory's
     contract; a zoo without trajectories is a one-line error)."""
     return torch.as_tensor(read_reversed_trajectories(z, key, np.asarray(ids)))
@@ -47,8 +47,10 @@ def windows(traj: torch.Tensor, kinds: torch.Tensor, history: int) -> tuple[torc
     """All (history, next value) windows [N, H+1] of trajectories [n, T, P] and their kinds [N] (buffers skipped)."""
     learned = torch.nonzero(kinds >= 0).squeeze(1)
     t = traj.shape[1]
-    parts = [traj[:, s - history + 1:s + 2][:, :, learned].permute(0, 2, 1).reshape(-1, history + 1)
-             for s in range(history - 1, t - 1)]
+    parts = [
+        traj[:, s - history + 1 : s + 2][:, :, learned].permute(0, 2, 1).reshape(-1, history + 1)
+        for s in range(history - 1, t - 1)
+    ]
     return torch.cat(parts), kinds[learned].repeat(traj.shape[0] * len(parts))
 
 
@@ -87,9 +89,11 @@ def collect(zoo_path: str, gcfg: Mapping, seed: int) -> dict:
                 continue
             traj = reversed_trajectories(z, key, chosen)
             if traj.shape[1] < history + 1:
-                raise ZooError(f"zoo {zoo_path!r} has trajectories of {traj.shape[1]} checkpoints (full data + "
-                               f"{traj.shape[1] - 1} stages); KNOWN with history {history} needs at least "
-                               f"{history + 1} (>= {history} stages)")
+                raise ZooError(
+                    f"zoo {zoo_path!r} has trajectories of {traj.shape[1]} checkpoints (full data + "
+                    f"{traj.shape[1] - 1} stages); KNOWN with history {history} needs at least "
+                    f"{history + 1} (>= {history} stages)"
+                )
             if not torch.isfinite(traj).all():
                 raise ZooError(f"trajectories of layout {key} in {zoo_path!r} hold NaN/inf weights")
             part.append(windows(traj, kinds, history))
@@ -100,10 +104,17 @@ def collect(zoo_path: str, gcfg: Mapping, seed: int) -> dict:
     if not val_ids:
         raise ZooError("no validation models: KNOWN validates on held-out models; give a layout >= 2 models")
     x_tr, k_tr = _subset(torch.cat([w for w, _ in tr]), torch.cat([k for _, k in tr]), int(gcfg["max_windows"]), gen)
-    x_va, k_va = _subset(torch.cat([w for w, _ in va]), torch.cat([k for _, k in va]), int(gcfg["max_val_windows"]),
-                         gen)
-    origin = {"zoo": str(zoo_path), "layouts": used, "train_ids": sorted(train_ids), "val_ids": sorted(val_ids),
-              "query": gcfg.get("query"), "trajectory_length": length}
+    x_va, k_va = _subset(
+        torch.cat([w for w, _ in va]), torch.cat([k for _, k in va]), int(gcfg["max_val_windows"]), gen
+    )
+    origin = {
+        "zoo": str(zoo_path),
+        "layouts": used,
+        "train_ids": sorted(train_ids),
+        "val_ids": sorted(val_ids),
+        "query": gcfg.get("query"),
+        "trajectory_length": length,
+    }
     return {"origin": origin, "train": (x_tr, k_tr), "val": (x_va, k_va)}
 
 
@@ -149,21 +160,40 @@ def fit_run(cfg: Mapping) -> Known:
         g.set_scales(x_tr, k_tr)
         bs = int(gcfg["batch_size"])
         train_ds = TensorDataset(x_tr, k_tr)
-        sampler = RandomSampler(train_ds, replacement=True, num_samples=int(cfg["steps_per_epoch"]) * bs,
-                                generator=torch.Generator().manual_seed(seed))
+        sampler = RandomSampler(
+            train_ds,
+            replacement=True,
+            num_samples=int(cfg["steps_per_epoch"]) * bs,
+            generator=torch.Generator().manual_seed(seed),
+        )
         train_dl = DataLoader(train_ds, batch_size=bs, sampler=sampler)
         val_dl = DataLoader(TensorDataset(*data["val"]), batch_size=65536)
         out.mkdir(parents=True, exist_ok=True)
         for stale in (out / "metrics.csv", out / "checkpoints" / "best.ckpt", out / "checkpoints" / "last.ckpt"):
             stale.unlink(missing_ok=True)
         es = cfg["early_stopping"]
-        best = ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="best", monitor="val/loss", mode="min",
-                               save_top_k=1, save_last=True, save_weights_only=True, enable_version_counter=False)
-        stop = EarlyStopping(monitor="val/loss", mode="min", patience=int(es["patience"]),
-                             min_delta=float(es["min_delta"]))
-        trainer = make_trainer({**cfg["trainer"], "max_epochs": int(gcfg["max_epochs"])}, out, [best, stop],
-                               progress="zoo fit", monitor="val/loss", enable_model_summary=False,
-                               num_sanity_val_steps=0)
+        best = ModelCheckpoint(
+            dirpath=str(out / "checkpoints"),
+            filename="best",
+            monitor="val/loss",
+            mode="min",
+            save_top_k=1,
+            save_last=True,
+            save_weights_only=True,
+            enable_version_counter=False,
+        )
+        stop = EarlyStopping(
+            monitor="val/loss", mode="min", patience=int(es["patience"]), min_delta=float(es["min_delta"])
+        )
+        trainer = make_trainer(
+            {**cfg["trainer"], "max_epochs": int(gcfg["max_epochs"])},
+            out,
+            [best, stop],
+            progress="zoo fit",
+            monitor="val/loss",
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trainer.fit(g, train_dataloaders=train_dl, val_dataloaders=val_dl)
@@ -171,13 +201,25 @@ def fit_run(cfg: Mapping) -> Known:
             g.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
         fit_s = time.perf_counter() - t0
         g.save(out)
-        summary = {"generator": "known", "zoo": str(cfg["zoo"]), "out": str(out), "fit_seconds": round(fit_s, 2),
-                   "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch), "monitor": "val/loss",
-                   "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
-                   "train_models": len(data["origin"]["train_ids"]), "val_models": len(data["origin"]["val_ids"]),
-                   "canonical": "raw", "dims": dims, "bound": g.bound.tolist(), "seen": g.seen.tolist(),
-                   "parameters": int(sum(p.numel() for p in g.nets.parameters())), "config": cfg,
-                   "next": f"zoo nowcast {out} --zoo {cfg['zoo']} --out data/zoos/known-{stem}.zarr --steps 3"}
+        summary = {
+            "generator": "known",
+            "zoo": str(cfg["zoo"]),
+            "out": str(out),
+            "fit_seconds": round(fit_s, 2),
+            "steps": int(trainer.global_step),
+            "epochs": int(trainer.current_epoch),
+            "monitor": "val/loss",
+            "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
+            "train_models": len(data["origin"]["train_ids"]),
+            "val_models": len(data["origin"]["val_ids"]),
+            "canonical": "raw",
+            "dims": dims,
+            "bound": g.bound.tolist(),
+            "seen": g.seen.tolist(),
+            "parameters": int(sum(p.numel() for p in g.nets.parameters())),
+            "config": cfg,
+            "next": f"zoo nowcast {out} --zoo {cfg['zoo']} --out data/zoos/known-{stem}.zarr --steps 3",
+        }
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         return g.eval()
     finally:

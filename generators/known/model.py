@@ -16,21 +16,21 @@ units, and the bound on the predicted change is ``bound_factor`` x the ``bound_q
 |next change|. Buffers (BatchNorm statistics) are not predicted: they keep their last value, and
 ``zoo nowcast`` recomputes them on the training split.
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from generators.registry import save_run
 from zoo.errors import ZooError
 from zoo.layout import Layout
-
-from generators.registry import save_run
 
 KINDS = ("conv", "dense", "bias", "norm")
 FALLBACK = {"conv": "dense", "dense": "conv", "bias": "norm", "norm": "bias"}  # for a kind never trained on
@@ -55,7 +55,7 @@ def weight_kinds(layout: Layout) -> torch.Tensor:
             k = "dense"
         else:
             k = "bias"
-        kinds[e.offset:e.stop] = KINDS.index(k)
+        kinds[e.offset : e.stop] = KINDS.index(k)
     return kinds
 
 
@@ -102,8 +102,7 @@ class Known(L.LightningModule):
         super().__init__()
         self.config, self.origin, self.dims = dict(config), dict(origin), dict(dims)
         self.history = int(dims["history"])
-        self.nets = nn.ModuleList(Nowcaster(self.history, int(config["hidden"]), int(config["out"]))
-                                  for _ in KINDS)
+        self.nets = nn.ModuleList(Nowcaster(self.history, int(config["hidden"]), int(config["out"])) for _ in KINDS)
         for name in ("value_scale", "diff_scale", "bound", "seen"):  # per kind, fixed from training windows
             self.register_buffer(name, torch.ones(len(KINDS)))
         self.run_dir: Path | None = None
@@ -125,7 +124,7 @@ class Known(L.LightningModule):
                 continue
             if len(w) > 1_000_000:  # quantiles of a fixed random subset (torch.quantile has a size limit)
                 w = w[torch.randperm(len(w), generator=gen)[:1_000_000]]
-            hist = w[:, :self.history]
+            hist = w[:, : self.history]
             step = (w[:, -1] - w[:, -2]).abs()
             self.value_scale[k] = hist.std().clamp_min(1e-8)
             self.diff_scale[k] = hist.diff(dim=1).abs().mean().clamp_min(1e-10)
@@ -149,11 +148,13 @@ class Known(L.LightningModule):
 
     def _change_of_kind(self, hist: torch.Tensor, k: int) -> torch.Tensor:
         """``_kind_change`` in chunks of PREDICT_CHUNK weights (the activations stay in cache)."""
-        return torch.cat([self._kind_change(hist[i:i + PREDICT_CHUNK], k) for i in range(0, len(hist), PREDICT_CHUNK)])
+        return torch.cat(
+            [self._kind_change(hist[i : i + PREDICT_CHUNK], k) for i in range(0, len(hist), PREDICT_CHUNK)]
+        )
 
     def _loss(self, batch) -> torch.Tensor:
         windows, kinds = batch
-        hist, target = windows[:, :self.history], windows[:, -1] - windows[:, -2]
+        hist, target = windows[:, : self.history], windows[:, -1] - windows[:, -2]
         err = (self.change(hist, kinds) - target) / self.diff_scale[kinds]  # in each kind's step units
         return err.square().mean() if self.config.get("loss", "mae") == "mse" else err.abs().mean()
 
@@ -175,8 +176,9 @@ class Known(L.LightningModule):
             if layout.size != size:
                 raise ZooError(f"weights have {size} coordinates but the layout has {layout.size}")
             return layout
-        found = [Layout.from_json(v) for v in self.origin.get("layouts", {}).values()
-                 if Layout.from_json(v).size == size]
+        found = [
+            Layout.from_json(v) for v in self.origin.get("layouts", {}).values() if Layout.from_json(v).size == size
+        ]
         if len(found) != 1:
             raise ZooError(f"no unique training layout has {size} coordinates; pass layout= (the models' Layout)")
         return found[0]
@@ -193,16 +195,19 @@ class Known(L.LightningModule):
             raise ZooError(f"steps must be a positive integer, got {steps!r}")
         n, t, p = traj.shape
         if t < self.history:
-            raise ZooError(f"a trajectory of {t} checkpoints is too short: this nowcaster reads the last "
-                           f"{self.history}")
-        if not torch.isfinite(traj[:, -self.history:]).all():
+            raise ZooError(
+                f"a trajectory of {t} checkpoints is too short: this nowcaster reads the last {self.history}"
+            )
+        if not torch.isfinite(traj[:, -self.history :]).all():
             raise ZooError("the trajectory's last checkpoints hold NaN/inf weights")
         kinds = weight_kinds(self.layout_for(p, layout)).to(traj.device)
         unseen = sorted({KINDS[k] for k in torch.unique(kinds[kinds >= 0]).tolist() if self.seen[k] == 0})
         if unseen:
-            warnings.warn(f"KNOWN never trained on {unseen}; using the predictor of "
-                          f"{[FALLBACK[k] for k in unseen]} for them", stacklevel=2)
-        window = traj[:, -self.history:].to(torch.float32).clone()  # [n, H, P]
+            warnings.warn(
+                f"KNOWN never trained on {unseen}; using the predictor of {[FALLBACK[k] for k in unseen]} for them",
+                stacklevel=2,
+            )
+        window = traj[:, -self.history :].to(torch.float32).clone()  # [n, H, P]
         out = torch.empty(n, steps, p, dtype=torch.float32)
         groups = [(k, torch.nonzero(kinds == k).squeeze(1)) for k in range(len(KINDS)) if (kinds == k).any()]
         was_training = self.training

@@ -7,23 +7,24 @@ BatchNorm statistics are recomputed on each model's TRAINING split (``zoo.recali
 test loss/accuracy come from ``zoo.evaluate``. The models table keeps the source columns and adds
 ``source_model_id``.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 import zoo
-from zoo.errors import ZooError
-from zoo.store import CLASSIFICATION_METRICS, REGRESSION_METRICS
-
 from generators.known.fit import reversed_trajectories
 from generators.known.model import Known
+from zoo.errors import ZooError
+from zoo.store import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 INTERNAL_COLUMNS = ("model_id", "row", "status", "last_checkpoint")
 
 
-def nowcast_zoo(g: Known, zoo_path: str, out: str, steps: int = 1, query: str | None = None,
-                overwrite: bool = False) -> "zoo.Zoo":
+def nowcast_zoo(
+    g: Known, zoo_path: str, out: str, steps: int = 1, query: str | None = None, overwrite: bool = False
+) -> zoo.Zoo:
     """Write the KNOWN nowcasts (``steps`` recursive steps) of a trajectory zoo's done models as a zoo at ``out``."""
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 10:
         raise ZooError(f"--steps must be an integer in 1..10, got {steps!r}")
@@ -41,28 +42,47 @@ def nowcast_zoo(g: Known, zoo_path: str, out: str, steps: int = 1, query: str | 
     kinds = {d.kind for d in datasets.values()}
     names = list(REGRESSION_METRICS if kinds == {"regression"} else CLASSIFICATION_METRICS)
     sel = sel.sort_values(["layout", "model_id"]).reset_index(drop=True)
-    table = sel.drop(columns=[c for c in (*INTERNAL_COLUMNS, *models.columns[models.columns.isin(z.metric_names)])
-                              if c in sel.columns])
+    table = sel.drop(
+        columns=[
+            c for c in (*INTERNAL_COLUMNS, *models.columns[models.columns.isin(z.metric_names)]) if c in sel.columns
+        ]
+    )
     table.insert(0, "source_model_id", sel["model_id"].to_numpy())
     table["nowcast_run"] = str(g.run_dir) if g.run_dir is not None else None
     used = sorted(set(sel["layout"]))
-    attrs = {"nowcast": {"run": str(g.run_dir) if g.run_dir is not None else None, "source_zoo": str(zoo_path),
-                         "steps": steps, "query": query, "checkpoints": "checkpoint i = i+1 recursive KNOWN steps "
-                         "past the full-data weights", "batchnorm": "recomputed on the training split"}}
+    attrs = {
+        "nowcast": {
+            "run": str(g.run_dir) if g.run_dir is not None else None,
+            "source_zoo": str(zoo_path),
+            "steps": steps,
+            "query": query,
+            "checkpoints": "checkpoint i = i+1 recursive KNOWN steps past the full-data weights",
+            "batchnorm": "recomputed on the training split",
+        }
+    }
     preds = {}  # every prediction before the output zoo exists: a bad input leaves nothing behind
     for key in used:
         rows = np.nonzero((sel["layout"] == key).to_numpy())[0]
         preds[key] = g.nowcast(reversed_trajectories(z, key, sel["model_id"].to_numpy()[rows]), z.layouts[key], steps)
-    w = zoo.create(out, table, {k: z.layouts[k] for k in used}, list(range(1, steps + 1)), names, attrs=attrs,
-                   datasets=list(datasets.values()), overwrite=overwrite)
+    w = zoo.create(
+        out,
+        table,
+        {k: z.layouts[k] for k in used},
+        list(range(1, steps + 1)),
+        names,
+        attrs=attrs,
+        datasets=list(datasets.values()),
+        overwrite=overwrite,
+    )
     for key in used:
         rows = np.nonzero((sel["layout"] == key).to_numpy())[0]
         layout, pred = z.layouts[key], preds[key]
         metrics = np.full((len(rows), steps, len(names)), np.nan)
         finite = torch.isfinite(pred).flatten(1).all(1).numpy()
         for name, data in datasets.items():
-            on = np.nonzero(((sel["dataset"].to_numpy()[rows] == name) if "dataset" in sel else
-                             np.ones(len(rows), bool)) & finite)[0]
+            on = np.nonzero(
+                ((sel["dataset"].to_numpy()[rows] == name) if "dataset" in sel else np.ones(len(rows), bool)) & finite
+            )[0]
             if not len(on):
                 continue
             on_t = torch.from_numpy(on)
@@ -75,6 +95,11 @@ def nowcast_zoo(g: Known, zoo_path: str, out: str, steps: int = 1, query: str | 
                             metrics[on, s, names.index(f"{split}_{m}")] = v.numpy()
         for status, part in (("done", finite), ("diverged", ~finite)):
             if part.any():
-                w.write(rows[part].tolist(), pred[torch.from_numpy(part)], metrics[part], status=status,
-                        last_checkpoint=None if status == "done" else [-1] * int(part.sum()))
+                w.write(
+                    rows[part].tolist(),
+                    pred[torch.from_numpy(part)],
+                    metrics[part],
+                    status=status,
+                    last_checkpoint=None if status == "done" else [-1] * int(part.sum()),
+                )
     return w.zoo()

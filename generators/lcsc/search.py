@@ -17,12 +17,13 @@ Because the coefficients sum to 1, sum alpha_i theta_i = theta_0 + sum alpha_i (
 paper's form). Written weights equal sum alpha_i theta_i exactly for trainable parameters; BatchNorm running
 statistics are recomputed on the training split (a combination's statistics belong to no network).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -37,12 +38,12 @@ EMA_DECAYS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)  # per saved checkpoint (not per st
 class SearchConfig:
     """Settings of the evolutionary search (defaults: 100 models x 21 checkpoints well under a minute on 2 cores)."""
 
-    population: int = 32          # candidates per generation (at least the number of seed candidates)
-    max_evals: int = 400          # cap on fitness evaluations per search (cached repeats are free)
-    max_generations: int = 100    # a second cap; the search also stops after `patience` generations with no news
+    population: int = 32  # candidates per generation (at least the number of seed candidates)
+    max_evals: int = 400  # cap on fitness evaluations per search (cached repeats are free)
+    max_generations: int = 100  # a second cap; the search also stops after `patience` generations with no news
     elite_fraction: float = 0.25  # best share of a generation kept unchanged and used as parents
-    crossover: float = 0.7        # probability that a child mixes two parents (uniform crossover), else copies one
-    mutation: float = 0.1         # std of the Gaussian added to every coefficient in the first generation ...
+    crossover: float = 0.7  # probability that a child mixes two parents (uniform crossover), else copies one
+    mutation: float = 0.1  # std of the Gaussian added to every coefficient in the first generation ...
     mutation_decay: float = 0.85  # ... multiplied by this each generation (coarse first, fine later)
     min_mutation: float = 0.005
     # bounds of every coefficient. Convex combinations by default: on the digits zoo (docs/lcsc.md) wider
@@ -50,8 +51,8 @@ class SearchConfig:
     lower: float = 0.0
     upper: float = 1.0
     ema_decays: tuple[float, ...] = EMA_DECAYS
-    uniform_ks: int = 8           # uniform averages of the last k checkpoints, for up to this many values of k
-    patience: int = 6             # generations without a new (uncached) candidate or a better best
+    uniform_ks: int = 8  # uniform averages of the last k checkpoints, for up to this many values of k
+    patience: int = 6  # generations without a new (uncached) candidate or a better best
 
     def check(self, n_checkpoints: int) -> None:
         """One-line ZooErrors for settings that cannot work with ``n_checkpoints`` checkpoints."""
@@ -60,8 +61,10 @@ class SearchConfig:
         if not self.lower < self.upper:
             raise ZooError(f"coefficient bounds must satisfy lower < upper, got [{self.lower}, {self.upper}]")
         if not (n_checkpoints * self.lower <= 1.0 <= n_checkpoints * self.upper and self.upper >= 1.0):
-            raise ZooError(f"coefficient bounds [{self.lower}, {self.upper}] cannot hold the last checkpoint alone"
-                           f" with {n_checkpoints} coefficients summing to 1 (need lower <= 0 <= 1 <= upper)")
+            raise ZooError(
+                f"coefficient bounds [{self.lower}, {self.upper}] cannot hold the last checkpoint alone"
+                f" with {n_checkpoints} coefficients summing to 1 (need lower <= 0 <= 1 <= upper)"
+            )
         if self.lower > 0:
             raise ZooError(f"lower bound must be <= 0 (single checkpoints are seeds), got {self.lower}")
         if self.population < 2 or self.max_evals < 1 or self.max_generations < 1:
@@ -107,7 +110,7 @@ def ema_coefficients(n: int, decay: float) -> np.ndarray:
 def uniform_coefficients(n: int, k: int) -> np.ndarray:
     """The uniform average of the last k of n checkpoints -> [n] coefficients."""
     a = np.zeros(n)
-    a[n - k:] = 1.0 / k
+    a[n - k :] = 1.0 / k
     return a
 
 
@@ -140,8 +143,10 @@ class Search:
         self.rng = np.random.default_rng(seed)
         self.seeds, self.seed_names = seed_candidates(self.n, config)
         if config.max_evals < len(self.seeds):
-            raise ZooError(f"max_evals must be at least the {len(self.seeds)} seed candidates"
-                           f" (last, uniform and EMA averages), got {config.max_evals}")
+            raise ZooError(
+                f"max_evals must be at least the {len(self.seeds)} seed candidates"
+                f" (last, uniform and EMA averages), got {config.max_evals}"
+            )
         self.cache: dict[bytes, float] = {}
         self.evaluations = self.generation = self._stale = 0
         self.sigma = float(config.mutation)
@@ -149,8 +154,9 @@ class Search:
         size = max(config.population, len(self.seeds))
         fill = self.seeds[self.rng.integers(len(self.seeds), size=size - len(self.seeds))]
         fill = fill + self.rng.normal(0.0, self.sigma, fill.shape)
-        self.population = np.concatenate([project(self.seeds, config.lower, config.upper),
-                                          project(fill, config.lower, config.upper)])
+        self.population = np.concatenate(
+            [project(self.seeds, config.lower, config.upper), project(fill, config.lower, config.upper)]
+        )
         self._pending: np.ndarray | None = None
 
     @staticmethod
@@ -162,8 +168,7 @@ class Search:
     def done(self) -> bool:
         """Whether a cap (evaluations, generations) is reached or `patience` generations brought nothing new."""
         c = self.config
-        return (self.evaluations >= c.max_evals or self.generation >= c.max_generations
-                or self._stale >= c.patience)
+        return self.evaluations >= c.max_evals or self.generation >= c.max_generations or self._stale >= c.patience
 
     def fitness(self, alpha: np.ndarray) -> float:
         """Cached fitness of a vector already evaluated."""
@@ -171,8 +176,11 @@ class Search:
 
     def best_seed(self, kind: str) -> tuple[float, np.ndarray]:
         """(decay or window k, coefficients) of the best seed of a kind, 'ema' or 'uniform' (the baselines)."""
-        found = [(self.fitness(a), float(name[len(kind):]), a)
-                 for name, a in zip(self.seed_names, self.seeds) if name.startswith(kind)]
+        found = [
+            (self.fitness(a), float(name[len(kind) :]), a)
+            for name, a in zip(self.seed_names, self.seeds)
+            if name.startswith(kind)
+        ]
         _, param, alpha = min(found, key=lambda t: t[0])  # the first of equals, in seed order
         return param, alpha
 
@@ -225,9 +233,11 @@ class Search:
         return np.concatenate([elites, project(children, c.lower, c.upper)])
 
 
-def run_searches(searches: Sequence[Search],
-                 evaluate: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                 on_round: Callable[[Sequence[Search]], None] | None = None) -> None:
+def run_searches(
+    searches: Sequence[Search],
+    evaluate: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    on_round: Callable[[Sequence[Search]], None] | None = None,
+) -> None:
     """Drive searches in lockstep: each round, ``evaluate(search index [m], alphas [m, C]) -> fitness [m]`` once;
     ``on_round(searches)`` after each round (progress displays)."""
     while not all(s.done for s in searches):
@@ -237,7 +247,7 @@ def run_searches(searches: Sequence[Search],
         fitness = evaluate(idx, np.concatenate(asks)) if len(idx) else np.zeros(0)
         at = 0
         for i, a in zip(active, asks):
-            searches[i].tell(fitness[at:at + len(a)])
+            searches[i].tell(fitness[at : at + len(a)])
             at += len(a)
         if on_round is not None:
             on_round(searches)
@@ -258,9 +268,13 @@ def validation_view(data: zoo.Dataset, fraction: float = 0.2, seed: int = 0) -> 
     if n_val >= n:
         raise ZooError(f"the training split has {n} samples: too few to carve a validation split from")
     idx = torch.from_numpy(np.sort(np.random.default_rng(int(seed)).permutation(n)[:n_val]))
-    return dataclasses.replace(data, name=f"{data.name}[val {fraction:g} seed {seed}]",
-                               X_test=data.X_train[idx], y_test=data.y_train[idx],
-                               fingerprint=f"{data.fingerprint}:val:{fraction:g}:{seed}")
+    return dataclasses.replace(
+        data,
+        name=f"{data.name}[val {fraction:g} seed {seed}]",
+        X_test=data.X_train[idx],
+        y_test=data.y_train[idx],
+        fingerprint=f"{data.fingerprint}:val:{fraction:g}:{seed}",
+    )
 
 
 def metric_names(data: zoo.Dataset) -> tuple[str, str]:

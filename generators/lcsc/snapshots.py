@@ -8,6 +8,7 @@ for the report. Compared: the run's shipped weights (EMA of the best validation 
 EMA and uniform averages over the snapshots (chosen on validation) and LCSC. ``save`` writes a run folder
 that ``generators.load`` and ``zoo sample`` read like any other.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,12 +21,11 @@ import torch
 from safetensors.torch import load_file
 
 import zoo
-from zoo.errors import ZooError
-from zoo.app.progress import Progress
-
 from generators.base import Generator
-from generators.registry import SNAPSHOT_DIR, load, snapshots
 from generators.lcsc.search import GENERATOR_SEARCH, Search, SearchConfig, metric_names, run_searches, validation_view
+from generators.registry import SNAPSHOT_DIR, load, snapshots
+from zoo.app.progress import Progress
+from zoo.errors import ZooError
 
 LCSC_FILE = "lcsc.json"
 
@@ -41,8 +41,9 @@ class SnapshotCombiner:
     def __init__(self, g: Generator, states: list[dict[str, torch.Tensor]], samples: int, sample_seed: int):
         self.g, self.samples, self.sample_seed = g, int(samples), int(sample_seed)
         first = states[0]
-        self.floats = {k: torch.stack([s[k] for s in states]).to(torch.float64)
-                       for k, v in first.items() if v.is_floating_point()}
+        self.floats = {
+            k: torch.stack([s[k] for s in states]).to(torch.float64) for k, v in first.items() if v.is_floating_point()
+        }
         self.fixed = {k: v for k, v in states[-1].items() if not v.is_floating_point()}
 
     def state(self, alpha: np.ndarray) -> dict[str, torch.Tensor]:
@@ -70,8 +71,11 @@ class SnapshotCombiner:
             score[finite] = torch.nan_to_num(res[score_name], nan=0.0)
         k = self.samples
         squash = (loss / (1 + loss)).nan_to_num(1.0).view(-1, k).mean(1)  # in [0, 1]; inf -> 1
-        return {"loss": loss.view(-1, k).mean(1).numpy(), "score": score.view(-1, k).mean(1).numpy(),
-                "squashed_loss": squash.numpy()}
+        return {
+            "loss": loss.view(-1, k).mean(1).numpy(),
+            "score": score.view(-1, k).mean(1).numpy(),
+            "squashed_loss": squash.numpy(),
+        }
 
 
 @dataclass
@@ -96,9 +100,17 @@ class GeneratorLCSC:
         return Path(out)
 
 
-def lcsc_generator(run_dir: str | Path, config: SearchConfig = GENERATOR_SEARCH,
-                   samples: int = 16, sample_seed: int = 0, seed: int = 0, val_fraction: float = 0.2,
-                   val_seed: int = 0, upto: int | None = None, progress: bool = False) -> GeneratorLCSC:
+def lcsc_generator(
+    run_dir: str | Path,
+    config: SearchConfig = GENERATOR_SEARCH,
+    samples: int = 16,
+    sample_seed: int = 0,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    val_seed: int = 0,
+    upto: int | None = None,
+    progress: bool = False,
+) -> GeneratorLCSC:
     """Search coefficients over a run's snapshots (those up to step ``upto``) maximizing its samples' val accuracy;
     ``progress``: a display over fitness evaluations (at most ``config.max_evals``)."""
     t0 = time.perf_counter()
@@ -110,8 +122,10 @@ def lcsc_generator(run_dir: str | Path, config: SearchConfig = GENERATOR_SEARCH,
     if upto is not None:
         steps = [s for s in steps if s <= int(upto)]
     if len(steps) < 2:
-        raise ZooError(f"LCSC needs at least 2 generator snapshots in {str(run / SNAPSHOT_DIR)!r}, found {len(steps)}"
-                       " (fit with snapshot_every_n_steps > 0 and enough steps)")
+        raise ZooError(
+            f"LCSC needs at least 2 generator snapshots in {str(run / SNAPSHOT_DIR)!r}, found {len(steps)}"
+            " (fit with snapshot_every_n_steps > 0 and enough steps)"
+        )
     if not isinstance(samples, int) or samples < 1:
         raise ZooError(f"samples must be a positive integer, got {samples!r}")
     config.check(len(steps))
@@ -127,11 +141,17 @@ def lcsc_generator(run_dir: str | Path, config: SearchConfig = GENERATOR_SEARCH,
 
     search = Search(len(steps), config, seed=int(seed))
     with Progress(config.max_evals, "evaluations (at most)", prefix="zoo lcsc", enabled=progress) as bar:
-        run_searches([search], fitness, on_round=lambda ss: bar.update(ss[0].evaluations - bar.n,
-                                                                       generation=ss[0].generation))
+        run_searches(
+            [search], fitness, on_round=lambda ss: bar.update(ss[0].evaluations - bar.n, generation=ss[0].generation)
+        )
     ema, uni = search.best_seed("ema"), search.best_seed("uniform")
-    states = {"shipped": shipped, "last": comb.state(search.seeds[0]), "ema": comb.state(ema[1]),
-              "uniform": comb.state(uni[1]), "lcsc": comb.state(search.best[1])}
+    states = {
+        "shipped": shipped,
+        "last": comb.state(search.seeds[0]),
+        "ema": comb.state(ema[1]),
+        "uniform": comb.state(uni[1]),
+        "lcsc": comb.state(search.best[1]),
+    }
     flats = {m: comb.sample(s) for m, s in states.items()}
     loss_name, score_name = metric_names(data)
     results = {m: {} for m in states}
@@ -143,8 +163,15 @@ def lcsc_generator(run_dir: str | Path, config: SearchConfig = GENERATOR_SEARCH,
     results["ema"]["decay"], results["uniform"]["k"] = float(ema[0]), int(uni[0])
     results["lcsc"].update(evaluations=int(search.evaluations), generations=int(search.generation))
     g.load_state_dict(shipped)
-    settings = {"samples": int(samples), "sample_seed": int(sample_seed), "seed": int(seed),
-                "val_fraction": float(val_fraction), "val_seed": int(val_seed), "val_samples": int(len(val.X_test)),
-                "search": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}}
-    return GeneratorLCSC(str(run), steps, [float(x) for x in search.best[1]], results, settings,
-                         states["lcsc"], time.perf_counter() - t0)
+    settings = {
+        "samples": int(samples),
+        "sample_seed": int(sample_seed),
+        "seed": int(seed),
+        "val_fraction": float(val_fraction),
+        "val_seed": int(val_seed),
+        "val_samples": int(len(val.X_test)),
+        "search": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+    }
+    return GeneratorLCSC(
+        str(run), steps, [float(x) for x in search.best[1]], results, settings, states["lcsc"], time.perf_counter() - t0
+    )

@@ -6,23 +6,23 @@ TRAINING data; the test split is read only afterwards, to report last / best EMA
 side by side. :func:`write_lcsc_zoo` writes the merged weights (BatchNorm statistics recomputed on the
 training split) as a zoo with the table ``lcsc``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 import zoo
+from generators.lcsc.search import Search, SearchConfig, combine, metric_names, run_searches, validation_view
 from zoo.app.progress import Progress
 from zoo.errors import ZooError
 from zoo.layout import Layout
-
-from generators.lcsc.search import Search, SearchConfig, combine, metric_names, run_searches, validation_view
 
 
 @dataclass
@@ -36,8 +36,9 @@ class LCSCResult:
     seconds: float = 0.0
 
 
-def _fitness_fn(layout: Layout, trajs: torch.Tensor, val: zoo.Dataset, metric: str, bn: bool,
-                chunk: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def _fitness_fn(
+    layout: Layout, trajs: torch.Tensor, val: zoo.Dataset, metric: str, bn: bool, chunk: int
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """Batched fitness of (model position [m], alphas [m, C]): val loss, or minus val accuracy / R^2."""
     tie = 1.0 / (10.0 * len(val.X_test))  # loss breaks accuracy ties: bounded below one sample's accuracy step
 
@@ -99,10 +100,19 @@ def select_models(z: zoo.Zoo, models: str | Sequence[int] = "all") -> list[int]:
     return ids
 
 
-def lcsc_zoo(z: zoo.Zoo | str, models: str | Sequence[int] = "all", config: SearchConfig = SearchConfig(),
-             seed: int = 0, val_fraction: float = 0.2, val_seed: int = 0, metric: str = "loss",
-             upto: int | None = None, data: zoo.Dataset | None = None, chunk: int = 2048,
-             progress: bool = False) -> LCSCResult:
+def lcsc_zoo(
+    z: zoo.Zoo | str,
+    models: str | Sequence[int] = "all",
+    config: SearchConfig = SearchConfig(),
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    val_seed: int = 0,
+    metric: str = "loss",
+    upto: int | None = None,
+    data: zoo.Dataset | None = None,
+    chunk: int = 2048,
+    progress: bool = False,
+) -> LCSCResult:
     """Search LCSC coefficients for zoo models over their checkpoints (up to index ``upto``), fitness on validation.
 
     The search sees only ``validation_view(data, val_fraction, val_seed)``; the test split is read after it,
@@ -142,19 +152,24 @@ def lcsc_zoo(z: zoo.Zoo | str, models: str | Sequence[int] = "all", config: Sear
         chosen = []
         for s in searches:
             (decay, ema), (k, uni) = s.best_seed("ema"), s.best_seed("uniform")
-            chosen.append({"last": s.seeds[0], "ema": ema, "uniform": uni, "lcsc": s.best[1],
-                           "ema_decay": decay, "uniform_k": k})
+            chosen.append(
+                {"last": s.seeds[0], "ema": ema, "uniform": uni, "lcsc": s.best[1], "ema_decay": decay, "uniform_k": k}
+            )
         methods = ("last", "ema", "uniform", "lcsc")
         idx = np.repeat(np.arange(len(group)), len(methods))
         alphas = np.stack([c[m] for c in chosen for m in methods])
         w = _combined(trajs, idx, alphas)
         if bn:
             w = zoo.recalibrate_bn(layout, w, data)
-        res = {split: zoo.evaluate(layout, w, d, split="test")
-               for split, d in (("val", val), ("test", data))}
+        res = {split: zoo.evaluate(layout, w, d, split="test") for split, d in (("val", val), ("test", data))}
         for j, (i, s, c) in enumerate(zip(group, searches, chosen)):
-            row = {"model_id": int(i), "layout": key, "checkpoints": used,
-                   "epoch": int(z.checkpoint_epochs[used - 1]), "fitness": metric}
+            row = {
+                "model_id": int(i),
+                "layout": key,
+                "checkpoints": used,
+                "epoch": int(z.checkpoint_epochs[used - 1]),
+                "fitness": metric,
+            }
             for mi, m in enumerate(methods):
                 for split in ("val", "test"):
                     for name in (loss_name, score_name):
@@ -167,10 +182,16 @@ def lcsc_zoo(z: zoo.Zoo | str, models: str | Sequence[int] = "all", config: Sear
             rows.append(row)
             weights[int(i)] = w[j * len(methods) + methods.index("lcsc")].clone()
     table = pd.DataFrame(rows).set_index("model_id").loc[ids].reset_index()
-    settings = {"source": z.path, "val_fraction": float(val_fraction), "val_seed": int(val_seed),
-                "val_samples": int(len(val.X_test)), "metric": metric, "seed": int(seed),
-                "checkpoints_used": used, "search": {k: (list(v) if isinstance(v, tuple) else v)
-                                                     for k, v in dataclasses.asdict(config).items()}}
+    settings = {
+        "source": z.path,
+        "val_fraction": float(val_fraction),
+        "val_seed": int(val_seed),
+        "val_samples": int(len(val.X_test)),
+        "metric": metric,
+        "seed": int(seed),
+        "checkpoints_used": used,
+        "search": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()},
+    }
     bar.close()
     return LCSCResult(ids, table, weights, settings, time.perf_counter() - t0)
 

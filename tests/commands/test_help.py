@@ -1,5 +1,6 @@
 """--help of every command is read from the packaged configs (new recipes appear by themselves), and what a
 person reads (help, the phase diagram) is laid out so it can be read."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,8 @@ import pytest
 from omegaconf import OmegaConf
 
 import zoo.app.config as zc
-from zoo.commands.main import HELP_ORDER, commands, summary, main as zoo_main
+from zoo.commands.main import HELP_ORDER, commands, summary
+from zoo.commands.main import main as zoo_main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,13 +59,19 @@ def _scalar_keys(path: Path) -> dict[str, object]:
                 walk(f"{prefix}{k}.", v)
             else:
                 out[f"{prefix}{k}"] = v
+
     walk("", cfg)
     return out
 
 
-@pytest.mark.parametrize("command,config,groups", [("build", "build", ("recipe", "executor")),
-                                                    ("train", "train", ("encoder", "task", "augment")),
-                                                    ("fit", "fit", ("generator",))])
+@pytest.mark.parametrize(
+    "command,config,groups",
+    [
+        ("build", "build", ("recipe", "executor")),
+        ("train", "train", ("encoder", "task", "augment")),
+        ("fit", "fit", ("generator",)),
+    ],
+)
 def test_hydra_command_help_lists_groups_choices_and_keys(command, config, groups, capsys):
     text = _help(capsys, command)
     for group in groups:
@@ -85,15 +93,23 @@ def test_new_recipe_and_key_appear_in_help(tmp_path, monkeypatch, capsys):
     """A recipe file dropped into the config folder shows up with its description; so does a new build key."""
     conf = tmp_path / "conf"
     shutil.copytree(zc.CONF_DIR, conf)
-    (conf / "recipe" / "my-zoo.yaml").write_text((conf / "recipe" / "tiny.yaml").read_text().replace(
-        "# A few seconds: for tests and smoke runs.", "# My own zoo: eight widths of nothing in particular.\n"
-        "# A second line of description.").replace("name: tiny", "name: my-zoo"))
+    (conf / "recipe" / "my-zoo.yaml").write_text(
+        (conf / "recipe" / "tiny.yaml")
+        .read_text()
+        .replace(
+            "# A few seconds: for tests and smoke runs.",
+            "# My own zoo: eight widths of nothing in particular.\n# A second line of description.",
+        )
+        .replace("name: tiny", "name: my-zoo")
+    )
     with (conf / "build.yaml").open("a") as f:
         f.write("new_knob: 7               # turns the new knob\n")
     monkeypatch.setattr(zc, "CONF_DIR", conf)
     text = _help(capsys, "build")
-    assert any(line.split()[:2] == ["my-zoo", "My"] and "eight widths of nothing in particular" in line
-               for line in text.splitlines()), text
+    assert any(
+        line.split()[:2] == ["my-zoo", "My"] and "eight widths of nothing in particular" in line
+        for line in text.splitlines()
+    ), text
     assert "new_knob=7" in text and "turns the new knob" in text
     assert "my-zoo" in _help(capsys)
 
@@ -116,12 +132,20 @@ def test_config_doc_reads_line_continued_and_leading_comments(tmp_path):
         "    - x\n"
         "f:\n"
         "- 5\n"
-        "g: 6\n")
+        "g: 6\n"
+    )
     doc, keys = zc.config_doc(path)
     assert doc == "What this file is for."
-    assert keys == [("a", "1", "the first key and more about it"), ("b", "'x # y'", "quoted hash stays in the value"),
-                    ("group.*", "", "a mapping"), ("group.c", "[1, 2]", "said above the key"), ("group.d", "null", ""),
-                    ("group.e", "[3, x]", "a block list"), ("f", "[5]", ""), ("g", "6", "")]
+    assert keys == [
+        ("a", "1", "the first key and more about it"),
+        ("b", "'x # y'", "quoted hash stays in the value"),
+        ("group.*", "", "a mapping"),
+        ("group.c", "[1, 2]", "said above the key"),
+        ("group.d", "null", ""),
+        ("group.e", "[3, x]", "a block list"),
+        ("f", "[5]", ""),
+        ("g", "6", ""),
+    ]
     assert zc.config_groups("build") == [("recipe", "default"), ("executor", "local")]
 
 
@@ -143,8 +167,8 @@ def test_phase_diagram_title_clears_panels_and_has_a_colour_legend(tmp_path, mon
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from zoo.landscape.plot import PHASE_COLORS, phase_diagram
     from zoo.landscape.phases import PHASES
+    from zoo.landscape.plot import PHASE_COLORS, phase_diagram
 
     figures = []
     close = plt.close
@@ -165,6 +189,7 @@ def test_phase_diagram_title_clears_panels_and_has_a_colour_legend(tmp_path, mon
     labels = [t.get_text() for t in bars[-1].get_yticklabels()]
     assert labels == [*PHASES, "none"]
     legend = fig.legends[0]
-    assert [h.get_facecolor()[:3] for h in legend.legend_handles][:len(PHASES)] == \
-        [matplotlib.colors.to_rgb(PHASE_COLORS[p]) for p in PHASES]
+    assert [h.get_facecolor()[:3] for h in legend.legend_handles][: len(PHASES)] == [
+        matplotlib.colors.to_rgb(PHASE_COLORS[p]) for p in PHASES
+    ]
     close(fig)

@@ -1,4 +1,5 @@
 """End to end through the CLI: `zoo build` a tiny phase grid, `zoo landscape`, `zoo phases`."""
+
 import json
 
 import numpy as np
@@ -11,16 +12,29 @@ from zoo.commands.main import main
 @pytest.mark.slow
 def test_build_landscape_phases_end_to_end(tmp_path, capsys):
     out = tmp_path / "phase-tiny.zarr"
-    rc = main(["build", "recipe=tiny", f"out={out}", "progress=false", "recipe.widths=[4,16]",
-               "recipe.batch_sizes=[16,256]", "recipe.seeds=2", "recipe.epochs=3"])
+    rc = main(
+        [
+            "build",
+            "recipe=tiny",
+            f"out={out}",
+            "progress=false",
+            "recipe.widths=[4,16]",
+            "recipe.batch_sizes=[16,256]",
+            "recipe.seeds=2",
+            "recipe.epochs=3",
+        ]
+    )
     assert rc == 0
-    rc = main(["landscape", str(out), "probes=4", "power_iters=5", "bezier_steps=10", "batches=2", "batch_size=64",
-               "--quiet"])
+    rc = main(
+        ["landscape", str(out), "probes=4", "power_iters=5", "bezier_steps=10", "batches=2", "batch_size=64", "--quiet"]
+    )
     assert rc == 0
     z = zoo.open(str(out))
     land = z.landscape
     assert land is not None and len(land) == len(z.models) == 8
-    assert land[["train_loss", "hessian_trace", "hessian_top_eigenvalue", "mode_connectivity", "cka"]].notna().all().all()
+    assert (
+        land[["train_loss", "hessian_trace", "hessian_top_eigenvalue", "mode_connectivity", "cka"]].notna().all().all()
+    )
     # the landscape's train loss at the last checkpoint is the trainer's own final train loss
     merged = z.models.merge(land, on="model_id", suffixes=("_store", ""))
     assert np.allclose(merged["train_loss"], merged["train_loss_store"], rtol=1e-3, atol=1e-5)
@@ -53,9 +67,22 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_landscape_of_a_regression_zoo(tmp_path):
     """Sine regression: MSE loss, R^2 named as such (no accuracy columns), gap = test loss - train loss."""
     out = tmp_path / "sine.zarr"
-    assert main(["build", "recipe=tiny", f"out={out}", "progress=false", "recipe.dataset=sine-regression",
-                 "recipe.widths=[8]", "recipe.seeds=2", "recipe.epochs=2",
-                 "recipe.checkpoint_epochs=[0,2]"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "recipe=tiny",
+                f"out={out}",
+                "progress=false",
+                "recipe.dataset=sine-regression",
+                "recipe.widths=[8]",
+                "recipe.seeds=2",
+                "recipe.epochs=2",
+                "recipe.checkpoint_epochs=[0,2]",
+            ]
+        )
+        == 0
+    )
     z = zoo.open(str(out))
     from zoo.landscape.compute import compute_landscape
 

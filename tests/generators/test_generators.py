@@ -1,5 +1,6 @@
 """Generators: run folders round-trip, samples are zoos, errors are one line, and fitting never reads the test
 split (the flow itself: tests/generators/dwf/test_flow.py)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,17 +14,34 @@ from zoo.commands.main import main as cli_main
 from zoo.errors import ZooError
 
 # A fast fit: a small velocity net, few steps, no progress bar.
-FAST = {"hidden": 32, "time_dim": 16, "val_samples": 4, "steps_per_epoch": 15, "trainer.max_epochs": 2,
-        "trainer.enable_progress_bar": False, "snapshot_every_n_steps": 10}
-FAST_CLI = ["generator.hidden=32", "generator.time_dim=16", "generator.val_samples=4", "steps_per_epoch=15",
-            "trainer.max_epochs=2", "trainer.enable_progress_bar=false"]
+FAST = {
+    "hidden": 32,
+    "time_dim": 16,
+    "val_samples": 4,
+    "steps_per_epoch": 15,
+    "trainer.max_epochs": 2,
+    "trainer.enable_progress_bar": False,
+    "snapshot_every_n_steps": 10,
+}
+FAST_CLI = [
+    "generator.hidden=32",
+    "generator.time_dim=16",
+    "generator.val_samples=4",
+    "steps_per_epoch=15",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+]
 
 
 @pytest.fixture(scope="module")
 def mlp_zoo(tmp_path_factory) -> zoo.Zoo:
     """10 digits MLPs of one layout (width 8), two learning rates x 5 seeds."""
-    return build_zoo(str(tmp_path_factory.mktemp("gen") / "one.zarr"), "recipe.widths=[8]", "recipe.seeds=5",
-                     "recipe.learning_rates=[0.05,0.1]")
+    return build_zoo(
+        str(tmp_path_factory.mktemp("gen") / "one.zarr"),
+        "recipe.widths=[8]",
+        "recipe.seeds=5",
+        "recipe.learning_rates=[0.05,0.1]",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +136,9 @@ def test_fit_never_reads_the_test_split(mlp_zoo, tmp_path, monkeypatch):
     real_dataset = zoo.Zoo.dataset
 
     def poison(d):
-        return type(d)(**{**d.__dict__, "X_test": torch.full_like(d.X_test, float("nan")),
-                          "y_test": torch.full_like(d.y_test, -1)})
+        return type(d)(
+            **{**d.__dict__, "X_test": torch.full_like(d.X_test, float("nan")), "y_test": torch.full_like(d.y_test, -1)}
+        )
 
     monkeypatch.setattr(zoo, "load_dataset", lambda *a, **k: poison(real_load(*a, **k)))
     monkeypatch.setattr(zoo.Zoo, "dataset", lambda self, *a, **k: poison(real_dataset(self, *a, **k)))
@@ -129,6 +148,7 @@ def test_fit_never_reads_the_test_split(mlp_zoo, tmp_path, monkeypatch):
     g = generators.fit("dwf", mlp_zoo.path, out=str(tmp_path / "r"), monitor="val/sample_train_acc", **FAST)
     assert calls and set(calls) == {"train"}
     import pandas as pd
+
     log = pd.read_csv(g.run_dir / "metrics.csv")
     assert log["val/sample_train_acc"].dropna().between(0, 1).all()  # finite: no NaN test input reached it
 
@@ -152,12 +172,15 @@ def test_cli_fit_and_sample(mlp_zoo, tmp_path, capsys):
     assert torch.equal(z.weights(list(range(5))), again)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["sample", "/no/such/run", "-n", "3", "--out", "x.zarr"], "no generator run"),
-    (["fit", "generator=nope", "zoo=x"], "unknown generator"),
-    (["fit", "generator=dwf"], "zoo=PATH is required"),
-    (["fit", "generator=dwf", "zoo=x", "trainer.max_epoch=3"], "unknown Trainer argument"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sample", "/no/such/run", "-n", "3", "--out", "x.zarr"], "no generator run"),
+        (["fit", "generator=nope", "zoo=x"], "unknown generator"),
+        (["fit", "generator=dwf"], "zoo=PATH is required"),
+        (["fit", "generator=dwf", "zoo=x", "trainer.max_epoch=3"], "unknown Trainer argument"),
+    ],
+)
 def test_cli_errors_are_one_line(argv, message, capsys):
     assert cli_main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -178,8 +201,15 @@ def test_cli_several_layouts(tiny_zoo, tmp_path, capsys):
 
 def test_batchnorm_samples_are_recalibrated_on_training_data(tmp_path):
     """A BN CNN generator's samples carry running statistics re-estimated on the training split."""
-    z = build_zoo(str(tmp_path / "cnn.zarr"), "recipe.arch=cnn", "recipe.dataset=digits-image", "recipe.widths=[4]",
-                  "recipe.seeds=4", "recipe.epochs=1", "recipe.checkpoint_epochs=[0,1]")
+    z = build_zoo(
+        str(tmp_path / "cnn.zarr"),
+        "recipe.arch=cnn",
+        "recipe.dataset=digits-image",
+        "recipe.widths=[4]",
+        "recipe.seeds=4",
+        "recipe.epochs=1",
+        "recipe.checkpoint_epochs=[0,1]",
+    )
     g = generators.fit("dwf", z.path, out=str(tmp_path / "r"), **FAST)
     flat, _ = g.sample_flat(3, seed=0)
     layout = g.layout
@@ -188,5 +218,5 @@ def test_batchnorm_samples_are_recalibrated_on_training_data(tmp_path):
     expected = zoo.recalibrate_bn(layout, raw, z.dataset())
     assert torch.allclose(flat, expected)
     rm = layout["features.1.running_mean"]
-    assert not torch.allclose(flat[:, rm.offset:rm.stop], g.buffer_fill[rm.offset:rm.stop].expand(3, -1))
+    assert not torch.allclose(flat[:, rm.offset : rm.stop], g.buffer_fill[rm.offset : rm.stop].expand(3, -1))
     assert np.isfinite(g.sample_zoo(3, tmp_path / "s.zarr").models["test_acc"]).all()

@@ -1,5 +1,6 @@
 """The registry: each method package registers itself (the import rules around it, LAYOUT.md rules 3 and 6, are
 import-linter contracts run by tests/test_import_rules.py)."""
+
 from __future__ import annotations
 
 import pytest

@@ -5,6 +5,7 @@ the graph a WeightSpace exposes agrees with the permutation spec traced independ
 random permutations drawn from the spec, from the graph or by the augmentation keep the logits; weight
 matching (the batched Re-Basin matcher) recovers a permuted copy and never changes a function.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,12 @@ from zoo.errors import ZooError
 from zoo.layout import layout_of
 from zoo.rebasin import match_pairs, match_population, permutation_spec, permute_state, random_perms
 
-ARCHS = {"mlp": ("mlp", "digits", {}), "cnn": ("cnn", "digits-image", {"batchnorm": True}),
-         "cnn-nobn": ("cnn", "digits-image", {"batchnorm": False}), "resnet": ("resnet", "digits-image", {})}
+ARCHS = {
+    "mlp": ("mlp", "digits", {}),
+    "cnn": ("cnn", "digits-image", {"batchnorm": True}),
+    "cnn-nobn": ("cnn", "digits-image", {"batchnorm": False}),
+    "resnet": ("resnet", "digits-image", {}),
+}
 
 
 def _train(arch: str, width: int, seed: int, steps: int = 10):
@@ -81,8 +86,9 @@ def test_graph_and_spec_agree_on_groups_axes_and_sizes(nets):
         spec = permutation_spec(model)  # traced from the live module, independently of the space
         graph = space.spec(k).graph
         shared = space.graph  # every width of one architecture has the same graph up to sizes
-        assert [(n.name, n.role, n.group) for n in graph.nodesets] == [(n.name, n.role, n.group)
-                                                                          for n in shared.nodesets]
+        assert [(n.name, n.role, n.group) for n in graph.nodesets] == [
+            (n.name, n.role, n.group) for n in shared.nodesets
+        ]
         assert (graph.layers, graph.norms, graph.skips) == (shared.layers, shared.norms, shared.skips)
         groups = graph.groups()
         assert set(groups) == set(spec.groups) and len(groups) >= 2
@@ -178,8 +184,7 @@ def test_random_permutations_from_spec_graph_and_augmentation_preserve_function(
         torch.testing.assert_close(_logits_of_state(layout, by_spec, x), ref, rtol=1e-4, atol=1e-5)
         assert not torch.equal(perm[k], w[k])
         torch.testing.assert_close(_logits(layout, space, w[k], int(idx[k]), state, x), ref, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(_logits(layout, space, perm[k], int(idx[k]), state, x), ref,
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(_logits(layout, space, perm[k], int(idx[k]), state, x), ref, rtol=1e-4, atol=1e-5)
 
 
 def test_permute_augmentation_preserves_function_and_padding(nets):
@@ -189,8 +194,9 @@ def test_permute_augmentation_preserves_function_and_padding(nets):
     assert torch.equal(out * ~space.mask(idx), torch.zeros_like(out))  # padded units stay padded
     for k, (model, layout, data) in enumerate(trained):
         x = data.X_test[:200]
-        torch.testing.assert_close(_logits(layout, space, out[k], int(idx[k]), model.state_dict(), x),
-                                   model(x).detach(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            _logits(layout, space, out[k], int(idx[k]), model.state_dict(), x), model(x).detach(), rtol=1e-4, atol=1e-5
+        )
 
 
 def test_weight_matching_recovers_a_permuted_copy_and_aligned_partner_keeps_function(nets):
@@ -203,8 +209,9 @@ def test_weight_matching_recovers_a_permuted_copy_and_aligned_partner_keeps_func
     aligned = align_to(space, w[1:2], w[2:3], idx[1:2], torch.Generator().manual_seed(0))[0]
     assert torch.linalg.norm(aligned - w[1]) < torch.linalg.norm(w[2] - w[1])
     x = data.X_test[:200]
-    torch.testing.assert_close(_logits(layout, space, aligned, int(idx[2]), model.state_dict(), x), model(x).detach(),
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        _logits(layout, space, aligned, int(idx[2]), model.state_dict(), x), model(x).detach(), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_pairwise_matcher_equals_one_reference_at_a_time(nets):
@@ -228,8 +235,11 @@ def test_pairwise_matcher_equals_one_reference_at_a_time(nets):
 def test_aligned_mixup_mixes_matched_partners(nets):
     """Aligned MixUp of a network with a permuted copy of itself mixes it with itself: weights unchanged."""
     _, space, w, idx = nets
-    batch = {"w": torch.cat([w[1:2], permute(space, w[1:2], idx[1:2], torch.Generator().manual_seed(2))]),
-             "y": torch.tensor([0.5, 0.5]), "layout": idx[1:2].repeat(2)}
+    batch = {
+        "w": torch.cat([w[1:2], permute(space, w[1:2], idx[1:2], torch.Generator().manual_seed(2))]),
+        "y": torch.tensor([0.5, 0.5]),
+        "layout": idx[1:2].repeat(2),
+    }
     out = Augmenter(space, {"mixup": {"p": 1.0, "alpha": 1.0, "mode": "aligned"}}, seed=0)(batch)
     torch.testing.assert_close(out["w"][0], w[1])
     plain = Augmenter(space, {"mixup": {"p": 1.0, "alpha": 1.0, "mode": "plain"}}, seed=0)(batch)
@@ -241,8 +251,13 @@ def test_noise_dropout_sparsify_mixup_change_weights_within_layout(nets):
     y = torch.tensor([0.1, 0.5, 0.9])
     batch = {"w": w, "y": y, "layout": idx}
     mask = space.mask(idx)
-    for cfg in ({"noise": {"p": 1.0}}, {"dropout": {"p": 1.0, "rate": 0.5}}, {"sparsify": {"p": 1.0, "fraction": 0.5}},
-                {"mixup": {"p": 1.0, "mode": "permuted"}}, {"mixup": {"p": 1.0, "mode": "aligned"}}):
+    for cfg in (
+        {"noise": {"p": 1.0}},
+        {"dropout": {"p": 1.0, "rate": 0.5}},
+        {"sparsify": {"p": 1.0, "fraction": 0.5}},
+        {"mixup": {"p": 1.0, "mode": "permuted"}},
+        {"mixup": {"p": 1.0, "mode": "aligned"}},
+    ):
         out = Augmenter(space, cfg, seed=1)(batch)
         assert torch.equal(out["w"] * ~mask, torch.zeros_like(w)), cfg
     sp = Augmenter(space, {"sparsify": {"p": 1.0, "fraction": 0.5}})(batch)["w"]

@@ -1,4 +1,5 @@
 """Target metrics come from torchmetrics and say 'undefined' (NaN) rather than a made-up 0."""
+
 import math
 
 import numpy as np
@@ -22,9 +23,14 @@ def test_regression_metrics_match_definitions():
     assert perfect["kendall_tau"] == pytest.approx(1.0) and perfect["r2"] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("pred,target", [([0.5, 0.5, 0.5, 0.5], [0.1, 0.2, 0.3, 0.4]),  # constant predictions
-                                         ([0.1, 0.2, 0.3, 0.4], [0.7, 0.7, 0.7, 0.7]),  # constant targets
-                                         ([0.3], [0.9])])                                 # one sample
+@pytest.mark.parametrize(
+    "pred,target",
+    [
+        ([0.5, 0.5, 0.5, 0.5], [0.1, 0.2, 0.3, 0.4]),  # constant predictions
+        ([0.1, 0.2, 0.3, 0.4], [0.7, 0.7, 0.7, 0.7]),  # constant targets
+        ([0.3], [0.9]),
+    ],
+)  # one sample
 def test_undefined_tau_is_nan_not_zero(pred, target):
     m = regression_metrics(torch.tensor(pred), torch.tensor(target))
     assert math.isnan(m["kendall_tau"])

@@ -1,4 +1,5 @@
 """WeightDataModule, targets, `zoo train` and load-back on a real (tiny) zoo built by the population trainer."""
+
 from __future__ import annotations
 
 import json
@@ -10,10 +11,10 @@ import torch
 
 import wsl
 import zoo
-from wsl.train import train
 from wsl.data import WeightDataModule
-from zoo.commands.main import main as zoo_main
+from wsl.train import train
 from zoo.app.config import compose
+from zoo.commands.main import main as zoo_main
 from zoo.errors import ZooError
 
 
@@ -21,8 +22,18 @@ from zoo.errors import ZooError
 def tiny(tmp_path_factory):
     """12 digits MLPs (2 widths x 2 learning rates x 3 seeds), 4 checkpoints each."""
     path = tmp_path_factory.mktemp("wsl") / "tiny.zarr"
-    cfg = compose("build", ["recipe=tiny", f"out={path}", "progress=false", "recipe.learning_rates=[0.02,0.2]",
-                            "recipe.seeds=3", "recipe.epochs=4", "recipe.checkpoint_epochs=[0,1,2,4]"])
+    cfg = compose(
+        "build",
+        [
+            "recipe=tiny",
+            f"out={path}",
+            "progress=false",
+            "recipe.learning_rates=[0.02,0.2]",
+            "recipe.seeds=3",
+            "recipe.epochs=4",
+            "recipe.checkpoint_epochs=[0,1,2,4]",
+        ],
+    )
     return zoo.build(cfg)
 
 
@@ -49,8 +60,15 @@ def test_batches_are_the_stored_weights_normalized_with_training_statistics(tiny
     dm = WeightDataModule(tiny, checkpoints=[-1, 1], batch_size=5)
     dm.setup()
     train_rows = dm.rows("train")
-    raw = torch.cat([dm.space.pad(tiny.weights([int(dm.samples.model_id[r])], checkpoint=int(dm.samples.checkpoint[r])),
-                                  int(dm.samples.layout_index[r])) for r in range(len(dm.samples))])
+    raw = torch.cat(
+        [
+            dm.space.pad(
+                tiny.weights([int(dm.samples.model_id[r])], checkpoint=int(dm.samples.checkpoint[r])),
+                int(dm.samples.layout_index[r]),
+            )
+            for r in range(len(dm.samples))
+        ]
+    )
     layout = torch.as_tensor(dm.samples["layout_index"].to_numpy().copy())
     mask = dm.space.mask(layout)
     for j, slot in enumerate(dm.space.slots):  # per-tensor statistics of the training split only
@@ -106,18 +124,22 @@ def test_phase_target_reads_the_landscape_table(tiny, tmp_path):
     path = tmp_path / "phase.zarr"
     shutil.copytree(tiny.path, path)
     z = zoo.open(path)
-    zoo.open_writer(path).write_table("landscape", pd.DataFrame({"model_id": range(12), "phase": ["I", "IV-A", "III"] * 4}))
+    zoo.open_writer(path).write_table(
+        "landscape", pd.DataFrame({"model_id": range(12), "phase": ["I", "IV-A", "III"] * 4})
+    )
     dm = WeightDataModule(z, target="phase")
     dm.setup()
     assert dm.target.classes == ["I", "III", "IV-A"] and len(dm.samples) == 12
 
 
 def test_cli_errors_are_one_line(tiny, capsys):
-    for args, msg in [(["encoder=nope", f"zoo={tiny.path}"], "unknown encoder 'nope'"),
-                      (["task=nope", f"zoo={tiny.path}"], "unknown task 'nope'"),
-                      (["data.nope=1", f"zoo={tiny.path}"], "nope"),
-                      (["trainer.nope=1", f"zoo={tiny.path}"], "unknown Trainer argument 'nope'"),
-                      (["task=phase", f"zoo={tiny.path}", "out=/tmp/never"], "landscape")]:
+    for args, msg in [
+        (["encoder=nope", f"zoo={tiny.path}"], "unknown encoder 'nope'"),
+        (["task=nope", f"zoo={tiny.path}"], "unknown task 'nope'"),
+        (["data.nope=1", f"zoo={tiny.path}"], "nope"),
+        (["trainer.nope=1", f"zoo={tiny.path}"], "unknown Trainer argument 'nope'"),
+        (["task=phase", f"zoo={tiny.path}", "out=/tmp/never"], "landscape"),
+    ]:
         assert zoo_main(["train", *args]) == 2
         err = capsys.readouterr().err.strip()
         assert msg in err and "\n" not in err, err
@@ -126,8 +148,19 @@ def test_cli_errors_are_one_line(tiny, capsys):
 @pytest.mark.slow
 def test_zoo_train_end_to_end_and_load_back(tiny, tmp_path, capsys):
     out = tmp_path / "run"
-    code = zoo_main(["train", "encoder=statnn", "task=test_accuracy", f"zoo={tiny.path}", f"out={out}",
-                     "data.checkpoints=all", "trainer.max_epochs=3", "augment=permute", "trainer.gradient_clip_val=1.0"])
+    code = zoo_main(
+        [
+            "train",
+            "encoder=statnn",
+            "task=test_accuracy",
+            f"zoo={tiny.path}",
+            f"out={out}",
+            "data.checkpoints=all",
+            "trainer.max_epochs=3",
+            "augment=permute",
+            "trainer.gradient_clip_val=1.0",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["test"]) >= {"kendall_tau", "r2", "mse"} and summary["epochs"] == 3
@@ -148,8 +181,17 @@ def test_zoo_train_end_to_end_and_load_back(tiny, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_short_training_improves_validation_metric(tiny, tmp_path):
-    cfg = compose("train", [f"zoo={tiny.path}", f"out={tmp_path}", "encoder=mlp", "data.checkpoints=all",
-                            "trainer.max_epochs=12", "data.batch_size=16"])
+    cfg = compose(
+        "train",
+        [
+            f"zoo={tiny.path}",
+            f"out={tmp_path}",
+            "encoder=mlp",
+            "data.checkpoints=all",
+            "trainer.max_epochs=12",
+            "data.batch_size=16",
+        ],
+    )
     summary = train(cfg)
     val = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["val/mse"])["val/mse"].to_numpy()
     assert len(val) == 12 and val[-1] < val[0]
@@ -158,8 +200,18 @@ def test_short_training_improves_validation_metric(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_hyperparameter_classifier_trains_and_predicts_labels(tiny, tmp_path):
-    cfg = compose("train", [f"zoo={tiny.path}", f"out={tmp_path}", "encoder=graph", "task=hyperparameter",
-                            "task.column=width", "trainer.max_epochs=2", "data.checkpoints=[-1]"])
+    cfg = compose(
+        "train",
+        [
+            f"zoo={tiny.path}",
+            f"out={tmp_path}",
+            "encoder=graph",
+            "task=hyperparameter",
+            "task.column=width",
+            "trainer.max_epochs=2",
+            "data.checkpoints=[-1]",
+        ],
+    )
     summary = train(cfg)
     assert 0.0 <= summary["test"]["acc"] <= 1.0
     preds = wsl.load(tmp_path).predict(tiny)
@@ -181,9 +233,13 @@ def test_canonical_weights_from_the_store_feed_batches_and_aligned_mixup(tiny, t
         k = dm.space.add_layout(z.layouts[key])
         layout = torch.full((len(ids),), k)
         w = z.weights(ids, checkpoint=None)  # [n, C, P]
-        canon = torch.stack([dm.space.unpad(permute(dm.space, dm.space.pad(w[:, c], k), layout,
-                                                    torch.Generator().manual_seed(c)), k)
-                             for c in range(w.shape[1])], dim=1)
+        canon = torch.stack(
+            [
+                dm.space.unpad(permute(dm.space, dm.space.pad(w[:, c], k), layout, torch.Generator().manual_seed(c)), k)
+                for c in range(w.shape[1])
+            ],
+            dim=1,
+        )
         zoo.open_writer(z.path).write_canonical(ids, canon)
     canon_dm = WeightDataModule(z, checkpoints=-1, canonical=True)
     canon_dm.setup()
@@ -192,8 +248,12 @@ def test_canonical_weights_from_the_store_feed_batches_and_aligned_mixup(tiny, t
     assert not torch.allclose(canon_dm.batch(rows)["w"], dm.batch(rows)["w"])
     for r, i in zip(rows, ids):
         expect = canon_dm.space.pad(z.weights([i], canonical=True), int(canon_dm.samples.layout_index[r]))
-        torch.testing.assert_close(canon_dm.normalizer.inverse(canon_dm.batch([r])["w"], canon_dm.batch([r])["layout"]),
-                                   expect, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            canon_dm.normalizer.inverse(canon_dm.batch([r])["w"], canon_dm.batch([r])["layout"]),
+            expect,
+            rtol=1e-5,
+            atol=1e-6,
+        )
     mix = WeightDataModule(z, checkpoints=-1, augment={"mixup": {"p": 1.0, "mode": "aligned"}})
     mix.setup()
     assert mix._w_canon is not None  # aligned mixup reads the store's re-based weights, no on-the-fly matching

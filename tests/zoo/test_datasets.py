@@ -1,4 +1,5 @@
 """Datasets: bundled data, generated ones, users' .npz files; deterministic splits."""
+
 import numpy as np
 import pytest
 import torch
@@ -30,12 +31,22 @@ def test_shapes_and_standardization():
 def test_user_npz(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "mine.npz"
-    np.savez(path, X_train=rng.normal(size=(40, 3)), y_train=rng.integers(0, 4, 40),
-             X_test=rng.normal(size=(10, 3)), y_test=rng.integers(0, 4, 10))
+    np.savez(
+        path,
+        X_train=rng.normal(size=(40, 3)),
+        y_train=rng.integers(0, 4, 40),
+        X_test=rng.normal(size=(10, 3)),
+        y_test=rng.integers(0, 4, 10),
+    )
     t = load_dataset(str(path))
     assert t.kind == "classification" and t.num_outputs == 4 and t.input_shape == (3,)
-    np.savez(path, X_train=rng.normal(size=(40, 3)), y_train=rng.normal(size=40),
-             X_test=rng.normal(size=(10, 3)), y_test=rng.normal(size=10))
+    np.savez(
+        path,
+        X_train=rng.normal(size=(40, 3)),
+        y_train=rng.normal(size=40),
+        X_test=rng.normal(size=(10, 3)),
+        y_test=rng.normal(size=10),
+    )
     assert load_dataset(str(path)).kind == "regression"
 
 
@@ -47,11 +58,21 @@ def test_bad_npz_files_are_clear_errors(tmp_path, case):
     elif case == "keys":
         np.savez(path, X_train=np.zeros((4, 2)), y_train=np.zeros(4, dtype=int))
     elif case == "rows":
-        np.savez(path, X_train=np.zeros((4, 2)), y_train=np.zeros(3, dtype=int),
-                 X_test=np.zeros((2, 2)), y_test=np.zeros(2, dtype=int))
+        np.savez(
+            path,
+            X_train=np.zeros((4, 2)),
+            y_train=np.zeros(3, dtype=int),
+            X_test=np.zeros((2, 2)),
+            y_test=np.zeros(2, dtype=int),
+        )
     elif case == "pickle":
-        np.savez(path, X_train=np.array([{"a": 1}], dtype=object), y_train=np.zeros(1, dtype=int),
-                 X_test=np.zeros((1, 2)), y_test=np.zeros(1, dtype=int))
+        np.savez(
+            path,
+            X_train=np.array([{"a": 1}], dtype=object),
+            y_train=np.zeros(1, dtype=int),
+            X_test=np.zeros((1, 2)),
+            y_test=np.zeros(1, dtype=int),
+        )
     with pytest.raises(ZooError, match="bad.npz"):
         load_dataset(str(path))
 

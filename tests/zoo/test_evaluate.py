@@ -1,5 +1,6 @@
 """zoo.evaluate / predict / recalibrate_bn: the batched evaluator equals Zoo.module(i) one model at a time on
 every architecture, and BatchNorm recalibration reads the training split only."""
+
 import dataclasses
 
 import numpy as np
@@ -8,19 +9,33 @@ import torch
 import torch.nn.functional as F
 
 import zoo
-from zoo import ZooError
-
 from tests.conftest import build_zoo
+from zoo import ZooError
 
 ARCHS = {
     "mlp": [],  # the tiny recipe: two widths -> two layouts
     "cnn-bn": ["recipe.arch=cnn", "recipe.dataset=digits-image", "recipe.widths=[4]", "recipe.depths=[2]"],
-    "cnn-nobn": ["recipe.arch=cnn", "recipe.dataset=digits-image", "recipe.widths=[4]", "recipe.depths=[2]",
-                 "recipe.batchnorm=false"],
-    "resnet": ["recipe.arch=resnet", "recipe.dataset=digits-image", "recipe.widths=[4]", "recipe.depths=[1]",
-               "recipe.optimizer=adam", "recipe.learning_rates=[0.01]"],
-    "sine": ["recipe.dataset=sine-regression", "recipe.optimizer=adam", "recipe.learning_rates=[0.01]",
-             "recipe.batch_sizes=[32]"],
+    "cnn-nobn": [
+        "recipe.arch=cnn",
+        "recipe.dataset=digits-image",
+        "recipe.widths=[4]",
+        "recipe.depths=[2]",
+        "recipe.batchnorm=false",
+    ],
+    "resnet": [
+        "recipe.arch=resnet",
+        "recipe.dataset=digits-image",
+        "recipe.widths=[4]",
+        "recipe.depths=[1]",
+        "recipe.optimizer=adam",
+        "recipe.learning_rates=[0.01]",
+    ],
+    "sine": [
+        "recipe.dataset=sine-regression",
+        "recipe.optimizer=adam",
+        "recipe.learning_rates=[0.01]",
+        "recipe.batch_sizes=[32]",
+    ],
 }
 
 
@@ -100,7 +115,7 @@ def _reference_recompute(module: torch.nn.Module, X: torch.Tensor, batch_size: i
     module.train()
     with torch.no_grad():
         for i in range(0, len(X), batch_size):
-            module(X[i:i + batch_size])
+            module(X[i : i + batch_size])
     return module.eval()
 
 
@@ -108,13 +123,14 @@ def _reference_recompute(module: torch.nn.Module, X: torch.Tensor, batch_size: i
 def test_recalibration_equals_per_module_recompute(name, tmp_path):
     z = build_zoo(str(tmp_path / f"{name}.zarr"), *ARCHS[name])
     data = z.dataset()
-    (layout, ids, W), = _groups(z)
+    ((layout, ids, W),) = _groups(z)
     new = zoo.recalibrate_bn(layout, W, data, batch_size=200)
     one_at_a_time = zoo.recalibrate_bn(layout, W, data, batch_size=200, memory_floats=1)  # one model per chunk
     torch.testing.assert_close(new, one_at_a_time, rtol=0, atol=0)
     stats = [e for e in layout.entries if e.kind == "buffer"]
-    assert stats and all(e.name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
-                         for e in stats)
+    assert stats and all(
+        e.name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked") for e in stats
+    )
     for k, i in enumerate(ids):
         ref = _reference_recompute(z.module(i), data.X_train, 200).state_dict()
         got = layout.unflatten(new[k])
@@ -127,27 +143,36 @@ def test_recalibration_equals_per_module_recompute(name, tmp_path):
 
 
 def test_recalibration_reads_training_split_only_and_repairs_corrupted_statistics(tmp_path):
-    z = build_zoo(str(tmp_path / "bn.zarr"), "recipe.arch=cnn", "recipe.dataset=digits-image", "recipe.widths=[8]",
-                  "recipe.depths=[2]", "recipe.optimizer=adam", "recipe.learning_rates=[0.01]", "recipe.epochs=6",
-                  "recipe.checkpoint_epochs=[0,6]")  # trained well above chance (test accuracy ~0.63)
+    z = build_zoo(
+        str(tmp_path / "bn.zarr"),
+        "recipe.arch=cnn",
+        "recipe.dataset=digits-image",
+        "recipe.widths=[8]",
+        "recipe.depths=[2]",
+        "recipe.optimizer=adam",
+        "recipe.learning_rates=[0.01]",
+        "recipe.epochs=6",
+        "recipe.checkpoint_epochs=[0,6]",
+    )  # trained well above chance (test accuracy ~0.63)
     data = z.dataset()
-    (layout, ids, W), = _groups(z)
+    ((layout, ids, W),) = _groups(z)
     good = zoo.evaluate(layout, W, data, "test")
     bad = W.clone()
     g = torch.Generator().manual_seed(0)
     for e in layout.entries:
         if e.name.endswith("running_mean"):
-            bad[:, e.offset:e.stop] += 3 * torch.randn(len(ids), e.numel, generator=g)
+            bad[:, e.offset : e.stop] += 3 * torch.randn(len(ids), e.numel, generator=g)
         elif e.name.endswith("running_var"):
-            bad[:, e.offset:e.stop] *= 25.0
+            bad[:, e.offset : e.stop] *= 25.0
     broken = zoo.evaluate(layout, bad, data, "test")
     assert (broken["acc"] < good["acc"] - 0.2).all()
     fixed = zoo.evaluate(layout, bad, data, "test", recalibrate_bn=True)
     assert (fixed["acc"] > good["acc"] - 0.05).all(), (good, fixed)
     # the test split never enters the statistics: scrambling it leaves the recalibrated weights bit-equal
     other = dataclasses.replace(data, X_test=torch.randn_like(data.X_test) * 5, y_test=data.y_test.flip(0))
-    torch.testing.assert_close(zoo.recalibrate_bn(layout, bad, other), zoo.recalibrate_bn(layout, bad, data),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        zoo.recalibrate_bn(layout, bad, other), zoo.recalibrate_bn(layout, bad, data), rtol=0, atol=0
+    )
     # ... while the training split does
     shifted = dataclasses.replace(data, X_train=data.X_train + 1.0)
     assert not torch.equal(zoo.recalibrate_bn(layout, bad, shifted), zoo.recalibrate_bn(layout, bad, data))
@@ -185,8 +210,16 @@ def test_non_finite_weights_give_nan_not_a_fake_accuracy(tiny_zoo):
     assert torch.isfinite(res["acc"][1:]).all()
 
 
-@pytest.mark.parametrize("n,N,act,mem", [(1000, 360, 74, 50_000_000), (1000, 1437, 3090, 50_000_000),
-                                         (100_000, 360, 800, 50_000_000), (3, 5, 7000, 1000), (7, 300, 26, 1000)])
+@pytest.mark.parametrize(
+    "n,N,act,mem",
+    [
+        (1000, 360, 74, 50_000_000),
+        (1000, 1437, 3090, 50_000_000),
+        (100_000, 360, 800, 50_000_000),
+        (3, 5, 7000, 1000),
+        (7, 300, 26, 1000),
+    ],
+)
 def test_chunks_respect_the_memory_bound(n, N, act, mem):
     from zoo.evaluate import _chunk_sizes
 

@@ -1,10 +1,11 @@
 """Layouts: state dict <-> flat vector is exact for every architecture, BatchNorm buffers included."""
+
 import pytest
 import torch
 
 from zoo import ZooError, arch_spec, build_model, layout_of
-from zoo.layout import Layout
 from zoo.datasets import load_dataset
+from zoo.layout import Layout
 
 SPECS = [
     arch_spec("mlp", [64], 10, 16, 2),
@@ -24,7 +25,7 @@ def _trained(spec, steps=3):
         task = load_dataset("moons")
     opt = torch.optim.SGD(m.parameters(), lr=0.1)
     for i in range(steps):
-        x, y = task.X_train[i * 32:(i + 1) * 32], task.y_train[i * 32:(i + 1) * 32]
+        x, y = task.X_train[i * 32 : (i + 1) * 32], task.y_train[i * 32 : (i + 1) * 32]
         opt.zero_grad()
         torch.nn.functional.cross_entropy(m(x), y).backward()
         opt.step()

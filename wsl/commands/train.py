@@ -3,15 +3,15 @@
 Composes ``conf/train.yaml`` (groups encoder/, task/, augment/) with Hydra's compose API and prints the
 run's test metrics; the run folder is described in :mod:`wsl.train`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from zoo.app.config import compose, help_text
-from zoo.app.trainer import checked_overrides
-
 from wsl.multirun import metrics_text, multirun
 from wsl.train import train
+from zoo.app.config import compose, help_text
+from zoo.app.trainer import checked_overrides
 
 USAGE = """usage: zoo train [-m] encoder=NAME task=NAME zoo=PATH [key=value ...]  (-m: Hydra multirun over comma lists, as encoder=mlp,nfn seed=0,1,2)
   encoders: {encoders}
@@ -30,11 +30,13 @@ def main(argv: list[str]) -> int:
         return 0 if argv else 2
     if argv[0] in ("-m", "--multirun"):  # a Hydra sweep: one run folder and one summary line per job
         return multirun(argv[1:], "train", GROUPS)
-    cfg = compose("train", checked_overrides(argv, 'train', GROUPS))
+    cfg = compose("train", checked_overrides(argv, "train", GROUPS))
     s = train(cfg)
     metrics = metrics_text(s["test"])
     held_out = s["splits"].get("test", {}).get("models", 0)
-    print(f"zoo train: {s['encoder']} on {s['task']['name']}, {held_out} held-out models: {metrics}"
-          f" ({s['epochs']} epochs in {s['fit_seconds']:.0f} s)\nrun in {s['out']} (summary.json, metrics.csv,"
-          f" {Path(s['checkpoint']).name})")
+    print(
+        f"zoo train: {s['encoder']} on {s['task']['name']}, {held_out} held-out models: {metrics}"
+        f" ({s['epochs']} epochs in {s['fit_seconds']:.0f} s)\nrun in {s['out']} (summary.json, metrics.csv,"
+        f" {Path(s['checkpoint']).name})"
+    )
     return 0

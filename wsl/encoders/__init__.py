@@ -1,15 +1,15 @@
 """Weight encoders behind one interface: ``build_encoder(name, space, out_dim, **hparams)``."""
+
 from __future__ import annotations
 
-from zoo.errors import ZooError
-
-from wsl.space import WeightSpace
 from wsl.encoders.base import WeightEncoder
 from wsl.encoders.flat import FlatMLP
 from wsl.encoders.graph import GraphEncoder
 from wsl.encoders.nfn import NFNEncoder
 from wsl.encoders.statnn import StatNN
 from wsl.encoders.transformer import NeuronTransformer
+from wsl.space import WeightSpace
+from zoo.errors import ZooError
 
 ENCODERS: dict[str, type[WeightEncoder]] = {
     "mlp": FlatMLP,
@@ -30,4 +30,13 @@ def build_encoder(name: str, space: WeightSpace, out_dim: int, **hparams) -> Wei
         raise ZooError(f"encoder {name!r}: {e}") from None
 
 
-__all__ = ["ENCODERS", "WeightEncoder", "build_encoder", "FlatMLP", "StatNN", "GraphEncoder", "NeuronTransformer", "NFNEncoder"]
+__all__ = [
+    "ENCODERS",
+    "WeightEncoder",
+    "build_encoder",
+    "FlatMLP",
+    "StatNN",
+    "GraphEncoder",
+    "NeuronTransformer",
+    "NFNEncoder",
+]

@@ -1,7 +1,8 @@
 """The one interface every weight encoder implements, and the small MLP they share."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
@@ -21,7 +22,9 @@ class WeightEncoder(nn.Module):
         self.out_dim = int(out_dim)
 
 
-def mlp(dims: Sequence[int], dropout: float = 0.0, act: type[nn.Module] = nn.GELU, last_act: bool = False) -> nn.Sequential:
+def mlp(
+    dims: Sequence[int], dropout: float = 0.0, act: type[nn.Module] = nn.GELU, last_act: bool = False
+) -> nn.Sequential:
     """Linear layers through ``dims`` with activations (and dropout) between them."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):

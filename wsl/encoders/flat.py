@@ -1,12 +1,13 @@
 """Flat MLP over the whole padded weight vector: the naive baseline (not permutation-invariant)."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
-from wsl.space import WeightSpace
 from wsl.encoders.base import WeightEncoder, mlp
+from wsl.space import WeightSpace
 
 
 class FlatMLP(WeightEncoder):

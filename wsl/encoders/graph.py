@@ -11,20 +11,20 @@ amplification degree scalers; the full PNA set is a config choice) of messages a
 against the edges. The readout reads the output nodes only, so the encoder is invariant to hidden-unit
 permutations by construction.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn
 from torch_geometric.nn.aggr import DegreeScalerAggregation
 from torch_geometric.utils import degree
 
-from zoo.rebasin.graph import BN_FIELDS
-
-from wsl.space import WeightSpace
 from wsl.encoders.base import WeightEncoder, mlp
+from wsl.space import WeightSpace
+from zoo.rebasin.graph import BN_FIELDS
 
 NODE_FEATURES = 1 + len(BN_FIELDS)
 
@@ -97,8 +97,14 @@ def build_template(space: WeightSpace, layout_index: int) -> _Template:
         pos_l.append(torch.full((len(u), d_edge), sentinel, dtype=torch.long))
         type_l.append(torch.full((len(u),), len(st.layers) + si))
     out_set = [i for i, ns in enumerate(st.nodesets) if ns.role == "output"][0]
-    return _Template(node_pos, torch.cat(node_id), torch.stack([torch.cat(src_l), torch.cat(dst_l)]),
-                     torch.cat(pos_l), torch.cat(type_l), start[out_set] + torch.arange(sizes[out_set]))
+    return _Template(
+        node_pos,
+        torch.cat(node_id),
+        torch.stack([torch.cat(src_l), torch.cat(dst_l)]),
+        torch.cat(pos_l),
+        torch.cat(type_l),
+        start[out_set] + torch.arange(sizes[out_set]),
+    )
 
 
 def _degree_histogram(templates: list[_Template], reverse: bool) -> torch.Tensor:
@@ -117,8 +123,14 @@ class EdgeNodeLayer(nn.Module):
     multiplies per edge).
     """
 
-    def __init__(self, d: int, deg_fwd: torch.Tensor, deg_bwd: torch.Tensor, aggregators: Sequence[str] = ("mean", "max"),
-                 scalers: Sequence[str] = ("identity", "amplification")):
+    def __init__(
+        self,
+        d: int,
+        deg_fwd: torch.Tensor,
+        deg_bwd: torch.Tensor,
+        aggregators: Sequence[str] = ("mean", "max"),
+        scalers: Sequence[str] = ("identity", "amplification"),
+    ):
         super().__init__()
         self.e_src, self.e_dst, self.e_e = nn.Linear(d, d, bias=False), nn.Linear(d, d, bias=False), nn.Linear(d, d)
         self.e_out = nn.Linear(d, d)
@@ -145,8 +157,16 @@ class EdgeNodeLayer(nn.Module):
 class GraphEncoder(WeightEncoder):
     """Neural-graph metanetwork: embeddings, ``layers`` edge/node updates, readout from the output nodes."""
 
-    def __init__(self, space: WeightSpace, out_dim: int, hidden: int = 16, layers: int = 2, dropout: float = 0.0,
-                 aggregators: Sequence[str] = ("mean", "max"), scalers: Sequence[str] = ("identity", "amplification")):
+    def __init__(
+        self,
+        space: WeightSpace,
+        out_dim: int,
+        hidden: int = 16,
+        layers: int = 2,
+        dropout: float = 0.0,
+        aggregators: Sequence[str] = ("mean", "max"),
+        scalers: Sequence[str] = ("identity", "amplification"),
+    ):
         super().__init__(space, out_dim)
         st = space.graph
         maxes = space.max_sizes()
@@ -160,7 +180,9 @@ class GraphEncoder(WeightEncoder):
         self._templates: dict[int, _Template] = {}
         temps = [self._template(k) for k in range(len(space.layouts))]
         deg_f, deg_b = _degree_histogram(temps, False), _degree_histogram(temps, True)
-        self.layers = nn.ModuleList([EdgeNodeLayer(hidden, deg_f, deg_b, aggregators, scalers) for _ in range(int(layers))])
+        self.layers = nn.ModuleList(
+            [EdgeNodeLayer(hidden, deg_f, deg_b, aggregators, scalers) for _ in range(int(layers))]
+        )
         self.n_out = n_out
         self.readout = mlp([n_out * hidden, 2 * hidden, out_dim], dropout)
 
@@ -180,7 +202,7 @@ class GraphEncoder(WeightEncoder):
             t = self._template(k)
             m, n_nodes = len(rows), len(t.node_id)
             wk = w_ext[rows]
-            shift = (torch.arange(m, device=w.device) * n_nodes + offset)
+            shift = torch.arange(m, device=w.device) * n_nodes + offset
             xs.append(wk[:, t.node_pos.to(w.device)].reshape(m * n_nodes, -1))
             ids.append(t.node_id.to(w.device).repeat(m))
             es.append(wk[:, t.edge_pos.to(w.device)].reshape(-1, t.edge_pos.shape[1]))

@@ -19,6 +19,7 @@ Choices for our zoos (digits MLPs 64-w-w-10, CNNs with BatchNorm, widths 8-64):
   NP layers do not model, so ResNets are refused. BatchNorm tensors (and the bias) are extra channels of
   their layer's bias, so they permute with their channel.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,11 +27,10 @@ from nfn.common import ArraySpec, NetworkSpec, WeightSpaceFeatures
 from nfn.layers import HNPPool, NPLinear, TupleOp
 from torch import nn
 
+from wsl.encoders.base import WeightEncoder, mlp
+from wsl.space import WeightSpace
 from zoo.errors import ZooError
 from zoo.rebasin.graph import BN_FIELDS
-
-from wsl.space import WeightSpace
-from wsl.encoders.base import WeightEncoder, mlp
 
 
 def _chain(space: WeightSpace) -> list:
@@ -50,8 +50,9 @@ def _chain(space: WeightSpace) -> list:
 class NFNEncoder(WeightEncoder):
     """NP layers (first with input/output embeddings) -> HNP pooling -> MLP head; invariant to hidden units."""
 
-    def __init__(self, space: WeightSpace, out_dim: int, hidden: int = 32, layers: int = 3, head: int = 256,
-                 dropout: float = 0.1):
+    def __init__(
+        self, space: WeightSpace, out_dim: int, hidden: int = 32, layers: int = 3, head: int = 256, dropout: float = 0.1
+    ):
         super().__init__(space, out_dim)
         if int(layers) < 1 or int(hidden) < 1:
             raise ZooError(f"encoder nfn needs layers >= 1 and hidden >= 1, got layers={layers}, hidden={hidden}")

@@ -3,14 +3,15 @@
 The statistics ignore the order of a tensor's entries, so the encoder is invariant to hidden-unit
 permutations by construction. Padded entries are excluded (each layout's real shapes are sliced out).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
-from wsl.space import WeightSpace
 from wsl.encoders.base import WeightEncoder, mlp
+from wsl.space import WeightSpace
 
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 

@@ -4,22 +4,23 @@ BatchNorm parameters), positions (layer, neuron index), a transformer encoder an
 Padded units of narrow networks are masked out of attention. The neuron-index embedding lets the model
 tell output neurons apart; it also makes it sensitive to hidden-unit order (use the permute augmentation).
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from zoo.rebasin.graph import BN_FIELDS
-
-from wsl.space import WeightSpace
 from wsl.encoders.base import WeightEncoder, mlp
+from wsl.space import WeightSpace
+from zoo.rebasin.graph import BN_FIELDS
 
 
 class NeuronTransformer(WeightEncoder):
     """Transformer over neuron tokens; ``d_model`` wide, ``layers`` deep, ``heads`` attention heads."""
 
-    def __init__(self, space: WeightSpace, out_dim: int, d_model: int = 64, layers: int = 2, heads: int = 4,
-                 dropout: float = 0.0):
+    def __init__(
+        self, space: WeightSpace, out_dim: int, d_model: int = 64, layers: int = 2, heads: int = 4, dropout: float = 0.0
+    ):
         super().__init__(space, out_dim)
         st = space.graph
         self.proj = nn.ModuleList()
@@ -31,8 +32,9 @@ class NeuronTransformer(WeightEncoder):
         self.layer_emb = nn.Embedding(len(st.layers), d_model)
         self.unit_emb = nn.Embedding(max(maxes[l.dst] for l in st.layers), d_model)
         self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
-        block = nn.TransformerEncoderLayer(d_model, heads, 2 * d_model, dropout, batch_first=True, norm_first=True,
-                                           activation="gelu")
+        block = nn.TransformerEncoderLayer(
+            d_model, heads, 2 * d_model, dropout, batch_first=True, norm_first=True, activation="gelu"
+        )
         self.encoder = nn.TransformerEncoder(block, int(layers), enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
         self.head = mlp([d_model, d_model, out_dim])

@@ -1,4 +1,5 @@
 """argparse for the ``zoo`` subcommands: usage errors are one-line ZooErrors, ``--help`` returns normally."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("default" in text.lower() or f"({default})" in text or default is None or default is False
-                or default == argparse.SUPPRESS or not action.option_strings):
+        if (
+            "default" in text.lower()
+            or f"({default})" in text
+            or default is None
+            or default is False
+            or default == argparse.SUPPRESS
+            or not action.option_strings
+        ):
             return text
         return f"{text} (default: %(default)s)"
 

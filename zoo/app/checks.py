@@ -6,10 +6,12 @@ Each config's owner lists a rule per key (``zoo.training.build.BUILD``, ``zoo.la
 ``wsl.train``); :func:`check` refuses unknown keys (``+recipe.nope=1``) too. Each failure is one ZooError
 naming the key, the value and what was expected.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from zoo.errors import ZooError
 
@@ -18,8 +20,11 @@ Rule = Callable[[Any], str | None]  # returns what was expected when the value b
 
 def number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False) -> Rule:
     def rule(v: Any) -> str | None:
-        ok = isinstance(v, kind) and not isinstance(v, bool) if kind is int else \
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+        ok = (
+            isinstance(v, kind) and not isinstance(v, bool)
+            if kind is int
+            else isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+        )
         if ok and low is not None:
             ok = v > low if low_open else v >= low
         if ok and high is not None:
@@ -29,6 +34,7 @@ def number(kind: type, low: float | None = None, high: float | None = None, low_
         bounds = "" if low is None else f" {'>' if low_open else '>='} {low}"
         bounds += "" if high is None else f" and <= {high}"
         return f"{'an integer' if kind is int else 'a finite number'}{bounds}"
+
     return rule
 
 
@@ -40,6 +46,7 @@ def list_of(item: Rule, sorted_unique: bool = False) -> Rule:
         if sorted_unique and list(items) != sorted(set(items)):
             return "a strictly increasing list"
         return None
+
     return rule
 
 

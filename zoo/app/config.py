@@ -3,6 +3,7 @@
 The configs live in the repository's top-level ``conf/`` folder; wheels ship that folder as ``zoo/conf``
 (see setup.py). ``WSZOO_CONF`` points at another config folder and wins over both.
 """
+
 from __future__ import annotations
 
 import os
@@ -68,7 +69,7 @@ def _split_comment(text: str) -> tuple[str, str]:
         elif ch in "'\"":
             quote = ch
         elif ch == "#" and (i == 0 or text[i - 1].isspace()):
-            return text[:i].strip(), text[i + 1:].strip()
+            return text[:i].strip(), text[i + 1 :].strip()
     return text.strip(), ""
 
 
@@ -193,7 +194,10 @@ def help_text(config_name: str, usage: str, examples: list[str] = (), group_keys
         out += doc_lines(f"  {k}" if not v else f"  {k}={v}", c)
     for group, default in groups:
         if group in group_keys and (CONF_DIR / group / f"{default}.yaml").is_file():
-            out += ["", f"keys of {group}={default} (override with {group}.KEY=VALUE; other {group} files have their own):"]
+            out += [
+                "",
+                f"keys of {group}={default} (override with {group}.KEY=VALUE; other {group} files have their own):",
+            ]
             for k, v, c in config_doc(CONF_DIR / group / f"{default}.yaml")[1]:
                 out += doc_lines(f"  {group}.{k}" if not v else f"  {group}.{k}={v}", c)
     out += ["", f"configs: {CONF_DIR}"]

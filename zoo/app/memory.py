@@ -1,4 +1,5 @@
 """Process-wide allocator setting shared by the trainer and the landscape metrics."""
+
 from __future__ import annotations
 
 import ctypes

@@ -5,6 +5,7 @@ passed since the last one, plus a final line, so any step writes at most about 1
 models it trains; nested bars (one per Lightning population) never appear. ``lightning_progress`` is the
 same display as a Lightning callback over epochs, with the validation metric.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,18 @@ class Progress:
     at most every ``interval`` seconds (and 1% of the total) and at the end. ``enabled=False`` shows nothing.
     """
 
-    def __init__(self, total: int | None, desc: str, *, prefix: str = "", unit: str | None = None,
-                 enabled: bool = True, stream: IO | None = None, interval: float | None = None, eta: bool = True):
+    def __init__(
+        self,
+        total: int | None,
+        desc: str,
+        *,
+        prefix: str = "",
+        unit: str | None = None,
+        enabled: bool = True,
+        stream: IO | None = None,
+        interval: float | None = None,
+        eta: bool = True,
+    ):
         self.total = None if total is None else int(total)
         self.eta = bool(eta)  # False for steps of unequal length (a time-left guess would mislead)
         self.desc, self.prefix, self.enabled = desc, prefix, bool(enabled)
@@ -67,10 +78,16 @@ class Progress:
             from tqdm.auto import tqdm
 
             label = f"{prefix}: {desc}" if prefix else desc
-            self._bar = tqdm(total=self.total, desc=label, unit=unit or (desc.split()[-1] if desc else "it"),
-                             file=self.stream, dynamic_ncols=True, leave=True)
+            self._bar = tqdm(
+                total=self.total,
+                desc=label,
+                unit=unit or (desc.split()[-1] if desc else "it"),
+                file=self.stream,
+                dynamic_ncols=True,
+                leave=True,
+            )
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -142,8 +159,14 @@ class Progress:
         self._line(time.perf_counter(), final="interrupted" if failed else (note or "done"))
 
 
-def lightning_progress(desc: str = "epochs", prefix: str = "", monitor: str | None = None, enabled: bool = True,
-                       stream: IO | None = None, interval: float | None = None):
+def lightning_progress(
+    desc: str = "epochs",
+    prefix: str = "",
+    monitor: str | None = None,
+    enabled: bool = True,
+    stream: IO | None = None,
+    interval: float | None = None,
+):
     """A Lightning callback showing a :class:`Progress` over epochs with the training loss and the
     validation metrics (``monitor`` first); use with ``enable_progress_bar=False``."""
     import lightning as L
@@ -154,8 +177,15 @@ def lightning_progress(desc: str = "epochs", prefix: str = "", monitor: str | No
 
         def on_train_start(self, trainer, pl_module) -> None:
             total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
-            self.progress = Progress(total, desc, prefix=prefix, unit="epoch", enabled=enabled and trainer.is_global_zero,
-                                     stream=stream, interval=interval)
+            self.progress = Progress(
+                total,
+                desc,
+                prefix=prefix,
+                unit="epoch",
+                enabled=enabled and trainer.is_global_zero,
+                stream=stream,
+                interval=interval,
+            )
 
         def on_train_epoch_end(self, trainer, pl_module) -> None:
             if self.progress is not None:

@@ -1,12 +1,14 @@
 """The Lightning Trainer every training run uses (``zoo train``, ``zoo fit``, KNOWN): configured from a run's
 ``trainer:`` settings, quiet, logging CSV into the run folder, with one-line errors for bad arguments; and the
 check of a Lightning-run command's overrides, which knows the Trainer's arguments."""
+
 from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger
@@ -17,16 +19,27 @@ from zoo.app.progress import lightning_progress
 from zoo.errors import ZooError
 
 
-def make_trainer(settings: Mapping, out: Path, callbacks: list, progress: str | None = None,
-                 monitor: str | None = None, **defaults: Any) -> L.Trainer:
+def make_trainer(
+    settings: Mapping,
+    out: Path,
+    callbacks: list,
+    progress: str | None = None,
+    monitor: str | None = None,
+    **defaults: Any,
+) -> L.Trainer:
     """The ``lightning.Trainer`` of a run configured under ``trainer:`` (any Trainer argument), logging CSV to
     ``out``; Lightning's own argument errors become one-line ZooErrors and its banners stay quiet.
 
     ``progress`` (the command's name) replaces Lightning's bar by :mod:`zoo.app.progress` over epochs with the
     ``monitor``-ed validation metric (a bar in a terminal, a line every few seconds in a log), shown when
     ``trainer.enable_progress_bar`` is true."""
-    kwargs = {**defaults, **dict(settings), "callbacks": list(callbacks),
-              "logger": CSVLogger(str(out), name="", version=""), "default_root_dir": str(out)}
+    kwargs = {
+        **defaults,
+        **dict(settings),
+        "callbacks": list(callbacks),
+        "logger": CSVLogger(str(out), name="", version=""),
+        "default_root_dir": str(out),
+    }
     if progress:
         shown = bool(kwargs.get("enable_progress_bar", True))
         kwargs["enable_progress_bar"] = False

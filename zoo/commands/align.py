@@ -1,4 +1,5 @@
 """``zoo align PATH [--reference ID|auto] [--checkpoint all|last|N]``: write canonical weights and a report."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,11 @@ skipped unless --diverged finite. Tables 'alignment' and 'alignment_summary' are
 
 
 def _parser() -> ArgumentParser:
-    p = ArgumentParser(prog="zoo align", description="Git Re-Basin: align every done model of a zoo "
-                                "to a reference and store canonical weights", epilog=EPILOG)
+    p = ArgumentParser(
+        prog="zoo align",
+        description="Git Re-Basin: align every done model of a zoo to a reference and store canonical weights",
+        epilog=EPILOG,
+    )
     p.add_argument("path", help="zoo store (local path or fsspec URL)")
     p.add_argument("--reference", default="auto", help="model id, or auto (default)")
     p.add_argument("--checkpoint", default="all", help="all (default), last, or a checkpoint index")
@@ -30,8 +34,11 @@ def _parser() -> ArgumentParser:
     p.add_argument("--pairs", type=int, default=8, help="models per group whose loss barrier is measured")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.add_argument("--allow-pending", action="store_true",
-                   help="align although some models are still pending (a build in progress or interrupted)")
+    p.add_argument(
+        "--allow-pending",
+        action="store_true",
+        help="align although some models are still pending (a build in progress or interrupted)",
+    )
     return p
 
 
@@ -49,25 +56,44 @@ def main(argv: list[str]) -> int:
         z = open_zoo(args.path)
         pending = int((z.models["status"] == "pending").sum())
         if pending and not args.allow_pending:
-            raise ZooError(f"{pending} of {len(z)} models of {args.path!r} are still pending (a build in progress or"
-                           " interrupted): finish the build, or pass --allow-pending to align the others")
-        _, summary = align_zoo(z, args.reference, args.checkpoint, trajectory=args.trajectory,
-                               diverged=args.diverged, seed=args.seed, restarts=args.restarts,
-                               max_iter=args.max_iter, pairs=args.pairs, progress=not args.json)
+            raise ZooError(
+                f"{pending} of {len(z)} models of {args.path!r} are still pending (a build in progress or"
+                " interrupted): finish the build, or pass --allow-pending to align the others"
+            )
+        _, summary = align_zoo(
+            z,
+            args.reference,
+            args.checkpoint,
+            trajectory=args.trajectory,
+            diverged=args.diverged,
+            seed=args.seed,
+            restarts=args.restarts,
+            max_iter=args.max_iter,
+            pairs=args.pairs,
+            progress=not args.json,
+        )
     if args.json:
         print(json.dumps(summary))
         return 0
     models = sum(g["models"] for g in summary["groups"])
-    print(f"aligned {models} models of {args.path}: canonical weights written beside the raw ones, tables 'alignment'"
-          f" and 'alignment_summary'; checkpoints {summary['epochs']} (epochs), reference rule: {summary['reference_rule']}")
+    print(
+        f"aligned {models} models of {args.path}: canonical weights written beside the raw ones, tables 'alignment'"
+        f" and 'alignment_summary'; checkpoints {summary['epochs']} (epochs), reference rule: {summary['reference_rule']}"
+    )
     for g in summary["groups"]:
+
         def f(x):
             return "n/a" if x is None else f"{x:.4g}"
-        print(f"  {g['layout']} ({g['dataset']}): {g['models']} models -> reference {g['reference_id']}, "
-              f"{g['seconds']:.1f} s, skipped diverged {g['skipped_diverged']}")
+
+        print(
+            f"  {g['layout']} ({g['dataset']}): {g['models']} models -> reference {g['reference_id']}, "
+            f"{g['seconds']:.1f} s, skipped diverged {g['skipped_diverged']}"
+        )
         print(f"    L2 to reference      {f(g['mean_l2_before'])} -> {f(g['mean_l2_after'])}")
         print(f"    top-SV agreement     {f(g['mean_svd_before'])} -> {f(g['mean_svd_after'])}")
-        print(f"    loss barrier ({g['barrier_pairs']} pairs) {f(g['mean_barrier_before'])} -> "
-              f"{f(g['mean_barrier_after'])}")
+        print(
+            f"    loss barrier ({g['barrier_pairs']} pairs) {f(g['mean_barrier_before'])} -> "
+            f"{f(g['mean_barrier_after'])}"
+        )
     print(f"next: zoo train zoo={args.path} data.canonical=true ...  (encoders on the aligned weights)")
     return 0

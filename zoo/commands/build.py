@@ -1,18 +1,21 @@
 """``zoo build [hydra overrides]``: compose conf/build.yaml and build the zoo."""
+
 from __future__ import annotations
 
 import json
 import time
 
-from zoo.training.build import build
 from zoo.app.config import compose, help_text
 from zoo.errors import ZooError
 from zoo.store import summarize
+from zoo.training.build import build
 
 USAGE = "usage: zoo build [GROUP=NAME] [KEY=VALUE ...]   (Hydra overrides of conf/build.yaml)"
-EXAMPLES = ["zoo build                       # recipe=default -> data/zoos/mlp-digits.zarr",
-            "zoo build recipe=tiny out=/tmp/t.zarr",
-            "zoo build out=data/zoos/x.zarr recipe.widths=[8,16] recipe.seeds=2 recipe.epochs=5"]
+EXAMPLES = [
+    "zoo build                       # recipe=default -> data/zoos/mlp-digits.zarr",
+    "zoo build recipe=tiny out=/tmp/t.zarr",
+    "zoo build out=data/zoos/x.zarr recipe.widths=[8,16] recipe.seeds=2 recipe.epochs=5",
+]
 
 
 def usage() -> str:
@@ -23,8 +26,10 @@ def usage() -> str:
 def report(s: dict, seconds: float) -> str:
     """What a build produced and where, and what to run next (the lines ``zoo build`` ends with)."""
     finished = s["done"] + s["diverged"]
-    line = (f"built {finished}/{s['models']} models ({s['done']} done, {s['diverged']} diverged) into {s['path']}"
-            f" in {seconds:.0f} s")
+    line = (
+        f"built {finished}/{s['models']} models ({s['done']} done, {s['diverged']} diverged) into {s['path']}"
+        f" in {seconds:.0f} s"
+    )
     if s["score"] and s["score_mean"] is not None:
         line += f"; {s['score']} mean {s['score_mean']:.4f} ({s['score_min']:.4f} .. {s['score_max']:.4f})"
     if s["pending"]:
@@ -39,8 +44,10 @@ def main(argv: list[str]) -> int:
         return 0
     cfg = compose("build", argv)
     if str(cfg.get("out", "")).startswith("memory://"):
-        raise ZooError(f"out={cfg['out']} is an in-memory store that vanishes when this command exits;"
-                       " build into a path or a persistent fsspec URL (memory:// works from Python)")
+        raise ZooError(
+            f"out={cfg['out']} is an in-memory store that vanishes when this command exits;"
+            " build into a path or a persistent fsspec URL (memory:// works from Python)"
+        )
     t0 = time.perf_counter()
     z = build(cfg)
     s = summarize(z)

@@ -1,12 +1,12 @@
 """``zoo info PATH [--json]``: what a zoo holds, without reading any weights."""
+
 from __future__ import annotations
 
-from zoo.app.args import ArgumentParser, parse
 import json
 
+from zoo.app.args import ArgumentParser, parse
 from zoo.store import open as open_zoo
 from zoo.store import summarize
-
 
 SHOWN_DATASETS = 4  # a zoo over hundreds of tasks names a few and counts the rest
 

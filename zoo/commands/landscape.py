@@ -3,13 +3,13 @@
 Settings: conf/landscape/default.yaml, then the zoo's recipe ``landscape:`` block, then overrides with the
 same keys, dotted for cut-offs: ``probes=64 phases.mc_tol=0.05``.
 """
+
 from __future__ import annotations
 
+import argparse
 import json
 
 from omegaconf import OmegaConf
-
-import argparse
 
 from zoo.app.args import ArgumentParser, parse
 from zoo.app.config import CONF_DIR, config_doc, doc_lines
@@ -40,8 +40,10 @@ def _config(z, overrides: list[str]) -> dict:
 def _keys_epilog(cutoffs_only: bool = False) -> str:
     """Every key of conf/landscape/default.yaml with its default and comment (read from the file)."""
     _, keys = config_doc(CONF_DIR / "landscape" / "default.yaml")
-    lines = ["keys of conf/landscape/default.yaml (defaults; the zoo recipe's landscape: block, then KEY=VALUE"
-             " override them):"]
+    lines = [
+        "keys of conf/landscape/default.yaml (defaults; the zoo recipe's landscape: block, then KEY=VALUE"
+        " override them):"
+    ]
     for k, v, c in keys:
         if not cutoffs_only or k.startswith("phases."):
             lines += doc_lines(f"  {k}={v}", c)
@@ -50,8 +52,12 @@ def _keys_epilog(cutoffs_only: bool = False) -> str:
 
 def main_landscape(argv: list[str]) -> int:
     """compute loss-landscape metrics and phases"""
-    p = ArgumentParser(prog="zoo landscape", description="compute loss-landscape metrics and phases of a zoo",
-                       epilog=_keys_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(
+        prog="zoo landscape",
+        description="compute loss-landscape metrics and phases of a zoo",
+        epilog=_keys_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("path", help="zoo store (local path or fsspec URL)")
     p.add_argument("overrides", nargs="*", help="key=value overrides of conf/landscape/default.yaml")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -64,8 +70,10 @@ def main_landscape(argv: list[str]) -> int:
     df = compute_landscape(z, cfg, progress=not a.quiet)
     counts = df["phase"].replace("", "unlabelled").value_counts().to_dict()
     times = {k: round(v, 2) for k, v in df.attrs["timings"].items()}
-    print(f"zoo {a.path}: landscape of {int(df['train_loss'].notna().sum())} models written (table 'landscape');"
-          f" phases per model {counts}; seconds {times}")
+    print(
+        f"zoo {a.path}: landscape of {int(df['train_loss'].notna().sum())} models written (table 'landscape');"
+        f" phases per model {counts}; seconds {times}"
+    )
     stem = a.path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".zarr")
     print(f"next: zoo phases {a.path} --out data/runs/phases-{stem}   (phases.png + phases.json)")
     return 0
@@ -73,8 +81,12 @@ def main_landscape(argv: list[str]) -> int:
 
 def main_phases(argv: list[str]) -> int:
     """draw the phase diagram of a zoo (PNG + JSON)"""
-    p = ArgumentParser(prog="zoo phases", description="draw a zoo's phase diagram (PNG + JSON)",
-                       epilog=_keys_epilog(cutoffs_only=True), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(
+        prog="zoo phases",
+        description="draw a zoo's phase diagram (PNG + JSON)",
+        epilog=_keys_epilog(cutoffs_only=True),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("path", help="zoo store with landscape metrics (run `zoo landscape PATH` first)")
     p.add_argument("--out", required=True, help="folder for phases.png and phases.json")
     p.add_argument("--name", default="phases", help="file stem (default: phases)")
@@ -89,6 +101,8 @@ def main_phases(argv: list[str]) -> int:
     extra = {"zoo": z.path, "recipe": (z.config.get("recipe") or {}).get("name"), "hessian_threshold": h_cut}
     png, js = phase_diagram(cells, a.out, cfg["phases"], extra, name=a.name)
     data = json.loads(js.read_text())
-    print(f"wrote {png} and {js}: {len(cells)} cells, phases {data['phase_counts']},"
-          f" marginal {len(data['marginal_cells'])} (interval crosses a cut-off: hatched)")
+    print(
+        f"wrote {png} and {js}: {len(cells)} cells, phases {data['phase_counts']},"
+        f" marginal {len(data['marginal_cells'])} (interval crosses a cut-off: hatched)"
+    )
     return 0

@@ -7,6 +7,7 @@ one-line help; ``zoo --help`` reads that line from the source without importing 
 ``generators`` or ``wsl`` loads Lightning, seconds for a help page). User errors (``ZooError``, unknown Hydra
 override keys) print one line and exit 2, never a traceback; SIGTERM and SIGINT exit with 128 + signal.
 """
+
 from __future__ import annotations
 
 import ast
@@ -24,8 +25,23 @@ from zoo.errors import ZooError
 GROUP = "wszoo.commands"
 # The order `zoo --help` lists commands in: a user's path through the platform (installers sort entry points
 # by name). Names only: a command not listed here still works and is listed after these.
-HELP_ORDER = ("build", "info", "align", "landscape", "phases", "train", "fit", "sample", "diagnose", "nowcast",
-              "lcsc", "export", "import", "verify", "upgrade")
+HELP_ORDER = (
+    "build",
+    "info",
+    "align",
+    "landscape",
+    "phases",
+    "train",
+    "fit",
+    "sample",
+    "diagnose",
+    "nowcast",
+    "lcsc",
+    "export",
+    "import",
+    "verify",
+    "upgrade",
+)
 
 
 def commands() -> dict[str, EntryPoint]:
@@ -53,10 +69,20 @@ def _usage() -> str:
     lines = ["usage: zoo COMMAND [args]", "", "commands:"]
     lines += [f"  {name:<10} {summary(ep)}" for name, ep in commands().items()]
     lines += ["", "configs (conf/GROUP/NAME.yaml; new files appear here and in each command's --help):"]
-    for group, command in (("recipe", "build"), ("encoder", "train"), ("task", "train"), ("augment", "train"),
-                           ("generator", "fit")):
-        lines += textwrap.wrap(f"{group:<10} zoo {command} {group}=NAME: {', '.join(group_options(group))}", 108,
-                               initial_indent="  ", subsequent_indent=" " * 13, break_on_hyphens=False)
+    for group, command in (
+        ("recipe", "build"),
+        ("encoder", "train"),
+        ("task", "train"),
+        ("augment", "train"),
+        ("generator", "fit"),
+    ):
+        lines += textwrap.wrap(
+            f"{group:<10} zoo {command} {group}=NAME: {', '.join(group_options(group))}",
+            108,
+            initial_indent="  ",
+            subsequent_indent=" " * 13,
+            break_on_hyphens=False,
+        )
     lines += ["", "zoo COMMAND --help lists a command's options, config groups and keys with their defaults."]
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
 """``zoo upgrade PATH``: convert a schema-1 zoo to the current schema, keeping the old store beside it."""
+
 from __future__ import annotations
 
 from zoo.app.args import ArgumentParser, parse
@@ -14,6 +15,8 @@ def main(argv: list[str]) -> int:
     if args is None:
         return 0
     z = upgrade(args.path)
-    print(f"zoo {z.path}: upgraded to schema {SCHEMA_VERSION} ({len(z)} models);"
-          f" the schema-1 store is kept at {args.path.rstrip('/')}.schema1 (remove it when satisfied)")
+    print(
+        f"zoo {z.path}: upgraded to schema {SCHEMA_VERSION} ({len(z)} models);"
+        f" the schema-1 store is kept at {args.path.rstrip('/')}.schema1 (remove it when satisfied)"
+    )
     return 0

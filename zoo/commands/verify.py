@@ -1,4 +1,5 @@
 """``zoo verify PATH [--repair] [--json]``: read back every committed model's chunks and report damage."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,11 @@ def main(argv: list[str]) -> int:
     """check every committed model's stored data; --repair marks damage for rebuild"""
     parser = ArgumentParser(prog="zoo verify", description="check every committed model's data")
     parser.add_argument("path")
-    parser.add_argument("--repair", action="store_true",
-                        help="mark damaged blocks pending (and delete their data) so `zoo build` retrains them")
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="mark damaged blocks pending (and delete their data) so `zoo build` retrains them",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parse(parser, argv)
     if args is None:
@@ -25,8 +29,10 @@ def main(argv: list[str]) -> int:
         print(json.dumps({"damaged_blocks": [r.__dict__ for r in reports], "models_reset": reset}))
     else:
         for r in reports:
-            print(f"damaged  layout {r.layout} block {r.block} (models {r.model_ids[0]}..{r.model_ids[-1]}):"
-                  f" {'; '.join(r.problems)}")
+            print(
+                f"damaged  layout {r.layout} block {r.block} (models {r.model_ids[0]}..{r.model_ids[-1]}):"
+                f" {'; '.join(r.problems)}"
+            )
         if not reports:
             print(f"zoo {z.path}: every committed model reads back intact ({len(z)} models)")
         elif args.repair:

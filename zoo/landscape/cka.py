@@ -3,6 +3,7 @@
 CKA(X, Y) = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) with columns centred: 1 for identical
 representations, invariant to orthogonal transforms and isotropic scaling of either side.
 """
+
 from __future__ import annotations
 
 import torch

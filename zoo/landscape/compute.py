@@ -5,53 +5,81 @@ Models of one layout are evaluated as stacked populations: loss and accuracy wit
 ``functional_call``) at the analysis checkpoint; seed pairs of one grid cell are
 connected by Bezier curves, fitted together as one population of control points.
 """
+
 from __future__ import annotations
 
 import itertools
 import time
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from zoo.app.config import CONF_DIR
-from zoo.errors import ZooError
 from zoo.app.checks import Rule, check, number, one_of, optional, typed
+from zoo.app.config import CONF_DIR
+from zoo.app.memory import retain_freed_memory
+from zoo.app.progress import Progress
+from zoo.errors import ZooError
 from zoo.evaluate import evaluate, output_metrics, predict
 from zoo.landscape.cka import linear_cka
 from zoo.landscape.connectivity import mode_connectivity
-from zoo.app.memory import retain_freed_memory
-from zoo.app.progress import Progress
 from zoo.landscape.functional import FunctionalNet, task_loss, task_loss_per_example
 from zoo.landscape.hessian import batched_hvp, hutchinson_trace, top_eigenvalue
 from zoo.landscape.phases import NOT_CELL, Cutoffs, label_models
 from zoo.store import Zoo, open_writer
 
 DEFAULTS = CONF_DIR / "landscape" / "default.yaml"  # the packaged configs: works from a wheel too
-COLUMNS = ["model_id", "train_loss", "train_acc", "test_loss", "test_acc", "generalization_gap", "hessian_trace",
-           "hessian_top_eigenvalue", "mode_connectivity", "mode_connectivity_linear", "cka", "phase"]
+COLUMNS = [
+    "model_id",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "generalization_gap",
+    "hessian_trace",
+    "hessian_top_eigenvalue",
+    "mode_connectivity",
+    "mode_connectivity_linear",
+    "cka",
+    "phase",
+]
 # regression zoos have R^2 where classification zoos have accuracy, named as such
 REGRESSION_COLUMNS = [{"train_acc": "train_r2", "test_acc": "test_r2"}.get(c, c) for c in COLUMNS]
 
 
 LANDSCAPE: dict[str, Rule] = {
-    "checkpoint": number(int), "seed": number(int, 0), "batches": number(int, 1), "batch_size": number(int, 1),
-    "probes": number(int, 1), "probe_chunk": number(int, 1), "power_iters": number(int, 1),
-    "power_tol": number(float, 0, low_open=True), "pairs": one_of("all", "consecutive"),
-    "max_pairs": number(int, 1), "bezier_steps": number(int, 0), "bezier_lr": number(float, 0, low_open=True),
-    "bezier_batch_size": number(int, 1), "curve_points": number(int, 3), "threads": optional(number(int, 1)),
-    "retain_memory": typed(bool, "true or false"), "chunk": number(int, 1),
-    "curve_eval": one_of("train", "analysis"), "bootstrap": number(int, 0),
+    "checkpoint": number(int),
+    "seed": number(int, 0),
+    "batches": number(int, 1),
+    "batch_size": number(int, 1),
+    "probes": number(int, 1),
+    "probe_chunk": number(int, 1),
+    "power_iters": number(int, 1),
+    "power_tol": number(float, 0, low_open=True),
+    "pairs": one_of("all", "consecutive"),
+    "max_pairs": number(int, 1),
+    "bezier_steps": number(int, 0),
+    "bezier_lr": number(float, 0, low_open=True),
+    "bezier_batch_size": number(int, 1),
+    "curve_points": number(int, 3),
+    "threads": optional(number(int, 1)),
+    "retain_memory": typed(bool, "true or false"),
+    "chunk": number(int, 1),
+    "curve_eval": one_of("train", "analysis"),
+    "bootstrap": number(int, 0),
     "phases": typed(Mapping, "a mapping of phase cut-offs"),
 }
 
 PHASES: dict[str, Rule] = {
     "train_loss_high": number(float, 0, low_open=True),
     "hessian_metric": one_of("hessian_trace", "hessian_top_eigenvalue"),
-    "hessian_cut_kind": one_of("quantile", "absolute"), "hessian_cut": number(float),
-    "mc_tol": number(float, 0), "cka_high": number(float, 0, 1), "interval_z": number(float, 0),
+    "hessian_cut_kind": one_of("quantile", "absolute"),
+    "hessian_cut": number(float),
+    "mc_tol": number(float, 0),
+    "cka_high": number(float, 0, 1),
+    "interval_z": number(float, 0),
 }
 
 
@@ -64,9 +92,20 @@ def check_landscape_config(cfg: Mapping) -> None:
 def columns(kind: str) -> list[str]:
     """Columns of the landscape table of a zoo of this dataset kind ('classification' | 'regression')."""
     return REGRESSION_COLUMNS if kind == "regression" else COLUMNS
+
+
 BOOKKEEPING = NOT_CELL | {"population"}
-PAIR_COLUMNS = ["cell", "model_a", "model_b", "mode_connectivity", "mode_connectivity_linear",
-                "mode_connectivity_boot_std", "cka", "curve_loss", "line_loss"]
+PAIR_COLUMNS = [
+    "cell",
+    "model_a",
+    "model_b",
+    "mode_connectivity",
+    "mode_connectivity_linear",
+    "mode_connectivity_boot_std",
+    "cka",
+    "curve_loss",
+    "line_loss",
+]
 
 
 def default_config() -> dict:
@@ -86,8 +125,16 @@ def resolve_config(cfg: Mapping | None = None) -> dict:
     out = {**base, **cfg, "phases": phases}
     check_landscape_config(out)
     Cutoffs.from_mapping(phases)
-    for k in ("batches", "batch_size", "probes", "probe_chunk", "power_iters", "max_pairs", "bezier_batch_size",
-              "chunk"):
+    for k in (
+        "batches",
+        "batch_size",
+        "probes",
+        "probe_chunk",
+        "power_iters",
+        "max_pairs",
+        "bezier_batch_size",
+        "chunk",
+    ):
         if int(out[k]) < 1:
             raise ZooError(f"landscape.{k} must be >= 1, got {out[k]}")
     if int(out["curve_points"]) < 3:
@@ -131,12 +178,14 @@ def model_generators(seed: int, ids: Sequence[int], partners: Sequence[int] | No
     """One generator per model (or per pair, with ``partners``), seeded by the ids: a model's random draws do
     not depend on which other models share its population chunk, so its numbers do not either."""
     partners = partners if partners is not None else [-1] * len(ids)
-    return [torch.Generator().manual_seed(seed * 1_000_003 + int(i) * 65_537 + int(j) + 1) for i, j in zip(ids, partners)]
+    return [
+        torch.Generator().manual_seed(seed * 1_000_003 + int(i) * 65_537 + int(j) + 1) for i, j in zip(ids, partners)
+    ]
 
 
 def _chunks(seq: Sequence, size: int):
     for i in range(0, len(seq), size):
-        yield seq[i:i + size]
+        yield seq[i : i + size]
 
 
 def compute_landscape(z: Zoo, cfg: Mapping | None = None, progress: bool = False, write: bool = True) -> pd.DataFrame:
@@ -147,8 +196,10 @@ def compute_landscape(z: Zoo, cfg: Mapping | None = None, progress: bool = False
     """
     cfg = resolve_config(cfg)
     if "seed" not in z.models.columns:
-        raise ZooError(f"zoo landscape needs a 'seed' column: a cell is the models that differ only in seed (this"
-                       f" zoo's columns: {', '.join(z.models.columns)})")
+        raise ZooError(
+            f"zoo landscape needs a 'seed' column: a cell is the models that differ only in seed (this"
+            f" zoo's columns: {', '.join(z.models.columns)})"
+        )
     if cfg["retain_memory"]:
         retain_freed_memory()
     threads = torch.get_num_threads()
@@ -174,8 +225,13 @@ def _compute(z: Zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
     # mc is read off loss profiles on the whole training set (or only the analysis batches)
     x_c, y_c = (dataset.X_train, dataset.y_train) if cfg["curve_eval"] == "train" else (x_a, y_a)
     keys = cell_keys(models, z.metric_names)
-    timings = {"evaluate": 0.0, "hessian_trace": 0.0, "hessian_top_eigenvalue": 0.0, "mode_connectivity": 0.0,
-               "cka": 0.0}
+    timings = {
+        "evaluate": 0.0,
+        "hessian_trace": 0.0,
+        "hessian_top_eigenvalue": 0.0,
+        "mode_connectivity": 0.0,
+        "cka": 0.0,
+    }
 
     rows: dict[int, dict] = {int(i): {"model_id": int(i)} for i in models["model_id"]}
     pair_rows: list[dict] = []
@@ -210,10 +266,17 @@ def _compute(z: Zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
             timings["hessian_top_eigenvalue"] += t3 - t2
             for k, i in enumerate(ids):
                 gap = (tr_score[k] - te_score[k]) if kind == "classification" else (te_loss[k] - tr_loss[k])
-                rows[i].update({"train_loss": float(tr_loss[k]), f"train_{score}": float(tr_score[k]),
-                                "test_loss": float(te_loss[k]), f"test_{score}": float(te_score[k]),
-                                "generalization_gap": float(gap), "hessian_trace": float(trace[k]),
-                                "hessian_top_eigenvalue": float(top[k])})
+                rows[i].update(
+                    {
+                        "train_loss": float(tr_loss[k]),
+                        f"train_{score}": float(tr_score[k]),
+                        "test_loss": float(te_loss[k]),
+                        f"test_{score}": float(te_score[k]),
+                        "generalization_gap": float(gap),
+                        "hessian_trace": float(trace[k]),
+                        "hessian_top_eigenvalue": float(top[k]),
+                    }
+                )
                 test_out[i] = out[k]
             bar.update(len(ids) / 2, layout=key, step="Hessian metrics")
 
@@ -243,11 +306,23 @@ def _compute(z: Zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
             theta_a, _ = curve_net.split(z.weights(a, checkpoint=int(cfg["checkpoint"])))
             theta_b, _ = curve_net.split(z.weights(b, checkpoint=int(cfg["checkpoint"])))
             g = model_generators(seed + 3, a, b)
-            res = mode_connectivity(curve_loss, theta_a, theta_b, dataset.X_train, dataset.y_train, x_c, y_c,
-                                    k=int(cfg["curve_points"]), steps=int(cfg["bezier_steps"]),
-                                    lr=float(cfg["bezier_lr"]), batch_size=int(cfg["bezier_batch_size"]), generator=g,
-                                    loss_per_example=curve_loss_each, bootstrap=int(cfg["bootstrap"]),
-                                    boot_generator=torch.Generator().manual_seed(seed + 4))
+            res = mode_connectivity(
+                curve_loss,
+                theta_a,
+                theta_b,
+                dataset.X_train,
+                dataset.y_train,
+                x_c,
+                y_c,
+                k=int(cfg["curve_points"]),
+                steps=int(cfg["bezier_steps"]),
+                lr=float(cfg["bezier_lr"]),
+                batch_size=int(cfg["bezier_batch_size"]),
+                generator=g,
+                loss_per_example=curve_loss_each,
+                bootstrap=int(cfg["bootstrap"]),
+                boot_generator=torch.Generator().manual_seed(seed + 4),
+            )
             mc += res["mc"].tolist()
             boot = res["mc_boot"]
             mcb += (boot.std(dim=1) if boot.shape[1] > 1 else torch.full((len(chunk),), float("nan"))).tolist()
@@ -262,15 +337,26 @@ def _compute(z: Zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
         timings["mode_connectivity"] += t1 - t0
         timings["cka"] += t2 - t1
         for (i, j), cell, m_, ml_, mb_, k_, cu, li in zip(pairs, pair_cell, mc, mcl, mcb, cka, curves, lines):
-            pair_rows.append({"cell": cell, "model_a": i, "model_b": j, "mode_connectivity": m_,
-                              "mode_connectivity_linear": ml_, "mode_connectivity_boot_std": mb_, "cka": k_,
-                              "curve_loss": cu, "line_loss": li})
+            pair_rows.append(
+                {
+                    "cell": cell,
+                    "model_a": i,
+                    "model_b": j,
+                    "mode_connectivity": m_,
+                    "mode_connectivity_linear": ml_,
+                    "mode_connectivity_boot_std": mb_,
+                    "cka": k_,
+                    "curve_loss": cu,
+                    "line_loss": li,
+                }
+            )
         per_cell = pd.DataFrame({"cell": pair_cell, "mc": mc, "mcl": mcl, "cka": cka}).groupby("cell").mean()
         for _, r in cell_of.iterrows():
             if r["_cell"] in per_cell.index:
                 c = per_cell.loc[r["_cell"]]
-                rows[int(r["model_id"])].update(mode_connectivity=float(c["mc"]),
-                                                mode_connectivity_linear=float(c["mcl"]), cka=float(c["cka"]))
+                rows[int(r["model_id"])].update(
+                    mode_connectivity=float(c["mc"]), mode_connectivity_linear=float(c["mcl"]), cka=float(c["cka"])
+                )
 
     bar.close()
     cols = columns(kind)
@@ -287,8 +373,10 @@ def _compute(z: Zoo, cfg: dict, progress: bool, write: bool) -> pd.DataFrame:
     if write:
         writer = open_writer(z.path)
         writer.write_table("landscape", result)
-        writer.write_table("landscape_batches", pd.DataFrame({
-            "batch": np.repeat(np.arange(idx.shape[0]), idx.shape[1]), "index": flat_idx.numpy()}))
+        writer.write_table(
+            "landscape_batches",
+            pd.DataFrame({"batch": np.repeat(np.arange(idx.shape[0]), idx.shape[1]), "index": flat_idx.numpy()}),
+        )
         writer.write_table("landscape_pairs", pairs_table)
     result.attrs["timings"] = timings
     result.attrs["cells"] = cells
@@ -309,7 +397,8 @@ def landscape_cells(z: Zoo, cfg: Mapping | None = None) -> tuple[pd.DataFrame, f
         raise ZooError(f"zoo {z.path!r} has no landscape metrics yet: run `zoo landscape {z.path}` first")
     models = z.models
     keys = cell_keys(models, z.metric_names)
-    merged = models[["model_id", *keys, "seed"]].merge(table.drop(columns=["phase"], errors="ignore"), on="model_id",
-                                                          how="left")
+    merged = models[["model_id", *keys, "seed"]].merge(
+        table.drop(columns=["phase"], errors="ignore"), on="model_id", how="left"
+    )
     _, cells = label_models(merged, keys, cut, z.table("landscape_pairs"))
     return cells, float(cells.attrs.get("hessian_threshold", float("nan")))

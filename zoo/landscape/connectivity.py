@@ -8,9 +8,10 @@ All functions batch over pairs: ``w0, w1, c`` are ``[m, P]`` and ``loss(theta, x
 The profiles are evaluated per example, so the evaluation data can be bootstrapped (``mc_boot``): the spread
 of mc that comes from which examples were used, next to the spread between seed pairs.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.func import grad, vmap
@@ -21,12 +22,20 @@ def bezier(w0: torch.Tensor, c: torch.Tensor, w1: torch.Tensor, t: torch.Tensor)
     t = torch.as_tensor(t, dtype=w0.dtype)
     if t.ndim == 1:
         t = t[:, None]
-    return (1 - t) ** 2 * w0 + 2 * t * (1 - t) * c + t ** 2 * w1
+    return (1 - t) ** 2 * w0 + 2 * t * (1 - t) * c + t**2 * w1
 
 
-def fit_bezier(loss: Callable, w0: torch.Tensor, w1: torch.Tensor, x: torch.Tensor, y: torch.Tensor, steps: int = 200,
-               lr: float = 0.01, batch_size: int = 128,
-               generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
+def fit_bezier(
+    loss: Callable,
+    w0: torch.Tensor,
+    w1: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int = 200,
+    lr: float = 0.01,
+    batch_size: int = 128,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+) -> torch.Tensor:
     """Train the control points ``[m, P]`` (Adam, one t and one minibatch of (x, y) per step, per pair).
 
     ``generator`` may be one per pair: then each pair's t and minibatches come from its own stream, and its
@@ -62,21 +71,44 @@ def fit_bezier(loss: Callable, w0: torch.Tensor, w1: torch.Tensor, x: torch.Tens
     return c
 
 
-def curve_losses(loss: Callable, w0: torch.Tensor, c: torch.Tensor, w1: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                 ts: torch.Tensor) -> torch.Tensor:
+def curve_losses(
+    loss: Callable,
+    w0: torch.Tensor,
+    c: torch.Tensor,
+    w1: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    ts: torch.Tensor,
+) -> torch.Tensor:
     """Loss on (x, y) at every t of ``ts`` along each curve: ``[m, k]``."""
     f = vmap(loss, in_dims=(0, None, None))
     with torch.no_grad():
         return torch.stack([f(bezier(w0, c, w1, t), x, y) for t in ts], dim=1)
 
 
-def curve_losses_per_example(loss_per_example: Callable, w0: torch.Tensor, c: torch.Tensor, w1: torch.Tensor,
-                             x: torch.Tensor, y: torch.Tensor, ts: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+def curve_losses_per_example(
+    loss_per_example: Callable,
+    w0: torch.Tensor,
+    c: torch.Tensor,
+    w1: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    ts: torch.Tensor,
+    chunk: int = 4096,
+) -> torch.Tensor:
     """Per-example loss at every t of ``ts`` along each curve: ``[m, k, N]`` (``chunk`` examples per call)."""
     f = vmap(loss_per_example, in_dims=(0, None, None))
     with torch.no_grad():
-        return torch.stack([torch.cat([f(bezier(w0, c, w1, t), x[i:i + chunk], y[i:i + chunk])
-                                       for i in range(0, len(x), chunk)], dim=1) for t in ts], dim=1)
+        return torch.stack(
+            [
+                torch.cat(
+                    [f(bezier(w0, c, w1, t), x[i : i + chunk], y[i : i + chunk]) for i in range(0, len(x), chunk)],
+                    dim=1,
+                )
+                for t in ts
+            ],
+            dim=1,
+        )
 
 
 def bootstrap_mc(per_example: torch.Tensor, replicates: int, generator: torch.Generator) -> torch.Tensor:
@@ -100,11 +132,23 @@ def mc_from_losses(losses: torch.Tensor) -> torch.Tensor:
     return ends - losses.gather(1, star[:, None])[:, 0]
 
 
-def mode_connectivity(loss: Callable, w0: torch.Tensor, w1: torch.Tensor, x_fit: torch.Tensor, y_fit: torch.Tensor,
-                      x_eval: torch.Tensor, y_eval: torch.Tensor, k: int = 11, steps: int = 200, lr: float = 0.01,
-                      batch_size: int = 128, generator: torch.Generator | Sequence[torch.Generator] | None = None,
-                      loss_per_example: Callable | None = None, bootstrap: int = 0,
-                      boot_generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+def mode_connectivity(
+    loss: Callable,
+    w0: torch.Tensor,
+    w1: torch.Tensor,
+    x_fit: torch.Tensor,
+    y_fit: torch.Tensor,
+    x_eval: torch.Tensor,
+    y_eval: torch.Tensor,
+    k: int = 11,
+    steps: int = 200,
+    lr: float = 0.01,
+    batch_size: int = 128,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    loss_per_example: Callable | None = None,
+    bootstrap: int = 0,
+    boot_generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
     """Fit Bezier curves between pairs and return mc, the straight-line mc and both loss profiles.
 
     With ``loss_per_example`` (``theta, x, y -> [N]``) and ``bootstrap`` > 0, ``mc_boot [m, B]`` holds mc on

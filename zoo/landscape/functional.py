@@ -6,11 +6,12 @@ the weights alone. ``FunctionalNet`` maps the store's flat layout vectors ``[n, 
 ``[n, Pp]`` plus stacked buffers, and runs the module with ``torch.func.functional_call`` under ``vmap``.
 Plain evaluation (loss and accuracy without derivatives) is ``zoo.evaluate``'s job, not this module's.
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +66,7 @@ class FunctionalNet:
     batch_stats: bool = False
 
     @classmethod
-    def from_module(cls, module: nn.Module, layout: Layout | None = None, batch_stats: bool = False) -> "FunctionalNet":
+    def from_module(cls, module: nn.Module, layout: Layout | None = None, batch_stats: bool = False) -> FunctionalNet:
         module = copy.deepcopy(module)
         if batch_stats:
             replace_all_batch_norm_modules_(module)
@@ -80,7 +81,7 @@ class FunctionalNet:
         return cls(module, names, shapes, buffers, layout, batch_stats)
 
     @classmethod
-    def from_layout(cls, layout: Layout, batch_stats: bool = False) -> "FunctionalNet":
+    def from_layout(cls, layout: Layout, batch_stats: bool = False) -> FunctionalNet:
         return cls.from_module(layout.build(), layout, batch_stats)
 
     @property
@@ -93,7 +94,9 @@ class FunctionalNet:
         if self.layout is None:
             raise ZooError("this functional net was built without a layout; pass parameters directly")
         if weights.ndim != 2 or weights.shape[1] != self.layout.size:
-            raise ZooError(f"weights of shape {tuple(weights.shape)} do not fit the layout: expected [n, {self.layout.size}]")
+            raise ZooError(
+                f"weights of shape {tuple(weights.shape)} do not fit the layout: expected [n, {self.layout.size}]"
+            )
         state = self.layout.unflatten_batch(weights.to(torch.float32))
         n = weights.shape[0]
         theta = torch.cat([state[k].reshape(n, -1) for k in self.names], dim=1)

@@ -5,9 +5,10 @@ about two gradient evaluations and never forms the Hessian. Every function is ba
 ``loss(theta, *args)`` is one model's scalar loss, and ``theta``, ``args`` and probe vectors carry a
 leading model axis that ``vmap`` maps over.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.func import grad, jvp, vmap
@@ -34,11 +35,12 @@ def _rademacher(shape, generator: torch.Generator) -> torch.Tensor:
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
-def _draw(draw: Callable[[tuple, torch.Generator], torch.Tensor], shape: tuple, generator: Generators,
-          axis: int) -> torch.Tensor:
+def _draw(
+    draw: Callable[[tuple, torch.Generator], torch.Tensor], shape: tuple, generator: Generators, axis: int
+) -> torch.Tensor:
     """Random tensor of ``shape``; with one generator per model, model i's slice (at ``axis``) is its own draw."""
     if isinstance(generator, (list, tuple)):
-        sub = shape[:axis] + shape[axis + 1:]
+        sub = shape[:axis] + shape[axis + 1 :]
         return torch.stack([draw(sub, g) for g in generator], dim=axis)
     return draw(shape, generator or torch.Generator().manual_seed(0))
 
@@ -47,8 +49,14 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(-1)
 
 
-def top_eigenvalue(hvp: Callable[..., torch.Tensor], theta: torch.Tensor, args: Sequence = (), iters: int = 20,
-                   tol: float = 1e-3, generator: Generators = None) -> tuple[torch.Tensor, int]:
+def top_eigenvalue(
+    hvp: Callable[..., torch.Tensor],
+    theta: torch.Tensor,
+    args: Sequence = (),
+    iters: int = 20,
+    tol: float = 1e-3,
+    generator: Generators = None,
+) -> tuple[torch.Tensor, int]:
     """Power iteration per model: (Rayleigh quotient ``[n]`` of the dominant eigenvector, iterations run).
 
     The dominant eigenvalue is the largest in magnitude (signed); at trained points it is the largest
@@ -74,9 +82,15 @@ def top_eigenvalue(hvp: Callable[..., torch.Tensor], theta: torch.Tensor, args: 
     return lam, it
 
 
-def hutchinson_trace(hvp: Callable[..., torch.Tensor], theta: torch.Tensor, args: Sequence = (), probes: int = 32,
-                     generator: Generators = None, return_samples: bool = False,
-                     chunk: int = 8) -> torch.Tensor:
+def hutchinson_trace(
+    hvp: Callable[..., torch.Tensor],
+    theta: torch.Tensor,
+    args: Sequence = (),
+    probes: int = 32,
+    generator: Generators = None,
+    return_samples: bool = False,
+    chunk: int = 8,
+) -> torch.Tensor:
     """Hutchinson's estimate ``mean_z z^T H z`` over Rademacher probes ``z``, per model: ``[n]``.
 
     ``chunk`` probes go through one vmapped call (fewer, larger kernels). With ``return_samples`` the
@@ -96,7 +110,9 @@ def hutchinson_trace(hvp: Callable[..., torch.Tensor], theta: torch.Tensor, args
     return s if return_samples else s.mean(0)
 
 
-def exact_trace(hvp: Callable[..., torch.Tensor], theta: torch.Tensor, args: Sequence = (), chunk: int = 128) -> torch.Tensor:
+def exact_trace(
+    hvp: Callable[..., torch.Tensor], theta: torch.Tensor, args: Sequence = (), chunk: int = 128
+) -> torch.Tensor:
     """Trace from all basis vectors (``P`` products per model, ``chunk`` per vmapped call): exact, for tests."""
     n, p = theta.shape
     many = vmap(hvp, in_dims=(None, 0, *([None] * len(args))))

@@ -18,10 +18,11 @@ pairs divided by sqrt(count), and for mc also the bootstrap spread over evaluati
 ``value +- interval_z * se``. A cell whose interval crosses a cut-off that its label depends on is
 ``marginal`` (``marginal_on`` names the metrics): its label rests on a value inside its own noise.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -42,16 +43,16 @@ NOT_CELL = {"model_id", "seed", "status", "layout", "row", "last_checkpoint", "p
 class Cutoffs:
     """Numeric cut-offs of the phase rules (conf/landscape/default.yaml, key ``phases``)."""
 
-    train_loss_high: float = 0.1          # median train loss above this: poorly trained (I / II)
+    train_loss_high: float = 0.1  # median train loss above this: poorly trained (I / II)
     hessian_metric: str = "hessian_trace"  # or hessian_top_eigenvalue
-    hessian_cut_kind: str = "quantile"     # absolute: value is the cut; quantile: value is a quantile of the zoo
+    hessian_cut_kind: str = "quantile"  # absolute: value is the cut; quantile: value is a quantile of the zoo
     hessian_cut: float = 0.5
-    mc_tol: float = 0.03                   # |mc| <= mc_tol counts as connected (loss units), two-sided
-    cka_high: float = 0.9                  # CKA at or above: IV-B, below: IV-A
-    interval_z: float = 2.0                # interval = value +- interval_z * standard error (marginal cells)
+    mc_tol: float = 0.03  # |mc| <= mc_tol counts as connected (loss units), two-sided
+    cka_high: float = 0.9  # CKA at or above: IV-B, below: IV-A
+    interval_z: float = 2.0  # interval = value +- interval_z * standard error (marginal cells)
 
     @classmethod
-    def from_mapping(cls, cfg: Mapping | None) -> "Cutoffs":
+    def from_mapping(cls, cfg: Mapping | None) -> Cutoffs:
         cfg = dict(cfg or {})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(cfg) - known)
@@ -59,7 +60,9 @@ class Cutoffs:
             raise ZooError(f"unknown phase cut-off keys {unknown}; known: {sorted(known)}")
         out = cls(**cfg)
         if out.hessian_metric not in ("hessian_trace", "hessian_top_eigenvalue"):
-            raise ZooError(f"phases.hessian_metric must be hessian_trace or hessian_top_eigenvalue, got {out.hessian_metric!r}")
+            raise ZooError(
+                f"phases.hessian_metric must be hessian_trace or hessian_top_eigenvalue, got {out.hessian_metric!r}"
+            )
         if out.hessian_cut_kind not in ("absolute", "quantile"):
             raise ZooError(f"phases.hessian_cut_kind must be absolute or quantile, got {out.hessian_cut_kind!r}")
         if out.hessian_cut_kind == "quantile" and not 0 <= out.hessian_cut <= 1:
@@ -73,9 +76,15 @@ class Cutoffs:
 
 def cell_columns(models: pd.DataFrame) -> list[str]:
     """Hyperparameter columns that define a grid cell: everything but the seed and per-model bookkeeping."""
-    return [c for c in models.columns
-            if c not in NOT_CELL and c not in MODEL_METRICS and c not in SCORE_METRICS and c not in CELL_METRICS
-            and c != "test_loss"]
+    return [
+        c
+        for c in models.columns
+        if c not in NOT_CELL
+        and c not in MODEL_METRICS
+        and c not in SCORE_METRICS
+        and c not in CELL_METRICS
+        and c != "test_loss"
+    ]
 
 
 def cell_ids(table: pd.DataFrame, keys: list[str]) -> pd.Series:
@@ -108,8 +117,11 @@ def cell_table(table: pd.DataFrame, keys: list[str], pairs: pd.DataFrame | None 
     agg["members"] = grouped.size()
     agg["members_ok"] = grouped["train_loss"].count()
     agg["train_loss_se"] = grouped["train_loss"].std() / np.sqrt(agg["members_ok"].clip(lower=1))
-    agg = agg.join(pair_spread(pairs), how="left") if pairs is not None and len(pairs) else agg.assign(
-        mode_connectivity_std=np.nan, mode_connectivity_se=np.nan, cka_se=np.nan, pairs=0)
+    agg = (
+        agg.join(pair_spread(pairs), how="left")
+        if pairs is not None and len(pairs)
+        else agg.assign(mode_connectivity_std=np.nan, mode_connectivity_se=np.nan, cka_se=np.nan, pairs=0)
+    )
     agg["pairs"] = agg["pairs"].fillna(0).astype(int)
     return agg.reset_index()
 
@@ -125,8 +137,14 @@ def pair_spread(pairs: pd.DataFrame) -> pd.DataFrame:
     between = g["mode_connectivity"].std() / root
     boot = g["mode_connectivity_boot_std"].mean()  # the pairs share their resamples: no 1/sqrt(n) here
     se = np.sqrt(between.fillna(0) ** 2 + boot.fillna(0) ** 2).where(between.notna() | boot.notna())
-    return pd.DataFrame({"mode_connectivity_std": g["mode_connectivity"].std(), "mode_connectivity_se": se,
-                         "cka_se": g["cka"].std() / root, "pairs": n})
+    return pd.DataFrame(
+        {
+            "mode_connectivity_std": g["mode_connectivity"].std(),
+            "mode_connectivity_se": se,
+            "cka_se": g["cka"].std() / root,
+            "pairs": n,
+        }
+    )
 
 
 def hessian_threshold(cells: pd.DataFrame, cut: Cutoffs) -> float:
@@ -225,8 +243,9 @@ def label_cells(cells: pd.DataFrame, cut: Cutoffs) -> pd.DataFrame:
     return out
 
 
-def label_models(table: pd.DataFrame, keys: list[str], cut: Cutoffs,
-                 pairs: pd.DataFrame | None = None) -> tuple[pd.Series, pd.DataFrame]:
+def label_models(
+    table: pd.DataFrame, keys: list[str], cut: Cutoffs, pairs: pd.DataFrame | None = None
+) -> tuple[pd.Series, pd.DataFrame]:
     """Phase of every model (its cell's label) and the labelled cell table (spreads from ``pairs``)."""
     cells = label_cells(cell_table(table, keys, pairs), cut)
     lookup = dict(zip(cells["cell"], cells["phase"]))

@@ -1,14 +1,34 @@
 """Git Re-Basin canonicalization: permutation specs from modules, weight matching, MergeMany, quality reports."""
+
 from zoo.rebasin.align import align_flat, align_zoo, choose_reference
-from zoo.rebasin.frame import Frame, canonical_frame
 from zoo.rebasin.apply import identity_perms, invert_perms, permute_flat, permute_state, permute_states, random_perms
+from zoo.rebasin.frame import Frame, canonical_frame
 from zoo.rebasin.graph import NeuronGraph
 from zoo.rebasin.matching import MatchResult, match_pairs, match_population, merge_many, weight_matching
 from zoo.rebasin.report import loss_barrier, loss_barriers
 from zoo.rebasin.spec import PermutationSpec, permutation_spec, spec_for_layout
 
-__all__ = ["PermutationSpec", "permutation_spec", "spec_for_layout", "identity_perms", "random_perms",
-           "invert_perms", "permute_state", "permute_states", "permute_flat", "MatchResult", "match_population",
-           "match_pairs", "weight_matching", "NeuronGraph", "merge_many", "align_zoo", "align_flat", "choose_reference",
-           "canonical_frame", "Frame",
-           "loss_barrier", "loss_barriers"]
+__all__ = [
+    "PermutationSpec",
+    "permutation_spec",
+    "spec_for_layout",
+    "identity_perms",
+    "random_perms",
+    "invert_perms",
+    "permute_state",
+    "permute_states",
+    "permute_flat",
+    "MatchResult",
+    "match_population",
+    "match_pairs",
+    "weight_matching",
+    "NeuronGraph",
+    "merge_many",
+    "align_zoo",
+    "align_flat",
+    "choose_reference",
+    "canonical_frame",
+    "Frame",
+    "loss_barrier",
+    "loss_barriers",
+]

@@ -15,6 +15,7 @@ Rules (also printed by ``zoo align --help``):
   trainable parameters, top singular-vector agreement, and for a seeded sample of ``pairs`` models the
   loss barrier on the straight path (training loss; BatchNorm statistics recomputed on training data).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,8 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from zoo.errors import ZooError
 from zoo.app.progress import Progress
+from zoo.errors import ZooError
 from zoo.rebasin.apply import permute_flat
 from zoo.rebasin.matching import MatchResult, match_population
 from zoo.rebasin.report import batched_l2, batched_singular_agreement, loss_barriers
@@ -71,9 +72,21 @@ def _parse_checkpoint(checkpoint: Any, n_ckpt: int) -> list[int]:
     return [c % n_ckpt]
 
 
-def align_zoo(z: Zoo, reference: int | str = "auto", checkpoint: Any = "all", *, trajectory: bool = False,
-              diverged: str = "skip", seed: int = 0, restarts: int = 0, max_iter: int = 100, pairs: int = 8,
-              barrier_steps: int = 11, write: bool = True, progress: bool = False) -> tuple[pd.DataFrame, dict]:
+def align_zoo(
+    z: Zoo,
+    reference: int | str = "auto",
+    checkpoint: Any = "all",
+    *,
+    trajectory: bool = False,
+    diverged: str = "skip",
+    seed: int = 0,
+    restarts: int = 0,
+    max_iter: int = 100,
+    pairs: int = 8,
+    barrier_steps: int = 11,
+    write: bool = True,
+    progress: bool = False,
+) -> tuple[pd.DataFrame, dict]:
     """Align every done model of ``z`` (a ``zoo.Zoo``) to its group's reference; returns (table, summary).
 
     Writes canonical weights (``ZooWriter.write_canonical``) and the tables ``alignment`` (one row per model)
@@ -95,8 +108,9 @@ def align_zoo(z: Zoo, reference: int | str = "auto", checkpoint: Any = "all", *,
         if models.loc[reference, "status"] != "done":
             raise ZooError(f"reference {reference} is {models.loc[reference, 'status']}; pick a done model")
     rows, groups = [], []
-    kept = (models["status"] == "done") | ((models["status"] == "diverged") & (models["last_checkpoint"] >= 0)
-                                           & (diverged == "finite"))
+    kept = (models["status"] == "done") | (
+        (models["status"] == "diverged") & (models["last_checkpoint"] >= 0) & (diverged == "finite")
+    )
     writer = open_writer(z.path) if write else None
     bar = Progress(int(kept.sum()) * len(ckpts), "model checkpoints matched", prefix="zoo align", enabled=progress)
     for (key, dataset), df in models.groupby(["layout", "dataset"], sort=True):
@@ -107,31 +121,68 @@ def align_zoo(z: Zoo, reference: int | str = "auto", checkpoint: Any = "all", *,
         if members.empty:
             continue
         data = z.dataset(dataset)
-        ref_id = reference if reference != "auto" and int(reference) in set(df["model_id"]) else \
-            choose_reference(df)
+        ref_id = reference if reference != "auto" and int(reference) in set(df["model_id"]) else choose_reference(df)
         t0 = time.perf_counter()
-        table, info = _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restarts, max_iter,
-                                   pairs, barrier_steps, writer, bar)
-        info.update(layout=key, dataset=dataset, seconds=time.perf_counter() - t0,
-                    skipped_diverged=int(((df["status"] == "diverged") & ~keep).sum()))
+        table, info = _align_group(
+            z,
+            key,
+            members,
+            ref_id,
+            ckpts,
+            data,
+            trajectory,
+            seed,
+            restarts,
+            max_iter,
+            pairs,
+            barrier_steps,
+            writer,
+            bar,
+        )
+        info.update(
+            layout=key,
+            dataset=dataset,
+            seconds=time.perf_counter() - t0,
+            skipped_diverged=int(((df["status"] == "diverged") & ~keep).sum()),
+        )
         rows.append(table)
         groups.append(info)
     bar.close()
     if not rows:
         raise ZooError("the zoo has no done models to align")
     table = pd.concat(rows, ignore_index=True)
-    summary = {"checkpoint": [int(c) for c in ckpts], "epochs": [z.checkpoint_epochs[c] for c in ckpts],
-               "trajectory": bool(trajectory), "diverged": diverged, "seed": seed, "restarts": restarts,
-               "reference_rule": "explicit" if reference != "auto" else f"auto: {REFERENCE_RULE}",
-               "groups": groups}
+    summary = {
+        "checkpoint": [int(c) for c in ckpts],
+        "epochs": [z.checkpoint_epochs[c] for c in ckpts],
+        "trajectory": bool(trajectory),
+        "diverged": diverged,
+        "seed": seed,
+        "restarts": restarts,
+        "reference_rule": "explicit" if reference != "auto" else f"auto: {REFERENCE_RULE}",
+        "groups": groups,
+    }
     if writer is not None:
         writer.write_table("alignment", table)
         writer.write_table("alignment_summary", pd.DataFrame(groups))
     return table, summary
 
 
-def _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restarts, max_iter, pairs, steps, writer,
-                 bar: Progress | None = None):
+def _align_group(
+    z,
+    key,
+    members,
+    ref_id,
+    ckpts,
+    data,
+    trajectory,
+    seed,
+    restarts,
+    max_iter,
+    pairs,
+    steps,
+    writer,
+    bar: Progress | None = None,
+):
     """Align one (layout, dataset) group chunk by chunk of models, so memory stays bounded on big zoos."""
     layout = z.layouts[key]
     spec = spec_for_layout(layout)
@@ -141,8 +192,11 @@ def _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restart
     c_rep = ckpts[-1]
     candidates = [i for i in np.flatnonzero(last >= c_rep) if ids[i] != ref_id]
     rng = np.random.default_rng(seed)
-    sample = set(rng.choice(candidates, size=min(pairs, len(candidates)), replace=False).tolist()) \
-        if candidates and pairs > 0 else set()
+    sample = (
+        set(rng.choice(candidates, size=min(pairs, len(candidates)), replace=False).tolist())
+        if candidates and pairs > 0
+        else set()
+    )
     gen = torch.Generator().manual_seed(seed)
     sel = torch.randperm(len(data.X_train), generator=gen)[:MAX_EVAL_SAMPLES]
     # barriers are training losses on a fixed training subset, which also recalibrates BatchNorm
@@ -150,9 +204,25 @@ def _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restart
     tables = []
     for lo in range(0, len(ids), CHUNK_MODELS):
         part = list(range(lo, min(lo + CHUNK_MODELS, len(ids))))
-        tables.append(_align_chunk(z, spec, layout, [ids[i] for i in part], last[part], R, ckpts, trajectory,
-                                   seed, restarts, max_iter, writer, [i - lo for i in part if i in sample], eval_data,
-                                   bar))
+        tables.append(
+            _align_chunk(
+                z,
+                spec,
+                layout,
+                [ids[i] for i in part],
+                last[part],
+                R,
+                ckpts,
+                trajectory,
+                seed,
+                restarts,
+                max_iter,
+                writer,
+                [i - lo for i in part if i in sample],
+                eval_data,
+                bar,
+            )
+        )
     table = pd.concat(tables, ignore_index=True)
     table.insert(1, "layout", key)
     table.insert(2, "reference_id", ref_id)
@@ -166,8 +236,23 @@ def _align_group(z, key, members, ref_id, ckpts, data, trajectory, seed, restart
     return table, info
 
 
-def _align_chunk(z, spec, layout, ids, last, R, ckpts, trajectory, seed, restarts, max_iter, writer, sample, data,
-                 bar: Progress | None = None):
+def _align_chunk(
+    z,
+    spec,
+    layout,
+    ids,
+    last,
+    R,
+    ckpts,
+    trajectory,
+    seed,
+    restarts,
+    max_iter,
+    writer,
+    sample,
+    data,
+    bar: Progress | None = None,
+):
     W = z.weights(ids, checkpoint=None)  # [n, C, P], NaN after a divergence
     out = W.clone()
     n_ckpt = W.shape[1]
@@ -207,14 +292,17 @@ def _match(spec, layout, ref_flat, flat, seed, restarts, max_iter):
     return match_population(spec, ref, layout.unflatten_batch(flat), seed=seed, restarts=restarts, max_iter=max_iter)
 
 
-def align_flat(layout, reference: torch.Tensor, weights: torch.Tensor, *, seed: int = 0, restarts: int = 0,
-               max_iter: int = 100) -> tuple[torch.Tensor, MatchResult]:
+def align_flat(
+    layout, reference: torch.Tensor, weights: torch.Tensor, *, seed: int = 0, restarts: int = 0, max_iter: int = 100
+) -> tuple[torch.Tensor, MatchResult]:
     """Align flat weight vectors ``[n, P]`` of ``layout`` to one flat reference ``[P]``; returns the permuted
     ``[n, P]`` (same functions, buffers included) and the match result. For callers outside the store, e.g.
     canonicalizing generated samples before nearest-neighbour distances."""
     if weights.ndim != 2 or reference.ndim != 1:
-        raise ZooError(f"align_flat takes weights [n, P] and a reference [P], got {tuple(weights.shape)} and "
-                       f"{tuple(reference.shape)}")
+        raise ZooError(
+            f"align_flat takes weights [n, P] and a reference [P], got {tuple(weights.shape)} and "
+            f"{tuple(reference.shape)}"
+        )
     spec = spec_for_layout(layout)
     res = _match(spec, layout, reference, weights, seed, restarts, max_iter)
     return permute_flat(spec, layout, weights, res.perms), res
@@ -238,6 +326,6 @@ def _report(spec, layout, ids, c, W, out, R, last, passes, sample, data) -> pd.D
     if sample:  # every sampled model before and after alignment: one batched evaluation of all paths
         ends = torch.cat([W[sample, c], out[sample, c]])
         barrier = loss_barriers(layout, R[c].expand_as(ends), ends, dataset, steps)["barrier"].numpy()
-        table.loc[sample, "barrier_before"] = barrier[:len(sample)]
-        table.loc[sample, "barrier_after"] = barrier[len(sample):]
+        table.loc[sample, "barrier_before"] = barrier[: len(sample)]
+        table.loc[sample, "barrier_after"] = barrier[len(sample) :]
     return table

@@ -4,9 +4,10 @@ Convention: ``perm[g][i]`` is the old index of the unit that lands at new positi
 axis in group ``g``, i.e. ``new = old.index_select(axis, perm[g])``. Permutations map group name ->
 LongTensor ``[size]`` (one model) or ``[n, size]`` (stacked states whose tensors are ``[n, *shape]``).
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -56,8 +57,9 @@ def _check_perms(spec: PermutationSpec, perms: Mapping[str, torch.Tensor], n: in
             raise ZooError(f"permutation of group {g!r} has shape {tuple(p.shape)}, expected {want}")
 
 
-def permute_state(spec: PermutationSpec, state: Mapping[str, torch.Tensor], perms: Mapping[str, torch.Tensor]
-                  ) -> dict[str, torch.Tensor]:
+def permute_state(
+    spec: PermutationSpec, state: Mapping[str, torch.Tensor], perms: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Permute one state dict; buffers such as BatchNorm running stats move with their channels."""
     spec.check_state(state)
     _check_perms(spec, perms, None)
@@ -78,8 +80,9 @@ def take_axis(t: torch.Tensor, axis: int, idx: torch.Tensor) -> torch.Tensor:
     return torch.gather(t, axis + 1, idx.view(view).expand_as(t))
 
 
-def permute_states(spec: PermutationSpec, states: Mapping[str, torch.Tensor], perms: Mapping[str, torch.Tensor]
-                   ) -> dict[str, torch.Tensor]:
+def permute_states(
+    spec: PermutationSpec, states: Mapping[str, torch.Tensor], perms: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Permute stacked state dicts (tensors ``[n, *shape]``) with per-model permutations ``[n, size]``."""
     spec.check_state(states, batched=True)
     n = next(iter(states.values())).shape[0]
@@ -87,8 +90,9 @@ def permute_states(spec: PermutationSpec, states: Mapping[str, torch.Tensor], pe
     return permute_present(spec, states, perms)
 
 
-def permute_present(spec: PermutationSpec, states: Mapping[str, torch.Tensor], perms: Mapping[str, torch.Tensor]
-                    ) -> dict[str, torch.Tensor]:
+def permute_present(
+    spec: PermutationSpec, states: Mapping[str, torch.Tensor], perms: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Permute the stacked tensors present in ``states`` (a subset is fine, e.g. only matched parameters)."""
     out = {}
     for name, t in states.items():
@@ -99,8 +103,7 @@ def permute_present(spec: PermutationSpec, states: Mapping[str, torch.Tensor], p
     return out
 
 
-def permute_flat(spec: PermutationSpec, layout, flat: torch.Tensor, perms: Mapping[str, torch.Tensor]
-                 ) -> torch.Tensor:
+def permute_flat(spec: PermutationSpec, layout, flat: torch.Tensor, perms: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Permute flat weight vectors ``[n, P]`` of ``layout`` (a ``zoo.layout.Layout``); returns ``[n, P]``."""
     states = layout.unflatten_batch(flat)
     return layout.flatten_batch(permute_states(spec, states, perms))

@@ -5,10 +5,12 @@ one permutation frame. They share :func:`choose_reference` (a choice made on TRA
 the test split is for reported numbers, never for a choice) and :func:`canonical_frame` (the store's
 canonical weights when ``zoo align`` wrote them, else weights aligned here by Git Re-Basin).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,8 +41,17 @@ def stored_reference(z: Any, layout_key: str, ids: Sequence[int]) -> int | None:
     return int(refs[0]) if len(refs) == 1 and int(refs[0]) in set(int(i) for i in ids) else None
 
 
-def canonical_frame(z: Any, layout: Layout, ids: np.ndarray, raw: torch.Tensor, models: pd.DataFrame,
-                    mode: str = "auto", *, checkpoint: int = -1, seed: int = 0) -> Frame:
+def canonical_frame(
+    z: Any,
+    layout: Layout,
+    ids: np.ndarray,
+    raw: torch.Tensor,
+    models: pd.DataFrame,
+    mode: str = "auto",
+    *,
+    checkpoint: int = -1,
+    seed: int = 0,
+) -> Frame:
     """The weights ``raw`` [n, P] of models ``ids`` (one layout of the zoo ``z``) in one canonical frame.
 
     ``mode``: "store" reads ``zoo align``'s canonical weights (a ZooError when it wrote none for this

@@ -7,6 +7,7 @@ Linear/Conv weight ``[out, in, *kernel]`` mapping one node set to the next, with
 BatchNorm acting on a node set; a *skip* is a residual ``+`` joining one node set into another unit by
 unit. Every hidden node set carries its permutation group (None where the units are fixed).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -8,12 +8,13 @@ exactly when the L2 distance falls. ``weight_matching`` is the plain one-pair im
 ``match_population`` runs the same descent for a stacked population with one GEMM per group and
 pass building every model's similarity matrix, and ``merge_many`` aligns models to each other.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -56,8 +57,9 @@ def check_finite(states: Mapping[str, torch.Tensor], what: str = "model", batche
         raise ZooError(f"{what}: models at positions {sorted(bad)[:10]} have non-finite weights (NaN or inf)")
 
 
-def _objective(spec: PermutationSpec, ref: Mapping[str, torch.Tensor], cur: Mapping[str, torch.Tensor],
-               names=None) -> torch.Tensor:
+def _objective(
+    spec: PermutationSpec, ref: Mapping[str, torch.Tensor], cur: Mapping[str, torch.Tensor], names=None
+) -> torch.Tensor:
     """[n] float64 sum over matched params of <ref, cur>; ref tensors [1 or n, ...], cur [n, ...]."""
     names = spec.matched if names is None else names
     n = next(iter(cur.values())).shape[0]
@@ -69,8 +71,9 @@ def _objective(spec: PermutationSpec, ref: Mapping[str, torch.Tensor], cur: Mapp
     return total
 
 
-def _similarity(spec: PermutationSpec, group: str, ref: Mapping[str, torch.Tensor],
-                cur: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def _similarity(
+    spec: PermutationSpec, group: str, ref: Mapping[str, torch.Tensor], cur: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
     """[n, s, s]: A[m, i, j] = sum over axes of ``group`` of <ref unit i, current unit j>."""
     s = spec.sizes[group]
     n = next(iter(cur.values())).shape[0]
@@ -105,6 +108,7 @@ def _neighbours(spec: PermutationSpec) -> dict[str, set[str]]:
 def _solve(A: np.ndarray, q: np.ndarray, todo: np.ndarray, pool: ThreadPoolExecutor | None) -> None:
     """Fill ``q[j]`` with the optimal assignment of ``A[j]`` for j in ``todo`` (scipy releases the GIL, so a
     thread pool solves several models' assignments at once)."""
+
     def run(js):
         for j in js:
             q[j] = linear_sum_assignment(A[j], maximize=True)[1]
@@ -115,8 +119,15 @@ def _solve(A: np.ndarray, q: np.ndarray, todo: np.ndarray, pool: ThreadPoolExecu
     list(pool.map(run, np.array_split(todo, max(1, len(todo) // 16))))
 
 
-def _descent(spec: PermutationSpec, ref: dict, cur: dict, perms: Perms, seed: int, max_iter: int,
-             pool: ThreadPoolExecutor | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _descent(
+    spec: PermutationSpec,
+    ref: dict,
+    cur: dict,
+    perms: Perms,
+    seed: int,
+    max_iter: int,
+    pool: ThreadPoolExecutor | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Coordinate descent in place on ``cur`` (matched params, already permuted by ``perms``) and ``perms``.
 
     Similarity matrices are built from the current permuted weights, so the assignment found is a relative
@@ -174,8 +185,12 @@ def _descent(spec: PermutationSpec, ref: dict, cur: dict, perms: Perms, seed: in
                         t = take_axis(t, a, qt)
                 new[k] = t
             if spec.self_coupled(g):  # the linear gain is not the true gain: keep only real improvements
-                before = _objective(spec, sref if single_ref else {k: sref[k][acct] for k in names},
-                                    {k: sub[k].index_select(0, acct) for k in names}, names)
+                before = _objective(
+                    spec,
+                    sref if single_ref else {k: sref[k][acct] for k in names},
+                    {k: sub[k].index_select(0, acct) for k in names},
+                    names,
+                )
                 after = _objective(spec, sref if single_ref else {k: sref[k][acct] for k in names}, new, names)
                 ok = ((after - before) > RTOL * before.abs().clamp_min(1e-12)).numpy()
                 gain[acc] = (after - before).numpy()
@@ -201,9 +216,17 @@ def _matched(spec: PermutationSpec, states: Mapping[str, torch.Tensor]) -> dict[
     return {k: states[k].detach().to(torch.float32) for k in spec.matched}
 
 
-def match_population(spec: PermutationSpec, reference: Mapping[str, torch.Tensor],
-                     states: Mapping[str, torch.Tensor], *, seed: int = 0, max_iter: int = 100,
-                     restarts: int = 0, chunk_size: int = 256, workers: int | None = None) -> MatchResult:
+def match_population(
+    spec: PermutationSpec,
+    reference: Mapping[str, torch.Tensor],
+    states: Mapping[str, torch.Tensor],
+    *,
+    seed: int = 0,
+    max_iter: int = 100,
+    restarts: int = 0,
+    chunk_size: int = 256,
+    workers: int | None = None,
+) -> MatchResult:
     """Match every model of a stack (tensors ``[n, *shape]``) to one reference state dict, batched.
 
     Restart 0 starts from the identity, restart r > 0 from random permutations seeded by ``seed + r``;
@@ -218,9 +241,17 @@ def match_population(spec: PermutationSpec, reference: Mapping[str, torch.Tensor
     return _match_stack(spec, ref, states, seed, max_iter, restarts, chunk_size, workers)
 
 
-def match_pairs(spec: PermutationSpec, references: Mapping[str, torch.Tensor], states: Mapping[str, torch.Tensor],
-                *, seed: int = 0, max_iter: int = 100, restarts: int = 0, chunk_size: int = 256,
-                workers: int | None = None) -> MatchResult:
+def match_pairs(
+    spec: PermutationSpec,
+    references: Mapping[str, torch.Tensor],
+    states: Mapping[str, torch.Tensor],
+    *,
+    seed: int = 0,
+    max_iter: int = 100,
+    restarts: int = 0,
+    chunk_size: int = 256,
+    workers: int | None = None,
+) -> MatchResult:
     """Match model i of a stack to reference i of another stack (both ``[n, *shape]``), batched like
     ``match_population`` (one batched GEMM per group and pass); e.g. to align MixUp partners pairwise."""
     spec.check_state(references, batched=True, what="references")
@@ -233,25 +264,37 @@ def match_pairs(spec: PermutationSpec, references: Mapping[str, torch.Tensor], s
     return _match_stack(spec, _matched(spec, references), states, seed, max_iter, restarts, chunk_size, workers)
 
 
-def _match_stack(spec: PermutationSpec, ref: dict[str, torch.Tensor], states: Mapping[str, torch.Tensor], seed: int,
-                 max_iter: int, restarts: int, chunk_size: int, workers: int | None) -> MatchResult:
+def _match_stack(
+    spec: PermutationSpec,
+    ref: dict[str, torch.Tensor],
+    states: Mapping[str, torch.Tensor],
+    seed: int,
+    max_iter: int,
+    restarts: int,
+    chunk_size: int,
+    workers: int | None,
+) -> MatchResult:
     """Match a stack in chunks to ``ref`` (matched params ``[1, ...]`` for all, or ``[n, ...]`` one per model)."""
     n = next(iter(states.values())).shape[0]
     results = []
     workers = torch.get_num_threads() if workers is None else int(workers)
     with ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
         for lo in range(0, n, chunk_size):
-            chunk = {k: v[lo:lo + chunk_size] for k, v in states.items()}
+            chunk = {k: v[lo : lo + chunk_size] for k, v in states.items()}
             single = all(v.shape[0] == 1 for v in ref.values())
-            sref = ref if single else {k: v[lo:lo + chunk_size] for k, v in ref.items()}
+            sref = ref if single else {k: v[lo : lo + chunk_size] for k, v in ref.items()}
             results.append(_match_chunk(spec, sref, chunk, seed, max_iter, restarts, pool))
     if len(results) == 1:
         return results[0]
     width = max(r.history.shape[0] for r in results)
     hist = [np.concatenate([r.history, np.repeat(r.history[-1:], width - len(r.history), 0)]) for r in results]
-    return MatchResult({g: torch.cat([r.perms[g] for r in results]) for g in spec.groups},
-                       torch.cat([r.objective for r in results]), torch.cat([r.initial for r in results]),
-                       np.concatenate(hist, 1), np.concatenate([r.passes for r in results]))
+    return MatchResult(
+        {g: torch.cat([r.perms[g] for r in results]) for g in spec.groups},
+        torch.cat([r.objective for r in results]),
+        torch.cat([r.initial for r in results]),
+        np.concatenate(hist, 1),
+        np.concatenate([r.passes for r in results]),
+    )
 
 
 def _match_chunk(spec, ref, states, seed, max_iter, restarts, pool=None) -> MatchResult:
@@ -282,10 +325,17 @@ def permute_states_matched(spec: PermutationSpec, states: Mapping[str, torch.Ten
     return permute_present(spec, states, perms)
 
 
-def weight_matching(spec: PermutationSpec, reference: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
-                    *, seed: int = 0, max_iter: int = 100, restarts: int = 0,
-                    init: Mapping[str, torch.Tensor] | None = None, dtype: torch.dtype = torch.float64
-                    ) -> MatchResult:
+def weight_matching(
+    spec: PermutationSpec,
+    reference: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    *,
+    seed: int = 0,
+    max_iter: int = 100,
+    restarts: int = 0,
+    init: Mapping[str, torch.Tensor] | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> MatchResult:
     """Plain one-pair weight matching of ``state`` to ``reference`` (``dtype`` arithmetic, default float64).
 
     This is the straightforward formulation (and the baseline the benchmark compares the batched path to):
@@ -348,13 +398,23 @@ def weight_matching(spec: PermutationSpec, reference: Mapping[str, torch.Tensor]
             first_hist = hist
         if obj > best_obj:
             best, best_obj = perms, obj
-    return MatchResult(best, torch.tensor([best_obj], dtype=torch.float64),
-                       torch.tensor([initial], dtype=torch.float64), np.array(first_hist)[:, None],
-                       np.array([len(first_hist) - 1]))
+    return MatchResult(
+        best,
+        torch.tensor([best_obj], dtype=torch.float64),
+        torch.tensor([initial], dtype=torch.float64),
+        np.array(first_hist)[:, None],
+        np.array([len(first_hist) - 1]),
+    )
 
 
-def merge_many(spec: PermutationSpec, states: Mapping[str, torch.Tensor], *, seed: int = 0, max_rounds: int = 50,
-               max_iter: int = 100) -> tuple[Perms, dict[str, torch.Tensor], list[float]]:
+def merge_many(
+    spec: PermutationSpec,
+    states: Mapping[str, torch.Tensor],
+    *,
+    seed: int = 0,
+    max_rounds: int = 50,
+    max_iter: int = 100,
+) -> tuple[Perms, dict[str, torch.Tensor], list[float]]:
     """MergeMany: repeatedly match each model (seeded random order) to the mean of the others.
 
     Stops when a round no longer lowers the mean squared distance of the models to their mean (each
@@ -380,7 +440,7 @@ def merge_many(spec: PermutationSpec, states: Mapping[str, torch.Tensor], *, see
     for _ in range(max_rounds):
         for i in rng.permutation(n):
             ref = {k: ((total[k] - cur[k][i]) / (n - 1)).unsqueeze(0) for k in cur}
-            mine = {k: cur[k][i:i + 1].clone() for k in cur}
+            mine = {k: cur[k][i : i + 1].clone() for k in cur}
             q = identity_perms(spec, 1)
             _descent(spec, ref, mine, q, int(rng.integers(2**31)), max_iter)
             for k in cur:

@@ -1,9 +1,10 @@
 """Alignment quality: L2 distance, linear-path loss barrier (BatchNorm statistics recomputed on the
 training split, via ``zoo.evaluate``) and agreement of top singular vectors, computed before and after
 permuting a model onto a reference."""
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -42,8 +43,9 @@ def _flat(layout: Layout, w: torch.Tensor | Mapping[str, torch.Tensor]) -> torch
     return layout.flatten(w) if isinstance(w, Mapping) else w.to(torch.float32)
 
 
-def loss_barriers(layout: Layout, a: torch.Tensor, b: torch.Tensor, dataset: Dataset, steps: int = 11,
-                  split: str = "train") -> dict[str, torch.Tensor]:
+def loss_barriers(
+    layout: Layout, a: torch.Tensor, b: torch.Tensor, dataset: Dataset, steps: int = 11, split: str = "train"
+) -> dict[str, torch.Tensor]:
     """Loss barriers of m straight paths at once: flat endpoints ``a, b [m, P]`` -> barrier ``[m]``, t_max ``[m]``,
     losses ``[m, steps]`` (and ts ``[steps]``).
 
@@ -66,13 +68,23 @@ def loss_barriers(layout: Layout, a: torch.Tensor, b: torch.Tensor, dataset: Dat
     return {"barrier": excess.max(1).values, "t_max": t[excess.argmax(1)], "losses": losses, "ts": t}
 
 
-def loss_barrier(layout: Layout, a: torch.Tensor | Mapping[str, torch.Tensor], b: torch.Tensor | Mapping[str, torch.Tensor],
-                 dataset: Dataset, steps: int = 11, split: str = "train") -> dict:
+def loss_barrier(
+    layout: Layout,
+    a: torch.Tensor | Mapping[str, torch.Tensor],
+    b: torch.Tensor | Mapping[str, torch.Tensor],
+    dataset: Dataset,
+    steps: int = 11,
+    split: str = "train",
+) -> dict:
     """``loss_barriers`` of one pair (state dicts or flat ``[P]`` vectors): barrier, t_max, losses and ts as
     Python numbers and lists."""
     r = loss_barriers(layout, _flat(layout, a)[None], _flat(layout, b)[None], dataset, steps, split)
-    return {"barrier": float(r["barrier"][0]), "t_max": float(r["t_max"][0]), "losses": r["losses"][0].tolist(),
-            "ts": r["ts"].tolist()}
+    return {
+        "barrier": float(r["barrier"][0]),
+        "t_max": float(r["t_max"][0]),
+        "losses": r["losses"][0].tolist(),
+        "ts": r["ts"].tolist(),
+    }
 
 
 def batched_l2(ref: Mapping[str, torch.Tensor], states: Mapping[str, torch.Tensor], names: Sequence[str]) -> np.ndarray:
@@ -84,8 +96,9 @@ def batched_l2(ref: Mapping[str, torch.Tensor], states: Mapping[str, torch.Tenso
     return total.sqrt().numpy()
 
 
-def batched_singular_agreement(ref: Mapping[str, torch.Tensor], states: Mapping[str, torch.Tensor],
-                               names: Sequence[str]) -> np.ndarray:
+def batched_singular_agreement(
+    ref: Mapping[str, torch.Tensor], states: Mapping[str, torch.Tensor], names: Sequence[str]
+) -> np.ndarray:
     """[n] ``top_singular_agreement`` of every stacked model with one reference (one batched SVD per tensor)."""
     n = next(iter(states.values())).shape[0]
     scores = []

@@ -9,12 +9,13 @@ and output are fixed, so the first layer's input axis and the last layer's outpu
 The same pass records the neuron graph (``graph.NeuronGraph``: which tensor maps which node set to which,
 BatchNorms, residual skips) that weight-space models read, so both share one source of truth.
 """
+
 from __future__ import annotations
 
 import copy
 import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import torch
 import torch.fx
@@ -26,19 +27,64 @@ from zoo.rebasin.graph import BN_FIELDS, NeuronGraph, NeuronLayer, NodeSet, Norm
 
 FIXED = 0  # group id of axes that are never permuted (network input and output)
 
-_ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.GELU, nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Softplus, nn.Identity,
-                nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Hardtanh, nn.Mish, nn.Softsign, nn.ReLU6, nn.Hardswish,
-                nn.Hardsigmoid, nn.CELU, nn.SELU)
-_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
-          nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.MaxPool1d,
-          nn.MaxPool2d, nn.MaxPool3d)
+_ELEMENTWISE = (
+    nn.ReLU,
+    nn.Tanh,
+    nn.GELU,
+    nn.Sigmoid,
+    nn.SiLU,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Softplus,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Hardtanh,
+    nn.Mish,
+    nn.Softsign,
+    nn.ReLU6,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.CELU,
+    nn.SELU,
+)
+_POOLS = (
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_ELEMENTWISE_FUNCS = {torch.relu, torch.tanh, torch.sigmoid, torch.nn.functional.relu, torch.nn.functional.gelu,
-                      torch.nn.functional.silu, torch.nn.functional.tanh, torch.nn.functional.sigmoid}
-_ELEMENTWISE_FUNCS |= {torch.nn.functional.adaptive_avg_pool2d, torch.nn.functional.adaptive_max_pool2d,
-                       torch.nn.functional.avg_pool2d, torch.nn.functional.max_pool2d, torch.nn.functional.dropout,
-                       torch.nn.functional.leaky_relu, torch.nn.functional.elu, torch.nn.functional.softplus}
+_ELEMENTWISE_FUNCS = {
+    torch.relu,
+    torch.tanh,
+    torch.sigmoid,
+    torch.nn.functional.relu,
+    torch.nn.functional.gelu,
+    torch.nn.functional.silu,
+    torch.nn.functional.tanh,
+    torch.nn.functional.sigmoid,
+}
+_ELEMENTWISE_FUNCS |= {
+    torch.nn.functional.adaptive_avg_pool2d,
+    torch.nn.functional.adaptive_max_pool2d,
+    torch.nn.functional.avg_pool2d,
+    torch.nn.functional.max_pool2d,
+    torch.nn.functional.dropout,
+    torch.nn.functional.leaky_relu,
+    torch.nn.functional.elu,
+    torch.nn.functional.softplus,
+}
 _ELEMENTWISE_METHODS = {"relu", "tanh", "sigmoid", "contiguous", "clone", "relu_"}
 _ADD_FUNCS = {operator.add, operator.iadd, torch.add}
 _SHAPE_QUERIES = {"size", "dim", getattr, len}
@@ -77,12 +123,16 @@ class PermutationSpec:
         missing = sorted(set(self.axes) - set(state))
         extra = sorted(set(state) - set(self.axes))
         if missing or extra:
-            raise ZooError(f"{what} does not match the permutation spec (mismatched layouts): "
-                           f"missing {missing[:5]}, unexpected {extra[:5]}")
+            raise ZooError(
+                f"{what} does not match the permutation spec (mismatched layouts): "
+                f"missing {missing[:5]}, unexpected {extra[:5]}"
+            )
         for name, shape in self.shapes.items():
             got = tuple(state[name].shape[1:] if batched else state[name].shape)
             if got != shape:
-                raise ZooError(f"{what}: tensor {name!r} has shape {got}, the spec expects {shape} (mismatched layouts)")
+                raise ZooError(
+                    f"{what}: tensor {name!r} has shape {got}, the spec expects {shape} (mismatched layouts)"
+                )
 
 
 class _UnionFind:
@@ -170,8 +220,9 @@ class _GraphRecorder:
         for a, b in self.skips:
             if self.sets[a][1] != self.sets[b][1]:
                 raise ZooError(f"a residual joins {self.sets[a][0]!r} and {self.sets[b][0]!r} of different sizes")
-        roles = ["input" if i in self.inputs else "output" if i in self.outputs else "hidden"
-                 for i in range(len(self.sets))]
+        roles = [
+            "input" if i in self.inputs else "output" if i in self.outputs else "hidden" for i in range(len(self.sets))
+        ]
         nodesets = tuple(NodeSet(name, size, role, group_name(g)) for (name, size, g), role in zip(self.sets, roles))
         return NeuronGraph(nodesets, tuple(self.layers), tuple(self.norms), tuple(self.skips))
 
@@ -183,8 +234,9 @@ def _example_input(module: nn.Module) -> torch.Tensor:
         if isinstance(m, _CONVS):
             spatial = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[type(m)]
             return torch.zeros(2, m.in_channels, *([16] * spatial))
-    raise ZooError(f"cannot infer an input for {type(module).__name__}: it has no Linear or Conv layer; "
-                   "pass example_input")
+    raise ZooError(
+        f"cannot infer an input for {type(module).__name__}: it has no Linear or Conv layer; pass example_input"
+    )
 
 
 def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = None) -> PermutationSpec:
@@ -228,8 +280,10 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
         if g == FIXED:
             return FIXED
         if start != 1 or any(d != 1 for d in s[2:]):
-            raise ZooError(f"unsupported operation {node.name!r}: flattening a permuted feature map of shape "
-                           f"{s} mixes channels with positions")
+            raise ZooError(
+                f"unsupported operation {node.name!r}: flattening a permuted feature map of shape "
+                f"{s} mixes channels with positions"
+            )
         return g
 
     def keeps_channels(node, src) -> int:
@@ -243,8 +297,10 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
             if node.target in ("mean", torch.mean) or all(d == 1 for d in s_out[2:]):
                 return g
         op = node.target if isinstance(node.target, str) else node.target.__name__
-        raise ZooError(f"unsupported operation {node.name!r} ({op}): turns a permuted tensor of shape {s_in} into "
-                       f"{s_out}, mixing channels with positions")
+        raise ZooError(
+            f"unsupported operation {node.name!r} ({op}): turns a permuted tensor of shape {s_in} into "
+            f"{s_out}, mixing channels with positions"
+        )
 
     for node in gm.graph.nodes:
         if node.op == "placeholder":

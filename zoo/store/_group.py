@@ -4,9 +4,11 @@ Local paths use zarr's LocalStore (the fast read path in :mod:`zoo.store.fastrea
 fsspec URL uses FsspecStore. The root group's ``wszoo`` attributes carry the schema version; a model's
 state row (status, last checkpoint) uses the status codes below.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import zarr
@@ -94,8 +96,9 @@ def open_group(path: str, mode: str = "r") -> zarr.Group:
     if version == 1:
         raise ZooError(f"{path!r} was written by an older wszoo (schema 1): convert it with `zoo upgrade {path}`")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise ZooError(f"{path!r} has zoo schema version {version}; this wszoo reads up to {SCHEMA_VERSION}:"
-                       " upgrade wszoo")
+        raise ZooError(
+            f"{path!r} has zoo schema version {version}; this wszoo reads up to {SCHEMA_VERSION}: upgrade wszoo"
+        )
     return group
 
 

@@ -5,11 +5,13 @@ int32 codes into a list of JSON-encoded categories kept in the column's attribut
 table is a few small files and any column a producer of weights cares to record (a sample's generator,
 seed and condition; an imported model's source file) round-trips exactly.
 """
+
 from __future__ import annotations
 
 import json
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,8 +66,9 @@ def write_table(group: zarr.Group, df: pd.DataFrame) -> None:
     n = len(df)
     for name, col in zip(names, df.columns):
         data, attrs = _encode(df[col])
-        array = group.create_array(name, shape=(n,), dtype=data.dtype, chunks=(max(1, min(n, ROW_CHUNK)),),
-                                   fill_value=0)
+        array = group.create_array(
+            name, shape=(n,), dtype=data.dtype, chunks=(max(1, min(n, ROW_CHUNK)),), fill_value=0
+        )
         if n:
             array[:] = data
         array.attrs.update(attrs)
@@ -75,11 +78,12 @@ def write_table(group: zarr.Group, df: pd.DataFrame) -> None:
 def read_table(group: zarr.Group, where: str, only: Sequence[str] | None = None) -> pd.DataFrame:
     """Read every column written by :func:`write_table`; a missing or corrupt column is a ZooError."""
     columns = {}
-    for name in (group.attrs.get("columns", []) if only is None else only):
+    for name in group.attrs.get("columns", []) if only is None else only:
         try:
             array = group[name]
             columns[name] = _decode(np.asarray(array[:]), dict(array.attrs))
         except Exception as e:
-            raise ZooError(f"column {name!r} of the models table of {where!r} is missing or corrupt"
-                           f" ({e.__class__.__name__}: {e})") from None
+            raise ZooError(
+                f"column {name!r} of the models table of {where!r} is missing or corrupt ({e.__class__.__name__}: {e})"
+            ) from None
     return pd.DataFrame(columns)

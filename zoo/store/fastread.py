@@ -7,6 +7,7 @@ index at the end), so on local disk we read those files with ``os.pread`` and nu
 checksum. Anything else (fsspec URLs, other encodings) returns None and the caller goes through zarr.
 Tests check that both paths read the same values.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,9 +55,14 @@ def shard_geometry(array: zarr.Array) -> tuple[str, int, int] | None:
     shard, inner = codecs[0], tuple(codecs[0].chunk_shape)
     outer = tuple(meta.chunk_grid.chunk_shape)
     n, c, p = array.shape
-    if inner != (1, 1, p) or outer[1:] != (c, p) or str(array.dtype) != "float32" or \
-            str(shard.index_location.value if hasattr(shard.index_location, "value") else shard.index_location) != "end" \
-            or not _is_bytes_crc(shard.codecs) or not _is_bytes_crc(shard.index_codecs):
+    if (
+        inner != (1, 1, p)
+        or outer[1:] != (c, p)
+        or str(array.dtype) != "float32"
+        or str(shard.index_location.value if hasattr(shard.index_location, "value") else shard.index_location) != "end"
+        or not _is_bytes_crc(shard.codecs)
+        or not _is_bytes_crc(shard.index_codecs)
+    ):
         return None
     return folder, int(outer[0]), int(c)
 
@@ -72,8 +78,9 @@ def _shard_index(fd: int, path: str, st: os.stat_result, index_bytes: int, per_s
     hit = _INDEX_CACHE.get(path)
     if hit is not None and hit[0] == stamp:
         return hit[1]
-    index = np.frombuffer(_checked(os.pread(fd, index_bytes, st.st_size - index_bytes), f"index of shard {path}"),
-                          dtype="<u8").reshape(per_shard, c, 2)
+    index = np.frombuffer(
+        _checked(os.pread(fd, index_bytes, st.st_size - index_bytes), f"index of shard {path}"), dtype="<u8"
+    ).reshape(per_shard, c, 2)
     if len(_INDEX_CACHE) >= _INDEX_CACHE_MAX:
         _INDEX_CACHE.clear()
     _INDEX_CACHE[path] = (stamp, index)
@@ -87,7 +94,9 @@ def read_checkpoint_rows(array: zarr.Array, rows: np.ndarray, checkpoint: int) -
         try:
             return np.asarray(array.oindex[np.asarray(rows), int(checkpoint), :])
         except Exception as e:  # truncated or garbled chunk behind an fsspec URL
-            raise ZooError(f"weights array {array.path!r} is corrupt or unreadable ({e.__class__.__name__}: {e})") from None
+            raise ZooError(
+                f"weights array {array.path!r} is corrupt or unreadable ({e.__class__.__name__}: {e})"
+            ) from None
     folder, per_shard, c = geometry
     p = array.shape[2]
     out = np.empty((len(rows), p), dtype=np.float32)
@@ -113,8 +122,10 @@ def read_checkpoint_rows(array: zarr.Array, rows: np.ndarray, checkpoint: int) -
                     continue
                 if nbytes != p * 4 + 4 or offset + nbytes > size - index_bytes:
                     raise ZooError(f"weights shard {path} is corrupt (bad index entry for row {int(rows[j])})")
-                buf = _checked(os.pread(fd, int(nbytes), int(offset)),
-                               f"weights of row {int(rows[j])}, checkpoint {checkpoint} in {path}")
+                buf = _checked(
+                    os.pread(fd, int(nbytes), int(offset)),
+                    f"weights of row {int(rows[j])}, checkpoint {checkpoint} in {path}",
+                )
                 out[j] = np.frombuffer(buf, dtype="<f4")
         finally:
             os.close(fd)

@@ -6,6 +6,7 @@ created atomically with O_EXCL and holding the owner's host, pid and start time.
 gone (same host, pid not alive) is stale and taken over, so a killed command never wedges the store.
 fsspec URLs (s3://, memory://) are not locked: coordinate writers there yourself.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,7 +14,7 @@ import json
 import os
 import socket
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from zoo.errors import ZooError
 
@@ -37,8 +38,12 @@ def _lock_path(path: str) -> str | None:
 
 def _try_acquire(lock: str, command: str) -> dict | None:
     """Create the lock; None on success, else the current owner's record."""
-    record = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "command": command}
+    record = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": command,
+    }
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
@@ -61,16 +66,25 @@ def writing(path: str, command: str) -> Iterator[None]:
         return
     os.makedirs(os.path.dirname(lock), exist_ok=True)
     owner = _try_acquire(lock, command)
-    if owner is not None and owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int) \
-            and not _alive(owner["pid"]):
+    if (
+        owner is not None
+        and owner.get("host") == socket.gethostname()
+        and isinstance(owner.get("pid"), int)
+        and not _alive(owner["pid"])
+    ):
         with contextlib.suppress(FileNotFoundError):
             os.remove(lock)  # stale: its process is gone
         owner = _try_acquire(lock, command)
     if owner is not None:
-        who = f"{owner.get('command', 'a command')} (pid {owner.get('pid', '?')} on {owner.get('host', '?')}," \
-              f" since {owner.get('since', '?')})" if owner else "another process"
-        raise ZooError(f"{path!r} is being written by {who}; wait for it to finish, or remove {lock}"
-                       " if that process is gone")
+        who = (
+            f"{owner.get('command', 'a command')} (pid {owner.get('pid', '?')} on {owner.get('host', '?')},"
+            f" since {owner.get('since', '?')})"
+            if owner
+            else "another process"
+        )
+        raise ZooError(
+            f"{path!r} is being written by {who}; wait for it to finish, or remove {lock} if that process is gone"
+        )
     try:
         yield
     finally:

@@ -16,11 +16,13 @@ Layout of the group (schema version 2; written only through :mod:`zoo.store.writ
 Every per-model array is cut into the same blocks of ``block_size`` rows, and every chunk carries a
 crc32c checksum: a missing or corrupt chunk of a committed model is an error, never NaN.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,9 +32,9 @@ from torch import nn
 
 from zoo.datasets import Dataset, load_dataset
 from zoo.errors import ZooError
-from zoo.store.fastread import read_checkpoint_rows, read_whole
 from zoo.layout import Layout
 from zoo.store._group import PENDING, STATUS, open_group, read_models_table
+from zoo.store.fastread import read_checkpoint_rows, read_whole
 
 
 class Zoo:
@@ -99,8 +101,9 @@ class Zoo:
                 return fast
             return np.asarray(array.oindex[selection] if orthogonal else array[selection])
         except Exception as e:  # zarr surfaces truncated or garbled chunks as ValueError, KeyError, ...
-            raise ZooError(f"array {name!r} of zoo {self.path!r} is corrupt or unreadable"
-                           f" ({e.__class__.__name__}: {e})") from None
+            raise ZooError(
+                f"array {name!r} of zoo {self.path!r} is corrupt or unreadable ({e.__class__.__name__}: {e})"
+            ) from None
 
     def _per_layout(self, name: str, fill: float | int, shape_tail: tuple[int, ...], dtype) -> np.ndarray:
         """A per-model array gathered from every layout into model-id order: [N, *shape_tail]."""
@@ -162,13 +165,17 @@ class Zoo:
             raise ZooError(f"zoo {self.path!r} records no dataset")
         if name is None and len(datasets) > 1:
             names = list(datasets)
-            raise ZooError(f"zoo {self.path!r} holds {len(names)} datasets ({', '.join(names[:3])}"
-                           f"{', ...' if len(names) > 3 else ''}); name one: Zoo.dataset(name), see its models' dataset column")
+            raise ZooError(
+                f"zoo {self.path!r} holds {len(names)} datasets ({', '.join(names[:3])}"
+                f"{', ...' if len(names) > 3 else ''}); name one: Zoo.dataset(name), see its models' dataset column"
+            )
         name = name or next(iter(datasets))
         if name not in datasets:
             names = list(datasets)
-            raise ZooError(f"zoo was not trained on {name!r}; it holds {len(names)} datasets"
-                           f" ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
+            raise ZooError(
+                f"zoo was not trained on {name!r}; it holds {len(names)} datasets"
+                f" ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
+            )
         record = datasets[name]
         data = load_dataset(name, seed=int(record.get("seed", 0)))
         if data.fingerprint != record["fingerprint"]:
@@ -201,16 +208,20 @@ class Zoo:
         """Checkpoint index to read per model; ZooError for pending models or checkpoints past a divergence."""
         c = len(self.checkpoint_epochs)
         if not -c <= checkpoint < c:
-            raise ZooError(f"checkpoint {checkpoint} is out of range: this zoo has {c} checkpoints"
-                           f" (epochs {self.checkpoint_epochs})")
+            raise ZooError(
+                f"checkpoint {checkpoint} is out of range: this zoo has {c} checkpoints"
+                f" (epochs {self.checkpoint_epochs})"
+            )
         last = states[:, 1].astype(np.int64)
         if checkpoint == -1:
             return last
         ckpt = checkpoint + c if checkpoint < 0 else checkpoint
         beyond = np.nonzero(ckpt > last)[0]
         if len(beyond):
-            raise ZooError(f"model {int(ids[beyond[0]])} diverged after checkpoint {int(last[beyond[0]])};"
-                           f" checkpoint {checkpoint} does not exist")
+            raise ZooError(
+                f"model {int(ids[beyond[0]])} diverged after checkpoint {int(last[beyond[0]])};"
+                f" checkpoint {checkpoint} does not exist"
+            )
         return np.full(len(ids), ckpt, dtype=np.int64)
 
     def _weights_array(self, key: str, canonical: bool) -> zarr.Array:
@@ -222,8 +233,9 @@ class Zoo:
             cache[name] = self._group[name]
         return cache[name]
 
-    def weights(self, model_ids: Sequence[int] | int, checkpoint: int | None = -1,
-                canonical: bool = False) -> torch.Tensor:
+    def weights(
+        self, model_ids: Sequence[int] | int, checkpoint: int | None = -1, canonical: bool = False
+    ) -> torch.Tensor:
         """Flat weights of several models of one layout: [n, P] at one checkpoint, [n, C, P] if checkpoint=None.
 
         ``checkpoint=-1`` means each model's last valid checkpoint (a diverged model's last finite one).
@@ -238,7 +250,9 @@ class Zoo:
         keys, rows = self._where
         layout_keys = set(keys[ids].tolist())
         if len(layout_keys) > 1:
-            raise ZooError(f"models {ids.tolist()} span several layouts {sorted(layout_keys)}; ask for one layout at a time")
+            raise ZooError(
+                f"models {ids.tolist()} span several layouts {sorted(layout_keys)}; ask for one layout at a time"
+            )
         key = layout_keys.pop()
         array = self._weights_array(key, canonical)
         layout_rows = rows[ids]
@@ -269,8 +283,10 @@ class Zoo:
 
     def _missing(self, what: str, model_id: int, canonical: bool) -> str:
         if canonical:
-            return (f"canonical weights of model {model_id} were not written for this checkpoint;"
-                    " run `zoo align --checkpoint all`")
+            return (
+                f"canonical weights of model {model_id} were not written for this checkpoint;"
+                " run `zoo align --checkpoint all`"
+            )
         return f"{what} of model {model_id} in zoo {self.path!r} are missing or corrupt (NaN where data was committed)"
 
     def trajectory(self, model_id: int, canonical: bool = False) -> torch.Tensor:
@@ -313,8 +329,10 @@ def summarize(z: Zoo) -> dict:
     counts = df["status"].value_counts()
     score = "test_acc" if "test_acc" in df else ("test_r2" if "test_r2" in df else None)
     values = df.loc[df["status"] != "pending", score].dropna() if score else pd.Series(dtype=float)
-    layouts = {k: {"models": int((df["layout"] == k).sum()), "parameters": int(v.size), "arch": v.arch.get("name")}
-               for k, v in z.layouts.items()}
+    layouts = {
+        k: {"models": int((df["layout"] == k).sum()), "parameters": int(v.size), "arch": v.arch.get("name")}
+        for k, v in z.layouts.items()
+    }
     return {
         "path": z.path,
         "models": int(len(df)),

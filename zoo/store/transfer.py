@@ -26,13 +26,15 @@ and also reads the field's flat format (the Small CNN Zoo style):
   DIR/arch.json       the architecture spec (``zoo.arch.arch_spec`` keys), unless given as an argument
 Nothing is ever unpickled: safetensors, ``np.load(allow_pickle=False)``, json and csv only.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -84,8 +86,9 @@ def encode_table(df: pd.DataFrame) -> dict:
         if kind in "iu":
             columns.append({"name": str(name), "type": "int", "values": [int(v) for v in s.to_numpy()]})
         elif kind == "f":
-            columns.append({"name": str(name), "type": "float",
-                            "values": [_float_json(float(v)) for v in s.to_numpy()]})
+            columns.append(
+                {"name": str(name), "type": "float", "values": [_float_json(float(v)) for v in s.to_numpy()]}
+            )
         elif kind == "b":
             columns.append({"name": str(name), "type": "bool", "values": [bool(v) for v in s.to_numpy()]})
         else:
@@ -128,7 +131,7 @@ def _table_names(z) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- export
-def export_zoo(source: "Zoo | str | os.PathLike", out_dir: str | Path) -> Path:
+def export_zoo(source: Zoo | str | os.PathLike, out_dir: str | Path) -> Path:
     """Write a zoo (a path or an open Zoo) as ``zoo.json`` + one safetensors file per model into ``out_dir``.
 
     ``out_dir`` must not exist or be empty, so an export never mixes with other files.
@@ -153,14 +156,20 @@ def export_zoo(source: "Zoo | str | os.PathLike", out_dir: str | Path) -> Path:
     for key, layout in layouts.items():
         ids = np.nonzero((models["layout"].to_numpy() == key) & (status != "pending"))[0]
         for start in range(0, len(ids), BATCH):
-            batch = [int(i) for i in ids[start:start + BATCH]]
+            batch = [int(i) for i in ids[start : start + BATCH]]
             weights = z.weights(batch, checkpoint=None)  # [n, C, P]
             for j, model_id in enumerate(batch):
                 tensors = _model_tensors(layout, weights[j], int(last[model_id]), model_id)
                 tensors["metrics"] = torch.from_numpy(np.ascontiguousarray(values[model_id]))
                 rel = _model_file(model_id, width)
-                meta = {"format": FORMAT, "model_id": str(model_id), "layout": key, "status": str(status[model_id]),
-                        "last_checkpoint": str(int(last[model_id])), "checkpoint_epochs": json.dumps(checkpoints)}
+                meta = {
+                    "format": FORMAT,
+                    "model_id": str(model_id),
+                    "layout": key,
+                    "status": str(status[model_id]),
+                    "last_checkpoint": str(int(last[model_id])),
+                    "checkpoint_epochs": json.dumps(checkpoints),
+                }
                 save_file(tensors, str(out / rel), metadata=meta)
                 files[str(model_id)] = rel
     attrs = {k_: v for k_, v in z.attrs.items() if k_ not in STORE_KEYS and k_ != "models"}
@@ -194,8 +203,10 @@ def _model_tensors(layout: Layout, trajectory: torch.Tensor, last: int, model_id
         valid = trajectory[: last + 1]
         states = layout.unflatten_batch(valid)
         if not torch.equal(layout.flatten_batch(states).view(torch.int32), valid.view(torch.int32)):
-            raise ZooError(f"model {model_id} holds values its layout's dtypes cannot represent exactly;"
-                           " it cannot be exported as state dicts")
+            raise ZooError(
+                f"model {model_id} holds values its layout's dtypes cannot represent exactly;"
+                " it cannot be exported as state dicts"
+            )
         for name, t in states.items():
             for ci in range(last + 1):
                 tensors[f"{ci}/{name}"] = t[ci].clone().contiguous()
@@ -206,9 +217,16 @@ def _model_tensors(layout: Layout, trajectory: torch.Tensor, last: int, model_id
 
 
 # ---------------------------------------------------------------------------------------------- import
-def import_zoo(src_dir: str | Path, out: str, arch: Mapping | None = None, epoch: int = 0,
-               metric_names: Sequence[str] | None = None, dataset: str | None = None, datasets: bool = True,
-               overwrite: bool = False) -> Zoo:
+def import_zoo(
+    src_dir: str | Path,
+    out: str,
+    arch: Mapping | None = None,
+    epoch: int = 0,
+    metric_names: Sequence[str] | None = None,
+    dataset: str | None = None,
+    datasets: bool = True,
+    overwrite: bool = False,
+) -> Zoo:
     """Import a folder into a new zoo at ``out``: an export (``zoo.json``) or the flat format (``weights.npy``).
 
     ``arch``, ``epoch``, ``metric_names`` and ``dataset`` apply to the flat format only (see the module
@@ -220,8 +238,9 @@ def import_zoo(src_dir: str | Path, out: str, arch: Mapping | None = None, epoch
     if (src / "zoo.json").is_file():
         return import_export(src, out, datasets=datasets, overwrite=overwrite)
     if (src / "weights.npy").is_file():
-        return import_flat(src, out, arch=arch, epoch=epoch, metric_names=metric_names, dataset=dataset,
-                           overwrite=overwrite)
+        return import_flat(
+            src, out, arch=arch, epoch=epoch, metric_names=metric_names, dataset=dataset, overwrite=overwrite
+        )
     raise ZooError(f"{str(src)!r} holds neither zoo.json (a wszoo export) nor weights.npy (the flat format)")
 
 
@@ -246,11 +265,15 @@ def _load_datasets(records: Mapping, where: str) -> list:
         try:
             data = load_dataset(name, seed=int(record.get("seed", 0)))
         except ZooError as e:
-            raise ZooError(f"{where} records dataset {name!r}, which cannot be loaded here ({e}); import with"
-                           " --no-datasets to leave it out") from None
+            raise ZooError(
+                f"{where} records dataset {name!r}, which cannot be loaded here ({e}); import with"
+                " --no-datasets to leave it out"
+            ) from None
         if data.fingerprint != record.get("fingerprint"):
-            raise ZooError(f"{where} records dataset {name!r}, but the data here differs (fingerprint mismatch);"
-                           " import with --no-datasets to leave it out")
+            raise ZooError(
+                f"{where} records dataset {name!r}, but the data here differs (fingerprint mismatch);"
+                " import with --no-datasets to leave it out"
+            )
         out.append(data)
     return out
 
@@ -266,8 +289,9 @@ def import_export(src_dir: str | Path, out: str, datasets: bool = True, overwrit
     if not isinstance(doc, Mapping) or doc.get("format") != FORMAT:
         raise ZooError(f"{where} is not a wszoo export (its format is not {FORMAT!r})")
     if doc.get("format_version") != FORMAT_VERSION:
-        raise ZooError(f"{where} has export format version {doc.get('format_version')}; this wszoo reads"
-                       f" version {FORMAT_VERSION}")
+        raise ZooError(
+            f"{where} has export format version {doc.get('format_version')}; this wszoo reads version {FORMAT_VERSION}"
+        )
     try:
         checkpoints = [int(e) for e in doc["checkpoint_epochs"]]
         metric_names = [str(m) for m in doc["metric_names"]]
@@ -297,13 +321,14 @@ def import_export(src_dir: str | Path, out: str, datasets: bool = True, overwrit
     loaded = _load_datasets(records, where) if datasets else []
     if not datasets:
         attrs["datasets_left_out"] = records
-    w = create(out, table, layouts, checkpoints, metric_names, attrs=attrs, datasets=loaded, overwrite=overwrite,
-               **block)
+    w = create(
+        out, table, layouts, checkpoints, metric_names, attrs=attrs, datasets=loaded, overwrite=overwrite, **block
+    )
     layout_of_model = models["layout"].astype(str).to_numpy()
     for key, layout in layouts.items():
         ids = np.nonzero((layout_of_model == key) & (status != "pending"))[0]
         for start in range(0, len(ids), BATCH):
-            batch = [int(i) for i in ids[start:start + BATCH]]
+            batch = [int(i) for i in ids[start : start + BATCH]]
             weights = np.full((len(batch), c, layout.size), np.nan, dtype=np.float32)
             metrics = np.full((len(batch), c, k), np.nan, dtype=np.float64)
             for j, model_id in enumerate(batch):
@@ -316,8 +341,13 @@ def import_export(src_dir: str | Path, out: str, datasets: bool = True, overwrit
                     raise ZooError(f"{str(path)!r} is not a readable safetensors file ({e})") from None
                 except OSError as e:
                     raise ZooError(f"cannot read {str(path)!r} ({e.__class__.__name__}: {e})") from None
-            w.write(batch, weights, metrics, status=[str(status[i]) for i in batch],
-                    last_checkpoint=[int(last[i]) for i in batch])
+            w.write(
+                batch,
+                weights,
+                metrics,
+                status=[str(status[i]) for i in batch],
+                last_checkpoint=[int(last[i]) for i in batch],
+            )
     for name, payload in tables.items():
         w.write_table(str(name), decode_table(payload, f"{where} table {name!r}"))
     return w.zoo()
@@ -335,8 +365,10 @@ def _inside(root: Path, rel: str, where: str) -> Path:
 
 def _check_meta(meta: Mapping[str, str], model_id: int, key: str, path: Path) -> None:
     if meta.get("format") != FORMAT or meta.get("model_id") != str(model_id) or meta.get("layout") != key:
-        raise ZooError(f"{str(path)!r} does not hold model {model_id} of layout {key} (its metadata says model"
-                       f" {meta.get('model_id')!r} of layout {meta.get('layout')!r})")
+        raise ZooError(
+            f"{str(path)!r} does not hold model {model_id} of layout {key} (its metadata says model"
+            f" {meta.get('model_id')!r} of layout {meta.get('layout')!r})"
+        )
 
 
 def _read_model(f, layout: Layout, last: int, c: int, k: int, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -354,8 +386,10 @@ def _read_model(f, layout: Layout, last: int, c: int, k: int, path: Path) -> tup
             tensors = [f.get_tensor(f"{ci}/{e.name}") for ci in range(last + 1)]
             for ci, t in enumerate(tensors):
                 if tuple(t.shape) != e.shape or str(t.dtype).removeprefix("torch.") != e.dtype:
-                    raise ZooError(f"{str(path)!r}: tensor '{ci}/{e.name}' is {list(t.shape)} {t.dtype}, its layout"
-                                   f" says {list(e.shape)} {e.dtype}")
+                    raise ZooError(
+                        f"{str(path)!r}: tensor '{ci}/{e.name}' is {list(t.shape)} {t.dtype}, its layout"
+                        f" says {list(e.shape)} {e.dtype}"
+                    )
             states[e.name] = torch.stack(tensors)
         weights[: last + 1] = layout.flatten_batch(states).numpy()
     for name in names:
@@ -363,13 +397,16 @@ def _read_model(f, layout: Layout, last: int, c: int, k: int, path: Path) -> tup
             ci = int(name.split("/", 1)[1]) if name.split("/", 1)[1].isdigit() else -1
             t = f.get_tensor(name)
             if not last < ci < c or tuple(t.shape) != (layout.size,) or t.dtype != torch.float32:
-                raise ZooError(f"{str(path)!r}: tensor {name!r} does not fit checkpoints {last + 1}..{c - 1}"
-                               f" of [{layout.size}] float32")
+                raise ZooError(
+                    f"{str(path)!r}: tensor {name!r} does not fit checkpoints {last + 1}..{c - 1}"
+                    f" of [{layout.size}] float32"
+                )
             weights[ci] = t.numpy()
     metrics = f.get_tensor("metrics")
     if tuple(metrics.shape) != (c, k) or metrics.dtype != torch.float64:
-        raise ZooError(f"{str(path)!r}: metrics are {tuple(metrics.shape)} {metrics.dtype}, expected [{c}, {k}]"
-                       " float64")
+        raise ZooError(
+            f"{str(path)!r}: metrics are {tuple(metrics.shape)} {metrics.dtype}, expected [{c}, {k}] float64"
+        )
     return weights, metrics.numpy()
 
 
@@ -384,8 +421,9 @@ def parse_arch(arguments: Sequence[str]) -> dict:
         kwargs[key.strip()] = value.strip()
     try:
         if "input_shape" in kwargs:
-            kwargs["input_shape"] = [int(s) for s in kwargs["input_shape"].strip("[]() ").replace("x", ",").split(",")
-                                     if s.strip()]
+            kwargs["input_shape"] = [
+                int(s) for s in kwargs["input_shape"].strip("[]() ").replace("x", ",").split(",") if s.strip()
+            ]
         for key in ("num_outputs", "width", "depth", "kernel_size"):
             if key in kwargs:
                 kwargs[key] = int(kwargs[key])
@@ -396,8 +434,9 @@ def parse_arch(arguments: Sequence[str]) -> dict:
             kwargs["batchnorm"] = flag in ("true", "1", "yes")
         return arch_spec(**kwargs)
     except TypeError as e:
-        raise ZooError(f"--arch: {e} (keys: name, input_shape, num_outputs, width, depth, activation, batchnorm,"
-                       " kernel_size)") from None
+        raise ZooError(
+            f"--arch: {e} (keys: name, input_shape, num_outputs, width, depth, activation, batchnorm, kernel_size)"
+        ) from None
     except ValueError as e:
         raise ZooError(f"--arch: {e}") from None
 
@@ -435,8 +474,9 @@ def read_layout_csv(path: Path) -> list[tuple[str, int, tuple[int, ...]]]:
     offset_col = cols.get("offset") or cols.get("start_idx")
     shape_col = cols.get("shape")
     if not (name_col and offset_col and shape_col):
-        raise ZooError(f"{str(path)!r} needs columns name (or varname), offset (or start_idx) and shape;"
-                       f" it has {list(df.columns)}")
+        raise ZooError(
+            f"{str(path)!r} needs columns name (or varname), offset (or start_idx) and shape; it has {list(df.columns)}"
+        )
     rows = []
     for i, r in df.iterrows():
         try:
@@ -450,8 +490,9 @@ def read_layout_csv(path: Path) -> list[tuple[str, int, tuple[int, ...]]]:
 def check_layout_csv(rows: list[tuple[str, int, tuple[int, ...]]], layout: Layout, where: str) -> None:
     """One-line ZooError at the first tensor where ``layout.csv`` and the architecture's layout disagree."""
     if len(rows) != len(layout.entries):
-        raise ZooError(f"{where} lists {len(rows)} tensors, the architecture has {len(layout.entries)}"
-                       f" ({', '.join(layout.names)})")
+        raise ZooError(
+            f"{where} lists {len(rows)} tensors, the architecture has {len(layout.entries)} ({', '.join(layout.names)})"
+        )
     for (name, offset, shape), e in zip(rows, layout.entries):
         if name != e.name:
             raise ZooError(f"{where}: tensor {name!r} where the architecture has {e.name!r} (at offset {e.offset})")
@@ -472,14 +513,22 @@ def load_flat_weights(path: Path) -> np.ndarray:
     except OSError as e:
         raise ZooError(f"{str(path)!r} is not a readable .npy file ({e})") from None
     if not isinstance(array, np.ndarray) or array.dtype.kind != "f" or array.ndim != 2:
-        raise ZooError(f"{str(path)!r} holds {getattr(array, 'dtype', type(array))} of shape"
-                       f" {getattr(array, 'shape', '?')}; the flat format is float [N, P]")
+        raise ZooError(
+            f"{str(path)!r} holds {getattr(array, 'dtype', type(array))} of shape"
+            f" {getattr(array, 'shape', '?')}; the flat format is float [N, P]"
+        )
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def import_flat(src_dir: str | Path, out: str, arch: Mapping | None = None, epoch: int = 0,
-                metric_names: Sequence[str] | None = None, dataset: str | None = None,
-                overwrite: bool = False) -> Zoo:
+def import_flat(
+    src_dir: str | Path,
+    out: str,
+    arch: Mapping | None = None,
+    epoch: int = 0,
+    metric_names: Sequence[str] | None = None,
+    dataset: str | None = None,
+    overwrite: bool = False,
+) -> Zoo:
     """Import the flat format (weights.npy, layout.csv, metrics.csv) of one architecture into a new zoo.
 
     The weights are the zoo's one checkpoint, recorded at ``epoch``; models with non-finite weights are
@@ -491,17 +540,23 @@ def import_flat(src_dir: str | Path, out: str, arch: Mapping | None = None, epoc
     spec = _flat_arch(src, arch)
     layout = layout_of(build_model(spec), spec)
     data = [] if dataset is None else [load_dataset(dataset)]
-    if data and (tuple(spec.get("input_shape", ())) != data[0].input_shape
-                 or int(spec.get("num_outputs", -1)) != data[0].num_outputs):
-        raise ZooError(f"dataset {dataset!r} has inputs {list(data[0].input_shape)} and {data[0].num_outputs}"
-                       f" outputs; the architecture has {spec.get('input_shape')} and {spec.get('num_outputs')}")
+    if data and (
+        tuple(spec.get("input_shape", ())) != data[0].input_shape
+        or int(spec.get("num_outputs", -1)) != data[0].num_outputs
+    ):
+        raise ZooError(
+            f"dataset {dataset!r} has inputs {list(data[0].input_shape)} and {data[0].num_outputs}"
+            f" outputs; the architecture has {spec.get('input_shape')} and {spec.get('num_outputs')}"
+        )
     rows = read_layout_csv(src / "layout.csv")
     check_layout_csv(rows, layout, str(src / "layout.csv"))
     weights = load_flat_weights(src / "weights.npy")
     n = weights.shape[0]
     if weights.shape[1] != layout.size:
-        raise ZooError(f"{str(src / 'weights.npy')!r} has {weights.shape[1]} parameters per model, the architecture"
-                       f" has {layout.size}")
+        raise ZooError(
+            f"{str(src / 'weights.npy')!r} has {weights.shape[1]} parameters per model, the architecture"
+            f" has {layout.size}"
+        )
     table = _read_metrics_csv(src / "metrics.csv", n)
     names = _metric_columns(table, metric_names, str(src / "metrics.csv"))
     metrics = np.full((n, 1, len(names)), np.nan)
@@ -525,15 +580,35 @@ def import_flat(src_dir: str | Path, out: str, arch: Mapping | None = None, epoc
     columns = table.drop(columns=[c for c in ["status", *names] if c in table])
     renamed = {c: METRIC_ALIASES.get(c, c) for c in names}
     columns.insert(0, "source_row", np.arange(n, dtype=np.int64))
-    attrs = {"imported_from": {"format": "flat", "path": str(src.resolve()), "files": sorted(
-        p.name for p in src.iterdir() if p.name in ("weights.npy", "layout.csv", "metrics.csv", "arch.json"))}}
+    attrs = {
+        "imported_from": {
+            "format": "flat",
+            "path": str(src.resolve()),
+            "files": sorted(
+                p.name for p in src.iterdir() if p.name in ("weights.npy", "layout.csv", "metrics.csv", "arch.json")
+            ),
+        }
+    }
     key = layout.key()
-    w = create(out, columns, {key: layout}, [int(epoch)], [renamed[c] for c in names], attrs=attrs,
-               datasets=data, overwrite=overwrite)
+    w = create(
+        out,
+        columns,
+        {key: layout},
+        [int(epoch)],
+        [renamed[c] for c in names],
+        attrs=attrs,
+        datasets=data,
+        overwrite=overwrite,
+    )
     for start in range(0, n, BATCH):
         sl = slice(start, min(n, start + BATCH))
-        w.write(list(range(sl.start, sl.stop)), weights[sl, None, :], metrics[sl], status=list(status[sl]),
-                last_checkpoint=[int(x) for x in last[sl]])
+        w.write(
+            list(range(sl.start, sl.stop)),
+            weights[sl, None, :],
+            metrics[sl],
+            status=list(status[sl]),
+            last_checkpoint=[int(x) for x in last[sl]],
+        )
     return w.zoo()
 
 

@@ -5,21 +5,22 @@ weights. The conversion reads everything through zarr and writes it again with t
 sibling folder, then swaps the folders, keeping the old store as ``PATH.schema1`` until the user removes
 it: nothing already written is lost if the conversion is interrupted.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 import zarr
 
-from zoo.store._group import DIVERGED, PENDING, location, path_exists, store_for
-from zoo.store.reader import Zoo
-from zoo.store.reader import open as open_zoo
 from zoo.datasets import load_dataset
 from zoo.errors import ZooError
 from zoo.layout import Layout
+from zoo.store._group import DIVERGED, PENDING, location, path_exists, store_for
+from zoo.store.reader import Zoo
+from zoo.store.reader import open as open_zoo
 from zoo.store.writer import create
 
 
@@ -60,15 +61,23 @@ def upgrade(path: str) -> Zoo:
     tmp, old = path + ".upgrading", path + ".schema1"
     if path_exists(old):
         raise ZooError(f"{old!r} exists (an earlier upgrade's backup); move it away first")
-    writer = create(tmp, models, layouts, meta["checkpoint_epochs"], meta["metric_names"], attrs=attrs,
-                    datasets=_datasets(meta), overwrite=True)
+    writer = create(
+        tmp,
+        models,
+        layouts,
+        meta["checkpoint_epochs"],
+        meta["metric_names"],
+        attrs=attrs,
+        datasets=_datasets(meta),
+        overwrite=True,
+    )
     state = np.asarray(group["models/state"][:])
     metrics = np.asarray(group["metrics/values"][:])
     for key in layouts:
         ids = models.index[(models["layout"] == key) & (state[:, 0] != PENDING)].to_numpy()
         rows = models.loc[ids, "row"].to_numpy()
         for lo in range(0, len(ids), writer.block_size):
-            sel, r = ids[lo:lo + writer.block_size], rows[lo:lo + writer.block_size]
+            sel, r = ids[lo : lo + writer.block_size], rows[lo : lo + writer.block_size]
             weights = np.asarray(group[f"layouts/{key}/weights"].oindex[r, :, :])
             codes = ["diverged" if s == DIVERGED else "done" for s in state[sel, 0]]
             writer.write(sel.tolist(), weights, metrics[sel], status=codes, last_checkpoint=state[sel, 1].tolist())

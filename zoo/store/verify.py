@@ -7,6 +7,7 @@ checkpoint it is committed for (checksums verified on read; NaN where data was c
 the next ``zoo build`` with the same config retrains exactly those models, bit-identical to before (the
 block's other models go with it: they share the shard, which cannot be rewritten without reading it).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -12,10 +12,11 @@
 - a model's weights and metrics are written before its state row, the commit marker: a model whose
   state says done has all its data (LocalStore replaces files atomically).
 """
+
 from __future__ import annotations
 
 import json
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,17 +24,25 @@ import torch
 import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec
 
-from zoo.store import _group
-from zoo.store.reader import Zoo
-from zoo.store.reader import open as open_zoo
-from zoo.store.columns import json_safe, write_table
 from zoo.datasets import Dataset
 from zoo.errors import ZooError
 from zoo.layout import Layout
+from zoo.store import _group
+from zoo.store.columns import json_safe, write_table
+from zoo.store.reader import Zoo
+from zoo.store.reader import open as open_zoo
 
 DEFAULT_BLOCK_SIZE = 256
-RESERVED = ("schema_version", "initialized", "num_models", "block_size", "checkpoint_epochs", "metric_names",
-            "layouts", "datasets")
+RESERVED = (
+    "schema_version",
+    "initialized",
+    "num_models",
+    "block_size",
+    "checkpoint_epochs",
+    "metric_names",
+    "layouts",
+    "datasets",
+)
 STATUS_CODES = {"done": _group.DONE, "diverged": _group.DIVERGED, "pending": _group.PENDING}
 
 
@@ -65,9 +74,17 @@ def _table_with_rows(models: pd.DataFrame, layouts: Mapping[str, Layout]) -> pd.
     return df
 
 
-def create(path: str, models: pd.DataFrame, layouts: Mapping[str, Layout], checkpoints: Sequence[int],
-           metric_names: Sequence[str], attrs: Mapping | None = None, datasets: Sequence[Dataset] = (),
-           overwrite: bool = False, block_size: int = DEFAULT_BLOCK_SIZE) -> "ZooWriter":
+def create(
+    path: str,
+    models: pd.DataFrame,
+    layouts: Mapping[str, Layout],
+    checkpoints: Sequence[int],
+    metric_names: Sequence[str],
+    attrs: Mapping | None = None,
+    datasets: Sequence[Dataset] = (),
+    overwrite: bool = False,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> ZooWriter:
     """Create an empty zoo at ``path`` for the models of ``models`` (any columns; row i is model i).
 
     ``attrs`` is provenance kept with the zoo (a build's resolved config, a sample's generator and seed);
@@ -93,17 +110,31 @@ def create(path: str, models: pd.DataFrame, layouts: Mapping[str, Layout], check
         raise ZooError(f"models table names datasets {sorted(set(df['dataset']) - set(names))} not given in datasets=")
     existing = _group.existing_meta(path)
     if existing is not None and existing.get("initialized") and not overwrite:
-        raise ZooError(f"{path!r} already holds a zoo; replace it explicitly (overwrite=True, or --overwrite on the CLI)")
+        raise ZooError(
+            f"{path!r} already holds a zoo; replace it explicitly (overwrite=True, or --overwrite on the CLI)"
+        )
     if existing is not None or _group.path_exists(path):
         _group.remove(path)
-    meta = {**json_safe(dict(attrs or {})),
-            "schema_version": _group.SCHEMA_VERSION, "initialized": False, "num_models": len(df),
-            "block_size": int(block_size), "checkpoint_epochs": checkpoints, "metric_names": metric_names,
-            "layouts": {k: {**v.to_json(), "models": int((df["layout"] == k).sum())} for k, v in layouts.items()},
-            "datasets": {d.source or d.name: {"fingerprint": d.fingerprint, "seed": int(d.seed), "kind": d.kind,
-                                               "num_outputs": int(d.num_outputs)} for d in datasets}}
-    group = zarr.create_group(store=_group.store_for(path, read_only=False), attributes={"wszoo": meta},
-                              overwrite=True)
+    meta = {
+        **json_safe(dict(attrs or {})),
+        "schema_version": _group.SCHEMA_VERSION,
+        "initialized": False,
+        "num_models": len(df),
+        "block_size": int(block_size),
+        "checkpoint_epochs": checkpoints,
+        "metric_names": metric_names,
+        "layouts": {k: {**v.to_json(), "models": int((df["layout"] == k).sum())} for k, v in layouts.items()},
+        "datasets": {
+            d.source or d.name: {
+                "fingerprint": d.fingerprint,
+                "seed": int(d.seed),
+                "kind": d.kind,
+                "num_outputs": int(d.num_outputs),
+            }
+            for d in datasets
+        },
+    }
+    group = zarr.create_group(store=_group.store_for(path, read_only=False), attributes={"wszoo": meta}, overwrite=True)
     write_table(group.require_group("models"), df)
     c, k, b = len(checkpoints), len(metric_names), int(block_size)
     checked = dict(compressors=[Crc32cCodec()], serializer=BytesCodec(endian="little"), filters=None)  # checksums
@@ -111,8 +142,9 @@ def create(path: str, models: pd.DataFrame, layouts: Mapping[str, Layout], check
         n = int((df["layout"] == key).sum())
         lg = group.require_group(f"layouts/{key}")
         lg.create_array("state", shape=(n, 2), dtype="int32", chunks=(b, 2), fill_value=0, **checked)
-        lg.create_array("metrics", shape=(n, c, k), dtype="float64", chunks=(b, c, max(k, 1)),
-                        fill_value=float("nan"), **checked)
+        lg.create_array(
+            "metrics", shape=(n, c, k), dtype="float64", chunks=(b, c, max(k, 1)), fill_value=float("nan"), **checked
+        )
         create_weights_array(lg, "weights", n, c, layout.size, b)
     meta["initialized"] = True
     group.attrs["wszoo"] = meta
@@ -121,12 +153,22 @@ def create(path: str, models: pd.DataFrame, layouts: Mapping[str, Layout], check
 
 def create_weights_array(group: zarr.Group, name: str, n: int, checkpoints: int, size: int, block: int) -> zarr.Array:
     """An [n, C, P] float32 array, one shard per block of models, one checksummed chunk per model and checkpoint."""
-    return group.create_array(name, shape=(n, checkpoints, size), dtype="float32", chunks=(1, 1, size),
-                              shards=(block, checkpoints, size), compressors=[Crc32cCodec()],
-                              serializer=BytesCodec(endian="little"), filters=None, fill_value=float("nan"))
+    return group.create_array(
+        name,
+        shape=(n, checkpoints, size),
+        dtype="float32",
+        chunks=(1, 1, size),
+        shards=(block, checkpoints, size),
+        compressors=[Crc32cCodec()],
+        serializer=BytesCodec(endian="little"),
+        filters=None,
+        fill_value=float("nan"),
+    )
 
 
-def write_rows(array: zarr.Array, rows: np.ndarray, data: np.ndarray, block: int, checkpoint: int | None = None) -> None:
+def write_rows(
+    array: zarr.Array, rows: np.ndarray, data: np.ndarray, block: int, checkpoint: int | None = None
+) -> None:
     """Write ``data[j]`` to ``array[rows[j]]`` (or ``array[rows[j], checkpoint]``), one write per block touched.
 
     Rows a block holds that are not being written keep their values: the span between the first and last
@@ -181,9 +223,14 @@ class ZooWriter:
             raise ZooError(f"one write takes models of one layout; these span {sorted(keys)}")
         return keys.pop(), self._row_of[ids]
 
-    def write(self, model_ids: Sequence[int], weights: torch.Tensor | np.ndarray,
-              metrics: torch.Tensor | np.ndarray | None = None, status: str | Sequence[str] = "done",
-              last_checkpoint: Sequence[int] | None = None) -> None:
+    def write(
+        self,
+        model_ids: Sequence[int],
+        weights: torch.Tensor | np.ndarray,
+        metrics: torch.Tensor | np.ndarray | None = None,
+        status: str | Sequence[str] = "done",
+        last_checkpoint: Sequence[int] | None = None,
+    ) -> None:
         """Write models' weights ``[n, C, P]``, metrics ``[n, C, K]`` and status, then commit them (state last).
 
         ``last_checkpoint`` (per model) is the last valid checkpoint index: C-1 for done models by default,
@@ -193,8 +240,10 @@ class ZooWriter:
         n, c, p = len(rows), len(self.checkpoints), self.layouts[key].size
         w = _as_numpy(weights, np.float32)
         if w.shape != (n, c, p):
-            raise ZooError(f"weights have shape {tuple(w.shape)}, expected [{n}, {c}, {p}] (models, checkpoints,"
-                           f" parameters of layout {key})")
+            raise ZooError(
+                f"weights have shape {tuple(w.shape)}, expected [{n}, {c}, {p}] (models, checkpoints,"
+                f" parameters of layout {key})"
+            )
         k = len(self.metric_names)
         m = np.full((n, c, k), np.nan) if metrics is None else _as_numpy(metrics, np.float64)
         if m.shape != (n, c, k):
@@ -213,15 +262,18 @@ class ZooWriter:
         upto = np.arange(c)[None, :] <= last[:, None]
         bad = np.nonzero((upto & ~finite).any(axis=1))[0]
         if len(bad):
-            raise ZooError(f"weights of model {int(np.asarray(model_ids)[bad[0]])} are NaN/inf at a checkpoint it"
-                           " is committed for (mark it diverged with its last finite checkpoint)")
+            raise ZooError(
+                f"weights of model {int(np.asarray(model_ids)[bad[0]])} are NaN/inf at a checkpoint it"
+                " is committed for (mark it diverged with its last finite checkpoint)"
+            )
         group = self._group
         # every chunk of a committed block exists, NaN ones included, so a missing file is always damage
         with zarr.config.set({"array.write_empty_chunks": True}):
             write_rows(group[f"layouts/{key}/weights"], rows, w, self.block_size)
             write_rows(group[f"layouts/{key}/metrics"], rows, m, self.block_size)
-            write_rows(group[f"layouts/{key}/state"], rows, np.stack([codes, last.astype(np.int32)], axis=1),
-                       self.block_size)  # commit marker, last
+            write_rows(
+                group[f"layouts/{key}/state"], rows, np.stack([codes, last.astype(np.int32)], axis=1), self.block_size
+            )  # commit marker, last
 
     def write_canonical(self, model_ids: Sequence[int], weights: torch.Tensor, checkpoint: int | None = None) -> None:
         """Store re-based weights beside the raw ones: [n, C, P] for all checkpoints or [n, P] at one."""

@@ -7,28 +7,31 @@ that still have pending models, so a killed build resumes where it stopped and, 
 deterministic, ends with the same bits as an uninterrupted one. Units never share a stored object, so
 Dask workers write them in parallel.
 """
+
 from __future__ import annotations
 
 import functools
 import hashlib
 import importlib.metadata
 import json
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
 from zoo import store as zstore
-from zoo.training import trajectory
-from zoo.errors import ZooError
-from zoo.training.population import resolve_device, train_population
-from zoo.training.spec import PopulationSpec
-from zoo.datasets import Dataset
-from zoo.training.recipe import Plan, init_state, load_recipe_datasets, make_plan
-from zoo.store.lock import writing
 from zoo.app.checks import Rule, check, list_of, number, one_of, optional, typed
 from zoo.app.progress import Progress
+from zoo.datasets import Dataset
+from zoo.errors import ZooError
 from zoo.landscape.compute import compute_landscape, resolve_config
+from zoo.store.lock import writing
 from zoo.store.writer import DEFAULT_BLOCK_SIZE
+from zoo.training import trajectory
+from zoo.training.population import resolve_device, train_population
+from zoo.training.recipe import Plan, init_state, load_recipe_datasets, make_plan
+from zoo.training.spec import PopulationSpec
+
 
 def _dataset_names(v: Any) -> str | None:
     """A list (possibly empty) of dataset names: tasks a recipe keeps out of its zoo."""
@@ -63,8 +66,13 @@ RECIPE: dict[str, Rule] = {
     "stages": optional(number(int, 1)),
     "stage_epochs": optional(number(int, 1)),
     "sample_hparams": optional(typed(bool, "true or false")),  # draw lr and batch size per model (zoo.recipe)
-    "stage_rates": optional(lambda v: None if isinstance(v, (int, float, list, tuple)) and not isinstance(v, bool)
-                             else "a rate or a range [low, high] with 0 < low <= high <= 1"),
+    "stage_rates": optional(
+        lambda v: (
+            None
+            if isinstance(v, (int, float, list, tuple)) and not isinstance(v, bool)
+            else "a rate or a range [low, high] with 0 < low <= high <= 1"
+        )
+    ),
 }
 
 BUILD: dict[str, Rule] = {
@@ -82,7 +90,6 @@ BUILD: dict[str, Rule] = {
 }
 
 
-
 def check_build_config(cfg: Mapping) -> None:
     """Every key and value of a composed ``zoo build`` config, recipe included."""
     check(cfg, BUILD, "")
@@ -90,14 +97,19 @@ def check_build_config(cfg: Mapping) -> None:
     recipe = cfg["recipe"]
     trajectory.check_trajectory_recipe(recipe)
     if (recipe.get("dataset") is None) == (recipe.get("datasets") is None):
-        raise ZooError("recipe.dataset and recipe.datasets are both given; keep one (recipe.dataset=null to use the"
-                       " list)" if recipe.get("dataset") is not None else
-                       "recipe.dataset (one name) or recipe.datasets (a list of names) is missing")
-    ckpts = recipe["checkpoint_epochs"] if isinstance(recipe["checkpoint_epochs"], list) else [recipe["checkpoint_epochs"]]
+        raise ZooError(
+            "recipe.dataset and recipe.datasets are both given; keep one (recipe.dataset=null to use the list)"
+            if recipe.get("dataset") is not None
+            else "recipe.dataset (one name) or recipe.datasets (a list of names) is missing"
+        )
+    ckpts = (
+        recipe["checkpoint_epochs"] if isinstance(recipe["checkpoint_epochs"], list) else [recipe["checkpoint_epochs"]]
+    )
     if ckpts[-1] > recipe["epochs"]:
-        raise ZooError(f"recipe.checkpoint_epochs={ckpts} is invalid: checkpoints must lie within 0..{recipe['epochs']}"
-                       " (recipe.epochs)")
-
+        raise ZooError(
+            f"recipe.checkpoint_epochs={ckpts} is invalid: checkpoints must lie within 0..{recipe['epochs']}"
+            " (recipe.epochs)"
+        )
 
 
 # config keys that change what is trained (and so the bits); others (out, progress, executor) do not
@@ -122,16 +134,30 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def create_store(path: str, cfg: Mapping, plan: Plan, dataset: Dataset | Mapping[str, Dataset],
-                 metric_names: list[str]) -> None:
+def create_store(
+    path: str, cfg: Mapping, plan: Plan, dataset: Dataset | Mapping[str, Dataset], metric_names: list[str]
+) -> None:
     """Write an empty store for ``plan`` through the writer API, with the build config as provenance."""
     recipe, data = cfg["recipe"], dataset if isinstance(dataset, Mapping) else {dataset.source or dataset.name: dataset}
     table = trajectory.stage_columns(plan.models_table(recipe), recipe, {k: len(d.X_train) for k, d in data.items()})
     traj = trajectory.trajectory_attrs(recipe, recipe["checkpoint_epochs"])  # the nowcaster's contract
-    zstore.create(path, table, plan.layouts, plan.checkpoint_epochs, metric_names,
-           attrs={"config": cfg, "config_hash": config_hash(cfg), "versions": _versions(), "producer": "zoo build",
-                  **({"trajectory": traj} if traj else {})},
-           datasets=list(dataset.values()) if isinstance(dataset, Mapping) else [dataset], overwrite=True, block_size=int(cfg.get("block_size", DEFAULT_BLOCK_SIZE)))
+    zstore.create(
+        path,
+        table,
+        plan.layouts,
+        plan.checkpoint_epochs,
+        metric_names,
+        attrs={
+            "config": cfg,
+            "config_hash": config_hash(cfg),
+            "versions": _versions(),
+            "producer": "zoo build",
+            **({"trajectory": traj} if traj else {}),
+        },
+        datasets=list(dataset.values()) if isinstance(dataset, Mapping) else [dataset],
+        overwrite=True,
+        block_size=int(cfg.get("block_size", DEFAULT_BLOCK_SIZE)),
+    )
 
 
 def _metric_names(dataset: Dataset) -> list[str]:
@@ -140,8 +166,13 @@ def _metric_names(dataset: Dataset) -> list[str]:
 
 def make_build_plan(cfg: Mapping, dataset: Dataset | Mapping[str, Dataset]) -> Plan:
     """The plan of a build config (deterministic: every process derives the same one)."""
-    return make_plan(cfg["recipe"], dataset, int(cfg["population_size"]), int(cfg["memory_floats"]),
-                     int(cfg.get("block_size", DEFAULT_BLOCK_SIZE)))
+    return make_plan(
+        cfg["recipe"],
+        dataset,
+        int(cfg["population_size"]),
+        int(cfg["memory_floats"]),
+        int(cfg.get("block_size", DEFAULT_BLOCK_SIZE)),
+    )
 
 
 def prepare(cfg: Mapping) -> tuple[str, Plan, dict[str, Dataset], list[int]]:
@@ -149,8 +180,10 @@ def prepare(cfg: Mapping) -> tuple[str, Plan, dict[str, Dataset], list[int]]:
     path, recipe = str(cfg["out"]), cfg["recipe"]
     datasets = load_recipe_datasets(recipe)
     if len(datasets) > 1 and (recipe.get("landscape") or {}).get("enabled"):
-        raise ZooError("recipe.landscape.enabled is for zoos over one dataset; this recipe has"
-                       f" {len(datasets)} (set recipe.landscape.enabled=false)")
+        raise ZooError(
+            "recipe.landscape.enabled is for zoos over one dataset; this recipe has"
+            f" {len(datasets)} (set recipe.landscape.enabled=false)"
+        )
     plan = make_build_plan(cfg, datasets)
     meta = zstore.existing_meta(path)
     if meta is not None and cfg.get("overwrite"):
@@ -158,22 +191,29 @@ def prepare(cfg: Mapping) -> tuple[str, Plan, dict[str, Dataset], list[int]]:
         meta = None
     if meta is not None and meta.get("initialized"):
         if int(meta.get("schema_version", 0)) != zstore.SCHEMA_VERSION:
-            raise ZooError(f"{path!r} has schema version {meta.get('schema_version')}, this wszoo writes"
-                           f" {zstore.SCHEMA_VERSION}; build into a new out= or pass overwrite=true")
+            raise ZooError(
+                f"{path!r} has schema version {meta.get('schema_version')}, this wszoo writes"
+                f" {zstore.SCHEMA_VERSION}; build into a new out= or pass overwrite=true"
+            )
         if meta.get("config_hash") != config_hash(cfg):
-            raise ZooError(f"{path!r} holds a zoo built from a different config; pass overwrite=true to replace it"
-                           " or choose another out=")
+            raise ZooError(
+                f"{path!r} holds a zoo built from a different config; pass overwrite=true to replace it"
+                " or choose another out="
+            )
         for dataset in datasets.values():
             stored = ((meta.get("datasets") or {}).get(dataset.source) or {}).get("fingerprint")
             if stored != dataset.fingerprint:
-                raise ZooError(f"the data of {dataset.source!r} changed since this zoo was started (fingerprint"
-                               f" {str(stored)[:12]}... now {dataset.fingerprint[:12]}...); restore it or build into"
-                               " a new out=")
+                raise ZooError(
+                    f"the data of {dataset.source!r} changed since this zoo was started (fingerprint"
+                    f" {str(stored)[:12]}... now {dataset.fingerprint[:12]}...); restore it or build into"
+                    " a new out="
+                )
     else:  # nothing there, or a creation that was interrupted (nothing of value inside): start again
         create_store(path, cfg, plan, datasets, _metric_names(next(iter(datasets.values()))))
     status = zstore.open(path).models["status"].to_numpy()
-    pending = [u for u, pops in enumerate(plan.units)
-               if any((status[plan.populations[p]] == "pending").any() for p in pops)]
+    pending = [
+        u for u, pops in enumerate(plan.units) if any((status[plan.populations[p]] == "pending").any() for p in pops)
+    ]
     return path, plan, datasets, pending
 
 
@@ -189,19 +229,34 @@ def population_spec(cfg: Mapping, plan: Plan, index: int) -> PopulationSpec:
     models = [plan.models[i] for i in plan.populations[index]]
     layout = plan.layouts[models[0].layout]
     return PopulationSpec(
-        template=layout.build(), layout=layout,
+        template=layout.build(),
+        layout=layout,
         init_states=[init_state(m.arch, m.seed) for m in models],
-        learning_rates=[m.learning_rate for m in models], weight_decays=[m.weight_decay for m in models],
-        data_seeds=[1_000_003 + m.seed for m in models], batch_size=models[0].batch_size,
-        epochs=int(recipe["epochs"]), checkpoint_epochs=plan.checkpoint_epochs, optimizer=recipe["optimizer"],
-        momentum=float(recipe.get("momentum", 0.0)), schedule=recipe.get("schedule", "constant"),
-        eval_memory_floats=int(cfg["memory_floats"]), retain_memory=bool(cfg.get("retain_memory", True)),
+        learning_rates=[m.learning_rate for m in models],
+        weight_decays=[m.weight_decay for m in models],
+        data_seeds=[1_000_003 + m.seed for m in models],
+        batch_size=models[0].batch_size,
+        epochs=int(recipe["epochs"]),
+        checkpoint_epochs=plan.checkpoint_epochs,
+        optimizer=recipe["optimizer"],
+        momentum=float(recipe.get("momentum", 0.0)),
+        schedule=recipe.get("schedule", "constant"),
+        eval_memory_floats=int(cfg["memory_floats"]),
+        retain_memory=bool(cfg.get("retain_memory", True)),
         device=str(cfg.get("device", "cpu")),
-        **trajectory.spec_fields(recipe, [m.model_id for m in models], [m.seed for m in models]))
+        **trajectory.spec_fields(recipe, [m.model_id for m in models], [m.seed for m in models]),
+    )
 
 
-def train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit: int, progress: bool = False,
-                    on_population: Callable[[float], None] | None = None) -> dict:
+def train_and_write(
+    path: str,
+    cfg: Mapping,
+    plan: Plan,
+    dataset: Dataset,
+    unit: int,
+    progress: bool = False,
+    on_population: Callable[[float], None] | None = None,
+) -> dict:
     """Train the populations of write unit ``unit`` that hold pending models, write those models in one
     write per block; returns counts (done, diverged). ``on_population(n)`` advances progress displays by
     n models: a population of m models advances m / epochs per epoch, a skipped one m at once."""
@@ -214,8 +269,15 @@ def train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit:
         torch.set_num_threads(previous)
 
 
-def _train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit: int, progress: bool,
-                     on_population: Callable[[float], None] | None = None) -> dict:
+def _train_and_write(
+    path: str,
+    cfg: Mapping,
+    plan: Plan,
+    dataset: Dataset,
+    unit: int,
+    progress: bool,
+    on_population: Callable[[float], None] | None = None,
+) -> dict:
     writer = zstore.open_writer(path)
     z = zstore.open(path)
     status = z.models["status"].to_numpy()
@@ -233,8 +295,12 @@ def _train_and_write(path: str, cfg: Mapping, plan: Plan, dataset: Dataset, unit
             shown[0] += step
             on_population(step)
 
-        result = train_population(population_spec(cfg, plan, index), population_dataset(plan, index, dataset),
-                                  progress=progress, on_epoch=epoch_done if on_population is not None else None)
+        result = train_population(
+            population_spec(cfg, plan, index),
+            population_dataset(plan, index, dataset),
+            progress=progress,
+            on_epoch=epoch_done if on_population is not None else None,
+        )
         if on_population is not None:
             on_population(len(members) - shown[0])
         for j, model_id in enumerate(members):
@@ -283,7 +349,7 @@ def _executor(name: str) -> Callable[..., None]:
     raise ZooError(f"unknown executor {name!r}; choose one of {list(EXECUTORS)}")
 
 
-def build(cfg: Mapping) -> "zstore.Zoo":
+def build(cfg: Mapping) -> zstore.Zoo:
     """Build (or resume) the zoo that ``cfg`` describes and return it opened."""
     cfg = dict(cfg)
     check_build_config(cfg)  # types, ranges, unknown keys: before anything is written

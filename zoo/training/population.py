@@ -6,11 +6,12 @@ batched kernel serves every model. Each model keeps its own initialization, data
 generator), learning rate and weight decay; the optimizer step is one fused update over ``[M, P]`` with
 per-model rates. A model whose loss turns NaN/inf is frozen and recorded as diverged; the others go on.
 """
+
 from __future__ import annotations
 
 import logging
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -24,8 +25,13 @@ def _quiet_lightning() -> None:
     """Keep Lightning's banners (GPU available, tips) out of a build's output; its progress bar stays."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    for msg in (".*configure_optimizers.*", ".*does not have many workers.*", ".*treespec.*", ".*LeafSpec.*",
-                ".*module\\(s\\) in eval mode.*"):  # the frozen template is switched to train() per step
+    for msg in (
+        ".*configure_optimizers.*",
+        ".*does not have many workers.*",
+        ".*treespec.*",
+        ".*LeafSpec.*",
+        ".*module\\(s\\) in eval mode.*",
+    ):  # the frozen template is switched to train() per step
         warnings.filterwarnings("ignore", message=msg)
 
 
@@ -50,13 +56,16 @@ def resolve_device(device: str) -> str:
         raise ZooError(f"device={device!r} is invalid: expected one of {list(DEVICES)}")
     available = torch.cuda.is_available()
     if device == "cuda" and not available:
-        raise ZooError("device=cuda was asked for but torch sees no CUDA GPU (torch.cuda.is_available() is False"
-                       f" with torch {torch.__version__}); use device=cpu or device=auto")
+        raise ZooError(
+            "device=cuda was asked for but torch sees no CUDA GPU (torch.cuda.is_available() is False"
+            f" with torch {torch.__version__}); use device=cpu or device=auto"
+        )
     return "cuda" if device == "cuda" or (device == "auto" and available) else "cpu"
 
 
-def train_population(spec: PopulationSpec, dataset: Dataset, progress: bool = True,
-                     on_epoch: Callable[[int, int], None] | None = None) -> PopulationResult:
+def train_population(
+    spec: PopulationSpec, dataset: Dataset, progress: bool = True, on_epoch: Callable[[int, int], None] | None = None
+) -> PopulationResult:
     """Train every model of a population to ``spec.epochs`` and return its checkpoints and metrics.
     ``on_epoch(epochs done, total epochs)`` after each epoch (the build's progress display)."""
     import lightning as L  # Lightning only when training: commands that only read zoos start ~2 s faster
@@ -71,8 +80,17 @@ def train_population(spec: PopulationSpec, dataset: Dataset, progress: bool = Tr
         module.checkpoint_if_due(0)
         return module.result()
     accelerator = "gpu" if resolve_device(spec.device) == "cuda" else "cpu"  # Lightning moves the module
-    trainer = L.Trainer(max_epochs=spec.total_epochs, accelerator=accelerator, devices=1, logger=False,
-                        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
-                        num_sanity_val_steps=0, limit_val_batches=0, callbacks=_epoch_callbacks(L, on_epoch))
+    trainer = L.Trainer(
+        max_epochs=spec.total_epochs,
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=_epoch_callbacks(L, on_epoch),
+    )
     trainer.fit(module)
     return module.result()

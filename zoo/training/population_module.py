@@ -2,6 +2,7 @@
 
 Kept apart from ``zoo.training.population`` so that reading a zoo never imports Lightning.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,9 +16,9 @@ from torch.utils.data import DataLoader
 
 from zoo.datasets import Dataset
 from zoo.evaluate import split_metrics
-from zoo.training.trajectory import iter_stage_subsets
 from zoo.forward import activation_floats_per_sample, population_forward
 from zoo.training.spec import LOG_EVERY, PopulationResult, PopulationSpec
+from zoo.training.trajectory import iter_stage_subsets
 
 
 class PopulationModule(L.LightningModule):
@@ -36,7 +37,8 @@ class PopulationModule(L.LightningModule):
         # one contiguous [M, *shape] leaf per tensor: vmap and autograd run fastest on these (views of one
         # flat [M, P] storage are many times slower in both directions)
         self.stacked = nn.ParameterList(
-            [nn.Parameter(torch.stack([s[n] for s in spec.init_states]).float().contiguous()) for n in self.param_names])
+            [nn.Parameter(torch.stack([s[n] for s in spec.init_states]).float().contiguous()) for n in self.param_names]
+        )
         # training state as buffers, so Lightning's accelerator moves it with the module (device=cuda);
         # what the spec fixes (lr, wd) is non-persistent, the state a resumed step would need is persistent
         for i, n in enumerate(self.buffer_names):  # stacked BatchNorm statistics
@@ -54,16 +56,22 @@ class PopulationModule(L.LightningModule):
         self.batch_size = min(spec.batch_size, n_train)
         self.steps_per_epoch = max(n_train // self.batch_size, 1)
         self.total_steps = self.steps_per_epoch * spec.epochs
-        self.metric_names = ["train_loss", "test_loss", "train_r2", "test_r2"] if dataset.kind == "regression" \
+        self.metric_names = (
+            ["train_loss", "test_loss", "train_r2", "test_r2"]
+            if dataset.kind == "regression"
             else ["train_loss", "train_acc", "test_loss", "test_acc"]
+        )
         c = len(spec.checkpoint_epochs)
         self.snapshots = torch.full((m, c, spec.layout.size), float("nan"))
         self.metric_values = torch.full((m, c, len(self.metric_names)), float("nan"), dtype=torch.float64)
         self.last_checkpoint = torch.full((m,), -1, dtype=torch.int64)
         self._generators = [torch.Generator().manual_seed(int(s)) for s in spec.data_seeds]
         self._perm: torch.Tensor | None = None
-        self._stage_plans = [iter_stage_subsets(n_train, spec.stages, spec.stage_rates, seed)
-                             for seed in spec.subset_seeds] if spec.stages else []  # each yields its next subset
+        self._stage_plans = (
+            [iter_stage_subsets(n_train, spec.stages, spec.stage_rates, seed) for seed in spec.subset_seeds]
+            if spec.stages
+            else []
+        )  # each yields its next subset
         self._subsets: list[torch.Tensor] = []  # each model's subset in the current stage
         self._stage_steps: torch.Tensor | None = None  # [M] steps of each model in the current stage epoch
         self._stage_max = 0  # the population's longest
@@ -91,15 +99,21 @@ class PopulationModule(L.LightningModule):
         """Data tensors onto the module's device (Lightning has moved the module by now)."""
         if self.dataset.X_train.device != self.device:
             d = self.dataset
-            self.dataset = replace(d, X_train=d.X_train.to(self.device), y_train=d.y_train.to(self.device),
-                                   X_test=d.X_test.to(self.device), y_test=d.y_test.to(self.device))
+            self.dataset = replace(
+                d,
+                X_train=d.X_train.to(self.device),
+                y_train=d.y_train.to(self.device),
+                X_test=d.X_test.to(self.device),
+                y_test=d.y_test.to(self.device),
+            )
 
     # ------------------------------------------------------------------ functional pieces
     def _params(self) -> dict[str, torch.Tensor]:
         return dict(zip(self.param_names, self.stacked))
 
-    def _forward(self, params: dict, buffers: dict, x: torch.Tensor, shared_input: bool,
-                 training: bool = False) -> torch.Tensor:
+    def _forward(
+        self, params: dict, buffers: dict, x: torch.Tensor, shared_input: bool, training: bool = False
+    ) -> torch.Tensor:
         """Outputs [M, b, K] of every model: x is [M, b, ...] (own batches) or [b, ...] (shared_input)."""
         return population_forward(self.template, params, buffers, x, shared_input, feature_major=training)
 
@@ -130,7 +144,7 @@ class PopulationModule(L.LightningModule):
             n = len(self.dataset.X_train)
             self._perm = torch.stack([torch.randperm(n, generator=g) for g in self._generators])
         b = self.batch_size
-        idx = self._perm[:, batch_idx * b:(batch_idx + 1) * b].reshape(-1).to(self.dataset.X_train.device)
+        idx = self._perm[:, batch_idx * b : (batch_idx + 1) * b].reshape(-1).to(self.dataset.X_train.device)
         m = self._perm.shape[0]
         x = self.dataset.X_train.index_select(0, idx).view(m, b, *self.dataset.X_train.shape[1:])
         y = self.dataset.y_train.index_select(0, idx).view(m, b, *self.dataset.y_train.shape[1:])
@@ -160,7 +174,9 @@ class PopulationModule(L.LightningModule):
     def _stage(self) -> int:
         """0 during full-data training, s during stage s of a trajectory recipe."""
         e = self.current_epoch
-        return 0 if not self._stage_plans or e < self.spec.epochs else 1 + (e - self.spec.epochs) // self.spec.stage_epochs
+        return (
+            0 if not self._stage_plans or e < self.spec.epochs else 1 + (e - self.spec.epochs) // self.spec.stage_epochs
+        )
 
     def _stage_tensors(self) -> list[torch.Tensor]:
         return [*self.stacked, *self._buffers_stacked.values(), *self.state1, *(self.state2 or [])]
@@ -180,8 +196,12 @@ class PopulationModule(L.LightningModule):
             steps = [max(1, len(s) // b) for s in subsets]
             self._stage_steps, self._stage_max = torch.tensor(steps, device=self.stacked[0].device), max(steps)
             width = self._stage_max * b
-            self._perm = torch.stack([s[torch.randperm(len(s), generator=g)].repeat(-(-width // len(s)))[:width]
-                                      for s, g in zip(subsets, self._generators)])
+            self._perm = torch.stack(
+                [
+                    s[torch.randperm(len(s), generator=g)].repeat(-(-width // len(s)))[:width]
+                    for s, g in zip(subsets, self._generators)
+                ]
+            )
             self.total_steps = self._stage_max * self.spec.stage_epochs  # the schedule restarts
         if batch_idx >= self._stage_max:
             return True
@@ -210,7 +230,7 @@ class PopulationModule(L.LightningModule):
         self.step_count += 1
         opt, use_wd = self.spec.optimizer, bool((self.wd != 0).any())
         b1, b2 = self.spec.betas
-        c1, c2 = 1 - b1 ** self.step_count, 1 - b2 ** self.step_count
+        c1, c2 = 1 - b1**self.step_count, 1 - b2**self.step_count
         for k, p in enumerate(self.stacked):
             g, shape = p.grad, (-1,) + (1,) * (p.dim() - 1)
             lr, wd = lr_m.view(shape), self.wd.view(shape)
@@ -242,9 +262,16 @@ class PopulationModule(L.LightningModule):
         self.template.eval()
         params = {k: v.detach() for k, v in self._params().items()}
         kind = self.dataset.kind
-        cols = [split_metrics(lambda x: self._forward(params, self._buffers_stacked, x, shared_input=True), X, y,
-                              kind, self._eval_chunk)
-                for X, y in ((self.dataset.X_train, self.dataset.y_train), (self.dataset.X_test, self.dataset.y_test))]
+        cols = [
+            split_metrics(
+                lambda x: self._forward(params, self._buffers_stacked, x, shared_input=True),
+                X,
+                y,
+                kind,
+                self._eval_chunk,
+            )
+            for X, y in ((self.dataset.X_train, self.dataset.y_train), (self.dataset.X_test, self.dataset.y_test))
+        ]
         if kind == "classification":
             values = [cols[0]["loss"], cols[0]["acc"], cols[1]["loss"], cols[1]["acc"]]
         else:  # regression has no accuracy: loss and R^2, named as such (zoo.store.REGRESSION_METRICS)
@@ -268,5 +295,10 @@ class PopulationModule(L.LightningModule):
         self.last_checkpoint[ok] = c
 
     def result(self) -> PopulationResult:
-        return PopulationResult(self.snapshots, self.metric_values, self.metric_names, self.diverged.cpu().clone(),
-                                self.last_checkpoint.clone())
+        return PopulationResult(
+            self.snapshots,
+            self.metric_values,
+            self.metric_names,
+            self.diverged.cpu().clone(),
+            self.last_checkpoint.clone(),
+        )

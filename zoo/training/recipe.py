@@ -11,22 +11,23 @@ so every process (a resumed build, a Dask worker) derives the same one. ``sample
 model's learning rate and batch size (zoo.trajectory.sample_hparams) instead of gridding them;
 ``kind: trajectory`` adds stages on nested subsets after training (zoo.trajectory).
 """
+
 from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import pandas as pd
 import torch
 
 from zoo.arch import arch_spec, build_model
+from zoo.datasets import Dataset, expand_dataset_names, load_dataset
 from zoo.errors import ZooError
 from zoo.forward import activation_floats_per_sample
 from zoo.layout import Layout, layout_of
 from zoo.training.trajectory import check_trajectory_recipe, plan_checkpoints, sample_hparams
-from zoo.datasets import Dataset, expand_dataset_names, load_dataset
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
@@ -60,17 +61,48 @@ class Plan:
 
     def models_table(self, recipe: Mapping) -> pd.DataFrame:
         """The models table's static part: ids, hyperparameters, layout and row, population."""
-        cols: dict[str, list] = {k: [] for k in ("model_id", "arch", "width", "depth", "activation", "learning_rate",
-                                                 "batch_size", "weight_decay", "optimizer", "momentum", "schedule",
-                                                 "seed", "dataset", "epochs", "layout", "row", "population")}
+        cols: dict[str, list] = {
+            k: []
+            for k in (
+                "model_id",
+                "arch",
+                "width",
+                "depth",
+                "activation",
+                "learning_rate",
+                "batch_size",
+                "weight_decay",
+                "optimizer",
+                "momentum",
+                "schedule",
+                "seed",
+                "dataset",
+                "epochs",
+                "layout",
+                "row",
+                "population",
+            )
+        }
         for m in self.models:
-            for k, v in (("model_id", m.model_id), ("arch", m.arch["name"]), ("width", m.arch["width"]),
-                         ("depth", m.arch["depth"]), ("activation", m.arch["activation"]),
-                         ("learning_rate", m.learning_rate), ("batch_size", m.batch_size),
-                         ("weight_decay", m.weight_decay), ("optimizer", recipe["optimizer"]),
-                         ("momentum", float(recipe.get("momentum", 0.0))), ("schedule", recipe.get("schedule", "constant")),
-                         ("seed", m.seed), ("dataset", m.dataset or recipe["dataset"]), ("epochs", int(recipe["epochs"])),
-                         ("layout", m.layout), ("row", m.row), ("population", m.population)):
+            for k, v in (
+                ("model_id", m.model_id),
+                ("arch", m.arch["name"]),
+                ("width", m.arch["width"]),
+                ("depth", m.arch["depth"]),
+                ("activation", m.arch["activation"]),
+                ("learning_rate", m.learning_rate),
+                ("batch_size", m.batch_size),
+                ("weight_decay", m.weight_decay),
+                ("optimizer", recipe["optimizer"]),
+                ("momentum", float(recipe.get("momentum", 0.0))),
+                ("schedule", recipe.get("schedule", "constant")),
+                ("seed", m.seed),
+                ("dataset", m.dataset or recipe["dataset"]),
+                ("epochs", int(recipe["epochs"])),
+                ("layout", m.layout),
+                ("row", m.row),
+                ("population", m.population),
+            ):
                 cols[k].append(v)
         return pd.DataFrame(cols)
 
@@ -89,8 +121,9 @@ def recipe_dataset_names(recipe: Mapping) -> list[str]:
     """The datasets a recipe trains on, in grid order: ``[recipe.dataset]`` or ``recipe.datasets`` expanded."""
     one, many = recipe.get("dataset"), recipe.get("datasets")
     if one is not None and many is not None:
-        raise ZooError("recipe.dataset and recipe.datasets are both given; keep one (recipe.dataset=null to use"
-                       " the list)")
+        raise ZooError(
+            "recipe.dataset and recipe.datasets are both given; keep one (recipe.dataset=null to use the list)"
+        )
     if many is None:
         if one is None:
             raise ZooError("recipe.dataset (one name) or recipe.datasets (a list) is missing")
@@ -106,9 +139,11 @@ def load_recipe_datasets(recipe: Mapping) -> dict[str, Dataset]:
         d = load_dataset(name, seed=seed)
         first = next(iter(out.values()), d)
         if (d.input_shape, d.num_outputs, d.kind) != (first.input_shape, first.num_outputs, first.kind):
-            raise ZooError(f"dataset {name!r} has input shape {d.input_shape} and {d.num_outputs} outputs ({d.kind}),"
-                           f" but {first.source!r} has {first.input_shape} and {first.num_outputs} ({first.kind}):"
-                           " one recipe trains one architecture, so its datasets must agree")
+            raise ZooError(
+                f"dataset {name!r} has input shape {d.input_shape} and {d.num_outputs} outputs ({d.kind}),"
+                f" but {first.source!r} has {first.input_shape} and {first.num_outputs} ({first.kind}):"
+                " one recipe trains one architecture, so its datasets must agree"
+            )
         out[name] = d
     for name in recipe.get("held_out") or []:
         load_dataset(str(name), seed=seed)  # a misspelt held-out task is an error now, not in the generator bench
@@ -142,8 +177,13 @@ def validate_recipe(recipe: Mapping, dataset: Dataset) -> None:
     check_trajectory_recipe(recipe)  # kind: grid (the default) or trajectory (zoo.trajectory)
 
 
-def make_plan(recipe: Mapping, dataset: Dataset | Mapping[str, Dataset], population_size: int, memory_floats: int,
-              block_size: int = 256) -> Plan:
+def make_plan(
+    recipe: Mapping,
+    dataset: Dataset | Mapping[str, Dataset],
+    population_size: int,
+    memory_floats: int,
+    block_size: int = 256,
+) -> Plan:
     """Expand the recipe grid into models, their layouts and the populations that train together.
 
     ``dataset``: the recipe's one dataset, or every dataset by name (``load_recipe_datasets``)."""
@@ -155,23 +195,51 @@ def make_plan(recipe: Mapping, dataset: Dataset | Mapping[str, Dataset], populat
     models: list[dict] = []
     layouts: dict[str, Layout] = {}
     seed_base = int(recipe.get("seed_offset", 0))
-    lrs, bss, sampled = _as_list(recipe, "learning_rates"), _as_list(recipe, "batch_sizes"), recipe.get("sample_hparams")
-    grid = itertools.product(list(data), _as_list(recipe, "widths"), _as_list(recipe, "depths"), lrs[:1] if sampled else lrs,
-                             bss[:1] if sampled else bss, _as_list(recipe, "weight_decays"),
-                             range(int(recipe["seeds"])))
+    lrs, bss, sampled = (
+        _as_list(recipe, "learning_rates"),
+        _as_list(recipe, "batch_sizes"),
+        recipe.get("sample_hparams"),
+    )
+    grid = itertools.product(
+        list(data),
+        _as_list(recipe, "widths"),
+        _as_list(recipe, "depths"),
+        lrs[:1] if sampled else lrs,
+        bss[:1] if sampled else bss,
+        _as_list(recipe, "weight_decays"),
+        range(int(recipe["seeds"])),
+    )
     act_cache: dict[str, int] = {}
     key_of_spec: dict[str, str] = {}  # building a module per grid point would dominate a 100k-model plan
     for model_id, (name, width, depth, lr, bs, wd, s) in enumerate(grid):
         if sampled:  # per model: learning rate log-uniform within the listed ones' range, batch size among them
             lr, bs = sample_hparams(lrs, bss, model_id, seed_base + s)
-        spec = arch_spec(recipe["arch"], dataset.input_shape, dataset.num_outputs, int(width), int(depth),
-                         recipe.get("activation", "relu"), recipe.get("batchnorm", True), recipe.get("kernel_size", 3))
+        spec = arch_spec(
+            recipe["arch"],
+            dataset.input_shape,
+            dataset.num_outputs,
+            int(width),
+            int(depth),
+            recipe.get("activation", "relu"),
+            recipe.get("batchnorm", True),
+            recipe.get("kernel_size", 3),
+        )
         spec_id = json.dumps(spec, sort_keys=True)
         if spec_id not in key_of_spec:
             key_of_spec[spec_id] = _layout_key(spec, layouts, act_cache, dataset)
         key = key_of_spec[spec_id]
-        models.append(dict(model_id=model_id, arch=spec, learning_rate=float(lr), batch_size=int(bs),
-                           weight_decay=float(wd), seed=seed_base + s, layout=key, dataset=name))
+        models.append(
+            dict(
+                model_id=model_id,
+                arch=spec,
+                learning_rate=float(lr),
+                batch_size=int(bs),
+                weight_decay=float(wd),
+                seed=seed_base + s,
+                layout=key,
+                dataset=name,
+            )
+        )
     populations: list[list[int]] = []
     units: list[list[int]] = []
     row_of: dict[int, int] = {}
@@ -180,14 +248,15 @@ def make_plan(recipe: Mapping, dataset: Dataset | Mapping[str, Dataset], populat
         row_of.update({i: r for r, i in enumerate(ids)})
         for lo in range(0, len(ids), block_size):
             unit = []
-            for (bs, _), group in itertools.groupby(ids[lo:lo + block_size],
-                                                    key=lambda i: (models[i]["batch_size"], models[i]["dataset"])):
+            for (bs, _), group in itertools.groupby(
+                ids[lo : lo + block_size], key=lambda i: (models[i]["batch_size"], models[i]["dataset"])
+            ):
                 group = list(group)
                 # cap the population so one training step's activations stay within the memory bound
                 cap = max(1, min(population_size, memory_floats // max(1, bs * act_cache[key] * 3)))
                 for i in range(0, len(group), cap):
                     unit.append(len(populations))
-                    populations.append(group[i:i + cap])
+                    populations.append(group[i : i + cap])
             units.append(unit)
     pop_of = {i: p for p, ids in enumerate(populations) for i in ids}
     plans = [ModelPlan(population=pop_of[m["model_id"]], row=row_of[m["model_id"]], **m) for m in models]

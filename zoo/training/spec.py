@@ -1,8 +1,9 @@
 """What a population is given and what it gives back: plain data, no Lightning (reading a zoo never imports it)."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from torch import nn

@@ -26,12 +26,13 @@ The reversed trajectory the nowcaster reads (small data -> full data) is
 ``stage_rates`` (the sampled r_s, relative to the previous subset), ``stage_sizes`` (subset sizes) and
 ``stage_fractions`` (sizes over the full training set's), lists of S per model.
 """
+
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -42,8 +43,10 @@ from zoo.errors import ZooError
 KINDS = ("grid", "trajectory")
 TRAJECTORY_KEYS = ("stages", "stage_epochs", "stage_rates")
 DEFAULT_STAGE_EPOCHS = 1
-DIRECTION = ("training order: init (if kept), full-data checkpoints, then stage 1..S ends (shrinking subsets);"
-             " reversed trajectory (small data -> full data) = stage_checkpoints[::-1] + [full_checkpoint]")
+DIRECTION = (
+    "training order: init (if kept), full-data checkpoints, then stage 1..S ends (shrinking subsets);"
+    " reversed trajectory (small data -> full data) = stage_checkpoints[::-1] + [full_checkpoint]"
+)
 
 
 @dataclass(frozen=True)
@@ -85,20 +88,27 @@ def check_trajectory_recipe(recipe: Mapping) -> None:
     if not isinstance(se, int) or isinstance(se, bool) or se < 1:
         raise ZooError(f"recipe.stage_epochs={se!r} is invalid: expected an integer >= 1")
     v = recipe.get("stage_rates")
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) or \
-        isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                              for x in v)
+    ok = (
+        isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        or isinstance(v, (list, tuple))
+        and len(v) == 2
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+    )
     if ok:
         lo, hi = rate_range(recipe)
         ok = 0 < lo <= hi <= 1
     if not ok:
-        raise ZooError(f"recipe.stage_rates={v!r} is invalid: expected a rate or a range [low, high] with"
-                       " 0 < low <= high <= 1")
+        raise ZooError(
+            f"recipe.stage_rates={v!r} is invalid: expected a rate or a range [low, high] with 0 < low <= high <= 1"
+        )
     ckpts = recipe.get("checkpoint_epochs")
     ckpts = list(ckpts) if isinstance(ckpts, (list, tuple)) else [ckpts]
     if ckpts[-1] != recipe.get("epochs"):
-        raise ZooError(f"recipe.checkpoint_epochs={ckpts} is invalid: a trajectory recipe must end them at"
-                       f" recipe.epochs={recipe.get('epochs')} (the full-data checkpoint)")
+        raise ZooError(
+            f"recipe.checkpoint_epochs={ckpts} is invalid: a trajectory recipe must end them at"
+            f" recipe.epochs={recipe.get('epochs')} (the full-data checkpoint)"
+        )
 
 
 def is_trajectory(recipe: Mapping) -> bool:
@@ -120,11 +130,16 @@ def trajectory_attrs(recipe: Mapping, full: Sequence[int]) -> dict | None:
         return None
     full = list(full) if isinstance(full, (list, tuple)) else [full]
     k, stages = len(full), int(recipe["stages"])
-    return {"full_checkpoint": k - 1, "init_checkpoint": 0 if int(full[0]) == 0 else None,
-            "stage_checkpoints": list(range(k, k + stages)), "stages": stages,
-            "stage_epochs": int(recipe.get("stage_epochs", DEFAULT_STAGE_EPOCHS)),
-            "stage_rates": list(rate_range(recipe)),
-            "optimizer_state": "fresh per stage", "direction": DIRECTION}
+    return {
+        "full_checkpoint": k - 1,
+        "init_checkpoint": 0 if int(full[0]) == 0 else None,
+        "stage_checkpoints": list(range(k, k + stages)),
+        "stages": stages,
+        "stage_epochs": int(recipe.get("stage_epochs", DEFAULT_STAGE_EPOCHS)),
+        "stage_rates": list(rate_range(recipe)),
+        "optimizer_state": "fresh per stage",
+        "direction": DIRECTION,
+    }
 
 
 def subset_seed(model_id: int, seed: int) -> int:
@@ -132,19 +147,21 @@ def subset_seed(model_id: int, seed: int) -> int:
     return int.from_bytes(hashlib.sha256(f"stages/{int(seed)}/{int(model_id)}".encode()).digest()[:4], "little")
 
 
-def sample_hparams(learning_rates: Sequence[float], batch_sizes: Sequence[int], model_id: int,
-                   seed: int) -> tuple[float, int]:
+def sample_hparams(
+    learning_rates: Sequence[float], batch_sizes: Sequence[int], model_id: int, seed: int
+) -> tuple[float, int]:
     """A model's (learning rate, batch size) under ``recipe.sample_hparams``: the rate log-uniform between the
     smallest and largest of ``learning_rates``, the batch size one of ``batch_sizes``; a pure function of the
     model's id and seed."""
     digest = hashlib.sha256(f"hparams/{int(seed)}/{int(model_id)}".encode()).digest()
-    u = int.from_bytes(digest[:8], "little") / 2.0 ** 64
+    u = int.from_bytes(digest[:8], "little") / 2.0**64
     lo, hi = math.log(min(map(float, learning_rates))), math.log(max(map(float, learning_rates)))
     return math.exp(lo + u * (hi - lo)), int(batch_sizes[int.from_bytes(digest[8:12], "little") % len(batch_sizes)])
 
 
-def iter_stage_subsets(n_train: int, stages: int, rates: tuple[float, float], seed: int) \
-        -> Iterator[tuple[float, int, torch.Tensor]]:
+def iter_stage_subsets(
+    n_train: int, stages: int, rates: tuple[float, float], seed: int
+) -> Iterator[tuple[float, int, torch.Tensor]]:
     """(r_s, size, subset) of stages 1..S, one at a time (a trainer holds one subset per model, not S):
     subset s is a random ``round(r_s * |subset s-1|)`` of subset s-1 (at least 1), r_s ~ U(rates)."""
     g = torch.Generator().manual_seed(int(seed))
@@ -188,8 +205,12 @@ def spec_fields(recipe: Mapping, model_ids: Sequence[int], seeds: Sequence[int])
     """The PopulationSpec fields of a trajectory population ({} for a grid recipe)."""
     if not is_trajectory(recipe):
         return {}
-    return {"stages": int(recipe["stages"]), "stage_epochs": int(recipe.get("stage_epochs", DEFAULT_STAGE_EPOCHS)),
-            "stage_rates": rate_range(recipe), "subset_seeds": [subset_seed(i, s) for i, s in zip(model_ids, seeds)]}
+    return {
+        "stages": int(recipe["stages"]),
+        "stage_epochs": int(recipe.get("stage_epochs", DEFAULT_STAGE_EPOCHS)),
+        "stage_rates": rate_range(recipe),
+        "subset_seeds": [subset_seed(i, s) for i, s in zip(model_ids, seeds)],
+    }
 
 
 # ---------------------------------------------------------------------- reading (the nowcaster's side)
@@ -197,8 +218,10 @@ def trajectory_info(z) -> dict:
     """The zoo's ``trajectory`` attribute; a one-line ZooError for a zoo without trajectories."""
     info = z.attrs.get("trajectory")
     if not info:
-        raise ZooError(f"zoo {z.path!r} has no trajectories: build it from a recipe with kind: trajectory"
-                       " (e.g. recipe=know-trajectories)")
+        raise ZooError(
+            f"zoo {z.path!r} has no trajectories: build it from a recipe with kind: trajectory"
+            " (e.g. recipe=know-trajectories)"
+        )
     return info
 
 

@@ -4,6 +4,7 @@ A toy family with known optimal weights: 2-D two-class tasks whose classes sit a
 vector at angle theta), learned by logistic regression (a depth-0 MLP). The Bayes-optimal direction of
 task theta is u(theta), so a generator that listens to its condition must give each task its own direction.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,15 +16,29 @@ import torch
 
 import generators
 import zoo
-from generators.d2nwg.model import D2NWG
 from generators.d2nwg.dataset_encoder import ClassPools, DatasetEncoder
+from generators.d2nwg.model import D2NWG
 from zoo.commands.main import main as zoo_main
 
 ANGLES = [0, 30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 330]  # degrees: one task each
 SEEDS = 3
-FAST = {"vae_steps": 300, "latent_per_chunk": 6, "encoder_hidden": 32, "embed_dim": 32, "inducing_points": 8,
-        "heads": 2, "hidden": 128, "blocks": 2, "time_dim": 32, "ddim_steps": 20,
-        "val_samples": 8, "batch_size": 64, "val_fraction": 0.1, "lr": 0.002, "ema_decay": 0.99}
+FAST = {
+    "vae_steps": 300,
+    "latent_per_chunk": 6,
+    "encoder_hidden": 32,
+    "embed_dim": 32,
+    "inducing_points": 8,
+    "heads": 2,
+    "hidden": 128,
+    "blocks": 2,
+    "time_dim": 32,
+    "ddim_steps": 20,
+    "val_samples": 8,
+    "batch_size": 64,
+    "val_fraction": 0.1,
+    "lr": 0.002,
+    "ema_decay": 0.99,
+}
 
 
 def write_task(path, degrees: float, n: int = 200, seed: int = 0, features: int = 2, classes: int = 2) -> str:
@@ -33,7 +48,7 @@ def write_task(path, degrees: float, n: int = 200, seed: int = 0, features: int 
     u[:2] = [math.cos(math.radians(degrees)), math.sin(math.radians(degrees))]
     y = rng.integers(0, classes, size=n)
     X = (2 * (2 * (y[:, None] % 2) - 1) * u + rng.standard_normal((n, features))).astype(np.float32)
-    np.savez(path, X_train=X[:n * 3 // 4], y_train=y[:n * 3 // 4], X_test=X[n * 3 // 4:], y_test=y[n * 3 // 4:])
+    np.savez(path, X_train=X[: n * 3 // 4], y_train=y[: n * 3 // 4], X_test=X[n * 3 // 4 :], y_test=y[n * 3 // 4 :])
     return str(path)
 
 
@@ -60,12 +75,28 @@ def make_toy_zoo(d) -> str:
             weights.append(layout.flatten(logistic_regression(task, s)))
             rows.append({"arch": "mlp", "dataset": task.source, "seed": s})
     w = torch.stack(weights)
-    metrics = np.stack([np.stack([zoo.evaluate(layout, w[i:i + 1], data[i // SEEDS], split)[k].numpy()
-                                  for split in ("train", "test") for k in ("loss", "acc")], -1)
-                        for i in range(len(w))])  # [n, 1, 4]
+    metrics = np.stack(
+        [
+            np.stack(
+                [
+                    zoo.evaluate(layout, w[i : i + 1], data[i // SEEDS], split)[k].numpy()
+                    for split in ("train", "test")
+                    for k in ("loss", "acc")
+                ],
+                -1,
+            )
+            for i in range(len(w))
+        ]
+    )  # [n, 1, 4]
     path = str(d / "toy.zarr")
-    writer = zoo.create(path, pd.DataFrame(rows), {layout.key(): layout}, [0],
-                        ["train_loss", "train_acc", "test_loss", "test_acc"], datasets=data)
+    writer = zoo.create(
+        path,
+        pd.DataFrame(rows),
+        {layout.key(): layout},
+        [0],
+        ["train_loss", "train_acc", "test_loss", "test_acc"],
+        datasets=data,
+    )
     writer.write(list(range(len(w))), w[:, None], metrics)
     return path
 
@@ -78,8 +109,16 @@ def toy_zoo(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def run(toy_zoo, tmp_path_factory) -> D2NWG:
     out = tmp_path_factory.mktemp("d2nwg-run")
-    return generators.fit("d2nwg", toy_zoo, out=str(out), seed=0, steps_per_epoch=100, snapshot_every_n_steps=0,
-                          **{"trainer.max_epochs": 4, "trainer.enable_progress_bar": False}, **FAST)
+    return generators.fit(
+        "d2nwg",
+        toy_zoo,
+        out=str(out),
+        seed=0,
+        steps_per_epoch=100,
+        snapshot_every_n_steps=0,
+        **{"trainer.max_epochs": 4, "trainer.enable_progress_bar": False},
+        **FAST,
+    )
 
 
 def _direction(flat: torch.Tensor) -> torch.Tensor:
@@ -101,8 +140,11 @@ def test_conditioning_matters(run, toy_zoo):
     ua, ub = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
     assert float((_direction(wa) @ ua).mean()) > 0.8 and float((_direction(wb) @ ub).mean()) > 0.8
     assert float((_direction(wa) - _direction(wb)).norm(dim=1).mean()) > 0.5
-    acc = {(s, t): float(zoo.evaluate(run.layout, w, d, "test")["acc"].mean())
-           for s, w in (("a", wa), ("b", wb)) for t, d in (("a", da), ("b", db))}
+    acc = {
+        (s, t): float(zoo.evaluate(run.layout, w, d, "test")["acc"].mean())
+        for s, w in (("a", wa), ("b", wb))
+        for t, d in (("a", da), ("b", db))
+    }
     assert acc["a", "a"] > acc["a", "b"] + 0.15 and acc["b", "b"] > acc["b", "a"] + 0.15
     assert acc["a", "a"] > 0.85 and acc["b", "b"] > 0.85  # Bayes accuracy 0.977
 
@@ -135,22 +177,27 @@ def test_unseen_npz_dataset_end_to_end(run, tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, message", [
-    ("features", "inputs of shape (3,), but the zoo's architecture takes (2,)"),
-    ("classes", "has 3 classes, but the zoo's architecture has 2 outputs"),
-    ("zero-shots", "shots must be a positive integer"),
-    ("unknown", "unknown dataset 'no-such-task'"),
-    ("few", "fewer than 500 shots"),
-    ("no-dataset", "give one"),
-])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("features", "inputs of shape (3,), but the zoo's architecture takes (2,)"),
+        ("classes", "has 3 classes, but the zoo's architecture has 2 outputs"),
+        ("zero-shots", "shots must be a positive integer"),
+        ("unknown", "unknown dataset 'no-such-task'"),
+        ("few", "fewer than 500 shots"),
+        ("no-dataset", "give one"),
+    ],
+)
 def test_bad_inputs_one_line_errors(run, tmp_path, capsys, kind, message):
     good = write_task(tmp_path / "good.npz", 10)
-    argv = {"features": ["--dataset", write_task(tmp_path / "f3.npz", 10, features=3)],
-            "classes": ["--dataset", write_task(tmp_path / "c3.npz", 10, classes=3)],
-            "zero-shots": ["--dataset", good, "--shots", "0"],
-            "unknown": ["--dataset", "no-such-task"],
-            "few": ["--dataset", good, "--shots", "500"],
-            "no-dataset": []}[kind]
+    argv = {
+        "features": ["--dataset", write_task(tmp_path / "f3.npz", 10, features=3)],
+        "classes": ["--dataset", write_task(tmp_path / "c3.npz", 10, classes=3)],
+        "zero-shots": ["--dataset", good, "--shots", "0"],
+        "unknown": ["--dataset", "no-such-task"],
+        "few": ["--dataset", good, "--shots", "500"],
+        "no-dataset": [],
+    }[kind]
     assert zoo_main(["sample", str(run.run_dir), "-n", "2", "--out", str(tmp_path / "s.zarr"), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("zoo sample: error:") and message in err, err
@@ -192,6 +239,6 @@ def test_label_permutation_is_a_true_pair(run, toy_zoo):
     for i in range(3):
         swapped = bool((sp[i, 0] == support[i, 1]).all())
         assert swapped or bool((sp[i, 0] == support[i, 0]).all())
-        out = zoo.predict(run.layout, run.full_weights(x[i:i + 1] * run.scale + run.mean), X)[0]
-        outp = zoo.predict(run.layout, run.full_weights(xp[i:i + 1] * run.scale + run.mean), X)[0]
+        out = zoo.predict(run.layout, run.full_weights(x[i : i + 1] * run.scale + run.mean), X)[0]
+        outp = zoo.predict(run.layout, run.full_weights(xp[i : i + 1] * run.scale + run.mean), X)[0]
         assert torch.allclose(outp, out[:, [1, 0]] if swapped else out, atol=1e-5)

@@ -1,4 +1,5 @@
 """Memorization diagnostics on hand-made zoos with known answers: copies, noise, permuted copies, error sets."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,15 +12,20 @@ import pytest
 import torch
 
 import zoo
-from generators.diagnose.baselines import add_noise, average_baseline, choose_noise_scales, gaussian_baseline, noise_name
+from generators.diagnose.baselines import (
+    add_noise,
+    average_baseline,
+    choose_noise_scales,
+    gaussian_baseline,
+    noise_name,
+)
 from generators.diagnose.distances import iou_matrix, max_iou, nearest_l2
 from generators.diagnose.report import compare_with_noise, load_train
 from generators.diagnose.report import diagnose as run_diagnose
 from generators.diagnose.table import TRAIN, method_rows
+from tests.conftest import build_zoo
 from zoo.commands.main import main as cli
 from zoo.rebasin import permute_flat, random_perms, spec_for_layout
-
-from tests.conftest import build_zoo
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +37,14 @@ def train_zoo(tmp_path_factory) -> zoo.Zoo:
 def write_samples(path, z: zoo.Zoo, weights: torch.Tensor) -> str:
     """A samples zoo holding ``weights`` [n, P] in the training zoo's (single) layout and dataset."""
     key = next(iter(z.layouts))
-    w = zoo.create(str(path), pd.DataFrame({"sample": np.arange(len(weights))}), {key: z.layouts[key]}, [0],
-                   z.metric_names, datasets=[z.dataset()])
+    w = zoo.create(
+        str(path),
+        pd.DataFrame({"sample": np.arange(len(weights))}),
+        {key: z.layouts[key]},
+        [0],
+        z.metric_names,
+        datasets=[z.dataset()],
+    )
     w.write(list(range(len(weights))), weights[:, None], None)
     return str(path)
 
@@ -44,9 +56,13 @@ def raw_weights(z: zoo.Zoo) -> torch.Tensor:
 def test_iou_of_constructed_error_sets():
     a = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0], [1, 0, 1, 0]], dtype=torch.bool)
     b = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]], dtype=torch.bool)
-    expected = torch.tensor([[1.0, 1 / 3, 0.0],   # {0,1} vs {0,1}, {1,2}, {}
-                             [0.0, 0.0, 1.0],     # {} vs ...: two empty sets are identical
-                             [1 / 3, 1 / 3, 0.0]])  # {0,2} vs ...
+    expected = torch.tensor(
+        [
+            [1.0, 1 / 3, 0.0],  # {0,1} vs {0,1}, {1,2}, {}
+            [0.0, 0.0, 1.0],  # {} vs ...: two empty sets are identical
+            [1 / 3, 1 / 3, 0.0],
+        ]
+    )  # {0,2} vs ...
     assert torch.allclose(iou_matrix(a, b), expected)
     best, arg = max_iou(a, b)
     assert torch.allclose(best, torch.tensor([1.0, 1.0, 1 / 3])) and arg[:2].tolist() == [0, 2]
@@ -106,8 +122,9 @@ def test_noise_samples_have_the_distance_they_were_built_with(train_zoo, tmp_pat
 @pytest.fixture(scope="module")
 def deep_zoo(tmp_path_factory) -> zoo.Zoo:
     """8 digits MLPs with two hidden layers: weight matching has several groups there and local optima."""
-    return build_zoo(str(tmp_path_factory.mktemp("diag") / "deep.zarr"), "recipe.widths=[16]", "recipe.depths=[2]",
-                     "recipe.seeds=8")
+    return build_zoo(
+        str(tmp_path_factory.mktemp("diag") / "deep.zarr"), "recipe.widths=[16]", "recipe.depths=[2]", "recipe.seeds=8"
+    )
 
 
 @pytest.mark.parametrize("which", ["train_zoo", "deep_zoo"])
@@ -153,8 +170,9 @@ def test_noise_scales_never_read_the_test_split_and_order_by_drop(train_zoo):
     layout = next(iter(train_zoo.layouts.values()))
     W = raw_weights(train_zoo)
     scales = choose_noise_scales(layout, W, data, drops=(0, 1, 5), seed=0)
-    blind = dataclasses.replace(data, X_test=torch.full_like(data.X_test, float("nan")),
-                                y_test=torch.full_like(data.y_test, -1))
+    blind = dataclasses.replace(
+        data, X_test=torch.full_like(data.X_test, float("nan")), y_test=torch.full_like(data.y_test, -1)
+    )
     assert choose_noise_scales(layout, W, blind, drops=(0, 1, 5), seed=0).sigmas == scales.sigmas
     s = scales.sigmas
     assert 0 < s[0] <= s[1] <= s[5]
@@ -183,16 +201,33 @@ def test_cli_end_to_end_with_baselines(train_zoo, tmp_path, capsys):
     W = raw_weights(train_zoo)
     samples = write_samples(tmp_path / "s.zarr", train_zoo, W[:3])
     out = tmp_path / "diag"
-    rc = cli(["diagnose", samples, "--train", train_zoo.path, "--out", str(out), "--n-baseline", "8", "--k", "4",
-              "--noise-drops", "0,5"])
+    rc = cli(
+        [
+            "diagnose",
+            samples,
+            "--train",
+            train_zoo.path,
+            "--out",
+            str(out),
+            "--n-baseline",
+            "8",
+            "--k",
+            "4",
+            "--noise-drops",
+            "0,5",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "good&novel" in printed and "noise-5%" in printed
     r = json.loads((out / "diagnose.json").read_text())
     assert list(r["methods"]) == [TRAIN, "s", "noise-0%", "noise-5%", "average", "gaussian"]
     for name, m in r["methods"].items():
-        keys = ("test_acc", "train_nn_l2", "max_iou") if name == TRAIN else \
-            ("test_acc", "nn_l2", "nn_l2_raw", "nn_l2_canonical", "max_iou")
+        keys = (
+            ("test_acc", "train_nn_l2", "max_iou")
+            if name == TRAIN
+            else ("test_acc", "nn_l2", "nn_l2_raw", "nn_l2_canonical", "max_iou")
+        )
         assert all(set(m[k]) >= {"mean", "std"} for k in keys) and "good_and_novel" in m
         if name != TRAIN:
             assert len(r["per_sample"][name]["nn_l2"]) == m["n"] == (3 if name == "s" else 8)
@@ -205,17 +240,37 @@ def test_cli_end_to_end_with_baselines(train_zoo, tmp_path, capsys):
     # noise at the 0% scale: distance ~ sigma * sqrt(parameters), i.e. what it was built with
     p = int(next(iter(train_zoo.layouts.values())).parameter_mask().sum())
     sigma = r["baselines"]["noise"]["sigmas"]["0%"]
-    assert r["methods"]["noise-0%"]["nn_l2"]["median"] == pytest.approx(sigma * p ** 0.5, rel=0.15)
+    assert r["methods"]["noise-0%"]["nn_l2"]["median"] == pytest.approx(sigma * p**0.5, rel=0.15)
     for png in r["plots"].values():
         assert (out / png).stat().st_size > 5000
-    assert cli(["diagnose", "--train", train_zoo.path, "--out", str(tmp_path / "b"), "--baselines", "average",
-                "--n-baseline", "4", "--no-plots"]) == 0
+    assert (
+        cli(
+            [
+                "diagnose",
+                "--train",
+                train_zoo.path,
+                "--out",
+                str(tmp_path / "b"),
+                "--baselines",
+                "average",
+                "--n-baseline",
+                "4",
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
     assert list(json.loads((tmp_path / "b" / "diagnose.json").read_text())["methods"]) == [TRAIN, "average"]
 
 
 def test_cli_bad_inputs_are_one_line_errors(train_zoo, tmp_path, capsys):
-    other = build_zoo(str(tmp_path / "w8.zarr"), "recipe.widths=[8]", "recipe.seeds=1", "recipe.epochs=1",
-                      "recipe.checkpoint_epochs=[1]")
+    other = build_zoo(
+        str(tmp_path / "w8.zarr"),
+        "recipe.widths=[8]",
+        "recipe.seeds=1",
+        "recipe.epochs=1",
+        "recipe.checkpoint_epochs=[1]",
+    )
     wrong_layout = write_samples(tmp_path / "w8s.zarr", other, raw_weights(other))
     good = write_samples(tmp_path / "ok.zarr", train_zoo, raw_weights(train_zoo)[:2])
     cases = [
@@ -249,8 +304,16 @@ def test_several_samples_zoos_in_one_report(train_zoo, tmp_path):
 
 
 def test_batchnorm_zoo_copies_and_recalibrated_baselines(tmp_path):
-    z = build_zoo(str(tmp_path / "bn.zarr"), "recipe.arch=cnn", "recipe.dataset=digits-image", "recipe.widths=[4]",
-                  "recipe.depths=[2]", "recipe.seeds=3", "recipe.epochs=2", "recipe.checkpoint_epochs=[2]")
+    z = build_zoo(
+        str(tmp_path / "bn.zarr"),
+        "recipe.arch=cnn",
+        "recipe.dataset=digits-image",
+        "recipe.widths=[4]",
+        "recipe.depths=[2]",
+        "recipe.seeds=3",
+        "recipe.epochs=2",
+        "recipe.checkpoint_epochs=[2]",
+    )
     layout = next(iter(z.layouts.values()))
     assert any(e.name.endswith("running_mean") for e in layout.entries)
     W = raw_weights(z)
@@ -269,8 +332,14 @@ def test_comparison_with_noise_at_equal_accuracy():
     def m(kind, acc, iou):
         return {"kind": kind, "test_acc": {"mean": acc}, "max_iou": {"mean": iou}}
 
-    methods = {TRAIN: m("train", 0.95, 0.8), "noise-0%": m("baseline", 0.96, 0.9), "gen": m("samples", 0.93, 0.6),
-               "copy": m("samples", 0.96, 1.0), "flat": m("samples", 0.958, 0.85), "best": m("samples", 0.99, 0.1)}
+    methods = {
+        TRAIN: m("train", 0.95, 0.8),
+        "noise-0%": m("baseline", 0.96, 0.9),
+        "gen": m("samples", 0.93, 0.6),
+        "copy": m("samples", 0.96, 1.0),
+        "flat": m("samples", 0.958, 0.85),
+        "best": m("samples", 0.99, 0.1),
+    }
     # (sigma, test_acc, max_iou): accuracy flat while max_iou falls, then both fall
     curve = [(0.0, 0.96, 1.0), (0.01, 0.961, 0.9), (0.02, 0.957, 0.8), (0.05, 0.94, 0.7), (0.1, 0.90, 0.5)]
     compare_with_noise(methods, curve, tolerance=0.005)

@@ -1,4 +1,5 @@
 """DeepWeightFlow's flow: flow matching recovers a known distribution, and the ODE solver is exact where it must be."""
+
 from __future__ import annotations
 
 import torch
@@ -36,6 +37,7 @@ def test_flow_matching_recovers_a_2d_mixture():
 
 def test_ode_solver_is_exact_on_a_constant_field():
     """Every method integrates dx/dt = c exactly: x(1) = x(0) + c (the solver's grid covers [0, 1] once)."""
+
     class Const(torch.nn.Module):
         def forward(self, x, t, condition=None):
             return torch.full_like(x, 3.0)

@@ -1,5 +1,6 @@
 """KNOWN: the nowcaster learns a trajectory family with a known next step; recursive nowcasts are zoos whose
 modules run; save/load predicts the same bits; bad inputs are one-line errors through the CLI."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,10 +34,21 @@ def trajectory_zoo(path: str, n: int, stages: int, arch: str = "mlp", seed: int 
     path_ = target[:, None] + (start - target)[:, None] * powers[None, :, None]  # [n, T + 1, P]
     rev, nxt = path_[:, :-1], path_[:, -1]
     stored = torch.cat([rev[:, -1:], rev[:, :-1].flip(1)], 1)  # training order: full, stage 1..S
-    info = {"trajectory": {"full_checkpoint": 0, "init_checkpoint": None,
-                           "stage_checkpoints": list(range(1, stages + 1))}} if attrs else {}
-    w = zoo.create(path, pd.DataFrame({"arch": arch, "seed": np.arange(n)}), {layout.key(): layout},
-                   list(range(stages + 1)), ["train_loss"], attrs=info, datasets=[data], overwrite=True)
+    info = (
+        {"trajectory": {"full_checkpoint": 0, "init_checkpoint": None, "stage_checkpoints": list(range(1, stages + 1))}}
+        if attrs
+        else {}
+    )
+    w = zoo.create(
+        path,
+        pd.DataFrame({"arch": arch, "seed": np.arange(n)}),
+        {layout.key(): layout},
+        list(range(stages + 1)),
+        ["train_loss"],
+        attrs=info,
+        datasets=[data],
+        overwrite=True,
+    )
     w.write(list(range(n)), stored)
     return w.zoo(), rev, nxt
 
@@ -47,8 +59,17 @@ def fitted(tmp_path_factory):
     d = tmp_path_factory.mktemp("known")
     trajectory_zoo(str(d / "train.zarr"), 8, 6, seed=0)
     z_new, rev, nxt = trajectory_zoo(str(d / "new.zarr"), 3, 6, seed=1)
-    rc = zoo_main(["fit", "generator=known", f"zoo={d / 'train.zarr'}", f"out={d / 'run'}", "steps_per_epoch=30",
-                   "generator.max_epochs=4", "trainer.enable_progress_bar=false"])
+    rc = zoo_main(
+        [
+            "fit",
+            "generator=known",
+            f"zoo={d / 'train.zarr'}",
+            f"out={d / 'run'}",
+            "steps_per_epoch=30",
+            "generator.max_epochs=4",
+            "trainer.enable_progress_bar=false",
+        ]
+    )
     assert rc == 0
     return d, z_new, rev, nxt
 
@@ -81,7 +102,7 @@ def test_save_load_same_predictions_and_kinds(fitted, tmp_path):
     assert torch.equal(generators.load(tmp_path / "copy").predict(rev, steps=3), g.predict(rev, steps=3))
     layout = layout_of(build_model(arch_spec("cnn", (1, 8, 8), 10, 4, 1)), arch_spec("cnn", (1, 8, 8), 10, 4, 1))
     kinds = weight_kinds(layout)
-    by_name = {e.name: {int(k) for k in kinds[e.offset:e.stop]} for e in layout.entries}
+    by_name = {e.name: {int(k) for k in kinds[e.offset : e.stop]} for e in layout.entries}
     assert by_name["features.0.weight"] == {KINDS.index("conv")} and by_name["head.weight"] == {KINDS.index("dense")}
     assert by_name["features.1.weight"] == {KINDS.index("norm")} and by_name["head.bias"] == {KINDS.index("bias")}
     assert by_name["features.1.running_mean"] == {-1}
@@ -95,8 +116,10 @@ def test_nowcast_cli_writes_a_zoo_whose_modules_run(fitted, capsys):
     trajectory_zoo(str(d / "cnn.zarr"), 2, 5, arch="cnn", seed=2)
     for src in ("new", "cnn"):
         out = d / f"nc-{src}.zarr"
-        assert zoo_main(["nowcast", str(d / "run"), "--zoo", str(d / f"{src}.zarr"), "--out", str(out),
-                         "--steps", "2"]) == 0
+        assert (
+            zoo_main(["nowcast", str(d / "run"), "--zoo", str(d / f"{src}.zarr"), "--out", str(out), "--steps", "2"])
+            == 0
+        )
         err = capsys.readouterr().err
         assert ("note: KNOWN never trained on ['conv', 'norm']" in err) == (src == "cnn"), err
         z, z_src = zoo.open(out), zoo.open(d / f"{src}.zarr")
@@ -111,8 +134,8 @@ def test_nowcast_cli_writes_a_zoo_whose_modules_run(fitted, capsys):
         if src == "cnn":
             layout = next(iter(z.layouts.values()))
             mean = layout["features.1.running_mean"]
-            stored = z.weights([0], checkpoint=1)[0, mean.offset:mean.stop]
-            assert not torch.equal(stored, z_src.weights([0], checkpoint=0)[0, mean.offset:mean.stop])
+            stored = z.weights([0], checkpoint=1)[0, mean.offset : mean.stop]
+            assert not torch.equal(stored, z_src.weights([0], checkpoint=0)[0, mean.offset : mean.stop])
             again = zoo.recalibrate_bn(layout, z.weights([0], checkpoint=1), data)
             assert torch.allclose(again, z.weights([0], checkpoint=1), atol=1e-5)
     capsys.readouterr()
@@ -135,8 +158,11 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     _one_line_error(capsys, [*fit, f"zoo={tmp_path / 'short.zarr'}", "generator.hidden=0"], "generator.hidden must be")
     _one_line_error(capsys, [*fit, f"zoo={tmp_path / 'short.zarr'}", "generator.bound_quantile=2"], "bound_quantile")
     _one_line_error(capsys, [*fit, f"zoo={tmp_path / 'short.zarr'}", "generator.loss=l1"], "mae or mse")
-    _one_line_error(capsys, ["nowcast", str(tmp_path / "norun"), "--zoo", str(tmp_path / "short.zarr"), "--out",
-                             str(tmp_path / "o.zarr")], "no generator run")
+    _one_line_error(
+        capsys,
+        ["nowcast", str(tmp_path / "norun"), "--zoo", str(tmp_path / "short.zarr"), "--out", str(tmp_path / "o.zarr")],
+        "no generator run",
+    )
 
 
 @pytest.mark.slow
@@ -157,7 +183,14 @@ def test_same_config_and_seed_same_bits(fitted, tmp_path):
     d = fitted[0]
     files = []
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        generators.fit("known", str(d / "train.zarr"), out=str(tmp_path / name), seed=seed, steps_per_epoch=5,
-                       max_epochs=1, **{"trainer.enable_progress_bar": False})
+        generators.fit(
+            "known",
+            str(d / "train.zarr"),
+            out=str(tmp_path / name),
+            seed=seed,
+            steps_per_epoch=5,
+            max_epochs=1,
+            **{"trainer.enable_progress_bar": False},
+        )
         files.append((tmp_path / name / "model.safetensors").read_bytes())
     assert files[0] == files[1] and files[0] != files[2]

@@ -1,4 +1,5 @@
 """LCSC: the evolutionary search over checkpoint coefficients, its zoo runs, the written zoo and `zoo lcsc`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +9,15 @@ import pytest
 import torch
 
 import zoo
-from generators.lcsc.search import Search, SearchConfig, combine, ema_coefficients, project, run_searches, validation_view
+from generators.lcsc.search import (
+    Search,
+    SearchConfig,
+    combine,
+    ema_coefficients,
+    project,
+    run_searches,
+    validation_view,
+)
 from generators.lcsc.zoo import lcsc_zoo, write_lcsc_zoo
 from tests.conftest import build_zoo
 from zoo.commands.main import main as zoo_main
@@ -21,9 +30,15 @@ FAST = SearchConfig(population=16, max_evals=120)
 def ckpt_zoo(tmp_path_factory) -> zoo.Zoo:
     """3 digits MLPs (width 16) trained 8 epochs at a high learning rate, 9 checkpoints: noisy last iterates."""
     out = tmp_path_factory.mktemp("lcsc") / "ckpts.zarr"
-    return build_zoo(str(out), "recipe.widths=[16]", "recipe.seeds=3", "recipe.epochs=8",
-                     "recipe.learning_rates=[0.1]", "recipe.batch_sizes=[32]",
-                     "recipe.checkpoint_epochs=[0,1,2,3,4,5,6,7,8]")
+    return build_zoo(
+        str(out),
+        "recipe.widths=[16]",
+        "recipe.seeds=3",
+        "recipe.epochs=8",
+        "recipe.learning_rates=[0.1]",
+        "recipe.batch_sizes=[32]",
+        "recipe.checkpoint_epochs=[0,1,2,3,4,5,6,7,8]",
+    )
 
 
 def test_project_sums_to_one_within_bounds_and_keeps_feasible_rows():
@@ -96,8 +111,9 @@ def test_search_on_a_real_zoo_beats_or_equals_every_seed_on_validation(ckpt_zoo)
 
 def test_the_search_never_reads_the_test_split(ckpt_zoo):
     data = ckpt_zoo.dataset()
-    poisoned = dataclasses.replace(data, X_test=torch.full_like(data.X_test, float("nan")),
-                                   y_test=torch.zeros_like(data.y_test))
+    poisoned = dataclasses.replace(
+        data, X_test=torch.full_like(data.X_test, float("nan")), y_test=torch.zeros_like(data.y_test)
+    )
     clean = lcsc_zoo(ckpt_zoo, [0, 2], FAST, data=data).table
     dirty = lcsc_zoo(ckpt_zoo, [0, 2], FAST, data=poisoned).table
     assert dirty["coefficients"].tolist() == clean["coefficients"].tolist()
@@ -111,8 +127,7 @@ def test_the_search_never_reads_the_test_split(ckpt_zoo):
 
 def test_cli_writes_the_merged_zoo_and_table(ckpt_zoo, tmp_path, capsys):
     out = str(tmp_path / "merged.zarr")
-    rc = zoo_main(["lcsc", ckpt_zoo.path, "--models", "0,2", "--out", out, "--max-evals", "120",
-                   "--population", "16"])
+    rc = zoo_main(["lcsc", ckpt_zoo.path, "--models", "0,2", "--out", out, "--max-evals", "120", "--population", "16"])
     assert rc == 0 and "zoo lcsc: 2 models" in capsys.readouterr().out
     z = zoo.open(out)
     t = z.table("lcsc")
@@ -138,8 +153,15 @@ def test_cli_writes_the_merged_zoo_and_table(ckpt_zoo, tmp_path, capsys):
 
 
 def test_batchnorm_weights_are_the_combination_with_statistics_recomputed(tmp_path):
-    src = build_zoo(str(tmp_path / "cnn.zarr"), "recipe.arch=cnn", "recipe.dataset=digits-image",
-                    "recipe.widths=[4]", "recipe.seeds=1", "recipe.epochs=2", "recipe.checkpoint_epochs=[0,1,2]")
+    src = build_zoo(
+        str(tmp_path / "cnn.zarr"),
+        "recipe.arch=cnn",
+        "recipe.dataset=digits-image",
+        "recipe.widths=[4]",
+        "recipe.seeds=1",
+        "recipe.epochs=2",
+        "recipe.checkpoint_epochs=[0,1,2]",
+    )
     layout = next(iter(src.layouts.values()))
     assert any(e.name.endswith("running_mean") for e in layout.entries)
     r = lcsc_zoo(src, "all", SearchConfig(population=8, max_evals=30))
@@ -168,11 +190,16 @@ def test_bad_inputs_are_one_line_errors(ckpt_zoo, tmp_path, capsys):
     with pytest.raises(ZooError, match="model 1 is diverged"):
         lcsc_zoo(z, [1], FAST)
     assert lcsc_zoo(z, "all", FAST).table["model_id"].tolist() == [0]  # 'all' means the done models
-    for kwargs, match in (({"models": "0,x"}, "bad model ids"), ({"models": [7]}, "out of range"),
-                          ({"val_fraction": 1.0}, "validation fraction"), ({"metric": "r2"}, "metric must be"),
-                          ({"config": dataclasses.replace(FAST, lower=0.2)}, "bounds"),
-                          ({"config": dataclasses.replace(FAST, max_evals=3)}, "max_evals"),
-                          ({"upto": 0}, "at least 2 checkpoints"), ({"upto": 20}, "out of range")):
+    for kwargs, match in (
+        ({"models": "0,x"}, "bad model ids"),
+        ({"models": [7]}, "out of range"),
+        ({"val_fraction": 1.0}, "validation fraction"),
+        ({"metric": "r2"}, "metric must be"),
+        ({"config": dataclasses.replace(FAST, lower=0.2)}, "bounds"),
+        ({"config": dataclasses.replace(FAST, max_evals=3)}, "max_evals"),
+        ({"upto": 0}, "at least 2 checkpoints"),
+        ({"upto": 20}, "out of range"),
+    ):
         with pytest.raises(ZooError, match=match):
             lcsc_zoo(ckpt_zoo, **{"models": "all", "config": FAST, **kwargs})
     # a zoo with one checkpoint per model (an LCSC output) has nothing to combine
@@ -187,8 +214,15 @@ def test_bad_inputs_are_one_line_errors(ckpt_zoo, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------------------------------- generators
-GEN_FIT = {"hidden": 32, "time_dim": 16, "val_samples": 4, "steps_per_epoch": 15, "trainer.max_epochs": 2,
-           "trainer.enable_progress_bar": False, "snapshot_every_n_steps": 5}
+GEN_FIT = {
+    "hidden": 32,
+    "time_dim": 16,
+    "val_samples": 4,
+    "steps_per_epoch": 15,
+    "trainer.max_epochs": 2,
+    "trainer.enable_progress_bar": False,
+    "snapshot_every_n_steps": 5,
+}
 GEN_SEARCH = SearchConfig(population=8, max_evals=24)
 
 
@@ -247,14 +281,18 @@ def test_generator_lcsc_never_reads_the_test_split(gen_run, monkeypatch):
 
 def test_generator_cli_and_errors(gen_run, tmp_path, capsys):
     out = tmp_path / "merged"
-    assert zoo_main(["lcsc", str(gen_run), "--generator", "--out", str(out), "--samples", "4",
-                     "--max-evals", "16"]) == 0
+    assert (
+        zoo_main(["lcsc", str(gen_run), "--generator", "--out", str(out), "--samples", "4", "--max-evals", "16"]) == 0
+    )
     assert "6 snapshots" in capsys.readouterr().out and (out / "lcsc.json").is_file()
     assert zoo_main(["sample", str(out), "-n", "3", "--out", str(tmp_path / "s.zarr")]) == 0
     assert len(zoo.open(str(tmp_path / "s.zarr")).models) == 3
-    for argv, match in (([], "already exists"), (["--overwrite", "--upto", "5"], "at least 2 generator snapshots"),
-                        (["--overwrite", "--models", "0"], "--models selects zoo models"),
-                        (["--overwrite", "--samples", "0"], "samples must be a positive integer")):
+    for argv, match in (
+        ([], "already exists"),
+        (["--overwrite", "--upto", "5"], "at least 2 generator snapshots"),
+        (["--overwrite", "--models", "0"], "--models selects zoo models"),
+        (["--overwrite", "--samples", "0"], "samples must be a positive integer"),
+    ):
         capsys.readouterr()
         assert zoo_main(["lcsc", str(gen_run), "--generator", "--out", str(out), *argv]) == 2
         err = capsys.readouterr().err.strip()

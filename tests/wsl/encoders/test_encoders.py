@@ -1,4 +1,5 @@
 """Encoders: hidden-unit permutation invariance (graph, StatNN), padding-independence, graph size."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,9 +11,9 @@ from wsl.encoders.graph import build_template
 from wsl.space import WeightSpace
 from wsl.symmetry import permute
 from zoo.arch import arch_spec, build_model
+from zoo.datasets import load_dataset
 from zoo.errors import ZooError
 from zoo.layout import layout_of
-from zoo.datasets import load_dataset
 
 
 def _nets(name: str, widths=(6, 8, 8), train: bool = True):
@@ -87,8 +88,11 @@ def test_graph_has_a_node_per_neuron_and_an_edge_per_weight():
     lay = space.layouts[int(idx[0])]
     neurons = 1 + 4 + 2 * (4 + 4) + 10  # input channel, stem, (mid, out) per block, outputs
     assert len(t.node_id) == neurons
-    weights = sum(e.numel // (e.shape[2] * e.shape[3] if len(e.shape) == 4 else 1)
-                  for e in lay.entries if e.name.endswith("weight") and len(e.shape) >= 2)
+    weights = sum(
+        e.numel // (e.shape[2] * e.shape[3] if len(e.shape) == 4 else 1)
+        for e in lay.entries
+        if e.name.endswith("weight") and len(e.shape) >= 2
+    )
     assert t.edge_index.shape[1] == weights + 2 * 4  # plus one identity skip edge per channel per block
     assert len(t.out_nodes) == 10
 

@@ -1,5 +1,6 @@
 """The nfn encoder (NP layers of the ``nfn`` package): hidden-unit invariance from zoo.rebasin's spec,
 input positions kept distinct, width-independence, and chain networks only."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Bad configs and bad data are refused up front: one line, exit 2, nothing created."""
+
 from __future__ import annotations
 
 import os
@@ -7,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from zoo.training.build import prepare
-from zoo.commands.main import main as zoo_main
 from zoo.app.config import compose
+from zoo.commands.main import main as zoo_main
+from zoo.training.build import prepare
 
 
 def _refused(capsys, out: str, *args: str) -> str:
@@ -21,20 +22,23 @@ def _refused(capsys, out: str, *args: str) -> str:
     return err
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("recipe.widths=abc", "recipe.widths"),
-    ("recipe.epochs=abc", "recipe.epochs"),
-    ("threads=-1", "threads"),
-    ("block_size=0", "block_size"),
-    ("+recipe.nope=1", "unknown key recipe.nope"),
-    ("recipe.learning_rates=[nan]", "finite number > 0"),
-    ("recipe.weight_decays=[-0.1]", "recipe.weight_decays"),
-    ("recipe.checkpoint_epochs=[0,9]", "within 0..3"),
-    ("recipe.checkpoint_epochs=[3,1]", "increasing"),
-    ("recipe.momentum=2", "recipe.momentum"),
-    ("recipe.batchnorm=maybe", "true or false"),
-    ("out=memory://zoos/x.zarr", "vanishes when this command exits"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("recipe.widths=abc", "recipe.widths"),
+        ("recipe.epochs=abc", "recipe.epochs"),
+        ("threads=-1", "threads"),
+        ("block_size=0", "block_size"),
+        ("+recipe.nope=1", "unknown key recipe.nope"),
+        ("recipe.learning_rates=[nan]", "finite number > 0"),
+        ("recipe.weight_decays=[-0.1]", "recipe.weight_decays"),
+        ("recipe.checkpoint_epochs=[0,9]", "within 0..3"),
+        ("recipe.checkpoint_epochs=[3,1]", "increasing"),
+        ("recipe.momentum=2", "recipe.momentum"),
+        ("recipe.batchnorm=maybe", "true or false"),
+        ("out=memory://zoos/x.zarr", "vanishes when this command exits"),
+    ],
+)
 def test_bad_overrides(capsys, tmp_path, override, needle):
     assert needle in _refused(capsys, str(tmp_path / "never.zarr"), override)
 
@@ -54,12 +58,14 @@ def test_bad_data_files(capsys, tmp_path):
     }
     for needle, arrays in cases.items():
         path = _npz(tmp_path / "d.npz", **arrays)
-        assert needle in _refused(capsys, str(tmp_path / "never.zarr"), f"recipe.dataset={path}",
-                                  "recipe.batch_sizes=[4]")
+        assert needle in _refused(
+            capsys, str(tmp_path / "never.zarr"), f"recipe.dataset={path}", "recipe.batch_sizes=[4]"
+        )
     np.save(tmp_path / "single.npy", X)
     shutil.move(tmp_path / "single.npy", tmp_path / "renamed.npz")
-    assert "single .npy array" in _refused(capsys, str(tmp_path / "never.zarr"),
-                                           f"recipe.dataset={tmp_path / 'renamed.npz'}", "recipe.batch_sizes=[4]")
+    assert "single .npy array" in _refused(
+        capsys, str(tmp_path / "never.zarr"), f"recipe.dataset={tmp_path / 'renamed.npz'}", "recipe.batch_sizes=[4]"
+    )
 
 
 def test_resume_refuses_changed_data(capsys, tmp_path):
@@ -73,14 +79,17 @@ def test_resume_refuses_changed_data(capsys, tmp_path):
     assert "changed since this zoo was started" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["train", "encoder=statnn", "trainer.max_epochs=abc"], "trainer.max_epochs"),
-    (["train", "encoder=statnn", "data.split=[1,0,0]"], "data.split"),
-    (["train", "encoder=statnn", "optim.lr=-1"], "optim.lr"),
-    (["landscape", "{zoo}", "probes=abc"], "landscape.probes"),
-    (["landscape", "{zoo}", "pairs=some"], "landscape.pairs"),
-    (["phases", "{zoo}", "--out", "{tmp}", "phases.mc_tol=abc"], "landscape.phases.mc_tol"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["train", "encoder=statnn", "trainer.max_epochs=abc"], "trainer.max_epochs"),
+        (["train", "encoder=statnn", "data.split=[1,0,0]"], "data.split"),
+        (["train", "encoder=statnn", "optim.lr=-1"], "optim.lr"),
+        (["landscape", "{zoo}", "probes=abc"], "landscape.probes"),
+        (["landscape", "{zoo}", "pairs=some"], "landscape.pairs"),
+        (["phases", "{zoo}", "--out", "{tmp}", "phases.mc_tol=abc"], "landscape.phases.mc_tol"),
+    ],
+)
 def test_bad_train_landscape_and_phase_settings(tiny_zoo, tmp_path, capsys, args, needle):
     argv = [a.format(zoo=tiny_zoo.path, tmp=tmp_path / "ph") for a in args]
     if argv[0] == "train":

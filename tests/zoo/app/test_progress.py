@@ -1,4 +1,5 @@
 """zoo.progress: one bar per long step in a terminal, a bounded number of readable lines in a log."""
+
 from __future__ import annotations
 
 import io
@@ -15,8 +16,10 @@ import zoo
 from zoo.app import progress as zp
 from zoo.commands.main import main as zoo_main
 
-LINE = re.compile(r"^\[zoo build\] models [\d,]+/[\d,]+ \(\d+%\) in \d+(\.\d)? (s|min|h)(, about .+ left|, done)?"
-                  r"(; diverged \d+)?$")
+LINE = re.compile(
+    r"^\[zoo build\] models [\d,]+/[\d,]+ \(\d+%\) in \d+(\.\d)? (s|min|h)(, about .+ left|, done)?"
+    r"(; diverged \d+)?$"
+)
 
 
 class FakeTTY(io.StringIO):
@@ -100,9 +103,24 @@ def test_build_log_is_bounded_and_readable(tmp_path):
     out, err = tmp_path / "z.zarr", tmp_path / "build.log"
     t0 = time.perf_counter()
     with err.open("w") as f:
-        r = subprocess.run([sys.executable, "-m", "zoo.commands.main", "build", "recipe=tiny", f"out={out}", "recipe.seeds=4",
-                            "population_size=2", "block_size=4", "threads=1"], stdout=subprocess.PIPE, stderr=f,
-                           text=True, timeout=300)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "zoo.commands.main",
+                "build",
+                "recipe=tiny",
+                f"out={out}",
+                "recipe.seeds=4",
+                "population_size=2",
+                "block_size=4",
+                "threads=1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=f,
+            text=True,
+            timeout=300,
+        )
     elapsed = time.perf_counter() - t0
     assert r.returncode == 0, err.read_text()
     lines = err.read_text().splitlines()
@@ -178,9 +196,15 @@ def test_lightning_epochs_with_the_validation_metric(tmp_path, monkeypatch):
     log = io.StringIO()
     monkeypatch.setattr(sys, "stderr", log)
     monkeypatch.setattr(zp, "INTERVAL", 0.0)
-    trainer = make_trainer({"max_epochs": 3, "enable_progress_bar": True, "accelerator": "cpu"}, tmp_path, [],
-                           progress="zoo train", monitor="val/loss", enable_model_summary=False,
-                           num_sanity_val_steps=0)
+    trainer = make_trainer(
+        {"max_epochs": 3, "enable_progress_bar": True, "accelerator": "cpu"},
+        tmp_path,
+        [],
+        progress="zoo train",
+        monitor="val/loss",
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     assert trainer.progress_bar_callback is None  # Lightning's own bar is off
     trainer.fit(_Regression(), data, data)
     lines = log.getvalue().splitlines()

@@ -1,4 +1,5 @@
 """Landscape metrics against exact references: Hessian (torch.func.hessian), CKA invariances, mode connectivity."""
+
 import math
 
 import pytest
@@ -6,13 +7,13 @@ import torch
 from torch.func import hessian, vmap
 
 from zoo.arch import arch_spec, build_model
+from zoo.datasets import load_dataset
+from zoo.evaluate import predict
 from zoo.landscape.cka import linear_cka
 from zoo.landscape.connectivity import bezier, mc_from_losses, mode_connectivity
-from zoo.evaluate import predict
 from zoo.landscape.functional import FunctionalNet
 from zoo.landscape.hessian import batched_hvp, exact_trace, hutchinson_trace, top_eigenvalue
 from zoo.layout import layout_of
-from zoo.datasets import load_dataset
 
 
 def _tiny_population(n=3, width=4, arch="mlp", seed=0):
@@ -70,9 +71,11 @@ def test_batchnorm_loss_uses_running_stats_so_it_is_a_function_of_weights():
     x, y = task.X_train[:32], task.y_train[:32]
     l_full = net.loss_fn(task.kind)(theta[0], {k: v[0] for k, v in bufs.items()}, x, y)
     l_half = torch.nn.functional.cross_entropy(
-        net.forward(theta[0], {k: v[0] for k, v in bufs.items()}, x[:16]), y[:16], reduction="sum")
+        net.forward(theta[0], {k: v[0] for k, v in bufs.items()}, x[:16]), y[:16], reduction="sum"
+    )
     l_rest = torch.nn.functional.cross_entropy(
-        net.forward(theta[0], {k: v[0] for k, v in bufs.items()}, x[16:]), y[16:], reduction="sum")
+        net.forward(theta[0], {k: v[0] for k, v in bufs.items()}, x[16:]), y[16:], reduction="sum"
+    )
     # eval-mode BN: per-example outputs do not depend on which other examples share the batch
     assert torch.allclose(l_full * 32, l_half + l_rest, rtol=1e-5)
     module = lay.build()
@@ -101,8 +104,8 @@ def test_cka_invariances():
 
 def test_mc_formula_on_profiles():
     t = torch.linspace(0, 1, 11)
-    barrier = 1.0 + 2.0 * torch.sin(math.pi * t)     # ends 1, peak 3 -> mc = -2
-    valley = 1.0 - 0.5 * torch.sin(math.pi * t)      # dip to 0.5 -> mc = +0.5
+    barrier = 1.0 + 2.0 * torch.sin(math.pi * t)  # ends 1, peak 3 -> mc = -2
+    valley = 1.0 - 0.5 * torch.sin(math.pi * t)  # dip to 0.5 -> mc = +0.5
     flat = torch.full_like(t, 0.3)
     mc = mc_from_losses(torch.stack([barrier, valley, flat]))
     assert torch.allclose(mc, torch.tensor([-2.0, 0.5, 0.0]), atol=1e-6)
@@ -111,7 +114,7 @@ def test_mc_formula_on_profiles():
 def _quad_barrier_loss(theta, x, y):
     """A double well in a (minima near a = +-1) plus a bump at (0, -0.5) that a curve can bend around."""
     a, b = theta[0], theta[1]
-    return (a ** 2 - 1) ** 2 + 4 * torch.exp(-((b + 0.5) ** 2)) * torch.exp(-4 * a ** 2) + 0.0 * x.sum() * y.sum()
+    return (a**2 - 1) ** 2 + 4 * torch.exp(-((b + 0.5) ** 2)) * torch.exp(-4 * a**2) + 0.0 * x.sum() * y.sum()
 
 
 def test_mode_connectivity_identical_endpoints_and_barrier():
@@ -131,7 +134,7 @@ def test_mode_connectivity_identical_endpoints_and_barrier():
 def test_mode_connectivity_positive_for_undertrained_ends():
     """Two points high on the sides of a bowl: the curve through the bottom has lower loss than the ends."""
     x, y = torch.zeros(4, 1), torch.zeros(4)
-    bowl = lambda th, x_, y_: (th ** 2).sum() + 0.0 * x_.sum()
+    bowl = lambda th, x_, y_: (th**2).sum() + 0.0 * x_.sum()
     w0, w1 = torch.tensor([[2.0, 2.0]]), torch.tensor([[2.0, -2.0]])
     out = mode_connectivity(bowl, w0, w1, x, y, x, y, k=21, steps=300, lr=0.1)
     assert out["mc"][0] > 1.0 and out["mc_linear"][0] > 1.0
@@ -146,8 +149,17 @@ def test_connectivity_between_trained_mlps_batches_over_pairs():
     net = FunctionalNet.from_layout(lay, batch_stats=True)
     theta, _ = net.split(w)
     loss = lambda th, x, y: torch.nn.functional.cross_entropy(net.forward(th, {}, x), y)
-    out = mode_connectivity(loss, theta[[0, 1]], theta[[1, 2]], task.X_train, task.y_train, task.X_train[:256],
-                            task.y_train[:256], k=5, steps=20)
+    out = mode_connectivity(
+        loss,
+        theta[[0, 1]],
+        theta[[1, 2]],
+        task.X_train,
+        task.y_train,
+        task.X_train[:256],
+        task.y_train[:256],
+        k=5,
+        steps=20,
+    )
     assert out["curve"].shape == (2, 5) and torch.isfinite(out["mc"]).all()
     ends = vmap(loss, in_dims=(0, None, None))(theta, task.X_train[:256], task.y_train[:256])
     assert torch.allclose(out["curve"][:, 0], ends[[0, 1]], rtol=1e-5)

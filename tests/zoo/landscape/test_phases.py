@@ -1,4 +1,5 @@
 """Phase rules on hand-made metric tables, config validation, and the diagram's PNG + JSON."""
+
 import json
 
 import numpy as np
@@ -10,8 +11,14 @@ from zoo.landscape.compute import analysis_indices, resolve_config, seed_pairs
 from zoo.landscape.phases import Cutoffs, cell_table, label_cells, label_models, mc_region, pair_spread, phase_of
 from zoo.landscape.plot import phase_diagram
 
-CUT = Cutoffs(train_loss_high=0.1, hessian_metric="hessian_trace", hessian_cut_kind="absolute", hessian_cut=50.0,
-              mc_tol=0.02, cka_high=0.9)
+CUT = Cutoffs(
+    train_loss_high=0.1,
+    hessian_metric="hessian_trace",
+    hessian_cut_kind="absolute",
+    hessian_cut=50.0,
+    mc_tol=0.02,
+    cka_high=0.9,
+)
 # (width, batch_size): (train_loss, hessian_trace, mc, cka, expected phase)
 CELLS = {
     (4, 1024): (1.5, 200.0, -0.30, 0.5, "I"),
@@ -19,9 +26,9 @@ CELLS = {
     (4, 16): (0.02, 10.0, -0.10, 0.6, "III"),
     (32, 16): (0.01, 5.0, 0.005, 0.7, "IV-A"),
     (128, 16): (0.005, 3.0, -0.01, 0.95, "IV-B"),
-    (128, 64): (0.005, 3.0, 0.30, 0.97, ""),       # low loss, mc > +tol: outside the taxonomy (two-sided rule)
-    (64, 64): (0.05, 80.0, 0.0, 0.9, "IV-B"),       # low loss but large Hessian: labelled, flagged
-    (8, 64): (2.0, 5.0, 0.02, 0.3, ""),             # high loss, |mc| = tol counts as connected: neither I nor II
+    (128, 64): (0.005, 3.0, 0.30, 0.97, ""),  # low loss, mc > +tol: outside the taxonomy (two-sided rule)
+    (64, 64): (0.05, 80.0, 0.0, 0.9, "IV-B"),  # low loss but large Hessian: labelled, flagged
+    (8, 64): (2.0, 5.0, 0.02, 0.3, ""),  # high loss, |mc| = tol counts as connected: neither I nor II
 }
 
 
@@ -29,10 +36,23 @@ def _table():
     rows, mid = [], 0
     for (w, b), (loss, tr, mc, cka, _) in CELLS.items():
         for s in range(3):  # per-model metrics jitter around the cell value; cell metrics repeat
-            rows.append(dict(model_id=mid, width=w, batch_size=b, seed=s, train_loss=loss * (1 + 0.1 * (s - 1)),
-                             train_acc=1 - loss / 3, test_acc=0.9, generalization_gap=0.05, hessian_trace=tr * (1 + 0.05 * s),
-                             hessian_top_eigenvalue=tr / 5, mode_connectivity=mc, mode_connectivity_linear=mc - 0.1,
-                             cka=cka))
+            rows.append(
+                dict(
+                    model_id=mid,
+                    width=w,
+                    batch_size=b,
+                    seed=s,
+                    train_loss=loss * (1 + 0.1 * (s - 1)),
+                    train_acc=1 - loss / 3,
+                    test_acc=0.9,
+                    generalization_gap=0.05,
+                    hessian_trace=tr * (1 + 0.05 * s),
+                    hessian_top_eigenvalue=tr / 5,
+                    mode_connectivity=mc,
+                    mode_connectivity_linear=mc - 0.1,
+                    cka=cka,
+                )
+            )
             mid += 1
     return pd.DataFrame(rows)
 
@@ -60,58 +80,88 @@ def test_notes_say_why_a_cell_is_unlabelled():
     assert cells.loc[(4, 1024), "note"] == ""
 
 
-@pytest.mark.parametrize("mc,region", [(-0.0301, "barrier"), (-0.03, "connected"), (0.0, "connected"),
-                                       (0.03, "connected"), (0.0301, "positive")])
+@pytest.mark.parametrize(
+    "mc,region",
+    [(-0.0301, "barrier"), (-0.03, "connected"), (0.0, "connected"), (0.03, "connected"), (0.0301, "positive")],
+)
 def test_mc_rule_is_two_sided_with_the_tolerance_inclusive(mc, region):
     assert mc_region(mc, 0.03) == region
 
 
-@pytest.mark.parametrize("loss,mc,cka,phase", [
-    (0.1, -0.0301, 0.5, "III"),    # loss exactly at train_loss_high is well trained
-    (0.1001, -0.0301, 0.5, "I"),
-    (0.1001, 0.0301, 0.5, "II"),
-    (0.1001, 0.03, 0.5, ""),       # high loss, |mc| <= tol: neither I nor II
-    (0.05, -0.03, 0.9, "IV-B"),    # CKA exactly at cka_high is high
-    (0.05, 0.03, 0.8999, "IV-A"),
-    (0.05, 0.0301, 0.99, ""),      # the old one-sided rule called this IV-B
-    (0.05, -0.0301, 0.99, "III"),
-])
+@pytest.mark.parametrize(
+    "loss,mc,cka,phase",
+    [
+        (0.1, -0.0301, 0.5, "III"),  # loss exactly at train_loss_high is well trained
+        (0.1001, -0.0301, 0.5, "I"),
+        (0.1001, 0.0301, 0.5, "II"),
+        (0.1001, 0.03, 0.5, ""),  # high loss, |mc| <= tol: neither I nor II
+        (0.05, -0.03, 0.9, "IV-B"),  # CKA exactly at cka_high is high
+        (0.05, 0.03, 0.8999, "IV-A"),
+        (0.05, 0.0301, 0.99, ""),  # the old one-sided rule called this IV-B
+        (0.05, -0.0301, 0.99, "III"),
+    ],
+)
 def test_phase_rule_at_the_boundaries(loss, mc, cka, phase):
     cut = Cutoffs(train_loss_high=0.1, mc_tol=0.03, cka_high=0.9)
     assert phase_of(loss, mc, cka, cut)[0] == phase
 
 
 def test_marginal_cells_are_those_whose_interval_crosses_a_deciding_cutoff():
-    cut = Cutoffs(train_loss_high=0.1, hessian_cut_kind="absolute", hessian_cut=50.0, mc_tol=0.03, cka_high=0.9,
-                  interval_z=2.0)
-    base = dict(hessian_trace=5.0, hessian_top_eigenvalue=1.0, train_loss=0.02, train_loss_se=0.001,
-                mode_connectivity=0.0, mode_connectivity_se=0.001, cka=0.95, cka_se=0.001)
+    cut = Cutoffs(
+        train_loss_high=0.1, hessian_cut_kind="absolute", hessian_cut=50.0, mc_tol=0.03, cka_high=0.9, interval_z=2.0
+    )
+    base = dict(
+        hessian_trace=5.0,
+        hessian_top_eigenvalue=1.0,
+        train_loss=0.02,
+        train_loss_se=0.001,
+        mode_connectivity=0.0,
+        mode_connectivity_se=0.001,
+        cka=0.95,
+        cka_se=0.001,
+    )
     rows = {
         "robust": {},
-        "mc": dict(mode_connectivity=0.02, mode_connectivity_se=0.006),   # 0.02 + 2*0.006 > 0.03
+        "mc": dict(mode_connectivity=0.02, mode_connectivity_se=0.006),  # 0.02 + 2*0.006 > 0.03
         "mc_inside": dict(mode_connectivity=0.02, mode_connectivity_se=0.004),  # 0.028: stays connected
         "loss": dict(train_loss=0.09, train_loss_se=0.01),
         "cka": dict(cka=0.91, cka_se=0.01),
         "cka_irrelevant": dict(mode_connectivity=-0.2, cka=0.91, cka_se=0.01),  # III: CKA decides nothing
         "no_spread": dict(mode_connectivity=0.029, mode_connectivity_se=np.nan),
     }
-    cells = pd.DataFrame([{"cell": k, "width": i, "batch_size": 16, **base, **v} for i, (k, v) in enumerate(rows.items())])
+    cells = pd.DataFrame(
+        [{"cell": k, "width": i, "batch_size": 16, **base, **v} for i, (k, v) in enumerate(rows.items())]
+    )
     out = label_cells(cells, cut).set_index("cell")
-    assert out["marginal_on"].to_dict() == {"robust": "", "mc": "mode_connectivity", "mc_inside": "",
-                                            "loss": "train_loss", "cka": "cka", "cka_irrelevant": "",
-                                            "no_spread": ""}
+    assert out["marginal_on"].to_dict() == {
+        "robust": "",
+        "mc": "mode_connectivity",
+        "mc_inside": "",
+        "loss": "train_loss",
+        "cka": "cka",
+        "cka_irrelevant": "",
+        "no_spread": "",
+    }
     assert out.loc["mc", "phase"] == "IV-B" and out.loc["cka_irrelevant", "phase"] == "III"  # labels unchanged
     assert out.loc["mc", "mode_connectivity_hi"] == pytest.approx(0.032)
     # the same cell with a tighter interval_z is no longer marginal
-    assert not label_cells(cells, Cutoffs(**{**cut.__dict__, "interval_z": 1.0})).set_index("cell").loc["mc", "marginal"]
+    assert (
+        not label_cells(cells, Cutoffs(**{**cut.__dict__, "interval_z": 1.0})).set_index("cell").loc["mc", "marginal"]
+    )
 
 
 def test_pair_spread_combines_pairs_and_bootstrap():
-    pairs = pd.DataFrame({"cell": ["a"] * 3 + ["b"], "mode_connectivity": [0.0, 0.03, 0.06, 0.1],
-                          "mode_connectivity_boot_std": [0.01, 0.01, 0.01, 0.02], "cka": [0.9, 0.92, 0.94, 0.8]})
+    pairs = pd.DataFrame(
+        {
+            "cell": ["a"] * 3 + ["b"],
+            "mode_connectivity": [0.0, 0.03, 0.06, 0.1],
+            "mode_connectivity_boot_std": [0.01, 0.01, 0.01, 0.02],
+            "cka": [0.9, 0.92, 0.94, 0.8],
+        }
+    )
     s = pair_spread(pairs)
     assert s.loc["a", "pairs"] == 3 and s.loc["a", "mode_connectivity_std"] == pytest.approx(0.03)
-    assert s.loc["a", "mode_connectivity_se"] == pytest.approx(np.sqrt((0.03 / np.sqrt(3)) ** 2 + 0.01 ** 2))
+    assert s.loc["a", "mode_connectivity_se"] == pytest.approx(np.sqrt((0.03 / np.sqrt(3)) ** 2 + 0.01**2))
     assert s.loc["a", "cka_se"] == pytest.approx(0.02 / np.sqrt(3))
     assert s.loc["b", "mode_connectivity_se"] == pytest.approx(0.02)  # one pair: only the bootstrap spread
     # cell_table attaches them by cell id
@@ -126,8 +176,9 @@ def test_pair_spread_combines_pairs_and_bootstrap():
 def test_phase_rules_missing_metrics_and_quantile_cut():
     table = _table()
     table.loc[table.width == 4, "mode_connectivity"] = np.nan  # e.g. a cell with one trained seed
-    cells = label_cells(cell_table(table, ["width", "batch_size"]),
-                        Cutoffs(hessian_cut_kind="quantile", hessian_cut=0.5))
+    cells = label_cells(
+        cell_table(table, ["width", "batch_size"]), Cutoffs(hessian_cut_kind="quantile", hessian_cut=0.5)
+    )
     c = cells.set_index(["width", "batch_size"])
     assert c.loc[(4, 16), "phase"] == "" and c.loc[(4, 1024), "phase"] == ""
     thr = cells.attrs["hessian_threshold"]

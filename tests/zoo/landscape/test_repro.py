@@ -1,5 +1,6 @@
 """Landscape metrics are reproducible: same zoo + same config gives identical numbers, whatever the
 process's thread count or how models are grouped into populations (per-model random streams)."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,16 +11,36 @@ from zoo.commands.main import main
 from zoo.landscape.compute import compute_landscape
 
 CFG = {"probes": 4, "power_iters": 5, "bezier_steps": 20, "batches": 1, "batch_size": 64, "bootstrap": 20}
-METRICS = ["train_loss", "hessian_trace", "hessian_top_eigenvalue", "mode_connectivity", "mode_connectivity_linear",
-           "cka"]
+METRICS = [
+    "train_loss",
+    "hessian_trace",
+    "hessian_top_eigenvalue",
+    "mode_connectivity",
+    "mode_connectivity_linear",
+    "cka",
+]
 
 
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory):
     out = tmp_path_factory.mktemp("repro") / "z.zarr"
-    assert main(["build", "recipe=tiny", f"out={out}", "progress=false", "threads=1", "recipe.widths=[4,16]",
-                 "recipe.batch_sizes=[16,256]", "recipe.seeds=3", "recipe.epochs=2",
-                 "recipe.checkpoint_epochs=[0,2]"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "recipe=tiny",
+                f"out={out}",
+                "progress=false",
+                "threads=1",
+                "recipe.widths=[4,16]",
+                "recipe.batch_sizes=[16,256]",
+                "recipe.seeds=3",
+                "recipe.epochs=2",
+                "recipe.checkpoint_epochs=[0,2]",
+            ]
+        )
+        == 0
+    )
     return zoo.open(str(out))
 
 

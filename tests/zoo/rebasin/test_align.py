@@ -1,4 +1,5 @@
 """``zoo align`` end to end on small zoos built in the test: canonical weights keep every model's function."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,11 +7,10 @@ import pytest
 import torch
 
 import zoo
-from zoo.commands.main import main as zoo_main
 from zoo.app.config import compose
+from zoo.commands.main import main as zoo_main
 from zoo.errors import ZooError
 from zoo.rebasin.align import align_zoo, choose_reference
-
 
 
 def _build(path, *overrides):
@@ -44,8 +44,9 @@ def test_zoo_align_cli_writes_function_preserving_canonical_weights(mlp_zoo, cap
     X = z.dataset().X_test[:64]
     ref = choose_reference(models)
     assert ref == int(done.sort_values(["train_acc", "model_id"], ascending=[False, True])["model_id"].iloc[0])
-    shuffled = models.assign(test_acc=models["test_acc"].sample(frac=1, random_state=0).to_numpy(),
-                             test_loss=-models["test_loss"])
+    shuffled = models.assign(
+        test_acc=models["test_acc"].sample(frac=1, random_state=0).to_numpy(), test_loss=-models["test_loss"]
+    )
     assert choose_reference(shuffled) == ref  # the test split never takes part in the choice
     for i in done["model_id"]:
         for c in range(len(z.checkpoint_epochs)):
@@ -73,7 +74,7 @@ def test_diverged_models_are_skipped_or_aligned_where_finite(mlp_zoo):
     assert summary["groups"][0]["skipped_diverged"] == 0
     last = int(div["model_id"].map(dict(zip(models["model_id"], models["last_checkpoint"]))).iloc[0])
     traj = z.weights([i], checkpoint=None, canonical=True)[0]
-    assert torch.isfinite(traj[: last + 1]).all() and torch.isnan(traj[last + 1:]).all()
+    assert torch.isfinite(traj[: last + 1]).all() and torch.isnan(traj[last + 1 :]).all()
     X = z.dataset().X_test[:64]
     for c in range(last + 1):
         _same_function(z, i, c, X)
@@ -104,14 +105,22 @@ def test_align_last_checkpoint_trajectory_mode_and_explicit_reference(tmp_path):
     w_can = layout.unflatten(can[-1])["layers.0.weight"]
     perm = [int((w_raw - row).abs().sum(1).argmin()) for row in w_can]
     for c in range(3):
-        torch.testing.assert_close(layout.unflatten(can[c])["layers.0.weight"],
-                                   layout.unflatten(raw[c])["layers.0.weight"][perm])
+        torch.testing.assert_close(
+            layout.unflatten(can[c])["layers.0.weight"], layout.unflatten(raw[c])["layers.0.weight"][perm]
+        )
 
 
 def test_align_batchnorm_cnn_zoo(tmp_path):
     path = tmp_path / "cnn.zarr"
-    _build(path, "recipe.arch=cnn", "recipe.dataset=digits-image", "recipe.widths=[4]", "recipe.seeds=2",
-           "recipe.epochs=1", "recipe.checkpoint_epochs=[0,1]")
+    _build(
+        path,
+        "recipe.arch=cnn",
+        "recipe.dataset=digits-image",
+        "recipe.widths=[4]",
+        "recipe.seeds=2",
+        "recipe.epochs=1",
+        "recipe.checkpoint_epochs=[0,1]",
+    )
     assert zoo_main(["align", str(path), "--pairs", "1", "--json"]) == 0
     z = zoo.open(str(path))
     X = z.dataset().X_test[:64]
@@ -138,15 +147,16 @@ def test_align_errors(mlp_zoo, tmp_path, capsys):
 
 
 def test_align_flat_canonicalizes_vectors_outside_the_store(mlp_zoo):
-    from zoo.rebasin.align import align_flat
     from zoo.rebasin import permute_flat, random_perms, spec_for_layout
+    from zoo.rebasin.align import align_flat
 
     z = zoo.open(mlp_zoo)
     layout = z.layout(0)
     ref = z.weights([0])[0]
     spec = spec_for_layout(layout)
-    shuffled = permute_flat(spec, layout, ref.expand(3, -1).clone(),
-                            random_perms(spec, torch.Generator().manual_seed(0), n=3))
+    shuffled = permute_flat(
+        spec, layout, ref.expand(3, -1).clone(), random_perms(spec, torch.Generator().manual_seed(0), n=3)
+    )
     assert not torch.equal(shuffled[0], ref)
     aligned, res = align_flat(layout, ref, shuffled)
     torch.testing.assert_close(aligned, ref.expand(3, -1))

@@ -1,4 +1,5 @@
 """Git Re-Basin: specs derived from modules, function-preserving permutations, weight matching invariants."""
+
 from __future__ import annotations
 
 import copy
@@ -14,12 +15,21 @@ from torch import nn
 
 import zoo
 from zoo.arch import arch_spec, build_model
-from zoo.errors import ZooError
-from zoo.rebasin import (identity_perms, invert_perms, match_population, merge_many, permutation_spec,
-                         permute_state, permute_states, random_perms, weight_matching)
-from zoo.rebasin.report import l2_distance, loss_barrier, top_singular_agreement
 from zoo.datasets import load_dataset
+from zoo.errors import ZooError
 from zoo.layout import layout_of
+from zoo.rebasin import (
+    identity_perms,
+    invert_perms,
+    match_population,
+    merge_many,
+    permutation_spec,
+    permute_state,
+    permute_states,
+    random_perms,
+    weight_matching,
+)
+from zoo.rebasin.report import l2_distance, loss_barrier, top_singular_agreement
 
 ARCHS = {
     "mlp": ("digits", dict(name="mlp", width=16, depth=2)),
@@ -29,8 +39,7 @@ ARCHS = {
 }
 
 
-
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _task(name):
     return load_dataset(name)
 
@@ -41,7 +50,7 @@ def trained(arch: str, seed: int, steps: int = 30):
     return copy.deepcopy(model), task
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _trained(arch: str, seed: int, steps: int):
     task_name, kw = ARCHS[arch]
     task = _task(task_name)
@@ -166,8 +175,10 @@ def test_one_hidden_layer_matching_finds_the_exhaustive_optimum(seed):
     a = {k: torch.randn(v, generator=g) for k, v in spec.shapes.items()}
     b = {k: torch.randn(v, generator=g) for k, v in spec.shapes.items()}
     (group,) = spec.groups
-    best = max(_true_objective(spec, a, permute_state(spec, b, {group: torch.tensor(p)}))
-               for p in itertools.permutations(range(6)))
+    best = max(
+        _true_objective(spec, a, permute_state(spec, b, {group: torch.tensor(p)}))
+        for p in itertools.permutations(range(6))
+    )
     r = weight_matching(spec, a, b, seed=seed)
     got = _true_objective(spec, a, permute_state(spec, b, r.perms))
     assert got == pytest.approx(best, rel=1e-9)
@@ -206,8 +217,9 @@ def test_alignment_lowers_distance_barrier_and_raises_singular_agreement():
     r = weight_matching(spec, states[0], states[1], seed=0)
     aligned = permute_state(spec, states[1], r.perms)
     assert l2_distance(states[0], aligned, spec.matched) < l2_distance(states[0], states[1], spec.matched)
-    assert top_singular_agreement(states[0], aligned, spec.matched) > \
-        top_singular_agreement(states[0], states[1], spec.matched)
+    assert top_singular_agreement(states[0], aligned, spec.matched) > top_singular_agreement(
+        states[0], states[1], spec.matched
+    )
     lay = layout_of(m, spec_d)
     before = loss_barrier(lay, states[0], states[1], task)["barrier"]
     after = loss_barrier(lay, states[0], aligned, task)["barrier"]
@@ -220,8 +232,9 @@ def test_recalibrated_bn_stats_match_data_statistics():
     model, task = trained("cnn-bn", 0)
     X = task.X_train[:300]
     lay = layout_of(model, arch_spec(input_shape=task.input_shape, num_outputs=task.num_outputs, **ARCHS["cnn-bn"][1]))
-    w = zoo.recalibrate_bn(lay, lay.flatten(model.state_dict())[None], dataclasses.replace(task, X_train=X),
-                           batch_size=100)
+    w = zoo.recalibrate_bn(
+        lay, lay.flatten(model.state_dict())[None], dataclasses.replace(task, X_train=X), batch_size=100
+    )
     model.load_state_dict(lay.unflatten(w[0]))
     bn = model.features[1]
     with torch.no_grad():
@@ -239,8 +252,10 @@ def test_merge_many_recovers_permuted_copies_and_never_increases_spread():
     aligned = permute_states(spec, stack(copies), perms)
     assert l2_distance(merged, {k: v[0] for k, v in aligned.items()}, spec.matched) < 1e-5
     for i in range(1, 4):
-        assert l2_distance({k: v[0] for k, v in aligned.items()}, {k: v[i] for k, v in aligned.items()},
-                           spec.matched) < 1e-5
+        assert (
+            l2_distance({k: v[0] for k, v in aligned.items()}, {k: v[i] for k, v in aligned.items()}, spec.matched)
+            < 1e-5
+        )
     trained_states = [trained("mlp", s)[0].state_dict() for s in (0, 1, 2)]
     _, _, hist = merge_many(spec, stack(trained_states), seed=1)
     assert all(b <= a * (1 + 1e-9) for a, b in zip(hist, hist[1:])) and hist[-1] < hist[0]

@@ -1,4 +1,5 @@
 """One writer at a time: a second build or an align during a build is refused; a dead owner's lock is taken over."""
+
 from __future__ import annotations
 
 import json
@@ -10,10 +11,10 @@ import sys
 import pytest
 
 from zoo import ZooError
-from zoo.training.build import prepare
-from zoo.commands.main import main as zoo_main
 from zoo.app.config import compose
+from zoo.commands.main import main as zoo_main
 from zoo.store.lock import writing
+from zoo.training.build import prepare
 
 
 def test_a_held_lock_refuses_a_second_writer_and_is_released(tmp_path):

@@ -1,4 +1,5 @@
 """The store: tables, exact weights, modules that reproduce their stored accuracy, clear errors."""
+
 import json
 import os
 import shutil
@@ -8,16 +9,28 @@ import pytest
 import torch
 
 import zoo
+from tests.conftest import build_zoo
 from zoo import ZooError
 from zoo.store import summarize
-
-from tests.conftest import build_zoo
 
 
 def test_models_table_has_every_hyperparameter(tiny_zoo):
     df = tiny_zoo.models
-    for col in ("model_id", "status", "arch", "width", "depth", "learning_rate", "batch_size", "weight_decay",
-                "optimizer", "seed", "dataset", "layout", "test_acc"):
+    for col in (
+        "model_id",
+        "status",
+        "arch",
+        "width",
+        "depth",
+        "learning_rate",
+        "batch_size",
+        "weight_decay",
+        "optimizer",
+        "seed",
+        "dataset",
+        "layout",
+        "test_acc",
+    ):
         assert col in df.columns, col
     assert list(df.model_id) == [0, 1, 2, 3] and set(df.status) == {"done"}
     assert sorted(df.width.unique()) == [8, 16] and sorted(df.seed.unique()) == [0, 1]
@@ -61,8 +74,12 @@ def test_attributes_say_how_to_rebuild(tiny_zoo):
     a = tiny_zoo.attrs
     assert a["schema_version"] == 2 and a["config"]["recipe"]["name"] == "tiny"
     assert set(a["versions"]) >= {"torch", "zarr", "wszoo"}
-    assert a["datasets"]["digits"] == {"fingerprint": zoo.load_dataset("digits").fingerprint, "seed": 0,
-                                       "kind": "classification", "num_outputs": 10}
+    assert a["datasets"]["digits"] == {
+        "fingerprint": zoo.load_dataset("digits").fingerprint,
+        "seed": 0,
+        "kind": "classification",
+        "num_outputs": 10,
+    }
 
 
 def test_tables_roundtrip(tiny_zoo, tmp_path):
@@ -111,8 +128,13 @@ def test_opening_bad_paths_is_a_clear_error(tiny_zoo, tmp_path, case):
             meta = json.loads(meta_file.read_text())
             meta["attributes"]["wszoo"]["schema_version"] = 99
             meta_file.write_text(json.dumps(meta))
-    messages = {"missing": "does not exist", "not-a-zoo": "not a zoo", "foreign-group": "not a wszoo zoo",
-                "newer-schema": "schema version 99", "corrupt": "not a readable zoo"}
+    messages = {
+        "missing": "does not exist",
+        "not-a-zoo": "not a zoo",
+        "foreign-group": "not a wszoo zoo",
+        "newer-schema": "schema version 99",
+        "corrupt": "not a readable zoo",
+    }
     with pytest.raises(ZooError, match=messages[case]):
         zoo.open(str(path))
 
@@ -165,8 +187,8 @@ def test_fast_local_read_equals_zarr_read(tiny_zoo, tmp_path):
 
 def test_weights_of_a_pending_model_is_a_clear_error(tmp_path):
     """A store whose build has not trained anything yet: tables readable, weights refused by name."""
-    from zoo.training.build import prepare
     from zoo.app.config import compose
+    from zoo.training.build import prepare
 
     path, plan, _, pending = prepare(compose("build", [f"out={tmp_path / 'p.zarr'}", "recipe=tiny"]))
     assert pending == list(range(len(plan.populations)))

@@ -1,5 +1,6 @@
 """Import and export: export -> import is bit for bit, the flat format rebuilds the same functions, bad
 folders are one-line errors, and nothing is ever unpickled."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,8 @@ from zoo import ZooError
 from zoo.arch import arch_spec, build_model
 from zoo.commands.main import main
 from zoo.layout import layout_of
-from zoo.store.transfer import export_zoo, import_zoo
 from zoo.store import create
+from zoo.store.transfer import export_zoo, import_zoo
 
 CNN = arch_spec("cnn", (1, 8, 8), 10, 4, 1)  # BatchNorm: float buffers and an int64 num_batches_tracked
 MLP = arch_spec("mlp", (64,), 10, 8, 1)
@@ -33,24 +34,32 @@ def mixed_zoo(tmp_path_factory) -> zoo.Zoo:
     checkpoint; columns of every type (NaN floats, None, bools, lists); provenance attributes; a landscape table."""
     layouts = {L.key(): L for L in (_layout(CNN), _layout(MLP))}
     cnn, mlp = list(layouts)
-    models = pd.DataFrame({
-        "layout": [cnn] * 4 + [mlp] * 3,
-        "learning_rate": [0.1, 0.2, float("nan"), 1e-3, 2.5, 1 / 3, float("inf")],
-        "seed": [0, 1, 2, 3, 4, 5, 6],
-        "generator": ["flow", None, "flow", "knn", "x", "y", "z"],
-        "aligned": [True, False, True, True, False, False, True],
-        "condition": [[1, 2], [3], [], [0.5], [1], [2], [3]],
-    })
-    w = create(str(tmp_path_factory.mktemp("zoos") / "mixed.zarr"), models, layouts, [0, 2, 5],
-               ["train_loss", "test_acc"], attrs={"generator": {"name": "flow", "seed": 7}, "note": "test"},
-               block_size=2)  # several blocks per layout; the import keeps the block size
+    models = pd.DataFrame(
+        {
+            "layout": [cnn] * 4 + [mlp] * 3,
+            "learning_rate": [0.1, 0.2, float("nan"), 1e-3, 2.5, 1 / 3, float("inf")],
+            "seed": [0, 1, 2, 3, 4, 5, 6],
+            "generator": ["flow", None, "flow", "knn", "x", "y", "z"],
+            "aligned": [True, False, True, True, False, False, True],
+            "condition": [[1, 2], [3], [], [0.5], [1], [2], [3]],
+        }
+    )
+    w = create(
+        str(tmp_path_factory.mktemp("zoos") / "mixed.zarr"),
+        models,
+        layouts,
+        [0, 2, 5],
+        ["train_loss", "test_acc"],
+        attrs={"generator": {"name": "flow", "seed": 7}, "note": "test"},
+        block_size=2,
+    )  # several blocks per layout; the import keeps the block size
     g = torch.Generator().manual_seed(0)
     for key, ids in ((cnn, [0, 1, 2]), (mlp, [4, 5, 6])):  # model 3 stays pending
         L = layouts[key]
         weights = torch.randn(len(ids), 3, L.size, generator=g)
         for e in L.entries:
             if e.dtype == "int64":
-                weights[:, :, e.offset:e.stop] = torch.randint(0, 1000, (len(ids), 3, e.numel), generator=g).float()
+                weights[:, :, e.offset : e.stop] = torch.randint(0, 1000, (len(ids), 3, e.numel), generator=g).float()
         metrics = torch.rand(len(ids), 3, 2, generator=g, dtype=torch.float64)
         if key == cnn:
             weights[1, 2] = float("nan")  # diverged at its last checkpoint: NaN there
@@ -86,8 +95,9 @@ def test_export_then_import_is_bit_identical(mixed_zoo, tmp_path):
     assert_same_zoo(mixed_zoo, back, tables=("landscape",))
     # an export of the import is the same export
     export_zoo(back, tmp_path / "exp2")
-    assert json.loads((tmp_path / "exp" / "zoo.json").read_text()) == json.loads((tmp_path / "exp2" / "zoo.json")
-                                                                                  .read_text())
+    assert json.loads((tmp_path / "exp" / "zoo.json").read_text()) == json.loads(
+        (tmp_path / "exp2" / "zoo.json").read_text()
+    )
 
 
 def test_export_files_are_state_dicts_at_every_valid_checkpoint(mixed_zoo, tmp_path):
@@ -152,15 +162,21 @@ def _train(spec: dict, data, seed: int, steps: int = 30, lr: float = 0.1) -> tor
     return model.eval()
 
 
-def write_flat(folder: Path, spec: dict, models: list[torch.nn.Module], table: pd.DataFrame | None,
-               arch_json: bool = True) -> Path:
+def write_flat(
+    folder: Path, spec: dict, models: list[torch.nn.Module], table: pd.DataFrame | None, arch_json: bool = True
+) -> Path:
     """Write models in the flat format: weights.npy [N, P], layout.csv, metrics.csv, arch.json."""
     folder.mkdir(parents=True)
     layout = _layout(spec)
     np.save(folder / "weights.npy", torch.stack([layout.flatten(m.state_dict()) for m in models]).numpy())
-    pd.DataFrame({"varname": [e.name for e in layout.entries], "start_idx": [e.offset for e in layout.entries],
-                  "end_idx": [e.stop for e in layout.entries], "shape": [str(e.shape) for e in layout.entries]}
-                 ).to_csv(folder / "layout.csv", index=False)
+    pd.DataFrame(
+        {
+            "varname": [e.name for e in layout.entries],
+            "start_idx": [e.offset for e in layout.entries],
+            "end_idx": [e.stop for e in layout.entries],
+            "shape": [str(e.shape) for e in layout.entries],
+        }
+    ).to_csv(folder / "layout.csv", index=False)
     if table is not None:
         table.to_csv(folder / "metrics.csv")  # with pandas' unnamed index column, as the Small CNN Zoo's
     if arch_json:
@@ -181,8 +197,15 @@ def trained_cnns():
             accs.append(float((m(data.X_test).argmax(1) == data.y_test).double().mean()))
             losses.append(float(torch.nn.functional.cross_entropy(m(data.X_train), data.y_train)))
     assert min(accs) > 0.25  # trained: well above chance (0.1)
-    table = pd.DataFrame({"seed": [0, 1, 2], "learning_rate": [0.5, 0.5, 0.3], "optimizer": ["sgd"] * 3,
-                          "test_accuracy": accs, "train_loss": losses})
+    table = pd.DataFrame(
+        {
+            "seed": [0, 1, 2],
+            "learning_rate": [0.5, 0.5, 0.3],
+            "optimizer": ["sgd"] * 3,
+            "test_accuracy": accs,
+            "train_loss": losses,
+        }
+    )
     return spec, data, models, table
 
 
@@ -214,21 +237,67 @@ def test_flat_import_through_the_cli_with_arch_arguments(tmp_path, capsys):
     w = np.load(weights_nan / "weights.npy")
     w[1, 3] = np.nan  # a diverged model
     np.save(weights_nan / "weights.npy", w)
-    args = ["import", str(weights_nan), "--out", str(tmp_path / "z.zarr"), "--arch", "name=mlp", "input_shape=64",
-            "num_outputs=10", "width=8", "depth=1"]
+    args = [
+        "import",
+        str(weights_nan),
+        "--out",
+        str(tmp_path / "z.zarr"),
+        "--arch",
+        "name=mlp",
+        "input_shape=64",
+        "num_outputs=10",
+        "width=8",
+        "depth=1",
+    ]
     assert main(args) == 0
     z = zoo.open(tmp_path / "z.zarr")
     assert list(z.models.status) == ["done", "diverged"] and list(z.models.last_checkpoint) == [0, -1]
     assert torch.equal(z.module(0)(data.X_test), models[0](data.X_test))
     (tmp_path / "spec.json").write_text(json.dumps(MLP))
-    assert main(["import", str(weights_nan), "--out", str(tmp_path / "z2.zarr"), "--arch-file",
-                 str(tmp_path / "spec.json")]) == 0
-    assert main(["import", str(weights_nan), "--out", str(tmp_path / "z3.zarr"), "--arch", "name=mlp",
-                 "input_shape=64", "num_outputs=10", "width=9", "depth=1"]) == 2
-    assert main(["import", str(weights_nan), "--out", str(tmp_path / "z3.zarr"), "--arch-file",
-                 str(tmp_path / "spec.json"), "--dataset", "digits-image"]) == 2  # [1, 8, 8] inputs, not [64]
-    assert main(["import", str(weights_nan), "--out", str(tmp_path / "z.zarr"), "--arch-file",
-                 str(tmp_path / "spec.json")]) == 2  # already there: --overwrite needed
+    assert (
+        main(
+            ["import", str(weights_nan), "--out", str(tmp_path / "z2.zarr"), "--arch-file", str(tmp_path / "spec.json")]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "import",
+                str(weights_nan),
+                "--out",
+                str(tmp_path / "z3.zarr"),
+                "--arch",
+                "name=mlp",
+                "input_shape=64",
+                "num_outputs=10",
+                "width=9",
+                "depth=1",
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "import",
+                str(weights_nan),
+                "--out",
+                str(tmp_path / "z3.zarr"),
+                "--arch-file",
+                str(tmp_path / "spec.json"),
+                "--dataset",
+                "digits-image",
+            ]
+        )
+        == 2
+    )  # [1, 8, 8] inputs, not [64]
+    assert (
+        main(
+            ["import", str(weights_nan), "--out", str(tmp_path / "z.zarr"), "--arch-file", str(tmp_path / "spec.json")]
+        )
+        == 2
+    )  # already there: --overwrite needed
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and "layers.0.weight" in err[0] and "[9, 64]" in err[0], err
     assert "[1, 8, 8]" in err[1] and "--overwrite" in err[2], err
@@ -248,8 +317,12 @@ class Boom:
 def _flat_case(tmp_path: Path, case: str) -> tuple[Path, dict | None]:
     """A flat folder broken in one way; returns it and the arch to pass (None: its arch.json)."""
     data = zoo.load_dataset("digits")
-    src = write_flat(tmp_path / "flat", MLP, [_train(MLP, data, 0, steps=2)] * 2,
-                     pd.DataFrame({"seed": [0, 1], "test_acc": [0.5, 0.6]}))
+    src = write_flat(
+        tmp_path / "flat",
+        MLP,
+        [_train(MLP, data, 0, steps=2)] * 2,
+        pd.DataFrame({"seed": [0, 1], "test_acc": [0.5, 0.6]}),
+    )
     layout_csv = pd.read_csv(src / "layout.csv")
     if case == "missing weights":
         (src / "weights.npy").unlink()
@@ -296,12 +369,25 @@ def _flat_case(tmp_path: Path, case: str) -> tuple[Path, dict | None]:
 
 
 FLAT_CASES = {
-    "missing weights": "neither zoo.json", "missing layout": "layout.csv", "missing arch": "arch.json",
-    "wrong width": "100 parameters", "3-d weights": "float [N, P]", "integer weights": "float [N, P]",
-    "pickled": "unpickling", "not npy": ".npy", "layout shape": "[64, 8]", "layout name": "'fc2.weight'",
-    "layout offset": "offset 511", "layout rows": "lists 3 tensors", "layout columns": "needs columns",
-    "metrics rows": "3 rows", "metrics reserved": "['layout']", "metric not numeric": "not numeric",
-    "bad status": "'lost'", "arch unknown": "unknown architecture", "arch not json": "not readable JSON",
+    "missing weights": "neither zoo.json",
+    "missing layout": "layout.csv",
+    "missing arch": "arch.json",
+    "wrong width": "100 parameters",
+    "3-d weights": "float [N, P]",
+    "integer weights": "float [N, P]",
+    "pickled": "unpickling",
+    "not npy": ".npy",
+    "layout shape": "[64, 8]",
+    "layout name": "'fc2.weight'",
+    "layout offset": "offset 511",
+    "layout rows": "lists 3 tensors",
+    "layout columns": "needs columns",
+    "metrics rows": "3 rows",
+    "metrics reserved": "['layout']",
+    "metric not numeric": "not numeric",
+    "bad status": "'lost'",
+    "arch unknown": "unknown architecture",
+    "arch not json": "not readable JSON",
 }
 
 
@@ -357,10 +443,16 @@ def _break_export(src: Path, case: str) -> None:
 
 
 EXPORT_CASES = {
-    "missing file": "is missing", "file outside": "outside the export folder", "not json": "not readable JSON",
-    "other format": "not a wszoo export", "newer version": "format version 99", "corrupt tensor file":
-    "not a readable safetensors", "swapped files": "does not hold model 0", "wrong tensor shape": "layers.0.weight",
-    "missing tensor": "2/layers.2.bias", "bad table": "malformed",
+    "missing file": "is missing",
+    "file outside": "outside the export folder",
+    "not json": "not readable JSON",
+    "other format": "not a wszoo export",
+    "newer version": "format version 99",
+    "corrupt tensor file": "not a readable safetensors",
+    "swapped files": "does not hold model 0",
+    "wrong tensor shape": "layers.0.weight",
+    "missing tensor": "2/layers.2.bias",
+    "bad table": "malformed",
 }
 
 

@@ -1,4 +1,5 @@
 """zoo verify: damage to a built zoo is found, and --repair + the same build restores it bit for bit."""
+
 from __future__ import annotations
 
 import shutil
@@ -8,10 +9,9 @@ import pytest
 import torch
 
 import zoo
+from tests.conftest import build_zoo
 from zoo import ZooError
 from zoo.commands.main import main as zoo_main
-
-from tests.conftest import build_zoo
 
 ARGS = ("recipe.widths=[8]", "recipe.seeds=6", "block_size=2")
 
@@ -24,8 +24,9 @@ def built(tmp_path_factory):
 
 def _same_bits(a: zoo.Zoo, b: zoo.Zoo) -> bool:
     ids = list(range(len(a)))
-    return torch.equal(a.weights(ids, checkpoint=None), b.weights(ids, checkpoint=None)) and \
-        np.array_equal(a._metric_values(), b._metric_values(), equal_nan=True)
+    return torch.equal(a.weights(ids, checkpoint=None), b.weights(ids, checkpoint=None)) and np.array_equal(
+        a._metric_values(), b._metric_values(), equal_nan=True
+    )
 
 
 def test_intact_zoo_verifies(built, capsys):

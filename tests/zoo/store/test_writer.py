@@ -1,4 +1,5 @@
 """The writer API: any producer of weights makes a zoo that every command reads."""
+
 from __future__ import annotations
 
 import os
@@ -9,27 +10,46 @@ import pytest
 import torch
 
 import zoo
+from tests.conftest import build_zoo
 from zoo import ZooError
 from zoo.commands.main import main as zoo_main
-
-from tests.conftest import build_zoo
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     """A real trained zoo of 12 digits MLPs of one layout to copy weights from."""
-    return build_zoo(str(tmp_path_factory.mktemp("src") / "src.zarr"), "recipe.widths=[8]", "recipe.seeds=12",
-                     "recipe.epochs=4", "recipe.checkpoint_epochs=[0,2,4]")
+    return build_zoo(
+        str(tmp_path_factory.mktemp("src") / "src.zarr"),
+        "recipe.widths=[8]",
+        "recipe.seeds=12",
+        "recipe.epochs=4",
+        "recipe.checkpoint_epochs=[0,2,4]",
+    )
 
 
 def _copy(source: zoo.Zoo, path: str, block_size: int = 5, **extra_columns) -> zoo.ZooWriter:
     """A writer-made zoo holding source's models, with provenance columns of every kind."""
     n = len(source)
-    models = pd.DataFrame({"generator": ["copy"] * n, "seed": np.arange(n) * 7, "condition": [None, [1, 2]] * (n // 2),
-                           "score": np.linspace(0, 1, n), "flag": np.arange(n) % 2 == 0, **extra_columns})
-    return zoo.create(path, models, source.layouts, source.checkpoint_epochs, source.metric_names,
-                      attrs={"producer": "test", "note": float("nan")}, datasets=[source.dataset()],
-                      block_size=block_size)
+    models = pd.DataFrame(
+        {
+            "generator": ["copy"] * n,
+            "seed": np.arange(n) * 7,
+            "condition": [None, [1, 2]] * (n // 2),
+            "score": np.linspace(0, 1, n),
+            "flag": np.arange(n) % 2 == 0,
+            **extra_columns,
+        }
+    )
+    return zoo.create(
+        path,
+        models,
+        source.layouts,
+        source.checkpoint_epochs,
+        source.metric_names,
+        attrs={"producer": "test", "note": float("nan")},
+        datasets=[source.dataset()],
+        block_size=block_size,
+    )
 
 
 def test_roundtrip_any_table_bit_exact_weights_and_metrics(source, tmp_path):
@@ -67,12 +87,15 @@ def test_unwritten_models_stay_pending_and_diverged_models_keep_their_last_check
         z.weights([2])
 
 
-@pytest.mark.parametrize("kwargs,needle", [
-    (dict(weights=torch.zeros(1, 3, 5)), "expected \\[1, 3,"),
-    (dict(weights="nan"), "NaN/inf"),
-    (dict(metrics=torch.zeros(1, 3, 1)), "metrics have shape"),
-    (dict(status="finished"), "status must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        (dict(weights=torch.zeros(1, 3, 5)), "expected \\[1, 3,"),
+        (dict(weights="nan"), "NaN/inf"),
+        (dict(metrics=torch.zeros(1, 3, 1)), "metrics have shape"),
+        (dict(status="finished"), "status must be"),
+    ],
+)
 def test_bad_writes_are_one_line_errors(source, tmp_path, kwargs, needle):
     w = _copy(source, str(tmp_path / "bad.zarr"))
     good = source.weights([0], checkpoint=None)
@@ -111,8 +134,21 @@ def test_a_writer_made_zoo_passes_info_align_and_train(source, tmp_path, capsys)
     assert zoo_main(["landscape", path, "probes=2", "bezier_steps=5", "max_pairs=2"]) == 0  # it has seeds
     assert zoo.open(path).landscape is not None
     out = str(tmp_path / "run")
-    assert zoo_main(["train", "encoder=statnn", "task=test_accuracy", f"zoo={path}", f"out={out}",
-                     "trainer.max_epochs=2", "data.batch_size=4", "threads=1"]) == 0
+    assert (
+        zoo_main(
+            [
+                "train",
+                "encoder=statnn",
+                "task=test_accuracy",
+                f"zoo={path}",
+                f"out={out}",
+                "trainer.max_epochs=2",
+                "data.batch_size=4",
+                "threads=1",
+            ]
+        )
+        == 0
+    )
 
 
 def test_interrupted_creation_is_replaced_not_wedged(source, tmp_path):
@@ -135,17 +171,27 @@ def _write_schema1(z: zoo.Zoo, path: str) -> None:
     state = z._state()
     metrics = z._metric_values()
     group = zarr.open_group(path, mode="w")
-    meta = {"schema_version": 1, "initialized": True, "config": z.config, "config_hash": z.attrs["config_hash"],
-            "versions": z.attrs["versions"], "datasets": {k: v["fingerprint"] for k, v in z.attrs["datasets"].items()},
-            "checkpoint_epochs": z.checkpoint_epochs, "metric_names": z.metric_names, "num_models": len(z),
-            "layouts": {k: v.to_json() for k, v in z.layouts.items()}, "models": table.to_dict(orient="list")}
+    meta = {
+        "schema_version": 1,
+        "initialized": True,
+        "config": z.config,
+        "config_hash": z.attrs["config_hash"],
+        "versions": z.attrs["versions"],
+        "datasets": {k: v["fingerprint"] for k, v in z.attrs["datasets"].items()},
+        "checkpoint_epochs": z.checkpoint_epochs,
+        "metric_names": z.metric_names,
+        "num_models": len(z),
+        "layouts": {k: v.to_json() for k, v in z.layouts.items()},
+        "models": table.to_dict(orient="list"),
+    }
     group.create_array("models/state", data=state, chunks=(1, 2))
     group.create_array("metrics/values", data=metrics, chunks=(1, *metrics.shape[1:]))
     keys, rows = z._where
     for key, layout in z.layouts.items():
         ids = np.nonzero(keys == key)[0][np.argsort(rows[keys == key])]
-        group.create_array(f"layouts/{key}/weights", data=z.weights(ids.tolist(), checkpoint=None).numpy(),
-                           chunks=(1, 1, layout.size))
+        group.create_array(
+            f"layouts/{key}/weights", data=z.weights(ids.tolist(), checkpoint=None).numpy(), chunks=(1, 1, layout.size)
+        )
     group.attrs["wszoo"] = meta
 
 

@@ -1,19 +1,17 @@
 """zoo build: determinism, divergence, refusal of foreign stores, kill-and-resume, and the CLI."""
+
 import os
 import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
-import zarr
 
 import zoo
-from zoo import ZooError
-
 from tests.conftest import build_zoo
+from zoo import ZooError
 
 ZOO_CLI = [sys.executable, "-m", "zoo.commands.main"]
 
@@ -24,8 +22,11 @@ def _all_weights(z: zoo.Zoo) -> dict[int, torch.Tensor]:
 
 def _same_bits(a: zoo.Zoo, b: zoo.Zoo) -> bool:
     wa, wb = _all_weights(a), _all_weights(b)
-    return wa.keys() == wb.keys() and all(torch.equal(wa[i].nan_to_num(7.0), wb[i].nan_to_num(7.0)) for i in wa) \
+    return (
+        wa.keys() == wb.keys()
+        and all(torch.equal(wa[i].nan_to_num(7.0), wb[i].nan_to_num(7.0)) for i in wa)
         and a.metrics.fillna(-1).equals(b.metrics.fillna(-1))
+    )
 
 
 def test_same_config_same_bits(tiny_zoo, tmp_path):
@@ -34,8 +35,9 @@ def test_same_config_same_bits(tiny_zoo, tmp_path):
 
 
 def test_diverged_model_is_recorded_and_does_not_disturb_others(tmp_path):
-    z = build_zoo(str(tmp_path / "div.zarr"), "recipe.widths=[16]", "recipe.learning_rates=[0.05,1e12]",
-                  "recipe.seeds=2")
+    z = build_zoo(
+        str(tmp_path / "div.zarr"), "recipe.widths=[16]", "recipe.learning_rates=[0.05,1e12]", "recipe.seeds=2"
+    )
     df = z.models.set_index("model_id")
     assert list(df.status) == ["done", "done", "diverged", "diverged"]
     for i in (2, 3):
@@ -43,11 +45,12 @@ def test_diverged_model_is_recorded_and_does_not_disturb_others(tmp_path):
         assert 0 <= last < len(z.checkpoint_epochs) - 1
         sd = z.state_dict(i)  # checkpoint=-1 gives the last finite one
         assert all(torch.isfinite(t.float()).all() for t in sd.values())
-        assert torch.isnan(z.trajectory(i)[last + 1:]).all()
+        assert torch.isnan(z.trajectory(i)[last + 1 :]).all()
         with pytest.raises(ZooError, match="diverged"):
             z.state_dict(i, checkpoint=len(z.checkpoint_epochs) - 1)
-    alone = build_zoo(str(tmp_path / "alone.zarr"), "recipe.widths=[16]", "recipe.learning_rates=[0.05]",
-                      "recipe.seeds=2")
+    alone = build_zoo(
+        str(tmp_path / "alone.zarr"), "recipe.widths=[16]", "recipe.learning_rates=[0.05]", "recipe.seeds=2"
+    )
     for i in (0, 1):
         assert torch.allclose(z.trajectory(i), alone.trajectory(i), atol=1e-6)
 
@@ -77,13 +80,29 @@ def test_unknown_executor_writes_nothing(tmp_path):
     assert not (tmp_path / "x.zarr").exists()
 
 
-@pytest.mark.parametrize("overrides", [
-    ["recipe.arch=cnn", "recipe.dataset=digits-image", "recipe.widths=[4]", "recipe.depths=[2]"],
-    ["recipe.arch=resnet", "recipe.dataset=digits-image", "recipe.widths=[4]", "recipe.depths=[1]",
-     "recipe.optimizer=adam", "recipe.learning_rates=[0.01]"],
-    ["recipe.dataset=sine-regression", "recipe.optimizer=adamw", "recipe.weight_decays=[0.01]",
-     "recipe.schedule=cosine", "recipe.learning_rates=[0.01]", "recipe.batch_sizes=[32]"],
-], ids=["cnn-bn", "resnet-adam", "sine-adamw-cosine"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["recipe.arch=cnn", "recipe.dataset=digits-image", "recipe.widths=[4]", "recipe.depths=[2]"],
+        [
+            "recipe.arch=resnet",
+            "recipe.dataset=digits-image",
+            "recipe.widths=[4]",
+            "recipe.depths=[1]",
+            "recipe.optimizer=adam",
+            "recipe.learning_rates=[0.01]",
+        ],
+        [
+            "recipe.dataset=sine-regression",
+            "recipe.optimizer=adamw",
+            "recipe.weight_decays=[0.01]",
+            "recipe.schedule=cosine",
+            "recipe.learning_rates=[0.01]",
+            "recipe.batch_sizes=[32]",
+        ],
+    ],
+    ids=["cnn-bn", "resnet-adam", "sine-adamw-cosine"],
+)
 def test_other_architectures_optimizers_and_tasks(tmp_path, overrides):
     z = build_zoo(str(tmp_path / "z.zarr"), "recipe.seeds=1", *overrides)
     df = z.models
@@ -96,7 +115,9 @@ def test_other_architectures_optimizers_and_tasks(tmp_path, overrides):
         assert (out.argmax(1) == task.y_test).double().mean().item() == df.test_acc[0]
     else:
         assert "test_acc" not in df.columns and "test_r2" in df.columns  # no accuracy that is secretly R^2
-        assert z.metrics.groupby("model_id").train_loss.last().lt(z.metrics.groupby("model_id").train_loss.first()).all()
+        assert (
+            z.metrics.groupby("model_id").train_loss.last().lt(z.metrics.groupby("model_id").train_loss.first()).all()
+        )
         mse = ((out - task.y_test) ** 2).mean().item()
         assert mse == pytest.approx(df.test_loss[0], rel=1e-5)
 
@@ -121,15 +142,18 @@ def test_cli_build_and_info_end_to_end(tmp_path):
     assert r.returncode == 0 and "4 done" in r.stdout
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["info", "/nonexistent/zoo.zarr"], "does not exist"),
-    (["info", "."], "not a zoo"),
-    (["build", "recipe.no_such_key=3", "progress=false"], "no_such_key"),
-    (["build", "recipe=no_such_recipe"], "no_such_recipe"),
-    (["build", "recipe=tiny", "recipe.dataset=/nonexistent/mine.npz", "out=/tmp/never.zarr"], "does not exist"),
-    (["build", "recipe=tiny", "recipe.optimizer=lbfgs", "out=/tmp/never.zarr"], "lbfgs"),
-    (["frobnicate"], "unknown command"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["info", "/nonexistent/zoo.zarr"], "does not exist"),
+        (["info", "."], "not a zoo"),
+        (["build", "recipe.no_such_key=3", "progress=false"], "no_such_key"),
+        (["build", "recipe=no_such_recipe"], "no_such_recipe"),
+        (["build", "recipe=tiny", "recipe.dataset=/nonexistent/mine.npz", "out=/tmp/never.zarr"], "does not exist"),
+        (["build", "recipe=tiny", "recipe.optimizer=lbfgs", "out=/tmp/never.zarr"], "lbfgs"),
+        (["frobnicate"], "unknown command"),
+    ],
+)
 def test_cli_user_errors_are_one_line_without_traceback(args, needle):
     r = _cli(*args)
     assert r.returncode != 0
@@ -142,16 +166,22 @@ def test_cli_user_errors_are_one_line_without_traceback(args, needle):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig,kill_after_done", [(signal.SIGKILL, 0), (signal.SIGKILL, 2), (signal.SIGTERM, 2),
-                                                 (signal.SIGINT, 2)])
+@pytest.mark.parametrize(
+    "sig,kill_after_done", [(signal.SIGKILL, 0), (signal.SIGKILL, 2), (signal.SIGTERM, 2), (signal.SIGINT, 2)]
+)
 def test_sigkill_mid_build_then_resume_gives_the_same_bits(tmp_path, sig, kill_after_done):
     """Kill the real build process (SIGKILL) early or between blocks, or stop it with SIGTERM/SIGINT (a one-line
     message and exit 128+signal); the rerun completes it exactly."""
-    args = ["recipe=tiny", "recipe.widths=[4,6,8,10,12]", "recipe.epochs=6", "recipe.checkpoint_epochs=[0,3,6]",
-            "progress=false", "block_size=2"]
+    args = [
+        "recipe=tiny",
+        "recipe.widths=[4,6,8,10,12]",
+        "recipe.epochs=6",
+        "recipe.checkpoint_epochs=[0,3,6]",
+        "progress=false",
+        "block_size=2",
+    ]
     out = str(tmp_path / "killed.zarr")
-    proc = subprocess.Popen([*ZOO_CLI, "build", f"out={out}", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen([*ZOO_CLI, "build", f"out={out}", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         try:
@@ -182,8 +212,14 @@ def test_build_computes_landscape_when_the_recipe_asks(tmp_path):
     path = str(tmp_path / "ls.zarr")
     plain = build_zoo(path, "recipe.widths=[8]", "recipe.seeds=2")
     assert plain.landscape is None
-    z = build_zoo(path, "recipe.widths=[8]", "recipe.seeds=2", "recipe.landscape.enabled=true",
-                  "recipe.landscape.probes=4", "recipe.landscape.bezier_steps=10")
+    z = build_zoo(
+        path,
+        "recipe.widths=[8]",
+        "recipe.seeds=2",
+        "recipe.landscape.enabled=true",
+        "recipe.landscape.probes=4",
+        "recipe.landscape.bezier_steps=10",
+    )
     ls = z.landscape
     assert ls is not None and list(ls.model_id) == [0, 1]
     assert {"hessian_trace", "mode_connectivity", "cka", "phase"} <= set(ls.columns)

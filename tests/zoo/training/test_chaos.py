@@ -1,5 +1,6 @@
 """Chaos: a build killed (SIGKILL, SIGTERM) at random moments, its chunks deleted and corrupted at random,
 repaired with `zoo verify --repair` and built again, ends bit-identical to an uninterrupted build."""
+
 from __future__ import annotations
 
 import random
@@ -12,13 +13,18 @@ from pathlib import Path
 import pytest
 
 import zoo
-from zoo.store.verify import repair, verify
-
 from tests.conftest import build_zoo
 from tests.zoo.training.test_build import _same_bits
+from zoo.store.verify import repair, verify
 
-ARGS = ["recipe=tiny", "recipe.widths=[4,6,8,10,12]", "recipe.seeds=4", "recipe.epochs=6",
-        "recipe.checkpoint_epochs=[0,3,6]", "block_size=2"]
+ARGS = [
+    "recipe=tiny",
+    "recipe.widths=[4,6,8,10,12]",
+    "recipe.seeds=4",
+    "recipe.epochs=6",
+    "recipe.checkpoint_epochs=[0,3,6]",
+    "block_size=2",
+]
 ROUNDS = 5
 
 
@@ -45,8 +51,11 @@ def test_kills_and_corruption_then_verify_repair_and_build_give_the_same_bits(tm
     out = tmp_path / "chaos.zarr"
     log = []
     for round_ in range(ROUNDS):
-        proc = subprocess.Popen([sys.executable, "-m", "zoo.commands.main", "build", f"out={out}", "progress=false", *ARGS],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zoo.commands.main", "build", f"out={out}", "progress=false", *ARGS],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         time.sleep(rng.uniform(2.0, 9.0))
         sig = rng.choice([signal.SIGKILL, signal.SIGTERM])
         proc.send_signal(sig)
@@ -64,10 +73,15 @@ def test_kills_and_corruption_then_verify_repair_and_build_give_the_same_bits(tm
         z = zoo.open(str(out))
         reports = verify(z)
         reset = repair(z, reports)
-        log.append(f"round {round_}: {sig.name} after {int((z.models.status != 'pending').sum())} committed"
-                   f" models; {'; '.join(damage)}; verify found {len(reports)} damaged blocks, reset {reset} models")
-    r = subprocess.run([sys.executable, "-m", "zoo.commands.main", "build", f"out={out}", "progress=false", *ARGS],
-                       capture_output=True, text=True)
+        log.append(
+            f"round {round_}: {sig.name} after {int((z.models.status != 'pending').sum())} committed"
+            f" models; {'; '.join(damage)}; verify found {len(reports)} damaged blocks, reset {reset} models"
+        )
+    r = subprocess.run(
+        [sys.executable, "-m", "zoo.commands.main", "build", f"out={out}", "progress=false", *ARGS],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr + "\n" + "\n".join(log)
     final = zoo.open(str(out))
     assert not verify(final), log

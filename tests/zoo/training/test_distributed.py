@@ -1,4 +1,5 @@
 """A build on a real Dask cluster (scheduler + two worker processes on loopback) equals the local build."""
+
 import shutil
 import socket
 import subprocess
@@ -24,20 +25,39 @@ def test_dask_build_equals_local_build_bit_for_bit(tmp_path):
     port = _free_port()
     bindir = shutil.which("dask", path=str(__import__("pathlib").Path(sys.executable).parent))
     assert bindir, "the dask CLI is installed with dask[distributed]"
-    procs = [subprocess.Popen([bindir, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs = [
+        subprocess.Popen(
+            [bindir, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     try:
         time.sleep(2)
         for _ in range(2):
-            procs.append(subprocess.Popen([bindir, "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1",
-                                           "--nworkers", "1", "--no-dashboard"],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        bindir,
+                        "worker",
+                        f"tcp://127.0.0.1:{port}",
+                        "--nthreads",
+                        "1",
+                        "--nworkers",
+                        "1",
+                        "--no-dashboard",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         from distributed import Client
 
         with Client(f"tcp://127.0.0.1:{port}", timeout="60s") as client:
             client.wait_for_workers(2, timeout=120)
-        remote = build_zoo(str(tmp_path / "dask.zarr"), *ARGS, "executor=dask",
-                           f"executor.address=tcp://127.0.0.1:{port}", "threads=1")
+        remote = build_zoo(
+            str(tmp_path / "dask.zarr"), *ARGS, "executor=dask", f"executor.address=tcp://127.0.0.1:{port}", "threads=1"
+        )
     finally:
         for p in procs[::-1]:
             p.terminate()

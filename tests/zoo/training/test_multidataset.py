@@ -1,4 +1,5 @@
 """Zoos over many related datasets: task families, the recipe's dataset axis, resume, Dask units, clear errors."""
+
 import importlib
 import os
 import subprocess
@@ -9,13 +10,12 @@ import pytest
 import torch
 
 import zoo
+from tests.conftest import build_zoo
 from zoo import ZooError, load_dataset
-from zoo.training.build import make_build_plan, prepare
 from zoo.app.config import compose
 from zoo.datasets import expand_dataset_names, make_classification_params
+from zoo.training.build import make_build_plan, prepare
 from zoo.training.recipe import load_recipe_datasets
-
-from tests.conftest import build_zoo
 
 A, B = "digits-classes-01234", "digits-classes-56789"
 MULTI = ["recipe.dataset=null", f"+recipe.datasets=[{A},{B}]", "recipe.widths=[8]", "threads=1"]
@@ -73,15 +73,26 @@ def test_patterns_expand_in_a_fixed_order_without_held_out_tasks():
     kept = expand_dataset_names(["digits-classes-choose5"], held_out=held)
     assert len(kept) == 250 and not set(held) & set(kept)
     assert expand_dataset_names(["make-classification-3..5", "digits"]) == [
-        "make-classification-3", "make-classification-4", "make-classification-5", "digits"]
+        "make-classification-3",
+        "make-classification-4",
+        "make-classification-5",
+        "digits",
+    ]
 
 
-@pytest.mark.parametrize("name,needle", [
-    ("digits-classes-0113", "repeats a digit"), ("digits-classes-7", "at least 2"),
-    ("digits-classes-01a", "digit classes"), ("digits-classes-", "digit classes"),
-    ("make-classification-x", "task seed"), ("make-classification-007", "leading zeros"),
-    ("digits-classes-choose5", "pattern"), ("mnist-classes-01", "unknown dataset"),
-])
+@pytest.mark.parametrize(
+    "name,needle",
+    [
+        ("digits-classes-0113", "repeats a digit"),
+        ("digits-classes-7", "at least 2"),
+        ("digits-classes-01a", "digit classes"),
+        ("digits-classes-", "digit classes"),
+        ("make-classification-x", "task seed"),
+        ("make-classification-007", "leading zeros"),
+        ("digits-classes-choose5", "pattern"),
+        ("mnist-classes-01", "unknown dataset"),
+    ],
+)
 def test_malformed_family_names_are_one_line_errors(name, needle):
     with pytest.raises(ZooError, match=needle) as e:
         load_dataset(name)
@@ -159,6 +170,7 @@ def test_dask_worker_units_equal_the_local_build(multi_zoo, tmp_path):
 
 def test_resume_checks_every_dataset_fingerprint(multi_zoo, tmp_path):
     import shutil
+
     import zarr
 
     out = str(tmp_path / "copy.zarr")
@@ -171,23 +183,37 @@ def test_resume_checks_every_dataset_fingerprint(multi_zoo, tmp_path):
         build_zoo(out, *MULTI, "block_size=2")
 
 
-@pytest.mark.parametrize("overrides,needle", [
-    (["recipe.dataset=digits", f"+recipe.datasets=[{A}]"], "both given"),
-    (["recipe.dataset=null"], "missing"),
-    (["recipe.dataset=null", f"+recipe.datasets=[{A},digits-classes-012]"], "'digits-classes-012' has input shape"),
-    (["recipe.dataset=null", "+recipe.datasets=[digits-classes-0123,make-classification-1]"],
-     "'make-classification-1' has input shape \\(20,\\)"),
-    (["recipe.dataset=null", f"+recipe.datasets=[{A},digits-classes-0113]"], "repeats a digit"),
-    (["recipe.dataset=null", "+recipe.datasets=[digits-classes-choose11]"], "choose 2..10"),
-    (["recipe.dataset=null", f"+recipe.datasets=[{A},digits-classes-choose5]"], "appears twice"),
-    (["recipe.dataset=null", f"+recipe.datasets=[{A}]", f"+recipe.held_out=[{A}]"], "held_out"),
-    (["recipe.dataset=null", "+recipe.datasets=[digits-classes-choose2]", f"+recipe.held_out=[{A},digits-classes-9x]"],
-     "digits-classes-9x"),
-    (["recipe.dataset=null", "+recipe.datasets=[]"], "recipe.datasets=\\[\\] is invalid"),
-    (["recipe.dataset=null", f"+recipe.datasets=[{A}]", "+recipe.held_out=abc"], "recipe.held_out='abc' is invalid"),
-    (["recipe.dataset=null", f"+recipe.datasets=[{A}]", "+recipe.held_out=[1,2]"], "recipe.held_out=\\[1, 2\\]"),
-    (["recipe.dataset=null", f"+recipe.datasets=[{A},{B}]", "recipe.landscape.enabled=true"], "one dataset"),
-])
+@pytest.mark.parametrize(
+    "overrides,needle",
+    [
+        (["recipe.dataset=digits", f"+recipe.datasets=[{A}]"], "both given"),
+        (["recipe.dataset=null"], "missing"),
+        (["recipe.dataset=null", f"+recipe.datasets=[{A},digits-classes-012]"], "'digits-classes-012' has input shape"),
+        (
+            ["recipe.dataset=null", "+recipe.datasets=[digits-classes-0123,make-classification-1]"],
+            "'make-classification-1' has input shape \\(20,\\)",
+        ),
+        (["recipe.dataset=null", f"+recipe.datasets=[{A},digits-classes-0113]"], "repeats a digit"),
+        (["recipe.dataset=null", "+recipe.datasets=[digits-classes-choose11]"], "choose 2..10"),
+        (["recipe.dataset=null", f"+recipe.datasets=[{A},digits-classes-choose5]"], "appears twice"),
+        (["recipe.dataset=null", f"+recipe.datasets=[{A}]", f"+recipe.held_out=[{A}]"], "held_out"),
+        (
+            [
+                "recipe.dataset=null",
+                "+recipe.datasets=[digits-classes-choose2]",
+                f"+recipe.held_out=[{A},digits-classes-9x]",
+            ],
+            "digits-classes-9x",
+        ),
+        (["recipe.dataset=null", "+recipe.datasets=[]"], "recipe.datasets=\\[\\] is invalid"),
+        (
+            ["recipe.dataset=null", f"+recipe.datasets=[{A}]", "+recipe.held_out=abc"],
+            "recipe.held_out='abc' is invalid",
+        ),
+        (["recipe.dataset=null", f"+recipe.datasets=[{A}]", "+recipe.held_out=[1,2]"], "recipe.held_out=\\[1, 2\\]"),
+        (["recipe.dataset=null", f"+recipe.datasets=[{A},{B}]", "recipe.landscape.enabled=true"], "one dataset"),
+    ],
+)
 def test_bad_dataset_recipes_are_one_line_errors_before_anything_is_written(tmp_path, overrides, needle):
     out = tmp_path / "never.zarr"
     with pytest.raises(ZooError, match=needle) as e:
@@ -197,18 +223,29 @@ def test_bad_dataset_recipes_are_one_line_errors_before_anything_is_written(tmp_
 
 def test_held_out_tasks_are_kept_in_the_config_and_out_of_the_zoo(tmp_path):
     held = ["digits-classes-01", "digits-classes-23"]
-    z = build_zoo(str(tmp_path / "h.zarr"), "recipe.dataset=null", "+recipe.datasets=[digits-classes-choose2]",
-                  f"+recipe.held_out=[{','.join(held)}]",
-                  "recipe.widths=[4]", "recipe.seeds=1", "recipe.epochs=0", "recipe.checkpoint_epochs=[0]", "threads=1")
+    z = build_zoo(
+        str(tmp_path / "h.zarr"),
+        "recipe.dataset=null",
+        "+recipe.datasets=[digits-classes-choose2]",
+        f"+recipe.held_out=[{','.join(held)}]",
+        "recipe.widths=[4]",
+        "recipe.seeds=1",
+        "recipe.epochs=0",
+        "recipe.checkpoint_epochs=[0]",
+        "threads=1",
+    )
     assert z.attrs["config"]["recipe"]["held_out"] == held
     assert len(z.models) == 43 and not set(held) & set(z.models.dataset) and len(z.datasets) == 43
 
 
 def test_cli_both_keys_is_one_line(tmp_path):
     out = tmp_path / "never.zarr"
-    r = subprocess.run([sys.executable, "-m", "zoo.commands.main", "build", f"out={out}", "recipe=tiny",
-                        f"+recipe.datasets=[{A}]"], capture_output=True, text=True,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = subprocess.run(
+        [sys.executable, "-m", "zoo.commands.main", "build", f"out={out}", "recipe=tiny", f"+recipe.datasets=[{A}]"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert r.returncode == 2 and "both given" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
 

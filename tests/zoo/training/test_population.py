@@ -1,10 +1,11 @@
 """The population trainer's batched forward computes each model's own function."""
+
 import torch
 
 from zoo.arch import arch_spec, build_model
+from zoo.datasets import load_dataset
 from zoo.forward import stacked_mlp_forward
 from zoo.training.recipe import init_state
-from zoo.datasets import load_dataset
 
 
 def test_stacked_mlp_forward_equals_each_module():
@@ -12,7 +13,7 @@ def test_stacked_mlp_forward_equals_each_module():
     spec = arch_spec("mlp", [64], 10, 16, 3, activation="tanh")
     states = [init_state(spec, s) for s in range(5)]
     params = {k: torch.stack([s[k] for s in states]) for k in states[0]}
-    x_own = torch.stack([task.X_train[i * 20:(i + 1) * 20] for i in range(5)])
+    x_own = torch.stack([task.X_train[i * 20 : (i + 1) * 20] for i in range(5)])
     out_own = stacked_mlp_forward(build_model(spec), params, x_own, shared_input=False)
     out_shared = stacked_mlp_forward(build_model(spec), params, task.X_test, shared_input=True)
     out_fm = stacked_mlp_forward(build_model(spec), params, x_own, shared_input=False, feature_major=True)
@@ -30,11 +31,19 @@ def _spec(arch: str, task, n: int, optimizer: str = "sgd", epochs: int = 1):
     from zoo.training.spec import PopulationSpec
 
     spec = arch_spec(arch, task.input_shape, 10, 4 if arch != "mlp" else 16, 1 if arch == "resnet" else 2)
-    return PopulationSpec(template=build_model(spec), layout=layout_of(build_model(spec), spec),
-                          init_states=[init_state(spec, s) for s in range(n)],
-                          learning_rates=[0.02 * (1 + i) for i in range(n)], weight_decays=[1e-3] * n,
-                          data_seeds=[11 + s for s in range(n)], batch_size=64, epochs=epochs,
-                          checkpoint_epochs=[0, epochs], optimizer=optimizer, momentum=0.9)
+    return PopulationSpec(
+        template=build_model(spec),
+        layout=layout_of(build_model(spec), spec),
+        init_states=[init_state(spec, s) for s in range(n)],
+        learning_rates=[0.02 * (1 + i) for i in range(n)],
+        weight_decays=[1e-3] * n,
+        data_seeds=[11 + s for s in range(n)],
+        batch_size=64,
+        epochs=epochs,
+        checkpoint_epochs=[0, epochs],
+        optimizer=optimizer,
+        momentum=0.9,
+    )
 
 
 def test_training_state_lives_in_buffers_that_move_with_the_module():
@@ -43,8 +52,16 @@ def test_training_state_lives_in_buffers_that_move_with_the_module():
 
     task = load_dataset("digits-image")
     module = PopulationModule(_spec("cnn", task, 3, optimizer="adam"), task).to("meta")
-    state = [module.lr, module.wd, module.active, module.diverged, *module.state1, *module.state2,
-             *module._buffers_stacked.values(), *module.stacked]
+    state = [
+        module.lr,
+        module.wd,
+        module.active,
+        module.diverged,
+        *module.state1,
+        *module.state2,
+        *module._buffers_stacked.values(),
+        *module.stacked,
+    ]
     assert len(module._buffers_stacked) == 6 and len(module.state2) == len(module.stacked)  # 2 BN x 3 buffers
     assert all(t.device.type == "meta" for t in state)
     assert module.lr.shape == (3, 1) and module.state1[0].shape == module.stacked[0].shape
@@ -65,12 +82,13 @@ def test_population_trains_the_models_plain_torch_trains():
             model = spec.layout.build()
             model.load_state_dict(spec.init_states[j])
             model.train()
-            opt = torch.optim.SGD(model.parameters(), lr=spec.learning_rates[j], momentum=0.9,
-                                  weight_decay=spec.weight_decays[j])
+            opt = torch.optim.SGD(
+                model.parameters(), lr=spec.learning_rates[j], momentum=0.9, weight_decay=spec.weight_decays[j]
+            )
             g = torch.Generator().manual_seed(spec.data_seeds[j])
             perm = torch.randperm(len(task.X_train), generator=g)
             for s in range(len(task.X_train) // 64):
-                idx = perm[s * 64:(s + 1) * 64]
+                idx = perm[s * 64 : (s + 1) * 64]
                 opt.zero_grad()
                 F.cross_entropy(model(task.X_train[idx]), task.y_train[idx]).backward()
                 opt.step()
@@ -83,8 +101,8 @@ def test_device_cuda_without_a_gpu_is_a_one_line_error(tmp_path):
     import pytest
 
     from zoo import ZooError
-    from zoo.training.build import build
     from zoo.app.config import compose
+    from zoo.training.build import build
     from zoo.training.population import resolve_device
 
     if torch.cuda.is_available():
@@ -96,4 +114,3 @@ def test_device_cuda_without_a_gpu_is_a_one_line_error(tmp_path):
             build(compose("build", [f"out={out}", "recipe=tiny", f"device={value}", "progress=false"]))
         assert words in str(e.value) and "\n" not in str(e.value)
         assert not out.exists()
-

@@ -1,5 +1,6 @@
 """Trajectory zoos (recipe kind: trajectory, zoo.trajectory): nested subsets, the checkpoint contract, stages that
 train on their subset only and continue from the previous weights, exact sit-outs, resume, and bad configs."""
+
 import subprocess
 import sys
 
@@ -11,15 +12,24 @@ import zarr
 import zoo
 from zoo import ZooError
 from zoo.app.config import compose
+from zoo.store._group import PENDING
 from zoo.training.build import make_build_plan
 from zoo.training.recipe import load_recipe_datasets
-from zoo.store._group import PENDING
 from zoo.training.trajectory import reversed_order, reversed_trajectories, stage_subsets, subset_seed
 
 # 4 digits MLPs (2 batch sizes x 2 seeds): 2 full-data epochs, then 3 one-epoch stages
-SMALL = ["recipe=know-trajectories", "progress=false", "recipe.widths=[8]", "recipe.sample_hparams=false",
-         "recipe.learning_rates=[0.05]", "recipe.batch_sizes=[32,64]", "recipe.seeds=2", "recipe.epochs=2",
-         "recipe.checkpoint_epochs=[0,2]", "recipe.stages=3"]
+SMALL = [
+    "recipe=know-trajectories",
+    "progress=false",
+    "recipe.widths=[8]",
+    "recipe.sample_hparams=false",
+    "recipe.learning_rates=[0.05]",
+    "recipe.batch_sizes=[32,64]",
+    "recipe.seeds=2",
+    "recipe.epochs=2",
+    "recipe.checkpoint_epochs=[0,2]",
+    "recipe.stages=3",
+]
 
 
 def _build(out, *overrides: str) -> zoo.Zoo:
@@ -93,8 +103,13 @@ def test_stages_continue_from_the_previous_weights_and_full_training_matches_the
     init, full, stage1 = w[:, 0], w[:, 1], w[:, 2]
     assert ((stage1 - full).norm(dim=1) < 0.5 * (stage1 - init).norm(dim=1)).all()  # no reload of the init
     assert ((w[:, 2:] - w[:, 1:-1]).abs().amax(dim=2) > 0).all()  # every stage trains
-    grid = _build(tmp_path / "g.zarr", "recipe.kind=grid", "recipe.stages=null", "recipe.stage_epochs=null",
-                  "recipe.stage_rates=null")
+    grid = _build(
+        tmp_path / "g.zarr",
+        "recipe.kind=grid",
+        "recipe.stages=null",
+        "recipe.stage_epochs=null",
+        "recipe.stage_rates=null",
+    )
     assert grid.checkpoint_epochs == [0, 2] and "trajectory" not in grid.attrs and "stage_sizes" not in grid.models
     assert torch.equal(grid.weights(grid.models.model_id.to_numpy(), checkpoint=None), w[:, :2])
 
@@ -103,12 +118,26 @@ def test_a_stage_trains_on_its_subset_only(tmp_path):
     """Random labels: a stage of 150 epochs on a 10-example subset fits those 10 and stays at chance elsewhere."""
     rng = np.random.default_rng(0)
     path = tmp_path / "random.npz"
-    np.savez(path, X_train=rng.normal(size=(200, 8)).astype(np.float32), y_train=rng.integers(0, 4, 200),
-             X_test=rng.normal(size=(50, 8)).astype(np.float32), y_test=rng.integers(0, 4, 50))
-    z = _build(tmp_path / "r.zarr", f"recipe.dataset={path}", "recipe.widths=[64]", "recipe.seeds=1",
-               "recipe.batch_sizes=[8]", "recipe.learning_rates=[0.1]", "recipe.epochs=0",
-               "recipe.checkpoint_epochs=[0]",
-               "recipe.stages=1", "recipe.stage_rates=0.05", "recipe.stage_epochs=150")
+    np.savez(
+        path,
+        X_train=rng.normal(size=(200, 8)).astype(np.float32),
+        y_train=rng.integers(0, 4, 200),
+        X_test=rng.normal(size=(50, 8)).astype(np.float32),
+        y_test=rng.integers(0, 4, 50),
+    )
+    z = _build(
+        tmp_path / "r.zarr",
+        f"recipe.dataset={path}",
+        "recipe.widths=[64]",
+        "recipe.seeds=1",
+        "recipe.batch_sizes=[8]",
+        "recipe.learning_rates=[0.1]",
+        "recipe.epochs=0",
+        "recipe.checkpoint_epochs=[0]",
+        "recipe.stages=1",
+        "recipe.stage_rates=0.05",
+        "recipe.stage_epochs=150",
+    )
     data, row = z.dataset(), z.models.iloc[0]
     subset = stage_subsets(len(data.X_train), 1, (0.05, 0.05), row.subset_seed).subsets[0]
     assert len(subset) == 10
@@ -123,9 +152,19 @@ def test_a_stage_trains_on_its_subset_only(tmp_path):
 
 def test_bn_cnn_models_that_sit_out_steps_are_untouched(tmp_path):
     """A BatchNorm CNN trained in a population (models with fewer stage steps sit out) equals it trained alone."""
-    args = ["recipe.arch=cnn", "recipe.dataset=digits-image", "recipe.batchnorm=true", "recipe.widths=[4]",
-            "recipe.depths=[1]", "recipe.batch_sizes=[32]", "recipe.seeds=3", "recipe.epochs=1",
-            "recipe.checkpoint_epochs=[0,1]", "recipe.stages=2", "recipe.stage_rates=[0.1,0.9]"]
+    args = [
+        "recipe.arch=cnn",
+        "recipe.dataset=digits-image",
+        "recipe.batchnorm=true",
+        "recipe.widths=[4]",
+        "recipe.depths=[1]",
+        "recipe.batch_sizes=[32]",
+        "recipe.seeds=3",
+        "recipe.epochs=1",
+        "recipe.checkpoint_epochs=[0,1]",
+        "recipe.stages=2",
+        "recipe.stage_rates=[0.1,0.9]",
+    ]
     together = _build(tmp_path / "pop.zarr", *args)
     alone = _build(tmp_path / "one.zarr", *args, "population_size=1")
     sizes = np.array(list(together.models.stage_sizes))
@@ -141,8 +180,8 @@ def test_resume_after_interruption_gives_the_same_bits(traj, tmp_path):
     key = z.models.layout[0]
     group = zarr.open_group(str(out), mode="r+")
     rows = z.models.row.to_numpy()[z.models.model_id.to_numpy() >= 2]  # the last block: back to pending, wiped
-    group[f"layouts/{key}/state"][rows.min():rows.max() + 1] = np.array([[PENDING, -1]] * len(rows), dtype=np.int32)
-    group[f"layouts/{key}/weights"][rows.min():rows.max() + 1] = np.nan
+    group[f"layouts/{key}/state"][rows.min() : rows.max() + 1] = np.array([[PENDING, -1]] * len(rows), dtype=np.int32)
+    group[f"layouts/{key}/weights"][rows.min() : rows.max() + 1] = np.nan
     assert (zoo.open(out).models.status == "pending").sum() == 2
     resumed = _build(out, "block_size=2")
     ids = traj.models.model_id.to_numpy()
@@ -150,18 +189,21 @@ def test_resume_after_interruption_gives_the_same_bits(traj, tmp_path):
     assert resumed.metrics.equals(traj.metrics)
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("recipe.stages=0", "recipe.stages=0 is invalid"),
-    ("recipe.stages=1.5", "recipe.stages=1.5 is invalid"),
-    ("recipe.stage_epochs=0", "recipe.stage_epochs=0 is invalid"),
-    ("recipe.stage_rates=[0,0.5]", "0 < low <= high <= 1"),
-    ("recipe.stage_rates=[0.5,1.5]", "0 < low <= high <= 1"),
-    ("recipe.stage_rates=[0.9,0.3]", "0 < low <= high <= 1"),
-    ("recipe.stage_rates=1.2", "0 < low <= high <= 1"),
-    ("recipe.stage_rates=abc", "0 < low <= high <= 1"),
-    ("recipe.kind=spiral", "recipe.kind='spiral' is invalid"),
-    ("recipe.checkpoint_epochs=[0,1]", "must end them at recipe.epochs=2"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("recipe.stages=0", "recipe.stages=0 is invalid"),
+        ("recipe.stages=1.5", "recipe.stages=1.5 is invalid"),
+        ("recipe.stage_epochs=0", "recipe.stage_epochs=0 is invalid"),
+        ("recipe.stage_rates=[0,0.5]", "0 < low <= high <= 1"),
+        ("recipe.stage_rates=[0.5,1.5]", "0 < low <= high <= 1"),
+        ("recipe.stage_rates=[0.9,0.3]", "0 < low <= high <= 1"),
+        ("recipe.stage_rates=1.2", "0 < low <= high <= 1"),
+        ("recipe.stage_rates=abc", "0 < low <= high <= 1"),
+        ("recipe.kind=spiral", "recipe.kind='spiral' is invalid"),
+        ("recipe.checkpoint_epochs=[0,1]", "must end them at recipe.epochs=2"),
+    ],
+)
 def test_bad_trajectory_configs_are_one_line_errors(tmp_path, override, needle):
     with pytest.raises(ZooError, match=None) as e:
         _build(tmp_path / "bad.zarr", override)
@@ -189,6 +231,9 @@ def test_reading_an_incomplete_trajectory_is_a_one_line_error(tmp_path):
 
 
 def test_cli_reports_a_bad_stage_count_in_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "zoo.commands.main", "build", f"out={tmp_path / 'c.zarr'}", *SMALL,
-                        "recipe.stages=0"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "zoo.commands.main", "build", f"out={tmp_path / 'c.zarr'}", *SMALL, "recipe.stages=0"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "recipe.stages=0" in r.stderr, r.stderr
