@@ -186,7 +186,8 @@ def main() -> int:
                 if x["more_novel_than_noise"] is None
                 else "no (not good)"
                 if x["test_acc"] < g
-                else f"{'yes' if x['more_novel_than_noise'] else 'no'} ({x['max_iou']:.3f} vs {x['noise_max_iou_at_equal_acc']:.3f})"
+                else f"{'yes' if x['more_novel_than_noise'] else 'no'} "
+                f"({x['max_iou']:.3f} vs {x['noise_max_iou_at_equal_acc']:.3f})"
                 for x, g in zip(d, good)
             ),
         )

@@ -44,13 +44,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import generators  # noqa: E402
 import zoo  # noqa: E402
 from generators.known import nowcast_zoo  # noqa: E402
-from generators.known.fit import reversed_trajectories, windows  # noqa: E402
+from generators.known.fit import windows  # noqa: E402
 from generators.known.model import weight_kinds  # noqa: E402
 from zoo.app.config import compose  # noqa: E402
 from zoo.arch import arch_spec, build_model  # noqa: E402
 from zoo.datasets import Dataset, load_dataset  # noqa: E402
 from zoo.forward import population_forward  # noqa: E402
 from zoo.layout import Layout, layout_of  # noqa: E402
+from zoo.training.trajectory import reversed_trajectories  # noqa: E402
 
 PRETRAIN = "digits-classes-01234"
 TASKS = {"classes-56789": ("digits-classes-56789", None), "parity-56789": ("digits-classes-56789", [1, 0, 1, 0, 1])}

@@ -6,8 +6,8 @@ on those N models. The baseline trains the same N models in plain PyTorch with t
 hyperparameters (``torch.optim.SGD``, momentum), per-model data order (the same seeded permutations and
 batches), epochs and checkpoint evaluations (train and test split at each checkpoint epoch), in three ways:
 
-- one process, every thread count 1..cores (or ``--threads``), timed on a sample of models (``--sample``) to find its fastest
-  thread setting;
+- one process, every thread count 1..cores (or ``--threads``), timed on a sample of models (``--sample``) to find
+  its fastest thread setting;
 - every core busy: one single-thread process per core, the N models split between them, timed on all N
   (wall time from the common start after every process has warmed up to the last one finishing).
 

@@ -151,7 +151,7 @@ def load_training_models(zoo_path: str, cfg: Mapping, seed: int = 0) -> Training
         **canon,
         "dataset": {
             "name": data.name,
-            "source": data.source or data.name,
+            "source": data.key,
             "seed": int(data.seed),
             "fingerprint": data.fingerprint,
             "kind": data.kind,

@@ -15,7 +15,7 @@ Noise, dropout and sparsification touch trainable parameters only (not BatchNorm
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -76,7 +76,9 @@ class Augmenter:
     def _rows(self, n: int, p: float) -> torch.Tensor:
         return torch.rand(n, generator=self.generator) < p
 
-    def _per_tensor(self, w: torch.Tensor, mask: torch.Tensor, fn) -> torch.Tensor:
+    def _per_tensor(
+        self, w: torch.Tensor, mask: torch.Tensor, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
         out = w.clone()
         for s in self._param_slots:
             sl = slice(s.offset, s.stop)
@@ -86,7 +88,7 @@ class Augmenter:
     def _noise(self, w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         scale = float(self.cfg["noise"]["scale"])
 
-        def fn(v, m):
+        def fn(v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
             cnt = m.sum(1, keepdim=True).clamp(min=1)
             mu = (v * m).sum(1, keepdim=True) / cnt
             sd = (((v - mu) * m) ** 2).sum(1, keepdim=True).div(cnt).sqrt()
@@ -104,7 +106,7 @@ class Augmenter:
     def _sparsify(self, w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         q = float(self.cfg["sparsify"]["fraction"])
 
-        def fn(v, m):
+        def fn(v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
             mag = torch.where(m, v.abs(), torch.full_like(v, float("nan")))
             thr = torch.nanquantile(mag, q, dim=1, keepdim=True)
             return torch.where(v.abs() <= thr, torch.zeros_like(v), v)
@@ -122,7 +124,7 @@ class Augmenter:
     def _soft(self, y: torch.Tensor) -> torch.Tensor:
         if y.dtype.is_floating_point:
             return y
-        return torch.nn.functional.one_hot(y, self.num_classes).float()
+        return torch.nn.functional.one_hot(y, -1 if self.num_classes is None else self.num_classes).float()
 
     def _mixup(self, batch: dict, rows: torch.Tensor) -> dict:
         cfg = self.cfg["mixup"]

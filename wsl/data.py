@@ -127,7 +127,7 @@ def open_zoo(zoo_or_path: str | os.PathLike | zoo.Zoo) -> zoo.Zoo:
 class WeightDataModule(L.LightningDataModule):
     """Zoo weights and the values of one target (what the encoder predicts) as Lightning dataloaders.
 
-    Args: ``zoo`` path or opened Zoo; ``target`` name or mapping (see ``wsl.targets``); ``checkpoints`` an
+    Args: ``z`` path or opened Zoo; ``target`` name or mapping (see ``wsl.targets``); ``checkpoints`` an
     index, a list of indices (negative from the end) or "all"; ``canonical`` read re-based weights;
     ``split`` fractions of model ids; ``cache`` True | False | "auto" (when the selection fits
     ``cache_limit_mb``); ``query`` a pandas query on the models table; ``buffers`` include BatchNorm
@@ -137,7 +137,7 @@ class WeightDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        zoo,
+        z: str | os.PathLike | zoo.Zoo,
         target: str | Mapping = "test_accuracy",
         checkpoints: int | Sequence[int] | str = -1,
         canonical: bool = False,
@@ -153,7 +153,7 @@ class WeightDataModule(L.LightningDataModule):
         normalizer: Mapping | None = None,
     ):
         super().__init__()
-        self.zoo = open_zoo(zoo)
+        self.zoo = open_zoo(z)
         self.target: TargetSpec = target_spec(target)
         self.checkpoints, self.canonical, self.seed = checkpoints, bool(canonical), int(seed)
         self.split = [float(f) for f in split]
@@ -259,6 +259,7 @@ class WeightDataModule(L.LightningDataModule):
     def _read(self, rows: np.ndarray, canonical: bool) -> torch.Tensor:
         """Padded raw weights of sample rows: one store read per (layout, checkpoint) present."""
         s = self.samples
+        assert self.space is not None  # set by setup()
         out = torch.zeros(len(rows), self.space.size)
         groups = self._group[rows]
         for g in np.unique(groups):
@@ -305,6 +306,7 @@ class WeightDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         rows = self.rows(split)
         ds = _Samples(self, rows)
+        sampler: _GroupedBatches | BatchSampler
         if self._w is None:
             sampler = _GroupedBatches(self._group[rows], self.batch_size, shuffle, self.seed)
         else:

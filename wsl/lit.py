@@ -44,12 +44,12 @@ class WeightModel(L.LightningModule):
         """Normalized weights -> [n] predictions (regression, original scale) or [n, classes] logits."""
         out = self.encoder(w, layout)
         if self.target.kind == "regression":
-            return out[:, 0] * self.hparams.target_std + self.hparams.target_mean
+            return out[:, 0] * self.hparams["target_std"] + self.hparams["target_mean"]
         return out
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.target.kind == "regression":
-            z = (y - self.hparams.target_mean) / self.hparams.target_std
+            z = (y - self.hparams["target_mean"]) / self.hparams["target_std"]
             return F.mse_loss(out[:, 0], z)
         return F.cross_entropy(out, y)
 
@@ -90,5 +90,5 @@ class WeightModel(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._epoch_end("test")
 
-    def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ import torch
 
 from wsl.data import Normalizer, open_zoo
 from wsl.lit import WeightModel
+from zoo import Zoo
 from zoo.errors import ZooError
 
 CHECKPOINT_NAME = "best.ckpt"
@@ -46,7 +48,8 @@ class Predictor:
         self.model = model
         self.space = model.space
         self.target = model.target
-        self.normalizer = Normalizer(self.space, model.hparams.normalizer["mean"], model.hparams.normalizer["std"])
+        stats = model.hparams["normalizer"]
+        self.normalizer = Normalizer(self.space, stats["mean"], stats["std"])
 
     @torch.no_grad()
     def predict_padded(self, w: torch.Tensor, layout: torch.Tensor) -> np.ndarray:
@@ -58,14 +61,14 @@ class Predictor:
 
     def predict(
         self,
-        zoo,
+        z: str | os.PathLike | Zoo,
         model_ids: Sequence[int] | None = None,
         checkpoint: int = -1,
         canonical: bool = False,
         batch_size: int = 256,
     ) -> pd.DataFrame:
         """Predictions for models of a zoo (default: every trained model) at one checkpoint index."""
-        z = open_zoo(zoo)
+        z = open_zoo(z)
         models = z.models
         if model_ids is None:
             models = models[models["status"] != "pending"] if "status" in models else models
@@ -86,7 +89,7 @@ class Predictor:
                 rows.append(pd.DataFrame({"model_id": chunk, "checkpoint": checkpoint, "prediction": pred}))
         return pd.concat(rows).set_index("model_id").loc[models["model_id"].tolist()].reset_index()
 
-    def predict_state_dict(self, state: Mapping[str, torch.Tensor]):
+    def predict_state_dict(self, state: Mapping[str, torch.Tensor]) -> Any:
         """Prediction for one network given as a state dict of this encoder's architecture family."""
         layout = self.space.layout_of_state_dict(state)
         k = self.space.add_layout(layout)

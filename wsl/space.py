@@ -56,7 +56,9 @@ class WeightSpace:
         if not layouts[0].arch:
             raise ZooError("layout has no architecture spec; cannot derive its neuron graph")
         self._specs: dict[int, PermutationSpec] = {0: spec_for_layout(layouts[0])}
-        self.graph: NeuronGraph = self._specs[0].graph
+        graph = self._specs[0].graph
+        assert graph is not None  # spec_for_layout traces the graph
+        self.graph: NeuronGraph = graph
         self._names = [e.name for e in _float_entries(layouts[0], self.buffers)]
         self._kinds = {e.name: e.kind for e in _float_entries(layouts[0], self.buffers)}
         shapes: dict[str, list[int]] = {}
@@ -173,7 +175,8 @@ class WeightSpace:
         n, out = weights.shape[0], {}
         for e in self.layouts[layout_index].entries:
             if e.name in self._slot:
-                out[e.name] = self.view(weights, e.name)[(slice(None), *(slice(0, d) for d in e.shape))]
+                index = (slice(None), *(slice(0, d) for d in e.shape))
+                out[e.name] = self.view(weights, e.name)[index]
             else:
                 out[e.name] = torch.zeros(n, *e.shape, dtype=getattr(torch, e.dtype), device=weights.device)
         return out

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from zoo import Zoo
 from zoo.errors import ZooError
 
 TARGETS = ("test_accuracy", "generalization_gap", "hyperparameter", "phase")
@@ -71,7 +72,7 @@ def _accuracy_columns(metrics: pd.DataFrame) -> tuple[str, str]:
     raise ZooError("the zoo's metrics table has no test accuracy (test_acc) or test R2 (test_r2) column")
 
 
-def targets(z, spec: TargetSpec, samples: pd.DataFrame) -> pd.DataFrame:
+def targets(z: Zoo, spec: TargetSpec, samples: pd.DataFrame) -> pd.DataFrame:
     """``samples`` (model_id, checkpoint) with a ``target`` column added; rows without a target dropped.
 
     For classification, ``spec.classes`` is filled (sorted values) and ``target`` is the class index.
@@ -93,7 +94,8 @@ def targets(z, spec: TargetSpec, samples: pd.DataFrame) -> pd.DataFrame:
                 raise ZooError(
                     "task phase needs a 'landscape' table with a 'phase' column; run `zoo landscape` on this zoo first"
                 )
-            col, values = "phase", table[["model_id", "phase"]]
+            col: str | None = "phase"
+            values = table[["model_id", "phase"]]
         else:
             col = spec.column
             if col not in z.models:
@@ -136,7 +138,7 @@ def regression_metrics(pred: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         return {"kendall_tau": nan, "r2": nan, "mse": mse}
     with warnings.catch_warnings():  # torchmetrics warns on constant inputs; the NaN says it
         warnings.simplefilter("ignore")
-        tau = float(kendall_rank_corrcoef(p, t, variant="b"))
+        tau = float(kendall_rank_corrcoef(p, t, variant="b"))  # type: ignore[arg-type]  # one tensor for 1-d inputs
     const_p, const_t = bool((p == p[0]).all()), bool((t == t[0]).all())
     if const_p or const_t:
         tau = nan

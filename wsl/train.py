@@ -88,6 +88,7 @@ def train(cfg: Mapping) -> dict:
         augment=cfg.get("augment"),
     )
     dm.setup()
+    assert dm.space is not None  # setup() built it
     y_train = dm.samples.loc[dm.samples["split"] == "train", "target"].to_numpy(dtype=float)
     regression = dm.target.kind == "regression"
     enc = dict(cfg["encoder"])

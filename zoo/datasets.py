@@ -25,6 +25,17 @@ from zoo.errors import ZooError
 
 TEST_FRACTION = 0.2
 
+# The one spelling of the per-model metrics a zoo stores, by dataset kind (the store, the trainer, the landscape
+# and every writer of samples use these): regression has no accuracy, so it reports R^2, named as such.
+CLASSIFICATION_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+REGRESSION_METRICS = ("train_loss", "test_loss", "train_r2", "test_r2")
+ALL_METRICS = tuple(dict.fromkeys(CLASSIFICATION_METRICS + REGRESSION_METRICS))
+
+
+def metric_names(kind: str) -> tuple[str, ...]:
+    """The metrics a zoo of models trained on a dataset of this kind ("classification" | "regression") stores."""
+    return REGRESSION_METRICS if kind == "regression" else CLASSIFICATION_METRICS
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -38,8 +49,13 @@ class Dataset:
     kind: str  # "classification" | "regression"
     num_outputs: int
     fingerprint: str
-    source: str = ""  # what load_dataset was given (a name or a .npz path): reloads it with ``seed``
+    location: str = ""  # what load_dataset was given (a name or a .npz path): reloads it with ``seed``
     seed: int = 0
+
+    @property
+    def key(self) -> str:
+        """The name a zoo records this dataset under and reloads it by: its location, else its name."""
+        return self.location or self.name
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -157,7 +157,8 @@ def predict(layout: Layout, weights: torch.Tensor, X: torch.Tensor, memory_float
 def recalibrate_bn(
     layout: Layout, weights: torch.Tensor, dataset: Dataset, batch_size: int = 256, memory_floats: int = 50_000_000
 ) -> torch.Tensor:
-    """Weights [n, P] with every BatchNorm's running mean/var re-estimated on the training split (returns weights unchanged when the layout has no BatchNorm).
+    """Weights [n, P] with every BatchNorm's running mean/var re-estimated on the training split (returns the
+    weights unchanged when the layout has no BatchNorm).
 
     Same estimate as resetting a module's statistics and running it in train mode with ``momentum=None``
     over X_train in order, in batches of ``batch_size`` (a cumulative average of the batch statistics):
@@ -228,9 +229,13 @@ def evaluate(
     with torch.no_grad():
         for lo in range(0, n, mc):
             params, buffers = _stacked(layout, module, weights[lo : lo + mc])
-            parts.append(
-                split_metrics(lambda x: population_forward(module, params, buffers, x), X, y, dataset.kind, bc)
-            )
+
+            def forward(
+                x: torch.Tensor, p: dict[str, torch.Tensor] = params, b: dict[str, torch.Tensor] = buffers
+            ) -> torch.Tensor:
+                return population_forward(module, p, b, x)
+
+            parts.append(split_metrics(forward, X, y, dataset.kind, bc))
     if not parts:
         names = ("loss", "acc") if dataset.kind == "classification" else ("loss", "r2")
         return {k: torch.empty(0, dtype=torch.float64) for k in names}

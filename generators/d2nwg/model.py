@@ -51,7 +51,7 @@ class DatasetCondition:
     shots: int | None = None
 
     def __str__(self) -> str:
-        name = self.dataset.source or self.dataset.name if isinstance(self.dataset, zoo.Dataset) else self.dataset
+        name = self.dataset.key if isinstance(self.dataset, zoo.Dataset) else self.dataset
         return f"{name}" + (f" ({self.shots} shots)" if self.shots is not None else "")
 
 
@@ -337,7 +337,7 @@ class D2NWG(Generator):
             )
         self.train(was)
         accs = []
-        for j, name in enumerate(tasks):
+        for j in range(len(tasks)):
             w = flat[j * per : (j + 1) * per]
             ok = torch.isfinite(w).all(1)
             a = torch.zeros(per, dtype=torch.float64)
@@ -392,7 +392,7 @@ class D2NWG(Generator):
         data = self.resolve_dataset(cond.dataset)
         self._embedding = self.embed(data, int(shots), generator)
         self._data = data
-        return None, [data.source or data.name] * n  # the name the sample zoo records (a .npz: its path)
+        return None, [data.key] * n  # the name the sample zoo records (a .npz: its path)
 
     def generate(self, n: int, generator: torch.Generator, condition: torch.Tensor | None) -> torch.Tensor:
         """[n, P] parameters for the dataset ``_condition_index`` resolved (DDIM from n Gaussian latents)."""

@@ -158,7 +158,7 @@ class Method:
     weights: torch.Tensor  # [n_finite, P]
     ids: np.ndarray  # [n_finite] model ids (row numbers for baselines)
     total: int  # samples including those with no finite weights
-    source: str  # zoo path or baseline description
+    provenance: str  # zoo path or baseline description
     recalibrate: bool = False
 
 
@@ -187,7 +187,7 @@ def _unique_names(methods: list[Method]) -> None:
         counts[m.name] = counts.get(m.name, 0) + 1
     for m in methods:
         if m.kind == "samples" and (counts[m.name] > 1 or m.name == TRAIN):
-            m.name = f"{m.name}:{Path(m.source.rstrip('/')).stem}"
+            m.name = f"{m.name}:{Path(m.provenance.rstrip('/')).stem}"
     seen: dict[str, int] = {TRAIN: 1}
     for m in methods:
         base = m.name
@@ -397,7 +397,7 @@ def diagnose(
         nn_stats = _stats(nn)
         report["methods"][m.name] = {
             "kind": m.kind,
-            "source": m.source,
+            "source": m.provenance,
             "n": m.total,
             "finite": size,
             "test_acc": _stats(a),

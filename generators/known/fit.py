@@ -25,13 +25,7 @@ import zoo
 from generators.known.model import Known, weight_kinds
 from zoo.app.trainer import make_trainer
 from zoo.errors import ZooError
-from zoo.training.trajectory import reversed_trajectories as read_reversed_trajectories
-
-
-def reversed_trajectories(z: zoo.Zoo, key: str, ids: np.ndarray) -> torch.Tensor:
-    """[n, T, P] weights of models ``ids`` (one layout) ordered small data -> full data (zoo.trajectory's
-    contract; a zoo without trajectories is a one-line error)."""
-    return torch.as_tensor(read_reversed_trajectories(z, key, np.asarray(ids)))
+from zoo.training.trajectory import reversed_trajectories
 
 
 def _split(ids: np.ndarray, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

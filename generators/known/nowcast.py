@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 import zoo
-from generators.known.fit import reversed_trajectories
 from generators.known.model import Known
+from zoo.datasets import metric_names
 from zoo.errors import ZooError
-from zoo.store import CLASSIFICATION_METRICS, REGRESSION_METRICS
+from zoo.training.trajectory import reversed_trajectories
 
 INTERNAL_COLUMNS = ("model_id", "row", "status", "last_checkpoint")
 
@@ -40,7 +40,7 @@ def nowcast_zoo(
         raise ZooError(f"no done models of {zoo_path!r} to nowcast" + (f" match {query!r}" if query else ""))
     datasets = {name: z.dataset(name) for name in z.datasets}
     kinds = {d.kind for d in datasets.values()}
-    names = list(REGRESSION_METRICS if kinds == {"regression"} else CLASSIFICATION_METRICS)
+    names = list(metric_names("regression" if kinds == {"regression"} else "classification"))
     sel = sel.sort_values(["layout", "model_id"]).reset_index(drop=True)
     table = sel.drop(
         columns=[

@@ -82,7 +82,7 @@ def _graph_permute(graph, state: dict, perms: dict) -> dict:
 
 def test_graph_and_spec_agree_on_groups_axes_and_sizes(nets):
     trained, space, _, idx = nets
-    for k, (model, layout, _) in zip(idx.tolist(), trained):
+    for k, (model, _layout, _) in zip(idx.tolist(), trained):
         spec = permutation_spec(model)  # traced from the live module, independently of the space
         graph = space.spec(k).graph
         shared = space.graph  # every width of one architecture has the same graph up to sizes

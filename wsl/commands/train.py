@@ -13,12 +13,15 @@ from wsl.train import train
 from zoo.app.config import compose, help_text
 from zoo.app.trainer import checked_overrides
 
-USAGE = """usage: zoo train [-m] encoder=NAME task=NAME zoo=PATH [key=value ...]  (-m: Hydra multirun over comma lists, as encoder=mlp,nfn seed=0,1,2)
-  encoders: {encoders}
+USAGE = (
+    "usage: zoo train [-m] encoder=NAME task=NAME zoo=PATH [key=value ...]"
+    "  (-m: Hydra multirun over comma lists, as encoder=mlp,nfn seed=0,1,2)\n"
+    """  encoders: {encoders}
   tasks:    {tasks}
   augment:  {augment}
   e.g. zoo train encoder=graph task=test_accuracy zoo=data/zoos/mlp-digits.zarr augment=permute trainer.max_epochs=20
   configs: conf/train.yaml, conf/encoder/, conf/task/, conf/augment/"""
+)
 
 GROUPS = ("encoder", "task", "augment")  # the config group `task` selects the encoder's target
 

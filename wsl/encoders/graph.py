@@ -1,8 +1,8 @@
 """Graph metanetwork: a network as a graph of neurons, encoded by message passing on torch-geometric.
 
 The graph is zoo.rebasin's traced neuron graph (``WeightSpace.graph``), the one that also defines the
-permutation groups. Nodes: one per neuron (input feature/channel, hidden unit/channel, output); node features are its bias
-and, for conv channels, its BatchNorm weight, bias, running mean and running variance. Edges: one per
+permutation groups. Nodes: one per neuron (input feature/channel, hidden unit/channel, output); node features are
+its bias and, for conv channels, its BatchNorm weight, bias, running mean and running variance. Edges: one per
 weight, directed input -> output, the conv kernel being the edge's feature vector; residual skips are
 edges of their own type. Learned position embeddings: each input and output neuron has its own (they
 are not interchangeable), each hidden layer one shared by its units. Layers update edges from their end

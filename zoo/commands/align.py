@@ -11,10 +11,11 @@ from zoo.store import open as open_zoo
 from zoo.store.lock import writing
 
 EPILOG = """reference auto: per (layout, dataset), the done model with the best final train accuracy
-(regression: lowest train loss), ties by lowest id: the test split is never used to choose. --checkpoint all matches every checkpoint to the
-reference's same checkpoint; last / N match and write only that one; --trajectory applies one
-permutation per model (found at the last selected checkpoint) to all checkpoints. Diverged models are
-skipped unless --diverged finite. Tables 'alignment' and 'alignment_summary' are stored in the zoo."""
+(regression: lowest train loss), ties by lowest id: the test split is never used to choose.
+--checkpoint all matches every checkpoint to the reference's same checkpoint; last / N match and write
+only that one; --trajectory applies one permutation per model (found at the last selected checkpoint) to
+all checkpoints. Diverged models are skipped unless --diverged finite. Tables 'alignment' and
+'alignment_summary' are stored in the zoo."""
 
 
 def _parser() -> ArgumentParser:
@@ -78,7 +79,8 @@ def main(argv: list[str]) -> int:
     models = sum(g["models"] for g in summary["groups"])
     print(
         f"aligned {models} models of {args.path}: canonical weights written beside the raw ones, tables 'alignment'"
-        f" and 'alignment_summary'; checkpoints {summary['epochs']} (epochs), reference rule: {summary['reference_rule']}"
+        f" and 'alignment_summary'; checkpoints {summary['epochs']} (epochs),"
+        f" reference rule: {summary['reference_rule']}"
     )
     for g in summary["groups"]:
 

@@ -21,6 +21,7 @@ from zoo.app.checks import Rule, check, number, one_of, optional, typed
 from zoo.app.config import CONF_DIR
 from zoo.app.memory import retain_freed_memory
 from zoo.app.progress import Progress
+from zoo.datasets import ALL_METRICS
 from zoo.errors import ZooError
 from zoo.evaluate import evaluate, output_metrics, predict
 from zoo.landscape.cka import linear_cka
@@ -154,7 +155,7 @@ def resolve_config(cfg: Mapping | None = None) -> dict:
 
 def cell_keys(models: pd.DataFrame, metric_names: Sequence[str] = ()) -> list[str]:
     """Columns naming a model's grid cell: its hyperparameters except the seed (and bookkeeping)."""
-    skip = BOOKKEEPING | set(metric_names) | {"train_loss", "train_acc", "test_loss", "test_acc", "train_r2", "test_r2"}
+    skip = BOOKKEEPING | set(metric_names) | set(ALL_METRICS)
     return [c for c in models.columns if c not in skip]
 
 

@@ -69,7 +69,7 @@ def top_eigenvalue(
     lam = torch.full(theta.shape[:1], float("nan"))
     active = torch.ones(theta.shape[:1], dtype=torch.bool)
     it = 0
-    for it in range(1, iters + 1):
+    for it in range(1, iters + 1):  # noqa: B007 (the count of iterations run is returned)
         w = hvp(theta, v, *args).detach()
         new = _dot(v, w)
         norm = w.norm(dim=-1, keepdim=True)

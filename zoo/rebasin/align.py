@@ -3,8 +3,8 @@
 Rules (also printed by ``zoo align --help``):
 - Models are grouped by (layout, dataset); each group gets its own reference.
 - ``reference="auto"``: the done model with the best final train accuracy (regression: lowest final train
-  loss), ties broken by the lowest id (:func:`choose_reference`: no choice is made on the test split). An explicit id is the reference of its own group; other groups
-  fall back to ``auto``. A reference must be a done model.
+  loss), ties broken by the lowest id (:func:`choose_reference`: no choice is made on the test split). An
+  explicit id is the reference of its own group; other groups fall back to ``auto``. A reference must be a done model.
 - ``checkpoint="all"``: every checkpoint is matched to the reference's same checkpoint and all are
   written; ``"last"`` / an index N: only that checkpoint is matched and written.
 - ``trajectory=True``: one permutation per model, found at the last selected checkpoint, is applied to

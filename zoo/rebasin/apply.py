@@ -26,7 +26,7 @@ def identity_perms(spec: PermutationSpec, n: int | None = None) -> Perms:
     return out
 
 
-def random_perms(spec: PermutationSpec, generator: torch.Generator, n: int | None = None) -> Perms:
+def random_perms(spec: PermutationSpec, generator: torch.Generator | None, n: int | None = None) -> Perms:
     """Uniform random permutation of every group (seeded through ``generator``)."""
     out = {}
     for g, s in spec.sizes.items():

@@ -119,7 +119,8 @@ class PermutationSpec:
         return any(sum(g == group for g in ax) > 1 for ax in self.axes.values())
 
     def check_state(self, state: Mapping[str, torch.Tensor], batched: bool = False, what: str = "state dict") -> None:
-        """Raise ZooError unless ``state`` has exactly this spec's tensors and shapes (leading batch axis if batched)."""
+        """Raise ZooError unless ``state`` has exactly this spec's tensors and shapes (a leading batch axis if
+        batched)."""
         missing = sorted(set(self.axes) - set(state))
         extra = sorted(set(state) - set(self.axes))
         if missing or extra:

@@ -2,8 +2,6 @@
 around them (lock, verify, upgrade, transfer). Import the names below from here."""
 
 from zoo.store._group import (
-    CLASSIFICATION_METRICS,
-    REGRESSION_METRICS,
     SCHEMA_VERSION,
     existing_meta,
     path_exists,
@@ -23,6 +21,4 @@ __all__ = [
     "path_exists",
     "remove",
     "SCHEMA_VERSION",
-    "CLASSIFICATION_METRICS",
-    "REGRESSION_METRICS",
 ]

@@ -19,8 +19,6 @@ from zoo.store.columns import read_table
 SCHEMA_VERSION = 2
 STATUS = ("pending", "done", "diverged")
 PENDING, DONE, DIVERGED = 0, 1, 2
-CLASSIFICATION_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
-REGRESSION_METRICS = ("train_loss", "test_loss", "train_r2", "test_r2")
 
 
 def _is_url(path: str) -> bool:

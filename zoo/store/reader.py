@@ -196,7 +196,8 @@ class Zoo:
         return self.layouts[self._row(model_id)[0]]
 
     def _states(self, ids: np.ndarray) -> np.ndarray:
-        """[n, 2] (status, last checkpoint) of models, from the cache; pending ones are re-read (they may be done now)."""
+        """[n, 2] (status, last checkpoint) of models, from the cache; pending ones are re-read (they may be done
+        now)."""
         cache = getattr(self, "_state_cache", None)
         if cache is None:
             cache = self._state()
@@ -303,7 +304,7 @@ class Zoo:
         module.load_state_dict(self.state_dict(model_id, checkpoint, canonical))
         return module.eval()
 
-    # ------------------------------------------------------------------ tables written after the build (ZooWriter.write_table)
+    # ------------------------------------------------------------------ tables (written by ZooWriter.write_table)
     def table(self, name: str) -> pd.DataFrame | None:
         """A table written by :meth:`write_table`, or None if the zoo has none of that name."""
         try:

@@ -41,7 +41,7 @@ import pandas as pd
 import torch
 
 from zoo.arch import arch_spec, build_model
-from zoo.datasets import load_dataset
+from zoo.datasets import ALL_METRICS, load_dataset
 from zoo.errors import ZooError
 from zoo.layout import Layout, layout_of
 from zoo.store._group import existing_meta
@@ -53,7 +53,6 @@ from zoo.store.writer import create
 FORMAT = "wszoo-export"
 FORMAT_VERSION = 1
 BATCH = 256  # models read or written per call
-KNOWN_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc", "train_r2", "test_r2")
 METRIC_ALIASES = {"train_accuracy": "train_acc", "test_accuracy": "test_acc"}  # Small CNN Zoo names
 RESERVED_COLUMNS = ("model_id", "layout", "row", "last_checkpoint")
 
@@ -637,7 +636,7 @@ def _metric_columns(table: pd.DataFrame, metric_names: Sequence[str] | None, whe
             raise ZooError(f"{where} has no metric columns {missing}")
         names = list(metric_names)
     else:
-        names = [c for c in table.columns if c in KNOWN_METRICS or c in METRIC_ALIASES]
+        names = [c for c in table.columns if c in ALL_METRICS or c in METRIC_ALIASES]
     targets = [METRIC_ALIASES.get(c, c) for c in names]
     if len(set(targets)) != len(targets):
         raise ZooError(f"{where}: metric columns {names} name one metric twice (e.g. test_acc and test_accuracy)")

@@ -101,7 +101,7 @@ def create(
     if clash:
         raise ZooError(f"attrs may not set the store's own keys {clash}")
     df = _table_with_rows(models, layouts)
-    names = [d.source or d.name for d in datasets]
+    names = [d.key for d in datasets]
     if "dataset" not in df and names:
         if len(names) > 1:
             raise ZooError(f"a zoo over several datasets {names} needs a 'dataset' column in its models table")
@@ -125,7 +125,7 @@ def create(
         "metric_names": metric_names,
         "layouts": {k: {**v.to_json(), "models": int((df["layout"] == k).sum())} for k, v in layouts.items()},
         "datasets": {
-            d.source or d.name: {
+            d.key: {
                 "fingerprint": d.fingerprint,
                 "seed": int(d.seed),
                 "kind": d.kind,

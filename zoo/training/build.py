@@ -22,7 +22,7 @@ import torch
 from zoo import store as zstore
 from zoo.app.checks import Rule, check, list_of, number, one_of, optional, typed
 from zoo.app.progress import Progress
-from zoo.datasets import Dataset
+from zoo.datasets import Dataset, metric_names
 from zoo.errors import ZooError
 from zoo.landscape.compute import compute_landscape, resolve_config
 from zoo.store.lock import writing
@@ -138,7 +138,7 @@ def create_store(
     path: str, cfg: Mapping, plan: Plan, dataset: Dataset | Mapping[str, Dataset], metric_names: list[str]
 ) -> None:
     """Write an empty store for ``plan`` through the writer API, with the build config as provenance."""
-    recipe, data = cfg["recipe"], dataset if isinstance(dataset, Mapping) else {dataset.source or dataset.name: dataset}
+    recipe, data = cfg["recipe"], dataset if isinstance(dataset, Mapping) else {dataset.key: dataset}
     table = trajectory.stage_columns(plan.models_table(recipe), recipe, {k: len(d.X_train) for k, d in data.items()})
     traj = trajectory.trajectory_attrs(recipe, recipe["checkpoint_epochs"])  # the nowcaster's contract
     zstore.create(
@@ -161,7 +161,7 @@ def create_store(
 
 
 def _metric_names(dataset: Dataset) -> list[str]:
-    return list(zstore.REGRESSION_METRICS if dataset.kind == "regression" else zstore.CLASSIFICATION_METRICS)
+    return list(metric_names(dataset.kind))
 
 
 def make_build_plan(cfg: Mapping, dataset: Dataset | Mapping[str, Dataset]) -> Plan:
@@ -201,10 +201,10 @@ def prepare(cfg: Mapping) -> tuple[str, Plan, dict[str, Dataset], list[int]]:
                 " or choose another out="
             )
         for dataset in datasets.values():
-            stored = ((meta.get("datasets") or {}).get(dataset.source) or {}).get("fingerprint")
+            stored = ((meta.get("datasets") or {}).get(dataset.location) or {}).get("fingerprint")
             if stored != dataset.fingerprint:
                 raise ZooError(
-                    f"the data of {dataset.source!r} changed since this zoo was started (fingerprint"
+                    f"the data of {dataset.location!r} changed since this zoo was started (fingerprint"
                     f" {str(stored)[:12]}... now {dataset.fingerprint[:12]}...); restore it or build into"
                     " a new out="
                 )

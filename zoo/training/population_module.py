@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from zoo.datasets import Dataset
+from zoo.datasets import Dataset, metric_names
 from zoo.evaluate import split_metrics
 from zoo.forward import activation_floats_per_sample, population_forward
 from zoo.training.spec import LOG_EVERY, PopulationResult, PopulationSpec
@@ -56,11 +56,7 @@ class PopulationModule(L.LightningModule):
         self.batch_size = min(spec.batch_size, n_train)
         self.steps_per_epoch = max(n_train // self.batch_size, 1)
         self.total_steps = self.steps_per_epoch * spec.epochs
-        self.metric_names = (
-            ["train_loss", "test_loss", "train_r2", "test_r2"]
-            if dataset.kind == "regression"
-            else ["train_loss", "train_acc", "test_loss", "test_acc"]
-        )
+        self.metric_names = list(metric_names(dataset.kind))
         c = len(spec.checkpoint_epochs)
         self.snapshots = torch.full((m, c, spec.layout.size), float("nan"))
         self.metric_values = torch.full((m, c, len(self.metric_names)), float("nan"), dtype=torch.float64)
@@ -274,7 +270,7 @@ class PopulationModule(L.LightningModule):
         ]
         if kind == "classification":
             values = [cols[0]["loss"], cols[0]["acc"], cols[1]["loss"], cols[1]["acc"]]
-        else:  # regression has no accuracy: loss and R^2, named as such (zoo.store.REGRESSION_METRICS)
+        else:  # regression has no accuracy: loss and R^2, named as such (zoo.datasets.REGRESSION_METRICS)
             values = [cols[0]["loss"], cols[1]["loss"], cols[0]["r2"], cols[1]["r2"]]
         return torch.stack(values, dim=1)
 

@@ -4,12 +4,13 @@ Models are numbered in grid order (dataset, width, depth, learning rate, batch s
 ``recipe.dataset`` is one dataset, ``recipe.datasets`` a list of them (patterns expanded and held-out
 tasks removed by zoo.datasets.expand_dataset_names) that share one input shape and output count. Within a
 layout, rows are ordered by batch size, then id, and cut into blocks of ``block_size`` rows: a block is
-the unit one writer owns (a weights shard, a metrics and a state chunk; see zoo.writer). Models of one
-block that share a batch size and a dataset step in lockstep on that dataset's tensors, so they form
-populations (at most ``population_size`` models, fewer when the activations would exceed the memory bound). The plan depends only on the config,
-so every process (a resumed build, a Dask worker) derives the same one. ``sample_hparams: true`` draws each
-model's learning rate and batch size (zoo.trajectory.sample_hparams) instead of gridding them;
-``kind: trajectory`` adds stages on nested subsets after training (zoo.trajectory).
+the unit one writer owns (a weights shard, a metrics and a state chunk; see zoo.store.writer). Models of
+one block that share a batch size and a dataset step in lockstep on that dataset's tensors, so they form
+populations (at most ``population_size`` models, fewer when the activations would exceed the memory bound).
+The plan depends only on the config, so every process (a resumed build, a Dask worker) derives the same
+one. ``sample_hparams: true`` draws each model's learning rate and batch size
+(zoo.training.trajectory.sample_hparams) instead of gridding them; ``kind: trajectory`` adds stages on nested
+subsets after training (zoo.training.trajectory).
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def load_recipe_datasets(recipe: Mapping) -> dict[str, Dataset]:
         if (d.input_shape, d.num_outputs, d.kind) != (first.input_shape, first.num_outputs, first.kind):
             raise ZooError(
                 f"dataset {name!r} has input shape {d.input_shape} and {d.num_outputs} outputs ({d.kind}),"
-                f" but {first.source!r} has {first.input_shape} and {first.num_outputs} ({first.kind}):"
+                f" but {first.location!r} has {first.input_shape} and {first.num_outputs} ({first.kind}):"
                 " one recipe trains one architecture, so its datasets must agree"
             )
         out[name] = d
@@ -151,7 +152,7 @@ def load_recipe_datasets(recipe: Mapping) -> dict[str, Dataset]:
 
 
 def _by_name(dataset: Dataset | Mapping[str, Dataset]) -> dict[str, Dataset]:
-    return dict(dataset) if isinstance(dataset, Mapping) else {dataset.source or dataset.name: dataset}
+    return dict(dataset) if isinstance(dataset, Mapping) else {dataset.key: dataset}
 
 
 def validate_recipe(recipe: Mapping, dataset: Dataset) -> None:

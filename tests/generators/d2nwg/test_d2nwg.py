@@ -73,7 +73,7 @@ def make_toy_zoo(d) -> str:
     for task in data:
         for s in range(SEEDS):
             weights.append(layout.flatten(logistic_regression(task, s)))
-            rows.append({"arch": "mlp", "dataset": task.source, "seed": s})
+            rows.append({"arch": "mlp", "dataset": task.location, "seed": s})
     w = torch.stack(weights)
     metrics = np.stack(
         [

@@ -134,7 +134,10 @@ def test_mode_connectivity_identical_endpoints_and_barrier():
 def test_mode_connectivity_positive_for_undertrained_ends():
     """Two points high on the sides of a bowl: the curve through the bottom has lower loss than the ends."""
     x, y = torch.zeros(4, 1), torch.zeros(4)
-    bowl = lambda th, x_, y_: (th**2).sum() + 0.0 * x_.sum()
+
+    def bowl(th: torch.Tensor, x_: torch.Tensor, y_: torch.Tensor) -> torch.Tensor:
+        return (th**2).sum() + 0.0 * x_.sum()
+
     w0, w1 = torch.tensor([[2.0, 2.0]]), torch.tensor([[2.0, -2.0]])
     out = mode_connectivity(bowl, w0, w1, x, y, x, y, k=21, steps=300, lr=0.1)
     assert out["mc"][0] > 1.0 and out["mc_linear"][0] > 1.0
@@ -148,7 +151,10 @@ def test_connectivity_between_trained_mlps_batches_over_pairs():
     task, lay, w = _tiny_population(n=3, width=8)
     net = FunctionalNet.from_layout(lay, batch_stats=True)
     theta, _ = net.split(w)
-    loss = lambda th, x, y: torch.nn.functional.cross_entropy(net.forward(th, {}, x), y)
+
+    def loss(th: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(net.forward(th, {}, x), y)
+
     out = mode_connectivity(
         loss,
         theta[[0, 1]],

@@ -209,4 +209,4 @@ def test_a_corrupt_chunk_is_a_clear_error(tiny_zoo, tmp_path, name):
     chunk = next(p for p in (path / array / "c").rglob("*") if p.is_file())
     chunk.write_bytes(chunk.read_bytes()[:3])
     with pytest.raises(ZooError, match=f"array '{array}' .* is corrupt"):
-        zoo.open(str(path)).models
+        _ = zoo.open(str(path)).models

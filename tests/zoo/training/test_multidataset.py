@@ -40,7 +40,7 @@ def test_digit_subset_labels_follow_the_order_in_the_name():
         label_of.setdefault(x.tobytes(), set()).add(int(y))
     for name, classes in (("digits-classes-13579", [1, 3, 5, 7, 9]), ("digits-classes-31", [3, 1])):
         d = load_dataset(name)
-        assert d.num_outputs == len(classes) and d.input_shape == (64,) and d.name == d.source == name
+        assert d.num_outputs == len(classes) and d.input_shape == (64,) and d.name == d.location == name
         X, y = torch.cat([d.X_train, d.X_test]).numpy(), torch.cat([d.y_train, d.y_test]).numpy()
         assert len(X) == int(np.isin(full.target, classes).sum())  # every sample of those classes, no other
         assert all(classes[int(t)] in label_of[x.tobytes()] for x, t in zip(X, y))
