@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ import torch
 from zoo.errors import ZooError
 from zoo.layout import Layout
 from zoo.rebasin.align import align_flat, choose_reference
+from zoo.store import Zoo
 
 MODES = ("auto", "store", "align", "raw")
 
@@ -32,7 +32,7 @@ class Frame:
     reference_id: int | None  # the model every other was aligned to (None: raw, or unknown for a stored frame)
 
 
-def stored_reference(z: Any, layout_key: str, ids: Sequence[int]) -> int | None:
+def stored_reference(z: Zoo, layout_key: str, ids: Sequence[int]) -> int | None:
     """``zoo align``'s reference for these models of one layout: one id among ``ids``, else None."""
     table = z.table("alignment")
     if table is None:
@@ -42,7 +42,7 @@ def stored_reference(z: Any, layout_key: str, ids: Sequence[int]) -> int | None:
 
 
 def canonical_frame(
-    z: Any,
+    z: Zoo,
     layout: Layout,
     ids: np.ndarray,
     raw: torch.Tensor,
@@ -52,7 +52,7 @@ def canonical_frame(
     checkpoint: int = -1,
     seed: int = 0,
 ) -> Frame:
-    """The weights ``raw`` [n, P] of models ``ids`` (one layout of the zoo ``z``) in one canonical frame.
+    """The weights ``raw`` [n, P] of models ``ids`` (sorted; one layout of the zoo ``z``) in one canonical frame.
 
     ``mode``: "store" reads ``zoo align``'s canonical weights (a ZooError when it wrote none for this
     checkpoint); "align" aligns ``raw`` here to :func:`choose_reference` over ``models`` (the rows a caller may
