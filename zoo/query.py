@@ -206,14 +206,17 @@ def _constants(node: ast.List | ast.Tuple) -> list:
     """The constants of a list or tuple node (negative numbers included)."""
     values = []
     for e in node.elts:
-        negate = isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.USub)
-        if isinstance(e, ast.UnaryOp) and isinstance(e.op, (ast.USub, ast.UAdd)):
-            e = e.operand
-            if not (isinstance(e, ast.Constant) and isinstance(e.value, (int, float))):
-                raise _Refused("a list in a filter holds only constants")
-        if not isinstance(e, ast.Constant):
+        if isinstance(e, ast.Constant):
+            values.append(e.value)
+        elif (
+            isinstance(e, ast.UnaryOp)
+            and isinstance(e.op, (ast.USub, ast.UAdd))
+            and isinstance(e.operand, ast.Constant)
+            and isinstance(v := e.operand.value, (int, float))
+        ):
+            values.append(-v if isinstance(e.op, ast.USub) else v)
+        else:
             raise _Refused("a list in a filter holds only constants")
-        values.append(-e.value if negate else e.value)
     return values
 
 
