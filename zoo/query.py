@@ -118,6 +118,8 @@ def mask(models: pd.DataFrame, expr: str, where: str) -> pd.Series:
         tree = ast.parse(_preparse(expr), mode="eval")
     except _Refused as e:
         raise ZooError(f"bad {where} {expr!r}: {e}") from None
+    except (RecursionError, MemoryError):
+        raise ZooError(f"bad {where} {expr!r}: too deeply nested") from None
     except (SyntaxError, tokenize.TokenError, ValueError) as e:
         msg = e.msg if isinstance(e, SyntaxError) else str(e.args[0] if e.args else e)
         raise ZooError(f"bad {where} {expr!r}: syntax error ({' '.join(str(msg).split())})") from None
@@ -126,6 +128,8 @@ def mask(models: pd.DataFrame, expr: str, where: str) -> pd.Series:
         result = _eval(tree.body, models)
     except _Refused as e:
         raise ZooError(f"bad {where} {expr!r}: {e}") from None
+    except RecursionError:
+        raise ZooError(f"bad {where} {expr!r}: too deeply nested") from None
     except (TypeError, ValueError, ArithmeticError) as e:  # e.g. a string column compared with a number
         raise ZooError(f"bad {where} {expr!r}: {' '.join(str(e).split())}") from None
     if not (isinstance(result, pd.Series) and pd.api.types.is_bool_dtype(result.dtype)):
@@ -176,7 +180,10 @@ def _eval(node: ast.expr, models: pd.DataFrame) -> Any:
             return +v
         return ~_condition(v, "'not'/'~'") if isinstance(v, pd.Series) else not _condition(v, "'not'/'~'")
     if isinstance(node, ast.BinOp):
-        return _ARITH[type(node.op)](_eval(node.left, models), _eval(node.right, models))
+        left, right = _eval(node.left, models), _eval(node.right, models)
+        if isinstance(node.op, (ast.Mult, ast.Div)) and not (_is_number(left) and _is_number(right)):
+            raise _Refused("'*' and '/' take numbers")  # 'x' * 10**9 would fill the memory
+        return _ARITH[type(node.op)](left, right)
     if isinstance(node, ast.BoolOp):
         values = [_condition(_eval(v, models), "'and'/'or'") for v in node.values]
         out = values[0]
@@ -218,6 +225,13 @@ def _constants(node: ast.List | ast.Tuple) -> list:
         else:
             raise _Refused("a list in a filter holds only constants")
     return values
+
+
+def _is_number(value: Any) -> bool:
+    """Whether ``value`` is a number or a numeric column (bools included)."""
+    if isinstance(value, pd.Series):
+        return pd.api.types.is_numeric_dtype(value.dtype)
+    return isinstance(value, (int, float))
 
 
 def _condition(value: Any, what: str) -> Any:
