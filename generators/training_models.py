@@ -18,6 +18,7 @@ import torch
 import zoo
 from zoo.errors import ZooError
 from zoo.layout import Layout
+from zoo.query import select
 from zoo.rebasin import canonical_frame
 
 # Columns copied to a sample zoo's models table when all training models share one value.
@@ -118,10 +119,7 @@ def load_training_models(zoo_path: str, cfg: Mapping, seed: int = 0) -> Training
     layout = z.layouts[key]
     sel = models[(models["layout"] == key) & (models["status"] == "done")]
     if cfg.get("query"):
-        try:
-            sel = sel.query(str(cfg["query"]))
-        except Exception as e:  # pandas raises many types for a bad expression
-            raise ZooError(f"bad query {cfg['query']!r}: {' '.join(str(e).split())}") from None
+        sel = select(sel, str(cfg["query"]), "generator.query")
     ids = np.sort(sel["model_id"].to_numpy(dtype=np.int64))
     train_ids, val_ids = _split(ids, float(cfg.get("val_fraction", 0.1)), seed)
     checkpoint = int(cfg.get("checkpoint", -1))

@@ -24,6 +24,7 @@ from wsl.augment import Augmenter
 from wsl.space import WeightSpace
 from wsl.targets import TargetSpec, target_spec, targets
 from zoo.errors import ZooError
+from zoo.query import select
 
 SPLITS = ("train", "val", "test")
 
@@ -130,9 +131,9 @@ class WeightDataModule(L.LightningDataModule):
     Args: ``z`` path or opened Zoo; ``target`` name or mapping (see ``wsl.targets``); ``checkpoints`` an
     index, a list of indices (negative from the end) or "all"; ``canonical`` read re-based weights;
     ``split`` fractions of model ids; ``cache`` True | False | "auto" (when the selection fits
-    ``cache_limit_mb``); ``query`` a pandas query on the models table; ``buffers`` include BatchNorm
-    running statistics; ``augment`` config for :class:`wsl.augment.Augmenter`; ``space`` reuse a trained
-    encoder's WeightSpace (prediction).
+    ``cache_limit_mb``); ``query`` a filter over the models table that runs no code (:func:`zoo.query.select`);
+    ``buffers`` include BatchNorm running statistics; ``augment`` config for :class:`wsl.augment.Augmenter`;
+    ``space`` reuse a trained encoder's WeightSpace (prediction).
     """
 
     def __init__(
@@ -190,10 +191,7 @@ class WeightDataModule(L.LightningDataModule):
         if "status" in models:
             models = models[models["status"] == "done"]
         if self.query:
-            try:
-                models = models.query(self.query)
-            except Exception as e:  # pandas raises many types for a bad expression
-                raise ZooError(f"bad data.query {self.query!r}: {e}") from None
+            models = select(models, str(self.query), "data.query")
         if models.empty:
             raise ZooError("no trained (status done) model matches the selection")
         ck = self._checkpoint_indices()

@@ -24,7 +24,11 @@ def _parser() -> ArgumentParser:
     p.add_argument("--zoo", required=True, help="trajectory zoo whose models to nowcast")
     p.add_argument("--out", required=True, help="zoo to write: one checkpoint per recursive step")
     p.add_argument("--steps", type=int, default=1, help="recursive steps past the full-data weights, 1..10 (default 1)")
-    p.add_argument("--query", default=None, help="pandas query selecting models of --zoo (default: all done)")
+    p.add_argument(
+        "--query",
+        default=None,
+        help='filter over the models table of --zoo that runs no code, e.g. "seed < 3" (default: all done)',
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo at --out")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     return p

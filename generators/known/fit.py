@@ -25,6 +25,7 @@ import zoo
 from generators.known.model import Known, weight_kinds
 from zoo.app.trainer import make_trainer
 from zoo.errors import ZooError
+from zoo.query import select
 from zoo.training.trajectory import reversed_trajectories
 
 
@@ -64,10 +65,7 @@ def collect(zoo_path: str, gcfg: Mapping, seed: int) -> dict:
     models = z.models
     sel = models[models["status"] == "done"]
     if gcfg.get("query"):
-        try:
-            sel = sel.query(str(gcfg["query"]))
-        except Exception as e:
-            raise ZooError(f"bad query {gcfg['query']!r}: {' '.join(str(e).split())}") from None
+        sel = select(sel, str(gcfg["query"]), "generator.query")
     if len(sel) < 2:
         raise ZooError(f"KNOWN needs at least 2 done models (train + validation) in {zoo_path!r}, found {len(sel)}")
     rng = np.random.default_rng(seed)

@@ -17,6 +17,7 @@ import zoo
 from generators.known.model import Known
 from zoo.datasets import metric_names
 from zoo.errors import ZooError
+from zoo.query import select
 from zoo.training.trajectory import reversed_trajectories
 
 INTERNAL_COLUMNS = ("model_id", "row", "status", "last_checkpoint")
@@ -32,10 +33,7 @@ def nowcast_zoo(
     models = z.models
     sel = models[models["status"] == "done"]
     if query:
-        try:
-            sel = sel.query(query)
-        except Exception as e:
-            raise ZooError(f"bad query {query!r}: {' '.join(str(e).split())}") from None
+        sel = select(sel, query, "--query")
     if sel.empty:
         raise ZooError(f"no done models of {zoo_path!r} to nowcast" + (f" match {query!r}" if query else ""))
     datasets = {name: z.dataset(name) for name in z.datasets}

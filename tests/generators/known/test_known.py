@@ -174,7 +174,7 @@ def test_nowcast_bad_inputs_are_one_line_errors(fitted, tmp_path, capsys):
     _one_line_error(capsys, [*run, "--zoo", str(tmp_path / "plain.zarr")], "has no trajectories")
     _one_line_error(capsys, [*run, "--zoo", str(tmp_path / "short.zarr")], "too short")
     _one_line_error(capsys, [*run, "--zoo", str(d / "new.zarr"), "--steps", "0"], "--steps must be")
-    _one_line_error(capsys, [*run, "--zoo", str(d / "new.zarr"), "--query", "nope >"], "bad query")
+    _one_line_error(capsys, [*run, "--zoo", str(d / "new.zarr"), "--query", "nope >"], "bad --query")
 
 
 @pytest.mark.slow
