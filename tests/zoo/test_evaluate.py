@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import zoo
-from tests.conftest import build_zoo
+from tests.conftest import build_zoo, float32_sum_atol
 from zoo import ZooError
 
 ARCHS = {
@@ -119,27 +119,48 @@ def _reference_recompute(module: torch.nn.Module, X: torch.Tensor, batch_size: i
     return module.eval()
 
 
+def _assert_statistics_close(layout: zoo.Layout, got: torch.Tensor, ref: torch.Tensor, n: int) -> None:
+    """Flat weights [m, P]: parameters and batch counts bit-equal; each model's running statistics equal to
+    float32 rounding of sums of n terms at the magnitude of that BatchNorm's statistics (mean and var together)."""
+    assert got.shape == ref.shape
+    for g, r in zip(got, ref):
+        a, b = layout.unflatten(g), layout.unflatten(r)
+        for e in layout.entries:
+            if e.kind == "parameter" or e.name.endswith("num_batches_tracked"):
+                assert torch.equal(a[e.name], b[e.name]), e.name  # copied or counted, never summed
+                continue
+            bn = e.name.rsplit(".", 1)[0]
+            scale = max(b[f"{bn}.running_mean"].abs().max().item(), b[f"{bn}.running_var"].abs().max().item())
+            atol = float32_sum_atol(scale, n)
+            torch.testing.assert_close(a[e.name], b[e.name], rtol=0, atol=atol, msg=lambda m, k=e.name: f"{k}: {m}")
+
+
 @pytest.mark.parametrize("name", ["cnn-bn", "resnet"])
 def test_recalibration_equals_per_module_recompute(name, tmp_path):
     z = build_zoo(str(tmp_path / f"{name}.zarr"), *ARCHS[name])
     data = z.dataset()
     ((layout, ids, W),) = _groups(z)
     new = zoo.recalibrate_bn(layout, W, data, batch_size=200)
-    one_at_a_time = zoo.recalibrate_bn(layout, W, data, batch_size=200, memory_floats=1)  # one model per chunk
-    torch.testing.assert_close(new, one_at_a_time, rtol=0, atol=0)
     stats = [e for e in layout.entries if e.kind == "buffer"]
     assert stats and all(
         e.name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked") for e in stats
     )
+    # each BatchNorm statistic sums one channel over a batch: 200 images x 8x8 pixels
+    n = 200 * data.X_train[0, 0].numel()
+    # the same call twice is the same computation: bit for bit
+    torch.testing.assert_close(zoo.recalibrate_bn(layout, W, data, batch_size=200), new, rtol=0, atol=0)
+    # one model per chunk is a different batch shape (other kernels, other summation order): float32 rounding
+    one_at_a_time = zoo.recalibrate_bn(layout, W, data, batch_size=200, memory_floats=1)
+    _assert_statistics_close(layout, one_at_a_time, new, n)
+    mean = next(e for e in stats if e.name.endswith("running_mean"))
+    off = new.clone()
+    off[0, mean.offset] += 1e-4  # a real error in one statistic fails the check
+    with pytest.raises(AssertionError, match="running_mean"):
+        _assert_statistics_close(layout, off, one_at_a_time, n)
     for k, i in enumerate(ids):
-        ref = _reference_recompute(z.module(i), data.X_train, 200).state_dict()
-        got = layout.unflatten(new[k])
-        for e in layout.entries:
-            if e.kind == "parameter":
-                assert torch.equal(got[e.name], ref[e.name])  # weights untouched
-            else:
-                torch.testing.assert_close(got[e.name], ref[e.name], rtol=1e-5, atol=1e-6)
-        assert int(got[stats[-1].name]) == -(-len(data.X_train) // 200)  # batches seen, like the module
+        ref = _reference_recompute(z.module(i), data.X_train, 200)
+        _assert_statistics_close(layout, new[k : k + 1], layout.flatten(ref.state_dict())[None], n)
+        assert int(layout.unflatten(new[k])[stats[-1].name]) == -(-len(data.X_train) // 200)  # batches seen
 
 
 def test_recalibration_reads_training_split_only_and_repairs_corrupted_statistics(tmp_path):

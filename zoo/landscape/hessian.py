@@ -1,4 +1,4 @@
-"""Hessian top eigenvalue (power iteration) and trace (Hutchinson) from Hessian-vector products.
+"""Hessian top eigenvalue (Lanczos) and trace (Hutchinson) from Hessian-vector products.
 
 Hessian-vector products are forward-over-reverse (``jvp`` of ``grad``) in ``torch.func``: one product costs
 about two gradient evaluations and never forms the Hessian. Every function is batched over a population:
@@ -57,28 +57,47 @@ def top_eigenvalue(
     tol: float = 1e-3,
     generator: Generators = None,
 ) -> tuple[torch.Tensor, int]:
-    """Power iteration per model: (Rayleigh quotient ``[n]`` of the dominant eigenvector, iterations run).
+    """Lanczos per model: (largest-magnitude Ritz value ``[n]``, steps run); one HVP per step.
 
     The dominant eigenvalue is the largest in magnitude (signed); at trained points it is the largest
-    positive one. Each model's estimate is frozen once it changes by less than ``tol`` relative (so it does
-    not depend on the other models of the population); the loop ends when all are, or after ``iters``.
+    positive one. Lanczos reaches it in far fewer products than power iteration when the top eigenvalues
+    lie close together (power iteration stopped 6-8% low there at 10 products). Each model's estimate is
+    frozen once its Ritz residual ``|beta_k s_k|`` (a bound on the distance to an eigenvalue of H) is at most
+    ``tol`` relative, so it does not depend on the other models of the population; the loop ends when all
+    are, or after ``iters``. The plain three-term recurrence keeps three vectors per model (memory as power
+    iteration); lost orthogonality only repeats converged Ritz values, it does not move the top one.
     ``generator`` may be one per model (start vectors independent of the population too).
     """
+    n = theta.shape[0]
     v = _draw(lambda shape, g: torch.randn(shape, generator=g), tuple(theta.shape), generator, 0)
     v = v / v.norm(dim=-1, keepdim=True)
-    lam = torch.full(theta.shape[:1], float("nan"))
-    active = torch.ones(theta.shape[:1], dtype=torch.bool)
+    v_prev = torch.zeros_like(v)
+    alphas: list[torch.Tensor] = []
+    betas: list[torch.Tensor] = []
+    lam = torch.full((n,), float("nan"))
+    active = torch.ones(n, dtype=torch.bool)
     it = 0
-    for it in range(1, iters + 1):  # noqa: B007 (the count of iterations run is returned)
+    for it in range(1, iters + 1):  # noqa: B007 (the count of steps run is returned)
         w = hvp(theta, v, *args).detach()
-        new = _dot(v, w)
-        norm = w.norm(dim=-1, keepdim=True)
-        v = torch.where(norm > 0, w / norm.clamp_min(1e-30), v)
-        converged = (new - lam).abs() <= tol * new.abs().clamp_min(1e-12)
-        lam = torch.where(active, new, lam)
+        a = _dot(v, w)
+        w = w - a[:, None] * v - (betas[-1][:, None] * v_prev if betas else 0.0)
+        b = w.norm(dim=-1)
+        alphas.append(a)
+        T = torch.diag_embed(torch.stack(alphas, -1).double())
+        if betas:
+            off = torch.stack(betas, -1).double()
+            T = T + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+        evals, evecs = torch.linalg.eigh(T)
+        j = evals.abs().argmax(-1)
+        ritz = evals.gather(-1, j[:, None])[:, 0]
+        residual = (b.double() * evecs[:, -1, :].gather(-1, j[:, None])[:, 0]).abs()
+        converged = residual <= tol * ritz.abs().clamp_min(1e-12)
+        lam = torch.where(active, ritz.float(), lam)
         active = active & ~converged
         if not bool(active.any()):
             break
+        betas.append(b)
+        v_prev, v = v, torch.where(b[:, None] > 0, w / b[:, None].clamp_min(1e-30), v)
     return lam, it
 
 
