@@ -265,7 +265,7 @@ def test_shipped_weights_are_the_ema_of_the_raw_trajectory_at_the_best_epoch(ema
     params = [n for n, _ in generators.load(d).named_parameters()]
     ema = {k: snap[0][k].clone() for k in params}  # the first update copies the weights after step 1
     for w in snap[1:]:
-        ema = {k: 0.9 * ema[k] + (1 - 0.9) * w[k] for k in params}
+        ema = {k: torch.lerp(ema[k], w[k], 1 - 0.9) for k in params}
     shipped = _shipped(d)
     for k in params:
         torch.testing.assert_close(shipped[k], ema[k], rtol=1e-6, atol=1e-7)
@@ -274,6 +274,13 @@ def test_shipped_weights_are_the_ema_of_the_raw_trajectory_at_the_best_epoch(ema
         assert max((shipped[k] - raw[k]).abs().max().item() for k in params) > 1e-4
     for k in set(shipped) - set(params):  # buffers (data statistics) are not averaged: the raw ones
         assert torch.equal(shipped[k], snap[-1][k])
+
+
+@pytest.mark.parametrize("decay", [1.5, -0.1, "high"])
+def test_bad_ema_decay(mlp_zoo, tmp_path, decay):
+    with pytest.raises(ZooError, match="ema_decay must be a number in"):
+        generators.fit("dwf", mlp_zoo.path, out=str(tmp_path / "r"), ema_decay=decay)
+    assert not (tmp_path / "r").exists()  # refused before anything is written
 
 
 def test_validation_follows_the_ema_weights(ema_runs):
