@@ -14,11 +14,13 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks.weight_averaging import WeightAveraging
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
@@ -92,6 +94,36 @@ class Snapshots(L.Callback):
             save_file(state, str(self.directory / f"step-{step:07d}.safetensors"))
 
 
+def _ema_step(average: torch.Tensor, current: torch.Tensor, num_averaged: Any, weight: float) -> torch.Tensor:
+    """One EMA update, ``average + weight * (current - average)``: exact where a weight did not move."""
+    return torch.lerp(average, current, weight)
+
+
+class EMA(WeightAveraging):
+    """EMA of the generator's parameters, updated after every optimizer step and in place for all of validation.
+
+    Lightning's ``EMAWeightAveraging`` swaps the raw weights back at ``on_validation_epoch_end``, and callbacks run
+    that hook before the module's own, where ``val/sample_train_acc`` is logged: the sample accuracy would be the raw
+    weights' and ``val/loss`` the EMA's. Here the average stays in until ``on_validation_end``, so both metrics,
+    early stopping and the best checkpoint follow the EMA (ModelCheckpoint, which Lightning runs last, then saves
+    the average as the checkpoint's ``state_dict`` and the raw weights as ``current_model_state``). The first update
+    copies the weights after step 1; ``lerp`` keeps a weight that never moves (d2nwg's frozen VAE) bit-exact; buffers
+    (data statistics) are copied, not averaged.
+    """
+
+    def __init__(self, decay: Any) -> None:
+        if not isinstance(decay, (int, float)) or isinstance(decay, bool) or not 0.0 <= decay <= 1.0:
+            raise ZooError(f"generator.ema_decay must be a number in [0, 1], got {decay!r}")
+        super().__init__(use_buffers=False, avg_fn=partial(_ema_step, weight=1.0 - float(decay)))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Keep the average in: the module's ``on_validation_epoch_end`` (sample accuracy) runs after this."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Swap the raw weights back in, before the checkpoints are saved."""
+        super().on_validation_epoch_end(trainer, pl_module)
+
+
 def _loaders(models: TrainingModels, cfg: Mapping, g: Generator, seed: int) -> tuple[DataLoader, DataLoader]:
     """Training loader (models drawn with replacement, ``steps_per_epoch`` batches) and validation loader."""
     mask = g.layout.parameter_mask()
@@ -122,7 +154,6 @@ def fit_config(cfg: Mapping) -> Generator:
 
 def _fit(cfg: Mapping) -> Generator:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.callbacks.weight_averaging import EMAWeightAveraging
 
     cfg = dict(cfg)
     if not cfg.get("zoo"):
@@ -132,6 +163,7 @@ def _fit(cfg: Mapping) -> Generator:
     method = get(name)
     if method.fit is not None:  # a method with its own fitting (KNOWN: trajectory windows)
         return method.fit(cfg)
+    ema = EMA(gcfg["ema_decay"])
     stem = Path(str(cfg["zoo"]).rstrip("/")).name.removesuffix(".zarr")
     out = Path(cfg.get("out") or Path("data/runs") / f"{name}-{stem}")
     seed = int(cfg.get("seed", 0))
@@ -166,12 +198,12 @@ def _fit(cfg: Mapping) -> Generator:
         mode=mode,
         save_top_k=1,
         save_last=True,
-        save_weights_only=True,
+        save_weights_only=False,  # a weights-only checkpoint skips the callbacks' hooks: it would hold the raw weights
         enable_version_counter=False,
     )
     callbacks = [
         best,
-        EMAWeightAveraging(decay=float(gcfg["ema_decay"])),
+        ema,
         EarlyStopping(monitor=monitor, mode=mode, patience=int(es["patience"]), min_delta=float(es["min_delta"])),
         Snapshots(out / SNAPSHOT_DIR, int(cfg["snapshot_every_n_steps"])),
     ]
@@ -194,7 +226,7 @@ def _fit(cfg: Mapping) -> Generator:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(g, train_dataloaders=train_dl, val_dataloaders=val_dl)
-    if best.best_model_path:  # EMA weights of the best validation epoch (the callback saves the average)
+    if best.best_model_path:  # EMA weights of the best validation epoch (EMA puts the average in ``state_dict``)
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         g.load_state_dict(state)
     fit_s = time.perf_counter() - t0

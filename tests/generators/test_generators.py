@@ -220,3 +220,79 @@ def test_batchnorm_samples_are_recalibrated_on_training_data(tmp_path):
     rm = layout["features.1.running_mean"]
     assert not torch.allclose(flat[:, rm.offset : rm.stop], g.buffer_fill[rm.offset : rm.stop].expand(3, -1))
     assert np.isfinite(g.sample_zoo(3, tmp_path / "s.zarr").models["test_acc"]).all()
+
+
+# ---------------------------------------------------------------------------------------------- EMA (issue 27)
+@pytest.fixture(scope="module")
+def ema_runs(mlp_zoo, tmp_path_factory) -> dict[float, generators.Generator]:
+    """The same fit with EMA decay 0 (the raw weights) and 0.9, raw snapshots after every optimizer step."""
+    return {
+        d: generators.fit(
+            "dwf",
+            mlp_zoo.path,
+            out=str(tmp_path_factory.mktemp("ema") / f"run-{d}"),
+            ema_decay=d,
+            **{**FAST, "snapshot_every_n_steps": 1},
+        )
+        for d in (0.0, 0.9)
+    }
+
+
+def _best_step(run_dir) -> int:
+    """The optimizer step at the end of the best validation epoch (the best checkpoint's)."""
+    return int(torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["global_step"])
+
+
+def _shipped(run_dir) -> dict[str, torch.Tensor]:
+    return generators.load(run_dir).state_dict()
+
+
+def test_ema_decay_changes_the_shipped_weights(ema_runs):
+    """Two decays ship different weights; decay 0 ships the raw weights of its best epoch."""
+    a, b = (_shipped(ema_runs[d].run_dir) for d in (0.0, 0.9))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    raw = generators.load(ema_runs[0.0].run_dir, snapshot=_best_step(ema_runs[0.0].run_dir)).state_dict()
+    assert all(torch.equal(a[k], raw[k]) for k in a)
+
+
+def test_shipped_weights_are_the_ema_of_the_raw_trajectory_at_the_best_epoch(ema_runs):
+    """model.safetensors = EMA (decay 0.9, from the first optimizer step on: the callback's rule) of the raw
+    snapshots up to the best epoch's last step, and neither that step's nor the last step's raw weights."""
+    d = ema_runs[0.9].run_dir
+    steps, best = generators.snapshots(d), _best_step(d)
+    assert steps == list(range(1, steps[-1] + 1)) and 1 < best <= steps[-1]
+    snap = [generators.load(d, snapshot=s).state_dict() for s in range(1, best + 1)]
+    params = [n for n, _ in generators.load(d).named_parameters()]
+    ema = {k: snap[0][k].clone() for k in params}  # the first update copies the weights after step 1
+    for w in snap[1:]:
+        ema = {k: torch.lerp(ema[k], w[k], 1 - 0.9) for k in params}
+    shipped = _shipped(d)
+    for k in params:
+        torch.testing.assert_close(shipped[k], ema[k], rtol=1e-6, atol=1e-7)
+    last = generators.load(d, snapshot=steps[-1]).state_dict()
+    for raw in (snap[-1], last):
+        assert max((shipped[k] - raw[k]).abs().max().item() for k in params) > 1e-4
+    for k in set(shipped) - set(params):  # buffers (data statistics) are not averaged: the raw ones
+        assert torch.equal(shipped[k], snap[-1][k])
+
+
+@pytest.mark.parametrize("decay", [1.5, -0.1, "high"])
+def test_bad_ema_decay(mlp_zoo, tmp_path, decay):
+    with pytest.raises(ZooError, match="ema_decay must be a number in"):
+        generators.fit("dwf", mlp_zoo.path, out=str(tmp_path / "r"), ema_decay=decay)
+    assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
+def test_validation_follows_the_ema_weights(ema_runs):
+    """The logged val/sample_train_acc of the best epoch is the shipped (EMA) weights' own: early stopping and the
+    best checkpoint follow the weights that are shipped."""
+    import pandas as pd
+
+    g = ema_runs[0.9]
+    log = pd.read_csv(g.run_dir / "metrics.csv")
+    acc = log.dropna(subset=["val/sample_train_acc"]).set_index("step")["val/sample_train_acc"]
+    best = _best_step(g.run_dir)
+    k = int(g.config["val_samples"])
+    flat, _ = generators.load(g.run_dir).sample_flat(k, seed=0)
+    mine = zoo.evaluate(g.layout, flat, g.dataset(), split="train")["acc"].mean().float().item()
+    assert acc.loc[best - 1] == pytest.approx(mine, abs=1e-6)
