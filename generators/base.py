@@ -22,8 +22,40 @@ import torch
 import zoo
 from generators.registry import save_run
 from generators.training_models import TrainingModels, load_training_models
+from zoo import store as zstore
+from zoo.app.memory import available_memory
 from zoo.errors import ZooError
 from zoo.layout import Layout
+
+# [n, P] float32 copies of the flat weights alive at once in sample_zoo (the generated parameters, the full flat
+# weights, the finite ones being evaluated, the ones being written): n samples need at least this many times
+# n x P x 4 bytes, so a count beyond the available memory is refused before anything is allocated
+SAMPLE_COPIES = 4
+
+
+def _check_count(n: Any) -> int:
+    """n as an int if it is a positive integer (not a bool, not a float), else a one-line ZooError."""
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
+        raise ZooError(f"the number of samples must be a positive integer, got {n!r}")
+    return int(n)
+
+
+def _local(path: str | Path) -> Path | None:
+    """The resolved local path of ``path``, None for an fsspec URL (compared as a string)."""
+    text = str(path)
+    if "://" in text and not text.startswith("file://"):
+        return None
+    return Path(text.removeprefix("file://")).expanduser().resolve()
+
+
+def _overlaps(out: str | Path, path: str | Path, inside_too: bool) -> bool:
+    """Whether writing a zoo at ``out`` would replace ``path``: the same place or a folder above it (with
+    ``inside_too``, also a place within it)."""
+    a, b = _local(out), _local(path)
+    if a is None or b is None:
+        x, y = str(out).rstrip("/"), str(path).rstrip("/")
+        return x == y or y.startswith(x + "/") or (inside_too and x.startswith(y + "/"))
+    return a == b or a in b.parents or (inside_too and b in a.parents)
 
 
 class Generator(L.LightningModule, metaclass=abc.ABCMeta):
@@ -128,8 +160,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
 
     def sample_flat(self, n: int, seed: int = 0, condition: Any = None) -> tuple[torch.Tensor, list]:
         """([n, P] flat weights in the zoo's layout, [n] condition values) of n new models, seeded."""
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
-            raise ZooError(f"the number of samples must be a positive integer, got {n!r}")
+        n = _check_count(n)
         gen = torch.Generator().manual_seed(int(seed))
         idx, values = self._condition_index(int(n), condition, gen)
         was_training = self.training
@@ -174,10 +205,37 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
         return self.run_dir
 
     # ------------------------------------------------------------------ samples as a zoo
+    def check_sample_zoo(self, n: Any, out: str | Path, overwrite: bool = False) -> None:
+        """Refuse a ``sample_zoo`` request before any compute: n not a positive integer or beyond memory, ``out``
+        on the training zoo or the run folder (even with overwrite), or an existing zoo without overwrite."""
+        n = _check_count(n)
+        need = n * self.layout.size * 4 * SAMPLE_COPIES
+        avail = available_memory()
+        if avail is not None and need > avail:
+            most = avail // (self.layout.size * 4 * SAMPLE_COPIES)
+            raise ZooError(
+                f"{n} samples of {self.layout.size} weights need at least {need / 2**30:.1f} GiB "
+                f"({SAMPLE_COPIES} float32 copies), more than the {avail / 2**30:.1f} GiB available; "
+                f"sample at most {most} at once"
+            )
+        inputs = [
+            ("the generator's training zoo", self.origin.get("zoo"), True),
+            ("its run folder", self.run_dir, False),
+        ]
+        for what, path, inside_too in inputs:
+            if path is not None and _overlaps(out, path, inside_too):
+                raise ZooError(f"--out {str(out)!r} would replace {what} {str(path)!r}; write the samples elsewhere")
+        meta = zstore.existing_meta(str(out))  # foreign files there are a ZooError too
+        if meta is not None and meta.get("initialized") and not overwrite:
+            raise ZooError(
+                f"{str(out)!r} already holds a zoo; replace it explicitly (overwrite=True, or --overwrite on the CLI)"
+            )
+
     def sample_zoo(
         self, n: int, out: str | Path, seed: int = 0, condition: Any = None, overwrite: bool = False
     ) -> zoo.Zoo:
         """Write n samples as a zoo at ``out``: weights, train/test metrics, status and provenance per model."""
+        self.check_sample_zoo(n, out, overwrite)
         flat, values = self.sample_flat(n, seed, condition)
         data = self.dataset()
         names = list(self.origin["metric_names"])

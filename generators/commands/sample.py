@@ -49,6 +49,7 @@ def main(argv: list[str]) -> int:
             f"{args.run!r} holds a {g.name} run, which predicts weights rather than sampling them "
             "(zoo nowcast applies it)"
         )
+    g.check_sample_zoo(args.n, args.out, overwrite=args.overwrite)  # before any compute: -n, --out
     condition = args.condition
     if args.dataset is not None or args.shots is not None:
         if not g.conditions_on_dataset:

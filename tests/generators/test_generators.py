@@ -3,12 +3,17 @@ split (the flow itself: tests/generators/dwf/test_flow.py)."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 import generators
 import zoo
+from generators import base
 from tests.conftest import build_zoo
 from zoo.commands.main import main as cli_main
 from zoo.errors import ZooError
@@ -192,6 +197,81 @@ def test_cli_sample_bad_inputs(run, tmp_path, capsys):
         assert cli_main(["sample", str(run.run_dir), "--out", str(tmp_path / "x.zarr"), *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err
+
+
+def _files(root) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes (to show a refused command wrote nothing)."""
+    root = Path(root)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _refused(argv: list[str], message: str, capsys) -> None:
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err, err
+
+
+@pytest.fixture
+def no_sampling(monkeypatch):
+    """Make any sampling fail the test: the refusals below must come before compute."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("sampled before refusing")
+
+    monkeypatch.setattr(generators.Generator, "sample_flat", fail)
+
+
+def test_cli_sample_refuses_an_existing_zoo_before_sampling(run, tmp_path, no_sampling, capsys):
+    out = tmp_path / "old.zarr"
+    zoo.create(
+        str(out), pd.DataFrame({"x": [1]}), {"l": next(iter(zoo.open(run.origin["zoo"]).layouts.values()))}, [0], []
+    )
+    before = _files(out)
+    _refused(["sample", str(run.run_dir), "-n", "3", "--out", str(out)], "already holds a zoo", capsys)
+    assert _files(out) == before
+
+
+def test_cli_sample_refuses_to_write_over_its_inputs(run, tmp_path, no_sampling, monkeypatch, capsys):
+    """--out on the training zoo, a folder above it or a place in it, or on the run folder: refused even with
+    --overwrite, however the path is spelled, and both stay byte for byte."""
+    train, run_dir = Path(run.origin["zoo"]), Path(run.run_dir)
+    before = (_files(train), _files(run_dir))
+    monkeypatch.chdir(train.parent)
+    for out, what in (
+        (str(train), "the generator's training zoo"),
+        (f"./{train.name}/", "the generator's training zoo"),
+        (f"file://{train}", "the generator's training zoo"),
+        (str(train.parent), "the generator's training zoo"),
+        (str(train / "inside.zarr"), "the generator's training zoo"),
+        (str(run_dir), "its run folder"),
+        (str(run_dir.parent), "its run folder"),
+    ):
+        _refused(["sample", str(run_dir), "-n", "3", "--out", out, "--overwrite"], f"would replace {what}", capsys)
+    assert (_files(train), _files(run_dir)) == before
+
+
+def test_cli_sample_count_is_bounded_by_memory(run, tmp_path, no_sampling, capsys):
+    """A count whose weights cannot fit in memory, a non-integer or a non-positive one: one line at once."""
+    out = tmp_path / "s.zarr"
+    start = time.perf_counter()
+    _refused(["sample", str(run.run_dir), "-n", str(10**12), "--out", str(out)], "GiB available", capsys)
+    assert time.perf_counter() - start < 1.0
+    for bad in ("1.5", "abc"):
+        _refused(["sample", str(run.run_dir), "-n", bad, "--out", str(out)], "usage", capsys)
+    _refused(["sample", str(run.run_dir), "-n", "-3", "--out", str(out)], "positive integer", capsys)
+    assert not out.exists()
+
+
+def test_sample_count_bound_is_the_available_memory(run, tmp_path, no_sampling, monkeypatch):
+    """The largest count refused is the first whose SAMPLE_COPIES float32 copies exceed the available bytes."""
+    per_sample = run.layout.size * 4 * base.SAMPLE_COPIES
+    monkeypatch.setattr(base, "available_memory", lambda: 1000 * per_sample)
+    run.check_sample_zoo(1000, tmp_path / "s.zarr")
+    with pytest.raises(ZooError, match="sample at most 1000 at once"):
+        run.check_sample_zoo(1001, tmp_path / "s.zarr")
+    with pytest.raises(ZooError, match="positive integer"):
+        run.sample_zoo(2.0, tmp_path / "s.zarr")  # type: ignore[arg-type]
+    assert not (tmp_path / "s.zarr").exists()
 
 
 def test_cli_several_layouts(tiny_zoo, tmp_path, capsys):

@@ -1,9 +1,11 @@
-"""Process-wide allocator setting shared by the trainer and the landscape metrics."""
+"""Memory: the process-wide allocator setting shared by the trainer and the landscape metrics, and the
+memory available to refuse a request that cannot fit before allocating it."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
 
 def retain_freed_memory(limit_bytes: int = 1 << 30) -> bool:
@@ -25,3 +27,19 @@ def retain_freed_memory(limit_bytes: int = 1 << 30) -> bool:
         return bool(ok)
     except (OSError, AttributeError):
         return False
+
+
+def available_memory() -> int | None:
+    """Bytes the OS could give this process now: /proc/meminfo's MemAvailable (Linux), else the free physical
+    pages from ``os.sysconf``; None where neither is known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the kernel writes kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
