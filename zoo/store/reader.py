@@ -161,6 +161,8 @@ class Zoo:
             bad = next((b for b in range(-(-array.shape[0] // rows_per)) if not _readable(array, b, rows_per)), None)
             detail = (str(e).splitlines() or [""])[0]
             raise ZooError(damaged(bad, f"is corrupt or unreadable ({e.__class__.__name__}: {detail})")) from None
+        if array.size == 0:  # a zoo without metrics (an import without metrics.csv): there are no chunks
+            return values
         needed = np.unique(rows[committed] // rows_per)
         missing = needed[~written[needed]]
         if len(missing):
