@@ -132,8 +132,10 @@ def read_checkpoint_rows(array: zarr.Array, rows: np.ndarray, checkpoint: int) -
     return out
 
 
-def read_whole(array: zarr.Array) -> np.ndarray | None:
-    """The whole of a small local array chunked along its first axis only (state, metrics), else None."""
+def read_whole(array: zarr.Array) -> tuple[np.ndarray, np.ndarray] | None:
+    """The whole of a small local array chunked along its first axis only (state, metrics) and whether each of
+    its chunks was written (unwritten ones read as the fill value; the caller decides if that is an error),
+    else None."""
     folder = _local_folder(array)
     meta = array.metadata
     codecs = getattr(meta, "codecs", ())
@@ -146,7 +148,8 @@ def read_whole(array: zarr.Array) -> np.ndarray | None:
     out = np.full(array.shape, array.fill_value, dtype=array.dtype)
     rows_per = chunks[0]
     tail = ("0",) * (array.ndim - 1)
-    for k in range(-(-array.shape[0] // rows_per)):
+    written = np.zeros(-(-array.shape[0] // rows_per), dtype=bool)
+    for k in range(len(written)):
         path = os.path.join(folder, "c", str(k), *tail)
         try:
             with open(path, "rb") as f:
@@ -158,4 +161,5 @@ def read_whole(array: zarr.Array) -> np.ndarray | None:
             raise ZooError(f"chunk {path} is corrupt: {data.size} values, expected {int(np.prod(chunks))}")
         lo, hi = k * rows_per, min((k + 1) * rows_per, array.shape[0])
         out[lo:hi] = data.reshape(chunks)[: hi - lo]
-    return out
+        written[k] = True
+    return out, written

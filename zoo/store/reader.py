@@ -33,7 +33,7 @@ from torch import nn
 from zoo.datasets import Dataset, load_dataset
 from zoo.errors import ZooError
 from zoo.layout import Layout
-from zoo.store._group import PENDING, STATUS, open_group, read_models_table
+from zoo.store._group import PENDING, STATUS, location, open_group, read_models_table
 from zoo.store.fastread import read_checkpoint_rows, read_whole
 
 
@@ -98,7 +98,7 @@ class Zoo:
             array = self._group[name]
             fast = read_whole(array) if selection is ... else None
             if fast is not None:
-                return fast
+                return fast[0]
             return np.asarray(array.oindex[selection] if orthogonal else array[selection])
         except Exception as e:  # zarr surfaces truncated or garbled chunks as ValueError, KeyError, ...
             raise ZooError(
@@ -120,9 +120,65 @@ class Zoo:
         self._state_cache = self._per_layout("state", 0, (2,), np.int32)
         return self._state_cache
 
-    def _metric_values(self) -> np.ndarray:
-        """[N, C, K] metrics in model-id order."""
-        return self._per_layout("metrics", np.nan, (len(self.checkpoint_epochs), len(self.metric_names)), np.float64)
+    def _metric_values(self, state: np.ndarray | None = None) -> np.ndarray:
+        """[N, C, K] metrics in model-id order. ``state`` (read fresh when not given, always before the metrics:
+        a model's metrics are written before its state row) says which blocks hold committed models."""
+        state = self._state() if state is None else state
+        keys, rows = self._where
+        out = np.full((len(self), len(self.checkpoint_epochs), len(self.metric_names)), np.nan, dtype=np.float64)
+        for key in self.layouts:
+            ids = np.nonzero(keys == key)[0]
+            if len(ids):
+                out[ids] = self._layout_metrics(key, ids, rows[ids], state[ids, 0] != PENDING)[rows[ids]]
+        return out
+
+    def _layout_metrics(self, key: str, ids: np.ndarray, rows: np.ndarray, committed: np.ndarray) -> np.ndarray:
+        """The metrics array of one layout (models ``ids`` at ``rows``). A missing chunk of a block that holds
+        committed models, or any unreadable chunk, is a ZooError naming the block; a block of pending models
+        only reads as NaN (a build may be writing it). Chunk existence is checked once per block, not per model."""
+        name = f"layouts/{key}/metrics"
+        try:
+            array = self._group[name]
+        except Exception as e:
+            raise ZooError(
+                f"array {name!r} of zoo {self.path!r} is corrupt or unreadable ({e.__class__.__name__}: {e})"
+            ) from None
+        rows_per = int(array.chunks[0])
+
+        def damaged(block: int | None, what: str) -> str:
+            members = np.sort(ids[rows // rows_per == block])
+            span = f" (models {int(members[0])}..{int(members[-1])})" if len(members) else ""
+            where = f"layout {key}" if block is None else f"layout {key}, block {block}{span}"
+            return (
+                f"the metrics chunk of zoo {self.path!r}, {where} {what}: `zoo verify {self.path} --repair` marks"
+                " the block pending, then the same `zoo build` retrains it"
+            )
+
+        try:
+            fast = read_whole(array)
+            values, written = fast if fast is not None else (np.asarray(array[...]), self._written_chunks(array))
+        except Exception as e:  # a truncated or garbled chunk: find which one, for the message
+            bad = next((b for b in range(-(-array.shape[0] // rows_per)) if not _readable(array, b, rows_per)), None)
+            detail = (str(e).splitlines() or [""])[0]
+            raise ZooError(damaged(bad, f"is corrupt or unreadable ({e.__class__.__name__}: {detail})")) from None
+        if array.size == 0:  # a zoo without metrics (an import without metrics.csv): there are no chunks
+            return values
+        needed = np.unique(rows[committed] // rows_per)
+        missing = needed[~written[needed]]
+        if len(missing):
+            raise ZooError(damaged(int(missing[0]), "is missing though its models are committed"))
+        return values
+
+    def _written_chunks(self, array: zarr.Array) -> np.ndarray:
+        """Whether each chunk of an array chunked along its first axis exists (one listing, for non-local stores)."""
+        fs, root = location(self.path)
+        try:
+            found = {
+                p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(f"{root.rstrip('/')}/{array.path}/c", detail=False)
+            }
+        except FileNotFoundError:
+            found = set()
+        return np.asarray([str(b) in found for b in range(-(-array.shape[0] // int(array.chunks[0])))], dtype=bool)
 
     @property
     def models(self) -> pd.DataFrame:
@@ -131,7 +187,7 @@ class Zoo:
         state = self._state()
         df.insert(1, "status", [STATUS[s] for s in state[:, 0]])
         df["last_checkpoint"] = state[:, 1]
-        values = self._metric_values()
+        values = self._metric_values(state)
         last = np.where(state[:, 1] >= 0, state[:, 1], 0)
         final = values[np.arange(len(df)), last]
         final[state[:, 1] < 0] = np.nan
@@ -317,6 +373,15 @@ class Zoo:
     def landscape(self) -> pd.DataFrame | None:
         """Loss-landscape metrics and phase per model (``zoo landscape``), or None."""
         return self.table("landscape")
+
+
+def _readable(array: zarr.Array, block: int, rows_per: int) -> bool:
+    """Whether one block of an array chunked along its first axis reads back through zarr (checksums verified)."""
+    try:
+        np.asarray(array[block * rows_per : (block + 1) * rows_per])
+    except Exception:
+        return False
+    return True
 
 
 def open(path: str | os.PathLike) -> Zoo:  # noqa: A001 - mirrors zarr.open / builtins by intent

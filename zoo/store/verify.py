@@ -45,7 +45,8 @@ def _check_block(z: Zoo, key: str, block: int) -> list[str]:
     committed = state[:, 0] != PENDING
     # a block with nothing committed may still hold chunks of an interrupted write: they must read back too,
     # since resuming rewrites them (read-modify-write) and the models table reads every metrics chunk
-    if committed.any() and not _chunk_exists(z, f"layouts/{key}/metrics", block, 3):
+    has_metrics = bool(z.metric_names)  # a zoo without metrics (an import without metrics.csv) has no chunks
+    if committed.any() and has_metrics and not _chunk_exists(z, f"layouts/{key}/metrics", block, 3):
         problems.append("metrics chunk missing")
     else:
         try:

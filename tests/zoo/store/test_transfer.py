@@ -250,6 +250,7 @@ def test_flat_import_through_the_cli_with_arch_arguments(tmp_path, capsys):
         "depth=1",
     ]
     assert main(args) == 0
+    assert main(["verify", str(tmp_path / "z.zarr")]) == 0  # no metrics.csv: no metrics chunks, and no damage
     z = zoo.open(tmp_path / "z.zarr")
     assert list(z.models.status) == ["done", "diverged"] and list(z.models.last_checkpoint) == [0, -1]
     assert torch.equal(z.module(0)(data.X_test), models[0](data.X_test))

@@ -53,3 +53,72 @@ def test_damage_is_found_and_repair_then_build_restores_the_same_bits(built, tmp
     rebuilt = build_zoo(str(path), *ARGS)
     assert (rebuilt.models.status == "done").all() and _same_bits(rebuilt, built)
     assert zoo_main(["verify", str(path)]) == 0
+
+
+def _metrics_chunk(path, key: str, block: int):
+    return path / "layouts" / key / "metrics" / "c" / str(block) / "0" / "0"
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_a_damaged_metrics_chunk_of_committed_models_is_a_one_line_error(built, tmp_path, capsys, damage):
+    """Not NaN metrics and a different accuracy range: every metrics read names the block; verify repairs it."""
+    path = tmp_path / "m.zarr"
+    shutil.copytree(built.path, path)
+    key = next(iter(built.layouts))
+    chunk = _metrics_chunk(path, key, 1)
+    if damage == "delete":
+        chunk.unlink()
+    else:
+        chunk.write_bytes(chunk.read_bytes()[:7])
+    what = "is missing though its models are committed" if damage == "delete" else "is corrupt or unreadable"
+    expected = f"zoo '{path}', layout {key}, block 1 \\(models 2..3\\) {what}.*`zoo verify {path} --repair`"
+    for read in (lambda z: z.models, lambda z: z.metrics, repr):
+        with pytest.raises(ZooError, match=expected):
+            read(zoo.open(str(path)))
+    capsys.readouterr()
+    assert zoo_main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "block 1" in err and "--repair" in err
+    assert zoo_main(["verify", str(path)]) == 1 and "block 1 (models 2..3): metrics chunk" in capsys.readouterr().out
+    assert zoo_main(["verify", str(path), "--repair"]) == 0
+    df = zoo.open(str(path)).models
+    assert df.status.tolist() == ["done", "done", "pending", "pending", "done", "done"]
+    assert df.test_acc[[2, 3]].isna().all() and df.test_acc.drop([2, 3]).eq(built.models.test_acc.drop([2, 3])).all()
+
+
+def test_a_pending_block_without_metrics_still_reads(built, tmp_path):
+    """A build in progress reads its zoo: a block whose models are all pending has no metrics chunk yet."""
+    from zoo.store.writer import open_writer
+
+    path = tmp_path / "p.zarr"
+    shutil.copytree(built.path, path)
+    key = next(iter(built.layouts))
+    assert open_writer(str(path)).mark_pending(key, 2) == [4, 5]
+    assert not _metrics_chunk(path, key, 2).exists()
+    z = zoo.open(str(path))
+    assert z.models.status.eq("pending").sum() == 2 and z.models.test_acc[[4, 5]].isna().all()
+    assert z.metrics.query("model_id >= 4").test_acc.isna().all()
+    assert z.metrics.query("model_id < 4").test_acc.notna().all()
+
+
+def test_a_missing_metrics_chunk_behind_an_fsspec_url_is_an_error_too():
+    """The zarr read path (no local fast read) checks the chunks it found the same way."""
+    import fsspec
+
+    from zoo.store.writer import open_writer
+
+    url = "memory://verify/metrics.zarr"
+    z = build_zoo(url, "recipe.widths=[8]", "recipe.seeds=4", "block_size=2")
+    key = next(iter(z.layouts))
+    fs = fsspec.filesystem("memory")
+    root = fs._strip_protocol(url)
+    fs.rm(f"{root}/layouts/{key}/metrics/c/1/0/0")
+    with pytest.raises(ZooError, match=f"layout {key}, block 1 \\(models 2..3\\) is missing"):
+        _ = zoo.open(url).models
+    fs.pipe(f"{root}/layouts/{key}/metrics/c/0/0/0", b"garbage")
+    with pytest.raises(ZooError, match=f"layout {key}, block 0 \\(models 0..1\\) is corrupt"):
+        _ = zoo.open(url).metrics
+    open_writer(url).mark_pending(key, 0)
+    open_writer(url).mark_pending(key, 1)
+    assert zoo.open(url).models.test_acc.isna().all()
+    fs.rm(root, recursive=True)
