@@ -273,25 +273,27 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
             }
         }
         epoch = self.origin.get("epoch")
-        w = zoo.create(
-            str(out),
-            table,
-            {self.origin["layout_key"]: self.layout},
-            [0 if epoch is None else int(epoch)],
-            names,
-            attrs=attrs,
-            datasets=[data],
-            overwrite=overwrite,
-        )
-        ids = np.arange(n)
-        for status, sel in (("done", finite.numpy()), ("diverged", ~finite.numpy())):
-            if sel.any():
-                last = None if status == "done" else [-1] * int(sel.sum())
-                w.write(
-                    ids[sel].tolist(),
-                    flat[torch.from_numpy(sel)][:, None],
-                    metrics[sel],
-                    status=status,
-                    last_checkpoint=last,
-                )
-        return w.zoo()
+        # one writer at a time; a failure leaves out as before
+        with zstore.staged(str(out), "zoo sample", overwrite) as partial:
+            w = zoo.create(
+                partial,
+                table,
+                {self.origin["layout_key"]: self.layout},
+                [0 if epoch is None else int(epoch)],
+                names,
+                attrs=attrs,
+                datasets=[data],
+                overwrite=True,
+            )
+            ids = np.arange(n)
+            for status, sel in (("done", finite.numpy()), ("diverged", ~finite.numpy())):
+                if sel.any():
+                    last = None if status == "done" else [-1] * int(sel.sum())
+                    w.write(
+                        ids[sel].tolist(),
+                        flat[torch.from_numpy(sel)][:, None],
+                        metrics[sel],
+                        status=status,
+                        last_checkpoint=last,
+                    )
+        return zoo.open(str(out))

@@ -62,42 +62,44 @@ def nowcast_zoo(
     for key in used:
         rows = np.nonzero((sel["layout"] == key).to_numpy())[0]
         preds[key] = g.nowcast(reversed_trajectories(z, key, sel["model_id"].to_numpy()[rows]), z.layouts[key], steps)
-    w = zoo.create(
-        out,
-        table,
-        {k: z.layouts[k] for k in used},
-        list(range(1, steps + 1)),
-        names,
-        attrs=attrs,
-        datasets=list(datasets.values()),
-        overwrite=overwrite,
-    )
-    for key in used:
-        rows = np.nonzero((sel["layout"] == key).to_numpy())[0]
-        layout, pred = z.layouts[key], preds[key]
-        metrics = np.full((len(rows), steps, len(names)), np.nan)
-        finite = torch.isfinite(pred).flatten(1).all(1).numpy()
-        for name, data in datasets.items():
-            on = np.nonzero(
-                ((sel["dataset"].to_numpy()[rows] == name) if "dataset" in sel else np.ones(len(rows), bool)) & finite
-            )[0]
-            if not len(on):
-                continue
-            on_t = torch.from_numpy(on)
-            for s in range(steps):
-                flat = zoo.recalibrate_bn(layout, pred[on_t, s], data)
-                pred[on_t, s] = flat
-                for split in ("train", "test"):
-                    for m, v in zoo.evaluate(layout, flat, data, split=split).items():
-                        if f"{split}_{m}" in names:
-                            metrics[on, s, names.index(f"{split}_{m}")] = v.numpy()
-        for status, part in (("done", finite), ("diverged", ~finite)):
-            if part.any():
-                w.write(
-                    rows[part].tolist(),
-                    pred[torch.from_numpy(part)],
-                    metrics[part],
-                    status=status,
-                    last_checkpoint=None if status == "done" else [-1] * int(part.sum()),
-                )
-    return w.zoo()
+    with zoo.store.staged(out, "zoo nowcast", overwrite) as partial:  # one writer; a failure leaves out as before
+        w = zoo.create(
+            partial,
+            table,
+            {k: z.layouts[k] for k in used},
+            list(range(1, steps + 1)),
+            names,
+            attrs=attrs,
+            datasets=list(datasets.values()),
+            overwrite=True,
+        )
+        for key in used:
+            rows = np.nonzero((sel["layout"] == key).to_numpy())[0]
+            layout, pred = z.layouts[key], preds[key]
+            metrics = np.full((len(rows), steps, len(names)), np.nan)
+            finite = torch.isfinite(pred).flatten(1).all(1).numpy()
+            for name, data in datasets.items():
+                on = np.nonzero(
+                    ((sel["dataset"].to_numpy()[rows] == name) if "dataset" in sel else np.ones(len(rows), bool))
+                    & finite
+                )[0]
+                if not len(on):
+                    continue
+                on_t = torch.from_numpy(on)
+                for s in range(steps):
+                    flat = zoo.recalibrate_bn(layout, pred[on_t, s], data)
+                    pred[on_t, s] = flat
+                    for split in ("train", "test"):
+                        for m, v in zoo.evaluate(layout, flat, data, split=split).items():
+                            if f"{split}_{m}" in names:
+                                metrics[on, s, names.index(f"{split}_{m}")] = v.numpy()
+            for status, part in (("done", finite), ("diverged", ~finite)):
+                if part.any():
+                    w.write(
+                        rows[part].tolist(),
+                        pred[torch.from_numpy(part)],
+                        metrics[part],
+                        status=status,
+                        last_checkpoint=None if status == "done" else [-1] * int(part.sum()),
+                    )
+    return zoo.open(out)

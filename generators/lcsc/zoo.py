@@ -206,15 +206,16 @@ def write_lcsc_zoo(z: zoo.Zoo | str, result: LCSCResult, out: str, overwrite: bo
     layouts = {k: z.layouts[k] for k in sorted(set(table["layout"]))}
     epoch = int(result.table["epoch"].iloc[0])
     attrs = {"producer": "zoo lcsc", "lcsc": result.settings}
-    w = zoo.create(out, table, layouts, [epoch], z.metric_names, attrs=attrs, datasets=[data], overwrite=overwrite)
-    for key, layout in layouts.items():
-        new_ids = np.nonzero(table["layout"].to_numpy() == key)[0]
-        flat = torch.stack([result.weights[result.ids[j]] for j in new_ids])
-        metrics = np.full((len(new_ids), 1, len(z.metric_names)), np.nan)
-        for split in ("train", "test"):
-            for name, v in zoo.evaluate(layout, flat, data, split=split).items():
-                if f"{split}_{name}" in z.metric_names:
-                    metrics[:, 0, z.metric_names.index(f"{split}_{name}")] = v.numpy()
-        w.write(new_ids.tolist(), flat[:, None], metrics)
-    w.write_table("lcsc", result.table)
-    return w.zoo()
+    with zoo.store.staged(out, "zoo lcsc", overwrite) as partial:  # one writer; a failure leaves out as before
+        w = zoo.create(partial, table, layouts, [epoch], z.metric_names, attrs=attrs, datasets=[data], overwrite=True)
+        for key, layout in layouts.items():
+            new_ids = np.nonzero(table["layout"].to_numpy() == key)[0]
+            flat = torch.stack([result.weights[result.ids[j]] for j in new_ids])
+            metrics = np.full((len(new_ids), 1, len(z.metric_names)), np.nan)
+            for split in ("train", "test"):
+                for name, v in zoo.evaluate(layout, flat, data, split=split).items():
+                    if f"{split}_{name}" in z.metric_names:
+                        metrics[:, 0, z.metric_names.index(f"{split}_{name}")] = v.numpy()
+            w.write(new_ids.tolist(), flat[:, None], metrics)
+        w.write_table("lcsc", result.table)
+    return zoo.open(out)

@@ -376,3 +376,39 @@ def test_validation_follows_the_ema_weights(ema_runs):
     flat, _ = generators.load(g.run_dir).sample_flat(k, seed=0)
     mine = zoo.evaluate(g.layout, flat, g.dataset(), split="train")["acc"].mean().float().item()
     assert acc.loc[best - 1] == pytest.approx(mine, abs=1e-6)
+
+
+def test_sample_refuses_while_another_writer_holds_the_lock(run, tmp_path, capsys):
+    """A second writer to one --out: one-line error (exit 2) and nothing written, with or without a zoo there."""
+    from zoo.store.lock import writing
+
+    out = tmp_path / "s.zarr"
+    with writing(str(out), "zoo import"):
+        _refused(["sample", str(run.run_dir), "-n", "2", "--out", str(out)], "being written by zoo import", capsys)
+        assert not out.exists()
+    run.sample_zoo(2, out)
+    before = _files(out)
+    with writing(str(out), "zoo nowcast"), pytest.raises(ZooError, match="being written by zoo nowcast"):
+        run.sample_zoo(3, out, overwrite=True)
+    assert _files(out) == before
+
+
+def test_a_failed_sample_write_keeps_the_old_zoo(run, tmp_path, monkeypatch):
+    """A failure while writing samples leaves nothing at --out, or the old zoo it would have replaced, intact."""
+    out = tmp_path / "s.zarr"
+
+    def broken(*args, **kwargs):
+        raise ZooError("disk full")
+
+    monkeypatch.setattr(zoo.ZooWriter, "write", broken)
+    with pytest.raises(ZooError, match="disk full"):
+        run.sample_zoo(2, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    first = run.sample_zoo(2, out)
+    before = _files(out)
+    monkeypatch.setattr(zoo.ZooWriter, "write", broken)
+    with pytest.raises(ZooError, match="disk full"):
+        run.sample_zoo(3, out, overwrite=True)
+    assert _files(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
+    assert len(zoo.open(str(out))) == len(first) == 2

@@ -48,7 +48,7 @@ from zoo.store._group import existing_meta
 from zoo.store.reader import Zoo
 from zoo.store.reader import open as open_zoo
 from zoo.store.writer import RESERVED as STORE_KEYS  # attributes the writer sets itself; everything else is provenance
-from zoo.store.writer import create
+from zoo.store.writer import create, staged
 
 FORMAT = "wszoo-export"
 FORMAT_VERSION = 1
@@ -320,36 +320,37 @@ def import_export(src_dir: str | Path, out: str, datasets: bool = True, overwrit
     loaded = _load_datasets(records, where) if datasets else []
     if not datasets:
         attrs["datasets_left_out"] = records
-    w = create(
-        out, table, layouts, checkpoints, metric_names, attrs=attrs, datasets=loaded, overwrite=overwrite, **block
-    )
-    layout_of_model = models["layout"].astype(str).to_numpy()
-    for key, layout in layouts.items():
-        ids = np.nonzero((layout_of_model == key) & (status != "pending"))[0]
-        for start in range(0, len(ids), BATCH):
-            batch = [int(i) for i in ids[start : start + BATCH]]
-            weights = np.full((len(batch), c, layout.size), np.nan, dtype=np.float32)
-            metrics = np.full((len(batch), c, k), np.nan, dtype=np.float64)
-            for j, model_id in enumerate(batch):
-                path = _inside(src, files[model_id], where)
-                try:
-                    with safe_open(str(path), framework="pt") as f:
-                        _check_meta(f.metadata() or {}, model_id, key, path)
-                        weights[j], metrics[j] = _read_model(f, layout, int(last[model_id]), c, k, path)
-                except SafetensorError as e:
-                    raise ZooError(f"{str(path)!r} is not a readable safetensors file ({e})") from None
-                except OSError as e:
-                    raise ZooError(f"cannot read {str(path)!r} ({e.__class__.__name__}: {e})") from None
-            w.write(
-                batch,
-                weights,
-                metrics,
-                status=[str(status[i]) for i in batch],
-                last_checkpoint=[int(last[i]) for i in batch],
-            )
-    for name, payload in tables.items():
-        w.write_table(str(name), decode_table(payload, f"{where} table {name!r}"))
-    return w.zoo()
+    with staged(out, "zoo import", overwrite) as partial:  # one writer; a failure leaves --out as it was
+        w = create(
+            partial, table, layouts, checkpoints, metric_names, attrs=attrs, datasets=loaded, overwrite=True, **block
+        )
+        layout_of_model = models["layout"].astype(str).to_numpy()
+        for key, layout in layouts.items():
+            ids = np.nonzero((layout_of_model == key) & (status != "pending"))[0]
+            for start in range(0, len(ids), BATCH):
+                batch = [int(i) for i in ids[start : start + BATCH]]
+                weights = np.full((len(batch), c, layout.size), np.nan, dtype=np.float32)
+                metrics = np.full((len(batch), c, k), np.nan, dtype=np.float64)
+                for j, model_id in enumerate(batch):
+                    path = _inside(src, files[model_id], where)
+                    try:
+                        with safe_open(str(path), framework="pt") as f:
+                            _check_meta(f.metadata() or {}, model_id, key, path)
+                            weights[j], metrics[j] = _read_model(f, layout, int(last[model_id]), c, k, path)
+                    except SafetensorError as e:
+                        raise ZooError(f"{str(path)!r} is not a readable safetensors file ({e})") from None
+                    except OSError as e:
+                        raise ZooError(f"cannot read {str(path)!r} ({e.__class__.__name__}: {e})") from None
+                w.write(
+                    batch,
+                    weights,
+                    metrics,
+                    status=[str(status[i]) for i in batch],
+                    last_checkpoint=[int(last[i]) for i in batch],
+                )
+        for name, payload in tables.items():
+            w.write_table(str(name), decode_table(payload, f"{where} table {name!r}"))
+    return open_zoo(out)
 
 
 def _inside(root: Path, rel: str, where: str) -> Path:
@@ -589,26 +590,27 @@ def import_flat(
         }
     }
     key = layout.key()
-    w = create(
-        out,
-        columns,
-        {key: layout},
-        [int(epoch)],
-        [renamed[c] for c in names],
-        attrs=attrs,
-        datasets=data,
-        overwrite=overwrite,
-    )
-    for start in range(0, n, BATCH):
-        sl = slice(start, min(n, start + BATCH))
-        w.write(
-            list(range(sl.start, sl.stop)),
-            weights[sl, None, :],
-            metrics[sl],
-            status=list(status[sl]),
-            last_checkpoint=[int(x) for x in last[sl]],
+    with staged(out, "zoo import", overwrite) as partial:  # one writer; a failure leaves --out as it was
+        w = create(
+            partial,
+            columns,
+            {key: layout},
+            [int(epoch)],
+            [renamed[c] for c in names],
+            attrs=attrs,
+            datasets=data,
+            overwrite=True,
         )
-    return w.zoo()
+        for start in range(0, n, BATCH):
+            sl = slice(start, min(n, start + BATCH))
+            w.write(
+                list(range(sl.start, sl.stop)),
+                weights[sl, None, :],
+                metrics[sl],
+                status=list(status[sl]),
+                last_checkpoint=[int(x) for x in last[sl]],
+            )
+    return open_zoo(out)
 
 
 def _read_metrics_csv(path: Path, n: int) -> pd.DataFrame:

@@ -15,8 +15,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ from zoo.errors import ZooError
 from zoo.layout import Layout
 from zoo.store import _group
 from zoo.store.columns import json_safe, write_table
+from zoo.store.lock import writing
 from zoo.store.reader import Zoo
 from zoo.store.reader import open as open_zoo
 
@@ -44,6 +46,49 @@ RESERVED = (
     "datasets",
 )
 STATUS_CODES = {"done": _group.DONE, "diverged": _group.DIVERGED, "pending": _group.PENDING}
+
+
+@contextlib.contextmanager
+def staged(out: str, command: str, overwrite: bool = False) -> Iterator[str]:
+    """Hold ``out``'s write lock and yield a sibling path to write the new zoo at; on success it replaces ``out``.
+
+    On any failure the sibling is removed and ``out`` is as before (absent, or the old zoo it would have
+    replaced). The destination is checked again under the lock, so a writer that lost a race gets the
+    one-line "already holds a zoo" error instead of replacing the winner's zoo.
+    """
+    out = str(out).rstrip("/")
+    partial, previous = out + ".partial", out + ".replaced"
+    with writing(out, command):
+        fs, root = _group.location(out)
+        _, old = _group.location(previous)
+        if fs.exists(old):  # a replacement killed between its two renames: the old zoo is there
+            if fs.exists(root):
+                _group.remove(previous)
+            else:
+                fs.mv(old, root, recursive=True)
+        meta = _group.existing_meta(out)  # foreign content at out is a ZooError too
+        if meta is not None and meta.get("initialized") and not overwrite:
+            raise ZooError(
+                f"{out!r} already holds a zoo; replace it explicitly (overwrite=True, or --overwrite on the CLI)"
+            )
+        _group.remove(partial)  # left by a killed writer: nobody else writes it while we hold the lock
+        try:
+            yield partial
+        except BaseException:
+            _group.remove(partial)
+            raise
+        _, new = _group.location(partial)
+        if fs.exists(root):
+            fs.mv(root, old, recursive=True)
+            try:
+                fs.mv(new, root, recursive=True)
+            except BaseException:
+                fs.mv(old, root, recursive=True)
+                _group.remove(partial)
+                raise
+            _group.remove(previous)
+        else:
+            fs.mv(new, root, recursive=True)
 
 
 def _table_with_rows(models: pd.DataFrame, layouts: Mapping[str, Layout]) -> pd.DataFrame:

@@ -18,6 +18,7 @@ from zoo.arch import arch_spec, build_model
 from zoo.commands.main import main
 from zoo.layout import layout_of
 from zoo.store import create
+from zoo.store.lock import writing
 from zoo.store.transfer import export_zoo, import_zoo
 
 CNN = arch_spec("cnn", (1, 8, 8), 10, 4, 1)  # BatchNorm: float buffers and an int64 num_batches_tracked
@@ -474,3 +475,70 @@ def test_cli_usage_errors_exit_2(tmp_path, capsys):
     assert main(["import", str(tmp_path), "--out", "z.zarr", "--arch", "name=mlp", "width"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith(("zoo import: error:", "zoo export: error:")) for line in err), err
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes (to show that a refused or failed import changed nothing)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _leftovers(out: Path) -> list[str]:
+    """Anything an import leaves beside ``out`` (its staging folder, a replaced zoo, the lock)."""
+    return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(out.name) and p.name != out.name)
+
+
+def test_import_refuses_while_another_writer_holds_the_lock(mixed_zoo, tmp_path, capsys):
+    """A second writer to one --out is a one-line error (exit 2) that touches nothing, with or without a zoo there."""
+    src = export_zoo(mixed_zoo, tmp_path / "exp")
+    out = tmp_path / "out.zarr"
+    with writing(str(out), "zoo build"):
+        assert main(["import", str(src), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "being written by zoo build" in err and "\n" not in err, err
+        assert not out.exists()
+    import_zoo(src, str(out))
+    before = _tree(out)
+    with writing(str(out), "zoo sample"), pytest.raises(ZooError, match="being written by zoo sample"):
+        import_zoo(src, str(out), overwrite=True)
+    assert _tree(out) == before and _leftovers(out) == []
+
+
+def test_a_failed_import_leaves_nothing_and_a_failed_replacement_keeps_the_old_zoo(mixed_zoo, tmp_path, capsys):
+    """A corrupt model file found mid-import: no zoo (nor staging folder) at --out, so a retry needs no --overwrite;
+    over an existing zoo with --overwrite the old zoo is left byte for byte and still reads."""
+    good = export_zoo(mixed_zoo, tmp_path / "good")
+    bad = export_zoo(mixed_zoo, tmp_path / "bad")
+    doc = json.loads((bad / "zoo.json").read_text())
+    (bad / doc["files"][str(max(int(i) for i in doc["files"]))]).write_bytes(b"garbage")  # the last one read
+    out = tmp_path / "out.zarr"
+    assert main(["import", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a readable safetensors" in err and "\n" not in err, err
+    assert not out.exists() and _leftovers(out) == []
+    assert main(["info", str(out)]) == 2
+    capsys.readouterr()
+    assert main(["import", str(good), "--out", str(out)]) == 0  # the retry needs no --overwrite
+    before = _tree(out)
+    with pytest.raises(ZooError, match="not a readable safetensors"):
+        import_zoo(bad, str(out), overwrite=True)
+    assert _tree(out) == before and _leftovers(out) == []
+    assert_same_zoo(zoo.open(str(out)), mixed_zoo)
+    import_zoo(good, str(out), overwrite=True)  # a successful replacement still works and cleans up
+    assert_same_zoo(zoo.open(str(out)), mixed_zoo) and _leftovers(out) == []
+
+
+def test_a_truncated_flat_import_leaves_the_old_zoo(tmp_path):
+    """A truncated weights.npy is a one-line error; the zoo it would have replaced is untouched."""
+    torch.manual_seed(0)
+    src = write_flat(tmp_path / "flat", MLP, [build_model(MLP) for _ in range(3)], None)
+    out = tmp_path / "out.zarr"
+    first = import_zoo(src, str(out))
+    assert len(first) == 3
+    before = _tree(out)
+    data = (src / "weights.npy").read_bytes()
+    (src / "weights.npy").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ZooError) as e:
+        import_zoo(src, str(out), overwrite=True)
+    assert "weights.npy" in str(e.value) and "\n" not in str(e.value)
+    assert _tree(out) == before and _leftovers(out) == []
+    assert len(zoo.open(str(out)).models) == 3
