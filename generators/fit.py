@@ -4,7 +4,8 @@
 the zoo (``generators.training_models``), trains, and writes the run folder:
 ``config.json`` + ``model.safetensors`` (EMA weights of the best validation epoch), ``metrics.csv`` (CSV
 logger), ``checkpoints/`` (Lightning's best and last), ``snapshots/step-*.safetensors`` (raw weights along
-training) and ``summary.json``.
+training) and ``summary.json``. The folder is locked for the whole fit (``<out>.lock``: a second ``zoo fit`` into
+it is refused) and holds ``INCOMPLETE`` until ``summary.json`` is in, so a killed fit is never loaded.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from generators.base import Generator
-from generators.registry import SNAPSHOT_DIR, get
+from generators.registry import SNAPSHOT_DIR, SUMMARY_FILE, get, owned_run, write_atomic
 from generators.training_models import TrainingModels
 from zoo.app.config import CONF_DIR, compose
 from zoo.app.trainer import make_trainer
@@ -164,6 +165,14 @@ def _fit(cfg: Mapping) -> Generator:
     if method.fit is not None:  # a method with its own fitting (KNOWN: trajectory windows)
         return method.fit(cfg)
     ema = EMA(gcfg["ema_decay"])
+    monitor = str(cfg["monitor"])
+    if monitor not in MONITORS:
+        raise ZooError(f"monitor must be one of {sorted(MONITORS)}, got {monitor!r}")
+    if monitor == "val/sample_train_acc" and int(gcfg.get("val_samples", 0)) <= 0:
+        raise ZooError("monitor=val/sample_train_acc needs generator.val_samples > 0")
+    cls = method.cls
+    if not issubclass(cls, Generator):
+        raise TypeError(f"{cls.__qualname__} is registered without a fit of its own but is not a Generator")
     stem = Path(str(cfg["zoo"]).rstrip("/")).name.removesuffix(".zarr")
     out = Path(cfg.get("out") or Path("data/runs") / f"{name}-{stem}")
     seed = int(cfg.get("seed", 0))
@@ -171,25 +180,12 @@ def _fit(cfg: Mapping) -> Generator:
         torch.set_num_threads(int(cfg["threads"]))
     L.seed_everything(seed, verbose=False)
     t0 = time.perf_counter()
-    cls = method.cls
-    if not issubclass(cls, Generator):
-        raise TypeError(f"{cls.__qualname__} is registered without a fit of its own but is not a Generator")
     models = cls.load_training_models(str(cfg["zoo"]), gcfg, seed)  # d2nwg overrides it: a split by task
     origin = {**models.info, "shared": models.shared}
     mask = models.layout.parameter_mask()
     g = cls.from_data(gcfg, origin, models.train[:, mask], models.train.mean(0))
     train_dl, val_dl = _loaders(models, cfg, g, seed)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in (out / "metrics.csv", out / CHECKPOINT_DIR / "best.ckpt", out / CHECKPOINT_DIR / "last.ckpt"):
-        stale.unlink(missing_ok=True)
-    for old in (out / SNAPSHOT_DIR).glob("step-*.safetensors"):
-        old.unlink()
     es = cfg["early_stopping"]
-    monitor = str(cfg["monitor"])
-    if monitor not in MONITORS:
-        raise ZooError(f"monitor must be one of {sorted(MONITORS)}, got {monitor!r}")
-    if monitor == "val/sample_train_acc" and int(gcfg.get("val_samples", 0)) <= 0:
-        raise ZooError("monitor=val/sample_train_acc needs generator.val_samples > 0")
     mode = MONITORS[monitor]
     best = ModelCheckpoint(
         dirpath=str(out / CHECKPOINT_DIR),
@@ -207,14 +203,7 @@ def _fit(cfg: Mapping) -> Generator:
         EarlyStopping(monitor=monitor, mode=mode, patience=int(es["patience"]), min_delta=float(es["min_delta"])),
         Snapshots(out / SNAPSHOT_DIR, int(cfg["snapshot_every_n_steps"])),
     ]
-    print(
-        f"[zoo fit] {name} on {cfg['zoo']}: {len(models.info['train_ids'])} train / "
-        f"{len(models.info['val_ids'])} val models, {int(cfg['steps_per_epoch'])} steps per epoch; "
-        f"following {monitor}",
-        file=sys.stderr,
-        flush=True,
-    )
-    trainer = make_trainer(
+    trainer = make_trainer(  # settings checked here, before the run folder is touched
         cfg["trainer"],
         out,
         callbacks,
@@ -223,29 +212,41 @@ def _fit(cfg: Mapping) -> Generator:
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(g, train_dataloaders=train_dl, val_dataloaders=val_dl)
-    if best.best_model_path:  # EMA weights of the best validation epoch (EMA puts the average in ``state_dict``)
-        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-        g.load_state_dict(state)
-    fit_s = time.perf_counter() - t0
-    g.save(out)
-    summary = {
-        "generator": name,
-        "zoo": str(cfg["zoo"]),
-        "out": str(out),
-        "fit_seconds": round(fit_s, 2),
-        "steps": int(trainer.global_step),
-        "epochs": int(trainer.current_epoch),
-        "monitor": monitor,
-        "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
-        "train_models": len(models.info["train_ids"]),
-        "val_models": len(models.info["val_ids"]),
-        "canonical": models.info["canonical"],
-        "dims": g.dims,
-        "parameters": int(sum(p.numel() for p in g.parameters())),
-        "config": cfg,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    return g.eval()
+    with owned_run(out, "zoo fit"):  # locked and marked INCOMPLETE until summary.json is in
+        for stale in (out / "metrics.csv", out / CHECKPOINT_DIR / "best.ckpt", out / CHECKPOINT_DIR / "last.ckpt"):
+            stale.unlink(missing_ok=True)
+        for old in (out / SNAPSHOT_DIR).glob("step-*.safetensors"):
+            old.unlink()
+        print(
+            f"[zoo fit] {name} on {cfg['zoo']}: {len(models.info['train_ids'])} train / "
+            f"{len(models.info['val_ids'])} val models, {int(cfg['steps_per_epoch'])} steps per epoch; "
+            f"following {monitor}",
+            file=sys.stderr,
+            flush=True,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(g, train_dataloaders=train_dl, val_dataloaders=val_dl)
+        if best.best_model_path:  # EMA weights of the best validation epoch (EMA puts the average in ``state_dict``)
+            state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+            g.load_state_dict(state)
+        fit_s = time.perf_counter() - t0
+        g.save(out)
+        summary = {
+            "generator": name,
+            "zoo": str(cfg["zoo"]),
+            "out": str(out),
+            "fit_seconds": round(fit_s, 2),
+            "steps": int(trainer.global_step),
+            "epochs": int(trainer.current_epoch),
+            "monitor": monitor,
+            "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
+            "train_models": len(models.info["train_ids"]),
+            "val_models": len(models.info["val_ids"]),
+            "canonical": models.info["canonical"],
+            "dims": g.dims,
+            "parameters": int(sum(p.numel() for p in g.parameters())),
+            "config": cfg,
+        }
+        write_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2, default=str))
+        return g.eval()

@@ -7,14 +7,19 @@ Invariants: this module knows no method. Each method package registers itself at
 A run folder is ``config.json`` (``{"generator", "config", "source", "dims"}``) + ``model.safetensors``
 (+ ``snapshots/step-*.safetensors``, raw weights along training): no pickle. A registered class is rebuilt
 as ``cls(config, origin, dims)`` (``origin``: what the run knows of its training zoo) and then loads the
-safetensors state dict. A method with its own fitting (KNOWN meta-trains on trajectory windows) registers
-that ``fit(cfg)`` callable too; ``generators.fit`` hands a composed config to it.
+safetensors state dict. A run folder is written by one ``zoo fit`` at a time (:func:`owned_run`: the store's lock
+``<run>.lock`` beside it) and holds an ``INCOMPLETE`` file from before its first write until its last file is in;
+:func:`load` refuses a folder that still has it (a killed or failed fit). A method with its own fitting (KNOWN
+meta-trains on trajectory windows) registers that ``fit(cfg)`` callable too;
+``generators.fit`` hands a composed config to it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -24,10 +29,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from zoo.errors import ZooError
+from zoo.store.lock import writing
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+SUMMARY_FILE = "summary.json"
 SNAPSHOT_DIR = "snapshots"  # raw training weights every few steps (LCSC searches over them)
+INCOMPLETE_FILE = "INCOMPLETE"  # present from a fit's first write in the folder until its last
+INCOMPLETE_NOTE = "this run did not finish (interrupted or failed); run the same command again\n"
 
 
 class Run(Protocol):
@@ -78,6 +87,32 @@ def get(name: str) -> Entry:
     return _ENTRIES[name]
 
 
+def write_atomic(path: str | Path, data: bytes | str) -> None:
+    """Write ``path`` whole or not at all: a temporary name beside it, then ``os.replace``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if isinstance(data, str):
+        tmp.write_text(data)
+    else:
+        tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def owned_run(directory: str | Path, command: str) -> Iterator[Path]:
+    """Own run folder ``directory`` for a fit: its lock held throughout, ``INCOMPLETE`` written before anything
+    else and the old model, config and summary removed; ``INCOMPLETE`` is removed only when the block ends
+    without an error (write every file inside it). A second writer is a one-line ZooError that touches nothing."""
+    out = Path(directory)
+    with writing(str(out), command):
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / INCOMPLETE_FILE, INCOMPLETE_NOTE)
+        for stale in (WEIGHTS_FILE, CONFIG_FILE, SUMMARY_FILE):
+            (out / stale).unlink(missing_ok=True)  # a run folder never mixes this run's files with an older run's
+        yield out
+        (out / INCOMPLETE_FILE).unlink()
+
+
 def save_run(
     directory: str | Path,
     name: str,
@@ -89,10 +124,12 @@ def save_run(
     """Write ``config.json`` and ``model.safetensors`` into ``directory`` (made if missing); returns it."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(out / WEIGHTS_FILE))
+    tmp = out / f".{WEIGHTS_FILE}.tmp"
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp))
+    os.replace(tmp, out / WEIGHTS_FILE)
     # "source" is the saved key of ``origin`` (the training zoo's provenance): old run folders keep loading
     meta = {"generator": name, "config": config, "source": origin, "dims": dims}
-    (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+    write_atomic(out / CONFIG_FILE, json.dumps(meta, indent=2))
     return out
 
 
@@ -100,6 +137,11 @@ def load(run_dir: str | Path, snapshot: int | None = None) -> Any:
     """Rebuild a saved run from ``config.json`` and safetensors (``snapshot``: raw weights at that step), in
     eval mode: an instance of the registered class (a ``Generator``, or KNOWN's predictor)."""
     d = Path(run_dir)
+    if (d / INCOMPLETE_FILE).exists():
+        raise ZooError(
+            f"this run did not finish ({str(d / INCOMPLETE_FILE)!r} is there: the fit was interrupted or failed): "
+            "fit it again"
+        )
     if not (d / CONFIG_FILE).is_file():
         raise ZooError(f"no generator run at {str(d)!r}: {CONFIG_FILE} is missing (fit one with `zoo fit`)")
     try:

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 import zoo
 from generators.known.model import Known, weight_kinds
+from generators.registry import SUMMARY_FILE, owned_run, write_atomic
 from zoo.app.trainer import make_trainer
 from zoo.errors import ZooError
 from zoo.query import select
@@ -160,9 +161,6 @@ def fit_run(cfg: Mapping) -> Known:
         )
         train_dl = DataLoader(train_ds, batch_size=bs, sampler=sampler)
         val_dl = DataLoader(TensorDataset(*data["val"]), batch_size=65536)
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in (out / "metrics.csv", out / "checkpoints" / "best.ckpt", out / "checkpoints" / "last.ckpt"):
-            stale.unlink(missing_ok=True)
         es = cfg["early_stopping"]
         best = ModelCheckpoint(
             dirpath=str(out / "checkpoints"),
@@ -186,33 +184,36 @@ def fit_run(cfg: Mapping) -> Known:
             enable_model_summary=False,
             num_sanity_val_steps=0,
         )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            trainer.fit(g, train_dataloaders=train_dl, val_dataloaders=val_dl)
-        if best.best_model_path:
-            g.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
-        fit_s = time.perf_counter() - t0
-        g.save(out)
-        summary = {
-            "generator": "known",
-            "zoo": str(cfg["zoo"]),
-            "out": str(out),
-            "fit_seconds": round(fit_s, 2),
-            "steps": int(trainer.global_step),
-            "epochs": int(trainer.current_epoch),
-            "monitor": "val/loss",
-            "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
-            "train_models": len(data["origin"]["train_ids"]),
-            "val_models": len(data["origin"]["val_ids"]),
-            "canonical": "raw",
-            "dims": dims,
-            "bound": g.bound.tolist(),
-            "seen": g.seen.tolist(),
-            "parameters": int(sum(p.numel() for p in g.nets.parameters())),
-            "config": cfg,
-            "next": f"zoo nowcast {out} --zoo {cfg['zoo']} --out data/zoos/known-{stem}.zarr --steps 3",
-        }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        return g.eval()
+        with owned_run(out, "zoo fit"):  # locked and marked INCOMPLETE until summary.json is in
+            for stale in (out / "metrics.csv", out / "checkpoints" / "best.ckpt", out / "checkpoints" / "last.ckpt"):
+                stale.unlink(missing_ok=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                trainer.fit(g, train_dataloaders=train_dl, val_dataloaders=val_dl)
+            if best.best_model_path:
+                g.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
+            fit_s = time.perf_counter() - t0
+            g.save(out)
+            summary = {
+                "generator": "known",
+                "zoo": str(cfg["zoo"]),
+                "out": str(out),
+                "fit_seconds": round(fit_s, 2),
+                "steps": int(trainer.global_step),
+                "epochs": int(trainer.current_epoch),
+                "monitor": "val/loss",
+                "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
+                "train_models": len(data["origin"]["train_ids"]),
+                "val_models": len(data["origin"]["val_ids"]),
+                "canonical": "raw",
+                "dims": dims,
+                "bound": g.bound.tolist(),
+                "seen": g.seen.tolist(),
+                "parameters": int(sum(p.numel() for p in g.nets.parameters())),
+                "config": cfg,
+                "next": f"zoo nowcast {out} --zoo {cfg['zoo']} --out data/zoos/known-{stem}.zarr --steps 3",
+            }
+            write_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2, default=str))
+            return g.eval()
     finally:
         torch.set_num_threads(threads)

@@ -14,9 +14,11 @@ import torch
 import generators
 import zoo
 from generators import base
+from generators.fit import EMA
 from tests.conftest import build_zoo
 from zoo.commands.main import main as cli_main
 from zoo.errors import ZooError
+from zoo.store.lock import writing
 
 # A fast fit: a small velocity net, few steps, no progress bar.
 FAST = {
@@ -412,3 +414,62 @@ def test_a_failed_sample_write_keeps_the_old_zoo(run, tmp_path, monkeypatch):
         run.sample_zoo(3, out, overwrite=True)
     assert _files(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
     assert len(zoo.open(str(out))) == len(first) == 2
+
+
+class Killed(RuntimeError):
+    """What the simulated kill raises."""
+
+
+def _kill_after_first_epoch(monkeypatch) -> None:
+    """The next fit raises after its first validation epoch (a kill midway: metrics, snapshots, checkpoints are in)."""
+    end = EMA.on_validation_end
+
+    def killed(self, trainer, pl_module):
+        end(self, trainer, pl_module)
+        raise Killed("killed after the first epoch")
+
+    monkeypatch.setattr(EMA, "on_validation_end", killed)
+
+
+def test_killed_refit_is_refused_until_fitted_again(mlp_zoo, tmp_path, monkeypatch, capsys):
+    """A completed fit has no INCOMPLETE; a re-fit killed midway leaves INCOMPLETE (and no old model beside its
+    files), `zoo sample` on it is a one-line error (exit 2); fitting it again completes and loads."""
+    out = tmp_path / "run"
+    generators.fit("dwf", mlp_zoo.path, out=str(out), **FAST)
+    assert not (out / "INCOMPLETE").exists() and (out / "summary.json").is_file()
+    assert not (tmp_path / "run.lock").exists()
+    generators.load(out)
+    with monkeypatch.context() as m:
+        _kill_after_first_epoch(m)
+        with pytest.raises(Killed):
+            generators.fit("dwf", mlp_zoo.path, out=str(out), seed=1, **FAST)
+    assert "did not finish" in (out / "INCOMPLETE").read_text()
+    assert (out / "metrics.csv").is_file() and generators.snapshots(out)  # the killed run's files
+    assert not any((out / f).exists() for f in ("model.safetensors", "config.json", "summary.json"))
+    assert not (tmp_path / "run.lock").exists()  # the lock goes with the fit that held it
+    with pytest.raises(ZooError, match="this run did not finish.*fit it again"):
+        generators.load(out)
+    capsys.readouterr()
+    _refused(["sample", str(out), "-n", "2", "--out", str(tmp_path / "s.zarr")], "this run did not finish", capsys)
+    assert not (tmp_path / "s.zarr").exists()
+    g = generators.fit("dwf", mlp_zoo.path, out=str(out), seed=1, **FAST)
+    assert not (out / "INCOMPLETE").exists()
+    again = generators.load(out)
+    assert torch.equal(again.sample_flat(3, seed=0)[0], g.sample_flat(3, seed=0)[0])
+
+
+def test_second_writer_is_refused_and_touches_nothing(run, tmp_path, capsys):
+    """While the run folder is locked, `zoo fit` into it is a one-line error (exit 2) and the folder is unchanged."""
+    before = _files(run.run_dir)
+    with writing(str(run.run_dir), "zoo fit"):
+        argv = ["fit", "generator=dwf", f"zoo={run.origin['zoo']}", f"out={run.run_dir}", *FAST_CLI]
+        _refused(argv, "is being written by zoo fit", capsys)
+    assert _files(run.run_dir) == before
+    generators.load(run.run_dir)
+
+
+def test_bad_monitor_is_refused_before_the_folder_is_touched(run, capsys):
+    before = _files(run.run_dir)
+    argv = ["fit", "generator=dwf", f"zoo={run.origin['zoo']}", f"out={run.run_dir}", "monitor=val/acc", *FAST_CLI]
+    _refused(argv, "monitor must be one of", capsys)
+    assert _files(run.run_dir) == before

@@ -10,10 +10,11 @@ import torch
 
 import generators
 import zoo
-from generators.known.model import KINDS, weight_kinds
+from generators.known.model import KINDS, Known, weight_kinds
 from zoo.arch import arch_spec, build_model
 from zoo.commands.main import main as zoo_main
 from zoo.layout import layout_of
+from zoo.store.lock import writing
 
 RATE = 0.6  # reversed trajectories decay geometrically toward a target: v_j = a + (b - a) RATE^j
 
@@ -194,3 +195,29 @@ def test_same_config_and_seed_same_bits(fitted, tmp_path):
         )
         files.append((tmp_path / name / "model.safetensors").read_bytes())
     assert files[0] == files[1] and files[0] != files[2]
+
+
+def test_killed_fit_is_refused_and_a_locked_run_is_not_written(tmp_path, monkeypatch, capsys):
+    """KNOWN's run folder is owned like every fit's: a fit killed before its model is saved leaves INCOMPLETE and
+    `zoo nowcast` refuses it (exit 2, one line); while the folder is locked, `zoo fit` into it changes nothing."""
+    trajectory_zoo(str(tmp_path / "train.zarr"), 4, 6, seed=0)
+    run = tmp_path / "run"
+    fit = ["fit", "generator=known", f"zoo={tmp_path / 'train.zarr'}", f"out={run}", "steps_per_epoch=5"]
+    fit += ["generator.max_epochs=1", "trainer.enable_progress_bar=false"]
+
+    def killed(self, directory):
+        raise RuntimeError("killed")
+
+    with monkeypatch.context() as m:
+        m.setattr(Known, "save", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            zoo_main(fit)
+    assert (run / "INCOMPLETE").is_file() and (run / "metrics.csv").is_file()
+    nowcast = ["nowcast", str(run), "--zoo", str(tmp_path / "train.zarr"), "--out", str(tmp_path / "o.zarr")]
+    _one_line_error(capsys, nowcast, "this run did not finish")
+    assert zoo_main(fit) == 0 and not (run / "INCOMPLETE").exists()
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    with writing(str(run), "zoo fit"):
+        _one_line_error(capsys, fit, "is being written by zoo fit")
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
+    assert isinstance(generators.load(run), Known)
