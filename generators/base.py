@@ -225,11 +225,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
         for what, path, inside_too in inputs:
             if path is not None and _overlaps(out, path, inside_too):
                 raise ZooError(f"--out {str(out)!r} would replace {what} {str(path)!r}; write the samples elsewhere")
-        meta = zstore.existing_meta(str(out))  # foreign files there are a ZooError too
-        if meta is not None and meta.get("initialized") and not overwrite:
-            raise ZooError(
-                f"{str(out)!r} already holds a zoo; replace it explicitly (overwrite=True, or --overwrite on the CLI)"
-            )
+        zstore.refuse_existing(str(out), overwrite)  # foreign files there are a ZooError too
 
     def sample_zoo(
         self, n: int, out: str | Path, seed: int = 0, condition: Any = None, overwrite: bool = False

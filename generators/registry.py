@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from zoo.errors import ZooError
 from zoo.store.lock import writing
@@ -124,9 +124,7 @@ def save_run(
     """Write ``config.json`` and ``model.safetensors`` into ``directory`` (made if missing); returns it."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{WEIGHTS_FILE}.tmp"
-    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, out / WEIGHTS_FILE)
+    write_atomic(out / WEIGHTS_FILE, save({k: v.detach().contiguous() for k, v in state.items()}))
     # "source" is the saved key of ``origin`` (the training zoo's provenance): old run folders keep loading
     meta = {"generator": name, "config": config, "source": origin, "dims": dims}
     write_atomic(out / CONFIG_FILE, json.dumps(meta, indent=2))

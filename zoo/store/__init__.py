@@ -8,7 +8,7 @@ from zoo.store._group import (
     remove,
 )
 from zoo.store.reader import Zoo, open, summarize
-from zoo.store.writer import ZooWriter, create, open_writer, staged
+from zoo.store.writer import ZooWriter, create, open_writer, refuse_existing, staged
 
 __all__ = [
     "Zoo",
@@ -17,6 +17,7 @@ __all__ = [
     "ZooWriter",
     "create",
     "open_writer",
+    "refuse_existing",
     "staged",
     "existing_meta",
     "path_exists",

@@ -48,6 +48,17 @@ RESERVED = (
 STATUS_CODES = {"done": _group.DONE, "diverged": _group.DIVERGED, "pending": _group.PENDING}
 
 
+def refuse_existing(path: str, overwrite: bool) -> dict | None:
+    """The wszoo attributes of what is at ``path`` (None if nothing); a one-line ZooError when it holds a zoo
+    and ``overwrite`` is false, or holds foreign content. Every writer of a new zoo checks this first."""
+    existing = _group.existing_meta(str(path))
+    if existing is not None and existing.get("initialized") and not overwrite:
+        raise ZooError(
+            f"{str(path)!r} already holds a zoo; replace it explicitly (overwrite=True, or --overwrite on the CLI)"
+        )
+    return existing
+
+
 @contextlib.contextmanager
 def staged(out: str, command: str, overwrite: bool = False) -> Iterator[str]:
     """Hold ``out``'s write lock and yield a sibling path to write the new zoo at; on success it replaces ``out``.
@@ -66,11 +77,7 @@ def staged(out: str, command: str, overwrite: bool = False) -> Iterator[str]:
                 _group.remove(previous)
             else:
                 fs.mv(old, root, recursive=True)
-        meta = _group.existing_meta(out)  # foreign content at out is a ZooError too
-        if meta is not None and meta.get("initialized") and not overwrite:
-            raise ZooError(
-                f"{out!r} already holds a zoo; replace it explicitly (overwrite=True, or --overwrite on the CLI)"
-            )
+        refuse_existing(out, overwrite)  # again under the lock: a writer that lost a race stops here
         _group.remove(partial)  # left by a killed writer: nobody else writes it while we hold the lock
         try:
             yield partial
@@ -153,11 +160,7 @@ def create(
         df["dataset"] = names[0]
     if "dataset" in df and names and not set(df["dataset"]) <= set(names):
         raise ZooError(f"models table names datasets {sorted(set(df['dataset']) - set(names))} not given in datasets=")
-    existing = _group.existing_meta(path)
-    if existing is not None and existing.get("initialized") and not overwrite:
-        raise ZooError(
-            f"{path!r} already holds a zoo; replace it explicitly (overwrite=True, or --overwrite on the CLI)"
-        )
+    existing = refuse_existing(path, overwrite)
     if existing is not None or _group.path_exists(path):
         _group.remove(path)
     meta = {
