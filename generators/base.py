@@ -21,6 +21,7 @@ import torch
 
 import zoo
 from generators.registry import save_run
+from generators.selection import NoveltyReference
 from generators.training_models import TrainingModels, load_training_models
 from zoo import store as zstore
 from zoo.app.memory import available_memory
@@ -66,6 +67,8 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
     buffer_fill: torch.Tensor  # [P] the training models' mean (their non-trainable entries fill samples)
     # samples for a dataset named at sampling time (``dataset_condition``; ``zoo sample --dataset``): d2nwg
     conditions_on_dataset: ClassVar[bool] = False
+    # what ``zoo fit monitor=auto`` follows: a criterion that does not reward copying the training models
+    default_monitor: ClassVar[str] = "val/novel_acc"
 
     def __init__(self, config: dict, origin: dict, dims: dict):
         super().__init__()
@@ -75,6 +78,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
         self.layout = Layout.from_json(origin["layout"])
         self.run_dir: Path | None = None
         self._data: zoo.Dataset | None = None  # the training zoo's dataset, loaded on first use
+        self.novelty_reference: NoveltyReference | None = None  # set while fitting (not saved)
         mask = self.layout.parameter_mask()
         self.register_buffer("param_mask", mask, persistent=False)
         self.register_buffer("buffer_fill", torch.zeros(self.layout.size))  # mean buffers of the training models
@@ -187,11 +191,16 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
         return [{k: v[i].clone() for k, v in states.items()} for i in range(flat.shape[0])]
 
     def on_validation_epoch_end(self) -> None:
-        """Log the mean TRAINING-split accuracy of ``val_samples`` fixed-seed samples (the test split is never read)."""
+        """Log ``val_samples`` fixed-seed samples' TRAINING-split accuracy and, with a novelty reference (set by
+        ``zoo fit``), how many are novel and good-and-novel (``generators.selection``); the test split is never read."""
         k = int(self.config.get("val_samples", 0))
         if k <= 0 or self.origin["dataset"]["kind"] != "classification":
             return
         flat, _ = self.sample_flat(k, seed=0)
+        if self.novelty_reference is not None:
+            for key, value in self.novelty_reference.score(flat).items():
+                self.log(f"val/{key}", value, prog_bar=key == "novel_acc")
+            return
         finite = torch.isfinite(flat).all(1)
         acc = torch.zeros(k, dtype=torch.float64)
         if finite.any():

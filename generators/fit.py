@@ -27,13 +27,17 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from generators.base import Generator
 from generators.registry import SNAPSHOT_DIR, SUMMARY_FILE, get, owned_run, write_atomic
+from generators.selection import NoveltyReference
 from generators.training_models import TrainingModels
 from zoo.app.config import CONF_DIR, compose
 from zoo.app.trainer import make_trainer
 from zoo.errors import ZooError
 
 CHECKPOINT_DIR = "checkpoints"
-MONITORS = {"val/loss": "min", "val/sample_train_acc": "max"}  # what early stopping and the best checkpoint follow
+# what early stopping and the best checkpoint follow (``auto``: the generator's ``default_monitor``)
+MONITORS = {"val/loss": "min", "val/sample_train_acc": "max", "val/novel_acc": "max", "val/good_novel": "max"}
+SAMPLE_MONITORS = ("val/sample_train_acc", "val/novel_acc", "val/good_novel")
+NOVELTY_MONITORS = ("val/novel_acc", "val/good_novel")  # need a classification zoo  # need samples at each validation
 
 
 def generator_names() -> list[str]:
@@ -153,6 +157,21 @@ def fit_config(cfg: Mapping) -> Generator:
         torch.set_num_threads(threads)  # ``threads`` applies to the fit only
 
 
+def _monitor(cfg: Mapping, cls: type[Generator]) -> str:
+    """The metric early stopping and the best checkpoint follow: ``monitor``, or with ``auto`` the generator's
+    ``default_monitor`` (``val/loss`` where samples cannot be scored: no ``val_samples`` or a regression zoo)."""
+    monitor, val_samples = str(cfg["monitor"]), int(cfg["generator"].get("val_samples", 0))
+    if monitor == "auto":
+        monitor = cls.default_monitor
+        if monitor in SAMPLE_MONITORS and val_samples <= 0:
+            monitor = "val/loss"
+    if monitor not in MONITORS:
+        raise ZooError(f"monitor must be auto or one of {sorted(MONITORS)}, got {monitor!r}")
+    if monitor in SAMPLE_MONITORS and val_samples <= 0:
+        raise ZooError(f"monitor={monitor} needs generator.val_samples > 0")
+    return monitor
+
+
 def _fit(cfg: Mapping) -> Generator:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -165,14 +184,10 @@ def _fit(cfg: Mapping) -> Generator:
     if method.fit is not None:  # a method with its own fitting (KNOWN: trajectory windows)
         return method.fit(cfg)
     ema = EMA(gcfg["ema_decay"])
-    monitor = str(cfg["monitor"])
-    if monitor not in MONITORS:
-        raise ZooError(f"monitor must be one of {sorted(MONITORS)}, got {monitor!r}")
-    if monitor == "val/sample_train_acc" and int(gcfg.get("val_samples", 0)) <= 0:
-        raise ZooError("monitor=val/sample_train_acc needs generator.val_samples > 0")
     cls = method.cls
     if not issubclass(cls, Generator):
         raise TypeError(f"{cls.__qualname__} is registered without a fit of its own but is not a Generator")
+    monitor = _monitor(cfg, cls)
     stem = Path(str(cfg["zoo"]).rstrip("/")).name.removesuffix(".zarr")
     out = Path(cfg.get("out") or Path("data/runs") / f"{name}-{stem}")
     seed = int(cfg.get("seed", 0))
@@ -184,6 +199,11 @@ def _fit(cfg: Mapping) -> Generator:
     origin = {**models.info, "shared": models.shared}
     mask = models.layout.parameter_mask()
     g = cls.from_data(gcfg, origin, models.train[:, mask], models.train.mean(0))
+    if int(gcfg.get("val_samples", 0)) > 0 and models.info["dataset"]["kind"] == "classification":
+        # every validation logs the samples' novelty beside their accuracy, whatever the monitor
+        g.novelty_reference = NoveltyReference.from_models(models.layout, models.train, models.val, g.dataset())
+    elif monitor in NOVELTY_MONITORS:
+        raise ZooError(f"monitor={monitor} needs a classification zoo (it scores accuracy); use monitor=val/loss")
     train_dl, val_dl = _loaders(models, cfg, g, seed)
     es = cfg["early_stopping"]
     mode = MONITORS[monitor]

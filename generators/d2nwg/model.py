@@ -74,6 +74,9 @@ class D2NWG(Generator):
 
     name = "d2nwg"
     conditions_on_dataset = True
+    # its validation samples are for held-out TASKS, whose models it never saw: copying a training task's model
+    # does not score there, so their training-split accuracy is a selection that does not reward copying
+    default_monitor = "val/sample_train_acc"
 
     def __init__(self, config: dict, origin: dict, dims: dict):
         super().__init__(config, origin, dims)

@@ -152,7 +152,7 @@ def test_fit_never_reads_the_test_split(mlp_zoo, tmp_path, monkeypatch):
     calls = []
     real_eval = zoo.evaluate
     monkeypatch.setattr(zoo, "evaluate", lambda *a, **k: calls.append(k.get("split")) or real_eval(*a, **k))
-    g = generators.fit("dwf", mlp_zoo.path, out=str(tmp_path / "r"), monitor="val/sample_train_acc", **FAST)
+    g = generators.fit("dwf", mlp_zoo.path, out=str(tmp_path / "r"), **FAST)  # default: val/good_novel
     assert calls and set(calls) == {"train"}
     import pandas as pd
 
