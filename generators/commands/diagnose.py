@@ -67,6 +67,11 @@ def _parser() -> ArgumentParser:
         action="store_true",
         help="recompute the samples' BatchNorm statistics on the training split before measuring",
     )
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="folder that now holds the training zoo's data on disk, if it moved (default: $WSZOO_DATA_ROOT)",
+    )
     p.add_argument("--no-plots", action="store_true", help="write diagnose.json only")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", action="store_true", help="print the per-method summary as one JSON object")
@@ -111,6 +116,7 @@ def main(argv: list[str]) -> int:
         recalibrate_samples=args.recalibrate_bn,
         plots=not args.no_plots,
         progress=not args.json,
+        data_root=args.data_root,
     )
     if args.json:
         print(json.dumps({"methods": report["methods"], "thresholds": report["thresholds"]}))

@@ -32,6 +32,11 @@ def _parser() -> ArgumentParser:
         "generator sees, drawn with --seed (default: the run's setting)",
     )
     p.add_argument("--snapshot", type=int, default=None, help="use the raw weights saved at this training step")
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="folder that now holds the training zoo's data on disk, if it moved (default: $WSZOO_DATA_ROOT)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo at --out")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     return p
@@ -49,6 +54,7 @@ def main(argv: list[str]) -> int:
             f"{args.run!r} holds a {g.name} run, which predicts weights rather than sampling them "
             "(zoo nowcast applies it)"
         )
+    g.data_root = args.data_root
     g.check_sample_zoo(args.n, args.out, overwrite=args.overwrite)  # before any compute: -n, --out
     condition = args.condition
     if args.dataset is not None or args.shots is not None:

@@ -95,12 +95,17 @@ def _as_zoo(z: str | Path | zoo.Zoo) -> zoo.Zoo:
 
 
 def load_train(
-    train_zoo: str | Path | zoo.Zoo, layout: Layout | None = None, canonical: str = "auto", seed: int = 0
+    train_zoo: str | Path | zoo.Zoo,
+    layout: Layout | None = None,
+    canonical: str = "auto",
+    seed: int = 0,
+    data_root: str | None = None,
 ) -> TrainSet:
     """The done models of the training zoo (of ``layout`` when given) at their last checkpoint, in one frame.
 
     ``canonical``: "store" uses the zoo's canonical weights and ``zoo align``'s reference; "align" aligns here
     to the model with the best training accuracy; "auto" is "store" when the zoo has them, else "align".
+    ``data_root``: where the zoo's data on disk is now, if it moved (``Zoo.dataset``).
     """
     if canonical not in ("auto", "store", "align"):
         raise ZooError(f"canonical must be auto, store or align, got {canonical!r}")
@@ -124,7 +129,8 @@ def load_train(
         raise ZooError(f"the training zoo has {len(sel)} done model(s) of layout {key}; diagnostics need at least 2")
     ids = np.sort(sel["model_id"].to_numpy(dtype=np.int64))
     lay = z.layouts[key]
-    data = z.dataset(str(sel["dataset"].iloc[0])) if "dataset" in sel else z.dataset()
+    name = str(sel["dataset"].iloc[0]) if "dataset" in sel else None
+    data = z.dataset(name, data_root=data_root)
     raw = z.weights(ids.tolist())
     if not torch.isfinite(raw).all():
         raise ZooError("some done training models have non-finite weights")
@@ -232,6 +238,7 @@ def diagnose(
     recalibrate_samples: bool = False,
     plots: bool = True,
     progress: bool = False,
+    data_root: str | None = None,
 ) -> dict:
     """Diagnose samples zoos against their training zoo, beside the no-training baselines; returns the report.
 
@@ -242,6 +249,8 @@ def diagnose(
     one-reference canonical distance alone, which is also reported as ``nn_l2_canonical``).
     ``recalibrate_samples``: recompute the samples' BatchNorm statistics on the training split first.
     ``progress``: a display over the diagnosis steps (zoo.progress).
+    ``data_root``: the folder that now holds the training zoo's data on disk, if it moved (else
+    ``$WSZOO_DATA_ROOT``, else the recorded path; see ``zoo.datasets.locate``).
     """
     if refine < 0:
         raise ZooError(f"refine must be >= 0, got {refine}")
@@ -269,7 +278,7 @@ def diagnose(
     for label, z in given:
         m, layout = _sample_method(z, layout, label)
         methods.append(m)
-    train = load_train(train_zoo, layout, canonical, seed)
+    train = load_train(train_zoo, layout, canonical, seed, data_root)
     for (_, z), m in zip(given, methods):
         _check_dataset(z, train)
         m.recalibrate = recalibrate_samples

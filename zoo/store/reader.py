@@ -30,7 +30,7 @@ import torch
 import zarr
 from torch import nn
 
-from zoo.datasets import Dataset, load_dataset
+from zoo.datasets import Dataset, load_recorded
 from zoo.errors import ZooError
 from zoo.layout import Layout
 from zoo.store._group import PENDING, STATUS, location, open_group, read_models_table
@@ -211,11 +211,12 @@ class Zoo:
         """Names (or .npz paths) of the datasets this zoo's models were trained or evaluated on."""
         return list(self._meta.get("datasets") or {})
 
-    def dataset(self, name: str | None = None) -> Dataset:
+    def dataset(self, name: str | None = None, data_root: str | None = None) -> Dataset:
         """The dataset (train/test tensors) the zoo was trained on; checks the stored fingerprint.
 
         A zoo over several datasets (``recipe.datasets``) needs ``name``: the models table's ``dataset`` column
-        says which one each model was trained on."""
+        says which one each model was trained on. Data on disk is recorded by its absolute path; data that
+        moved is found in ``data_root`` (else ``$WSZOO_DATA_ROOT``) under its recorded base name."""
         datasets = self._meta.get("datasets") or {}
         if not datasets:
             raise ZooError(f"zoo {self.path!r} records no dataset")
@@ -233,10 +234,7 @@ class Zoo:
                 f" ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
             )
         record = datasets[name]
-        data = load_dataset(name, seed=int(record.get("seed", 0)))
-        if data.fingerprint != record["fingerprint"]:
-            raise ZooError(f"data for {name!r} differs from the data this zoo was built on (fingerprint mismatch)")
-        return data
+        return load_recorded(name, int(record.get("seed", 0)), record["fingerprint"], data_root)
 
     # ------------------------------------------------------------------ weights
     def _row(self, model_id: int) -> tuple[str, int, int, int]:

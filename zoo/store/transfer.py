@@ -29,6 +29,7 @@ Nothing is ever unpickled: safetensors, ``np.load(allow_pickle=False)``, json an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -41,7 +42,7 @@ import pandas as pd
 import torch
 
 from zoo.arch import arch_spec, build_model
-from zoo.datasets import ALL_METRICS, load_dataset
+from zoo.datasets import ALL_METRICS, load_dataset, locate
 from zoo.errors import ZooError
 from zoo.layout import Layout, layout_of
 from zoo.store._group import existing_meta
@@ -262,7 +263,7 @@ def _load_datasets(records: Mapping, where: str) -> list:
     out = []
     for name, record in records.items():
         try:
-            data = load_dataset(name, seed=int(record.get("seed", 0)))
+            data = load_dataset(locate(name), seed=int(record.get("seed", 0)))
         except ZooError as e:
             raise ZooError(
                 f"{where} records dataset {name!r}, which cannot be loaded here ({e}); import with"
@@ -273,7 +274,7 @@ def _load_datasets(records: Mapping, where: str) -> list:
                 f"{where} records dataset {name!r}, but the data here differs (fingerprint mismatch);"
                 " import with --no-datasets to leave it out"
             )
-        out.append(data)
+        out.append(dataclasses.replace(data, location=name) if data.location != name else data)
     return out
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 import zarr
 
-from zoo.datasets import load_dataset
+from zoo.datasets import load_recorded
 from zoo.errors import ZooError
 from zoo.layout import Layout
 from zoo.store._group import DIVERGED, PENDING, location, path_exists, store_for
@@ -43,10 +43,7 @@ def _datasets(meta: Mapping) -> list:
     seed = int(((meta.get("config") or {}).get("recipe") or {}).get("task_seed", 0))
     out = []
     for name, fingerprint in (meta.get("datasets") or {}).items():
-        data = load_dataset(name, seed=seed)
-        if data.fingerprint != fingerprint:
-            raise ZooError(f"data for {name!r} differs from the data this zoo was built on (fingerprint mismatch)")
-        out.append(data)
+        out.append(load_recorded(name, seed, fingerprint))
     return out
 
 

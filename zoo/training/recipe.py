@@ -133,7 +133,8 @@ def recipe_dataset_names(recipe: Mapping) -> list[str]:
 
 
 def load_recipe_datasets(recipe: Mapping) -> dict[str, Dataset]:
-    """Every dataset of a recipe by name, split with ``recipe.task_seed``; one architecture must fit them all."""
+    """Every dataset of a recipe by its key (a name, or a path made absolute), split with ``recipe.task_seed``;
+    one architecture must fit them all."""
     seed = int(recipe.get("task_seed", 0))
     out: dict[str, Dataset] = {}
     for name in recipe_dataset_names(recipe):
@@ -145,7 +146,9 @@ def load_recipe_datasets(recipe: Mapping) -> dict[str, Dataset]:
                 f" but {first.location!r} has {first.input_shape} and {first.num_outputs} ({first.kind}):"
                 " one recipe trains one architecture, so its datasets must agree"
             )
-        out[name] = d
+        if d.key in out:
+            raise ZooError(f"dataset {name!r} is {d.key!r}, which recipe.datasets already lists")
+        out[d.key] = d  # a path by its absolute location: the name the zoo records and reloads it by
     for name in recipe.get("held_out") or []:
         load_dataset(str(name), seed=seed)  # a misspelt held-out task is an error now, not in the generator bench
     return out
