@@ -11,11 +11,14 @@ nearest-neighbour distance. Here a sample counts only when it is new, on validat
   model is at least the median of that distance for the held-out VALIDATION models, real networks the
   generator never saw: the distance at which a trained model is new.
 
-``val/novel_acc`` (what ``zoo fit`` follows by default) is the samples' mean training-split accuracy with a
-sample that is not novel counted as 0: the sample accuracy a generator earns without copying. ``val/good_novel``
-is the share both good and novel (the ``good_and_novel`` of ``zoo diagnose``, on training data). A copy of a
-training model is good but not novel and earns 0; noise far from every model is novel but earns only its low
-accuracy. The test split is never read.
+``val/novel_acc`` (what ``zoo fit`` follows by default) is the samples' mean training-split accuracy, each
+discounted by how close it sits to a training model: accuracy x min(1, nearest distance / the novelty
+distance). A copy earns 0, a sample as far from the training models as a held-out model earns its whole
+accuracy, noise far from every model earns only its low accuracy. It is continuous, so a run whose samples
+are never fully novel still has a best epoch: the one whose samples trade the least closeness for accuracy
+(a share of novel samples alone stayed 0 at every validation on the dwf-mlp-mnist zoo and picked the first).
+``val/good_novel`` is the share both good and novel (``zoo diagnose``'s ``good_and_novel``, on training data).
+The test split is never read.
 """
 
 from __future__ import annotations
@@ -69,9 +72,9 @@ class NoveltyReference:
         )
 
     def score(self, samples: torch.Tensor) -> dict[str, float]:
-        """For flat samples [k, P]: mean training-split accuracy, the novel share, the accuracy with non-novel
-        samples counted as 0, the good-and-novel share, and the samples' median nearest distance over the
-        novelty threshold. Non-finite samples count as neither good nor novel."""
+        """For flat samples [k, P]: mean training-split accuracy, the novel share, the accuracy discounted by
+        closeness to the training models, the good-and-novel share, and the samples' median nearest distance
+        over the novelty distance. Non-finite samples count as neither good nor novel and earn 0."""
         k = len(samples)
         finite = torch.isfinite(samples).all(1)
         acc = torch.zeros(k, dtype=torch.float64)
@@ -86,7 +89,7 @@ class NoveltyReference:
         return {
             "sample_train_acc": float(acc.mean()),
             "sample_novel": float(novel.double().mean()),
-            "novel_acc": float(torch.where(novel, acc, torch.zeros_like(acc)).mean()),
+            "novel_acc": float((acc * (nn / self.novel_l2).clamp(max=1.0)).mean()) if self.novel_l2 > 0 else 0.0,
             "good_novel": float((good & novel).double().mean()),
             "sample_nn_over_val": ratio,
         }

@@ -55,6 +55,25 @@ def test_held_out_models_are_novel_by_construction(reference):
     assert s["good_novel"] > 0 and 0 < s["novel_acc"] <= s["sample_train_acc"]
 
 
+def test_novel_accuracy_discounts_by_closeness(reference):
+    """A training model moved by a fraction of the novelty distance earns that fraction of its accuracy (or less,
+    when another training model is nearer); moved beyond it, its whole accuracy."""
+    models, ref = reference
+    mask = models.layout.parameter_mask()
+    g = torch.Generator().manual_seed(2)
+    one = models.train[:1].clone()
+    step = torch.randn(1, int(mask.sum()), generator=g)
+    for frac in (0.25, 0.5, 2.0):
+        moved = one.clone()
+        moved[:, mask] += step / step.norm() * ref.novel_l2 * frac
+        s = ref.score(moved)
+        d = float(nearest_distance(moved[:, mask], ref.train_params))  # may be nearer another training model
+        assert s["novel_acc"] == pytest.approx(s["sample_train_acc"] * min(1.0, d / ref.novel_l2), rel=1e-9)
+        assert d <= ref.novel_l2 * frac + 1e-6
+        if frac < 1:
+            assert s["novel_acc"] < s["sample_train_acc"]  # closer than a held-out model: discounted
+
+
 def test_noise_is_novel_but_not_good(reference):
     models, ref = reference
     g = torch.Generator().manual_seed(1)
