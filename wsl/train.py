@@ -103,6 +103,9 @@ def train(cfg: Mapping) -> dict:
         lr=float(cfg["optim"]["lr"]),
         weight_decay=float(cfg["optim"]["weight_decay"]),
     )
+    note = model.encoder.cost_note(dm.batch_size)
+    if note:
+        print(f"[zoo train] warning: {note}", file=sys.stderr, flush=True)
     monitor, mode = dm.target.monitor
     ckpt_cb = ModelCheckpoint(
         dirpath=str(out),

@@ -21,6 +21,10 @@ class WeightEncoder(nn.Module):
         self.space = space
         self.out_dim = int(out_dim)
 
+    def cost_note(self, batch_size: int) -> str | None:
+        """A one-line warning when training on batches of ``batch_size`` models would be unusually costly."""
+        return None
+
 
 def mlp(
     dims: Sequence[int], dropout: float = 0.0, act: type[nn.Module] = nn.GELU, last_act: bool = False

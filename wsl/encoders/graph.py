@@ -24,9 +24,12 @@ from torch_geometric.utils import degree
 
 from wsl.encoders.base import WeightEncoder, mlp
 from wsl.space import WeightSpace
+from zoo.errors import ZooError
 from zoo.rebasin.graph import BN_FIELDS
 
 NODE_FEATURES = 1 + len(BN_FIELDS)
+EDGE_TENSORS = 12  # [edges, hidden] tensors a layer keeps for backward (measured; see training_bytes)
+WARN_BYTES = 2**30  # cost_note speaks above 1 GiB of activations per training batch
 
 
 @dataclass
@@ -48,41 +51,66 @@ def _kernel_numel(k: tuple[int, ...]) -> int:
     return n
 
 
-def build_template(space: WeightSpace, layout_index: int) -> _Template:
-    """Graph of layout ``layout_index``: its real units only, features gathered from the padded vector."""
+def input_group_size(space: WeightSpace, input_nodes: int | None) -> int:
+    """How many consecutive input neurons share one graph node so that at most ``input_nodes`` remain (1 = none).
+
+    Inputs that a residual skip reads keep one node each (a skip edge joins single neurons)."""
+    if input_nodes is None:
+        return 1
+    if isinstance(input_nodes, bool) or not isinstance(input_nodes, int) or input_nodes < 1:
+        raise ZooError(f"encoder graph: input_nodes must be an integer >= 1 or null, got {input_nodes!r}")
+    st = space.graph
+    inputs = [i for i, ns in enumerate(st.nodesets) if ns.role == "input"]
+    if any(a in inputs or b in inputs for a, b in st.skips):
+        return 1
+    n_in = max(space.max_sizes()[i] for i in inputs)
+    return -(-n_in // int(input_nodes))
+
+
+def build_template(space: WeightSpace, layout_index: int, group: int = 1) -> _Template:
+    """Graph of layout ``layout_index``: its real units only, features gathered from the padded vector.
+
+    ``group`` consecutive input neurons form one node (see :func:`input_group_size`); an edge from such a
+    node carries the ``group`` weights (each with its kernel) its inputs send to the target neuron.
+    """
     st = space.graph
     sizes = space.unit_sizes[layout_index]
     maxes = space.max_sizes()
     sentinel = space.size
-    d_edge = max(_kernel_numel(l.kernel) for l in st.layers)
-    n_in = maxes[0]
+    inputs = {i for i, ns in enumerate(st.nodesets) if ns.role == "input"}
+    gs = [group if i in inputs else 1 for i in range(len(st.nodesets))]
+    nodes = [-(-s // g) for s, g in zip(sizes, gs)]  # graph nodes per node set
+    d_edge = max(_kernel_numel(l.kernel) * gs[l.src] for l in st.layers)
+    n_in = max(-(-maxes[i] // gs[i]) for i in inputs)
     hidden = [i for i, ns in enumerate(st.nodesets) if ns.role == "hidden"]
     start, node_id, off = {}, [], 0
     for i, ns in enumerate(st.nodesets):
         start[i] = off
         if ns.role == "input":
-            node_id.append(torch.arange(sizes[i]))
+            node_id.append(torch.arange(nodes[i]))
         elif ns.role == "output":
-            node_id.append(n_in + len(hidden) + torch.arange(sizes[i]))
+            node_id.append(n_in + len(hidden) + torch.arange(nodes[i]))
         else:
-            node_id.append(torch.full((sizes[i],), n_in + hidden.index(i)))
-        off += sizes[i]
+            node_id.append(torch.full((nodes[i],), n_in + hidden.index(i)))
+        off += nodes[i]
     node_pos = torch.full((off, NODE_FEATURES), sentinel, dtype=torch.long)
     src_l, dst_l, pos_l, type_l = [], [], [], []
     for li, layer in enumerate(st.layers):
-        so, do = sizes[layer.src], sizes[layer.dst]
+        so, do, g = sizes[layer.src], sizes[layer.dst], gs[layer.src]
         units = torch.arange(do)
         rows = start[layer.dst] + units
         if layer.bias:
             node_pos[rows, 0] = space.slot(layer.bias).offset + units
         slot = space.slot(layer.weight)
         kk = _kernel_numel(layer.kernel)
-        o, i = torch.meshgrid(units, torch.arange(so), indexing="ij")
-        o, i = o.reshape(-1), i.reshape(-1)
-        base = slot.offset + (o * slot.shape[1] + i) * kk
-        pos = torch.full((len(o), d_edge), sentinel, dtype=torch.long)
-        pos[:, :kk] = base[:, None] + torch.arange(kk)[None]
-        src_l.append(start[layer.src] + i)
+        o, j = torch.meshgrid(units, torch.arange(nodes[layer.src]), indexing="ij")
+        o, j = o.reshape(-1), j.reshape(-1)
+        i = j[:, None] * g + torch.arange(g)[None]  # [E, g] the inputs behind each edge
+        base = slot.offset + (o[:, None] * slot.shape[1] + i) * kk
+        pos = base[:, :, None] + torch.arange(kk)[None, None]  # [E, g, kk]
+        pos = torch.where((i < so)[:, :, None], pos, sentinel).reshape(len(o), g * kk)
+        pos = torch.cat([pos, torch.full((len(o), d_edge - g * kk), sentinel, dtype=torch.long)], dim=1)
+        src_l.append(start[layer.src] + j)
         dst_l.append(start[layer.dst] + o)
         pos_l.append(pos)
         type_l.append(torch.full((len(o),), li))
@@ -166,15 +194,20 @@ class GraphEncoder(WeightEncoder):
         dropout: float = 0.0,
         aggregators: Sequence[str] = ("mean", "max"),
         scalers: Sequence[str] = ("identity", "amplification"),
+        input_nodes: int | None = 64,
     ):
         super().__init__(space, out_dim)
         st = space.graph
+        self.group = input_group_size(space, input_nodes)
         maxes = space.max_sizes()
         n_hidden = sum(ns.role == "hidden" for ns in st.nodesets)
         n_out = maxes[[i for i, ns in enumerate(st.nodesets) if ns.role == "output"][0]]
-        d_edge = max(_kernel_numel(l.kernel) for l in st.layers)
+        inputs = [i for i, ns in enumerate(st.nodesets) if ns.role == "input"]
+        n_in = max(-(-maxes[i] // self.group) for i in inputs)
+        d_edge = max(_kernel_numel(l.kernel) * (self.group if l.src in inputs else 1) for l in st.layers)
+        self.hidden, self.n_layers = int(hidden), int(layers)
         self.node_in = nn.Linear(NODE_FEATURES, hidden)
-        self.node_emb = nn.Embedding(maxes[0] + n_hidden + n_out, hidden)
+        self.node_emb = nn.Embedding(n_in + n_hidden + n_out, hidden)
         self.edge_in = nn.Linear(d_edge, hidden)
         self.edge_emb = nn.Embedding(len(st.layers) + len(st.skips), hidden)
         self._templates: dict[int, _Template] = {}
@@ -186,9 +219,32 @@ class GraphEncoder(WeightEncoder):
         self.n_out = n_out
         self.readout = mlp([n_out * hidden, 2 * hidden, out_dim], dropout)
 
+    def size(self) -> tuple[int, int]:
+        """(nodes, edges) of the largest layout's graph: what a model costs in message passing."""
+        return max((len(t.node_id), t.edge_index.shape[1]) for t in self._templates.values())
+
+    def training_bytes(self, batch_size: int) -> int:
+        """Estimated peak activation memory of one training step on ``batch_size`` models of the largest layout.
+
+        Measured (bench/encoders_784.py): every layer keeps about ``EDGE_TENSORS`` float32 tensors of
+        ``[edges, hidden]`` for the backward pass; node tensors are negligible beside them."""
+        nodes, edges = self.size()
+        return int(batch_size) * 4 * self.hidden * (EDGE_TENSORS * self.n_layers * edges + 32 * nodes)
+
+    def cost_note(self, batch_size: int) -> str | None:
+        nodes, edges = self.size()
+        need = self.training_bytes(batch_size)
+        if need < WARN_BYTES:
+            return None
+        return (
+            f"graph encoder: {edges:,} edges per model ({nodes:,} nodes), about {need / 2**30:.1f} GiB of activations"
+            f" per training batch of {batch_size}; lower encoder.input_nodes (now {self.group} inputs per node),"
+            " encoder.hidden or data.batch_size to make it smaller"
+        )
+
     def _template(self, k: int) -> _Template:
         if k not in self._templates:
-            self._templates[k] = build_template(self.space, k)
+            self._templates[k] = build_template(self.space, k, self.group)
         return self._templates[k]
 
     def graph(self, w: torch.Tensor, layout: torch.Tensor):

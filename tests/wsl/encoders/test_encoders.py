@@ -104,3 +104,49 @@ def test_unknown_encoder_and_bad_hyperparameter_are_zoo_errors():
     with pytest.raises(ZooError, match="encoder 'graph'"):
         build_encoder("graph", space, 1, depth=3)
     assert set(ENCODERS) == {"mlp", "statnn", "graph", "transformer", "nfn"}
+
+
+def test_grouped_inputs_keep_every_weight_once_and_the_invariance():
+    """input_nodes=8 on 64 digits inputs: 8 input nodes whose edges carry 8 weights each; every real weight and
+    bias sits in exactly one edge or node feature (nothing dropped, nothing doubled), the edge count falls by
+    the group size on the first layer, and hidden-unit permutations still leave the output unchanged."""
+    space, w, idx = _nets("mlp", widths=(6, 8, 8))
+    k = int(idx[0])  # width 6 (narrower than the space): padding must not leak in
+    sizes = space.unit_sizes[k]
+    flat = build_template(space, k, 1)
+    grouped = build_template(space, k, space.max_sizes()[0] // 8)
+    assert len(flat.node_id) - len(grouped.node_id) == 64 - 8
+    first = sizes[1] * 64
+    assert flat.edge_index.shape[1] - grouped.edge_index.shape[1] == first - first // 8
+    for t in (flat, grouped):
+        pos = torch.cat([t.edge_pos.flatten(), t.node_pos.flatten()])
+        pos = pos[pos != space.size]
+        assert len(pos) == len(pos.unique())
+        assert torch.equal(pos.sort().values, space.mask(idx[:1])[0].nonzero().flatten())
+    enc = build_encoder("graph", space, 2, input_nodes=8)
+    assert enc.group == 8 and enc.edge_in.in_features == 8
+    perm = permute(space, w, idx, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = enc.eval()(w, idx), enc(perm, idx)
+    assert a.abs().max() > 1e-3
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_graph_input_nodes_default_leaves_small_inputs_alone_and_warns_on_large_graphs():
+    """64 digits inputs keep one node each under the default (64); a graph with one node per 784-input pixel
+    reports its cost in one line, the grouped default does not; a bad input_nodes is a ZooError."""
+    space, _, _ = _nets("mlp", widths=(8,), train=False)
+    assert build_encoder("graph", space, 1).group == 1
+    big = {"name": "mlp", "input_shape": [784], "num_outputs": 10, "width": 32, "depth": 2, "activation": "relu"}
+    lay = layout_of(build_model(big), big)
+    space784 = WeightSpace([lay])
+    per_input = build_encoder("graph", space784, 1, input_nodes=None)
+    assert per_input.size() == (784 + 32 + 32 + 10, 784 * 32 + 32 * 32 + 32 * 10)
+    note = per_input.cost_note(64)
+    assert note is not None and "input_nodes" in note and "\n" not in note
+    grouped = build_encoder("graph", space784, 1)
+    assert grouped.group == 13 and grouped.size()[0] == 61 + 32 + 32 + 10
+    assert grouped.cost_note(64) is None
+    for bad in (0, -3, 2.5, "many", True):
+        with pytest.raises(ZooError, match="input_nodes"):
+            build_encoder("graph", space784, 1, input_nodes=bad)
