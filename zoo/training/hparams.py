@@ -112,6 +112,11 @@ def check_hparams(hparams: Any) -> dict[str, Any]:
         if name not in HPARAMS:
             raise ZooError(f"unknown hyperparameter {where} (known: {', '.join(HPARAMS)})")
         if isinstance(dist, Mapping):
+            if len(dist) > 1:
+                raise ZooError(
+                    f"{where}={dict(dist)!r} names {len(dist)} distributions: give one (a command-line override"
+                    f" merges into the recipe's: replace it with ~{where} +{where}={{...}})"
+                )
             if len(dist) != 1 or next(iter(dist)) not in DISTRIBUTIONS:
                 raise ZooError(
                     f"{where}={dict(dist)!r} is invalid: expected one of {{log_uniform: [low, high]}},"
