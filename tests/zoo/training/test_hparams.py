@@ -240,6 +240,14 @@ def test_same_config_same_bits_and_columns_are_targets(small, tmp_path):
         spec = target_spec({"name": "hyperparameter", "column": col})
         out = targets(small, spec, samples)
         assert len(out) == 12 and len(spec.classes) == small.models[col].nunique()
+    spec = target_spec({"name": "hyperparameter", "column": "learning_rate", "regression": True, "log": True})
+    out = targets(small, spec, samples).set_index("model_id")
+    lr = small.models.set_index("model_id").learning_rate
+    assert spec.kind == "regression" and np.allclose(out.target, np.log10(lr[out.index]))
+    with pytest.raises(ZooError, match="not numeric"):
+        targets(small, target_spec({"name": "hyperparameter", "column": "optimizer", "regression": True}), samples)
+    with pytest.raises(ZooError, match="needs regression=true"):
+        target_spec({"name": "hyperparameter", "column": "dropout", "log": True})
 
 
 @pytest.mark.parametrize(
