@@ -95,17 +95,17 @@ def targets(z: Zoo, spec: TargetSpec, samples: pd.DataFrame) -> pd.DataFrame:
         m["target"] = m[te] if spec.name == "test_accuracy" else m[tr] - m[te]
         out = samples.merge(m[["model_id", "checkpoint", "target"]], on=["model_id", "checkpoint"], how="left")
     elif spec.kind == "regression":  # hyperparameter regression: the column's value (or its log10) per model
-        col = str(spec.column)
-        if col not in z.models:
+        name = str(spec.column)
+        if name not in z.models:
             raise ZooError(
-                f"task hyperparameter: the models table has no column {col!r}; columns: {sorted(z.models.columns)}"
+                f"task hyperparameter: the models table has no column {name!r}; columns: {sorted(z.models.columns)}"
             )
-        values = pd.to_numeric(z.models[col], errors="coerce")
+        values = pd.to_numeric(z.models[name], errors="coerce")
         if values.isna().all():
-            raise ZooError(f"task hyperparameter: column {col!r} is not numeric; drop regression=true to classify it")
+            raise ZooError(f"task hyperparameter: column {name!r} is not numeric; drop regression=true to classify it")
         if spec.log:
             if (values <= 0).any():
-                raise ZooError(f"task hyperparameter: column {col!r} has values <= 0, so log=true cannot apply")
+                raise ZooError(f"task hyperparameter: column {name!r} has values <= 0, so log=true cannot apply")
             values = np.log10(values)
         table = pd.DataFrame({"model_id": z.models["model_id"], "target": values})
         out = samples.merge(table, on="model_id", how="left")
