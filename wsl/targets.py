@@ -4,7 +4,9 @@ A target turns the store's tables into one value per (model, checkpoint) sample;
 group ``task`` (``task=test_accuracy``) names one of:
   test_accuracy       regression: test accuracy (test R2 for regression zoos) at that checkpoint
   generalization_gap  regression: train minus test accuracy (R2) at that checkpoint
-  hyperparameter      classification: the value of a models-table column (``column``), one class each
+  hyperparameter      classification: the value of a models-table column (``column``), one class each;
+                      with ``regression: true`` regression on the column's value (``log: true``: its log10),
+                      for drawn continuous hyperparameters (recipe.hparams: learning_rate, dropout, ...)
   phase               classification: the ``phase`` column of the zoo's ``landscape`` table
 Regression reports Kendall tau, R2 and MSE; classification reports accuracy.
 """
@@ -33,6 +35,7 @@ class TargetSpec:
     kind: str
     column: str | None = None
     classes: list[str] = field(default_factory=list)
+    log: bool = False  # hyperparameter regression on log10 of the column
 
     @property
     def out_dim(self) -> int:
@@ -44,11 +47,12 @@ class TargetSpec:
         return ("val/kendall_tau", "max") if self.kind == "regression" else ("val/acc", "max")
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "column": self.column, "classes": list(self.classes)}
+        out = {"name": self.name, "kind": self.kind, "column": self.column, "classes": list(self.classes)}
+        return {**out, "log": True} if self.log else out
 
     @classmethod
     def from_dict(cls, d: Mapping) -> TargetSpec:
-        return cls(d["name"], d["kind"], d.get("column"), [str(c) for c in d.get("classes", [])])
+        return cls(d["name"], d["kind"], d.get("column"), [str(c) for c in d.get("classes", [])], bool(d.get("log")))
 
 
 def target_spec(cfg: str | Mapping) -> TargetSpec:
@@ -60,7 +64,10 @@ def target_spec(cfg: str | Mapping) -> TargetSpec:
     if name == "hyperparameter":
         if not d.get("column"):
             raise ZooError("task hyperparameter needs a column, e.g. task.column=learning_rate")
-        return TargetSpec(name, "classification", str(d["column"]))
+        if d.get("log") and not d.get("regression"):
+            raise ZooError("task hyperparameter: log=true needs regression=true (a log of class labels means nothing)")
+        kind = "regression" if d.get("regression") else "classification"
+        return TargetSpec(name, kind, str(d["column"]), log=bool(d.get("log")))
     return TargetSpec(name, "classification" if name == "phase" else "regression")
 
 
@@ -87,6 +94,21 @@ def targets(z: Zoo, spec: TargetSpec, samples: pd.DataFrame) -> pd.DataFrame:
         m = m[cols].copy()
         m["target"] = m[te] if spec.name == "test_accuracy" else m[tr] - m[te]
         out = samples.merge(m[["model_id", "checkpoint", "target"]], on=["model_id", "checkpoint"], how="left")
+    elif spec.kind == "regression":  # hyperparameter regression: the column's value (or its log10) per model
+        name = str(spec.column)
+        if name not in z.models:
+            raise ZooError(
+                f"task hyperparameter: the models table has no column {name!r}; columns: {sorted(z.models.columns)}"
+            )
+        values = pd.to_numeric(z.models[name], errors="coerce")
+        if values.isna().all():
+            raise ZooError(f"task hyperparameter: column {name!r} is not numeric; drop regression=true to classify it")
+        if spec.log:
+            if (values <= 0).any():
+                raise ZooError(f"task hyperparameter: column {name!r} has values <= 0, so log=true cannot apply")
+            values = np.log10(values)
+        table = pd.DataFrame({"model_id": z.models["model_id"], "target": values})
+        out = samples.merge(table, on="model_id", how="left")
     else:
         if spec.name == "phase":
             table = z.table("landscape")

@@ -1,8 +1,11 @@
 """Zoo architectures, built from a plain spec dict so a store can rebuild any member.
 
 Spec keys: ``name`` (mlp | cnn | resnet), ``input_shape``, ``num_outputs``, ``width``, ``depth``,
-``activation`` and, for cnn, ``batchnorm`` and ``kernel_size``. Module and attribute names are part of
-the stored layout and of the permutation specs derived from modules, so keep them stable.
+``activation`` and, for cnn, ``batchnorm`` and ``kernel_size``, plus three cnn keys that are present only
+when they differ from their default, so every spec written before them rebuilds the same module and layout:
+``stride`` (default 1), ``padding`` (``same``, the default: kernel_size // 2 on each side; ``valid``: none, as
+Keras' default) and ``dropout`` (true: a :class:`MaskedDropout` after every activation). Module and attribute
+names are part of the stored layout and of the permutation specs derived from modules, so keep them stable.
 """
 
 from __future__ import annotations
@@ -14,7 +17,15 @@ from torch import nn
 
 from zoo.errors import ZooError
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "silu": nn.SiLU}
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "sigmoid": nn.Sigmoid,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+}
+PADDINGS = ("same", "valid")
 ARCHITECTURES = ("mlp", "cnn", "resnet")
 
 
@@ -41,8 +52,29 @@ class MLP(nn.Module):
         return self.layers(x.flatten(1))
 
 
+class MaskedDropout(nn.Module):
+    """Dropout whose mask comes from outside: the population trainer swaps in each model's own mask.
+
+    A population's models have their own dropout rates and random streams, which one ``nn.Dropout`` inside
+    ``vmap`` cannot give (one rate, one global generator), so the trainer draws every model's mask from that
+    model's generator (zoo.training.population_module) and hands it in as the non-persistent buffer ``mask``
+    (already scaled by 1 / (1 - rate)). The module holds no state of the layout, so a rebuilt model is the
+    same network; in eval mode, and while no mask is handed in, it is the identity.
+    """
+
+    mask: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mask", torch.ones(()), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mask if self.training else x
+
+
 class CNN(nn.Module):
-    """``depth`` conv layers of ``width`` channels (optional BatchNorm), global average pool, Linear head."""
+    """``depth`` conv layers of ``width`` channels (optional BatchNorm, optional per-model dropout after each
+    activation), global average pool, Linear head."""
 
     def __init__(
         self,
@@ -53,15 +85,21 @@ class CNN(nn.Module):
         activation: str = "relu",
         batchnorm: bool = True,
         kernel_size: int = 3,
+        stride: int = 1,
+        padding: str = "same",
+        dropout: bool = False,
     ):
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels
+        pad = kernel_size // 2 if padding == "same" else 0
         for _ in range(depth):
-            layers.append(nn.Conv2d(c, width, kernel_size, padding=kernel_size // 2, bias=not batchnorm))
+            layers.append(nn.Conv2d(c, width, kernel_size, stride=stride, padding=pad, bias=not batchnorm))
             if batchnorm:
                 layers.append(nn.BatchNorm2d(width))
             layers.append(_activation(activation))
+            if dropout:
+                layers.append(MaskedDropout())
             c = width
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -112,8 +150,13 @@ def arch_spec(
     activation: str = "relu",
     batchnorm: bool = True,
     kernel_size: int = 3,
+    stride: int = 1,
+    padding: str = "same",
+    dropout: bool = False,
 ) -> dict:
-    """Normalized spec dict (only the keys the architecture uses), as stored in layouts."""
+    """Normalized spec dict (only the keys the architecture uses), as stored in layouts. The cnn keys ``stride``,
+    ``padding`` and ``dropout`` are written only when they differ from their defaults (1, same, false), so the
+    specs of zoos built before them are unchanged."""
     spec = {
         "name": name,
         "input_shape": [int(s) for s in input_shape],
@@ -124,6 +167,12 @@ def arch_spec(
     }
     if name == "cnn":
         spec.update(batchnorm=bool(batchnorm), kernel_size=int(kernel_size))
+        if int(stride) != 1:
+            spec["stride"] = int(stride)
+        if padding != "same":
+            spec["padding"] = str(padding)
+        if dropout:
+            spec["dropout"] = True
     return spec
 
 
@@ -147,6 +196,17 @@ def build_model(spec: Mapping) -> nn.Module:
             " (use e.g. dataset=digits-image)"
         )
     if name == "cnn":
+        k, stride, padding = int(spec.get("kernel_size", 3)), int(spec.get("stride", 1)), spec.get("padding", "same")
+        if stride < 1 or padding not in PADDINGS:
+            raise ZooError(f"cnn: stride must be >= 1 and padding one of {list(PADDINGS)}, got {stride}, {padding!r}")
+        side = min(int(s) for s in shape[1:])
+        for layer in range(depth):  # each conv must still see a full kernel: a one-line error, not a torch one
+            side = (side + 2 * (k // 2 if padding == "same" else 0) - k) // stride + 1
+            if side < 1:
+                raise ZooError(
+                    f"cnn: a {shape[1]}x{shape[2]} input shrinks to nothing by conv layer {layer + 1} with kernel {k},"
+                    f" stride {stride} and {padding} padding; use a smaller stride, same padding or fewer layers"
+                )
         return CNN(
             shape[0],
             int(spec["num_outputs"]),
@@ -154,6 +214,9 @@ def build_model(spec: Mapping) -> nn.Module:
             depth,
             act,
             bool(spec.get("batchnorm", True)),
-            int(spec.get("kernel_size", 3)),
+            k,
+            stride,
+            padding,
+            bool(spec.get("dropout", False)),
         )
     return ResNet(shape[0], int(spec["num_outputs"]), width, depth, act)

@@ -27,6 +27,7 @@ from zoo.errors import ZooError
 from zoo.landscape.compute import compute_landscape, resolve_config
 from zoo.store.lock import writing
 from zoo.store.writer import DEFAULT_BLOCK_SIZE
+from zoo.training import hparams as hp
 from zoo.training import trajectory
 from zoo.training.population import resolve_device, train_population
 from zoo.training.recipe import Plan, init_state, load_recipe_datasets, make_plan
@@ -49,6 +50,9 @@ RECIPE: dict[str, Rule] = {
     "activation": typed(str, "an activation name"),
     "batchnorm": typed(bool, "true or false"),
     "kernel_size": number(int, 1),
+    "stride": optional(number(int, 1)),  # cnn: every conv's stride (zoo.arch; 1 when absent)
+    "padding": optional(one_of("same", "valid")),  # cnn: same (kernel_size // 2) or valid (none)
+    "hparams": optional(typed(Mapping, "a mapping of hyperparameter -> distribution")),  # zoo.training.hparams
     "widths": list_of(number(int, 1)),
     "depths": list_of(number(int, 0)),
     "learning_rates": list_of(number(float, 0, low_open=True)),
@@ -56,7 +60,7 @@ RECIPE: dict[str, Rule] = {
     "weight_decays": list_of(number(float, 0)),
     "seeds": number(int, 1),
     "seed_offset": number(int, 0),
-    "optimizer": one_of("sgd", "adam", "adamw"),
+    "optimizer": one_of(*hp.OPTIMIZERS),
     "momentum": number(float, 0, 1),
     "schedule": one_of("constant", "cosine"),
     "epochs": number(int, 0),
@@ -96,6 +100,8 @@ def check_build_config(cfg: Mapping) -> None:
     check(cfg["recipe"], RECIPE, "recipe.")
     recipe = cfg["recipe"]
     trajectory.check_trajectory_recipe(recipe)
+    if recipe.get("hparams") is not None:
+        hp.check_hparams(recipe["hparams"])
     if (recipe.get("dataset") is None) == (recipe.get("datasets") is None):
         raise ZooError(
             "recipe.dataset and recipe.datasets are both given; keep one (recipe.dataset=null to use the list)"
@@ -224,27 +230,40 @@ def population_dataset(plan: Plan, index: int, dataset: Dataset | Mapping[str, D
     return dataset[plan.models[plan.populations[index][0]].dataset]
 
 
-def population_spec(cfg: Mapping, plan: Plan, index: int) -> PopulationSpec:
+def population_spec(
+    cfg: Mapping, plan: Plan, index: int, dataset: Dataset | Mapping[str, Dataset] | None = None
+) -> PopulationSpec:
+    """The PopulationSpec of population ``index``; ``dataset`` sizes per-model training subsets
+    (recipe.hparams.train_fraction, which needs it)."""
     recipe = cfg["recipe"]
     models = [plan.models[i] for i in plan.populations[index]]
     layout = plan.layouts[models[0].layout]
+    drawn = recipe.get("hparams") or {}
+    if "train_fraction" in drawn and dataset is None:
+        raise ZooError("recipe.hparams.train_fraction: population_spec needs the dataset to draw training subsets")
+    n_train = len(population_dataset(plan, index, dataset).X_train) if dataset is not None else 0
     return PopulationSpec(
         template=layout.build(),
         layout=layout,
-        init_states=[init_state(m.arch, m.seed) for m in models],
+        init_states=[init_state(m.arch, m.seed, m.init, m.init_std) for m in models],
         learning_rates=[m.learning_rate for m in models],
         weight_decays=[m.weight_decay for m in models],
         data_seeds=[1_000_003 + m.seed for m in models],
         batch_size=models[0].batch_size,
         epochs=int(recipe["epochs"]),
         checkpoint_epochs=plan.checkpoint_epochs,
-        optimizer=recipe["optimizer"],
+        optimizer=models[0].optimizer,  # a population never mixes optimizers (zoo.training.recipe)
         momentum=float(recipe.get("momentum", 0.0)),
         schedule=recipe.get("schedule", "constant"),
         eval_memory_floats=int(cfg["memory_floats"]),
         retain_memory=bool(cfg.get("retain_memory", True)),
         device=str(cfg.get("device", "cpu")),
         **trajectory.spec_fields(recipe, [m.model_id for m in models], [m.seed for m in models]),
+        dropouts=[m.dropout for m in models] if "dropout" in drawn else [],
+        dropout_seeds=[hp.dropout_seed(m.seed) for m in models] if "dropout" in drawn else [],
+        train_subsets=(
+            [hp.train_subset(n_train, m.train_fraction, m.seed) for m in models] if "train_fraction" in drawn else []
+        ),
     )
 
 
@@ -296,7 +315,7 @@ def _train_and_write(
             on_population(step)
 
         result = train_population(
-            population_spec(cfg, plan, index),
+            population_spec(cfg, plan, index, dataset),
             population_dataset(plan, index, dataset),
             progress=progress,
             on_epoch=epoch_done if on_population is not None else None,

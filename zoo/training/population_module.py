@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from zoo.arch import MaskedDropout
 from zoo.datasets import Dataset, metric_names
 from zoo.evaluate import split_metrics
 from zoo.forward import activation_floats_per_sample, population_forward
@@ -47,7 +48,8 @@ class PopulationModule(L.LightningModule):
         self.register_buffer("wd", torch.tensor(spec.weight_decays, dtype=torch.float32).view(m, 1), persistent=False)
         self.register_buffer("active", torch.ones(m, dtype=torch.bool))
         self.register_buffer("diverged", torch.zeros(m, dtype=torch.bool))
-        self._moments = 2 if spec.optimizer in ("adam", "adamw") else 1  # momentum buffer / Adam's two moments
+        # sgd: momentum buffer; adam/adamw: two moments; rmsprop: the running average of squared gradients
+        self._moments = 2 if spec.optimizer in ("adam", "adamw") else 1
         for j in range(self._moments):
             for k, p in enumerate(self.stacked):
                 self.register_buffer(f"state{j + 1}_{k}", torch.zeros_like(p))
@@ -55,6 +57,18 @@ class PopulationModule(L.LightningModule):
         n_train = len(dataset.X_train)
         self.batch_size = min(spec.batch_size, n_train)
         self.steps_per_epoch = max(n_train // self.batch_size, 1)
+        # recipe.hparams.train_fraction (zoo.training.hparams): an epoch is one pass over each model's own subset
+        self._subsets = [torch.as_tensor(t, dtype=torch.int64) for t in spec.train_subsets]
+        self._own_steps: torch.Tensor | None = None  # [M] steps of each model per epoch
+        if self._subsets:
+            own = [max(1, len(t) // self.batch_size) for t in self._subsets]
+            self._own_steps = torch.tensor(own)
+            self.steps_per_epoch = max(own)
+        self._model_steps = torch.zeros(m, dtype=torch.float64)  # optimizer steps per model (bias corrections)
+        # recipe.hparams.dropout: each model's masks from its own generator (zoo.arch.MaskedDropout)
+        self._dropouts = [float(p) for p in spec.dropouts] if any(float(p) > 0 for p in spec.dropouts) else []
+        self._dropout_generators = [torch.Generator().manual_seed(int(s)) for s in spec.dropout_seeds]
+        self._dropout_sites = _dropout_sites(self.template, dataset.X_train) if self._dropouts else []
         self.total_steps = self.steps_per_epoch * spec.epochs
         self.metric_names = list(metric_names(dataset.kind))
         c = len(spec.checkpoint_epochs)
@@ -68,7 +82,7 @@ class PopulationModule(L.LightningModule):
             if spec.stages
             else []
         )  # each yields its next subset
-        self._subsets: list[torch.Tensor] = []  # each model's subset in the current stage
+        self._stage_subsets: list[torch.Tensor] = []  # each model's subset in the current stage
         self._stage_steps: torch.Tensor | None = None  # [M] steps of each model in the current stage epoch
         self._stage_max = 0  # the population's longest
         self._frozen: tuple | None = None  # models sitting out this step, and their saved state
@@ -83,12 +97,12 @@ class PopulationModule(L.LightningModule):
 
     @property
     def state1(self) -> list[torch.Tensor]:
-        """Momentum buffer (sgd) or Adam's first moment, one per stacked parameter."""
+        """Momentum buffer (sgd), Adam's first moment or RMSprop's square average, one per stacked parameter."""
         return [getattr(self, f"state1_{k}") for k in range(len(self.stacked))]
 
     @property
     def state2(self) -> list[torch.Tensor] | None:
-        """Adam's second moment per stacked parameter (None for sgd)."""
+        """Adam's second moment per stacked parameter (None for sgd and rmsprop)."""
         return [getattr(self, f"state2_{k}") for k in range(len(self.stacked))] if self._moments == 2 else None
 
     def on_fit_start(self) -> None:
@@ -136,7 +150,9 @@ class PopulationModule(L.LightningModule):
         stage = self._stage()
         if stage and self._skip_stage_step(stage, batch_idx):  # trajectory stage: batches from nested subsets
             return None
-        if not stage and (batch_idx == 0 or self._perm is None):
+        if self._subsets:  # recipe.hparams.train_fraction: each model cycles its own subset
+            self._subset_step(batch_idx)
+        elif not stage and (batch_idx == 0 or self._perm is None):
             n = len(self.dataset.X_train)
             self._perm = torch.stack([torch.randperm(n, generator=g) for g in self._generators])
         b = self.batch_size
@@ -145,7 +161,10 @@ class PopulationModule(L.LightningModule):
         x = self.dataset.X_train.index_select(0, idx).view(m, b, *self.dataset.X_train.shape[1:])
         y = self.dataset.y_train.index_select(0, idx).view(m, b, *self.dataset.y_train.shape[1:])
         self.template.train()
-        out = self._forward(self._params(), self._buffers_stacked, x, shared_input=False, training=True)
+        buffers = self._buffers_stacked
+        if self._dropouts:
+            buffers = {**buffers, **self._dropout_masks(b)}
+        out = self._forward(self._params(), buffers, x, shared_input=False, training=True)
         loss = self._per_model_loss(out, y)
         finite = torch.isfinite(loss).detach()
         newly = self.active & ~finite
@@ -184,11 +203,11 @@ class PopulationModule(L.LightningModule):
         b = self.batch_size
         if batch_idx == 0:
             if (self.current_epoch - self.spec.epochs) % self.spec.stage_epochs == 0:  # stage ``stage`` starts
-                self._subsets = [next(plan)[2] for plan in self._stage_plans]
+                self._stage_subsets = [next(plan)[2] for plan in self._stage_plans]
                 for t in [*self.state1, *(self.state2 or [])]:
                     t.zero_()
                 self.step_count = 0
-            subsets = self._subsets
+            subsets = self._stage_subsets
             steps = [max(1, len(s) // b) for s in subsets]
             self._stage_steps, self._stage_max = torch.tensor(steps, device=self.stacked[0].device), max(steps)
             width = self._stage_max * b
@@ -204,6 +223,45 @@ class PopulationModule(L.LightningModule):
         frozen = self._stage_steps <= batch_idx
         self._frozen = (frozen, [t.detach()[frozen].clone() for t in self._stage_tensors()]) if frozen.any() else None
         return False
+
+    # ------------------------------------------------------------------ per-model subsets and dropout (hparams)
+    def _subset_step(self, batch_idx: int) -> None:
+        """Step ``batch_idx`` of an epoch over each model's own subset: a fresh order of it at the epoch's start
+        (cycled to the population's longest epoch); models whose epoch is done sit the step out."""
+        b = self.batch_size
+        if batch_idx == 0 or self._perm is None:
+            width = self.steps_per_epoch * b
+            self._perm = torch.stack(
+                [
+                    s[torch.randperm(len(s), generator=g)].repeat(-(-width // len(s)))[:width]
+                    for s, g in zip(self._subsets, self._generators)
+                ]
+            )
+        assert self._own_steps is not None
+        frozen = (self._own_steps <= batch_idx).to(self.active.device)
+        self._frozen = (frozen, [t.detach()[frozen].clone() for t in self._stage_tensors()]) if frozen.any() else None
+
+    def _stepping(self) -> torch.Tensor:
+        """[M] bool: the models that take the current step (not sitting it out)."""
+        if self._frozen is None:
+            return torch.ones(len(self.active), dtype=torch.bool)
+        return ~self._frozen[0].cpu()
+
+    def _dropout_masks(self, b: int) -> dict[str, torch.Tensor]:
+        """Every dropout site's masks [M, b, *shape] for this step: model j with rate p > 0 draws, site after
+        site, ``keep = rand(b, *shape) >= p`` from its own generator and gets ``keep / (1 - p)``; a model with
+        rate 0 or sitting the step out draws nothing and gets ones."""
+        stepping = self._stepping()
+        masks: dict[str, list[torch.Tensor]] = {name: [] for name, _ in self._dropout_sites}
+        for j, (p, g) in enumerate(zip(self._dropouts, self._dropout_generators)):
+            for name, shape in self._dropout_sites:
+                if p > 0 and stepping[j]:
+                    keep = torch.rand((b, *shape), generator=g) >= p
+                    masks[name].append(keep.float() / (1.0 - p))
+                else:
+                    masks[name].append(torch.ones((b, *shape)))
+        dev = self.stacked[0].device
+        return {f"{name}.mask": torch.stack(ms).to(dev) for name, ms in masks.items()}
 
     @torch.no_grad()
     def _restore_frozen(self) -> None:
@@ -226,10 +284,23 @@ class PopulationModule(L.LightningModule):
         self.step_count += 1
         opt, use_wd = self.spec.optimizer, bool((self.wd != 0).any())
         b1, b2 = self.spec.betas
-        c1, c2 = 1 - b1**self.step_count, 1 - b2**self.step_count
+        c1: float | torch.Tensor = 1 - b1**self.step_count
+        c2: float | torch.Tensor = 1 - b2**self.step_count
+        if self._subsets:  # models sit steps out: Adam's bias corrections count each model's own steps
+            self._model_steps += self._stepping().double()
+            steps = self._model_steps.clamp(min=1).view(-1, 1)
+            c1 = (1 - b1**steps).float().to(lr_m.device)
+            c2 = (1 - b2**steps).float().to(lr_m.device)
         for k, p in enumerate(self.stacked):
             g, shape = p.grad, (-1,) + (1,) * (p.dim() - 1)
             lr, wd = lr_m.view(shape), self.wd.view(shape)
+            if opt == "rmsprop":  # torch.optim.RMSprop: no momentum, not centered
+                if use_wd:
+                    g = g.addcmul(p, wd)
+                sq = self.state1[k]
+                sq.mul_(self.spec.alpha).addcmul_(g, g, value=1 - self.spec.alpha)
+                p.addcmul_(lr, g / sq.sqrt().add_(self.spec.eps), value=-1.0)
+                continue
             if opt == "sgd":
                 if use_wd:
                     g = g.addcmul(p, wd)
@@ -249,7 +320,9 @@ class PopulationModule(L.LightningModule):
             m1, m2 = self.state1[k], self.state2[k]
             m1.mul_(b1).add_(g, alpha=1 - b1)
             m2.mul_(b2).addcmul_(g, g, value=1 - b2)
-            p.addcmul_(lr / c1, m1 / (m2 / c2).sqrt_().add_(self.spec.eps), value=-1.0)
+            cc1 = c1 if isinstance(c1, float) else c1.view(shape)
+            cc2 = c2 if isinstance(c2, float) else c2.view(shape)
+            p.addcmul_(lr / cc1, m1 / (m2 / cc2).sqrt_().add_(self.spec.eps), value=-1.0)
 
     # ------------------------------------------------------------------ checkpoints and metrics
     @torch.no_grad()
@@ -298,3 +371,23 @@ class PopulationModule(L.LightningModule):
             self.diverged.cpu().clone(),
             self.last_checkpoint.clone(),
         )
+
+
+def _dropout_sites(template: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
+    """(module name, per-sample output shape) of every MaskedDropout of ``template``, in forward order."""
+    sites: list[tuple[str, tuple[int, ...]]] = []
+    handles = [
+        m.register_forward_hook(lambda _m, _i, out, name=name: sites.append((name, tuple(out.shape[1:]))))
+        for name, m in template.named_modules()
+        if isinstance(m, MaskedDropout)
+    ]
+    try:
+        with torch.no_grad():
+            was = template.training
+            template.eval()
+            template(x[:1])
+            template.train(was)
+    finally:
+        for h in handles:
+            h.remove()
+    return sites

@@ -9,8 +9,13 @@ one block that share a batch size and a dataset step in lockstep on that dataset
 populations (at most ``population_size`` models, fewer when the activations would exceed the memory bound).
 The plan depends only on the config, so every process (a resumed build, a Dask worker) derives the same
 one. ``sample_hparams: true`` draws each model's learning rate and batch size
-(zoo.training.trajectory.sample_hparams) instead of gridding them; ``kind: trajectory`` adds stages on nested
-subsets after training (zoo.training.trajectory).
+(zoo.training.trajectory.sample_hparams) instead of gridding them; ``hparams:`` draws any of optimizer,
+learning rate, weight decay, batch size, activation, initialization, dropout and training fraction per model
+from the distributions it names (zoo.training.hparams; each drawn axis of the grid collapses to its first
+value); ``kind: trajectory`` adds stages on nested subsets after training (zoo.training.trajectory).
+Populations never mix optimizers or architectures (a drawn activation gives each activation its own
+layout, keyed ``<layout key>-<activation>`` when the tensors alone would not tell them apart); within a
+layout, rows are ordered by batch size, optimizer, training fraction, then id.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from zoo.datasets import Dataset, expand_dataset_names, load_dataset
 from zoo.errors import ZooError
 from zoo.forward import activation_floats_per_sample
 from zoo.layout import Layout, layout_of
-from zoo.training.trajectory import check_trajectory_recipe, plan_checkpoints, sample_hparams
+from zoo.training import hparams as hp
+from zoo.training.trajectory import check_trajectory_recipe, is_trajectory, plan_checkpoints, sample_hparams
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = hp.OPTIMIZERS
 SCHEDULES = ("constant", "cosine")
 
 
@@ -46,6 +52,11 @@ class ModelPlan:
     row: int
     population: int
     dataset: str = ""  # the name the models table records and Zoo.dataset reloads
+    optimizer: str = "sgd"  # the recipe's, or drawn (recipe.hparams)
+    init: str = "default"  # zoo.training.hparams.init_state's rule
+    init_std: float = 0.05  # used by init truncated_normal only
+    dropout: float = 0.0
+    train_fraction: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,12 @@ class Plan:
                 "population",
             )
         }
+        drawn = "hparams" in recipe and recipe["hparams"] is not None
+        extra = ("init", "init_std", "dropout", "train_fraction") if drawn else ()
+        cols.update({k: [] for k in extra})
         for m in self.models:
+            for k in extra:
+                cols[k].append(getattr(m, k))
             for k, v in (
                 ("model_id", m.model_id),
                 ("arch", m.arch["name"]),
@@ -94,7 +110,7 @@ class Plan:
                 ("learning_rate", m.learning_rate),
                 ("batch_size", m.batch_size),
                 ("weight_decay", m.weight_decay),
-                ("optimizer", recipe["optimizer"]),
+                ("optimizer", m.optimizer),
                 ("momentum", float(recipe.get("momentum", 0.0))),
                 ("schedule", recipe.get("schedule", "constant")),
                 ("seed", m.seed),
@@ -179,6 +195,25 @@ def validate_recipe(recipe: Mapping, dataset: Dataset) -> None:
         if float(lr) <= 0:
             raise ZooError(f"learning rates must be positive, got {lr}")
     check_trajectory_recipe(recipe)  # kind: grid (the default) or trajectory (zoo.trajectory)
+    drawn = recipe_hparams(recipe)
+    if drawn:
+        if recipe.get("sample_hparams"):
+            raise ZooError("recipe.sample_hparams and recipe.hparams are both given; keep one (hparams can draw both)")
+        if ("dropout" in drawn or "train_fraction" in drawn) and is_trajectory(recipe):
+            raise ZooError("recipe.hparams.dropout and .train_fraction are for grid recipes, not kind: trajectory")
+        if "dropout" in drawn and recipe["arch"] != "cnn":
+            raise ZooError(f"recipe.hparams.dropout needs arch cnn (per-model dropout masks), not {recipe['arch']!r}")
+        for b in (drawn.get("batch_size") or {}).get("choice", [drawn.get("batch_size", 1)]):
+            if int(b) > len(dataset.X_train):
+                raise ZooError(
+                    f"batch size {b} does not fit the {len(dataset.X_train)} training samples of {dataset.name}"
+                )
+
+
+def recipe_hparams(recipe: Mapping) -> dict:
+    """``recipe.hparams`` checked (zoo.training.hparams), {} when the recipe draws nothing."""
+    v = recipe.get("hparams")
+    return {} if v is None else hp.check_hparams(v)
 
 
 def make_plan(
@@ -204,13 +239,15 @@ def make_plan(
         _as_list(recipe, "batch_sizes"),
         recipe.get("sample_hparams"),
     )
+    drawn = recipe_hparams(recipe)
+    wds = _as_list(recipe, "weight_decays")
     grid = itertools.product(
         list(data),
         _as_list(recipe, "widths"),
         _as_list(recipe, "depths"),
-        lrs[:1] if sampled else lrs,
-        bss[:1] if sampled else bss,
-        _as_list(recipe, "weight_decays"),
+        lrs[:1] if sampled or "learning_rate" in drawn else lrs,
+        bss[:1] if sampled or "batch_size" in drawn else bss,
+        wds[:1] if "weight_decay" in drawn else wds,
         range(int(recipe["seeds"])),
     )
     act_cache: dict[str, int] = {}
@@ -218,15 +255,19 @@ def make_plan(
     for model_id, (name, width, depth, lr, bs, wd, s) in enumerate(grid):
         if sampled:  # per model: learning rate log-uniform within the listed ones' range, batch size among them
             lr, bs = sample_hparams(lrs, bss, model_id, seed_base + s)
+        d = hp.draw(drawn, model_id, seed_base + s) if drawn else {}
         spec = arch_spec(
             recipe["arch"],
             dataset.input_shape,
             dataset.num_outputs,
             int(width),
             int(depth),
-            recipe.get("activation", "relu"),
+            d.get("activation", recipe.get("activation", "relu")),
             recipe.get("batchnorm", True),
             recipe.get("kernel_size", 3),
+            recipe.get("stride", 1),
+            recipe.get("padding", "same"),
+            "dropout" in drawn,
         )
         spec_id = json.dumps(spec, sort_keys=True)
         if spec_id not in key_of_spec:
@@ -236,24 +277,33 @@ def make_plan(
             dict(
                 model_id=model_id,
                 arch=spec,
-                learning_rate=float(lr),
-                batch_size=int(bs),
-                weight_decay=float(wd),
+                learning_rate=float(d.get("learning_rate", lr)),
+                batch_size=int(d.get("batch_size", bs)),
+                weight_decay=float(d.get("weight_decay", wd)),
                 seed=seed_base + s,
                 layout=key,
                 dataset=name,
+                optimizer=str(d.get("optimizer", recipe["optimizer"])),
+                init=str(d.get("init", "default")),
+                init_std=float(d.get("init_std", 0.05)),
+                dropout=float(d.get("dropout", 0.0)),
+                train_fraction=float(d.get("train_fraction", 1.0)),
             )
         )
     populations: list[list[int]] = []
     units: list[list[int]] = []
     row_of: dict[int, int] = {}
     for key in layouts:
-        ids = sorted((m["model_id"] for m in models if m["layout"] == key), key=lambda i: (models[i]["batch_size"], i))
+        ids = sorted(
+            (m["model_id"] for m in models if m["layout"] == key),
+            key=lambda i: (models[i]["batch_size"], models[i]["optimizer"], models[i]["train_fraction"], i),
+        )
         row_of.update({i: r for r, i in enumerate(ids)})
         for lo in range(0, len(ids), block_size):
             unit = []
-            for (bs, _), group in itertools.groupby(
-                ids[lo : lo + block_size], key=lambda i: (models[i]["batch_size"], models[i]["dataset"])
+            for (bs, _, _), group in itertools.groupby(
+                ids[lo : lo + block_size],
+                key=lambda i: (models[i]["batch_size"], models[i]["dataset"], models[i]["optimizer"]),
             ):
                 group = list(group)
                 # cap the population so one training step's activations stay within the memory bound
@@ -268,18 +318,24 @@ def make_plan(
 
 
 def _layout_key(spec: dict, layouts: dict[str, Layout], act_cache: dict[str, int], dataset: Dataset) -> str:
-
+    """The layout key of a spec (registered on first sight). Tensors alone name a layout; two specs with the
+    same tensors but different activations (recipe.hparams.activation) get ``<key>-<activation>``."""
     module = build_model(spec)
     layout = layout_of(module, spec)
     key = layout.key()
+    if key in layouts and layouts[key].arch != layout.arch:
+        key = f"{key}-{spec['activation']}"
+        if key in layouts and layouts[key].arch != layout.arch:
+            raise ZooError(
+                f"two architectures of this recipe share layout {key!r}; they differ in more than activation"
+            )
     if key not in layouts:
         layouts[key] = layout
         act_cache[key] = activation_floats_per_sample(module, dataset.X_train)
     return key
 
 
-def init_state(spec: Mapping, seed: int) -> dict[str, torch.Tensor]:
-    """The initialization of a model: PyTorch's default init under ``seed``, independent of global state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        return {k: v.clone() for k, v in build_model(spec).state_dict().items()}
+def init_state(spec: Mapping, seed: int, init: str = "default", init_std: float = 0.05) -> dict[str, torch.Tensor]:
+    """The initialization of a model: PyTorch's default init under ``seed`` (or another rule of
+    zoo.training.hparams.init_state), independent of global state."""
+    return hp.init_state(spec, seed, init, init_std)

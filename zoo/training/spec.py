@@ -26,10 +26,11 @@ class PopulationSpec:
     batch_size: int
     epochs: int
     checkpoint_epochs: Sequence[int]
-    optimizer: str = "sgd"  # sgd | adam | adamw
+    optimizer: str = "sgd"  # sgd | adam | adamw | rmsprop
     momentum: float = 0.9
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    alpha: float = 0.99  # rmsprop's smoothing constant (torch.optim.RMSprop's default)
     schedule: str = "constant"  # constant | cosine
     eval_memory_floats: int = 50_000_000  # bound on activations per evaluation chunk
     retain_memory: bool = True  # glibc keeps freed large blocks: -25..45% step and eval time (bench)
@@ -40,6 +41,10 @@ class PopulationSpec:
     stage_epochs: int = 1
     stage_rates: tuple[float, float] = (1.0, 1.0)
     subset_seeds: Sequence[int] = ()  # one per model: zoo.trajectory.stage_subsets' seed
+    # recipe.hparams (zoo.training.hparams): per-model dropout rates and training subsets; empty: none / full data
+    dropouts: Sequence[float] = ()
+    dropout_seeds: Sequence[int] = ()  # one per model: its dropout masks' generator
+    train_subsets: Sequence[torch.Tensor] = ()  # one per model: sorted training-set indices (an epoch is one pass)
 
     @property
     def total_epochs(self) -> int:
