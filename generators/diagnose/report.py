@@ -37,7 +37,7 @@ import zoo
 from generators.diagnose.baselines import build_baselines, noise_baseline, parse_baselines
 from generators.diagnose.distances import align_to, max_iou, nearest_l2, permutation_nn
 from generators.diagnose.plots import write_plots
-from generators.diagnose.table import TRAIN
+from generators.diagnose.table import TRAIN, novelty_bar
 from zoo.app.progress import Progress
 from zoo.datasets import Dataset
 from zoo.errors import ZooError
@@ -431,6 +431,7 @@ def diagnose(
             "max_iou_train_id": train.ids[s_iou_arg[sl].numpy()].tolist(),
         }
     compare_with_noise(report["methods"], curve)
+    report["novelty_bar"] = novelty_bar(report["methods"])
     timings["total"] = time.perf_counter() - t_start
     report["seconds"] = timings
     if out_dir is not None:

@@ -67,4 +67,23 @@ def summary_table(report: Mapping) -> str:
             f"{num(row['nn_l2_over_train_median'], '.3f'):>9} {num(row['nn_l2_raw'], '.3g'):>11} "
             f"{ms(r['max_iou'], '.3f'):>15} {_pct(row['good_and_novel'], 1):>10} {_versus(row):>24}"
         )
+    bar = report.get("novelty_bar")
+    if bar is not None:
+        lines.append(bar["note"])
     return "\n".join(lines)
+
+
+def novelty_bar(methods: Mapping[str, Mapping]) -> dict | None:
+    """Whether this zoo sets a novelty bar: its training models are themselves more novel than noise at their
+    accuracy (independently trained models are; models that share an initialization may not be). When they are
+    not, "more novel than noise" says little about a generator's samples. None without a noise frontier."""
+    verdict = methods.get(TRAIN, {}).get("more_novel_than_noise")
+    if verdict is None:
+        return None
+    note = (
+        "novelty bar: the training models are more novel than noise at their accuracy, so beating noise means something"
+        if verdict
+        else "novelty bar: the training models are NO more novel than noise at their accuracy (shared"
+        " initializations?): here, more or less novel than noise says little; use independently initialized models"
+    )
+    return {"training_models_more_novel_than_noise": bool(verdict), "note": note}

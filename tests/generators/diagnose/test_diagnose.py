@@ -348,3 +348,20 @@ def test_comparison_with_noise_at_equal_accuracy():
     assert methods["flat"]["noise_max_iou_at_equal_acc"] == 0.8 and methods["flat"]["more_novel_than_noise"] is False
     assert methods["best"]["noise_max_iou_at_equal_acc"] is None and methods["best"]["more_novel_than_noise"] is None
     assert "more_novel_than_noise" not in methods["noise-0%"]
+
+
+def test_novelty_bar_says_whether_the_training_models_beat_noise():
+    """A zoo sets a novelty bar only when its own models are more novel than noise at their accuracy."""
+    from generators.diagnose.table import novelty_bar
+
+    def m(kind, acc, iou):
+        return {"kind": kind, "test_acc": {"mean": acc}, "max_iou": {"mean": iou}}
+
+    curve = [(0.0, 0.96, 1.0), (0.02, 0.957, 0.8), (0.05, 0.94, 0.7)]
+    independent, shared = {TRAIN: m("train", 0.95, 0.6)}, {TRAIN: m("train", 0.95, 0.85)}
+    for methods in (independent, shared):
+        compare_with_noise(methods, curve, tolerance=0.005)
+    yes, no = novelty_bar(independent), novelty_bar(shared)
+    assert yes["training_models_more_novel_than_noise"] is True and "means something" in yes["note"]
+    assert no["training_models_more_novel_than_noise"] is False and "NO more novel" in no["note"]
+    assert novelty_bar({TRAIN: m("train", 0.99, 0.1)}) is None  # no frontier point that accurate: no verdict
