@@ -6,6 +6,9 @@ architecture is ``torch.func.vmap`` over ``functional_call`` of a template modul
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
@@ -73,23 +76,34 @@ def population_forward(
     return vmap(f, in_dims=(0, 0, None if shared_input else 0))(params, buffers, x)
 
 
-def activation_floats_per_sample(module: nn.Module, x: torch.Tensor) -> int:
-    """Elements of all intermediate outputs for one sample: sizes evaluation chunks to a memory bound."""
-    total = 0
+def output_shapes(
+    module: nn.Module, x: torch.Tensor, keep: Callable[[nn.Module], bool] | None = None
+) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, per-sample output shape) of the submodules ``keep`` selects (default: the leaves), in forward
+    order, from one eval-mode pass on one sample of ``x``; the module's mode is restored."""
+    keep = keep or (lambda m: not list(m.children()))
+    shapes: list[tuple[str, tuple[int, ...]]] = []
 
-    def hook(_m: nn.Module, _i: object, out: object) -> None:
-        nonlocal total
-        if isinstance(out, torch.Tensor):
-            total += out[0].numel()
+    def hook(name: str) -> Callable[[nn.Module, object, object], None]:
+        def record(_m: nn.Module, _i: object, out: object) -> None:
+            if isinstance(out, torch.Tensor):
+                shapes.append((name, tuple(out.shape[1:])))
 
-    handles = [m.register_forward_hook(hook) for m in module.modules() if not list(m.children())]
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in module.named_modules() if keep(m)]
+    was_training = module.training
     try:
         with torch.no_grad():
-            was_training = module.training
             module.eval()
             module(x[:1])
-            module.train(was_training)
     finally:
+        module.train(was_training)
         for h in handles:
             h.remove()
-    return max(total, 1)
+    return shapes
+
+
+def activation_floats_per_sample(module: nn.Module, x: torch.Tensor) -> int:
+    """Elements of all intermediate outputs for one sample: sizes evaluation chunks to a memory bound."""
+    return max(sum(math.prod(shape) for _, shape in output_shapes(module, x)), 1)

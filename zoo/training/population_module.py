@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from zoo.arch import MaskedDropout
 from zoo.datasets import Dataset, metric_names
 from zoo.evaluate import split_metrics
-from zoo.forward import activation_floats_per_sample, population_forward
+from zoo.forward import activation_floats_per_sample, output_shapes, population_forward
 from zoo.training.spec import LOG_EVERY, PopulationResult, PopulationSpec
 from zoo.training.trajectory import iter_stage_subsets
 
@@ -375,19 +375,4 @@ class PopulationModule(L.LightningModule):
 
 def _dropout_sites(template: nn.Module, x: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
     """(module name, per-sample output shape) of every MaskedDropout of ``template``, in forward order."""
-    sites: list[tuple[str, tuple[int, ...]]] = []
-    handles = [
-        m.register_forward_hook(lambda _m, _i, out, name=name: sites.append((name, tuple(out.shape[1:]))))
-        for name, m in template.named_modules()
-        if isinstance(m, MaskedDropout)
-    ]
-    try:
-        with torch.no_grad():
-            was = template.training
-            template.eval()
-            template(x[:1])
-            template.train(was)
-    finally:
-        for h in handles:
-            h.remove()
-    return sites
+    return output_shapes(template, x, keep=lambda m: isinstance(m, MaskedDropout))
