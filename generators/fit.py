@@ -26,9 +26,11 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from generators.base import Generator
+from generators.config import NON_NEGATIVE
 from generators.registry import SNAPSHOT_DIR, SUMMARY_FILE, get, owned_run, write_atomic
 from generators.selection import NoveltyReference
 from generators.training_models import TrainingModels
+from zoo.app.checks import Rule, check, number, one_of, optional, typed
 from zoo.app.config import CONF_DIR, compose
 from zoo.app.trainer import make_trainer
 from zoo.errors import ZooError
@@ -38,6 +40,73 @@ CHECKPOINT_DIR = "checkpoints"
 MONITORS = {"val/loss": "min", "val/sample_train_acc": "max", "val/novel_acc": "max", "val/good_novel": "max"}
 SAMPLE_MONITORS = ("val/sample_train_acc", "val/novel_acc", "val/good_novel")
 NOVELTY_MONITORS = ("val/novel_acc", "val/good_novel")  # need a classification zoo  # need samples at each validation
+
+
+def _epochs(v: Any) -> str | None:
+    """Lightning's epoch limits: a count >= 1, -1 (no limit) or null (Lightning's default)."""
+    ok = v is None or v == -1 or number(int, 1)(v) is None
+    return None if ok and not isinstance(v, (bool, float)) else "an integer >= 1, -1 (no limit) or null"
+
+
+def _devices(v: Any) -> str | None:
+    """Lightning's ``devices``: a count, ``auto`` or a list of device indices."""
+    if v == "auto" or number(int, 1)(v) is None:
+        return None
+    if isinstance(v, (list, tuple)) and v and all(number(int, 0)(i) is None for i in v):
+        return None
+    return "an integer >= 1, 'auto' or a non-empty list of device indices"
+
+
+# every key of conf/fit.yaml (the generator's own keys: the rules its package registers, generators.registry)
+FIT: dict[str, Rule] = {
+    "generator": typed(Mapping, "a generator config (generator=NAME)"),
+    "zoo": optional(typed(str, "a path or fsspec URL")),
+    "out": optional(typed(str, "a folder path")),
+    "seed": number(int, 0, 2**32 - 1),  # Lightning's seed_everything takes an unsigned 32-bit seed
+    "threads": optional(number(int, 1)),
+    "steps_per_epoch": number(int, 1),
+    "snapshot_every_n_steps": number(int, 0),
+    "monitor": one_of("auto", *MONITORS),
+    "early_stopping": typed(Mapping, "a mapping of patience and min_delta"),
+    "trainer": typed(Mapping, "a mapping of lightning.Trainer arguments"),
+}
+EARLY_STOPPING: dict[str, Rule] = {"patience": number(int, 0), "min_delta": NON_NEGATIVE}
+# Trainer arguments Lightning accepts in its constructor but would only trip over mid-fit (trainer.max_epochs=abc);
+# any other Trainer argument is left to Lightning's own check (make_trainer: one line too)
+TRAINER: dict[str, Rule] = {
+    "max_epochs": _epochs,
+    "min_epochs": _epochs,
+    "max_steps": _epochs,
+    "min_steps": _epochs,
+    "accelerator": typed(str, "an accelerator name (cpu, gpu, auto, ...)"),
+    "devices": _devices,
+    "log_every_n_steps": number(int, 1),
+    "check_val_every_n_epoch": optional(number(int, 1)),
+    "enable_progress_bar": typed(bool, "true or false"),
+    "enable_checkpointing": typed(bool, "true or false"),
+    "deterministic": lambda v: None if v is None or isinstance(v, bool) or v == "warn" else "true, false or 'warn'",
+    "gradient_clip_val": optional(NON_NEGATIVE),
+    "limit_train_batches": optional(number(float, 0, low_open=True)),
+    "limit_val_batches": optional(number(float, 0)),
+}
+
+
+def check_fit_config(cfg: Mapping) -> None:
+    """Every key of a composed fit config, the generator's own included: a one-line ZooError naming the key,
+    the value and what is allowed, before anything is read or written."""
+    check(cfg, FIT, "")
+    check(cfg["early_stopping"], EARLY_STOPPING, "early_stopping.")
+    trainer = cfg["trainer"]
+    check({k: v for k, v in trainer.items() if k in TRAINER}, TRAINER, "trainer.")
+    gcfg = cfg["generator"]
+    if not isinstance(gcfg.get("name"), str):
+        raise ZooError(f"generator.name={gcfg.get('name')!r} is invalid: expected one of {generator_names()}")
+    entry = get(gcfg["name"])
+    if entry.checks is None:
+        raise ZooError(f"generator {gcfg['name']!r} registers no config rules (generators.registry.register)")
+    check(gcfg, entry.checks, "generator.")
+    if entry.relations is not None:
+        entry.relations(gcfg)
 
 
 def generator_names() -> list[str]:
@@ -149,7 +218,10 @@ def _loaders(models: TrainingModels, cfg: Mapping, g: Generator, seed: int) -> t
 
 
 def fit_config(cfg: Mapping) -> Generator:
-    """Fit the generator a composed fit config describes; returns it (EMA weights of the best epoch), saved."""
+    """Fit the generator a composed fit config describes; returns it (EMA weights of the best epoch), saved.
+
+    The whole config is checked first (:func:`check_fit_config`): a bad value never reaches the run folder."""
+    check_fit_config(cfg)
     threads = torch.get_num_threads()
     try:
         return _fit(cfg)

@@ -57,21 +57,30 @@ R = TypeVar("R", bound=Run)
 
 @dataclass(frozen=True)
 class Entry:
-    """A registered method: the class a run folder is rebuilt with, and its own ``fit(cfg)`` (or None: the
-    generic Lightning fitting of ``generators.fit``)."""
+    """A registered method: the class a run folder is rebuilt with, its own ``fit(cfg)`` (or None: the generic
+    Lightning fitting of ``generators.fit``), and the check of its ``generator:`` config: a rule per key
+    (``zoo.app.checks``; every key of ``conf/generator/<name>.yaml`` has one) and ``relations`` across keys."""
 
     cls: type[Run]
     fit: Callable[[Mapping[str, Any]], Any] | None = None
+    checks: Mapping[str, Callable[[Any], str | None]] | None = None
+    relations: Callable[[Mapping[str, Any]], None] | None = None
 
 
 _ENTRIES: dict[str, Entry] = {}
 
 
-def register(cls: type[R], fit: Callable[[Mapping[str, Any]], Any] | None = None) -> type[R]:
-    """Make ``cls`` loadable by its ``name`` (``fit``: the method's own fitting of a composed fit config)."""
+def register(
+    cls: type[R],
+    fit: Callable[[Mapping[str, Any]], Any] | None = None,
+    checks: Mapping[str, Callable[[Any], str | None]] | None = None,
+    relations: Callable[[Mapping[str, Any]], None] | None = None,
+) -> type[R]:
+    """Make ``cls`` loadable by its ``name`` (``fit``: the method's own fitting of a composed fit config;
+    ``checks``/``relations``: the rules its ``generator:`` config is checked by before a fit writes anything)."""
     if not cls.name:
         raise TypeError(f"{cls.__qualname__} needs a class attribute `name` to be registered")
-    _ENTRIES[cls.name] = Entry(cls, fit)
+    _ENTRIES[cls.name] = Entry(cls, fit, checks, relations)
     return cls
 
 

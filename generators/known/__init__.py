@@ -4,6 +4,7 @@ meta-trained on a trajectory zoo by its own fit (``fit.py``), applied to a zoo b
 KNOWN predicts, it does not sample: it is registered (``generators.load`` rebuilds it) with its own ``fit``
 but is not a ``Generator``."""
 
+from generators.known.config import CHECKS
 from generators.known.fit import fit_run
 from generators.known.model import Known
 from generators.known.nowcast import nowcast_zoo
@@ -11,4 +12,4 @@ from generators.registry import register
 
 __all__ = ["Known", "fit_run", "nowcast_zoo"]
 
-register(Known, fit=fit_run)
+register(Known, fit=fit_run, checks=CHECKS)

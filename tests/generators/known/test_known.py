@@ -155,10 +155,14 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     _one_line_error(capsys, [*fit, f"zoo={tmp_path / 'plain.zarr'}"], "has no trajectories")
     _one_line_error(capsys, [*fit, f"zoo={tmp_path / 'short.zarr'}"], "needs at least 6")
     _one_line_error(capsys, [*fit, f"zoo={tmp_path / 'missing.zarr'}"], "missing.zarr")
-    _one_line_error(capsys, [*fit, f"zoo={tmp_path / 'short.zarr'}", "generator.history=1"], "history must be >= 2")
-    _one_line_error(capsys, [*fit, f"zoo={tmp_path / 'short.zarr'}", "generator.hidden=0"], "generator.hidden must be")
+    _one_line_error(
+        capsys, [*fit, f"zoo={tmp_path / 'short.zarr'}", "generator.history=1"], "generator.history=1 is invalid"
+    )
+    _one_line_error(
+        capsys, [*fit, f"zoo={tmp_path / 'short.zarr'}", "generator.hidden=0"], "generator.hidden=0 is invalid"
+    )
     _one_line_error(capsys, [*fit, f"zoo={tmp_path / 'short.zarr'}", "generator.bound_quantile=2"], "bound_quantile")
-    _one_line_error(capsys, [*fit, f"zoo={tmp_path / 'short.zarr'}", "generator.loss=l1"], "mae or mse")
+    _one_line_error(capsys, [*fit, f"zoo={tmp_path / 'short.zarr'}", "generator.loss=l1"], "one of ['mae', 'mse']")
     _one_line_error(
         capsys,
         ["nowcast", str(tmp_path / "norun"), "--zoo", str(tmp_path / "short.zarr"), "--out", str(tmp_path / "o.zarr")],
