@@ -471,5 +471,5 @@ def test_second_writer_is_refused_and_touches_nothing(run, tmp_path, capsys):
 def test_bad_monitor_is_refused_before_the_folder_is_touched(run, capsys):
     before = _files(run.run_dir)
     argv = ["fit", "generator=dwf", f"zoo={run.origin['zoo']}", f"out={run.run_dir}", "monitor=val/acc", *FAST_CLI]
-    _refused(argv, "monitor must be auto or one of", capsys)
+    _refused(argv, "monitor='val/acc' is invalid: expected one of ['auto'", capsys)
     assert _files(run.run_dir) == before
