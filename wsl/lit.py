@@ -3,6 +3,8 @@
 Every constructor argument is a plain type (str, float, list, dict), saved as hyperparameters, so a
 checkpoint loads with ``torch.load(weights_only=True)`` and rebuilds the exact model (see wsl.predict).
 Regression targets are standardized with training-split statistics; metrics are on the original scale.
+``loss="bce"`` instead reads the encoder's output as a logit and fits targets in [0, 1] (accuracies) with binary
+cross-entropy, predicting their sigmoid: the loss Zhou et al. (2023, NFN) train accuracy predictors with.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import torch.nn.functional as F
 from wsl.encoders import build_encoder
 from wsl.space import WeightSpace
 from wsl.targets import TargetSpec, classification_metrics, regression_metrics
+from zoo.errors import ZooError
+
+LOSSES = ("mse", "bce")  # regression losses: MSE on standardized targets | BCE on a sigmoid for targets in [0, 1]
 
 
 class WeightModel(L.LightningModule):
@@ -32,11 +37,16 @@ class WeightModel(L.LightningModule):
         target_std: float = 1.0,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
+        loss: str = "mse",
     ):
         super().__init__()
+        if loss not in LOSSES:
+            raise ZooError(f"loss {loss!r} is unknown; choose one of {list(LOSSES)}")
         self.save_hyperparameters()
         self.space = WeightSpace.from_dict(space)
         self.target = TargetSpec.from_dict(target)
+        if loss == "bce" and self.target.kind != "regression":
+            raise ZooError(f"loss bce fits regression targets in [0, 1]; task {self.target.name} is a classification")
         self.encoder = build_encoder(encoder, self.space, self.target.out_dim, **dict(encoder_kwargs or {}))
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": [], "test": []}
 
@@ -44,11 +54,15 @@ class WeightModel(L.LightningModule):
         """Normalized weights -> [n] predictions (regression, original scale) or [n, classes] logits."""
         out = self.encoder(w, layout)
         if self.target.kind == "regression":
+            if self.hparams.get("loss", "mse") == "bce":
+                return torch.sigmoid(out[:, 0])
             return out[:, 0] * self.hparams["target_std"] + self.hparams["target_mean"]
         return out
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.target.kind == "regression":
+            if self.hparams.get("loss", "mse") == "bce":
+                return F.binary_cross_entropy_with_logits(out[:, 0], y.to(out.dtype))
             z = (y - self.hparams["target_mean"]) / self.hparams["target_std"]
             return F.mse_loss(out[:, 0], z)
         return F.cross_entropy(out, y)

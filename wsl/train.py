@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from wsl.data import WeightDataModule
-from wsl.lit import WeightModel
+from wsl.lit import LOSSES, WeightModel
 from wsl.predict import CHECKPOINT_NAME, load_model
 from zoo.app.checks import check, number, optional
 from zoo.app.trainer import make_trainer
@@ -47,6 +47,10 @@ def check_train_config(cfg: Mapping) -> None:
     check(top, {"seed": number(int, 0), "threads": optional(number(int, 1))}, "")
     optim = cfg.get("optim") or {}
     check(optim, {"lr": number(float, 0, low_open=True), "weight_decay": number(float, 0)}, "optim.")
+    task = cfg.get("task")
+    loss = task.get("loss", "mse") if isinstance(task, Mapping) else "mse"
+    if loss not in LOSSES:
+        raise ZooError(f"task.loss={loss!r} is invalid: choose one of {list(LOSSES)}")
     epochs = (cfg.get("trainer") or {}).get("max_epochs")
     if epochs is not None and number(int, -1)(epochs):
         raise ZooError(f"trainer.max_epochs={epochs!r} is invalid: expected an integer >= 1 (or -1)")
@@ -91,6 +95,14 @@ def train(cfg: Mapping) -> dict:
     assert dm.space is not None  # setup() built it
     y_train = dm.samples.loc[dm.samples["split"] == "train", "target"].to_numpy(dtype=float)
     regression = dm.target.kind == "regression"
+    loss = str(cfg["task"].get("loss", "mse")) if isinstance(cfg["task"], Mapping) else "mse"
+    if loss == "bce" and regression:
+        y_all = dm.samples["target"].to_numpy(dtype=float)
+        if (y_all < 0).any() or (y_all > 1).any():
+            raise ZooError(
+                f"task.loss=bce needs targets in [0, 1]; task {dm.target.name} has values in"
+                f" [{y_all.min():.3g}, {y_all.max():.3g}] (use task.loss=mse)"
+            )
     enc = dict(cfg["encoder"])
     model = WeightModel(
         encoder=enc.pop("name"),
@@ -102,6 +114,7 @@ def train(cfg: Mapping) -> dict:
         target_std=float(y_train.std()) if regression and y_train.std() > 0 else 1.0,
         lr=float(cfg["optim"]["lr"]),
         weight_decay=float(cfg["optim"]["weight_decay"]),
+        loss=loss,
     )
     note = model.encoder.cost_note(dm.batch_size)
     if note:

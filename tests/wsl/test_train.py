@@ -259,3 +259,22 @@ def test_canonical_weights_from_the_store_feed_batches_and_aligned_mixup(tiny, t
     assert mix._w_canon is not None  # aligned mixup reads the store's re-based weights, no on-the-fly matching
     batch = next(mix.iter_batches("train", augment=True))
     assert torch.isfinite(batch["w"]).all() and batch["y"].shape == (len(batch["w"]),)
+
+
+def test_bce_loss_predicts_accuracies_in_the_unit_interval_and_refuses_other_targets(tiny, tmp_path):
+    base = [f"zoo={tiny.path}", "encoder=statnn", "data.checkpoints=all", "trainer.max_epochs=2", "threads=1"]
+    summary = train(compose("train", [*base, f"out={tmp_path / 'bce'}", "task.loss=bce"]))
+    assert summary["config"]["task"]["loss"] == "bce" and summary["test"]["kendall_tau"] is not None
+    p = wsl.load(tmp_path / "bce")
+    preds = p.predict(tiny, checkpoint=-1)["prediction"].to_numpy()
+    assert ((preds > 0) & (preds < 1)).all() and preds.std() > 0  # a sigmoid, not a standardized regression
+    y, logits = torch.tensor([0.0, 0.5, 1.0]), torch.tensor([[-1.0], [0.0], [2.0]])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], y)
+    assert float(p.model._loss(logits, y)) == pytest.approx(float(expected))
+    log_lr = ["task=hyperparameter", "task.regression=true", "task.log=true", "+task.loss=bce"]  # log10(lr) < 0
+    with pytest.raises(ZooError, match=r"task.loss=bce needs targets in \[0, 1\]"):
+        train(compose("train", [*base, f"out={tmp_path / 'lr'}", *log_lr]))
+    with pytest.raises(ZooError, match="loss bce fits regression targets"):
+        train(compose("train", [*base, f"out={tmp_path / 'cls'}", "task=hyperparameter", "+task.loss=bce"]))
+    with pytest.raises(ZooError, match="task.loss='hinge' is invalid"):
+        train(compose("train", [*base, f"out={tmp_path / 'bad'}", "task.loss=hinge"]))
