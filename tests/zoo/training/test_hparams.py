@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import zoo
+from tests.zoo.training.test_population import plain_torch_epoch
 from zoo import ZooError
 from zoo.app.config import compose
 from zoo.arch import MaskedDropout, arch_spec, build_model
@@ -209,23 +210,16 @@ def test_fused_step_follows_torch_optim(optimizer):
     )
     result = train_population(spec, task, progress=False)
     for j in range(n):
-        model = spec.layout.build()
-        model.load_state_dict(spec.init_states[j])
-        model.train()
-        lr, wd = spec.learning_rates[j], spec.weight_decays[j]
-        opt = (
-            torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
-            if optimizer == "adam"
-            else torch.optim.RMSprop(model.parameters(), lr=lr, alpha=0.99, eps=1e-8, weight_decay=wd)
+        mine = plain_torch_epoch(
+            spec,
+            j,
+            task,
+            lambda params, lr, wd: (
+                torch.optim.Adam(params, lr=lr, weight_decay=wd)
+                if optimizer == "adam"
+                else torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-8, weight_decay=wd)
+            ),
         )
-        g = torch.Generator().manual_seed(spec.data_seeds[j])
-        perm = torch.randperm(len(task.X_train), generator=g)
-        for s in range(len(task.X_train) // 64):
-            idx = perm[s * 64 : (s + 1) * 64]
-            opt.zero_grad()
-            F.cross_entropy(model(task.X_train[idx]), task.y_train[idx]).backward()
-            opt.step()
-        mine = spec.layout.flatten({k: v.detach() for k, v in model.state_dict().items()})
         assert torch.allclose(result.weights[j, -1], mine, rtol=1e-4, atol=1e-5), (optimizer, j)
         assert not torch.allclose(result.weights[j, 0], mine, atol=1e-3)
 

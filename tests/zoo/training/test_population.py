@@ -67,11 +67,27 @@ def test_training_state_lives_in_buffers_that_move_with_the_module():
     assert module.lr.shape == (3, 1) and module.state1[0].shape == module.stacked[0].shape
 
 
+def plain_torch_epoch(spec, j: int, task, make_optimizer) -> torch.Tensor:
+    """Model ``j`` of a population spec trained for one epoch (batches of 64) in plain torch with
+    ``make_optimizer(params, lr, wd)``, on the data order of its own seed; its flat weights."""
+    import torch.nn.functional as F
+
+    model = spec.layout.build()
+    model.load_state_dict(spec.init_states[j])
+    model.train()
+    opt = make_optimizer(model.parameters(), spec.learning_rates[j], spec.weight_decays[j])
+    perm = torch.randperm(len(task.X_train), generator=torch.Generator().manual_seed(spec.data_seeds[j]))
+    for s in range(len(task.X_train) // 64):
+        idx = perm[s * 64 : (s + 1) * 64]
+        opt.zero_grad()
+        F.cross_entropy(model(task.X_train[idx]), task.y_train[idx]).backward()
+        opt.step()
+    return spec.layout.flatten({k: v.detach() for k, v in model.state_dict().items()})
+
+
 def test_population_trains_the_models_plain_torch_trains():
     """Model j of a population ends where plain torch (torch.optim.SGD, same init, lr, wd, data order) ends:
     the premise of bench/population.py's one-at-a-time baseline."""
-    import torch.nn.functional as F
-
     from zoo.training.population import train_population
 
     for arch, name in (("mlp", "digits"), ("cnn", "digits-image")):
@@ -79,20 +95,12 @@ def test_population_trains_the_models_plain_torch_trains():
         spec = _spec(arch, task, 3)
         result = train_population(spec, task, progress=False)
         for j in range(3):
-            model = spec.layout.build()
-            model.load_state_dict(spec.init_states[j])
-            model.train()
-            opt = torch.optim.SGD(
-                model.parameters(), lr=spec.learning_rates[j], momentum=0.9, weight_decay=spec.weight_decays[j]
+            mine = plain_torch_epoch(
+                spec,
+                j,
+                task,
+                lambda params, lr, wd: torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd),
             )
-            g = torch.Generator().manual_seed(spec.data_seeds[j])
-            perm = torch.randperm(len(task.X_train), generator=g)
-            for s in range(len(task.X_train) // 64):
-                idx = perm[s * 64 : (s + 1) * 64]
-                opt.zero_grad()
-                F.cross_entropy(model(task.X_train[idx]), task.y_train[idx]).backward()
-                opt.step()
-            mine = spec.layout.flatten({k: v.detach() for k, v in model.state_dict().items()})
             assert torch.allclose(result.weights[j, -1], mine, atol=1e-5), (arch, j)
             assert not torch.allclose(result.weights[j, 0], mine, atol=1e-2)  # it did train
 
