@@ -33,6 +33,18 @@ def float32_sum_atol(scale: float, n: int, ulps: float = 4.0) -> float:
     return ulps * FLOAT32_EPS * math.sqrt(n) * scale
 
 
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``zoo ARGS`` in this process (exit code, stdout, stderr): the CLI's own entry point, error
+    handling included, without paying a fresh interpreter's imports per call (tests/zoo/training/test_build.py
+    keeps real subprocesses for the end-to-end and signal tests)."""
+    from zoo.commands.main import main
+
+    capsys.readouterr()
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
 def build_zoo(out: str, *overrides: str) -> zoo.Zoo:
     """Build a zoo through the same config path as the CLI."""
     return zoo.build(compose("build", [f"out={out}", *TINY, *overrides]))

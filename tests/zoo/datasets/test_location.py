@@ -1,10 +1,7 @@
 """Where a zoo records its data: an absolute path found from any working directory, moved data found with a
 data root (argument, --data-root, WSZOO_DATA_ROOT), other data refused; models vs data output checks."""
 
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -12,13 +9,12 @@ import pytest
 import torch
 
 import zoo
+from tests.conftest import run_cli
 from tests.zoo.datasets.test_files import idx_folder
 from zoo import ZooError
 from zoo.arch import arch_spec, build_model
 from zoo.datasets import DATA_ROOT_ENV, locate
 from zoo.layout import layout_of
-
-ZOO_CLI = [sys.executable, "-m", "zoo.commands.main"]
 
 
 def small_zoo(path, data, outputs=None, n=3):
@@ -84,51 +80,27 @@ def test_models_whose_outputs_do_not_match_the_data_are_refused(tmp_path):
         zoo.evaluate(z.layout(0), weights, data)
 
 
-def _cli(*args, cwd):
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
-    env.pop(DATA_ROOT_ENV, None)
-    return subprocess.run([*ZOO_CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
-
-
-@pytest.mark.slow
-def test_build_from_an_idx_folder_then_diagnose_from_elsewhere_after_a_move(tmp_path):
+def test_build_from_an_idx_folder_then_diagnose_from_elsewhere_after_a_move(tmp_path, monkeypatch, capsys):
     """zoo build on a relative IDX folder; zoo diagnose from another directory; the data moved: a one-line
-    error saying how to point at it, then --data-root."""
+    error saying how to point at it, then --data-root. Through the CLI's entry point in this process (the
+    directory changed as a user would); test_build.py runs the real executable."""
+    monkeypatch.delenv(DATA_ROOT_ENV, raising=False)
     work, other = tmp_path / "work", tmp_path / "other"
     other.mkdir()
     idx_folder(work / "idx")
-    r = _cli(
-        "build",
-        "out=z.zarr",
-        "recipe=tiny",
-        "recipe.dataset=idx",
-        "recipe.batch_sizes=[16]",
-        "recipe.widths=[8]",
-        "recipe.seeds=3",
-        "progress=false",
-        cwd=work,
-    )
-    assert r.returncode == 0, r.stderr
-    diagnose = [
-        "diagnose",
-        "--train",
-        str(work / "z.zarr"),
-        "--baselines",
-        "average",
-        "--k",
-        "2",
-        "--n-baseline",
-        "2",
-        "--no-plots",
-        "--refine",
-        "0",
-        "--json",
-    ]
-    r = _cli(*diagnose, "--out", "d1", cwd=other)
-    assert r.returncode == 0, r.stderr
-    assert '"train"' in r.stdout and (other / "d1" / "diagnose.json").exists()
+    monkeypatch.chdir(work)
+    build = ["build", "out=z.zarr", "recipe=tiny", "recipe.dataset=idx", "recipe.batch_sizes=[16]"]
+    rc, _, err = run_cli(capsys, *build, "recipe.widths=[8]", "recipe.seeds=3", "progress=false")
+    assert rc == 0, err
+    diagnose = ["diagnose", "--train", str(work / "z.zarr"), "--baselines", "average", "--k", "2"]
+    diagnose += ["--n-baseline", "2", "--no-plots", "--refine", "0", "--json"]
+    monkeypatch.chdir(other)
+    rc, out, err = run_cli(capsys, *diagnose, "--out", "d1")
+    assert rc == 0, err
+    assert '"train"' in out and (other / "d1" / "diagnose.json").exists()
     shutil.move(str(work / "idx"), str(other / "idx"))
-    r = _cli(*diagnose, "--out", "d2", cwd=other)
-    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "--data-root DIR" in r.stderr
-    r = _cli(*diagnose, "--out", "d3", "--data-root", str(other), cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    rc, _, err = run_cli(capsys, *diagnose, "--out", "d2")
+    assert rc != 0 and len(err.strip().splitlines()) == 1 and "--data-root DIR" in err
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run_cli(capsys, *diagnose, "--out", "d3", "--data-root", str(other))
+    assert rc == 0, err

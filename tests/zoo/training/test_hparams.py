@@ -2,8 +2,6 @@
 step, old CNN specs unchanged, bad configs as one line, and the protocol recipe end to end through the CLI."""
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import zoo
+from tests.conftest import run_cli
 from tests.zoo.training.test_population import plain_torch_epoch
 from zoo import ZooError
 from zoo.app.config import compose
@@ -286,17 +285,15 @@ def test_hparams_that_do_not_fit_the_recipe_are_one_line_errors(tmp_path, overri
     assert not out.exists()
 
 
-def test_cli_builds_the_protocol_recipe_small(tmp_path):
+def test_cli_builds_the_protocol_recipe_small(tmp_path, capsys):
     out = tmp_path / "p.zarr"
-    cmd = [sys.executable, "-m", "zoo.commands.main", "build", PROTOCOL, f"out={out}", "progress=false"]
+    cmd = ["build", PROTOCOL, f"out={out}", "progress=false"]
     cmd += ["recipe.seeds=6", "recipe.epochs=1", "recipe.checkpoint_epochs=[0,1]"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    rc, _, err = run_cli(capsys, *cmd)
+    assert rc == 0, err
     z = zoo.open(str(out))
     assert len(z.models) == 6 and (z.models.status == "done").all() and len(z.checkpoint_epochs) == 2
     cols = {"optimizer", "learning_rate", "weight_decay", "init", "init_std", "dropout", "train_fraction", "activation"}
     assert cols <= set(z.models.columns)
-    bad = subprocess.run(
-        [*cmd[:-3], "recipe.hparams.weight_decay={log_uniform:[0,0.1]}"], capture_output=True, text=True, timeout=120
-    )
-    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "positive" in bad.stderr
+    rc, _, err = run_cli(capsys, *cmd[:-3], "recipe.hparams.weight_decay={log_uniform:[0,0.1]}")
+    assert rc != 0 and len(err.strip().splitlines()) == 1 and "positive" in err
