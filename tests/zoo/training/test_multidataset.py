@@ -1,16 +1,13 @@
 """Zoos over many related datasets: task families, the recipe's dataset axis, resume, Dask units, clear errors."""
 
 import importlib
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 import zoo
-from tests.conftest import build_zoo
+from tests.conftest import build_zoo, run_cli
 from zoo import ZooError, load_dataset
 from zoo.app.config import compose
 from zoo.datasets import expand_dataset_names, make_classification_params
@@ -238,16 +235,11 @@ def test_held_out_tasks_are_kept_in_the_config_and_out_of_the_zoo(tmp_path):
     assert len(z.models) == 43 and not set(held) & set(z.models.dataset) and len(z.datasets) == 43
 
 
-def test_cli_both_keys_is_one_line(tmp_path):
+def test_cli_both_keys_is_one_line(tmp_path, capsys):
     out = tmp_path / "never.zarr"
-    r = subprocess.run(
-        [sys.executable, "-m", "zoo.commands.main", "build", f"out={out}", "recipe=tiny", f"+recipe.datasets=[{A}]"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert r.returncode == 2 and "both given" in r.stderr and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+    rc, _, err = run_cli(capsys, "build", f"out={out}", "recipe=tiny", f"+recipe.datasets=[{A}]")
+    assert rc == 2 and "both given" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_zoo_info_names_a_few_datasets_and_counts_the_rest():

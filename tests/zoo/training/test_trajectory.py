@@ -1,15 +1,13 @@
 """Trajectory zoos (recipe kind: trajectory, zoo.trajectory): nested subsets, the checkpoint contract, stages that
 train on their subset only and continue from the previous weights, exact sit-outs, resume, and bad configs."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 import zarr
 
 import zoo
+from tests.conftest import run_cli
 from zoo import ZooError
 from zoo.app.config import compose
 from zoo.store._group import PENDING
@@ -230,10 +228,6 @@ def test_reading_an_incomplete_trajectory_is_a_one_line_error(tmp_path):
         reversed_trajectories(z, None, [5])
 
 
-def test_cli_reports_a_bad_stage_count_in_one_line(tmp_path):
-    r = subprocess.run(
-        [sys.executable, "-m", "zoo.commands.main", "build", f"out={tmp_path / 'c.zarr'}", *SMALL, "recipe.stages=0"],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "recipe.stages=0" in r.stderr, r.stderr
+def test_cli_reports_a_bad_stage_count_in_one_line(tmp_path, capsys):
+    rc, _, err = run_cli(capsys, "build", f"out={tmp_path / 'c.zarr'}", *SMALL, "recipe.stages=0")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "recipe.stages=0" in err, err
