@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import warnings
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -32,7 +31,7 @@ from generators.selection import NoveltyReference
 from generators.training_models import TrainingModels
 from zoo.app.checks import Rule, check, number, one_of, optional, typed
 from zoo.app.config import CONF_DIR, compose
-from zoo.app.trainer import make_trainer
+from zoo.app.trainer import make_trainer, quiet_fit
 from zoo.errors import ZooError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -316,8 +315,7 @@ def _fit(cfg: Mapping) -> Generator:
             file=sys.stderr,
             flush=True,
         )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_fit():
             trainer.fit(g, train_dataloaders=train_dl, val_dataloaders=val_dl)
         if best.best_model_path:  # EMA weights of the best validation epoch (EMA puts the average in ``state_dict``)
             state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]

@@ -158,8 +158,8 @@ def regression_metrics(pred: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     mse = float(mean_squared_error(p, t))
     if len(t) < 2:
         return {"kendall_tau": nan, "r2": nan, "mse": mse}
-    with warnings.catch_warnings():  # torchmetrics warns on constant inputs; the NaN says it
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings():  # torchmetrics warns on constant inputs; the NaN below says it
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torchmetrics\.")
         tau = float(kendall_rank_corrcoef(p, t, variant="b"))  # type: ignore[arg-type]  # one tensor for 1-d inputs
     const_p, const_t = bool((p == p[0]).all()), bool((t == t[0]).all())
     if const_p or const_t:

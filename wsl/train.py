@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from wsl.data import WeightDataModule
 from wsl.lit import LOSSES, WeightModel
 from wsl.predict import CHECKPOINT_NAME, load_model
 from zoo.app.checks import check, number, optional
-from zoo.app.trainer import make_trainer
+from zoo.app.trainer import make_trainer, quiet_fit
 from zoo.errors import ZooError
 
 
@@ -129,6 +128,16 @@ def train(cfg: Mapping) -> dict:
         save_weights_only=True,
         enable_version_counter=False,
     )
+    trainer = make_trainer(  # settings (trainer.logger included) checked before the run folder is touched
+        cfg["trainer"],
+        out,
+        [ckpt_cb],
+        progress="zoo train",
+        monitor=monitor,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+    )
     for stale in (out / CHECKPOINT_NAME, out / "metrics.csv", out / "summary.json"):
         stale.unlink(missing_ok=True)  # a run folder never mixes this run's files with an older run's
     incomplete = out / "INCOMPLETE"
@@ -140,19 +149,8 @@ def train(cfg: Mapping) -> dict:
         file=sys.stderr,
         flush=True,
     )
-    trainer = make_trainer(
-        cfg["trainer"],
-        out,
-        [ckpt_cb],
-        progress="zoo train",
-        monitor=monitor,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,
-    )
     t0 = time.time()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet_fit():
         trainer.fit(model, datamodule=dm)
         fit_s = time.time() - t0
         best = load_model(out / CHECKPOINT_NAME) if (out / CHECKPOINT_NAME).exists() else model

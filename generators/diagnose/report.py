@@ -36,7 +36,7 @@ import torch
 import zoo
 from generators.diagnose.baselines import build_baselines, noise_baseline, parse_baselines
 from generators.diagnose.distances import align_to, max_iou, nearest_l2, permutation_nn
-from generators.diagnose.plots import write_plots
+from generators.diagnose.plots import scatter_view, write_plots
 from generators.diagnose.table import TRAIN, novelty_bar
 from zoo.app.progress import Progress
 from zoo.datasets import Dataset
@@ -438,6 +438,7 @@ def diagnose(
         out_dir.mkdir(parents=True, exist_ok=True)
         if plots:
             t = time.perf_counter()
+            report["scatter_view"] = scatter_view(report)  # the scatter's zoom and what falls below it
             report["plots"] = write_plots(report, out_dir)
             timings["plots"] = time.perf_counter() - t
             bar.update(1, finished="plots")

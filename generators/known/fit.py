@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 import zoo
 from generators.known.model import Known, weight_kinds
 from generators.registry import SUMMARY_FILE, owned_run, write_atomic
-from zoo.app.trainer import make_trainer
+from zoo.app.trainer import make_trainer, quiet_fit
 from zoo.errors import ZooError
 from zoo.query import select
 from zoo.training.trajectory import reversed_trajectories
@@ -187,8 +186,7 @@ def fit_run(cfg: Mapping) -> Known:
         with owned_run(out, "zoo fit"):  # locked and marked INCOMPLETE until summary.json is in
             for stale in (out / "metrics.csv", out / "checkpoints" / "best.ckpt", out / "checkpoints" / "last.ckpt"):
                 stale.unlink(missing_ok=True)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with quiet_fit():
                 trainer.fit(g, train_dataloaders=train_dl, val_dataloaders=val_dl)
             if best.best_model_path:
                 g.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])

@@ -278,3 +278,18 @@ def test_bce_loss_predicts_accuracies_in_the_unit_interval_and_refuses_other_tar
         train(compose("train", [*base, f"out={tmp_path / 'cls'}", "task=hyperparameter", "+task.loss=bce"]))
     with pytest.raises(ZooError, match="task.loss='hinge' is invalid"):
         train(compose("train", [*base, f"out={tmp_path / 'bad'}", "task.loss=hinge"]))
+
+
+def test_trainer_logger_false_writes_no_metrics_csv_and_a_bad_logger_touches_nothing(tiny, tmp_path, capsys):
+    """trainer.logger=false: no metrics.csv, the run still ends with summary.json (nothing reads metrics.csv);
+    an unknown or missing logger is one line, exit 2, before the run folder exists."""
+    out = tmp_path / "quiet"
+    args = ["train", "encoder=statnn", f"zoo={tiny.path}", "trainer.max_epochs=1"]
+    assert zoo_main([*args, f"out={out}", "trainer.logger=false"]) == 0, capsys.readouterr().err
+    assert (out / "summary.json").is_file() and not (out / "metrics.csv").exists()
+    capsys.readouterr()
+    for k, (value, words) in enumerate((("nope", "bad trainer.logger"), ("[csv,nope]", "bad trainer.logger"))):
+        never = tmp_path / f"never-{k}"
+        assert zoo_main([*args, f"out={never}", f"trainer.logger={value}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and "\n" not in err and not (never / "summary.json").exists()

@@ -1,9 +1,11 @@
 """One writer at a time: a lock file beside a local store, held while a command writes it.
 
 Two ``zoo build`` runs into one store would both train everything, and ``zoo align`` during a build
-would align a subset. The lock is ``<store>.lock`` (beside the store, so replacing the store keeps it),
-created atomically with O_EXCL and holding the owner's host, pid and start time. A lock whose process is
-gone (same host, pid not alive) is stale and taken over, so a killed command never wedges the store.
+would align a subset. The lock is ``<store>.lock`` (beside the store, so replacing the store keeps it), an
+OS file lock (``filelock``: ``flock`` on Unix) taken without waiting. The kernel releases it when its process
+ends, however it ends, so a killed command never wedges the store, a reused pid is never mistaken for the
+holder, and a lock left by a command on another host (a shared filesystem) frees itself too. The file holds
+the owner's record (host, pid, start time, command) only to name the holder in the error message.
 fsspec URLs (s3://, memory://) are not locked: coordinate writers there yourself.
 """
 
@@ -16,17 +18,9 @@ import socket
 import time
 from collections.abc import Iterator
 
+from filelock import FileLock, Timeout
+
 from zoo.errors import ZooError
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _lock_path(path: str) -> str | None:
@@ -36,25 +30,14 @@ def _lock_path(path: str) -> str | None:
     return os.path.abspath(path.removeprefix("file://").rstrip("/")) + ".lock"
 
 
-def _try_acquire(lock: str, command: str) -> dict | None:
-    """Create the lock; None on success, else the current owner's record."""
-    record = {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": command,
-    }
+def _owner(lock: str) -> dict:
+    """The holder's record, or {} while it is being written (or the file is gone or garbage)."""
     try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        try:
-            with open(lock) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return {}  # being written this instant, or garbage: treated as held
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
-    return None
+        with open(lock) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 @contextlib.contextmanager
@@ -65,17 +48,24 @@ def writing(path: str, command: str) -> Iterator[None]:
         yield
         return
     os.makedirs(os.path.dirname(lock), exist_ok=True)
-    owner = _try_acquire(lock, command)
-    if (
-        owner is not None
-        and owner.get("host") == socket.gethostname()
-        and isinstance(owner.get("pid"), int)
-        and not _alive(owner["pid"])
-    ):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(lock)  # stale: its process is gone
-        owner = _try_acquire(lock, command)
-    if owner is not None:
+    record = json.dumps(
+        {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": command,
+        }
+    ).encode()
+
+    def write_owner(fd: int) -> None:  # on the locked descriptor: a contender never truncates the holder's record
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record, 0)
+
+    held = FileLock(lock, timeout=0, thread_local=False, on_acquired=write_owner)
+    try:
+        held.acquire()
+    except Timeout:
+        owner = _owner(lock)
         who = (
             f"{owner.get('command', 'a command')} (pid {owner.get('pid', '?')} on {owner.get('host', '?')},"
             f" since {owner.get('since', '?')})"
@@ -83,10 +73,14 @@ def writing(path: str, command: str) -> Iterator[None]:
             else "another process"
         )
         raise ZooError(
-            f"{path!r} is being written by {who}; wait for it to finish, or remove {lock} if that process is gone"
-        )
+            f"{path!r} is being written by {who}; wait for it to finish (the lock frees itself when it ends)"
+        ) from None
+    except OSError as e:  # e.g. a filesystem without file locks
+        raise ZooError(f"cannot lock {lock} for writing: {e.strerror or e}") from None
     try:
         yield
     finally:
+        # unlinked while still held: a contender that opened this inode sees it unlinked and does not take it
         with contextlib.suppress(FileNotFoundError):
             os.remove(lock)
+        held.release()

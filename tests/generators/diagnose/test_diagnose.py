@@ -243,6 +243,7 @@ def test_cli_end_to_end_with_baselines(train_zoo, tmp_path, capsys):
     assert r["methods"]["noise-0%"]["nn_l2"]["median"] == pytest.approx(sigma * p**0.5, rel=0.15)
     for png in r["plots"].values():
         assert (out / png).stat().st_size > 5000
+    assert set(r["scatter_view"]) == {"test_acc", "max_iou", "off_scale"}  # the scatter's zoom, in the JSON
     assert (
         cli(
             [

@@ -227,3 +227,76 @@ def test_phase_diagram_png_and_json_agree(tmp_path):
     assert data["marginal_cells"] == []  # hand-made table without pairs: no intervals
     by = {(c["width"], c["batch_size"]): c for c in data["cells"]}
     assert by[(4, 1024)]["phase"] == "I" and by[(4, 1024)]["mode_connectivity"] == pytest.approx(-0.30)
+
+
+def _drawn(monkeypatch, cells, tmp_path, cutoffs=None):
+    """phase_diagram's PNG, JSON and its figure (kept open for inspection)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig))
+    png, js = phase_diagram(cells, tmp_path, cutoffs or {"train_loss_high": 0.1, "mc_tol": 0.02})
+    return png, json.loads(js.read_text()), figures[0]
+
+
+def test_phase_diagram_summarizes_other_axes_into_one_plane(tmp_path, monkeypatch):
+    """Learning rate x weight decay (4 x 2) varying beside width x batch size: still nine panels of the width x
+    temperature plane (never a row per slice), each square the median over the 8 slices, the phase panel the most
+    frequent phase; the JSON holds the drawn numbers next to every cell."""
+    from PIL import Image
+
+    base = label_cells(cell_table(_table(), ["width", "batch_size"]), CUT)
+    slices = []
+    for k, (lr, wd) in enumerate((lr, wd) for lr in (0.01, 0.02, 0.05, 0.1) for wd in (0.0, 1e-4)):
+        s = base.assign(learning_rate=lr, weight_decay=wd, train_loss=base.train_loss * (1 + k))
+        s.loc[s.width == 4, "phase"] = "I" if k < 5 else "II"  # 5 of 8 slices say I
+        slices.append(s)
+    cells = pd.concat(slices, ignore_index=True)
+    png, data, fig = _drawn(monkeypatch, cells, tmp_path)
+    assert len([ax for ax in fig.axes if ax.get_title()]) == 9
+    w, h = Image.open(png).size
+    assert h < 1200 and w < 2400, (w, h)  # the 20-row version of the main job's diagram was 1496 x 8547
+    assert data["other_axes"] == ["learning_rate", "weight_decay"] and data["drawn"]["statistic"] == "median"
+    squares = {(s["width"], s["batch_size"]): s for s in data["drawn"]["squares"]}
+    assert len(squares) == len(base) and all(s["cells"] == 8 for s in squares.values())
+    for (wd_, b), g in cells.groupby(["width", "batch_size"]):
+        s = squares[(wd_, b)]["train_loss"]
+        assert s["median"] == pytest.approx(g.train_loss.median()) and s["max"] == pytest.approx(g.train_loss.max())
+    assert squares[(4, 1024)]["phase"] == "I" and squares[(4, 1024)]["phase_count"] == 5
+    assert squares[(4, 1024)]["phase_counts"] == {"I": 5, "II": 3}
+    assert len(data["cells"]) == len(cells)  # every cell still in the JSON
+    phase_ax = next(ax for ax in fig.axes if ax.get_title().startswith("phase"))
+    assert "I\n5/8" in [t.get_text() for t in phase_ax.texts]
+
+
+def test_phase_diagram_colours_near_equal_values_alike_and_labels_log_scales_plainly(tmp_path, monkeypatch):
+    """Test accuracies 0.950 and 0.951 are near-equal colours (not the two ends of the colormap); a log panel's
+    colorbar reads as plain numbers (no exponents) on a LogNorm at least a decade wide."""
+    from matplotlib.colors import LogNorm
+
+    cells = label_cells(cell_table(_table(), ["width", "batch_size"]), CUT)
+    cells["test_acc"] = np.where(cells.width > 8, 0.951, 0.950)
+    cells["hessian_top_eigenvalue"] = np.where(cells.width > 8, 20.0, 21.0)
+    _, _, fig = _drawn(monkeypatch, cells, tmp_path)
+    fig.canvas.draw()
+    acc = next(ax for ax in fig.axes if ax.get_title().startswith("test accuracy")).images[0]
+    assert abs(acc.norm(0.951) - acc.norm(0.950)) < 0.05
+    eig = next(ax for ax in fig.axes if ax.get_title().startswith("Hessian top")).images[0]
+    assert isinstance(eig.norm, LogNorm) and eig.norm.vmax / eig.norm.vmin >= 10 - 1e-9
+    assert abs(eig.norm(21.0) - eig.norm(20.0)) < 0.05
+    bar = eig.colorbar.ax
+    ticks = [t.get_text() for t in bar.get_yticklabels() if t.get_text()]
+    assert ticks and all("^" not in t and "$" not in t and "e" not in t for t in ticks), ticks
+    float(ticks[0])  # a plain number
+
+
+def test_phase_diagram_widened_colour_range_stays_within_the_metric(tmp_path, monkeypatch):
+    """Accuracies all near 0 (a memorizing zoo): the minimum span widens the range upward, never below 0."""
+    cells = label_cells(cell_table(_table(), ["width", "batch_size"]), CUT)
+    cells["test_acc"] = np.where(cells.width > 8, 0.01, 0.0)
+    _, _, fig = _drawn(monkeypatch, cells, tmp_path)
+    acc = next(ax for ax in fig.axes if ax.get_title().startswith("test accuracy")).images[0]
+    assert acc.norm.vmin == 0.0 and acc.norm.vmax == pytest.approx(0.1)

@@ -185,9 +185,17 @@ def test_every_model_trained_with_its_recorded_hyperparameters(small):
     assert tight >= len(df) - 2  # most runs are not chaotic: they agree to float32 rounding
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
+TORCH_OPTIM = {
+    "adam": lambda params, lr, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
+    "adamw": lambda params, lr, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
+    "rmsprop": lambda params, lr, wd: torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-8, weight_decay=wd),
+}
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "rmsprop"])
 def test_fused_step_follows_torch_optim(optimizer):
-    """The fused [M, ...] step of Adam and RMSprop (with L2) equals torch.optim's on each model alone."""
+    """The fused [M, ...] step of Adam (L2), AdamW (decoupled decay) and RMSprop (L2) equals torch.optim's on each
+    model alone; AdamW's decay is large enough here that Adam's coupled L2 would land elsewhere."""
     from zoo.training.population import train_population
     from zoo.training.recipe import init_state
     from zoo.training.spec import PopulationSpec
@@ -200,7 +208,7 @@ def test_fused_step_follows_torch_optim(optimizer):
         layout=layout_of(build_model(spec_d), spec_d),
         init_states=[init_state(spec_d, s) for s in range(n)],
         learning_rates=[1e-3 * (1 + 3 * i) for i in range(n)],
-        weight_decays=[0.0, 1e-3, 1e-2],
+        weight_decays=[0.0, 1e-3, 1e-2] if optimizer != "adamw" else [0.0, 0.1, 1.0],
         data_seeds=[11 + s for s in range(n)],
         batch_size=64,
         epochs=1,
@@ -209,18 +217,12 @@ def test_fused_step_follows_torch_optim(optimizer):
     )
     result = train_population(spec, task, progress=False)
     for j in range(n):
-        mine = plain_torch_epoch(
-            spec,
-            j,
-            task,
-            lambda params, lr, wd: (
-                torch.optim.Adam(params, lr=lr, weight_decay=wd)
-                if optimizer == "adam"
-                else torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-8, weight_decay=wd)
-            ),
-        )
+        mine = plain_torch_epoch(spec, j, task, TORCH_OPTIM[optimizer])
         assert torch.allclose(result.weights[j, -1], mine, rtol=1e-4, atol=1e-5), (optimizer, j)
         assert not torch.allclose(result.weights[j, 0], mine, atol=1e-3)
+        if optimizer == "adamw" and spec.weight_decays[j] > 0:  # decoupled: not Adam with the same L2
+            coupled = plain_torch_epoch(spec, j, task, TORCH_OPTIM["adam"])
+            assert not torch.allclose(coupled, mine, rtol=1e-3, atol=1e-4), j
 
 
 def test_same_config_same_bits_and_columns_are_targets(small, tmp_path):
