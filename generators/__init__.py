@@ -1,7 +1,8 @@
 """Weight generators behind one API: ``fit(name, zoo_path, **overrides)``, ``load(run_dir)``, and on every
 generator ``sample(n, seed, condition)`` -> state dicts, ``sample_zoo(n, out, seed)`` -> a zoo, ``save(dir)``.
 
-DeepWeightFlow (``"dwf"``) is the first; each generator is a LightningModule registered by its name. KNOWN
+DeepWeightFlow (``"dwf"``) is the first; each generator is a plain ``nn.Module`` registered by its name (loading
+and sampling import no Lightning; ``generators.lit`` wraps a generator for fitting). KNOWN
 (``"known"``) is a predictor instead: ``load(run_dir).predict(trajectory)`` -> the next weights.
 
 Each method package registers itself when imported (its ``__init__`` ends with ``register(...)``): the

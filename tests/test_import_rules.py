@@ -41,6 +41,11 @@ HEAVY = {
 LAZY_FIRST_PARTY = {
     ("zoo.training.population", "zoo.training.population_module"),  # the LightningModule: Lightning on train only
     ("zoo.training.build", "zoo.training.distributed"),  # dask, only for executor=dask
+    # Lightning only when fitting: loading and sampling a generator (or KNOWN) never import it
+    ("generators.fit", "generators.lit"),
+    ("generators.fit", "zoo.app.trainer"),
+    ("generators.known.fit", "generators.lit"),
+    ("generators.known.fit", "zoo.app.trainer"),
 }
 
 

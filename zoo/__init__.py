@@ -8,11 +8,11 @@ neither torch nor pandas nor zarr, so ``zoo --help`` and ``zoo --version`` answe
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from zoo.errors import ZooError
+from zoo.lazy import lazy_exports
 
 try:
     __version__: str = version("wszoo")  # the version in pyproject.toml, as installed
@@ -53,6 +53,7 @@ _SUBMODULES = {
     "datasets",
     "evaluate",
     "forward",
+    "lazy",
     "landscape",
     "layout",
     "query",
@@ -62,21 +63,7 @@ _SUBMODULES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's module on first use and cache the name here (PEP 562)."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f"zoo.{name}")
-    else:
-        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY, *_SUBMODULES})
-
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, _SUBMODULES)
 
 __all__ = [
     "__version__",
