@@ -21,6 +21,7 @@ from pathlib import Path
 
 from zoo import __version__
 from zoo.app.config import group_options
+from zoo.app.style import normalize
 from zoo.errors import ZooError
 
 GROUP = "wszoo.commands"
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     previous = _raise_on_signals()
     try:
-        return int(known[name].load()(rest) or 0)
+        return int(known[name].load()(normalize(name, rest)) or 0)
     except ZooError as e:
         print(f"zoo {name}: error: {e}", file=sys.stderr)
         return 2
