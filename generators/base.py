@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
@@ -25,7 +24,6 @@ import zoo
 from generators.registry import Pretrained, save_run
 from generators.selection import NoveltyReference
 from generators.training_models import TrainingModels, load_training_models
-from zoo import store as zstore
 from zoo.app.memory import available_memory
 from zoo.datasets import load_recorded
 from zoo.errors import ZooError
@@ -247,12 +245,14 @@ class Generator(nn.Module, Pretrained, metaclass=abc.ABCMeta):
         for what, path, inside_too in inputs:
             if path is not None and _overlaps(out, path, inside_too):
                 raise ZooError(f"--out {str(out)!r} would replace {what} {str(path)!r}; write the samples elsewhere")
-        zstore.refuse_existing(str(out), overwrite)  # foreign files there are a ZooError too
+        zoo.store.refuse_existing(str(out), overwrite)  # foreign files there are a ZooError too
 
     def sample_zoo(
         self, n: int, out: str | Path, seed: int = 0, condition: Any = None, overwrite: bool = False
     ) -> zoo.Zoo:
         """Write n samples as a zoo at ``out``: weights, train/test metrics, status and provenance per model."""
+        import pandas as pd  # the samples' models table; loading and sampling a generator never need pandas
+
         self.check_sample_zoo(n, out, overwrite)
         flat, values = self.sample_flat(n, seed, condition)
         data = self.dataset()
@@ -292,7 +292,7 @@ class Generator(nn.Module, Pretrained, metaclass=abc.ABCMeta):
         }
         epoch = self.origin.get("epoch")
         # one writer at a time; a failure leaves out as before
-        with zstore.staged(str(out), "zoo sample", overwrite) as partial:
+        with zoo.store.staged(str(out), "zoo sample", overwrite) as partial:
             w = zoo.create(
                 partial,
                 table,
