@@ -1,7 +1,9 @@
 """The generator interface every method shares: sample state dicts, save/load a run folder, write samples as a zoo.
 
-A generator is a LightningModule that learns the trainable parameters of one layout. Subclasses implement
-``generate(n, generator, condition) -> [n, P_params]``; this class turns that into full state dicts
+A generator is a plain ``nn.Module`` that learns the trainable parameters of one layout (loading and sampling it
+import no Lightning; ``generators.lit`` wraps it for ``Trainer.fit``). Subclasses implement
+``generate(n, generator, condition) -> [n, P_params]`` and, to be fitted, ``training_loss``, ``validation_loss``
+and ``optimizers``; this class turns that into full state dicts
 (buffers from the training models' mean, BatchNorm statistics re-estimated on the TRAINING split), saves
 run folders (``generators.registry``: ``config.json`` + ``model.safetensors``, no pickle; ``load`` reads them
 back), and writes zoos of samples. It knows no method: each registers itself in its package's ``__init__``.
@@ -14,16 +16,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-import lightning as L
 import numpy as np
-import pandas as pd
 import torch
+from torch import nn
 
 import zoo
-from generators.registry import save_run
+from generators.registry import Pretrained, save_run
 from generators.selection import NoveltyReference
 from generators.training_models import TrainingModels, load_training_models
-from zoo import store as zstore
 from zoo.app.memory import available_memory
 from zoo.datasets import load_recorded
 from zoo.errors import ZooError
@@ -60,8 +60,9 @@ def _overlaps(out: str | Path, path: str | Path, inside_too: bool) -> bool:
     return a == b or a in b.parents or (inside_too and b in a.parents)
 
 
-class Generator(L.LightningModule, metaclass=abc.ABCMeta):
-    """Base of all weight generators: ``sample``, ``save``, ``sample_zoo``; subclasses define ``generate``."""
+class Generator(nn.Module, Pretrained, metaclass=abc.ABCMeta):
+    """Base of all weight generators: ``sample``, ``save``/``save_pretrained``, ``from_pretrained``, ``sample_zoo``;
+    subclasses define ``generate`` (and, to be fitted, the losses and optimizers)."""
 
     name: ClassVar[str] = ""
     param_mask: torch.Tensor  # [P] bool buffer: the layout's trainable entries
@@ -101,6 +102,18 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def generate(self, n: int, generator: torch.Generator, condition: torch.Tensor | None) -> torch.Tensor:
         """[n, P_params] trainable parameters of n new models (condition: [n] value indices or None)."""
+
+    @abc.abstractmethod
+    def training_loss(self, batch: Any) -> torch.Tensor:
+        """The loss of one training batch (a tuple of the ``encode``d parameters [B, D] and, if any, conditions)."""
+
+    @abc.abstractmethod
+    def validation_loss(self, batch: Any, batch_idx: int) -> tuple[torch.Tensor, int]:
+        """(the loss of one validation batch with draws fixed by ``batch_idx``, the batch size it averages over)."""
+
+    @abc.abstractmethod
+    def optimizers(self, total_steps: int) -> Any:
+        """What Lightning's ``configure_optimizers`` returns, for a fit of ``total_steps`` optimizer steps."""
 
     def encode(self, params: torch.Tensor) -> torch.Tensor:
         """Parameters [n, P_params] -> the coordinates the generator is trained on (identity unless overridden)."""
@@ -189,22 +202,21 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
         states = self.layout.unflatten_batch(flat)
         return [{k: v[i].clone() for k, v in states.items()} for i in range(flat.shape[0])]
 
-    def on_validation_epoch_end(self) -> None:
-        """Log ``val_samples`` fixed-seed samples' TRAINING-split accuracy and, with a novelty reference (set by
-        ``zoo fit``), how many are novel and good-and-novel (``generators.selection``); the test split is never read."""
+    def validation_metrics(self) -> dict[str, Any]:
+        """What each validation epoch logs beside ``val/loss``: ``val_samples`` fixed-seed samples' TRAINING-split
+        accuracy and, with a novelty reference (set by ``zoo fit``), how many are novel and good-and-novel
+        (``generators.selection``); the test split is never read."""
         k = int(self.config.get("val_samples", 0))
         if k <= 0 or self.origin["dataset"]["kind"] != "classification":
-            return
+            return {}
         flat, _ = self.sample_flat(k, seed=0)
         if self.novelty_reference is not None:
-            for key, value in self.novelty_reference.score(flat).items():
-                self.log(f"val/{key}", value, prog_bar=key == "novel_acc")
-            return
+            return {f"val/{key}": value for key, value in self.novelty_reference.score(flat).items()}
         finite = torch.isfinite(flat).all(1)
         acc = torch.zeros(k, dtype=torch.float64)
         if finite.any():
             acc[finite] = zoo.evaluate(self.layout, flat[finite], self.dataset(), split="train")["acc"]
-        self.log("val/sample_train_acc", acc.mean().float(), prog_bar=True)
+        return {"val/sample_train_acc": acc.mean().float()}
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
@@ -233,12 +245,14 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
         for what, path, inside_too in inputs:
             if path is not None and _overlaps(out, path, inside_too):
                 raise ZooError(f"--out {str(out)!r} would replace {what} {str(path)!r}; write the samples elsewhere")
-        zstore.refuse_existing(str(out), overwrite)  # foreign files there are a ZooError too
+        zoo.store.refuse_existing(str(out), overwrite)  # foreign files there are a ZooError too
 
     def sample_zoo(
         self, n: int, out: str | Path, seed: int = 0, condition: Any = None, overwrite: bool = False
     ) -> zoo.Zoo:
         """Write n samples as a zoo at ``out``: weights, train/test metrics, status and provenance per model."""
+        import pandas as pd  # the samples' models table; loading and sampling a generator never need pandas
+
         self.check_sample_zoo(n, out, overwrite)
         flat, values = self.sample_flat(n, seed, condition)
         data = self.dataset()
@@ -278,7 +292,7 @@ class Generator(L.LightningModule, metaclass=abc.ABCMeta):
         }
         epoch = self.origin.get("epoch")
         # one writer at a time; a failure leaves out as before
-        with zstore.staged(str(out), "zoo sample", overwrite) as partial:
+        with zoo.store.staged(str(out), "zoo sample", overwrite) as partial:
             w = zoo.create(
                 partial,
                 table,

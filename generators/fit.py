@@ -14,14 +14,10 @@ import json
 import sys
 import time
 from collections.abc import Mapping
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-from lightning.pytorch.callbacks.weight_averaging import WeightAveraging
-from safetensors.torch import save_file
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from generators.base import Generator
@@ -31,7 +27,6 @@ from generators.selection import NoveltyReference
 from generators.training_models import TrainingModels
 from zoo.app.checks import Rule, check, number, one_of, optional, typed
 from zoo.app.config import CONF_DIR, compose
-from zoo.app.trainer import make_trainer, quiet_fit
 from zoo.errors import ZooError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -151,52 +146,6 @@ def fit(name: str, zoo_path: str, **overrides: Any) -> Generator:
     return fit_config(compose_fit(name, zoo_path, overrides))
 
 
-class Snapshots(L.Callback):
-    """Save the raw (non-EMA) generator weights every ``every`` optimizer steps (LCSC combines them)."""
-
-    def __init__(self, directory: Path, every: int) -> None:
-        self.directory, self.every = Path(directory), int(every)
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        step = trainer.global_step
-        if self.every > 0 and step % self.every == 0:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            state = {k: v.detach().contiguous().clone() for k, v in pl_module.state_dict().items()}
-            save_file(state, str(self.directory / f"step-{step:07d}.safetensors"))
-
-
-def _ema_step(average: torch.Tensor, current: torch.Tensor, num_averaged: Any, weight: float) -> torch.Tensor:
-    """One EMA update, ``average + weight * (current - average)``: exact where a weight did not move."""
-    return torch.lerp(average, current, weight)
-
-
-class EMA(WeightAveraging):
-    """EMA of the generator's parameters, updated after every optimizer step and in place for all of validation.
-
-    Lightning's ``EMAWeightAveraging`` swaps the raw weights back at ``on_validation_epoch_end``, and callbacks run
-    that hook before the module's own, where ``val/sample_train_acc`` is logged: the sample accuracy would be the raw
-    weights' and ``val/loss`` the EMA's. Here the average stays in until ``on_validation_end``, so both metrics,
-    early stopping and the best checkpoint follow the EMA (ModelCheckpoint, which Lightning runs last, then saves
-    the average as the checkpoint's ``state_dict`` and the raw weights as ``current_model_state``). The first update
-    copies the weights after step 1; ``lerp`` keeps a weight that never moves (d2nwg's frozen VAE) bit-exact; buffers
-    (data statistics) are copied, not averaged.
-    """
-
-    def __init__(self, decay: Any) -> None:
-        if not isinstance(decay, (int, float)) or isinstance(decay, bool) or not 0.0 <= decay <= 1.0:
-            raise ZooError(f"generator.ema_decay must be a number in [0, 1], got {decay!r}")
-        super().__init__(use_buffers=False, avg_fn=partial(_ema_step, weight=1.0 - float(decay)))
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Keep the average in: the module's ``on_validation_epoch_end`` (sample accuracy) runs after this."""
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Swap the raw weights back in, before the checkpoints are saved."""
-        super().on_validation_epoch_end(trainer, pl_module)
-
-
 def _loaders(models: TrainingModels, cfg: Mapping, g: Generator, seed: int) -> tuple[DataLoader, DataLoader]:
     """Training loader (models drawn with replacement, ``steps_per_epoch`` batches) and validation loader."""
     mask = g.layout.parameter_mask()
@@ -244,7 +193,11 @@ def _monitor(cfg: Mapping, cls: type[Generator]) -> str:
 
 
 def _fit(cfg: Mapping) -> Generator:
+    import lightning as L  # Lightning is for fitting only: loading and sampling a generator never import it
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from generators.lit import EMA, LitGenerator, Snapshots, unwrap_state
+    from zoo.app.trainer import make_trainer, quiet_fit
 
     cfg = dict(cfg)
     if not cfg.get("zoo"):
@@ -316,10 +269,10 @@ def _fit(cfg: Mapping) -> Generator:
             flush=True,
         )
         with quiet_fit():
-            trainer.fit(g, train_dataloaders=train_dl, val_dataloaders=val_dl)
+            trainer.fit(LitGenerator(g), train_dataloaders=train_dl, val_dataloaders=val_dl)
         if best.best_model_path:  # EMA weights of the best validation epoch (EMA puts the average in ``state_dict``)
             state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-            g.load_state_dict(state)
+            g.load_state_dict(unwrap_state(state))
         fit_s = time.perf_counter() - t0
         g.save(out)
         summary = {

@@ -170,6 +170,38 @@ def load(run_dir: str | Path, snapshot: int | None = None) -> Any:
     return g.eval()
 
 
+P = TypeVar("P", bound="Pretrained")
+
+
+class Pretrained:
+    """The Hugging Face-style pair on every registered class: ``save_pretrained(dir)`` writes the run folder
+    (``config.json`` + ``model.safetensors``: already the hub layout) and ``Cls.from_pretrained(dir)`` reads it back.
+
+    Local folders only, never a download, and loading runs no code (JSON and safetensors); ``from_pretrained`` on a
+    class refuses a run of another method (``Generator.from_pretrained`` accepts any generator)."""
+
+    def save_pretrained(self, save_directory: str | Path) -> Path:
+        """Write this run folder into ``save_directory`` (made if missing); ``from_pretrained`` reads it back."""
+        save = getattr(self, "save", None)
+        if save is None:
+            raise TypeError(f"{type(self).__qualname__} has no save(directory)")
+        return Path(save(save_directory))
+
+    @classmethod
+    def from_pretrained(cls: type[P], pretrained_model_name_or_path: str | Path, snapshot: int | None = None) -> P:
+        """The run saved in a local folder (``snapshot``: raw weights at that step), in eval mode, as a ``cls``."""
+        path = Path(pretrained_model_name_or_path).expanduser()
+        if not path.is_dir():
+            raise ZooError(
+                f"from_pretrained reads a local run folder and {str(path)!r} is none (nothing is downloaded; "
+                "fetch a hub repository first, e.g. huggingface_hub.snapshot_download)"
+            )
+        run = load(path, snapshot)
+        if not isinstance(run, cls):
+            raise ZooError(f"{str(path)!r} holds a {type(run).__qualname__} run, not a {cls.__qualname__}")
+        return run
+
+
 def snapshots(run_dir: str | Path) -> list[int]:
     """Training steps at which raw generator weights were saved in a run folder (for ``load(dir, snapshot=)``)."""
     d = Path(run_dir) / SNAPSHOT_DIR

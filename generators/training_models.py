@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 import zoo
+
+if TYPE_CHECKING:
+    import pandas as pd
 from zoo.errors import ZooError
 from zoo.layout import Layout
-from zoo.query import select
-from zoo.rebasin import canonical_frame
 
 # Columns copied to a sample zoo's models table when all training models share one value.
 SHARED_COLUMNS = ("arch", "width", "depth", "activation", "dataset", "optimizer", "epochs")
@@ -82,7 +82,7 @@ def _canonicalize(
     """Weights in one canonical frame: the store's (``zoo align``) or aligned here to the reference that
     :func:`zoo.rebasin.choose_reference` picks among the TRAINING-split models."""
     mode = "auto" if mode == "auto" else ("auto" if bool(mode) else "raw")
-    frame = canonical_frame(
+    frame = zoo.rebasin.canonical_frame(  # imported on first use (scipy): sampling never needs it
         z, layout, ids, raw, models[models["model_id"].isin(train_ids)], mode, checkpoint=checkpoint, seed=seed
     )
     if frame.mode == "aligned":
@@ -119,7 +119,7 @@ def load_training_models(zoo_path: str, cfg: Mapping, seed: int = 0) -> Training
     layout = z.layouts[key]
     sel = models[(models["layout"] == key) & (models["status"] == "done")]
     if cfg.get("query"):
-        sel = select(sel, str(cfg["query"]), "generator.query")
+        sel = zoo.query.select(sel, str(cfg["query"]), "generator.query")
     ids = np.sort(sel["model_id"].to_numpy(dtype=np.int64))
     train_ids, val_ids = _split(ids, float(cfg.get("val_fraction", 0.1)), seed)
     checkpoint = int(cfg.get("checkpoint", -1))

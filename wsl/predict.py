@@ -9,6 +9,7 @@ Checkpoints are read with ``torch.load(weights_only=True)``; hyperparameters are
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,8 @@ from zoo import Zoo
 from zoo.errors import ZooError
 
 CHECKPOINT_NAME = "best.ckpt"
+CONFIG_FILE = "config.json"  # save_pretrained's hub layout: {"encoder": "wsl", "hyper_parameters": {...}}
+WEIGHTS_FILE = "model.safetensors"
 
 
 def load_model(path: str | os.PathLike) -> WeightModel:
@@ -95,6 +98,50 @@ class Predictor:
         k = self.space.add_layout(layout)
         w = self.space.pad(layout.flatten(dict(state))[None], k)
         return self.predict_padded(w, torch.tensor([k]))[0]
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> Path:
+        """Write the encoder in the Hugging Face layout, ``config.json`` (its hyperparameters: plain JSON) and
+        ``model.safetensors``, into ``save_directory`` (made if missing); ``Predictor.from_pretrained`` reads it."""
+        from safetensors.torch import save_file
+
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            config = json.dumps({"encoder": "wsl", "hyper_parameters": dict(self.model.hparams)}, indent=2)
+        except TypeError as e:
+            raise ZooError(f"the encoder's hyperparameters are not plain JSON ({e})") from None
+        state = {k: v.detach().contiguous().clone() for k, v in self.model.state_dict().items()}
+        save_file(state, str(out / WEIGHTS_FILE))
+        (out / CONFIG_FILE).write_text(config)
+        return out
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike) -> Predictor:
+        """A Predictor from a local folder written by ``save_pretrained`` (or a ``zoo train`` run folder with
+        ``best.ckpt``); nothing is downloaded and nothing is unpickled."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(pretrained_model_name_or_path).expanduser()
+        if not path.is_dir():
+            raise ZooError(f"from_pretrained reads a local folder and {str(path)!r} is none (nothing is downloaded)")
+        if not (path / CONFIG_FILE).is_file():
+            return load(path)
+        try:
+            meta = json.loads((path / CONFIG_FILE).read_text())
+            if meta.get("encoder") != "wsl":
+                raise KeyError("encoder")
+            model = WeightModel(**dict(meta["hyper_parameters"]))
+            model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise ZooError(
+                f"{str(path / CONFIG_FILE)!r} is not a wsl encoder config ({e.__class__.__name__}: {e})"
+            ) from None
+        except (SafetensorError, FileNotFoundError, RuntimeError) as e:
+            raise ZooError(
+                f"{str(path / WEIGHTS_FILE)!r} does not hold this encoder's weights ({str(e)[:200]})"
+            ) from None
+        return cls(model.eval())
 
 
 def load(path: str | os.PathLike) -> Predictor:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from generators.diagnose import diagnose, summary_table
-from zoo.app.args import ArgumentParser, parse
+from zoo.app.args import THREADS, THREADS_HELP, ArgumentParser, parse
 from zoo.errors import ZooError
 
 EPILOG = """Per sample and per method (each samples zoo, each baseline, the training models): test_acc,
@@ -73,7 +71,7 @@ def _parser() -> ArgumentParser:
         help="folder that now holds the training zoo's data on disk, if it moved (default: $WSZOO_DATA_ROOT)",
     )
     p.add_argument("--no-plots", action="store_true", help="write diagnose.json only")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=THREADS, help=THREADS_HELP)
     p.add_argument("--json", action="store_true", help="print the per-method summary as one JSON object")
     return p
 
@@ -100,8 +98,6 @@ def main(argv: list[str]) -> int:
     if args.k < 1 or args.threads < 0 or args.refine < 0:
         raise ZooError("--k must be >= 1, --threads and --refine >= 0")
     drops = _drops(args.noise_drops)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     report = diagnose(
         args.samples or None,
         args.train,
@@ -117,6 +113,7 @@ def main(argv: list[str]) -> int:
         plots=not args.no_plots,
         progress=not args.json,
         data_root=args.data_root,
+        threads=args.threads,
     )
     if args.json:
         print(json.dumps({"methods": report["methods"], "thresholds": report["thresholds"]}))

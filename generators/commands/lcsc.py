@@ -16,7 +16,7 @@ import zoo
 from generators.lcsc.search import GENERATOR_SEARCH, SearchConfig
 from generators.lcsc.snapshots import lcsc_generator
 from generators.lcsc.zoo import lcsc_zoo, write_lcsc_zoo
-from zoo.app.args import ArgumentParser, parse, set_threads
+from zoo.app.args import THREADS, THREADS_HELP, ArgumentParser, parse, set_threads
 from zoo.errors import ZooError
 from zoo.store import path_exists
 
@@ -71,7 +71,7 @@ def _parser() -> ArgumentParser:
     p.add_argument("--lower", type=float, default=d.lower, help=f"lower bound of a coefficient ({d.lower})")
     p.add_argument("--upper", type=float, default=d.upper, help=f"upper bound of a coefficient ({d.upper})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo at --out")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=THREADS, help=THREADS_HELP)
     return p
 
 

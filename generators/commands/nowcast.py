@@ -10,7 +10,7 @@ import pandas as pd
 
 from generators.known import nowcast_zoo
 from generators.registry import get, load
-from zoo.app.args import ArgumentParser, parse, set_threads
+from zoo.app.args import THREADS, THREADS_HELP, ArgumentParser, parse, set_threads
 from zoo.errors import ZooError
 
 
@@ -30,7 +30,7 @@ def _parser() -> ArgumentParser:
         help='filter over the models table of --zoo that runs no code, e.g. "seed < 3" (default: all done)',
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo at --out")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=THREADS, help=THREADS_HELP)
     return p
 
 

@@ -4,7 +4,7 @@ zoo with train/test metrics and provenance."""
 from __future__ import annotations
 
 from generators import Generator, load
-from zoo.app.args import ArgumentParser, parse, set_threads
+from zoo.app.args import THREADS, THREADS_HELP, ArgumentParser, parse, set_threads
 from zoo.errors import ZooError
 
 
@@ -38,7 +38,7 @@ def _parser() -> ArgumentParser:
         help="folder that now holds the training zoo's data on disk, if it moved (default: $WSZOO_DATA_ROOT)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo at --out")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=THREADS, help=THREADS_HELP)
     return p
 
 

@@ -306,24 +306,23 @@ class D2NWG(Generator):
         out = self.mean_head(emb).reshape(len(emb), self.modes.num_embeddings, -1)
         return out[torch.arange(len(emb)), modes]
 
-    def training_step(self, batch, batch_idx):
+    # ------------------------------------------------------------------ fitting (generators.lit wraps these)
+    def training_loss(self, batch):
         x, tasks = batch
-        loss = self._diffusion_loss(x, tasks, drop=float(self.config["cond_dropout"]), augment=True)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
-        return loss
+        return self._diffusion_loss(x, tasks, drop=float(self.config["cond_dropout"]), augment=True)
 
-    def validation_step(self, batch, batch_idx):
+    def validation_loss(self, batch, batch_idx):
         x, tasks = batch
         gen = torch.Generator().manual_seed(1000 + batch_idx)  # the same draws every epoch: comparable losses
         reps = 8
         loss = self._diffusion_loss(x.repeat(reps, 1), tasks.repeat(reps, 1), gen)
-        self.log("val/loss", loss, prog_bar=True, on_epoch=True, batch_size=x.shape[0] * reps)
+        return loss, x.shape[0] * reps
 
-    def on_validation_epoch_end(self) -> None:
-        """Log the mean TRAINING-split accuracy of samples for the validation tasks (never seen in training)."""
+    def validation_metrics(self) -> dict[str, Any]:
+        """The mean TRAINING-split accuracy of samples for the validation tasks (never seen in training)."""
         k = int(self.config.get("val_samples", 0))
         if k <= 0 or self._pools is None:
-            return
+            return {}
         tasks = list(self.origin["val_tasks"])
         per = max(1, k // len(tasks))
         offset = len(self.origin["train_tasks"])
@@ -347,17 +346,16 @@ class D2NWG(Generator):
             if ok.any():
                 a[ok] = zoo.evaluate(self.layout, w[ok], self._task_data[offset + j], split="train")["acc"]
             accs.append(float(a.mean()))
-        self.log("val/sample_train_acc", float(np.mean(accs)), prog_bar=True)
+        return {"val/sample_train_acc": float(np.mean(accs))}
 
-    def configure_optimizers(self):
+    def optimizers(self, total_steps):
         c = self.config
         params = [p for n, p in self.named_parameters() if p.requires_grad]
         opt = torch.optim.AdamW(
             params, lr=float(c["lr"]), weight_decay=float(c["weight_decay"]), betas=tuple(float(b) for b in c["betas"])
         )
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=float(c["lr"]), total_steps=total, pct_start=0.02, anneal_strategy="cos"
+            opt, max_lr=float(c["lr"]), total_steps=max(int(total_steps), 1), pct_start=0.02, anneal_strategy="cos"
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

@@ -38,6 +38,7 @@ from generators.diagnose.baselines import build_baselines, noise_baseline, parse
 from generators.diagnose.distances import align_to, max_iou, nearest_l2, permutation_nn
 from generators.diagnose.plots import scatter_view, write_plots
 from generators.diagnose.table import TRAIN, novelty_bar
+from zoo.app.args import THREADS, torch_threads
 from zoo.app.progress import Progress
 from zoo.datasets import Dataset
 from zoo.errors import ZooError
@@ -239,6 +240,7 @@ def diagnose(
     plots: bool = True,
     progress: bool = False,
     data_root: str | None = None,
+    threads: int | None = THREADS,
 ) -> dict:
     """Diagnose samples zoos against their training zoo, beside the no-training baselines; returns the report.
 
@@ -251,7 +253,45 @@ def diagnose(
     ``progress``: a display over the diagnosis steps (zoo.progress).
     ``data_root``: the folder that now holds the training zoo's data on disk, if it moved (else
     ``$WSZOO_DATA_ROOT``, else the recorded path; see ``zoo.datasets.locate``).
+    ``threads``: torch threads for the call (the default of every command; 0 or None: torch's own), restored after.
     """
+    with torch_threads(threads):
+        return _diagnose(
+            samples_zoo,
+            train_zoo,
+            out,
+            baselines,
+            n_baseline=n_baseline,
+            noise_drops=noise_drops,
+            k=k,
+            seed=seed,
+            canonical=canonical,
+            refine=refine,
+            recalibrate_samples=recalibrate_samples,
+            plots=plots,
+            progress=progress,
+            data_root=data_root,
+        )
+
+
+def _diagnose(
+    samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Zoo] | Sequence | None,
+    train_zoo: str | Path | zoo.Zoo,
+    out: str | Path | None = None,
+    baselines: str | Sequence[str] | None = ("noise", "average", "gaussian"),
+    *,
+    n_baseline: int | None = None,
+    noise_drops: Sequence[float] = (0, 1, 5),
+    k: int = 16,
+    seed: int = 0,
+    canonical: str = "auto",
+    refine: int = REFINE,
+    recalibrate_samples: bool = False,
+    plots: bool = True,
+    progress: bool = False,
+    data_root: str | None = None,
+) -> dict:
+    """The diagnosis itself (:func:`diagnose` sets the threads)."""
     if refine < 0:
         raise ZooError(f"refine must be >= 0, got {refine}")
     t_start = time.perf_counter()

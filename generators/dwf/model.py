@@ -101,22 +101,20 @@ class DeepWeightFlow(Generator):
         x = (z * self.component_scale) @ self.components if self.dims["pca_components"] else z
         return x * self.scale + self.mean
 
-    # ------------------------------------------------------------------ Lightning
-    def training_step(self, batch, batch_idx):
+    # ------------------------------------------------------------------ fitting (generators.lit wraps these)
+    def training_loss(self, batch):
         x1, cond = batch if len(batch) == 2 else (batch[0], None)
-        loss = cfm_loss(self.velocity, x1, float(self.dims["source_std"]), float(self.config["sigma"]), cond)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
-        return loss
+        return cfm_loss(self.velocity, x1, float(self.dims["source_std"]), float(self.config["sigma"]), cond)
 
-    def validation_step(self, batch, batch_idx):
+    def validation_loss(self, batch, batch_idx):
         x1, cond = batch if len(batch) == 2 else (batch[0], None)
         gen = torch.Generator().manual_seed(1000 + batch_idx)  # the same draws every epoch: comparable losses
         x1 = x1.repeat(VAL_REPEATS, 1)
         cond = cond.repeat(VAL_REPEATS) if cond is not None else None
         loss = cfm_loss(self.velocity, x1, float(self.dims["source_std"]), float(self.config["sigma"]), cond, gen)
-        self.log("val/loss", loss, prog_bar=True, on_epoch=True, batch_size=x1.shape[0])
+        return loss, x1.shape[0]
 
-    def configure_optimizers(self):
+    def optimizers(self, total_steps):
         c = self.config
         opt = torch.optim.AdamW(
             self.velocity.parameters(),
@@ -124,8 +122,7 @@ class DeepWeightFlow(Generator):
             weight_decay=float(c["weight_decay"]),
             betas=tuple(float(b) for b in c["betas"]),
         )
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(total_steps), 1))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ sampling

@@ -15,7 +15,6 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
@@ -23,7 +22,6 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 import zoo
 from generators.known.model import Known, weight_kinds
 from generators.registry import SUMMARY_FILE, owned_run, write_atomic
-from zoo.app.trainer import make_trainer, quiet_fit
 from zoo.errors import ZooError
 from zoo.query import select
 from zoo.training.trajectory import reversed_trajectories
@@ -129,7 +127,11 @@ def check_config(gcfg: Mapping) -> None:
 
 def fit_run(cfg: Mapping) -> Known:
     """Meta-train KNOWN as a composed ``zoo fit`` config says; writes and returns the run (best val epoch)."""
+    import lightning as L  # Lightning is for fitting only: loading KNOWN and nowcasting never import it
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from generators.lit import LitGenerator, unwrap_state
+    from zoo.app.trainer import make_trainer, quiet_fit
 
     cfg = dict(cfg)
     if not cfg.get("zoo"):
@@ -187,9 +189,10 @@ def fit_run(cfg: Mapping) -> Known:
             for stale in (out / "metrics.csv", out / "checkpoints" / "best.ckpt", out / "checkpoints" / "last.ckpt"):
                 stale.unlink(missing_ok=True)
             with quiet_fit():
-                trainer.fit(g, train_dataloaders=train_dl, val_dataloaders=val_dl)
+                trainer.fit(LitGenerator(g), train_dataloaders=train_dl, val_dataloaders=val_dl)
             if best.best_model_path:
-                g.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
+                state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+                g.load_state_dict(unwrap_state(state))
             fit_s = time.perf_counter() - t0
             g.save(out)
             summary = {

@@ -23,12 +23,11 @@ import warnings
 from pathlib import Path
 from typing import ClassVar
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generators.registry import save_run
+from generators.registry import Pretrained, save_run
 from zoo.errors import ZooError
 from zoo.layout import Layout
 
@@ -89,8 +88,9 @@ class Nowcaster(nn.Module):
         return torch.tanh(self.head(both)).squeeze(-1)
 
 
-class Known(L.LightningModule):
-    """The KNOWN nowcaster: ``predict(trajectory)`` -> next weights; Lightning module for meta-training.
+class Known(nn.Module, Pretrained):
+    """The KNOWN nowcaster: ``predict(trajectory)`` -> next weights; a plain module (``generators.lit`` wraps it
+    for meta-training).
 
     Windows are [B, H + 1] float (H history values, then the next value) with a kind index [B]; the
     predicted change is bound[kind] * tanh(net_kind(values / value_scale, diffs / diff_scale)).
@@ -158,15 +158,21 @@ class Known(L.LightningModule):
         err = (self.change(hist, kinds) - target) / self.diff_scale[kinds]  # in each kind's step units
         return err.square().mean() if self.config.get("loss", "mae") == "mse" else err.abs().mean()
 
-    def training_step(self, batch, batch_idx):
-        loss = self._loss(batch)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
-        return loss
+    # ------------------------------------------------------------------ fitting (generators.lit wraps these)
+    def training_loss(self, batch) -> torch.Tensor:
+        """The loss of a batch of training windows."""
+        return self._loss(batch)
 
-    def validation_step(self, batch, batch_idx):
-        self.log("val/loss", self._loss(batch), prog_bar=True, on_epoch=True, batch_size=batch[0].shape[0])
+    def validation_loss(self, batch, batch_idx: int) -> tuple[torch.Tensor, int]:
+        """(the loss of a batch of validation windows, their count)."""
+        return self._loss(batch), batch[0].shape[0]
 
-    def configure_optimizers(self):
+    def validation_metrics(self) -> dict:
+        """Nothing beyond ``val/loss``."""
+        return {}
+
+    def optimizers(self, total_steps: int) -> torch.optim.Optimizer:
+        """Adam over the per-kind nets (the scales are fixed buffers)."""
         return torch.optim.Adam(self.nets.parameters(), lr=float(self.config["lr"]))
 
     # ------------------------------------------------------------------ prediction

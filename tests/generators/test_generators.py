@@ -3,6 +3,9 @@ split (the flow itself: tests/generators/dwf/test_flow.py)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import torch
 import generators
 import zoo
 from generators import base
-from generators.fit import EMA
+from generators.lit import EMA
 from tests.conftest import build_zoo
 from zoo.commands.main import main as cli_main
 from zoo.errors import ZooError
@@ -70,6 +73,37 @@ def test_save_load_gives_identical_samples(run, tmp_path):
     copy = loaded.save(tmp_path / "copy")
     again = generators.load(copy).sample(6, seed=3, condition=0.05)
     assert all(torch.equal(x[k], y[k]) for x, y in zip(a, again) for k in x)
+
+
+def test_save_pretrained_from_pretrained_round_trip(run, tmp_path):
+    """save_pretrained writes the hub layout; Cls.from_pretrained reads it back (local folders only) and the
+    generator samples the same bits; a run of another method or a hub id is a one-line error."""
+    hub = generators.load(run.run_dir).save_pretrained(tmp_path / "hub")  # a copy: the fixture keeps its run_dir
+    assert sorted(p.name for p in hub.iterdir()) == ["config.json", "model.safetensors"]
+    again = generators.DeepWeightFlow.from_pretrained(hub)
+    assert isinstance(again, generators.DeepWeightFlow) and not again.training
+    a, b = run.sample_flat(5, seed=7, condition=0.05)[0], again.sample_flat(5, seed=7, condition=0.05)[0]
+    assert torch.equal(a, b)
+    assert isinstance(generators.Generator.from_pretrained(hub), generators.DeepWeightFlow)
+    with pytest.raises(ZooError, match="not a Known"):
+        generators.Known.from_pretrained(hub)
+    with pytest.raises(ZooError, match="local run folder.*nothing is downloaded"):
+        generators.DeepWeightFlow.from_pretrained("someone/dwf-mnist")
+
+
+def test_sampling_a_saved_generator_imports_no_lightning(run):
+    """Lightning is for fitting only: a fresh process loads a run and samples it without importing it (nor pandas
+    or zarr, which only fitting and writing zoos need)."""
+    code = (
+        "import sys, generators\n"
+        f"states = generators.load({str(run.run_dir)!r}).sample(3, condition=0.05)\n"
+        "assert len(states) == 3\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'lightning', 'pytorch_lightning', 'pandas', 'zarr'}))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_samples_are_state_dicts_of_the_zoo_layout(run, mlp_zoo):

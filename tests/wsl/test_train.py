@@ -177,6 +177,46 @@ def test_zoo_train_end_to_end_and_load_back(tiny, tmp_path, capsys):
     assert list(preds["model_id"]) == list(range(12)) and np.isfinite(preds["prediction"]).all()
     one = p.predict_state_dict(tiny.state_dict(5))
     assert one == pytest.approx(float(preds.loc[preds.model_id == 5, "prediction"].iloc[0]), rel=1e-5)
+    # the Hugging Face layout: config.json (plain JSON) + model.safetensors; read back, it predicts the same bits
+    hub = p.save_pretrained(tmp_path / "hub")
+    assert sorted(f.name for f in hub.iterdir()) == ["config.json", "model.safetensors"]
+    assert json.loads((hub / "config.json").read_text())["hyper_parameters"]["encoder"] == "statnn"
+    again = wsl.Predictor.from_pretrained(hub)
+    assert again.predict(tiny, checkpoint=-1)["prediction"].tolist() == preds["prediction"].tolist()
+    assert wsl.Predictor.from_pretrained(out).predict(tiny)["prediction"].tolist() == preds["prediction"].tolist()
+    with pytest.raises(ZooError, match="local folder"):
+        wsl.Predictor.from_pretrained("someone/some-encoder")
+    (hub / "config.json").write_text('{"generator": "dwf"}')
+    with pytest.raises(ZooError, match="not a wsl encoder config"):
+        wsl.Predictor.from_pretrained(hub)
+
+
+def test_zoo_dataset_items_are_the_stored_weights_and_targets(tiny):
+    """wsl.ZooDataset(zoo, checkpoint, target): item i is the i-th done model's stored weights at that checkpoint
+    (bit for bit) and its target; a DataLoader batches it; bad checkpoints are one-line errors."""
+    ds = wsl.ZooDataset(tiny.path, checkpoint=1, target="test_accuracy")
+    m = tiny.metrics.set_index(["model_id", "checkpoint"])
+    assert len(ds) == 12 and ds.samples["checkpoint"].tolist() == [1] * 12
+    for i in range(len(ds)):
+        w, y = ds[i]
+        mid = int(ds.samples["model_id"][i])
+        assert torch.equal(w, tiny.weights([mid], checkpoint=1)[0])
+        assert y.dtype == torch.float32 and float(y) == pytest.approx(float(m.loc[(mid, 1), "test_acc"]))
+    last = wsl.ZooDataset(tiny, target="generalization_gap")  # checkpoint -1: the last one
+    assert not torch.equal(last[0][0], ds[0][0]) and torch.equal(last[0][0], tiny.weights([0], checkpoint=-1)[0])
+    narrow = wsl.ZooDataset(tiny, checkpoint=1, query="width == 8")  # one layout: the default collate stacks it
+    assert len(narrow) == 6 and set(narrow.samples["layout"]) == {ds.samples["layout"][0]}
+    batches = list(torch.utils.data.DataLoader(narrow, batch_size=4))
+    assert [len(b[0]) for b in batches] == [4, 2]
+    assert torch.equal(batches[1][0][1], narrow[5][0]) and torch.equal(batches[1][1], narrow._y[4:])
+    labels = wsl.ZooDataset(tiny, target={"name": "hyperparameter", "column": "width"})
+    assert labels[0][1].dtype == torch.long and labels.target.classes == ["8", "16"]
+    with pytest.raises(ZooError, match="out of range"):
+        wsl.ZooDataset(tiny, checkpoint=9)
+    with pytest.raises(ZooError, match="one index"):
+        wsl.ZooDataset(tiny, checkpoint="all")
+    with pytest.raises(IndexError):
+        ds[12]
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from zoo.app.args import ArgumentParser, parse, set_threads
+from zoo.app.args import THREADS, THREADS_HELP, ArgumentParser, parse, set_threads
 from zoo.errors import ZooError
 from zoo.rebasin.align import align_zoo
 from zoo.store import open as open_zoo
@@ -33,7 +33,7 @@ def _parser() -> ArgumentParser:
     p.add_argument("--restarts", type=int, default=0, help="extra random restarts per model (best kept)")
     p.add_argument("--max-iter", type=int, default=100, help="most coordinate-descent passes")
     p.add_argument("--pairs", type=int, default=8, help="models per group whose loss barrier is measured")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=THREADS, help=THREADS_HELP)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument(
         "--allow-pending",

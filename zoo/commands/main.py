@@ -19,7 +19,9 @@ import threading
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
+from zoo import __version__
 from zoo.app.config import group_options
+from zoo.app.style import normalize
 from zoo.errors import ZooError
 
 GROUP = "wszoo.commands"
@@ -66,7 +68,7 @@ def summary(ep: EntryPoint) -> str:
 
 
 def _usage() -> str:
-    lines = ["usage: zoo COMMAND [args]", "", "commands:"]
+    lines = ["usage: zoo COMMAND [args]    (zoo --version: the installed version)", "", "commands:"]
     lines += [f"  {name:<10} {summary(ep)}" for name, ep in commands().items()]
     lines += ["", "configs (conf/GROUP/NAME.yaml; new files appear here and in each command's --help):"]
     for group, command in (
@@ -92,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version", "version"):
+        print(f"zoo (wszoo) {__version__}")
+        return 0
     name, rest = argv[0], argv[1:]
     known = commands()
     if name not in known:
@@ -99,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     previous = _raise_on_signals()
     try:
-        return int(known[name].load()(rest) or 0)
+        return int(known[name].load()(normalize(name, rest)) or 0)
     except ZooError as e:
         print(f"zoo {name}: error: {e}", file=sys.stderr)
         return 2

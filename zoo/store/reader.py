@@ -359,6 +359,11 @@ class Zoo:
         return module.eval()
 
     # ------------------------------------------------------------------ tables (written by ZooWriter.write_table)
+    @property
+    def tables(self) -> list[str]:
+        """The names of the zoo's tables (``landscape``, ``alignment``, ...), sorted; read each with :meth:`table`."""
+        return sorted(self._group["tables"].group_keys()) if "tables" in self._group else []
+
     def table(self, name: str) -> pd.DataFrame | None:
         """A table written by :meth:`write_table`, or None if the zoo has none of that name."""
         try:
@@ -412,5 +417,5 @@ def summarize(z: Zoo) -> dict:
         "score_mean": None if values.empty else float(values.mean()),
         "schema_version": z.attrs["schema_version"],
         "has_canonical": any(f"layouts/{k}/canonical" in z._group for k in z.layouts),
-        "tables": sorted(z._group["tables"].group_keys()) if "tables" in z._group else [],
+        "tables": z.tables,
     }

@@ -86,8 +86,11 @@ def test_tables_roundtrip(tiny_zoo, tmp_path):
     path = str(tmp_path / "copy.zarr")
     shutil.copytree(tiny_zoo.path, path)
     z = zoo.open(path)
+    assert z.tables == []
     df = z.models[["model_id", "width"]].assign(score=[0.5, 1.5, np.nan, 2.0])
     zoo.open_writer(path).write_table("landscape", df)
+    zoo.open_writer(path).write_table("alignment", df[["model_id"]])
+    assert zoo.open(path).tables == ["alignment", "landscape"]  # every table, sorted, each readable by name
     back = zoo.open(path).landscape
     assert list(back.columns) == ["model_id", "width", "score"] and back.score.iloc[1] == 1.5
     assert np.isnan(back.score.iloc[2]) and zoo.open(path).table("nothing") is None

@@ -1,0 +1,111 @@
+"""One CLI style: the shared options (zoo, out, overwrite, threads, seed) are written the same way for every
+command, today's spellings still work, and the other style elsewhere is a one-line hint (exit 2), not a lexer
+error or a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+import zoo
+from zoo.app.style import normalize
+from zoo.commands.main import main as zoo_main
+
+
+@pytest.mark.parametrize(
+    ("command", "argv", "parsed"),
+    [
+        (
+            "build",
+            ["--out", "x.zarr", "--overwrite", "--threads=2", "recipe=tiny"],
+            ["out=x.zarr", "overwrite=true", "threads=2", "recipe=tiny"],
+        ),
+        ("build", ["out=x.zarr", "overwrite=true"], ["out=x.zarr", "overwrite=true"]),  # today's spelling unchanged
+        ("fit", ["generator=dwf", "--zoo=z.zarr", "--seed", "3"], ["generator=dwf", "zoo=z.zarr", "seed=3"]),
+        ("train", ["-m", "encoder=mlp,nfn", "--zoo", "z.zarr"], ["-m", "encoder=mlp,nfn", "zoo=z.zarr"]),
+        (
+            "sample",
+            ["run", "out=s.zarr", "overwrite=true", "seed=2", "-n", "5"],
+            ["run", "--out", "s.zarr", "--overwrite", "--seed", "2", "-n", "5"],
+        ),
+        ("sample", ["run", "overwrite=false", "--out", "s.zarr"], ["run", "--out", "s.zarr"]),
+        ("diagnose", ["s.zarr", "zoo=t.zarr"], ["s.zarr", "--train", "t.zarr"]),
+        ("diagnose", ["s.zarr", "--train", "t.zarr", "--out", "d"], ["s.zarr", "--train", "t.zarr", "--out", "d"]),
+        ("nowcast", ["run", "zoo=z.zarr", "out=o.zarr"], ["run", "--zoo", "z.zarr", "--out", "o.zarr"]),
+        ("info", ["zoo=z.zarr", "--json"], ["z.zarr", "--json"]),
+        ("align", ["--zoo", "z.zarr", "threads=1"], ["z.zarr", "--threads", "1"]),
+        (
+            "landscape",
+            ["z.zarr", "landscape.points=5", "weird=path=x"],
+            ["z.zarr", "landscape.points=5", "weird=path=x"],
+        ),
+    ],
+)
+def test_both_spellings_of_the_shared_options_reach_the_command(command, argv, parsed):
+    assert normalize(command, argv) == parsed
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["build", "--recipe", "tiny"], "write recipe=tiny instead of --recipe"),
+        (["train", "--overwrite"], "zoo train has no overwrite setting"),
+        (["info", "z.zarr", "out=x"], "zoo info has no out setting"),
+        (["sample", "run", "overwrite=maybe"], "write overwrite=true or overwrite=false"),
+        (["sample", "run", "zoo=z.zarr"], "zoo sample reads no zoo"),
+        (["info", "zoo=a.zarr", "zoo=b.zarr"], "reads one zoo"),
+    ],
+)
+def test_the_other_style_where_it_is_not_accepted_is_a_one_line_hint(argv, hint, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert zoo_main(argv) == 2
+    err = capsys.readouterr().err
+    assert hint in err and err.count("\n") == 1 and "Traceback" not in err and "Lexer" not in err
+    assert list(tmp_path.iterdir()) == []  # refused before anything is written
+
+
+def test_zoo_build_with_option_style_out_builds_there(tmp_path, capsys):
+    """``zoo build --out X`` (a lexer error before) builds into X, as ``out=X`` does; ``zoo info zoo=X`` reads it."""
+    out = tmp_path / "t.zarr"
+    assert (
+        zoo_main(["build", "--out", str(out), "recipe=tiny", "recipe.widths=[8]", "recipe.seeds=1", "progress=false"])
+        == 0
+    )
+    assert len(zoo.open(str(out))) == 1
+    capsys.readouterr()
+    assert zoo_main(["info", f"zoo={out}"]) == 0
+    assert str(out) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["align", "sample", "diagnose", "nowcast", "lcsc"])
+def test_every_command_runs_one_torch_thread_by_default(command, capsys):
+    """The same threads default for every command (build/train/fit/landscape: ``threads: 1`` in their configs)."""
+    assert zoo_main([command, "--help"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("--threads"))
+    assert "(default: 1)" in line, line
+
+
+def test_python_api_threads_apply_to_the_call_only():
+    """``torch_threads`` (generators.diagnose's ``threads=``, default 1) sets torch's count for the block and
+    restores it after, on an error too; a bad count is a one-line error."""
+    import inspect
+
+    import torch
+
+    import generators
+    from zoo.app.args import THREADS, torch_threads
+    from zoo.errors import ZooError
+
+    assert inspect.signature(generators.diagnose).parameters["threads"].default == THREADS == 1
+    before = torch.get_num_threads()
+    other = 2 if before != 2 else 3
+    with torch_threads(other):
+        assert torch.get_num_threads() == other
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(other):
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    with torch_threads(0):
+        assert torch.get_num_threads() == before
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ZooError, match="threads must be"), torch_threads(bad):
+            pass

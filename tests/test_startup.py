@@ -1,0 +1,56 @@
+"""What a fresh process pays: ``import zoo`` and ``zoo --help``/``--version`` load no torch, pandas or zarr, and
+sampling a saved generator (``generators.load(run).sample``) loads no Lightning (it is only for fitting)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import zoo
+from zoo.commands.main import main as zoo_main
+
+REPO = Path(__file__).resolve().parent.parent
+HEAVY = ("torch", "pandas", "zarr", "lightning", "numpy")
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    """``python -c code`` in a fresh process that imports this checkout's packages."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+
+
+def _loaded(code: str) -> list[str]:
+    """The heavy top-level packages in ``sys.modules`` after running ``code`` in a fresh process."""
+    r = _run(f"{code}\nimport sys\nprint(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return eval(r.stdout.strip().splitlines()[-1])
+
+
+def test_version_is_the_package_version(capsys):
+    """``zoo.__version__`` is pyproject.toml's version; ``zoo --version`` prints it and exits 0."""
+    declared = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M)
+    assert declared and zoo.__version__ == declared.group(1)
+    assert zoo_main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"zoo (wszoo) {zoo.__version__}"
+
+
+def test_import_zoo_loads_no_heavy_package():
+    """``import zoo`` is cheap (the public names are imported on first use) and ``zoo --help`` stays so."""
+    assert _loaded("import zoo") == []
+    assert _loaded("from zoo.commands.main import main\nassert main(['--help']) == 0\nmain(['--version'])") == []
+
+
+def test_lazy_names_are_the_real_objects():
+    """The lazily exported names are the defining modules' objects, subpackages are reachable as attributes,
+    and an unknown name is an AttributeError."""
+    r = _run(
+        "import zoo, zoo.store, zoo.layout\n"
+        "assert zoo.open is zoo.store.open and zoo.Layout is zoo.layout.Layout\n"
+        "import zoo.training.build as b\nassert zoo.build is b.build and zoo.rebasin.__name__ == 'zoo.rebasin'\n"
+        "assert set(zoo.__all__) <= set(dir(zoo))\n"
+        "try:\n    zoo.nope\nexcept AttributeError:\n    print('ok')"
+    )
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]

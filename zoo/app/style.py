@@ -1,0 +1,143 @@
+"""One spelling of the options every command shares: the zoo argument, out, overwrite, threads, seed, device.
+
+The canonical style is the option one (``--out DIR --overwrite --threads 1 --seed 0 --zoo PATH``), as the twelve
+argparse commands take it. The Hydra commands (build, train, fit) take the same options and turn them into their
+overrides (``--out X`` -> ``out=X``); the argparse commands take the Hydra spelling (``out=X``, ``overwrite=true``,
+``zoo=PATH``) as an alias, so scripts written in either style keep working. Anything else written in the other
+style is a one-line hint (``zoo build --recipe tiny`` -> "write recipe=tiny"), never a lexer error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from omegaconf import OmegaConf
+
+from zoo.app.config import CONF_DIR
+from zoo.errors import ZooError
+
+SHARED = ("zoo", "out", "overwrite", "threads", "seed", "device")
+FLAGS = ("overwrite",)  # options without a value (``--overwrite``; ``overwrite=true`` in Hydra)
+HYDRA = ("build", "train", "fit")  # the Hydra commands: their shared settings are conf/<name>.yaml's top-level keys
+HYDRA_FLAGS = ("-h", "--help", "-m", "--multirun", "--cfg", "--info")  # passed on as they are
+# the argparse commands: their shared options, and how each names the zoo it reads ("": its first argument)
+OPTIONS: Mapping[str, tuple[tuple[str, ...], str | None]] = {
+    "info": ((), ""),
+    "align": (("seed", "threads"), ""),
+    "landscape": ((), ""),
+    "phases": (("out",), ""),
+    "sample": (("out", "overwrite", "seed", "threads"), None),
+    "diagnose": (("out", "seed", "threads"), "--train"),
+    "nowcast": (("out", "overwrite", "threads"), "--zoo"),
+    "lcsc": (("out", "overwrite", "seed", "threads"), ""),
+    "export": ((), ""),
+    "import": (("out", "overwrite"), None),
+    "verify": ((), ""),
+    "upgrade": ((), ""),
+}
+TRUE, FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off", "null")
+
+
+def _split_option(argv: list[str], i: int) -> tuple[str, str | None, int]:
+    """(name, value or None, tokens used) of the option at ``argv[i]`` (``--name value`` or ``--name=value``)."""
+    name, eq, value = argv[i][2:].partition("=")
+    if eq:
+        return name, value, 1
+    if name not in FLAGS and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+        return name, argv[i + 1], 2
+    return name, None, 1
+
+
+def hydra_overrides(command: str, argv: list[str]) -> list[str]:
+    """``argv`` of a Hydra command with the shared options turned into overrides (``--out X`` -> ``out=X``); any
+    other ``--option`` is a one-line hint to write it as an override."""
+    if command not in HYDRA:
+        return argv
+    top = OmegaConf.load(CONF_DIR / f"{command}.yaml")
+    keys = tuple(k for k in SHARED if k in top)
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("--") or token.split("=", 1)[0] in HYDRA_FLAGS:
+            out.append(token)
+            i += 1
+            continue
+        name, value, used = _split_option(argv, i)
+        key = name.replace("-", "_")
+        if key in keys:
+            if key in FLAGS:
+                value = "true" if value is None else value
+            elif value is None:
+                raise ZooError(f"--{name} needs a value: zoo {command} --{name} VALUE (or {key}=VALUE)")
+            out.append(f"{key}={value}")
+            i += used
+            continue
+        if key in SHARED:
+            raise ZooError(f"zoo {command} has no {key} setting (its shared options: {_listed(keys)})")
+        shared = _listed(keys)
+        raise ZooError(
+            f"zoo {command} takes its settings as KEY=VALUE (Hydra overrides): write {key}={value or 'VALUE'}"
+            f" instead of {token}; the options it takes are {shared} (zoo {command} --help lists the keys)"
+        )
+    return out
+
+
+def option_aliases(command: str, argv: list[str]) -> list[str]:
+    """``argv`` of an argparse command with the Hydra spelling of its shared options turned into options
+    (``out=X`` -> ``--out X``, ``overwrite=true`` -> ``--overwrite``, ``zoo=P`` -> the command's zoo argument);
+    a shared setting the command does not have is a one-line hint."""
+    spec = OPTIONS.get(command)
+    if spec is None:
+        return argv
+    options, zoo_arg = spec
+    out: list[str] = []
+    first: list[str] = []
+
+    def zoo_value(value: str) -> None:
+        if zoo_arg is None:
+            raise ZooError(f"zoo {command} reads no zoo (its shared options: {_listed(options)})")
+        if zoo_arg == "":
+            first.append(value)
+        else:
+            out.extend([zoo_arg, value])
+
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if (token == "--zoo" or token.startswith("--zoo=")) and zoo_arg != "--zoo":
+            _, value, used = _split_option(argv, i)
+            if value is None:
+                raise ZooError(f"--zoo needs a value: zoo {command} --zoo PATH")
+            zoo_value(value)
+            i += used
+            continue
+        key, eq, value = token.partition("=")
+        i += 1
+        if token.startswith("-") or not eq or key not in SHARED:
+            out.append(token)  # the command's own arguments (landscape's KEY=VALUE overrides, paths with '=')
+        elif key == "zoo":
+            zoo_value(value)
+        elif key not in options:
+            raise ZooError(f"zoo {command} has no {key} setting (its shared options: {_listed(options)})")
+        elif key in FLAGS:
+            if value.lower() in TRUE:
+                out.append(f"--{key}")
+            elif value.lower() not in FALSE:
+                raise ZooError(f"{key}={value}: write {key}=true or {key}=false (or --{key})")
+        else:
+            out += [f"--{key}", value]
+    if len(first) > 1:
+        raise ZooError(f"zoo {command} reads one zoo, got {len(first)}: {first}")
+    return first + out
+
+
+def _listed(options: tuple[str, ...]) -> str:
+    return " ".join(f"--{k}" for k in options) or "none"
+
+
+def normalize(command: str, argv: list[str]) -> list[str]:
+    """The arguments a command parses: the shared options in its own spelling, whichever style was written."""
+    if any(a in ("-h", "--help") for a in argv[:1]):
+        return argv
+    return hydra_overrides(command, argv) if command in HYDRA else option_aliases(command, argv)
