@@ -107,18 +107,28 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
     os.replace(tmp, path)
 
 
+@dataclass(frozen=True)
+class OwnedRun:
+    """A run folder held by :func:`owned_run`; ``interrupted``: an earlier fit into it was killed or failed
+    (``INCOMPLETE`` was there when the lock was taken), so the fit says whether it resumes or restarts."""
+
+    path: Path
+    interrupted: bool
+
+
 @contextlib.contextmanager
-def owned_run(directory: str | Path, command: str) -> Iterator[Path]:
+def owned_run(directory: str | Path, command: str) -> Iterator[OwnedRun]:
     """Own run folder ``directory`` for a fit: its lock held throughout, ``INCOMPLETE`` written before anything
     else and the old model, config and summary removed; ``INCOMPLETE`` is removed only when the block ends
     without an error (write every file inside it). A second writer is a one-line ZooError that touches nothing."""
     out = Path(directory)
     with writing(str(out), command):
         out.mkdir(parents=True, exist_ok=True)
+        interrupted = (out / INCOMPLETE_FILE).exists()
         write_atomic(out / INCOMPLETE_FILE, INCOMPLETE_NOTE)
         for stale in (WEIGHTS_FILE, CONFIG_FILE, SUMMARY_FILE):
             (out / stale).unlink(missing_ok=True)  # a run folder never mixes this run's files with an older run's
-        yield out
+        yield OwnedRun(out, interrupted)
         (out / INCOMPLETE_FILE).unlink()
 
 
