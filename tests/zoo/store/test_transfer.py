@@ -217,11 +217,13 @@ def test_flat_import_rebuilds_the_trained_functions(trained_cnns, tmp_path):
     assert z.checkpoint_epochs == [60] and z.metric_names == ["test_acc", "train_loss"]
     assert z.dataset().fingerprint == data.fingerprint  # recorded, so evaluation works on the import
     acc = zoo.evaluate(z.layout(0), z.weights([0, 1, 2]), z.dataset())["acc"]
-    assert np.array_equal(acc.numpy(), table.test_accuracy.to_numpy())
+    # the batched forward of three models vs each nn.Module alone: other kernels and summation orders, so a
+    # logit tie within float32 rounding may flip one prediction; the accuracies agree to one test image
+    np.testing.assert_allclose(acc.numpy(), table.test_accuracy.to_numpy(), rtol=0, atol=1.0 / len(data.X_test))
     df = z.models
     assert list(df.status) == ["done"] * 3 and list(df.source_row) == [0, 1, 2]
     assert list(df.learning_rate) == [0.5, 0.5, 0.3] and list(df.optimizer) == ["sgd"] * 3
-    assert np.array_equal(df.test_acc.to_numpy(), table.test_accuracy.to_numpy())
+    assert np.array_equal(df.test_acc.to_numpy(), table.test_accuracy.to_numpy())  # stored and read back: bits
     x = data.X_test[:100]
     with torch.no_grad():
         for i, m in enumerate(models):
