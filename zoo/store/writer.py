@@ -393,6 +393,23 @@ class ZooWriter:
         rows = np.arange(lo, hi)
         return np.nonzero((self._layout_of == layout_key) & np.isin(self._row_of, rows))[0].tolist()
 
+    def mark_rows_pending(self, layout_key: str, rows: Sequence[int]) -> list[int]:
+        """Mark the models at ``rows`` of one layout pending, the rest of their block untouched: their weight (and
+        canonical) chunks rewritten empty, a damaged one included (zarr rewrites a shard from the other chunks'
+        stored bytes, never decoding them), metrics NaN, and their state rows last (the commit marker); returns
+        their model ids. The next ``zoo build`` retrains exactly those models."""
+        group = self._group[f"layouts/{layout_key}"]
+        rows = sorted(int(r) for r in rows)
+        for name in ("weights", "canonical", "metrics"):
+            if name in group:
+                array = group[name]
+                for r in rows:
+                    array[r] = np.full(array.shape[1:], np.nan, dtype=array.dtype)
+        state = group["state"]
+        for r in rows:
+            state[r] = np.zeros(2, dtype=np.int32)  # pending
+        return np.nonzero((self._layout_of == layout_key) & np.isin(self._row_of, rows))[0].tolist()
+
     def zoo(self) -> Zoo:
         """The zoo opened for reading."""
         return open_zoo(self.path)
