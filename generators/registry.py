@@ -28,6 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from zoo.app.checks import check
 from zoo.errors import ZooError
 from zoo.store.lock import writing
 
@@ -150,6 +151,30 @@ def save_run(
     return out
 
 
+def _rebuild(entry: Entry, meta: Mapping[str, Any], where: str) -> Any:
+    """The registered class built from a run's ``config.json``: its parts must be mappings and the generator config
+    must pass the rules the method registered (a run's file is read back like a user's override: one line)."""
+    parts = {k: meta.get(k) for k in ("config", "source", "dims")}
+    bad = [k for k, v in parts.items() if not isinstance(v, Mapping)]
+    if bad:
+        raise ZooError(f"{where!r} is not a generator config: {bad} missing or not a mapping; fit the run again")
+    if entry.checks is not None:
+        try:
+            known = {k: v for k, v in parts["config"].items() if k in entry.checks}  # an older run's extra keys load
+            check(known, entry.checks, "generator.")
+            if entry.relations is not None:
+                entry.relations(parts["config"])
+        except ZooError as e:
+            raise ZooError(f"{where!r}: {e}") from None
+    try:
+        return entry.cls(parts["config"], parts["source"], parts["dims"])
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ZooError(
+            f"{where!r} does not rebuild its generator ({e.__class__.__name__}: {' '.join(str(e).split())[:160]});"
+            " fit the run again"
+        ) from None
+
+
 def load(run_dir: str | Path, snapshot: int | None = None) -> Any:
     """Rebuild a saved run from ``config.json`` and safetensors (``snapshot``: raw weights at that step), in
     eval mode: an instance of the registered class (a ``Generator``, or KNOWN's predictor)."""
@@ -171,7 +196,7 @@ def load(run_dir: str | Path, snapshot: int | None = None) -> Any:
     weights = d / WEIGHTS_FILE if snapshot is None else d / SNAPSHOT_DIR / f"step-{int(snapshot):07d}.safetensors"
     if not weights.is_file():
         raise ZooError(f"generator weights {str(weights)!r} are missing")
-    g = _ENTRIES[name].cls(meta["config"], meta["source"], meta["dims"])
+    g = _rebuild(_ENTRIES[name], meta, str(d / CONFIG_FILE))
     try:
         g.load_state_dict(load_file(str(weights)))
     except (SafetensorError, RuntimeError) as e:

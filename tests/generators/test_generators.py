@@ -473,3 +473,28 @@ def test_bad_monitor_is_refused_before_the_folder_is_touched(run, capsys):
     argv = ["fit", "generator=dwf", f"zoo={run.origin['zoo']}", f"out={run.run_dir}", "monitor=val/acc", *FAST_CLI]
     _refused(argv, "monitor='val/acc' is invalid: expected one of ['auto'", capsys)
     assert _files(run.run_dir) == before
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda m: m.pop("dims"), "['dims'] missing or not a mapping"),
+        (lambda m: m.__setitem__("source", [1]), "['source'] missing or not a mapping"),
+        (lambda m: m.__setitem__("config", []), "['config'] missing or not a mapping"),
+        (lambda m: m["config"].__setitem__("hidden", "abc"), "generator.hidden='abc' is invalid"),
+        (lambda m: m["config"].pop("hidden"), "does not rebuild its generator (KeyError"),
+    ],
+)
+def test_a_damaged_run_config_is_one_line(run, tmp_path, damage, message, capsys):
+    """A run's config.json with a missing key or a wrong type: `zoo sample` says so in one line (exit 2), it
+    was a KeyError/ValueError/TypeError traceback (issue 27)."""
+    import json
+    import shutil
+
+    d = tmp_path / "run"
+    shutil.copytree(run.run_dir, d)
+    meta = json.loads((d / "config.json").read_text())
+    damage(meta)
+    (d / "config.json").write_text(json.dumps(meta))
+    _refused(["sample", str(d), "-n", "2", "--out", str(tmp_path / "s.zarr")], message, capsys)
+    assert not (tmp_path / "s.zarr").exists()
