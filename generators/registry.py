@@ -154,10 +154,10 @@ def save_run(
 def _rebuild(entry: Entry, meta: Mapping[str, Any], where: str) -> Any:
     """The registered class built from a run's ``config.json``: its parts must be mappings and the generator config
     must pass the rules the method registered (a run's file is read back like a user's override: one line)."""
-    parts = {k: meta.get(k) for k in ("config", "source", "dims")}
-    bad = [k for k, v in parts.items() if not isinstance(v, Mapping)]
+    bad = [k for k in ("config", "source", "dims") if not isinstance(meta.get(k), Mapping)]
     if bad:
         raise ZooError(f"{where!r} is not a generator config: {bad} missing or not a mapping; fit the run again")
+    parts: dict[str, dict] = {k: dict(meta[k]) for k in ("config", "source", "dims")}
     if entry.checks is not None:
         try:
             known = {k: v for k, v in parts["config"].items() if k in entry.checks}  # an older run's extra keys load
