@@ -108,6 +108,25 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
     os.replace(tmp, path)
 
 
+def refuse_foreign(directory: Path) -> None:
+    """Refuse to write a run into a folder that is not one: a file, or a non-empty folder that holds neither
+    ``INCOMPLETE`` nor a ``config.json`` naming a generator (a user's folder; its files are never deleted)."""
+    if directory.exists() and not directory.is_dir():
+        raise ZooError(f"{str(directory)!r} is a file, not a run folder; choose another out")
+    if not directory.is_dir() or not any(directory.iterdir()) or (directory / INCOMPLETE_FILE).exists():
+        return
+    try:
+        meta = json.loads((directory / CONFIG_FILE).read_text())
+        if isinstance(meta, dict) and isinstance(meta.get("generator"), str):
+            return
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        pass
+    raise ZooError(
+        f"{str(directory)!r} holds files but is not a generator run folder (no config.json naming a generator); "
+        "a fit replaces only a run's own files: choose another out"
+    )
+
+
 @dataclass(frozen=True)
 class OwnedRun:
     """A run folder held by :func:`owned_run`; ``interrupted``: an earlier fit into it was killed or failed
@@ -124,6 +143,7 @@ def owned_run(directory: str | Path, command: str) -> Iterator[OwnedRun]:
     without an error (write every file inside it). A second writer is a one-line ZooError that touches nothing."""
     out = Path(directory)
     with writing(str(out), command):
+        refuse_foreign(out)
         out.mkdir(parents=True, exist_ok=True)
         interrupted = (out / INCOMPLETE_FILE).exists()
         write_atomic(out / INCOMPLETE_FILE, INCOMPLETE_NOTE)

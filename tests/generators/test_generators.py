@@ -498,3 +498,21 @@ def test_a_damaged_run_config_is_one_line(run, tmp_path, damage, message, capsys
     (d / "config.json").write_text(json.dumps(meta))
     _refused(["sample", str(d), "-n", "2", "--out", str(tmp_path / "s.zarr")], message, capsys)
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_fit_into_a_users_folder_is_refused_and_deletes_nothing(mlp_zoo, tmp_path, capsys):
+    """`zoo fit out=<a folder of the user's>` deleted its config.json, metrics.csv, checkpoints/ and snapshots/
+    (issue 27); now it is a one-line error and every file stays. A file as out is refused too."""
+    users = tmp_path / "project"
+    (users / "checkpoints").mkdir(parents=True)
+    (users / "config.json").write_text('{"lr": 0.1}')
+    (users / "metrics.csv").write_text("a,b\n1,2\n")
+    (users / "checkpoints" / "mine.ckpt").write_bytes(b"x")
+    before = _files(users)
+    argv = ["fit", "generator=dwf", f"zoo={mlp_zoo.path}", f"out={users}", *FAST_CLI]
+    _refused(argv, "is not a generator run folder", capsys)
+    assert _files(users) == before
+    note = tmp_path / "notes.txt"
+    note.write_text("mine")
+    _refused(["fit", "generator=dwf", f"zoo={mlp_zoo.path}", f"out={note}", *FAST_CLI], "is a file", capsys)
+    assert note.read_text() == "mine"
