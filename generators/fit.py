@@ -6,6 +6,9 @@ the zoo (``generators.training_models``), trains, and writes the run folder:
 logger), ``checkpoints/`` (Lightning's best and last), ``snapshots/step-*.safetensors`` (raw weights along
 training) and ``summary.json``. The folder is locked for the whole fit (``<out>.lock``: a second ``zoo fit`` into
 it is refused) and holds ``INCOMPLETE`` until ``summary.json`` is in, so a killed fit is never loaded.
+Running the same fit again into a killed fit's folder resumes it from ``checkpoints/last.ckpt`` (written whole or
+not at all, with the random states and the sampler's generator: the resumed fit ends with the bits of an
+uninterrupted one); with other settings or an unreadable checkpoint it says it restarts from scratch.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,8 @@ from zoo.app.config import CONF_DIR, compose
 from zoo.errors import ZooError
 
 CHECKPOINT_DIR = "checkpoints"
+FINGERPRINT_FILE = "fit.json"  # in checkpoints/: the settings and training models a resume must match
+HISTORY_FILE = "metrics-before-resume.csv"  # in checkpoints/: metrics up to the checkpoint a resume starts from
 # what early stopping and the best checkpoint follow (``auto``: the generator's ``default_monitor``)
 MONITORS = {"val/loss": "min", "val/sample_train_acc": "max", "val/novel_acc": "max", "val/good_novel": "max"}
 SAMPLE_MONITORS = ("val/sample_train_acc", "val/novel_acc", "val/good_novel")
@@ -146,6 +152,93 @@ def fit(name: str, zoo_path: str, **overrides: Any) -> Generator:
     return fit_config(compose_fit(name, zoo_path, overrides))
 
 
+@dataclass(frozen=True)
+class Resume:
+    """The checkpoint an interrupted fit continues from."""
+
+    path: Path
+    step: int
+    epoch: int
+
+
+def _fingerprint(cfg: Mapping, info: Mapping) -> str:
+    """What a resumed fit must share with the interrupted one: the whole config (but ``out``: the folder is the same
+    one, wherever it was moved) and the training/validation model ids."""
+    config = {k: v for k, v in cfg.items() if k != "out"}
+    record = {"config": config, "train_ids": info.get("train_ids"), "val_ids": info.get("val_ids")}
+    return json.dumps(record, sort_keys=True, default=str)
+
+
+def _readable(path: Path) -> dict | None:
+    """A Lightning checkpoint read as tensors and plain values (no code runs), or None if missing or unreadable."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # missing, truncated or not a checkpoint: all mean "cannot resume from it"
+        return None
+
+
+def _resume_point(out: Path, fingerprint: str) -> tuple[Resume | None, str]:
+    """The last full checkpoint of the interrupted fit in ``out`` if resuming from it is sound, else why not."""
+    ckpts = out / CHECKPOINT_DIR
+    record = ckpts / FINGERPRINT_FILE
+    if not record.is_file():
+        return None, "left no record of its settings"
+    if record.read_text() != fingerprint:
+        return None, "its settings or training models differ from this fit's"
+    last = _readable(ckpts / "last.ckpt")
+    if last is None:
+        return None, "saved no readable checkpoint"
+    if "zoo_fit" not in last:
+        return None, "its checkpoint holds no random states"
+    for state in last.get("callbacks", {}).values():  # the best checkpoint the last one points to must be there
+        best = state.get("best_model_path") if isinstance(state, dict) else None
+        if best and _readable(Path(best)) is None:
+            return None, f"its best checkpoint {best!r} is missing or unreadable"
+    return Resume(ckpts / "last.ckpt", int(last["global_step"]), int(last["epoch"])), ""
+
+
+def _clear_training_files(out: Path) -> None:
+    """A fresh fit: no metrics, checkpoints or snapshots of an earlier fit stay in its run folder."""
+    for stale in ("metrics.csv", f"{CHECKPOINT_DIR}/best.ckpt", f"{CHECKPOINT_DIR}/last.ckpt"):
+        (out / stale).unlink(missing_ok=True)
+    for old in (
+        *(out / SNAPSHOT_DIR).glob("step-*.safetensors"),
+        *(out / CHECKPOINT_DIR).glob(FINGERPRINT_FILE),
+        *(out / CHECKPOINT_DIR).glob(HISTORY_FILE),
+    ):
+        old.unlink()
+    (out / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+
+
+def _rewind(out: Path, resume: Resume) -> None:
+    """Back to the checkpoint: snapshots after its step removed, the metrics of its epochs kept aside (Lightning's
+    CSV logger starts ``metrics.csv`` over; :func:`_join_metrics` puts them back in front)."""
+    for snap in (out / SNAPSHOT_DIR).glob("step-*.safetensors"):
+        if int(snap.stem.removeprefix("step-")) > resume.step:
+            snap.unlink()
+    parts = [p for p in (out / CHECKPOINT_DIR / HISTORY_FILE, out / "metrics.csv") if p.is_file()]
+    import pandas as pd  # fitting only: loading and sampling a generator never import pandas
+
+    frames = [pd.read_csv(p) for p in parts if p.stat().st_size > 0]
+    if frames:
+        history = pd.concat(frames, ignore_index=True).drop_duplicates()
+        history = history[history["epoch"] <= resume.epoch]
+        write_atomic(out / CHECKPOINT_DIR / HISTORY_FILE, history.to_csv(index=False))
+    (out / "metrics.csv").unlink(missing_ok=True)
+
+
+def _join_metrics(out: Path) -> None:
+    """``metrics.csv`` of a resumed fit: the epochs before the checkpoint, then the resumed ones."""
+    history = out / CHECKPOINT_DIR / HISTORY_FILE
+    if not history.is_file():
+        return
+    import pandas as pd
+
+    frames = [pd.read_csv(p) for p in (history, out / "metrics.csv") if p.is_file() and p.stat().st_size > 0]
+    write_atomic(out / "metrics.csv", pd.concat(frames, ignore_index=True).to_csv(index=False))
+    history.unlink()
+
+
 def _loaders(models: TrainingModels, cfg: Mapping, g: Generator, seed: int) -> tuple[DataLoader, DataLoader]:
     """Training loader (models drawn with replacement, ``steps_per_epoch`` batches) and validation loader."""
     mask = g.layout.parameter_mask()
@@ -163,6 +256,14 @@ def _loaders(models: TrainingModels, cfg: Mapping, g: Generator, seed: int) -> t
         DataLoader(TensorDataset(*tr), batch_size=bs, sampler=sampler),
         DataLoader(TensorDataset(*va), batch_size=max(len(val), 1)),
     )
+
+
+def _sampler_generator(loader: DataLoader) -> torch.Generator:
+    """The generator that draws the training models (:func:`_loaders`), whose state a checkpoint carries."""
+    sampler = loader.sampler
+    if not isinstance(sampler, RandomSampler) or sampler.generator is None:
+        raise TypeError("the training loader must draw with a RandomSampler of its own generator")
+    return sampler.generator
 
 
 def fit_config(cfg: Mapping) -> Generator:
@@ -196,7 +297,7 @@ def _fit(cfg: Mapping) -> Generator:
     import lightning as L  # Lightning is for fitting only: loading and sampling a generator never import it
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    from generators.lit import EMA, LitGenerator, Snapshots, unwrap_state
+    from generators.lit import EMA, AtomicCheckpointIO, LitGenerator, Resumable, Snapshots, unwrap_state
     from zoo.app.trainer import make_trainer, quiet_fit
 
     cfg = dict(cfg)
@@ -246,6 +347,7 @@ def _fit(cfg: Mapping) -> Generator:
         ema,
         EarlyStopping(monitor=monitor, mode=mode, patience=int(es["patience"]), min_delta=float(es["min_delta"])),
         Snapshots(out / SNAPSHOT_DIR, int(cfg["snapshot_every_n_steps"])),
+        Resumable(_sampler_generator(train_dl)),
     ]
     trainer = make_trainer(  # settings checked here, before the run folder is touched
         cfg["trainer"],
@@ -255,12 +357,27 @@ def _fit(cfg: Mapping) -> Generator:
         monitor=monitor,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        plugins=[AtomicCheckpointIO()],
     )
-    with owned_run(out, "zoo fit"):  # locked and marked INCOMPLETE until summary.json is in
-        for stale in (out / "metrics.csv", out / CHECKPOINT_DIR / "best.ckpt", out / CHECKPOINT_DIR / "last.ckpt"):
-            stale.unlink(missing_ok=True)
-        for old in (out / SNAPSHOT_DIR).glob("step-*.safetensors"):
-            old.unlink()
+    fingerprint = _fingerprint(cfg, models.info)
+    with owned_run(out, "zoo fit") as run:  # locked and marked INCOMPLETE until summary.json is in
+        resume, why = _resume_point(out, fingerprint) if run.interrupted else (None, "")
+        if resume is None:
+            if run.interrupted:
+                print(
+                    f"[zoo fit] {out}: the earlier fit was interrupted and {why}; restarting from scratch",
+                    file=sys.stderr,
+                )
+            _clear_training_files(out)
+            write_atomic(out / CHECKPOINT_DIR / FINGERPRINT_FILE, fingerprint)
+        else:
+            print(
+                f"[zoo fit] {out}: resuming the interrupted fit from its last checkpoint "
+                f"(step {resume.step}, epoch {resume.epoch})",
+                file=sys.stderr,
+                flush=True,
+            )
+            _rewind(out, resume)
         print(
             f"[zoo fit] {name} on {cfg['zoo']}: {len(models.info['train_ids'])} train / "
             f"{len(models.info['val_ids'])} val models, {int(cfg['steps_per_epoch'])} steps per epoch; "
@@ -269,7 +386,15 @@ def _fit(cfg: Mapping) -> Generator:
             flush=True,
         )
         with quiet_fit():
-            trainer.fit(LitGenerator(g), train_dataloaders=train_dl, val_dataloaders=val_dl)
+            trainer.fit(
+                LitGenerator(g),
+                train_dataloaders=train_dl,
+                val_dataloaders=val_dl,
+                ckpt_path=None if resume is None else str(resume.path),
+                weights_only=True,  # a checkpoint is read as tensors and plain values: loading runs no code
+            )
+        if resume is not None:
+            _join_metrics(out)
         if best.best_model_path:  # EMA weights of the best validation epoch (EMA puts the average in ``state_dict``)
             state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
             g.load_state_dict(unwrap_state(state))
@@ -284,6 +409,7 @@ def _fit(cfg: Mapping) -> Generator:
             "epochs": int(trainer.current_epoch),
             "monitor": monitor,
             "best_score": float(best.best_model_score) if best.best_model_score is not None else None,
+            "resumed_from_step": None if resume is None else resume.step,
             "train_models": len(models.info["train_ids"]),
             "val_models": len(models.info["val_ids"]),
             "canonical": models.info["canonical"],

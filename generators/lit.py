@@ -4,22 +4,28 @@
 :class:`LitGenerator` wraps the network for ``Trainer.fit``: it calls the network's ``training_loss``,
 ``validation_loss``, ``validation_metrics`` and ``optimizers`` and logs what they return; the network holds every
 weight (its state dict is the wrapper's under ``model.``, :func:`unwrap_state`). :class:`EMA` and
-:class:`Snapshots` are the callbacks ``generators.fit`` trains with.
+:class:`Snapshots` are the callbacks ``generators.fit`` trains with; :class:`Resumable` and
+:class:`AtomicCheckpointIO` make a killed fit resume with the bits of an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import os
+import random
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks.weight_averaging import WeightAveraging
-from safetensors.torch import save_file
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from safetensors.torch import save
 from torch import nn
 
+from generators.registry import write_atomic
 from zoo.errors import ZooError
 
 PREFIX = "model."  # the network's keys in the wrapper's state dict (and so in Lightning's checkpoints)
@@ -82,7 +88,7 @@ class Snapshots(L.Callback):
         if self.every > 0 and step % self.every == 0:
             self.directory.mkdir(parents=True, exist_ok=True)
             state = {k: v.detach().contiguous().clone() for k, v in unwrap_state(pl_module.state_dict()).items()}
-            save_file(state, str(self.directory / f"step-{step:07d}.safetensors"))
+            write_atomic(self.directory / f"step-{step:07d}.safetensors", save(state))  # whole or absent
 
 
 def _ema_step(average: torch.Tensor, current: torch.Tensor, num_averaged: Any, weight: float) -> torch.Tensor:
@@ -113,3 +119,62 @@ class EMA(WeightAveraging):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Swap the raw weights back in, before the checkpoints are saved."""
         super().on_validation_epoch_end(trainer, pl_module)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, each file written whole or not at all (a temporary name, then
+    ``os.replace``): a fit killed while saving keeps its previous ``last.ckpt``/``best.ckpt`` to resume from."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        """Save to a temporary sibling, then rename over ``path``."""
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, target)
+
+
+class Resumable(L.Callback):
+    """What a real resume needs beyond Lightning's own checkpoint, carried in it under ``zoo_fit``: the random
+    states (torch, numpy, Python and the training sampler's generator: the flow's noise and the model draws of
+    the next epoch) and whether early stopping had already stopped the fit; the metrics logged so far are
+    flushed to ``metrics.csv`` before each checkpoint, so a kill loses none of the epochs it can resume after."""
+
+    def __init__(self, sampler: torch.Generator) -> None:
+        self.sampler, self.stopped = sampler, False
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, mt, py_gauss = random.getstate()
+        checkpoint["zoo_fit"] = {
+            "torch": torch.get_rng_state(),
+            "sampler": self.sampler.get_state(),
+            "numpy": [
+                str(name),
+                torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                int(pos),
+                int(has_gauss),
+                float(gauss),
+            ],
+            "python": [int(version), list(mt), py_gauss],
+            "should_stop": bool(trainer.should_stop),
+        }
+        if trainer.logger is not None:
+            trainer.logger.save()
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        state = checkpoint.get("zoo_fit")
+        if state is None:
+            raise ZooError(
+                "the checkpoint holds no random states (written by an older zoo fit): fit again from scratch"
+            )
+        torch.set_rng_state(state["torch"])
+        self.sampler.set_state(state["sampler"])
+        name, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, mt, py_gauss = state["python"]
+        random.setstate((version, tuple(mt), py_gauss))
+        self.stopped = bool(state["should_stop"])
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.stopped:  # killed after early stopping had ended the fit: nothing left to train
+            trainer.should_stop = True

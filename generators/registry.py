@@ -28,6 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from zoo.app.checks import check
 from zoo.errors import ZooError
 from zoo.store.lock import writing
 
@@ -107,18 +108,48 @@ def write_atomic(path: str | Path, data: bytes | str) -> None:
     os.replace(tmp, path)
 
 
+def refuse_foreign(directory: Path) -> None:
+    """Refuse to write a run into a folder that is not one: a file, or a non-empty folder that holds neither
+    ``INCOMPLETE`` nor a ``config.json`` naming a generator (a user's folder; its files are never deleted)."""
+    if directory.exists() and not directory.is_dir():
+        raise ZooError(f"{str(directory)!r} is a file, not a run folder; choose another out")
+    if not directory.is_dir() or not any(directory.iterdir()) or (directory / INCOMPLETE_FILE).exists():
+        return
+    try:
+        meta = json.loads((directory / CONFIG_FILE).read_text())
+        if isinstance(meta, dict) and isinstance(meta.get("generator"), str):
+            return
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        pass
+    raise ZooError(
+        f"{str(directory)!r} holds files but is not a generator run folder (no config.json naming a generator); "
+        "a fit replaces only a run's own files: choose another out"
+    )
+
+
+@dataclass(frozen=True)
+class OwnedRun:
+    """A run folder held by :func:`owned_run`; ``interrupted``: an earlier fit into it was killed or failed
+    (``INCOMPLETE`` was there when the lock was taken), so the fit says whether it resumes or restarts."""
+
+    path: Path
+    interrupted: bool
+
+
 @contextlib.contextmanager
-def owned_run(directory: str | Path, command: str) -> Iterator[Path]:
+def owned_run(directory: str | Path, command: str) -> Iterator[OwnedRun]:
     """Own run folder ``directory`` for a fit: its lock held throughout, ``INCOMPLETE`` written before anything
     else and the old model, config and summary removed; ``INCOMPLETE`` is removed only when the block ends
     without an error (write every file inside it). A second writer is a one-line ZooError that touches nothing."""
     out = Path(directory)
     with writing(str(out), command):
+        refuse_foreign(out)
         out.mkdir(parents=True, exist_ok=True)
+        interrupted = (out / INCOMPLETE_FILE).exists()
         write_atomic(out / INCOMPLETE_FILE, INCOMPLETE_NOTE)
         for stale in (WEIGHTS_FILE, CONFIG_FILE, SUMMARY_FILE):
             (out / stale).unlink(missing_ok=True)  # a run folder never mixes this run's files with an older run's
-        yield out
+        yield OwnedRun(out, interrupted)
         (out / INCOMPLETE_FILE).unlink()
 
 
@@ -138,6 +169,30 @@ def save_run(
     meta = {"generator": name, "config": config, "source": origin, "dims": dims}
     write_atomic(out / CONFIG_FILE, json.dumps(meta, indent=2))
     return out
+
+
+def _rebuild(entry: Entry, meta: Mapping[str, Any], where: str) -> Any:
+    """The registered class built from a run's ``config.json``: its parts must be mappings and the generator config
+    must pass the rules the method registered (a run's file is read back like a user's override: one line)."""
+    bad = [k for k in ("config", "source", "dims") if not isinstance(meta.get(k), Mapping)]
+    if bad:
+        raise ZooError(f"{where!r} is not a generator config: {bad} missing or not a mapping; fit the run again")
+    parts: dict[str, dict] = {k: dict(meta[k]) for k in ("config", "source", "dims")}
+    if entry.checks is not None:
+        try:
+            known = {k: v for k, v in parts["config"].items() if k in entry.checks}  # an older run's extra keys load
+            check(known, entry.checks, "generator.")
+            if entry.relations is not None:
+                entry.relations(parts["config"])
+        except ZooError as e:
+            raise ZooError(f"{where!r}: {e}") from None
+    try:
+        return entry.cls(parts["config"], parts["source"], parts["dims"])
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ZooError(
+            f"{where!r} does not rebuild its generator ({e.__class__.__name__}: {' '.join(str(e).split())[:160]});"
+            " fit the run again"
+        ) from None
 
 
 def load(run_dir: str | Path, snapshot: int | None = None) -> Any:
@@ -161,7 +216,7 @@ def load(run_dir: str | Path, snapshot: int | None = None) -> Any:
     weights = d / WEIGHTS_FILE if snapshot is None else d / SNAPSHOT_DIR / f"step-{int(snapshot):07d}.safetensors"
     if not weights.is_file():
         raise ZooError(f"generator weights {str(weights)!r} are missing")
-    g = _ENTRIES[name].cls(meta["config"], meta["source"], meta["dims"])
+    g = _rebuild(_ENTRIES[name], meta, str(d / CONFIG_FILE))
     try:
         g.load_state_dict(load_file(str(weights)))
     except (SafetensorError, RuntimeError) as e:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import zoo
 from generators.lcsc.search import GENERATOR_SEARCH, SearchConfig
-from generators.lcsc.snapshots import lcsc_generator
+from generators.lcsc.snapshots import check_run_out, lcsc_generator
 from generators.lcsc.zoo import lcsc_zoo, write_lcsc_zoo
 from zoo.app.args import THREADS, THREADS_HELP, ArgumentParser, parse, set_threads
 from zoo.errors import ZooError
@@ -121,8 +121,7 @@ def main(argv: list[str]) -> int:
 def _generator(args, config) -> int:
     """``zoo lcsc RUN_DIR --generator --out DIR``: search over the run's snapshots, write a run folder."""
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise ZooError(f"{args.out!r} already exists; pass --overwrite to replace it")
+    check_run_out(args.zoo, out, args.overwrite)
     if args.models != "all":
         raise ZooError("--models selects zoo models; a generator run has none (drop it with --generator)")
     r = lcsc_generator(

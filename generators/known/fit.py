@@ -11,6 +11,7 @@ Only weights are read: no dataset split, test or otherwise, is touched while fit
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -185,7 +186,9 @@ def fit_run(cfg: Mapping) -> Known:
             enable_model_summary=False,
             num_sanity_val_steps=0,
         )
-        with owned_run(out, "zoo fit"):  # locked and marked INCOMPLETE until summary.json is in
+        with owned_run(out, "zoo fit") as run:  # locked and marked INCOMPLETE until summary.json is in
+            if run.interrupted:  # KNOWN's fit is short: an interrupted one is started over, and says so
+                print(f"[zoo fit] {out}: the earlier fit was interrupted; restarting from scratch", file=sys.stderr)
             for stale in (out / "metrics.csv", out / "checkpoints" / "best.ckpt", out / "checkpoints" / "last.ckpt"):
                 stale.unlink(missing_ok=True)
             with quiet_fit():

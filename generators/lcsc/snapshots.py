@@ -18,21 +18,66 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 import zoo
 from generators.base import Generator
 from generators.lcsc.search import GENERATOR_SEARCH, Search, SearchConfig, metric_names, run_searches, validation_view
-from generators.registry import SNAPSHOT_DIR, load, snapshots
+from generators.registry import (
+    CONFIG_FILE,
+    INCOMPLETE_FILE,
+    SNAPSHOT_DIR,
+    WEIGHTS_FILE,
+    load,
+    owned_run,
+    snapshots,
+    write_atomic,
+)
 from zoo.app.progress import Progress
 from zoo.errors import ZooError
+from zoo.store.lock import writing
 
 LCSC_FILE = "lcsc.json"
+RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, LCSC_FILE, INCOMPLETE_FILE)  # all an LCSC run folder holds
 
 
 def _snapshot_states(run_dir: Path, steps: list[int]) -> list[dict[str, torch.Tensor]]:
-    """The raw generator state dicts saved at ``steps``."""
-    return [load_file(str(run_dir / SNAPSHOT_DIR / f"step-{s:07d}.safetensors")) for s in steps]
+    """The raw generator state dicts saved at ``steps``; an unreadable one is a one-line error naming it."""
+    states = []
+    for s in steps:
+        path = run_dir / SNAPSHOT_DIR / f"step-{s:07d}.safetensors"
+        try:
+            states.append(load_file(str(path)))
+        except (SafetensorError, OSError) as e:
+            raise ZooError(f"snapshot {str(path)!r} is unreadable ({' '.join(str(e).split())[:120]})") from None
+    if any(st.keys() != states[0].keys() for st in states):
+        raise ZooError(f"the snapshots in {str(run_dir / SNAPSHOT_DIR)!r} do not all hold the same weights")
+    return states
+
+
+def check_run_out(run_dir: str | Path, out: str | Path, overwrite: bool) -> None:
+    """Refuse an LCSC run folder ``out`` before any search: a file, the run it reads, an existing folder without
+    ``overwrite``, or, even with it, a folder holding anything LCSC does not write (a user's files stay); a folder
+    another writer holds is refused now rather than after the search (the save takes the lock again)."""
+    out_p = Path(out)
+    with writing(str(out_p), "zoo lcsc"):
+        pass
+    if out_p.exists() and not out_p.is_dir():
+        raise ZooError(f"--out {str(out)!r} is a file, not a run folder")
+    if out_p.exists() and out_p.resolve() == Path(run_dir).resolve():
+        raise ZooError(f"--out {str(out)!r} is the run LCSC reads; choose another folder")
+    entries = sorted(p.name for p in out_p.iterdir()) if out_p.is_dir() else []
+    if not entries:
+        return
+    if not overwrite:
+        raise ZooError(f"{str(out)!r} already exists; pass --overwrite to replace it")
+    foreign = [e for e in entries if e not in RUN_FILES and not (e.startswith(".") and e.endswith(".tmp"))]
+    if foreign:
+        raise ZooError(
+            f"{str(out)!r} is not an LCSC run folder (it holds {foreign[:5]}); --overwrite replaces only an LCSC "
+            "run folder: choose another --out"
+        )
 
 
 class SnapshotCombiner:
@@ -91,12 +136,15 @@ class GeneratorLCSC:
     seconds: float = 0.0
 
     def save(self, out: str | Path) -> Path:
-        """Write a run folder (config.json, model.safetensors = the LCSC weights, lcsc.json) that ``load`` reads."""
+        """Write a run folder (config.json, model.safetensors = the LCSC weights, lcsc.json) that ``load`` reads,
+        owned like a fit's (:func:`generators.registry.owned_run`: the lock, ``INCOMPLETE`` until the last file)."""
         g = load(self.run)
         g.load_state_dict(self.state)
-        out = g.save(out)
         record = {k: v for k, v in asdict(self).items() if k != "state"}
-        (Path(out) / LCSC_FILE).write_text(json.dumps(record, indent=2))
+        with owned_run(out, "zoo lcsc") as run:
+            (run.path / LCSC_FILE).unlink(missing_ok=True)
+            g.save(run.path)
+            write_atomic(run.path / LCSC_FILE, json.dumps(record, indent=2))
         return Path(out)
 
 

@@ -507,3 +507,46 @@ def test_bad_monitor_is_refused_before_the_folder_is_touched(run, capsys):
     argv = ["fit", "generator=dwf", f"zoo={run.origin['zoo']}", f"out={run.run_dir}", "monitor=val/acc", *FAST_CLI]
     _refused(argv, "monitor='val/acc' is invalid: expected one of ['auto'", capsys)
     assert _files(run.run_dir) == before
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda m: m.pop("dims"), "['dims'] missing or not a mapping"),
+        (lambda m: m.__setitem__("source", [1]), "['source'] missing or not a mapping"),
+        (lambda m: m.__setitem__("config", []), "['config'] missing or not a mapping"),
+        (lambda m: m["config"].__setitem__("hidden", "abc"), "generator.hidden='abc' is invalid"),
+        (lambda m: m["config"].pop("hidden"), "does not rebuild its generator (KeyError"),
+    ],
+)
+def test_a_damaged_run_config_is_one_line(run, tmp_path, damage, message, capsys):
+    """A run's config.json with a missing key or a wrong type: `zoo sample` says so in one line (exit 2), it
+    was a KeyError/ValueError/TypeError traceback (issue 27)."""
+    import json
+    import shutil
+
+    d = tmp_path / "run"
+    shutil.copytree(run.run_dir, d)
+    meta = json.loads((d / "config.json").read_text())
+    damage(meta)
+    (d / "config.json").write_text(json.dumps(meta))
+    _refused(["sample", str(d), "-n", "2", "--out", str(tmp_path / "s.zarr")], message, capsys)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_fit_into_a_users_folder_is_refused_and_deletes_nothing(mlp_zoo, tmp_path, capsys):
+    """`zoo fit out=<a folder of the user's>` deleted its config.json, metrics.csv, checkpoints/ and snapshots/
+    (issue 27); now it is a one-line error and every file stays. A file as out is refused too."""
+    users = tmp_path / "project"
+    (users / "checkpoints").mkdir(parents=True)
+    (users / "config.json").write_text('{"lr": 0.1}')
+    (users / "metrics.csv").write_text("a,b\n1,2\n")
+    (users / "checkpoints" / "mine.ckpt").write_bytes(b"x")
+    before = _files(users)
+    argv = ["fit", "generator=dwf", f"zoo={mlp_zoo.path}", f"out={users}", *FAST_CLI]
+    _refused(argv, "is not a generator run folder", capsys)
+    assert _files(users) == before
+    note = tmp_path / "notes.txt"
+    note.write_text("mine")
+    _refused(["fit", "generator=dwf", f"zoo={mlp_zoo.path}", f"out={note}", *FAST_CLI], "is a file", capsys)
+    assert note.read_text() == "mine"

@@ -6,7 +6,7 @@ import json
 
 from zoo.app.args import ArgumentParser, parse
 from zoo.store import open as open_zoo
-from zoo.store.verify import repair, verify
+from zoo.store.verify import repair, restore_advice, verify
 
 
 def main(argv: list[str]) -> int:
@@ -26,17 +26,16 @@ def main(argv: list[str]) -> int:
     reports = verify(z)
     reset = repair(z, reports) if args.repair and reports else 0
     if args.json:
-        print(json.dumps({"damaged_blocks": [r.__dict__ for r in reports], "models_reset": reset}))
+        advice = restore_advice(z) if reports else None
+        print(json.dumps({"damaged_blocks": [r.__dict__ for r in reports], "models_reset": reset, "restore": advice}))
     else:
         for r in reports:
-            print(
-                f"damaged  layout {r.layout} block {r.block} (models {r.model_ids[0]}..{r.model_ids[-1]}):"
-                f" {'; '.join(r.problems)}"
-            )
+            which = f"models {r.damaged}" if r.damaged is not None else f"models {r.model_ids[0]}..{r.model_ids[-1]}"
+            print(f"damaged  layout {r.layout} block {r.block} ({which}): {'; '.join(r.problems)}")
         if not reports:
             print(f"zoo {z.path}: every committed model reads back intact ({len(z)} models)")
         elif args.repair:
-            print(f"repaired: {reset} models marked pending; run the same `zoo build` again to retrain them")
+            print(f"repaired: {reset} models marked pending; to restore them, {restore_advice(z)}")
         else:
             print(f"{len(reports)} damaged blocks; `zoo verify {args.path} --repair` marks them for rebuild")
     return 0 if not reports or args.repair else 1

@@ -20,6 +20,25 @@ import zarr
 from zoo.errors import ZooError
 
 ROW_CHUNK = 1 << 20  # rows per chunk: one file per column up to a million models
+# names zarr keeps for its own metadata: a node called so would overwrite or shadow its parent's
+ZARR_OWN_NAMES = frozenset({"zarr.json", ".zgroup", ".zarray", ".zattrs", ".zmetadata"})
+
+
+def check_node_name(name: Any, what: str) -> None:
+    """Refuse a name that becomes a store path (a column, table or layout key) but is not one plain path segment:
+    empty, with '/' or '\\', '.' or '..', a leading '__' (zarr's reserved prefix) or one of zarr's own files."""
+    ok = (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and not any(ch in name for ch in "/\\\x00")
+        and not name.startswith("__")
+        and name not in ZARR_OWN_NAMES
+    )
+    if not ok:
+        raise ZooError(
+            f"{what} {name!r} cannot name a part of the store (one path segment: no '/', '..', leading '__' "
+            "or zarr's own file names); rename it"
+        )
 
 
 def json_safe(value: Any) -> Any:
@@ -63,6 +82,8 @@ def write_table(group: zarr.Group, df: pd.DataFrame) -> None:
     names = [str(c) for c in df.columns]
     if len(set(names)) != len(names):
         raise ZooError(f"models table has repeated column names: {names}")
+    for name in names:
+        check_node_name(name, "models table column")
     n = len(df)
     for name, col in zip(names, df.columns):
         data, attrs = _encode(df[col])

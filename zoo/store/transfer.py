@@ -41,15 +41,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from zoo.app.memory import available_memory
 from zoo.arch import arch_spec, build_model
 from zoo.datasets import ALL_METRICS, load_dataset, locate
 from zoo.errors import ZooError
 from zoo.layout import Layout, layout_of
 from zoo.store._group import existing_meta
+from zoo.store.columns import check_node_name
 from zoo.store.reader import Zoo
 from zoo.store.reader import open as open_zoo
+from zoo.store.writer import DEFAULT_BLOCK_SIZE, check_zoo_shape, create, staged
 from zoo.store.writer import RESERVED as STORE_KEYS  # attributes the writer sets itself; everything else is provenance
-from zoo.store.writer import create, staged
 
 FORMAT = "wszoo-export"
 FORMAT_VERSION = 1
@@ -256,6 +258,8 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ZooError(f"{str(path)!r} is not readable JSON ({e.__class__.__name__}: {e})") from None
+    except RecursionError:
+        raise ZooError(f"{str(path)!r} is nested too deeply to be a wszoo file") from None
 
 
 def _load_datasets(records: Mapping, where: str) -> list:
@@ -318,6 +322,7 @@ def import_export(src_dir: str | Path, out: str, datasets: bool = True, overwrit
     if missing:
         raise ZooError(f"{where}: models {missing[:5]} have weights but no file listed")
     table = models.drop(columns=[col for col in derived if col in models])
+    _check_import_limits(where, table, layouts, checkpoints, metric_names, block, last, status, tables)
     loaded = _load_datasets(records, where) if datasets else []
     if not datasets:
         attrs["datasets_left_out"] = records
@@ -352,6 +357,43 @@ def import_export(src_dir: str | Path, out: str, datasets: bool = True, overwrit
         for name, payload in tables.items():
             w.write_table(str(name), decode_table(payload, f"{where} table {name!r}"))
     return open_zoo(out)
+
+
+def _check_import_limits(
+    where: str,
+    table: pd.DataFrame,
+    layouts: Mapping[str, Layout],
+    checkpoints: list[int],
+    metric_names: list[str],
+    block: Mapping[str, int],
+    last: np.ndarray,
+    status: np.ndarray,
+    tables: Mapping,
+) -> None:
+    """Every number and name of an export checked before the import allocates or writes anything: the zoo's shape
+    (:func:`zoo.store.writer.check_zoo_shape`), names that become store paths, each model's last checkpoint, and
+    the batch of models read at once against the memory available now."""
+    try:
+        check_zoo_shape(layouts, checkpoints, metric_names, int(block.get("block_size", DEFAULT_BLOCK_SIZE)))
+        for col in table.columns:
+            check_node_name(str(col), "models table column")
+        for name in tables:
+            check_node_name(str(name), "table name")
+    except ZooError as e:
+        raise ZooError(f"{where}: {e}") from None
+    stored = status != "pending"
+    outside = np.nonzero(stored & ((last < -1) | (last >= len(checkpoints))))[0]
+    if len(outside):
+        i = int(outside[0])
+        raise ZooError(f"{where}: model {i} has last_checkpoint {int(last[i])}, outside -1..{len(checkpoints) - 1}")
+    size = max((layout.size for layout in layouts.values()), default=0)
+    batch = min(BATCH, int(stored.sum()))
+    need, avail = batch * len(checkpoints) * (size * 4 + len(metric_names) * 8), available_memory()
+    if avail is not None and need > avail:
+        raise ZooError(
+            f"{where}: reading {batch} models of {len(checkpoints)} checkpoints x {size} parameters at once needs "
+            f"{need / 1e9:.3g} GB; {avail / 1e9:.3g} GB of memory is available"
+        )
 
 
 def _inside(root: Path, rel: str, where: str) -> Path:

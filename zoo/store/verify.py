@@ -3,9 +3,12 @@
 Each block of a layout (see zoo.store.writer) is checked as a whole: its state chunk, its metrics chunk (which
 the writer always writes, so a missing one is damage) and every committed model's weights at every
 checkpoint it is committed for (checksums verified on read; NaN where data was committed is damage).
-``--repair`` deletes the damaged block's weights shard and metrics chunk and marks its models pending, so
-the next ``zoo build`` with the same config retrains exactly those models, bit-identical to before (the
-block's other models go with it: they share the shard, which cannot be rewritten without reading it).
+``--repair`` works at the smallest unit the writer can rewrite: where only some models' weight chunks are damaged
+(a flipped bit, a hole) and the block's state and metrics chunks read back, only those models are reset to pending
+(their chunks rewritten empty; the shard's other chunks are kept as they are); a damaged state or metrics chunk, or
+a shard whose index cannot be read, takes the whole block (its weights shard and metrics chunk deleted). The next
+``zoo build`` with the same config retrains exactly the pending models, bit-identical to before; other kinds of
+zoo are restored by the command that made them (:func:`restore_advice`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class BlockReport:
     block: int
     model_ids: list[int]
     problems: list[str] = field(default_factory=list)
+    damaged: list[int] | None = None  # the models whose weights alone are damaged; None: the whole block
 
 
 def _chunk_exists(z: Zoo, array: str, block: int, ndim: int) -> bool:
@@ -34,7 +38,37 @@ def _chunk_exists(z: Zoo, array: str, block: int, ndim: int) -> bool:
     return fs.exists("/".join([root.rstrip("/"), array, "c", str(block), *("0" * (ndim - 1))]))
 
 
-def _check_block(z: Zoo, key: str, block: int) -> list[str]:
+def _damaged_rows(z: Zoo, key: str, rows: np.ndarray, upto: np.ndarray) -> list[int] | None:
+    """The committed rows whose weight chunks do not read back (one row at a time: zarr reads only that row's chunks
+    of the shard) or hold NaN where committed; None when no row reads (the shard or its index is gone)."""
+    array = z._group[f"layouts/{key}/weights"]
+    bad, read = [], 0
+    for r, u in zip(rows, upto):
+        try:
+            w = np.asarray(array[int(r)])
+            read += 1
+        except Exception:  # a corrupt or missing chunk of this row: zarr names no row, so read each alone
+            bad.append(int(r))
+            continue
+        if np.isnan(w[: int(u) + 1]).any():
+            bad.append(int(r))
+    return bad if read else None
+
+
+def _check_block(z: Zoo, key: str, block: int) -> tuple[list[str], list[int] | None]:
+    """Problems of one block, read through zarr (every checksum verified), and the damaged rows when the damage is
+    in some models' weights only (None: the block as a whole)."""
+    problems = _block_problems(z, key, block)
+    if not problems or not all(p.startswith("weights") for p in problems):  # state or metrics: the block's own
+        return problems, None
+    lo, hi = block * z.block_size, (block + 1) * z.block_size
+    state = np.asarray(z._group[f"layouts/{key}/state"][lo:hi])
+    committed = np.nonzero(state[:, 0] != PENDING)[0]
+    rows = _damaged_rows(z, key, lo + committed, state[committed, 1])
+    return problems, (rows if rows else None)
+
+
+def _block_problems(z: Zoo, key: str, block: int) -> list[str]:
     """Problems of one block, read through zarr (every checksum verified)."""
     lo, hi = block * z.block_size, (block + 1) * z.block_size  # zarr clips the last block
     problems: list[str] = []
@@ -74,13 +108,45 @@ def verify(z: Zoo) -> list[BlockReport]:
             continue
         for block in range(int(rows[ids].max()) // z.block_size + 1):
             members = ids[rows[ids] // z.block_size == block]
-            problems = _check_block(z, key, block)
+            problems, bad_rows = _check_block(z, key, block)
             if problems:
-                reports.append(BlockReport(key, block, sorted(int(i) for i in members), problems))
+                damaged = None if bad_rows is None else sorted(int(i) for i in ids[np.isin(rows[ids], bad_rows)])
+                reports.append(BlockReport(key, block, sorted(int(i) for i in members), problems, damaged))
     return reports
 
 
 def repair(z: Zoo, reports: list[BlockReport]) -> int:
-    """Delete each damaged block's weights shard and metrics chunk and mark its models pending; returns models reset."""
+    """Mark damaged models pending, returning how many: only the models named in ``damaged`` where a report has
+    them (their chunks rewritten empty), else the whole block (its weights shard and metrics chunk deleted)."""
     writer = open_writer(z.path)
-    return sum(len(writer.mark_pending(r.layout, r.block)) for r in reports)
+    keys, rows = z._where
+    reset = 0
+    for r in reports:
+        if r.damaged is not None:
+            try:
+                reset += len(writer.mark_rows_pending(r.layout, [int(rows[i]) for i in r.damaged]))
+                continue
+            except Exception:  # the shard cannot be rewritten around the damage: the block goes as a whole
+                pass
+        reset += len(writer.mark_pending(r.layout, r.block))
+    return reset
+
+
+def restore_advice(z: Zoo) -> str:
+    """How the models a repair marked pending come back, by the kind of zoo (the provenance its writer recorded)."""
+    a, path = z.attrs, z.path
+    if isinstance(a.get("generator"), dict):
+        g = a["generator"]
+        cond = f" --condition {g['condition']}" if g.get("condition") is not None else ""
+        return (
+            f"sample it again with its recorded run and seed: zoo sample {g.get('run')} -n {len(z)} --seed "
+            f"{g.get('seed')}{cond} --out {path} --overwrite"
+        )
+    if isinstance(a.get("nowcast"), dict):
+        n = a["nowcast"]
+        return f"nowcast it again: zoo nowcast {n.get('run')} --zoo {n.get('source_zoo')} --out {path} --overwrite"
+    if a.get("producer") == "zoo lcsc":
+        return f"run the same `zoo lcsc SOURCE --out {path} --overwrite` again (settings in the zoo's attrs 'lcsc')"
+    if isinstance(a.get("imported_from"), dict):
+        return f"import it again: zoo import {a['imported_from'].get('path', 'SOURCE')} --out {path} --overwrite"
+    return f"run the same `zoo build` again (out={path}) to retrain them"

@@ -25,16 +25,18 @@ import torch
 import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec
 
+from zoo.app.memory import available_memory
 from zoo.datasets import Dataset
 from zoo.errors import ZooError
 from zoo.layout import Layout
 from zoo.store import _group
-from zoo.store.columns import json_safe, write_table
+from zoo.store.columns import check_node_name, json_safe, write_table
 from zoo.store.lock import writing
 from zoo.store.reader import Zoo
 from zoo.store.reader import open as open_zoo
 
 DEFAULT_BLOCK_SIZE = 256
+MAX_INDEX = 2**31 - 1  # the largest checkpoint epoch or block size a zoo records (the state array is int32)
 RESERVED = (
     "schema_version",
     "initialized",
@@ -126,6 +128,35 @@ def _table_with_rows(models: pd.DataFrame, layouts: Mapping[str, Layout]) -> pd.
     return df
 
 
+def check_zoo_shape(
+    layouts: Mapping[str, Layout], checkpoints: Sequence[int], metric_names: Sequence[str], block_size: int
+) -> None:
+    """Refuse, before anything is allocated or written, a zoo whose numbers come from a file or an argument and
+    cannot be stored: layout keys that are not a path segment, checkpoint epochs outside 0..2**31-1 or not
+    increasing, a metric named twice, a block size outside 1..2**31-1, or a block's shard (written whole: block
+    models x checkpoints x parameters, float32) larger than the memory available now."""
+    for key in layouts:
+        check_node_name(key, "layout key")
+    bad = [c for c in checkpoints if not 0 <= c <= MAX_INDEX]
+    if bad:
+        raise ZooError(f"checkpoint epoch {bad[0]} is outside 0..{MAX_INDEX}")
+    if any(b <= a for a, b in zip(checkpoints, checkpoints[1:])):
+        raise ZooError(f"checkpoint epochs must be increasing, got {list(checkpoints[:8])}")
+    twice = sorted({m for m in metric_names if list(metric_names).count(m) > 1})
+    if twice:
+        raise ZooError(f"metric names name {twice} twice")
+    if not 1 <= int(block_size) <= MAX_INDEX:
+        raise ZooError(f"block_size must be in 1..{MAX_INDEX}, got {block_size}")
+    size = max((layout.size for layout in layouts.values()), default=0)
+    need, avail = int(block_size) * len(checkpoints) * size * 4, available_memory()
+    if avail is not None and need > avail:
+        raise ZooError(
+            f"a block of {int(block_size)} models x {len(checkpoints)} checkpoints x {size} parameters (float32) is "
+            f"{need / 1e9:.3g} GB, written whole; {avail / 1e9:.3g} GB of memory is available: use fewer "
+            "checkpoints or a smaller block_size"
+        )
+
+
 def create(
     path: str,
     models: pd.DataFrame,
@@ -147,8 +178,7 @@ def create(
     metric_names = [str(m) for m in metric_names]
     if not checkpoints:
         raise ZooError("a zoo needs at least one checkpoint")
-    if int(block_size) < 1:
-        raise ZooError(f"block_size must be >= 1, got {block_size}")
+    check_zoo_shape(layouts, checkpoints, metric_names, int(block_size))
     clash = sorted(set(attrs or {}) & set(RESERVED))
     if clash:
         raise ZooError(f"attrs may not set the store's own keys {clash}")
@@ -344,6 +374,7 @@ class ZooWriter:
     def write_table_json(self, name: str, payload: Mapping) -> None:
         """Store a table already in pandas' ``orient="split"`` JSON form (columns, data), as read back by
         :meth:`zoo.store.reader.Zoo.table`."""
+        check_node_name(name, "table name")
         self._group.require_group("tables").require_group(name).attrs["table"] = dict(payload)
 
     def mark_pending(self, layout_key: str, block: int) -> list[int]:
@@ -360,6 +391,23 @@ class ZooWriter:
         hi = min(lo + self.block_size, state.shape[0])
         state[lo:hi] = np.zeros((hi - lo, 2), dtype=np.int32)  # pending
         rows = np.arange(lo, hi)
+        return np.nonzero((self._layout_of == layout_key) & np.isin(self._row_of, rows))[0].tolist()
+
+    def mark_rows_pending(self, layout_key: str, rows: Sequence[int]) -> list[int]:
+        """Mark the models at ``rows`` of one layout pending, the rest of their block untouched: their weight (and
+        canonical) chunks rewritten empty, a damaged one included (zarr rewrites a shard from the other chunks'
+        stored bytes, never decoding them), metrics NaN, and their state rows last (the commit marker); returns
+        their model ids. The next ``zoo build`` retrains exactly those models."""
+        group = self._group[f"layouts/{layout_key}"]
+        rows = sorted(int(r) for r in rows)
+        for name in ("weights", "canonical", "metrics"):
+            if name in group:
+                array = group[name]
+                for r in rows:
+                    array[r] = np.full(array.shape[1:], np.nan, dtype=array.dtype)
+        state = group["state"]
+        for r in rows:
+            state[r] = np.zeros(2, dtype=np.int32)  # pending
         return np.nonzero((self._layout_of == layout_key) & np.isin(self._row_of, rows))[0].tolist()
 
     def zoo(self) -> Zoo:

@@ -78,7 +78,10 @@ def test_nearest_l2_matches_brute_force_and_copies_are_zero():
     d, arg = nearest_l2(a, b)
     brute = torch.stack([(x.double() - b.double()).norm(dim=1) for x in a])
     assert torch.equal(d[:2], torch.zeros(2, dtype=torch.float64)) and arg[:2].tolist() == [3, 7]
-    assert torch.allclose(d, brute.min(1).values) and torch.equal(arg, brute.argmin(1))
+    # matrix-product distances vs a float64 loop are different computations: the chosen neighbour must be a nearest
+    # one to float32 rounding (a near-tie may pick the other), not bit for bit the brute-force argmin
+    assert torch.allclose(d, brute.min(1).values)
+    assert torch.allclose(brute.gather(1, arg[:, None])[:, 0], brute.min(1).values, rtol=1e-5, atol=1e-5)
     d_self, arg_self = nearest_l2(b, b, exclude_self=True)
     brute = torch.cdist(b.double(), b.double()) + torch.diag(torch.full((40,), float("inf"), dtype=torch.float64))
     assert torch.allclose(d_self, brute.min(1).values) and (arg_self != torch.arange(40)).all()

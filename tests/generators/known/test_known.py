@@ -220,6 +220,7 @@ def test_killed_fit_is_refused_and_a_locked_run_is_not_written(tmp_path, monkeyp
     nowcast = ["nowcast", str(run), "--zoo", str(tmp_path / "train.zarr"), "--out", str(tmp_path / "o.zarr")]
     _one_line_error(capsys, nowcast, "this run did not finish")
     assert zoo_main(fit) == 0 and not (run / "INCOMPLETE").exists()
+    assert "the earlier fit was interrupted; restarting from scratch" in capsys.readouterr().err  # said, not silent
     before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
     with writing(str(run), "zoo fit"):
         _one_line_error(capsys, fit, "is being written by zoo fit")

@@ -299,3 +299,83 @@ def test_generator_cli_and_errors(gen_run, tmp_path, capsys):
         assert match in err and "\n" not in err
     assert zoo_main(["lcsc", str(tmp_path / "none"), "--generator", "--out", str(tmp_path / "o")]) == 2
     assert "no generator run" in capsys.readouterr().err
+
+
+def _files(root) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes (to show a refused command wrote nothing)."""
+    from pathlib import Path
+
+    root = Path(root)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _lcsc_refused(argv: list[str], match: str, capsys) -> None:
+    capsys.readouterr()
+    assert zoo_main(["lcsc", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert match in err and "\n" not in err and "Traceback" not in err, err
+
+
+def test_generator_out_that_is_a_file_the_run_itself_or_a_users_folder_is_refused(gen_run, tmp_path, capsys):
+    """--out a file, --out the run it reads, and --overwrite onto a folder holding files LCSC does not write: one
+    line each, before any search, and nothing changes (issue 27: a traceback, and --overwrite clobbered)."""
+    fast = ["--generator", "--samples", "2", "--max-evals", "16", "--population", "4"]
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine\n")
+    _lcsc_refused([str(gen_run), *fast, "--out", str(a_file)], "is a file, not a run folder", capsys)
+    assert a_file.read_text() == "mine\n"
+    before = _files(gen_run)
+    _lcsc_refused([str(gen_run), *fast, "--out", str(gen_run), "--overwrite"], "is the run LCSC reads", capsys)
+    assert _files(gen_run) == before
+    users = tmp_path / "users"
+    (users / "sub").mkdir(parents=True)
+    (users / "config.json").write_text("{}")
+    (users / "sub" / "data.csv").write_text("1,2\n")
+    kept = _files(users)
+    _lcsc_refused([str(gen_run), *fast, "--out", str(users), "--overwrite"], "not an LCSC run folder", capsys)
+    assert _files(users) == kept
+    # an LCSC run folder is replaced with --overwrite, and the new one holds only what LCSC writes
+    out = tmp_path / "merged"
+    for _ in range(2):
+        assert zoo_main(["lcsc", str(gen_run), *fast, "--out", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "lcsc.json", "model.safetensors"]
+    assert not (tmp_path / "merged.lock").exists()
+
+
+def test_generator_on_an_incomplete_run_or_a_corrupt_snapshot_is_one_line(gen_run, tmp_path, capsys):
+    """A killed fit (INCOMPLETE) and a truncated snapshot are one-line errors that write nothing."""
+    import shutil
+
+    fast = ["--generator", "--samples", "2", "--max-evals", "16", "--population", "4"]
+    run = tmp_path / "run"
+    shutil.copytree(gen_run, run)
+    (run / "INCOMPLETE").write_text("killed\n")
+    _lcsc_refused([str(run), *fast, "--out", str(tmp_path / "o")], "this run did not finish", capsys)
+    (run / "INCOMPLETE").unlink()
+    snap = sorted((run / "snapshots").iterdir())[2]
+    snap.write_bytes(snap.read_bytes()[:100])
+    _lcsc_refused([str(run), *fast, "--out", str(tmp_path / "o")], f"{snap.name}", capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_generator_save_holds_the_lock_and_marks_incomplete(gen_run, tmp_path, monkeypatch, capsys):
+    """Another writer's lock on --out refuses the save (one line); a save that fails midway leaves INCOMPLETE,
+    so `zoo sample` refuses the half-written folder."""
+    import generators.registry as registry
+    from zoo.store.lock import writing
+
+    fast = ["--generator", "--samples", "2", "--max-evals", "16", "--population", "4"]
+    out = tmp_path / "merged"
+    with writing(str(out), "zoo lcsc"):
+        _lcsc_refused([str(gen_run), *fast, "--out", str(out)], "is being written by zoo lcsc", capsys)
+    assert not out.exists() or not any(out.iterdir())
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(registry, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        zoo_main(["lcsc", str(gen_run), *fast, "--out", str(out)])
+    monkeypatch.undo()
+    assert (out / "INCOMPLETE").is_file()
+    _lcsc_refused([str(out), *fast, "--out", str(tmp_path / "o2")], "did not finish", capsys)

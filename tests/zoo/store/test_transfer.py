@@ -217,11 +217,13 @@ def test_flat_import_rebuilds_the_trained_functions(trained_cnns, tmp_path):
     assert z.checkpoint_epochs == [60] and z.metric_names == ["test_acc", "train_loss"]
     assert z.dataset().fingerprint == data.fingerprint  # recorded, so evaluation works on the import
     acc = zoo.evaluate(z.layout(0), z.weights([0, 1, 2]), z.dataset())["acc"]
-    assert np.array_equal(acc.numpy(), table.test_accuracy.to_numpy())
+    # the batched forward of three models vs each nn.Module alone: other kernels and summation orders, so a
+    # logit tie within float32 rounding may flip one prediction; the accuracies agree to one test image
+    np.testing.assert_allclose(acc.numpy(), table.test_accuracy.to_numpy(), rtol=0, atol=1.0 / len(data.X_test))
     df = z.models
     assert list(df.status) == ["done"] * 3 and list(df.source_row) == [0, 1, 2]
     assert list(df.learning_rate) == [0.5, 0.5, 0.3] and list(df.optimizer) == ["sgd"] * 3
-    assert np.array_equal(df.test_acc.to_numpy(), table.test_accuracy.to_numpy())
+    assert np.array_equal(df.test_acc.to_numpy(), table.test_accuracy.to_numpy())  # stored and read back: bits
     x = data.X_test[:100]
     with torch.no_grad():
         for i, m in enumerate(models):
@@ -441,6 +443,31 @@ def _break_export(src: Path, case: str) -> None:
         save_file(tensors, str(path), metadata=meta)
     elif case == "bad table":
         doc["models"]["columns"][1]["values"] = doc["models"]["columns"][1]["values"][:-1]
+    elif case == "huge block size":
+        doc["block_size"] = 10**30
+    elif case == "3 million checkpoints":
+        doc["checkpoint_epochs"] = list(range(3_000_000))
+    elif case == "huge epoch":
+        doc["checkpoint_epochs"][-1] = 10**30
+    elif case == "epochs out of order":
+        doc["checkpoint_epochs"] = [5, 2, 0]
+    elif case == "huge last checkpoint":
+        col = next(c for c in doc["models"]["columns"] if c["name"] == "last_checkpoint")
+        col["values"][0] = 10**12
+    elif case == "deeply nested json":
+        (src / "zoo.json").write_text("[" * 200_000 + "]" * 200_000)
+        return
+    elif case == "column named ..":
+        next(c for c in doc["models"]["columns"] if c["name"] == "seed")["name"] = "../../seed"
+    elif case == "column named zarr.json":
+        next(c for c in doc["models"]["columns"] if c["name"] == "seed")["name"] = "zarr.json"
+    elif case == "table named ..":
+        doc["tables"]["../../evil"] = doc["tables"].pop("landscape")
+    elif case == "layout key with ..":
+        key = next(iter(doc["layouts"]))
+        doc["layouts"]["../" + key] = doc["layouts"].pop(key)
+    elif case == "duplicate metric names":
+        doc["metric_names"] = ["test_acc", "test_acc"]
     (src / "zoo.json").write_text(json.dumps(doc))
 
 
@@ -455,6 +482,18 @@ EXPORT_CASES = {
     "wrong tensor shape": "layers.0.weight",
     "missing tensor": "2/layers.2.bias",
     "bad table": "malformed",
+    # limits (issue 27): checked from the file's numbers against the machine, before any array is allocated
+    "huge block size": "block_size",
+    "3 million checkpoints": "checkpoints",
+    "huge epoch": "epoch",
+    "epochs out of order": "increasing",
+    "huge last checkpoint": "last_checkpoint",
+    "deeply nested json": "nested",
+    "column named ..": "'../../seed'",
+    "column named zarr.json": "'zarr.json'",
+    "table named ..": "'../../evil'",
+    "layout key with ..": "layout key",
+    "duplicate metric names": "twice",
 }
 
 
@@ -466,6 +505,7 @@ def test_bad_export_folders_are_one_line_errors(mixed_zoo, tmp_path, case):
         import_zoo(src, str(tmp_path / "out.zarr"))
     msg = str(e.value)
     assert "\n" not in msg and EXPORT_CASES[case] in msg, msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]  # a failed import leaves nothing, not even a lock
 
 
 def test_cli_usage_errors_exit_2(tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -46,10 +47,14 @@ def test_damage_is_found_and_repair_then_build_restores_the_same_bits(built, tmp
         zoo.open(str(path)).weights([0, 1], checkpoint=None)
     assert zoo_main(["verify", str(path)]) == 1
     out = capsys.readouterr().out
-    assert "block 0" in out and "block 2" in out and "block 1" not in out
+    assert "block 0 (models [0])" in out and "block 2 (models 4..5)" in out and "block 1" not in out
     assert zoo_main(["verify", str(path), "--repair"]) == 0
+    assert "to restore them, run the same `zoo build` again" in capsys.readouterr().out
     df = zoo.open(str(path)).models
-    assert (df.status == "pending").sum() == 4 and df.status[[2, 3]].eq("done").all()
+    # the flipped byte takes model 0 only (its block-mate 1 reads back and stays); the missing metrics chunk is
+    # block 2's own, so both its models go
+    assert df.status[df.status == "pending"].index.tolist() == [0, 4, 5], df.status.tolist()
+    assert torch.equal(zoo.open(str(path)).weights([1], checkpoint=None), built.weights([1], checkpoint=None))
     rebuilt = build_zoo(str(path), *ARGS)
     assert (rebuilt.models.status == "done").all() and _same_bits(rebuilt, built)
     assert zoo_main(["verify", str(path)]) == 0
@@ -122,3 +127,35 @@ def test_a_missing_metrics_chunk_behind_an_fsspec_url_is_an_error_too():
     open_writer(url).mark_pending(key, 1)
     assert zoo.open(url).models.test_acc.isna().all()
     fs.rm(root, recursive=True)
+
+
+def test_a_flipped_bit_in_a_sample_zoo_resets_one_sample_and_says_how_to_resample(tmp_path, capsys):
+    """Issue 27: one flipped bit turned a whole block of 20 samples pending and advised a `zoo build` that cannot
+    make samples. Now the 19 intact samples stay, bit for bit, and the advice is `zoo sample` with the recorded
+    run and seed."""
+    from zoo.arch import arch_spec, build_model
+    from zoo.layout import layout_of
+    from zoo.store import create
+
+    spec = arch_spec("mlp", (64,), 10, 8, 1)
+    layout = layout_of(build_model(spec), spec)
+    n = 20
+    table = pd.DataFrame({"layout": [layout.key()] * n, "sample_seed": list(range(n))})
+    attrs = {"generator": {"name": "dwf", "run": "data/runs/dwf", "seed": 7, "condition": None}}
+    w = create(str(tmp_path / "s.zarr"), table, {layout.key(): layout}, [0], ["test_acc"], attrs=attrs)
+    weights = torch.randn(n, 1, layout.size, generator=torch.Generator().manual_seed(0))
+    w.write(list(range(n)), weights, torch.rand(n, 1, 1, dtype=torch.float64))
+    shard = tmp_path / "s.zarr" / "layouts" / layout.key() / "weights" / "c" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[layout.size * 4 * 5 + 17] ^= 0x01  # one bit of one sample's chunk (chunks are stored in row order)
+    shard.write_bytes(bytes(data))
+    assert zoo_main(["verify", str(tmp_path / "s.zarr"), "--repair"]) == 0
+    out = capsys.readouterr().out
+    assert "repaired: 1 models marked pending" in out, out
+    assert "zoo sample data/runs/dwf -n 20 --seed 7 --out" in out, out
+    z = zoo.open(str(tmp_path / "s.zarr"))
+    pending = z.models.index[z.models.status == "pending"].tolist()
+    assert len(pending) == 1
+    intact = [i for i in range(n) if i not in pending]
+    assert torch.equal(z.weights(intact), weights[intact, 0])  # the other 19 samples, bit for bit
+    assert zoo_main(["verify", str(tmp_path / "s.zarr")]) == 0
