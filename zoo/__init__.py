@@ -6,6 +6,7 @@ from zoo.arch import arch_spec, build_model
 from zoo.datasets import Dataset, load_dataset
 from zoo.errors import ZooError
 from zoo.evaluate import evaluate, predict, recalibrate_bn
+from zoo.inr import render
 from zoo.layout import Layout, layout_of
 from zoo.store import Zoo, ZooWriter, create, open, open_writer
 from zoo.training.build import build
@@ -24,6 +25,7 @@ __all__ = [
     "evaluate",
     "predict",
     "recalibrate_bn",
+    "render",
     "create",
     "open_writer",
     "ZooWriter",
