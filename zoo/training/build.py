@@ -51,6 +51,7 @@ RECIPE: dict[str, Rule] = {
     "w0": optional(number(float, 0, low_open=True)),  # siren: the first layer's frequency (zoo.arch; 30)
     "w0_hidden": optional(number(float, 0, low_open=True)),  # siren: the hidden layers' frequency (30)
     "validation_fraction": optional(number(float, 0, 1)),  # kind: inr: training images kept for validation
+    "shared_init": optional(typed(bool, "true or false")),  # kind: inr: every INR starts from one initialization
     "max_images": optional(number(int, 3)),  # kind: inr: about this many images (quick zoos; zoo.inr)
     "activation": typed(str, "an activation name"),
     "batchnorm": typed(bool, "true or false"),

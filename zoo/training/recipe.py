@@ -382,7 +382,8 @@ def _make_inr_plan(
                 learning_rate=lr,
                 batch_size=bs,
                 weight_decay=wd,
-                seed=seed_base + model_id,  # its own init and pixel order: every INR differs, as in the INR sets
+                # its own init and pixel order, or (shared_init) one initialization for every INR
+                seed=seed_base if recipe.get("shared_init") else seed_base + model_id,
                 layout=key,
                 row=model_id,
                 population=pop_of[model_id],
