@@ -208,8 +208,8 @@ class WeightDataModule(L.LightningDataModule):
         models = self.zoo.models
         if "split" in models:
             stored = dict(zip(models["model_id"].astype(int), models["split"].astype(str)))
-            names = {"train": "train", "validation": "val", "val": "val", "test": "test"}
-            out = {int(i): names.get(stored[int(i)], "") for i in ids}
+            known = {"train": "train", "validation": "val", "val": "val", "test": "test"}
+            out = {int(i): known.get(stored[int(i)], "") for i in ids}
             bad = sorted({stored[i] for i, v in out.items() if not v})
             if bad:
                 raise ZooError(f"the zoo's split column has values {bad[:3]}; expected train, validation or test")
