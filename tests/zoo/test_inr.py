@@ -11,6 +11,7 @@ import torch
 import zoo
 from tests.conftest import build_zoo
 from zoo.arch import arch_spec, build_model
+from zoo.commands.info import main as info_main
 from zoo.errors import ZooError
 from zoo.inr import coordinate_grid, image_grid, render, render_weights
 from zoo.layout import layout_of
@@ -153,5 +154,8 @@ def test_inr_zoo_builds_records_splits_and_renders(tmp_path) -> None:
     assert ((images - originals) ** 2).mean() < 10 ** (-25 / 10)
     grid = image_grid(images, columns=2)
     assert grid.dtype == np.uint8 and grid.shape == (2 * 9 + 1, 2 * 9 + 1)
+    png = tmp_path / "grid.png"
+    assert info_main([z.path, "--render", str(png), "--count", "5"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ZooError, match="no INRs"):
         render(build_zoo(str(tmp_path / "tiny.zarr")), [0])
