@@ -7,6 +7,8 @@ in this fixed order (mixup first, so a mix made in re-based coordinates is then 
                                    aligned (both re-based: the store's canonical weights when present,
                                    else the partner weight-matched to the sample)
   permute:  {p}                    random hidden-unit permutation (function-preserving)
+  sign_flip: {p}                   each unit with an odd activation (sine networks, INRs) flips sign with
+                                   probability 1/2 (function-preserving; no-op for other networks)
   noise:    {p, scale}             w + scale * std(tensor) * N(0, 1), std per model and tensor
   dropout:  {p, rate}              zero each weight with probability ``rate``
   sparsify: {p, fraction}          zero the ``fraction`` smallest-magnitude weights of each tensor
@@ -21,11 +23,12 @@ import numpy as np
 import torch
 
 from wsl.space import WeightSpace
-from wsl.symmetry import align_to, permute
+from wsl.symmetry import align_to, flip_signs, permute
 from zoo.errors import ZooError
 
 DEFAULTS: dict[str, dict] = {
     "permute": {"p": 0.0},
+    "sign_flip": {"p": 0.0},
     "noise": {"p": 0.0, "scale": 0.05},
     "dropout": {"p": 0.0, "rate": 0.05},
     "sparsify": {"p": 0.0, "fraction": 0.2},
@@ -172,6 +175,9 @@ class Augmenter:
         if c["permute"]["p"] > 0:
             rows = self._rows(n, float(c["permute"]["p"]))
             w = torch.where(rows[:, None], permute(self.space, w, layout, self.generator), w)
+        if c["sign_flip"]["p"] > 0:
+            rows = self._rows(n, float(c["sign_flip"]["p"]))
+            w = torch.where(rows[:, None], flip_signs(self.space, w, layout, self.generator), w)
         if c["noise"]["p"] > 0:
             rows = self._rows(n, float(c["noise"]["p"]))
             w = torch.where(rows[:, None], self._noise(w, mask), w)

@@ -253,7 +253,20 @@ class WeightDataModule(L.LightningDataModule):
         return select_samples(self.zoo, self.target, self.checkpoints, self.query)
 
     def _split_ids(self, ids: np.ndarray) -> dict[int, str]:
+        """Model id -> train | val | test: the zoo's stored ``split`` column when it has one (INR zoos: fixed
+        by image, zoo.inr), else a ``seed``-shuffled cut by ``split`` fractions."""
         ids = np.unique(ids)
+        models = self.zoo.models
+        if "split" in models:
+            stored = dict(zip(models["model_id"].astype(int), models["split"].astype(str)))
+            known = {"train": "train", "validation": "val", "val": "val", "test": "test"}
+            out = {int(i): known.get(stored[int(i)], "") for i in ids}
+            bad = sorted({stored[i] for i, v in out.items() if not v})
+            if bad:
+                raise ZooError(f"the zoo's split column has values {bad[:3]}; expected train, validation or test")
+            if not any(v == "train" for v in out.values()):
+                raise ZooError("the zoo's stored split leaves no training models in this selection")
+            return out
         if len(ids) < 3:
             raise ZooError(f"need at least 3 models to split into train/val/test, the selection has {len(ids)}")
         perm = np.random.default_rng(self.seed).permutation(ids)

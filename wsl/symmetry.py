@@ -3,7 +3,8 @@
 Permutations are drawn (``random_perms``) or weight-matched (the batched matcher ``match_pairs``) on each
 layout's own traced ``PermutationSpec`` over its real units, padded units map to themselves, and
 rebasin's ``permute_present`` applies them to the padded tensors of the whole batch at once; so every
-permutation preserves each network's function and padding stays padding.
+permutation preserves each network's function and padding stays padding. Sign flips of units with an odd
+activation (sine networks) are drawn on the same specs (``flip_signs``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from wsl.space import WeightSpace
 from zoo.rebasin.apply import Perms, permute_present, random_perms
 from zoo.rebasin.matching import match_pairs
+from zoo.rebasin.signs import random_signs
 from zoo.rebasin.spec import PermutationSpec
 
 
@@ -44,6 +46,32 @@ def permute(
     """[n, P] -> [n, P]: a uniform random function-preserving hidden-unit permutation of every network."""
     perms = _padded(space, layout_index, lambda k, spec, rows: random_perms(spec, generator, len(rows)))
     return apply_permutations(space, weights, perms)
+
+
+def flip_signs(
+    space: WeightSpace, weights: torch.Tensor, layout_index: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """[n, P] -> [n, P]: each sign-symmetric unit (odd activation: sine networks; ``PermutationSpec.signs``) of
+    every network flipped with probability 1/2 (incoming weights, bias, outgoing weights): the same functions.
+    Layouts without sign groups, and padded units, are left as they are."""
+    n = len(layout_index)
+    signs = {g: torch.ones(n, size) for g, size in space.group_sizes().items()}
+    for k in layout_index.unique().tolist():
+        rows = (layout_index == k).nonzero().flatten().cpu()
+        for g, s in random_signs(space.spec(k), generator, len(rows)).items():
+            signs[g][rows, : s.shape[1]] = s
+    spec = space.spec(0)
+    views = {s.name: space.view(weights, s.name) for s in space.slots}
+    out = []
+    for slot in space.slots:
+        t = views[slot.name]
+        for axis, group in enumerate(spec.axes[slot.name]):
+            if group is not None:
+                view = [n] + [1] * (t.ndim - 1)
+                view[axis + 1] = signs[group].shape[1]
+                t = t * signs[group].to(t.device, t.dtype).view(view)
+        out.append(t.reshape(n, -1))
+    return torch.cat(out, dim=1)
 
 
 def align_to(

@@ -8,6 +8,8 @@ group ``task`` (``task=test_accuracy``) names one of:
                       with ``regression: true`` regression on the column's value (``log: true``: its log10),
                       for drawn continuous hyperparameters (recipe.hparams: learning_rate, dropout, ...)
   phase               classification: the ``phase`` column of the zoo's ``landscape`` table
+  label               classification: the ``label`` column of the models table (INR zoos: the digit an INR
+                      draws; zoo.inr), split by the zoo's stored ``split`` column (wsl.data)
 Regression reports Kendall tau, R2 and MSE; classification reports accuracy.
 """
 
@@ -24,7 +26,7 @@ import torch
 from zoo import Zoo
 from zoo.errors import ZooError
 
-TARGETS = ("test_accuracy", "generalization_gap", "hyperparameter", "phase")
+TARGETS = ("test_accuracy", "generalization_gap", "hyperparameter", "phase", "label")
 
 
 @dataclass
@@ -68,6 +70,8 @@ def target_spec(cfg: str | Mapping) -> TargetSpec:
             raise ZooError("task hyperparameter: log=true needs regression=true (a log of class labels means nothing)")
         kind = "regression" if d.get("regression") else "classification"
         return TargetSpec(name, kind, str(d["column"]), log=bool(d.get("log")))
+    if name == "label":
+        return TargetSpec(name, "classification", "label")
     return TargetSpec(name, "classification" if name == "phase" else "regression")
 
 
@@ -121,8 +125,10 @@ def targets(z: Zoo, spec: TargetSpec, samples: pd.DataFrame) -> pd.DataFrame:
         else:
             col = spec.column
             if col not in z.models:
+                hint = " (build an INR zoo: a kind: inr recipe)" if spec.name == "label" else ""
                 raise ZooError(
-                    f"task hyperparameter: the models table has no column {col!r}; columns: {sorted(z.models.columns)}"
+                    f"task {spec.name}: the models table has no column {col!r}{hint}; columns:"
+                    f" {sorted(z.models.columns)}"
                 )
             values = z.models[["model_id", col]]
         out = samples.merge(values, on="model_id", how="left")

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and editors
     from zoo.arch import arch_spec, build_model
     from zoo.datasets import Dataset, load_dataset
     from zoo.evaluate import evaluate, predict, recalibrate_bn
+    from zoo.inr import render
     from zoo.layout import Layout, layout_of
     from zoo.store import Zoo, ZooWriter, create, open, open_writer
     from zoo.training.build import build
@@ -36,6 +37,7 @@ _LAZY = {
     "evaluate": "zoo.evaluate",
     "predict": "zoo.evaluate",
     "recalibrate_bn": "zoo.evaluate",
+    "render": "zoo.inr",
     "Layout": "zoo.layout",
     "layout_of": "zoo.layout",
     "Zoo": "zoo.store",
@@ -53,6 +55,7 @@ _SUBMODULES = {
     "datasets",
     "evaluate",
     "forward",
+    "inr",
     "lazy",
     "landscape",
     "layout",
@@ -80,6 +83,7 @@ __all__ = [
     "evaluate",
     "predict",
     "recalibrate_bn",
+    "render",
     "create",
     "open_writer",
     "ZooWriter",

@@ -1,15 +1,19 @@
 """Zoo architectures, built from a plain spec dict so a store can rebuild any member.
 
-Spec keys: ``name`` (mlp | cnn | resnet), ``input_shape``, ``num_outputs``, ``width``, ``depth``,
+Spec keys: ``name`` (mlp | cnn | resnet | siren), ``input_shape``, ``num_outputs``, ``width``, ``depth``,
 ``activation`` and, for cnn, ``batchnorm`` and ``kernel_size``, plus three cnn keys that are present only
 when they differ from their default, so every spec written before them rebuilds the same module and layout:
 ``stride`` (default 1), ``padding`` (``same``, the default: kernel_size // 2 on each side; ``valid``: none, as
-Keras' default) and ``dropout`` (true: a :class:`MaskedDropout` after every activation). Module and attribute
-names are part of the stored layout and of the permutation specs derived from modules, so keep them stable.
+Keras' default) and ``dropout`` (true: a :class:`MaskedDropout` after every activation). A siren (an implicit
+neural representation: coordinates -> values) adds ``w0`` (the first layer's frequency, 30 as in Sitzmann et al.
+2020) and ``w0_hidden`` (the hidden layers', 30 as in their code); its ``activation`` is always ``sine``. Module
+and attribute names are part of the stored layout and of the permutation specs derived from modules, so keep
+them stable.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -26,7 +30,7 @@ ACTIVATIONS = {
     "elu": nn.ELU,
 }
 PADDINGS = ("same", "valid")
-ARCHITECTURES = ("mlp", "cnn", "resnet")
+ARCHITECTURES = ("mlp", "cnn", "resnet", "siren")
 
 
 def _activation(name: str) -> nn.Module:
@@ -50,6 +54,47 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x.flatten(1))
+
+
+class Sine(nn.Module):
+    """``sin(w0 * x)``: SIREN's activation. Odd, so flipping a unit's sign in and out preserves the function."""
+
+    def __init__(self, w0: float = 30.0):
+        super().__init__()
+        self.w0 = float(w0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.w0 * x)
+
+    def extra_repr(self) -> str:
+        return f"w0={self.w0}"
+
+
+class SIREN(MLP):
+    """A sine network (Sitzmann et al. 2020): ``depth`` hidden Linear+Sine layers of ``width``, a Linear head.
+
+    The same module tree as :class:`MLP` (``layers.{i}``), so the fused population forward, layouts and traced
+    permutation specs treat it alike. Initialization (under the global torch RNG, as every family's): first
+    layer weights U(-1/in, 1/in), later hidden and head weights U(-sqrt(6/in)/w0_hidden, sqrt(6/in)/w0_hidden),
+    biases PyTorch's default U(-1/sqrt(in), 1/sqrt(in)) as in the authors' code.
+    """
+
+    def __init__(
+        self, in_features: int, num_outputs: int, width: int, depth: int, w0: float = 30.0, w0_hidden: float = 30.0
+    ):
+        nn.Module.__init__(self)
+        layers: list[nn.Module] = []
+        d = in_features
+        for i in range(depth):
+            layers += [nn.Linear(d, width), Sine(w0 if i == 0 else w0_hidden)]
+            d = width
+        layers.append(nn.Linear(d, num_outputs))
+        self.layers = nn.Sequential(*layers)
+        with torch.no_grad():
+            for i, layer in enumerate(m for m in layers if isinstance(m, nn.Linear)):
+                fan_in = layer.weight.shape[1]
+                bound = 1.0 / fan_in if i == 0 and depth > 0 else math.sqrt(6.0 / fan_in) / float(w0_hidden)
+                layer.weight.uniform_(-bound, bound)
 
 
 class MaskedDropout(nn.Module):
@@ -153,6 +198,8 @@ def arch_spec(
     stride: int = 1,
     padding: str = "same",
     dropout: bool = False,
+    w0: float = 30.0,
+    w0_hidden: float = 30.0,
 ) -> dict:
     """Normalized spec dict (only the keys the architecture uses), as stored in layouts. The cnn keys ``stride``,
     ``padding`` and ``dropout`` are written only when they differ from their defaults (1, same, false), so the
@@ -163,8 +210,10 @@ def arch_spec(
         "num_outputs": int(num_outputs),
         "width": int(width),
         "depth": int(depth),
-        "activation": activation,
+        "activation": "sine" if name == "siren" else activation,
     }
+    if name == "siren":
+        spec.update(w0=float(w0), w0_hidden=float(w0_hidden))
     if name == "cnn":
         spec.update(batchnorm=bool(batchnorm), kernel_size=int(kernel_size))
         if int(stride) != 1:
@@ -183,12 +232,18 @@ def build_model(spec: Mapping) -> nn.Module:
         raise ZooError(f"unknown architecture {name!r}; choose one of {list(ARCHITECTURES)}")
     shape = list(spec["input_shape"])
     width, depth, act = int(spec["width"]), int(spec["depth"]), spec.get("activation", "relu")
-    if width < 1 or depth < (0 if name == "mlp" else 1):
-        raise ZooError(f"{name}: width must be >= 1 and depth >= {0 if name == 'mlp' else 1}, got {width}, {depth}")
-    if name == "mlp":
+    low = 0 if name in ("mlp", "siren") else 1
+    if width < 1 or depth < low:
+        raise ZooError(f"{name}: width must be >= 1 and depth >= {low}, got {width}, {depth}")
+    if name in ("mlp", "siren"):
         n_in = 1
         for s in shape:
             n_in *= int(s)
+        if name == "siren":
+            w0, w0_hidden = float(spec.get("w0", 30.0)), float(spec.get("w0_hidden", 30.0))
+            if not (math.isfinite(w0) and math.isfinite(w0_hidden) and w0 > 0 and w0_hidden > 0):
+                raise ZooError(f"siren: w0 and w0_hidden must be positive and finite, got {w0}, {w0_hidden}")
+            return SIREN(n_in, int(spec["num_outputs"]), width, depth, w0, w0_hidden)
         return MLP(n_in, int(spec["num_outputs"]), width, depth, act)
     if len(shape) != 3:
         raise ZooError(

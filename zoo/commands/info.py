@@ -1,10 +1,13 @@
-"""``zoo info PATH [--json]``: what a zoo holds, without reading any weights."""
+"""``zoo info PATH [--json] [--render PNG [--count N]]``: what a zoo holds, without reading any weights; for an
+INR zoo, ``--render`` writes a PNG grid of the images its first N finished INRs draw (zoo.inr)."""
 
 from __future__ import annotations
 
 import json
 
 from zoo.app.args import ArgumentParser, parse
+from zoo.errors import ZooError
+from zoo.inr import image_grid, render, write_png
 from zoo.store import open as open_zoo
 from zoo.store import summarize
 
@@ -23,10 +26,22 @@ def main(argv: list[str]) -> int:
     parser = ArgumentParser(prog="zoo info", description="summarize a zoo")
     parser.add_argument("path")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--render", metavar="PNG", help="INR zoos: write a PNG grid of the images the INRs draw")
+    parser.add_argument("--count", type=int, default=64, help="INRs in the --render grid (default 64)")
     args = parse(parser, argv)
     if args is None:
         return 0
-    s = summarize(open_zoo(args.path))
+    z = open_zoo(args.path)
+    s = summarize(z)
+    if args.render:
+        if args.count < 1:
+            raise ZooError(f"--count must be >= 1, got {args.count}")
+        models = z.models
+        ids = models.loc[models["status"] == "done", "model_id"].to_numpy()[: args.count]
+        if len(ids) == 0:
+            raise ZooError(f"{args.path} has no finished models to render")
+        write_png(args.render, image_grid(render(z, ids.tolist()), columns=16))
+        print(f"wrote {args.render}: the images of INRs {ids[0]}..{ids[-1]} ({len(ids)})")
     if args.json:
         print(json.dumps(s))
         return 0

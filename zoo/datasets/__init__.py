@@ -23,6 +23,7 @@ import os
 from zoo.datasets.base import (
     ALL_METRICS,
     CLASSIFICATION_METRICS,
+    INR_METRICS,
     MAX_CLASSES,
     REGRESSION_METRICS,
     Arrays,
@@ -60,6 +61,7 @@ __all__ = [
     "MAKE_CLASSIFICATION_SHAPE",
     "MAX_CLASSES",
     "REGRESSION_METRICS",
+    "INR_METRICS",
     "TEST_FRACTION",
     "Arrays",
     "Dataset",

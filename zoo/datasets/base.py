@@ -15,13 +15,18 @@ from zoo.errors import ZooError
 # and every writer of samples use these): regression has no accuracy, so it reports R^2, named as such.
 CLASSIFICATION_METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
 REGRESSION_METRICS = ("train_loss", "test_loss", "train_r2", "test_r2")
-ALL_METRICS = tuple(dict.fromkeys(CLASSIFICATION_METRICS + REGRESSION_METRICS))
+# an INR (zoo.inr) is fitted to all pixels of its one image: its fit error and PSNR (peak 1), no held-out data
+INR_METRICS = ("mse", "psnr")
+ALL_METRICS = tuple(dict.fromkeys(CLASSIFICATION_METRICS + REGRESSION_METRICS + INR_METRICS))
 
 MAX_CLASSES = 100_000  # a label beyond this is a data error, not a 10^9-way classifier
 
 
 def metric_names(kind: str) -> tuple[str, ...]:
-    """The metrics a zoo of models trained on a dataset of this kind ("classification" | "regression") stores."""
+    """The metrics a zoo of models trained on a dataset of this kind ("classification" | "regression" | "inr")
+    stores."""
+    if kind == "inr":
+        return INR_METRICS
     return REGRESSION_METRICS if kind == "regression" else CLASSIFICATION_METRICS
 
 

@@ -31,6 +31,7 @@ from zoo.errors import ZooError
 from zoo.rebasin.apply import permute_flat
 from zoo.rebasin.matching import MatchResult, match_population
 from zoo.rebasin.report import batched_l2, batched_singular_agreement, loss_barriers
+from zoo.rebasin.signs import canonicalize_signs_flat
 from zoo.rebasin.spec import spec_for_layout
 from zoo.store import Zoo, open_writer
 
@@ -188,7 +189,7 @@ def _align_group(
     spec = spec_for_layout(layout)
     ids = [int(i) for i in members["model_id"]]
     last = members["last_checkpoint"].to_numpy()
-    R = z.weights([ref_id], checkpoint=None)[0]  # [C, P]
+    R = _signs_canonical(spec, layout, z.weights([ref_id], checkpoint=None))[0]  # [C, P]
     c_rep = ckpts[-1]
     candidates = [i for i in np.flatnonzero(last >= c_rep) if ids[i] != ref_id]
     rng = np.random.default_rng(seed)
@@ -253,7 +254,7 @@ def _align_chunk(
     data,
     bar: Progress | None = None,
 ):
-    W = z.weights(ids, checkpoint=None)  # [n, C, P], NaN after a divergence
+    W = _signs_canonical(spec, layout, z.weights(ids, checkpoint=None))  # [n, C, P], NaN after a divergence
     out = W.clone()
     n_ckpt = W.shape[1]
     passes = np.zeros(len(ids), dtype=np.int64)
@@ -287,6 +288,14 @@ def _align_chunk(
     return _report(spec, layout, ids, ckpts[-1], W, out, R, last, passes, sample, data)
 
 
+def _signs_canonical(spec, layout, W: torch.Tensor) -> torch.Tensor:
+    """[n, C, P] weights with every sign-symmetric unit (sine networks) at its canonical sign, per checkpoint:
+    matching then only has permutations left to resolve (zoo.rebasin.signs)."""
+    if not spec.signs:
+        return W
+    return torch.stack([canonicalize_signs_flat(spec, layout, W[:, c]) for c in range(W.shape[1])], dim=1)
+
+
 def _match(spec, layout, ref_flat, flat, seed, restarts, max_iter):
     ref = layout.unflatten(ref_flat)
     return match_population(spec, ref, layout.unflatten_batch(flat), seed=seed, restarts=restarts, max_iter=max_iter)
@@ -304,6 +313,8 @@ def align_flat(
             f"{tuple(reference.shape)}"
         )
     spec = spec_for_layout(layout)
+    reference = canonicalize_signs_flat(spec, layout, reference[None])[0]
+    weights = canonicalize_signs_flat(spec, layout, weights)
     res = _match(spec, layout, reference, weights, seed, restarts, max_iter)
     return permute_flat(spec, layout, weights, res.perms), res
 

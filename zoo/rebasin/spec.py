@@ -6,6 +6,11 @@ permutation group of its channel axis. Linear/Conv layers read their input group
 group; a residual ``+`` merges the groups of its operands (union-find), so a residual stream shares
 one permutation from the first layer through every block to the classifier input. The network's input
 and output are fixed, so the first layer's input axis and the last layer's output axis are never permuted.
+The pass also finds the groups with a SIGN symmetry: units whose only nonlinearity is an odd one (``zoo.arch.Sine``:
+sin(-x) = -sin(x)) keep the network's function when their incoming weights, bias and outgoing weights all flip
+sign (``PermutationSpec.signs``; zoo.rebasin.signs applies, draws and canonicalizes them). tanh is odd too but is
+left out, so the aligned weights of existing tanh zoos keep their bits; a unit fed to BatchNorm, a residual sum,
+a flatten, or any other nonlinearity has no sign symmetry here.
 The same pass records the neuron graph (``graph.NeuronGraph``: which tensor maps which node set to which,
 BatchNorms, residual skips) that weight-space models read, so both share one source of truth.
 """
@@ -22,6 +27,7 @@ import torch.fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from zoo.arch import Sine
 from zoo.errors import ZooError
 from zoo.rebasin.graph import BN_FIELDS, NeuronGraph, NeuronLayer, NodeSet, Norm
 
@@ -48,7 +54,10 @@ _ELEMENTWISE = (
     nn.Hardsigmoid,
     nn.CELU,
     nn.SELU,
+    Sine,
 )
+_ODD = (Sine,)  # activations whose units have the sign symmetry (module docstring)
+_SIGN_NEUTRAL = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)  # linear: keep a sign symmetry
 _POOLS = (
     nn.AdaptiveAvgPool1d,
     nn.AdaptiveAvgPool2d,
@@ -104,6 +113,7 @@ class PermutationSpec:
     matched: tuple[str, ...]
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     graph: NeuronGraph | None = None
+    signs: tuple[str, ...] = ()  # groups whose units may flip sign (odd activations only; module docstring)
 
     @property
     def groups(self) -> list[str]:
@@ -240,6 +250,13 @@ def _example_input(module: nn.Module) -> torch.Tensor:
     )
 
 
+class _Tracer(torch.fx.Tracer):
+    """torch.fx's tracer with zoo.arch's own activation modules kept as leaves (their rules are above)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, Sine) or super().is_leaf_module(m, module_qualified_name)
+
+
 def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = None) -> PermutationSpec:
     """Derive the permutation spec of ``module`` from its traced forward pass.
 
@@ -248,7 +265,7 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
     """
     model = copy.deepcopy(module).eval()
     try:
-        gm = torch.fx.symbolic_trace(model)
+        gm = torch.fx.GraphModule(model, _Tracer().trace(model))
     except Exception as e:  # tracing failures are arbitrary Python errors from user forward code
         raise ZooError(f"cannot trace {type(module).__name__} to derive its permutation spec: {e}") from e
     x = _example_input(model) if example_input is None else example_input
@@ -263,6 +280,8 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
     axes: dict[str, list[int | None]] = {}
     out_group: dict[str, int] = {}  # module target -> group of its output (shared when a module is reused)
     rec = _GraphRecorder()
+    odd: set[int] = set()  # groups an odd activation reads
+    not_odd: set[int] = set()  # groups something without the sign symmetry reads
 
     def shape(node) -> tuple[int, ...]:
         meta = node.meta.get("tensor_meta")
@@ -336,6 +355,7 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
                 val[node.name] = g_out
                 rec.layer(node.name, src.name, p, m, g_out)
             elif isinstance(m, _NORMS):
+                not_odd.add(g_in)
                 for t in BN_FIELDS:
                     if getattr(m, t, None) is not None:
                         assign(f"{p}.{t}", 0, g_in, 1, p)
@@ -344,9 +364,14 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
                 val[node.name] = g_in
                 rec.norm(node.name, src.name, p, m)
             elif isinstance(m, _ELEMENTWISE + _POOLS):
+                if isinstance(m, _ODD):
+                    odd.add(g_in)
+                elif not isinstance(m, _SIGN_NEUTRAL):
+                    not_odd.add(g_in)
                 val[node.name] = g_in
                 rec.keep(node.name, src.name)
             elif isinstance(m, nn.Flatten):
+                not_odd.add(g_in)
                 val[node.name] = flatten(node, src, m.start_dim)
                 rec.keep(node.name, src.name)
             else:
@@ -356,6 +381,7 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
             t = node.target
             if t in _SHAPE_QUERIES:  # x.size(0), x.shape, x.dim(): plain numbers, no channels
                 continue
+            not_odd.update(val[a.name] for a in tensors)  # no function here keeps a sign symmetry
             if not tensors:
                 raise ZooError(f"unsupported operation {getattr(t, '__name__', t)!r} (node {node.name!r})")
             if t in _ADD_FUNCS or t in ("add", "add_", "__add__"):
@@ -404,7 +430,10 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
     matched = tuple(k for k in state if k in params)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     graph = rec.build(lambda g: None if uf.find(g) == FIXED else names[uf.find(g)])
-    return PermutationSpec(sizes, out_axes, matched, shapes, graph)
+    bad = {uf.find(g) for g in not_odd}
+    signed = {uf.find(g) for g in odd} - bad - {FIXED}
+    signs = tuple(names[r] for r in sorted(signed, key=lambda r: list(names).index(r)) if r in names)
+    return PermutationSpec(sizes, out_axes, matched, shapes, graph, signs)
 
 
 def spec_for_layout(layout) -> PermutationSpec:

@@ -396,7 +396,7 @@ def summarize(z: Zoo) -> dict:
     """The numbers ``zoo info`` prints: models by status, layouts, checkpoints, accuracy range."""
     df = z.models
     counts = df["status"].value_counts()
-    score = "test_acc" if "test_acc" in df else ("test_r2" if "test_r2" in df else None)
+    score = next((c for c in ("test_acc", "test_r2", "psnr") if c in df), None)  # psnr: INR zoos (zoo.inr)
     values = df.loc[df["status"] != "pending", score].dropna() if score else pd.Series(dtype=float)
     layouts = {
         k: {"models": int((df["layout"] == k).sum()), "parameters": int(v.size), "arch": v.arch.get("name")}

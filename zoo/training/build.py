@@ -24,6 +24,7 @@ from zoo.app.checks import Rule, check, list_of, number, one_of, optional, typed
 from zoo.app.progress import Progress
 from zoo.datasets import Dataset, metric_names
 from zoo.errors import ZooError
+from zoo.inr import grid_dataset, inr_images
 from zoo.landscape.compute import compute_landscape, resolve_config
 from zoo.store.lock import writing
 from zoo.store.writer import DEFAULT_BLOCK_SIZE
@@ -46,7 +47,12 @@ RECIPE: dict[str, Rule] = {
     "datasets": optional(list_of(typed(str, "dataset names or patterns"))),
     "held_out": optional(_dataset_names),
     "task_seed": number(int),
-    "arch": one_of("mlp", "cnn", "resnet"),
+    "arch": one_of("mlp", "cnn", "resnet", "siren"),
+    "w0": optional(number(float, 0, low_open=True)),  # siren: the first layer's frequency (zoo.arch; 30)
+    "w0_hidden": optional(number(float, 0, low_open=True)),  # siren: the hidden layers' frequency (30)
+    "validation_fraction": optional(number(float, 0, 1)),  # kind: inr: training images kept for validation
+    "shared_init": optional(typed(bool, "true or false")),  # kind: inr: every INR starts from one initialization
+    "max_images": optional(number(int, 3)),  # kind: inr: about this many images (quick zoos; zoo.inr)
     "activation": typed(str, "an activation name"),
     "batchnorm": typed(bool, "true or false"),
     "kernel_size": number(int, 1),
@@ -66,7 +72,9 @@ RECIPE: dict[str, Rule] = {
     "epochs": number(int, 0),
     "checkpoint_epochs": list_of(number(int, 0), sorted_unique=True),
     "landscape": optional(typed(Mapping, "a mapping of landscape settings")),
-    "kind": optional(one_of("grid", "trajectory")),  # zoo.trajectory: full-data training, then nested stages
+    "kind": optional(
+        one_of("grid", "trajectory", "inr")
+    ),  # inr: one SIREN per image (zoo.inr)  # zoo.trajectory: full-data training, then nested stages
     "stages": optional(number(int, 1)),
     "stage_epochs": optional(number(int, 1)),
     "sample_hparams": optional(typed(bool, "true or false")),  # draw lr and batch size per model (zoo.recipe)
@@ -159,6 +167,7 @@ def create_store(
             "versions": _versions(),
             "producer": "zoo build",
             **({"trajectory": traj} if traj else {}),
+            **({"inr": _inr_attrs(recipe, data)} if recipe.get("kind") == "inr" else {}),
         },
         datasets=list(dataset.values()) if isinstance(dataset, Mapping) else [dataset],
         overwrite=True,
@@ -166,8 +175,26 @@ def create_store(
     )
 
 
-def _metric_names(dataset: Dataset) -> list[str]:
-    return list(metric_names(dataset.kind))
+def _metric_names(dataset: Dataset, recipe: Mapping) -> list[str]:
+    return list(metric_names("inr" if recipe.get("kind") == "inr" else dataset.kind))
+
+
+def _inr_attrs(recipe: Mapping, data: Mapping[str, Dataset]) -> dict:
+    """The ``inr`` attribute of an INR zoo: what renders its models without the dataset (zoo.inr)."""
+    source = next(iter(data.values()))
+    return {
+        "image_shape": [int(s) for s in source.X_train.shape[2:]],
+        "dataset": source.key,
+        "validation_fraction": float(recipe.get("validation_fraction", 0.1)),
+        "coordinates": "row-major (row, column) in [-1, 1]",
+        "peak": 1.0,
+    }
+
+
+def _inr_data(recipe: Mapping, source: Dataset) -> tuple[Dataset, torch.Tensor]:
+    """An INR recipe's shared coordinate grid and every image's intensities [n_images, H * W, 1] (zoo.inr)."""
+    images = inr_images(source, float(recipe.get("validation_fraction", 0.1)), int(recipe.get("task_seed", 0)))
+    return grid_dataset(source, images.shape), images.pixels  # every image: models index it by ``image``
 
 
 def make_build_plan(cfg: Mapping, dataset: Dataset | Mapping[str, Dataset]) -> Plan:
@@ -215,7 +242,7 @@ def prepare(cfg: Mapping) -> tuple[str, Plan, dict[str, Dataset], list[int]]:
                     " a new out="
                 )
     else:  # nothing there, or a creation that was interrupted (nothing of value inside): start again
-        create_store(path, cfg, plan, datasets, _metric_names(next(iter(datasets.values()))))
+        create_store(path, cfg, plan, datasets, _metric_names(next(iter(datasets.values())), recipe))
     status = zstore.open(path).models["status"].to_numpy()
     pending = [
         u for u, pops in enumerate(plan.units) if any((status[plan.populations[p]] == "pending").any() for p in pops)
@@ -224,10 +251,15 @@ def prepare(cfg: Mapping) -> tuple[str, Plan, dict[str, Dataset], list[int]]:
 
 
 def population_dataset(plan: Plan, index: int, dataset: Dataset | Mapping[str, Dataset]) -> Dataset:
-    """The dataset population ``index`` trains on (a population never mixes datasets)."""
+    """The dataset population ``index`` trains on (a population never mixes datasets); an INR population's is its
+    source's coordinate grid."""
     if not isinstance(dataset, Mapping):
-        return dataset
-    return dataset[plan.models[plan.populations[index][0]].dataset]
+        source = dataset
+    else:
+        source = dataset[plan.models[plan.populations[index][0]].dataset]
+    if plan.models[plan.populations[index][0]].image >= 0:
+        return grid_dataset(source, source.X_train.shape[2:])
+    return source
 
 
 def population_spec(
@@ -242,6 +274,13 @@ def population_spec(
     if "train_fraction" in drawn and dataset is None:
         raise ZooError("recipe.hparams.train_fraction: population_spec needs the dataset to draw training subsets")
     n_train = len(population_dataset(plan, index, dataset).X_train) if dataset is not None else 0
+    targets = None
+    if recipe.get("kind") == "inr":
+        if dataset is None:
+            raise ZooError("a kind: inr population needs its dataset: population_spec(cfg, plan, index, dataset)")
+        source = dataset if not isinstance(dataset, Mapping) else dataset[models[0].dataset]
+        _, pixels = _inr_data(recipe, source)
+        targets = pixels[torch.tensor([m.image for m in models])]
     return PopulationSpec(
         template=layout.build(),
         layout=layout,
@@ -264,6 +303,7 @@ def population_spec(
         train_subsets=(
             [hp.train_subset(n_train, m.train_fraction, m.seed) for m in models] if "train_fraction" in drawn else []
         ),
+        targets=targets,
     )
 
 

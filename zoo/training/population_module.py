@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from zoo.arch import MaskedDropout
 from zoo.datasets import Dataset, metric_names
+from zoo.errors import ZooError
 from zoo.evaluate import split_metrics
 from zoo.forward import activation_floats_per_sample, output_shapes, population_forward
 from zoo.training.spec import LOG_EVERY, PopulationResult, PopulationSpec
@@ -85,6 +86,11 @@ class PopulationModule(L.LightningModule):
         self._stage_subsets: list[torch.Tensor] = []  # each model's subset in the current stage
         self._stage_steps: torch.Tensor | None = None  # [M] steps of each model in the current stage epoch
         self._stage_max = 0  # the population's longest
+        self._targets = spec.targets  # INRs: [M, N, K] per-model targets over the shared inputs (zoo.inr)
+        if self._targets is not None and (self._targets.shape[0] != m or self._targets.shape[1] != n_train):
+            raise ZooError(
+                f"INR targets of shape {tuple(self._targets.shape)} do not fit {m} models over {n_train} inputs"
+            )
         self._frozen: tuple | None = None  # models sitting out this step, and their saved state
         act = activation_floats_per_sample(self.template, dataset.X_train)
         self._eval_chunk = max(1, spec.eval_memory_floats // (m * act))
@@ -116,6 +122,8 @@ class PopulationModule(L.LightningModule):
                 X_test=d.X_test.to(self.device),
                 y_test=d.y_test.to(self.device),
             )
+        if self._targets is not None:
+            self._targets = self._targets.to(self.device)
 
     # ------------------------------------------------------------------ functional pieces
     def _params(self) -> dict[str, torch.Tensor]:
@@ -156,15 +164,24 @@ class PopulationModule(L.LightningModule):
             n = len(self.dataset.X_train)
             self._perm = torch.stack([torch.randperm(n, generator=g) for g in self._generators])
         b = self.batch_size
-        idx = self._perm[:, batch_idx * b : (batch_idx + 1) * b].reshape(-1).to(self.dataset.X_train.device)
-        m = self._perm.shape[0]
-        x = self.dataset.X_train.index_select(0, idx).view(m, b, *self.dataset.X_train.shape[1:])
-        y = self.dataset.y_train.index_select(0, idx).view(m, b, *self.dataset.y_train.shape[1:])
+        shared = self._targets is not None and b == len(self.dataset.X_train)
+        if shared:  # INRs fitted full-batch: every model sees the whole grid, one shared input (order is moot)
+            assert self._targets is not None
+            x, y = self.dataset.X_train, self._targets
+        else:
+            rows = self._perm[:, batch_idx * b : (batch_idx + 1) * b].to(self.dataset.X_train.device)
+            idx = rows.reshape(-1)
+            m = self._perm.shape[0]
+            x = self.dataset.X_train.index_select(0, idx).view(m, b, *self.dataset.X_train.shape[1:])
+            if self._targets is not None:  # INRs on pixel batches: each model's own intensities at its pixels
+                y = torch.gather(self._targets, 1, rows.unsqueeze(-1).expand(-1, -1, self._targets.shape[2]))
+            else:
+                y = self.dataset.y_train.index_select(0, idx).view(m, b, *self.dataset.y_train.shape[1:])
         self.template.train()
         buffers = self._buffers_stacked
         if self._dropouts:
             buffers = {**buffers, **self._dropout_masks(b)}
-        out = self._forward(self._params(), buffers, x, shared_input=False, training=True)
+        out = self._forward(self._params(), buffers, x, shared_input=shared, training=True)
         loss = self._per_model_loss(out, y)
         finite = torch.isfinite(loss).detach()
         newly = self.active & ~finite
@@ -331,6 +348,10 @@ class PopulationModule(L.LightningModule):
         self.template.eval()
         params = {k: v.detach() for k, v in self._params().items()}
         kind = self.dataset.kind
+        if self._targets is not None:  # INRs: each model's MSE and PSNR on its own image (zoo.inr)
+            out = self._forward(params, self._buffers_stacked, self.dataset.X_train, shared_input=True)
+            mse = ((out - self._targets) ** 2).flatten(1).mean(1).double()
+            return torch.stack([mse, -10.0 * torch.log10(mse)], dim=1)
         cols = [
             split_metrics(
                 lambda x: self._forward(params, self._buffers_stacked, x, shared_input=True),

@@ -32,6 +32,7 @@ from zoo.arch import arch_spec, build_model
 from zoo.datasets import Dataset, expand_dataset_names, load_dataset
 from zoo.errors import ZooError
 from zoo.forward import activation_floats_per_sample
+from zoo.inr import grid_dataset, inr_images
 from zoo.layout import Layout, layout_of
 from zoo.training import hparams as hp
 from zoo.training.trajectory import check_trajectory_recipe, is_trajectory, plan_checkpoints, sample_hparams
@@ -57,6 +58,9 @@ class ModelPlan:
     init_std: float = 0.05  # used by init truncated_normal only
     dropout: float = 0.0
     train_fraction: float = 1.0
+    image: int = -1  # kind: inr: the image this INR fits (zoo.inr numbering), its label and split
+    label: int = -1
+    split: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,9 @@ class Plan:
             )
         }
         drawn = "hparams" in recipe and recipe["hparams"] is not None
-        extra = ("init", "init_std", "dropout", "train_fraction") if drawn else ()
+        extra: tuple[str, ...] = ("init", "init_std", "dropout", "train_fraction") if drawn else ()
+        if recipe.get("kind") == "inr":
+            extra = ("label", "image", "split")
         cols.update({k: [] for k in extra})
         for m in self.models:
             for k in extra:
@@ -229,6 +235,10 @@ def make_plan(
     data = _by_name(dataset)
     if not data:
         raise ZooError("a plan needs at least one dataset")
+    if recipe.get("kind") == "inr":
+        if len(data) != 1:
+            raise ZooError(f"a kind: inr recipe fits the images of one dataset, this one names {len(data)}")
+        return _make_inr_plan(recipe, next(iter(data.values())), population_size, memory_floats, block_size)
     validate_recipe(recipe, min(data.values(), key=lambda d: len(d.X_train)))
     dataset = next(iter(data.values()))  # all share input shape and output count: the architecture's
     models: list[dict] = []
@@ -315,6 +325,76 @@ def make_plan(
     pop_of = {i: p for p, ids in enumerate(populations) for i in ids}
     plans = [ModelPlan(population=pop_of[m["model_id"]], row=row_of[m["model_id"]], **m) for m in models]
     return Plan(plans, layouts, populations, plan_checkpoints(recipe, _as_list(recipe, "checkpoint_epochs")), units)
+
+
+def _make_inr_plan(
+    recipe: Mapping, dataset: Dataset, population_size: int, memory_floats: int, block_size: int
+) -> Plan:
+    """One SIREN per image (times ``recipe.seeds``), in image order (zoo.inr): one layout, blocks of
+    ``block_size`` rows, populations capped by the memory bound as a grid's are."""
+    if recipe.get("hparams") is not None or recipe.get("sample_hparams"):
+        raise ZooError("recipe.hparams and recipe.sample_hparams are for grid recipes, not kind: inr")
+    if recipe.get("arch") != "siren":
+        raise ZooError(f"a kind: inr recipe fits SIRENs (recipe.arch=siren), not {recipe.get('arch')!r}")
+    images = inr_images(
+        dataset,
+        float(recipe.get("validation_fraction", 0.1)),
+        int(recipe.get("task_seed", 0)),
+        recipe.get("max_images"),
+    )
+    grid = grid_dataset(dataset, images.shape)
+    validate_recipe(recipe, grid)  # batch sizes count pixels per step
+    for key in ("widths", "depths", "learning_rates", "batch_sizes", "weight_decays"):
+        if len(_as_list(recipe, key)) != 1:
+            raise ZooError(f"recipe.{key} of a kind: inr recipe is one value (every INR is fitted alike)")
+    spec = arch_spec(
+        "siren",
+        [2],
+        1,
+        int(_as_list(recipe, "widths")[0]),
+        int(_as_list(recipe, "depths")[0]),
+        w0=float(recipe.get("w0", 30.0)),
+        w0_hidden=float(recipe.get("w0_hidden", 30.0)),
+    )
+    layouts: dict[str, Layout] = {}
+    act_cache: dict[str, int] = {}
+    key = _layout_key(spec, layouts, act_cache, grid)
+    lr, bs = float(_as_list(recipe, "learning_rates")[0]), int(_as_list(recipe, "batch_sizes")[0])
+    wd, seed_base = float(_as_list(recipe, "weight_decays")[0]), int(recipe.get("seed_offset", 0))
+    models: list[ModelPlan] = []
+    populations: list[list[int]] = []
+    units: list[list[int]] = []
+    cap = max(1, min(population_size, memory_floats // max(1, bs * act_cache[key] * 3)))
+    n = len(images) * int(recipe["seeds"])
+    for lo in range(0, n, block_size):
+        ids = list(range(lo, min(n, lo + block_size)))
+        units.append([])
+        for i in range(0, len(ids), cap):
+            units[-1].append(len(populations))
+            populations.append(ids[i : i + cap])
+    pop_of = {i: p for p, ids in enumerate(populations) for i in ids}
+    for model_id in range(n):
+        image = model_id // int(recipe["seeds"])
+        models.append(
+            ModelPlan(
+                model_id=model_id,
+                arch=spec,
+                learning_rate=lr,
+                batch_size=bs,
+                weight_decay=wd,
+                # its own init and pixel order, or (shared_init) one initialization for every INR
+                seed=seed_base if recipe.get("shared_init") else seed_base + model_id,
+                layout=key,
+                row=model_id,
+                population=pop_of[model_id],
+                dataset=dataset.key,
+                optimizer=str(recipe["optimizer"]),
+                image=int(images.index[image]),
+                label=int(images.labels[image]),
+                split=str(images.splits[image]),
+            )
+        )
+    return Plan(models, layouts, populations, plan_checkpoints(recipe, _as_list(recipe, "checkpoint_epochs")), units)
 
 
 def _layout_key(spec: dict, layouts: dict[str, Layout], act_cache: dict[str, int], dataset: Dataset) -> str:

@@ -45,6 +45,9 @@ class PopulationSpec:
     dropouts: Sequence[float] = ()
     dropout_seeds: Sequence[int] = ()  # one per model: its dropout masks' generator
     train_subsets: Sequence[torch.Tensor] = ()  # one per model: sorted training-set indices (an epoch is one pass)
+    # INRs (zoo.inr): each model's own targets [M, N, K] over the dataset's shared inputs X_train [N, ...];
+    # the dataset's kind is then "inr" and the metrics are each model's fit error and PSNR on its targets
+    targets: torch.Tensor | None = None
 
     @property
     def total_epochs(self) -> int:

@@ -40,7 +40,7 @@ import torch
 
 from zoo.errors import ZooError
 
-KINDS = ("grid", "trajectory")
+KINDS = ("grid", "trajectory", "inr")  # inr: one SIREN per image (zoo.inr, zoo.training.recipe)
 TRAJECTORY_KEYS = ("stages", "stage_epochs", "stage_rates")
 DEFAULT_STAGE_EPOCHS = 1
 DIRECTION = (
@@ -59,7 +59,7 @@ class StagePlan:
 
 
 def recipe_kind(recipe: Mapping) -> str:
-    """``grid`` (every recipe without ``kind``) or ``trajectory``; a ZooError for anything else."""
+    """``grid`` (every recipe without ``kind``), ``trajectory`` or ``inr``; a ZooError for anything else."""
     kind = recipe.get("kind") or "grid"
     if kind not in KINDS:
         raise ZooError(f"recipe.kind={kind!r} is invalid: expected one of {list(KINDS)}")
@@ -77,9 +77,9 @@ def check_trajectory_recipe(recipe: Mapping) -> None:
     """One-line errors for a trajectory recipe's own keys, or for those keys on a grid recipe."""
     kind = recipe_kind(recipe)
     given = [k for k in TRAJECTORY_KEYS if recipe.get(k) is not None]
-    if kind == "grid":
+    if kind != "trajectory":
         if given:
-            raise ZooError(f"recipe.{given[0]} is for recipe.kind=trajectory (this recipe is a grid)")
+            raise ZooError(f"recipe.{given[0]} is for recipe.kind=trajectory (this recipe is kind {kind})")
         return
     stages = recipe.get("stages")
     if not isinstance(stages, int) or isinstance(stages, bool) or stages < 1:
