@@ -149,7 +149,7 @@ def test_inr_zoo_builds_records_splits_and_renders(tmp_path) -> None:
     last = m[m["checkpoint"] == m["checkpoint"].max()]
     assert last["psnr"].mean() > 25 and (last["psnr"] > m[m["checkpoint"] == 0]["psnr"].mean()).all()
     images = render(z, [0, 1, 2])
-    originals = torch.cat([d.X_train, d.X_test])[torch.as_tensor(models["image"].to_numpy()[:3])][:, 0]
+    originals = torch.cat([d.X_train, d.X_test])[torch.as_tensor(models["image"].to_numpy()[:3].copy())][:, 0]
     assert images.shape == (3, 8, 8)
     assert ((images - originals) ** 2).mean() < 10 ** (-25 / 10)
     grid = image_grid(images, columns=2)
