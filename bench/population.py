@@ -33,6 +33,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -42,17 +43,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zoo.app.config import compose  # noqa: E402
 from zoo.datasets import load_dataset  # noqa: E402
+from zoo.forward import grouped_cnn_supported  # noqa: E402
 from zoo.training.build import make_build_plan, population_spec  # noqa: E402
 from zoo.training.population import train_population  # noqa: E402
 from zoo.training.spec import PopulationSpec  # noqa: E402
 
 LRS = [0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07]
-# name: (arch, dataset, width, depth, batch size, epochs, models); CNN and ResNet train through vmap
+# name: (arch, dataset, width, depth, batch size, epochs, models); plain CNNs train as grouped convolutions
+# (zoo.forward.stacked_cnn_forward; timed against the vmap path too), ResNets through vmap
 CASES = {
     "mlp-w32": ("mlp", "digits", 32, 2, 32, 5, 256),
     "mlp-w128": ("mlp", "digits", 128, 2, 128, 5, 256),
     "cnn-bn": ("cnn", "digits-image", 8, 2, 32, 2, 64),
     "resnet": ("resnet", "digits-image", 8, 1, 32, 2, 64),
+    # the Small-CNN-Zoo network of recipe cnn-zoo-mnist (3 convs of 16 3x3 filters, stride 2, valid padding, no
+    # BatchNorm, 28x28 MNIST, batch 32), plain SGD; its drawn hyperparameters are left out (the baseline is SGD)
+    "cnn-zoo-mnist": ("cnn", "mnist-image", 16, 3, 32, 1, 64),
+}
+EXTRA = {  # overrides beyond the common ones
+    "cnn-zoo-mnist": ["recipe.batchnorm=false", "+recipe.stride=2", "+recipe.padding=valid", "recipe.momentum=0.0"],
 }
 
 
@@ -63,6 +72,7 @@ def cores() -> int:
 def case_config(case: tuple, models: int) -> dict:
     """The ``zoo build`` config of a case (one population of ``models`` models)."""
     arch, dataset, width, depth, batch, epochs, _ = case
+    extra = next((v for k, v in EXTRA.items() if CASES[k] == case), [])
     seeds = max(1, models // len(LRS))
     return compose(
         "build",
@@ -89,6 +99,7 @@ def case_config(case: tuple, models: int) -> dict:
             f"block_size={seeds * len(LRS)}",
             "memory_floats=4000000000",
             "progress=false",
+            *extra,
         ],
     )
 
@@ -236,7 +247,12 @@ def run_case(
         f"[{name}] {models} {arch} (width {width}, depth {depth}) on {dataset}, batch {batch}, {epochs} epochs",
         flush=True,
     )
-    pop = {t: population_seconds(spec, task, t, repeats) for t in threads}
+    grouped = grouped_cnn_supported(spec.template)  # also time today's vmap path, alternating with it
+    pop, ref = {}, {}
+    for t in threads:
+        pop[t] = population_seconds(spec, task, t, repeats)
+        if grouped:
+            ref[t] = population_seconds(replace(spec, grouped_cnn=False), task, t, repeats)
     pop_threads = min(pop, key=lambda t: pop[t][0])
     pop_s, pop_acc = pop[pop_threads]
     one = {t: one_process(spec, task, min(sample, models), t) for t in threads}
@@ -284,11 +300,24 @@ def run_case(
         "fraction_of_matmul_rate": flops / pop_s / 1e9 / rate,
         "fraction_of_matmul_rate_with_evals": (flops + eval_flops) / pop_s / 1e9 / rate,
     }
+    if grouped:  # the grouped-convolution path against the vmap path it replaced, same thread count
+        vm_s, vm_acc = ref[pop_threads]
+        row["population_vmap_s"] = vm_s
+        row["population_vmap_s_by_threads"] = {t: v[0] for t, v in ref.items()}
+        row["speedup_grouped_vs_vmap"] = vm_s / pop_s
+        row["mean_abs_test_acc_diff_grouped_vs_vmap"] = float((pop_acc.double() - vm_acc.double()).abs().mean())
     print(
         f"    population {pop_s:.2f} s ({pop_threads} threads; by threads "
         f"{', '.join(f'{t}: {v[0]:.2f}' for t, v in pop.items())})",
         flush=True,
     )
+    if grouped:
+        print(
+            f"    vmap path (today's before grouped convolutions) {row['population_vmap_s']:.2f} s:"
+            f" grouped is {row['speedup_grouped_vs_vmap']:.2f}x; mean |test acc diff| "
+            f"{row['mean_abs_test_acc_diff_grouped_vs_vmap']:.5f}",
+            flush=True,
+        )
     print(
         f"    one at a time: {n_cores} single-thread processes {multi_s:.2f} s on all {models}; one process "
         f"{', '.join(f'{t} thr: {v * 1e3:.0f} ms/model' for t, v in one.items())} (sample {min(sample, models)})"

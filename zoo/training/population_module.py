@@ -133,7 +133,9 @@ class PopulationModule(L.LightningModule):
         self, params: dict, buffers: dict, x: torch.Tensor, shared_input: bool, training: bool = False
     ) -> torch.Tensor:
         """Outputs [M, b, K] of every model: x is [M, b, ...] (own batches) or [b, ...] (shared_input)."""
-        return population_forward(self.template, params, buffers, x, shared_input, feature_major=training)
+        return population_forward(
+            self.template, params, buffers, x, shared_input, feature_major=training, grouped=self.spec.grouped_cnn
+        )
 
     def _per_model_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """out [M, b, K], y [M, b] (or [b] shared) -> per-model mean loss [M]."""
@@ -164,39 +166,62 @@ class PopulationModule(L.LightningModule):
             n = len(self.dataset.X_train)
             self._perm = torch.stack([torch.randperm(n, generator=g) for g in self._generators])
         b = self.batch_size
-        shared = self._targets is not None and b == len(self.dataset.X_train)
+        # models sitting this step out (their epoch over their own subset is done) are left out of the forward
+        # and backward: the population computes only for the ``rows`` that step (all of them when none sits out)
+        rows = self._stepping().nonzero().flatten() if self._frozen is not None else None
+        if rows is not None and len(rows) == len(self.active):
+            rows = None
+        targets = self._targets
+        if targets is not None and rows is not None:
+            targets = targets.index_select(0, rows.to(targets.device))
+        shared = targets is not None and b == len(self.dataset.X_train)
         if shared:  # INRs fitted full-batch: every model sees the whole grid, one shared input (order is moot)
-            assert self._targets is not None
-            x, y = self.dataset.X_train, self._targets
+            assert targets is not None
+            x, y = self.dataset.X_train, targets
         else:
-            rows = self._perm[:, batch_idx * b : (batch_idx + 1) * b].to(self.dataset.X_train.device)
-            idx = rows.reshape(-1)
-            m = self._perm.shape[0]
+            perm = self._perm if rows is None else self._perm.index_select(0, rows)
+            pixels = perm[:, batch_idx * b : (batch_idx + 1) * b].to(self.dataset.X_train.device)
+            idx = pixels.reshape(-1)
+            m = perm.shape[0]
             x = self.dataset.X_train.index_select(0, idx).view(m, b, *self.dataset.X_train.shape[1:])
-            if self._targets is not None:  # INRs on pixel batches: each model's own intensities at its pixels
-                y = torch.gather(self._targets, 1, rows.unsqueeze(-1).expand(-1, -1, self._targets.shape[2]))
+            if targets is not None:  # INRs on pixel batches: each model's own intensities at its pixels
+                y = torch.gather(targets, 1, pixels.unsqueeze(-1).expand(-1, -1, targets.shape[2]))
             else:
                 y = self.dataset.y_train.index_select(0, idx).view(m, b, *self.dataset.y_train.shape[1:])
         self.template.train()
-        buffers = self._buffers_stacked
+        dev_rows = None if rows is None else rows.to(self.active.device)
+        params, buffers = self._params(), self._buffers_stacked
+        if dev_rows is not None:
+            params = {k: v.index_select(0, dev_rows) for k, v in params.items()}
+            buffers = {k: v.index_select(0, dev_rows) for k, v in buffers.items()}
+        stats = buffers  # BatchNorm updates these in place (copies of the stepping rows when some sit out)
         if self._dropouts:
-            buffers = {**buffers, **self._dropout_masks(b)}
-        out = self._forward(self._params(), buffers, x, shared_input=shared, training=True)
+            buffers = {**buffers, **self._dropout_masks(b, rows)}
+        out = self._forward(params, buffers, x, shared_input=shared, training=True)
+        if dev_rows is not None:
+            for k, v in self._buffers_stacked.items():
+                v.index_copy_(0, dev_rows, stats[k])
         loss = self._per_model_loss(out, y)
-        finite = torch.isfinite(loss).detach()
+        active = self.active if dev_rows is None else self.active.index_select(0, dev_rows)
+        finite = torch.ones_like(self.active)
+        finite[slice(None) if dev_rows is None else dev_rows] = torch.isfinite(loss).detach()
         newly = self.active & ~finite
         if newly.any():
             self.diverged |= newly
             self.active &= finite
+            active = active & (finite if dev_rows is None else finite.index_select(0, dev_rows))
             if not self.active.any():  # every model diverged: nothing left to train
                 self.trainer.should_stop = True
         for p in self.stacked:
             p.grad = None
-        self.manual_backward(torch.where(self.active, loss, torch.zeros_like(loss)).sum())
+        self.manual_backward(torch.where(active, loss, torch.zeros_like(loss)).sum())
+        for p in self.stacked:  # every row of a gradient exists (zero where a model sat out)
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
         self._optimizer_step()
         self._restore_frozen()
-        if batch_idx % LOG_EVERY == 0 and self.active.any():  # logging costs ~0.3 ms: not every step
-            self.log("loss", loss[self.active].mean(), prog_bar=True, on_step=True, on_epoch=False)
+        if batch_idx % LOG_EVERY == 0 and active.any():  # logging costs ~0.3 ms: not every step
+            self.log("loss", loss[active].mean(), prog_bar=True, on_step=True, on_epoch=False)
         return None
 
     def on_train_epoch_end(self) -> None:
@@ -264,21 +289,32 @@ class PopulationModule(L.LightningModule):
             return torch.ones(len(self.active), dtype=torch.bool)
         return ~self._frozen[0].cpu()
 
-    def _dropout_masks(self, b: int) -> dict[str, torch.Tensor]:
-        """Every dropout site's masks [M, b, *shape] for this step: model j with rate p > 0 draws, site after
-        site, ``keep = rand(b, *shape) >= p`` from its own generator and gets ``keep / (1 - p)``; a model with
-        rate 0 or sitting the step out draws nothing and gets ones."""
+    def _dropout_masks(self, b: int, rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Every dropout site's masks [M, b, *shape] for this step (only the models ``rows``, in that order, when
+        given): model j with rate p > 0 draws, site after site, ``keep = rand(b, *shape) >= p`` from its own
+        generator and gets ``keep / (1 - p)``; a model with rate 0 or sitting the step out draws nothing and gets
+        ones. The draws land in one tensor per site and the threshold and scale run once over all models (bit
+        for bit the per-model ``(rand >= p).float() / (1 - p)``: the rate is compared and divided in float32
+        either way)."""
         stepping = self._stepping()
-        masks: dict[str, list[torch.Tensor]] = {name: [] for name, _ in self._dropout_sites}
-        for j, (p, g) in enumerate(zip(self._dropouts, self._dropout_generators)):
-            for name, shape in self._dropout_sites:
-                if p > 0 and stepping[j]:
-                    keep = torch.rand((b, *shape), generator=g) >= p
-                    masks[name].append(keep.float() / (1.0 - p))
-                else:
-                    masks[name].append(torch.ones((b, *shape)))
-        dev = self.stacked[0].device
-        return {f"{name}.mask": torch.stack(ms).to(dev) for name, ms in masks.items()}
+        order = list(range(len(self._dropouts))) if rows is None else [int(j) for j in rows]
+        rates = [self._dropouts[j] for j in order]
+        drawing = [i for i, j in enumerate(order) if self._dropouts[j] > 0 and stepping[j]]
+        m = len(order)
+        p = torch.tensor(rates, dtype=torch.float32)
+        keep_scale = torch.tensor([1.0 - q for q in rates], dtype=torch.float32)  # 1 - p in double, as before
+        draws = torch.zeros(m, dtype=torch.bool)
+        draws[drawing] = True
+        out: dict[str, torch.Tensor] = {}
+        for name, shape in self._dropout_sites:
+            u = torch.empty((m, b, *shape))
+            for i in drawing:  # each generator draws its sites in forward order, as one model alone would
+                torch.rand((b, *shape), generator=self._dropout_generators[order[i]], out=u[i])
+            view = (m,) + (1,) * (len(shape) + 1)
+            mask = (u >= p.view(view)).float().div_(keep_scale.view(view))
+            mask.masked_fill_(~draws.view(view), 1.0)
+            out[f"{name}.mask"] = mask.to(self.stacked[0].device)
+        return out
 
     @torch.no_grad()
     def _restore_frozen(self) -> None:

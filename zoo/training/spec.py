@@ -36,6 +36,7 @@ class PopulationSpec:
     retain_memory: bool = True  # glibc keeps freed large blocks: -25..45% step and eval time (bench)
     device: str = "cpu"  # cpu | cuda | auto (cuda when available): where the population trains
     extra: dict = field(default_factory=dict)
+    grouped_cnn: bool = True  # zoo.forward.stacked_cnn_forward for plain CNNs; False: vmap (the reference)
     # trajectory stages (zoo.trajectory): after ``epochs``, ``stages`` x ``stage_epochs`` on nested subsets
     stages: int = 0
     stage_epochs: int = 1
