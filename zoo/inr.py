@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -140,7 +141,12 @@ def write_png(path: str, grid: np.ndarray, scale: int = 4) -> None:
     import matplotlib.image as mpimg  # matplotlib is heavy: only when a PNG is written
 
     big = np.kron(grid, np.ones((scale, scale), dtype=np.uint8))
-    mpimg.imsave(path, big, cmap="gray", vmin=0, vmax=255)
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)  # like every other output: its folder is made
+        mpimg.imsave(target, big, cmap="gray", vmin=0, vmax=255)
+    except (OSError, ValueError) as e:  # a folder in the way, no permission, an unknown extension
+        raise ZooError(f"cannot write the PNG {path!r}: {e}") from None
 
 
 def render(z: Zoo, model_ids: Sequence[int] | int, checkpoint: int = -1, canonical: bool = False) -> torch.Tensor:

@@ -154,8 +154,11 @@ def test_inr_zoo_builds_records_splits_and_renders(tmp_path) -> None:
     assert ((images - originals) ** 2).mean() < 10 ** (-25 / 10)
     grid = image_grid(images, columns=2)
     assert grid.dtype == np.uint8 and grid.shape == (2 * 9 + 1, 2 * 9 + 1)
-    png = tmp_path / "grid.png"
+    png = tmp_path / "not" / "yet" / "grid.png"  # its folder is made, as for every other output
     assert info_main([z.path, "--render", str(png), "--count", "5"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ZooError, match="cannot write the PNG"):
+        info_main([z.path, "--render", str(tmp_path / "a-file" / "grid.png")])
     with pytest.raises(ZooError, match="no INRs"):
         render(build_zoo(str(tmp_path / "tiny.zarr")), [0])
