@@ -255,236 +255,206 @@ def diagnose(
     ``$WSZOO_DATA_ROOT``, else the recorded path; see ``zoo.datasets.locate``).
     ``threads``: torch threads for the call (the default of every command; 0 or None: torch's own), restored after.
     """
-    with torch_threads(threads):
-        return _diagnose(
-            samples_zoo,
-            train_zoo,
-            out,
-            baselines,
-            n_baseline=n_baseline,
-            noise_drops=noise_drops,
-            k=k,
-            seed=seed,
-            canonical=canonical,
-            refine=refine,
-            recalibrate_samples=recalibrate_samples,
-            plots=plots,
-            progress=progress,
-            data_root=data_root,
+    with torch_threads(threads):  # the call's threads, restored after
+        if refine < 0:
+            raise ZooError(f"refine must be >= 0, got {refine}")
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        names = parse_baselines(baselines)
+        if isinstance(samples_zoo, Mapping):
+            given = [(str(k_), _as_zoo(v)) for k_, v in samples_zoo.items()]
+        elif samples_zoo is None:
+            given = []
+        elif isinstance(samples_zoo, (list, tuple)):
+            given = [(None, _as_zoo(v)) for v in samples_zoo]
+        else:
+            given = [(None, _as_zoo(samples_zoo))]
+        if not given and not names:
+            raise ZooError("nothing to diagnose: give a samples zoo or at least one baseline")
+        out_dir = Path(out) if out is not None else None
+        if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+            raise ZooError(f"--out {str(out_dir)!r} exists and is not a folder")
+
+        bar = Progress(
+            6 if out is not None and plots else 5, "steps", prefix="zoo diagnose", enabled=progress, eta=False
         )
+        t = time.perf_counter()
+        methods: list[Method] = []
+        layout = None
+        for label, z in given:
+            m, layout = _sample_method(z, layout, label)
+            methods.append(m)
+        train = load_train(train_zoo, layout, canonical, seed, data_root)
+        for (_, z), m in zip(given, methods):
+            _check_dataset(z, train)
+            m.recalibrate = recalibrate_samples
+        timings["load_and_align_train"] = time.perf_counter() - t
+        bar.update(1, finished="load and align the training zoo")
 
+        t = time.perf_counter()
+        n_base = int(n_baseline) if n_baseline is not None else max((m.total for m in methods), default=100)
+        base_w, base_info = (
+            build_baselines(
+                names, train.layout, train.canonical, train.dataset, n_base, seed=seed, drops=noise_drops, k=k
+            )
+            if names
+            else ({}, {})
+        )
+        for name, w in base_w.items():
+            finite = torch.isfinite(w).all(1)
+            methods.append(Method(name, "baseline", w[finite], np.flatnonzero(finite.numpy()), len(w), name))
+        _unique_names(methods)
+        timings["baselines"] = time.perf_counter() - t
+        bar.update(1, finished="baselines")
 
-def _diagnose(
-    samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Zoo] | Sequence | None,
-    train_zoo: str | Path | zoo.Zoo,
-    out: str | Path | None = None,
-    baselines: str | Sequence[str] | None = ("noise", "average", "gaussian"),
-    *,
-    n_baseline: int | None = None,
-    noise_drops: Sequence[float] = (0, 1, 5),
-    k: int = 16,
-    seed: int = 0,
-    canonical: str = "auto",
-    refine: int = REFINE,
-    recalibrate_samples: bool = False,
-    plots: bool = True,
-    progress: bool = False,
-    data_root: str | None = None,
-) -> dict:
-    """The diagnosis itself (:func:`diagnose` sets the threads)."""
-    if refine < 0:
-        raise ZooError(f"refine must be >= 0, got {refine}")
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
-    names = parse_baselines(baselines)
-    if isinstance(samples_zoo, Mapping):
-        given = [(str(k_), _as_zoo(v)) for k_, v in samples_zoo.items()]
-    elif samples_zoo is None:
-        given = []
-    elif isinstance(samples_zoo, (list, tuple)):
-        given = [(None, _as_zoo(v)) for v in samples_zoo]
-    else:
-        given = [(None, _as_zoo(samples_zoo))]
-    if not given and not names:
-        raise ZooError("nothing to diagnose: give a samples zoo or at least one baseline")
-    out_dir = Path(out) if out is not None else None
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise ZooError(f"--out {str(out_dir)!r} exists and is not a folder")
+        # one evaluation of everything (samples recalibrated first where asked), one alignment of everything
+        t = time.perf_counter()
+        for m in methods:
+            if m.recalibrate and len(m.weights):
+                m.weights = zoo.recalibrate_bn(train.layout, m.weights, train.dataset)
+        sizes = [len(m.weights) for m in methods]
+        allw = torch.cat([train.raw, *[m.weights for m in methods]]) if methods else train.raw
+        acc, wrong = predictions(train.layout, allw, train.dataset)
+        timings["evaluate"] = time.perf_counter() - t
+        bar.update(1, finished="evaluate")
+        t = time.perf_counter()
+        canon_samples = train.align(torch.cat([m.weights for m in methods])) if methods else train.raw[:0]
+        timings["align_samples"] = time.perf_counter() - t
+        bar.update(1, finished="align samples")
 
-    bar = Progress(6 if out is not None and plots else 5, "steps", prefix="zoo diagnose", enabled=progress, eta=False)
-    t = time.perf_counter()
-    methods: list[Method] = []
-    layout = None
-    for label, z in given:
-        m, layout = _sample_method(z, layout, label)
-        methods.append(m)
-    train = load_train(train_zoo, layout, canonical, seed, data_root)
-    for (_, z), m in zip(given, methods):
-        _check_dataset(z, train)
-        m.recalibrate = recalibrate_samples
-    timings["load_and_align_train"] = time.perf_counter() - t
-    bar.update(1, finished="load and align the training zoo")
+        t = time.perf_counter()
+        mask = train.layout.parameter_mask()
+        m_train = len(train.ids)
+        train_nn, train_nn_arg = permutation_nn(
+            train.layout, train.canonical, train.raw, train.canonical, train.raw, refine, exclude_self=True, seed=seed
+        )
+        train_nn_canon, _ = nearest_l2(train.canonical[:, mask], train.canonical[:, mask], exclude_self=True)
+        train_nn_raw, _ = nearest_l2(train.raw[:, mask], train.raw[:, mask], exclude_self=True)
+        train_iou, _ = max_iou(wrong[:m_train], wrong[:m_train], exclude_self=True)
+        sample_raw = allw[m_train:]
+        s_nn, s_arg = permutation_nn(
+            train.layout, canon_samples, sample_raw, train.canonical, train.raw, refine, seed=seed
+        )
+        s_nn_canon, _ = nearest_l2(canon_samples[:, mask], train.canonical[:, mask])
+        s_nn_raw, _ = nearest_l2(sample_raw[:, mask], train.raw[:, mask])
+        s_iou, s_iou_arg = max_iou(wrong[m_train:], wrong[:m_train])
+        curve = None
+        if "noise" in base_info:
+            curve = noise_curve(train, wrong[:m_train], max(base_info["noise"]["sigmas"].values()), seed=seed)
+            base_info["noise"]["test_curve"] = {
+                "sigma": [c[0] for c in curve],
+                "test_acc": [c[1] for c in curve],
+                "max_iou": [c[2] for c in curve],
+                "samples_per_sigma": NOISE_CURVE_N,
+                "equal_acc_tolerance": ACC_TOLERANCE,
+                "note": "measured on the test split; nothing is chosen from it",
+            }
+        timings["distances_and_iou"] = time.perf_counter() - t
+        bar.update(1, finished="distances and error overlap")
 
-    t = time.perf_counter()
-    n_base = int(n_baseline) if n_baseline is not None else max((m.total for m in methods), default=100)
-    base_w, base_info = (
-        build_baselines(names, train.layout, train.canonical, train.dataset, n_base, seed=seed, drops=noise_drops, k=k)
-        if names
-        else ({}, {})
-    )
-    for name, w in base_w.items():
-        finite = torch.isfinite(w).all(1)
-        methods.append(Method(name, "baseline", w[finite], np.flatnonzero(finite.numpy()), len(w), name))
-    _unique_names(methods)
-    timings["baselines"] = time.perf_counter() - t
-    bar.update(1, finished="baselines")
+        train_acc = acc[:m_train].numpy()
+        good_acc = float(np.percentile(train_acc, GOOD_PERCENTILE))
+        novel_iou = float(np.median(train_iou.numpy()))
+        train_median_nn = float(np.median(train_nn.numpy()))
 
-    # one evaluation of everything (samples recalibrated first where asked), one alignment of everything
-    t = time.perf_counter()
-    for m in methods:
-        if m.recalibrate and len(m.weights):
-            m.weights = zoo.recalibrate_bn(train.layout, m.weights, train.dataset)
-    sizes = [len(m.weights) for m in methods]
-    allw = torch.cat([train.raw, *[m.weights for m in methods]]) if methods else train.raw
-    acc, wrong = predictions(train.layout, allw, train.dataset)
-    timings["evaluate"] = time.perf_counter() - t
-    bar.update(1, finished="evaluate")
-    t = time.perf_counter()
-    canon_samples = train.align(torch.cat([m.weights for m in methods])) if methods else train.raw[:0]
-    timings["align_samples"] = time.perf_counter() - t
-    bar.update(1, finished="align samples")
+        def good_novel(a: np.ndarray, iou: np.ndarray, total: int) -> float | None:
+            return float(((a >= good_acc) & (iou < novel_iou)).sum() / total) if total else None
 
-    t = time.perf_counter()
-    mask = train.layout.parameter_mask()
-    m_train = len(train.ids)
-    train_nn, train_nn_arg = permutation_nn(
-        train.layout, train.canonical, train.raw, train.canonical, train.raw, refine, exclude_self=True, seed=seed
-    )
-    train_nn_canon, _ = nearest_l2(train.canonical[:, mask], train.canonical[:, mask], exclude_self=True)
-    train_nn_raw, _ = nearest_l2(train.raw[:, mask], train.raw[:, mask], exclude_self=True)
-    train_iou, _ = max_iou(wrong[:m_train], wrong[:m_train], exclude_self=True)
-    sample_raw = allw[m_train:]
-    s_nn, s_arg = permutation_nn(train.layout, canon_samples, sample_raw, train.canonical, train.raw, refine, seed=seed)
-    s_nn_canon, _ = nearest_l2(canon_samples[:, mask], train.canonical[:, mask])
-    s_nn_raw, _ = nearest_l2(sample_raw[:, mask], train.raw[:, mask])
-    s_iou, s_iou_arg = max_iou(wrong[m_train:], wrong[:m_train])
-    curve = None
-    if "noise" in base_info:
-        curve = noise_curve(train, wrong[:m_train], max(base_info["noise"]["sigmas"].values()), seed=seed)
-        base_info["noise"]["test_curve"] = {
-            "sigma": [c[0] for c in curve],
-            "test_acc": [c[1] for c in curve],
-            "max_iou": [c[2] for c in curve],
-            "samples_per_sigma": NOISE_CURVE_N,
-            "equal_acc_tolerance": ACC_TOLERANCE,
-            "note": "measured on the test split; nothing is chosen from it",
-        }
-    timings["distances_and_iou"] = time.perf_counter() - t
-    bar.update(1, finished="distances and error overlap")
-
-    train_acc = acc[:m_train].numpy()
-    good_acc = float(np.percentile(train_acc, GOOD_PERCENTILE))
-    novel_iou = float(np.median(train_iou.numpy()))
-    train_median_nn = float(np.median(train_nn.numpy()))
-
-    def good_novel(a: np.ndarray, iou: np.ndarray, total: int) -> float | None:
-        return float(((a >= good_acc) & (iou < novel_iou)).sum() / total) if total else None
-
-    report: dict[str, Any] = {
-        "train_zoo": train.path,
-        "samples_zoos": [z.path for _, z in given],
-        "layout": train.layout_key,
-        "dataset": train.dataset.name,
-        "checkpoint": "last",
-        "canonical": {"mode": train.canonical_mode, "reference_id": train.reference_id},
-        "distance_over": "trainable parameters (buffers excluded)",
-        "nn_l2_rule": (
-            f"min of the one-reference canonical distance (nn_l2_canonical) and the distances after "
-            f"weight-matching directly to the {refine} nearest canonical and the nearest raw training "
-            "models"
-            if refine
-            else "one-reference canonical distance"
-        ),
-        "thresholds": {
-            "good_test_acc": good_acc,
-            "good_rule": f"test_acc >= training models' {GOOD_PERCENTILE:g}th percentile",
-            "novel_max_iou": novel_iou,
-            "novel_rule": "max_iou < training models' median max_iou",
-        },
-        "train_nn_l2_median": train_median_nn,
-        "baselines": base_info,
-        "methods": {},
-        "per_sample": {},
-    }
-    ti = train_iou.numpy()
-    report["methods"][TRAIN] = {
-        "kind": "train",
-        "n": m_train,
-        "finite": m_train,
-        "test_acc": _stats(train_acc),
-        "train_nn_l2": _stats(train_nn.numpy()),
-        "train_nn_l2_raw": _stats(train_nn_raw.numpy()),
-        "train_nn_l2_canonical": _stats(train_nn_canon.numpy()),
-        "max_iou": _stats(ti),
-        "good_and_novel": good_novel(train_acc, ti, m_train),
-    }
-    report["per_sample"][TRAIN] = {
-        "model_id": train.ids.tolist(),
-        "test_acc": train_acc.tolist(),
-        "train_nn_l2": train_nn.tolist(),
-        "train_nn_l2_raw": train_nn_raw.tolist(),
-        "train_nn_l2_canonical": train_nn_canon.tolist(),
-        "max_iou": ti.tolist(),
-        "nearest_train_id": train.ids[train_nn_arg.numpy()].tolist(),
-    }
-    lo = 0
-    for m, size in zip(methods, sizes):
-        sl = slice(lo, lo + size)
-        lo += size
-        a, nn, nn_raw, iou = acc[m_train:][sl].numpy(), s_nn[sl].numpy(), s_nn_raw[sl].numpy(), s_iou[sl].numpy()
-        nn_canon = s_nn_canon[sl].numpy()
-        nn_stats = _stats(nn)
-        report["methods"][m.name] = {
-            "kind": m.kind,
-            "source": m.provenance,
-            "n": m.total,
-            "finite": size,
-            "test_acc": _stats(a),
-            "nn_l2": nn_stats,
-            "nn_l2_raw": _stats(nn_raw),
-            "nn_l2_canonical": _stats(nn_canon),
-            "max_iou": _stats(iou),
-            "good_and_novel": good_novel(a, iou, m.total),
-            "nn_l2_over_train_median": (
-                nn_stats["mean"] / train_median_nn if nn_stats["mean"] is not None and train_median_nn > 0 else None
+        report: dict[str, Any] = {
+            "train_zoo": train.path,
+            "samples_zoos": [z.path for _, z in given],
+            "layout": train.layout_key,
+            "dataset": train.dataset.name,
+            "checkpoint": "last",
+            "canonical": {"mode": train.canonical_mode, "reference_id": train.reference_id},
+            "distance_over": "trainable parameters (buffers excluded)",
+            "nn_l2_rule": (
+                f"min of the one-reference canonical distance (nn_l2_canonical) and the distances after "
+                f"weight-matching directly to the {refine} nearest canonical and the nearest raw training "
+                "models"
+                if refine
+                else "one-reference canonical distance"
             ),
-            "bn_recalibrated": bool(m.recalibrate or m.kind == "baseline" and m.name in ("average", "gaussian")),
+            "thresholds": {
+                "good_test_acc": good_acc,
+                "good_rule": f"test_acc >= training models' {GOOD_PERCENTILE:g}th percentile",
+                "novel_max_iou": novel_iou,
+                "novel_rule": "max_iou < training models' median max_iou",
+            },
+            "train_nn_l2_median": train_median_nn,
+            "baselines": base_info,
+            "methods": {},
+            "per_sample": {},
         }
-        report["per_sample"][m.name] = {
-            "model_id": m.ids.tolist(),
-            "test_acc": a.tolist(),
-            "nn_l2": nn.tolist(),
-            "nn_l2_raw": nn_raw.tolist(),
-            "nn_l2_canonical": nn_canon.tolist(),
-            "max_iou": iou.tolist(),
-            "nearest_train_id": train.ids[s_arg[sl].numpy()].tolist(),
-            "max_iou_train_id": train.ids[s_iou_arg[sl].numpy()].tolist(),
+        ti = train_iou.numpy()
+        report["methods"][TRAIN] = {
+            "kind": "train",
+            "n": m_train,
+            "finite": m_train,
+            "test_acc": _stats(train_acc),
+            "train_nn_l2": _stats(train_nn.numpy()),
+            "train_nn_l2_raw": _stats(train_nn_raw.numpy()),
+            "train_nn_l2_canonical": _stats(train_nn_canon.numpy()),
+            "max_iou": _stats(ti),
+            "good_and_novel": good_novel(train_acc, ti, m_train),
         }
-    compare_with_noise(report["methods"], curve)
-    report["novelty_bar"] = novelty_bar(report["methods"])
-    timings["total"] = time.perf_counter() - t_start
-    report["seconds"] = timings
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if plots:
-            t = time.perf_counter()
-            report["scatter_view"] = scatter_view(report)  # the scatter's zoom and what falls below it
-            report["plots"] = write_plots(report, out_dir)
-            timings["plots"] = time.perf_counter() - t
-            bar.update(1, finished="plots")
-        (out_dir / "diagnose.json").write_text(json.dumps(report, indent=1, allow_nan=False, default=_json_default))
-    bar.close()
-    return report
+        report["per_sample"][TRAIN] = {
+            "model_id": train.ids.tolist(),
+            "test_acc": train_acc.tolist(),
+            "train_nn_l2": train_nn.tolist(),
+            "train_nn_l2_raw": train_nn_raw.tolist(),
+            "train_nn_l2_canonical": train_nn_canon.tolist(),
+            "max_iou": ti.tolist(),
+            "nearest_train_id": train.ids[train_nn_arg.numpy()].tolist(),
+        }
+        lo = 0
+        for m, size in zip(methods, sizes):
+            sl = slice(lo, lo + size)
+            lo += size
+            a, nn, nn_raw, iou = acc[m_train:][sl].numpy(), s_nn[sl].numpy(), s_nn_raw[sl].numpy(), s_iou[sl].numpy()
+            nn_canon = s_nn_canon[sl].numpy()
+            nn_stats = _stats(nn)
+            report["methods"][m.name] = {
+                "kind": m.kind,
+                "source": m.provenance,
+                "n": m.total,
+                "finite": size,
+                "test_acc": _stats(a),
+                "nn_l2": nn_stats,
+                "nn_l2_raw": _stats(nn_raw),
+                "nn_l2_canonical": _stats(nn_canon),
+                "max_iou": _stats(iou),
+                "good_and_novel": good_novel(a, iou, m.total),
+                "nn_l2_over_train_median": (
+                    nn_stats["mean"] / train_median_nn if nn_stats["mean"] is not None and train_median_nn > 0 else None
+                ),
+                "bn_recalibrated": bool(m.recalibrate or m.kind == "baseline" and m.name in ("average", "gaussian")),
+            }
+            report["per_sample"][m.name] = {
+                "model_id": m.ids.tolist(),
+                "test_acc": a.tolist(),
+                "nn_l2": nn.tolist(),
+                "nn_l2_raw": nn_raw.tolist(),
+                "nn_l2_canonical": nn_canon.tolist(),
+                "max_iou": iou.tolist(),
+                "nearest_train_id": train.ids[s_arg[sl].numpy()].tolist(),
+                "max_iou_train_id": train.ids[s_iou_arg[sl].numpy()].tolist(),
+            }
+        compare_with_noise(report["methods"], curve)
+        report["novelty_bar"] = novelty_bar(report["methods"])
+        timings["total"] = time.perf_counter() - t_start
+        report["seconds"] = timings
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if plots:
+                t = time.perf_counter()
+                report["scatter_view"] = scatter_view(report)  # the scatter's zoom and what falls below it
+                report["plots"] = write_plots(report, out_dir)
+                timings["plots"] = time.perf_counter() - t
+                bar.update(1, finished="plots")
+            (out_dir / "diagnose.json").write_text(json.dumps(report, indent=1, allow_nan=False, default=_json_default))
+        bar.close()
+        return report
 
 
 def noise_curve(
