@@ -180,6 +180,10 @@ def test_nowcast_bad_inputs_are_one_line_errors(fitted, tmp_path, capsys):
     _one_line_error(capsys, [*run, "--zoo", str(tmp_path / "short.zarr")], "too short")
     _one_line_error(capsys, [*run, "--zoo", str(d / "new.zarr"), "--steps", "0"], "--steps must be")
     _one_line_error(capsys, [*run, "--zoo", str(d / "new.zarr"), "--query", "nope >"], "bad --query")
+    # a KNOWN run predicts weights: zoo sample says so in one line and writes nothing (issue 27)
+    sample_out = tmp_path / "s.zarr"
+    _one_line_error(capsys, ["sample", str(d / "run"), "-n", "2", "--out", str(sample_out)], "zoo nowcast applies it")
+    assert not sample_out.exists()
 
 
 @pytest.mark.slow
