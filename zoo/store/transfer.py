@@ -326,6 +326,9 @@ def import_export(src_dir: str | Path, out: str, datasets: bool = True, overwrit
     loaded = _load_datasets(records, where) if datasets else []
     if not datasets:
         attrs["datasets_left_out"] = records
+    # the source's provenance stays as it was; this records that the zoo is an import, so `zoo verify --repair`
+    # advises importing it again (a `zoo build` or `zoo sample` would not make these models)
+    attrs["imported_from"] = {"format": "export", "path": str(src.resolve())}
     with staged(out, "zoo import", overwrite) as partial:  # one writer; a failure leaves --out as it was
         w = create(
             partial, table, layouts, checkpoints, metric_names, attrs=attrs, datasets=loaded, overwrite=True, **block

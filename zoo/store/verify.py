@@ -135,6 +135,8 @@ def repair(z: Zoo, reports: list[BlockReport]) -> int:
 def restore_advice(z: Zoo) -> str:
     """How the models a repair marked pending come back, by the kind of zoo (the provenance its writer recorded)."""
     a, path = z.attrs, z.path
+    if isinstance(a.get("imported_from"), dict):  # first: an import keeps the provenance of what it imported
+        return f"import it again: zoo import {a['imported_from'].get('path', 'SOURCE')} --out {path} --overwrite"
     if isinstance(a.get("generator"), dict):
         g = a["generator"]
         cond = f" --condition {g['condition']}" if g.get("condition") is not None else ""
@@ -147,6 +149,4 @@ def restore_advice(z: Zoo) -> str:
         return f"nowcast it again: zoo nowcast {n.get('run')} --zoo {n.get('source_zoo')} --out {path} --overwrite"
     if a.get("producer") == "zoo lcsc":
         return f"run the same `zoo lcsc SOURCE --out {path} --overwrite` again (settings in the zoo's attrs 'lcsc')"
-    if isinstance(a.get("imported_from"), dict):
-        return f"import it again: zoo import {a['imported_from'].get('path', 'SOURCE')} --out {path} --overwrite"
     return f"run the same `zoo build` again (out={path}) to retrain them"

@@ -145,6 +145,7 @@ def test_a_flipped_bit_in_a_sample_zoo_resets_one_sample_and_says_how_to_resampl
     w = create(str(tmp_path / "s.zarr"), table, {layout.key(): layout}, [0], ["test_acc"], attrs=attrs)
     weights = torch.randn(n, 1, layout.size, generator=torch.Generator().manual_seed(0))
     w.write(list(range(n)), weights, torch.rand(n, 1, 1, dtype=torch.float64))
+    assert zoo_main(["export", str(tmp_path / "s.zarr"), str(tmp_path / "exp")]) == 0  # for the import below
     shard = tmp_path / "s.zarr" / "layouts" / layout.key() / "weights" / "c" / "0" / "0" / "0"
     data = bytearray(shard.read_bytes())
     data[layout.size * 4 * 5 + 17] ^= 0x01  # one bit of one sample's chunk (chunks are stored in row order)
@@ -159,3 +160,15 @@ def test_a_flipped_bit_in_a_sample_zoo_resets_one_sample_and_says_how_to_resampl
     intact = [i for i in range(n) if i not in pending]
     assert torch.equal(z.weights(intact), weights[intact, 0])  # the other 19 samples, bit for bit
     assert zoo_main(["verify", str(tmp_path / "s.zarr")]) == 0
+    # the same samples exported and imported: the advice is to import them again, not to sample
+    assert zoo_main(["import", str(tmp_path / "exp"), "--out", str(tmp_path / "imp.zarr")]) == 0
+    imported = zoo.open(str(tmp_path / "imp.zarr"))
+    assert imported.attrs["generator"] == attrs["generator"]  # the source's provenance kept
+    shard = tmp_path / "imp.zarr" / "layouts" / layout.key() / "weights" / "c" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[layout.size * 4 * 2 + 17] ^= 0x01
+    shard.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert zoo_main(["verify", str(tmp_path / "imp.zarr"), "--repair"]) == 0
+    out = capsys.readouterr().out
+    assert f"zoo import {tmp_path / 'exp'} --out" in out and "zoo sample" not in out, out
