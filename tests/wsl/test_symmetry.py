@@ -224,8 +224,12 @@ def test_pairwise_matcher_equals_one_reference_at_a_time(nets):
     pairs = match_pairs(spec, refs, models, seed=3)
     for i, (ref, other) in enumerate(((a, b), (b, a))):
         alone = match_population(spec, ref, {k: v[None] for k, v in other.items()}, seed=3)
+        # the batched and the single matcher sum their costs in different orders (batch shapes): on this CPU they
+        # pick the same permutations, but a near-tie may resolve the other way elsewhere, so the invariant asserted
+        # is the objective reached, to float32 rounding; most units must still agree
         for g in spec.groups:
-            assert torch.equal(pairs.perms[g][i], alone.perms[g][0]), g
+            agree = (pairs.perms[g][i] == alone.perms[g][0]).float().mean().item()
+            assert agree >= 0.9, (g, agree)
         torch.testing.assert_close(pairs.objective[i], alone.objective[0])
         assert pairs.objective[i] > pairs.initial[i]  # trained nets of different seeds: matching helps
     with pytest.raises(ZooError, match="one reference per model"):
