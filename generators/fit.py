@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,8 +71,20 @@ FIT: dict[str, Rule] = {
     "trainer": typed(Mapping, "a mapping of lightning.Trainer arguments"),
 }
 EARLY_STOPPING: dict[str, Rule] = {"patience": number(int, 0), "min_delta": NON_NEGATIVE}
+
+
 # Trainer arguments Lightning accepts in its constructor but would only trip over mid-fit (trainer.max_epochs=abc);
 # any other Trainer argument is left to Lightning's own check (make_trainer: one line too)
+def _logger(v: Any) -> str | None:
+    """trainer.logger: csv, tensorboard, a list of them, or true/false (zoo.app.trainer.make_logger builds them)."""
+    if v is None or isinstance(v, bool):
+        return None
+    names = [v] if isinstance(v, str) else list(v) if isinstance(v, Sequence) else None
+    if names and all(n in ("csv", "tensorboard") for n in names):
+        return None
+    return "csv, tensorboard, a list of them, or false"
+
+
 TRAINER: dict[str, Rule] = {
     "max_epochs": _epochs,
     "min_epochs": _epochs,
@@ -83,6 +95,7 @@ TRAINER: dict[str, Rule] = {
     "log_every_n_steps": number(int, 1),
     "check_val_every_n_epoch": optional(number(int, 1)),
     "enable_progress_bar": typed(bool, "true or false"),
+    "logger": _logger,
     "enable_checkpointing": typed(bool, "true or false"),
     "deterministic": lambda v: None if v is None or isinstance(v, bool) or v == "warn" else "true, false or 'warn'",
     "gradient_clip_val": optional(NON_NEGATIVE),

@@ -39,6 +39,7 @@ BAD = [
     ("dwf", "trainer.max_epochs=0", "trainer.max_epochs=0 is invalid"),
     ("dwf", "trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0 is invalid"),
     ("dwf", "trainer.enable_progress_bar=maybe", "trainer.enable_progress_bar='maybe' is invalid: expected true or"),
+    ("dwf", "trainer.logger=wandb", "trainer.logger='wandb' is invalid: expected csv, tensorboard, a list of them"),
     ("dwf", "trainer.deterministic=sometimes", "trainer.deterministic='sometimes' is invalid"),
     ("dwf", "zoo=123", "zoo=123 is invalid: expected a path"),
     ("dwf", "+nope=1", "unknown key nope"),
