@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import logging
 import signal
 import sys
 import textwrap
 import threading
+import warnings
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
@@ -109,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zoo {name}: error: {e}", file=sys.stderr)
         return 2
     except (Interrupted, KeyboardInterrupt) as e:
+        # zarr's pending async writes are abandoned on purpose (each file is written whole or not at all): keep
+        # asyncio from printing "Task was destroyed but it is pending!" (and "coroutine ... was never awaited") for
+        # each one at exit, under our one line
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
         print(f"zoo {name}: interrupted: run the same command again to resume", file=sys.stderr)
         return 128 + (e.signum if isinstance(e, Interrupted) else signal.SIGINT)
     except BrokenPipeError:  # `zoo info ... | head`: the reader left; not an error of ours

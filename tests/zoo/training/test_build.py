@@ -186,7 +186,7 @@ def uninterrupted(tmp_path_factory) -> zoo.Zoo:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "sig,kill_after_done", [(signal.SIGKILL, 0), (signal.SIGKILL, 2), (signal.SIGTERM, 2), (signal.SIGINT, 2)]
+    "sig,kill_after_done", [(signal.SIGKILL, 0), (signal.SIGKILL, 2), (signal.SIGTERM, 2), (signal.SIGINT, 0)]
 )
 def test_sigkill_mid_build_then_resume_gives_the_same_bits(tmp_path, sig, kill_after_done, uninterrupted):
     """Kill the real build process (SIGKILL) early or between blocks, or stop it with SIGTERM/SIGINT (a one-line
@@ -209,7 +209,7 @@ def test_sigkill_mid_build_then_resume_gives_the_same_bits(tmp_path, sig, kill_a
     if sig != signal.SIGKILL:
         err = proc.stderr.read().decode()
         assert proc.returncode == 128 + sig and "interrupted: run the same command again" in err, err
-        assert "Traceback" not in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err  # even inside zarr's async writes
     r = _cli("build", f"out={out}", *args)
     assert r.returncode == 0, r.stderr
     resumed = zoo.open(out)
