@@ -6,11 +6,6 @@ restarts from scratch."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -142,38 +137,4 @@ def test_truncated_last_checkpoint_restarts_from_scratch(mlp_zoo, uninterrupted,
     capfd.readouterr()
     generators.fit("dwf", mlp_zoo.path, out=str(out), **SETTINGS)
     assert "saved no readable checkpoint; restarting from scratch" in capfd.readouterr().err
-    _same_files(uninterrupted, out)
-
-
-@pytest.mark.slow
-def test_sigkilled_cli_fit_resumes_for_real(mlp_zoo, uninterrupted, tmp_path):
-    """`zoo fit` SIGKILLed in a subprocess once its first checkpoint is on disk; the same command again resumes
-    from that checkpoint (not step 0) and ends with the uninterrupted fit's bits."""
-    out = tmp_path / "run"
-    argv = [
-        sys.executable,
-        "-c",
-        "import sys; from zoo.commands.main import main; sys.exit(main())",
-        "fit",
-        "generator=dwf",
-        f"zoo={mlp_zoo.path}",
-        f"out={out}",
-        *CLI,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    last = out / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert proc.poll() is None, "the fit ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    assert (out / "INCOMPLETE").is_file() and not (out / "summary.json").exists()
-    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-2000:]
-    resumed = json.loads((out / "summary.json").read_text())["resumed_from_step"]
-    assert resumed in (15, 30) and f"resuming the interrupted fit from its last checkpoint (step {resumed}" in (
-        again.stderr
-    )
     _same_files(uninterrupted, out)

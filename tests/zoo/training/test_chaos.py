@@ -3,6 +3,7 @@ repaired with `zoo verify --repair` and built again, ends bit-identical to an un
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -152,13 +153,17 @@ def test_generative_round_kills_and_corruption_lose_nothing(tmp_path, monkeypatc
     if corrupt:
         last = run / "checkpoints" / "last.ckpt"
         last.write_bytes(last.read_bytes()[: len(last.read_bytes()) // 2])
-    if (run / "INCOMPLETE").exists():  # killed before it finished: refused until fitted again
+    killed_midway = (run / "INCOMPLETE").exists()
+    if killed_midway:  # killed before it finished: refused until fitted again
         with pytest.raises(ZooError, match="did not finish"):
             generators.load(run)
     capsys.readouterr()
     generators.fit("dwf", train.path, out=str(run), **SETTINGS)
     said = capsys.readouterr().err
     assert corrupt <= ("restarting from scratch" in said), said  # a corrupt checkpoint is never resumed from
+    if killed_midway and not corrupt:  # a real resume from the SIGKILLed process's checkpoint, not from step 0
+        resumed = json.loads((run / "summary.json").read_text())["resumed_from_step"]
+        assert resumed and f"resuming the interrupted fit from its last checkpoint (step {resumed}" in said, said
     _same_files(ref, run)  # resumed or restarted: the bits of the undisturbed fit
     # a corrupted snapshot: LCSC refuses it with one line
     snap = sorted((run / "snapshots").iterdir())[rng.randrange(3)]
