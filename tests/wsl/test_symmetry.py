@@ -279,3 +279,34 @@ def test_bad_augment_config_is_a_zoo_error(nets):
         Augmenter(space, {"rotate": {"p": 1}})
     with pytest.raises(ZooError, match="mixup.mode"):
         Augmenter(space, {"mixup": {"p": 1, "mode": "weird"}})
+
+
+def test_repaired_aligned_mixup_of_a_network_with_its_permuted_copy_keeps_its_function(nets):
+    """REPAIR of a self-mix targets the network's own statistics: the function of the network with its BatchNorm
+    statistics recomputed on the same training samples; a mix of two networks is changed by REPAIR."""
+    trained, space, w, idx = nets
+    k = int(idx[1])
+    batch = {
+        "w": torch.cat([w[1:2], permute(space, w[1:2], idx[1:2], torch.Generator().manual_seed(2))]),
+        "y": torch.tensor([0.5, 0.5]),
+        "layout": idx[1:2].repeat(2),
+    }
+    cfg = {"mixup": {"p": 1.0, "alpha": 1.0, "mode": "aligned", "repair": True}}
+    aug = Augmenter(space, cfg, seed=0, datasets={k: trained[1][2]})
+    out = aug(batch)
+    lay = space.layouts[k]
+    data = aug.datasets[k]
+    assert len(data.X_train) == 512
+    from zoo.evaluate import predict, recalibrate_bn
+
+    x = data.X_train[:64]
+    want = predict(lay, recalibrate_bn(lay, space.unpad(w[1:2], k), data), x)
+    torch.testing.assert_close(predict(lay, space.unpad(out["w"][:1], k), x), want, atol=2e-3, rtol=2e-3)
+    two = {"w": w[1:3], "y": torch.tensor([0.5, 0.5]), "layout": idx[1:3]}
+    plain = Augmenter(space, {"mixup": {"p": 1.0, "alpha": 1.0, "mode": "plain"}}, seed=0)(two)
+    rep = Augmenter(
+        space, {"mixup": {"p": 1.0, "alpha": 1.0, "mode": "plain", "repair": True}}, seed=0, datasets={k: trained[1][2]}
+    )(two)
+    assert not torch.allclose(plain["w"], rep["w"])
+    with pytest.raises(ZooError, match="training data"):
+        Augmenter(space, cfg, seed=0)(batch)

@@ -14,6 +14,10 @@ Rules (also printed by ``zoo align --help``):
 - The report compares each model with its reference at the last matched checkpoint: L2 distance over
   trainable parameters, top singular-vector agreement, and for a seeded sample of ``pairs`` models the
   loss barrier on the straight path (training loss; BatchNorm statistics recomputed on training data).
+- ``repair``: the sampled pairs' barrier after matching is also measured with REPAIR (zoo.rebasin.repair: each
+  interpolated unit reset to the interpolation of the endpoints' statistics on training data), column
+  ``barrier_repair``. ``"auto"`` (the default) does so for layouts with BatchNorm, where plain interpolation
+  suffers most; True / False for every layout / none.
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ def align_zoo(
     barrier_steps: int = 11,
     write: bool = True,
     progress: bool = False,
+    repair: bool | str = "auto",
 ) -> tuple[pd.DataFrame, dict]:
     """Align every done model of ``z`` (a ``zoo.Zoo``) to its group's reference; returns (table, summary).
 
@@ -96,6 +101,8 @@ def align_zoo(
     """
     if diverged not in ("skip", "finite"):
         raise ZooError(f"--diverged must be skip or finite, got {diverged!r}")
+    if repair not in ("auto", True, False):
+        raise ZooError(f"repair must be auto, true or false, got {repair!r}")
     models = z.models
     n_ckpt = len(z.checkpoint_epochs)
     ckpts = _parse_checkpoint(checkpoint, n_ckpt)
@@ -139,6 +146,7 @@ def align_zoo(
             barrier_steps,
             writer,
             bar,
+            repair,
         )
         info.update(
             layout=key,
@@ -160,6 +168,7 @@ def align_zoo(
         "seed": seed,
         "restarts": restarts,
         "reference_rule": "explicit" if reference != "auto" else f"auto: {REFERENCE_RULE}",
+        "repair": repair,
         "groups": groups,
     }
     if writer is not None:
@@ -183,10 +192,12 @@ def _align_group(
     steps,
     writer,
     bar: Progress | None = None,
+    repair: bool | str = "auto",
 ):
     """Align one (layout, dataset) group chunk by chunk of models, so memory stays bounded on big zoos."""
     layout = z.layouts[key]
     spec = spec_for_layout(layout)
+    use_repair = bool(spec.graph is not None and spec.graph.norms) if repair == "auto" else bool(repair)
     ids = [int(i) for i in members["model_id"]]
     last = members["last_checkpoint"].to_numpy()
     R = _signs_canonical(spec, layout, z.weights([ref_id], checkpoint=None))[0]  # [C, P]
@@ -201,7 +212,7 @@ def _align_group(
     gen = torch.Generator().manual_seed(seed)
     sel = torch.randperm(len(data.X_train), generator=gen)[:MAX_EVAL_SAMPLES]
     # barriers are training losses on a fixed training subset, which also recalibrates BatchNorm
-    eval_data = (dataclasses.replace(data, X_train=data.X_train[sel], y_train=data.y_train[sel]), steps)
+    eval_data = (dataclasses.replace(data, X_train=data.X_train[sel], y_train=data.y_train[sel]), steps, use_repair)
     tables = []
     for lo in range(0, len(ids), CHUNK_MODELS):
         part = list(range(lo, min(lo + CHUNK_MODELS, len(ids))))
@@ -227,13 +238,28 @@ def _align_group(
     table = pd.concat(tables, ignore_index=True)
     table.insert(1, "layout", key)
     table.insert(2, "reference_id", ref_id)
-    info = {"reference_id": int(ref_id), "models": len(ids), "checkpoint": int(c_rep), "barrier_pairs": len(sample)}
+    info = {
+        "reference_id": int(ref_id),
+        "models": len(ids),
+        "checkpoint": int(c_rep),
+        "barrier_pairs": len(sample),
+        "repair": use_repair,
+    }
     others = table[table["model_id"] != ref_id]  # the reference itself would add zeros
-    for col in ("l2_before", "l2_after", "svd_before", "svd_after", "barrier_before", "barrier_after"):
+    for col in (
+        "l2_before",
+        "l2_after",
+        "svd_before",
+        "svd_after",
+        "barrier_before",
+        "barrier_after",
+        "barrier_repair",
+    ):
         v = others[col].dropna()
         info[f"mean_{col}"] = float(v.mean()) if len(v) else None
-    b, a = info["mean_barrier_before"], info["mean_barrier_after"]
+    b, a, r = info["mean_barrier_before"], info["mean_barrier_after"], info["mean_barrier_repair"]
     info["barrier_reduction"] = (1 - a / b) if a is not None and b else None
+    info["barrier_reduction_repair"] = (1 - r / b) if r is not None and b else None
     return table, info
 
 
@@ -324,7 +350,15 @@ def _report(spec, layout, ids, c, W, out, R, last, passes, sample, data) -> pd.D
     ok = np.flatnonzero(last >= c)
     ref = layout.unflatten(R[c])
     table = pd.DataFrame({"model_id": ids, "checkpoint": c, "passes": passes})
-    for col in ("l2_before", "l2_after", "svd_before", "svd_after", "barrier_before", "barrier_after"):
+    for col in (
+        "l2_before",
+        "l2_after",
+        "svd_before",
+        "svd_after",
+        "barrier_before",
+        "barrier_after",
+        "barrier_repair",
+    ):
         table[col] = np.nan
     if ok.size:
         before = layout.unflatten_batch(W[ok, c])
@@ -333,10 +367,14 @@ def _report(spec, layout, ids, c, W, out, R, last, passes, sample, data) -> pd.D
         table.loc[ok, "l2_after"] = batched_l2(ref, after, spec.matched)
         table.loc[ok, "svd_before"] = batched_singular_agreement(ref, before, spec.matched)
         table.loc[ok, "svd_after"] = batched_singular_agreement(ref, after, spec.matched)
-    dataset, steps = data
+    dataset, steps, use_repair = data
     if sample:  # every sampled model before and after alignment: one batched evaluation of all paths
         ends = torch.cat([W[sample, c], out[sample, c]])
         barrier = loss_barriers(layout, R[c].expand_as(ends), ends, dataset, steps)["barrier"].numpy()
         table.loc[sample, "barrier_before"] = barrier[: len(sample)]
         table.loc[sample, "barrier_after"] = barrier[len(sample) :]
+        if use_repair:  # the aligned paths once more, each interpolated net REPAIRed (training data)
+            aligned = out[sample, c]
+            rep = loss_barriers(layout, R[c].expand_as(aligned), aligned, dataset, steps, repair=True)
+            table.loc[sample, "barrier_repair"] = rep["barrier"].numpy()
     return table
