@@ -10,8 +10,12 @@ in this fixed order (mixup first, so a mix made in re-based coordinates is then 
                                    statistics on REPAIR_SAMPLES seeded TRAINING samples of the zoo's data;
                                    several forwards per mixed network, so slower; needs buffers)
   permute:  {p}                    random hidden-unit permutation (function-preserving)
-  sign_flip: {p}                   each unit with an odd activation (sine networks, INRs) flips sign with
-                                   probability 1/2 (function-preserving; no-op for other networks)
+  sign_flip: {p, tanh}             each unit with an odd activation (sine networks, INRs; with tanh: true
+                                   also tanh units) flips sign with probability 1/2 (function-preserving;
+                                   no-op for other networks)
+  rescale:  {p, log_std}           each ReLU unit scaled by c = exp(log_std * N(0, 1)): incoming weights and
+                                   bias (or its BatchNorm's affine parameters) times c, outgoing over c
+                                   (function-preserving; zoo.rebasin.symmetries; no-op without ReLU units)
   noise:    {p, scale}             w + scale * std(tensor) * N(0, 1), std per model and tensor
   dropout:  {p, rate}              zero each weight with probability ``rate``
   sparsify: {p, fraction}          zero the ``fraction`` smallest-magnitude weights of each tensor
@@ -27,14 +31,15 @@ import numpy as np
 import torch
 
 from wsl.space import WeightSpace
-from wsl.symmetry import align_to, flip_signs, permute
+from wsl.symmetry import align_to, flip_signs, permute, rescale
 from zoo.datasets import Dataset
 from zoo.errors import ZooError
 from zoo.rebasin.repair import repair_mix
 
 DEFAULTS: dict[str, dict] = {
     "permute": {"p": 0.0},
-    "sign_flip": {"p": 0.0},
+    "sign_flip": {"p": 0.0, "tanh": False},
+    "rescale": {"p": 0.0, "log_std": 0.5},
     "noise": {"p": 0.0, "scale": 0.05},
     "dropout": {"p": 0.0, "rate": 0.05},
     "sparsify": {"p": 0.0, "fraction": 0.2},
@@ -228,7 +233,12 @@ class Augmenter:
             w = torch.where(rows[:, None], permute(self.space, w, layout, self.generator), w)
         if c["sign_flip"]["p"] > 0:
             rows = self._rows(n, float(c["sign_flip"]["p"]))
-            w = torch.where(rows[:, None], flip_signs(self.space, w, layout, self.generator), w)
+            flipped = flip_signs(self.space, w, layout, self.generator, tanh=bool(c["sign_flip"]["tanh"]))
+            w = torch.where(rows[:, None], flipped, w)
+        if c["rescale"]["p"] > 0:
+            rows = self._rows(n, float(c["rescale"]["p"]))
+            scaled = rescale(self.space, w, layout, self.generator, float(c["rescale"]["log_std"]))
+            w = torch.where(rows[:, None], scaled, w)
         if c["noise"]["p"] > 0:
             rows = self._rows(n, float(c["noise"]["p"]))
             w = torch.where(rows[:, None], self._noise(w, mask), w)

@@ -310,3 +310,35 @@ def test_repaired_aligned_mixup_of_a_network_with_its_permuted_copy_keeps_its_fu
     assert not torch.allclose(plain["w"], rep["w"])
     with pytest.raises(ZooError, match="training data"):
         Augmenter(space, cfg, seed=0)(batch)
+
+
+def test_rescale_augmentation_preserves_function_and_padding(nets):
+    trained, space, w, idx = nets
+    aug = Augmenter(space, {"rescale": {"p": 1.0, "log_std": 0.5}, "permute": {"p": 1.0}}, seed=3)
+    out = aug({"w": w, "y": torch.zeros(len(w)), "layout": idx})["w"]
+    assert torch.equal(out * ~space.mask(idx), torch.zeros_like(out))  # padded units stay padded
+    moved = Augmenter(space, {"rescale": {"p": 1.0}}, seed=3)({"w": w, "y": torch.zeros(len(w)), "layout": idx})["w"]
+    assert not torch.allclose(moved.abs().sort(1).values, w.abs().sort(1).values)  # not only a permutation
+    for k, (model, layout, data) in enumerate(trained):
+        x = data.X_test[:200]
+        torch.testing.assert_close(
+            _logits(layout, space, out[k], int(idx[k]), model.state_dict(), x), model(x).detach(), rtol=1e-4, atol=1e-4
+        )
+
+
+def test_tanh_sign_flip_augmentation_preserves_function():
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    spec = arch_spec("mlp", data.input_shape, 10, 8, 2, activation="tanh")
+    model = build_model(spec).eval()
+    layout = layout_of(model, spec)
+    space = WeightSpace([layout])
+    w = space.pad(layout.flatten(model.state_dict())[None], 0).expand(4, -1)
+    batch = {"w": w, "y": torch.zeros(4), "layout": torch.zeros(4, dtype=torch.long)}
+    same = Augmenter(space, {"sign_flip": {"p": 1.0}}, seed=0)(batch)["w"]
+    assert torch.equal(same, w)  # tanh units flip only when asked (sine units always may)
+    out = Augmenter(space, {"sign_flip": {"p": 1.0, "tanh": True}}, seed=0)(batch)["w"]
+    assert not torch.allclose(out, w)
+    x = data.X_test[:50]
+    for row in out:
+        torch.testing.assert_close(_logits(layout, space, row, 0, model.state_dict(), x), model(x).detach())

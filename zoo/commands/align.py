@@ -16,7 +16,9 @@ EPILOG = """reference auto: per (layout, dataset), the done model with the best 
 only that one; --trajectory applies one permutation per model (found at the last selected checkpoint) to
 all checkpoints. Diverged models are skipped unless --diverged finite. --repair auto (default) also
 measures the aligned barrier with REPAIR (interpolated units reset to the endpoints' interpolated statistics
-on training data) for layouts with BatchNorm; on / off for every layout / none. Tables 'alignment' and
+on training data) for layouts with BatchNorm; on / off for every layout / none. --symmetries
+permutation,scale,sign also puts every ReLU unit's incoming weights at unit norm (scale) and every tanh/sine
+unit at its canonical sign (sign) before matching; permutations are always resolved. Tables 'alignment' and
 'alignment_summary' are stored in the zoo."""
 
 
@@ -40,6 +42,11 @@ def _parser() -> ArgumentParser:
         default="auto",
         choices=["auto", "on", "off"],
         help="barrier after matching + REPAIR: auto (BatchNorm layouts, default), on, off",
+    )
+    p.add_argument(
+        "--symmetries",
+        default="permutation",
+        help="comma-separated from permutation,scale,sign (default permutation; sine signs always)",
     )
     p.add_argument("--threads", type=int, default=THREADS, help=THREADS_HELP)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -81,6 +88,7 @@ def main(argv: list[str]) -> int:
             pairs=args.pairs,
             progress=not args.json,
             repair={"auto": "auto", "on": True, "off": False}[args.repair],
+            symmetries=args.symmetries,
         )
     if args.json:
         print(json.dumps(summary))
@@ -89,7 +97,7 @@ def main(argv: list[str]) -> int:
     print(
         f"aligned {models} models of {args.path}: canonical weights written beside the raw ones, tables 'alignment'"
         f" and 'alignment_summary'; checkpoints {summary['epochs']} (epochs),"
-        f" reference rule: {summary['reference_rule']}"
+        f" reference rule: {summary['reference_rule']}; symmetries: {','.join(summary['symmetries'])}"
     )
     for g in summary["groups"]:
 

@@ -18,6 +18,9 @@ Rules (also printed by ``zoo align --help``):
   interpolated unit reset to the interpolation of the endpoints' statistics on training data), column
   ``barrier_repair``. ``"auto"`` (the default) does so for layouts with BatchNorm, where plain interpolation
   suffers most; True / False for every layout / none.
+- ``symmetries``: besides permutations (always resolved), ``scale`` puts every ReLU unit's incoming weights at
+  unit norm and ``sign`` every odd (sine, tanh) unit at its canonical sign before matching
+  (zoo.rebasin.symmetries); sine units get their canonical sign in any case, as before.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ from zoo.errors import ZooError
 from zoo.rebasin.apply import permute_flat
 from zoo.rebasin.matching import MatchResult, match_population
 from zoo.rebasin.report import batched_l2, batched_singular_agreement, loss_barriers
-from zoo.rebasin.signs import canonicalize_signs_flat
 from zoo.rebasin.spec import spec_for_layout
+from zoo.rebasin.symmetries import canonicalize_units, parse_symmetries
 from zoo.store import Zoo, open_writer
 
 MAX_EVAL_SAMPLES = 2048  # training samples used for barrier losses and BN statistics
@@ -92,6 +95,7 @@ def align_zoo(
     write: bool = True,
     progress: bool = False,
     repair: bool | str = "auto",
+    symmetries: str | tuple[str, ...] = ("permutation",),
 ) -> tuple[pd.DataFrame, dict]:
     """Align every done model of ``z`` (a ``zoo.Zoo``) to its group's reference; returns (table, summary).
 
@@ -103,6 +107,7 @@ def align_zoo(
         raise ZooError(f"--diverged must be skip or finite, got {diverged!r}")
     if repair not in ("auto", True, False):
         raise ZooError(f"repair must be auto, true or false, got {repair!r}")
+    sym = _symmetries(symmetries)
     models = z.models
     n_ckpt = len(z.checkpoint_epochs)
     ckpts = _parse_checkpoint(checkpoint, n_ckpt)
@@ -147,6 +152,7 @@ def align_zoo(
             writer,
             bar,
             repair,
+            sym,
         )
         info.update(
             layout=key,
@@ -169,6 +175,7 @@ def align_zoo(
         "restarts": restarts,
         "reference_rule": "explicit" if reference != "auto" else f"auto: {REFERENCE_RULE}",
         "repair": repair,
+        "symmetries": list(sym),
         "groups": groups,
     }
     if writer is not None:
@@ -193,6 +200,7 @@ def _align_group(
     writer,
     bar: Progress | None = None,
     repair: bool | str = "auto",
+    sym: tuple[str, ...] = ("permutation",),
 ):
     """Align one (layout, dataset) group chunk by chunk of models, so memory stays bounded on big zoos."""
     layout = z.layouts[key]
@@ -200,7 +208,7 @@ def _align_group(
     use_repair = bool(spec.graph is not None and spec.graph.norms) if repair == "auto" else bool(repair)
     ids = [int(i) for i in members["model_id"]]
     last = members["last_checkpoint"].to_numpy()
-    R = _signs_canonical(spec, layout, z.weights([ref_id], checkpoint=None))[0]  # [C, P]
+    R = _units_canonical(spec, layout, z.weights([ref_id], checkpoint=None), sym)[0]  # [C, P]
     c_rep = ckpts[-1]
     candidates = [i for i in np.flatnonzero(last >= c_rep) if ids[i] != ref_id]
     rng = np.random.default_rng(seed)
@@ -233,6 +241,7 @@ def _align_group(
                 [i - lo for i in part if i in sample],
                 eval_data,
                 bar,
+                sym,
             )
         )
     table = pd.concat(tables, ignore_index=True)
@@ -279,8 +288,9 @@ def _align_chunk(
     sample,
     data,
     bar: Progress | None = None,
+    sym: tuple[str, ...] = ("permutation",),
 ):
-    W = _signs_canonical(spec, layout, z.weights(ids, checkpoint=None))  # [n, C, P], NaN after a divergence
+    W = _units_canonical(spec, layout, z.weights(ids, checkpoint=None), sym)  # [n, C, P], NaN after a divergence
     out = W.clone()
     n_ckpt = W.shape[1]
     passes = np.zeros(len(ids), dtype=np.int64)
@@ -314,12 +324,19 @@ def _align_chunk(
     return _report(spec, layout, ids, ckpts[-1], W, out, R, last, passes, sample, data)
 
 
-def _signs_canonical(spec, layout, W: torch.Tensor) -> torch.Tensor:
-    """[n, C, P] weights with every sign-symmetric unit (sine networks) at its canonical sign, per checkpoint:
-    matching then only has permutations left to resolve (zoo.rebasin.signs)."""
-    if not spec.signs:
+def _symmetries(symmetries: str | tuple[str, ...]) -> tuple[str, ...]:
+    sym = parse_symmetries(symmetries)
+    if "permutation" not in sym:
+        raise ZooError(f"alignment always resolves permutations: symmetries must include permutation, got {sym}")
+    return sym
+
+
+def _units_canonical(spec, layout, W: torch.Tensor, sym: tuple[str, ...]) -> torch.Tensor:
+    """[n, C, P] weights with the per-unit symmetries ``sym`` (and sine units' signs) at their canonical form, per
+    checkpoint: matching then only has permutations left to resolve (zoo.rebasin.symmetries)."""
+    if not spec.signs and not ("sign" in sym and spec.odd) and not ("scale" in sym and spec.scales):
         return W
-    return torch.stack([canonicalize_signs_flat(spec, layout, W[:, c]) for c in range(W.shape[1])], dim=1)
+    return torch.stack([canonicalize_units(spec, layout, W[:, c], sym) for c in range(W.shape[1])], dim=1)
 
 
 def _match(spec, layout, ref_flat, flat, seed, restarts, max_iter):
@@ -328,19 +345,28 @@ def _match(spec, layout, ref_flat, flat, seed, restarts, max_iter):
 
 
 def align_flat(
-    layout, reference: torch.Tensor, weights: torch.Tensor, *, seed: int = 0, restarts: int = 0, max_iter: int = 100
+    layout,
+    reference: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    seed: int = 0,
+    restarts: int = 0,
+    max_iter: int = 100,
+    symmetries: str | tuple[str, ...] = ("permutation",),
 ) -> tuple[torch.Tensor, MatchResult]:
     """Align flat weight vectors ``[n, P]`` of ``layout`` to one flat reference ``[P]``; returns the permuted
     ``[n, P]`` (same functions, buffers included) and the match result. For callers outside the store, e.g.
-    canonicalizing generated samples before nearest-neighbour distances."""
+    canonicalizing generated samples before nearest-neighbour distances. ``symmetries``: as ``align_zoo``'s (the
+    reference is put in the same per-unit canonical form)."""
     if weights.ndim != 2 or reference.ndim != 1:
         raise ZooError(
             f"align_flat takes weights [n, P] and a reference [P], got {tuple(weights.shape)} and "
             f"{tuple(reference.shape)}"
         )
     spec = spec_for_layout(layout)
-    reference = canonicalize_signs_flat(spec, layout, reference[None])[0]
-    weights = canonicalize_signs_flat(spec, layout, weights)
+    sym = _symmetries(symmetries)
+    reference = canonicalize_units(spec, layout, reference[None], sym)[0]
+    weights = canonicalize_units(spec, layout, weights, sym)
     res = _match(spec, layout, reference, weights, seed, restarts, max_iter)
     return permute_flat(spec, layout, weights, res.perms), res
 
