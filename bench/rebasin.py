@@ -92,6 +92,7 @@ def quality(name: str, spec: dict, task, seeds: int, epochs: int, steps: int) ->
         b0 = loss_barrier(layout, ref, states[s], task, steps=steps)
         b1 = loss_barrier(layout, ref, al, task, steps=steps)
         b2 = loss_barrier(layout, ref, al, task, steps=steps, repair=True)
+        b3 = loss_barrier(layout, ref, al, task, steps=steps, repair=True, repair_outputs=False)
         r3 = weight_matching(pspec, ref, states[s], seed=0, restarts=3)
         rows.append(
             {
@@ -104,12 +105,14 @@ def quality(name: str, spec: dict, task, seeds: int, epochs: int, steps: int) ->
                 "barrier_before": b0["barrier"],
                 "barrier_after": b1["barrier"],
                 "barrier_after_repair": b2["barrier"],
+                "barrier_after_repair_hidden_only": b3["barrier"],
                 "passes": int(r.passes[0]),
             }
         )
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "seed"}
     mean["barrier_reduction"] = 1 - mean["barrier_after"] / mean["barrier_before"]
     mean["barrier_reduction_repair"] = 1 - mean["barrier_after_repair"] / mean["barrier_before"]
+    mean["barrier_reduction_repair_hidden_only"] = 1 - mean["barrier_after_repair_hidden_only"] / mean["barrier_before"]
     # MergeMany: average of all models after aligning them to each other, vs the naive average
     stacked = {k: torch.stack([st[k] for st in states]) for k in states[0]}
     perms, merged, hist = merge_many(pspec, stacked, seed=0)
@@ -150,7 +153,8 @@ def quality(name: str, spec: dict, task, seeds: int, epochs: int, steps: int) ->
     print(
         f"    loss barrier {mean['barrier_before']:.4f} -> {mean['barrier_after']:.4f}  "
         f"(reduction {100 * mean['barrier_reduction']:.1f}%); with REPAIR {mean['barrier_after_repair']:.4f} "
-        f"(reduction {100 * mean['barrier_reduction_repair']:.1f}%)"
+        f"(reduction {100 * mean['barrier_reduction_repair']:.1f}%; hidden units only "
+        f"{mean['barrier_after_repair_hidden_only']:.4f})"
     )
     print(
         f"    MergeMany of {seeds}: test acc {accs['merge_many']:.3f} ({accs['merge_many_repair']:.3f} with REPAIR) vs"

@@ -53,6 +53,7 @@ def loss_barriers(
     steps: int = 11,
     split: str = "train",
     repair: bool = False,
+    repair_outputs: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Loss barriers of m straight paths at once: flat endpoints ``a, b [m, P]`` -> barrier ``[m]``, t_max ``[m]``,
     losses ``[m, steps]`` (and ts ``[steps]``).
@@ -62,7 +63,7 @@ def loss_barriers(
     training loss by default); BatchNorm nets get their statistics recomputed on the training split at
     every ``t``, endpoints included, so all points are measured the same way. ``repair=True``: every interior
     point is then REPAIRed (zoo.rebasin.repair) to the interpolation of the endpoints' unit statistics, all
-    measured on the training split.
+    measured on the training split (``repair_outputs=False``: the output units, the logits, are left out).
     """
     if steps < 3:
         raise ZooError(f"a loss barrier needs at least 3 points on the path, got steps={steps}")
@@ -74,12 +75,18 @@ def loss_barriers(
     flat = path.reshape(-1, a.shape[1])
     if repair:
         path = recalibrate_bn(layout, flat, dataset).view_as(path).clone()
-        ma, sa = unit_stats(layout, path[:, 0], dataset, recalibrate=False)
-        mb, sb = unit_stats(layout, path[:, -1], dataset, recalibrate=False)
+        ma, sa = unit_stats(layout, path[:, 0], dataset, recalibrate=False, outputs=repair_outputs)
+        mb, sb = unit_stats(layout, path[:, -1], dataset, recalibrate=False, outputs=repair_outputs)
         for j in range(1, steps - 1):
             t = float(ts[j])
             path[:, j] = repair_units(
-                layout, path[:, j], (1 - t) * ma + t * mb, (1 - t) * sa + t * sb, dataset, recalibrate=False
+                layout,
+                path[:, j],
+                (1 - t) * ma + t * mb,
+                (1 - t) * sa + t * sb,
+                dataset,
+                recalibrate=False,
+                outputs=repair_outputs,
             )
         flat = path.reshape(-1, a.shape[1])
     losses = evaluate(layout, flat, dataset, split, recalibrate_bn=not repair)["loss"]
@@ -97,10 +104,13 @@ def loss_barrier(
     steps: int = 11,
     split: str = "train",
     repair: bool = False,
+    repair_outputs: bool = True,
 ) -> dict:
     """``loss_barriers`` of one pair (state dicts or flat ``[P]`` vectors): barrier, t_max, losses and ts as
     Python numbers and lists."""
-    r = loss_barriers(layout, _flat(layout, a)[None], _flat(layout, b)[None], dataset, steps, split, repair)
+    r = loss_barriers(
+        layout, _flat(layout, a)[None], _flat(layout, b)[None], dataset, steps, split, repair, repair_outputs
+    )
     return {
         "barrier": float(r["barrier"][0]),
         "t_max": float(r["t_max"][0]),
