@@ -38,6 +38,7 @@ from zoo.forward import activation_floats_per_sample
 from zoo.layout import Layout
 from zoo.rebasin.spec import PermutationSpec, spec_for_layout
 
+ONE_PASS_FLOATS = 32_000_000  # activations (128 MB) up to which a network is REPAIRed in one forward over all data
 DEAD = 1e-12  # a unit whose variance is below this is constant on the data: shifted, never scaled
 
 
@@ -87,6 +88,49 @@ def _moments(o: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor, in
     float64 across chunks), and the count per channel."""
     dims = [d for d in range(o.ndim) if d != axis % o.ndim]
     return o.sum(dims).double(), o.square().sum(dims).double(), o.numel() // o.shape[axis]
+
+
+def _scale(target_std: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+    """A unit's REPAIR scale: target std over its std (1 for a unit constant on the data)."""
+    return torch.where(var > DEAD, target_std / var.clamp_min(DEAD).sqrt(), torch.ones_like(var))
+
+
+def _one_pass(
+    module: nn.Module,
+    state: dict[str, torch.Tensor],
+    X: torch.Tensor,
+    points: list[RepairPoint],
+    mean: list[torch.Tensor],
+    std: list[torch.Tensor],
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The corrections of every point from ONE forward over all of X: each hook measures its point on the whole
+    data, corrects it in flight, and the next points see the corrected activations (the same corrections as one
+    pass per point, in fewer layer evaluations)."""
+    corrections: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    mods = dict(module.named_modules())
+
+    def hook_for(k: int) -> Callable:
+        p = points[k]
+
+        def hook(_m: nn.Module, _i: object, o: torch.Tensor) -> torch.Tensor:
+            dims = [d for d in range(o.ndim) if d != p.axis % o.ndim]
+            var, mu = torch.var_mean(o.double(), dim=dims, correction=0)
+            a = _scale(std[k], var)
+            corrections[p.module] = (a, mean[k] - a * mu)
+            view = [1] * o.ndim
+            view[p.axis] = -1
+            return o * a.view(view).to(o.dtype) + (mean[k] - a * mu).view(view).to(o.dtype)
+
+        return hook
+
+    handles = [mods[p.module].register_forward_hook(hook_for(k)) for k, p in enumerate(points)]
+    try:
+        with torch.no_grad():
+            functional_call(module, state, (X,))
+    finally:
+        for h in handles:
+            h.remove()
+    return corrections
 
 
 def _measure(
@@ -148,7 +192,8 @@ def _setup(layout: Layout, dataset: Dataset, spec: PermutationSpec | None, outpu
     module = layout.build().eval()
     X = dataset.X_train
     act = activation_floats_per_sample(module, X[:1]) if len(X) else 1
-    return points, module, X, max(1, min(len(X), CPU_FORWARD_FLOATS // act))
+    one_pass = len(X) * act <= ONE_PASS_FLOATS
+    return points, module, X, len(X) if one_pass else max(1, min(len(X), CPU_FORWARD_FLOATS // act))
 
 
 def unit_stats(
@@ -202,11 +247,16 @@ def repair(
     for i in range(weights.shape[0]):
         state = layout.unflatten(weights[i])
         corrections: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        for k, p in enumerate(points):
-            ((mu, var),) = _measure(module, state, X, chunk, points, corrections, [k])
-            lo, hi = offsets[k], offsets[k + 1]
-            a = torch.where(var > DEAD, std[i, lo:hi] / var.clamp_min(DEAD).sqrt(), torch.ones_like(var))
-            corrections[p.module] = (a, mean[i, lo:hi] - a * mu)
+        if chunk >= len(X):  # all data in one forward: every point measured and corrected in flight
+            ranges = list(zip(offsets[:-1], offsets[1:]))
+            m_i = [mean[i, lo:hi] for lo, hi in ranges]
+            corrections = _one_pass(module, state, X, points, m_i, [std[i, lo:hi] for lo, hi in ranges])
+        else:  # one pass per point over chunks, earlier points' corrections applied in flight
+            for k, p in enumerate(points):
+                ((mu, var),) = _measure(module, state, X, chunk, points, corrections, [k])
+                lo, hi = offsets[k], offsets[k + 1]
+                a = _scale(std[i, lo:hi], var)
+                corrections[p.module] = (a, mean[i, lo:hi] - a * mu)
         new = dict(state)
         for p in points:
             a, c = corrections[p.module]

@@ -82,3 +82,15 @@ def test_barrier_with_repair_keeps_endpoints_and_reads_no_test_data(data):
     assert float(evaluate(layout, w, data, "train", recalibrate_bn=True)["loss"][0]) == pytest.approx(
         float(plain["losses"][0, 0]), rel=1e-6
     )
+
+
+def test_one_forward_and_chunked_passes_give_the_same_repair(data, monkeypatch):
+    layout, w = _pair("cnn", data)
+    mean, std = unit_stats(layout, w, data)
+    mid = (0.5 * w[0] + 0.5 * w[1])[None]
+    target = (0.5 * mean.sum(0, keepdim=True), 0.5 * std.sum(0, keepdim=True))
+    one = repair(layout, mid, *target, data)
+    monkeypatch.setattr("zoo.rebasin.repair.ONE_PASS_FLOATS", 0)
+    monkeypatch.setattr("zoo.rebasin.repair.CPU_FORWARD_FLOATS", 20_000)  # several chunks of samples
+    chunked = repair(layout, mid, *target, data)
+    torch.testing.assert_close(chunked, one, atol=1e-5, rtol=1e-5)
