@@ -2,7 +2,9 @@
 
 (a) quality: digits MLPs (width 128, depth 3) and BatchNorm CNNs on digits-image, trained here from
     different seeds with plain torch; L2 distance, top singular-vector agreement and linear-path loss
-    barrier (training loss, BN statistics recomputed) before and after matching to seed 0; MergeMany.
+    barrier (training loss, BN statistics recomputed) before and after matching to seed 0, and after matching
+    + REPAIR (zoo.rebasin.repair: every unit, the logits included, reset to the interpolated endpoint
+    statistics on training data); MergeMany, plain and REPAIRed.
 (b) speed: aligning a population of MLPs (width 128, depth 3) to one reference with the batched matcher
     (one GEMM per group builds every model's similarity matrix) against the plain one-pair-at-a-time
     matcher, timed on a subset and extrapolated. Two populations: random initializations (the hardest
@@ -41,6 +43,7 @@ from zoo.rebasin import (  # noqa: E402
     permute_states,
     weight_matching,  # noqa: E402
 )
+from zoo.rebasin.repair import repair_mix  # noqa: E402
 from zoo.rebasin.report import batched_l2, l2_distance, loss_barrier, top_singular_agreement  # noqa: E402
 
 
@@ -88,6 +91,8 @@ def quality(name: str, spec: dict, task, seeds: int, epochs: int, steps: int) ->
         al = permute_state(pspec, states[s], r.perms)
         b0 = loss_barrier(layout, ref, states[s], task, steps=steps)
         b1 = loss_barrier(layout, ref, al, task, steps=steps)
+        b2 = loss_barrier(layout, ref, al, task, steps=steps, repair=True)
+        b3 = loss_barrier(layout, ref, al, task, steps=steps, repair=True, repair_outputs=False)
         r3 = weight_matching(pspec, ref, states[s], seed=0, restarts=3)
         rows.append(
             {
@@ -99,18 +104,26 @@ def quality(name: str, spec: dict, task, seeds: int, epochs: int, steps: int) ->
                 "svd_after": top_singular_agreement(ref, al, pspec.matched),
                 "barrier_before": b0["barrier"],
                 "barrier_after": b1["barrier"],
+                "barrier_after_repair": b2["barrier"],
+                "barrier_after_repair_hidden_only": b3["barrier"],
                 "passes": int(r.passes[0]),
             }
         )
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "seed"}
     mean["barrier_reduction"] = 1 - mean["barrier_after"] / mean["barrier_before"]
+    mean["barrier_reduction_repair"] = 1 - mean["barrier_after_repair"] / mean["barrier_before"]
+    mean["barrier_reduction_repair_hidden_only"] = 1 - mean["barrier_after_repair_hidden_only"] / mean["barrier_before"]
     # MergeMany: average of all models after aligning them to each other, vs the naive average
     stacked = {k: torch.stack([st[k] for st in states]) for k in states[0]}
-    _, merged, hist = merge_many(pspec, stacked, seed=0)
+    perms, merged, hist = merge_many(pspec, stacked, seed=0)
+    merged_states = permute_states(pspec, stacked, perms)
     naive = {k: v.float().mean(0).to(v.dtype) if v.is_floating_point() else v[0] for k, v in stacked.items()}
     accs = {}
     for label, st in (("naive_average", naive), ("merge_many", merged)):  # BN statistics from training data
         accs[label] = float(evaluate(layout, layout.flatten(st)[None], task, "test", recalibrate_bn=True)["acc"][0])
+    aligned_all = torch.stack([layout.flatten({k: v[i] for k, v in merged_states.items()}) for i in range(seeds)])
+    rep = repair_mix(layout, aligned_all[None], torch.full((1, seeds), 1.0 / seeds), task)  # stats: train split
+    accs["merge_many_repair"] = float(evaluate(layout, rep, task, "test")["acc"][0])
     accs["endpoints_mean"] = float(np.mean([accuracy(m, task.X_test, task.y_test) for m in models]))
     made = (
         f"{seeds} {describe(spec)} on {spec['input_shape']} inputs, trained here with Adam lr 1e-3, batch 64,"
@@ -139,9 +152,14 @@ def quality(name: str, spec: dict, task, seeds: int, epochs: int, steps: int) ->
     )
     print(
         f"    loss barrier {mean['barrier_before']:.4f} -> {mean['barrier_after']:.4f}  "
-        f"(reduction {100 * mean['barrier_reduction']:.1f}%)"
+        f"(reduction {100 * mean['barrier_reduction']:.1f}%); with REPAIR {mean['barrier_after_repair']:.4f} "
+        f"(reduction {100 * mean['barrier_reduction_repair']:.1f}%; hidden units only "
+        f"{mean['barrier_after_repair_hidden_only']:.4f})"
     )
-    print(f"    MergeMany of {seeds}: test acc {accs['merge_many']:.3f} vs naive average {accs['naive_average']:.3f}")
+    print(
+        f"    MergeMany of {seeds}: test acc {accs['merge_many']:.3f} ({accs['merge_many_repair']:.3f} with REPAIR) vs"
+        f" naive average {accs['naive_average']:.3f}"
+    )
     return out
 
 

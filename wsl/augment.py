@@ -2,13 +2,20 @@
 
 Config (``conf/augment/*.yaml``), each op applied to a sample with probability ``p`` (0 disables it),
 in this fixed order (mixup first, so a mix made in re-based coordinates is then permuted and perturbed):
-  mixup:    {p, alpha, mode}       lam ~ Beta(alpha, alpha) mix with a partner of the same layout;
+  mixup:    {p, alpha, mode, repair}  lam ~ Beta(alpha, alpha) mix with a partner of the same layout;
                                    mode plain | permuted (partner randomly permuted first) |
                                    aligned (both re-based: the store's canonical weights when present,
-                                   else the partner weight-matched to the sample)
+                                   else the partner weight-matched to the sample); repair: true REPAIRs
+                                   each mix (zoo.rebasin.repair: units reset to the lam-weighted endpoint
+                                   statistics on REPAIR_SAMPLES seeded TRAINING samples of the zoo's data;
+                                   several forwards per mixed network, so slower; needs buffers)
   permute:  {p}                    random hidden-unit permutation (function-preserving)
-  sign_flip: {p}                   each unit with an odd activation (sine networks, INRs) flips sign with
-                                   probability 1/2 (function-preserving; no-op for other networks)
+  sign_flip: {p, tanh}             each unit with an odd activation (sine networks, INRs; with tanh: true
+                                   also tanh units) flips sign with probability 1/2 (function-preserving;
+                                   no-op for other networks)
+  rescale:  {p, log_std}           each ReLU unit scaled by c = exp(log_std * N(0, 1)): incoming weights and
+                                   bias (or its BatchNorm's affine parameters) times c, outgoing over c
+                                   (function-preserving; zoo.rebasin.symmetries; no-op without ReLU units)
   noise:    {p, scale}             w + scale * std(tensor) * N(0, 1), std per model and tensor
   dropout:  {p, rate}              zero each weight with probability ``rate``
   sparsify: {p, fraction}          zero the ``fraction`` smallest-magnitude weights of each tensor
@@ -17,23 +24,28 @@ Noise, dropout and sparsification touch trainable parameters only (not BatchNorm
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
 
 from wsl.space import WeightSpace
-from wsl.symmetry import align_to, flip_signs, permute
+from wsl.symmetry import align_to, flip_signs, permute, rescale
+from zoo.datasets import Dataset
 from zoo.errors import ZooError
+from zoo.rebasin.repair import repair_mix
 
 DEFAULTS: dict[str, dict] = {
     "permute": {"p": 0.0},
-    "sign_flip": {"p": 0.0},
+    "sign_flip": {"p": 0.0, "tanh": False},
+    "rescale": {"p": 0.0, "log_std": 0.5},
     "noise": {"p": 0.0, "scale": 0.05},
     "dropout": {"p": 0.0, "rate": 0.05},
     "sparsify": {"p": 0.0, "fraction": 0.2},
-    "mixup": {"p": 0.0, "alpha": 0.4, "mode": "plain"},
+    "mixup": {"p": 0.0, "alpha": 0.4, "mode": "plain", "repair": False},
 }
+REPAIR_SAMPLES = 512  # training samples whose statistics REPAIR a mix (seeded subset; bounds the cost per batch)
 MIXUP_MODES = ("plain", "permuted", "aligned")
 
 
@@ -53,15 +65,35 @@ def augment_config(cfg: Mapping | None) -> dict[str, dict]:
             raise ZooError(f"augmentation {op}.p must be in [0, 1], got {out[op]['p']}")
     if out["mixup"]["mode"] not in MIXUP_MODES:
         raise ZooError(f"mixup.mode must be one of {list(MIXUP_MODES)}, got {out['mixup']['mode']!r}")
+    if not isinstance(out["mixup"]["repair"], bool):
+        raise ZooError(f"mixup.repair must be true or false, got {out['mixup']['repair']!r}")
     return out
 
 
 class Augmenter:
-    """Callable on a batch dict (``w`` [n, P] raw padded, ``y``, ``layout`` [n], optional ``w_canon``)."""
+    """Callable on a batch dict (``w`` [n, P] raw padded, ``y``, ``layout`` [n], optional ``w_canon``).
 
-    def __init__(self, space: WeightSpace, cfg: Mapping | None = None, num_classes: int | None = None, seed: int = 0):
+    ``datasets``: layout index -> the data its models were trained on, read (training split only) by
+    ``mixup.repair``."""
+
+    def __init__(
+        self,
+        space: WeightSpace,
+        cfg: Mapping | None = None,
+        num_classes: int | None = None,
+        seed: int = 0,
+        datasets: Mapping[int, Dataset] | None = None,
+    ):
         self.space = space
         self.cfg = augment_config(cfg)
+        self.datasets: dict[int, Dataset] = {}
+        if self.cfg["mixup"]["repair"] and float(self.cfg["mixup"]["p"]) > 0:
+            if not space.buffers:
+                raise ZooError("mixup.repair needs the BatchNorm buffers in the weight vectors (data.buffers=true)")
+            for k, d in dict(datasets or {}).items():
+                pick = torch.randperm(len(d.X_train), generator=torch.Generator().manual_seed(int(seed)))
+                pick = pick[:REPAIR_SAMPLES]
+                self.datasets[int(k)] = dataclasses.replace(d, X_train=d.X_train[pick], y_train=d.y_train[pick])
         self.num_classes = num_classes
         self.generator = torch.Generator().manual_seed(int(seed))
         self._rng = np.random.default_rng(int(seed))
@@ -150,11 +182,35 @@ class Augmenter:
                 b[sel] = align_to(self.space, w[sel], w[part][sel], layout[sel], self.generator)
         out = dict(batch)
         out["w"] = torch.where(rows[:, None], lam[:, None] * a + (1 - lam[:, None]) * b, w)
+        if cfg["repair"]:
+            out["w"] = self._repair(out["w"], a, b, lam, rows, layout)
         if y.dtype.is_floating_point and y.ndim == 1:
             out["y"] = lam * y + (1 - lam) * y[part]
         else:
             ys = self._soft(y)
             out["y"] = lam[:, None] * ys + (1 - lam[:, None]) * ys[part]
+        return out
+
+    def _repair(
+        self,
+        mixed: torch.Tensor,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        lam: torch.Tensor,
+        rows: torch.Tensor,
+        layout: torch.Tensor,
+    ) -> torch.Tensor:
+        """The mixed rows REPAIRed per layout: units at the lam-weighted statistics of the two endpoints."""
+        out = mixed.clone()
+        for k in layout[rows].unique().tolist():
+            sel = (rows & (layout == k)).nonzero().flatten()
+            if k not in self.datasets:
+                raise ZooError(f"mixup.repair needs the training data of layout {k}; none was handed in")
+            members = torch.stack([self.space.unpad(a[sel], k), self.space.unpad(b[sel], k)], dim=1)
+            coef = torch.stack([lam[sel], 1 - lam[sel]], dim=1)
+            lay = self.space.layouts[k]
+            fixed = repair_mix(lay, members, coef, self.datasets[k], spec=self.space.spec(k))
+            out[sel] = self.space.pad(fixed, k)
         return out
 
     def __call__(self, batch: dict) -> dict:
@@ -177,7 +233,12 @@ class Augmenter:
             w = torch.where(rows[:, None], permute(self.space, w, layout, self.generator), w)
         if c["sign_flip"]["p"] > 0:
             rows = self._rows(n, float(c["sign_flip"]["p"]))
-            w = torch.where(rows[:, None], flip_signs(self.space, w, layout, self.generator), w)
+            flipped = flip_signs(self.space, w, layout, self.generator, tanh=bool(c["sign_flip"]["tanh"]))
+            w = torch.where(rows[:, None], flipped, w)
+        if c["rescale"]["p"] > 0:
+            rows = self._rows(n, float(c["rescale"]["p"]))
+            scaled = rescale(self.space, w, layout, self.generator, float(c["rescale"]["log_std"]))
+            w = torch.where(rows[:, None], scaled, w)
         if c["noise"]["p"] > 0:
             rows = self._rows(n, float(c["noise"]["p"]))
             w = torch.where(rows[:, None], self._noise(w, mask), w)

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 import zoo
-from wsl.augment import Augmenter
+from wsl.augment import Augmenter, augment_config
 from wsl.space import WeightSpace
 from wsl.targets import TargetSpec, target_spec, targets
 from zoo.errors import ZooError
@@ -299,7 +299,15 @@ class WeightDataModule(L.LightningDataModule):
         nbytes = len(samples) * self.space.size * 4
         self._w = self._w_canon = None
         use_cache = self.cache is True or (self.cache == "auto" and nbytes <= self.cache_limit_mb * 2**20)
-        self.augmenter = Augmenter(self.space, self.augment_cfg, self.num_classes, self.seed)
+        datasets = None
+        if augment_config(self.augment_cfg)["mixup"]["repair"]:  # REPAIR reads each layout's training data
+            models = self.zoo.models
+            datasets = {}
+            for k in keys:
+                names = models.loc[models["layout"] == k, "dataset"].unique()
+                if len(names) == 1:
+                    datasets[index[k]] = self.zoo.dataset(str(names[0]))
+        self.augmenter = Augmenter(self.space, self.augment_cfg, self.num_classes, self.seed, datasets)
         if use_cache:
             self._w = self._read_all(self.canonical)
             if self.augmenter.needs_canonical and not self.canonical:

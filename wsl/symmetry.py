@@ -4,7 +4,8 @@ Permutations are drawn (``random_perms``) or weight-matched (the batched matcher
 layout's own traced ``PermutationSpec`` over its real units, padded units map to themselves, and
 rebasin's ``permute_present`` applies them to the padded tensors of the whole batch at once; so every
 permutation preserves each network's function and padding stays padding. Sign flips of units with an odd
-activation (sine networks) are drawn on the same specs (``flip_signs``).
+activation (sine networks; tanh too on request) and positive rescalings of ReLU units (``rescale``,
+zoo.rebasin.symmetries) are drawn on the same specs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from zoo.rebasin.apply import Perms, permute_present, random_perms
 from zoo.rebasin.matching import match_pairs
 from zoo.rebasin.signs import random_signs
 from zoo.rebasin.spec import PermutationSpec
+from zoo.rebasin.symmetries import random_scales, scale_groups
 
 
 def _padded(
@@ -49,16 +51,22 @@ def permute(
 
 
 def flip_signs(
-    space: WeightSpace, weights: torch.Tensor, layout_index: torch.Tensor, generator: torch.Generator | None = None
+    space: WeightSpace,
+    weights: torch.Tensor,
+    layout_index: torch.Tensor,
+    generator: torch.Generator | None = None,
+    tanh: bool = False,
 ) -> torch.Tensor:
-    """[n, P] -> [n, P]: each sign-symmetric unit (odd activation: sine networks; ``PermutationSpec.signs``) of
-    every network flipped with probability 1/2 (incoming weights, bias, outgoing weights): the same functions.
-    Layouts without sign groups, and padded units, are left as they are."""
+    """[n, P] -> [n, P]: each sign-symmetric unit (odd activation: sine networks; ``PermutationSpec.signs``; with
+    ``tanh`` also tanh units, ``PermutationSpec.odd``) of every network flipped with probability 1/2 (incoming
+    weights, bias, outgoing weights): the same functions. Layouts without sign groups, and padded units, are left
+    as they are."""
     n = len(layout_index)
     signs = {g: torch.ones(n, size) for g, size in space.group_sizes().items()}
     for k in layout_index.unique().tolist():
         rows = (layout_index == k).nonzero().flatten().cpu()
-        for g, s in random_signs(space.spec(k), generator, len(rows)).items():
+        spec = space.spec(k)
+        for g, s in random_signs(spec, generator, len(rows), spec.odd if tanh else None).items():
             signs[g][rows, : s.shape[1]] = s
     spec = space.spec(0)
     views = {s.name: space.view(weights, s.name) for s in space.slots}
@@ -90,3 +98,30 @@ def align_to(
         return match_pairs(spec, refs, states, seed=seed, max_iter=max_iter).perms
 
     return apply_permutations(space, others, _padded(space, layout_index, draw))
+
+
+def rescale(
+    space: WeightSpace,
+    weights: torch.Tensor,
+    layout_index: torch.Tensor,
+    generator: torch.Generator | None = None,
+    log_std: float = 0.5,
+) -> torch.Tensor:
+    """[n, P] -> [n, P]: every positively scalable unit (ReLU-like readers; ``PermutationSpec.scales``) of every
+    network scaled by ``exp(log_std * N(0, 1))``: incoming weights and bias (or its BatchNorm's affine parameters)
+    times c, outgoing weights over c; the same functions. Padded units keep factor 1."""
+    n = len(layout_index)
+    factors = {g: torch.ones(n, size) for g, size in space.group_sizes().items()}
+    for k in layout_index.unique().tolist():
+        rows = (layout_index == k).nonzero().flatten().cpu()
+        for g, c in random_scales(space.spec(k), generator, len(rows), log_std).items():
+            factors[g][rows, : c.shape[1]] = c
+    out = {s.name: space.view(weights, s.name) for s in space.slots}
+    for sg in scale_groups(space.spec(0)):
+        c = factors[sg.name].to(weights.device, weights.dtype)
+        for name, axis, f in [(t, 0, c) for t in sg.incoming] + [(t, 1, 1.0 / c) for t in sg.outgoing]:
+            t = out[name]
+            view = [n] + [1] * (t.ndim - 1)
+            view[axis + 1] = f.shape[1]
+            out[name] = t * f.view(view)
+    return torch.cat([out[s.name].reshape(n, -1) for s in space.slots], dim=1)

@@ -66,6 +66,11 @@ def _parser() -> ArgumentParser:
         help="recompute the samples' BatchNorm statistics on the training split before measuring",
     )
     p.add_argument(
+        "--repair-average",
+        action="store_true",
+        help="REPAIR the average baseline: units reset to the members' mean statistics on the training split",
+    )
+    p.add_argument(
         "--data-root",
         default=None,
         help="folder that now holds the training zoo's data on disk, if it moved (default: $WSZOO_DATA_ROOT)",
@@ -110,6 +115,7 @@ def main(argv: list[str]) -> int:
         canonical=args.canonical,
         refine=args.refine,
         recalibrate_samples=args.recalibrate_bn,
+        repair_average=args.repair_average,
         plots=not args.no_plots,
         progress=not args.json,
         data_root=args.data_root,

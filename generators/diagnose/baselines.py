@@ -10,7 +10,9 @@
   keeps its alignment and its nearest-neighbour distance is the noise's norm (noise on raw weights would be
   re-aligned independently of its source, and where the matching has near-ties it lands elsewhere).
 - ``average``: the mean of k random distinct aligned (canonical) training models; BatchNorm statistics
-  recomputed on the training split, since the averaged ones belong to no network.
+  recomputed on the training split, since the averaged ones belong to no network; with ``repair=True``
+  REPAIRed instead (zoo.rebasin.repair: every unit reset to the mean of its k members' statistics on the
+  training split; the averaged weights are the same, the BatchNorm affine parameters and head are rescaled).
 - ``gaussian``: a per-parameter Gaussian (mean and std of each coordinate) fitted to the aligned training
   weights; buffers from the training mean, then BatchNorm statistics recomputed on the training split.
 
@@ -30,6 +32,7 @@ import zoo
 from zoo.datasets import Dataset
 from zoo.errors import ZooError
 from zoo.layout import Layout
+from zoo.rebasin.repair import repair_mix
 
 BASELINES = ("noise", "average", "gaussian")
 VAL_FRACTION = 0.2  # share of the training split held out to choose the noise scales
@@ -168,14 +171,23 @@ def noise_baseline(
 
 
 def average_baseline(
-    layout: Layout, canonical: torch.Tensor, n: int, k: int, generator: torch.Generator, dataset: Dataset
+    layout: Layout,
+    canonical: torch.Tensor,
+    n: int,
+    k: int,
+    generator: torch.Generator,
+    dataset: Dataset,
+    repair: bool = False,
 ) -> torch.Tensor:
-    """[n, P]: each the mean of k random distinct aligned training models, BatchNorm recalibrated on train."""
+    """[n, P]: each the mean of k random distinct aligned training models, BatchNorm recalibrated on train (or
+    REPAIRed to the members' mean unit statistics on train, with ``repair``)."""
     m = canonical.shape[0]
     k = min(int(k), m)
     if k < 1:
         raise ZooError(f"the average baseline needs k >= 1 models, got {k}")
     pick = torch.rand(n, m, generator=generator).argsort(1)[:, :k]  # k distinct rows per sample
+    if repair:
+        return repair_mix(layout, canonical.to(torch.float32)[pick], torch.full((n, k), 1.0 / k), dataset)
     avg = canonical.to(torch.float64)[pick].mean(1).to(torch.float32)
     return zoo.recalibrate_bn(layout, avg, dataset)
 
@@ -215,9 +227,10 @@ def build_baselines(
     seed: int = 0,
     drops: Sequence[float] = (0, 1, 5),
     k: int = 16,
+    repair: bool = False,
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """({method name: [n, P] weights}, JSON-ready info) for the named baselines, from aligned training weights
-    ``canonical`` [m, P]; only the training split of ``dataset`` is read."""
+    ``canonical`` [m, P]; only the training split of ``dataset`` is read. ``repair``: REPAIR the averages."""
     if n < 1:
         raise ZooError(f"baselines need n >= 1 samples, got {n}")
     out: dict[str, torch.Tensor] = {}
@@ -230,8 +243,10 @@ def build_baselines(
             for d, s in scales.sigmas.items():
                 out[noise_name(d)], _ = noise_baseline(layout, canonical, n, s, gen)
         elif name == "average":
-            out["average"] = average_baseline(layout, canonical, n, k, gen, dataset)
+            out["average"] = average_baseline(layout, canonical, n, k, gen, dataset, repair)
             info["average"] = {"k": min(int(k), canonical.shape[0]), "bn_recalibrated_on": "train"}
+            if repair:
+                info["average"]["repair"] = "units reset to the members' mean statistics on train (REPAIR)"
         else:
             out["gaussian"] = gaussian_baseline(layout, canonical, n, gen, dataset)
             info["gaussian"] = {"fitted_to": "aligned training weights", "bn_recalibrated_on": "train"}

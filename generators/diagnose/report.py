@@ -237,6 +237,7 @@ def diagnose(
     canonical: str = "auto",
     refine: int = REFINE,
     recalibrate_samples: bool = False,
+    repair_average: bool = False,
     plots: bool = True,
     progress: bool = False,
     data_root: str | None = None,
@@ -250,6 +251,8 @@ def diagnose(
     ``refine``: nearest canonical candidates each model is also weight-matched to directly (0: nn_l2 is the
     one-reference canonical distance alone, which is also reported as ``nn_l2_canonical``).
     ``recalibrate_samples``: recompute the samples' BatchNorm statistics on the training split first.
+    ``repair_average``: the average baseline is REPAIRed (zoo.rebasin.repair: units reset to the members' mean
+    statistics on the training split) instead of only getting its BatchNorm statistics recomputed.
     ``progress``: a display over the diagnosis steps (zoo.progress).
     ``data_root``: the folder that now holds the training zoo's data on disk, if it moved (else
     ``$WSZOO_DATA_ROOT``, else the recorded path; see ``zoo.datasets.locate``).
@@ -295,7 +298,15 @@ def diagnose(
         n_base = int(n_baseline) if n_baseline is not None else max((m.total for m in methods), default=100)
         base_w, base_info = (
             build_baselines(
-                names, train.layout, train.canonical, train.dataset, n_base, seed=seed, drops=noise_drops, k=k
+                names,
+                train.layout,
+                train.canonical,
+                train.dataset,
+                n_base,
+                seed=seed,
+                drops=noise_drops,
+                k=k,
+                repair=repair_average,
             )
             if names
             else ({}, {})

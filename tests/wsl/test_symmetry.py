@@ -279,3 +279,66 @@ def test_bad_augment_config_is_a_zoo_error(nets):
         Augmenter(space, {"rotate": {"p": 1}})
     with pytest.raises(ZooError, match="mixup.mode"):
         Augmenter(space, {"mixup": {"p": 1, "mode": "weird"}})
+
+
+def test_repaired_aligned_mixup_of_a_network_with_its_permuted_copy_keeps_its_function(nets):
+    """REPAIR of a self-mix targets the network's own statistics: the function of the network with its BatchNorm
+    statistics recomputed on the same training samples; a mix of two networks is changed by REPAIR."""
+    trained, space, w, idx = nets
+    k = int(idx[1])
+    batch = {
+        "w": torch.cat([w[1:2], permute(space, w[1:2], idx[1:2], torch.Generator().manual_seed(2))]),
+        "y": torch.tensor([0.5, 0.5]),
+        "layout": idx[1:2].repeat(2),
+    }
+    cfg = {"mixup": {"p": 1.0, "alpha": 1.0, "mode": "aligned", "repair": True}}
+    aug = Augmenter(space, cfg, seed=0, datasets={k: trained[1][2]})
+    out = aug(batch)
+    lay = space.layouts[k]
+    data = aug.datasets[k]
+    assert len(data.X_train) == 512
+    from zoo.evaluate import predict, recalibrate_bn
+
+    x = data.X_train[:64]
+    want = predict(lay, recalibrate_bn(lay, space.unpad(w[1:2], k), data), x)
+    torch.testing.assert_close(predict(lay, space.unpad(out["w"][:1], k), x), want, atol=2e-3, rtol=2e-3)
+    two = {"w": w[1:3], "y": torch.tensor([0.5, 0.5]), "layout": idx[1:3]}
+    plain = Augmenter(space, {"mixup": {"p": 1.0, "alpha": 1.0, "mode": "plain"}}, seed=0)(two)
+    rep = Augmenter(
+        space, {"mixup": {"p": 1.0, "alpha": 1.0, "mode": "plain", "repair": True}}, seed=0, datasets={k: trained[1][2]}
+    )(two)
+    assert not torch.allclose(plain["w"], rep["w"])
+    with pytest.raises(ZooError, match="training data"):
+        Augmenter(space, cfg, seed=0)(batch)
+
+
+def test_rescale_augmentation_preserves_function_and_padding(nets):
+    trained, space, w, idx = nets
+    aug = Augmenter(space, {"rescale": {"p": 1.0, "log_std": 0.5}, "permute": {"p": 1.0}}, seed=3)
+    out = aug({"w": w, "y": torch.zeros(len(w)), "layout": idx})["w"]
+    assert torch.equal(out * ~space.mask(idx), torch.zeros_like(out))  # padded units stay padded
+    moved = Augmenter(space, {"rescale": {"p": 1.0}}, seed=3)({"w": w, "y": torch.zeros(len(w)), "layout": idx})["w"]
+    assert not torch.allclose(moved.abs().sort(1).values, w.abs().sort(1).values)  # not only a permutation
+    for k, (model, layout, data) in enumerate(trained):
+        x = data.X_test[:200]
+        torch.testing.assert_close(
+            _logits(layout, space, out[k], int(idx[k]), model.state_dict(), x), model(x).detach(), rtol=1e-4, atol=1e-4
+        )
+
+
+def test_tanh_sign_flip_augmentation_preserves_function():
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    spec = arch_spec("mlp", data.input_shape, 10, 8, 2, activation="tanh")
+    model = build_model(spec).eval()
+    layout = layout_of(model, spec)
+    space = WeightSpace([layout])
+    w = space.pad(layout.flatten(model.state_dict())[None], 0).expand(4, -1)
+    batch = {"w": w, "y": torch.zeros(4), "layout": torch.zeros(4, dtype=torch.long)}
+    same = Augmenter(space, {"sign_flip": {"p": 1.0}}, seed=0)(batch)["w"]
+    assert torch.equal(same, w)  # tanh units flip only when asked (sine units always may)
+    out = Augmenter(space, {"sign_flip": {"p": 1.0, "tanh": True}}, seed=0)(batch)["w"]
+    assert not torch.allclose(out, w)
+    x = data.X_test[:50]
+    for row in out:
+        torch.testing.assert_close(_logits(layout, space, row, 0, model.state_dict(), x), model(x).detach())

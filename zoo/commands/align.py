@@ -14,7 +14,11 @@ EPILOG = """reference auto: per (layout, dataset), the done model with the best 
 (regression: lowest train loss), ties by lowest id: the test split is never used to choose.
 --checkpoint all matches every checkpoint to the reference's same checkpoint; last / N match and write
 only that one; --trajectory applies one permutation per model (found at the last selected checkpoint) to
-all checkpoints. Diverged models are skipped unless --diverged finite. Tables 'alignment' and
+all checkpoints. Diverged models are skipped unless --diverged finite. --repair auto (default) also
+measures the aligned barrier with REPAIR (interpolated units reset to the endpoints' interpolated statistics
+on training data) for layouts with BatchNorm; on / off for every layout / none. --symmetries
+permutation,scale,sign also puts every ReLU unit's incoming weights at unit norm (scale) and every tanh/sine
+unit at its canonical sign (sign) before matching; permutations are always resolved. Tables 'alignment' and
 'alignment_summary' are stored in the zoo."""
 
 
@@ -33,6 +37,17 @@ def _parser() -> ArgumentParser:
     p.add_argument("--restarts", type=int, default=0, help="extra random restarts per model (best kept)")
     p.add_argument("--max-iter", type=int, default=100, help="most coordinate-descent passes")
     p.add_argument("--pairs", type=int, default=8, help="models per group whose loss barrier is measured")
+    p.add_argument(
+        "--repair",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="barrier after matching + REPAIR: auto (BatchNorm layouts, default), on, off",
+    )
+    p.add_argument(
+        "--symmetries",
+        default="permutation",
+        help="comma-separated from permutation,scale,sign (default permutation; sine signs always)",
+    )
     p.add_argument("--threads", type=int, default=THREADS, help=THREADS_HELP)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument(
@@ -72,6 +87,8 @@ def main(argv: list[str]) -> int:
             max_iter=args.max_iter,
             pairs=args.pairs,
             progress=not args.json,
+            repair={"auto": "auto", "on": True, "off": False}[args.repair],
+            symmetries=args.symmetries,
         )
     if args.json:
         print(json.dumps(summary))
@@ -80,7 +97,7 @@ def main(argv: list[str]) -> int:
     print(
         f"aligned {models} models of {args.path}: canonical weights written beside the raw ones, tables 'alignment'"
         f" and 'alignment_summary'; checkpoints {summary['epochs']} (epochs),"
-        f" reference rule: {summary['reference_rule']}"
+        f" reference rule: {summary['reference_rule']}; symmetries: {','.join(summary['symmetries'])}"
     )
     for g in summary["groups"]:
 
@@ -96,6 +113,7 @@ def main(argv: list[str]) -> int:
         print(
             f"    loss barrier ({g['barrier_pairs']} pairs) {f(g['mean_barrier_before'])} -> "
             f"{f(g['mean_barrier_after'])}"
+            + (f" -> {f(g['mean_barrier_repair'])} with REPAIR" if g.get("repair") else "")
         )
     print(f"next: zoo train zoo={args.path} data.canonical=true ...  (encoders on the aligned weights)")
     return 0

@@ -1,12 +1,15 @@
-"""Git Re-Basin canonicalization: permutation specs from modules, weight matching, MergeMany, quality reports."""
+"""Git Re-Basin canonicalization: permutation specs from modules, weight matching, MergeMany, quality reports,
+REPAIR of interpolated networks, and the scaling and sign symmetries beside permutations."""
 
 from zoo.rebasin.align import align_flat, align_zoo, choose_reference
 from zoo.rebasin.apply import identity_perms, invert_perms, permute_flat, permute_state, permute_states, random_perms
 from zoo.rebasin.frame import Frame, canonical_frame
 from zoo.rebasin.graph import NeuronGraph
 from zoo.rebasin.matching import MatchResult, match_pairs, match_population, merge_many, weight_matching
+from zoo.rebasin.repair import repair_mix, unit_stats  # repair() itself: zoo.rebasin.repair.repair (no shadowing)
 from zoo.rebasin.report import loss_barrier, loss_barriers
 from zoo.rebasin.spec import PermutationSpec, permutation_spec, spec_for_layout
+from zoo.rebasin.symmetries import canonicalize_units, random_transform, scale_groups
 
 __all__ = [
     "PermutationSpec",
@@ -31,4 +34,9 @@ __all__ = [
     "Frame",
     "loss_barrier",
     "loss_barriers",
+    "repair_mix",
+    "unit_stats",
+    "canonicalize_units",
+    "random_transform",
+    "scale_groups",
 ]

@@ -14,6 +14,13 @@ Rules (also printed by ``zoo align --help``):
 - The report compares each model with its reference at the last matched checkpoint: L2 distance over
   trainable parameters, top singular-vector agreement, and for a seeded sample of ``pairs`` models the
   loss barrier on the straight path (training loss; BatchNorm statistics recomputed on training data).
+- ``repair``: the sampled pairs' barrier after matching is also measured with REPAIR (zoo.rebasin.repair: each
+  interpolated unit reset to the interpolation of the endpoints' statistics on training data), column
+  ``barrier_repair``. ``"auto"`` (the default) does so for layouts with BatchNorm, where plain interpolation
+  suffers most; True / False for every layout / none.
+- ``symmetries``: besides permutations (always resolved), ``scale`` puts every ReLU unit's incoming weights at
+  unit norm and ``sign`` every odd (sine, tanh) unit at its canonical sign before matching
+  (zoo.rebasin.symmetries); sine units get their canonical sign in any case, as before.
 """
 
 from __future__ import annotations
@@ -31,8 +38,8 @@ from zoo.errors import ZooError
 from zoo.rebasin.apply import permute_flat
 from zoo.rebasin.matching import MatchResult, match_population
 from zoo.rebasin.report import batched_l2, batched_singular_agreement, loss_barriers
-from zoo.rebasin.signs import canonicalize_signs_flat
 from zoo.rebasin.spec import spec_for_layout
+from zoo.rebasin.symmetries import canonicalize_units, parse_symmetries
 from zoo.store import Zoo, open_writer
 
 MAX_EVAL_SAMPLES = 2048  # training samples used for barrier losses and BN statistics
@@ -87,6 +94,8 @@ def align_zoo(
     barrier_steps: int = 11,
     write: bool = True,
     progress: bool = False,
+    repair: bool | str = "auto",
+    symmetries: str | tuple[str, ...] = ("permutation",),
 ) -> tuple[pd.DataFrame, dict]:
     """Align every done model of ``z`` (a ``zoo.Zoo``) to its group's reference; returns (table, summary).
 
@@ -96,6 +105,9 @@ def align_zoo(
     """
     if diverged not in ("skip", "finite"):
         raise ZooError(f"--diverged must be skip or finite, got {diverged!r}")
+    if repair not in ("auto", True, False):
+        raise ZooError(f"repair must be auto, true or false, got {repair!r}")
+    sym = _symmetries(symmetries)
     models = z.models
     n_ckpt = len(z.checkpoint_epochs)
     ckpts = _parse_checkpoint(checkpoint, n_ckpt)
@@ -139,6 +151,8 @@ def align_zoo(
             barrier_steps,
             writer,
             bar,
+            repair,
+            sym,
         )
         info.update(
             layout=key,
@@ -160,6 +174,8 @@ def align_zoo(
         "seed": seed,
         "restarts": restarts,
         "reference_rule": "explicit" if reference != "auto" else f"auto: {REFERENCE_RULE}",
+        "repair": repair,
+        "symmetries": list(sym),
         "groups": groups,
     }
     if writer is not None:
@@ -183,13 +199,16 @@ def _align_group(
     steps,
     writer,
     bar: Progress | None = None,
+    repair: bool | str = "auto",
+    sym: tuple[str, ...] = ("permutation",),
 ):
     """Align one (layout, dataset) group chunk by chunk of models, so memory stays bounded on big zoos."""
     layout = z.layouts[key]
     spec = spec_for_layout(layout)
+    use_repair = bool(spec.graph is not None and spec.graph.norms) if repair == "auto" else bool(repair)
     ids = [int(i) for i in members["model_id"]]
     last = members["last_checkpoint"].to_numpy()
-    R = _signs_canonical(spec, layout, z.weights([ref_id], checkpoint=None))[0]  # [C, P]
+    R = _units_canonical(spec, layout, z.weights([ref_id], checkpoint=None), sym)[0]  # [C, P]
     c_rep = ckpts[-1]
     candidates = [i for i in np.flatnonzero(last >= c_rep) if ids[i] != ref_id]
     rng = np.random.default_rng(seed)
@@ -201,7 +220,7 @@ def _align_group(
     gen = torch.Generator().manual_seed(seed)
     sel = torch.randperm(len(data.X_train), generator=gen)[:MAX_EVAL_SAMPLES]
     # barriers are training losses on a fixed training subset, which also recalibrates BatchNorm
-    eval_data = (dataclasses.replace(data, X_train=data.X_train[sel], y_train=data.y_train[sel]), steps)
+    eval_data = (dataclasses.replace(data, X_train=data.X_train[sel], y_train=data.y_train[sel]), steps, use_repair)
     tables = []
     for lo in range(0, len(ids), CHUNK_MODELS):
         part = list(range(lo, min(lo + CHUNK_MODELS, len(ids))))
@@ -222,18 +241,34 @@ def _align_group(
                 [i - lo for i in part if i in sample],
                 eval_data,
                 bar,
+                sym,
             )
         )
     table = pd.concat(tables, ignore_index=True)
     table.insert(1, "layout", key)
     table.insert(2, "reference_id", ref_id)
-    info = {"reference_id": int(ref_id), "models": len(ids), "checkpoint": int(c_rep), "barrier_pairs": len(sample)}
+    info = {
+        "reference_id": int(ref_id),
+        "models": len(ids),
+        "checkpoint": int(c_rep),
+        "barrier_pairs": len(sample),
+        "repair": use_repair,
+    }
     others = table[table["model_id"] != ref_id]  # the reference itself would add zeros
-    for col in ("l2_before", "l2_after", "svd_before", "svd_after", "barrier_before", "barrier_after"):
+    for col in (
+        "l2_before",
+        "l2_after",
+        "svd_before",
+        "svd_after",
+        "barrier_before",
+        "barrier_after",
+        "barrier_repair",
+    ):
         v = others[col].dropna()
         info[f"mean_{col}"] = float(v.mean()) if len(v) else None
-    b, a = info["mean_barrier_before"], info["mean_barrier_after"]
+    b, a, r = info["mean_barrier_before"], info["mean_barrier_after"], info["mean_barrier_repair"]
     info["barrier_reduction"] = (1 - a / b) if a is not None and b else None
+    info["barrier_reduction_repair"] = (1 - r / b) if r is not None and b else None
     return table, info
 
 
@@ -253,8 +288,9 @@ def _align_chunk(
     sample,
     data,
     bar: Progress | None = None,
+    sym: tuple[str, ...] = ("permutation",),
 ):
-    W = _signs_canonical(spec, layout, z.weights(ids, checkpoint=None))  # [n, C, P], NaN after a divergence
+    W = _units_canonical(spec, layout, z.weights(ids, checkpoint=None), sym)  # [n, C, P], NaN after a divergence
     out = W.clone()
     n_ckpt = W.shape[1]
     passes = np.zeros(len(ids), dtype=np.int64)
@@ -288,12 +324,19 @@ def _align_chunk(
     return _report(spec, layout, ids, ckpts[-1], W, out, R, last, passes, sample, data)
 
 
-def _signs_canonical(spec, layout, W: torch.Tensor) -> torch.Tensor:
-    """[n, C, P] weights with every sign-symmetric unit (sine networks) at its canonical sign, per checkpoint:
-    matching then only has permutations left to resolve (zoo.rebasin.signs)."""
-    if not spec.signs:
+def _symmetries(symmetries: str | tuple[str, ...]) -> tuple[str, ...]:
+    sym = parse_symmetries(symmetries)
+    if "permutation" not in sym:
+        raise ZooError(f"alignment always resolves permutations: symmetries must include permutation, got {sym}")
+    return sym
+
+
+def _units_canonical(spec, layout, W: torch.Tensor, sym: tuple[str, ...]) -> torch.Tensor:
+    """[n, C, P] weights with the per-unit symmetries ``sym`` (and sine units' signs) at their canonical form, per
+    checkpoint: matching then only has permutations left to resolve (zoo.rebasin.symmetries)."""
+    if not spec.signs and not ("sign" in sym and spec.odd) and not ("scale" in sym and spec.scales):
         return W
-    return torch.stack([canonicalize_signs_flat(spec, layout, W[:, c]) for c in range(W.shape[1])], dim=1)
+    return torch.stack([canonicalize_units(spec, layout, W[:, c], sym) for c in range(W.shape[1])], dim=1)
 
 
 def _match(spec, layout, ref_flat, flat, seed, restarts, max_iter):
@@ -302,19 +345,28 @@ def _match(spec, layout, ref_flat, flat, seed, restarts, max_iter):
 
 
 def align_flat(
-    layout, reference: torch.Tensor, weights: torch.Tensor, *, seed: int = 0, restarts: int = 0, max_iter: int = 100
+    layout,
+    reference: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    seed: int = 0,
+    restarts: int = 0,
+    max_iter: int = 100,
+    symmetries: str | tuple[str, ...] = ("permutation",),
 ) -> tuple[torch.Tensor, MatchResult]:
     """Align flat weight vectors ``[n, P]`` of ``layout`` to one flat reference ``[P]``; returns the permuted
     ``[n, P]`` (same functions, buffers included) and the match result. For callers outside the store, e.g.
-    canonicalizing generated samples before nearest-neighbour distances."""
+    canonicalizing generated samples before nearest-neighbour distances. ``symmetries``: as ``align_zoo``'s (the
+    reference is put in the same per-unit canonical form)."""
     if weights.ndim != 2 or reference.ndim != 1:
         raise ZooError(
             f"align_flat takes weights [n, P] and a reference [P], got {tuple(weights.shape)} and "
             f"{tuple(reference.shape)}"
         )
     spec = spec_for_layout(layout)
-    reference = canonicalize_signs_flat(spec, layout, reference[None])[0]
-    weights = canonicalize_signs_flat(spec, layout, weights)
+    sym = _symmetries(symmetries)
+    reference = canonicalize_units(spec, layout, reference[None], sym)[0]
+    weights = canonicalize_units(spec, layout, weights, sym)
     res = _match(spec, layout, reference, weights, seed, restarts, max_iter)
     return permute_flat(spec, layout, weights, res.perms), res
 
@@ -324,7 +376,15 @@ def _report(spec, layout, ids, c, W, out, R, last, passes, sample, data) -> pd.D
     ok = np.flatnonzero(last >= c)
     ref = layout.unflatten(R[c])
     table = pd.DataFrame({"model_id": ids, "checkpoint": c, "passes": passes})
-    for col in ("l2_before", "l2_after", "svd_before", "svd_after", "barrier_before", "barrier_after"):
+    for col in (
+        "l2_before",
+        "l2_after",
+        "svd_before",
+        "svd_after",
+        "barrier_before",
+        "barrier_after",
+        "barrier_repair",
+    ):
         table[col] = np.nan
     if ok.size:
         before = layout.unflatten_batch(W[ok, c])
@@ -333,10 +393,14 @@ def _report(spec, layout, ids, c, W, out, R, last, passes, sample, data) -> pd.D
         table.loc[ok, "l2_after"] = batched_l2(ref, after, spec.matched)
         table.loc[ok, "svd_before"] = batched_singular_agreement(ref, before, spec.matched)
         table.loc[ok, "svd_after"] = batched_singular_agreement(ref, after, spec.matched)
-    dataset, steps = data
+    dataset, steps, use_repair = data
     if sample:  # every sampled model before and after alignment: one batched evaluation of all paths
         ends = torch.cat([W[sample, c], out[sample, c]])
         barrier = loss_barriers(layout, R[c].expand_as(ends), ends, dataset, steps)["barrier"].numpy()
         table.loc[sample, "barrier_before"] = barrier[: len(sample)]
         table.loc[sample, "barrier_after"] = barrier[len(sample) :]
+        if use_repair:  # the aligned paths once more, each interpolated net REPAIRed (training data)
+            aligned = out[sample, c]
+            rep = loss_barriers(layout, R[c].expand_as(aligned), aligned, dataset, steps, repair=True)
+            table.loc[sample, "barrier_repair"] = rep["barrier"].numpy()
     return table

@@ -11,8 +11,10 @@ import torch
 
 from zoo.datasets import Dataset
 from zoo.errors import ZooError
-from zoo.evaluate import evaluate
+from zoo.evaluate import evaluate, recalibrate_bn
 from zoo.layout import Layout
+from zoo.rebasin.repair import repair as repair_units
+from zoo.rebasin.repair import unit_stats
 
 
 def l2_distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], names: Sequence[str]) -> float:
@@ -44,7 +46,14 @@ def _flat(layout: Layout, w: torch.Tensor | Mapping[str, torch.Tensor]) -> torch
 
 
 def loss_barriers(
-    layout: Layout, a: torch.Tensor, b: torch.Tensor, dataset: Dataset, steps: int = 11, split: str = "train"
+    layout: Layout,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    dataset: Dataset,
+    steps: int = 11,
+    split: str = "train",
+    repair: bool = False,
+    repair_outputs: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Loss barriers of m straight paths at once: flat endpoints ``a, b [m, P]`` -> barrier ``[m]``, t_max ``[m]``,
     losses ``[m, steps]`` (and ts ``[steps]``).
@@ -52,7 +61,9 @@ def loss_barriers(
     The loss on the line minus the chord between the endpoint losses, maximized over ``t`` in
     ``linspace(0, 1, steps)``. All m * steps nets go through one ``zoo.evaluate`` on ``split`` (the
     training loss by default); BatchNorm nets get their statistics recomputed on the training split at
-    every ``t``, endpoints included, so all points are measured the same way.
+    every ``t``, endpoints included, so all points are measured the same way. ``repair=True``: every interior
+    point is then REPAIRed (zoo.rebasin.repair) to the interpolation of the endpoints' unit statistics, all
+    measured on the training split (``repair_outputs=False``: the output units, the logits, are left out).
     """
     if steps < 3:
         raise ZooError(f"a loss barrier needs at least 3 points on the path, got steps={steps}")
@@ -61,7 +72,24 @@ def loss_barriers(
     ts = np.linspace(0.0, 1.0, steps)
     a, b = a.to(torch.float32), b.to(torch.float32)
     path = torch.stack([(1 - float(t)) * a + float(t) * b for t in ts], dim=1)  # [m, steps, P]
-    losses = evaluate(layout, path.reshape(-1, a.shape[1]), dataset, split, recalibrate_bn=True)["loss"]
+    flat = path.reshape(-1, a.shape[1])
+    if repair:
+        path = recalibrate_bn(layout, flat, dataset).view_as(path).clone()
+        ma, sa = unit_stats(layout, path[:, 0], dataset, recalibrate=False, outputs=repair_outputs)
+        mb, sb = unit_stats(layout, path[:, -1], dataset, recalibrate=False, outputs=repair_outputs)
+        for j in range(1, steps - 1):
+            t = float(ts[j])
+            path[:, j] = repair_units(
+                layout,
+                path[:, j],
+                (1 - t) * ma + t * mb,
+                (1 - t) * sa + t * sb,
+                dataset,
+                recalibrate=False,
+                outputs=repair_outputs,
+            )
+        flat = path.reshape(-1, a.shape[1])
+    losses = evaluate(layout, flat, dataset, split, recalibrate_bn=not repair)["loss"]
     losses = losses.view(a.shape[0], steps)
     t = torch.from_numpy(ts)
     excess = losses - ((1 - t) * losses[:, :1] + t * losses[:, -1:])
@@ -75,10 +103,14 @@ def loss_barrier(
     dataset: Dataset,
     steps: int = 11,
     split: str = "train",
+    repair: bool = False,
+    repair_outputs: bool = True,
 ) -> dict:
     """``loss_barriers`` of one pair (state dicts or flat ``[P]`` vectors): barrier, t_max, losses and ts as
     Python numbers and lists."""
-    r = loss_barriers(layout, _flat(layout, a)[None], _flat(layout, b)[None], dataset, steps, split)
+    r = loss_barriers(
+        layout, _flat(layout, a)[None], _flat(layout, b)[None], dataset, steps, split, repair, repair_outputs
+    )
     return {
         "barrier": float(r["barrier"][0]),
         "t_max": float(r["t_max"][0]),

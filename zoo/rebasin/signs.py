@@ -20,10 +20,16 @@ from zoo.rebasin.spec import PermutationSpec
 Signs = dict[str, torch.Tensor]
 
 
-def random_signs(spec: PermutationSpec, generator: torch.Generator | None, n: int | None = None) -> Signs:
-    """Uniform random +-1 for every unit of every sign group: ``[size]``, or ``[n, size]`` when ``n`` is given."""
+def random_signs(
+    spec: PermutationSpec,
+    generator: torch.Generator | None,
+    n: int | None = None,
+    groups: tuple[str, ...] | None = None,
+) -> Signs:
+    """Uniform random +-1 for every unit of every sign group (``groups``: default ``spec.signs``, the sine units;
+    ``spec.odd`` adds tanh units): ``[size]``, or ``[n, size]`` when ``n`` is given."""
     out = {}
-    for g in spec.signs:
+    for g in spec.signs if groups is None else groups:
         shape = (spec.sizes[g],) if n is None else (n, spec.sizes[g])
         out[g] = torch.randint(0, 2, shape, generator=generator).float() * 2 - 1
     return out
@@ -33,9 +39,9 @@ def flip_present(
     spec: PermutationSpec, states: Mapping[str, torch.Tensor], signs: Mapping[str, torch.Tensor], batched: bool = True
 ) -> dict[str, torch.Tensor]:
     """Flip the tensors present in ``states`` (stacked ``[n, *shape]`` if ``batched``) by ``signs``."""
-    unknown = sorted(set(signs) - set(spec.signs))
+    unknown = sorted(set(signs) - set(spec.signs) - set(spec.odd))
     if unknown:
-        raise ZooError(f"groups {unknown} have no sign symmetry (odd activations only); sign groups: {spec.signs}")
+        raise ZooError(f"groups {unknown} have no sign symmetry (odd activations only); sign groups: {spec.odd}")
     out = {}
     lead = 1 if batched else 0
     for name, t in states.items():
@@ -60,10 +66,13 @@ def _producer(spec: PermutationSpec, group: str) -> tuple[str | None, str]:
     return (bias if bias in spec.axes else None), weight
 
 
-def canonical_signs(spec: PermutationSpec, states: Mapping[str, torch.Tensor]) -> Signs:
-    """The flips ``[n, size]`` that bring each unit of stacked ``states`` to its canonical sign (module docstring)."""
+def canonical_signs(
+    spec: PermutationSpec, states: Mapping[str, torch.Tensor], groups: tuple[str, ...] | None = None
+) -> Signs:
+    """The flips ``[n, size]`` that bring each unit of stacked ``states`` to its canonical sign (module docstring);
+    ``groups``: default ``spec.signs`` (sine units)."""
     out = {}
-    for g in spec.signs:
+    for g in spec.signs if groups is None else groups:
         bias, weight = _producer(spec, g)
         w = states[weight].flatten(2).sum(2)  # [n, size]: the sum of each unit's incoming weights
         key = states[bias] if bias is not None else torch.zeros_like(w)

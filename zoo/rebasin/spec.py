@@ -11,6 +11,13 @@ sin(-x) = -sin(x)) keep the network's function when their incoming weights, bias
 sign (``PermutationSpec.signs``; zoo.rebasin.signs applies, draws and canonicalizes them). tanh is odd too but is
 left out, so the aligned weights of existing tanh zoos keep their bits; a unit fed to BatchNorm, a residual sum,
 a flatten, or any other nonlinearity has no sign symmetry here.
+The pass also finds, for ``zoo.rebasin.symmetries``, the groups with the sign symmetry under any odd activation
+(sine or tanh: ``PermutationSpec.odd``) and the groups with a POSITIVE SCALING symmetry (``PermutationSpec.scales``):
+units read only by positively homogeneous operations (ReLU, LeakyReLU, identity/dropout, pooling, flatten, the
+next Linear/Conv), so relu(c z) = c relu(z) for c > 0 moves a factor from the incoming weights and bias to the
+outgoing weights. A unit normalized by a BatchNorm right after its layer has it at the BatchNorm's affine
+parameters (weight and bias scaled, running statistics untouched); the layer's own rows before that BatchNorm
+are scale-invariant only up to BatchNorm's eps and are left alone. Residual sums and every other operation end it.
 The same pass records the neuron graph (``graph.NeuronGraph``: which tensor maps which node set to which,
 BatchNorms, residual skips) that weight-space models read, so both share one source of truth.
 """
@@ -57,6 +64,19 @@ _ELEMENTWISE = (
     Sine,
 )
 _ODD = (Sine,)  # activations whose units have the sign symmetry (module docstring)
+_ODD_ALL = (Sine, nn.Tanh)  # every odd activation: PermutationSpec.odd
+_HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Flatten)  # + pools
+_HOMOGENEOUS_FUNCS = {torch.relu, torch.nn.functional.relu, torch.nn.functional.dropout, torch.flatten}
+_HOMOGENEOUS_FUNCS |= {
+    torch.nn.functional.adaptive_avg_pool2d,
+    torch.nn.functional.adaptive_max_pool2d,
+    torch.nn.functional.avg_pool2d,
+    torch.nn.functional.max_pool2d,
+    torch.reshape,
+    torch.mean,
+    torch.squeeze,
+}
+_HOMOGENEOUS_METHODS = {"relu", "relu_", "contiguous", "clone", "flatten", "view", "reshape", "mean", "squeeze"}
 _SIGN_NEUTRAL = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)  # linear: keep a sign symmetry
 _POOLS = (
     nn.AdaptiveAvgPool1d,
@@ -114,6 +134,8 @@ class PermutationSpec:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     graph: NeuronGraph | None = None
     signs: tuple[str, ...] = ()  # groups whose units may flip sign (odd activations only; module docstring)
+    odd: tuple[str, ...] = ()  # groups with the sign symmetry under any odd activation (sine, tanh)
+    scales: tuple[str, ...] = ()  # groups with the positive scaling symmetry (ReLU-like readers; module docstring)
 
     @property
     def groups(self) -> list[str]:
@@ -282,6 +304,10 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
     rec = _GraphRecorder()
     odd: set[int] = set()  # groups an odd activation reads
     not_odd: set[int] = set()  # groups something without the sign symmetry reads
+    odd_all: set[int] = set()  # groups an odd activation (sine or tanh) reads
+    not_odd_all: set[int] = set()
+    not_homog: set[int] = set()  # groups something not positively homogeneous reads
+    layer_out: set[str] = set()  # fx nodes that are a Linear/Conv output
 
     def shape(node) -> tuple[int, ...]:
         meta = node.meta.get("tensor_meta")
@@ -353,9 +379,13 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
                 if m.bias is not None:
                     assign(f"{p}.bias", 0, g_out, 1, p)
                 val[node.name] = g_out
+                layer_out.add(node.name)
                 rec.layer(node.name, src.name, p, m, g_out)
             elif isinstance(m, _NORMS):
                 not_odd.add(g_in)
+                not_odd_all.add(g_in)
+                if src.name not in layer_out or not m.affine:
+                    not_homog.add(g_in)
                 for t in BN_FIELDS:
                     if getattr(m, t, None) is not None:
                         assign(f"{p}.{t}", 0, g_in, 1, p)
@@ -368,10 +398,17 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
                     odd.add(g_in)
                 elif not isinstance(m, _SIGN_NEUTRAL):
                     not_odd.add(g_in)
+                if isinstance(m, _ODD_ALL):
+                    odd_all.add(g_in)
+                elif not isinstance(m, _SIGN_NEUTRAL):
+                    not_odd_all.add(g_in)
+                if not isinstance(m, _HOMOGENEOUS + _POOLS):
+                    not_homog.add(g_in)
                 val[node.name] = g_in
                 rec.keep(node.name, src.name)
             elif isinstance(m, nn.Flatten):
                 not_odd.add(g_in)
+                not_odd_all.add(g_in)
                 val[node.name] = flatten(node, src, m.start_dim)
                 rec.keep(node.name, src.name)
             else:
@@ -382,6 +419,13 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
             if t in _SHAPE_QUERIES:  # x.size(0), x.shape, x.dim(): plain numbers, no channels
                 continue
             not_odd.update(val[a.name] for a in tensors)  # no function here keeps a sign symmetry
+            not_odd_all.update(val[a.name] for a in tensors)
+            if (
+                t in _ADD_FUNCS
+                or t in ("add", "add_", "__add__")
+                or not (t in _HOMOGENEOUS_FUNCS or t in _HOMOGENEOUS_METHODS)
+            ):
+                not_homog.update(val[a.name] for a in tensors)
             if not tensors:
                 raise ZooError(f"unsupported operation {getattr(t, '__name__', t)!r} (node {node.name!r})")
             if t in _ADD_FUNCS or t in ("add", "add_", "__add__"):
@@ -432,8 +476,19 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
     graph = rec.build(lambda g: None if uf.find(g) == FIXED else names[uf.find(g)])
     bad = {uf.find(g) for g in not_odd}
     signed = {uf.find(g) for g in odd} - bad - {FIXED}
-    signs = tuple(names[r] for r in sorted(signed, key=lambda r: list(names).index(r)) if r in names)
-    return PermutationSpec(sizes, out_axes, matched, shapes, graph, signs)
+    order = list(names)
+
+    def named(groups: set[int]) -> tuple[str, ...]:
+        return tuple(names[r] for r in sorted(groups, key=lambda r: order.index(r)) if r in names)
+
+    signs = named(signed)
+    odd_groups = named({uf.find(g) for g in odd_all} - {uf.find(g) for g in not_odd_all} - {FIXED})
+    homog = {uf.find(g) for g in not_homog}
+    produced: dict[int, int] = {}  # group -> how many layers produce its units (a residual stream: several)
+    for g in out_group.values():
+        produced[uf.find(g)] = produced.get(uf.find(g), 0) + 1
+    scales = named({r for r, k in produced.items() if k == 1} - homog - {FIXED})
+    return PermutationSpec(sizes, out_axes, matched, shapes, graph, signs, odd_groups, scales)
 
 
 def spec_for_layout(layout) -> PermutationSpec:

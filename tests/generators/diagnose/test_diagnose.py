@@ -15,6 +15,7 @@ import zoo
 from generators.diagnose.baselines import (
     add_noise,
     average_baseline,
+    build_baselines,
     choose_noise_scales,
     gaussian_baseline,
     noise_name,
@@ -327,6 +328,14 @@ def test_batchnorm_zoo_copies_and_recalibrated_baselines(tmp_path):
     assert s["nn_l2"] == [0.0] * 3 and s["max_iou"] == [1.0] * 3
     assert np.allclose(s["test_acc"], z.models["test_acc"].to_numpy())  # stored statistics, as trained
     assert r["methods"]["average"]["bn_recalibrated"] and not r["methods"]["bncopies"]["bn_recalibrated"]
+    # REPAIRed averages: the same averaged convolutions, BatchNorm affine parameters and head rescaled
+    plain, _ = build_baselines(["average"], layout, W, z.dataset(), 3, k=2)
+    rep, info = build_baselines(["average"], layout, W, z.dataset(), 3, k=2, repair=True)
+    conv = layout["features.0.weight"]
+    assert torch.allclose(rep["average"][:, conv.offset : conv.stop], plain["average"][:, conv.offset : conv.stop])
+    bn = layout["features.1.weight"]
+    assert not torch.allclose(rep["average"][:, bn.offset : bn.stop], plain["average"][:, bn.offset : bn.stop])
+    assert "REPAIR" in info["average"]["repair"] and torch.isfinite(rep["average"]).all()
     # recalibrating exact copies on the training split changes their statistics, so usually their accuracy
     again = run_diagnose(path, z, baselines=None, recalibrate_samples=True)
     assert again["methods"]["bncopies"]["bn_recalibrated"] and again["per_sample"]["bncopies"]["nn_l2"] == [0.0] * 3

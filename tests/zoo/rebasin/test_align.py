@@ -128,6 +128,8 @@ def test_align_batchnorm_cnn_zoo(tmp_path):
         _same_function(z, int(i), -1, X)
     t = z.table("alignment")
     assert t["barrier_after"].notna().sum() == 1
+    assert t["barrier_repair"].notna().sum() == 1  # REPAIR is measured by default on BatchNorm layouts
+    assert bool(z.table("alignment_summary")["repair"].iloc[0])
 
 
 def test_align_errors(mlp_zoo, tmp_path, capsys):
