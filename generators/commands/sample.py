@@ -4,7 +4,8 @@ zoo with train/test metrics and provenance."""
 from __future__ import annotations
 
 from generators import Generator, load
-from zoo.app.args import THREADS, THREADS_HELP, ArgumentParser, parse, set_threads
+from zoo.app.args import ArgumentParser, parse
+from zoo.app.runtime import THREADS, THREADS_HELP, set_threads
 from zoo.errors import ZooError
 
 

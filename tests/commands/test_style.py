@@ -92,7 +92,7 @@ def test_python_api_threads_apply_to_the_call_only():
     import torch
 
     import generators
-    from zoo.app.args import THREADS, torch_threads
+    from zoo.app.runtime import THREADS, torch_threads
     from zoo.errors import ZooError
 
     assert inspect.signature(generators.diagnose).parameters["threads"].default == THREADS == 1
