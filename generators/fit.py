@@ -31,6 +31,7 @@ from generators.selection import NoveltyReference
 from generators.training_models import TrainingModels
 from zoo.app.checks import Rule, check, number, one_of, optional, typed
 from zoo.app.config import CONF_DIR, compose
+from zoo.app.runtime import device_rule, with_device
 from zoo.errors import ZooError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -64,6 +65,7 @@ FIT: dict[str, Rule] = {
     "out": optional(typed(str, "a folder path")),
     "seed": number(int, 0, 2**32 - 1),  # Lightning's seed_everything takes an unsigned 32-bit seed
     "threads": optional(number(int, 1)),
+    "device": optional(device_rule),
     "steps_per_epoch": number(int, 1),
     "snapshot_every_n_steps": number(int, 0),
     "monitor": one_of("auto", *MONITORS),
@@ -284,6 +286,7 @@ def fit_config(cfg: Mapping) -> Generator:
 
     The whole config is checked first (:func:`check_fit_config`): a bad value never reaches the run folder."""
     check_fit_config(cfg)
+    cfg = with_device(cfg)  # device=cuda without a GPU: one line, before anything is read or written
     threads = torch.get_num_threads()
     try:
         return _fit(cfg)

@@ -24,6 +24,7 @@ from wsl.data import WeightDataModule
 from wsl.lit import LOSSES, WeightModel
 from wsl.predict import CHECKPOINT_NAME, load_model
 from zoo.app.checks import check, number, one_of, optional
+from zoo.app.runtime import device_rule, with_device
 from zoo.app.trainer import make_trainer, quiet_fit
 from zoo.errors import ZooError
 
@@ -45,8 +46,14 @@ def check_train_config(cfg: Mapping) -> None:
             f"data.split={split!r} is invalid: expected three positive fractions (train, val, test) summing to 1"
         )
     check({k: data[k] for k in ("batch_size",) if k in data}, {"batch_size": number(int, 1)}, "data.")
-    top = {k: cfg[k] for k in ("seed", "threads", "overwrite") if k in cfg}
-    check(top, {"seed": number(int, 0), "threads": optional(number(int, 1)), "overwrite": one_of(True, False)}, "")
+    top = {k: cfg[k] for k in ("seed", "threads", "overwrite", "device") if k in cfg}
+    rules = {
+        "seed": number(int, 0),
+        "threads": optional(number(int, 1)),
+        "overwrite": one_of(True, False),
+        "device": optional(device_rule),
+    }
+    check(top, rules, "")
     optim = cfg.get("optim") or {}
     check(optim, {"lr": number(float, 0, low_open=True), "weight_decay": number(float, 0)}, "optim.")
     task = cfg.get("task")
@@ -93,6 +100,7 @@ def train(cfg: Mapping) -> dict:
     if not cfg.get("zoo"):
         raise ZooError("zoo=PATH is required (the zoo to learn from)")
     check_train_config(cfg)  # before the run folder is touched
+    cfg = with_device(cfg)  # device=cuda without a GPU: one line, nothing written
     out = run_folder(cfg)
     refuse_finished_run(out, bool(cfg.get("overwrite", False)))
     out.mkdir(parents=True, exist_ok=True)
@@ -180,9 +188,9 @@ def train(cfg: Mapping) -> dict:
         trainer.fit(model, datamodule=dm)
         fit_s = time.time() - t0
         best = load_model(out / CHECKPOINT_NAME) if (out / CHECKPOINT_NAME).exists() else model
-        tester = L.Trainer(
+        tester = L.Trainer(  # one device: the first of the fit's when device= named one
             accelerator=cfg["trainer"].get("accelerator", "cpu"),
-            devices=1,
+            devices=cfg["trainer"]["devices"] if cfg.get("device") is not None else 1,
             logger=False,
             enable_progress_bar=False,
             enable_model_summary=False,

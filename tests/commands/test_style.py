@@ -9,6 +9,7 @@ import pytest
 import zoo
 from zoo.app.style import normalize
 from zoo.commands.main import main as zoo_main
+from zoo.errors import ZooError
 
 
 @pytest.mark.parametrize(
@@ -109,3 +110,48 @@ def test_python_api_threads_apply_to_the_call_only():
     for bad in (-1, 1.5, True):
         with pytest.raises(ZooError, match="threads must be"), torch_threads(bad):
             pass
+
+
+@pytest.mark.parametrize("command", ["build", "train", "fit"])
+def test_device_is_spelled_and_checked_alike_on_every_command_that_runs_models(command, capsys, tmp_path, monkeypatch):
+    """--device / device= on build, train and fit: cpu, cuda, cuda:N or auto; another spelling, or cuda where torch
+    sees no GPU, is one line and exit 2 before anything is written (this machine has no GPU, so cuda is refused)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    base = {"build": ["recipe=tiny"], "train": ["zoo=z.zarr"], "fit": ["zoo=z.zarr"]}[command]
+    for device, words in (
+        (["--device", "cuda"], "device=cuda was asked for but torch sees no CUDA GPU"),
+        (["device=cuda:1"], "device=cuda:1 was asked for but torch sees no CUDA GPU"),
+        (["--device=gpu"], "device='gpu' is invalid: expected cpu, cuda, cuda:N or auto"),
+    ):
+        assert zoo_main([command, *base, "--out", "run", *device]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_device_settings_map_to_torch_and_lightning(monkeypatch):
+    """resolve_device: auto is the GPU only when torch sees one; cuda:N past the GPUs torch sees is refused;
+    with_device sets a run's trainer.accelerator and devices (null leaves them)."""
+    import torch
+
+    from zoo.app.runtime import lightning_device, resolve_device, with_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == resolve_device("cpu") == torch.device("cpu")
+    assert lightning_device("auto") == ("cpu", 1)
+    cfg = {"device": None, "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 3}}
+    assert with_device(cfg) == cfg
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda") and resolve_device("cuda:1") == torch.device("cuda:1")
+    assert with_device({**cfg, "device": "cuda:1"})["trainer"] == {
+        "accelerator": "gpu",
+        "devices": [1],
+        "max_epochs": 3,
+    }
+    assert lightning_device("cuda") == ("gpu", 1)
+    with pytest.raises(ZooError, match=r"device=cuda:2: torch sees 2 CUDA GPU\(s\), cuda:0..cuda:1"):
+        resolve_device("cuda:2")
