@@ -17,14 +17,13 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from wsl.data import WeightDataModule
 from wsl.lit import LOSSES, WeightModel
 from wsl.predict import CHECKPOINT_NAME, load_model
 from zoo.app.checks import check, number, one_of, optional
-from zoo.app.runtime import device_rule, with_device
+from zoo.app.runtime import THREADS, device_rule, torch_threads, with_device
 from zoo.app.trainer import make_trainer, quiet_fit
 from zoo.errors import ZooError
 
@@ -96,17 +95,21 @@ def refuse_finished_run(out: Path, overwrite: bool) -> None:
 
 def train(cfg: Mapping) -> dict:
     """Train the encoder a composed config describes; returns (and writes) the run summary. A non-empty run
-    folder is refused unless ``overwrite`` is true or it holds an interrupted run."""
+    folder is refused unless ``overwrite`` is true or it holds an interrupted run; torch runs on ``threads``
+    threads (1 when the config has no ``threads``, as on every command; null: torch's setting), restored after."""
     if not cfg.get("zoo"):
         raise ZooError("zoo=PATH is required (the zoo to learn from)")
     check_train_config(cfg)  # before the run folder is touched
     cfg = with_device(cfg)  # device=cuda without a GPU: one line, nothing written
+    with torch_threads(cfg.get("threads", THREADS)):
+        return _train(cfg)
+
+
+def _train(cfg: Mapping) -> dict:
     out = run_folder(cfg)
     refuse_finished_run(out, bool(cfg.get("overwrite", False)))
     out.mkdir(parents=True, exist_ok=True)
     seed = int(cfg.get("seed", 0))
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
     L.seed_everything(seed, verbose=False)
     d = cfg["data"]
     # the config group `task` selects the encoder's target (the CLI keeps task=NAME)

@@ -66,7 +66,9 @@ def main(argv: list[str]) -> int:
         if args.condition is not None:
             raise ZooError("give --dataset or --condition, not both")
         condition = g.dataset_condition(args.dataset, shots=args.shots)
-    z = g.sample_zoo(args.n, args.out, seed=args.seed, condition=condition, overwrite=args.overwrite)
+    z = g.sample_zoo(
+        args.n, args.out, seed=args.seed, condition=condition, overwrite=args.overwrite, threads=args.threads
+    )
     df = z.models
     acc = df["test_acc"].dropna() if "test_acc" in df else None
     tail = (

@@ -112,6 +112,56 @@ def test_python_api_threads_apply_to_the_call_only():
             pass
 
 
+def test_python_api_runs_on_one_thread_unless_told(monkeypatch):
+    """The library's entry points that run torch (zoo.build's training, wsl.train, generators.fit_config,
+    Generator.sample and sample_zoo) default to 1 thread like the commands, even for a config without a threads
+    key, and restore the caller's count after; threads=null/0 leaves it."""
+    import importlib
+    import inspect
+
+    import torch
+    from torch import nn
+
+    import generators
+    import wsl.train
+    import zoo.training.build
+    from generators.base import Generator
+    from generators.d2nwg.model import D2NWG
+    from zoo.app.config import compose
+    from zoo.app.runtime import THREADS
+
+    seen: list[int] = []
+
+    def record(*_a, **_k):
+        seen.append(torch.get_num_threads())
+        return {}
+
+    before = torch.get_num_threads()
+    other = 3 if before != 3 else 2
+    torch.set_num_threads(other)
+    try:
+        monkeypatch.setattr(wsl.train, "_train", record)
+        monkeypatch.setattr(importlib.import_module("generators.fit"), "_fit", record)  # the module, not fit()
+        monkeypatch.setattr(zoo.training.build, "_train_and_write", record)
+        for command, run in (("train", wsl.train.train), ("fit", generators.fit_config)):
+            cfg = compose(command, ["zoo=never-read.zarr"])
+            run({k: v for k, v in cfg.items() if k != "threads"})  # a config without threads: 1
+            run({**cfg, "threads": None})  # null: torch's setting
+        cfg = compose("build", ["recipe=tiny"])
+        zoo.training.build.train_and_write("z.zarr", {k: v for k, v in cfg.items() if k != "threads"}, None, None, 0)
+
+        stub = type("Stub", (), {})()
+        stub.layout = zoo.layout_of(nn.Linear(2, 2))
+        stub.sample_flat = lambda n, seed, condition: (record() and None) or (torch.zeros(n, 6), None)
+        assert len(Generator.sample(stub, 2)) == 2
+        Generator.sample(stub, 2, threads=0)
+        assert seen == [1, other, 1, other, 1, 1, other] and torch.get_num_threads() == other
+    finally:
+        torch.set_num_threads(before)
+    for method in (Generator.sample, Generator.sample_zoo, D2NWG.sample_zoo):
+        assert inspect.signature(method).parameters["threads"].default == THREADS == 1
+
+
 @pytest.mark.parametrize("command", ["build", "train", "fit"])
 def test_device_is_spelled_and_checked_alike_on_every_command_that_runs_models(command, capsys, tmp_path, monkeypatch):
     """--device / device= on build, train and fit: cpu, cuda, cuda:N or auto; another spelling, or cuda where torch

@@ -22,7 +22,7 @@ import torch
 from zoo import store as zstore
 from zoo.app.checks import Rule, check, list_of, number, one_of, optional, typed
 from zoo.app.progress import Progress
-from zoo.app.runtime import device_rule, resolve_device
+from zoo.app.runtime import THREADS, device_rule, resolve_device, torch_threads
 from zoo.datasets import Dataset, metric_names
 from zoo.errors import ZooError
 from zoo.inr import grid_dataset, inr_images
@@ -320,13 +320,8 @@ def train_and_write(
     """Train the populations of write unit ``unit`` that hold pending models, write those models in one
     write per block; returns counts (done, diverged). ``on_population(n)`` advances progress displays by
     n models: a population of m models advances m / epochs per epoch, a skipped one m at once."""
-    previous = torch.get_num_threads()
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
-    try:
+    with torch_threads(cfg.get("threads", THREADS)):  # 1 unless set, as on every command; restored after
         return _train_and_write(path, cfg, plan, dataset, unit, progress, on_population)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _train_and_write(
