@@ -20,6 +20,7 @@ import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from wsl.data import WeightDataModule
+from wsl.encoders import check_encoder_config
 from wsl.lit import LOSSES, WeightModel
 from wsl.predict import CHECKPOINT_NAME, load_model
 from zoo.app.checks import check, number, one_of, optional
@@ -55,6 +56,7 @@ def check_train_config(cfg: Mapping) -> None:
     check(top, rules, "")
     optim = cfg.get("optim") or {}
     check(optim, {"lr": number(float, 0, low_open=True), "weight_decay": number(float, 0)}, "optim.")
+    check_encoder_config(cfg.get("encoder") or {})
     task = cfg.get("task")
     loss = task.get("loss", "mse") if isinstance(task, Mapping) else "mse"
     if loss not in LOSSES:
