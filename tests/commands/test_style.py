@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 import zoo
+from tests.conftest import run_cli
 from zoo.app.style import normalize
 from zoo.commands.main import main as zoo_main
 from zoo.errors import ZooError
@@ -205,3 +206,22 @@ def test_device_settings_map_to_torch_and_lightning(monkeypatch):
     assert lightning_device("cuda") == ("gpu", 1)
     with pytest.raises(ZooError, match=r"device=cuda:2: torch sees 2 CUDA GPU\(s\), cuda:0..cuda:1"):
         resolve_device("cuda:2")
+
+
+@pytest.mark.parametrize("command", ["build", "train", "fit"])
+def test_cfg_job_prints_the_composed_config_and_runs_nothing(command, capsys, tmp_path, monkeypatch):
+    """``--cfg job`` (Hydra's flag; also ``--cfg=job``, ``-c job``) prints the config the command would run as YAML,
+    the same as composing its overrides, and writes nothing; another --cfg value is one line."""
+    from omegaconf import OmegaConf
+
+    from zoo.app.config import compose
+
+    monkeypatch.chdir(tmp_path)
+    args = {"build": ["recipe=tiny", "recipe.seeds=3"], "train": ["zoo=z.zarr", "encoder=nfn"], "fit": ["zoo=z.zarr"]}[command]
+    for flag in (["--cfg", "job"], ["--cfg=job"], ["-c", "job"]):
+        rc, out, err = run_cli(capsys, command, *args, *flag, "--out", "run")
+        assert rc == 0, err
+        assert OmegaConf.to_container(OmegaConf.create(out)) == compose(command, [*args, "out=run"])
+    assert list(tmp_path.iterdir()) == []
+    rc, _, err = run_cli(capsys, command, *args, "--cfg", "hydra")
+    assert rc == 2 and "only --cfg job is supported" in err and err.count("\n") == 1
