@@ -109,6 +109,7 @@ def run(
         f"augment={augment}",
         f"seed={seed}",
         f"out={out_root / name}",
+        "overwrite=true",  # a rerun of the bench replaces its own runs
         f"trainer.max_epochs={epochs}",
         f"data.checkpoints={json.dumps(checkpoints)}",
         f"threads={torch.get_num_threads()}",

@@ -95,6 +95,7 @@ def one(zoo_path: str, case: str, epochs: int, seed: int, out: str) -> dict:
         *CASES[case],
         f"seed={seed}",
         f"out={out}",
+        "overwrite=true",  # a rerun of the bench replaces its own runs
         f"trainer.max_epochs={epochs}",
         "trainer.enable_progress_bar=false",
         "threads=1",

@@ -66,6 +66,7 @@ def run(path: str, encoder: str, augment: str, seed: int, epochs: int, out_root:
         f"augment={augment}",
         f"seed={seed}",
         f"out={out_root / name}",
+        "overwrite=true",  # a rerun of the bench replaces its own runs
         f"trainer.max_epochs={epochs}",
         "trainer.enable_progress_bar=false",
         "threads=1",

@@ -25,6 +25,7 @@ from generators.registry import Pretrained, save_run
 from generators.selection import NoveltyReference
 from generators.training_models import TrainingModels, load_training_models
 from zoo.app.memory import available_memory
+from zoo.app.runtime import THREADS, torch_threads
 from zoo.datasets import load_recorded
 from zoo.errors import ZooError
 from zoo.layout import Layout
@@ -196,9 +197,13 @@ class Generator(nn.Module, Pretrained, metaclass=abc.ABCMeta):
     def has_batchnorm(self) -> bool:
         return any(e.name.endswith("running_mean") for e in self.layout.entries)
 
-    def sample(self, n: int, seed: int = 0, condition: Any = None) -> list[dict[str, torch.Tensor]]:
-        """n new models as state dicts in the zoo's layout (BatchNorm statistics from the training split)."""
-        flat, _ = self.sample_flat(n, seed, condition)
+    def sample(
+        self, n: int, seed: int = 0, condition: Any = None, threads: int | None = THREADS
+    ) -> list[dict[str, torch.Tensor]]:
+        """n new models as state dicts in the zoo's layout (BatchNorm statistics from the training split), on
+        ``threads`` torch threads (1 as on every command; 0 or None: torch's setting), restored after."""
+        with torch_threads(threads):
+            flat, _ = self.sample_flat(n, seed, condition)
         states = self.layout.unflatten_batch(flat)
         return [{k: v[i].clone() for k, v in states.items()} for i in range(flat.shape[0])]
 
@@ -248,9 +253,20 @@ class Generator(nn.Module, Pretrained, metaclass=abc.ABCMeta):
         zoo.store.refuse_existing(str(out), overwrite)  # foreign files there are a ZooError too
 
     def sample_zoo(
-        self, n: int, out: str | Path, seed: int = 0, condition: Any = None, overwrite: bool = False
+        self,
+        n: int,
+        out: str | Path,
+        seed: int = 0,
+        condition: Any = None,
+        overwrite: bool = False,
+        threads: int | None = THREADS,
     ) -> zoo.Zoo:
-        """Write n samples as a zoo at ``out``: weights, train/test metrics, status and provenance per model."""
+        """Write n samples as a zoo at ``out``: weights, train/test metrics, status and provenance per model; on
+        ``threads`` torch threads (1 as on every command; 0 or None: torch's setting), restored after."""
+        with torch_threads(threads):
+            return self._sample_zoo(n, out, seed, condition, overwrite)
+
+    def _sample_zoo(self, n: int, out: str | Path, seed: int, condition: Any, overwrite: bool) -> zoo.Zoo:
         import pandas as pd  # the samples' models table; loading and sampling a generator never need pandas
 
         self.check_sample_zoo(n, out, overwrite)

@@ -31,6 +31,7 @@ from generators.selection import NoveltyReference
 from generators.training_models import TrainingModels
 from zoo.app.checks import Rule, check, number, one_of, optional, typed
 from zoo.app.config import CONF_DIR, compose
+from zoo.app.runtime import THREADS, device_rule, torch_threads, with_device
 from zoo.errors import ZooError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -64,6 +65,7 @@ FIT: dict[str, Rule] = {
     "out": optional(typed(str, "a folder path")),
     "seed": number(int, 0, 2**32 - 1),  # Lightning's seed_everything takes an unsigned 32-bit seed
     "threads": optional(number(int, 1)),
+    "device": optional(device_rule),
     "steps_per_epoch": number(int, 1),
     "snapshot_every_n_steps": number(int, 0),
     "monitor": one_of("auto", *MONITORS),
@@ -284,11 +286,9 @@ def fit_config(cfg: Mapping) -> Generator:
 
     The whole config is checked first (:func:`check_fit_config`): a bad value never reaches the run folder."""
     check_fit_config(cfg)
-    threads = torch.get_num_threads()
-    try:
+    cfg = with_device(cfg)  # device=cuda without a GPU: one line, before anything is read or written
+    with torch_threads(cfg.get("threads", THREADS)):  # the fit's only (1 unless set, as on every command)
         return _fit(cfg)
-    finally:
-        torch.set_num_threads(threads)  # ``threads`` applies to the fit only
 
 
 def _monitor(cfg: Mapping, cls: type[Generator]) -> str:
@@ -329,8 +329,6 @@ def _fit(cfg: Mapping) -> Generator:
     stem = Path(str(cfg["zoo"]).rstrip("/")).name.removesuffix(".zarr")
     out = Path(cfg.get("out") or Path("data/runs") / f"{name}-{stem}")
     seed = int(cfg.get("seed", 0))
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
     L.seed_everything(seed, verbose=False)
     t0 = time.perf_counter()
     models = cls.load_training_models(str(cfg["zoo"]), gcfg, seed)  # d2nwg overrides it: a split by task

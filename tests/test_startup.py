@@ -1,8 +1,10 @@
 """What a fresh process pays: ``import zoo`` and ``zoo --help``/``--version`` load no torch, pandas or zarr, and
-sampling a saved generator (``generators.load(run).sample``) loads no Lightning (it is only for fitting)."""
+``zoo info`` (no weights read) loads no torch, and sampling a saved generator (``generators.load(run).sample``) loads no
+Lightning (it is only for fitting)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -54,3 +56,19 @@ def test_lazy_names_are_the_real_objects():
         "try:\n    zoo.nope\nexcept AttributeError:\n    print('ok')"
     )
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+
+
+def test_zoo_info_loads_no_torch(tiny_zoo):
+    """``zoo info`` reads metadata only (zoo.store.meta): it answers in a fresh process without importing torch,
+    ~1 s of CPU instead of ~3 s (docs/startup.md), and prints the same summary as the torch-backed reader."""
+    code = f"from zoo.commands.main import main\nassert main(['info', {tiny_zoo.path!r}, '--json']) == 0"
+    r = _run(f"{code}\nimport sys\nprint(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary, loaded = r.stdout.strip().splitlines()[-2:]
+    assert "torch" not in eval(loaded) and "lightning" not in eval(loaded)
+    from zoo.store import summarize
+
+    assert json.loads(summary) == summarize(tiny_zoo)  # the full reader (a ZooMeta too) agrees
+    assert json.loads(summary)["layouts"] == {
+        k: {"models": 2, "parameters": v.size, "arch": "mlp"} for k, v in tiny_zoo.layouts.items()
+    }

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from wsl.train import check_train_config, run_name, train
+from wsl.train import check_train_config, refuse_finished_run, run_name, train
 from zoo.app.config import compose
 from zoo.app.trainer import checked_overrides
 from zoo.errors import ZooError
@@ -56,6 +56,7 @@ def multirun(
         root = Path(cfg["out"]) if cfg.get("out") else Path("data/runs/multirun") / stamp
         roots.add(root)
         cfg["out"] = str(root / f"{i}-{run_name(cfg)}")
+        refuse_finished_run(Path(cfg["out"]), bool(cfg.get("overwrite", False)))  # every job's, before any trains
         cfgs.append(cfg)
     print(
         f"zoo train -m: {len(jobs)} runs, sweeping {', '.join(swept) or 'nothing'}; "

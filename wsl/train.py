@@ -3,7 +3,8 @@
 ``cfg`` is a composed ``conf/train.yaml`` (groups encoder/, task/ (the target), augment/); training runs in a Lightning
 Trainer (``trainer.*`` keys go to it) and writes to ``data/runs/<name>/`` (or ``out=DIR``): ``best.ckpt``
 (best validation epoch), ``metrics.csv`` (per-epoch metrics) and ``summary.json`` (test metrics of the best
-checkpoint, split sizes and the resolved config).
+checkpoint, split sizes and the resolved config). A run folder that already holds anything is refused unless
+``overwrite=true`` or it is an interrupted run (``INCOMPLETE``), so a finished run is never replaced silently.
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from wsl.data import WeightDataModule
+from wsl.encoders import check_encoder_config
 from wsl.lit import LOSSES, WeightModel
 from wsl.predict import CHECKPOINT_NAME, load_model
-from zoo.app.checks import check, number, optional
+from zoo.app.checks import check, number, one_of, optional
+from zoo.app.runtime import THREADS, device_rule, torch_threads, with_device
 from zoo.app.trainer import make_trainer, quiet_fit
 from zoo.errors import ZooError
+
+INCOMPLETE = "INCOMPLETE"  # in a run folder while its run has not finished (interrupted or failed)
 
 
 def check_train_config(cfg: Mapping) -> None:
@@ -42,10 +46,17 @@ def check_train_config(cfg: Mapping) -> None:
             f"data.split={split!r} is invalid: expected three positive fractions (train, val, test) summing to 1"
         )
     check({k: data[k] for k in ("batch_size",) if k in data}, {"batch_size": number(int, 1)}, "data.")
-    top = {k: cfg[k] for k in ("seed", "threads") if k in cfg}
-    check(top, {"seed": number(int, 0), "threads": optional(number(int, 1))}, "")
+    top = {k: cfg[k] for k in ("seed", "threads", "overwrite", "device") if k in cfg}
+    rules = {
+        "seed": number(int, 0),
+        "threads": optional(number(int, 1)),
+        "overwrite": one_of(True, False),
+        "device": optional(device_rule),
+    }
+    check(top, rules, "")
     optim = cfg.get("optim") or {}
     check(optim, {"lr": number(float, 0, low_open=True), "weight_decay": number(float, 0)}, "optim.")
+    check_encoder_config(cfg.get("encoder") or {})
     task = cfg.get("task")
     loss = task.get("loss", "mse") if isinstance(task, Mapping) else "mse"
     if loss not in LOSSES:
@@ -63,16 +74,44 @@ def run_name(cfg: Mapping) -> str:
     return f"{cfg['encoder']['name']}-{cfg['task']['name']}-{stem}"
 
 
+def run_folder(cfg: Mapping) -> Path:
+    """The run folder of a composed config: ``out``, else data/runs/<run name>."""
+    return Path(cfg.get("out") or Path("data/runs") / run_name(cfg))
+
+
+def refuse_finished_run(out: Path, overwrite: bool) -> None:
+    """Refuse a run folder that holds anything, unless ``overwrite`` or it is an interrupted run (``INCOMPLETE``:
+    running the same command again restarts it): a finished run is never replaced without asking."""
+    if out.exists() and not out.is_dir():
+        raise ZooError(f"out={out} is a file, not a run folder; choose another out")
+    if overwrite or not out.is_dir() or (out / INCOMPLETE).exists():
+        return
+    held = sorted(p.name for p in out.iterdir())
+    if held:
+        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        raise ZooError(
+            f"out={out} already holds a run ({shown}); pass overwrite=true (--overwrite) to replace it, or choose"
+            " another out"
+        )
+
+
 def train(cfg: Mapping) -> dict:
-    """Train the encoder a composed config describes; returns (and writes) the run summary."""
+    """Train the encoder a composed config describes; returns (and writes) the run summary. A non-empty run
+    folder is refused unless ``overwrite`` is true or it holds an interrupted run; torch runs on ``threads``
+    threads (1 when the config has no ``threads``, as on every command; null: torch's setting), restored after."""
     if not cfg.get("zoo"):
         raise ZooError("zoo=PATH is required (the zoo to learn from)")
     check_train_config(cfg)  # before the run folder is touched
-    out = Path(cfg.get("out") or Path("data/runs") / run_name(cfg))
+    cfg = with_device(cfg)  # device=cuda without a GPU: one line, nothing written
+    with torch_threads(cfg.get("threads", THREADS)):
+        return _train(cfg)
+
+
+def _train(cfg: Mapping) -> dict:
+    out = run_folder(cfg)
+    refuse_finished_run(out, bool(cfg.get("overwrite", False)))
     out.mkdir(parents=True, exist_ok=True)
     seed = int(cfg.get("seed", 0))
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
     L.seed_everything(seed, verbose=False)
     d = cfg["data"]
     # the config group `task` selects the encoder's target (the CLI keeps task=NAME)
@@ -140,7 +179,7 @@ def train(cfg: Mapping) -> dict:
     )
     for stale in (out / CHECKPOINT_NAME, out / "metrics.csv", out / "summary.json"):
         stale.unlink(missing_ok=True)  # a run folder never mixes this run's files with an older run's
-    incomplete = out / "INCOMPLETE"
+    incomplete = out / INCOMPLETE
     incomplete.write_text("this run did not finish (interrupted or failed); run the same command again\n")
     counts = dm.samples.groupby("split")["model_id"].nunique()
     print(
@@ -154,9 +193,9 @@ def train(cfg: Mapping) -> dict:
         trainer.fit(model, datamodule=dm)
         fit_s = time.time() - t0
         best = load_model(out / CHECKPOINT_NAME) if (out / CHECKPOINT_NAME).exists() else model
-        tester = L.Trainer(
+        tester = L.Trainer(  # one device: the first of the fit's when device= named one
             accelerator=cfg["trainer"].get("accelerator", "cpu"),
-            devices=1,
+            devices=cfg["trainer"]["devices"] if cfg.get("device") is not None else 1,
             logger=False,
             enable_progress_bar=False,
             enable_model_summary=False,

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from generators.diagnose import diagnose, summary_table
-from zoo.app.args import THREADS, THREADS_HELP, ArgumentParser, parse
+from zoo.app.args import ArgumentParser, parse
+from zoo.app.runtime import THREADS, THREADS_HELP
 from zoo.errors import ZooError
 
 EPILOG = """Per sample and per method (each samples zoo, each baseline, the training models): test_acc,

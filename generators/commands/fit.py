@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from generators.fit import fit_config
-from zoo.app.config import compose, help_text
+from zoo.app.config import cfg_request, compose, config_yaml, help_text
 from zoo.app.trainer import checked_overrides
 
 FIT_USAGE = """usage: zoo fit generator=NAME zoo=PATH [out=DIR] [key=value ...]
@@ -31,7 +31,11 @@ def main(argv: list[str]) -> int:
             )
         )
         return 0 if argv else 2
+    argv, show = cfg_request(argv)
     cfg = compose("fit", checked_overrides(argv, "fit", ("generator",)))
+    if show:  # --cfg job: the composed config, nothing run
+        print(config_yaml(cfg))
+        return 0
     g = fit_config(cfg)
     summary = json.loads((g.run_dir / "summary.json").read_text())
     print(

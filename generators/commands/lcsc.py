@@ -16,7 +16,8 @@ import zoo
 from generators.lcsc.search import GENERATOR_SEARCH, SearchConfig
 from generators.lcsc.snapshots import check_run_out, lcsc_generator
 from generators.lcsc.zoo import lcsc_zoo, write_lcsc_zoo
-from zoo.app.args import THREADS, THREADS_HELP, ArgumentParser, parse, set_threads
+from zoo.app.args import ArgumentParser, parse
+from zoo.app.runtime import THREADS, THREADS_HELP, set_threads
 from zoo.errors import ZooError
 from zoo.store import path_exists
 

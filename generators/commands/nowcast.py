@@ -10,7 +10,8 @@ import pandas as pd
 
 from generators.known import nowcast_zoo
 from generators.registry import get, load
-from zoo.app.args import THREADS, THREADS_HELP, ArgumentParser, parse, set_threads
+from zoo.app.args import ArgumentParser, parse
+from zoo.app.runtime import THREADS, THREADS_HELP, set_threads
 from zoo.errors import ZooError
 
 

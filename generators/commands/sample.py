@@ -4,7 +4,8 @@ zoo with train/test metrics and provenance."""
 from __future__ import annotations
 
 from generators import Generator, load
-from zoo.app.args import THREADS, THREADS_HELP, ArgumentParser, parse, set_threads
+from zoo.app.args import ArgumentParser, parse
+from zoo.app.runtime import THREADS, THREADS_HELP, set_threads
 from zoo.errors import ZooError
 
 
@@ -65,7 +66,9 @@ def main(argv: list[str]) -> int:
         if args.condition is not None:
             raise ZooError("give --dataset or --condition, not both")
         condition = g.dataset_condition(args.dataset, shots=args.shots)
-    z = g.sample_zoo(args.n, args.out, seed=args.seed, condition=condition, overwrite=args.overwrite)
+    z = g.sample_zoo(
+        args.n, args.out, seed=args.seed, condition=condition, overwrite=args.overwrite, threads=args.threads
+    )
     df = z.models
     acc = df["test_acc"].dropna() if "test_acc" in df else None
     tail = (

@@ -39,6 +39,7 @@ from generators.d2nwg.dataset_encoder import ClassPools, DatasetEncoder, check_t
 from generators.d2nwg.denoiser import Denoiser, _schedulers
 from generators.d2nwg.vae import WeightVAE
 from generators.training_models import TrainingModels
+from zoo.app.runtime import THREADS
 from zoo.errors import ZooError
 
 
@@ -427,8 +428,16 @@ class D2NWG(Generator):
         flat[:, self.param_mask] = params.to(flat.dtype)
         return flat
 
-    def sample_zoo(self, n: int, out, seed: int = 0, condition: Any = None, overwrite: bool = False) -> zoo.Zoo:
+    def sample_zoo(
+        self,
+        n: int,
+        out,
+        seed: int = 0,
+        condition: Any = None,
+        overwrite: bool = False,
+        threads: int | None = THREADS,
+    ) -> zoo.Zoo:
         """n samples for one dataset written as a zoo evaluated on that dataset (its name in ``dataset``)."""
         if isinstance(condition, zoo.Dataset):
             condition = DatasetCondition(condition)
-        return super().sample_zoo(n, out, seed=seed, condition=condition, overwrite=overwrite)
+        return super().sample_zoo(n, out, seed=seed, condition=condition, overwrite=overwrite, threads=threads)

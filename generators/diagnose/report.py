@@ -38,8 +38,8 @@ from generators.diagnose.baselines import build_baselines, noise_baseline, parse
 from generators.diagnose.distances import align_to, max_iou, nearest_l2, permutation_nn
 from generators.diagnose.plots import scatter_view, write_plots
 from generators.diagnose.table import TRAIN, novelty_bar
-from zoo.app.args import THREADS, torch_threads
 from zoo.app.progress import Progress
+from zoo.app.runtime import THREADS, torch_threads
 from zoo.datasets import Dataset
 from zoo.errors import ZooError
 from zoo.layout import Layout

@@ -7,8 +7,10 @@ from __future__ import annotations
 import pytest
 
 import zoo
+from tests.conftest import run_cli
 from zoo.app.style import normalize
 from zoo.commands.main import main as zoo_main
+from zoo.errors import ZooError
 
 
 @pytest.mark.parametrize(
@@ -48,7 +50,7 @@ def test_both_spellings_of_the_shared_options_reach_the_command(command, argv, p
     ("argv", "hint"),
     [
         (["build", "--recipe", "tiny"], "write recipe=tiny instead of --recipe"),
-        (["train", "--overwrite"], "zoo train has no overwrite setting"),
+        (["fit", "--overwrite"], "zoo fit has no overwrite setting"),
         (["info", "z.zarr", "out=x"], "zoo info has no out setting"),
         (["sample", "run", "overwrite=maybe"], "write overwrite=true or overwrite=false"),
         (["sample", "run", "zoo=z.zarr"], "zoo sample reads no zoo"),
@@ -92,7 +94,7 @@ def test_python_api_threads_apply_to_the_call_only():
     import torch
 
     import generators
-    from zoo.app.args import THREADS, torch_threads
+    from zoo.app.runtime import THREADS, torch_threads
     from zoo.errors import ZooError
 
     assert inspect.signature(generators.diagnose).parameters["threads"].default == THREADS == 1
@@ -109,3 +111,118 @@ def test_python_api_threads_apply_to_the_call_only():
     for bad in (-1, 1.5, True):
         with pytest.raises(ZooError, match="threads must be"), torch_threads(bad):
             pass
+
+
+def test_python_api_runs_on_one_thread_unless_told(monkeypatch):
+    """The library's entry points that run torch (zoo.build's training, wsl.train, generators.fit_config,
+    Generator.sample and sample_zoo) default to 1 thread like the commands, even for a config without a threads
+    key, and restore the caller's count after; threads=null/0 leaves it."""
+    import importlib
+    import inspect
+
+    import torch
+    from torch import nn
+
+    import generators
+    import wsl.train
+    import zoo.training.build
+    from generators.base import Generator
+    from generators.d2nwg.model import D2NWG
+    from zoo.app.config import compose
+    from zoo.app.runtime import THREADS
+
+    seen: list[int] = []
+
+    def record(*_a, **_k):
+        seen.append(torch.get_num_threads())
+        return {}
+
+    before = torch.get_num_threads()
+    other = 3 if before != 3 else 2
+    torch.set_num_threads(other)
+    try:
+        monkeypatch.setattr(wsl.train, "_train", record)
+        monkeypatch.setattr(importlib.import_module("generators.fit"), "_fit", record)  # the module, not fit()
+        monkeypatch.setattr(zoo.training.build, "_train_and_write", record)
+        for command, run in (("train", wsl.train.train), ("fit", generators.fit_config)):
+            cfg = compose(command, ["zoo=never-read.zarr"])
+            run({k: v for k, v in cfg.items() if k != "threads"})  # a config without threads: 1
+            run({**cfg, "threads": None})  # null: torch's setting
+        cfg = compose("build", ["recipe=tiny"])
+        zoo.training.build.train_and_write("z.zarr", {k: v for k, v in cfg.items() if k != "threads"}, None, None, 0)
+
+        stub = type("Stub", (), {})()
+        stub.layout = zoo.layout_of(nn.Linear(2, 2))
+        stub.sample_flat = lambda n, seed, condition: (record() and None) or (torch.zeros(n, 6), None)
+        assert len(Generator.sample(stub, 2)) == 2
+        Generator.sample(stub, 2, threads=0)
+        assert seen == [1, other, 1, other, 1, 1, other] and torch.get_num_threads() == other
+    finally:
+        torch.set_num_threads(before)
+    for method in (Generator.sample, Generator.sample_zoo, D2NWG.sample_zoo):
+        assert inspect.signature(method).parameters["threads"].default == THREADS == 1
+
+
+@pytest.mark.parametrize("command", ["build", "train", "fit"])
+def test_device_is_spelled_and_checked_alike_on_every_command_that_runs_models(command, capsys, tmp_path, monkeypatch):
+    """--device / device= on build, train and fit: cpu, cuda, cuda:N or auto; another spelling, or cuda where torch
+    sees no GPU, is one line and exit 2 before anything is written (this machine has no GPU, so cuda is refused)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    base = {"build": ["recipe=tiny"], "train": ["zoo=z.zarr"], "fit": ["zoo=z.zarr"]}[command]
+    for device, words in (
+        (["--device", "cuda"], "device=cuda was asked for but torch sees no CUDA GPU"),
+        (["device=cuda:1"], "device=cuda:1 was asked for but torch sees no CUDA GPU"),
+        (["--device=gpu"], "device='gpu' is invalid: expected cpu, cuda, cuda:N or auto"),
+    ):
+        assert zoo_main([command, *base, "--out", "run", *device]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_device_settings_map_to_torch_and_lightning(monkeypatch):
+    """resolve_device: auto is the GPU only when torch sees one; cuda:N past the GPUs torch sees is refused;
+    with_device sets a run's trainer.accelerator and devices (null leaves them)."""
+    import torch
+
+    from zoo.app.runtime import lightning_device, resolve_device, with_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == resolve_device("cpu") == torch.device("cpu")
+    assert lightning_device("auto") == ("cpu", 1)
+    cfg = {"device": None, "trainer": {"accelerator": "cpu", "devices": 1, "max_epochs": 3}}
+    assert with_device(cfg) == cfg
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda") and resolve_device("cuda:1") == torch.device("cuda:1")
+    assert with_device({**cfg, "device": "cuda:1"})["trainer"] == {
+        "accelerator": "gpu",
+        "devices": [1],
+        "max_epochs": 3,
+    }
+    assert lightning_device("cuda") == ("gpu", 1)
+    with pytest.raises(ZooError, match=r"device=cuda:2: torch sees 2 CUDA GPU\(s\), cuda:0..cuda:1"):
+        resolve_device("cuda:2")
+
+
+@pytest.mark.parametrize("command", ["build", "train", "fit"])
+def test_cfg_job_prints_the_composed_config_and_runs_nothing(command, capsys, tmp_path, monkeypatch):
+    """``--cfg job`` (Hydra's flag; also ``--cfg=job``, ``-c job``) prints the config the command would run as YAML,
+    the same as composing its overrides, and writes nothing; another --cfg value is one line."""
+    from omegaconf import OmegaConf
+
+    from zoo.app.config import compose
+
+    monkeypatch.chdir(tmp_path)
+    per_command = {"build": ["recipe=tiny", "recipe.seeds=3"], "train": ["zoo=z.zarr", "encoder=nfn"]}
+    args = per_command.get(command, ["zoo=z.zarr"])
+    for flag in (["--cfg", "job"], ["--cfg=job"], ["-c", "job"]):
+        rc, out, err = run_cli(capsys, command, *args, *flag, "--out", "run")
+        assert rc == 0, err
+        assert OmegaConf.to_container(OmegaConf.create(out)) == compose(command, [*args, "out=run"])
+    assert list(tmp_path.iterdir()) == []
+    rc, _, err = run_cli(capsys, command, *args, "--cfg", "hydra")
+    assert rc == 2 and "only --cfg job is supported" in err and err.count("\n") == 1

@@ -40,6 +40,12 @@ def test_sweep_runs_every_job_in_its_own_folder(tiny_zoo, tmp_path, capsys):
         assert (
             f"encoder={summary['encoder']}" in r["overrides"] and f"seed={summary['config']['seed']}" in r["overrides"]
         )
+    # the same sweep again is refused before any job runs: its finished runs are replaced only with overwrite=true
+    before = (out / "multirun.json").read_text()
+    assert zoo_main(["train", "-m", "encoder=mlp,statnn", "seed=0,1", f"zoo={tiny_zoo.path}", f"out={out}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "already holds a run" in err and "overwrite=true" in err and "\n" not in err
+    assert (out / "multirun.json").read_text() == before
 
 
 def test_a_bad_choice_anywhere_fails_before_any_run(tiny_zoo, tmp_path, capsys):

@@ -145,6 +145,26 @@ def test_cli_errors_are_one_line(tiny, capsys):
         assert msg in err and "\n" not in err, err
 
 
+def test_a_finished_run_is_refused_without_overwrite(tmp_path, capsys):
+    """A non-empty run folder (a finished run, or a user's files) is refused in one line before anything is read or
+    written, whichever spelling of out; overwrite must be a boolean."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    for args in ([f"out={out}"], ["--out", str(out)], [f"out={out}", "overwrite=false"]):
+        assert zoo_main(["train", "zoo=never-read.zarr", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "already holds a run (notes.txt, summary.json); pass overwrite=true" in err and "\n" not in err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps  # nothing touched, nothing added
+    (tmp_path / "file").write_text("x")
+    assert zoo_main(["train", "zoo=never-read.zarr", f"out={tmp_path / 'file'}", "overwrite=true"]) == 2
+    assert "is a file, not a run folder" in capsys.readouterr().err
+    assert zoo_main(["train", "zoo=never-read.zarr", f"out={tmp_path / 'new'}", "overwrite=yes"]) == 2
+    assert "overwrite='yes' is invalid: expected one of [true, false]" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_zoo_train_end_to_end_and_load_back(tiny, tmp_path, capsys):
     out = tmp_path / "run"

@@ -65,6 +65,10 @@ def test_an_interrupted_run_is_marked_incomplete_and_leaves_no_old_summary(small
     def interrupt(*_a, **_k):
         raise Interrupted(15)
 
+    fit = __import__("lightning").Trainer.fit
     monkeypatch.setattr("lightning.Trainer.fit", interrupt)
-    assert zoo_main(args) == 143
+    assert zoo_main([*args, "--overwrite"]) == 143  # a finished run is replaced only on request
     assert (out / "INCOMPLETE").exists() and not (out / "summary.json").exists()
+    monkeypatch.setattr("lightning.Trainer.fit", fit)
+    assert zoo_main(args) == 0  # the interrupted run's folder is taken again without overwrite
+    assert (out / "summary.json").exists() and not (out / "INCOMPLETE").exists()

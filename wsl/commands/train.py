@@ -10,8 +10,9 @@ from pathlib import Path
 
 from wsl.multirun import metrics_text, multirun
 from wsl.train import train
-from zoo.app.config import compose, help_text
+from zoo.app.config import cfg_request, compose, config_yaml, help_text
 from zoo.app.trainer import checked_overrides
+from zoo.errors import ZooError
 
 USAGE = (
     "usage: zoo train [-m] encoder=NAME task=NAME zoo=PATH [key=value ...]"
@@ -31,9 +32,15 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(help_text("train", USAGE.splitlines()[0], [USAGE.split("e.g. ")[1].splitlines()[0]], group_keys=GROUPS))
         return 0 if argv else 2
-    if argv[0] in ("-m", "--multirun"):  # a Hydra sweep: one run folder and one summary line per job
+    argv, show = cfg_request(argv)
+    if argv and argv[0] in ("-m", "--multirun"):  # a Hydra sweep: one run folder and one summary line per job
+        if show:
+            raise ZooError("--cfg job prints one run's config: drop -m and give one value per key")
         return multirun(argv[1:], "train", GROUPS)
     cfg = compose("train", checked_overrides(argv, "train", GROUPS))
+    if show:  # --cfg job: the composed config, nothing run
+        print(config_yaml(cfg))
+        return 0
     s = train(cfg)
     metrics = metrics_text(s["test"])
     held_out = s["splits"].get("test", {}).get("models", 0)

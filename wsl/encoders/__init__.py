@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from wsl.encoders.base import WeightEncoder
 from wsl.encoders.flat import FlatMLP
 from wsl.encoders.graph import GraphEncoder
@@ -9,6 +12,7 @@ from wsl.encoders.nfn import NFNEncoder
 from wsl.encoders.statnn import StatNN
 from wsl.encoders.transformer import NeuronTransformer
 from wsl.space import WeightSpace
+from zoo.app.checks import check
 from zoo.errors import ZooError
 
 ENCODERS: dict[str, type[WeightEncoder]] = {
@@ -18,6 +22,19 @@ ENCODERS: dict[str, type[WeightEncoder]] = {
     "transformer": NeuronTransformer,
     "nfn": NFNEncoder,
 }
+
+
+def check_encoder_config(cfg: Mapping[str, Any]) -> None:
+    """A composed ``encoder`` config: its name and every key by the encoder's rules (``CONFIG``, one per key of
+    conf/encoder/<name>.yaml) and relations; a one-line ZooError naming the key, before anything is written."""
+    name = cfg.get("name")
+    if name not in ENCODERS:
+        raise ZooError(f"unknown encoder {name!r}; choose one of {sorted(ENCODERS)}")
+    cls = ENCODERS[name]
+    check({k: v for k, v in cfg.items() if k != "name"}, cls.CONFIG, "encoder.")
+    wrong = cls.check_relations(cfg)
+    if wrong:
+        raise ZooError(f"encoder {name}: {wrong}")
 
 
 def build_encoder(name: str, space: WeightSpace, out_dim: int, **hparams) -> WeightEncoder:
@@ -34,6 +51,7 @@ __all__ = [
     "ENCODERS",
     "WeightEncoder",
     "build_encoder",
+    "check_encoder_config",
     "FlatMLP",
     "StatNN",
     "GraphEncoder",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from zoo.app.args import THREADS, THREADS_HELP, ArgumentParser, parse, set_threads
+from zoo.app.args import ArgumentParser, parse
+from zoo.app.runtime import THREADS, THREADS_HELP, set_threads
 from zoo.errors import ZooError
 from zoo.rebasin.align import align_zoo
 from zoo.store import open as open_zoo

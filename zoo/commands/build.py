@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from zoo.app.config import compose, help_text
+from zoo.app.config import cfg_request, compose, config_yaml, help_text
 from zoo.errors import ZooError
 from zoo.store import summarize
 from zoo.training.build import build
@@ -42,7 +42,11 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(usage())
         return 0
+    argv, show = cfg_request(argv)
     cfg = compose("build", argv)
+    if show:  # --cfg job: the composed config, nothing run
+        print(config_yaml(cfg))
+        return 0
     if str(cfg.get("out", "")).startswith("memory://"):
         raise ZooError(
             f"out={cfg['out']} is an in-memory store that vanishes when this command exits;"

@@ -1,7 +1,8 @@
 """The zoo store: read a zoo (:mod:`zoo.store.reader`), write one (:mod:`zoo.store.writer`), and the tools
 around them (lock, verify, upgrade, transfer). Import the names below from here.
 
-The names are imported on first use (``zoo.lazy``): ``zoo.store.lock`` (stdlib only) loads no zarr or pandas."""
+The names are imported on first use (``zoo.lazy``): ``zoo.store.lock`` (stdlib only) loads no zarr or pandas, and
+``open_meta``/``summarize`` (:mod:`zoo.store.meta`: a zoo without its weights) load no torch."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from zoo.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from zoo.store._group import SCHEMA_VERSION, existing_meta, path_exists, remove
-    from zoo.store.reader import Zoo, open, summarize
+    from zoo.store.meta import ZooMeta, open_meta, summarize
+    from zoo.store.reader import Zoo, open
     from zoo.store.writer import ZooWriter, create, open_writer, refuse_existing, staged
 
 _LAZY = {
@@ -21,7 +23,9 @@ _LAZY = {
     "remove": "zoo.store._group",
     "Zoo": "zoo.store.reader",
     "open": "zoo.store.reader",
-    "summarize": "zoo.store.reader",
+    "ZooMeta": "zoo.store.meta",
+    "open_meta": "zoo.store.meta",
+    "summarize": "zoo.store.meta",
     "ZooWriter": "zoo.store.writer",
     "create": "zoo.store.writer",
     "open_writer": "zoo.store.writer",
@@ -29,13 +33,15 @@ _LAZY = {
     "staged": "zoo.store.writer",
 }
 __getattr__, __dir__ = lazy_exports(
-    __name__, _LAZY, ("columns", "fastread", "lock", "reader", "writer", "verify", "upgrade", "transfer")
+    __name__, _LAZY, ("columns", "fastread", "lock", "meta", "reader", "writer", "verify", "upgrade", "transfer")
 )
 
 __all__ = [
     "Zoo",
     "open",
     "summarize",
+    "ZooMeta",
+    "open_meta",
     "ZooWriter",
     "create",
     "open_writer",

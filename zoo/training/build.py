@@ -22,6 +22,7 @@ import torch
 from zoo import store as zstore
 from zoo.app.checks import Rule, check, list_of, number, one_of, optional, typed
 from zoo.app.progress import Progress
+from zoo.app.runtime import THREADS, device_rule, resolve_device, torch_threads
 from zoo.datasets import Dataset, metric_names
 from zoo.errors import ZooError
 from zoo.inr import grid_dataset, inr_images
@@ -30,7 +31,7 @@ from zoo.store.lock import writing
 from zoo.store.writer import DEFAULT_BLOCK_SIZE
 from zoo.training import hparams as hp
 from zoo.training import trajectory
-from zoo.training.population import resolve_device, train_population
+from zoo.training.population import train_population
 from zoo.training.recipe import Plan, init_state, load_recipe_datasets, make_plan
 from zoo.training.spec import PopulationSpec
 
@@ -95,7 +96,7 @@ BUILD: dict[str, Rule] = {
     "memory_floats": number(int, 1),
     "retain_memory": typed(bool, "true or false"),
     "threads": optional(number(int, 1)),
-    "device": one_of("cpu", "cuda", "auto"),
+    "device": device_rule,
     "progress": typed(bool, "true or false"),
     "executor": typed(Mapping, "an executor config"),
     "recipe": typed(Mapping, "a recipe"),
@@ -319,13 +320,8 @@ def train_and_write(
     """Train the populations of write unit ``unit`` that hold pending models, write those models in one
     write per block; returns counts (done, diverged). ``on_population(n)`` advances progress displays by
     n models: a population of m models advances m / epochs per epoch, a skipped one m at once."""
-    previous = torch.get_num_threads()
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg["threads"]))
-    try:
+    with torch_threads(cfg.get("threads", THREADS)):  # 1 unless set, as on every command; restored after
         return _train_and_write(path, cfg, plan, dataset, unit, progress, on_population)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _train_and_write(

@@ -13,11 +13,9 @@ import logging
 import warnings
 from collections.abc import Callable
 
-import torch
-
 from zoo.app.memory import retain_freed_memory
+from zoo.app.runtime import lightning_device
 from zoo.datasets import Dataset
-from zoo.errors import ZooError
 from zoo.training.spec import PopulationResult, PopulationSpec
 
 
@@ -47,22 +45,6 @@ def _epoch_callbacks(L, on_epoch: Callable[[int, int], None] | None) -> list:
     return [EpochDone()]
 
 
-DEVICES = ("cpu", "cuda", "auto")
-
-
-def resolve_device(device: str) -> str:
-    """'cpu' or 'cuda' for a build's ``device`` setting; a one-line ZooError for cuda without a GPU."""
-    if device not in DEVICES:
-        raise ZooError(f"device={device!r} is invalid: expected one of {list(DEVICES)}")
-    available = torch.cuda.is_available()
-    if device == "cuda" and not available:
-        raise ZooError(
-            "device=cuda was asked for but torch sees no CUDA GPU (torch.cuda.is_available() is False"
-            f" with torch {torch.__version__}); use device=cpu or device=auto"
-        )
-    return "cuda" if device == "cuda" or (device == "auto" and available) else "cpu"
-
-
 def train_population(
     spec: PopulationSpec, dataset: Dataset, progress: bool = True, on_epoch: Callable[[int, int], None] | None = None
 ) -> PopulationResult:
@@ -79,11 +61,11 @@ def train_population(
     if spec.total_epochs == 0:
         module.checkpoint_if_due(0)
         return module.result()
-    accelerator = "gpu" if resolve_device(spec.device) == "cuda" else "cpu"  # Lightning moves the module
+    accelerator, devices = lightning_device(spec.device)  # Lightning moves the module
     trainer = L.Trainer(
         max_epochs=spec.total_epochs,
         accelerator=accelerator,
-        devices=1,
+        devices=devices,
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,

@@ -34,7 +34,7 @@ class PopulationSpec:
     schedule: str = "constant"  # constant | cosine
     eval_memory_floats: int = 50_000_000  # bound on activations per evaluation chunk
     retain_memory: bool = True  # glibc keeps freed large blocks: -25..45% step and eval time (bench)
-    device: str = "cpu"  # cpu | cuda | auto (cuda when available): where the population trains
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto (cuda when available): where the population trains
     extra: dict = field(default_factory=dict)
     grouped_cnn: bool = True  # zoo.forward.stacked_cnn_forward for plain CNNs; False: vmap (the reference)
     # trajectory stages (zoo.trajectory): after ``epochs``, ``stages`` x ``stage_epochs`` on nested subsets

@@ -45,3 +45,23 @@ def test_ode_solver_is_exact_on_a_constant_field():
     x0 = torch.randn(5, 3)
     for method in ("euler", "midpoint", "rk4"):
         assert torch.allclose(solve(Const(), x0, steps=7, method=method), x0 + 3.0, atol=1e-5)
+
+
+def test_solver_has_the_bits_of_flow_matchings_ode_solver():
+    """solve() writes torchdiffeq's fixed-step rules out (so sampling never imports torchdiffeq and scipy): a
+    conditional velocity MLP integrated by each method gives the same bits as flow_matching's ODESolver."""
+    from flow_matching.solver import ODESolver
+
+    torch.manual_seed(0)
+    model = VelocityMLP(5, hidden=16, time_dim=8, dropout=0.0, num_conditions=3)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.5)  # a velocity that varies with x, t and the condition
+    x0, condition = torch.randn(6, 5), torch.tensor([0, 1, 2, 0, 1, 2])
+    reference = ODESolver(velocity_model=lambda x, t, condition=None: model(x, t, condition))
+    for method in ("euler", "midpoint", "rk4"):
+        grid = torch.linspace(0.0, 1.0, 8)
+        with torch.no_grad():
+            theirs = reference.sample(x_init=x0, step_size=None, method=method, time_grid=grid, condition=condition)
+        ours = solve(model, x0, steps=7, method=method, condition=condition)
+        assert torch.equal(ours, theirs), method
+        assert not torch.equal(ours, x0)

@@ -85,6 +85,10 @@ def test_resume_refuses_changed_data(capsys, tmp_path):
         (["train", "encoder=statnn", "trainer.max_epochs=abc"], "trainer.max_epochs"),
         (["train", "encoder=statnn", "data.split=[1,0,0]"], "data.split"),
         (["train", "encoder=statnn", "optim.lr=-1"], "optim.lr"),
+        (["train", "encoder.hidden=abc"], "encoder.hidden='abc' is invalid"),
+        (["train", "encoder=nfn", "encoder.head=0"], "encoder.head=0 is invalid"),
+        (["train", "encoder=graph", "encoder.scalers=[nope]"], "encoder.scalers"),
+        (["train", "encoder=transformer", "encoder.heads=3"], "d_model=64 must be divisible by heads=3"),
         (["landscape", "{zoo}", "probes=abc"], "landscape.probes"),
         (["landscape", "{zoo}", "pairs=some"], "landscape.pairs"),
         (["phases", "{zoo}", "--out", "{tmp}", "phases.mc_tol=abc"], "landscape.phases.mc_tol"),
@@ -98,3 +102,16 @@ def test_bad_train_landscape_and_phase_settings(tiny_zoo, tmp_path, capsys, args
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "run").exists() and not (tmp_path / "ph").exists()
+
+
+def test_every_encoder_key_has_a_rule_its_default_passes():
+    """Each conf/encoder/<name>.yaml key but name has a rule in its encoder's CONFIG, and the defaults pass."""
+    from omegaconf import OmegaConf
+
+    from wsl.encoders import ENCODERS, check_encoder_config
+    from zoo.app.config import CONF_DIR
+
+    for name, cls in ENCODERS.items():
+        cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "encoder" / f"{name}.yaml"))
+        assert set(cfg) - {"name"} == set(cls.CONFIG), name
+        check_encoder_config(cfg)
