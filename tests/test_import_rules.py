@@ -48,6 +48,9 @@ LAZY_FIRST_PARTY = {
     ("generators.known.fit", "generators.lit"),
     ("generators.known.fit", "zoo.app.trainer"),
     ("generators.known", "generators.known.fit"),  # KNOWN's fit (zoo reads, Lightning) only when fitting
+    # `zoo info` reads metadata without torch; only --render loads the weights and torch
+    ("zoo.commands.info", "zoo.inr"),
+    ("zoo.commands.info", "zoo.store.reader"),
 }
 
 
