@@ -3,21 +3,11 @@ low-loss simplex fitted to the zoo's training data (``model.py``; its own fittin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from generators.registry import register
 from generators.simplex.config import CHECKS
+from generators.simplex.fit import fit_run  # plain torch over the zoo's training split: no heavy import
 from generators.simplex.model import Simplex
 
-__all__ = ["Simplex"]
+__all__ = ["Simplex", "fit_run"]
 
-
-def _fit(cfg: Mapping) -> Any:
-    """The simplex's own fitting (``generators.simplex.fit``), imported when a fit starts: loading needs none of it."""
-    from generators.simplex.fit import fit_run
-
-    return fit_run(cfg)
-
-
-register(Simplex, fit=_fit, checks=CHECKS)
+register(Simplex, fit=fit_run, checks=CHECKS)
