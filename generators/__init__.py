@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from generators import d2nwg, dwf, known  # noqa: F401  (each registers itself: dwf, d2nwg, known)
+from generators import d2nwg, dwf, known, simplex  # noqa: F401  (each registers itself: dwf, d2nwg, known, simplex)
 from generators.base import Generator
 from generators.dwf import DeepWeightFlow
 from generators.known import Known
 from generators.registry import load, snapshots
+from generators.simplex import Simplex
 from zoo.lazy import lazy_exports
 
 if TYPE_CHECKING:
@@ -33,4 +34,4 @@ __getattr__, __dir__ = lazy_exports(
     ("lcsc", "lit", "selection", "training_models", "config", "registry", "base"),
 )
 
-__all__ = ["Generator", "DeepWeightFlow", "Known", "fit", "fit_config", "load", "snapshots", "diagnose"]
+__all__ = ["Generator", "DeepWeightFlow", "Known", "Simplex", "fit", "fit_config", "load", "snapshots", "diagnose"]
