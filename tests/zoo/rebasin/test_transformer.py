@@ -121,3 +121,14 @@ def test_align_a_vit_zoo_keeps_functions_and_reports_the_barrier(tmp_path, capsy
             want = m(x)
             m.load_state_dict(z.state_dict(i, canonical=True))
             torch.testing.assert_close(m(x), want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("recipe", ["vit-digits", "grok-modadd"])
+def test_transformer_recipes_plan(recipe):
+    from zoo.datasets import load_dataset
+    from zoo.training.build import make_build_plan
+
+    cfg = compose("build", [f"recipe={recipe}", "progress=false"])
+    plan = make_build_plan(cfg, load_dataset(cfg["recipe"]["dataset"], seed=0))
+    assert {m.arch["name"] for m in plan.models} == {cfg["recipe"]["arch"]}
+    assert len(plan.models) in (16, 32) and all(m.optimizer == "adamw" for m in plan.models)
