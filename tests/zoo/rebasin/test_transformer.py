@@ -91,7 +91,6 @@ def test_bad_transformer_shapes_are_one_line_errors():
         build_model(arch_spec("transformer", [63], 31, 8, 1, heads=2))
 
 
-@pytest.mark.slow
 def test_align_a_vit_zoo_keeps_functions_and_reports_the_barrier(tmp_path, capsys):
     from tests.conftest import run_cli
 
