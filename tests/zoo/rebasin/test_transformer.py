@@ -131,3 +131,23 @@ def test_transformer_recipes_plan(recipe):
     plan = make_build_plan(cfg, load_dataset(cfg["recipe"]["dataset"], seed=0))
     assert {m.arch["name"] for m in plan.models} == {cfg["recipe"]["arch"]}
     assert len(plan.models) in (16, 32) and all(m.optimizer == "adamw" for m in plan.models)
+
+
+def test_hessian_vector_products_run_through_attention():
+    from torch.func import functional_call
+
+    from zoo.landscape.hessian import hvp_fn
+
+    model = build_model(TOKENS)
+    layout = layout_of(model, TOKENS)
+    x, y = torch.rand(4, 62), torch.randint(0, 31, (4,))
+
+    def loss(theta: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(functional_call(model, layout.unflatten(theta), (x,)), y)
+
+    theta = layout.flatten(model.state_dict())
+    v = torch.randn(layout.size, generator=torch.Generator().manual_seed(0))
+    hv = hvp_fn(loss)(theta, v)
+    eps = 1e-3  # against a finite difference of gradients
+    g = [torch.func.grad(loss)(theta + s * eps * v) for s in (1, -1)]
+    torch.testing.assert_close(hv, (g[0] - g[1]) / (2 * eps), atol=2e-2, rtol=5e-2)
