@@ -59,9 +59,15 @@ CASES = {
     # the Small-CNN-Zoo network of recipe cnn-zoo-mnist (3 convs of 16 3x3 filters, stride 2, valid padding, no
     # BatchNorm, 28x28 MNIST, batch 32), plain SGD; its drawn hyperparameters are left out (the baseline is SGD)
     "cnn-zoo-mnist": ("cnn", "mnist-image", 16, 3, 32, 1, 64),
+    # transformers (zoo.forward.stacked_transformer_forward): the vit of recipe vit-digits (2x2 patches, 4 heads,
+    # MLP ratio 2, GELU) and the one-layer token transformer of recipe grok-modadd (two one-hot tokens of 31)
+    "vit": ("vit", "digits-image", 16, 2, 64, 2, 64),
+    "grok": ("transformer", "modular-addition", 32, 1, 64, 2, 64),
 }
 EXTRA = {  # overrides beyond the common ones
     "cnn-zoo-mnist": ["recipe.batchnorm=false", "+recipe.stride=2", "+recipe.padding=valid", "recipe.momentum=0.0"],
+    "vit": ["recipe.activation=gelu", "+recipe.heads=4", "+recipe.patch=2", "+recipe.mlp_ratio=2.0"],
+    "grok": ["+recipe.heads=4", "+recipe.tokens=2", "+recipe.mlp_ratio=4.0"],
 }
 
 

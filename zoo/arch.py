@@ -1,12 +1,15 @@
 """Zoo architectures, built from a plain spec dict so a store can rebuild any member.
 
-Spec keys: ``name`` (mlp | cnn | resnet | siren), ``input_shape``, ``num_outputs``, ``width``, ``depth``,
-``activation`` and, for cnn, ``batchnorm`` and ``kernel_size``, plus three cnn keys that are present only
-when they differ from their default, so every spec written before them rebuilds the same module and layout:
+Spec keys: ``name`` (mlp | cnn | resnet | siren | vit | transformer), ``input_shape``, ``num_outputs``,
+``width``, ``depth``, ``activation`` and, for cnn, ``batchnorm`` and ``kernel_size``, plus three cnn keys that are
+present only when they differ from their default, so every spec written before them rebuilds the same module and layout:
 ``stride`` (default 1), ``padding`` (``same``, the default: kernel_size // 2 on each side; ``valid``: none, as
 Keras' default) and ``dropout`` (true: a :class:`MaskedDropout` after every activation). A siren (an implicit
 neural representation: coordinates -> values) adds ``w0`` (the first layer's frequency, 30 as in Sitzmann et al.
-2020) and ``w0_hidden`` (the hidden layers', 30 as in their code); its ``activation`` is always ``sine``. Module
+2020) and ``w0_hidden`` (the hidden layers', 30 as in their code); its ``activation`` is always ``sine``. The
+transformers (:class:`Transformer`: pre-norm blocks over tokens) add ``heads`` and ``mlp_ratio``; ``width`` is the
+residual stream and ``depth`` the number of blocks. A vit cuts an image into ``patch`` x ``patch`` patches, a
+transformer reads a flat input of ``tokens`` equal one-hot tokens (modular addition: 2 tokens of p). Module
 and attribute names are part of the stored layout and of the permutation specs derived from modules, so keep
 them stable.
 """
@@ -17,6 +20,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import ZooError
@@ -30,7 +34,8 @@ ACTIVATIONS = {
     "elu": nn.ELU,
 }
 PADDINGS = ("same", "valid")
-ARCHITECTURES = ("mlp", "cnn", "resnet", "siren")
+ARCHITECTURES = ("mlp", "cnn", "resnet", "siren", "vit", "transformer")
+TRANSFORMERS = ("vit", "transformer")
 
 
 def _activation(name: str) -> nn.Module:
@@ -186,6 +191,86 @@ class ResNet(nn.Module):
         return self.head(self.pool(self.blocks(self.stem(x))).flatten(1))
 
 
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over [..., T, width]: ``heads`` heads of width // heads dims, separate q/k/v/o.
+
+    Written with ``unflatten``/``transpose``/``scaled_dot_product_attention`` so the permutation tracer
+    (zoo.rebasin.spec) sees the head split and derives the head-level symmetries from the graph.
+    """
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = int(heads)
+        self.q = nn.Linear(width, width)
+        self.k = nn.Linear(width, width)
+        self.v = nn.Linear(width, width)
+        self.o = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.q(x).unflatten(-1, (self.heads, -1)).transpose(-3, -2)  # [..., H, T, d]
+        k = self.k(x).unflatten(-1, (self.heads, -1)).transpose(-3, -2)
+        v = self.v(x).unflatten(-1, (self.heads, -1)).transpose(-3, -2)
+        a = F.scaled_dot_product_attention(q, k, v)
+        return self.o(a.transpose(-3, -2).flatten(-2))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: ``x + attn(ln1(x))``, then ``x + mlp(ln2(x))`` (MLP of mlp_ratio * width)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, activation: str = "gelu"):
+        super().__init__()
+        hidden = max(1, int(round(mlp_ratio * width)))
+        self.ln1 = nn.LayerNorm(width)
+        self.attn = SelfAttention(width, heads)
+        self.ln2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), _activation(activation), nn.Linear(hidden, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class Transformer(nn.Module):
+    """Token embedding (``patch`` > 0: a patch Conv2d over an image, a ViT; else a Linear over ``tokens`` one-hot
+    tokens of a flat input), learned positions ``pos`` [T, width] (normal, std 0.02), ``depth`` pre-norm blocks,
+    a final LayerNorm, mean over tokens, a Linear head."""
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_outputs: int,
+        width: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: float = 2.0,
+        activation: str = "gelu",
+        patch: int = 0,
+        tokens: int = 0,
+    ):
+        super().__init__()
+        self.patch, self.tokens = int(patch), int(tokens)
+        if self.patch:
+            c, h, w = (int(s) for s in input_shape)
+            self.embed: nn.Module = nn.Conv2d(c, width, self.patch, stride=self.patch)
+            n_tokens = (h // self.patch) * (w // self.patch)
+        else:
+            n_in = math.prod(int(s) for s in input_shape)
+            self.embed = nn.Linear(n_in // self.tokens, width)
+            n_tokens = self.tokens
+        self.pos = nn.Parameter(torch.randn(n_tokens, width) * 0.02)
+        self.blocks = nn.Sequential(*[Block(width, heads, mlp_ratio, activation) for _ in range(depth)])
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, num_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.patch:
+            h = self.embed(x).flatten(-2).transpose(-2, -1)  # [..., T, width]
+        else:
+            h = self.embed(x.unflatten(-1, (self.tokens, -1)))  # [..., T, vocabulary] -> [..., T, width]
+        h = self.blocks(h + self.pos)
+        return self.head(self.norm(h).mean(-2))
+
+
 def arch_spec(
     name: str,
     input_shape: Sequence[int],
@@ -200,6 +285,10 @@ def arch_spec(
     dropout: bool = False,
     w0: float = 30.0,
     w0_hidden: float = 30.0,
+    heads: int = 4,
+    mlp_ratio: float = 2.0,
+    patch: int = 2,
+    tokens: int = 2,
 ) -> dict:
     """Normalized spec dict (only the keys the architecture uses), as stored in layouts. The cnn keys ``stride``,
     ``padding`` and ``dropout`` are written only when they differ from their defaults (1, same, false), so the
@@ -214,6 +303,9 @@ def arch_spec(
     }
     if name == "siren":
         spec.update(w0=float(w0), w0_hidden=float(w0_hidden))
+    if name in TRANSFORMERS:
+        spec.update(heads=int(heads), mlp_ratio=float(mlp_ratio))
+        spec.update(patch=int(patch)) if name == "vit" else spec.update(tokens=int(tokens))
     if name == "cnn":
         spec.update(batchnorm=bool(batchnorm), kernel_size=int(kernel_size))
         if int(stride) != 1:
@@ -232,9 +324,11 @@ def build_model(spec: Mapping) -> nn.Module:
         raise ZooError(f"unknown architecture {name!r}; choose one of {list(ARCHITECTURES)}")
     shape = list(spec["input_shape"])
     width, depth, act = int(spec["width"]), int(spec["depth"]), spec.get("activation", "relu")
-    low = 0 if name in ("mlp", "siren") else 1
+    low = 0 if name in ("mlp", "siren", *TRANSFORMERS) else 1
     if width < 1 or depth < low:
         raise ZooError(f"{name}: width must be >= 1 and depth >= {low}, got {width}, {depth}")
+    if name in TRANSFORMERS:
+        return _transformer(name, spec, shape, width, depth, act)
     if name in ("mlp", "siren"):
         n_in = 1
         for s in shape:
@@ -275,3 +369,25 @@ def build_model(spec: Mapping) -> nn.Module:
             bool(spec.get("dropout", False)),
         )
     return ResNet(shape[0], int(spec["num_outputs"]), width, depth, act)
+
+
+def _transformer(name: str, spec: Mapping, shape: list, width: int, depth: int, act: str) -> Transformer:
+    """A vit or token transformer from its spec, with one-line errors for shapes that do not fit."""
+    heads, ratio = int(spec.get("heads", 4)), float(spec.get("mlp_ratio", 2.0))
+    if heads < 1 or width % heads:
+        raise ZooError(f"{name}: width {width} must be a positive multiple of heads {heads}")
+    if not (math.isfinite(ratio) and ratio > 0):
+        raise ZooError(f"{name}: mlp_ratio must be positive, got {ratio}")
+    if name == "vit":
+        patch = int(spec.get("patch", 2))
+        if len(shape) != 3:
+            raise ZooError(f"vit needs image inputs (C, H, W); this dataset gives shape {tuple(shape)}")
+        if patch < 1 or shape[1] % patch or shape[2] % patch:
+            raise ZooError(f"vit: patch {patch} must divide the {shape[1]}x{shape[2]} image")
+        return Transformer(shape, int(spec["num_outputs"]), width, depth, heads, ratio, act, patch=patch)
+    tokens = int(spec.get("tokens", 2))
+    if len(shape) != 1 or tokens < 1 or shape[0] % tokens:
+        raise ZooError(
+            f"transformer reads a flat input of {tokens} equal one-hot tokens; this dataset gives shape {tuple(shape)}"
+        )
+    return Transformer(shape, int(spec["num_outputs"]), width, depth, heads, ratio, act, tokens=tokens)

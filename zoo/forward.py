@@ -2,7 +2,9 @@
 
 Parameters and buffers are stacked ``[M, *shape]`` tensors. MLPs run as fused batched GEMMs; plain CNNs
 (zoo.arch.CNN) as grouped convolutions over the models' stacked channels (``groups = M``) in channels-last
-memory; every other architecture is ``torch.func.vmap`` over ``functional_call`` of a template module.
+memory; transformers (zoo.arch.Transformer) as batched GEMMs with ``scaled_dot_product_attention`` over
+[M, b, heads, tokens, d] (vmap has no batching rule for CPU attention and loops over models); every other
+architecture is ``torch.func.vmap`` over ``functional_call`` of a template module.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from zoo.arch import CNN, MLP, MaskedDropout
+from zoo.arch import CNN, MLP, Block, MaskedDropout, Transformer
 
 
 def stacked_mlp_forward(
@@ -142,6 +144,60 @@ def stacked_cnn_forward(
     return torch.baddbmm(bias.unsqueeze(1), pooled, w.transpose(1, 2))
 
 
+def _stacked_linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """h [M, ..., in] through M Linear layers w [M, out, in], b [M, out] -> [M, ..., out]."""
+    m = h.shape[0]
+    out = torch.baddbmm(b.unsqueeze(1), h.reshape(m, -1, h.shape[-1]), w.transpose(1, 2))
+    return out.view(*h.shape[:-1], w.shape[1])
+
+
+def _stacked_layer_norm(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm over the last axis of h [M, ..., D] with each model's own weight and bias [M, D]."""
+    view = (h.shape[0],) + (1,) * (h.dim() - 2) + (h.shape[-1],)
+    return torch.addcmul(b.view(view), F.layer_norm(h, h.shape[-1:], eps=eps), w.view(view))
+
+
+def stacked_transformer_forward(
+    template: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, shared_input: bool
+) -> torch.Tensor:
+    """The zoo transformer (zoo.arch.Transformer) for M models at once: x [M, b, ...] or shared [b, ...] ->
+    [M, b, K]. Linear layers are batched GEMMs, the patch embedding a patchify and a GEMM, attention one
+    ``scaled_dot_product_attention`` over [M, b, heads, tokens, d]; the same function as the template with
+    each model's parameters up to float32 rounding (tested)."""
+    t: Transformer = template  # type: ignore[assignment]
+    m = next(iter(params.values())).shape[0]
+    if shared_input:
+        x = x.expand(m, *x.shape)
+    w_e, b_e = params["embed.weight"], params["embed.bias"]
+    if t.patch:
+        p = t.patch
+        mm, b, c, hh, ww = x.shape
+        patches = x.reshape(mm, b, c, hh // p, p, ww // p, p).permute(0, 1, 3, 5, 2, 4, 6)
+        patches = patches.reshape(mm, b, (hh // p) * (ww // p), c * p * p)
+        h = _stacked_linear(patches, w_e.reshape(m, w_e.shape[1], -1), b_e)
+    else:
+        h = _stacked_linear(x.unflatten(-1, (t.tokens, -1)), w_e, b_e)
+    h = h + params["pos"].unsqueeze(1)  # [M, b, T, D]
+    blocks: nn.Sequential = t.blocks
+    for i, block in enumerate(blocks):
+        assert isinstance(block, Block)
+        pre, attn = f"blocks.{i}.", block.attn
+        a = _stacked_layer_norm(h, params[pre + "ln1.weight"], params[pre + "ln1.bias"], block.ln1.eps)
+        q, k, v = (
+            _stacked_linear(a, params[f"{pre}attn.{n}.weight"], params[f"{pre}attn.{n}.bias"])
+            .unflatten(-1, (attn.heads, -1))
+            .transpose(-3, -2)
+            for n in "qkv"
+        )
+        o = F.scaled_dot_product_attention(q, k, v).transpose(-3, -2).flatten(-2)
+        h = h + _stacked_linear(o, params[pre + "attn.o.weight"], params[pre + "attn.o.bias"])
+        a = _stacked_layer_norm(h, params[pre + "ln2.weight"], params[pre + "ln2.bias"], block.ln2.eps)
+        a = block.mlp[1](_stacked_linear(a, params[pre + "mlp.0.weight"], params[pre + "mlp.0.bias"]))
+        h = h + _stacked_linear(a, params[pre + "mlp.2.weight"], params[pre + "mlp.2.bias"])
+    h = _stacked_layer_norm(h, params["norm.weight"], params["norm.bias"], t.norm.eps).mean(-2)
+    return _stacked_linear(h, params["head.weight"], params["head.bias"])
+
+
 def population_forward(
     template: nn.Module,
     params: dict[str, torch.Tensor],
@@ -162,6 +218,8 @@ def population_forward(
     """
     if isinstance(template, MLP):
         return stacked_mlp_forward(template, params, x, shared_input, feature_major=feature_major)
+    if isinstance(template, Transformer):
+        return stacked_transformer_forward(template, params, x, shared_input)
     if grouped and grouped_cnn_supported(template) and x.dim() == (4 if shared_input else 5):
         return stacked_cnn_forward(template, params, buffers, x, shared_input)
 

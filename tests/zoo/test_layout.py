@@ -72,6 +72,6 @@ def test_wrong_shapes_and_names_are_clear_errors():
 
 def test_unknown_architecture_and_image_arch_on_flat_input():
     with pytest.raises(ZooError, match="unknown architecture"):
-        build_model({"name": "transformer", "input_shape": [64], "num_outputs": 10, "width": 4, "depth": 1})
+        build_model({"name": "lstm", "input_shape": [64], "num_outputs": 10, "width": 4, "depth": 1})
     with pytest.raises(ZooError, match="image inputs"):
         build_model(arch_spec("cnn", [64], 10, 4, 1))

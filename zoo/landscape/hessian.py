@@ -12,13 +12,16 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch.func import grad, jvp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 def hvp_fn(loss: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     """``hvp(theta, v, *args) = H(theta) v`` for one model, by forward-over-reverse differentiation."""
 
     def hvp(theta: torch.Tensor, v: torch.Tensor, *args) -> torch.Tensor:
-        return jvp(lambda t: grad(loss)(t, *args), (theta,), (v,))[1]
+        # attention (zoo.arch.Transformer) through SDPA's math path: the fused CPU kernel has no forward AD
+        with sdpa_kernel(SDPBackend.MATH):
+            return jvp(lambda t: grad(loss)(t, *args), (theta,), (v,))[1]
 
     return hvp
 

@@ -37,6 +37,7 @@ from zoo.app.progress import Progress
 from zoo.errors import ZooError
 from zoo.rebasin.apply import permute_flat
 from zoo.rebasin.matching import MatchResult, match_population
+from zoo.rebasin.repair import repair_points
 from zoo.rebasin.report import batched_l2, batched_singular_agreement, loss_barriers
 from zoo.rebasin.spec import spec_for_layout
 from zoo.rebasin.symmetries import canonicalize_units, parse_symmetries
@@ -205,7 +206,10 @@ def _align_group(
     """Align one (layout, dataset) group chunk by chunk of models, so memory stays bounded on big zoos."""
     layout = z.layouts[key]
     spec = spec_for_layout(layout)
-    use_repair = bool(spec.graph is not None and spec.graph.norms) if repair == "auto" else bool(repair)
+    batchnorm = spec.graph is not None and any("running_mean" in dict(n.tensors) for n in spec.graph.norms)
+    use_repair = bool(batchnorm and not spec.heads) if repair == "auto" else bool(repair)
+    if use_repair:
+        repair_points(spec)  # a layout REPAIR cannot handle is refused before anything is written
     ids = [int(i) for i in members["model_id"]]
     last = members["last_checkpoint"].to_numpy()
     R = _units_canonical(spec, layout, z.weights([ref_id], checkpoint=None), sym)[0]  # [C, P]

@@ -26,10 +26,27 @@ def identity_perms(spec: PermutationSpec, n: int | None = None) -> Perms:
     return out
 
 
+def head_perm(heads: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """The flat permutation [..., H * d] that moves whole blocks by ``heads`` [..., H] and units within each new
+    block by ``inner`` [..., H, d]: new unit (h, i) is old unit (heads[h], inner[h, i])."""
+    d = inner.shape[-1]
+    return (heads.unsqueeze(-1) * d + inner).flatten(-2)
+
+
 def random_perms(spec: PermutationSpec, generator: torch.Generator | None, n: int | None = None) -> Perms:
-    """Uniform random permutation of every group (seeded through ``generator``)."""
-    out = {}
+    """Uniform random permutation of every group (seeded through ``generator``); groups attention ties
+    (``spec.heads``) get a uniform head permutation shared by the tie and uniform ones within each head."""
+    out: Perms = {}
+    tie_perm: dict[str, torch.Tensor] = {}
     for g, s in spec.sizes.items():
+        if g in spec.heads:
+            tie, h = spec.heads[g]
+            lead = () if n is None else (n,)
+            if tie not in tie_perm:
+                tie_perm[tie] = torch.argsort(torch.rand(*lead, h, generator=generator), dim=-1)
+            inner = torch.argsort(torch.rand(*lead, h, s // h, generator=generator), dim=-1)
+            out[g] = head_perm(tie_perm[tie], inner)
+            continue
         if n is None:
             out[g] = torch.randperm(s, generator=generator)
         else:

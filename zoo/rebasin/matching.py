@@ -7,6 +7,9 @@ The objective ``sum_params <ref, permuted>`` equals ``(|ref|^2 + |x|^2 - |ref - 
 exactly when the L2 distance falls. ``weight_matching`` is the plain one-pair implementation;
 ``match_population`` runs the same descent for a stacked population with one GEMM per group and
 pass building every model's similarity matrix, and ``merge_many`` aligns models to each other.
+Groups an attention ties (``PermutationSpec.heads``) are one coordinate: every pair of heads (ref a, current b)
+gets its best within-head assignment in each tied group, the head assignment maximizes the sum of those, so the
+step is exact over permutations that move heads as wholes and dims within heads.
 """
 
 from __future__ import annotations
@@ -21,7 +24,15 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from zoo.errors import ZooError
-from zoo.rebasin.apply import Perms, identity_perms, permute_present, permute_states, random_perms, take_axis
+from zoo.rebasin.apply import (
+    Perms,
+    head_perm,
+    identity_perms,
+    permute_present,
+    permute_states,
+    random_perms,
+    take_axis,
+)
 from zoo.rebasin.spec import PermutationSpec
 
 RTOL = 1e-6  # a step must raise the objective by this fraction of its size (float32 similarity noise is ~1e-7)
@@ -119,6 +130,42 @@ def _solve(A: np.ndarray, q: np.ndarray, todo: np.ndarray, pool: ThreadPoolExecu
     list(pool.map(run, np.array_split(todo, max(1, len(todo) // 16))))
 
 
+def _solve_heads(As: list[np.ndarray], heads: int) -> list[np.ndarray]:
+    """Joint assignment of tied groups (similarities ``As``, each [m, H*d, H*d]): per model, the best
+    within-head assignment of every (ref head, current head) pair summed over the groups, then the head
+    assignment maximizing that sum. Returns one [m, H*d] permutation per group (block-structured)."""
+    m = As[0].shape[0]
+    value = np.zeros((m, heads, heads))
+    inner = []
+    for A in As:
+        d = A.shape[1] // heads
+        blocks = A.reshape(m, heads, d, heads, d)
+        best = np.empty((m, heads, heads, d), dtype=np.int64)
+        for j in range(m):
+            for a in range(heads):
+                for b in range(heads):
+                    cols = linear_sum_assignment(blocks[j, a, :, b, :], maximize=True)[1]
+                    best[j, a, b] = cols
+                    value[j, a, b] += blocks[j, a, np.arange(d), b, cols].astype(np.float64).sum()
+        inner.append(best)
+    pi = np.stack([linear_sum_assignment(value[j], maximize=True)[1] for j in range(m)])  # [m, H]
+    rows = np.arange(heads)
+    out = []
+    for best in inner:
+        chosen = torch.from_numpy(best[np.arange(m)[:, None], rows, pi])  # [m, H, d]
+        out.append(head_perm(torch.from_numpy(pi), chosen).numpy())
+    return out
+
+
+def _coordinates(spec: PermutationSpec) -> dict[str, list[str]]:
+    """Group -> the groups solved together with it: its attention tie, or itself alone."""
+    out = {g: [g] for g in spec.groups}
+    for groups in spec.ties().values():
+        for g in groups:
+            out[g] = groups
+    return out
+
+
 def _descent(
     spec: PermutationSpec,
     ref: dict,
@@ -147,44 +194,51 @@ def _descent(
     gained = np.zeros(n, dtype=np.float64)
     history = [np.zeros(n)]
     single_ref = all(v.shape[0] == 1 for v in ref.values())
+    coords = _coordinates(spec)
     for _ in range(max_iter):
         active = dirty.any(0)
         if not active.any():
             break
         passes[active] += 1
         for gi in rng.permutation(len(groups)):
-            g = groups[gi]
-            sel = np.flatnonzero(dirty[gi])
+            coord = coords[groups[gi]]  # the group, or every group of its attention tie
+            cidx = [gidx[c] for c in coord]
+            sel = np.flatnonzero(dirty[cidx].any(0))
             if sel.size == 0:
                 continue
             full = sel.size == n
             selt = torch.from_numpy(sel)
-            touched = [(k, a) for k, a in spec.touches(g) if k in cur]
-            names = list(dict.fromkeys(k for k, _ in touched))
+            touched = [(k, a, c) for c in coord for k, a in spec.touches(c) if k in cur]
+            names = list(dict.fromkeys(k for k, _, _ in touched))
             sub = {k: cur[k] if full else cur[k].index_select(0, selt) for k in names}
             sref = ref if single_ref or full else {k: ref[k].index_select(0, selt) for k in names}
-            A = _similarity(spec, g, sref, sub).numpy()
-            m, size = A.shape[0], A.shape[1]
-            q = np.empty((m, size), dtype=np.int64)
-            _solve(A, q, np.arange(m), pool)
-            rows = np.arange(size)
-            old = np.einsum("mii->mi", A).astype(np.float64).sum(1)
-            gain = A[np.arange(m)[:, None], rows, q].astype(np.float64).sum(1) - old
+            As = [_similarity(spec, c, sref, sub).numpy() for c in coord]
+            m = As[0].shape[0]
+            if len(coord) == 1:
+                qs = [np.empty((m, As[0].shape[1]), dtype=np.int64)]
+                _solve(As[0], qs[0], np.arange(m), pool)
+            else:
+                qs = _solve_heads(As, spec.heads[coord[0]][1])
+            old = sum(np.einsum("mii->mi", A).astype(np.float64).sum(1) for A in As)
+            picked = [A[np.arange(m)[:, None], np.arange(A.shape[1]), q] for A, q in zip(As, qs)]
+            gain = sum(v.astype(np.float64).sum(1) for v in picked) - old
             accept = gain > RTOL * np.maximum(np.abs(old), 1e-12)
-            dirty[gi, sel] = False
+            for c in cidx:
+                dirty[c, sel] = False
             if not accept.any():
                 continue
             acc = np.flatnonzero(accept)
             acct = torch.from_numpy(acc)
-            qt = torch.from_numpy(q[acc])
+            qt = {c: torch.from_numpy(q[acc]) for c, q in zip(coord, qs)}
             new = {}
             for k in names:
                 t = sub[k].index_select(0, acct)
-                for kk, a in touched:
+                for kk, a, c in touched:
                     if kk == k:
-                        t = take_axis(t, a, qt)
+                        t = take_axis(t, a, qt[c])
                 new[k] = t
-            if spec.self_coupled(g):  # the linear gain is not the true gain: keep only real improvements
+            coupled = any(spec.self_coupled(c) for c in coord)
+            if coupled:  # the linear gain is not the true gain: keep only real improvements
                 before = _objective(
                     spec,
                     sref if single_ref else {k: sref[k][acct] for k in names},
@@ -194,7 +248,8 @@ def _descent(
                 after = _objective(spec, sref if single_ref else {k: sref[k][acct] for k in names}, new, names)
                 ok = ((after - before) > RTOL * before.abs().clamp_min(1e-12)).numpy()
                 gain[acc] = (after - before).numpy()
-                acc, qt = acc[ok], qt[torch.from_numpy(ok)]
+                acc = acc[ok]
+                qt = {c: v[torch.from_numpy(ok)] for c, v in qt.items()}
                 new = {k: v[torch.from_numpy(ok)] for k, v in new.items()}
                 if acc.size == 0:
                     continue
@@ -202,12 +257,15 @@ def _descent(
             rows_t = torch.from_numpy(sel[acc])
             for k in names:
                 cur[k].index_copy_(0, rows_t, new[k])
-            perms[g].index_copy_(0, rows_t, torch.gather(perms[g].index_select(0, rows_t), 1, qt))
+            for c in coord:
+                perms[c].index_copy_(0, rows_t, torch.gather(perms[c].index_select(0, rows_t), 1, qt[c]))
             gained[sel[acc]] += gain[acc]
-            for h in nb[g]:
-                dirty[gidx[h], sel[acc]] = True
-            if spec.self_coupled(g):
-                dirty[gi, sel[acc]] = True
+            for c in coord:
+                for h in nb[c]:
+                    dirty[gidx[h], sel[acc]] = True
+            if coupled:
+                for c in cidx:
+                    dirty[c, sel[acc]] = True
         history.append(gained.copy())
     return np.stack(history), passes
 
@@ -361,6 +419,7 @@ def weight_matching(
         return float(sum((ref[k].double() * permuted(k, perms).double()).sum() for k in spec.matched))
 
     initial = objective(identity_perms(spec))
+    coords = _coordinates(spec)
     best, best_obj, first_hist = None, -np.inf, None
     for r in range(restarts + 1):
         if r == 0:
@@ -372,21 +431,29 @@ def weight_matching(
         for _ in range(max_iter):
             improved = False
             for gi in rng.permutation(len(spec.groups)):
-                g = spec.groups[gi]
-                s = spec.sizes[g]
-                A = torch.zeros(s, s, dtype=dtype)
-                for k, a in spec.touches(g):
-                    if k not in w:
-                        continue
-                    wa = ref[k].movedim(a, 0).reshape(s, -1)
-                    wb = permuted(k, perms, a).movedim(a, 0).reshape(s, -1)
-                    A += wa @ wb.T
-                ci = torch.from_numpy(linear_sum_assignment(A.numpy(), maximize=True)[1])
-                old = float(A[torch.arange(s), perms[g]].double().sum())
-                new = float(A[torch.arange(s), ci].double().sum())
+                coord = coords[spec.groups[gi]]
+                As = []
+                for g in coord:
+                    s = spec.sizes[g]
+                    A = torch.zeros(s, s, dtype=dtype)
+                    for k, a in spec.touches(g):
+                        if k not in w:
+                            continue
+                        wa = ref[k].movedim(a, 0).reshape(s, -1)
+                        wb = permuted(k, perms, a).movedim(a, 0).reshape(s, -1)
+                        A += wa @ wb.T
+                    As.append(A)
+                if len(coord) == 1:
+                    cis = [torch.from_numpy(linear_sum_assignment(As[0].numpy(), maximize=True)[1])]
+                else:
+                    heads = spec.heads[coord[0]][1]
+                    cis = [torch.from_numpy(q[0]) for q in _solve_heads([A.numpy()[None] for A in As], heads)]
+                old = sum(float(A[torch.arange(len(A)), perms[g]].double().sum()) for A, g in zip(As, coord))
+                new = sum(float(A[torch.arange(len(A)), ci].double().sum()) for A, ci in zip(As, cis))
                 if new - old > RTOL * max(abs(old), 1e-12):
-                    trial = dict(perms, **{g: ci})
-                    if spec.self_coupled(g) and objective(trial) - objective(perms) <= RTOL * abs(objective(perms)):
+                    trial = dict(perms, **dict(zip(coord, cis)))
+                    coupled = any(spec.self_coupled(g) for g in coord)
+                    if coupled and objective(trial) - objective(perms) <= RTOL * abs(objective(perms)):
                         continue
                     perms = trial
                     improved = True

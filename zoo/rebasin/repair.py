@@ -59,6 +59,10 @@ def repair_points(spec: PermutationSpec, outputs: bool = True) -> list[RepairPoi
     g = spec.graph
     if g is None:
         raise ZooError("REPAIR needs a traced permutation spec (a neuron graph); this spec was built by hand")
+    if spec.heads or any("running_mean" not in dict(n.tensors) for n in g.norms):
+        raise ZooError(
+            "REPAIR here covers MLP, CNN and ResNet layouts; this one has LayerNorm or attention (a transformer)"
+        )
     norms = {n.nodeset: dict(n.tensors) for n in g.norms}
     points = []
     for layer in g.layers:

@@ -18,6 +18,14 @@ next Linear/Conv), so relu(c z) = c relu(z) for c > 0 moves a factor from the in
 outgoing weights. A unit normalized by a BatchNorm right after its layer has it at the BatchNorm's affine
 parameters (weight and bias scaled, running statistics untouched); the layer's own rows before that BatchNorm
 are scale-invariant only up to BatchNorm's eps and are left alone. Residual sums and every other operation end it.
+Transformers: every value also carries WHICH axis is its channel axis (Linear reads and writes the last axis,
+Conv axis 1; transpose, flatten, unflatten and means over other axes move it), LayerNorm's parameters follow the
+group of the axis it normalizes, and a learned tensor added to a permuted value (a position embedding) takes the
+group on the axis it broadcasts onto. ``unflatten`` of a channel axis into (heads, dims) splits its group into
+blocks; ``scaled_dot_product_attention(q, k, v)`` joins q's and k's groups (one permutation of query/key dims)
+and TIES them to v's group (value/output dims): their permutations must permute the heads as wholes, one head
+permutation for both, and may permute dims within each head (``PermutationSpec.heads``; zoo.rebasin.apply
+draws such permutations and zoo.rebasin.matching solves them jointly, heads over within-head assignments).
 The same pass records the neuron graph (``graph.NeuronGraph``: which tensor maps which node set to which,
 BatchNorms, residual skips) that weight-space models read, so both share one source of truth.
 """
@@ -93,6 +101,7 @@ _POOLS = (
     nn.MaxPool3d,
 )
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_SDPA = torch.nn.functional.scaled_dot_product_attention
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _ELEMENTWISE_FUNCS = {
     torch.relu,
@@ -136,6 +145,17 @@ class PermutationSpec:
     signs: tuple[str, ...] = ()  # groups whose units may flip sign (odd activations only; module docstring)
     odd: tuple[str, ...] = ()  # groups with the sign symmetry under any odd activation (sine, tanh)
     scales: tuple[str, ...] = ()  # groups with the positive scaling symmetry (ReLU-like readers; module docstring)
+    # group -> (tie, number of heads): the group's units are ``heads`` blocks (attention heads); every group
+    # of one tie permutes its blocks by one shared head permutation, and units within each block freely
+    heads: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def ties(self) -> dict[str, list[str]]:
+        """Tie name -> its groups (in group order): the groups whose head permutation is one."""
+        out: dict[str, list[str]] = {}
+        for g in self.groups:
+            if g in self.heads:
+                out.setdefault(self.heads[g][0], []).append(g)
+        return out
 
     @property
     def groups(self) -> list[str]:
@@ -299,6 +319,11 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
 
     uf = _UnionFind()
     val: dict[str, int] = {}  # fx node name -> group of its channel axis
+    cax: dict[str, int | None] = {}  # fx node name -> index of its channel axis (None: unknown, fixed values)
+    split: dict[str, tuple[int, int, int]] = {}  # fx node name -> (head axis, dim axis, heads) of a split channel
+    blocks: dict[int, int] = {}  # group -> number of heads it is split into
+    ties: list[tuple[int, int]] = []  # (query/key group, value group) of each attention call
+    free: dict[str, str] = {}  # get_attr node -> the state-dict tensor it reads (its axes set where it is used)
     axes: dict[str, list[int | None]] = {}
     out_group: dict[str, int] = {}  # module target -> group of its output (shared when a module is reused)
     rec = _GraphRecorder()
@@ -320,17 +345,106 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
         else:
             ax[axis] = uf.union(ax[axis], g, where)
 
-    def flatten(node, src, start: int) -> int:
-        g = uf.find(val[src.name])
-        s = shape(src)
-        if g == FIXED:
-            return FIXED
-        if start != 1 or any(d != 1 for d in s[2:]):
+    def put(node: str, g: int, c: int | None, sp: tuple[int, int, int] | None = None) -> None:
+        val[node], cax[node] = g, (None if uf.find(g) == FIXED else c)
+        if sp is not None:
+            split[node] = sp
+
+    def last_axis(src, where: str) -> None:
+        """A permuted input read on its last axis (Linear, LayerNorm) must have its channels there."""
+        if uf.find(val[src.name]) != FIXED and (src.name in split or cax[src.name] != len(shape(src)) - 1):
             raise ZooError(
-                f"unsupported operation {node.name!r}: flattening a permuted feature map of shape "
-                f"{s} mixes channels with positions"
+                f"unsupported layer {where!r}: reads the last axis of a tensor of shape {shape(src)} whose "
+                f"channels are on axis {cax[src.name]}"
             )
-        return g
+
+    def axis(a: int, nd: int) -> int:
+        return a + nd if a < 0 else a
+
+    def flatten(node, src, start: int, end: int = -1) -> None:
+        g, s = uf.find(val[src.name]), shape(src)
+        if g == FIXED:
+            return put(node.name, FIXED, None)
+        start, end = axis(start, len(s)), axis(end, len(s))
+        c = cax[src.name]
+        if src.name in split:
+            h_ax, d_ax, _ = split[src.name]
+            if (h_ax, d_ax) == (start, end) and end == start + 1:  # heads merged back into one channel axis
+                return put(node.name, g, start)
+        elif c is not None and c < start:
+            return put(node.name, g, c)
+        elif c is not None and c > end:
+            return put(node.name, g, c - (end - start))
+        elif c is not None and all(d == 1 for i, d in enumerate(s[start : end + 1], start) if i != c):
+            return put(node.name, g, start)
+        raise ZooError(
+            f"unsupported operation {node.name!r}: flattening a permuted feature map of shape "
+            f"{s} mixes channels with positions"
+        )
+
+    def unflatten(node, src, dim: int) -> None:
+        g, s, out = uf.find(val[src.name]), shape(src), shape(node)
+        if g == FIXED:
+            return put(node.name, FIXED, None)
+        dim, c, grown = axis(dim, len(s)), cax[src.name], len(out) - len(s)
+        if src.name not in split and c == dim and grown == 1:  # a channel axis split into (heads, dims per head)
+            heads = int(out[dim])
+            if blocks.setdefault(g, heads) != heads:
+                raise ZooError(f"unsupported operation {node.name!r}: splits one group into different head counts")
+            return put(node.name, g, None, (dim, dim + 1, heads))
+        if src.name not in split and c is not None and dim != c:
+            return put(node.name, g, c + grown if dim < c else c)
+        raise ZooError(f"unsupported operation {node.name!r}: unflattens a permuted tensor of shape {s} into {out}")
+
+    def transpose(node, src, a: int, b: int) -> None:
+        g, nd = uf.find(val[src.name]), len(shape(src))
+        if g == FIXED:
+            return put(node.name, FIXED, None)
+        a, b = axis(a, nd), axis(b, nd)
+
+        def swap(i: int) -> int:
+            return b if i == a else a if i == b else i
+
+        sp = split.get(src.name)
+        c = cax[src.name]
+        put(node.name, g, None if c is None else swap(c), None if sp is None else (swap(sp[0]), swap(sp[1]), sp[2]))
+
+    def attention(node, q, k, v) -> None:
+        """scaled_dot_product_attention: q and k share one group, tied head-wise to v's; the output is v's."""
+        nd = len(shape(q))
+        for t in (q, k, v):
+            sp = split.get(t.name)
+            if uf.find(val[t.name]) == FIXED or sp is None or sp[1] != nd - 1 or sp[0] >= nd - 2:
+                raise ZooError(
+                    f"unsupported attention {node.name!r}: q, k and v must each be a Linear's output split into "
+                    "(heads, dims) with the dims last and the heads before the tokens"
+                )
+        if not split[q.name][2] == split[k.name][2] == split[v.name][2]:
+            raise ZooError(f"unsupported attention {node.name!r}: q, k and v have different head counts")
+        g = uf.union(val[q.name], val[k.name], f"attention {node.name!r}")
+        ties.append((g, val[v.name]))
+        put(node.name, val[v.name], None, split[v.name])
+
+    def reduce(node, src, dims, keepdim: bool) -> None:
+        """mean/sum over axes other than the channel axis."""
+        g, nd = uf.find(val[src.name]), len(shape(src))
+        if g == FIXED:
+            return put(node.name, FIXED, None)
+        dims = [axis(int(d), nd) for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
+        c = cax[src.name]
+        if src.name in split or c is None or c in dims:
+            raise ZooError(f"unsupported operation {node.name!r}: reduces over the channels of a permuted tensor")
+        put(node.name, g, c if keepdim else c - sum(d < c for d in dims))
+
+    def add_free(node, name: str, out: torch.fx.Node) -> None:
+        """A learned tensor added to a permuted value: its axis under the value's channel axis joins that group."""
+        pshape, oshape = tuple(state_shapes[name]), shape(out)
+        g, c = uf.find(val[out.name]), cax[out.name]
+        pa = None if g == FIXED or c is None else len(pshape) - (len(oshape) - c)
+        for a in range(len(pshape)):
+            assign(name, a, g if a == pa else FIXED, len(pshape), f"{node.name} ({name})")
+
+    state_shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
     def keeps_channels(node, src) -> int:
         """view/reshape/mean/squeeze: allowed when batch and channel axes survive and only size-1 or
@@ -339,7 +453,8 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
         if g == FIXED:
             return FIXED
         s_in, s_out = shape(src), shape(node)
-        if len(s_in) >= 2 and len(s_out) >= 2 and s_in[:2] == s_out[:2]:
+        channels_first = cax[src.name] == 1 and src.name not in split
+        if channels_first and len(s_in) >= 2 and len(s_out) >= 2 and s_in[:2] == s_out[:2]:
             if node.target in ("mean", torch.mean) or all(d == 1 for d in s_out[2:]):
                 return g
         op = node.target if isinstance(node.target, str) else node.target.__name__
@@ -350,7 +465,7 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
 
     for node in gm.graph.nodes:
         if node.op == "placeholder":
-            val[node.name] = FIXED
+            put(node.name, FIXED, None)
             rec.input(node.name)
         elif node.op == "output":
             outs = node.args[0] if isinstance(node.args[0], (tuple, list)) else (node.args[0],)
@@ -364,8 +479,10 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
             g_in = val[src.name]
             p = node.target
             if isinstance(m, (nn.Linear, *_CONVS)):
-                if isinstance(m, nn.Linear) and len(shape(src)) > 2 and uf.find(g_in) != FIXED:
-                    raise ZooError(f"unsupported layer {p!r}: Linear on a {len(shape(src))}-D permuted tensor")
+                if isinstance(m, nn.Linear):
+                    last_axis(src, p)
+                elif uf.find(g_in) != FIXED and (src.name in split or cax[src.name] != 1):
+                    raise ZooError(f"unsupported layer {p!r}: a convolution over channels not on axis 1")
                 if isinstance(m, _CONVS) and m.groups != 1:
                     raise ZooError(f"unsupported layer {p!r}: grouped convolution (groups={m.groups})")
                 if p not in out_group:
@@ -378,7 +495,7 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
                     assign(f"{p}.weight", a, FIXED, nd, p)
                 if m.bias is not None:
                     assign(f"{p}.bias", 0, g_out, 1, p)
-                val[node.name] = g_out
+                put(node.name, g_out, len(shape(node)) - 1 if isinstance(m, nn.Linear) else 1)
                 layer_out.add(node.name)
                 rec.layer(node.name, src.name, p, m, g_out)
             elif isinstance(m, _NORMS):
@@ -391,7 +508,19 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
                         assign(f"{p}.{t}", 0, g_in, 1, p)
                 if getattr(m, "num_batches_tracked", None) is not None:
                     axes.setdefault(f"{p}.num_batches_tracked", [])
-                val[node.name] = g_in
+                put(node.name, g_in, cax[src.name], split.get(src.name))
+                rec.norm(node.name, src.name, p, m)
+            elif isinstance(m, nn.LayerNorm):  # normalizes the last axis: its parameters follow that axis' group
+                if len(m.normalized_shape) != 1:
+                    raise ZooError(f"unsupported layer {p!r}: LayerNorm over {len(m.normalized_shape)} axes")
+                last_axis(src, p)
+                not_odd.add(g_in)
+                not_odd_all.add(g_in)  # LayerNorm is neither odd per unit nor homogeneous per unit
+                not_homog.add(g_in)
+                for t in ("weight", "bias"):
+                    if getattr(m, t, None) is not None:
+                        assign(f"{p}.{t}", 0, g_in, 1, p)
+                put(node.name, g_in, cax[src.name])
                 rec.norm(node.name, src.name, p, m)
             elif isinstance(m, _ELEMENTWISE + _POOLS):
                 if isinstance(m, _ODD):
@@ -404,12 +533,12 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
                     not_odd_all.add(g_in)
                 if not isinstance(m, _HOMOGENEOUS + _POOLS):
                     not_homog.add(g_in)
-                val[node.name] = g_in
+                put(node.name, g_in, cax[src.name], split.get(src.name))
                 rec.keep(node.name, src.name)
             elif isinstance(m, nn.Flatten):
                 not_odd.add(g_in)
                 not_odd_all.add(g_in)
-                val[node.name] = flatten(node, src, m.start_dim)
+                flatten(node, src, m.start_dim, m.end_dim)
                 rec.keep(node.name, src.name)
             else:
                 raise ZooError(f"unsupported layer {p!r} of type {type(m).__name__}: no permutation rule for it")
@@ -432,23 +561,50 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
                 g = val[tensors[0].name]
                 for other in tensors[1:]:
                     g = uf.union(g, val[other.name], f"residual {node.name!r}")
-                val[node.name] = g
+                nd = len(shape(node))
+                ends = {nd - len(shape(a)) + c for a in tensors if (c := cax[a.name]) is not None}
+                if len(ends) > 1 or any(a.name in split for a in tensors):
+                    raise ZooError(f"unsupported operation {node.name!r}: adds tensors with channels on different axes")
+                put(node.name, g, next(iter(ends), None))
+                for a in node.args:
+                    if isinstance(a, torch.fx.Node) and a.name in free:
+                        add_free(node, free.pop(a.name), node)
                 rec.add(node.name, [a.name for a in tensors])
             elif t in _ELEMENTWISE_FUNCS or t in _ELEMENTWISE_METHODS:
-                val[node.name] = val[tensors[0].name]
+                put(node.name, val[tensors[0].name], cax[tensors[0].name], split.get(tensors[0].name))
                 rec.keep(node.name, tensors[0].name)
             elif t is torch.flatten or t == "flatten":
                 start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-                val[node.name] = flatten(node, tensors[0], start)
+                end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+                flatten(node, tensors[0], start, end)
+                rec.keep(node.name, tensors[0].name)
+            elif t in (torch.unflatten, "unflatten"):
+                unflatten(node, tensors[0], node.args[1] if len(node.args) > 1 else node.kwargs["dim"])
+                rec.keep(node.name, tensors[0].name)
+            elif t in (torch.transpose, "transpose"):
+                transpose(node, tensors[0], *node.args[1:3])
+                rec.keep(node.name, tensors[0].name)
+            elif t is _SDPA:
+                q, k, v = node.args[:3]
+                attention(node, q, k, v)
+                rec.keep(node.name, v.name)
+            elif t in ("mean", torch.mean, "sum", torch.sum) and (len(node.args) > 1 or "dim" in node.kwargs):
+                dims = node.args[1] if len(node.args) > 1 else node.kwargs["dim"]
+                keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+                reduce(node, tensors[0], dims, bool(keep))
                 rec.keep(node.name, tensors[0].name)
             elif t in ("view", "reshape", torch.reshape, "mean", torch.mean, "squeeze", torch.squeeze):
-                val[node.name] = keeps_channels(node, tensors[0])
+                put(node.name, keeps_channels(node, tensors[0]), 1)
                 rec.keep(node.name, tensors[0].name)
             else:
                 name = getattr(t, "__name__", str(t))
                 raise ZooError(f"unsupported operation {name!r} (node {node.name!r}): no permutation rule for it")
-        elif node.op == "get_attr":
-            raise ZooError(f"unsupported direct use of tensor {node.target!r} in forward: no permutation rule for it")
+        elif node.op == "get_attr":  # a learned tensor used directly: only a sum with a permuted value has a rule
+            if node.target not in state_shapes or any(u.target not in _ADD_FUNCS for u in node.users):
+                raise ZooError(
+                    f"unsupported direct use of tensor {node.target!r} in forward: no permutation rule for it"
+                )
+            free[node.name] = node.target
 
     state = module.state_dict()
     unused = [k for k in state if k not in axes]
@@ -488,7 +644,38 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
     for g in out_group.values():
         produced[uf.find(g)] = produced.get(uf.find(g), 0) + 1
     scales = named({r for r, k in produced.items() if k == 1} - homog - {FIXED})
-    return PermutationSpec(sizes, out_axes, matched, shapes, graph, signs, odd_groups, scales)
+    heads = _heads(uf, names, blocks, ties)
+    return PermutationSpec(sizes, out_axes, matched, shapes, graph, signs, odd_groups, scales, heads)
+
+
+def _heads(
+    uf: _UnionFind, names: dict[int, str], blocks: dict[int, int], ties: list[tuple[int, int]]
+) -> dict[str, tuple[str, int]]:
+    """Group name -> (tie name, heads) for the groups attention ties (``PermutationSpec.heads``)."""
+    heads: dict[int, int] = {}
+    for g, h in blocks.items():
+        r = uf.find(g)
+        if heads.setdefault(r, h) != h:
+            raise ZooError(f"group {names.get(r, r)!r} is split into {heads[r]} and {h} heads")
+    tie = {r: r for pair in ties for r in (uf.find(pair[0]), uf.find(pair[1]))}
+
+    def root(r: int) -> int:
+        while tie[r] != r:
+            r = tie[r]
+        return r
+
+    for a, b in ties:
+        ra, rb = root(uf.find(a)), root(uf.find(b))
+        tie[max(ra, rb)] = min(ra, rb)
+    out: dict[str, tuple[str, int]] = {}
+    for r in sorted(tie, key=lambda r: list(names).index(r) if r in names else -1):
+        if r not in names:
+            raise ZooError(f"an attention's units are fixed ({uf.owner[r]!r} reaches the output unpermuted)")
+        t = root(r)
+        if heads[r] != heads[t]:
+            raise ZooError(f"attention ties {names[r]!r} of {heads[r]} heads to {names[t]!r} of {heads[t]}")
+        out[names[r]] = (f"H_{uf.owner[t]}", heads[r])
+    return out
 
 
 def spec_for_layout(layout) -> PermutationSpec:

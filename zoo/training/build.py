@@ -48,7 +48,11 @@ RECIPE: dict[str, Rule] = {
     "datasets": optional(list_of(typed(str, "dataset names or patterns"))),
     "held_out": optional(_dataset_names),
     "task_seed": number(int),
-    "arch": one_of("mlp", "cnn", "resnet", "siren"),
+    "arch": one_of("mlp", "cnn", "resnet", "siren", "vit", "transformer"),
+    "heads": optional(number(int, 1)),  # vit/transformer: attention heads (width must be a multiple; 4)
+    "mlp_ratio": optional(number(float, 0, low_open=True)),  # vit/transformer: MLP hidden = ratio * width (2)
+    "patch": optional(number(int, 1)),  # vit: patch side (must divide the image; 2)
+    "tokens": optional(number(int, 1)),  # transformer: one-hot tokens the flat input splits into (2)
     "w0": optional(number(float, 0, low_open=True)),  # siren: the first layer's frequency (zoo.arch; 30)
     "w0_hidden": optional(number(float, 0, low_open=True)),  # siren: the hidden layers' frequency (30)
     "validation_fraction": optional(number(float, 0, 1)),  # kind: inr: training images kept for validation

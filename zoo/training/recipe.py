@@ -278,6 +278,10 @@ def make_plan(
             recipe.get("stride", 1),
             recipe.get("padding", "same"),
             "dropout" in drawn,
+            heads=int(recipe.get("heads", 4)),
+            mlp_ratio=float(recipe.get("mlp_ratio", 2.0)),
+            patch=int(recipe.get("patch", 2)),
+            tokens=int(recipe.get("tokens", 2)),
         )
         spec_id = json.dumps(spec, sort_keys=True)
         if spec_id not in key_of_spec:

@@ -310,8 +310,8 @@ def test_errors_are_clear():
         match_population(spec, small.state_dict(), stack([small.state_dict(), bad]))
     with pytest.raises(ZooError, match="LSTM"):
         permutation_spec(nn.Sequential(nn.Linear(4, 8), nn.LSTM(8, 8)), torch.zeros(2, 4))
-    with pytest.raises(ZooError, match="LayerNorm"):
-        permutation_spec(nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Linear(8, 2)))
+    with pytest.raises(ZooError, match="GroupNorm"):
+        permutation_spec(nn.Sequential(nn.Linear(4, 8), nn.GroupNorm(2, 8), nn.Linear(8, 2)))
     with pytest.raises(ZooError, match="flatten"):
         permutation_spec(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 36, 2)), torch.zeros(2, 1, 8, 8))
     with pytest.raises(ZooError, match="at least 2"):
