@@ -83,7 +83,8 @@ def novelty_bar(methods: Mapping[str, Mapping]) -> dict | None:
     note = (
         "novelty bar: the training models are more novel than noise at their accuracy, so beating noise means something"
         if verdict
-        else "novelty bar: the training models are NO more novel than noise at their accuracy (shared"
-        " initializations?): here, more or less novel than noise says little; use independently initialized models"
+        else "novelty bar: the training models are NO more novel than noise at their accuracy (a shared"
+        " initialization, or too few test errors to tell models apart): here, more or less novel than noise says"
+        " little; use independently initialized models and a larger test set"
     )
     return {"training_models_more_novel_than_noise": bool(verdict), "note": note}
