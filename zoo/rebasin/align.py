@@ -46,6 +46,17 @@ from zoo.store import Zoo, open_writer
 MAX_EVAL_SAMPLES = 2048  # training samples used for barrier losses and BN statistics
 CHUNK_MODELS = 512  # models read, aligned and written at a time
 
+# the per-model quality columns of the alignment table (the summary holds the mean of each as mean_<column>)
+REPORT_COLUMNS = (
+    "l2_before",
+    "l2_after",
+    "svd_before",
+    "svd_after",
+    "barrier_before",
+    "barrier_after",
+    "barrier_repair",
+)
+
 
 REFERENCE_RULE = "best final train accuracy (regression: lowest train loss), ties by lowest id"
 
@@ -259,15 +270,7 @@ def _align_group(
         "repair": use_repair,
     }
     others = table[table["model_id"] != ref_id]  # the reference itself would add zeros
-    for col in (
-        "l2_before",
-        "l2_after",
-        "svd_before",
-        "svd_after",
-        "barrier_before",
-        "barrier_after",
-        "barrier_repair",
-    ):
+    for col in REPORT_COLUMNS:
         v = others[col].dropna()
         info[f"mean_{col}"] = float(v.mean()) if len(v) else None
     b, a, r = info["mean_barrier_before"], info["mean_barrier_after"], info["mean_barrier_repair"]
@@ -380,15 +383,7 @@ def _report(spec, layout, ids, c, W, out, R, last, passes, sample, data) -> pd.D
     ok = np.flatnonzero(last >= c)
     ref = layout.unflatten(R[c])
     table = pd.DataFrame({"model_id": ids, "checkpoint": c, "passes": passes})
-    for col in (
-        "l2_before",
-        "l2_after",
-        "svd_before",
-        "svd_after",
-        "barrier_before",
-        "barrier_after",
-        "barrier_repair",
-    ):
+    for col in REPORT_COLUMNS:
         table[col] = np.nan
     if ok.size:
         before = layout.unflatten_batch(W[ok, c])
