@@ -115,6 +115,12 @@ def load_train(
     if canonical not in ("auto", "store", "align"):
         raise ZooError(f"canonical must be auto, store or align, got {canonical!r}")
     z = _as_zoo(train_zoo)
+    if isinstance(z.attrs.get("inr"), Mapping):
+        raise ZooError(
+            f"{z.path!r} is an INR zoo: zoo diagnose compares classifiers' test errors, and its PSNR diagnostics"
+            " for INRs are not written yet; `zoo sample` of an INR run writes the samples' images beside their"
+            " nearest training INRs (generators.diagnose.inr)"
+        )
     models = z.models
     done = models[models["status"] == "done"]
     if layout is None:
