@@ -275,7 +275,8 @@ class Generator(nn.Module, Pretrained, metaclass=abc.ABCMeta):
         names = list(self.origin["metric_names"])
         metrics = np.full((n, 1, len(names)), np.nan)
         finite = torch.isfinite(flat).all(1)
-        if finite.any():
+        inr = self.origin.get("inr")
+        if finite.any() and not inr:  # a sampled INR draws an image of its own: it has no target to score
             for split in ("train", "test"):
                 res = zoo.evaluate(self.layout, flat[finite], data, split=split)
                 for k, v in res.items():
@@ -306,6 +307,8 @@ class Generator(nn.Module, Pretrained, metaclass=abc.ABCMeta):
                 "config": self.config,
             }
         }
+        if inr:
+            attrs["inr"] = dict(inr)  # the image shape: the samples render (zoo.render, zoo info --render)
         epoch = self.origin.get("epoch")
         # one writer at a time; a failure leaves out as before
         with zoo.store.staged(str(out), "zoo sample", overwrite) as partial:

@@ -338,6 +338,8 @@ def _fit(cfg: Mapping) -> Generator:
     if int(gcfg.get("val_samples", 0)) > 0 and models.info["dataset"]["kind"] == "classification":
         # every validation logs the samples' novelty beside their accuracy, whatever the monitor
         g.novelty_reference = NoveltyReference.from_models(models.layout, models.train, models.val, g.dataset())
+    elif monitor in SAMPLE_MONITORS and str(cfg["monitor"]) == "auto":
+        monitor = "val/loss"  # samples cannot be scored on this zoo (an INR zoo, a regression zoo): follow the loss
     elif monitor in NOVELTY_MONITORS:
         raise ZooError(f"monitor={monitor} needs a classification zoo (it scores accuracy); use monitor=val/loss")
     train_dl, val_dl = _loaders(models, cfg, g, seed)

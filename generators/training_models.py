@@ -152,8 +152,10 @@ def load_training_models(zoo_path: str, cfg: Mapping, seed: int = 0) -> Training
             "source": data.key,
             "seed": int(data.seed),
             "fingerprint": data.fingerprint,
-            "kind": data.kind,
+            # an INR zoo's record is its image set, but its models draw images: nothing to classify
+            "kind": "inr" if isinstance(z.attrs.get("inr"), dict) else data.kind,
         },
+        "inr": z.attrs.get("inr") if isinstance(z.attrs.get("inr"), dict) else None,
         "metric_names": z.metric_names,
         "condition": cond,
         "train_mean": {

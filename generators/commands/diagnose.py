@@ -42,7 +42,7 @@ def _parser() -> ArgumentParser:
         "--n-baseline",
         type=int,
         default=None,
-        help="samples per baseline (default: the largest samples zoo's size, 100 without samples)",
+        help="samples per baseline (default: the largest samples zoo's size, at most 1000; 100 without samples)",
     )
     p.add_argument(
         "--noise-drops", default="0,1,5", help="accuracy drops (percentage points) that pick the noise sigmas"

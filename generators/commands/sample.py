@@ -4,6 +4,7 @@ zoo with train/test metrics and provenance."""
 from __future__ import annotations
 
 from generators import Generator, load
+from generators.diagnose.inr import nearest_renders, write_nearest_png
 from zoo.app.args import ArgumentParser, parse
 from zoo.app.runtime import THREADS, THREADS_HELP, set_threads
 from zoo.errors import ZooError
@@ -39,6 +40,12 @@ def _parser() -> ArgumentParser:
         help="folder that now holds the training zoo's data on disk, if it moved (default: $WSZOO_DATA_ROOT)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo at --out")
+    p.add_argument(
+        "--png",
+        default=None,
+        help="INR zoos: the PNG of rendered samples beside their nearest training INRs (default: OUT without .zarr"
+        " + .png)",
+    )
     p.add_argument("--threads", type=int, default=THREADS, help=THREADS_HELP)
     return p
 
@@ -81,6 +88,14 @@ def main(argv: list[str]) -> int:
         f"{int((df['status'] == 'done').sum())} finite{tail}"
     )
     training_zoo = g.origin.get("zoo")
+    if g.origin.get("inr") and training_zoo:  # INRs draw images: show them beside the nearest training images
+        png = args.png or str(args.out).rstrip("/").removesuffix(".zarr") + ".png"
+        r = nearest_renders(z, training_zoo)
+        write_nearest_png(png, r)
+        print(
+            f"wrote {png}: {len(r.sample_ids)} samples (left of each pair) beside the training INR whose image is"
+            f" nearest (right); PSNR to it mean {r.psnr.mean():.1f} dB (min {r.psnr.min():.1f}, max {r.psnr.max():.1f})"
+        )
     if training_zoo and not g.conditions_on_dataset:  # d2nwg's samples are for another dataset than its zoo's
         stem = str(args.out).rstrip("/").rsplit("/", 1)[-1].removesuffix(".zarr")
         print(f"next: zoo diagnose {args.out} --train {training_zoo} --out data/runs/diagnose-{stem}")

@@ -35,7 +35,7 @@ import torch
 
 import zoo
 from generators.diagnose.baselines import build_baselines, noise_baseline, parse_baselines
-from generators.diagnose.distances import align_to, max_iou, nearest_l2, permutation_nn
+from generators.diagnose.distances import align_to, max_iou, neighbours
 from generators.diagnose.plots import scatter_view, write_plots
 from generators.diagnose.table import TRAIN, novelty_bar
 from zoo.app.progress import Progress
@@ -53,6 +53,10 @@ ACC_TOLERANCE = 0.005  # accuracies within half a percentage point count as equa
 # copy was among the 1, 2, 3, 4 nearest in 80, 95, 98, 98.5% of cases on the bench zoo (64-32-32-10 MLPs).
 REFINE = 3
 GOOD_PERCENTILE = 5.0  # good: test_acc >= this percentile of the training models' test_acc
+# Default samples per baseline: the largest samples zoo's size up to this many. Baselines are yardsticks
+# summarized by means and fractions (their standard error at 1,000 samples is ~3% of their spread); five
+# baselines of 10,000 would be 50,000 more models to evaluate, align and search against the training zoo.
+BASELINE_CAP = 1000
 
 
 def predictions(layout: Layout, weights: torch.Tensor, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,6 +115,12 @@ def load_train(
     if canonical not in ("auto", "store", "align"):
         raise ZooError(f"canonical must be auto, store or align, got {canonical!r}")
     z = _as_zoo(train_zoo)
+    if isinstance(z.attrs.get("inr"), Mapping):
+        raise ZooError(
+            f"{z.path!r} is an INR zoo: zoo diagnose compares classifiers' test errors, and its PSNR diagnostics"
+            " for INRs are not written yet; `zoo sample` of an INR run writes the samples' images beside their"
+            " nearest training INRs (generators.diagnose.inr)"
+        )
     models = z.models
     done = models[models["status"] == "done"]
     if layout is None:
@@ -247,7 +257,8 @@ def diagnose(
 
     ``samples_zoo``: one zoo (path or ``Zoo``), a list of them, a {name: zoo} mapping, or None (baselines
     only). ``out``: folder for ``diagnose.json`` and the PNGs (nothing written when None). ``n_baseline``:
-    samples per baseline (default: the largest samples zoo's size, 100 without samples).
+    samples per baseline (default: the largest samples zoo's size up to BASELINE_CAP = 1,000; 100 without
+    samples).
     ``refine``: nearest canonical candidates each model is also weight-matched to directly (0: nn_l2 is the
     one-reference canonical distance alone, which is also reported as ``nn_l2_canonical``).
     ``recalibrate_samples``: recompute the samples' BatchNorm statistics on the training split first.
@@ -295,7 +306,11 @@ def diagnose(
         bar.update(1, finished="load and align the training zoo")
 
         t = time.perf_counter()
-        n_base = int(n_baseline) if n_baseline is not None else max((m.total for m in methods), default=100)
+        n_base = (
+            int(n_baseline)
+            if n_baseline is not None
+            else min(max((m.total for m in methods), default=100), BASELINE_CAP)
+        )
         base_w, base_info = (
             build_baselines(
                 names,
@@ -334,20 +349,15 @@ def diagnose(
         bar.update(1, finished="align samples")
 
         t = time.perf_counter()
-        mask = train.layout.parameter_mask()
         m_train = len(train.ids)
-        train_nn, train_nn_arg = permutation_nn(
+        tn = neighbours(
             train.layout, train.canonical, train.raw, train.canonical, train.raw, refine, exclude_self=True, seed=seed
         )
-        train_nn_canon, _ = nearest_l2(train.canonical[:, mask], train.canonical[:, mask], exclude_self=True)
-        train_nn_raw, _ = nearest_l2(train.raw[:, mask], train.raw[:, mask], exclude_self=True)
+        train_nn, train_nn_arg, train_nn_canon, train_nn_raw = tn.l2, tn.index, tn.canonical, tn.raw
         train_iou, _ = max_iou(wrong[:m_train], wrong[:m_train], exclude_self=True)
         sample_raw = allw[m_train:]
-        s_nn, s_arg = permutation_nn(
-            train.layout, canon_samples, sample_raw, train.canonical, train.raw, refine, seed=seed
-        )
-        s_nn_canon, _ = nearest_l2(canon_samples[:, mask], train.canonical[:, mask])
-        s_nn_raw, _ = nearest_l2(sample_raw[:, mask], train.raw[:, mask])
+        sn = neighbours(train.layout, canon_samples, sample_raw, train.canonical, train.raw, refine, seed=seed)
+        s_nn, s_arg, s_nn_canon, s_nn_raw = sn.l2, sn.index, sn.canonical, sn.raw
         s_iou, s_iou_arg = max_iou(wrong[m_train:], wrong[:m_train])
         curve = None
         if "noise" in base_info:
