@@ -9,13 +9,14 @@ import generators
 from generators import registry
 from zoo.errors import ZooError
 
-METHODS = ("dwf", "d2nwg", "known")
+METHODS = ("dwf", "d2nwg", "known", "simplex")
 
 
 def test_every_method_registers_itself():
     assert registry.names() == sorted(METHODS)
     assert registry.get("dwf").cls is generators.DeepWeightFlow and registry.get("dwf").fit is None
     assert registry.get("known").cls is generators.Known and registry.get("known").fit is not None
+    assert registry.get("simplex").fit is not None  # its own loop, like KNOWN's
 
 
 def test_unknown_method_is_a_one_line_error():
