@@ -370,7 +370,7 @@ def _flat_case(tmp_path: Path, case: str) -> tuple[Path, dict | None]:
     elif case == "bad status":
         pd.DataFrame({"status": ["done", "lost"]}).to_csv(src / "metrics.csv", index=False)
     elif case == "arch unknown":
-        (src / "arch.json").write_text(json.dumps({**MLP, "name": "transformer"}))
+        (src / "arch.json").write_text(json.dumps({**MLP, "name": "lstm"}))
     elif case == "arch not json":
         (src / "arch.json").write_text("{name: mlp")
     return src, None
