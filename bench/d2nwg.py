@@ -55,7 +55,7 @@ def build_if_missing(path: str, overrides: list[str]) -> zoo.Zoo:
 def fit_if_missing(run: str, zoo_path: str, overrides: dict) -> D2NWG:
     if not (Path(run) / "config.json").is_file():
         print(f"[bench] fitting d2nwg on {zoo_path} into {run}", flush=True)
-        generators.fit("d2nwg", zoo_path, out=run, **overrides)
+        generators.fit("d2nwg", zoo_path, out=run, overwrite=True, **overrides)
     return generators.load(run)
 
 

@@ -50,7 +50,7 @@ def measure(z: zoo.Zoo, run: str, n: int, overrides: dict, threads: int) -> dict
     """Fit DeepWeightFlow on ``z`` (1 thread, fit.yaml's default); sample n nets on ``threads`` threads;
     accuracy against the training models, and timings."""
     t0 = time.perf_counter()
-    g = generators.fit("dwf", z.path, out=run, **{"trainer.enable_progress_bar": False}, **overrides)
+    g = generators.fit("dwf", z.path, out=run, overwrite=True, **{"trainer.enable_progress_bar": False}, **overrides)
     fit_s = time.perf_counter() - t0
     sample_s = {}
     for t in sorted({1, threads}):  # best of 3 after a warm-up: the CPU is shared, the minimum is the cost

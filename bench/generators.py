@@ -93,7 +93,7 @@ def run_zoo(recipe: str, gens: list[str], args: argparse.Namespace) -> tuple[lis
             overrides.update(QUICK.get(name, {}))
         print(f"-- {name} on {recipe}", flush=True)
         t0 = time.perf_counter()
-        g = generators.fit(name, z.path, out=str(run), **overrides)
+        g = generators.fit(name, z.path, out=str(run), overwrite=True, **overrides)
         fit_s = time.perf_counter() - t0
         g.sample_flat(args.samples, seed=1)  # warm-up, then the time of one call
         t0 = time.perf_counter()

@@ -360,6 +360,7 @@ def main() -> int:
         "known",
         str(z.path),
         out=str(work / f"known-{a.loss}{tag}"),
+        overwrite=True,  # a rerun of the bench replaces its own run
         query=f"seed < {a.fit_models}",
         steps_per_epoch=100,
         max_epochs=max(1, a.fit_steps // 100),

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from generators.base import Generator
 from generators.config import NON_NEGATIVE
-from generators.registry import SNAPSHOT_DIR, SUMMARY_FILE, get, owned_run, write_atomic
+from generators.registry import SNAPSHOT_DIR, SUMMARY_FILE, get, owned_run, refuse_finished, write_atomic
 from generators.selection import NoveltyReference
 from generators.training_models import TrainingModels
 from zoo.app.checks import Rule, check, number, one_of, optional, typed
@@ -64,6 +64,7 @@ FIT: dict[str, Rule] = {
     "zoo": optional(typed(str, "a path or fsspec URL")),
     "out": optional(typed(str, "a folder path")),
     "seed": number(int, 0, 2**32 - 1),  # Lightning's seed_everything takes an unsigned 32-bit seed
+    "overwrite": one_of(True, False),
     "threads": optional(number(int, 1)),
     "device": optional(device_rule),
     "steps_per_epoch": number(int, 1),
@@ -328,6 +329,7 @@ def _fit(cfg: Mapping) -> Generator:
     monitor = _monitor(cfg, cls)
     stem = Path(str(cfg["zoo"]).rstrip("/")).name.removesuffix(".zarr")
     out = Path(cfg.get("out") or Path("data/runs") / f"{name}-{stem}")
+    refuse_finished(out, bool(cfg.get("overwrite", False)))  # before any work
     seed = int(cfg.get("seed", 0))
     L.seed_everything(seed, verbose=False)
     t0 = time.perf_counter()

@@ -127,6 +127,20 @@ def refuse_foreign(directory: Path) -> None:
     )
 
 
+def refuse_finished(directory: str | Path, overwrite: bool) -> None:
+    """Refuse to fit into a folder that holds a finished run (its summary or weights, no ``INCOMPLETE``) unless
+    ``overwrite``: a finished fit is never replaced without asking; an interrupted one is resumed or restarted."""
+    out = Path(directory)
+    if overwrite or not out.is_dir() or (out / INCOMPLETE_FILE).exists():
+        return
+    done = [f for f in (SUMMARY_FILE, WEIGHTS_FILE) if (out / f).exists()]
+    if done:
+        raise ZooError(
+            f"out={out} holds a finished fit ({', '.join(done)}); pass overwrite=true (--overwrite) to replace it,"
+            " or choose another out"
+        )
+
+
 @dataclass(frozen=True)
 class OwnedRun:
     """A run folder held by :func:`owned_run`; ``interrupted``: an earlier fit into it was killed or failed

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 import zoo
 from generators.known.model import Known, weight_kinds
-from generators.registry import SUMMARY_FILE, owned_run, write_atomic
+from generators.registry import SUMMARY_FILE, owned_run, refuse_finished, write_atomic
 from zoo.errors import ZooError
 from zoo.query import select
 from zoo.training.trajectory import reversed_trajectories
@@ -141,6 +141,7 @@ def fit_run(cfg: Mapping) -> Known:
     check_config(gcfg)
     stem = Path(str(cfg["zoo"]).rstrip("/")).name.removesuffix(".zarr")
     out = Path(cfg.get("out") or Path("data/runs") / f"known-{stem}")
+    refuse_finished(out, bool(cfg.get("overwrite", False)))  # before any work
     seed = int(cfg.get("seed", 0))
     threads = torch.get_num_threads()
     if cfg.get("threads"):

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import zoo
-from generators.registry import SUMMARY_FILE, owned_run, write_atomic
+from generators.registry import SUMMARY_FILE, owned_run, refuse_finished, write_atomic
 from generators.simplex.model import Simplex, combine, draw_combinations
 from zoo.errors import ZooError
 from zoo.forward import population_forward
@@ -65,6 +65,7 @@ def fit_run(cfg: Mapping) -> Simplex:
     seed = int(cfg.get("seed", 0))
     stem = Path(str(cfg["zoo"]).rstrip("/")).name.removesuffix(".zarr")
     out = Path(cfg.get("out") or Path("data/runs") / f"simplex-{stem}")
+    refuse_finished(out, bool(cfg.get("overwrite", False)))  # before any work
     threads = torch.get_num_threads()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))

@@ -50,7 +50,7 @@ def test_both_spellings_of_the_shared_options_reach_the_command(command, argv, p
     ("argv", "hint"),
     [
         (["build", "--recipe", "tiny"], "write recipe=tiny instead of --recipe"),
-        (["fit", "--overwrite"], "zoo fit has no overwrite setting"),
+        (["align", "z.zarr", "overwrite=true"], "zoo align has no overwrite setting"),
         (["info", "z.zarr", "out=x"], "zoo info has no out setting"),
         (["sample", "run", "overwrite=maybe"], "write overwrite=true or overwrite=false"),
         (["sample", "run", "zoo=z.zarr"], "zoo sample reads no zoo"),

@@ -474,10 +474,14 @@ def test_killed_refit_is_refused_until_fitted_again(mlp_zoo, tmp_path, monkeypat
     assert not (out / "INCOMPLETE").exists() and (out / "summary.json").is_file()
     assert not (tmp_path / "run.lock").exists()
     generators.load(out)
+    before = _files(out)
+    with pytest.raises(ZooError, match=r"holds a finished fit .*pass overwrite=true \(--overwrite\)"):
+        generators.fit("dwf", mlp_zoo.path, out=str(out), seed=1, **FAST)
+    assert _files(out) == before  # refused before anything was touched
     with monkeypatch.context() as m:
         _kill_after_first_epoch(m)
         with pytest.raises(Killed):
-            generators.fit("dwf", mlp_zoo.path, out=str(out), seed=1, **FAST)
+            generators.fit("dwf", mlp_zoo.path, out=str(out), seed=1, overwrite=True, **FAST)
     assert "did not finish" in (out / "INCOMPLETE").read_text()
     assert (out / "metrics.csv").is_file() and generators.snapshots(out)  # the killed run's files
     assert not any((out / f).exists() for f in ("model.safetensors", "config.json", "summary.json"))
@@ -497,7 +501,7 @@ def test_second_writer_is_refused_and_touches_nothing(run, tmp_path, capsys):
     """While the run folder is locked, `zoo fit` into it is a one-line error (exit 2) and the folder is unchanged."""
     before = _files(run.run_dir)
     with writing(str(run.run_dir), "zoo fit"):
-        argv = ["fit", "generator=dwf", f"zoo={run.origin['zoo']}", f"out={run.run_dir}", *FAST_CLI]
+        argv = ["fit", "generator=dwf", f"zoo={run.origin['zoo']}", f"out={run.run_dir}", "--overwrite", *FAST_CLI]
         _refused(argv, "is being written by zoo fit", capsys)
     assert _files(run.run_dir) == before
     generators.load(run.run_dir)

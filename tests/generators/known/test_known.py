@@ -226,7 +226,8 @@ def test_killed_fit_is_refused_and_a_locked_run_is_not_written(tmp_path, monkeyp
     assert zoo_main(fit) == 0 and not (run / "INCOMPLETE").exists()
     assert "the earlier fit was interrupted; restarting from scratch" in capsys.readouterr().err  # said, not silent
     before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    _one_line_error(capsys, fit, "holds a finished fit")  # a finished run is replaced only with overwrite=true
     with writing(str(run), "zoo fit"):
-        _one_line_error(capsys, fit, "is being written by zoo fit")
+        _one_line_error(capsys, [*fit, "overwrite=true"], "is being written by zoo fit")
     assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
     assert isinstance(generators.load(run), Known)

@@ -158,7 +158,7 @@ def test_generative_round_kills_and_corruption_lose_nothing(tmp_path, monkeypatc
         with pytest.raises(ZooError, match="did not finish"):
             generators.load(run)
     capsys.readouterr()
-    generators.fit("dwf", train.path, out=str(run), **SETTINGS)
+    generators.fit("dwf", train.path, out=str(run), overwrite=True, **SETTINGS)  # also if it finished before the kill
     said = capsys.readouterr().err
     assert corrupt <= ("restarting from scratch" in said), said  # a corrupt checkpoint is never resumed from
     if killed_midway and not corrupt:  # a real resume from the SIGKILLed process's checkpoint, not from step 0
