@@ -20,7 +20,11 @@ percentile and max_iou < their median). Baselines, built with no training: noise
 Gaussian noise at the sigmas that cost --noise-drops percentage points of accuracy on validation data
 carved from the TRAINING split), average (mean of --k random aligned training models, BatchNorm
 recalibrated on train), gaussian (per-parameter Gaussian fitted to aligned training weights). Writes
-DIR/diagnose.json, DIR/accuracy_vs_max_iou.png and DIR/nn_l2_histogram.png."""
+DIR/diagnose.json, DIR/accuracy_vs_max_iou.png and DIR/nn_l2_histogram.png.
+INR zoos (a SIREN per image): PSNR instead of accuracy. psnr_data (the render's PSNR to the nearest image
+the training INRs were fitted on: quality), psnr_render (to the nearest training INR's render: high means
+an image copy), nn_l2 up to permutations and sign flips; noise baselines at the sigmas whose renders keep
+--noise-psnr dB to their own image. Writes DIR/diagnose.json and DIR/psnr_vs_novelty.png."""
 
 
 def _parser() -> ArgumentParser:
@@ -46,6 +50,12 @@ def _parser() -> ArgumentParser:
     )
     p.add_argument(
         "--noise-drops", default="0,1,5", help="accuracy drops (percentage points) that pick the noise sigmas"
+    )
+    p.add_argument(
+        "--noise-psnr",
+        default=None,
+        help="INR zoos: PSNR (dB) of a noisy INR's render to its own image that picks each noise sigma"
+        " (default 40,30,20)",
     )
     p.add_argument("--k", type=int, default=16, help="training models per average (default 16)")
     p.add_argument("--seed", type=int, default=0, help="seed of baselines, validation carve-out and matching")
@@ -92,6 +102,18 @@ def _drops(text: str) -> list[float]:
     return drops
 
 
+def _psnrs(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ZooError(f"--noise-psnr must be comma-separated dB values, got {text!r}") from None
+    if not values:
+        raise ZooError(f"--noise-psnr must name at least one dB value, got {text!r}")
+    return values
+
+
 def main(argv: list[str]) -> int:
     """memorization check: samples vs training zoo and baselines
 
@@ -111,6 +133,7 @@ def main(argv: list[str]) -> int:
         args.baselines,
         n_baseline=args.n_baseline,
         noise_drops=drops,
+        noise_psnr=_psnrs(args.noise_psnr),
         k=args.k,
         seed=args.seed,
         canonical=args.canonical,
@@ -133,10 +156,12 @@ def main(argv: list[str]) -> int:
     print(summary_table(report))
     noise = report["baselines"].get("noise")
     if noise:
-        print(
-            "noise sigmas (chosen on validation data from the training split): "
-            + ", ".join(f"{k}: {v:.3g}" for k, v in noise["sigmas"].items())
+        where = (
+            "the training INRs' own images"
+            if report.get("kind") == "inr"
+            else "validation data from the training split"
         )
+        print(f"noise sigmas (chosen on {where}): " + ", ".join(f"{k}: {v:.3g}" for k, v in noise["sigmas"].items()))
     written = [Path(args.out) / name for name in ["diagnose.json", *sorted((report.get("plots") or {}).values())]]
     print("wrote " + ", ".join(map(str, written)))
     return 0

@@ -1,15 +1,20 @@
 """Memorization diagnostics of generated weights (``zoo diagnose``): :func:`diagnose` measures samples and
 baselines against their training zoo (``report.py``); distances and error overlaps (``distances.py``),
 baselines built without training (``baselines.py``), the text table (``table.py``) and the plots
-(``plots.py``) sit beside it. It imports no generator method: it reads zoos of samples."""
+(``plots.py``) sit beside it; INR zoos are measured by PSNR instead (``inr_report.py``, ``inr.py``). It imports no
+generator method: it reads zoos of samples."""
 
 from generators.diagnose.distances import iou_matrix, max_iou, nearest_l2, permutation_nn
+from generators.diagnose.inr_report import diagnose_inr, inr_table, nearest_psnr
 from generators.diagnose.plots import write_plots
 from generators.diagnose.report import TrainSet, compare_with_noise, diagnose, load_train
 from generators.diagnose.table import TRAIN, method_rows, summary_table
 
 __all__ = [
     "diagnose",
+    "diagnose_inr",
+    "inr_table",
+    "nearest_psnr",
     "load_train",
     "TrainSet",
     "TRAIN",

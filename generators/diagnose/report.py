@@ -19,6 +19,8 @@ training models' 5th percentile and max_iou < the training models' median max_io
 as neither). Distances come from ``torch.cdist``, IoUs from boolean matrix products, in row chunks, and the
 direct matchings from one batched ``match_pairs`` per chunk of (sample, candidate) pairs; there is no Python
 loop over pairs. The test split is only ever read to measure, never to fit or select.
+An INR training zoo (zoo.inr) has no test set to classify: its samples are measured by PSNR instead
+(generators.diagnose.inr_report).
 """
 
 from __future__ import annotations
@@ -115,12 +117,6 @@ def load_train(
     if canonical not in ("auto", "store", "align"):
         raise ZooError(f"canonical must be auto, store or align, got {canonical!r}")
     z = _as_zoo(train_zoo)
-    if isinstance(z.attrs.get("inr"), Mapping):
-        raise ZooError(
-            f"{z.path!r} is an INR zoo: zoo diagnose compares classifiers' test errors, and its PSNR diagnostics"
-            " for INRs are not written yet; `zoo sample` of an INR run writes the samples' images beside their"
-            " nearest training INRs (generators.diagnose.inr)"
-        )
     models = z.models
     done = models[models["status"] == "done"]
     if layout is None:
@@ -242,6 +238,7 @@ def diagnose(
     *,
     n_baseline: int | None = None,
     noise_drops: Sequence[float] = (0, 1, 5),
+    noise_psnr: Sequence[float] | None = None,
     k: int = 16,
     seed: int = 0,
     canonical: str = "auto",
@@ -268,6 +265,8 @@ def diagnose(
     ``data_root``: the folder that now holds the training zoo's data on disk, if it moved (else
     ``$WSZOO_DATA_ROOT``, else the recorded path; see ``zoo.datasets.locate``).
     ``threads``: torch threads for the call (the default of every command; 0 or None: torch's own), restored after.
+    An INR training zoo is diagnosed by PSNR instead (generators.diagnose.inr_report; ``noise_psnr``: the dB of
+    its noise baselines, default 40, 30, 20; ``noise_drops`` is for classifiers).
     """
     with torch_threads(threads):  # the call's threads, restored after
         if refine < 0:
@@ -285,6 +284,29 @@ def diagnose(
             given = [(None, _as_zoo(samples_zoo))]
         if not given and not names:
             raise ZooError("nothing to diagnose: give a samples zoo or at least one baseline")
+        tz = _as_zoo(train_zoo)
+        if isinstance(tz.attrs.get("inr"), Mapping):  # INRs draw images: PSNR instead of test accuracy
+            if recalibrate_samples or repair_average:
+                raise ZooError("INRs (SIRENs) have no BatchNorm: --recalibrate-bn and --repair-average do not apply")
+            from generators.diagnose.inr_report import NOISE_PSNR, diagnose_inr
+
+            return diagnose_inr(
+                given,
+                tz,
+                out,
+                names,
+                n_baseline=n_baseline,
+                noise_psnr=NOISE_PSNR if noise_psnr is None else noise_psnr,
+                k=k,
+                seed=seed,
+                canonical=canonical,
+                refine=refine,
+                plots=plots,
+                progress=progress,
+                data_root=data_root,
+            )
+        if noise_psnr is not None:
+            raise ZooError(f"--noise-psnr is for INR zoos; {tz.path!r} is not one (use --noise-drops)")
         out_dir = Path(out) if out is not None else None
         if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
             raise ZooError(f"--out {str(out_dir)!r} exists and is not a folder")
@@ -298,7 +320,7 @@ def diagnose(
         for label, z in given:
             m, layout = _sample_method(z, layout, label)
             methods.append(m)
-        train = load_train(train_zoo, layout, canonical, seed, data_root)
+        train = load_train(tz, layout, canonical, seed, data_root)
         for (_, z), m in zip(given, methods):
             _check_dataset(z, train)
             m.recalibrate = recalibrate_samples

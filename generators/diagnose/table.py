@@ -46,7 +46,12 @@ def _versus(row: Mapping) -> str:
 
 
 def summary_table(report: Mapping) -> str:
-    """The per-method numbers as an aligned text table (what ``zoo diagnose`` prints)."""
+    """The per-method numbers as an aligned text table (what ``zoo diagnose`` prints); an INR report's PSNRs
+    (generators.diagnose.inr_report)."""
+    if report.get("kind") == "inr":
+        from generators.diagnose.inr_report import inr_table
+
+        return inr_table(report)
     w = max([14, *(len(name) for name in report["methods"])])
     head = (
         f"{'method':<{w}} {'n':>5} {'test_acc':>15} {'nn_l2':>15} {'nn_l2/med':>9} {'nn_l2_raw':>11} "
