@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from omegaconf import OmegaConf
-
-from zoo.app.config import CONF_DIR
 from zoo.errors import ZooError
 
 SHARED = ("zoo", "out", "overwrite", "threads", "seed", "device")
@@ -53,6 +50,10 @@ def hydra_overrides(command: str, argv: list[str]) -> list[str]:
     other ``--option`` is a one-line hint to write it as an override."""
     if command not in HYDRA:
         return argv
+    from omegaconf import OmegaConf  # here: `zoo info` and the other plain commands need no omegaconf
+
+    from zoo.app.config import CONF_DIR
+
     top = OmegaConf.load(CONF_DIR / f"{command}.yaml")
     keys = tuple(k for k in SHARED if k in top)
     out: list[str] = []

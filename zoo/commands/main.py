@@ -22,7 +22,6 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from zoo import __version__
-from zoo.app.config import group_options
 from zoo.app.style import normalize
 from zoo.errors import ZooError
 
@@ -73,6 +72,8 @@ def _usage() -> str:
     lines = ["usage: zoo COMMAND [args]    (zoo --version: the installed version)", "", "commands:"]
     lines += [f"  {name:<10} {summary(ep)}" for name, ep in commands().items()]
     lines += ["", "configs (conf/GROUP/NAME.yaml; new files appear here and in each command's --help):"]
+    from zoo.app.config import group_options  # omegaconf: only the overview needs the groups' options
+
     for group, command in (
         ("recipe", "build"),
         ("encoder", "train"),

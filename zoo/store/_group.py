@@ -7,14 +7,16 @@ state row (status, last checkpoint) uses the status codes below.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import pandas as pd
-import zarr
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ZooError
 from zoo.store.columns import read_table
+
+if TYPE_CHECKING:  # zarr and pandas cost ~0.8 s to import: `zoo info` reads a local zoo without them
+    import pandas as pd
+    import zarr
 
 SCHEMA_VERSION = 2
 STATUS = ("pending", "done", "diverged")
@@ -34,6 +36,8 @@ def location(path: str) -> tuple[Any, str]:
 
 def store_for(path: str, read_only: bool) -> Any:
     """A zarr store: LocalStore on local disk (the fast read path relies on it), FsspecStore elsewhere."""
+    import zarr
+
     path = str(path)
     if _is_url(path):
         return zarr.storage.FsspecStore.from_url(path, read_only=read_only)
@@ -42,11 +46,15 @@ def store_for(path: str, read_only: bool) -> Any:
 
 def _exists(path: str) -> bool:
     """Whether a zarr group is present at path (local or fsspec)."""
+    if not _is_url(path):  # without fsspec's ~0.15 s import (zoo info)
+        return os.path.isfile(os.path.join(path.removeprefix("file://"), "zarr.json"))
     fs, root = location(path)
     return fs.exists(root.rstrip("/") + "/zarr.json")
 
 
 def path_exists(path: str) -> bool:
+    if not _is_url(path):
+        return os.path.exists(path.removeprefix("file://"))
     fs, root = location(path)
     return fs.exists(root)
 
@@ -67,6 +75,8 @@ def existing_meta(path: str) -> dict | None:
         if fs.isdir(root) and not fs.ls(root):
             return None
         raise ZooError(f"{path!r} exists and is not a zoo; choose another path or remove it")
+    import zarr
+
     try:
         group = zarr.open_group(store=store_for(path, read_only=True), mode="r")
         meta = group.attrs.get("wszoo")
@@ -77,16 +87,28 @@ def existing_meta(path: str) -> dict | None:
     return dict(meta)
 
 
-def open_group(path: str, mode: str = "r") -> zarr.Group:
-    """Open the zoo's root group; ZooError when nothing or something else is there."""
+def open_group(path: str, mode: str = "r", light: bool = False) -> Any:
+    """Open the zoo's root group; ZooError when nothing or something else is there. ``light`` (read only): a
+    local store is read straight from its files (:mod:`zoo.store.localread`, no zarr import) where it can be."""
     if not path_exists(path):
         raise ZooError(f"no zoo at {path!r}: the path does not exist")
     if not _exists(path):
         raise ZooError(f"{path!r} is not a zoo: it has no zarr.json (is it the right folder?)")
-    try:
-        group = zarr.open_group(store=store_for(path, read_only=(mode == "r")), mode="r" if mode == "r" else "r+")
-    except Exception as e:  # corrupt metadata, a zarr v2 array, ...
-        raise ZooError(f"{path!r} is not a readable zoo ({e.__class__.__name__}: {e})") from None
+    group: Any = None
+    if light and mode == "r":
+        from zoo.store.localread import Unsupported, open_local
+
+        try:
+            group = open_local(str(path))
+        except Unsupported:  # zarr-python below reads it, or names what is wrong
+            group = None
+    if group is None:
+        import zarr
+
+        try:
+            group = zarr.open_group(store=store_for(path, read_only=(mode == "r")), mode="r" if mode == "r" else "r+")
+        except Exception as e:  # corrupt metadata, a zarr v2 array, ...
+            raise ZooError(f"{path!r} is not a readable zoo ({e.__class__.__name__}: {e})") from None
     meta = group.attrs.get("wszoo")
     if not isinstance(meta, Mapping):
         raise ZooError(f"{path!r} is a Zarr group but not a wszoo zoo (no 'wszoo' attributes)")

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import zarr
 
 from zoo.errors import ZooError
+
+if TYPE_CHECKING:  # imported where used: reading a local zoo's table (zoo info) needs neither
+    import pandas as pd
+    import zarr
 
 ROW_CHUNK = 1 << 20  # rows per chunk: one file per column up to a million models
 # names zarr keeps for its own metadata: a node called so would overwrite or shadow its parent's
@@ -96,8 +98,9 @@ def write_table(group: zarr.Group, df: pd.DataFrame) -> None:
     group.attrs["columns"] = names
 
 
-def read_table(group: zarr.Group, where: str, only: Sequence[str] | None = None) -> pd.DataFrame:
-    """Read every column written by :func:`write_table`; a missing or corrupt column is a ZooError."""
+def read_columns(group: Any, where: str, only: Sequence[str] | None = None) -> dict[str, list | np.ndarray]:
+    """Every column written by :func:`write_table` (or ``only`` these), decoded, by name; a missing or corrupt
+    column is a ZooError. ``group`` is a zarr group or a :class:`zoo.store.localread.LocalGroup`."""
     columns = {}
     for name in group.attrs.get("columns", []) if only is None else only:
         try:
@@ -107,4 +110,11 @@ def read_table(group: zarr.Group, where: str, only: Sequence[str] | None = None)
             raise ZooError(
                 f"column {name!r} of the models table of {where!r} is missing or corrupt ({e.__class__.__name__}: {e})"
             ) from None
-    return pd.DataFrame(columns)
+    return columns
+
+
+def read_table(group: zarr.Group, where: str, only: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every column written by :func:`write_table` as a DataFrame; a missing or corrupt column is a ZooError."""
+    import pandas as pd
+
+    return pd.DataFrame(read_columns(group, where, only))

@@ -11,12 +11,15 @@ Tests check that both paths read the same values.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import google_crc32c
 import numpy as np
-import zarr
 
 from zoo.errors import ZooError
+
+if TYPE_CHECKING:
+    import zarr
 
 _EMPTY = np.uint64(2**64 - 1)
 
@@ -32,13 +35,15 @@ def _default_keys(meta) -> bool:
 
 
 def _local_folder(array: zarr.Array) -> str | None:
+    import zarr
+
     store = array.store
     if not isinstance(store, zarr.storage.LocalStore):
         return None
     return os.path.join(str(store.root), array.path)
 
 
-def _checked(buf: bytes, what: str) -> bytes:
+def checked(buf: bytes, what: str) -> bytes:
     """Payload of a chunk encoded as bytes + crc32c; a wrong checksum or size is a ZooError."""
     if len(buf) < 4 or google_crc32c.value(buf[:-4]) != int.from_bytes(buf[-4:], "little"):
         raise ZooError(f"{what} is corrupt (checksum mismatch)")
@@ -79,7 +84,7 @@ def _shard_index(fd: int, path: str, st: os.stat_result, index_bytes: int, per_s
     if hit is not None and hit[0] == stamp:
         return hit[1]
     index = np.frombuffer(
-        _checked(os.pread(fd, index_bytes, st.st_size - index_bytes), f"index of shard {path}"), dtype="<u8"
+        checked(os.pread(fd, index_bytes, st.st_size - index_bytes), f"index of shard {path}"), dtype="<u8"
     ).reshape(per_shard, c, 2)
     if len(_INDEX_CACHE) >= _INDEX_CACHE_MAX:
         _INDEX_CACHE.clear()
@@ -122,7 +127,7 @@ def read_checkpoint_rows(array: zarr.Array, rows: np.ndarray, checkpoint: int) -
                     continue
                 if nbytes != p * 4 + 4 or offset + nbytes > size - index_bytes:
                     raise ZooError(f"weights shard {path} is corrupt (bad index entry for row {int(rows[j])})")
-                buf = _checked(
+                buf = checked(
                     os.pread(fd, int(nbytes), int(offset)),
                     f"weights of row {int(rows[j])}, checkpoint {checkpoint} in {path}",
                 )
@@ -136,6 +141,10 @@ def read_whole(array: zarr.Array) -> tuple[np.ndarray, np.ndarray] | None:
     """The whole of a small local array chunked along its first axis only (state, metrics) and whether each of
     its chunks was written (unwritten ones read as the fill value; the caller decides if that is an error),
     else None."""
+    from zoo.store.localread import LocalArray
+
+    if isinstance(array, LocalArray):  # a store opened without zarr-python (zoo info): it reads itself
+        return array.read_whole()
     folder = _local_folder(array)
     meta = array.metadata
     codecs = getattr(meta, "codecs", ())
@@ -156,7 +165,7 @@ def read_whole(array: zarr.Array) -> tuple[np.ndarray, np.ndarray] | None:
                 buf = f.read()
         except FileNotFoundError:
             continue
-        data = np.frombuffer(_checked(buf, f"chunk {path}"), dtype=dtype)
+        data = np.frombuffer(checked(buf, f"chunk {path}"), dtype=dtype)
         if data.size != np.prod(chunks):
             raise ZooError(f"chunk {path} is corrupt: {data.size} values, expected {int(np.prod(chunks))}")
         lo, hi = k * rows_per, min((k + 1) * rows_per, array.shape[0])

@@ -1,5 +1,7 @@
 """What a zoo says about its models without their weights: metadata, the models table, states, metrics and
-tables, read with numpy, pandas and zarr alone (no torch), so ``zoo info`` answers in a fraction of a second.
+tables, read without torch; opened by :func:`open_meta`, a local zoo is read straight from its files
+(:mod:`zoo.store.localread`: no zarr, and pandas only for the DataFrames), so ``zoo info`` answers in a fraction of
+a second.
 
 :class:`zoo.store.reader.Zoo` extends :class:`ZooMeta` with the weights, layouts and modules (torch); the store's
 layout is described in :mod:`zoo.store.reader`. Open one with :func:`open_meta`, or use a ``Zoo``: it is a
@@ -10,24 +12,27 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import zarr
 
 from zoo.errors import ZooError
 from zoo.store._group import PENDING, STATUS, location, open_group, read_models_table
+from zoo.store.columns import read_columns
 from zoo.store.fastread import read_whole
+
+if TYPE_CHECKING:  # imported where used: `zoo info` needs neither (~0.8 s of imports)
+    import pandas as pd
+    import zarr
 
 
 class ZooMeta:
     """A zoo's metadata, models table, states, metrics and tables (read only, no weights, no torch). Construct
     with :func:`open_meta`; :class:`zoo.store.reader.Zoo` adds the weights."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, light: bool = False):
         self.path = str(path)
-        self._group = open_group(self.path, "r")
+        self._group = open_group(self.path, "r", light=light)
         self._meta = dict(self._group.attrs["wszoo"])
         if not self._meta.get("initialized", False):
             raise ZooError(f"{self.path!r} is a zoo whose creation was interrupted; run the build again")
@@ -75,7 +80,20 @@ class ZooMeta:
     @cached_property
     def _where(self) -> tuple[np.ndarray, np.ndarray]:
         """(layout key, row within the layout) of every model id."""
-        return self._table["layout"].to_numpy(), self._table["row"].to_numpy().astype(np.int64)
+        try:
+            models = self._group["models"]
+        except KeyError:
+            raise ZooError(f"zoo {self.path!r} has no models table") from None
+        cols = read_columns(models, self.path, ["layout", "row"])
+        return np.asarray(cols["layout"], dtype=object), np.asarray(cols["row"]).astype(np.int64)
+
+    @cached_property
+    def table_columns(self) -> list[str]:
+        """The names of the static models table's columns (the models table adds status, checkpoint, metrics)."""
+        try:
+            return [str(c) for c in self._group["models"].attrs.get("columns", [])]
+        except KeyError:
+            raise ZooError(f"zoo {self.path!r} has no models table") from None
 
     def _read(self, name: str, selection: Any = ..., orthogonal: bool = False) -> np.ndarray:
         """Read from one array of the store; a missing or corrupt chunk is a ZooError naming the array."""
@@ -172,17 +190,24 @@ class ZooMeta:
         state = self._state()
         df.insert(1, "status", [STATUS[s] for s in state[:, 0]])
         df["last_checkpoint"] = state[:, 1]
-        values = self._metric_values(state)
-        last = np.where(state[:, 1] >= 0, state[:, 1], 0)
-        final = values[np.arange(len(df)), last]
-        final[state[:, 1] < 0] = np.nan
+        final = self._final_metrics(state)
         for k, name in enumerate(self.metric_names):
             df[name] = final[:, k]
         return df
 
+    def _final_metrics(self, state: np.ndarray) -> np.ndarray:
+        """[N, K] each model's metrics at its last written checkpoint (NaN for models with none)."""
+        values = self._metric_values(state)
+        last = np.where(state[:, 1] >= 0, state[:, 1], 0)
+        final = values[np.arange(len(values)), last]
+        final[state[:, 1] < 0] = np.nan
+        return final
+
     @property
     def metrics(self) -> pd.DataFrame:
         """Long table: model_id, checkpoint, epoch and every metric, one row per model and checkpoint."""
+        import pandas as pd
+
         values = self._metric_values()  # [N, C, K]
         n, c, _ = values.shape
         df = pd.DataFrame(values.reshape(n * c, -1), columns=self.metric_names)
@@ -218,6 +243,8 @@ class ZooMeta:
             payload = self._group[f"tables/{name}"].attrs["table"]
         except KeyError:
             return None
+        import pandas as pd
+
         return pd.DataFrame(payload["data"], columns=payload["columns"])
 
     @property
@@ -236,33 +263,42 @@ def _readable(array: zarr.Array, block: int, rows_per: int) -> bool:
 
 
 def open_meta(path: str | os.PathLike) -> ZooMeta:
-    """Open what a zoo says about its models, without its weights and without importing torch."""
-    return ZooMeta(str(path))
+    """Open what a zoo says about its models, without its weights and without importing torch (nor zarr, for a
+    local zoo in the store's own encodings)."""
+    return ZooMeta(str(path), light=True)
 
 
 def summarize(z: ZooMeta) -> dict:
-    """The numbers ``zoo info`` prints: models by status, layouts, checkpoints, accuracy range."""
-    df = z.models
-    counts = df["status"].value_counts()
-    score = next((c for c in ("test_acc", "test_r2", "psnr") if c in df), None)  # psnr: INR zoos (zoo.inr)
-    values = df.loc[df["status"] != "pending", score].dropna() if score else pd.Series(dtype=float)
+    """The numbers ``zoo info`` prints: models by status, layouts, checkpoints, accuracy range (numpy only)."""
+    keys, _ = z._where
+    state = z._state()
+    status = state[:, 0]
+    score = next((c for c in ("test_acc", "test_r2", "psnr") if c in z.metric_names or c in z.table_columns), None)
+    values = np.empty(0)
+    if score in z.metric_names:
+        values = z._final_metrics(state)[:, z.metric_names.index(score)]
+    elif score is not None:  # psnr: a column of INR zoos' models table (zoo.inr)
+        column = read_columns(z._group["models"], z.path, [score])[score]
+        values = np.asarray([np.nan if v is None else v for v in column], dtype=np.float64)
+    if len(values):
+        values = values[(status != PENDING) & ~np.isnan(values)]
     layouts = {
-        k: {"models": int((df["layout"] == k).sum()), "parameters": _size(v), "arch": v.get("arch", {}).get("name")}
+        k: {"models": int((keys == k).sum()), "parameters": _size(v), "arch": v.get("arch", {}).get("name")}
         for k, v in z.attrs["layouts"].items()
     }
     return {
         "path": z.path,
-        "models": int(len(df)),
-        "done": int(counts.get("done", 0)),
-        "diverged": int(counts.get("diverged", 0)),
-        "pending": int(counts.get("pending", 0)),
+        "models": len(z),
+        "done": int((status == STATUS.index("done")).sum()),
+        "diverged": int((status == STATUS.index("diverged")).sum()),
+        "pending": int((status == PENDING).sum()),
         "layouts": layouts,
         "checkpoints": z.checkpoint_epochs,
         "datasets": z.datasets,
         "score": score,
-        "score_min": None if values.empty else float(values.min()),
-        "score_max": None if values.empty else float(values.max()),
-        "score_mean": None if values.empty else float(values.mean()),
+        "score_min": float(values.min()) if len(values) else None,
+        "score_max": float(values.max()) if len(values) else None,
+        "score_mean": float(values.mean()) if len(values) else None,
         "schema_version": z.attrs["schema_version"],
         "has_canonical": any(f"layouts/{k}/canonical" in z._group for k in z.layout_keys),
         "tables": z.tables,

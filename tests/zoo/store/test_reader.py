@@ -11,7 +11,8 @@ import torch
 import zoo
 from tests.conftest import build_zoo
 from zoo import ZooError
-from zoo.store import summarize
+from zoo.store import open_meta, summarize
+from zoo.store.localread import LocalArray, Unsupported, open_local
 
 
 def test_models_table_has_every_hyperparameter(tiny_zoo):
@@ -112,8 +113,12 @@ def test_canonical_weights_roundtrip(tiny_zoo, tmp_path):
         writer.write_canonical(ids, traj[:, 0, :3])
 
 
+READERS = {"zarr": zoo.open, "light": open_meta}  # zoo info's reader reads local files without zarr-python
+
+
+@pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize("case", ["missing", "not-a-zoo", "foreign-group", "newer-schema", "corrupt"])
-def test_opening_bad_paths_is_a_clear_error(tiny_zoo, tmp_path, case):
+def test_opening_bad_paths_is_a_clear_error(tiny_zoo, tmp_path, case, reader):
     path = tmp_path / "z"
     if case == "not-a-zoo":
         path.mkdir()
@@ -139,7 +144,7 @@ def test_opening_bad_paths_is_a_clear_error(tiny_zoo, tmp_path, case):
         "corrupt": "not a readable zoo",
     }
     with pytest.raises(ZooError, match=messages[case]):
-        zoo.open(str(path))
+        READERS[reader](str(path))
 
 
 def test_bad_model_ids_and_checkpoints(tiny_zoo):
@@ -204,8 +209,9 @@ def test_weights_of_a_pending_model_is_a_clear_error(tmp_path):
     assert summarize(z)["pending"] == 4
 
 
+@pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize("name", ["metrics", "state"])
-def test_a_corrupt_chunk_is_a_clear_error(tiny_zoo, tmp_path, name):
+def test_a_corrupt_chunk_is_a_clear_error(tiny_zoo, tmp_path, name, reader):
     path = tmp_path / "c.zarr"
     shutil.copytree(tiny_zoo.path, path)
     array = f"layouts/{tiny_zoo.layout(0).key()}/{name}"
@@ -214,4 +220,35 @@ def test_a_corrupt_chunk_is_a_clear_error(tiny_zoo, tmp_path, name):
     key = tiny_zoo.layout(0).key()
     match = f"layout {key}, block 0 .* is corrupt" if name == "metrics" else f"array '{array}' .* is corrupt"
     with pytest.raises(ZooError, match=match):
-        _ = zoo.open(str(path)).models
+        _ = READERS[reader](str(path)).models
+
+
+def test_light_reader_reads_what_zarr_reads(tiny_zoo, tmp_path):
+    """Every small array (table columns, states, metrics) reads the same through zoo.store.localread as through
+    zarr-python, and so do the models table, metrics and summary; sharded weights are left to zarr."""
+    import zarr
+
+    path = tmp_path / "z.zarr"
+    shutil.copytree(tiny_zoo.path, path)
+    light, full = open_local(str(path)), zarr.open_group(str(path), mode="r")
+    names = [f"models/{c}" for c in full["models"].attrs["columns"]]
+    names += [f"layouts/{k}/{a}" for k in tiny_zoo.layout_keys for a in ("state", "metrics")]
+    for name in names:
+        array = light[name]
+        assert isinstance(array, LocalArray) and array.attrs == dict(full[name].attrs)
+        got, want = array[...], np.asarray(full[name][...])
+        assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True), name
+        assert np.array_equal(array[1:2], want[1:2], equal_nan=True)
+    with pytest.raises(Unsupported):
+        light[f"layouts/{tiny_zoo.layout_keys[0]}/weights"]
+    meta, z = open_meta(str(path)), zoo.open(str(path))
+    assert isinstance(meta._group["models"]["layout"], LocalArray)
+    assert meta.models.equals(z.models) and meta.metrics.equals(z.metrics)
+    assert summarize(meta) == summarize(z) | {"path": str(path)} and summarize(meta)["done"] == 4
+    # a metrics chunk missing though its models are committed is named, as by the zarr reader
+    key = tiny_zoo.layout_keys[0]
+    for chunk in (path / "layouts" / key / "metrics" / "c").rglob("*"):
+        if chunk.is_file():
+            chunk.unlink()
+    with pytest.raises(ZooError, match=f"layout {key}, block 0 .* is missing though its models are committed"):
+        summarize(open_meta(str(path)))
