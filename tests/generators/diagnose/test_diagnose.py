@@ -35,8 +35,9 @@ def train_zoo(tmp_path_factory) -> zoo.Zoo:
     return build_zoo(str(tmp_path_factory.mktemp("diag") / "train.zarr"), "recipe.widths=[16]", "recipe.seeds=6")
 
 
-def write_samples(path, z: zoo.Zoo, weights: torch.Tensor) -> str:
-    """A samples zoo holding ``weights`` [n, P] in the training zoo's (single) layout and dataset."""
+def write_samples(path, z: zoo.Zoo, weights: torch.Tensor, attrs: dict | None = None) -> str:
+    """A samples zoo holding ``weights`` [n, P] in the training zoo's (single) layout and dataset (``attrs``: extra
+    zoo attributes, e.g. an INR zoo's image shape)."""
     key = next(iter(z.layouts))
     w = zoo.create(
         str(path),
@@ -44,6 +45,7 @@ def write_samples(path, z: zoo.Zoo, weights: torch.Tensor) -> str:
         {key: z.layouts[key]},
         [0],
         z.metric_names,
+        attrs=attrs,
         datasets=[z.dataset()],
     )
     w.write(list(range(len(weights))), weights[:, None], None)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 import zoo
 from generators.diagnose.inr_report import PSNR_CAP, nearest_psnr, training_images
 from tests.conftest import build_zoo, run_cli
+from tests.generators.diagnose.test_diagnose import write_samples
 
 INR = ["recipe=inr-digits", "recipe.max_images=24"]  # the recipe's 100 full-batch steps: fits far above 40 dB
 
@@ -25,18 +25,7 @@ def inr_zoo(tmp_path_factory) -> zoo.Zoo:
 
 def write_inr_samples(path, z: zoo.Zoo, weights: torch.Tensor) -> str:
     """A samples zoo holding INR ``weights`` [n, P] in the training zoo's layout, recording its image shape."""
-    key = next(iter(z.layouts))
-    w = zoo.create(
-        str(path),
-        pd.DataFrame({"sample": np.arange(len(weights))}),
-        {key: z.layouts[key]},
-        [0],
-        z.metric_names,
-        attrs={"inr": dict(z.attrs["inr"])},
-        datasets=[z.dataset()],
-    )
-    w.write(list(range(len(weights))), weights[:, None], None)
-    return str(path)
+    return write_samples(path, z, weights, attrs={"inr": dict(z.attrs["inr"])})
 
 
 def test_training_images_are_what_each_inr_was_fitted_on(inr_zoo):
