@@ -5,10 +5,11 @@ baselines built without training (``baselines.py``), the text table (``table.py`
 generator method: it reads zoos of samples."""
 
 from generators.diagnose.distances import iou_matrix, max_iou, nearest_l2, permutation_nn
-from generators.diagnose.inr_report import diagnose_inr, inr_table, nearest_psnr
+from generators.diagnose.inr_report import diagnose_inr, nearest_psnr
 from generators.diagnose.plots import write_plots
-from generators.diagnose.report import TrainSet, compare_with_noise, diagnose, load_train
-from generators.diagnose.table import TRAIN, method_rows, summary_table
+from generators.diagnose.report import compare_with_noise, diagnose
+from generators.diagnose.sets import TrainSet, load_train
+from generators.diagnose.table import TRAIN, inr_table, method_rows, summary_table
 
 __all__ = [
     "diagnose",

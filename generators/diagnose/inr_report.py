@@ -42,7 +42,7 @@ from generators.diagnose.baselines import (
     parse_baselines,
 )
 from generators.diagnose.distances import neighbours
-from generators.diagnose.report import BASELINE_CAP, Method, _json_default, _sample_method, _unique_names, load_train
+from generators.diagnose.sets import BASELINE_CAP, Method, json_default, load_train, sample_method, unique_names
 from generators.diagnose.table import TRAIN
 from zoo.app.progress import Progress
 from zoo.errors import ZooError
@@ -203,7 +203,7 @@ def diagnose_inr(
     for label, z in given:
         if not isinstance(z.attrs.get("inr"), Mapping):
             raise ZooError(f"{z.path!r} holds no INRs, but the training zoo is an INR zoo")
-        m, layout = _sample_method(z, layout, label)
+        m, layout = sample_method(z, layout, label)
         methods.append(m)
     train = load_train(train_zoo, layout, canonical, seed, data_root)
     tz = train_zoo if isinstance(train_zoo, zoo.Zoo) else zoo.open(str(train_zoo))
@@ -240,7 +240,7 @@ def diagnose_inr(
     for m in methods:  # a baseline's non-finite rows count as samples that drew nothing
         finite = torch.isfinite(m.weights).all(1)
         m.weights, m.ids = m.weights[finite], m.ids[finite.numpy()]
-    _unique_names(methods)
+    unique_names(methods)
     timings["baselines"] = time.perf_counter() - t
     bar.update(1, finished="baselines")
 
@@ -349,39 +349,9 @@ def diagnose_inr(
             report["plots"] = write_inr_plots(report, out_dir)
             timings["plots"] = time.perf_counter() - t
             bar.update(1, finished="plots")
-        (out_dir / "diagnose.json").write_text(json.dumps(report, indent=1, allow_nan=False, default=_json_default))
+        (out_dir / "diagnose.json").write_text(json.dumps(report, indent=1, allow_nan=False, default=json_default))
     bar.close()
     return report
-
-
-def inr_table(report: Mapping) -> str:
-    """The per-method PSNRs and distances of an INR report as an aligned text table (what ``zoo diagnose``
-    prints): psnr to the data, psnr to the nearest training render, nn_l2, nn_l2 over the training median."""
-    w = max([14, *(len(name) for name in report["methods"])])
-    head = (
-        f"{'method':<{w}} {'n':>5} {'psnr_data dB':>13} {'psnr_render dB':>15} {'nn_l2':>15} {'nn_l2/med':>9} "
-        f"{'nearer than train':>17}"
-    )
-    lines = [head, "-" * len(head)]
-    med = report["train_nn_l2_median"]
-
-    def ms(s: Mapping, fmt: str) -> str:
-        return "n/a" if s["mean"] is None else f"{s['mean']:{fmt}}±{s['std']:{fmt}}"
-
-    for name, r in report["methods"].items():
-        nn = r.get("nn_l2") or r["train_nn_l2"]
-        ratio = "n/a" if nn["mean"] is None or med <= 0 else f"{nn['mean'] / med:.3f}"
-        share = r["nearer_than_train"]
-        lines.append(
-            f"{name:<{w}} {r['n']:>5} {ms(r['psnr_data'], '.1f'):>13} {ms(r['psnr_render'], '.1f'):>15} "
-            f"{ms(nn, '.3g'):>15} {ratio:>9} {'n/a' if share is None else f'{share:.1%}':>17}"
-        )
-    lines.append(
-        f"train row: psnr_data is each INR's fit to its own image, psnr_render and nn_l2 its nearest OTHER training"
-        f" INR; nearer than train: psnr_render above the training INRs' median"
-        f" ({report['thresholds']['train_psnr_render_median']:.1f} dB)"
-    )
-    return "\n".join(lines)
 
 
 def write_inr_plots(report: Mapping, out_dir: str | Path) -> dict[str, str]:

@@ -49,8 +49,6 @@ def summary_table(report: Mapping) -> str:
     """The per-method numbers as an aligned text table (what ``zoo diagnose`` prints); an INR report's PSNRs
     (generators.diagnose.inr_report)."""
     if report.get("kind") == "inr":
-        from generators.diagnose.inr_report import inr_table
-
         return inr_table(report)
     w = max([14, *(len(name) for name in report["methods"])])
     head = (
@@ -93,3 +91,33 @@ def novelty_bar(methods: Mapping[str, Mapping]) -> dict | None:
         " little; use independently initialized models and a larger test set"
     )
     return {"training_models_more_novel_than_noise": bool(verdict), "note": note}
+
+
+def inr_table(report: Mapping) -> str:
+    """The per-method PSNRs and distances of an INR report as an aligned text table (what ``zoo diagnose``
+    prints): psnr to the data, psnr to the nearest training render, nn_l2, nn_l2 over the training median."""
+    w = max([14, *(len(name) for name in report["methods"])])
+    head = (
+        f"{'method':<{w}} {'n':>5} {'psnr_data dB':>13} {'psnr_render dB':>15} {'nn_l2':>15} {'nn_l2/med':>9} "
+        f"{'nearer than train':>17}"
+    )
+    lines = [head, "-" * len(head)]
+    med = report["train_nn_l2_median"]
+
+    def ms(s: Mapping, fmt: str) -> str:
+        return "n/a" if s["mean"] is None else f"{s['mean']:{fmt}}±{s['std']:{fmt}}"
+
+    for name, r in report["methods"].items():
+        nn = r.get("nn_l2") or r["train_nn_l2"]
+        ratio = "n/a" if nn["mean"] is None or med <= 0 else f"{nn['mean'] / med:.3f}"
+        share = r["nearer_than_train"]
+        lines.append(
+            f"{name:<{w}} {r['n']:>5} {ms(r['psnr_data'], '.1f'):>13} {ms(r['psnr_render'], '.1f'):>15} "
+            f"{ms(nn, '.3g'):>15} {ratio:>9} {'n/a' if share is None else f'{share:.1%}':>17}"
+        )
+    lines.append(
+        f"train row: psnr_data is each INR's fit to its own image, psnr_render and nn_l2 its nearest OTHER training"
+        f" INR; nearer than train: psnr_render above the training INRs' median"
+        f" ({report['thresholds']['train_psnr_render_median']:.1f} dB)"
+    )
+    return "\n".join(lines)

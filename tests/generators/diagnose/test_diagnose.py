@@ -21,8 +21,9 @@ from generators.diagnose.baselines import (
     noise_name,
 )
 from generators.diagnose.distances import iou_matrix, max_iou, nearest_l2
-from generators.diagnose.report import compare_with_noise, load_train
+from generators.diagnose.report import compare_with_noise
 from generators.diagnose.report import diagnose as run_diagnose
+from generators.diagnose.sets import load_train
 from generators.diagnose.table import TRAIN, method_rows
 from tests.conftest import build_zoo
 from zoo.commands.main import main as cli

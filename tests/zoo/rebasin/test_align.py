@@ -168,7 +168,7 @@ def test_align_flat_canonicalizes_vectors_outside_the_store(mlp_zoo):
 
 def test_one_reference_rule_on_training_metrics_for_align_generators_and_diagnose(tmp_path):
     """zoo align, a generator's training data and zoo diagnose put a zoo in the frame of the same model."""
-    from generators.diagnose.report import load_train
+    from generators.diagnose.sets import load_train
     from generators.training_models import load_training_models
 
     path = tmp_path / "unaligned.zarr"
