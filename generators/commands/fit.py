@@ -1,4 +1,5 @@
-"""``zoo fit generator=NAME zoo=PATH [overrides]``: fit a weight generator and write its run folder.
+"""``zoo fit [-m] generator=NAME zoo=PATH [overrides]``: fit a weight generator and write its run folder (``-m``:
+one run folder per job of a sweep, :mod:`zoo.app.sweep`).
 
 It composes ``conf/fit.yaml`` with ``conf/generator/<NAME>.yaml`` (Hydra overrides; ``trainer.*``
 keys go to the Lightning Trainer) and writes the run folder (``zoo sample`` samples it).
@@ -7,15 +8,20 @@ keys go to the Lightning Trainer) and writes the run folder (``zoo sample`` samp
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from generators.fit import fit_config
+from generators.fit import check_fit_config, fit_config
+from generators.registry import refuse_finished
 from zoo.app.config import cfg_request, compose, config_yaml, help_text
+from zoo.app.sweep import Command, multirun
 from zoo.app.trainer import checked_overrides
+from zoo.errors import ZooError
 
-FIT_USAGE = """usage: zoo fit generator=NAME zoo=PATH [out=DIR] [key=value ...]
+FIT_USAGE = """usage: zoo fit [-m] generator=NAME zoo=PATH [out=DIR] [key=value ...]
   generators: {generators}
   e.g. zoo fit generator=dwf zoo=data/zoos/dwf-mlp-digits.zarr out=data/runs/dwf generator.condition=learning_rate
        zoo fit generator=dwf zoo=Z.zarr generator.canonical=false trainer.max_epochs=10
+       zoo fit -m generator=dwf,simplex zoo=Z.zarr seed=0,1 out=data/runs/sweep
   configs: conf/fit.yaml, conf/generator/"""
 
 
@@ -32,6 +38,10 @@ def main(argv: list[str]) -> int:
         )
         return 0 if argv else 2
     argv, show = cfg_request(argv)
+    if argv and argv[0] in ("-m", "--multirun"):  # a Hydra sweep: one run folder and one summary line per job
+        if show:
+            raise ZooError("--cfg job prints one fit's config: drop -m and give one value per key")
+        return multirun(SWEEP, argv[1:])
     cfg = compose("fit", checked_overrides(argv, "fit", ("generator",)))
     if show:  # --cfg job: the composed config, nothing run
         print(config_yaml(cfg))
@@ -46,3 +56,33 @@ def main(argv: list[str]) -> int:
         + summary.get("next", f"zoo sample {summary['out']} -n 100 --out data/zoos/{summary['generator']}-samples.zarr")
     )
     return 0
+
+
+def _checked(job: list[str]) -> dict:
+    """A sweep job's composed config, checked before any job fits."""
+    cfg = compose("fit", checked_overrides(job, "fit", ("generator",)))
+    if not cfg.get("zoo"):
+        raise ZooError("zoo=PATH is required (the zoo to fit on)")
+    check_fit_config(cfg)
+    return cfg
+
+
+def _run(cfg: dict) -> tuple[str, dict, bool]:
+    """Fit one job's generator: its one-line result and its record for multirun.json."""
+    summary = json.loads((fit_config(cfg).run_dir / "summary.json").read_text())
+    line = (
+        f"{summary['steps']} steps in {summary['fit_seconds']:.1f}s, best {summary['monitor']}"
+        f" {summary['best_score']:.4g}"
+    )
+    keys = ("generator", "monitor", "best_score", "steps", "fit_seconds")
+    return line, {k: summary.get(k) for k in keys}, True
+
+
+SWEEP = Command(
+    name="fit",
+    compose=_checked,
+    output_name=lambda cfg: f"{cfg['generator']['name']}-{Path(str(cfg['zoo'])).stem}",
+    default_root="data/runs/multirun",
+    refuse=lambda cfg: refuse_finished(cfg["out"], bool(cfg.get("overwrite", False))),
+    run=_run,
+)

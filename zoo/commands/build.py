@@ -1,4 +1,5 @@
-"""``zoo build [hydra overrides]``: compose conf/build.yaml and build the zoo."""
+"""``zoo build [-m] [hydra overrides]``: compose conf/build.yaml and build the zoo (``-m``: one zoo per job of a
+sweep, :mod:`zoo.app.sweep`)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ import json
 import time
 
 from zoo.app.config import cfg_request, compose, config_yaml, help_text
+from zoo.app.sweep import Command, multirun
 from zoo.errors import ZooError
 from zoo.store import summarize
-from zoo.training.build import build
+from zoo.training.build import build, check_build_config, refuse_other_zoo
 
-USAGE = "usage: zoo build [GROUP=NAME] [KEY=VALUE ...]   (Hydra overrides of conf/build.yaml)"
+USAGE = "usage: zoo build [-m] [GROUP=NAME] [KEY=VALUE ...]   (Hydra overrides of conf/build.yaml; -m: a sweep)"
 EXAMPLES = [
     "zoo build                       # recipe=default -> data/zoos/mlp-digits.zarr",
     "zoo build recipe=tiny out=/tmp/t.zarr",
     "zoo build out=data/zoos/x.zarr recipe.widths=[8,16] recipe.seeds=2 recipe.epochs=5",
+    "zoo build -m recipe=tiny recipe.epochs=3,6 out=/tmp/sweep   # one zoo per job: /tmp/sweep/<job>-tiny.zarr",
 ]
 
 
@@ -43,20 +46,58 @@ def main(argv: list[str]) -> int:
         print(usage())
         return 0
     argv, show = cfg_request(argv)
+    if argv and argv[0] in ("-m", "--multirun"):  # a Hydra sweep: one zoo and one summary line per job
+        if show:
+            raise ZooError("--cfg job prints one build's config: drop -m and give one value per key")
+        return multirun(SWEEP, argv[1:])
     cfg = compose("build", argv)
     if show:  # --cfg job: the composed config, nothing run
         print(config_yaml(cfg))
         return 0
-    if str(cfg.get("out", "")).startswith("memory://"):
-        raise ZooError(
-            f"out={cfg['out']} is an in-memory store that vanishes when this command exits;"
-            " build into a path or a persistent fsspec URL (memory:// works from Python)"
-        )
+    _refuse_memory(cfg)
     t0 = time.perf_counter()
     z = build(cfg)
     s = summarize(z)
     print(report(s, time.perf_counter() - t0))
     return 0 if s["pending"] == 0 else 1
+
+
+def _refuse_memory(cfg: dict) -> None:
+    if str(cfg.get("out", "")).startswith("memory://"):
+        raise ZooError(
+            f"out={cfg['out']} is an in-memory store that vanishes when this command exits;"
+            " build into a path or a persistent fsspec URL (memory:// works from Python)"
+        )
+
+
+def _checked(job: list[str]) -> dict:
+    """A sweep job's composed config, checked before any job builds."""
+    cfg = compose("build", job)
+    check_build_config(cfg)
+    _refuse_memory(cfg)
+    return cfg
+
+
+def _run(cfg: dict) -> tuple[str, dict, bool]:
+    """Build one job's zoo: its one-line result and its record for multirun.json."""
+    t0 = time.perf_counter()
+    s = summarize(build(cfg))
+    seconds = time.perf_counter() - t0
+    line = f"{s['done']} done, {s['diverged']} diverged, {s['pending']} pending in {seconds:.0f} s"
+    if s["score"] and s["score_mean"] is not None:
+        line += f"; {s['score']} mean {s['score_mean']:.4f}"
+    keys = ("models", "done", "diverged", "pending", "score", "score_min", "score_max", "score_mean")
+    return line, {k: s[k] for k in keys} | {"seconds": round(seconds, 1)}, s["pending"] == 0
+
+
+SWEEP = Command(
+    name="build",
+    compose=_checked,
+    output_name=lambda cfg: f"{cfg['recipe']['name']}.zarr",
+    default_root="data/zoos/multirun",
+    refuse=refuse_other_zoo,
+    run=_run,
+)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ZooError
 from zoo.store.columns import read_table
+from zoo.store.localread import Unsupported, open_local
 
 if TYPE_CHECKING:  # zarr and pandas cost ~0.8 s to import: `zoo info` reads a local zoo without them
     import pandas as pd
@@ -96,8 +97,6 @@ def open_group(path: str, mode: str = "r", light: bool = False) -> Any:
         raise ZooError(f"{path!r} is not a zoo: it has no zarr.json (is it the right folder?)")
     group: Any = None
     if light and mode == "r":
-        from zoo.store.localread import Unsupported, open_local
-
         try:
             group = open_local(str(path))
         except Unsupported:  # zarr-python below reads it, or names what is wrong

@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-import google_crc32c
 import numpy as np
 
 from zoo.errors import ZooError
+from zoo.store.localread import LocalArray, checked
 
 if TYPE_CHECKING:
     import zarr
@@ -41,13 +41,6 @@ def _local_folder(array: zarr.Array) -> str | None:
     if not isinstance(store, zarr.storage.LocalStore):
         return None
     return os.path.join(str(store.root), array.path)
-
-
-def checked(buf: bytes, what: str) -> bytes:
-    """Payload of a chunk encoded as bytes + crc32c; a wrong checksum or size is a ZooError."""
-    if len(buf) < 4 or google_crc32c.value(buf[:-4]) != int.from_bytes(buf[-4:], "little"):
-        raise ZooError(f"{what} is corrupt (checksum mismatch)")
-    return buf[:-4]
 
 
 def shard_geometry(array: zarr.Array) -> tuple[str, int, int] | None:
@@ -141,8 +134,6 @@ def read_whole(array: zarr.Array) -> tuple[np.ndarray, np.ndarray] | None:
     """The whole of a small local array chunked along its first axis only (state, metrics) and whether each of
     its chunks was written (unwritten ones read as the fill value; the caller decides if that is an error),
     else None."""
-    from zoo.store.localread import LocalArray
-
     if isinstance(array, LocalArray):  # a store opened without zarr-python (zoo info): it reads itself
         return array.read_whole()
     folder = _local_folder(array)

@@ -15,12 +15,19 @@ import math
 import os
 from typing import Any
 
+import google_crc32c
 import numpy as np
 
 from zoo.errors import ZooError
-from zoo.store.fastread import checked
 
 SIMPLE_TYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64")
+
+
+def checked(buf: bytes, what: str) -> bytes:
+    """Payload of a chunk encoded as bytes + crc32c; a wrong checksum or size is a ZooError."""
+    if len(buf) < 4 or google_crc32c.value(buf[:-4]) != int.from_bytes(buf[-4:], "little"):
+        raise ZooError(f"{what} is corrupt (checksum mismatch)")
+    return buf[:-4]
 
 
 class Unsupported(Exception):

@@ -213,6 +213,25 @@ def make_build_plan(cfg: Mapping, dataset: Dataset | Mapping[str, Dataset]) -> P
     )
 
 
+def refuse_other_zoo(cfg: Mapping) -> None:
+    """Refuse a store at ``cfg.out`` built by another wszoo schema or from another config, unless ``overwrite``:
+    a zoo is resumed by the same config only, never replaced without asking (checked before any work)."""
+    path = str(cfg["out"])
+    meta = zstore.existing_meta(path)
+    if meta is None or cfg.get("overwrite") or not meta.get("initialized"):
+        return
+    if int(meta.get("schema_version", 0)) != zstore.SCHEMA_VERSION:
+        raise ZooError(
+            f"{path!r} has schema version {meta.get('schema_version')}, this wszoo writes"
+            f" {zstore.SCHEMA_VERSION}; build into a new out= or pass overwrite=true"
+        )
+    if meta.get("config_hash") != config_hash(cfg):
+        raise ZooError(
+            f"{path!r} holds a zoo built from a different config; pass overwrite=true to replace it"
+            " or choose another out="
+        )
+
+
 def prepare(cfg: Mapping) -> tuple[str, Plan, dict[str, Dataset], list[int]]:
     """Create or validate the store at cfg.out; return its path, plan, datasets by name and the pending write units."""
     path, recipe = str(cfg["out"]), cfg["recipe"]
@@ -223,21 +242,12 @@ def prepare(cfg: Mapping) -> tuple[str, Plan, dict[str, Dataset], list[int]]:
             f" {len(datasets)} (set recipe.landscape.enabled=false)"
         )
     plan = make_build_plan(cfg, datasets)
+    refuse_other_zoo(cfg)
     meta = zstore.existing_meta(path)
     if meta is not None and cfg.get("overwrite"):
         zstore.remove(path)
         meta = None
     if meta is not None and meta.get("initialized"):
-        if int(meta.get("schema_version", 0)) != zstore.SCHEMA_VERSION:
-            raise ZooError(
-                f"{path!r} has schema version {meta.get('schema_version')}, this wszoo writes"
-                f" {zstore.SCHEMA_VERSION}; build into a new out= or pass overwrite=true"
-            )
-        if meta.get("config_hash") != config_hash(cfg):
-            raise ZooError(
-                f"{path!r} holds a zoo built from a different config; pass overwrite=true to replace it"
-                " or choose another out="
-            )
         for dataset in datasets.values():
             stored = ((meta.get("datasets") or {}).get(dataset.location) or {}).get("fingerprint")
             if stored != dataset.fingerprint:
