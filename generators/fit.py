@@ -179,8 +179,9 @@ class Resume:
 
 def _fingerprint(cfg: Mapping, info: Mapping) -> str:
     """What a resumed fit must share with the interrupted one: the whole config (but ``out``: the folder is the same
-    one, wherever it was moved) and the training/validation model ids."""
-    config = {k: v for k, v in cfg.items() if k != "out"}
+    one, wherever it was moved; and ``overwrite``, which only decides whether a FINISHED run may be replaced) and
+    the training/validation model ids."""
+    config = {k: v for k, v in cfg.items() if k not in ("out", "overwrite")}
     record = {"config": config, "train_ids": info.get("train_ids"), "val_ids": info.get("val_ids")}
     return json.dumps(record, sort_keys=True, default=str)
 

@@ -94,7 +94,8 @@ def test_killed_fit_resumes_from_its_checkpoint_with_the_bits_of_an_uninterrupte
             generators.fit("dwf", mlp_zoo.path, out=str(out), **SETTINGS)
     assert (out / "INCOMPLETE").is_file() and (out / "checkpoints" / "last.ckpt").is_file()
     capfd.readouterr()
-    generators.fit("dwf", mlp_zoo.path, out=str(out), **SETTINGS)
+    # overwrite=true only lets a FINISHED run be replaced: an interrupted one still resumes
+    generators.fit("dwf", mlp_zoo.path, out=str(out), overwrite=True, **SETTINGS)
     assert "resuming the interrupted fit from its last checkpoint (step 15, epoch 0)" in capfd.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed_from_step"] == 15 and summary["steps"] == 45
