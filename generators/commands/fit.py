@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 
-from generators.fit import fit_config
+from generators.fit import FitConfig, fit_config
+from generators.registry import get
 from zoo.app.config import cfg_request, compose, config_yaml, help_text
 from zoo.app.trainer import checked_overrides
 
@@ -27,7 +28,8 @@ def main(argv: list[str]) -> int:
                 "fit",
                 FIT_USAGE.splitlines()[0],
                 [e.strip().removeprefix("e.g. ") for e in FIT_USAGE.splitlines()[2:-1]],
-                group_keys=("generator",),
+                FitConfig,
+                {"generator": lambda name: get(name).schema},
             )
         )
         return 0 if argv else 2

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from wsl.encoders.config import SCHEMAS
 from wsl.multirun import metrics_text, multirun
-from wsl.train import train
+from wsl.train import TrainConfig, train
 from zoo.app.config import cfg_request, compose, config_yaml, help_text
 from zoo.app.trainer import checked_overrides
 from zoo.errors import ZooError
@@ -30,7 +31,8 @@ GROUPS = ("encoder", "task", "augment")  # the config group `task` selects the e
 def main(argv: list[str]) -> int:
     """train a weight-space encoder on a zoo (Hydra overrides)"""
     if not argv or argv[0] in ("-h", "--help"):
-        print(help_text("train", USAGE.splitlines()[0], [USAGE.split("e.g. ")[1].splitlines()[0]], group_keys=GROUPS))
+        example = USAGE.split("e.g. ")[1].splitlines()[0]
+        print(help_text("train", USAGE.splitlines()[0], [example], TrainConfig, {"encoder": SCHEMAS.get}))
         return 0 if argv else 2
     argv, show = cfg_request(argv)
     if argv and argv[0] in ("-m", "--multirun"):  # a Hydra sweep: one run folder and one summary line per job

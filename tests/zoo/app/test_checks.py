@@ -102,16 +102,3 @@ def test_bad_train_landscape_and_phase_settings(tiny_zoo, tmp_path, capsys, args
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "run").exists() and not (tmp_path / "ph").exists()
-
-
-def test_every_encoder_key_has_a_rule_its_default_passes():
-    """Each conf/encoder/<name>.yaml key but name has a rule in its encoder's CONFIG, and the defaults pass."""
-    from omegaconf import OmegaConf
-
-    from wsl.encoders import ENCODERS, check_encoder_config
-    from zoo.app.config import CONF_DIR
-
-    for name, cls in ENCODERS.items():
-        cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "encoder" / f"{name}.yaml"))
-        assert set(cfg) - {"name"} == set(cls.CONFIG), name
-        check_encoder_config(cfg)

@@ -1,0 +1,106 @@
+"""Typed configs (zoo.app.schema): every YAML default equals its schema's default, so the two cannot drift; the
+defaults pass their own checks; a bad value, an unknown key or a bad nested value is one ZooError line."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+import pytest
+from omegaconf import OmegaConf
+
+from zoo.app.checks import number
+from zoo.app.config import CONF_DIR, group_options
+from zoo.app.schema import Schema, defaults, help_rows, key, section, validate
+from zoo.errors import ZooError
+
+
+def _yaml(path) -> dict:
+    """A YAML config as written (interpolations unresolved), without its ``defaults:`` list."""
+    cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    cfg.pop("defaults", None)
+    return cfg
+
+
+def _pairs() -> list[tuple[str, type[Schema], set[str]]]:
+    """(YAML file under conf/, its schema, keys of the YAML the schema leaves to another one)."""
+    from generators.registry import get
+    from wsl.encoders.config import SCHEMAS
+    from wsl.train import TrainConfig
+    from zoo.landscape.compute import LandscapeConfig
+    from zoo.training.build import BuildConfig, RecipeConfig
+
+    fit = importlib.import_module("generators.fit")
+    out = [
+        ("build.yaml", BuildConfig, set()),
+        ("fit.yaml", fit.FitConfig, set()),
+        ("train.yaml", TrainConfig, set()),
+        ("landscape/default.yaml", LandscapeConfig, set()),
+        ("recipe/default.yaml", RecipeConfig, {"landscape"}),  # the landscape group's, plus enabled
+    ]
+    out += [(f"generator/{n}.yaml", get(n).schema, set()) for n in group_options("generator")]
+    out += [(f"encoder/{n}.yaml", SCHEMAS[n], set()) for n in group_options("encoder")]
+    return out
+
+
+@pytest.mark.parametrize("path,schema,elsewhere", _pairs(), ids=[p for p, _, _ in _pairs()])
+def test_yaml_defaults_equal_the_schema_defaults(path, schema, elsewhere):
+    shipped = {k: v for k, v in _yaml(CONF_DIR / path).items() if k not in elsewhere}
+    declared = defaults(schema)
+    absent = {k: v for k, v in declared.items() if k not in shipped and k not in elsewhere}
+    assert {k: declared[k] for k in shipped if k in declared} == shipped, f"{path}: YAML and schema defaults differ"
+    assert set(shipped) <= set(declared), f"{path}: keys without a field: {set(shipped) - set(declared)}"
+    # a field the YAML does not set is an optional key: null (absent) by default
+    assert all(v is None for v in absent.values()), f"{path}: fields missing from the YAML: {absent}"
+    validate(schema, shipped)  # the defaults pass their own checks
+    for dotted, kind, _, _doc in help_rows(schema):
+        assert kind, (path, dotted)
+
+
+def test_every_recipe_and_landscape_choice_passes_its_schema():
+    from zoo.training.build import RecipeConfig
+
+    for name in group_options("recipe"):
+        recipe = {k: v for k, v in _yaml(CONF_DIR / "recipe" / f"{name}.yaml").items() if k != "landscape"}
+        validate(RecipeConfig, recipe)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inner(Schema):
+    WHERE = "outer.inner."
+    n: int = key(2, number(int, 1), "a count")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outer(Schema):
+    WHERE = "outer."
+    OPEN = False
+    lr: float = key(0.1, number(float, 0, low_open=True), "a rate")
+    inner: _Inner = section(_Inner, "nested")
+
+    def relations(self) -> None:
+        if self.lr > 1:
+            raise ZooError("outer.lr above 1")
+
+
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"lr": "abc"}, "outer.lr='abc' is invalid: expected a finite number > 0"),
+        ({"nope": 1}, "unknown key outer.nope (known: inner, lr)"),
+        ({"inner": {"n": 0}}, "outer.inner.n=0 is invalid: expected an integer >= 1"),
+        ({"inner": {"m": 0}}, "unknown key outer.inner.m"),
+        ({"inner": 3}, "outer.inner=3 is invalid: expected a mapping"),
+        ({"lr": 2.0}, "outer.lr above 1"),
+    ],
+)
+def test_bad_values_are_one_line(values, message):
+    with pytest.raises(ZooError) as e:
+        validate(_Outer, values)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_defaults_and_help_rows_come_from_the_fields():
+    assert defaults(_Outer) == {"lr": 0.1, "inner": {"n": 2}}
+    assert list(help_rows(_Outer)) == [("lr", "float", "0.1", "a rate"), ("inner.n", "int", "2", "a count")]
+    assert validate(_Outer, {"inner": {"n": 5}}).lr == 0.1
