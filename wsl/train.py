@@ -21,10 +21,12 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from wsl.augment import AugmentConfig
 from wsl.data import WeightDataModule
 from wsl.encoders import check_encoder_config
-from wsl.lit import LOSSES, WeightModel
+from wsl.lit import WeightModel
 from wsl.predict import CHECKPOINT_NAME, load_model
+from wsl.targets import TaskConfig
 from zoo.app.checks import number, one_of, optional, typed
 from zoo.app.runtime import THREADS, device_rule, torch_threads, with_device
 from zoo.app.schema import Schema, group, key, section, validate
@@ -145,10 +147,8 @@ def check_train_config(cfg: Mapping) -> None:
     before anything is read or written."""
     validate(TrainConfig, cfg)
     check_encoder_config(cfg.get("encoder") or {})
-    task = cfg.get("task")
-    loss = task.get("loss", "mse") if isinstance(task, Mapping) else "mse"
-    if loss not in LOSSES:
-        raise ZooError(f"task.loss={loss!r} is invalid: choose one of {list(LOSSES)}")
+    validate(TaskConfig, cfg.get("task") or {})
+    validate(AugmentConfig, cfg.get("augment") or {})
 
 
 def run_name(cfg: Mapping) -> str:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from wsl.augment import AugmentConfig
 from wsl.encoders.config import SCHEMAS
 from wsl.multirun import metrics_text, multirun
+from wsl.targets import TaskConfig
 from wsl.train import TrainConfig, train
 from zoo.app.config import cfg_request, compose, config_yaml, help_text
 from zoo.app.trainer import checked_overrides
@@ -26,13 +28,23 @@ USAGE = (
 )
 
 GROUPS = ("encoder", "task", "augment")  # the config group `task` selects the encoder's target
+# the typed config of a group's choice (--help lists the default choice's keys)
+GROUP_SCHEMAS = {"encoder": SCHEMAS.get, "task": lambda name: TaskConfig, "augment": lambda name: AugmentConfig}
 
 
 def main(argv: list[str]) -> int:
     """train a weight-space encoder on a zoo (Hydra overrides)"""
     if not argv or argv[0] in ("-h", "--help"):
         example = USAGE.split("e.g. ")[1].splitlines()[0]
-        print(help_text("train", USAGE.splitlines()[0], [example], TrainConfig, {"encoder": SCHEMAS.get}))
+        print(
+            help_text(
+                "train",
+                USAGE.splitlines()[0],
+                [example],
+                TrainConfig,
+                GROUP_SCHEMAS,
+            )
+        )
         return 0 if argv else 2
     argv, show = cfg_request(argv)
     if argv and argv[0] in ("-m", "--multirun"):  # a Hydra sweep: one run folder and one summary line per job

@@ -8,7 +8,7 @@ import time
 from zoo.app.config import cfg_request, compose, config_yaml, help_text
 from zoo.errors import ZooError
 from zoo.store import summarize
-from zoo.training.build import BuildConfig, RecipeConfig, build
+from zoo.training.build import BuildConfig, ExecutorConfig, RecipeConfig, build
 
 USAGE = "usage: zoo build [GROUP=NAME] [KEY=VALUE ...]   (Hydra overrides of conf/build.yaml)"
 EXAMPLES = [
@@ -20,7 +20,13 @@ EXAMPLES = [
 
 def usage() -> str:
     """``zoo build --help``: recipes and executors, every key of build.yaml and of the default recipe."""
-    return help_text("build", USAGE, EXAMPLES, BuildConfig, {"recipe": lambda name: RecipeConfig})
+    return help_text(
+        "build",
+        USAGE,
+        EXAMPLES,
+        BuildConfig,
+        {"recipe": lambda name: RecipeConfig, "executor": lambda name: ExecutorConfig},
+    )
 
 
 def report(s: dict, seconds: float) -> str:

@@ -143,6 +143,22 @@ class RecipeConfig(Schema):
 
 
 @dataclass(frozen=True)
+class ExecutorConfig(Schema):
+    """A conf/executor/<name>.yaml: where the populations train (null keys: the dask executor's defaults)."""
+
+    WHERE = "executor."
+
+    name: str = key("local", one_of("local", "dask"), "local: one after another in this process | dask: on a cluster")
+    address: str | None = key(
+        None,
+        optional(typed(str, "tcp://HOST:PORT")),
+        "dask: a running scheduler; null starts a local cluster",
+    )
+    n_workers: int | None = key(None, optional(number(int, 1)), "dask, local cluster only: workers (2)")
+    threads_per_worker: int | None = key(None, optional(number(int, 1)), "dask, local cluster only: threads (1)")
+
+
+@dataclass(frozen=True)
 class BuildConfig(Schema):
     """conf/build.yaml: the run settings of ``zoo build``; ``recipe:`` is checked by :class:`RecipeConfig`."""
 
@@ -188,6 +204,7 @@ def check_build_config(cfg: Mapping) -> None:
     """Every key and value of a composed ``zoo build`` config, recipe included."""
     validate(BuildConfig, cfg)
     validate(RecipeConfig, cfg["recipe"])
+    validate(ExecutorConfig, cfg.get("executor") or {})
     recipe = cfg["recipe"]
     trajectory.check_trajectory_recipe(recipe)
     if recipe.get("hparams") is not None:

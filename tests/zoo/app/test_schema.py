@@ -25,10 +25,12 @@ def _yaml(path) -> dict:
 def _pairs() -> list[tuple[str, type[Schema], set[str]]]:
     """(YAML file under conf/, its schema, keys of the YAML the schema leaves to another one)."""
     from generators.registry import get
+    from wsl.augment import AugmentConfig
     from wsl.encoders.config import SCHEMAS
+    from wsl.targets import TaskConfig
     from wsl.train import TrainConfig
     from zoo.landscape.compute import LandscapeConfig
-    from zoo.training.build import BuildConfig, RecipeConfig
+    from zoo.training.build import BuildConfig, ExecutorConfig, RecipeConfig
 
     fit = importlib.import_module("generators.fit")
     out = [
@@ -37,32 +39,54 @@ def _pairs() -> list[tuple[str, type[Schema], set[str]]]:
         ("train.yaml", TrainConfig, set()),
         ("landscape/default.yaml", LandscapeConfig, set()),
         ("recipe/default.yaml", RecipeConfig, {"landscape"}),  # the landscape group's, plus enabled
+        ("executor/local.yaml", ExecutorConfig, set()),
+        ("task/test_accuracy.yaml", TaskConfig, set()),
+        ("augment/none.yaml", AugmentConfig, set()),
     ]
     out += [(f"generator/{n}.yaml", get(n).schema, set()) for n in group_options("generator")]
     out += [(f"encoder/{n}.yaml", SCHEMAS[n], set()) for n in group_options("encoder")]
     return out
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    """Nested mappings as dotted keys."""
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 @pytest.mark.parametrize("path,schema,elsewhere", _pairs(), ids=[p for p, _, _ in _pairs()])
 def test_yaml_defaults_equal_the_schema_defaults(path, schema, elsewhere):
     shipped = {k: v for k, v in _yaml(CONF_DIR / path).items() if k not in elsewhere}
-    declared = defaults(schema)
-    absent = {k: v for k, v in declared.items() if k not in shipped and k not in elsewhere}
-    assert {k: declared[k] for k in shipped if k in declared} == shipped, f"{path}: YAML and schema defaults differ"
-    assert set(shipped) <= set(declared), f"{path}: keys without a field: {set(shipped) - set(declared)}"
-    # a field the YAML does not set is an optional key: null (absent) by default
+    declared = _flat(defaults(schema))
+    flat = _flat(shipped)
+    assert set(flat) <= set(declared), f"{path}: keys without a field: {set(flat) - set(declared)}"
+    assert {k: declared[k] for k in flat} == flat, f"{path}: YAML and schema defaults differ"
+    # a top-level field the YAML does not set is an optional key: null (absent) by default
+    absent = {k: v for k, v in declared.items() if k.split(".")[0] not in shipped and "." not in k}
     assert all(v is None for v in absent.values()), f"{path}: fields missing from the YAML: {absent}"
     validate(schema, shipped)  # the defaults pass their own checks
     for dotted, kind, _, _doc in help_rows(schema):
         assert kind, (path, dotted)
 
 
-def test_every_recipe_and_landscape_choice_passes_its_schema():
-    from zoo.training.build import RecipeConfig
+def test_every_shipped_choice_passes_its_schema():
+    """Every recipe, executor, task and augmentation file (the other choices of the groups above)."""
+    from wsl.augment import AugmentConfig
+    from wsl.lit import LOSSES
+    from wsl.targets import TaskConfig
+    from zoo.training.build import ExecutorConfig, RecipeConfig
 
-    for name in group_options("recipe"):
-        recipe = {k: v for k, v in _yaml(CONF_DIR / "recipe" / f"{name}.yaml").items() if k != "landscape"}
-        validate(RecipeConfig, recipe)
+    schemas = {"recipe": RecipeConfig, "executor": ExecutorConfig, "task": TaskConfig, "augment": AugmentConfig}
+    for group, schema in schemas.items():
+        for name in group_options(group):
+            values = {k: v for k, v in _yaml(CONF_DIR / group / f"{name}.yaml").items() if k != "landscape"}
+            validate(schema, values)
+    for loss in LOSSES:  # the task schema's losses are the ones training knows
+        validate(TaskConfig, {"loss": loss})
+    with pytest.raises(ZooError, match="task.loss='huber' is invalid"):
+        validate(TaskConfig, {"loss": "huber"})
 
 
 @dataclasses.dataclass(frozen=True)
