@@ -128,3 +128,19 @@ def test_defaults_and_help_rows_come_from_the_fields():
     assert defaults(_Outer) == {"lr": 0.1, "inner": {"n": 2}}
     assert list(help_rows(_Outer)) == [("lr", "float", "0.1", "a rate"), ("inner.n", "int", "2", "a count")]
     assert validate(_Outer, {"inner": {"n": 5}}).lr == 0.1
+
+
+def test_lcsc_search_settings_are_typed():
+    """zoo lcsc's search settings (SearchConfig) check their ranges when built, before any zoo is read."""
+    import dataclasses as dc
+
+    from generators.lcsc.search import GENERATOR_SEARCH, SearchConfig
+
+    assert dc.replace(GENERATOR_SEARCH, lower=-0.5).lower == -0.5
+    for bad, message in (
+        ({"population": 0}, "population=0 is invalid: expected an integer >= 2"),
+        ({"crossover": 1.5}, "crossover=1.5 is invalid"),
+        ({"ema_decays": (0.5, 1.0)}, "ema_decays=(0.5, 1.0) is invalid"),
+    ):
+        with pytest.raises(ZooError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            SearchConfig(**bad)
