@@ -52,6 +52,14 @@ class Schema:
     WHERE: ClassVar[str] = ""  # how keys are named in errors and --help: "generator.", "landscape.phases."
     OPEN: ClassVar[bool] = False  # True: keys beyond the fields pass (e.g. any lightning.Trainer argument) ...
     ALSO: ClassVar[Mapping[str, Rule]] = {}  # ... checked by these rules when given (keys the YAML does not set)
+    FLAGS: ClassVar[bool] = False  # True: errors name the command-line flag (--n-baseline 0), not the key
+
+    @classmethod
+    def invalid(cls, name: str, value: Any, expected: str) -> ZooError:
+        """The one-line error of a value that breaks its rule, naming the key (or the flag, ``FLAGS``)."""
+        if cls.FLAGS:
+            return ZooError(f"--{name.replace('_', '-')} {value!r} is invalid: expected {expected}")
+        return ZooError(f"{cls.WHERE}{name}={value!r} is invalid: expected {expected}")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -59,14 +67,14 @@ class Schema:
             nested = f.metadata.get("schema")
             if nested is not None:
                 if not isinstance(value, (Mapping, nested)):
-                    raise ZooError(f"{self.WHERE}{f.name}={value!r} is invalid: expected a mapping")
+                    raise self.invalid(f.name, value, "a mapping")
                 if isinstance(value, Mapping):  # checked here; the field keeps the mapping as given
                     validate(nested, value)
                 continue
             rule = f.metadata.get("rule")
             expected = rule(value) if rule is not None else None
             if expected:
-                raise ZooError(f"{self.WHERE}{f.name}={value!r} is invalid: expected {expected}")
+                raise self.invalid(f.name, value, expected)
         self.relations()
 
     def relations(self) -> None:
@@ -85,7 +93,7 @@ def validate(schema: type[S], values: Mapping[str, Any]) -> S:
         rule = schema.ALSO.get(name)
         expected = rule(values[name]) if rule is not None else None
         if expected:
-            raise ZooError(f"{schema.WHERE}{name}={values[name]!r} is invalid: expected {expected}")
+            raise schema.invalid(name, values[name], expected)
     return schema(**{k: v for k, v in values.items() if k in names})
 
 
@@ -115,6 +123,13 @@ def yaml_value(value: Any) -> str:
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{k}: {yaml_value(v)}" for k, v in value.items()) + "}"
     return str(value)
+
+
+def flag(schema: type[Schema], name: str) -> dict[str, Any]:
+    """``default`` and ``help`` of an argparse flag that fills field ``name`` (its doc, then its default)."""
+    f = next(f for f in dataclasses.fields(schema) if f.name == name)
+    default = defaults(schema)[name]
+    return {"default": default, "help": f"{f.metadata.get('help', '')} (default: {yaml_value(default)})"}
 
 
 def help_rows(schema: type[Schema], prefix: str = "") -> Iterator[tuple[str, str, str, str]]:

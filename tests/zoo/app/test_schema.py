@@ -144,3 +144,22 @@ def test_lcsc_search_settings_are_typed():
     ):
         with pytest.raises(ZooError, match=message.replace("(", r"\(").replace(")", r"\)")):
             SearchConfig(**bad)
+
+
+def test_diagnose_settings_are_typed(capsys):
+    """zoo diagnose's settings (DiagnoseConfig): the flags' defaults and docs, and one line naming the flag."""
+    from generators.diagnose.report import DiagnoseConfig
+    from zoo.commands.main import main as zoo_main
+
+    assert zoo_main(["diagnose", "--help"]) == 0
+    assert "training models per average (default: 16)" in " ".join(capsys.readouterr().out.split())
+    for args, message in (
+        (["--k", "0"], "--k 0 is invalid: expected an integer >= 1"),
+        (["--noise-drops", "1,200"], "--noise-drops [1.0, 200.0] is invalid"),
+        (["--refine", "-1"], "--refine -1 is invalid"),
+    ):
+        assert zoo_main(["diagnose", "--train", "/no/such.zarr", "--out", "/no/such/out", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+    with pytest.raises(ZooError, match="k=0 is invalid"):
+        validate(DiagnoseConfig, {"k": 0})
