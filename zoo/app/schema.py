@@ -5,11 +5,13 @@ one-line doc). Building one (``validate(Schema, values)``) refuses unknown keys 
 ``__post_init__``: the first bad value is one ZooError line (the CLI exits 2), before anything is written.
 ``--help`` lists the same fields (:func:`help_rows`), and a test holds each YAML's defaults equal to its schema's.
 
-Why validated in Python after Hydra composes rather than as YAML files extending ConfigStore schemas: OmegaConf's
-structured configs coerce (``hidden=3.0`` -> 3, ``canonical=1`` -> true), have no unions (``canonical: auto |
-true | false``, ``checkpoints: -1 | [..] | all``) and report a bad value as a multi-line error after
-composing; checking the composed dict keeps every YAML file and override as it is, stays exact about types,
-and keeps the one-line messages.
+Why validated in Python after Hydra composes rather than as YAML files extending ConfigStore schemas: OmegaConf
+(2.3) coerces (``hidden='3'`` -> 3), has no ranges (a schema's rules would run in ``__post_init__`` through
+``OmegaConf.to_object`` anyway), no unions with containers (``checkpoints: -1 | [..] | all``, ``trainer.logger:
+csv | [..] | false``, ``trainer.devices: 1 | auto | [0, 1]``) and reports a bad value in several lines after
+composing. Checking the composed dict keeps every YAML file, recipe and override as it is (a new recipe needs no
+schema line), keeps the one-line messages, and passes the dict on unchanged (config hashes of built zoos stay).
+A schema with ``FLAGS = True`` names the command-line flags in its errors instead (``zoo diagnose --k 0``).
 """
 
 from __future__ import annotations

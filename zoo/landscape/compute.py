@@ -190,32 +190,8 @@ def resolve_config(cfg: Mapping | None = None) -> dict:
         raise ZooError(f"unknown landscape config keys {unknown}; known: {sorted(base)}")
     phases = {**base["phases"], **dict(cfg.pop("phases", None) or {})}
     out = {**base, **cfg, "phases": phases}
-    check_landscape_config(out)
+    check_landscape_config(out)  # every type and range (LandscapeConfig)
     Cutoffs.from_mapping(phases)
-    for k in (
-        "batches",
-        "batch_size",
-        "probes",
-        "probe_chunk",
-        "power_iters",
-        "max_pairs",
-        "bezier_batch_size",
-        "chunk",
-    ):
-        if int(out[k]) < 1:
-            raise ZooError(f"landscape.{k} must be >= 1, got {out[k]}")
-    if int(out["curve_points"]) < 3:
-        raise ZooError(f"landscape.curve_points must be >= 3, got {out['curve_points']}")
-    if int(out["bezier_steps"]) < 0:
-        raise ZooError(f"landscape.bezier_steps must be >= 0, got {out['bezier_steps']}")
-    if out["threads"] is not None and int(out["threads"]) < 1:
-        raise ZooError(f"landscape.threads must be >= 1 or null, got {out['threads']}")
-    if out["curve_eval"] not in ("train", "analysis"):
-        raise ZooError(f"landscape.curve_eval must be 'train' or 'analysis', got {out['curve_eval']!r}")
-    if int(out["bootstrap"]) < 0:
-        raise ZooError(f"landscape.bootstrap must be >= 0, got {out['bootstrap']}")
-    if out["pairs"] not in ("all", "consecutive"):
-        raise ZooError(f"landscape.pairs must be 'all' or 'consecutive', got {out['pairs']!r}")
     return out
 
 
