@@ -66,7 +66,7 @@ class FitTrainerConfig(TrainerConfig):
 
 
 @dataclass(frozen=True)
-class FitConfig(Schema):
+class FitConfig(Schema, group="", name="fit"):
     """conf/fit.yaml: the run settings of ``zoo fit``; ``generator:`` is checked by the generator's own schema."""
 
     generator: Any = group("a generator config: generator=NAME")

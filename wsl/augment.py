@@ -96,7 +96,7 @@ class MixupConfig(Schema):
 
 
 @dataclass(frozen=True)
-class AugmentConfig(Schema):
+class AugmentConfig(Schema, group="augment", name="base"):
     """A conf/augment/<name>.yaml: each op applied to a training sample with probability ``p`` (order: see above)."""
 
     WHERE = "augment."

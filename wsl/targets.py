@@ -60,7 +60,7 @@ class TargetSpec:
 
 
 @dataclass(frozen=True)
-class TaskConfig(Schema):
+class TaskConfig(Schema, group="task", name="base"):
     """A conf/task/<name>.yaml: the encoder's target (null keys: the task does not use them)."""
 
     WHERE = "task."

@@ -109,7 +109,7 @@ class TrainTrainerConfig(TrainerConfig):
 
 
 @dataclass(frozen=True)
-class TrainConfig(Schema):
+class TrainConfig(Schema, group="", name="train"):
     """conf/train.yaml: the run settings of ``zoo train``; ``encoder:`` is checked by the encoder's own schema."""
 
     encoder: Any = group("an encoder config: encoder=NAME")

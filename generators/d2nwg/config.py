@@ -12,7 +12,7 @@ from zoo.errors import ZooError
 
 
 @dataclass(frozen=True)
-class D2nwgConfig(Schema):
+class D2nwgConfig(Schema, group="generator", name="d2nwg"):
     """conf/generator/d2nwg.yaml."""
 
     WHERE = "generator."

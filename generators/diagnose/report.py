@@ -236,7 +236,7 @@ def _check_dataset(z: zoo.Zoo, train: TrainSet) -> None:
 
 
 @dataclass(frozen=True)
-class DiagnoseConfig(Schema):
+class DiagnoseConfig(Schema, group="", name="diagnose"):
     """The settings of a diagnosis (``diagnose(...)`` keywords, ``zoo diagnose`` flags): typed, each with its
     range and doc; a bad value is one line before any zoo is read."""
 

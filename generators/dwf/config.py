@@ -11,7 +11,7 @@ from zoo.app.schema import Schema, key
 
 
 @dataclass(frozen=True)
-class DwfConfig(Schema):
+class DwfConfig(Schema, group="generator", name="dwf"):
     """conf/generator/dwf.yaml."""
 
     WHERE = "generator."

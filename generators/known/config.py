@@ -11,7 +11,7 @@ from zoo.app.schema import Schema, key
 
 
 @dataclass(frozen=True)
-class KnownConfig(Schema):
+class KnownConfig(Schema, group="generator", name="known"):
     """conf/generator/known.yaml."""
 
     WHERE = "generator."

@@ -37,7 +37,7 @@ EMA_DECAYS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)  # per saved checkpoint (not per st
 
 
 @dataclass(frozen=True)
-class SearchConfig(Schema):
+class SearchConfig(Schema, group="", name="lcsc"):
     """Settings of the evolutionary search (defaults: 100 models x 21 checkpoints well under a minute on 2 cores);
     a typed config (``zoo.app.schema``): a bad value is a one-line ZooError when it is built, and ``zoo lcsc
     --help`` reads its docs and defaults. What depends on the zoo (bounds vs checkpoints) is :meth:`check`."""

@@ -11,7 +11,7 @@ from zoo.app.schema import Schema, key
 
 
 @dataclass(frozen=True)
-class SimplexConfig(Schema):
+class SimplexConfig(Schema, group="generator", name="simplex"):
     """conf/generator/simplex.yaml."""
 
     WHERE = "generator."

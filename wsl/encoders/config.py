@@ -32,7 +32,7 @@ def names(*choices: str) -> Rule:
 
 
 @dataclass(frozen=True)
-class MlpConfig(Schema):
+class MlpConfig(Schema, group="encoder", name="mlp"):
     """conf/encoder/mlp.yaml: flat MLP over the whole (padded, normalized) weight vector."""
 
     WHERE = "encoder."
@@ -43,7 +43,7 @@ class MlpConfig(Schema):
 
 
 @dataclass(frozen=True)
-class StatNNConfig(Schema):
+class StatNNConfig(Schema, group="encoder", name="statnn"):
     """conf/encoder/statnn.yaml: per-tensor statistics, then an MLP."""
 
     WHERE = "encoder."
@@ -54,7 +54,7 @@ class StatNNConfig(Schema):
 
 
 @dataclass(frozen=True)
-class GraphConfig(Schema):
+class GraphConfig(Schema, group="encoder", name="graph"):
     """conf/encoder/graph.yaml: neural-graph metanetwork (PNA message passing with edge updates)."""
 
     WHERE = "encoder."
@@ -81,7 +81,7 @@ class GraphConfig(Schema):
 
 
 @dataclass(frozen=True)
-class TransformerConfig(Schema):
+class TransformerConfig(Schema, group="encoder", name="transformer"):
     """conf/encoder/transformer.yaml: one token per neuron, [CLS] readout."""
 
     WHERE = "encoder."
@@ -101,7 +101,7 @@ class TransformerConfig(Schema):
 
 
 @dataclass(frozen=True)
-class NFNConfig(Schema):
+class NFNConfig(Schema, group="encoder", name="nfn"):
     """conf/encoder/nfn.yaml: neural functional (NP layers, HNP pooling, MLP head)."""
 
     WHERE = "encoder."

@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from zoo.app.schema import Schema, help_rows
+from zoo.app.schema import Schema, help_rows, store
 from zoo.errors import ZooError
 
 
@@ -44,12 +44,16 @@ def compose(config_name: str, overrides: list[str]) -> dict:
     if not (CONF_DIR / f"{config_name}.yaml").exists():
         raise ZooError(f"config {config_name}.yaml not found in {CONF_DIR}")
     GlobalHydra.instance().clear()
+    store()  # the typed configs, as schema/<group>/<name>: a user's YAML may extend one
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
         return OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as e:
         msg = " ".join(str(e).split())
+        cause = e.__cause__  # e.g. the type a schema-typed YAML (schema/<group>/<name>) wanted
+        if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
+            msg += ": " + str(cause).strip().splitlines()[0]
         raise ZooError(f"bad override: {msg}") from None
     finally:
         GlobalHydra.instance().clear()

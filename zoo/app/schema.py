@@ -11,6 +11,9 @@ Why validated in Python after Hydra composes rather than as YAML files extending
 csv | [..] | false``, ``trainer.devices: 1 | auto | [0, 1]``) and reports a bad value in several lines after
 composing. Checking the composed dict keeps every YAML file, recipe and override as it is (a new recipe needs no
 schema line), keeps the one-line messages, and passes the dict on unchanged (config hashes of built zoos stay).
+The schemas are also Hydra structured configs: each names its place (``class DwfConfig(Schema, group="generator",
+name="dwf")``) and :func:`store` puts them in Hydra's ConfigStore as ``schema/<group>/<name>``, so a user's own
+YAML can extend one (``defaults: [/schema/generator/dwf@_here_, _self_]``) and be typed by OmegaConf while composing.
 A schema with ``FLAGS = True`` names the command-line flags in its errors instead (``zoo diagnose --k 0``).
 """
 
@@ -21,10 +24,13 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
 
+from omegaconf import OmegaConf
+
 from zoo.app.checks import Rule, optional, typed
 from zoo.errors import ZooError
 
 S = TypeVar("S", bound="Schema")
+STORED: dict[tuple[str, str], type[Schema]] = {}  # (group, name) -> schema: what store() puts in the ConfigStore
 
 
 def key(default: Any, rule: Rule | None = None, doc: str = "") -> Any:
@@ -62,6 +68,12 @@ class Schema:
         if cls.FLAGS:
             return ZooError(f"--{name.replace('_', '-')} {value!r} is invalid: expected {expected}")
         return ZooError(f"{cls.WHERE}{name}={value!r} is invalid: expected {expected}")
+
+    def __init_subclass__(cls, group: str | None = None, name: str | None = None, **kwargs: Any) -> None:
+        """``group``/``name``: where :func:`store` puts the schema in Hydra's ConfigStore (schema/<group>/<name>)."""
+        super().__init_subclass__(**kwargs)
+        if group is not None and name is not None:
+            STORED[(group, name)] = cls
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -145,3 +157,14 @@ def help_rows(schema: type[Schema], prefix: str = "") -> Iterator[tuple[str, str
             continue
         default = defaults(schema)[f.name]
         yield f"{prefix}{f.name}", str(f.type), yaml_value(default), f.metadata.get("help", "")
+
+
+def store() -> None:
+    """Put every schema defined so far (the imported packages') in Hydra's ConfigStore as schema/<group>/<name>."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    for (group, name), schema in STORED.items():
+        node = OmegaConf.structured(schema)
+        OmegaConf.set_readonly(node, False)  # frozen dataclasses: a YAML extending one sets its own values
+        cs.store(group=f"schema/{group}" if group else "schema", name=name, node=node)

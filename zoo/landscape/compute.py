@@ -87,7 +87,7 @@ class PhasesConfig(Schema):
 
 
 @dataclass(frozen=True)
-class LandscapeConfig(Schema):
+class LandscapeConfig(Schema, group="landscape", name="base"):
     """conf/landscape/default.yaml: loss-landscape metrics (``zoo landscape``) and phase cut-offs (``zoo phases``);
     a recipe's ``landscape:`` block holds the same keys (plus ``enabled``)."""
 

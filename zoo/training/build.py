@@ -50,7 +50,7 @@ def _stage_rates(v: Any) -> str | None:
 
 
 @dataclass(frozen=True)
-class RecipeConfig(Schema):
+class RecipeConfig(Schema, group="recipe", name="base"):
     """A conf/recipe/<name>.yaml: what zoo to train; defaults are conf/recipe/default.yaml's (null: the key is absent,
     its feature off or zoo.arch's default)."""
 
@@ -143,7 +143,7 @@ class RecipeConfig(Schema):
 
 
 @dataclass(frozen=True)
-class ExecutorConfig(Schema):
+class ExecutorConfig(Schema, group="executor", name="base"):
     """A conf/executor/<name>.yaml: where the populations train (null keys: the dask executor's defaults)."""
 
     WHERE = "executor."
@@ -159,7 +159,7 @@ class ExecutorConfig(Schema):
 
 
 @dataclass(frozen=True)
-class BuildConfig(Schema):
+class BuildConfig(Schema, group="", name="build"):
     """conf/build.yaml: the run settings of ``zoo build``; ``recipe:`` is checked by :class:`RecipeConfig`."""
 
     recipe: Any = group("a recipe: recipe=NAME")

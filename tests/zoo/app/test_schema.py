@@ -163,3 +163,29 @@ def test_diagnose_settings_are_typed(capsys):
         assert message in err and "\n" not in err, err
     with pytest.raises(ZooError, match="k=0 is invalid"):
         validate(DiagnoseConfig, {"k": 0})
+
+
+def test_schemas_are_in_the_config_store_and_a_yaml_can_extend_one(tmp_path, monkeypatch):
+    """store() puts the typed configs in Hydra's ConfigStore (schema/<group>/<name>): a user's generator YAML that
+    extends DeepWeightFlow's schema gets its defaults and OmegaConf's typing while composing (one line)."""
+    import shutil
+
+    from hydra.core.config_store import ConfigStore
+
+    import zoo.app.config as zc
+
+    importlib.import_module("generators.fit")  # defines the generators' and fit's schemas
+    conf = tmp_path / "conf"
+    shutil.copytree(zc.CONF_DIR, conf)
+    (conf / "generator" / "mine.yaml").write_text(
+        "defaults:\n  - /schema/generator/dwf@_here_\n  - _self_\n\nhidden: 64\n"
+    )
+    monkeypatch.setattr(zc, "CONF_DIR", conf)
+    cfg = zc.compose("fit", ["generator=mine", "zoo=z.zarr"])
+    assert cfg["generator"]["hidden"] == 64 and cfg["generator"]["ode_method"] == "rk4"  # the schema's default
+    assert {"dwf.yaml", "d2nwg.yaml", "known.yaml", "simplex.yaml"} <= set(
+        ConfigStore.instance().repo["schema"]["generator"]
+    )
+    with pytest.raises(ZooError) as e:
+        zc.compose("fit", ["generator=mine", "zoo=z.zarr", "generator.hidden=abc"])
+    assert "could not be converted to Integer" in str(e.value) and "\n" not in str(e.value)
