@@ -189,3 +189,19 @@ def test_schemas_are_in_the_config_store_and_a_yaml_can_extend_one(tmp_path, mon
     with pytest.raises(ZooError) as e:
         zc.compose("fit", ["generator=mine", "zoo=z.zarr", "generator.hidden=abc"])
     assert "could not be converted to Integer" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_every_stored_schema_is_an_omegaconf_structured_config():
+    from wsl.train import TrainConfig  # noqa: F401  (defines the train, encoder, task and augment schemas)
+    from zoo.app.schema import STORED
+    from zoo.training.build import BuildConfig  # noqa: F401  (build, recipe, executor, landscape)
+
+    importlib.import_module("generators.fit")
+    importlib.import_module("generators.lcsc.search")
+    importlib.import_module("generators.diagnose.report")
+    assert {("", "build"), ("", "fit"), ("", "train"), ("", "lcsc"), ("", "diagnose")} <= set(STORED)
+    assert {("generator", "dwf"), ("encoder", "nfn"), ("recipe", "base"), ("landscape", "base")} <= set(STORED)
+    for (group, name), schema in STORED.items():
+        node = OmegaConf.to_container(OmegaConf.structured(schema))
+        expected = defaults(schema) | {f.name: None for f in dataclasses.fields(schema) if f.metadata.get("group")}
+        assert node == {k: list(v) if isinstance(v, tuple) else v for k, v in expected.items()}, (group, name)
