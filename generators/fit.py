@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,11 @@ from generators.config import NON_NEGATIVE
 from generators.registry import SNAPSHOT_DIR, SUMMARY_FILE, get, owned_run, refuse_finished, write_atomic
 from generators.selection import NoveltyReference
 from generators.training_models import TrainingModels
-from zoo.app.checks import Rule, check, number, one_of, optional, typed
+from zoo.app.checks import number, one_of, optional, typed
 from zoo.app.config import CONF_DIR, compose
 from zoo.app.runtime import THREADS, device_rule, torch_threads, with_device
+from zoo.app.schema import Schema, group, key, section, validate
+from zoo.app.trainer_config import TrainerConfig, epochs_rule
 from zoo.errors import ZooError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -43,86 +45,89 @@ SAMPLE_MONITORS = ("val/sample_train_acc", "val/novel_acc", "val/good_novel")
 NOVELTY_MONITORS = ("val/novel_acc", "val/good_novel")  # need a classification zoo  # need samples at each validation
 
 
-def _epochs(v: Any) -> str | None:
-    """Lightning's epoch limits: a count >= 1, -1 (no limit) or null (Lightning's default)."""
-    ok = v is None or v == -1 or number(int, 1)(v) is None
-    return None if ok and not isinstance(v, (bool, float)) else "an integer >= 1, -1 (no limit) or null"
+@dataclass(frozen=True)
+class EarlyStoppingConfig(Schema):
+    """fit.yaml's ``early_stopping:`` (it follows ``monitor``)."""
+
+    WHERE = "early_stopping."
+
+    patience: int = key(10, number(int, 0), "validations without improvement")
+    min_delta: float = key(0.0, NON_NEGATIVE, "smallest change of the monitored value that counts as one")
 
 
-def _devices(v: Any) -> str | None:
-    """Lightning's ``devices``: a count, ``auto`` or a list of device indices."""
-    if v == "auto" or number(int, 1)(v) is None:
-        return None
-    if isinstance(v, (list, tuple)) and v and all(number(int, 0)(i) is None for i in v):
-        return None
-    return "an integer >= 1, 'auto' or a non-empty list of device indices"
+@dataclass(frozen=True)
+class FitTrainerConfig(TrainerConfig):
+    """fit.yaml's ``trainer:`` (lightning.Trainer arguments; any other works too: ``trainer.max_time=00:00:05:00``)."""
+
+    max_epochs: int | None = key(
+        100, epochs_rule, "x steps_per_epoch = at most 10k steps; early stopping usually ends it sooner (-1: no limit)"
+    )
+    log_every_n_steps: int = key(10, number(int, 1), "steps between logged training metrics")
 
 
-# every key of conf/fit.yaml (the generator's own keys: the rules its package registers, generators.registry)
-FIT: dict[str, Rule] = {
-    "generator": typed(Mapping, "a generator config (generator=NAME)"),
-    "zoo": optional(typed(str, "a path or fsspec URL")),
-    "out": optional(typed(str, "a folder path")),
-    "seed": number(int, 0, 2**32 - 1),  # Lightning's seed_everything takes an unsigned 32-bit seed
-    "overwrite": one_of(True, False),
-    "threads": optional(number(int, 1)),
-    "device": optional(device_rule),
-    "steps_per_epoch": number(int, 1),
-    "snapshot_every_n_steps": number(int, 0),
-    "monitor": one_of("auto", *MONITORS),
-    "early_stopping": typed(Mapping, "a mapping of patience and min_delta"),
-    "trainer": typed(Mapping, "a mapping of lightning.Trainer arguments"),
-}
-EARLY_STOPPING: dict[str, Rule] = {"patience": number(int, 0), "min_delta": NON_NEGATIVE}
+@dataclass(frozen=True)
+class FitConfig(Schema, group="", name="fit"):
+    """conf/fit.yaml: the run settings of ``zoo fit``; ``generator:`` is checked by the generator's own schema."""
 
-
-# Trainer arguments Lightning accepts in its constructor but would only trip over mid-fit (trainer.max_epochs=abc);
-# any other Trainer argument is left to Lightning's own check (make_trainer: one line too)
-def _logger(v: Any) -> str | None:
-    """trainer.logger: csv, tensorboard, a list of them, or true/false (zoo.app.trainer.make_logger builds them)."""
-    if v is None or isinstance(v, bool):
-        return None
-    names = [v] if isinstance(v, str) else list(v) if isinstance(v, Sequence) else None
-    if names and all(n in ("csv", "tensorboard") for n in names):
-        return None
-    return "csv, tensorboard, a list of them, or false"
-
-
-TRAINER: dict[str, Rule] = {
-    "max_epochs": _epochs,
-    "min_epochs": _epochs,
-    "max_steps": _epochs,
-    "min_steps": _epochs,
-    "accelerator": typed(str, "an accelerator name (cpu, gpu, auto, ...)"),
-    "devices": _devices,
-    "log_every_n_steps": number(int, 1),
-    "check_val_every_n_epoch": optional(number(int, 1)),
-    "enable_progress_bar": typed(bool, "true or false"),
-    "logger": _logger,
-    "enable_checkpointing": typed(bool, "true or false"),
-    "deterministic": lambda v: None if v is None or isinstance(v, bool) or v == "warn" else "true, false or 'warn'",
-    "gradient_clip_val": optional(NON_NEGATIVE),
-    "limit_train_batches": optional(number(float, 0, low_open=True)),
-    "limit_val_batches": optional(number(float, 0)),
-}
+    generator: Any = group("a generator config: generator=NAME")
+    zoo: str | None = key(
+        None, optional(typed(str, "a path or fsspec URL")), "path (or fsspec URL) of the zoo to learn from; required"
+    )
+    out: str | None = key(
+        None, optional(typed(str, "a folder path")), "run folder; default data/runs/<generator>-<zoo name>"
+    )
+    overwrite: bool = key(
+        False,
+        one_of(True, False),
+        "replace a finished run in out (else refused; an interrupted run's folder is resumed)",
+    )
+    seed: int = key(  # Lightning's seed_everything takes an unsigned 32-bit seed
+        0,
+        number(int, 0, 2**32 - 1),
+        "seeds the model-id split, the generator's initialization and its training draws",
+    )
+    device: str | None = key(
+        None,
+        optional(device_rule),
+        "cpu | cuda | cuda:N | auto: sets trainer.accelerator and trainer.devices (null: theirs)",
+    )
+    threads: int | None = key(
+        1,
+        optional(number(int, 1)),
+        "torch threads (null: torch's default); 1: on a shared CPU two spinning OpenMP threads made steps 6x slower",
+    )
+    steps_per_epoch: int = key(
+        100, number(int, 1), "optimizer steps between validations (models are drawn with replacement)"
+    )
+    snapshot_every_n_steps: int = key(
+        500, number(int, 0), "raw weights saved to snapshots/ for checkpoint combination (LCSC); 0: none"
+    )
+    monitor: str = key(
+        "auto",
+        one_of("auto", *MONITORS),
+        "what early stopping and the best checkpoint follow (validation data only). auto: the generator's own "
+        "choice, never one that rewards copying (dwf: val/novel_acc; d2nwg: val/sample_train_acc on held-out "
+        "tasks; val/loss without val_samples). val/novel_acc: the val_samples samples' training-split accuracy, "
+        "each times min(1, its nearest-training-model distance / the held-out models' median one): a copy earns 0 "
+        "(generators.selection), max. val/good_novel: share of samples novel (that far) AND good (training-split "
+        "accuracy >= the real models' 5th percentile), max. val/sample_train_acc: samples' training-split "
+        "accuracy, max (rewards copying). val/loss: the generator's loss on the held-out models, min",
+    )
+    early_stopping: EarlyStoppingConfig = section(EarlyStoppingConfig, "follows monitor")
+    trainer: FitTrainerConfig = section(FitTrainerConfig, "passed to lightning.Trainer")
 
 
 def check_fit_config(cfg: Mapping) -> None:
     """Every key of a composed fit config, the generator's own included: a one-line ZooError naming the key,
     the value and what is allowed, before anything is read or written."""
-    check(cfg, FIT, "")
-    check(cfg["early_stopping"], EARLY_STOPPING, "early_stopping.")
-    trainer = cfg["trainer"]
-    check({k: v for k, v in trainer.items() if k in TRAINER}, TRAINER, "trainer.")
+    validate(FitConfig, cfg)
     gcfg = cfg["generator"]
     if not isinstance(gcfg.get("name"), str):
         raise ZooError(f"generator.name={gcfg.get('name')!r} is invalid: expected one of {generator_names()}")
     entry = get(gcfg["name"])
-    if entry.checks is None:
-        raise ZooError(f"generator {gcfg['name']!r} registers no config rules (generators.registry.register)")
-    check(gcfg, entry.checks, "generator.")
-    if entry.relations is not None:
-        entry.relations(gcfg)
+    if entry.schema is None:
+        raise ZooError(f"generator {gcfg['name']!r} registers no config schema (generators.registry.register)")
+    validate(entry.schema, gcfg)
 
 
 def generator_names() -> list[str]:
@@ -132,16 +137,16 @@ def generator_names() -> list[str]:
 
 def _merge(cfg: dict, overrides: Mapping[str, Any]) -> dict:
     """Apply Python overrides: top-level keys of fit.yaml, else keys of the generator's config ("a.b" nests)."""
-    for key, value in overrides.items():
-        path = key.split(".")
+    for setting, value in overrides.items():
+        path = setting.split(".")
         target: dict = cfg if path[0] in cfg else cfg["generator"]
         for p in path[:-1]:
             if not isinstance(target.get(p), dict):
-                raise ZooError(f"unknown setting {key!r}")
+                raise ZooError(f"unknown setting {setting!r}")
             target = target[p]
         if path[-1] not in target and target is not cfg.get("trainer"):
             raise ZooError(
-                f"unknown setting {key!r}; generator settings: {sorted(cfg['generator'])}, "
+                f"unknown setting {setting!r}; generator settings: {sorted(cfg['generator'])}, "
                 f"run settings: {sorted(k for k in cfg if k != 'generator')}"
             )
         target[path[-1]] = value

@@ -17,6 +17,7 @@ meta-trains on trajectory windows) registers that ``fit(cfg)`` callable too;
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -28,7 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from zoo.app.checks import check
+from zoo.app.schema import Schema, validate
 from zoo.errors import ZooError
 from zoo.store.lock import writing
 
@@ -59,13 +60,12 @@ R = TypeVar("R", bound=Run)
 @dataclass(frozen=True)
 class Entry:
     """A registered method: the class a run folder is rebuilt with, its own ``fit(cfg)`` (or None: the generic
-    Lightning fitting of ``generators.fit``), and the check of its ``generator:`` config: a rule per key
-    (``zoo.app.checks``; every key of ``conf/generator/<name>.yaml`` has one) and ``relations`` across keys."""
+    Lightning fitting of ``generators.fit``), and the typed config its ``generator:`` config is checked by (a
+    ``zoo.app.schema.Schema``: a field per key of ``conf/generator/<name>.yaml``, with its rule and doc)."""
 
     cls: type[Run]
     fit: Callable[[Mapping[str, Any]], Any] | None = None
-    checks: Mapping[str, Callable[[Any], str | None]] | None = None
-    relations: Callable[[Mapping[str, Any]], None] | None = None
+    schema: type[Schema] | None = None
 
 
 _ENTRIES: dict[str, Entry] = {}
@@ -74,14 +74,13 @@ _ENTRIES: dict[str, Entry] = {}
 def register(
     cls: type[R],
     fit: Callable[[Mapping[str, Any]], Any] | None = None,
-    checks: Mapping[str, Callable[[Any], str | None]] | None = None,
-    relations: Callable[[Mapping[str, Any]], None] | None = None,
+    schema: type[Schema] | None = None,
 ) -> type[R]:
     """Make ``cls`` loadable by its ``name`` (``fit``: the method's own fitting of a composed fit config;
-    ``checks``/``relations``: the rules its ``generator:`` config is checked by before a fit writes anything)."""
+    ``schema``: the typed config its ``generator:`` config is checked by before a fit writes anything)."""
     if not cls.name:
         raise TypeError(f"{cls.__qualname__} needs a class attribute `name` to be registered")
-    _ENTRIES[cls.name] = Entry(cls, fit, checks, relations)
+    _ENTRIES[cls.name] = Entry(cls, fit, schema)
     return cls
 
 
@@ -192,12 +191,10 @@ def _rebuild(entry: Entry, meta: Mapping[str, Any], where: str) -> Any:
     if bad:
         raise ZooError(f"{where!r} is not a generator config: {bad} missing or not a mapping; fit the run again")
     parts: dict[str, dict] = {k: dict(meta[k]) for k in ("config", "source", "dims")}
-    if entry.checks is not None:
+    if entry.schema is not None:
         try:
-            known = {k: v for k, v in parts["config"].items() if k in entry.checks}  # an older run's extra keys load
-            check(known, entry.checks, "generator.")
-            if entry.relations is not None:
-                entry.relations(parts["config"])
+            known = {f.name for f in dataclasses.fields(entry.schema)}  # an older run's extra keys load
+            validate(entry.schema, {k: v for k, v in parts["config"].items() if k in known})
         except ZooError as e:
             raise ZooError(f"{where!r}: {e}") from None
     try:

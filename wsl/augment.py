@@ -26,48 +26,102 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from wsl.space import WeightSpace
 from wsl.symmetry import align_to, flip_signs, permute, rescale
+from zoo.app.checks import number, one_of, optional, typed
+from zoo.app.schema import Schema, defaults, key, section, validate
 from zoo.datasets import Dataset
 from zoo.errors import ZooError
 from zoo.rebasin.repair import repair_mix
 
-DEFAULTS: dict[str, dict] = {
-    "permute": {"p": 0.0},
-    "sign_flip": {"p": 0.0, "tanh": False},
-    "rescale": {"p": 0.0, "log_std": 0.5},
-    "noise": {"p": 0.0, "scale": 0.05},
-    "dropout": {"p": 0.0, "rate": 0.05},
-    "sparsify": {"p": 0.0, "fraction": 0.2},
-    "mixup": {"p": 0.0, "alpha": 0.4, "mode": "plain", "repair": False},
-}
 REPAIR_SAMPLES = 512  # training samples whose statistics REPAIR a mix (seeded subset; bounds the cost per batch)
 MIXUP_MODES = ("plain", "permuted", "aligned")
+P = number(float, 0, 1)
+P_DOC = "probability per training sample (0: off)"
+
+
+@dataclass(frozen=True)
+class PermuteConfig(Schema):
+    WHERE = "augment.permute."
+    p: float = key(0.0, P, P_DOC)
+
+
+@dataclass(frozen=True)
+class SignFlipConfig(Schema):
+    WHERE = "augment.sign_flip."
+    p: float = key(0.0, P, P_DOC)
+    tanh: bool = key(False, one_of(True, False), "also flip tanh units (odd activations)")
+
+
+@dataclass(frozen=True)
+class RescaleConfig(Schema):
+    WHERE = "augment.rescale."
+    p: float = key(0.0, P, P_DOC)
+    log_std: float = key(0.5, number(float, 0), "each ReLU unit scaled by exp(log_std * N(0, 1))")
+
+
+@dataclass(frozen=True)
+class NoiseConfig(Schema):
+    WHERE = "augment.noise."
+    p: float = key(0.0, P, P_DOC)
+    scale: float = key(0.05, number(float, 0), "noise std relative to each tensor's std")
+
+
+@dataclass(frozen=True)
+class DropoutConfig(Schema):
+    WHERE = "augment.dropout."
+    p: float = key(0.0, P, P_DOC)
+    rate: float = key(0.05, number(float, 0, 1), "probability of zeroing each weight")
+
+
+@dataclass(frozen=True)
+class SparsifyConfig(Schema):
+    WHERE = "augment.sparsify."
+    p: float = key(0.0, P, P_DOC)
+    fraction: float = key(0.2, number(float, 0, 1), "share of smallest-magnitude weights zeroed per tensor")
+
+
+@dataclass(frozen=True)
+class MixupConfig(Schema):
+    WHERE = "augment.mixup."
+    p: float = key(0.0, P, P_DOC)
+    alpha: float = key(0.4, number(float, 0, low_open=True), "lam ~ Beta(alpha, alpha)")
+    mode: str = key("plain", one_of(*MIXUP_MODES), "plain | permuted (partner permuted first) | aligned (re-based)")
+    repair: bool = key(False, one_of(True, False), "REPAIR each mix (slower; needs data.buffers=true)")
+
+
+@dataclass(frozen=True)
+class AugmentConfig(Schema, group="augment", name="base"):
+    """A conf/augment/<name>.yaml: each op applied to a training sample with probability ``p`` (order: see above)."""
+
+    WHERE = "augment."
+
+    name: str | None = key(None, optional(typed(str, "a string")), "a label only (augment=NAME chooses the file)")
+    permute: PermuteConfig = section(PermuteConfig, "random hidden-unit permutation")
+    sign_flip: SignFlipConfig = section(SignFlipConfig, "sign flips of odd-activation units")
+    rescale: RescaleConfig = section(RescaleConfig, "ReLU unit rescaling")
+    noise: NoiseConfig = section(NoiseConfig, "Gaussian noise")
+    dropout: DropoutConfig = section(DropoutConfig, "weight dropout")
+    sparsify: SparsifyConfig = section(SparsifyConfig, "magnitude sparsification")
+    mixup: MixupConfig = section(MixupConfig, "weight-space MixUp")
+
+
+DEFAULTS: dict[str, dict] = {op: v for op, v in defaults(AugmentConfig).items() if op != "name"}
 
 
 def augment_config(cfg: Mapping | None) -> dict[str, dict]:
-    """Defaults merged with ``cfg``; ZooError on unknown ops, keys or values."""
-    out = {k: dict(v) for k, v in DEFAULTS.items()}
-    for op, params in dict(cfg or {}).items():
-        if op == "name":
-            continue
-        if op not in out:
-            raise ZooError(f"unknown augmentation {op!r}; choose from {sorted(DEFAULTS)}")
-        for k, v in dict(params or {}).items():
-            if k not in out[op]:
-                raise ZooError(f"augmentation {op!r} has no setting {k!r}; settings: {sorted(out[op])}")
-            out[op][k] = v
-        if not 0.0 <= float(out[op]["p"]) <= 1.0:
-            raise ZooError(f"augmentation {op}.p must be in [0, 1], got {out[op]['p']}")
-    if out["mixup"]["mode"] not in MIXUP_MODES:
-        raise ZooError(f"mixup.mode must be one of {list(MIXUP_MODES)}, got {out['mixup']['mode']!r}")
-    if not isinstance(out["mixup"]["repair"], bool):
-        raise ZooError(f"mixup.repair must be true or false, got {out['mixup']['repair']!r}")
-    return out
+    """Defaults merged with ``cfg``; ZooError on unknown ops, keys or values (:class:`AugmentConfig`)."""
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(DEFAULTS) - {"name"})
+    if unknown:
+        raise ZooError(f"unknown augmentation {unknown[0]!r}; choose from {sorted(DEFAULTS)}")
+    validate(AugmentConfig, cfg)
+    return {op: {**params, **dict(cfg.get(op) or {})} for op, params in DEFAULTS.items()}
 
 
 class Augmenter:

@@ -24,6 +24,8 @@ import pandas as pd
 import torch
 
 from zoo import Zoo
+from zoo.app.checks import one_of, optional, typed
+from zoo.app.schema import Schema, key
 from zoo.errors import ZooError
 
 TARGETS = ("test_accuracy", "generalization_gap", "hyperparameter", "phase", "label")
@@ -55,6 +57,28 @@ class TargetSpec:
     @classmethod
     def from_dict(cls, d: Mapping) -> TargetSpec:
         return cls(d["name"], d["kind"], d.get("column"), [str(c) for c in d.get("classes", [])], bool(d.get("log")))
+
+
+@dataclass(frozen=True)
+class TaskConfig(Schema, group="task", name="base"):
+    """A conf/task/<name>.yaml: the encoder's target (null keys: the task does not use them)."""
+
+    WHERE = "task."
+
+    name: str = key("test_accuracy", one_of(*TARGETS), "the target (task=NAME chooses the config)")
+    loss: str = key(
+        "mse",
+        one_of("mse", "bce"),
+        "regression tasks: mse (MSE on standardized targets) | bce (sigmoid output, binary cross-entropy against a "
+        "target in [0, 1]; Zhou et al. 2023's loss for accuracy prediction)",
+    )
+    column: str | None = key(None, optional(typed(str, "a models-table column")), "hyperparameter: the column")
+    regression: bool | None = key(
+        None, optional(one_of(True, False)), "hyperparameter: true regresses the column's value (null: false)"
+    )
+    log: bool | None = key(
+        None, optional(one_of(True, False)), "hyperparameter with regression: predict log10 of the value (null: false)"
+    )
 
 
 def target_spec(cfg: str | Mapping) -> TargetSpec:

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 from generators.diagnose import diagnose, summary_table
+from generators.diagnose.report import DiagnoseConfig
 from zoo.app.args import ArgumentParser, parse
 from zoo.app.runtime import THREADS, THREADS_HELP
+from zoo.app.schema import flag, validate
 from zoo.errors import ZooError
 
 EPILOG = """Per sample and per method (each samples zoo, each baseline, the training models): test_acc,
@@ -42,44 +44,31 @@ def _parser() -> ArgumentParser:
         default="noise,average,gaussian",
         help="comma-separated from noise,average,gaussian, or none (default: all)",
     )
-    p.add_argument(
-        "--n-baseline",
-        type=int,
-        default=None,
-        help="samples per baseline (default: the largest samples zoo's size, at most 1000; 100 without samples)",
-    )
-    p.add_argument(
-        "--noise-drops", default="0,1,5", help="accuracy drops (percentage points) that pick the noise sigmas"
-    )
+    # the settings' defaults and docs: the typed config DiagnoseConfig (generators.diagnose.report)
+    p.add_argument("--n-baseline", type=int, **flag(DiagnoseConfig, "n_baseline"))
+    drops = flag(DiagnoseConfig, "noise_drops")
+    drops["default"] = ",".join(f"{d:g}" for d in drops["default"])  # the flag's spelling: 0,1,5
+    drops["help"] = drops["help"].replace("[0, 1, 5]", drops["default"])
+    p.add_argument("--noise-drops", **drops)
     p.add_argument(
         "--noise-psnr",
         default=None,
         help="INR zoos: PSNR (dB) of a noisy INR's render to its own image that picks each noise sigma"
         " (default 40,30,20)",
     )
-    p.add_argument("--k", type=int, default=16, help="training models per average (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="seed of baselines, validation carve-out and matching")
-    p.add_argument(
-        "--canonical",
-        default="auto",
-        choices=["auto", "store", "align"],
-        help="training frame: the zoo's `zoo align` weights (store), aligned here (align), or auto",
-    )
-    p.add_argument(
-        "--refine",
-        type=int,
-        default=3,
-        help="nearest canonical candidates each model is also weight-matched to directly (0: off)",
-    )
+    p.add_argument("--k", type=int, **flag(DiagnoseConfig, "k"))
+    p.add_argument("--seed", type=int, **flag(DiagnoseConfig, "seed"))
+    p.add_argument("--canonical", choices=["auto", "store", "align"], **flag(DiagnoseConfig, "canonical"))
+    p.add_argument("--refine", type=int, **flag(DiagnoseConfig, "refine"))
     p.add_argument(
         "--recalibrate-bn",
         action="store_true",
-        help="recompute the samples' BatchNorm statistics on the training split before measuring",
+        help=flag(DiagnoseConfig, "recalibrate_samples")["help"].replace(" (default: false)", ""),
     )
     p.add_argument(
         "--repair-average",
         action="store_true",
-        help="REPAIR the average baseline: units reset to the members' mean statistics on the training split",
+        help=flag(DiagnoseConfig, "repair_average")["help"].replace(" (default: false)", ""),
     )
     p.add_argument(
         "--data-root",
@@ -92,14 +81,17 @@ def _parser() -> ArgumentParser:
     return p
 
 
+class DiagnoseFlags(DiagnoseConfig):
+    """DiagnoseConfig whose errors name the command-line flags."""
+
+    FLAGS = True
+
+
 def _drops(text: str) -> list[float]:
     try:
-        drops = [float(x) for x in text.split(",") if x.strip()]
+        return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise ZooError(f"--noise-drops must be comma-separated numbers, got {text!r}") from None
-    if not drops or any(d < 0 or d >= 100 for d in drops):
-        raise ZooError(f"--noise-drops must be percentage points in [0, 100), got {text!r}")
-    return drops
 
 
 def _psnrs(text: str | None) -> list[float] | None:
@@ -121,11 +113,12 @@ def main(argv: list[str]) -> int:
     args = parse(_parser(), argv)
     if args is None:  # --help
         return 0
-    if args.n_baseline is not None and args.n_baseline < 1:
-        raise ZooError(f"--n-baseline must be >= 1, got {args.n_baseline}")
-    if args.k < 1 or args.threads < 0 or args.refine < 0:
-        raise ZooError("--k must be >= 1, --threads and --refine >= 0")
+    if args.threads < 0:
+        raise ZooError("--threads must be >= 0")
     drops = _drops(args.noise_drops)
+    settings = dict(n_baseline=args.n_baseline, noise_drops=drops, k=args.k, seed=args.seed)
+    settings.update(refine=args.refine, canonical=args.canonical)
+    validate(DiagnoseFlags, settings)  # one line naming the flag, before any zoo is read
     report = diagnose(
         args.samples or None,
         args.train,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from generators.fit import check_fit_config, fit_config
-from generators.registry import refuse_finished
+from generators.fit import FitConfig, check_fit_config, fit_config
+from generators.registry import get, refuse_finished
 from zoo.app.config import cfg_request, compose, config_yaml, help_text
 from zoo.app.sweep import Command, multirun
 from zoo.app.trainer import checked_overrides
@@ -33,7 +33,8 @@ def main(argv: list[str]) -> int:
                 "fit",
                 FIT_USAGE.splitlines()[0],
                 [e.strip().removeprefix("e.g. ") for e in FIT_USAGE.splitlines()[2:-1]],
-                group_keys=("generator",),
+                FitConfig,
+                {"generator": lambda name: get(name).schema},
             )
         )
         return 0 if argv else 2

@@ -27,6 +27,11 @@ USAGE = (
 )
 
 
+def doc(name: str) -> str:
+    """The doc of a search setting (:class:`SearchConfig`, the typed config its flags fill)."""
+    return next(f.metadata["help"] for f in dataclasses.fields(SearchConfig) if f.name == name)
+
+
 def _parser() -> ArgumentParser:
     d = SearchConfig()
     p = ArgumentParser(
@@ -61,16 +66,16 @@ def _parser() -> ArgumentParser:
         "--population",
         type=int,
         default=None,
-        help=f"candidates per generation ({d.population}; --generator: {GENERATOR_SEARCH.population})",
+        help=f"{doc('population')} ({d.population}; --generator: {GENERATOR_SEARCH.population})",
     )
     p.add_argument(
         "--max-evals",
         type=int,
         default=None,
-        help=f"evaluations per model ({d.max_evals}; --generator: {GENERATOR_SEARCH.max_evals})",
+        help=f"{doc('max_evals')} ({d.max_evals}; --generator: {GENERATOR_SEARCH.max_evals})",
     )
-    p.add_argument("--lower", type=float, default=d.lower, help=f"lower bound of a coefficient ({d.lower})")
-    p.add_argument("--upper", type=float, default=d.upper, help=f"upper bound of a coefficient ({d.upper})")
+    p.add_argument("--lower", type=float, default=d.lower, help=f"{doc('lower')} ({d.lower})")
+    p.add_argument("--upper", type=float, default=d.upper, help=f"{doc('upper')} ({d.upper})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo at --out")
     p.add_argument("--threads", type=int, default=THREADS, help=THREADS_HELP)
     return p

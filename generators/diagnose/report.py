@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,10 @@ from generators.diagnose.sets import (
     unique_names,
 )
 from generators.diagnose.table import TRAIN, novelty_bar
+from zoo.app.checks import list_of, number, one_of, optional
 from zoo.app.progress import Progress
 from zoo.app.runtime import THREADS, torch_threads
+from zoo.app.schema import Schema, key, validate
 from zoo.datasets import Dataset
 from zoo.errors import ZooError
 from zoo.layout import Layout
@@ -99,6 +102,41 @@ def _check_dataset(z: zoo.Zoo, train: TrainSet) -> None:
         )
 
 
+@dataclass(frozen=True)
+class DiagnoseConfig(Schema, group="", name="diagnose"):
+    """The settings of a diagnosis (``diagnose(...)`` keywords, ``zoo diagnose`` flags): typed, each with its
+    range and doc; a bad value is one line before any zoo is read."""
+
+    n_baseline: int | None = key(
+        None,
+        optional(number(int, 1)),
+        "samples per baseline (null: the largest samples zoo's size, at most 1000; 100 without samples)",
+    )
+    noise_drops: list[float] = key(
+        [0, 1, 5],
+        list_of(number(float, 0, 100, high_open=True)),
+        "accuracy drops (percentage points) that pick the noise baseline's sigmas",
+    )
+    k: int = key(16, number(int, 1), "training models per average")
+    seed: int = key(0, number(int, 0), "seed of baselines, validation carve-out and matching")
+    canonical: str = key(
+        "auto",
+        one_of("auto", "store", "align"),
+        "training frame: the zoo's `zoo align` weights (store), aligned here (align), or auto",
+    )
+    refine: int = key(
+        REFINE, number(int, 0), "nearest canonical candidates each model is also weight-matched to directly (0: off)"
+    )
+    recalibrate_samples: bool = key(
+        False, one_of(True, False), "recompute the samples' BatchNorm statistics on the training split first"
+    )
+    repair_average: bool = key(
+        False,
+        one_of(True, False),
+        "REPAIR the average baseline: units reset to the members' mean statistics on the training split",
+    )
+
+
 # ---------------------------------------------------------------------------------------------------- the diagnosis
 def diagnose(
     samples_zoo: str | Path | zoo.Zoo | Mapping[str, str | Path | zoo.Zoo] | Sequence | None,
@@ -138,9 +176,10 @@ def diagnose(
     An INR training zoo is diagnosed by PSNR instead (generators.diagnose.inr_report; ``noise_psnr``: the dB of
     its noise baselines, default 40, 30, 20; ``noise_drops`` is for classifiers).
     """
+    settings = dict(n_baseline=n_baseline, noise_drops=list(noise_drops), k=k, seed=seed, canonical=canonical)
+    settings.update(refine=refine, recalibrate_samples=recalibrate_samples, repair_average=repair_average)
+    validate(DiagnoseConfig, settings)  # one line before any zoo is read
     with torch_threads(threads):  # the call's threads, restored after
-        if refine < 0:
-            raise ZooError(f"refine must be >= 0, got {refine}")
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         names = parse_baselines(baselines)

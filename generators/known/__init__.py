@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from generators.known.config import CHECKS
+from generators.known.config import KnownConfig
 from generators.known.model import Known
 from generators.registry import register
 from zoo.lazy import lazy_exports
@@ -32,4 +32,4 @@ def _fit(cfg: Mapping) -> Any:
     return fit_run(cfg)
 
 
-register(Known, fit=_fit, checks=CHECKS)
+register(Known, fit=_fit, schema=KnownConfig)

@@ -21,8 +21,10 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 import zoo
+from generators.known.config import KnownConfig
 from generators.known.model import Known, weight_kinds
 from generators.registry import SUMMARY_FILE, owned_run, refuse_finished, write_atomic
+from zoo.app.schema import validate
 from zoo.errors import ZooError
 from zoo.query import select
 from zoo.training.trajectory import reversed_trajectories
@@ -109,23 +111,6 @@ def collect(zoo_path: str, gcfg: Mapping, seed: int) -> dict:
     return {"origin": origin, "train": (x_tr, k_tr), "val": (x_va, k_va)}
 
 
-POSITIVE_INTS = ("history", "hidden", "out", "max_windows", "max_val_windows", "batch_size", "max_epochs")
-
-
-def check_config(gcfg: Mapping) -> None:
-    """One-line errors for KNOWN settings of the wrong type or range."""
-    for key in POSITIVE_INTS:
-        v = gcfg.get(key)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ZooError(f"generator.{key} must be a positive integer, got {v!r}")
-    for key, lo, hi in (("bound_quantile", 0.0, 1.0), ("bound_factor", 0.0, float("inf")), ("lr", 0.0, float("inf"))):
-        v = gcfg.get(key)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo < float(v) <= hi:
-            raise ZooError(f"generator.{key} must be a number in ({lo:g}, {hi:g}], got {v!r}")
-    if gcfg.get("loss", "mae") not in ("mae", "mse"):
-        raise ZooError(f"generator.loss must be mae or mse, got {gcfg.get('loss')!r}")
-
-
 def fit_run(cfg: Mapping) -> Known:
     """Meta-train KNOWN as a composed ``zoo fit`` config says; writes and returns the run (best val epoch)."""
     import lightning as L  # Lightning is for fitting only: loading KNOWN and nowcasting never import it
@@ -138,7 +123,7 @@ def fit_run(cfg: Mapping) -> Known:
     if not cfg.get("zoo"):
         raise ZooError("zoo=PATH is required (the trajectory zoo to learn from)")
     gcfg = dict(cfg["generator"])
-    check_config(gcfg)
+    validate(KnownConfig, gcfg)  # (zoo fit checked it already; a direct call is checked here)
     stem = Path(str(cfg["zoo"]).rstrip("/")).name.removesuffix(".zarr")
     out = Path(cfg.get("out") or Path("data/runs") / f"known-{stem}")
     refuse_finished(out, bool(cfg.get("overwrite", False)))  # before any work

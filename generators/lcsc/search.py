@@ -29,30 +29,48 @@ import numpy as np
 import torch
 
 import zoo
+from zoo.app.checks import list_of, number
+from zoo.app.schema import Schema, key
 from zoo.errors import ZooError
 
 EMA_DECAYS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)  # per saved checkpoint (not per step): checkpoints are few
 
 
 @dataclass(frozen=True)
-class SearchConfig:
-    """Settings of the evolutionary search (defaults: 100 models x 21 checkpoints well under a minute on 2 cores)."""
+class SearchConfig(Schema, group="", name="lcsc"):
+    """Settings of the evolutionary search (defaults: 100 models x 21 checkpoints well under a minute on 2 cores);
+    a typed config (``zoo.app.schema``): a bad value is a one-line ZooError when it is built, and ``zoo lcsc
+    --help`` reads its docs and defaults. What depends on the zoo (bounds vs checkpoints) is :meth:`check`."""
 
-    population: int = 32  # candidates per generation (at least the number of seed candidates)
-    max_evals: int = 400  # cap on fitness evaluations per search (cached repeats are free)
-    max_generations: int = 100  # a second cap; the search also stops after `patience` generations with no news
-    elite_fraction: float = 0.25  # best share of a generation kept unchanged and used as parents
-    crossover: float = 0.7  # probability that a child mixes two parents (uniform crossover), else copies one
-    mutation: float = 0.1  # std of the Gaussian added to every coefficient in the first generation ...
-    mutation_decay: float = 0.85  # ... multiplied by this each generation (coarse first, fine later)
-    min_mutation: float = 0.005
+    population: int = key(32, number(int, 2), "candidates per generation (at least the number of seed candidates)")
+    max_evals: int = key(400, number(int, 1), "cap on fitness evaluations per search (cached repeats are free)")
+    max_generations: int = key(
+        100, number(int, 1), "a second cap; the search also stops after `patience` generations with no news"
+    )
+    elite_fraction: float = key(
+        0.25, number(float, 0, 1, low_open=True, high_open=True), "best share of a generation kept and used as parents"
+    )
+    crossover: float = key(
+        0.7, number(float, 0, 1), "probability that a child mixes two parents (uniform crossover), else copies one"
+    )
+    mutation: float = key(
+        0.1, number(float, 0), "std of the Gaussian added to every coefficient in the first generation ..."
+    )
+    mutation_decay: float = key(
+        0.85, number(float, 0, 1, low_open=True), "... multiplied by this each generation (coarse first, fine later)"
+    )
+    min_mutation: float = key(0.005, number(float, 0), "the mutation std never shrinks below this")
     # bounds of every coefficient. Convex combinations by default: on the digits zoo (docs/lcsc.md) wider
     # bounds such as [-1, 2] fit the validation split (training data the models saw) and lost test accuracy
-    lower: float = 0.0
-    upper: float = 1.0
-    ema_decays: tuple[float, ...] = EMA_DECAYS
-    uniform_ks: int = 8  # uniform averages of the last k checkpoints, for up to this many values of k
-    patience: int = 6  # generations without a new (uncached) candidate or a better best
+    lower: float = key(0.0, number(float), "lower bound of a coefficient (<= 0: single checkpoints are seeds)")
+    upper: float = key(1.0, number(float), "upper bound of a coefficient (>= 1)")
+    ema_decays: tuple[float, ...] = key(
+        EMA_DECAYS,
+        list_of(number(float, 0, 1, low_open=True, high_open=True)),
+        "EMA-like geometric decays per saved checkpoint among the seed candidates",
+    )
+    uniform_ks: int = key(8, number(int, 0), "uniform averages of the last k checkpoints, for up to this many k")
+    patience: int = key(6, number(int, 1), "generations without a new (uncached) candidate or a better best")
 
     def check(self, n_checkpoints: int) -> None:
         """One-line ZooErrors for settings that cannot work with ``n_checkpoints`` checkpoints."""

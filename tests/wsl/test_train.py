@@ -348,8 +348,11 @@ def test_trainer_logger_false_writes_no_metrics_csv_and_a_bad_logger_touches_not
     assert zoo_main([*args, f"out={out}", "trainer.logger=false"]) == 0, capsys.readouterr().err
     assert (out / "summary.json").is_file() and not (out / "metrics.csv").exists()
     capsys.readouterr()
-    for k, (value, words) in enumerate((("nope", "bad trainer.logger"), ("[csv,nope]", "bad trainer.logger"))):
+    expected = "is invalid: expected csv, tensorboard, a list of them, or false"  # train.yaml's schema, like fit's
+    for k, (value, words) in enumerate(
+        (("nope", f"trainer.logger='nope' {expected}"), ("[csv,nope]", f"trainer.logger=['csv', 'nope'] {expected}"))
+    ):
         never = tmp_path / f"never-{k}"
         assert zoo_main([*args, f"out={never}", f"trainer.logger={value}"]) == 2
         err = capsys.readouterr().err.strip()
-        assert words in err and "\n" not in err and not (never / "summary.json").exists()
+        assert words in err and "\n" not in err and not never.exists()

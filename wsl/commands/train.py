@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from wsl.augment import AugmentConfig
+from wsl.encoders.config import SCHEMAS
 from wsl.multirun import metrics_text, multirun
-from wsl.train import train
+from wsl.targets import TaskConfig
+from wsl.train import TrainConfig, train
 from zoo.app.config import cfg_request, compose, config_yaml, help_text
 from zoo.app.trainer import checked_overrides
 from zoo.errors import ZooError
@@ -25,12 +28,23 @@ USAGE = (
 )
 
 GROUPS = ("encoder", "task", "augment")  # the config group `task` selects the encoder's target
+# the typed config of a group's choice (--help lists the default choice's keys)
+GROUP_SCHEMAS = {"encoder": SCHEMAS.get, "task": lambda name: TaskConfig, "augment": lambda name: AugmentConfig}
 
 
 def main(argv: list[str]) -> int:
     """train a weight-space encoder on a zoo (Hydra overrides)"""
     if not argv or argv[0] in ("-h", "--help"):
-        print(help_text("train", USAGE.splitlines()[0], [USAGE.split("e.g. ")[1].splitlines()[0]], group_keys=GROUPS))
+        example = USAGE.split("e.g. ")[1].splitlines()[0]
+        print(
+            help_text(
+                "train",
+                USAGE.splitlines()[0],
+                [example],
+                TrainConfig,
+                GROUP_SCHEMAS,
+            )
+        )
         return 0 if argv else 2
     argv, show = cfg_request(argv)
     if argv and argv[0] in ("-m", "--multirun"):  # a Hydra sweep: one run folder and one summary line per job

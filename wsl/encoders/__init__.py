@@ -12,7 +12,7 @@ from wsl.encoders.nfn import NFNEncoder
 from wsl.encoders.statnn import StatNN
 from wsl.encoders.transformer import NeuronTransformer
 from wsl.space import WeightSpace
-from zoo.app.checks import check
+from zoo.app.schema import validate
 from zoo.errors import ZooError
 
 ENCODERS: dict[str, type[WeightEncoder]] = {
@@ -25,16 +25,12 @@ ENCODERS: dict[str, type[WeightEncoder]] = {
 
 
 def check_encoder_config(cfg: Mapping[str, Any]) -> None:
-    """A composed ``encoder`` config: its name and every key by the encoder's rules (``CONFIG``, one per key of
-    conf/encoder/<name>.yaml) and relations; a one-line ZooError naming the key, before anything is written."""
+    """A composed ``encoder`` config: its name and every key by the encoder's typed config (``CONFIG``, a field per
+    key of conf/encoder/<name>.yaml); a one-line ZooError naming the key, before anything is written."""
     name = cfg.get("name")
     if name not in ENCODERS:
         raise ZooError(f"unknown encoder {name!r}; choose one of {sorted(ENCODERS)}")
-    cls = ENCODERS[name]
-    check({k: v for k, v in cfg.items() if k != "name"}, cls.CONFIG, "encoder.")
-    wrong = cls.check_relations(cfg)
-    if wrong:
-        raise ZooError(f"encoder {name}: {wrong}")
+    validate(ENCODERS[name].CONFIG, cfg)
 
 
 def build_encoder(name: str, space: WeightSpace, out_dim: int, **hparams) -> WeightEncoder:

@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import ClassVar
 
 from torch import nn
 
 from wsl.space import WeightSpace
-from zoo.app.checks import Rule, number
-
-# rules the encoders share (zoo.app.checks): checked on the composed config, before a run folder is touched
-SIZE = number(int, 1)
-DROPOUT = number(float, 0, 1, high_open=True)
-
-
-def sizes(v: Any) -> str | None:
-    """A rule: a list of layer widths (integers >= 1; empty: no hidden layer)."""
-    ok = isinstance(v, (list, tuple)) and all(SIZE(x) is None for x in v)
-    return None if ok else "a list of integers >= 1, e.g. [256,128]"
-
-
-def names(*choices: str) -> Rule:
-    """A rule: a non-empty list of some of ``choices`` (a lone name is refused: it is not a list)."""
-
-    def rule(v: Any) -> str | None:
-        ok = isinstance(v, (list, tuple)) and len(v) > 0 and all(x in choices for x in v)
-        return None if ok else f"a non-empty list of {', '.join(choices)}"
-
-    return rule
+from zoo.app.schema import Schema
 
 
 class WeightEncoder(nn.Module):
@@ -38,14 +18,9 @@ class WeightEncoder(nn.Module):
     encoder knows each network's real units. Constructor: ``(space, out_dim, **hyperparameters)``.
     """
 
-    # one rule per key of conf/encoder/<name>.yaml but ``name`` (zoo.app.checks): a wrong type or range is a one-line
+    # the typed config of conf/encoder/<name>.yaml (wsl.encoders.config): a wrong type or range is a one-line
     # error naming the key before anything is read or written
-    CONFIG: ClassVar[Mapping[str, Rule]] = {}
-
-    @classmethod
-    def check_relations(cls, cfg: Mapping[str, Any]) -> str | None:
-        """What is wrong between keys that each pass their rule (e.g. a width not divisible by a head count)."""
-        return None
+    CONFIG: ClassVar[type[Schema]]
 
     def __init__(self, space: WeightSpace, out_dim: int):
         super().__init__()

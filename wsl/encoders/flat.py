@@ -6,14 +6,15 @@ from collections.abc import Sequence
 
 import torch
 
-from wsl.encoders.base import DROPOUT, WeightEncoder, mlp, sizes
+from wsl.encoders.base import WeightEncoder, mlp
+from wsl.encoders.config import MlpConfig
 from wsl.space import WeightSpace
 
 
 class FlatMLP(WeightEncoder):
     """MLP(P -> hidden... -> out_dim) on the normalized padded vector."""
 
-    CONFIG = {"hidden": sizes, "dropout": DROPOUT}
+    CONFIG = MlpConfig
 
     def __init__(self, space: WeightSpace, out_dim: int, hidden: Sequence[int] = (256, 128), dropout: float = 0.1):
         super().__init__(space, out_dim)

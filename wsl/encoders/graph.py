@@ -22,9 +22,9 @@ from torch import nn
 from torch_geometric.nn.aggr import DegreeScalerAggregation
 from torch_geometric.utils import degree
 
-from wsl.encoders.base import DROPOUT, SIZE, WeightEncoder, mlp, names
+from wsl.encoders.base import WeightEncoder, mlp
+from wsl.encoders.config import GraphConfig
 from wsl.space import WeightSpace
-from zoo.app.checks import optional
 from zoo.errors import ZooError
 from zoo.rebasin.graph import BN_FIELDS
 
@@ -186,14 +186,7 @@ class EdgeNodeLayer(nn.Module):
 class GraphEncoder(WeightEncoder):
     """Neural-graph metanetwork: embeddings, ``layers`` edge/node updates, readout from the output nodes."""
 
-    CONFIG = {
-        "hidden": SIZE,
-        "layers": SIZE,
-        "dropout": DROPOUT,
-        "aggregators": names("mean", "min", "max", "std", "sum"),  # PyG's aggregations
-        "scalers": names("identity", "amplification", "attenuation", "linear", "inverse_linear"),
-        "input_nodes": optional(SIZE),
-    }
+    CONFIG = GraphConfig
 
     def __init__(
         self,

@@ -27,7 +27,8 @@ from nfn.common import ArraySpec, NetworkSpec, WeightSpaceFeatures
 from nfn.layers import HNPPool, NPLinear, TupleOp
 from torch import nn
 
-from wsl.encoders.base import DROPOUT, SIZE, WeightEncoder, mlp
+from wsl.encoders.base import WeightEncoder, mlp
+from wsl.encoders.config import NFNConfig
 from wsl.space import WeightSpace
 from zoo.errors import ZooError
 from zoo.rebasin.graph import BN_FIELDS
@@ -50,7 +51,7 @@ def _chain(space: WeightSpace) -> list:
 class NFNEncoder(WeightEncoder):
     """NP layers (first with input/output embeddings) -> HNP pooling -> MLP head; invariant to hidden units."""
 
-    CONFIG = {"hidden": SIZE, "layers": SIZE, "head": SIZE, "dropout": DROPOUT}
+    CONFIG = NFNConfig
 
     def __init__(
         self, space: WeightSpace, out_dim: int, hidden: int = 32, layers: int = 3, head: int = 256, dropout: float = 0.1

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
-from wsl.encoders.base import DROPOUT, WeightEncoder, mlp, sizes
+from wsl.encoders.base import WeightEncoder, mlp
+from wsl.encoders.config import StatNNConfig
 from wsl.space import WeightSpace
 
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -36,7 +37,7 @@ def tensor_statistics(space: WeightSpace, w: torch.Tensor, layout: torch.Tensor)
 class StatNN(WeightEncoder):
     """MLP over per-tensor statistics (Unterthiner et al.'s StatNN)."""
 
-    CONFIG = {"hidden": sizes, "dropout": DROPOUT}
+    CONFIG = StatNNConfig
 
     def __init__(self, space: WeightSpace, out_dim: int, hidden: Sequence[int] = (256, 256), dropout: float = 0.1):
         super().__init__(space, out_dim)

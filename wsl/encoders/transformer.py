@@ -7,13 +7,11 @@ tell output neurons apart; it also makes it sensitive to hidden-unit order (use 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import nn
 
-from wsl.encoders.base import DROPOUT, SIZE, WeightEncoder, mlp
+from wsl.encoders.base import WeightEncoder, mlp
+from wsl.encoders.config import TransformerConfig
 from wsl.space import WeightSpace
 from zoo.rebasin.graph import BN_FIELDS
 
@@ -21,14 +19,7 @@ from zoo.rebasin.graph import BN_FIELDS
 class NeuronTransformer(WeightEncoder):
     """Transformer over neuron tokens; ``d_model`` wide, ``layers`` deep, ``heads`` attention heads."""
 
-    CONFIG = {"d_model": SIZE, "layers": SIZE, "heads": SIZE, "dropout": DROPOUT}
-
-    @classmethod
-    def check_relations(cls, cfg: Mapping[str, Any]) -> str | None:
-        d_model, heads = cfg.get("d_model", 64), cfg.get("heads", 4)
-        if d_model % heads:
-            return f"d_model={d_model} must be divisible by heads={heads} (each head gets d_model / heads)"
-        return None
+    CONFIG = TransformerConfig
 
     def __init__(
         self, space: WeightSpace, out_dim: int, d_model: int = 64, layers: int = 2, heads: int = 4, dropout: float = 0.0

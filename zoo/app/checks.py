@@ -1,10 +1,10 @@
-"""Typed checks of composed configs, run before anything is written.
+"""The rules of typed configs: each returns what was expected when a value breaks it, else None.
 
 Hydra composes YAML and overrides into plain values without types, so ``recipe.widths=abc`` or
 ``threads=-1`` would otherwise surface as a traceback deep in training, or as a zoo of diverged models.
-Each config's owner lists a rule per key (``zoo.training.build.BUILD``, ``zoo.landscape.compute.LANDSCAPE``,
-``wsl.train``); :func:`check` refuses unknown keys (``+recipe.nope=1``) too. Each failure is one ZooError
-naming the key, the value and what was expected.
+Each config's schema (``zoo.app.schema``: ``zoo.training.build.BuildConfig``, ``generators.fit.FitConfig``, ...)
+gives every field one of these rules; :func:`check` is the same check over a plain table (unknown keys refused).
+Each failure is one ZooError naming the key, the value and what was expected.
 """
 
 from __future__ import annotations

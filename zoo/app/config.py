@@ -7,13 +7,14 @@ The configs live in the repository's top-level ``conf/`` folder; wheels ship tha
 from __future__ import annotations
 
 import os
-import re
 import textwrap
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from zoo.app.schema import Schema, help_rows, store
 from zoo.errors import ZooError
 
 
@@ -43,12 +44,16 @@ def compose(config_name: str, overrides: list[str]) -> dict:
     if not (CONF_DIR / f"{config_name}.yaml").exists():
         raise ZooError(f"config {config_name}.yaml not found in {CONF_DIR}")
     GlobalHydra.instance().clear()
+    store()  # the typed configs, as schema/<group>/<name>: a user's YAML may extend one
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
         return OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as e:
         msg = " ".join(str(e).split())
+        cause = e.__cause__  # e.g. the type a schema-typed YAML (schema/<group>/<name>) wanted
+        if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
+            msg += ": " + str(cause).strip().splitlines()[0]
         raise ZooError(f"bad override: {msg}") from None
     finally:
         GlobalHydra.instance().clear()
@@ -86,92 +91,14 @@ def group_options(group: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- --help text
-def _split_comment(text: str) -> tuple[str, str]:
-    """``value  # comment`` -> (value, comment); a ``#`` inside quotes or right after a non-space is kept."""
-    quote = None
-    for i, ch in enumerate(text):
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "#" and (i == 0 or text[i - 1].isspace()):
-            return text[:i].strip(), text[i + 1 :].strip()
-    return text.strip(), ""
-
-
-def config_doc(path: str | Path) -> tuple[str, list[tuple[str, str, str]]]:
-    """A YAML config's own documentation: (its leading comment, [(dotted key, default as written, comment)]).
-
-    Comments on a key's line, the comment lines aligned under it, and comment lines just above a key all
-    document that key; the ``defaults:`` list is left out (see :func:`config_groups`)."""
-    lines = Path(path).read_text().splitlines()
-    head: list[str] = []
-    keys: list[list] = []  # [dotted key, value, comment, comment column]
-    stack: list[tuple[int, str]] = []
-    above: list[str] = []
-    in_defaults, continues = False, -1  # continues: indent of the key whose line comment may go on below
-    block: list | None = None  # the last key without a value: [its entry's index or None, dotted, comment, col, items]
-
-    def close_block() -> None:  # a key followed by "- item" lines is a list: one entry, value [items]
-        nonlocal block
-        if block is not None and block[4]:
-            entry = [block[1], f"[{', '.join(block[4])}]", block[2], block[3]]
-            if block[0] is None:
-                keys.append(entry)
-            else:
-                keys[block[0]] = entry
-            if stack and stack[-1][1] == block[1].rsplit(".", 1)[-1]:
-                stack.pop()
-        block = None
-
-    for line in lines:
-        stripped = line.strip()
-        indent = len(line) - len(line.lstrip())
-        if not stripped:
-            above, continues = [], -1
-            continue
-        if stripped.startswith("#"):
-            text = stripped.lstrip("#").strip()
-            if keys and continues >= 0 and indent > continues:
-                keys[-1][2] = f"{keys[-1][2]} {text}".strip()  # continues the comment on the line above
-            elif not keys and not stack and indent == 0 and not in_defaults:
-                head.append(text)
-            elif not text.startswith("--"):  # "# -- data": a section heading, not a key's documentation
-                above.append(text)
-            continue
-        continues = -1
-        if in_defaults and (indent > 0 or stripped.startswith("-")):
-            continue
-        in_defaults = False
-        if stripped == "-" or stripped.startswith("- "):
-            if block is not None:
-                block[4].append(_split_comment(stripped[1:])[0])
-            continue
-        close_block()
-        m = re.match(r"([A-Za-z_][\w\-]*)\s*:(\s.*|)$", stripped)
-        if not m:
-            continue
-        key, rest = m.group(1), m.group(2)
-        if indent == 0 and key == "defaults":
-            in_defaults, above = True, []
-            continue
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        value, comment = _split_comment(rest)
-        col = line.find("#", len(line) - len(rest)) if comment else None
-        dotted = ".".join([k for _, k in stack] + [key])
-        comment = " ".join([*above, comment]).strip()
-        above = []
-        if value == "":  # a mapping (its keys follow, dotted) or a block list
-            stack.append((indent, key))
-            block = [len(keys) if comment else None, dotted, comment, col, []]
-            if comment:
-                keys.append([f"{dotted}.*", "", comment, col])
-            continue
-        keys.append([dotted, value, comment, col])
-        continues = indent if col is not None else -1
-    close_block()
-    return " ".join(head), [(k, v, c) for k, v, c, _ in keys]
+def leading_comment(path: str | Path) -> str:
+    """A YAML config's description: the comment lines it starts with, joined (a group choice's line in --help)."""
+    head = []
+    for line in Path(path).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        head.append(line.lstrip("#").strip())
+    return " ".join(head)
 
 
 def config_groups(config_name: str) -> list[tuple[str, str]]:
@@ -197,13 +124,27 @@ def doc_lines(left: str, text: str, width: int = 110, col: int = 34) -> list[str
     return [first + body[0]] + [" " * col + b for b in body[1:]]
 
 
-def help_text(config_name: str, usage: str, examples: list[str] = (), group_keys: tuple[str, ...] = ()) -> str:
-    """``--help`` of a Hydra-configured command, read from the packaged configs so new ones appear by
-    themselves: usage, each config group's choices (with their first comment line), every key of
-    ``conf/<config_name>.yaml`` with its default and comment, and the keys of the default choice of each
-    group in ``group_keys``."""
-    doc, keys = config_doc(CONF_DIR / f"{config_name}.yaml")
+def schema_lines(schema: type[Schema], prefix: str = "") -> list[str]:
+    """One entry per key of a typed config: ``prefix.key=default``, then ``(type) doc`` in a column."""
+    out: list[str] = []
+    for dotted, kind, default, doc in help_rows(schema):
+        out += doc_lines(f"  {prefix}{dotted}={default}", f"({kind}) {doc}".strip())
+    return out
+
+
+def help_text(
+    config_name: str,
+    usage: str,
+    examples: Sequence[str] = (),
+    schema: type[Schema] | None = None,
+    group_schemas: Mapping[str, Callable[[str], type[Schema] | None]] | None = None,
+) -> str:
+    """``--help`` of a Hydra-configured command: usage, each config group's choices (with their description, the
+    YAML file's leading comment, so new files appear by themselves), then every key of the command's typed config
+    ``schema`` and of the default choice of each group in ``group_schemas`` (group -> the schema of a choice)
+    with its type, default and doc."""
     out = [usage]
+    doc = leading_comment(CONF_DIR / f"{config_name}.yaml")
     if doc:
         out.append(f"  {doc}")
     out += [f"  e.g. {e}" for e in examples]
@@ -213,18 +154,19 @@ def help_text(config_name: str, usage: str, examples: list[str] = (), group_keys
         for group, default in groups:
             out.append(f"  {group} (default: {default})")
             for name in group_options(group):
-                first = config_doc(CONF_DIR / group / f"{name}.yaml")[0]
+                first = leading_comment(CONF_DIR / group / f"{name}.yaml")
                 out += doc_lines(f"    {name}", first.split(". ")[0].rstrip(".") if first else "")
-    out += ["", f"keys of conf/{config_name}.yaml (override with KEY=VALUE; default shown):"]
-    for k, v, c in keys:
-        out += doc_lines(f"  {k}" if not v else f"  {k}={v}", c)
+    if schema is not None:
+        out += ["", f"keys of conf/{config_name}.yaml (override with KEY=VALUE; default and type shown):"]
+        out += schema_lines(schema)
     for group, default in groups:
-        if group in group_keys and (CONF_DIR / group / f"{default}.yaml").is_file():
+        of_choice = (group_schemas or {}).get(group)
+        choice_schema = of_choice(default) if of_choice is not None else None
+        if choice_schema is not None:
             out += [
                 "",
-                f"keys of {group}={default} (override with {group}.KEY=VALUE; other {group} files have their own):",
+                f"keys of {group}={default} (override with {group}.KEY=VALUE; other {group} choices have their own):",
             ]
-            for k, v, c in config_doc(CONF_DIR / group / f"{default}.yaml")[1]:
-                out += doc_lines(f"  {group}.{k}" if not v else f"  {group}.{k}={v}", c)
+            out += schema_lines(choice_schema, f"{group}.")
     out += ["", f"configs: {CONF_DIR}"]
     return "\n".join(out)

@@ -10,7 +10,7 @@ from zoo.app.config import cfg_request, compose, config_yaml, help_text
 from zoo.app.sweep import Command, multirun
 from zoo.errors import ZooError
 from zoo.store import summarize
-from zoo.training.build import build, check_build_config, refuse_other_zoo
+from zoo.training.build import BuildConfig, ExecutorConfig, RecipeConfig, build, check_build_config, refuse_other_zoo
 
 USAGE = "usage: zoo build [-m] [GROUP=NAME] [KEY=VALUE ...]   (Hydra overrides of conf/build.yaml; -m: a sweep)"
 EXAMPLES = [
@@ -23,7 +23,13 @@ EXAMPLES = [
 
 def usage() -> str:
     """``zoo build --help``: recipes and executors, every key of build.yaml and of the default recipe."""
-    return help_text("build", USAGE, EXAMPLES, group_keys=("recipe",))
+    return help_text(
+        "build",
+        USAGE,
+        EXAMPLES,
+        BuildConfig,
+        {"recipe": lambda name: RecipeConfig, "executor": lambda name: ExecutorConfig},
+    )
 
 
 def report(s: dict, seconds: float) -> str:

@@ -12,9 +12,10 @@ import json
 from omegaconf import OmegaConf
 
 from zoo.app.args import ArgumentParser, parse
-from zoo.app.config import CONF_DIR, config_doc, doc_lines
+from zoo.app.config import doc_lines
+from zoo.app.schema import help_rows
 from zoo.errors import ZooError
-from zoo.landscape.compute import compute_landscape, landscape_cells, resolve_config
+from zoo.landscape.compute import LandscapeConfig, compute_landscape, landscape_cells, resolve_config
 from zoo.landscape.plot import phase_diagram
 from zoo.store import open as open_zoo
 
@@ -38,15 +39,14 @@ def _config(z, overrides: list[str]) -> dict:
 
 
 def _keys_epilog(cutoffs_only: bool = False) -> str:
-    """Every key of conf/landscape/default.yaml with its default and comment (read from the file)."""
-    _, keys = config_doc(CONF_DIR / "landscape" / "default.yaml")
+    """Every key of conf/landscape/default.yaml with its type, default and doc (its typed config)."""
     lines = [
         "keys of conf/landscape/default.yaml (defaults; the zoo recipe's landscape: block, then KEY=VALUE"
         " override them):"
     ]
-    for k, v, c in keys:
+    for k, kind, v, doc in help_rows(LandscapeConfig):
         if not cutoffs_only or k.startswith("phases."):
-            lines += doc_lines(f"  {k}={v}", c)
+            lines += doc_lines(f"  {k}={v}", f"({kind}) {doc}")
     return "\n".join(lines)
 
 

@@ -15,14 +15,16 @@ import hashlib
 import importlib.metadata
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from zoo import store as zstore
-from zoo.app.checks import Rule, check, list_of, number, one_of, optional, typed
+from zoo.app.checks import list_of, number, one_of, optional, typed
 from zoo.app.progress import Progress
 from zoo.app.runtime import THREADS, device_rule, resolve_device, torch_threads
+from zoo.app.schema import Schema, group, key, validate
 from zoo.datasets import Dataset, metric_names
 from zoo.errors import ZooError
 from zoo.inr import grid_dataset, inr_images
@@ -42,75 +44,167 @@ def _dataset_names(v: Any) -> str | None:
     return None if ok else "a list of dataset names (possibly empty)"
 
 
-RECIPE: dict[str, Rule] = {
-    "name": typed(str, "a string"),
-    "dataset": optional(typed(str, "a dataset name or a path to a .npz file")),
-    "datasets": optional(list_of(typed(str, "dataset names or patterns"))),
-    "held_out": optional(_dataset_names),
-    "task_seed": number(int),
-    "arch": one_of("mlp", "cnn", "resnet", "siren", "vit", "transformer"),
-    "heads": optional(number(int, 1)),  # vit/transformer: attention heads (width must be a multiple; 4)
-    "mlp_ratio": optional(number(float, 0, low_open=True)),  # vit/transformer: MLP hidden = ratio * width (2)
-    "patch": optional(number(int, 1)),  # vit: patch side (must divide the image; 2)
-    "tokens": optional(number(int, 1)),  # transformer: one-hot tokens the flat input splits into (2)
-    "w0": optional(number(float, 0, low_open=True)),  # siren: the first layer's frequency (zoo.arch; 30)
-    "w0_hidden": optional(number(float, 0, low_open=True)),  # siren: the hidden layers' frequency (30)
-    "validation_fraction": optional(number(float, 0, 1)),  # kind: inr: training images kept for validation
-    "shared_init": optional(typed(bool, "true or false")),  # kind: inr: every INR starts from one initialization
-    "max_images": optional(number(int, 3)),  # kind: inr: about this many images (quick zoos; zoo.inr)
-    "activation": typed(str, "an activation name"),
-    "batchnorm": typed(bool, "true or false"),
-    "kernel_size": number(int, 1),
-    "stride": optional(number(int, 1)),  # cnn: every conv's stride (zoo.arch; 1 when absent)
-    "padding": optional(one_of("same", "valid")),  # cnn: same (kernel_size // 2) or valid (none)
-    "hparams": optional(typed(Mapping, "a mapping of hyperparameter -> distribution")),  # zoo.training.hparams
-    "widths": list_of(number(int, 1)),
-    "depths": list_of(number(int, 0)),
-    "learning_rates": list_of(number(float, 0, low_open=True)),
-    "batch_sizes": list_of(number(int, 1)),
-    "weight_decays": list_of(number(float, 0)),
-    "seeds": number(int, 1),
-    "seed_offset": number(int, 0),
-    "optimizer": one_of(*hp.OPTIMIZERS),
-    "momentum": number(float, 0, 1),
-    "schedule": one_of("constant", "cosine"),
-    "epochs": number(int, 0),
-    "checkpoint_epochs": list_of(number(int, 0), sorted_unique=True),
-    "landscape": optional(typed(Mapping, "a mapping of landscape settings")),
-    "kind": optional(
-        one_of("grid", "trajectory", "inr")
-    ),  # inr: one SIREN per image (zoo.inr)  # zoo.trajectory: full-data training, then nested stages
-    "stages": optional(number(int, 1)),
-    "stage_epochs": optional(number(int, 1)),
-    "sample_hparams": optional(typed(bool, "true or false")),  # draw lr and batch size per model (zoo.recipe)
-    "stage_rates": optional(
-        lambda v: (
-            None
-            if isinstance(v, (int, float, list, tuple)) and not isinstance(v, bool)
-            else "a rate or a range [low, high] with 0 < low <= high <= 1"
-        )
-    ),
-}
+def _stage_rates(v: Any) -> str | None:
+    ok = isinstance(v, (int, float, list, tuple)) and not isinstance(v, bool)
+    return None if ok else "a rate or a range [low, high] with 0 < low <= high <= 1"
 
-BUILD: dict[str, Rule] = {
-    "out": typed(str, "a path or fsspec URL"),
-    "overwrite": typed(bool, "true or false"),
-    "population_size": number(int, 1),
-    "block_size": number(int, 1),
-    "memory_floats": number(int, 1),
-    "retain_memory": typed(bool, "true or false"),
-    "threads": optional(number(int, 1)),
-    "device": device_rule,
-    "progress": typed(bool, "true or false"),
-    "executor": typed(Mapping, "an executor config"),
-    "recipe": typed(Mapping, "a recipe"),
-}
+
+@dataclass(frozen=True)
+class RecipeConfig(Schema, group="recipe", name="base"):
+    """A conf/recipe/<name>.yaml: what zoo to train; defaults are conf/recipe/default.yaml's (null: the key is absent,
+    its feature off or zoo.arch's default)."""
+
+    WHERE = "recipe."
+
+    name: str = key("mlp-digits", typed(str, "a string"), "the zoo's name (out defaults to data/zoos/<name>.zarr)")
+    dataset: str | None = key(
+        "digits",
+        optional(typed(str, "a dataset name or a path to a .npz file")),
+        "a task name (see zoo.datasets.DATASETS) or a path to a .npz file",
+    )
+    task_seed: int = key(0, number(int), "the train/test split's seed")
+    arch: str = key(
+        "mlp",
+        one_of("mlp", "cnn", "resnet", "siren", "vit", "transformer"),
+        "mlp | cnn | resnet | siren | vit | transformer",
+    )
+    activation: str = key("relu", typed(str, "an activation name"), "")
+    batchnorm: bool = key(False, typed(bool, "true or false"), "cnn only")
+    kernel_size: int = key(3, number(int, 1), "cnn only")
+    widths: list[int] = key([8, 16, 32, 64], list_of(number(int, 1)), "")
+    depths: list[int] = key([2], list_of(number(int, 0)), "")
+    learning_rates: list[float] = key([0.003, 0.01, 0.03, 0.1], list_of(number(float, 0, low_open=True)), "")
+    batch_sizes: list[int] = key([32, 128], list_of(number(int, 1)), "")
+    weight_decays: list[float] = key([0.0, 0.001], list_of(number(float, 0)), "")
+    seeds: int = key(8, number(int, 1), "a count: seeds 0..seeds-1 (plus seed_offset)")
+    seed_offset: int = key(0, number(int, 0), "")
+    optimizer: str = key("sgd", one_of(*hp.OPTIMIZERS), "sgd | adam | adamw")
+    momentum: float = key(0.9, number(float, 0, 1), "sgd only")
+    schedule: str = key("constant", one_of("constant", "cosine"), "constant | cosine")
+    epochs: int = key(20, number(int, 0), "")
+    checkpoint_epochs: list[int] = key([0, 1, 2, 3, 5, 8, 12, 16, 20], list_of(number(int, 0), sorted_unique=True), "")
+    datasets: list[str] | None = key(
+        None,
+        optional(list_of(typed(str, "dataset names or patterns"))),
+        "several tasks in one zoo (instead of dataset): names or patterns",
+    )
+    held_out: list[str] | None = key(None, optional(_dataset_names), "tasks a recipe keeps out of its zoo")
+    heads: int | None = key(
+        None, optional(number(int, 1)), "vit/transformer: attention heads (width must be a multiple; 4)"
+    )
+    mlp_ratio: float | None = key(
+        None, optional(number(float, 0, low_open=True)), "vit/transformer: MLP hidden = ratio * width (2)"
+    )
+    patch: int | None = key(None, optional(number(int, 1)), "vit: patch side (must divide the image; 2)")
+    tokens: int | None = key(
+        None, optional(number(int, 1)), "transformer: one-hot tokens the flat input splits into (2)"
+    )
+    w0: float | None = key(
+        None, optional(number(float, 0, low_open=True)), "siren: the first layer's frequency (zoo.arch; 30)"
+    )
+    w0_hidden: float | None = key(
+        None, optional(number(float, 0, low_open=True)), "siren: the hidden layers' frequency (30)"
+    )
+    validation_fraction: float | None = key(
+        None, optional(number(float, 0, 1)), "kind: inr: training images kept for validation"
+    )
+    shared_init: bool | None = key(
+        None, optional(typed(bool, "true or false")), "kind: inr: every INR starts from one initialization"
+    )
+    max_images: int | None = key(
+        None, optional(number(int, 3)), "kind: inr: about this many images (quick zoos; zoo.inr)"
+    )
+    stride: int | None = key(None, optional(number(int, 1)), "cnn: every conv's stride (zoo.arch; 1 when absent)")
+    padding: str | None = key(None, optional(one_of("same", "valid")), "cnn: same (kernel_size // 2) or valid (none)")
+    hparams: Any = key(
+        None,
+        optional(typed(Mapping, "a mapping of hyperparameter -> distribution")),
+        "hyperparameters drawn per model (zoo.training.hparams)",
+    )
+    kind: str | None = key(
+        None,
+        optional(one_of("grid", "trajectory", "inr")),
+        "grid (null) | trajectory: full-data training, then nested stages (zoo.training.trajectory) | inr: one SIREN "
+        "per image (zoo.inr)",
+    )
+    stages: int | None = key(None, optional(number(int, 1)), "kind: trajectory: nested data stages")
+    stage_epochs: int | None = key(None, optional(number(int, 1)), "kind: trajectory: epochs per stage")
+    sample_hparams: bool | None = key(
+        None, optional(typed(bool, "true or false")), "draw lr and batch size per model (zoo.training.recipe)"
+    )
+    stage_rates: Any = key(
+        None, optional(_stage_rates), "kind: trajectory: a rate or a range [low, high] with 0 < low <= high <= 1"
+    )
+    landscape: Any = key(
+        None,
+        optional(typed(Mapping, "a mapping of landscape settings")),
+        "metrics and phases after training (enabled: true); every key of conf/landscape/default.yaml",
+    )
+
+
+@dataclass(frozen=True)
+class ExecutorConfig(Schema, group="executor", name="base"):
+    """A conf/executor/<name>.yaml: where the populations train (null keys: the dask executor's defaults)."""
+
+    WHERE = "executor."
+
+    name: str = key("local", one_of("local", "dask"), "local: one after another in this process | dask: on a cluster")
+    address: str | None = key(
+        None,
+        optional(typed(str, "tcp://HOST:PORT")),
+        "dask: a running scheduler; null starts a local cluster",
+    )
+    n_workers: int | None = key(None, optional(number(int, 1)), "dask, local cluster only: workers (2)")
+    threads_per_worker: int | None = key(None, optional(number(int, 1)), "dask, local cluster only: threads (1)")
+
+
+@dataclass(frozen=True)
+class BuildConfig(Schema, group="", name="build"):
+    """conf/build.yaml: the run settings of ``zoo build``; ``recipe:`` is checked by :class:`RecipeConfig`."""
+
+    recipe: Any = group("a recipe: recipe=NAME")
+    executor: Any = group("an executor config: executor=NAME")
+    out: str = key(
+        "data/zoos/${recipe.name}.zarr",
+        typed(str, "a path or fsspec URL"),
+        "local path or fsspec URL (file://, memory://, s3://, ...)",
+    )
+    overwrite: bool = key(False, typed(bool, "true or false"), "replace a store built from a different config")
+    population_size: int = key(256, number(int, 1), "most models trained at once as one stacked population")
+    block_size: int = key(
+        256, number(int, 1), "models per stored block: the unit one writer (process) owns, trains and commits"
+    )
+    memory_floats: int = key(
+        50000000, number(int, 1), "bound on activation floats per step; caps populations of big models"
+    )
+    retain_memory: bool = key(
+        True,
+        typed(bool, "true or false"),
+        "glibc malloc keeps freed large blocks (process-wide): ~25-45% faster steps here",
+    )
+    threads: int | None = key(
+        1,
+        optional(number(int, 1)),
+        "torch threads per process (null: torch's default); 1 is fastest for these small GEMMs here",
+    )
+    device: str = key(
+        "cpu",
+        device_rule,
+        "cpu | cuda | cuda:N | auto (cuda when torch sees a GPU): where populations train (Lightning's accelerator); "
+        "results come back to the CPU. cuda's bits differ from cpu's",
+    )
+    progress: bool = key(
+        True,
+        typed(bool, "true or false"),
+        "one bar over models in a terminal; in a log a line every 5 s at most (zoo.progress)",
+    )
 
 
 def check_build_config(cfg: Mapping) -> None:
     """Every key and value of a composed ``zoo build`` config, recipe included."""
-    check(cfg, BUILD, "")
-    check(cfg["recipe"], RECIPE, "recipe.")
+    validate(BuildConfig, cfg)
+    validate(RecipeConfig, cfg["recipe"])
+    validate(ExecutorConfig, cfg.get("executor") or {})
     recipe = cfg["recipe"]
     trajectory.check_trajectory_recipe(recipe)
     if recipe.get("hparams") is not None:

@@ -37,6 +37,8 @@ def _refused(capsys, out: str, *args: str) -> str:
         ("recipe.momentum=2", "recipe.momentum"),
         ("recipe.batchnorm=maybe", "true or false"),
         ("out=memory://zoos/x.zarr", "vanishes when this command exits"),
+        ("+executor.n_workers=0", "executor.n_workers=0 is invalid: expected an integer >= 1 or null"),
+        ("+executor.nope=1", "unknown key executor.nope"),
     ],
 )
 def test_bad_overrides(capsys, tmp_path, override, needle):
@@ -89,6 +91,11 @@ def test_resume_refuses_changed_data(capsys, tmp_path):
         (["train", "encoder=nfn", "encoder.head=0"], "encoder.head=0 is invalid"),
         (["train", "encoder=graph", "encoder.scalers=[nope]"], "encoder.scalers"),
         (["train", "encoder=transformer", "encoder.heads=3"], "d_model=64 must be divisible by heads=3"),
+        (["train", "task.loss=huber"], "task.loss='huber' is invalid: expected one of ['mse', 'bce']"),
+        (["train", "augment=mixup", "augment.mixup.mode=weird"], "augment.mixup.mode='weird' is invalid"),
+        (["train", "augment.noise.p=2"], "augment.noise.p=2 is invalid: expected a finite number >= 0 and <= 1"),
+        (["train", "data.cache=maybe"], "data.cache='maybe' is invalid"),
+        (["train", "+nope=1"], "unknown key nope"),
         (["landscape", "{zoo}", "probes=abc"], "landscape.probes"),
         (["landscape", "{zoo}", "pairs=some"], "landscape.pairs"),
         (["phases", "{zoo}", "--out", "{tmp}", "phases.mc_tol=abc"], "landscape.phases.mc_tol"),
@@ -102,16 +109,3 @@ def test_bad_train_landscape_and_phase_settings(tiny_zoo, tmp_path, capsys, args
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "run").exists() and not (tmp_path / "ph").exists()
-
-
-def test_every_encoder_key_has_a_rule_its_default_passes():
-    """Each conf/encoder/<name>.yaml key but name has a rule in its encoder's CONFIG, and the defaults pass."""
-    from omegaconf import OmegaConf
-
-    from wsl.encoders import ENCODERS, check_encoder_config
-    from zoo.app.config import CONF_DIR
-
-    for name, cls in ENCODERS.items():
-        cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "encoder" / f"{name}.yaml"))
-        assert set(cfg) - {"name"} == set(cls.CONFIG), name
-        check_encoder_config(cfg)
