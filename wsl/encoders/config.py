@@ -78,6 +78,12 @@ class GraphConfig(Schema, group="encoder", name="graph"):
         "vector (784 MNIST pixels: 13 per node, 61 nodes, 12x fewer edges); null = one node per input (the paper's "
         "graph)",
     )
+    attention: bool = key(
+        True,
+        one_of(True, False),
+        "transformers: one node per attention head and query-key, query/key-head and head-value edges (the"
+        " neural-graph construction of attention); false: q/k/v/o as plain layers",
+    )
 
 
 @dataclass(frozen=True)

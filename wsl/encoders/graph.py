@@ -2,7 +2,9 @@
 
 The graph is zoo.rebasin's traced neuron graph (``WeightSpace.graph``), the one that also defines the
 permutation groups. Nodes: one per neuron (input feature/channel, hidden unit/channel, output); node features are
-its bias and, for conv channels, its BatchNorm weight, bias, running mean and running variance. Edges: one per
+its bias and, for conv channels, its BatchNorm weight, bias, running mean and running variance (a LayerNorm's
+weight and bias take the BatchNorm weight and bias places), and for units a learned tensor is added to (a
+transformer's position embedding ``pos`` [tokens, width]) that tensor's vector for the unit. Edges: one per
 weight, directed input -> output, the conv kernel being the edge's feature vector; residual skips are
 edges of their own type. Learned position embeddings: each input and output neuron has its own (they
 are not interchangeable), each hidden layer one shared by its units. Layers update edges from their end
@@ -10,6 +12,18 @@ nodes, then nodes from PNA aggregations (by default mean and max with identity a
 amplification degree scalers; the full PNA set is a config choice) of messages along and
 against the edges. The readout reads the output nodes only, so the encoder is invariant to hidden-unit
 permutations by construction.
+
+Attention (the neural-graph construction for multi-head self-attention, after Kofinas et al., ICLR 2024, who
+encode W_Q, W_K, W_V and W_O as edges of the neural graph): the q, k and v projections are neuron layers from
+the normalized residual stream and W_O one from v to the stream, as for any Linear; what the layers alone miss is
+how attention joins them, so the graph adds, per attention call (``NeuronGraph.attentions``), one node per head
+and three edge types without weights: query unit i -> key unit i (the two units a dot product multiplies),
+query and key units -> their head's node, and the head's node -> its value units. Heads are thereby whole: the
+graph's automorphisms are exactly the spec's symmetries of attention (``PermutationSpec.heads``: one head
+permutation for both groups, query/key dims and value dims permuted freely within each head), neither more
+(q and k dims apart, value dims across heads) nor fewer (Kofinas et al.'s one node per dimension with
+[W_Q, W_K, W_V] stacked as a 3-vector edge feature ties value dims to query/key dims). ``attention: false``
+keeps the plain layers (the construction before; for comparison and for encoders trained with it).
 """
 
 from __future__ import annotations
@@ -68,11 +82,21 @@ def input_group_size(space: WeightSpace, input_nodes: int | None) -> int:
     return -(-n_in // int(input_nodes))
 
 
-def build_template(space: WeightSpace, layout_index: int, group: int = 1) -> _Template:
+def added_features(space: WeightSpace) -> int:
+    """Node-feature columns the learned tensors added to node sets need: the most values one unit gets."""
+    out = 0
+    for a in space.graph.added:
+        slot = space.slot(a.name)
+        out = max(out, slot.numel // slot.shape[a.axis])
+    return out
+
+
+def build_template(space: WeightSpace, layout_index: int, group: int = 1, attention: bool = True) -> _Template:
     """Graph of layout ``layout_index``: its real units only, features gathered from the padded vector.
 
     ``group`` consecutive input neurons form one node (see :func:`input_group_size`); an edge from such a
     node carries the ``group`` weights (each with its kernel) its inputs send to the target neuron.
+    ``attention``: head nodes and query/key/value edges per attention call (module docstring).
     """
     st = space.graph
     sizes = space.unit_sizes[layout_index]
@@ -94,7 +118,14 @@ def build_template(space: WeightSpace, layout_index: int, group: int = 1) -> _Te
         else:
             node_id.append(torch.full((nodes[i],), n_in + hidden.index(i)))
         off += nodes[i]
-    node_pos = torch.full((off, NODE_FEATURES), sentinel, dtype=torch.long)
+    attns = st.attentions if attention else ()
+    n_ids = n_in + len(hidden) + maxes[[i for i, ns in enumerate(st.nodesets) if ns.role == "output"][0]]
+    head_start = []
+    for ai, att in enumerate(attns):  # head nodes after every node set's; one position id per attention
+        head_start.append(off)
+        node_id.append(torch.full((att.heads,), n_ids + ai))
+        off += att.heads
+    node_pos = torch.full((off, NODE_FEATURES + added_features(space)), sentinel, dtype=torch.long)
     src_l, dst_l, pos_l, type_l = [], [], [], []
     for li, layer in enumerate(st.layers):
         so, do, g = sizes[layer.src], sizes[layer.dst], gs[layer.src]
@@ -119,12 +150,30 @@ def build_template(space: WeightSpace, layout_index: int, group: int = 1) -> _Te
         units = torch.arange(sizes[i])
         for field, name in norm.items():
             node_pos[start[i] + units, 1 + BN_FIELDS.index(field)] = space.slot(name).offset + units
+    for a in st.added:  # the unit's values of the tensor, e.g. its column of pos [tokens, width]
+        slot = space.slot(a.name)
+        per_unit = torch.arange(slot.offset, slot.stop).reshape(slot.shape).movedim(a.axis, 0).flatten(1)
+        units = torch.arange(sizes[a.nodeset])
+        cols = NODE_FEATURES + torch.arange(per_unit.shape[1])
+        node_pos[(start[a.nodeset] + units)[:, None], cols[None]] = per_unit[units]
+
+    def structural(src: torch.Tensor, dst: torch.Tensor, kind: int) -> None:
+        """Edges without a weight (skips, attention): the type embedding is all they carry."""
+        src_l.append(src)
+        dst_l.append(dst)
+        pos_l.append(torch.full((len(src), d_edge), sentinel, dtype=torch.long))
+        type_l.append(torch.full((len(src),), kind))
+
     for si, (a, b) in enumerate(st.skips):
         u = torch.arange(sizes[a])
-        src_l.append(start[a] + u)
-        dst_l.append(start[b] + u)
-        pos_l.append(torch.full((len(u), d_edge), sentinel, dtype=torch.long))
-        type_l.append(torch.full((len(u),), len(st.layers) + si))
+        structural(start[a] + u, start[b] + u, len(st.layers) + si)
+    kind = len(st.layers) + len(st.skips)
+    for ai, att in enumerate(attns):
+        qk, v = torch.arange(sizes[att.q]), torch.arange(sizes[att.v])
+        head_qk = head_start[ai] + qk // (sizes[att.q] // att.heads)
+        structural(start[att.q] + qk, start[att.k] + qk, kind + 3 * ai)  # the units a dot product multiplies
+        structural(torch.cat([start[att.q] + qk, start[att.k] + qk]), torch.cat([head_qk, head_qk]), kind + 3 * ai + 1)
+        structural(head_start[ai] + v // (sizes[att.v] // att.heads), start[att.v] + v, kind + 3 * ai + 2)
     out_set = [i for i, ns in enumerate(st.nodesets) if ns.role == "output"][0]
     return _Template(
         node_pos,
@@ -198,10 +247,13 @@ class GraphEncoder(WeightEncoder):
         aggregators: Sequence[str] = ("mean", "max"),
         scalers: Sequence[str] = ("identity", "amplification"),
         input_nodes: int | None = 64,
+        attention: bool = True,
     ):
         super().__init__(space, out_dim)
         st = space.graph
         self.group = input_group_size(space, input_nodes)
+        self.attention = bool(attention)
+        n_att = len(st.attentions) if self.attention else 0
         maxes = space.max_sizes()
         n_hidden = sum(ns.role == "hidden" for ns in st.nodesets)
         n_out = maxes[[i for i, ns in enumerate(st.nodesets) if ns.role == "output"][0]]
@@ -209,10 +261,10 @@ class GraphEncoder(WeightEncoder):
         n_in = max(-(-maxes[i] // self.group) for i in inputs)
         d_edge = max(_kernel_numel(l.kernel) * (self.group if l.src in inputs else 1) for l in st.layers)
         self.hidden, self.n_layers = int(hidden), int(layers)
-        self.node_in = nn.Linear(NODE_FEATURES, hidden)
-        self.node_emb = nn.Embedding(n_in + n_hidden + n_out, hidden)
+        self.node_in = nn.Linear(NODE_FEATURES + added_features(space), hidden)
+        self.node_emb = nn.Embedding(n_in + n_hidden + n_out + n_att, hidden)
         self.edge_in = nn.Linear(d_edge, hidden)
-        self.edge_emb = nn.Embedding(len(st.layers) + len(st.skips), hidden)
+        self.edge_emb = nn.Embedding(len(st.layers) + len(st.skips) + 3 * n_att, hidden)
         self._templates: dict[int, _Template] = {}
         temps = [self._template(k) for k in range(len(space.layouts))]
         deg_f, deg_b = _degree_histogram(temps, False), _degree_histogram(temps, True)
@@ -247,7 +299,7 @@ class GraphEncoder(WeightEncoder):
 
     def _template(self, k: int) -> _Template:
         if k not in self._templates:
-            self._templates[k] = build_template(self.space, k, self.group)
+            self._templates[k] = build_template(self.space, k, self.group, self.attention)
         return self._templates[k]
 
     def graph(self, w: torch.Tensor, layout: torch.Tensor):

@@ -1,5 +1,7 @@
-"""Neuron-token transformer: one token per neuron of every layer (its incoming weights, bias and
-BatchNorm parameters), positions (layer, neuron index), a transformer encoder and a [CLS] readout.
+"""Neuron-token transformer: one token per neuron of every layer (its incoming weights, bias,
+BatchNorm/LayerNorm parameters and its values of any learned tensor added to its units, e.g. a transformer's
+position embedding), positions (layer, neuron index), a transformer encoder and a [CLS] readout. Attention's
+q/k/v/o projections are layers like any other; the neuron index tells heads apart (units are head-major).
 
 Padded units of narrow networks are masked out of attention. The neuron-index embedding lets the model
 tell output neurons apart; it also makes it sensitive to hidden-unit order (use the permute augmentation).
@@ -13,7 +15,7 @@ from torch import nn
 from wsl.encoders.base import WeightEncoder, mlp
 from wsl.encoders.config import TransformerConfig
 from wsl.space import WeightSpace
-from zoo.rebasin.graph import BN_FIELDS
+from zoo.rebasin.graph import BN_FIELDS, Added
 
 
 class NeuronTransformer(WeightEncoder):
@@ -27,10 +29,14 @@ class NeuronTransformer(WeightEncoder):
         super().__init__(space, out_dim)
         st = space.graph
         self.proj = nn.ModuleList()
+        self.added: list[list[Added]] = []  # per layer: the learned tensors added to its output units
         for layer in st.layers:
             slot = space.slot(layer.weight)
             fan_in = slot.numel // slot.shape[0]
-            self.proj.append(nn.Linear(fan_in + 1 + len(BN_FIELDS), d_model))
+            added = [a for a in st.added if a.nodeset == layer.dst]
+            self.added.append(added)
+            extra = sum(space.slot(a.name).numel // space.slot(a.name).shape[a.axis] for a in added)
+            self.proj.append(nn.Linear(fan_in + 1 + len(BN_FIELDS) + extra, d_model))
         maxes = space.max_sizes()
         self.layer_emb = nn.Embedding(len(st.layers), d_model)
         self.unit_emb = nn.Embedding(max(maxes[l.dst] for l in st.layers), d_model)
@@ -55,6 +61,8 @@ class NeuronTransformer(WeightEncoder):
             norm = self.space.node_norms[layer.dst]
             for f in BN_FIELDS:
                 parts.append(self.space.view(w, norm[f])[..., None] if f in norm else w.new_zeros(n, o, 1))
+            for a in self.added[li]:  # [n, *shape] -> [n, units, values per unit]
+                parts.append(self.space.view(w, a.name).movedim(a.axis + 1, 1).reshape(n, o, -1))
             units = torch.arange(o, device=w.device)
             x = self.proj[li](torch.cat(parts, dim=2)) + self.layer_emb.weight[li] + self.unit_emb(units)[None]
             toks.append(x)

@@ -6,6 +6,10 @@ set* is the units one layer produces (or the network's input features/channels);
 Linear/Conv weight ``[out, in, *kernel]`` mapping one node set to the next, with its bias; a *norm* is a
 BatchNorm acting on a node set; a *skip* is a residual ``+`` joining one node set into another unit by
 unit. Every hidden node set carries its permutation group (None where the units are fixed).
+Transformers add two records: an *attention* (``scaled_dot_product_attention`` over the units of a query, a key
+and a value node set, each cut into ``heads`` equal blocks: query unit i meets key unit i, and head h's query/key
+units weight head h's value units), and an *added* tensor (a learned tensor such as a position embedding added
+to a node set, read per unit along its ``axis``).
 """
 
 from __future__ import annotations
@@ -49,13 +53,37 @@ class Norm:
 
 
 @dataclass(frozen=True)
+class Attention:
+    """``scaled_dot_product_attention`` of node sets ``q``, ``k`` (one permutation group) and ``v``, each split into
+    ``heads`` consecutive blocks of units (head-major, as ``unflatten`` cuts them)."""
+
+    q: int
+    k: int
+    v: int
+    heads: int
+
+
+@dataclass(frozen=True)
+class Added:
+    """State-dict tensor ``name`` added to the units of node set ``nodeset``; ``axis`` is its unit axis (the
+    other axes, e.g. the tokens of a position embedding, are a vector per unit)."""
+
+    nodeset: int
+    name: str
+    axis: int
+
+
+@dataclass(frozen=True)
 class NeuronGraph:
-    """Node sets (in forward order, input first), neuron layers, norms and residual skips ``(from, to)``."""
+    """Node sets (in forward order, input first), neuron layers, norms and residual skips ``(from, to)``; for
+    transformers also the attention calls and the learned tensors added to node sets."""
 
     nodesets: tuple[NodeSet, ...]
     layers: tuple[NeuronLayer, ...]
     norms: tuple[Norm, ...]
     skips: tuple[tuple[int, int], ...]
+    attentions: tuple[Attention, ...] = ()
+    added: tuple[Added, ...] = ()
 
     def groups(self) -> dict[str, list[tuple[str, int]]]:
         """group -> [(tensor name, axis)]: every axis the graph says a group permutes (kernel axes never)."""
@@ -74,6 +102,8 @@ class NeuronGraph:
         for norm in self.norms:
             for _, name in norm.tensors:
                 add(norm.nodeset, name, 0)
+        for a in self.added:
+            add(a.nodeset, a.name, a.axis)
         return out
 
     def index(self, role: str) -> list[int]:

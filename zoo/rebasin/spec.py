@@ -44,7 +44,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from zoo.arch import Sine
 from zoo.errors import ZooError
-from zoo.rebasin.graph import BN_FIELDS, NeuronGraph, NeuronLayer, NodeSet, Norm
+from zoo.rebasin.graph import BN_FIELDS, Added, Attention, NeuronGraph, NeuronLayer, NodeSet, Norm
 
 FIXED = 0  # group id of axes that are never permuted (network input and output)
 
@@ -228,6 +228,8 @@ class _GraphRecorder:
         self.layers: list[NeuronLayer] = []
         self.norms: list[Norm] = []
         self.skips: list[tuple[int, int]] = []
+        self.attentions: list[Attention] = []
+        self.added: list[Added] = []
         self.calls: dict[str, int] = {}
 
     def input(self, node: str) -> None:
@@ -265,6 +267,15 @@ class _GraphRecorder:
         self.of[node] = dst
         self.skips += [(s, dst) for s in sets if s != dst]
 
+    def attention(self, node: str, q: str, k: str, v: str, heads: int) -> None:
+        """scaled_dot_product_attention: the output lives in v's node set; q, k, v and the head count recorded."""
+        self.of[node] = self.of[v]
+        self.attentions.append(Attention(self.of[q], self.of[k], self.of[v], int(heads)))
+
+    def add_tensor(self, node: str, name: str, axis: int) -> None:
+        """A learned tensor added to the value ``node`` (after :meth:`add` placed it): read per unit along ``axis``."""
+        self.added.append(Added(self.of[node], name, int(axis)))
+
     def build(self, group_name: Callable[[int], str | None]) -> NeuronGraph:
         """The graph, with group ids resolved to names by ``group_name`` (None = fixed units)."""
         for name, size, _ in self.sets:
@@ -277,7 +288,8 @@ class _GraphRecorder:
             "input" if i in self.inputs else "output" if i in self.outputs else "hidden" for i in range(len(self.sets))
         ]
         nodesets = tuple(NodeSet(name, size, role, group_name(g)) for (name, size, g), role in zip(self.sets, roles))
-        return NeuronGraph(nodesets, tuple(self.layers), tuple(self.norms), tuple(self.skips))
+        layers, norms, skips = tuple(self.layers), tuple(self.norms), tuple(self.skips)
+        return NeuronGraph(nodesets, layers, norms, skips, tuple(self.attentions), tuple(self.added))
 
 
 def _example_input(module: nn.Module) -> torch.Tensor:
@@ -436,13 +448,15 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
             raise ZooError(f"unsupported operation {node.name!r}: reduces over the channels of a permuted tensor")
         put(node.name, g, c if keepdim else c - sum(d < c for d in dims))
 
-    def add_free(node, name: str, out: torch.fx.Node) -> None:
-        """A learned tensor added to a permuted value: its axis under the value's channel axis joins that group."""
+    def add_free(node, name: str, out: torch.fx.Node) -> int | None:
+        """A learned tensor added to a permuted value: its axis under the value's channel axis joins that group
+        (returned; None when the value is fixed)."""
         pshape, oshape = tuple(state_shapes[name]), shape(out)
         g, c = uf.find(val[out.name]), cax[out.name]
         pa = None if g == FIXED or c is None else len(pshape) - (len(oshape) - c)
         for a in range(len(pshape)):
             assign(name, a, g if a == pa else FIXED, len(pshape), f"{node.name} ({name})")
+        return pa
 
     state_shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
@@ -566,10 +580,15 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
                 if len(ends) > 1 or any(a.name in split for a in tensors):
                     raise ZooError(f"unsupported operation {node.name!r}: adds tensors with channels on different axes")
                 put(node.name, g, next(iter(ends), None))
+                added = []
                 for a in node.args:
                     if isinstance(a, torch.fx.Node) and a.name in free:
-                        add_free(node, free.pop(a.name), node)
+                        name = free.pop(a.name)
+                        added.append((name, add_free(node, name, node)))
                 rec.add(node.name, [a.name for a in tensors])
+                for name, pa in added:
+                    if pa is not None:  # a tensor on permuted units: per-unit features of the graph's node set
+                        rec.add_tensor(node.name, name, pa)
             elif t in _ELEMENTWISE_FUNCS or t in _ELEMENTWISE_METHODS:
                 put(node.name, val[tensors[0].name], cax[tensors[0].name], split.get(tensors[0].name))
                 rec.keep(node.name, tensors[0].name)
@@ -587,7 +606,7 @@ def permutation_spec(module: nn.Module, example_input: torch.Tensor | None = Non
             elif t is _SDPA:
                 q, k, v = node.args[:3]
                 attention(node, q, k, v)
-                rec.keep(node.name, v.name)
+                rec.attention(node.name, q.name, k.name, v.name, split[q.name][2])
             elif t in ("mean", torch.mean, "sum", torch.sum) and (len(node.args) > 1 or "dim" in node.kwargs):
                 dims = node.args[1] if len(node.args) > 1 else node.kwargs["dim"]
                 keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
