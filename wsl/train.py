@@ -46,6 +46,7 @@ def check_train_config(cfg: Mapping) -> None:
             f"data.split={split!r} is invalid: expected three positive fractions (train, val, test) summing to 1"
         )
     check({k: data[k] for k in ("batch_size",) if k in data}, {"batch_size": number(int, 1)}, "data.")
+    check({k: data[k] for k in ("normalize",) if k in data}, {"normalize": one_of("tensor", "entry")}, "data.")
     top = {k: cfg[k] for k in ("seed", "threads", "overwrite", "device") if k in cfg}
     rules = {
         "seed": number(int, 0),
@@ -128,6 +129,7 @@ def _train(cfg: Mapping) -> dict:
         query=d["query"],
         buffers=d["buffers"],
         augment=cfg.get("augment"),
+        normalize=d.get("normalize", "tensor"),
     )
     dm.setup()
     assert dm.space is not None  # setup() built it
