@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -60,7 +61,7 @@ def ensure_zoo(path: str, recipe: str, extra: list[str]) -> float | None:
 
 def run(path: str, encoder: str, augment: str, seed: int, epochs: int, out_root: Path, extra: list[str]) -> dict:
     """One encoder run on ``task=label`` (``extra``: more train overrides); its test accuracy and what it took."""
-    tag = "-".join(o.replace("=", "").replace(".", "").replace("/", "") for o in extra)
+    tag = "-".join("".join(c for c in o if c.isalnum() or c == "_") for o in extra)  # a plain folder name
     name = f"{Path(path).name.removesuffix('.zarr')}-label-{encoder}-{augment}-s{seed}" + (f"-{tag}" if tag else "")
     overrides = [
         f"zoo={path}",
@@ -153,6 +154,58 @@ def write_docs(doc: dict, out: Path) -> None:
     if doc.get("notes"):
         lines += ["", *doc["notes"]]
     (out / "inr.md").write_text("\n".join(lines) + "\n")
+    plot_docs(doc, out)
+
+
+def best_rows(sec: dict) -> dict[str, tuple[str, list[dict]]]:
+    """Per encoder, the setting (augmentation + overrides + epochs) with the best mean validation accuracy."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in sec["runs"]:
+        groups.setdefault((r["encoder"], r["augment"], tuple(r.get("overrides", [])), r.get("epochs")), []).append(r)
+    best: dict[str, tuple[float, str, list[dict]]] = {}
+    for (enc, aug, extra, epochs), rs in groups.items():
+        val = float(np.mean([r["best_val_acc"] for r in rs]))
+        label = f"aug {aug}, {' '.join(extra) or 'defaults'}, {epochs} ep"
+        if enc not in best or (val, len(rs)) > (best[enc][0], len(best[enc][2])):
+            best[enc] = (val, label, rs)
+    return {enc: (label, rs) for enc, (_, label, rs) in best.items()}
+
+
+def plot_docs(doc: dict, out: Path) -> None:
+    """docs/inr.png: per MNIST section, each encoder's validation-chosen setting (test accuracy, mean over seeds)
+    beside the published figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    secs = [(t, s) for t, s in doc["zoos"].items() if s.get("recipe") == "inr-mnist" and "slice" not in t]
+    if not secs:
+        return
+    fig, axes = plt.subplots(1, len(secs) + 1, figsize=(5 * (len(secs) + 1), 4), sharex=True)
+    for ax, (title, sec) in zip(axes, secs):
+        best = best_rows(sec)
+        names = [e for e in ENCODERS if e in best]
+        accs = [100 * np.mean([r["test_acc"] for r in best[e][1]]) for e in names]
+        ax.barh(names, accs, color="tab:blue")
+        for i, a in enumerate(accs):
+            label, rs = best[names[i]]
+            ax.text(a + 1, i, f"{a:.1f}, {len(rs)} seed(s)\n{label.replace('data.normalize=', 'norm ')}", fontsize=6)
+        ax.set_title(title.split(" (")[0] + f"\n{sec['splits'].get('train', 0)} training INRs", fontsize=9)
+        ax.axvline(85.71, color="k", ls="--", lw=0.8)
+        ax.axvline(10, color="grey", ls=":", lw=0.8)
+        ax.set_xlabel("test accuracy (%)")
+    ax = axes[-1]
+    ax.barh([n for n, _ in PUBLISHED][::-1], [v for _, v in PUBLISHED][::-1], color="grey")
+    ax.axvline(85.71, color="k", ls="--", lw=0.8)
+    ax.set_title("published (60,000 MNIST INRs)", fontsize=9)
+    ax.set_xlabel("test accuracy (%)")
+    for a in axes:
+        a.set_xlim(0, 130)
+    fig.suptitle("INR classification on MNIST INRs (dashed: DWSNets 85.71%, dotted: chance)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "inr.png", dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -192,7 +245,7 @@ def main() -> None:
     )
     if build_seconds is not None:
         sec["build_seconds"] = build_seconds
-    command = "python bench/inr.py " + " ".join(sys.argv[1:])
+    command = "python bench/inr.py " + shlex.join(sys.argv[1:])
     if command not in sec.setdefault("commands", []):
         sec["commands"].append(command)
     for enc in a.encoders.split(","):
