@@ -190,7 +190,8 @@ def plot_docs(doc: dict, out: Path) -> None:
         ax.barh(names, accs, color="tab:blue")
         for i, a in enumerate(accs):
             label, rs = best[names[i]]
-            ax.text(a + 1, i, f"{a:.1f}, {len(rs)} seed(s)\n{label.replace('data.normalize=', 'norm ')}", fontsize=6)
+            short = label.replace("data.normalize=", "norm ").replace("optim.weight_decay=", "wd ")
+            ax.text(a + 1, i, f"{a:.1f}, {len(rs)} seed(s)\n{short}", fontsize=6)
         ax.set_title(title.split(" (")[0] + f"\n{sec['splits'].get('train', 0)} training INRs", fontsize=9)
         ax.axvline(85.71, color="k", ls="--", lw=0.8)
         ax.axvline(10, color="grey", ls=":", lw=0.8)
