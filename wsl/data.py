@@ -30,18 +30,56 @@ SPLITS = ("train", "val", "test")
 
 
 class Normalizer:
-    """Per-tensor affine normalization ``(w - mean) / std`` on real entries (padding stays 0)."""
+    """Affine normalization ``(w - mean) / std`` on real entries (padding stays 0), per tensor or per entry.
+
+    ``per="tensor"`` (the default): one mean and std per tensor. ``per="entry"``: one per weight position over the
+    training models, as DWSNets normalizes its INR sets. Per tensor keeps a model's fixed pattern: in a zoo whose
+    models share an initialization (INR sets) that pattern is the same for every model and the per-model signal is
+    a few percent of it (first SIREN layer: 0.019 per-entry spread vs 0.31 per tensor), which permutation-invariant
+    encoders pool into near-constants; per entry removes the shared pattern and scales what differs to unit size.
+    Per-entry statistics are not permutation-symmetric: use them where the models share a frame.
+    """
 
     def __init__(self, space: WeightSpace, mean: Sequence[float], std: Sequence[float]):
         self.space = space
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
-        counts = torch.tensor([s.numel for s in space.slots])
-        self._mean = torch.tensor(self.mean).repeat_interleave(counts)
-        self._std = torch.tensor(self.std).repeat_interleave(counts)
+        if len(self.mean) == space.size and len(self.std) == space.size:
+            self.per = "entry"
+            self._mean, self._std = torch.tensor(self.mean), torch.tensor(self.std)
+        elif len(self.mean) == len(space.slots) and len(self.std) == len(space.slots):
+            self.per = "tensor"
+            counts = torch.tensor([s.numel for s in space.slots])
+            self._mean = torch.tensor(self.mean).repeat_interleave(counts)
+            self._std = torch.tensor(self.std).repeat_interleave(counts)
+        else:
+            raise ZooError(
+                f"normalizer statistics of length {len(self.mean)}/{len(self.std)} fit neither the space's "
+                f"{len(space.slots)} tensors nor its {space.size} entries"
+            )
 
     @classmethod
-    def fit(cls, space: WeightSpace, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> Normalizer:
-        """Statistics over the real entries of every tensor in ``(w [n, P], layout [n])`` batches."""
+    def fit(
+        cls, space: WeightSpace, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], per: str = "tensor"
+    ) -> Normalizer:
+        """Statistics over the real entries of every tensor (``per="tensor"``) or of every weight position
+        (``per="entry"``; a position no training model has gets mean 0, std 1) in ``(w [n, P], layout [n])``."""
+        if per not in ("tensor", "entry"):
+            raise ZooError(f"data.normalize must be tensor or entry, got {per!r}")
+        if per == "entry":
+            e0, e1, e2 = (torch.zeros(space.size, dtype=torch.float64) for _ in range(3))
+            for w, layout in batches:
+                m = space.mask(layout).double()
+                v = w.double() * m
+                e0 += m.sum(0)
+                e1 += v.sum(0)
+                e2 += (v * v).sum(0)
+            if not (e0 > 0).any():
+                raise ZooError("cannot fit the normalization: the training split is empty")
+            n = e0.clamp(min=1)
+            mean = e1 / n
+            std = (e2 / n - mean**2).clamp(min=0).sqrt()
+            std = torch.where(std > 1e-8, std, torch.ones_like(std))
+            return cls(space, mean.tolist(), std.tolist())
         k = len(space.slots)
         s0, s1, s2 = (
             torch.zeros(k, dtype=torch.float64),
@@ -209,7 +247,8 @@ class WeightDataModule(L.LightningDataModule):
     ``split`` fractions of model ids; ``cache`` True | False | "auto" (when the selection fits
     ``cache_limit_mb``); ``query`` a filter over the models table that runs no code (:func:`zoo.query.select`);
     ``buffers`` include BatchNorm running statistics; ``augment`` config for :class:`wsl.augment.Augmenter`;
-    ``space`` reuse a trained encoder's WeightSpace (prediction).
+    ``space`` reuse a trained encoder's WeightSpace (prediction); ``normalize`` "tensor" or "entry" statistics
+    (:class:`Normalizer`).
     """
 
     def __init__(
@@ -228,6 +267,7 @@ class WeightDataModule(L.LightningDataModule):
         augment: Mapping | None = None,
         space: WeightSpace | None = None,
         normalizer: Mapping | None = None,
+        normalize: str = "tensor",
     ):
         super().__init__()
         self.zoo = open_zoo(z)
@@ -243,6 +283,9 @@ class WeightDataModule(L.LightningDataModule):
         self.augment_cfg = augment
         self.space = space
         self._normalizer_dict = normalizer
+        if normalize not in ("tensor", "entry"):
+            raise ZooError(f"data.normalize must be tensor or entry, got {normalize!r}")
+        self.normalize = normalize
         self._ready = False
 
     # ------------------------------------------------------------------ selection
@@ -319,7 +362,7 @@ class WeightDataModule(L.LightningDataModule):
             self.normalizer = Normalizer(self.space, self._normalizer_dict["mean"], self._normalizer_dict["std"])
         else:
             train = np.nonzero(samples["split"].to_numpy() == "train")[0]
-            self.normalizer = Normalizer.fit(self.space, self._raw_batches(train))
+            self.normalizer = Normalizer.fit(self.space, self._raw_batches(train), self.normalize)
         for cache in (self._w, self._w_canon):  # the cache holds normalized weights: a batch is one index op
             if cache is not None:
                 for i in range(0, len(cache), 4096):

@@ -79,6 +79,11 @@ class DataConfig(Schema):
         'filter over the models table that runs no code, e.g. "width >= 16 and learning_rate < 0.1"',
     )
     buffers: bool = key(True, one_of(True, False), "include BatchNorm running statistics")
+    normalize: str = key(
+        "tensor",
+        one_of("tensor", "entry"),
+        "tensor: one mean/std per tensor | entry: one per weight position (DWSNets' INR sets)",
+    )
 
 
 @dataclass(frozen=True)
@@ -213,6 +218,7 @@ def _train(cfg: Mapping) -> dict:
         query=d["query"],
         buffers=d["buffers"],
         augment=cfg.get("augment"),
+        normalize=d.get("normalize", "tensor"),
     )
     dm.setup()
     assert dm.space is not None  # setup() built it

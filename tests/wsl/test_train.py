@@ -87,6 +87,29 @@ def test_batches_are_the_stored_weights_normalized_with_training_statistics(tiny
             torch.testing.assert_close(dm.normalizer.inverse(b["w"], b["layout"]), raw[rows], rtol=1e-5, atol=1e-6)
 
 
+def test_per_entry_normalization_standardizes_every_weight_position_over_training_models(tiny):
+    """data.normalize=entry (DWSNets' INR normalization): mean 0 / std 1 at every position over the training models
+    that have it, padding 0, exact inverse; per tensor leaves a shared initialization's pattern in place."""
+    dm = WeightDataModule(tiny, batch_size=5, normalize="entry")
+    dm.setup()
+    assert dm.normalizer.per == "entry" and len(dm.normalizer.mean) == dm.space.size
+    rows = dm.rows("train")
+    b = dm.batch(rows)
+    mask = dm.space.mask(b["layout"])
+    have = mask.sum(0) > 1  # positions of the wider layout only exist in its models
+    w = b["w"].double()
+    mean = w.sum(0)[have] / mask.sum(0)[have]
+    var = (w * w).sum(0)[have] / mask.sum(0)[have] - mean**2
+    assert mean.abs().max() < 1e-5 and (var - 1).abs().max() < 1e-4
+    assert (b["w"][~mask] == 0).all()
+    raw = dm.normalizer.inverse(b["w"], b["layout"])
+    torch.testing.assert_close(dm.normalizer(raw, b["layout"]), b["w"], rtol=1e-5, atol=1e-5)
+    again = wsl.Normalizer(dm.space, dm.normalizer.mean, dm.normalizer.std)  # what a trained encoder stores
+    assert again.per == "entry"
+    with pytest.raises(ZooError, match="tensor or entry"):
+        WeightDataModule(tiny, normalize="layer")
+
+
 def test_targets_match_the_store(tiny):
     m = tiny.metrics.set_index(["model_id", "checkpoint"])
     dm = WeightDataModule(tiny, target="generalization_gap", checkpoints="all")

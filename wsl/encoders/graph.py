@@ -10,8 +10,11 @@ edges of their own type. Learned position embeddings: each input and output neur
 are not interchangeable), each hidden layer one shared by its units. Layers update edges from their end
 nodes, then nodes from PNA aggregations (by default mean and max with identity and
 amplification degree scalers; the full PNA set is a config choice) of messages along and
-against the edges. The readout reads the output nodes only, so the encoder is invariant to hidden-unit
-permutations by construction.
+against the edges. The readout reads the output nodes and the mean state of every node set (layer of neurons),
+so the encoder is invariant to hidden-unit permutations by construction. The node-set means matter: ``layers``
+rounds of message passing carry a weight ``layers`` hops at most, so an output-only readout of a 3-layer network
+with 2 rounds never saw its first layer (its prediction was exactly independent of it; SIREN INRs, whose first
+layer holds the image's frequencies, stayed at chance).
 
 Attention (the neural-graph construction for multi-head self-attention, after Kofinas et al., ICLR 2024, who
 encode W_Q, W_K, W_V and W_O as edges of the neural graph): the q, k and v projections are neuron layers from
@@ -57,6 +60,7 @@ class _Template:
     edge_pos: torch.Tensor  # [E, D]
     edge_type: torch.Tensor  # [E]
     out_nodes: torch.Tensor  # [O]
+    node_set: torch.Tensor  # [N] the node set (layer of neurons) of each node
 
 
 def _kernel_numel(k: tuple[int, ...]) -> int:
@@ -108,9 +112,10 @@ def build_template(space: WeightSpace, layout_index: int, group: int = 1, attent
     d_edge = max(_kernel_numel(l.kernel) * gs[l.src] for l in st.layers)
     n_in = max(-(-maxes[i] // gs[i]) for i in inputs)
     hidden = [i for i, ns in enumerate(st.nodesets) if ns.role == "hidden"]
-    start, node_id, off = {}, [], 0
+    start, node_id, node_set, off = {}, [], [], 0
     for i, ns in enumerate(st.nodesets):
         start[i] = off
+        node_set.append(torch.full((nodes[i],), i))
         if ns.role == "input":
             node_id.append(torch.arange(nodes[i]))
         elif ns.role == "output":
@@ -124,6 +129,7 @@ def build_template(space: WeightSpace, layout_index: int, group: int = 1, attent
     for ai, att in enumerate(attns):  # head nodes after every node set's; one position id per attention
         head_start.append(off)
         node_id.append(torch.full((att.heads,), n_ids + ai))
+        node_set.append(torch.full((att.heads,), len(st.nodesets) + ai))  # an attention's heads: one set
         off += att.heads
     node_pos = torch.full((off, NODE_FEATURES + added_features(space)), sentinel, dtype=torch.long)
     src_l, dst_l, pos_l, type_l = [], [], [], []
@@ -182,6 +188,7 @@ def build_template(space: WeightSpace, layout_index: int, group: int = 1, attent
         torch.cat(pos_l),
         torch.cat(type_l),
         start[out_set] + torch.arange(sizes[out_set]),
+        torch.cat(node_set),
     )
 
 
@@ -271,8 +278,9 @@ class GraphEncoder(WeightEncoder):
         self.layers = nn.ModuleList(
             [EdgeNodeLayer(hidden, deg_f, deg_b, aggregators, scalers) for _ in range(int(layers))]
         )
-        self.n_out = n_out
-        self.readout = mlp([n_out * hidden, 2 * hidden, out_dim], dropout)
+        self.n_out, self.n_sets = n_out, len(st.nodesets) + (len(st.attentions) if self.attention else 0)
+        # output nodes, then the mean state of each node set: every layer's weights reach the readout
+        self.readout = mlp([(n_out + self.n_sets) * hidden, 2 * hidden, out_dim], dropout)
 
     def size(self) -> tuple[int, int]:
         """(nodes, edges) of the largest layout's graph: what a model costs in message passing."""
@@ -303,8 +311,9 @@ class GraphEncoder(WeightEncoder):
         return self._templates[k]
 
     def graph(self, w: torch.Tensor, layout: torch.Tensor):
-        """Batched graph: node features, node ids, edge index, edge features, edge types, output nodes [n, O]."""
-        xs, ids, eis, es, ts = [], [], [], [], []
+        """Batched graph: node features, node ids, edge index, edge features, edge types, output nodes [n, O] and
+        each node's pooling group (model row * node sets + node set)."""
+        xs, ids, eis, es, ts, groups = [], [], [], [], [], []
         out_nodes = torch.zeros(len(w), self.n_out, dtype=torch.long, device=w.device)
         w_ext = torch.cat([w, w.new_zeros(len(w), 1)], dim=1)
         offset = 0
@@ -319,14 +328,20 @@ class GraphEncoder(WeightEncoder):
             es.append(wk[:, t.edge_pos.to(w.device)].reshape(-1, t.edge_pos.shape[1]))
             eis.append((t.edge_index.to(w.device)[:, None, :] + shift[None, :, None]).reshape(2, -1))
             ts.append(t.edge_type.to(w.device).repeat(m))
+            groups.append((rows.to(w.device)[:, None] * self.n_sets + t.node_set.to(w.device)[None]).reshape(-1))
             out_nodes[rows, : len(t.out_nodes)] = shift[:, None] + t.out_nodes.to(w.device)[None]
             offset += m * n_nodes
-        return torch.cat(xs), torch.cat(ids), torch.cat(eis, dim=1), torch.cat(es), torch.cat(ts), out_nodes
+        ei = torch.cat(eis, dim=1)
+        return torch.cat(xs), torch.cat(ids), ei, torch.cat(es), torch.cat(ts), out_nodes, torch.cat(groups)
 
     def forward(self, w: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
-        x, ids, ei, e, et, out_nodes = self.graph(w, layout)
+        x, ids, ei, e, et, out_nodes, groups = self.graph(w, layout)
         h = self.node_in(x) + self.node_emb(ids)
         e = self.edge_in(e) + self.edge_emb(et)
         for layer in self.layers:
             h, e = layer(h, e, ei)
-        return self.readout(h[out_nodes].reshape(len(w), -1))
+        n = len(w) * self.n_sets
+        sums = h.new_zeros(n, h.shape[1]).index_add_(0, groups, h)
+        counts = h.new_zeros(n).index_add_(0, groups, h.new_ones(len(groups))).clamp(min=1)
+        means = (sums / counts[:, None]).reshape(len(w), -1)  # a node set a layout lacks stays 0
+        return self.readout(torch.cat([h[out_nodes].reshape(len(w), -1), means], dim=1))

@@ -150,3 +150,22 @@ def test_graph_input_nodes_default_leaves_small_inputs_alone_and_warns_on_large_
     for bad in (0, -3, 2.5, "many", True):
         with pytest.raises(ZooError, match="input_nodes"):
             build_encoder("graph", space784, 1, input_nodes=bad)
+
+
+@pytest.mark.parametrize("encoder", sorted(ENCODERS))
+def test_every_layer_reaches_the_prediction(encoder):
+    """Redrawing any one layer's weights changes the prediction: an output-only graph readout with 2 rounds of
+    message passing never saw the first layer of a 3-layer network (exactly 0 change), so INRs stayed at chance."""
+    space, w, idx = _nets("mlp", train=False)
+    torch.manual_seed(0)
+    enc = build_encoder(encoder, space, 3).eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        base = enc(w, idx)
+        for layer in space.graph.layers:
+            s = space.slot(layer.weight)
+            moved = w.clone()
+            moved[:, s.offset : s.stop] = (
+                torch.randn(len(w), s.stop - s.offset, generator=gen) * space.mask(idx)[:, s.offset : s.stop]
+            )
+            assert (enc(moved, idx) - base).abs().max() > 1e-5, layer.weight

@@ -67,7 +67,7 @@ def test_graph_of_a_tiny_transformer_has_its_head_nodes_and_attention_edges():
 
 def _node_states(enc, w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """Every node's state after the encoder's message passing: [n, nodes, hidden]."""
-    x, ids, ei, e, et, _ = enc.graph(w, idx)
+    x, ids, ei, e, et, _, _ = enc.graph(w, idx)
     h, e = enc.node_in(x) + enc.node_emb(ids), enc.edge_in(e) + enc.edge_emb(et)
     for layer in enc.layers:
         h, e = layer(h, e, ei)
