@@ -14,6 +14,7 @@ CHECKS: dict[str, Rule] = {
     "noise": NON_NEGATIVE,  # Gaussian noise x each coordinate's std across the vertices, added to a sample
     "repair": one_of(True, False),  # REPAIR: hidden units' statistics reset to their parents' mix (MLPs)
     "repair_points": number(int, 1),  # training-split inputs REPAIR measures on
+    "bn_points": optional(number(int, 1)),  # training-split inputs BatchNorm recalibration reads (null: all)
     "steps": number(int, 0),  # optimizer steps of the simplex on the training data (0: the raw aligned models)
     "lr": POSITIVE,
     "momentum": PROBABILITY,

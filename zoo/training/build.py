@@ -61,7 +61,8 @@ RECIPE: dict[str, Rule] = {
     "activation": typed(str, "an activation name"),
     "batchnorm": typed(bool, "true or false"),
     "kernel_size": number(int, 1),
-    "stride": optional(number(int, 1)),  # cnn: every conv's stride (zoo.arch; 1 when absent)
+    "stride": optional(number(int, 1)),  # cnn: every conv's stride; resnet: the stem's (zoo.arch; 1 when absent)
+    "resnet_stages": optional(number(int, 1)),  # resnet: stages, each doubling width and halving the map (1)
     "padding": optional(one_of("same", "valid")),  # cnn: same (kernel_size // 2) or valid (none)
     "hparams": optional(typed(Mapping, "a mapping of hyperparameter -> distribution")),  # zoo.training.hparams
     "widths": list_of(number(int, 1)),
