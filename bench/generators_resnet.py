@@ -166,9 +166,11 @@ def main() -> int:
     p.add_argument("--zoo", default=f"data/zoos/{RECIPE}.zarr")
     p.add_argument("--runs", default="data/runs/generators-resnet")
     p.add_argument("--samples", type=int, default=100)
-    p.add_argument("--alphas", default="1.0,0.25", help="Dirichlet concentrations to sample at (after one fit)")
+    p.add_argument("--alphas", default="1.0,0.3,0.1", help="Dirichlet concentrations to sample at (after one fit)")
+    p.add_argument("--diagnose-alphas", default="1.0,0.1", help="those of --alphas that zoo diagnose reads")
     p.add_argument("--baseline", type=int, default=30, help="samples per noise level in zoo diagnose")
     p.add_argument("--no-diagnose", action="store_true")
+    p.add_argument("--set", nargs="*", default=[], help="generator overrides key=value (numbers), e.g. lr=0.005")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", default="docs/generators-resnet.json")
     p.add_argument("--md", default="docs/generators-resnet.md")
@@ -178,6 +180,9 @@ def main() -> int:
         args.samples, args.baseline = 10, 4
     z = ensure_zoo(args.zoo)
     cfg = {**SIMPLEX, **(QUICK if args.quick else {})}
+    for kv in args.set:
+        key, value = kv.split("=", 1)
+        cfg[key] = float(value) if "." in value or "e" in value else int(value)
     run = Path(args.runs) / "simplex"
     t0, c0 = time.perf_counter(), time.process_time()
     g = generators.fit("simplex", z.path, out=str(run), overwrite=True, threads=1, **cfg)
@@ -212,7 +217,7 @@ def main() -> int:
     if args.no_diagnose:
         return 0
     zoos = {}
-    for alpha in alphas:
+    for alpha in [float(a) for a in args.diagnose_alphas.split(",") if a]:
         g.config["alpha"] = alpha
         path = run / f"samples-alpha{alpha:g}.zarr"
         g.sample_zoo(args.samples, path, seed=0, overwrite=True)
