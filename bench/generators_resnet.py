@@ -73,7 +73,7 @@ NOTES = """## What was tried (measured on the same zoo, one shared thread)
   alpha 0.1, 5.9 s CPU for 100: the better fit, found after the diagnosed run below started.
 - Dirichlet alpha is a sampling knob (no refit): alpha 1 spreads mixes over the whole edge between two vertices
   and meets the barrier; alpha 0.1 keeps most of each mix's weight on one vertex (>= 0.99 of the accuracy, but
-  nearer the training models, as diagnose shows).
+  nearer the training models; how much nearer is for diagnose to measure).
 """
 
 
