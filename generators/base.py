@@ -189,8 +189,9 @@ class Generator(nn.Module, Pretrained, metaclass=abc.ABCMeta):
             self.train(was_training)
         flat = self.buffer_fill.expand(int(n), -1).clone()
         flat[:, self.param_mask] = params
-        if self.has_batchnorm and torch.isfinite(flat).all():
-            flat = zoo.recalibrate_bn(self.layout, flat, self.dataset())
+        if self.has_batchnorm and torch.isfinite(flat).all():  # generator.bn_points: a training subset (None: all)
+            points = self.config.get("bn_points")
+            flat = zoo.recalibrate_bn(self.layout, flat, self.dataset(), points=None if points is None else int(points))
         return flat, values
 
     @property

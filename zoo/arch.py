@@ -4,7 +4,9 @@ Spec keys: ``name`` (mlp | cnn | resnet | siren | vit | transformer), ``input_sh
 ``width``, ``depth``, ``activation`` and, for cnn, ``batchnorm`` and ``kernel_size``, plus three cnn keys that are
 present only when they differ from their default, so every spec written before them rebuilds the same module and layout:
 ``stride`` (default 1), ``padding`` (``same``, the default: kernel_size // 2 on each side; ``valid``: none, as
-Keras' default) and ``dropout`` (true: a :class:`MaskedDropout` after every activation). A siren (an implicit
+Keras' default) and ``dropout`` (true: a :class:`MaskedDropout` after every activation). A resnet likewise adds
+``stride`` (the stem conv's, default 1) and ``stages`` (default 1: constant width; more: each later stage doubles
+the width and halves the map) only when they differ from their defaults. A siren (an implicit
 neural representation: coordinates -> values) adds ``w0`` (the first layer's frequency, 30 as in Sitzmann et al.
 2020) and ``w0_hidden`` (the hidden layers', 30 as in their code); its ``activation`` is always ``sine``. The
 transformers (:class:`Transformer`: pre-norm blocks over tokens) add ``heads`` and ``mlp_ratio``; ``width`` is the
@@ -160,30 +162,58 @@ class CNN(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 conv+BN with an identity shortcut: the residual stream keeps ``width`` channels."""
+    """Two 3x3 conv+BN with an identity shortcut: the residual stream keeps ``width`` channels. Given
+    ``in_width`` != ``width`` or ``stride`` > 1 (the first block of a later stage), the first conv strides and a
+    1x1 conv+BN ``shortcut`` projects the input (He et al. 2016, option B)."""
 
-    def __init__(self, width: int, activation: str = "relu"):
+    def __init__(self, width: int, activation: str = "relu", in_width: int | None = None, stride: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        c = width if in_width is None else int(in_width)
+        self.conv1 = nn.Conv2d(c, width, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.act1 = _activation(activation)
         self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.act2 = _activation(activation)
+        self.shortcut: nn.Module | None = None
+        if c != width or stride != 1:
+            self.shortcut = nn.Sequential(nn.Conv2d(c, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act2(x + self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
+        skip = x if self.shortcut is None else self.shortcut(x)
+        return self.act2(skip + self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
 
 
 class ResNet(nn.Module):
-    """Stem conv+BN, ``depth`` basic blocks at constant width, global average pool, Linear head."""
+    """Stem conv+BN (stride ``stride``), ``stages`` stages of ``depth`` basic blocks each, global average pool,
+    Linear head. Stage i has ``width * 2**i`` channels; every stage after the first halves the map in its first
+    block (stride 2, projection shortcut). One stage at stride 1 is the original constant-width ResNet, module
+    for module."""
 
-    def __init__(self, in_channels: int, num_outputs: int, width: int, depth: int, activation: str = "relu"):
+    def __init__(
+        self,
+        in_channels: int,
+        num_outputs: int,
+        width: int,
+        depth: int,
+        activation: str = "relu",
+        stride: int = 1,
+        stages: int = 1,
+    ):
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), _activation(activation)
+            nn.Conv2d(in_channels, width, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            _activation(activation),
         )
-        self.blocks = nn.Sequential(*[BasicBlock(width, activation) for _ in range(depth)])
+        blocks: list[nn.Module] = []
+        for stage in range(stages):
+            w = width * 2**stage
+            for b in range(depth):
+                down = stage > 0 and b == 0
+                blocks.append(BasicBlock(w, activation, w // 2 if down else w, 2 if down else 1))
+        self.blocks = nn.Sequential(*blocks)
+        width = width * 2 ** (stages - 1)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(width, num_outputs)
 
@@ -289,10 +319,11 @@ def arch_spec(
     mlp_ratio: float = 2.0,
     patch: int = 2,
     tokens: int = 2,
+    stages: int = 1,
 ) -> dict:
     """Normalized spec dict (only the keys the architecture uses), as stored in layouts. The cnn keys ``stride``,
-    ``padding`` and ``dropout`` are written only when they differ from their defaults (1, same, false), so the
-    specs of zoos built before them are unchanged."""
+    ``padding`` and ``dropout`` and the resnet keys ``stride`` (the stem's) and ``stages`` are written only when
+    they differ from their defaults (1, same, false, 1), so the specs of zoos built before them are unchanged."""
     spec = {
         "name": name,
         "input_shape": [int(s) for s in input_shape],
@@ -314,6 +345,11 @@ def arch_spec(
             spec["padding"] = str(padding)
         if dropout:
             spec["dropout"] = True
+    if name == "resnet":
+        if int(stride) != 1:
+            spec["stride"] = int(stride)
+        if int(stages) != 1:
+            spec["stages"] = int(stages)
     return spec
 
 
@@ -368,7 +404,10 @@ def build_model(spec: Mapping) -> nn.Module:
             padding,
             bool(spec.get("dropout", False)),
         )
-    return ResNet(shape[0], int(spec["num_outputs"]), width, depth, act)
+    stride, stages = int(spec.get("stride", 1)), int(spec.get("stages", 1))
+    if stride < 1 or stages < 1 or (stages > 1 and depth < 1):
+        raise ZooError(f"resnet: stride and stages must be >= 1 (depth >= 1 with stages > 1), got {stride}, {stages}")
+    return ResNet(shape[0], int(spec["num_outputs"]), width, depth, act, stride, stages)
 
 
 def _transformer(name: str, spec: Mapping, shape: list, width: int, depth: int, act: str) -> Transformer:

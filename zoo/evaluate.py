@@ -26,6 +26,7 @@ from zoo.forward import activation_floats_per_sample, population_forward
 from zoo.layout import Layout
 
 SPLITS = ("train", "test")
+BN_POINTS_SEED = 0  # the seeded subset of training inputs ``recalibrate_bn(points=...)`` reads
 # On CPU one forward's activations stay below this many floats (16 MB) even when memory_floats allows more:
 # bigger chunks measured slower here (digits MLPs and BN CNNs, bench/evaluate.py: 4M vs 50M floats gave
 # 1.7-1.8x, interleaved runs), as their buffers leave the caches and are page-faulted in anew each time.
@@ -155,7 +156,12 @@ def predict(layout: Layout, weights: torch.Tensor, X: torch.Tensor, memory_float
 
 
 def recalibrate_bn(
-    layout: Layout, weights: torch.Tensor, dataset: Dataset, batch_size: int = 256, memory_floats: int = 50_000_000
+    layout: Layout,
+    weights: torch.Tensor,
+    dataset: Dataset,
+    batch_size: int = 256,
+    memory_floats: int = 50_000_000,
+    points: int | None = None,
 ) -> torch.Tensor:
     """Weights [n, P] with every BatchNorm's running mean/var re-estimated on the training split (returns the
     weights unchanged when the layout has no BatchNorm).
@@ -164,7 +170,8 @@ def recalibrate_bn(
     over X_train in order, in batches of ``batch_size`` (a cumulative average of the batch statistics):
     batch k uses momentum 1/k, the same factor PyTorch's cumulative average applies. Averaged,
     interpolated or generated weights need this; their stored statistics belong to other weights.
-    The test split is never read.
+    ``points``: only that many training inputs, a fixed seeded subset (``BN_POINTS_SEED``; None: all), for
+    when the forward over the whole split costs more than the sampling it serves. The test split is never read.
     """
     weights = _check_weights(layout, weights)
     module = _template(layout, weights.device)
@@ -175,7 +182,13 @@ def recalibrate_bn(
         raise ZooError("a BatchNorm of this architecture keeps no running statistics; nothing to recalibrate")
     if batch_size < 1:
         raise ZooError(f"batch_size must be >= 1, got {batch_size}")
-    X = dataset.X_train.to(weights.device)
+    X = dataset.X_train
+    if points is not None:
+        if int(points) < 1:
+            raise ZooError(f"points must be >= 1 training inputs, got {points}")
+        if int(points) < len(X):
+            X = X[torch.randperm(len(X), generator=torch.Generator().manual_seed(BN_POINTS_SEED))[: int(points)]]
+    X = X.to(weights.device)
     act = activation_floats_per_sample(module, X)
     budget = _forward_budget(memory_floats, weights.device)
     mc = max(1, min(weights.shape[0], budget // (act * batch_size)))  # a whole batch per forward

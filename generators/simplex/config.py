@@ -45,6 +45,12 @@ class SimplexConfig(Schema, group="generator", name="simplex"):
         " its parents' (MLPs; undoes the variance collapse of averaged nets)",
     )
     repair_points: int = key(1000, number(int, 1), "training-split inputs REPAIR measures on (fixed, seeded)")
+    bn_points: int | None = key(
+        None,
+        optional(number(int, 1)),
+        "BatchNorm nets: training-split inputs the samples' running statistics are re-estimated on (a fixed seeded"
+        " subset; null: the whole split)",
+    )
     noise: float = key(
         0.0, NON_NEGATIVE, "Gaussian noise x each coordinate's std across the vertices, added to every sample"
     )

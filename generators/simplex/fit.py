@@ -50,7 +50,8 @@ def _score(g: Simplex, vertices: torch.Tensor, X: torch.Tensor, y: torch.Tensor,
     pick, lam = draw_combinations(vertices.shape[0], n, k, alpha, gen)
     flat = _flat(g.buffer_fill, g.param_mask, combine(vertices, pick, lam))
     if g.has_batchnorm:
-        flat = zoo.recalibrate_bn(g.layout, flat, data)
+        points = g.config.get("bn_points")
+        flat = zoo.recalibrate_bn(g.layout, flat, data, points=None if points is None else int(points))
     out = zoo.predict(g.layout, flat, X)
     if data.kind == "classification":
         return float((out.argmax(-1) == y).double().mean())
@@ -118,7 +119,7 @@ def _fit(cfg: Mapping, gcfg: dict, seed: int, out: Path) -> Simplex:
         b = torch.randint(len(X), (min(bs, len(X)),), generator=gen)
         state = g.layout.unflatten_batch(_flat(g.buffer_fill, g.param_mask, combine(vertices, pick, lam)))
         params = {key: v for key, v in state.items() if key in names}
-        buffers = {key: v.clone() for key, v in state.items() if key not in names}
+        buffers = {key: v.detach().clone() for key, v in state.items() if key not in names}
         loss = _loss(population_forward(module, params, buffers, X[b]), y[b], data.kind)
         opt.zero_grad()
         loss.backward()

@@ -114,7 +114,12 @@ class RecipeConfig(Schema, group="recipe", name="base"):
     max_images: int | None = key(
         None, optional(number(int, 3)), "kind: inr: about this many images (quick zoos; zoo.inr)"
     )
-    stride: int | None = key(None, optional(number(int, 1)), "cnn: every conv's stride (zoo.arch; 1 when absent)")
+    stride: int | None = key(
+        None, optional(number(int, 1)), "cnn: every conv's stride; resnet: the stem's (zoo.arch; 1 when absent)"
+    )
+    resnet_stages: int | None = key(
+        None, optional(number(int, 1)), "resnet: stages, each doubling width and halving the map (1 when absent)"
+    )
     padding: str | None = key(None, optional(one_of("same", "valid")), "cnn: same (kernel_size // 2) or valid (none)")
     hparams: Any = key(
         None,

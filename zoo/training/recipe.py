@@ -282,6 +282,7 @@ def make_plan(
             mlp_ratio=float(recipe.get("mlp_ratio", 2.0)),
             patch=int(recipe.get("patch", 2)),
             tokens=int(recipe.get("tokens", 2)),
+            stages=int(recipe.get("resnet_stages", 1)),
         )
         spec_id = json.dumps(spec, sort_keys=True)
         if spec_id not in key_of_spec:
