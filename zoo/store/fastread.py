@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from zoo.errors import ZooError
-from zoo.store.localread import LocalArray, checked
+from zoo.store.localread import LocalArray, Unsupported, checked, node_meta
 
 if TYPE_CHECKING:
     import zarr
@@ -141,25 +141,7 @@ def read_whole(array: zarr.Array) -> tuple[np.ndarray, np.ndarray] | None:
     codecs = getattr(meta, "codecs", ())
     if folder is None or not _is_bytes_crc(codecs) or not _default_keys(meta):
         return None
-    chunks = tuple(meta.chunk_grid.chunk_shape)
-    if chunks[1:] != tuple(array.shape[1:]):
+    try:  # the same files read as zoo info's reader reads them (zoo.store.localread)
+        return LocalArray(folder, array.path, node_meta(folder)).read_whole()
+    except Unsupported:  # chunked along more than the first axis, ...: zarr reads it
         return None
-    dtype = np.dtype(array.dtype).newbyteorder("<")
-    out = np.full(array.shape, array.fill_value, dtype=array.dtype)
-    rows_per = chunks[0]
-    tail = ("0",) * (array.ndim - 1)
-    written = np.zeros(-(-array.shape[0] // rows_per), dtype=bool)
-    for k in range(len(written)):
-        path = os.path.join(folder, "c", str(k), *tail)
-        try:
-            with open(path, "rb") as f:
-                buf = f.read()
-        except FileNotFoundError:
-            continue
-        data = np.frombuffer(checked(buf, f"chunk {path}"), dtype=dtype)
-        if data.size != np.prod(chunks):
-            raise ZooError(f"chunk {path} is corrupt: {data.size} values, expected {int(np.prod(chunks))}")
-        lo, hi = k * rows_per, min((k + 1) * rows_per, array.shape[0])
-        out[lo:hi] = data.reshape(chunks)[: hi - lo]
-        written[k] = True
-    return out, written

@@ -34,7 +34,7 @@ class Unsupported(Exception):
     """Something this reader does not handle (an encoding, a layout): read it through zarr-python instead."""
 
 
-def _node(folder: str) -> dict:
+def node_meta(folder: str) -> dict:
     """The parsed ``zarr.json`` of a node (Unsupported when absent or unreadable: zarr then names the fault)."""
     try:
         with open(os.path.join(folder, "zarr.json"), "rb") as f:
@@ -144,7 +144,7 @@ class LocalGroup:
     """A group of a local store: its attributes, and its members by relative path."""
 
     def __init__(self, folder: str, path: str = ""):
-        meta = _node(folder)
+        meta = node_meta(folder)
         if meta.get("node_type") != "group":
             raise Unsupported(f"{folder} is not a group")
         self.folder, self.path = folder, path
@@ -155,7 +155,7 @@ class LocalGroup:
         if not os.path.isfile(os.path.join(folder, "zarr.json")):
             raise KeyError(name)
         path = f"{self.path}/{name}".strip("/")
-        meta = _node(folder)
+        meta = node_meta(folder)
         if meta.get("node_type") == "group":
             return LocalGroup(folder, path)
         return LocalArray(folder, path, meta)
@@ -166,7 +166,7 @@ class LocalGroup:
     def group_keys(self) -> list[str]:
         """The names of the member groups (sorted)."""
         names = sorted(e.name for e in os.scandir(self.folder) if e.is_dir() and e.name in self)
-        return [n for n in names if _node(os.path.join(self.folder, n)).get("node_type") == "group"]
+        return [n for n in names if node_meta(os.path.join(self.folder, n)).get("node_type") == "group"]
 
 
 def open_local(path: str) -> LocalGroup:
