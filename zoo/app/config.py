@@ -59,32 +59,6 @@ def compose(config_name: str, overrides: list[str]) -> dict:
         GlobalHydra.instance().clear()
 
 
-def cfg_request(argv: list[str]) -> tuple[list[str], bool]:
-    """``argv`` without Hydra's ``--cfg job`` (``--cfg=job``, ``-c job``) and whether it was there: the command then
-    prints the composed config it would run (as YAML) and runs nothing. Only ``job``: these commands compose with
-    Hydra's compose API, so there is no Hydra runtime config to show."""
-    out: list[str] = []
-    wanted = False
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        if token in ("--cfg", "-c") or token.startswith("--cfg="):
-            value = token.split("=", 1)[1] if "=" in token else (argv[i + 1] if i + 1 < len(argv) else None)
-            i += 1 if "=" in token else 2
-            if value != "job":
-                raise ZooError(f"--cfg {value or ''}: only --cfg job is supported (it prints the composed config)")
-            wanted = True
-            continue
-        out.append(token)
-        i += 1
-    return out, wanted
-
-
-def config_yaml(cfg: dict) -> str:
-    """A composed config as the YAML ``--cfg job`` prints."""
-    return OmegaConf.to_yaml(OmegaConf.create(cfg)).rstrip()
-
-
 def group_options(group: str) -> list[str]:
     """The configs of one config group (``conf/<group>/*.yaml``), by name."""
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
