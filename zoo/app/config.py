@@ -50,7 +50,9 @@ def compose(config_name: str, overrides: list[str]) -> dict:
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
         return OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as e:
-        msg = " ".join(str(e).split())
+        msg = " ".join(str(e).split()).split(" Config search path:")[0]
+        if "Could not find 'hydra/launcher/" in msg or "Could not find 'hydra/sweeper/" in msg:
+            msg += " (launchers and sweepers are Hydra plugins: pip install 'wszoo[launchers]' for joblib)"
         cause = e.__cause__  # e.g. the type a schema-typed YAML (schema/<group>/<name>) wanted
         if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
             msg += ": " + str(cause).strip().splitlines()[0]

@@ -10,6 +10,7 @@ is set while the app runs so exceptions reach the dispatcher instead of Hydra's 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -90,6 +91,20 @@ def one_line(e: BaseException) -> str:
     return msg
 
 
+def check_flags(flags: list[str]) -> None:
+    """Hydra's flags that cannot go together, or a ``--cfg`` it has no view for: one-line ZooErrors."""
+    names = [f.split("=", 1)[0] for f in flags]
+    modes = [f for f in names if f in MODES]
+    if len(modes) > 1:
+        raise ZooError(f"{' and '.join(modes)}: give one of -m, --run, --cfg, --info, --shell-completion")
+    for i, flag in enumerate(flags):
+        value = flag.split("=", 1)[1] if "=" in flag else flags[i + 1] if i + 1 < len(flags) else ""
+        if flag.split("=", 1)[0] in ("--cfg", "-c") and value not in ("job", "hydra", "all"):
+            raise ZooError(f"--cfg {value}: give --cfg job, --cfg hydra or --cfg all")
+    if ("--resolve" in names) and not {"--cfg", "-c"} & set(names):
+        raise ZooError("--resolve goes with --cfg (zoo COMMAND --cfg job --resolve)")
+
+
 def run_app(config_name: str, args: list[str], task: Callable[[Any], Any], extra: tuple[str, ...] = ()) -> None:
     """Run ``task`` (it gets each job's composed DictConfig) as the Hydra app of ``conf/<config_name>.yaml`` with
     the command line ``args`` (Hydra's flags and overrides); ``extra`` overrides (and :data:`DEFAULTS`) apply
@@ -100,20 +115,10 @@ def run_app(config_name: str, args: list[str], task: Callable[[Any], Any], extra
     from omegaconf.errors import OmegaConfBaseException
 
     flags, overrides = split_flags(args)
-    names = [f.split("=", 1)[0] for f in flags]
-    modes = [
-        f for f in names if f in ("-m", "--multirun", "-r", "--run", "--cfg", "-c", "-sc", "--shell-completion", *INFO)
-    ]
-    if len(modes) > 1:
-        raise ZooError(f"{' and '.join(modes)}: give one of -m, --run, --cfg, --info, --shell-completion")
-    for i, flag in enumerate(flags):
-        value = flag.split("=", 1)[1] if "=" in flag else flags[i + 1] if i + 1 < len(flags) else ""
-        if flag.split("=", 1)[0] in ("--cfg", "-c") and value not in ("job", "hydra", "all"):
-            raise ZooError(f"--cfg {value}: give --cfg job, --cfg hydra or --cfg all")
-    if ("--resolve" in names) and not {"--cfg", "-c"} & set(names):
-        raise ZooError("--resolve goes with --cfg (zoo COMMAND --cfg job --resolve)")
+    check_flags(flags)
     given = {key_of(o) for o in overrides}
-    settings = [o for o in (*DEFAULTS, *extra) if key_of(o) not in given]
+    named = (f"hydra.job.name={config_name}",)  # not the task function's name
+    settings = [o for o in (*DEFAULTS, *named, *extra) if key_of(o) not in given]
 
     @hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base=None)
     def app(cfg: Any) -> Any:
@@ -123,6 +128,8 @@ def run_app(config_name: str, args: list[str], task: Callable[[Any], Any], extra
     saved_argv, saved_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = [f"zoo-{config_name}", *flags, *settings, *overrides]
     os.environ["HYDRA_FULL_ERROR"] = "1"  # exceptions reach the dispatcher (one line), not Hydra's report + exit(1)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level  # --info adds a DEBUG handler on stdout: not past this call
     GlobalHydra.instance().clear()
     try:
         app()
@@ -132,6 +139,8 @@ def run_app(config_name: str, args: list[str], task: Callable[[Any], Any], extra
         if e.code:
             raise ZooError(f"bad Hydra flags: {' '.join(flags)} (zoo {config_name} --hydra-help lists them)") from None
     finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
         sys.argv = saved_argv
         if saved_env is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)

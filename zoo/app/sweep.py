@@ -25,7 +25,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from zoo.app.hydra_app import is_hydra_key, key_of, quoted, run_app, split_flags
+from zoo.app.hydra_app import check_flags, is_hydra_key, key_of, quoted, run_app, split_flags
 from zoo.errors import ZooError
 
 SWEEP_ENV = "WSZOO_SWEEP"  # the sweep's argv, swept keys and job count, for jobs in other processes (joblib)
@@ -82,13 +82,14 @@ def main(command: Command, argv: list[str]) -> int:
     """``zoo <command> [-m] [hydra flags] overrides`` through Hydra; the exit code (``-m``: 0 when every job
     finished, else 1)."""
     flags, overrides = split_flags(argv)
+    check_flags(flags)  # before a sweep's folders are made
     names = {f.split("=", 1)[0] for f in flags}
     if names & {"-m", "--multirun"}:
         return multirun(command, flags, overrides)
     if names & set(SHOW):  # Hydra shows the config, its defaults, its plugins or its help: no job runs
         run_app(command.name, [*flags, *command.overrides(overrides)], lambda cfg: None)
         return 0
-    command.compose([o for o in overrides if not is_hydra_key(o)])  # every value checked: one line, nothing written
+    command.compose(overrides)  # every value (hydra/launcher=... too) checked: one line, nothing written
     code = 0
     error: ZooError | None = None
 
@@ -117,14 +118,15 @@ class Plan:
     sweep_dir: Path
 
 
-def plan(command: Command, overrides: list[str]) -> Plan:
-    """Expand a basic sweep and check every job (composed, checked, output refused): one line, nothing written."""
-    jobs, swept = expand(overrides)
+def plan(command: Command, overrides: list[str], stamped: Path) -> Plan:
+    """Expand a basic sweep and check every job (composed, checked, output refused): one line, nothing written.
+    ``stamped``: the root of jobs without ``out=``."""
+    hydra = [o for o in overrides if is_hydra_key(o)]  # composed with each job: a missing launcher plugin is refused
+    jobs, swept = expand([o for o in overrides if not is_hydra_key(o)])
     explicit_out = any(key_of(o) == "out" for job in jobs for o in job)
-    stamped = Path(command.default_root) / time.strftime("%Y-%m-%d_%H-%M-%S")
     roots: list[Path] = []
     for i, job in enumerate(jobs):
-        cfg = command.compose(job)
+        cfg = command.compose([*job, *hydra])
         root = Path(cfg["out"]) if explicit_out and cfg.get("out") else stamped
         refuse_url(root)
         roots += [root] if root not in roots else []
@@ -142,7 +144,9 @@ def refuse_url(root: Path) -> None:
 def multirun(command: Command, flags: list[str], overrides: list[str]) -> int:
     """Hydra's multirun of ``overrides``; a basic sweep is checked whole first (:func:`plan`) and prints its size."""
     plugin_sweeper = any(key_of(o) == "hydra/sweeper" and o.split("=", 1)[1] != "basic" for o in overrides)
-    checked = None if plugin_sweeper else plan(command, [o for o in overrides if not is_hydra_key(o)])
+    given = [o.split("=", 1)[1].strip("'\"") for o in overrides if key_of(o) == "hydra.sweep.dir"]
+    stamped = Path(given[-1] if given else Path(command.default_root) / time.strftime("%Y-%m-%d_%H-%M-%S"))
+    checked = None if plugin_sweeper else plan(command, overrides, stamped)
     if checked is not None:
         print(
             f"zoo {command.name} -m: {len(checked.jobs)} runs, sweeping {', '.join(checked.swept) or 'nothing'}; "
@@ -154,7 +158,7 @@ def multirun(command: Command, flags: list[str], overrides: list[str]) -> int:
             root.mkdir(parents=True, exist_ok=True)
             (root / "multirun.json").write_text(json.dumps({"argv": overrides, "swept": checked.swept, "runs": []}))
     else:
-        sweep_dir = Path(command.default_root) / time.strftime("%Y-%m-%d_%H-%M-%S")
+        sweep_dir = stamped
     info = {"argv": overrides, "swept": checked.swept if checked else [], "jobs": len(checked.jobs) if checked else 0}
     saved = os.environ.get(SWEEP_ENV)
     os.environ[SWEEP_ENV] = json.dumps(info)  # read by each job, in this process or in a launcher's

@@ -22,6 +22,9 @@ EXAMPLES = [
     "zoo build recipe=tiny out=/tmp/t.zarr",
     "zoo build out=data/zoos/x.zarr recipe.widths=[8,16] recipe.seeds=2 recipe.epochs=5",
     "zoo build -m recipe=tiny recipe.epochs=3,6 out=/tmp/sweep   # one zoo per job: /tmp/sweep/<job>-tiny.zarr",
+    "zoo build -m recipe=tiny recipe.seed_offset=0,2 out=/tmp/sweep hydra/launcher=joblib hydra.launcher.n_jobs=2"
+    "   # jobs in parallel processes (pip install 'wszoo[launchers]')",
+    "zoo build recipe=tiny --cfg job --resolve       # Hydra's flags: --cfg job|hydra|all, --info, --hydra-help",
 ]
 
 
