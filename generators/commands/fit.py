@@ -12,8 +12,9 @@ from pathlib import Path
 
 from generators.fit import FitConfig, check_fit_config, fit_config
 from generators.registry import get, refuse_finished
-from zoo.app.config import cfg_request, compose, config_yaml, help_text
-from zoo.app.sweep import Command, multirun
+from zoo.app import sweep
+from zoo.app.config import compose, help_text
+from zoo.app.sweep import Command
 from zoo.app.trainer import checked_overrides
 from zoo.errors import ZooError
 
@@ -38,15 +39,11 @@ def main(argv: list[str]) -> int:
             )
         )
         return 0 if argv else 2
-    argv, show = cfg_request(argv)
-    if argv and argv[0] in ("-m", "--multirun"):  # a Hydra sweep: one run folder and one summary line per job
-        if show:
-            raise ZooError("--cfg job prints one fit's config: drop -m and give one value per key")
-        return multirun(SWEEP, argv[1:])
-    cfg = compose("fit", checked_overrides(argv, "fit", ("generator",)))
-    if show:  # --cfg job: the composed config, nothing run
-        print(config_yaml(cfg))
-        return 0
+    return sweep.main(SWEEP, argv)
+
+
+def _single(cfg: dict) -> int:
+    """Fit one generator and print its summary and what to run next."""
     g = fit_config(cfg)
     summary = json.loads((g.run_dir / "summary.json").read_text())
     print(
@@ -59,12 +56,17 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _checked(job: list[str]) -> dict:
-    """A sweep job's composed config, checked before any job fits."""
-    cfg = compose("fit", checked_overrides(job, "fit", ("generator",)))
+def _check(cfg: dict) -> None:
+    """A composed fit config's values (the zoo to fit on is required)."""
     if not cfg.get("zoo"):
         raise ZooError("zoo=PATH is required (the zoo to fit on)")
     check_fit_config(cfg)
+
+
+def _checked(job: list[str]) -> dict:
+    """A job's composed config, checked before any job fits."""
+    cfg = compose("fit", checked_overrides(job, "fit", ("generator",)))
+    _check(cfg)
     return cfg
 
 
@@ -82,8 +84,11 @@ def _run(cfg: dict) -> tuple[str, dict, bool]:
 SWEEP = Command(
     name="fit",
     compose=_checked,
+    check=_check,
     output_name=lambda cfg: f"{cfg['generator']['name']}-{Path(str(cfg['zoo'])).stem}",
     default_root="data/runs/multirun",
     refuse=lambda cfg: refuse_finished(cfg["out"], bool(cfg.get("overwrite", False))),
     run=_run,
+    single=_single,
+    overrides=lambda argv: checked_overrides(argv, "fit", ()),  # undeclared Trainer arguments get their +
 )

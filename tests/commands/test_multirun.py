@@ -1,14 +1,16 @@
-"""``zoo build -m`` and ``zoo fit -m`` (zoo.app.sweep; ``zoo train -m``: tests/wsl/test_multirun.py): Hydra's sweep
-grammar through its public parser, one output per job, every job checked before the first runs."""
+"""``zoo build -m`` and ``zoo fit -m`` (zoo.app.sweep; ``zoo train -m``: tests/wsl/test_multirun.py): Hydra apps whose
+sweeps Hydra's sweeper and launcher run, one output per job, every job checked before the first runs."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+import torch
+from omegaconf import OmegaConf
 
 import zoo
-from tests.conftest import TINY, build_zoo
+from tests.conftest import TINY, build_zoo, run_cli
 from tests.generators.test_generators import FAST_CLI
 from zoo.app.sweep import expand
 from zoo.commands.main import main as zoo_main
@@ -29,12 +31,17 @@ def test_expand_follows_the_basic_sweepers_order():
         expand(["seed=range("])
 
 
-def test_build_sweep_builds_one_zoo_per_job_and_resumes(tmp_path, capsys):
+def test_build_sweep_builds_one_zoo_per_job_and_resumes(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "sweep"
     args = ["build", "-m", *TINY, "recipe.widths=[8]", "recipe.seeds=1", "recipe.epochs=3,4", f"out={out}"]
     assert zoo_main(args) == 0, capsys.readouterr().err
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
     assert [line.split(":")[0] for line in lines] == ["[1/2] recipe.epochs=3", "[2/2] recipe.epochs=4"]
+    # Hydra's basic sweeper and launcher ran it (their multirun.yaml beside ours); nothing else in the cwd
+    hydra = OmegaConf.load(out / "multirun.yaml").hydra
+    assert hydra.launcher._target_.endswith("BasicLauncher") and hydra.sweep.dir == str(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
     record = json.loads((out / "multirun.json").read_text())
     assert record["swept"] == ["recipe.epochs"] and [r["out"] for r in record["runs"]] == [
         str(out / "0-tiny.zarr"),
@@ -71,3 +78,52 @@ def test_fit_sweep_fits_one_run_per_job_and_checks_all_first(tmp_path, capsys):
         assert summary["config"]["seed"] == seed and r["best_score"] == summary["best_score"]
     assert zoo_main(args) == 2  # finished fits are refused before any job runs, without overwrite=true
     assert "holds a finished fit" in capsys.readouterr().err
+
+
+def test_a_job_that_fails_is_one_line_and_the_sweep_exits_2(tmp_path, capsys, monkeypatch):
+    """A ZooError inside a job (here a GPU asked for on a machine without one) ends that job in one line and its
+    record; the other jobs still run (as in any Hydra multirun) and the command ends with one error line."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "sweep"
+    rc, stdout, err = run_cli(capsys, "build", "-m", *TINY, "device=cuda", "recipe.seed_offset=0,1", f"out={out}")
+    assert rc == 2 and err.count("\n") == 1 and "2 of 2 jobs failed; job 0: device=cuda was asked for" in err
+    assert [line.split(":")[0] for line in stdout.splitlines() if line.startswith("[")] == [
+        "[1/2] recipe.seed_offset=0",
+        "[2/2] recipe.seed_offset=1",
+    ]
+    runs = json.loads((out / "multirun.json").read_text())["runs"]
+    assert [(r["job"], r["finished"], "no CUDA GPU" in r["error"]) for r in runs] == [
+        (0, False, True),
+        (1, False, True),
+    ]
+
+
+def test_hydra_flags_show_what_hydra_composes(tmp_path, capsys, caplog, monkeypatch):
+    """--info is Hydra's own (its defaults list, logged to the terminal), without running or writing; Hydra's
+    flags that exclude each other are one line."""
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level("DEBUG", logger="hydra")
+    rc, out, err = run_cli(capsys, "build", "--info", "defaults", "recipe=tiny")
+    shown = out + caplog.text
+    assert rc == 0 and "recipe/tiny" in shown and "hydra/launcher/basic" in shown, err
+    rc, out, _ = run_cli(capsys, "build", "-m", "recipe=tiny", "--cfg", "job")
+    assert rc == 2 and "give one of -m, --run, --cfg" in _
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_the_jobs_in_parallel_processes(tmp_path, capsys):
+    """``hydra/launcher=joblib`` (the launchers extra): two jobs in two worker processes, both recorded in one
+    multirun.json (each job adds its record under a file lock)."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    out = tmp_path / "sweep"
+    args = [*TINY, "recipe.widths=[8]", "recipe.seeds=1", "recipe.epochs=3", "recipe.seed_offset=0,1", f"out={out}"]
+    rc, _, err = run_cli(capsys, "build", "-m", *args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert rc == 0, err
+    assert OmegaConf.load(out / "multirun.yaml").hydra.launcher._target_.endswith("JoblibLauncher")
+    runs = json.loads((out / "multirun.json").read_text())["runs"]
+    assert [(r["job"], r["done"], r["out"]) for r in runs] == [
+        (0, 1, str(out / "0-tiny.zarr")),
+        (1, 1, str(out / "1-tiny.zarr")),
+    ]
+    assert [zoo.open(r["out"]).config["recipe"]["seed_offset"] for r in runs] == [0, 1]

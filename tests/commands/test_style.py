@@ -211,7 +211,8 @@ def test_device_settings_map_to_torch_and_lightning(monkeypatch):
 @pytest.mark.parametrize("command", ["build", "train", "fit"])
 def test_cfg_job_prints_the_composed_config_and_runs_nothing(command, capsys, tmp_path, monkeypatch):
     """``--cfg job`` (Hydra's flag; also ``--cfg=job``, ``-c job``) prints the config the command would run as YAML,
-    the same as composing its overrides, and writes nothing; another --cfg value is one line."""
+    the same as composing its overrides, and writes nothing; ``--cfg hydra`` shows Hydra's own config (these
+    commands are Hydra apps: their run folder is their out=, no outputs/); another --cfg value is one line."""
     from omegaconf import OmegaConf
 
     from zoo.app.config import compose
@@ -224,5 +225,9 @@ def test_cfg_job_prints_the_composed_config_and_runs_nothing(command, capsys, tm
         assert rc == 0, err
         assert OmegaConf.to_container(OmegaConf.create(out)) == compose(command, [*args, "out=run"])
     assert list(tmp_path.iterdir()) == []
-    rc, _, err = run_cli(capsys, command, *args, "--cfg", "hydra")
-    assert rc == 2 and "only --cfg job is supported" in err and err.count("\n") == 1
+    rc, out, err = run_cli(capsys, command, *args, "--cfg", "hydra")
+    hydra = OmegaConf.create(out).hydra
+    assert rc == 0 and hydra.run.dir == "." and hydra.output_subdir is None and hydra.job_logging.root is None
+    rc, _, err = run_cli(capsys, command, *args, "--cfg", "nope")
+    assert rc == 2 and "give --cfg job, --cfg hydra or --cfg all" in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

@@ -1,6 +1,6 @@
 """``zoo train [-m] encoder=NAME task=NAME zoo=PATH [overrides]``: one run (or a sweep) of :func:`wsl.train.train`.
 
-Composes ``conf/train.yaml`` (groups encoder/, task/, augment/) with Hydra's compose API and prints the
+A Hydra app over ``conf/train.yaml`` (groups encoder/, task/, augment/; :mod:`zoo.app.sweep`) and prints the
 run's test metrics; the run folder is described in :mod:`wsl.train`.
 """
 
@@ -10,12 +10,11 @@ from pathlib import Path
 
 from wsl.augment import AugmentConfig
 from wsl.encoders.config import SCHEMAS
-from wsl.multirun import metrics_text, multirun
+from wsl.multirun import command, metrics_text
 from wsl.targets import TaskConfig
 from wsl.train import TrainConfig, train
-from zoo.app.config import cfg_request, compose, config_yaml, help_text
-from zoo.app.trainer import checked_overrides
-from zoo.errors import ZooError
+from zoo.app import sweep
+from zoo.app.config import help_text
 
 USAGE = (
     "usage: zoo train [-m] encoder=NAME task=NAME zoo=PATH [key=value ...]"
@@ -46,15 +45,11 @@ def main(argv: list[str]) -> int:
             )
         )
         return 0 if argv else 2
-    argv, show = cfg_request(argv)
-    if argv and argv[0] in ("-m", "--multirun"):  # a Hydra sweep: one run folder and one summary line per job
-        if show:
-            raise ZooError("--cfg job prints one run's config: drop -m and give one value per key")
-        return multirun(argv[1:], "train", GROUPS)
-    cfg = compose("train", checked_overrides(argv, "train", GROUPS))
-    if show:  # --cfg job: the composed config, nothing run
-        print(config_yaml(cfg))
-        return 0
+    return sweep.main(command("train", GROUPS, _single), argv)
+
+
+def _single(cfg: dict) -> int:
+    """Train one encoder and print its test metrics and run folder."""
     s = train(cfg)
     metrics = metrics_text(s["test"])
     held_out = s["splits"].get("test", {}).get("models", 0)

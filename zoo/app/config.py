@@ -50,39 +50,15 @@ def compose(config_name: str, overrides: list[str]) -> dict:
             cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
         return OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as e:
-        msg = " ".join(str(e).split())
+        msg = " ".join(str(e).split()).split(" Config search path:")[0]
+        if "Could not find 'hydra/launcher/" in msg or "Could not find 'hydra/sweeper/" in msg:
+            msg += " (launchers and sweepers are Hydra plugins: pip install 'wszoo[launchers]' for joblib)"
         cause = e.__cause__  # e.g. the type a schema-typed YAML (schema/<group>/<name>) wanted
         if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
             msg += ": " + str(cause).strip().splitlines()[0]
         raise ZooError(f"bad override: {msg}") from None
     finally:
         GlobalHydra.instance().clear()
-
-
-def cfg_request(argv: list[str]) -> tuple[list[str], bool]:
-    """``argv`` without Hydra's ``--cfg job`` (``--cfg=job``, ``-c job``) and whether it was there: the command then
-    prints the composed config it would run (as YAML) and runs nothing. Only ``job``: these commands compose with
-    Hydra's compose API, so there is no Hydra runtime config to show."""
-    out: list[str] = []
-    wanted = False
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        if token in ("--cfg", "-c") or token.startswith("--cfg="):
-            value = token.split("=", 1)[1] if "=" in token else (argv[i + 1] if i + 1 < len(argv) else None)
-            i += 1 if "=" in token else 2
-            if value != "job":
-                raise ZooError(f"--cfg {value or ''}: only --cfg job is supported (it prints the composed config)")
-            wanted = True
-            continue
-        out.append(token)
-        i += 1
-    return out, wanted
-
-
-def config_yaml(cfg: dict) -> str:
-    """A composed config as the YAML ``--cfg job`` prints."""
-    return OmegaConf.to_yaml(OmegaConf.create(cfg)).rstrip()
 
 
 def group_options(group: str) -> list[str]:

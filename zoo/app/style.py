@@ -16,7 +16,17 @@ from zoo.errors import ZooError
 SHARED = ("zoo", "out", "overwrite", "threads", "seed", "device")
 FLAGS = ("overwrite",)  # options without a value (``--overwrite``; ``overwrite=true`` in Hydra)
 HYDRA = ("build", "train", "fit")  # the Hydra commands: their shared settings are conf/<name>.yaml's top-level keys
-HYDRA_FLAGS = ("-h", "--help", "-m", "--multirun", "--cfg", "--info")  # passed on as they are
+# passed on as they are: Hydra's own flags (zoo.app.hydra_app runs build, train and fit as Hydra apps)
+HYDRA_FLAGS: tuple[str, ...] = ("-h", "--help", "-m", "--multirun", "--cfg", "--info", "--resolve", "--package")
+HYDRA_FLAGS += (
+    "--hydra-help",
+    "--run",
+    "--config-path",
+    "--config-name",
+    "--config-dir",
+    "--shell-completion",
+    "--experimental-rerun",
+)
 # the argparse commands: their shared options, and how each names the zoo it reads ("": its first argument)
 OPTIONS: Mapping[str, tuple[tuple[str, ...], str | None]] = {
     "info": ((), ""),

@@ -6,18 +6,25 @@ from __future__ import annotations
 import json
 import time
 
-from zoo.app.config import cfg_request, compose, config_yaml, help_text
-from zoo.app.sweep import Command, multirun
+from zoo.app import sweep
+from zoo.app.config import compose, help_text
+from zoo.app.sweep import Command
 from zoo.errors import ZooError
 from zoo.store import summarize
 from zoo.training.build import BuildConfig, ExecutorConfig, RecipeConfig, build, check_build_config, refuse_other_zoo
 
-USAGE = "usage: zoo build [-m] [GROUP=NAME] [KEY=VALUE ...]   (Hydra overrides of conf/build.yaml; -m: a sweep)"
+USAGE = (
+    "usage: zoo build [-m] [GROUP=NAME] [KEY=VALUE ...]   (a Hydra app over conf/build.yaml: -m sweeps, --cfg job,"
+    " --info, hydra/launcher=...; --hydra-help)"
+)
 EXAMPLES = [
     "zoo build                       # recipe=default -> data/zoos/mlp-digits.zarr",
     "zoo build recipe=tiny out=/tmp/t.zarr",
     "zoo build out=data/zoos/x.zarr recipe.widths=[8,16] recipe.seeds=2 recipe.epochs=5",
     "zoo build -m recipe=tiny recipe.epochs=3,6 out=/tmp/sweep   # one zoo per job: /tmp/sweep/<job>-tiny.zarr",
+    "zoo build -m recipe=tiny recipe.seed_offset=0,2 out=/tmp/sweep hydra/launcher=joblib hydra.launcher.n_jobs=2"
+    "   # jobs in parallel processes (pip install 'wszoo[launchers]')",
+    "zoo build recipe=tiny --cfg job --resolve       # Hydra's flags: --cfg job|hydra|all, --info, --hydra-help",
 ]
 
 
@@ -51,19 +58,13 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(usage())
         return 0
-    argv, show = cfg_request(argv)
-    if argv and argv[0] in ("-m", "--multirun"):  # a Hydra sweep: one zoo and one summary line per job
-        if show:
-            raise ZooError("--cfg job prints one build's config: drop -m and give one value per key")
-        return multirun(SWEEP, argv[1:])
-    cfg = compose("build", argv)
-    if show:  # --cfg job: the composed config, nothing run
-        print(config_yaml(cfg))
-        return 0
-    _refuse_memory(cfg)
+    return sweep.main(SWEEP, argv)
+
+
+def _single(cfg: dict) -> int:
+    """Build one zoo and print what it holds; 1 while models are still pending."""
     t0 = time.perf_counter()
-    z = build(cfg)
-    s = summarize(z)
+    s = summarize(build(cfg))
     print(report(s, time.perf_counter() - t0))
     return 0 if s["pending"] == 0 else 1
 
@@ -76,11 +77,16 @@ def _refuse_memory(cfg: dict) -> None:
         )
 
 
-def _checked(job: list[str]) -> dict:
-    """A sweep job's composed config, checked before any job builds."""
-    cfg = compose("build", job)
+def _check(cfg: dict) -> None:
+    """A composed build config's values, and its output a store that outlives the command."""
     check_build_config(cfg)
     _refuse_memory(cfg)
+
+
+def _checked(job: list[str]) -> dict:
+    """A job's composed config, checked before any job builds."""
+    cfg = compose("build", job)
+    _check(cfg)
     return cfg
 
 
@@ -99,10 +105,12 @@ def _run(cfg: dict) -> tuple[str, dict, bool]:
 SWEEP = Command(
     name="build",
     compose=_checked,
+    check=_check,
     output_name=lambda cfg: f"{cfg['recipe']['name']}.zarr",
     default_root="data/zoos/multirun",
     refuse=refuse_other_zoo,
     run=_run,
+    single=_single,
 )
 
 
