@@ -5,17 +5,18 @@ independent seeds. The generator: ``zoo fit generator=simplex`` with the overrid
 models as vertices, fitted so that k=2 Dirichlet mixes keep a low loss on the TRAINING split). Sampling 100 whole
 networks includes the BatchNorm recalibration on ``bn_points`` TRAINING-split inputs (never test); no fine-tuning.
 Measured: the samples' mean test accuracy over the training models' (stored running statistics, as trained),
-sampling time (wall and this process's CPU time: the machine is shared), and ``zoo diagnose`` beside the noise
-baseline (accuracy ratio, nearest distance over the training models' median, max IoU against the noise frontier,
-more_novel_than_noise). Writes docs/generators-resnet.json, docs/generators-resnet.md and the diagnose PNG.
-
-Diagnose at this size is the slow part on one shared CPU thread (every model evaluated on the 1,000 test images
-and weight-matched to the training models), so this bench runs it with the noise baseline only, ``--baseline``
-samples per noise level, ``refine`` 0, and the noise scales chosen from 8 training models on 5% of the training
-split (generators.diagnose.baselines' SIGMA_MODELS and VAL_FRACTION, 32 and 20% by default); the record says so.
+sampling time (wall and this process's CPU time, and ``zoo sample`` as a command; the machine is shared, so the
+load average is recorded beside each), held-out VALIDATION accuracy (the fit's own held-out share of the
+training split, never test) of this fit and of the ``--compare`` runs, which picks the default, and ``zoo
+diagnose`` with its default baselines (noise at 0/1/5%, average, gaussian) and budget (big networks: fewer
+baseline networks, generators.diagnose.budget; the report's ``budget`` says how many): accuracy ratio, nearest
+distance over the training models' median, max IoU against the noise frontier at equal accuracy,
+more_novel_than_noise, good_and_novel. Writes docs/generators-resnet.json, docs/generators-resnet.md and the
+diagnose PNG.
 
 Rerun: .venv/bin/python bench/generators_resnet.py            (builds the zoo when missing: ~40 min on one thread)
        .venv/bin/python bench/generators_resnet.py --quick    (smoke run: few steps, 10 samples; figures meaningless)
+       --run DIR: sample from a fitted run instead of fitting (e.g. the run folder this bench wrote before)
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,7 +37,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import generators  # noqa: E402
 import zoo  # noqa: E402
-from generators.diagnose import baselines as diagnose_baselines  # noqa: E402
 from generators.diagnose import method_rows, summary_table  # noqa: E402
 from zoo.app.config import compose  # noqa: E402
 
@@ -92,10 +94,16 @@ def timed_sample(g: generators.Generator, n: int, seed: int) -> tuple[torch.Tens
     return flat, time.perf_counter() - w0, time.process_time() - c0
 
 
+def load() -> list[float]:
+    """The machine's 1-minute load average (2 cores, shared): wall seconds above CPU seconds are waiting."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def sample_row(g: generators.Generator, n: int, alpha: float, data: zoo.Dataset, train_acc: float) -> dict:
     """Sample n whole networks at Dirichlet ``alpha`` (timed, recalibration included) and score them on test."""
     g.config["alpha"] = float(alpha)
     timed_sample(g, n, seed=1)  # warm-up
+    before = load()
     runs = [timed_sample(g, n, seed=0) for _ in range(2)]
     flat = runs[0][0]
     if not all(torch.equal(flat, r[0]) for r in runs):
@@ -115,6 +123,56 @@ def sample_row(g: generators.Generator, n: int, alpha: float, data: zoo.Dataset,
         "sample_seconds_cpu": round(min(r[2] for r in runs), 2),
         "generate_only_seconds_wall": round(gen_wall, 3),
         "generate_only_seconds_cpu": round(gen_cpu, 3),
+        "load_average": before,
+    }
+
+
+def held_out(g: generators.Generator, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fit's held-out share of the TRAINING split: generators.simplex.fit's seeded draws, replayed (a vertex
+    subset's permutation, then the split's)."""
+    gen = torch.Generator().manual_seed(seed)
+    if g.config.get("vertices") is not None:
+        torch.randperm(len(g.origin["train_ids"]), generator=gen)
+    data = g.dataset()
+    n = len(data.X_train)
+    idx = torch.randperm(n, generator=gen)[: int(round(float(g.config["data_val_fraction"]) * n))]
+    return data.X_train[idx], data.y_train[idx]
+
+
+def validation(run_dir: str, alphas: list[float], n: int) -> dict:
+    """Held-out validation accuracy of a fitted run's samples (recalibrated as sampled) at each alpha; first the
+    fit's own record replayed (its best step's fixed combinations), which checks that the split is the fit's."""
+    from generators.simplex.fit import _score
+
+    g = generators.load(run_dir)
+    X, y = held_out(g)
+    summary = json.loads(Path(run_dir, "summary.json").read_text())
+    replay = _score(g, g.vertices, X, y, g.dataset())
+    if abs(replay - summary["best_score"]) > 1e-9:
+        raise RuntimeError(f"{run_dir}: held-out split not the fit's ({replay} vs {summary['best_score']})")
+    out = {"run": run_dir, "config": {k: g.config[k] for k in ("lr", "steps", "vertices")}, "fit_val_acc": replay}
+    for alpha in alphas:
+        g.config["alpha"] = float(alpha)
+        flat, _ = g.sample_flat(n, seed=1)
+        out[f"val_acc_alpha{alpha:g}"] = float((zoo.predict(g.layout, flat, X).argmax(-1) == y).double().mean())
+    out["held_out_points"], out["samples"] = len(y), n
+    return out
+
+
+def cli_sample(run_dir: str, n: int, out: str) -> dict:
+    """``zoo sample RUN -n N --metrics none`` as a command, one thread: wall and CPU seconds (startup included)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    argv = [sys.executable, "-m", "zoo.commands.main", "sample", run_dir, "-n", str(n), "--out", out]
+    argv += ["--metrics", "none", "--overwrite"]
+    before, r0, w0 = load(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    subprocess.run(argv, check=True, env=env, capture_output=True)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return {
+        "command": f"zoo sample RUN -n {n} --out OUT --metrics none",
+        "wall": round(time.perf_counter() - w0, 2),
+        "cpu": round(cpu, 2),
+        "load_average": before,
     }
 
 
@@ -127,33 +185,63 @@ def write(rec: dict, report: dict | None, args: argparse.Namespace) -> None:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(rec, indent=2) + "\n")
     cfg = rec["config"]
+    fit = (
+        f"fit {rec['fit_seconds']:.0f} s wall, {rec['fit_seconds_cpu']:.0f} s CPU"
+        if rec.get("fit_seconds") is not None
+        else f"fitted run reused from {rec['run']}"
+    )
     md = [
         "# Whole BatchNorm ResNets on CPU: the simplex generator on resnet-mnist (issue 24 item 4)",
         "",
         f"Rerun: `{rec['rerun']}` (one torch thread, on a 2-core machine shared with other jobs: CPU seconds are",
-        "this process's, wall seconds include waiting for the cores). "
+        "this process's, wall seconds include waiting for the cores; the load average beside each timing says how "
+        "busy the machine was). "
         f"Zoo: `{RECIPE}`, {rec['models']} ResNets of {rec['parameters']:,} parameters, training models' mean test "
         f"accuracy {f(rec['train_models_test_acc'])} (stored BatchNorm statistics; "
         f"{f(rec['train_models_test_acc_recalibrated_bn_points'])} for {rec['recalibrated_train_models']} of them "
         f"recalibrated on {cfg['bn_points']} training inputs, the samples' recalibration). The generator learned "
-        f"from {rec['train_models']} of them ({cfg['vertices']} as vertices); fit {rec['fit_seconds']:.0f} s wall, "
-        f"{rec['fit_seconds_cpu']:.0f} s CPU. Config: `{json.dumps(cfg)}`.",
+        f"from {rec['train_models']} of them ({cfg['vertices']} as vertices); {fit}. Config: `{json.dumps(cfg)}`.",
         "",
         "| alpha | samples' mean test acc (min) | acc ratio (target >= 0.99) | sample 100 incl. BN recalibration: "
-        "wall / CPU s (target <= 10) | generating only: CPU s |",
-        "|---|---|---|---|---|",
+        "wall / CPU s (target <= 10) | generating only: CPU s | load average (1/5/15 min) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rec["rows"]:
         md.append(
             f"| {r['alpha']} | {f(r['samples_test_acc'])} ({f(r['samples_test_acc_min'])}) | {f(r['acc_ratio'])} | "
-            f"{r['sample_seconds_wall']:.2f} / {r['sample_seconds_cpu']:.2f} | {r['generate_only_seconds_cpu']:.3f} |"
+            f"{r['sample_seconds_wall']:.2f} / {r['sample_seconds_cpu']:.2f} | {r['generate_only_seconds_cpu']:.3f} | "
+            f"{' / '.join(str(x) for x in r['load_average'])} |"
         )
+    c = rec.get("cli_sample")
+    if c:
+        md += [
+            "",
+            f"As a command, `{c['command']}` (the run's alpha, startup and writing the zoo included): "
+            f"{c['wall']:.1f} s wall, {c['cpu']:.1f} s CPU at load {' / '.join(str(x) for x in c['load_average'])}."
+            " Scoring the 100 samples into the models table (the default `--metrics train,test`: 5,000 images "
+            "each) costs far more than sampling them, hence `--metrics none` when the samples go to diagnose.",
+        ]
+    if rec.get("validation"):
+        md += [
+            "",
+            "Held-out VALIDATION accuracy (the fit's own held-out share of the training split; never test) of "
+            f"{rec['validation'][0]['samples']} samples, which picks the bench's fit:",
+            "",
+            "| run | lr, steps | fit's own validation (alpha 1, 8 fixed mixes) | samples at alpha 1 | at alpha 0.1 |",
+            "|---|---|---|---|---|",
+        ]
+        for v in rec["validation"]:
+            md.append(
+                f"| {v['run']} | {v['config']['lr']}, {v['config']['steps']} | {f(v['fit_val_acc'])} | "
+                f"{f(v.get('val_acc_alpha1'))} | {f(v.get('val_acc_alpha0.1'))} |"
+            )
     md += ["", NOTES]
     if report is not None:
         d = rec["diagnose"]
         md += [
-            f"`zoo diagnose` ({d['seconds']:.0f} s wall; noise baseline only, {d['n_baseline']} per level, refine 0, "
-            "noise scales from 8 training models on 5% of the training split):",
+            f"`zoo diagnose` of the alpha 1 and 0.1 samples with its defaults ({d['seconds']:.0f} s wall, "
+            f"{d['seconds_cpu']:.0f} s CPU, load {' / '.join(str(x) for x in d['load_average'])}; "
+            f"{d['budget']['note']}):",
             "",
             "| method | acc ratio | nn distance / training median | max IoU vs noise frontier at equal acc | "
             "more novel than noise | good and novel |",
@@ -173,6 +261,8 @@ def write(rec: dict, report: dict | None, args: argparse.Namespace) -> None:
             summary_table(report),
             "```",
             "",
+            "Diagnose steps, seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in d["steps_seconds"].items()),
+            "",
         ]
         png = Path(args.runs, "diagnose", "accuracy_vs_max_iou.png")
         target = Path(args.md).with_suffix(".png")
@@ -186,10 +276,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--zoo", default=f"data/zoos/{RECIPE}.zarr")
     p.add_argument("--runs", default="data/runs/generators-resnet")
+    p.add_argument("--run", default=None, help="a fitted simplex run folder to sample from instead of fitting")
+    p.add_argument("--compare", nargs="*", default=[], help="other fitted runs to compare on held-out validation")
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--alphas", default="1.0,0.3,0.1", help="Dirichlet concentrations to sample at (after one fit)")
     p.add_argument("--diagnose-alphas", default="1.0,0.1", help="those of --alphas that zoo diagnose reads")
-    p.add_argument("--baseline", type=int, default=30, help="samples per noise level in zoo diagnose")
+    p.add_argument("--val-samples", type=int, default=32, help="samples per alpha scored on held-out validation")
     p.add_argument("--no-diagnose", action="store_true")
     p.add_argument("--set", nargs="*", default=[], help="generator overrides key=value (numbers), e.g. lr=0.005")
     p.add_argument("--quick", action="store_true")
@@ -198,16 +290,22 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(1)
     if args.quick:
-        args.samples, args.baseline = 10, 4
+        args.samples, args.val_samples = 10, 4
     z = ensure_zoo(args.zoo)
     cfg = {**SIMPLEX, **(QUICK if args.quick else {})}
     for kv in args.set:
         key, value = kv.split("=", 1)
         cfg[key] = float(value) if "." in value or "e" in value else int(value)
-    run = Path(args.runs) / "simplex"
-    t0, c0 = time.perf_counter(), time.process_time()
-    g = generators.fit("simplex", z.path, out=str(run), overwrite=True, threads=1, **cfg)
-    fit_s, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
+    fit_s = fit_cpu = None
+    if args.run:
+        run = Path(args.run)
+        g = generators.load(str(run))
+        cfg = {k: g.config[k] for k in cfg}
+    else:
+        run = Path(args.runs) / "simplex"
+        t0, c0 = time.perf_counter(), time.process_time()
+        g = generators.fit("simplex", z.path, out=str(run), overwrite=True, threads=1, **cfg)
+        fit_s, fit_cpu = round(time.perf_counter() - t0, 1), round(time.process_time() - c0, 1)
     data = g.dataset()
     train_ids = g.origin["train_ids"]
     train_acc = float(z.models.set_index("model_id").loc[train_ids, "test_acc"].mean())
@@ -217,50 +315,57 @@ def main() -> int:
         "zoo": RECIPE,
         "generator": "simplex",
         "config": cfg,
+        "run": str(run),
         "models": int((z.models["status"] == "done").sum()),
         "parameters": int(g.layout.parameter_mask().sum()),
         "train_models": len(train_ids),
         "train_models_test_acc": train_acc,
         "recalibrated_train_models": len(some),
         "train_models_test_acc_recalibrated_bn_points": float(zoo.evaluate(g.layout, recal, data)["acc"].mean()),
-        "fit_seconds": round(fit_s, 1),
-        "fit_seconds_cpu": round(fit_cpu, 1),
+        "fit_seconds": fit_s,
+        "fit_seconds_cpu": fit_cpu,
         "rows": [],
         "threads": 1,
+        "cpus": os.cpu_count(),
         "quick": bool(args.quick),
-        "rerun": RERUN + (" --quick" if args.quick else ""),
+        "rerun": RERUN + (" --quick" if args.quick else "") + (f" --run {args.run}" if args.run else ""),
     }
     alphas = [float(a) for a in args.alphas.split(",") if a]
+    diag_alphas = [float(a) for a in args.diagnose_alphas.split(",") if a]
+    rec["validation"] = [validation(str(r), diag_alphas, args.val_samples) for r in [str(run), *args.compare]]
+    print(json.dumps(rec["validation"]), flush=True)
     for alpha in alphas:
         rec["rows"].append(sample_row(g, args.samples, alpha, data, train_acc))
         print(json.dumps(rec["rows"][-1]), flush=True)
         write(rec, None, args)  # the figures so far, before the slow diagnosis
+    rec["cli_sample"] = cli_sample(str(run), args.samples, str(Path(args.runs) / "cli-samples.zarr"))
+    print(json.dumps(rec["cli_sample"]), flush=True)
+    write(rec, None, args)
     if args.no_diagnose:
         return 0
     zoos = {}
-    for alpha in [float(a) for a in args.diagnose_alphas.split(",") if a]:
+    for alpha in diag_alphas:
         g.config["alpha"] = alpha
-        path = run / f"samples-alpha{alpha:g}.zarr"
-        g.sample_zoo(args.samples, path, seed=0, overwrite=True)
+        path = Path(args.runs) / f"samples-alpha{alpha:g}.zarr"
+        g.sample_zoo(args.samples, path, seed=0, overwrite=True, metrics=())  # diagnose measures them itself
         zoos[f"simplex-a{alpha:g}"] = str(path)
-    diagnose_baselines.SIGMA_MODELS, diagnose_baselines.VAL_FRACTION = 8, 0.05
-    t0 = time.perf_counter()
-    report = generators.diagnose(
-        zoos, z.path, f"{args.runs}/diagnose", baselines=("noise",), n_baseline=args.baseline, refine=0
-    )
+    before, t0, c0 = load(), time.perf_counter(), time.process_time()
+    report = generators.diagnose(zoos, z.path, f"{args.runs}/diagnose")
     rows = {r["method"]: r for r in method_rows(report)}
     ref = rows["train"]["test_acc"]
     keys = ("nn_l2_over_train_median", "max_iou", "noise_max_iou_at_equal_acc", "more_novel_than_noise")
     rec["diagnose"] = {
+        "command": f"zoo diagnose {' '.join(zoos.values())} --train {z.path} --out {args.runs}/diagnose",
         "seconds": round(time.perf_counter() - t0, 1),
-        "baselines": ["noise"],
-        "n_baseline": args.baseline,
-        "refine": 0,
-        "noise_sigma_models": 8,
-        "noise_val_fraction": 0.05,
+        "seconds_cpu": round(time.process_time() - c0, 1),
+        "load_average": before,
+        "steps_seconds": {k: round(v, 1) for k, v in report["seconds"].items()},
+        "budget": report["budget"],
         "zoo_sets_novelty_bar": (report.get("novelty_bar") or {}).get("training_models_more_novel_than_noise"),
+        "thresholds": report["thresholds"],
         "methods": {
             name: {
+                "n": r["n"],
                 "test_acc": r["test_acc"],
                 "acc_ratio": r["test_acc"] / ref if r["test_acc"] is not None else None,
                 **{k: r[k] for k in keys},
