@@ -415,3 +415,5 @@ def test_yardsticks_keep_their_defaults_for_small_networks_and_shrink_for_big_on
     d = run_diagnose(samples, train_zoo, baselines="noise", plots=False)
     assert not d["budget"]["reduced"] and d["baselines"]["noise"]["test_curve"]["samples_per_sigma"] == 200
     assert "big networks" not in summary_table(d)
+    unlimited = run_diagnose(samples, train_zoo, baselines="noise", plots=False, budget=0)  # no budget at all
+    assert unlimited["per_sample"] == d["per_sample"] and unlimited["baselines"] == d["baselines"]
