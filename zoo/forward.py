@@ -4,8 +4,9 @@ Parameters and buffers are stacked ``[M, *shape]`` tensors. MLPs run as fused ba
 (zoo.arch.CNN) as grouped convolutions over the models' stacked channels (``groups = M``) in channels-last
 memory; transformers (zoo.arch.Transformer) as batched GEMMs with ``scaled_dot_product_attention`` over
 [M, b, heads, tokens, d] (vmap has no batching rule for CPU attention and loops over models); ResNets
-(zoo.arch.ResNet) without gradients (evaluation, BatchNorm recalibration) one model at a time on channels-last
-activations; every other architecture is ``torch.func.vmap`` over ``functional_call`` of a template module.
+(zoo.arch.ResNet) on CPU without gradients (evaluation, BatchNorm recalibration) one model at a time on
+channels-last activations; every other architecture is ``torch.func.vmap`` over ``functional_call`` of a
+template module.
 """
 
 from __future__ import annotations
@@ -244,7 +245,7 @@ def population_forward(
     (``stacked_mlp_forward``; ``feature_major`` for training steps), everything else ``vmap`` over
     ``functional_call``, so the template's mode decides BatchNorm: eval uses the running statistics, train
     normalizes by the batch and updates the stacked buffers in place. Plain CNNs take the grouped-convolution
-    path (``stacked_cnn_forward``), ResNets with gradients off the looped one (``looped_forward``; training
+    path (``stacked_cnn_forward``), ResNets on CPU with gradients off the looped one (``looped_forward``; training
     steps keep vmap, so builds are unchanged), unless ``grouped=False`` (vmap: the reference they are tested
     and benched against). The one forward of the trainer's steps and checkpoint metrics and of ``zoo.evaluate``.
     """
@@ -255,7 +256,8 @@ def population_forward(
     if grouped and grouped_cnn_supported(template) and x.dim() == (4 if shared_input else 5):
         return stacked_cnn_forward(template, params, buffers, x, shared_input)
     image = x.dim() == (4 if shared_input else 5)
-    if grouped and isinstance(template, ResNet) and not torch.is_grad_enabled() and image:
+    cpu_eval = x.device.type == "cpu" and not torch.is_grad_enabled()  # measured on CPU only; a GPU keeps vmap
+    if grouped and isinstance(template, ResNet) and cpu_eval and image:
         return looped_forward(template, params, buffers, x, shared_input)
 
     def f(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
