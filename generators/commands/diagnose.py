@@ -60,6 +60,7 @@ def _parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, **flag(DiagnoseConfig, "seed"))
     p.add_argument("--canonical", choices=["auto", "store", "align"], **flag(DiagnoseConfig, "canonical"))
     p.add_argument("--refine", type=int, **flag(DiagnoseConfig, "refine"))
+    p.add_argument("--budget", type=float, **flag(DiagnoseConfig, "budget"))
     p.add_argument(
         "--recalibrate-bn",
         action="store_true",
@@ -117,7 +118,7 @@ def main(argv: list[str]) -> int:
         raise ZooError("--threads must be >= 0")
     drops = _drops(args.noise_drops)
     settings = dict(n_baseline=args.n_baseline, noise_drops=drops, k=args.k, seed=args.seed)
-    settings.update(refine=args.refine, canonical=args.canonical)
+    settings.update(refine=args.refine, canonical=args.canonical, budget=args.budget)
     validate(DiagnoseFlags, settings)  # one line naming the flag, before any zoo is read
     report = diagnose(
         args.samples or None,
@@ -133,6 +134,7 @@ def main(argv: list[str]) -> int:
         refine=args.refine,
         recalibrate_samples=args.recalibrate_bn,
         repair_average=args.repair_average,
+        budget=args.budget,
         plots=not args.no_plots,
         progress=not args.json,
         data_root=args.data_root,

@@ -41,6 +41,12 @@ def _parser() -> ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo at --out")
     p.add_argument(
+        "--metrics",
+        default="train,test",
+        help="splits to score the samples on into the models table: train,test (default), test, train or none"
+        " (scoring big networks costs far more than sampling them)",
+    )
+    p.add_argument(
         "--png",
         default=None,
         help="INR zoos: the PNG of rendered samples beside their nearest training INRs (default: OUT without .zarr"
@@ -74,7 +80,13 @@ def main(argv: list[str]) -> int:
             raise ZooError("give --dataset or --condition, not both")
         condition = g.dataset_condition(args.dataset, shots=args.shots)
     z = g.sample_zoo(
-        args.n, args.out, seed=args.seed, condition=condition, overwrite=args.overwrite, threads=args.threads
+        args.n,
+        args.out,
+        seed=args.seed,
+        condition=condition,
+        overwrite=args.overwrite,
+        threads=args.threads,
+        metrics=args.metrics,
     )
     df = z.models
     acc = df["test_acc"].dropna() if "test_acc" in df else None

@@ -24,7 +24,7 @@ early stopping on the samples' TRAINING-split accuracy on those unseen tasks; no
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -436,8 +436,11 @@ class D2NWG(Generator):
         condition: Any = None,
         overwrite: bool = False,
         threads: int | None = THREADS,
+        metrics: Sequence[str] = ("train", "test"),
     ) -> zoo.Zoo:
         """n samples for one dataset written as a zoo evaluated on that dataset (its name in ``dataset``)."""
         if isinstance(condition, zoo.Dataset):
             condition = DatasetCondition(condition)
-        return super().sample_zoo(n, out, seed=seed, condition=condition, overwrite=overwrite, threads=threads)
+        return super().sample_zoo(
+            n, out, seed=seed, condition=condition, overwrite=overwrite, threads=threads, metrics=metrics
+        )

@@ -76,13 +76,16 @@ def noise_name(drop: float) -> str:
 
 
 def validation_split(
-    dataset: Dataset, fraction: float = VAL_FRACTION, seed: int = 0
+    dataset: Dataset, fraction: float = VAL_FRACTION, seed: int = 0, points: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(X_val, y_val): a seeded ``fraction`` of the TRAINING split, the only data the noise scales see."""
+    """(X_val, y_val): a seeded ``fraction`` of the TRAINING split, the only data the noise scales see; ``points``:
+    at most that many of them (the first of the same seeded order)."""
     if dataset.kind != "classification":
         raise ZooError("noise scales are chosen by accuracy drop: the dataset must be a classification task")
     n = len(dataset.X_train)
     k = max(1, int(round(fraction * n)))
+    if points is not None:
+        k = max(1, min(k, int(points)))
     idx = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:k]
     return dataset.X_train[idx], dataset.y_train[idx]
 
@@ -107,17 +110,18 @@ def choose_noise_scales(
     drops: Sequence[float] = (0, 1, 5),
     seed: int = 0,
     models: int = SIGMA_MODELS,
+    val_points: int | None = None,
 ) -> NoiseScales:
     """The largest sigma whose mean validation-accuracy drop is <= each target (percentage points).
 
     ``weights`` [m, P] are training models; ``models`` of them (seeded) each get one fixed noise direction, and
     the drop of their mean accuracy on held-out TRAINING data is measured along a log grid of sigmas, then
-    refined by bisection. The test split is never read.
+    refined by bisection. ``val_points``: at most that many held-out inputs. The test split is never read.
     """
     drops = sorted({float(d) for d in drops})
     if not drops or drops[0] < 0:
         raise ZooError(f"noise drops must be >= 0 percentage points, got {list(drops)}")
-    X, y = validation_split(dataset, seed=seed)
+    X, y = validation_split(dataset, seed=seed, points=val_points)
     gen = torch.Generator().manual_seed(int(seed) + 1)
     pick = torch.randperm(weights.shape[0], generator=gen)[: max(1, int(models))]
     W = weights[pick].to(torch.float32)
@@ -178,9 +182,11 @@ def average_baseline(
     generator: torch.Generator,
     dataset: Dataset,
     repair: bool = False,
+    points: int | None = None,
 ) -> torch.Tensor:
-    """[n, P]: each the mean of k random distinct aligned training models, BatchNorm recalibrated on train (or
-    REPAIRed to the members' mean unit statistics on train, with ``repair``)."""
+    """[n, P]: each the mean of k random distinct aligned training models, BatchNorm recalibrated on train (on a
+    seeded subset of ``points`` training inputs when given) or REPAIRed to the members' mean unit statistics on
+    train, with ``repair``."""
     m = canonical.shape[0]
     k = min(int(k), m)
     if k < 1:
@@ -189,20 +195,26 @@ def average_baseline(
     if repair:
         return repair_mix(layout, canonical.to(torch.float32)[pick], torch.full((n, k), 1.0 / k), dataset)
     avg = canonical.to(torch.float64)[pick].mean(1).to(torch.float32)
-    return zoo.recalibrate_bn(layout, avg, dataset)
+    return zoo.recalibrate_bn(layout, avg, dataset, points=points)
 
 
 def gaussian_baseline(
-    layout: Layout, canonical: torch.Tensor, n: int, generator: torch.Generator, dataset: Dataset
+    layout: Layout,
+    canonical: torch.Tensor,
+    n: int,
+    generator: torch.Generator,
+    dataset: Dataset,
+    points: int | None = None,
 ) -> torch.Tensor:
-    """[n, P] from a per-parameter Gaussian fitted to aligned training weights; BatchNorm recalibrated on train."""
+    """[n, P] from a per-parameter Gaussian fitted to aligned training weights; BatchNorm recalibrated on train
+    (on a seeded subset of ``points`` training inputs when given)."""
     mean = canonical.to(torch.float64).mean(0)
     std = canonical.to(torch.float64).std(0, unbiased=canonical.shape[0] > 1)
     mask = layout.parameter_mask()
     out = mean.expand(n, -1).clone()
     eps = torch.randn(n, int(mask.sum()), generator=generator, dtype=torch.float64)
     out[:, mask] += std[mask] * eps
-    return zoo.recalibrate_bn(layout, out.to(torch.float32), dataset)
+    return zoo.recalibrate_bn(layout, out.to(torch.float32), dataset, points=points)
 
 
 def parse_baselines(spec: str | Sequence[str] | None) -> list[str]:
@@ -228,9 +240,15 @@ def build_baselines(
     drops: Sequence[float] = (0, 1, 5),
     k: int = 16,
     repair: bool = False,
+    sigma_models: int = SIGMA_MODELS,
+    val_points: int | None = None,
+    bn_points: int | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """({method name: [n, P] weights}, JSON-ready info) for the named baselines, from aligned training weights
-    ``canonical`` [m, P]; only the training split of ``dataset`` is read. ``repair``: REPAIR the averages."""
+    ``canonical`` [m, P]; only the training split of ``dataset`` is read. ``repair``: REPAIR the averages.
+    ``sigma_models`` / ``val_points``: training models and held-out inputs that pick the noise sigmas;
+    ``bn_points``: training inputs of the average and gaussian BatchNorm statistics (None: all; a diagnosis of
+    big networks sizes these, generators.diagnose.budget)."""
     if n < 1:
         raise ZooError(f"baselines need n >= 1 samples, got {n}")
     out: dict[str, torch.Tensor] = {}
@@ -238,16 +256,23 @@ def build_baselines(
     gen = torch.Generator().manual_seed(int(seed))
     for name in parse_baselines(list(names)):
         if name == "noise":
-            scales = choose_noise_scales(layout, canonical, dataset, drops, seed=seed)
+            scales = choose_noise_scales(
+                layout, canonical, dataset, drops, seed=seed, models=sigma_models, val_points=val_points
+            )
             info["noise"] = {**scales.to_json(), "added_to": "aligned training weights (trainable parameters)"}
             for d, s in scales.sigmas.items():
                 out[noise_name(d)], _ = noise_baseline(layout, canonical, n, s, gen)
         elif name == "average":
-            out["average"] = average_baseline(layout, canonical, n, k, gen, dataset, repair)
-            info["average"] = {"k": min(int(k), canonical.shape[0]), "bn_recalibrated_on": "train"}
+            out["average"] = average_baseline(layout, canonical, n, k, gen, dataset, repair, bn_points)
+            on = _on_train(None if repair else bn_points)
+            info["average"] = {"k": min(int(k), canonical.shape[0]), "bn_recalibrated_on": on}
             if repair:
                 info["average"]["repair"] = "units reset to the members' mean statistics on train (REPAIR)"
         else:
-            out["gaussian"] = gaussian_baseline(layout, canonical, n, gen, dataset)
-            info["gaussian"] = {"fitted_to": "aligned training weights", "bn_recalibrated_on": "train"}
+            out["gaussian"] = gaussian_baseline(layout, canonical, n, gen, dataset, bn_points)
+            info["gaussian"] = {"fitted_to": "aligned training weights", "bn_recalibrated_on": _on_train(bn_points)}
     return out, info
+
+
+def _on_train(points: int | None) -> str:
+    return "train" if points is None else f"train ({int(points)} seeded inputs)"

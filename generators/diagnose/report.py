@@ -36,7 +36,9 @@ import numpy as np
 import torch
 
 import zoo
+from generators.diagnose import baselines as B
 from generators.diagnose.baselines import build_baselines, noise_baseline, parse_baselines
+from generators.diagnose.budget import FORWARD_BUDGET_MACS, Plan, plan
 from generators.diagnose.distances import max_iou, neighbours
 from generators.diagnose.inr_report import NOISE_PSNR, diagnose_inr
 from generators.diagnose.plots import scatter_view, write_plots
@@ -135,6 +137,12 @@ class DiagnoseConfig(Schema, group="", name="diagnose"):
         one_of(True, False),
         "REPAIR the average baseline: units reset to the members' mean statistics on the training split",
     )
+    budget: float = key(
+        FORWARD_BUDGET_MACS,
+        number(float, 0),
+        "MACs of the baselines' and noise frontier's forwards above which their network counts are scaled down"
+        " (big networks; 0: no limit)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- the diagnosis
@@ -153,6 +161,7 @@ def diagnose(
     refine: int = REFINE,
     recalibrate_samples: bool = False,
     repair_average: bool = False,
+    budget: float = FORWARD_BUDGET_MACS,
     plots: bool = True,
     progress: bool = False,
     data_root: str | None = None,
@@ -169,6 +178,9 @@ def diagnose(
     ``recalibrate_samples``: recompute the samples' BatchNorm statistics on the training split first.
     ``repair_average``: the average baseline is REPAIRed (zoo.rebasin.repair: units reset to the members' mean
     statistics on the training split) instead of only getting its BatchNorm statistics recomputed.
+    ``budget``: MACs the yardsticks' forwards (baselines, noise scales, noise frontier) may cost before their
+    network counts are scaled down to it, each to a floor (generators.diagnose.budget; 0: no limit); an
+    ``n_baseline`` given stays as given. The report's ``budget`` says what was used.
     ``progress``: a display over the diagnosis steps (zoo.progress).
     ``data_root``: the folder that now holds the training zoo's data on disk, if it moved (else
     ``$WSZOO_DATA_ROOT``, else the recorded path; see ``zoo.datasets.locate``).
@@ -178,6 +190,7 @@ def diagnose(
     """
     settings = dict(n_baseline=n_baseline, noise_drops=list(noise_drops), k=k, seed=seed, canonical=canonical)
     settings.update(refine=refine, recalibrate_samples=recalibrate_samples, repair_average=repair_average)
+    settings.update(budget=budget)
     validate(DiagnoseConfig, settings)  # one line before any zoo is read
     with torch_threads(threads):  # the call's threads, restored after
         t_start = time.perf_counter()
@@ -240,6 +253,8 @@ def diagnose(
             if n_baseline is not None
             else min(max((m.total for m in methods), default=100), BASELINE_CAP)
         )
+        work = plan_yardsticks(train, names, n_base, n_baseline is not None, len(set(noise_drops)), budget)
+        n_base = work.n_baseline
         base_w, base_info = (
             build_baselines(
                 names,
@@ -251,6 +266,9 @@ def diagnose(
                 drops=noise_drops,
                 k=k,
                 repair=repair_average,
+                sigma_models=work.sigma_models,
+                val_points=work.val_points,
+                bn_points=work.bn_points,
             )
             if names
             else ({}, {})
@@ -290,12 +308,13 @@ def diagnose(
         s_iou, s_iou_arg = max_iou(wrong[m_train:], wrong[:m_train])
         curve = None
         if "noise" in base_info:
-            curve = noise_curve(train, wrong[:m_train], max(base_info["noise"]["sigmas"].values()), seed=seed)
+            sigma_max = max(base_info["noise"]["sigmas"].values())
+            curve = noise_curve(train, wrong[:m_train], sigma_max, seed=seed, n=work.curve_n)
             base_info["noise"]["test_curve"] = {
                 "sigma": [c[0] for c in curve],
                 "test_acc": [c[1] for c in curve],
                 "max_iou": [c[2] for c in curve],
-                "samples_per_sigma": NOISE_CURVE_N,
+                "samples_per_sigma": work.curve_n,
                 "equal_acc_tolerance": ACC_TOLERANCE,
                 "note": "measured on the test split; nothing is chosen from it",
             }
@@ -333,6 +352,7 @@ def diagnose(
             },
             "train_nn_l2_median": train_median_nn,
             "baselines": base_info,
+            "budget": work.to_json(),
             "methods": {},
             "per_sample": {},
         }
@@ -405,6 +425,27 @@ def diagnose(
             (out_dir / "diagnose.json").write_text(json.dumps(report, indent=1, allow_nan=False, default=json_default))
         bar.close()
         return report
+
+
+def plan_yardsticks(
+    train: TrainSet, names: Sequence[str], n_base: int, n_given: bool, drops: int, budget: float | None
+) -> Plan:
+    """The baselines' and noise frontier's sizes for this training zoo (generators.diagnose.budget.plan)."""
+    return plan(
+        train.layout,
+        train.dataset,
+        names,
+        n_base,
+        n_given,
+        drops,
+        budget=budget,
+        curve_n=NOISE_CURVE_N,
+        curve_levels=NOISE_CURVE_LEVELS,
+        sigma_models=B.SIGMA_MODELS,
+        val_fraction=B.VAL_FRACTION,
+        grid=B.GRID,
+        bisect=B.BISECT,
+    )
 
 
 def noise_curve(

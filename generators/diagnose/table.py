@@ -73,6 +73,9 @@ def summary_table(report: Mapping) -> str:
     bar = report.get("novelty_bar")
     if bar is not None:
         lines.append(bar["note"])
+    budget = report.get("budget")
+    if budget and budget.get("reduced"):  # big networks: fewer baseline networks than the defaults
+        lines.append(budget["note"])
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ import generators
 import zoo
 from generators import base
 from generators.lit import EMA
-from tests.conftest import build_zoo
+from tests.conftest import build_zoo, run_cli
 from zoo.commands.main import main as cli_main
 from zoo.errors import ZooError
 from zoo.store.lock import writing
@@ -105,6 +105,22 @@ def test_sampling_a_saved_generator_imports_no_lightning(run):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_sample_zoo_scores_only_the_splits_asked_for(run, tmp_path, capsys):
+    """metrics=("test",): the same weights and test metrics as the default, train metrics left NaN; none scores
+    nothing; an unknown split is one line before anything is sampled or written."""
+    full = run.sample_zoo(3, tmp_path / "full.zarr", seed=2).models
+    test = run.sample_zoo(3, tmp_path / "test.zarr", seed=2, metrics=("test",))
+    assert torch.equal(test.weights([0, 1, 2]), zoo.open(str(tmp_path / "full.zarr")).weights([0, 1, 2]))
+    assert np.array_equal(test.models["test_acc"], full["test_acc"]) and test.models["train_acc"].isna().all()
+    assert run.sample_zoo(2, tmp_path / "none.zarr", metrics="none").models["test_acc"].isna().all()
+    with pytest.raises(ZooError, match="unknown split 'val'"):
+        run.sample_zoo(2, tmp_path / "bad.zarr", metrics="test,val")
+    assert not (tmp_path / "bad.zarr").exists()
+    args = ("sample", str(run.run_dir), "-n", "2", "--out", str(tmp_path / "b.zarr"), "--metrics", "x")
+    rc, _, err = run_cli(capsys, *args)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "unknown split 'x'" in err
 
 
 def test_samples_are_state_dicts_of_the_zoo_layout(run, mlp_zoo):

@@ -19,12 +19,14 @@ from generators.diagnose.baselines import (
     choose_noise_scales,
     gaussian_baseline,
     noise_name,
+    validation_split,
 )
+from generators.diagnose.budget import MIN_BASELINE, MIN_CURVE, forward_macs, plan
 from generators.diagnose.distances import iou_matrix, max_iou, nearest_l2
 from generators.diagnose.report import compare_with_noise
 from generators.diagnose.report import diagnose as run_diagnose
 from generators.diagnose.sets import load_train
-from generators.diagnose.table import TRAIN, method_rows
+from generators.diagnose.table import TRAIN, method_rows, summary_table
 from tests.conftest import build_zoo
 from zoo.commands.main import main as cli
 from zoo.rebasin import permute_flat, random_perms, spec_for_layout
@@ -381,3 +383,37 @@ def test_novelty_bar_says_whether_the_training_models_beat_noise():
     assert yes["training_models_more_novel_than_noise"] is True and "means something" in yes["note"]
     assert no["training_models_more_novel_than_noise"] is False and "NO more novel" in no["note"]
     assert novelty_bar({TRAIN: m("train", 0.99, 0.1)}) is None  # no frontier point that accurate: no verdict
+
+
+def test_yardsticks_keep_their_defaults_for_small_networks_and_shrink_for_big_ones(train_zoo, tmp_path):
+    """The budget plan: a digits MLP's yardsticks cost far under the default budget and keep every default (the
+    diagnosis is the one it always was); under a tiny budget every count drops to its floor (never above its
+    default), a given n_baseline stays, and the report and the printed table say what was used."""
+    layout, data = next(iter(train_zoo.layouts.values())), train_zoo.dataset()
+    assert forward_macs(layout, data) == 64 * 16 + 16 * 10  # the 64-16-10 MLP's two Linear layers
+    kw = dict(curve_n=200, curve_levels=16, sigma_models=32, val_fraction=0.2, grid=28, bisect=8)
+    full = plan(layout, data, ["noise", "average", "gaussian"], 100, False, 3, **kw)
+    assert not full.reduced and (full.n_baseline, full.curve_n, full.sigma_models) == (100, 200, 32)
+    assert full.val_points is None and full.bn_points is None and full.planned_macs == full.default_macs < 1e12
+    tiny = plan(layout, data, ["noise", "average", "gaussian"], 100, False, 3, budget=1.0, **kw)
+    assert tiny.reduced and (tiny.n_baseline, tiny.curve_n, tiny.sigma_models) == (MIN_BASELINE, MIN_CURVE, 8)
+    assert tiny.val_points == 200 and tiny.planned_macs < tiny.default_macs
+    assert tiny.bn_points == (512 if len(data.X_train) > 512 else None)
+    assert plan(layout, data, ["noise"], 100, True, 3, budget=1.0, **kw).n_baseline == 100  # given: kept
+    assert plan(layout, data, ["noise"], 5, False, 3, budget=1.0, **kw).n_baseline == 5  # never above the default
+    X, y = validation_split(data)
+    Xs, ys = validation_split(data, points=50)  # a cap takes the first of the same seeded order
+    assert torch.equal(Xs, X[:50]) and torch.equal(ys, y[:50])
+
+    samples = write_samples(tmp_path / "s.zarr", train_zoo, raw_weights(train_zoo)[:3])
+    r = run_diagnose(samples, train_zoo, baselines="noise", budget=1.0, plots=False)
+    b = r["budget"]
+    assert b["reduced"] and b["curve_n"] == MIN_CURVE and b["sigma_models"] == 8 and b["n_baseline"] == 3
+    assert r["baselines"]["noise"]["test_curve"]["samples_per_sigma"] == MIN_CURVE
+    assert r["baselines"]["noise"]["models"] == 6 and r["baselines"]["noise"]["val_samples"] == 200  # 6 models: all
+    assert "big networks" in summary_table(r) and "noise frontier 10 per sigma (200)" in b["note"]
+    d = run_diagnose(samples, train_zoo, baselines="noise", plots=False)
+    assert not d["budget"]["reduced"] and d["baselines"]["noise"]["test_curve"]["samples_per_sigma"] == 200
+    assert "big networks" not in summary_table(d)
+    unlimited = run_diagnose(samples, train_zoo, baselines="noise", plots=False, budget=0)  # no budget at all
+    assert unlimited["per_sample"] == d["per_sample"] and unlimited["baselines"] == d["baselines"]

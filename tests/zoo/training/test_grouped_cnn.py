@@ -9,7 +9,7 @@ import torch
 
 from zoo.app.config import compose
 from zoo.arch import MaskedDropout, arch_spec, build_model
-from zoo.forward import grouped_cnn_supported, output_shapes, population_forward
+from zoo.forward import grouped_cnn_supported, looped_forward, output_shapes, population_forward
 from zoo.training.build import make_build_plan, population_spec
 from zoo.training.recipe import load_recipe_datasets
 
@@ -161,3 +161,35 @@ def test_dropout_masks_are_each_models_own_draws():
                 want = torch.ones((b, *shape))
             assert torch.equal(got[f"{name}.mask"][j], want), (j, name)
     assert any(p > 0 for p in mod._dropouts)
+
+
+def test_resnet_without_gradients_loops_models_as_vmap_computes_them():
+    """A staged ResNet with gradients off runs one model at a time on channels-last images (zoo.forward.
+    looped_forward): the vmap function up to float32 rounding, shared or per-model inputs, and in train mode the
+    same BatchNorm statistics written into each model's slice of the stacked buffers; with gradients on (training
+    steps) it stays on vmap."""
+    m, b = 3, 5
+    spec = arch_spec("resnet", (1, 12, 12), 10, 4, 1, "relu", True, 3, stride=2, stages=3)
+    template, params, buffers = _stack(spec, m)
+    params = {k: v.detach() for k, v in params.items()}
+    x = torch.rand(m, b, 1, 12, 12)
+    with torch.no_grad():
+        for training in (False, True):
+            template.train(training)
+            for shared, xi in ((True, x[0]), (False, x)):
+                outs, stats = [], []
+                for grouped in (True, False):
+                    bufs = {k: v.clone() for k, v in buffers.items()}
+                    outs.append(population_forward(template, params, bufs, xi, shared_input=shared, grouped=grouped))
+                    stats.append(bufs)
+                assert outs[0].shape == (m, b, 10)
+                assert torch.allclose(outs[0], outs[1], rtol=RTOL, atol=ATOL), (outs[0] - outs[1]).abs().max()
+                if not training:  # it is the looped path that ran
+                    assert torch.equal(outs[0], looped_forward(template, params, buffers, xi, shared))
+                for k in buffers:
+                    assert torch.allclose(stats[0][k].float(), stats[1][k].float(), rtol=RTOL, atol=ATOL), k
+                    assert training == (not torch.equal(stats[0][k], buffers[k])), k  # updated in train mode only
+    template.eval()
+    p = {k: v.clone().requires_grad_() for k, v in params.items()}
+    out = population_forward(template, p, buffers, x[0])  # the vmap path: gradients flow
+    assert torch.autograd.grad(out.sum(), [p["head.weight"]])[0].abs().sum() > 0
