@@ -52,7 +52,7 @@ PUBLISHED = {
     "graph": ("NG-GNN", 0.930),
     "transformer": ("NG-T", 0.935),
 }
-# 5 epochs over the 2,000-model cnn-zoo-digits (12,600 training samples) = the encoder steps of 20 epochs over 500 models
+# 5 epochs over the 2,000-model cnn-zoo-digits (12,600 training samples): the encoder steps of 20 epochs over 500
 PROTOCOL_EPOCHS = "mlp=5,statnn=5,transformer=5,nfn=5,graph=5"
 
 
