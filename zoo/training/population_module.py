@@ -47,6 +47,7 @@ class PopulationModule(L.LightningModule):
             self.register_buffer(f"stacked_buffer_{i}", torch.stack([s[n] for s in spec.init_states]).clone())
         self.register_buffer("lr", torch.tensor(spec.learning_rates, dtype=torch.float32).view(m, 1), persistent=False)
         self.register_buffer("wd", torch.tensor(spec.weight_decays, dtype=torch.float32).view(m, 1), persistent=False)
+        self._use_wd = bool((self.wd != 0).any())  # fixed by the spec: once, not a host sync per step
         self.register_buffer("active", torch.ones(m, dtype=torch.bool))
         self.register_buffer("diverged", torch.zeros(m, dtype=torch.bool))
         # sgd: momentum buffer; adam/adamw: two moments; rmsprop: the running average of squared gradients
@@ -335,7 +336,10 @@ class PopulationModule(L.LightningModule):
         """One fused step for every model: per-model learning rate and weight decay broadcast per tensor."""
         lr_m = self.lr * self._lr_factor() * self.active.view(-1, 1)  # [M, 1]; frozen models get 0
         self.step_count += 1
-        opt, use_wd = self.spec.optimizer, bool((self.wd != 0).any())
+        opt, use_wd = self.spec.optimizer, self._use_wd
+        if opt == "sgd":
+            self._sgd_step(lr_m, use_wd)
+            return
         b1, b2 = self.spec.betas
         c1: float | torch.Tensor = 1 - b1**self.step_count
         c2: float | torch.Tensor = 1 - b2**self.step_count
@@ -354,18 +358,6 @@ class PopulationModule(L.LightningModule):
                 sq.mul_(self.spec.alpha).addcmul_(g, g, value=1 - self.spec.alpha)
                 p.addcmul_(lr, g / sq.sqrt().add_(self.spec.eps), value=-1.0)
                 continue
-            if opt == "sgd":
-                if use_wd:
-                    g = g.addcmul(p, wd)
-                if self.spec.momentum:
-                    buf = self.state1[k]
-                    if self.step_count == 1:
-                        buf.copy_(g)
-                    else:
-                        buf.mul_(self.spec.momentum).add_(g)
-                    g = buf
-                p.addcmul_(lr, g, value=-1.0)
-                continue
             if opt == "adamw":
                 p.mul_(1 - lr * wd)
             elif use_wd:
@@ -376,6 +368,26 @@ class PopulationModule(L.LightningModule):
             cc1 = c1 if isinstance(c1, float) else c1.view(shape)
             cc2 = c2 if isinstance(c2, float) else c2.view(shape)
             p.addcmul_(lr / cc1, m1 / (m2 / cc2).sqrt_().add_(self.spec.eps), value=-1.0)
+
+    @torch.no_grad()
+    def _sgd_step(self, lr_m: torch.Tensor, use_wd: bool) -> None:
+        """SGD with momentum (torch.optim.SGD's update, per-model lr and wd) as three ``_foreach`` ops over all
+        tensors: bit for bit the per-tensor ``addcmul``/``mul_``/``add_``/``addcmul_`` loop it replaced (tested),
+        with 3 dispatches per step instead of 3 per tensor."""
+        params = list(self.stacked)
+        views = [(-1,) + (1,) * (p.dim() - 1) for p in params]
+        grads = [p.grad for p in params]
+        if use_wd:
+            grads = torch._foreach_addcmul(grads, params, [self.wd.view(v) for v in views])
+        if self.spec.momentum:
+            bufs = self.state1
+            if self.step_count == 1:
+                torch._foreach_copy_(bufs, grads)
+            else:
+                torch._foreach_mul_(bufs, self.spec.momentum)
+                torch._foreach_add_(bufs, grads)
+            grads = bufs
+        torch._foreach_addcmul_(params, [lr_m.view(v) for v in views], grads, value=-1.0)
 
     # ------------------------------------------------------------------ checkpoints and metrics
     @torch.no_grad()

@@ -122,3 +122,36 @@ def test_device_cuda_without_a_gpu_is_a_one_line_error(tmp_path):
             build(compose("build", [f"out={out}", "recipe=tiny", f"device={value}", "progress=false"]))
         assert words in str(e.value) and "\n" not in str(e.value)
         assert not out.exists()
+
+
+def test_foreach_sgd_step_is_bit_for_bit_the_per_tensor_update():
+    """The optimizer's _foreach SGD step (3 dispatches) gives the very bits of the per-tensor loop it replaced."""
+    from zoo.training.population_module import PopulationModule
+
+    task = load_dataset("digits")
+    spec = _spec("mlp", task, 4)
+    spec.weight_decays = [0.0, 1e-3, 5e-4, 1e-2]
+    module = PopulationModule(spec, task)
+    module.active[2] = False  # a diverged model gets lr 0
+    ref_p = [p.detach().clone() for p in module.stacked]
+    init = [p.detach().clone() for p in module.stacked]
+    ref_buf = [torch.zeros_like(p) for p in ref_p]
+    gen = torch.Generator().manual_seed(0)
+    for step in range(1, 4):
+        grads = [torch.randn(p.shape, generator=gen) for p in module.stacked]
+        for p, g in zip(module.stacked, grads):
+            p.grad = g.clone()
+        module._optimizer_step()
+        lr_m = module.lr * 1.0 * module.active.view(-1, 1)
+        for k, g in enumerate(grads):  # the per-tensor loop before the _foreach step
+            shape = (-1,) + (1,) * (g.dim() - 1)
+            g = g.addcmul(ref_p[k], module.wd.view(shape))
+            if step == 1:
+                ref_buf[k].copy_(g)
+            else:
+                ref_buf[k].mul_(spec.momentum).add_(g)
+            ref_p[k].addcmul_(lr_m.view(shape), ref_buf[k], value=-1.0)
+        assert all(torch.equal(p.detach(), r) for p, r in zip(module.stacked, ref_p)), step
+        assert all(torch.equal(b, r) for b, r in zip(module.state1, ref_buf)), step
+    moved = [not torch.equal(p.detach()[j], q[j]) for p, q in zip(module.stacked, init) for j in range(4)]
+    assert moved == [j != 2 for _ in init for j in range(4)]  # all but the diverged model moved
