@@ -10,9 +10,9 @@ outputs, values at v's output and the attention output (o's input), MLP units at
 post-activations. A tensor read by several layers (q, k and v read one LayerNorm output) counts once.
 
 Per site, the Pearson correlation of every (reference unit, model unit) pair over samples and positions (tokens,
-pixels) is computed from float64 moments accumulated over data chunks; a group's similarity is the sum of its
-sites' correlation matrices and one assignment per group maximizes it (no coordinate descent: activations do
-not depend on the other groups' permutations). Groups an attention ties (``PermutationSpec.heads``) are solved
+pixels) is computed from float64 moments accumulated over data chunks; a group's similarity is the mean of its
+sites' correlation matrices and one assignment per group maximizes it (no coordinate descent: activations do not
+depend on the other groups' permutations). Groups an attention ties (``PermutationSpec.heads``) are solved
 jointly like weight matching's: best within-head assignment per (reference head, model head) pair, then heads.
 A unit constant on the data correlates 0 with everything. The caller passes training inputs only.
 """
@@ -129,7 +129,8 @@ def activation_similarity(
     X: torch.Tensor,
     chunk: int = 256,
 ) -> dict[str, torch.Tensor]:
-    """Group -> ``[s, s]`` float64: the sum over the group's sites of corr(reference unit i, model unit j) on ``X``."""
+    """Group -> ``[s, s]`` float64: the mean over the group's sites of corr(reference unit i, model unit j) on ``X``
+    (zeros for a group no site reads)."""
     sites = feature_sites(spec, module)
     moments: dict[int, _Moments] = {}
     for lo in range(0, len(X), chunk):
@@ -140,9 +141,11 @@ def activation_similarity(
                 continue
             moments.setdefault(k, _Moments(r.shape[1])).add(r, m)
     out = {g: torch.zeros(s, s, dtype=torch.float64) for g, s in spec.sizes.items()}
+    count = dict.fromkeys(spec.sizes, 0)
     for k, mo in moments.items():
         out[sites[k].group] += mo.correlation()
-    return out
+        count[sites[k].group] += 1
+    return {g: A / max(count[g], 1) for g, A in out.items()}
 
 
 def activation_matching(
@@ -157,8 +160,9 @@ def activation_matching(
     """Match every model of a stack (tensors ``[n, *shape]``) to ``reference`` by activation correlations on the
     inputs ``X`` (training data only); ``module`` is the layout's module (its own weights are not used).
 
-    Returns permutations ``[n, size]`` per group; ``objective``/``initial``: the summed correlation of matched /
-    identically indexed units over all groups; ``history`` [2, n]; ``passes``: ones (one solve per group)."""
+    Returns permutations ``[n, size]`` per group; ``objective``/``initial``: the sum over groups of the summed
+    (site-averaged) correlation of matched / identically indexed units; ``history`` [2, n]; ``passes``: ones (one
+    solve per group)."""
     spec.check_state(reference, what="reference")
     spec.check_state(states, batched=True, what="models")
     check_finite(reference, "reference")
