@@ -19,7 +19,9 @@ all checkpoints. Diverged models are skipped unless --diverged finite. --repair 
 measures the aligned barrier with REPAIR (interpolated units reset to the endpoints' interpolated statistics
 on training data) for layouts with BatchNorm; on / off for every layout / none. --symmetries
 permutation,scale,sign also puts every ReLU unit's incoming weights at unit norm (scale) and every tanh/sine
-unit at its canonical sign (sign) before matching; permutations are always resolved. Tables 'alignment' and
+unit at its canonical sign (sign) before matching; permutations are always resolved. --method activations
+matches units by the correlation of their activations with the reference's on 512 training inputs instead
+of by their weights (better on transformers: docs/transformers-align.md). Tables 'alignment' and
 'alignment_summary' are stored in the zoo."""
 
 
@@ -48,6 +50,12 @@ def _parser() -> ArgumentParser:
         "--symmetries",
         default="permutation",
         help="comma-separated from permutation,scale,sign (default permutation; sine signs always)",
+    )
+    p.add_argument(
+        "--method",
+        default="weights",
+        choices=["weights", "activations"],
+        help="weight matching (default) or activation matching on training inputs",
     )
     p.add_argument("--threads", type=int, default=THREADS, help=THREADS_HELP)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -90,6 +98,7 @@ def main(argv: list[str]) -> int:
             progress=not args.json,
             repair={"auto": "auto", "on": True, "off": False}[args.repair],
             symmetries=args.symmetries,
+            method=args.method,
         )
     if args.json:
         print(json.dumps(summary))
@@ -98,7 +107,8 @@ def main(argv: list[str]) -> int:
     print(
         f"aligned {models} models of {args.path}: canonical weights written beside the raw ones, tables 'alignment'"
         f" and 'alignment_summary'; checkpoints {summary['epochs']} (epochs),"
-        f" reference rule: {summary['reference_rule']}; symmetries: {','.join(summary['symmetries'])}"
+        f" reference rule: {summary['reference_rule']}; symmetries: {','.join(summary['symmetries'])};"
+        f" matched by {summary['method']}"
     )
     for g in summary["groups"]:
 

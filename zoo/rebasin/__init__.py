@@ -1,6 +1,7 @@
 """Git Re-Basin canonicalization: permutation specs from modules, weight matching, MergeMany, quality reports,
 REPAIR of interpolated networks, and the scaling and sign symmetries beside permutations."""
 
+from zoo.rebasin.activations import activation_matching, activation_similarity
 from zoo.rebasin.align import align_flat, align_zoo, choose_reference
 from zoo.rebasin.apply import identity_perms, invert_perms, permute_flat, permute_state, permute_states, random_perms
 from zoo.rebasin.frame import Frame, canonical_frame
@@ -25,6 +26,8 @@ __all__ = [
     "match_population",
     "match_pairs",
     "weight_matching",
+    "activation_matching",
+    "activation_similarity",
     "NeuronGraph",
     "merge_many",
     "align_zoo",

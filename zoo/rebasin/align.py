@@ -18,6 +18,10 @@ Rules (also printed by ``zoo align --help``):
   interpolated unit reset to the interpolation of the endpoints' statistics on training data), column
   ``barrier_repair``. ``"auto"`` (the default) does so for layouts with BatchNorm, where plain interpolation
   suffers most; True / False for every layout / none.
+- ``method``: ``"weights"`` (the default) is weight matching (zoo.rebasin.matching); ``"activations"`` matches
+  units by the correlation of their activations with the reference's on ``MATCH_SAMPLES`` training inputs of the
+  same seeded subset the barriers use (zoo.rebasin.activations; Git Re-Basin's activation matching, for
+  transformers Verma & Elbayad 2024). Restarts and max_iter apply to weight matching only.
 - ``symmetries``: besides permutations (always resolved), ``scale`` puts every ReLU unit's incoming weights at
   unit norm and ``sign`` every odd (sine, tanh) unit at its canonical sign before matching
   (zoo.rebasin.symmetries); sine units get their canonical sign in any case, as before.
@@ -35,6 +39,7 @@ import torch
 
 from zoo.app.progress import Progress
 from zoo.errors import ZooError
+from zoo.rebasin.activations import activation_matching
 from zoo.rebasin.apply import permute_flat
 from zoo.rebasin.matching import MatchResult, match_population
 from zoo.rebasin.repair import repair_points
@@ -44,6 +49,8 @@ from zoo.rebasin.symmetries import canonicalize_units, parse_symmetries
 from zoo.store import Zoo, open_writer
 
 MAX_EVAL_SAMPLES = 2048  # training samples used for barrier losses and BN statistics
+MATCH_SAMPLES = 512  # training samples whose activations activation matching correlates (the eval subset's first)
+METHODS = ("weights", "activations")
 CHUNK_MODELS = 512  # models read, aligned and written at a time
 
 # the per-model quality columns of the alignment table (the summary holds the mean of each as mean_<column>)
@@ -108,6 +115,7 @@ def align_zoo(
     progress: bool = False,
     repair: bool | str = "auto",
     symmetries: str | tuple[str, ...] = ("permutation",),
+    method: str = "weights",
 ) -> tuple[pd.DataFrame, dict]:
     """Align every done model of ``z`` (a ``zoo.Zoo``) to its group's reference; returns (table, summary).
 
@@ -117,6 +125,8 @@ def align_zoo(
     """
     if diverged not in ("skip", "finite"):
         raise ZooError(f"--diverged must be skip or finite, got {diverged!r}")
+    if method not in METHODS:
+        raise ZooError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if repair not in ("auto", True, False):
         raise ZooError(f"repair must be auto, true or false, got {repair!r}")
     sym = _symmetries(symmetries)
@@ -165,6 +175,7 @@ def align_zoo(
             bar,
             repair,
             sym,
+            method,
         )
         info.update(
             layout=key,
@@ -188,6 +199,7 @@ def align_zoo(
         "reference_rule": "explicit" if reference != "auto" else f"auto: {REFERENCE_RULE}",
         "repair": repair,
         "symmetries": list(sym),
+        "method": method,
         "groups": groups,
     }
     if writer is not None:
@@ -213,6 +225,7 @@ def _align_group(
     bar: Progress | None = None,
     repair: bool | str = "auto",
     sym: tuple[str, ...] = ("permutation",),
+    method: str = "weights",
 ):
     """Align one (layout, dataset) group chunk by chunk of models, so memory stays bounded on big zoos."""
     layout = z.layouts[key]
@@ -236,6 +249,7 @@ def _align_group(
     sel = torch.randperm(len(data.X_train), generator=gen)[:MAX_EVAL_SAMPLES]
     # barriers are training losses on a fixed training subset, which also recalibrates BatchNorm
     eval_data = (dataclasses.replace(data, X_train=data.X_train[sel], y_train=data.y_train[sel]), steps, use_repair)
+    matcher = _matcher(spec, layout, method, data.X_train[sel[:MATCH_SAMPLES]], seed, restarts, max_iter)
     tables = []
     for lo in range(0, len(ids), CHUNK_MODELS):
         part = list(range(lo, min(lo + CHUNK_MODELS, len(ids))))
@@ -249,9 +263,7 @@ def _align_group(
                 R,
                 ckpts,
                 trajectory,
-                seed,
-                restarts,
-                max_iter,
+                matcher,
                 writer,
                 [i - lo for i in part if i in sample],
                 eval_data,
@@ -288,9 +300,7 @@ def _align_chunk(
     R,
     ckpts,
     trajectory,
-    seed,
-    restarts,
-    max_iter,
+    matcher,
     writer,
     sample,
     data,
@@ -305,7 +315,7 @@ def _align_chunk(
         c = ckpts[-1]
         ok = np.flatnonzero(last >= c)
         if ok.size:
-            res = _match(spec, layout, R[c], W[ok, c], seed, restarts, max_iter)
+            res = matcher(R[c], W[ok, c])
             passes[ok] = res.passes
             for cc in range(n_ckpt):
                 out[ok, cc] = permute_flat(spec, layout, W[ok, cc], res.perms)
@@ -318,7 +328,7 @@ def _align_chunk(
                 if bar is not None:
                     bar.update(len(ids))
                 continue
-            res = _match(spec, layout, R[c], W[ok, c], seed, restarts, max_iter)
+            res = matcher(R[c], W[ok, c])
             passes[ok] = res.passes
             out[ok, c] = permute_flat(spec, layout, W[ok, c], res.perms)
             if bar is not None:
@@ -344,6 +354,19 @@ def _units_canonical(spec, layout, W: torch.Tensor, sym: tuple[str, ...]) -> tor
     if not spec.signs and not ("sign" in sym and spec.odd) and not ("scale" in sym and spec.scales):
         return W
     return torch.stack([canonicalize_units(spec, layout, W[:, c], sym) for c in range(W.shape[1])], dim=1)
+
+
+def _matcher(spec, layout, method, X, seed, restarts, max_iter):
+    """(reference [P], weights [n, P]) -> MatchResult by ``method`` (activations: on the training inputs ``X``)."""
+    if method == "activations":
+        module = layout.build()
+
+        def by_activations(ref_flat, flat):
+            ref, states = layout.unflatten(ref_flat), layout.unflatten_batch(flat)
+            return activation_matching(spec, module, ref, states, X)
+
+        return by_activations
+    return lambda ref_flat, flat: _match(spec, layout, ref_flat, flat, seed, restarts, max_iter)
 
 
 def _match(spec, layout, ref_flat, flat, seed, restarts, max_iter):

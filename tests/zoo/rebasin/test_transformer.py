@@ -8,10 +8,22 @@ import torch
 import zoo
 from zoo.app.config import compose
 from zoo.arch import arch_spec, build_model
+from zoo.datasets.base import Dataset
 from zoo.errors import ZooError
 from zoo.forward import population_forward
 from zoo.layout import layout_of
-from zoo.rebasin import match_population, permute_state, permute_states, random_perms, spec_for_layout, weight_matching
+from zoo.rebasin import (
+    activation_matching,
+    loss_barriers,
+    match_population,
+    permute_flat,
+    permute_state,
+    permute_states,
+    random_perms,
+    spec_for_layout,
+    weight_matching,
+)
+from zoo.rebasin.matching import _similarity
 
 VIT = arch_spec("vit", [1, 8, 8], 10, 16, 2, "gelu", heads=4, patch=2)
 TOKENS = arch_spec("transformer", [62], 31, 8, 1, "relu", heads=2, mlp_ratio=4.0)
@@ -82,6 +94,71 @@ def test_weight_matching_undoes_planted_head_permutations():
     assert all(torch.equal(one[k], ref[k]) for k in ref)
 
 
+def _trained(arch, steps: int = 60):
+    """A model of ``arch`` fitted for a few Adam steps to random labels (weights away from their init), its
+    layout, spec and the data as a Dataset."""
+    torch.manual_seed(0)
+    model = build_model(arch)
+    layout = layout_of(model, arch)
+    x = torch.rand(64, *arch["input_shape"])
+    y = torch.randint(0, arch["num_outputs"], (64,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    data = Dataset("random", x, y, x[:8], y[:8], "classification", arch["num_outputs"], "random")
+    return model, layout, spec_for_layout(layout), data
+
+
+@pytest.mark.parametrize("arch", [VIT, TOKENS], ids=["vit", "tokens"])
+def test_matching_recovers_planted_symmetries_of_a_trained_transformer(arch):
+    # every kind of permutation at once (residual stream, MLP units, heads, q/k and v/o dims within heads),
+    # drawn through the spec, applied to a TRAINED model: both matchings must bring it back exactly
+    model, layout, spec, data = _trained(arch)
+    w = layout.flatten(model.state_dict())[None]
+    planted = permute_flat(spec, layout, w.expand(3, -1), random_perms(spec, torch.Generator().manual_seed(2), 3))
+    ref, states = layout.unflatten(w[0]), layout.unflatten_batch(planted)
+    by_weights = permute_flat(spec, layout, planted, match_population(spec, ref, states).perms)
+    by_acts = permute_flat(
+        spec, layout, planted, activation_matching(spec, layout.build(), ref, states, data.X_train).perms
+    )
+    assert (planted - w).norm(dim=1).min() > 1.0
+    assert torch.equal(by_weights, w.expand(3, -1)) and torch.equal(by_acts, w.expand(3, -1))
+    barrier = loss_barriers(layout, w.expand(6, -1), torch.cat([planted, by_weights]), data)["barrier"]
+    assert barrier[:3].min() > 0.05 and barrier[3:].abs().max() < 1e-6
+
+
+def test_residual_stream_cost_sums_every_tensor_on_the_stream():
+    model, layout, spec, _ = _trained(VIT, steps=5)
+    stream = spec.axes["embed.weight"][0]
+    want = {
+        ("pos", 1),
+        ("embed.weight", 0),
+        ("embed.bias", 0),
+        ("norm.weight", 0),
+        ("norm.bias", 0),
+        ("head.weight", 1),
+    }
+    for b in range(VIT["depth"]):
+        p = f"blocks.{b}."
+        want |= {(p + n, 0) for n in ("ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias", "attn.o.weight")}
+        want |= {(p + n, 0) for n in ("attn.o.bias", "mlp.2.weight", "mlp.2.bias")}
+        want |= {(p + n, 1) for n in ("attn.q.weight", "attn.k.weight", "attn.v.weight", "mlp.0.weight")}
+    assert set(spec.touches(stream)) == want
+    # the similarity weight matching solves for the stream is the sum over all of them
+    ref = layout.unflatten(layout.flatten(model.state_dict()))
+    other = {
+        k: v[None] for k, v in permute_state(spec, ref, random_perms(spec, torch.Generator().manual_seed(0))).items()
+    }
+    A = _similarity(spec, stream, {k: v[None] for k, v in ref.items()}, other)[0]
+    by_hand = sum(
+        ref[k].movedim(a, 0).reshape(ref[k].shape[a], -1) @ other[k][0].movedim(a, 0).reshape(ref[k].shape[a], -1).T
+        for k, a in want
+    )
+    torch.testing.assert_close(A, by_hand, atol=1e-4, rtol=1e-5)
+
+
 def test_bad_transformer_shapes_are_one_line_errors():
     with pytest.raises(ZooError, match="multiple of heads"):
         build_model(arch_spec("vit", [1, 8, 8], 10, 10, 1, heads=4))
@@ -111,17 +188,28 @@ def test_align_a_vit_zoo_keeps_functions_and_reports_the_barrier(tmp_path, capsy
     assert len(z.models) == 3 and (z.models["status"] == "done").all()
     rc, out, err = run_cli(capsys, "align", str(path), "--checkpoint", "last", "--pairs", "2")
     assert rc == 0, err
-    assert "loss barrier (2 pairs)" in out and "REPAIR" not in out  # auto: BatchNorm layouts only
+    assert "loss barrier (2 pairs)" in out and "REPAIR" not in out and "matched by weights" in out  # auto: BN only
     rc, _, err = run_cli(capsys, "align", str(path), "--checkpoint", "last", "--pairs", "2", "--repair", "on")
     assert rc != 0 and "LayerNorm or attention" in err and len(err.strip().splitlines()) == 1, err
-    z = zoo.open(str(path))
     x = torch.rand(8, 1, 8, 8)
-    with torch.no_grad():
-        for i in range(3):
-            m = z.module(i)
-            want = m(x)
-            m.load_state_dict(z.state_dict(i, canonical=True))
-            torch.testing.assert_close(m(x), want, atol=1e-5, rtol=0)
+
+    def canonical_keeps_functions():
+        z = zoo.open(str(path))
+        with torch.no_grad():
+            for i in range(3):
+                m = z.module(i)
+                want = m(x)
+                m.load_state_dict(z.state_dict(i, canonical=True))
+                torch.testing.assert_close(m(x), want, atol=1e-5, rtol=0)
+
+    canonical_keeps_functions()
+    rc, out, err = run_cli(
+        capsys, "align", str(path), "--checkpoint", "last", "--pairs", "2", "--method", "activations"
+    )
+    assert rc == 0 and "matched by activations" in out, err
+    canonical_keeps_functions()
+    rc, _, err = run_cli(capsys, "align", str(path), "--method", "gradients")
+    assert rc != 0 and len(err.strip().splitlines()) == 1, err
 
 
 @pytest.mark.parametrize("recipe", ["vit-digits", "grok-modadd"])
