@@ -25,7 +25,7 @@ from generators.registry import Pretrained, save_run
 from generators.selection import NoveltyReference
 from generators.training_models import TrainingModels, load_training_models
 from zoo.app.memory import available_memory
-from zoo.app.runtime import THREADS, torch_threads
+from zoo.app.runtime import THREADS, resolve_device, torch_threads
 from zoo.datasets import load_recorded
 from zoo.errors import ZooError
 from zoo.layout import Layout
@@ -189,36 +189,59 @@ class Generator(nn.Module, Pretrained, metaclass=abc.ABCMeta):
         self._data = load_recorded(str(d["source"]), int(d["seed"]), str(d["fingerprint"]), self.data_root)
         return self._data
 
-    def sample_flat(self, n: int, seed: int = 0, condition: Any = None) -> tuple[torch.Tensor, list]:
-        """([n, P] flat weights in the zoo's layout, [n] condition values) of n new models, seeded."""
+    @property
+    def device(self) -> torch.device:
+        """The device the generator's tensors are on (where ``generate`` must create its own)."""
+        return self.buffer_fill.device
+
+    def sample_flat(
+        self, n: int, seed: int = 0, condition: Any = None, device: str | torch.device | None = None
+    ) -> tuple[torch.Tensor, list]:
+        """([n, P] flat weights in the zoo's layout on the CPU, [n] condition values) of n new models, seeded.
+
+        ``device`` (cpu, cuda, cuda:N, auto; None: where the generator is) runs the sampling network and the
+        BatchNorm re-estimate there, the generator moved back after; the random draws are made on the CPU from the
+        seeded generator (the same draws on every device)."""
         n = _check_count(n)
-        gen = torch.Generator().manual_seed(int(seed))
+        home = self.device
+        dev = home if device is None else resolve_device(str(device))  # cuda without a GPU: one line, nothing run
+        gen = torch.Generator().manual_seed(int(seed))  # a CPU generator: the same draws whatever the device
         idx, values = self._condition_index(int(n), condition, gen)
         was_training = self.training
         self.eval()
+        self.to(dev)
         try:
             with torch.no_grad():
-                params = self.generate(int(n), gen, idx).to(torch.float32)
+                params = self.generate(int(n), gen, None if idx is None else idx.to(dev)).to(torch.float32)
+            flat = self.buffer_fill.expand(int(n), -1).clone()
+            flat[:, self.param_mask] = params
+            if self.has_batchnorm and torch.isfinite(flat).all():  # generator.bn_points: a training subset (None: all)
+                points = self.config.get("bn_points")
+                flat = zoo.recalibrate_bn(
+                    self.layout, flat, self.dataset(), points=None if points is None else int(points)
+                )
         finally:
+            self.to(home)
             self.train(was_training)
-        flat = self.buffer_fill.expand(int(n), -1).clone()
-        flat[:, self.param_mask] = params
-        if self.has_batchnorm and torch.isfinite(flat).all():  # generator.bn_points: a training subset (None: all)
-            points = self.config.get("bn_points")
-            flat = zoo.recalibrate_bn(self.layout, flat, self.dataset(), points=None if points is None else int(points))
-        return flat, values
+        return flat.cpu(), values
 
     @property
     def has_batchnorm(self) -> bool:
         return any(e.name.endswith("running_mean") for e in self.layout.entries)
 
     def sample(
-        self, n: int, seed: int = 0, condition: Any = None, threads: int | None = THREADS
+        self,
+        n: int,
+        seed: int = 0,
+        condition: Any = None,
+        threads: int | None = THREADS,
+        device: str | torch.device = "cpu",
     ) -> list[dict[str, torch.Tensor]]:
-        """n new models as state dicts in the zoo's layout (BatchNorm statistics from the training split), on
-        ``threads`` torch threads (1 as on every command; 0 or None: torch's setting), restored after."""
+        """n new models as CPU state dicts in the zoo's layout (BatchNorm statistics from the training split), on
+        ``threads`` torch threads (1 as on every command; 0 or None: torch's setting), restored after, the
+        sampling network on ``device`` (cpu, cuda, cuda:N, auto; the draws stay on the CPU: same seed, same draws)."""
         with torch_threads(threads):
-            flat, _ = self.sample_flat(n, seed, condition)
+            flat, _ = self.sample_flat(n, seed, condition, device=device)
         states = self.layout.unflatten_batch(flat)
         return [{k: v[i].clone() for k, v in states.items()} for i in range(flat.shape[0])]
 
@@ -276,23 +299,35 @@ class Generator(nn.Module, Pretrained, metaclass=abc.ABCMeta):
         overwrite: bool = False,
         threads: int | None = THREADS,
         metrics: Sequence[str] = SPLITS,
+        device: str | torch.device = "cpu",
     ) -> zoo.Zoo:
         """Write n samples as a zoo at ``out``: weights, train/test metrics, status and provenance per model; on
         ``threads`` torch threads (1 as on every command; 0 or None: torch's setting), restored after.
         ``metrics``: the splits scored into the models table (others stay NaN); () skips the scoring, which for
         big networks costs far more than the sampling (100 resnet-mnist ResNets: ~150 s on one CPU thread for
-        the 5,000 train and test images, ~4 s to sample them)."""
+        the 5,000 train and test images, ~4 s to sample them). ``device`` (cpu, cuda, cuda:N, auto): where the
+        sampling network and the scoring run (the draws stay on the CPU; the weights come back to it to be written);
+        cuda without a GPU is a one-line ZooError before anything is written."""
         splits = _check_splits(metrics)
+        dev = resolve_device(str(device))
         with torch_threads(threads):
-            return self._sample_zoo(n, out, seed, condition, overwrite, splits)
+            return self._sample_zoo(n, out, seed, condition, overwrite, splits, dev)
 
     def _sample_zoo(
-        self, n: int, out: str | Path, seed: int, condition: Any, overwrite: bool, splits: tuple[str, ...] = SPLITS
+        self,
+        n: int,
+        out: str | Path,
+        seed: int,
+        condition: Any,
+        overwrite: bool,
+        splits: tuple[str, ...] = SPLITS,
+        device: torch.device | None = None,
     ) -> zoo.Zoo:
         import pandas as pd  # the samples' models table; loading and sampling a generator never need pandas
 
+        dev = torch.device("cpu") if device is None else device
         self.check_sample_zoo(n, out, overwrite)
-        flat, values = self.sample_flat(n, seed, condition)
+        flat, values = self.sample_flat(n, seed, condition, device=dev)
         data = self.dataset()
         names = list(self.origin["metric_names"])
         metrics = np.full((n, 1, len(names)), np.nan)
@@ -300,10 +335,10 @@ class Generator(nn.Module, Pretrained, metaclass=abc.ABCMeta):
         inr = self.origin.get("inr")
         if finite.any() and not inr:  # a sampled INR draws an image of its own: it has no target to score
             for split in splits:
-                res = zoo.evaluate(self.layout, flat[finite], data, split=split)
+                res = zoo.evaluate(self.layout, flat[finite].to(dev), data, split=split)
                 for k, v in res.items():
                     if f"{split}_{k}" in names:
-                        metrics[finite.numpy(), 0, names.index(f"{split}_{k}")] = v.numpy()
+                        metrics[finite.numpy(), 0, names.index(f"{split}_{k}")] = v.cpu().numpy()
         run = str(self.run_dir) if self.run_dir is not None else None
         table = pd.DataFrame(
             {

@@ -8,7 +8,7 @@ from pathlib import Path
 from generators.diagnose import diagnose, summary_table
 from generators.diagnose.report import DiagnoseConfig
 from zoo.app.args import ArgumentParser, parse
-from zoo.app.runtime import THREADS, THREADS_HELP
+from zoo.app.runtime import DEVICE_HELP, THREADS, THREADS_HELP, resolve_device
 from zoo.app.schema import flag, validate
 from zoo.errors import ZooError
 
@@ -78,6 +78,12 @@ def _parser() -> ArgumentParser:
     )
     p.add_argument("--no-plots", action="store_true", help="write diagnose.json only")
     p.add_argument("--threads", type=int, default=THREADS, help=THREADS_HELP)
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help=f"where the networks are evaluated and the nearest neighbours and error overlaps searched: {DEVICE_HELP}"
+        " (default cpu; the baselines' construction and the weight matchings run on the CPU)",
+    )
     p.add_argument("--json", action="store_true", help="print the per-method summary as one JSON object")
     return p
 
@@ -120,6 +126,7 @@ def main(argv: list[str]) -> int:
     settings = dict(n_baseline=args.n_baseline, noise_drops=drops, k=args.k, seed=args.seed)
     settings.update(refine=args.refine, canonical=args.canonical, budget=args.budget)
     validate(DiagnoseFlags, settings)  # one line naming the flag, before any zoo is read
+    resolve_device(args.device)  # --device cuda without a GPU: one line, before any zoo is read
     report = diagnose(
         args.samples or None,
         args.train,
@@ -139,6 +146,7 @@ def main(argv: list[str]) -> int:
         progress=not args.json,
         data_root=args.data_root,
         threads=args.threads,
+        device=args.device,
     )
     if args.json:
         print(json.dumps({"methods": report["methods"], "thresholds": report["thresholds"]}))

@@ -17,7 +17,7 @@ from generators.lcsc.search import GENERATOR_SEARCH, SearchConfig
 from generators.lcsc.snapshots import check_run_out, lcsc_generator
 from generators.lcsc.zoo import lcsc_zoo, write_lcsc_zoo
 from zoo.app.args import ArgumentParser, parse
-from zoo.app.runtime import THREADS, THREADS_HELP, set_threads
+from zoo.app.runtime import DEVICE_HELP, THREADS, THREADS_HELP, resolve_device, set_threads
 from zoo.errors import ZooError
 from zoo.store import path_exists
 
@@ -78,6 +78,12 @@ def _parser() -> ArgumentParser:
     p.add_argument("--upper", type=float, default=d.upper, help=f"{doc('upper')} ({d.upper})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo at --out")
     p.add_argument("--threads", type=int, default=THREADS, help=THREADS_HELP)
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help=f"where the candidates (or, with --generator, their samples) are evaluated: {DEVICE_HELP} (default"
+        " cpu; the search itself runs on the CPU)",
+    )
     return p
 
 
@@ -87,6 +93,7 @@ def main(argv: list[str]) -> int:
     if args is None:  # --help
         return 0
     set_threads(args.threads)
+    resolve_device(args.device)  # --device cuda without a GPU: one line before anything is read or written
     base = GENERATOR_SEARCH if args.generator else SearchConfig()
     config = dataclasses.replace(
         base,
@@ -110,8 +117,9 @@ def main(argv: list[str]) -> int:
         metric=args.metric,
         upto=args.upto,
         progress=True,
+        device=args.device,
     )
-    out = write_lcsc_zoo(src, result, args.out, overwrite=args.overwrite)
+    out = write_lcsc_zoo(src, result, args.out, overwrite=args.overwrite, device=args.device)
     t = result.table
     score = "acc" if "lcsc_test_acc" in t else "r2"
     line = (
@@ -140,6 +148,7 @@ def _generator(args, config) -> int:
         val_seed=args.val_seed,
         upto=args.upto,
         progress=True,
+        device=args.device,
     )
     r.save(out)
     score = next(k for k in r.results["lcsc"] if k.startswith("test_") and not k.endswith("loss"))

@@ -11,7 +11,7 @@ import pandas as pd
 from generators.known import nowcast_zoo
 from generators.registry import get, load
 from zoo.app.args import ArgumentParser, parse
-from zoo.app.runtime import THREADS, THREADS_HELP, set_threads
+from zoo.app.runtime import DEVICE_HELP, THREADS, THREADS_HELP, resolve_device, set_threads
 from zoo.errors import ZooError
 
 
@@ -32,6 +32,11 @@ def _parser() -> ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing zoo at --out")
     p.add_argument("--threads", type=int, default=THREADS, help=THREADS_HELP)
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help=f"where the predictor, the BatchNorm re-estimates and the scoring run: {DEVICE_HELP} (default cpu)",
+    )
     return p
 
 
@@ -41,12 +46,15 @@ def main(argv: list[str]) -> int:
     if args is None:
         return 0
     set_threads(args.threads)
+    resolve_device(args.device)  # --device cuda without a GPU: one line before anything is read or written
     g = load(args.run)
     if not isinstance(g, get("known").cls):
         raise ZooError(f"{args.run!r} holds a {g.name} generator; zoo nowcast needs a KNOWN run (generator=known)")
     with warnings.catch_warnings(record=True) as caught:  # e.g. a weight kind KNOWN never trained on: one line each
         warnings.simplefilter("always", UserWarning)
-        z = nowcast_zoo(g, args.zoo, args.out, steps=args.steps, query=args.query, overwrite=args.overwrite)
+        z = nowcast_zoo(
+            g, args.zoo, args.out, steps=args.steps, query=args.query, overwrite=args.overwrite, device=args.device
+        )
     for w in {str(w.message) for w in caught if issubclass(w.category, UserWarning) and "KNOWN" in str(w.message)}:
         print(f"zoo nowcast: note: {w}", file=sys.stderr)
     df = z.models

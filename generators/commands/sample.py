@@ -6,7 +6,7 @@ from __future__ import annotations
 from generators import Generator, load
 from generators.diagnose.inr import nearest_renders, write_nearest_png
 from zoo.app.args import ArgumentParser, parse
-from zoo.app.runtime import THREADS, THREADS_HELP, set_threads
+from zoo.app.runtime import DEVICE_HELP, THREADS, THREADS_HELP, resolve_device, set_threads
 from zoo.errors import ZooError
 
 
@@ -53,6 +53,12 @@ def _parser() -> ArgumentParser:
         " + .png)",
     )
     p.add_argument("--threads", type=int, default=THREADS, help=THREADS_HELP)
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help=f"where the sampling network and the scoring run: {DEVICE_HELP} (default cpu; the random draws are"
+        " made on the CPU, so a seed draws the same on every device)",
+    )
     return p
 
 
@@ -62,6 +68,7 @@ def main(argv: list[str]) -> int:
     if args is None:
         return 0
     set_threads(args.threads)
+    resolve_device(args.device)  # --device cuda without a GPU: one line before anything is loaded or written
     g = load(args.run, snapshot=args.snapshot)
     if not isinstance(g, Generator):
         raise ZooError(
@@ -87,6 +94,7 @@ def main(argv: list[str]) -> int:
         overwrite=args.overwrite,
         threads=args.threads,
         metrics=args.metrics,
+        device=args.device,
     )
     df = z.models
     acc = df["test_acc"].dropna() if "test_acc" in df else None

@@ -305,7 +305,7 @@ class D2NWG(Generator):
     def regress(self, emb: torch.Tensor, modes: torch.Tensor) -> torch.Tensor:
         """The regression head's latent [n, D] for dataset embeddings [n, E] and modes [n]."""
         out = self.mean_head(emb).reshape(len(emb), self.modes.num_embeddings, -1)
-        return out[torch.arange(len(emb)), modes]
+        return out[torch.arange(len(emb), device=out.device), modes]
 
     # ------------------------------------------------------------------ fitting (generators.lit wraps these)
     def training_loss(self, batch):
@@ -400,19 +400,20 @@ class D2NWG(Generator):
         """[n, P] parameters for the dataset ``_condition_index`` resolved (DDIM from n Gaussian latents)."""
         if self._embedding is None:
             raise ZooError("no dataset to generate for (sample through sample/sample_zoo with a dataset condition)")
-        modes = torch.randint(0, self.modes.num_embeddings, (n,), generator=generator)
-        return self.generate_from(self._embedding.expand(n, -1), generator, modes)
+        modes = torch.randint(0, self.modes.num_embeddings, (n,), generator=generator)  # on the CPU: same draws
+        return self.generate_from(self._embedding.to(self.device).expand(n, -1), generator, modes)
 
     def generate_from(self, emb: torch.Tensor, generator: torch.Generator, modes: torch.Tensor) -> torch.Tensor:
         """[n, P] parameters for dataset embeddings emb [n, E] and modes [n]: DDIM in the latent, classifier-free
         guidance."""
         n, w = emb.shape[0], float(self.config["guidance"])
-        z = torch.randn(n, int(self.dims["latent"]), generator=generator)
+        z = torch.randn(n, int(self.dims["latent"]), generator=generator).to(emb.device)  # CPU draws, then moved
+        modes = modes.to(emb.device)
         m = self.modes(modes)
         mu = self.regress(emb, modes) if self.mean_head is not None else 0.0
         null, emb = self.null_cond.expand_as(emb) + m, emb + m
         for t in self.ddim.timesteps:
-            tt = torch.full((n,), int(t), dtype=torch.int64)
+            tt = torch.full((n,), int(t), dtype=torch.int64, device=z.device)
             if w == 1.0:
                 eps = self.denoiser(z, tt, emb)
             else:
@@ -437,10 +438,19 @@ class D2NWG(Generator):
         overwrite: bool = False,
         threads: int | None = THREADS,
         metrics: Sequence[str] = ("train", "test"),
+        device: str | torch.device = "cpu",
     ) -> zoo.Zoo:
-        """n samples for one dataset written as a zoo evaluated on that dataset (its name in ``dataset``)."""
+        """n samples for one dataset written as a zoo evaluated on that dataset (its name in ``dataset``), the
+        sampling network and the scoring on ``device``."""
         if isinstance(condition, zoo.Dataset):
             condition = DatasetCondition(condition)
         return super().sample_zoo(
-            n, out, seed=seed, condition=condition, overwrite=overwrite, threads=threads, metrics=metrics
+            n,
+            out,
+            seed=seed,
+            condition=condition,
+            overwrite=overwrite,
+            threads=threads,
+            metrics=metrics,
+            device=device,
         )

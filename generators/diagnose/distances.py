@@ -35,34 +35,42 @@ def iou_matrix(errors_a: torch.Tensor, errors_b: torch.Tensor) -> torch.Tensor:
 
 
 def max_iou(
-    errors_a: torch.Tensor, errors_b: torch.Tensor, exclude_self: bool = False
+    errors_a: torch.Tensor,
+    errors_b: torch.Tensor,
+    exclude_self: bool = False,
+    device: torch.device | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(max IoU [n], argmax [n]) of each error set of errors_a [n, N] over the sets of errors_b [m, N].
+    """(max IoU [n], argmax [n]) of each error set of errors_a [n, N] over the sets of errors_b [m, N], on the CPU.
 
     ``exclude_self``: a and b are the same models (row i of a is row i of b) and the pair (i, i) is skipped.
+    ``device``: where the products run (None: where errors_b is).
     """
     if errors_a.shape[1] != errors_b.shape[1]:
         raise ZooError(f"error sets over {errors_a.shape[1]} and {errors_b.shape[1]} test points cannot be compared")
     if exclude_self and errors_b.shape[0] < 2:
         raise ZooError("max_iou with self excluded needs at least 2 models")
-    best = torch.empty(errors_a.shape[0])
-    arg = torch.empty(errors_a.shape[0], dtype=torch.int64)
-    b = errors_b.to(torch.float32)  # counts are exact in float32 below 2**24 test points
+    dev = errors_b.device if device is None else device
+    best = torch.empty(errors_a.shape[0], device=dev)
+    arg = torch.empty(errors_a.shape[0], dtype=torch.int64, device=dev)
+    b = errors_b.to(dev, torch.float32)  # counts are exact in float32 below 2**24 test points
     b_count = b.sum(1)[None, :]
     for lo in range(0, errors_a.shape[0], ROW_CHUNK):
-        a = errors_a[lo : lo + ROW_CHUNK].to(torch.float32)
+        a = errors_a[lo : lo + ROW_CHUNK].to(dev, torch.float32)
         inter = a @ b.T
         union = a.sum(1, keepdim=True) + b_count - inter
         m = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter))
         if exclude_self:
-            rows = torch.arange(m.shape[0])
+            rows = torch.arange(m.shape[0], device=dev)
             m[rows, rows + lo] = -1.0
         best[lo : lo + ROW_CHUNK], arg[lo : lo + ROW_CHUNK] = m.max(1)
-    return best, arg
+    return best.cpu(), arg.cpu()
 
 
-def knn(a: torch.Tensor, b: torch.Tensor, k: int = 1, exclude_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(distance [n, k] float64, index [n, k]) of the k nearest rows of b [m, P] to each row of a [n, P] (L2).
+def knn(
+    a: torch.Tensor, b: torch.Tensor, k: int = 1, exclude_self: bool = False, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distance [n, k] float64, index [n, k]) on the CPU of the k nearest rows of b [m, P] to each row of a [n, P]
+    (L2), searched on ``device`` (None: where b is).
 
     A float32 matrix product per block of rows ranks b (``|b|^2 - 2 a.b`` on vectors centred on b's mean,
     which keeps that form accurate); the k + RERANK closest are re-ranked by their distances recomputed
@@ -76,16 +84,18 @@ def knn(a: torch.Tensor, b: torch.Tensor, k: int = 1, exclude_self: bool = False
     n, m = a.shape[0], b.shape[0] - int(exclude_self)
     k = max(1, min(int(k), m))
     kk = min(k + RERANK, m)
+    dev = b.device if device is None else device
+    a, b = a.to(dev), b.to(dev)
     centre = b.to(torch.float64).mean(0)
     B = (b.to(torch.float64) - centre).to(torch.float32)
     b_sq = B.square().sum(1)
-    dist = torch.empty(n, k, dtype=torch.float64)
-    out = torch.empty(n, k, dtype=torch.int64)
+    dist = torch.empty(n, k, dtype=torch.float64, device=dev)
+    out = torch.empty(n, k, dtype=torch.int64, device=dev)
     for lo in range(0, n, ROW_CHUNK):
         A = (a[lo : lo + ROW_CHUNK].to(torch.float64) - centre).to(torch.float32)
         d = torch.addmm(b_sq[None, :], A, B.T, alpha=-2.0)  # |a - b|^2 - |a|^2: the same order along a row
         if exclude_self:
-            rows = torch.arange(d.shape[0])
+            rows = torch.arange(d.shape[0], device=dev)
             d[rows, rows + lo] = float("inf")
         cand = d.topk(kk, dim=1, largest=False).indices if kk < d.shape[1] else d.argsort(1)[:, :kk]
         for r0 in range(0, len(cand), RERANK_CHUNK):
@@ -95,7 +105,7 @@ def knn(a: torch.Tensor, b: torch.Tensor, k: int = 1, exclude_self: bool = False
             order = exact.argsort(dim=1, stable=True)[:, :k]  # ties keep the matrix product's order
             dist[lo + r0 : lo + r0 + len(c)] = exact.gather(1, order)
             out[lo + r0 : lo + r0 + len(c)] = c.gather(1, order)
-    return dist, out
+    return dist.cpu(), out.cpu()
 
 
 def nearest_candidates(a: torch.Tensor, b: torch.Tensor, k: int = 1, exclude_self: bool = False) -> torch.Tensor:
@@ -207,17 +217,19 @@ def neighbours(
     refine: int = 4,
     exclude_self: bool = False,
     seed: int = 0,
+    device: torch.device | None = None,
 ) -> Neighbours:
     """Nearest-neighbour L2 of a's rows against b's: up to hidden-unit permutations, in the canonical frame
     and raw, from one nearest-neighbour search per frame.
 
     Up to permutations: the distance in the one-reference canonical frame, lowered where matching a row
     directly to one of its ``refine`` nearest canonical rows or its nearest raw row gives less (``refine=0``:
-    canonical frame only).
+    canonical frame only). ``device``: where the nearest-neighbour searches run (None: where b is); the direct
+    weight matchings run on the CPU.
     """
     mask = layout.parameter_mask()
-    cd, ci = knn(a_canon[:, mask], b_canon[:, mask], max(1, refine), exclude_self)
-    rd, ri = knn(a_raw[:, mask], b_raw[:, mask], 1, exclude_self)
+    cd, ci = knn(a_canon[:, mask], b_canon[:, mask], max(1, refine), exclude_self, device)
+    rd, ri = knn(a_raw[:, mask], b_raw[:, mask], 1, exclude_self, device)
     dist, arg = cd[:, 0], ci[:, 0]
     if refine > 0 and len(a_canon):
         cand = torch.cat([ci[:, :refine], ri], 1)

@@ -182,9 +182,11 @@ def diagnose_inr(
     plots: bool = True,
     progress: bool = False,
     data_root: str | None = None,
+    device: torch.device | None = None,
 ) -> dict:
     """Diagnose samples zoos of INRs against their INR training zoo (module docstring); returns the report and
-    writes ``diagnose.json`` and the scatter PNG to ``out`` when given. Called by ``diagnose``."""
+    writes ``diagnose.json`` and the scatter PNG to ``out`` when given. Called by ``diagnose``. ``device``: where
+    the weight-space nearest-neighbour searches run (the renders and PSNRs run on the CPU)."""
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     names = parse_baselines(baselines)
@@ -259,9 +261,19 @@ def diagnose_inr(
     t = time.perf_counter()
     canon_samples = train.align(sample_raw)
     tn = neighbours(
-        train.layout, train.canonical, train.raw, train.canonical, train.raw, refine, exclude_self=True, seed=seed
+        train.layout,
+        train.canonical,
+        train.raw,
+        train.canonical,
+        train.raw,
+        refine,
+        exclude_self=True,
+        seed=seed,
+        device=device,
     )
-    sn = neighbours(train.layout, canon_samples, sample_raw, train.canonical, train.raw, refine, seed=seed)
+    sn = neighbours(
+        train.layout, canon_samples, sample_raw, train.canonical, train.raw, refine, seed=seed, device=device
+    )
     timings["weight_distances"] = time.perf_counter() - t
     bar.update(1, finished="weight-space distances")
 

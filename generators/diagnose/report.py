@@ -55,7 +55,7 @@ from generators.diagnose.sets import (
 from generators.diagnose.table import TRAIN, novelty_bar
 from zoo.app.checks import list_of, number, one_of, optional
 from zoo.app.progress import Progress
-from zoo.app.runtime import THREADS, torch_threads
+from zoo.app.runtime import THREADS, resolve_device, torch_threads
 from zoo.app.schema import Schema, key, validate
 from zoo.datasets import Dataset
 from zoo.errors import ZooError
@@ -71,8 +71,11 @@ REFINE = 3
 GOOD_PERCENTILE = 5.0
 
 
-def predictions(layout: Layout, weights: torch.Tensor, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """(test accuracy [n] float64, misclassified test points [n, N_test] bool) of flat weights [n, P]."""
+def predictions(
+    layout: Layout, weights: torch.Tensor, dataset: Dataset, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(test accuracy [n] float64, misclassified test points [n, N_test] bool) of flat weights [n, P], on the CPU;
+    the networks run on ``device`` (None: where the weights are)."""
     if dataset.kind != "classification":
         raise ZooError(
             f"diagnostics compare sets of misclassified points: dataset {dataset.name!r} is a "
@@ -81,7 +84,8 @@ def predictions(layout: Layout, weights: torch.Tensor, dataset: Dataset) -> tupl
     wrong = torch.empty(weights.shape[0], len(dataset.y_test), dtype=torch.bool)
     per = max(1, PREDICT_FLOATS // max(1, len(dataset.y_test) * dataset.num_outputs))  # models whose outputs fit
     for lo in range(0, weights.shape[0], per):
-        wrong[lo : lo + per] = zoo.predict(layout, weights[lo : lo + per], dataset.X_test).argmax(-1) != dataset.y_test
+        out = zoo.predict(layout, weights[lo : lo + per].to(device or weights.device), dataset.X_test)
+        wrong[lo : lo + per] = out.argmax(-1).cpu() != dataset.y_test
     return 1.0 - wrong.double().mean(1), wrong
 
 
@@ -166,6 +170,7 @@ def diagnose(
     progress: bool = False,
     data_root: str | None = None,
     threads: int | None = THREADS,
+    device: str = "cpu",
 ) -> dict:
     """Diagnose samples zoos against their training zoo, beside the no-training baselines; returns the report.
 
@@ -192,6 +197,7 @@ def diagnose(
     settings.update(refine=refine, recalibrate_samples=recalibrate_samples, repair_average=repair_average)
     settings.update(budget=budget)
     validate(DiagnoseConfig, settings)  # one line before any zoo is read
+    dev = resolve_device(str(device))  # cuda without a GPU: one line before any zoo is read
     with torch_threads(threads):  # the call's threads, restored after
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
@@ -224,6 +230,7 @@ def diagnose(
                 plots=plots,
                 progress=progress,
                 data_root=data_root,
+                device=dev,
             )
         if noise_psnr is not None:
             raise ZooError(f"--noise-psnr is for INR zoos; {tz.path!r} is not one (use --noise-drops)")
@@ -284,10 +291,10 @@ def diagnose(
         t = time.perf_counter()
         for m in methods:
             if m.recalibrate and len(m.weights):
-                m.weights = zoo.recalibrate_bn(train.layout, m.weights, train.dataset)
+                m.weights = zoo.recalibrate_bn(train.layout, m.weights.to(dev), train.dataset).cpu()
         sizes = [len(m.weights) for m in methods]
         allw = torch.cat([train.raw, *[m.weights for m in methods]]) if methods else train.raw
-        acc, wrong = predictions(train.layout, allw, train.dataset)
+        acc, wrong = predictions(train.layout, allw, train.dataset, dev)
         timings["evaluate"] = time.perf_counter() - t
         bar.update(1, finished="evaluate")
         t = time.perf_counter()
@@ -298,18 +305,28 @@ def diagnose(
         t = time.perf_counter()
         m_train = len(train.ids)
         tn = neighbours(
-            train.layout, train.canonical, train.raw, train.canonical, train.raw, refine, exclude_self=True, seed=seed
+            train.layout,
+            train.canonical,
+            train.raw,
+            train.canonical,
+            train.raw,
+            refine,
+            exclude_self=True,
+            seed=seed,
+            device=dev,
         )
         train_nn, train_nn_arg, train_nn_canon, train_nn_raw = tn.l2, tn.index, tn.canonical, tn.raw
-        train_iou, _ = max_iou(wrong[:m_train], wrong[:m_train], exclude_self=True)
+        train_iou, _ = max_iou(wrong[:m_train], wrong[:m_train], exclude_self=True, device=dev)
         sample_raw = allw[m_train:]
-        sn = neighbours(train.layout, canon_samples, sample_raw, train.canonical, train.raw, refine, seed=seed)
+        sn = neighbours(
+            train.layout, canon_samples, sample_raw, train.canonical, train.raw, refine, seed=seed, device=dev
+        )
         s_nn, s_arg, s_nn_canon, s_nn_raw = sn.l2, sn.index, sn.canonical, sn.raw
-        s_iou, s_iou_arg = max_iou(wrong[m_train:], wrong[:m_train])
+        s_iou, s_iou_arg = max_iou(wrong[m_train:], wrong[:m_train], device=dev)
         curve = None
         if "noise" in base_info:
             sigma_max = max(base_info["noise"]["sigmas"].values())
-            curve = noise_curve(train, wrong[:m_train], sigma_max, seed=seed, n=work.curve_n)
+            curve = noise_curve(train, wrong[:m_train], sigma_max, seed=seed, n=work.curve_n, device=dev)
             base_info["noise"]["test_curve"] = {
                 "sigma": [c[0] for c in curve],
                 "test_acc": [c[1] for c in curve],
@@ -455,6 +472,7 @@ def noise_curve(
     seed: int = 0,
     n: int | None = None,
     levels: int = NOISE_CURVE_LEVELS,
+    device: torch.device | None = None,
 ) -> list[tuple[float, float, float]]:
     """(sigma, mean test_acc, mean max_iou) of noisy aligned training models along a dense sigma grid: sigma 0
     (the training models: max_iou 1) and ``levels`` log-spaced sigmas from sigma_max/100 to 2 sigma_max, ``n``
@@ -463,8 +481,8 @@ def noise_curve(
     gen = torch.Generator().manual_seed(int(seed) + 7)
     sigmas = [0.0, *np.geomspace(sigma_max / 100, 2 * sigma_max, levels).tolist()]
     batch = torch.cat([noise_baseline(train.layout, train.canonical, n, s, gen)[0] for s in sigmas])
-    acc, wrong = predictions(train.layout, batch, train.dataset)
-    iou, _ = max_iou(wrong, train_wrong)
+    acc, wrong = predictions(train.layout, batch, train.dataset, device)
+    iou, _ = max_iou(wrong, train_wrong, device=device)
     acc, iou = acc.view(len(sigmas), -1).mean(1), iou.view(len(sigmas), -1).mean(1)
     return [(float(s), float(a), float(i)) for s, a, i in zip(sigmas, acc, iou)]
 

@@ -120,7 +120,8 @@ def solve(
         raise ZooError(f"unknown ODE method {method!r}; choose one of {list(METHODS)}")
     if steps < 1:
         raise ZooError(f"ODE steps must be >= 1, got {steps}")
-    grid = torch.linspace(0.0, 1.0, steps + 1, dtype=x0.dtype)  # the grid is the steps (no float-rounded extra step)
+    # the grid is the steps (no float-rounded extra step), on x0's device
+    grid = torch.linspace(0.0, 1.0, steps + 1, dtype=x0.dtype, device=x0.device)
     step = STEPS[method]
 
     def field(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

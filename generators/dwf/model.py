@@ -128,7 +128,9 @@ class DeepWeightFlow(Generator):
     # ------------------------------------------------------------------ sampling
     def generate(self, n: int, generator: torch.Generator, condition: torch.Tensor | None) -> torch.Tensor:
         """Solve the flow ODE from n Gaussian draws at once; decode to parameters [n, P_params]."""
-        x0 = torch.randn(n, int(self.dims["flow_dim"]), generator=generator) * float(self.dims["source_std"])
+        # drawn on the CPU (the seeded generator's bits on every device), then moved to the flow's device
+        x0 = torch.randn(n, int(self.dims["flow_dim"]), generator=generator).to(self.device)
+        x0 = x0 * float(self.dims["source_std"])
         z = solve(
             self.velocity,
             x0,

@@ -189,9 +189,16 @@ class Known(nn.Module, Pretrained):
             raise ZooError(f"no unique training layout has {size} coordinates; pass layout= (the models' Layout)")
         return found[0]
 
-    def nowcast(self, trajectory: torch.Tensor, layout: Layout | None = None, steps: int = 1) -> torch.Tensor:
-        """[n, steps, P] weights past the end of reversed trajectories [n, T, P] (or one model's [T, P]),
-        applied recursively: each prediction is appended and the oldest value dropped."""
+    def nowcast(
+        self,
+        trajectory: torch.Tensor,
+        layout: Layout | None = None,
+        steps: int = 1,
+        device: torch.device | None = None,
+    ) -> torch.Tensor:
+        """[n, steps, P] weights on the CPU past the end of reversed trajectories [n, T, P] (or one model's
+        [T, P]), applied recursively: each prediction is appended and the oldest value dropped. ``device``: where
+        the predictor runs (None: where it is; it is moved back after)."""
         traj = torch.as_tensor(trajectory)
         if traj.ndim == 2:
             traj = traj[None]
@@ -206,7 +213,10 @@ class Known(nn.Module, Pretrained):
             )
         if not torch.isfinite(traj[:, -self.history :]).all():
             raise ZooError("the trajectory's last checkpoints hold NaN/inf weights")
-        kinds = weight_kinds(self.layout_for(p, layout)).to(traj.device)
+        home = self.seen.device
+        dev = home if device is None else device
+        traj = traj[:, -self.history :].to(dev)
+        kinds = weight_kinds(self.layout_for(p, layout)).to(dev)
         unseen = sorted({KINDS[k] for k in torch.unique(kinds[kinds >= 0]).tolist() if self.seen[k] == 0})
         if unseen:
             warnings.warn(
@@ -214,10 +224,11 @@ class Known(nn.Module, Pretrained):
                 stacklevel=2,
             )
         window = traj[:, -self.history :].to(torch.float32).clone()  # [n, H, P]
-        out = torch.empty(n, steps, p, dtype=torch.float32)
+        out = torch.empty(n, steps, p, dtype=torch.float32, device=dev)
         groups = [(k, torch.nonzero(kinds == k).squeeze(1)) for k in range(len(KINDS)) if (kinds == k).any()]
         was_training = self.training
         self.eval()
+        self.to(dev)
         try:
             with torch.inference_mode():
                 for s in range(steps):
@@ -228,8 +239,9 @@ class Known(nn.Module, Pretrained):
                     out[:, s] = nxt
                     window = torch.cat([window[:, 1:], nxt[:, None]], 1)
         finally:
+            self.to(home)
             self.train(was_training)
-        return out
+        return out.cpu()
 
     def predict(self, trajectory: torch.Tensor, layout: Layout | None = None, steps: int = 1) -> torch.Tensor:
         """The weights ``steps`` recursive steps past reversed trajectories [n, T, P] (or [T, P]): [n, P]."""

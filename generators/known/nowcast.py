@@ -15,6 +15,7 @@ import torch
 
 import zoo
 from generators.known.model import Known
+from zoo.app.runtime import resolve_device
 from zoo.datasets import metric_names
 from zoo.errors import ZooError
 from zoo.query import select
@@ -24,9 +25,17 @@ INTERNAL_COLUMNS = ("model_id", "row", "status", "last_checkpoint")
 
 
 def nowcast_zoo(
-    g: Known, zoo_path: str, out: str, steps: int = 1, query: str | None = None, overwrite: bool = False
+    g: Known,
+    zoo_path: str,
+    out: str,
+    steps: int = 1,
+    query: str | None = None,
+    overwrite: bool = False,
+    device: str = "cpu",
 ) -> zoo.Zoo:
-    """Write the KNOWN nowcasts (``steps`` recursive steps) of a trajectory zoo's done models as a zoo at ``out``."""
+    """Write the KNOWN nowcasts (``steps`` recursive steps) of a trajectory zoo's done models as a zoo at ``out``;
+    the predictor, the BatchNorm re-estimates and the scoring run on ``device`` (cpu, cuda, cuda:N, auto)."""
+    dev = resolve_device(str(device))  # cuda without a GPU: one line before anything is read
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 10:
         raise ZooError(f"--steps must be an integer in 1..10, got {steps!r}")
     z = zoo.open(zoo_path)
@@ -61,7 +70,8 @@ def nowcast_zoo(
     preds = {}  # every prediction before the output zoo exists: a bad input leaves nothing behind
     for key in used:
         rows = np.nonzero((sel["layout"] == key).to_numpy())[0]
-        preds[key] = g.nowcast(reversed_trajectories(z, key, sel["model_id"].to_numpy()[rows]), z.layouts[key], steps)
+        traj = reversed_trajectories(z, key, sel["model_id"].to_numpy()[rows])
+        preds[key] = g.nowcast(traj, z.layouts[key], steps, device=dev)
     with zoo.store.staged(out, "zoo nowcast", overwrite) as partial:  # one writer; a failure leaves out as before
         w = zoo.create(
             partial,
@@ -87,12 +97,12 @@ def nowcast_zoo(
                     continue
                 on_t = torch.from_numpy(on)
                 for s in range(steps):
-                    flat = zoo.recalibrate_bn(layout, pred[on_t, s], data)
-                    pred[on_t, s] = flat
+                    flat = zoo.recalibrate_bn(layout, pred[on_t, s].to(dev), data)
+                    pred[on_t, s] = flat.cpu()
                     for split in ("train", "test"):
                         for m, v in zoo.evaluate(layout, flat, data, split=split).items():
                             if f"{split}_{m}" in names:
-                                metrics[on, s, names.index(f"{split}_{m}")] = v.numpy()
+                                metrics[on, s, names.index(f"{split}_{m}")] = v.cpu().numpy()
             for status, part in (("done", finite), ("diverged", ~finite)):
                 if part.any():
                     w.write(

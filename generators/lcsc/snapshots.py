@@ -35,6 +35,7 @@ from generators.registry import (
     write_atomic,
 )
 from zoo.app.progress import Progress
+from zoo.app.runtime import resolve_device
 from zoo.errors import ZooError
 from zoo.store.lock import writing
 
@@ -83,8 +84,16 @@ def check_run_out(run_dir: str | Path, out: str | Path, overwrite: bool) -> None
 class SnapshotCombiner:
     """Generator weights sum alpha_i W_i over snapshots, and the mean metrics of their fixed-seed samples."""
 
-    def __init__(self, g: Generator, states: list[dict[str, torch.Tensor]], samples: int, sample_seed: int):
+    def __init__(
+        self,
+        g: Generator,
+        states: list[dict[str, torch.Tensor]],
+        samples: int,
+        sample_seed: int,
+        device: torch.device | None = None,
+    ):
         self.g, self.samples, self.sample_seed = g, int(samples), int(sample_seed)
+        self.device = device  # where samples are drawn and scored (None: where the generator is)
         first = states[0]
         self.floats = {
             k: torch.stack([s[k] for s in states]).to(torch.float64) for k, v in first.items() if v.is_floating_point()
@@ -100,7 +109,7 @@ class SnapshotCombiner:
     def sample(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
         """[samples, P] networks of the generator with ``state`` (seeded: the same draws for every candidate)."""
         self.g.load_state_dict(state)
-        flat, _ = self.g.sample_flat(self.samples, seed=self.sample_seed)
+        flat, _ = self.g.sample_flat(self.samples, seed=self.sample_seed, device=self.device)
         return flat
 
     def metrics(self, flats: list[torch.Tensor], data: zoo.Dataset) -> dict[str, np.ndarray]:
@@ -111,9 +120,9 @@ class SnapshotCombiner:
         loss = torch.full((len(w),), float("inf"), dtype=torch.float64)
         score = torch.zeros(len(w), dtype=torch.float64)
         if finite.any():
-            res = zoo.evaluate(self.g.layout, w[finite], data, split="test")
-            loss[finite] = res[loss_name]
-            score[finite] = torch.nan_to_num(res[score_name], nan=0.0)
+            res = zoo.evaluate(self.g.layout, w[finite].to(self.device or w.device), data, split="test")
+            loss[finite] = res[loss_name].cpu()
+            score[finite] = torch.nan_to_num(res[score_name], nan=0.0).cpu()
         k = self.samples
         squash = (loss / (1 + loss)).nan_to_num(1.0).view(-1, k).mean(1)  # in [0, 1]; inf -> 1
         return {
@@ -158,9 +167,12 @@ def lcsc_generator(
     val_seed: int = 0,
     upto: int | None = None,
     progress: bool = False,
+    device: str = "cpu",
 ) -> GeneratorLCSC:
     """Search coefficients over a run's snapshots (those up to step ``upto``) maximizing its samples' val accuracy;
-    ``progress``: a display over fitness evaluations (at most ``config.max_evals``)."""
+    ``progress``: a display over fitness evaluations (at most ``config.max_evals``); ``device``: where the
+    candidates' samples are drawn and scored (the random draws stay on the CPU)."""
+    dev = resolve_device(str(device))  # cuda without a GPU: one line before anything is read
     t0 = time.perf_counter()
     run = Path(run_dir)
     g = load(run)
@@ -180,7 +192,7 @@ def lcsc_generator(
     data = g.dataset()
     val = validation_view(data, val_fraction, val_seed)
     shipped = {k: v.clone() for k, v in g.state_dict().items()}
-    comb = SnapshotCombiner(g, _snapshot_states(run, steps), samples, sample_seed)
+    comb = SnapshotCombiner(g, _snapshot_states(run, steps), samples, sample_seed, dev)
     tie = 1.0 / (10.0 * len(val.X_test))
 
     def fitness(idx: np.ndarray, alphas: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ import torch
 import zoo
 from generators.lcsc.search import Search, SearchConfig, combine, metric_names, run_searches, validation_view
 from zoo.app.progress import Progress
+from zoo.app.runtime import resolve_device
 from zoo.errors import ZooError
 from zoo.layout import Layout
 
@@ -37,19 +38,26 @@ class LCSCResult:
 
 
 def _fitness_fn(
-    layout: Layout, trajs: torch.Tensor, val: zoo.Dataset, metric: str, bn: bool, chunk: int
+    layout: Layout,
+    trajs: torch.Tensor,
+    val: zoo.Dataset,
+    metric: str,
+    bn: bool,
+    chunk: int,
+    device: torch.device | None = None,
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    """Batched fitness of (model position [m], alphas [m, C]): val loss, or minus val accuracy / R^2."""
+    """Batched fitness of (model position [m], alphas [m, C]): val loss, or minus val accuracy / R^2; the
+    candidates are evaluated on ``device``."""
     tie = 1.0 / (10.0 * len(val.X_test))  # loss breaks accuracy ties: bounded below one sample's accuracy step
 
     def fitness(idx: np.ndarray, alphas: np.ndarray) -> np.ndarray:
         out = np.empty(len(idx))
         for lo in range(0, len(idx), chunk):
             sel = slice(lo, lo + chunk)
-            w = _combined(trajs, idx[sel], alphas[sel])
+            w = _combined(trajs, idx[sel], alphas[sel]).to(device or "cpu")
             res = zoo.evaluate(layout, w, val, split="test", recalibrate_bn=bn)
-            loss = res["loss"].numpy()
-            out[sel] = loss if metric == "loss" else -res[metric].numpy() + tie * loss / (1.0 + loss)
+            loss = res["loss"].cpu().numpy()
+            out[sel] = loss if metric == "loss" else -res[metric].cpu().numpy() + tie * loss / (1.0 + loss)
         return out
 
     return fitness
@@ -112,14 +120,17 @@ def lcsc_zoo(
     data: zoo.Dataset | None = None,
     chunk: int = 2048,
     progress: bool = False,
+    device: str = "cpu",
 ) -> LCSCResult:
     """Search LCSC coefficients for zoo models over their checkpoints (up to index ``upto``), fitness on validation.
 
     The search sees only ``validation_view(data, val_fraction, val_seed)``; the test split is read after it,
     for the report. ``metric``: 'loss' (validation loss, the default: smooth), or 'acc' / 'r2'. Returns the
     ``lcsc`` table (one row per model; coefficients over ALL the zoo's checkpoints, zeros past ``upto``) and
-    the merged weights. ``progress``: a display over models whose search finished (zoo.progress).
+    the merged weights. ``progress``: a display over models whose search finished (zoo.progress). ``device`` (cpu,
+    cuda, cuda:N, auto): where the candidates are evaluated (the search itself, a CMA-ES in numpy, on the CPU).
     """
+    dev = resolve_device(str(device))  # cuda without a GPU: one line before anything is read
     t0 = time.perf_counter()
     z = zoo.open(z) if isinstance(z, str) else z
     data = z.dataset() if data is None else data
@@ -147,7 +158,7 @@ def lcsc_zoo(
         def shown(ss: Sequence[Search], start: int = start, evals: int = evals) -> None:
             bar.update(start + sum(s.done for s in ss) - bar.n, evaluations=evals + sum(s.evaluations for s in ss))
 
-        run_searches(searches, _fitness_fn(layout, trajs, val, metric, bn, chunk), on_round=shown)
+        run_searches(searches, _fitness_fn(layout, trajs, val, metric, bn, chunk, dev), on_round=shown)
         # the four combinations reported per model: last, best EMA, best uniform (both chosen on val), LCSC
         chosen = []
         for s in searches:
@@ -160,8 +171,11 @@ def lcsc_zoo(
         alphas = np.stack([c[m] for c in chosen for m in methods])
         w = _combined(trajs, idx, alphas)
         if bn:
-            w = zoo.recalibrate_bn(layout, w, data)
-        res = {split: zoo.evaluate(layout, w, d, split="test") for split, d in (("val", val), ("test", data))}
+            w = zoo.recalibrate_bn(layout, w.to(dev), data).cpu()
+        res = {
+            split: {k: v.cpu() for k, v in zoo.evaluate(layout, w.to(dev), d, split="test").items()}
+            for split, d in (("val", val), ("test", data))
+        }
         for j, (i, s, c) in enumerate(zip(group, searches, chosen)):
             row = {
                 "model_id": int(i),
@@ -196,8 +210,12 @@ def lcsc_zoo(
     return LCSCResult(ids, table, weights, settings, time.perf_counter() - t0)
 
 
-def write_lcsc_zoo(z: zoo.Zoo | str, result: LCSCResult, out: str, overwrite: bool = False) -> zoo.Zoo:
-    """Write the merged weights of ``result`` as a zoo (one checkpoint per model) with the table ``lcsc``."""
+def write_lcsc_zoo(
+    z: zoo.Zoo | str, result: LCSCResult, out: str, overwrite: bool = False, device: str = "cpu"
+) -> zoo.Zoo:
+    """Write the merged weights of ``result`` as a zoo (one checkpoint per model) with the table ``lcsc``, scored
+    on ``device``."""
+    dev = resolve_device(str(device))
     z = zoo.open(z) if isinstance(z, str) else z
     data = z.dataset()
     src = z.models.set_index("model_id").loc[result.ids].reset_index()
@@ -213,9 +231,9 @@ def write_lcsc_zoo(z: zoo.Zoo | str, result: LCSCResult, out: str, overwrite: bo
             flat = torch.stack([result.weights[result.ids[j]] for j in new_ids])
             metrics = np.full((len(new_ids), 1, len(z.metric_names)), np.nan)
             for split in ("train", "test"):
-                for name, v in zoo.evaluate(layout, flat, data, split=split).items():
+                for name, v in zoo.evaluate(layout, flat.to(dev), data, split=split).items():
                     if f"{split}_{name}" in z.metric_names:
-                        metrics[:, 0, z.metric_names.index(f"{split}_{name}")] = v.numpy()
+                        metrics[:, 0, z.metric_names.index(f"{split}_{name}")] = v.cpu().numpy()
             w.write(new_ids.tolist(), flat[:, None], metrics)
         w.write_table("lcsc", result.table)
     return zoo.open(out)

@@ -42,7 +42,8 @@ def draw_combinations(
 
 def combine(vertices: torch.Tensor, pick: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """[n, P]: sum_i lam[:, i] * vertices[pick[:, i]] (differentiable in ``vertices``)."""
-    return torch.einsum("nk,nkp->np", lam.to(vertices.dtype), vertices[pick])
+    lam, pick = lam.to(vertices.device, vertices.dtype), pick.to(vertices.device)  # drawn on the CPU
+    return torch.einsum("nk,nkp->np", lam, vertices[pick])
 
 
 class Simplex(Generator):
@@ -85,7 +86,7 @@ class Simplex(Generator):
             out = self.repair(out, pick, lam)
         noise = float(self.config["noise"])
         if noise > 0:
-            out = out + noise * self.spread * torch.randn(out.shape, generator=generator)
+            out = out + noise * self.spread * torch.randn(out.shape, generator=generator).to(out.device)
         return out
 
     def _repair_inputs(self) -> torch.Tensor:
@@ -102,7 +103,7 @@ class Simplex(Generator):
         if type(template) is not MLP:
             raise ZooError("generator.repair works on MLPs; set generator.repair=false for this layout")
         layers: nn.Sequential = template.layers
-        x = self._repair_inputs()
+        x = self._repair_inputs().to(params.device)
         names = [name for name, _ in template.named_parameters()]
         sizes = [p.numel() for _, p in template.named_parameters()]
         if sum(sizes) != params.shape[1]:
@@ -110,7 +111,7 @@ class Simplex(Generator):
         n = params.shape[0]
         out = params.clone()
         offsets = dict(zip(names, torch.tensor([0, *sizes]).cumsum(0).tolist()))
-        lam = lam.to(params.dtype)
+        lam, pick = lam.to(params.device, params.dtype), pick.to(params.device)
 
         def view(t: torch.Tensor, name: str) -> torch.Tensor:
             p = dict(template.named_parameters())[name]

@@ -153,7 +153,7 @@ def test_python_api_runs_on_one_thread_unless_told(monkeypatch):
 
         stub = type("Stub", (), {})()
         stub.layout = zoo.layout_of(nn.Linear(2, 2))
-        stub.sample_flat = lambda n, seed, condition: (record() and None) or (torch.zeros(n, 6), None)
+        stub.sample_flat = lambda n, seed, condition, device: (record() and None) or (torch.zeros(n, 6), None)
         assert len(Generator.sample(stub, 2)) == 2
         Generator.sample(stub, 2, threads=0)
         assert seen == [1, other, 1, other, 1, 1, other] and torch.get_num_threads() == other
@@ -161,6 +161,7 @@ def test_python_api_runs_on_one_thread_unless_told(monkeypatch):
         torch.set_num_threads(before)
     for method in (Generator.sample, Generator.sample_zoo, D2NWG.sample_zoo):
         assert inspect.signature(method).parameters["threads"].default == THREADS == 1
+        assert inspect.signature(method).parameters["device"].default == "cpu"  # zoo sample --device's default
 
 
 @pytest.mark.parametrize("command", ["build", "train", "fit"])

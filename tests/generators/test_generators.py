@@ -19,6 +19,7 @@ import zoo
 from generators import base
 from generators.lit import EMA
 from tests.conftest import build_zoo, run_cli
+from tests.generators.devices import check_device_paths
 from zoo.commands.main import main as cli_main
 from zoo.errors import ZooError
 from zoo.store.lock import writing
@@ -571,3 +572,38 @@ def test_fit_into_a_users_folder_is_refused_and_deletes_nothing(mlp_zoo, tmp_pat
     note.write_text("mine")
     _refused(["fit", "generator=dwf", f"zoo={mlp_zoo.path}", f"out={note}", *FAST_CLI], "is a file", capsys)
     assert note.read_text() == "mine"
+
+
+def test_device_cpu_is_the_default_bits_and_generate_stays_on_the_device(run, tmp_path, capsys):
+    """``device="cpu"`` (and ``--device cpu``) gives the bits of no device given; the flow's ``generate`` makes
+    every tensor on the generator's device (checked on the meta device: no GPU here)."""
+    check_device_paths(run, 4, condition=0.05)
+    check_device_paths(run, 3)  # the condition drawn as in training
+    a = [v for s in run.sample(3, seed=2) for v in s.values()]
+    b = [v for s in run.sample(3, seed=2, device="cpu") for v in s.values()]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    outs = []
+    for name, extra in (("plain", []), ("cpu", ["--device", "cpu"])):
+        out = tmp_path / f"{name}.zarr"
+        rc, _, err = run_cli(capsys, "sample", str(run.run_dir), "-n", "3", "--seed", "1", "--out", str(out), *extra)
+        assert rc == 0, err
+        outs.append(zoo.open(str(out)))
+    assert torch.equal(outs[0].weights([0, 1, 2]), outs[1].weights([0, 1, 2]))
+    assert outs[0].models["test_acc"].equals(outs[1].models["test_acc"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where torch sees no GPU")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_device_cuda_without_a_gpu_is_one_line_and_writes_nothing(run, tmp_path, no_sampling, capsys, device):
+    out = tmp_path / "s.zarr"
+    _refused(["sample", str(run.run_dir), "-n", "3", "--out", str(out), "--device", device], "no CUDA GPU", capsys)
+    assert not out.exists()
+    with pytest.raises(ZooError, match="no CUDA GPU"):
+        run.sample_zoo(2, out, device=device)
+    assert not out.exists()
+
+
+def test_device_bad_spelling_is_one_line(run, tmp_path, no_sampling, capsys):
+    out = tmp_path / "s.zarr"
+    _refused(["sample", str(run.run_dir), "-n", "3", "--out", str(out), "--device", "gpu"], "device='gpu'", capsys)
+    assert not out.exists()

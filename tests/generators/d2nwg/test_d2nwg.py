@@ -18,6 +18,7 @@ import generators
 import zoo
 from generators.d2nwg.dataset_encoder import ClassPools, DatasetEncoder
 from generators.d2nwg.model import D2NWG
+from tests.generators.devices import check_device_paths
 from zoo.commands.main import main as zoo_main
 
 ANGLES = [0, 30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 330]  # degrees: one task each
@@ -242,3 +243,10 @@ def test_label_permutation_is_a_true_pair(run, toy_zoo):
         out = zoo.predict(run.layout, run.full_weights(x[i : i + 1] * run.scale + run.mean), X)[0]
         outp = zoo.predict(run.layout, run.full_weights(xp[i : i + 1] * run.scale + run.mean), X)[0]
         assert torch.allclose(outp, out[:, [1, 0]] if swapped else out, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_device_cpu_is_the_default_bits_and_generate_stays_on_the_device(run, toy_zoo):
+    """``device="cpu"`` gives the default's bits; the dataset embedding, the DDIM loop (latents, time steps, modes)
+    and the decoder make every tensor on the generator's device (checked on the meta device: no GPU here)."""
+    check_device_paths(run, 3, condition=zoo.open(toy_zoo).datasets[0])

@@ -22,7 +22,7 @@ from generators.diagnose.baselines import (
     validation_split,
 )
 from generators.diagnose.budget import MIN_BASELINE, MIN_CURVE, forward_macs, plan
-from generators.diagnose.distances import iou_matrix, max_iou, nearest_l2
+from generators.diagnose.distances import iou_matrix, knn, max_iou, nearest_l2
 from generators.diagnose.report import compare_with_noise
 from generators.diagnose.report import diagnose as run_diagnose
 from generators.diagnose.sets import load_train
@@ -417,3 +417,37 @@ def test_yardsticks_keep_their_defaults_for_small_networks_and_shrink_for_big_on
     assert "big networks" not in summary_table(d)
     unlimited = run_diagnose(samples, train_zoo, baselines="noise", plots=False, budget=0)  # no budget at all
     assert unlimited["per_sample"] == d["per_sample"] and unlimited["baselines"] == d["baselines"]
+
+
+def test_device_cpu_gives_the_default_report(train_zoo, tmp_path, capsys):
+    """``device="cpu"`` (and ``--device cpu``) gives the report of no device given, bit for bit: the evaluation and
+    the searches that ``--device`` moves are the same computations on the CPU."""
+    W = raw_weights(train_zoo)
+    path = write_samples(tmp_path / "s.zarr", train_zoo, W[[2, 0]] + 0.01)
+    kw = dict(baselines="noise,average", n_baseline=4, k=2, noise_drops=(0, 5), plots=False)
+    a = run_diagnose(path, train_zoo, **kw)
+    b = run_diagnose(path, train_zoo, device="cpu", **kw)
+    assert a["per_sample"] == b["per_sample"] and a["methods"] == b["methods"]
+    errors = torch.rand(5, 40, generator=torch.Generator().manual_seed(0)) < 0.3
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(max_iou(errors, errors[:3]), max_iou(errors, errors[:3], device=torch.device("cpu")))
+    )
+    assert all(torch.equal(x, y) for x, y in zip(knn(W, W, 2, True), knn(W, W, 2, True, torch.device("cpu"))))
+    for name, extra in (("plain", []), ("cpu", ["--device", "cpu"])):
+        argv = ["diagnose", path, "--train", train_zoo.path, "--out", str(tmp_path / name), "--n-baseline", "4"]
+        assert cli([*argv, "--k", "2", "--no-plots", *extra]) == 0, capsys.readouterr().err
+    one, two = (json.loads((tmp_path / n / "diagnose.json").read_text()) for n in ("plain", "cpu"))
+    assert one["per_sample"] == two["per_sample"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where torch sees no GPU")
+def test_device_cuda_without_a_gpu_is_one_line_and_writes_nothing(train_zoo, tmp_path, capsys):
+    out = tmp_path / "diag"
+    assert cli(["diagnose", "--train", train_zoo.path, "--out", str(out), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no CUDA GPU" in err and "\n" not in err and "Traceback" not in err, err
+    assert not out.exists()
+    with pytest.raises(zoo.ZooError, match="no CUDA GPU"):
+        run_diagnose(None, train_zoo, out, baselines="noise", device="cuda:0")
+    assert not out.exists()

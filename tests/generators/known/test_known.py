@@ -231,3 +231,27 @@ def test_killed_fit_is_refused_and_a_locked_run_is_not_written(tmp_path, monkeyp
         _one_line_error(capsys, [*fit, "overwrite=true"], "is being written by zoo fit")
     assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
     assert isinstance(generators.load(run), Known)
+
+
+def test_nowcast_device_cpu_is_the_default_bits_and_cuda_is_refused(fitted, tmp_path, capsys):
+    """``--device cpu`` (and ``device=torch.device("cpu")``) gives the default's bits; where torch sees no GPU,
+    ``--device cuda`` is one line, exit 2, nothing written."""
+    d, _, rev, _ = fitted
+    g = generators.load(d / "run")
+    assert torch.equal(g.nowcast(rev, steps=2), g.nowcast(rev, steps=2, device=torch.device("cpu")))
+    outs = []
+    for name, extra in (("plain", []), ("cpu", ["--device", "cpu"])):
+        out = tmp_path / f"{name}.zarr"
+        assert zoo_main(["nowcast", str(d / "run"), "--zoo", str(d / "new.zarr"), "--out", str(out), *extra]) == 0
+        outs.append(zoo.open(out))
+    ids = list(range(len(outs[0])))
+    assert torch.equal(outs[0].weights(ids), outs[1].weights(ids))
+    assert outs[0].models["test_acc"].equals(outs[1].models["test_acc"])
+    if not torch.cuda.is_available():
+        out = tmp_path / "gpu.zarr"
+        _one_line_error(
+            capsys,
+            ["nowcast", str(d / "run"), "--zoo", str(d / "new.zarr"), "--out", str(out), "--device", "cuda"],
+            "no CUDA GPU",
+        )
+        assert not out.exists()

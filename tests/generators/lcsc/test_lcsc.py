@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -379,3 +380,33 @@ def test_generator_save_holds_the_lock_and_marks_incomplete(gen_run, tmp_path, m
     monkeypatch.undo()
     assert (out / "INCOMPLETE").is_file()
     _lcsc_refused([str(out), *fast, "--out", str(tmp_path / "o2")], "did not finish", capsys)
+
+
+def test_device_cpu_is_the_default_bits_and_cuda_is_refused(ckpt_zoo, gen_run, tmp_path, capsys):
+    """``--device cpu`` gives the default's merged zoo and generator search bit for bit; where torch sees no GPU,
+    ``--device cuda`` is one line, exit 2, nothing written (zoo and --generator alike)."""
+    outs = []
+    for name, extra in (("plain", []), ("cpu", ["--device", "cpu"])):
+        out = str(tmp_path / f"{name}.zarr")
+        argv = ["lcsc", ckpt_zoo.path, "--models", "1", "--out", out, "--max-evals", "48", "--population", "8"]
+        assert zoo_main([*argv, *extra]) == 0, capsys.readouterr().err
+        outs.append(zoo.open(out))
+    assert torch.equal(outs[0].weights([0]), outs[1].weights([0]))
+    assert outs[0].table("lcsc").equals(outs[1].table("lcsc"))
+    runs = []
+    for name, extra in (("plain", []), ("cpu", ["--device", "cpu"])):
+        out = tmp_path / f"gen-{name}"
+        argv = ["lcsc", str(gen_run), "--generator", "--out", str(out), "--samples", "2", "--max-evals", "16"]
+        assert zoo_main([*argv, *extra]) == 0, capsys.readouterr().err
+        record = json.loads((out / "lcsc.json").read_text())
+        runs.append((record["results"], record["coefficients"]))
+    assert runs[0] == runs[1]
+    if torch.cuda.is_available():
+        return
+    for src, extra in ((ckpt_zoo.path, []), (str(gen_run), ["--generator"])):
+        out = tmp_path / "gpu"
+        capsys.readouterr()
+        assert zoo_main(["lcsc", src, *extra, "--out", str(out), "--device", "cuda"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "no CUDA GPU" in err and "\n" not in err, err
+        assert not out.exists()

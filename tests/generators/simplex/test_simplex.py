@@ -11,6 +11,7 @@ import zoo
 from generators.simplex.model import combine, draw_combinations
 from generators.training_models import load_training_models
 from tests.conftest import build_zoo, run_cli
+from tests.generators.devices import check_device_paths
 
 FAST = {"vertices": None, "steps": 6, "val_every": 3, "batch_models": 4, "batch_size": 32, "val_samples": 4, "k": 2}
 
@@ -132,3 +133,12 @@ def test_repair_sets_each_hidden_unit_to_its_parents_mix(run):
     finally:
         run.config["repair"] = False
     assert torch.equal(a, b) and torch.isfinite(a).all()
+
+
+@pytest.mark.parametrize("extra", [{}, {"noise": 0.1}, {"repair": True}])
+def test_device_cpu_is_the_default_bits_and_generate_stays_on_the_device(run, extra):
+    """``device="cpu"`` gives the default's bits, and the combinations, noise and REPAIR make every tensor on the
+    generator's device (checked on the meta device: no GPU here)."""
+    g = generators.load(run.run_dir)
+    g.config.update(extra)
+    check_device_paths(g, 4)
