@@ -7,9 +7,12 @@ model-id split and initialization), on one zoo; phase accuracy on a phase zoo wh
     .venv/bin/python bench/encoders.py --protocol cnn-zoo-mnist   # the NFN protocol on the Small-CNN-Zoo recipe
 
 ``--protocol RECIPE`` is the protocol of the field's CIFAR10-GS table (Zhou et al. 2023, Kofinas et al. 2024):
-the zoo of that recipe, every checkpoint of every model a sample, the split by model (all checkpoints of one
-model in one split: wsl.data splits model ids), Kendall tau of test accuracy, 3 seeds, all five encoders; the
-table goes to docs/encoders-RECIPE.md beside the published CIFAR10-GS numbers (labelled as such).
+the zoo of that recipe, each model's FINAL checkpoint a sample (as the NFN code's Small-CNN-Zoo loader does:
+AllanYangZhou/nfn, experiments/data_utils.py, ZooDataset keeps the rows of the last step, 86, only), the split by
+model (wsl.data splits model ids), Kendall tau of test accuracy, 3 seeds, all five encoders, 30 epochs; the table
+goes to docs/encoders-RECIPE.md beside the published CIFAR10-GS numbers (labelled as such). Every checkpoint a
+sample instead (9 per model, the zoo's whole trajectory): ``--checkpoints all --epochs 5 --md
+docs/encoders-RECIPE-all.md --json docs/encoders-RECIPE-all.json --runs data/runs/bench-encoders-RECIPE-all``.
 
 Every choice (best epoch) is made on the validation models; test models give the final numbers only.
 Writes docs/encoders.md (table, mean +- std over seeds) and docs/encoders.json (every run's numbers)
@@ -52,8 +55,9 @@ PUBLISHED = {
     "graph": ("NG-GNN", 0.930),
     "transformer": ("NG-T", 0.935),
 }
-# 5 epochs over the 2,000-model cnn-zoo-digits (12,600 training samples): the encoder steps of 20 epochs over 500
-PROTOCOL_EPOCHS = "mlp=5,statnn=5,transformer=5,nfn=5,graph=5"
+# 30 epochs over the final checkpoints of the 2,000-model cnn-zoo-digits (1,400 training models) take ~2/3 of
+# the encoder steps of the every-checkpoint variant's 5 epochs (12,600 samples)
+PROTOCOL_EPOCHS = "mlp=30,statnn=30,transformer=30,nfn=30,graph=30"
 
 
 def ensure_zoo(path: str, recipe: str) -> float | None:
@@ -270,12 +274,12 @@ def write_docs(args, path: str, runs: list[dict], tp: dict, info: dict) -> None:
 
 
 def protocol_defaults(recipe: str) -> dict:
-    """Argument defaults of the NFN protocol (split by model, every checkpoint, test-accuracy tau) on a recipe."""
+    """Argument defaults of the NFN protocol (split by model, final checkpoints, test-accuracy tau) on a recipe."""
     return {
         "zoo": f"data/zoos/{recipe}.zarr",
         "recipe": recipe,
         "tasks": ["test_accuracy"],
-        "checkpoints": "all",
+        "checkpoints": "-1",
         "epochs": PROTOCOL_EPOCHS,
         "seeds": 3,
         "encoders": ENCODERS,
@@ -314,7 +318,7 @@ def main() -> int:
         default=None,
         metavar="RECIPE",
         help="the NFN/Small-CNN-Zoo protocol on RECIPE's zoo (e.g. cnn-zoo-mnist): sets --zoo data/zoos/RECIPE.zarr,"
-        f" --recipe RECIPE, --tasks test_accuracy, --checkpoints all, --epochs {PROTOCOL_EPOCHS}, --md/--json"
+        f" --recipe RECIPE, --tasks test_accuracy, --checkpoints -1 (final), --epochs {PROTOCOL_EPOCHS}, --md/--json"
         " docs/encoders-RECIPE.*; options given explicitly still win",
     )
     pre, _ = ap.parse_known_args()
