@@ -571,3 +571,14 @@ def test_fit_into_a_users_folder_is_refused_and_deletes_nothing(mlp_zoo, tmp_pat
     note.write_text("mine")
     _refused(["fit", "generator=dwf", f"zoo={mlp_zoo.path}", f"out={note}", *FAST_CLI], "is a file", capsys)
     assert note.read_text() == "mine"
+
+
+def test_finite_rows_is_torch_isfinite_per_row():
+    """The numpy shortcut for [n, P] float weights says what torch.isfinite(...).all(1) says, NaN and +-inf alike."""
+    from generators.base import finite_rows
+
+    flat = torch.randn(6, 1000)
+    flat[1, 7], flat[3, 999], flat[4, 0] = float("nan"), float("inf"), float("-inf")
+    for x in (flat, flat.double(), flat.half()):
+        assert torch.equal(finite_rows(x), torch.isfinite(x).all(1))
+    assert finite_rows(flat).tolist() == [True, False, True, False, False, True]
