@@ -105,6 +105,48 @@ Nothing evaluated one network at a time out of need: the cost was the work itsel
 - Profile of the new diagnose on 10 samples + 10 per baseline (cProfile, one thread, 240 s CPU at load ~7):
   forwards 67% (the test-split evaluation 25%, the noise frontier 29%, the sigma search 13%), direct weight
   matching (refine) 16%, nearest-neighbour search 6%, loading and aligning 4%.
+
+## `zoo sample` as a command (h36)
+
+`zoo sample RUN -n 100 --out OUT --metrics none --threads 1` on /tmp/h27/runs-lr005/simplex, fresh processes,
+one torch thread, the code before (b6c3449) and after interleaved run by run on the shared 2-core machine (CPU:
+the child's user + system seconds; wall includes waiting for the cores):
+
+| code | CPU s, 3 runs | median CPU s | wall s | load average (1 min) before each |
+|---|---|---|---|---|
+| before | 14.62, 15.65, 15.14 | 15.14 | 22.6, 24.35, 22.12 | 3.91, 3.96, 4.31 |
+| after | 9.66, 10.21, 9.96 | 9.96 | 15.1, 16.12, 14.95 | 3.94, 4.3, 4.22 |
+| after, empty dataset cache (first run after an install) | 11.82 | | 18.09 | 3.88 |
+
+Rerun: `.venv/bin/python bench/sample_command.py --run /tmp/h27/runs-lr005/simplex --tree before=BASE --tree
+after=. --reps 3 --cold --json docs/sample-command.json` (BASE: `git archive b6c3449 | tar -x -C BASE`). Steps in
+one process, CPU s (`OMP_NUM_THREADS=1 .venv/bin/python bench/sample_stages.py RUN OUT`, load ~3.4), before ->
+after: imports 3.1-3.3 -> 3.0-3.2 (the command itself imported 0.75 s more before: see below), dataset 3.1-3.8
+-> 0.13-0.16, sample 100 incl. BN recalibration 4.8-4.9 -> 4.6-4.7, write the zoo 1.2-1.5 -> 0.8-0.9.
+What changed (samples byte for byte the same as before: 100 weights compared, models table equal):
+- MNIST's parsed CSV is kept in a disk cache (zoo.datasets.cache: `$WSZOO_CACHE`, else
+  `$XDG_CACHE_HOME/wszoo`, else `~/.cache/wszoo`; one uncompressed .npz per source, keyed by the source
+  file's sha256; pixels stored as uint8, exactly the bytes float64 held): 3.7 s -> 0.02 s to read it. Entries
+  are written to a temporary file and renamed; loading uses `np.load(allow_pickle=False)` and checks every
+  array's shape, dtype and sha256 against the entry's manifest, so a partial, damaged or foreign entry is rebuilt,
+  never used (tested). MNIST-1D's generation (~4 s) is cached the same way, keyed by the mnist1d, numpy and scipy
+  versions. Every process that loads `mnist`/`mnist-image`/`mnist1d` gains: sample, diagnose, build and train
+  tasks.
+- Imports: the command imported `generators.diagnose.inr` (Re-Basin, scipy.optimize: 0.65 s CPU) for every
+  zoo; now only for INR zoos. `zoo.app.schema` imports OmegaConf only where Hydra's ConfigStore needs it
+  (~0.1 s). What is left is needed: torch 2.2 s, pandas + zarr + the writer 0.7 s, numpy 0.13 s, zoo and
+  generators 0.2 s (each measured as CPU seconds of a fresh import). No Lightning, dask or sklearn is loaded.
+- torch.isfinite on 100 x 310k floats costs 0.2 s (numpy's isfinite 0.02 s), and sampling called it twice:
+  generators.base.finite_rows uses numpy on CPU. recalibrate_bn wrote all 310k weights back per model after
+  re-estimating the statistics; now only the statistics (the parameters are unchanged). sample_zoo passed the
+  samples through a boolean-index copy and write_rows reordered and sliced them with two more 124 MB copies;
+  rows already in order (the usual case) now go to zarr as views.
+- Writing: zarr's own write of the 124 MB (one crc32c-checksummed chunk per model in one shard) measured 0.35 s
+  CPU, 0.24-0.31 s with no checksum codec; the store's format and checksums are unchanged.
+What is left: the 10 s is met at the median only by a hair at load ~4 (9.66-10.21 s over 3 runs). The rest is
+torch's import (2.2 s, 22%) and the recalibration forwards (4.6 s: 100 models x 128 inputs at ~33 ms each,
+compute-bound; channels-last measured no faster for the plain module). The bench's "As a command" paragraph
+above is its own run's figure (16.3 s CPU in the run shown, before these changes).
 """
 READING = """What it says (the run above; figures from its table):
 - resnet-mnist sets the bar: its independently initialized training models are more novel than noise at their

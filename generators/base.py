@@ -50,6 +50,14 @@ def _check_splits(metrics: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def finite_rows(flat: torch.Tensor) -> torch.Tensor:
+    """[n] bool: the rows of [n, P] whose values are all finite (numpy on CPU: 0.02 s for 100 resnet-mnist
+    samples where torch.isfinite takes 0.2 s)."""
+    if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(np.isfinite(flat.detach().numpy()).all(1))
+    return torch.isfinite(flat).all(1)
+
+
 def _check_count(n: Any) -> int:
     """n as an int if it is a positive integer (not a bool, not a float), else a one-line ZooError."""
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
@@ -215,7 +223,7 @@ class Generator(nn.Module, Pretrained, metaclass=abc.ABCMeta):
                 params = self.generate(int(n), gen, None if idx is None else idx.to(dev)).to(torch.float32)
             flat = self.buffer_fill.expand(int(n), -1).clone()
             flat[:, self.param_mask] = params
-            if self.has_batchnorm and torch.isfinite(flat).all():  # generator.bn_points: a training subset (None: all)
+            if self.has_batchnorm and bool(finite_rows(flat).all()):  # bn_points: a training subset (None: all)
                 points = self.config.get("bn_points")
                 flat = zoo.recalibrate_bn(
                     self.layout, flat, self.dataset(), points=None if points is None else int(points)
@@ -255,7 +263,7 @@ class Generator(nn.Module, Pretrained, metaclass=abc.ABCMeta):
         flat, _ = self.sample_flat(k, seed=0)
         if self.novelty_reference is not None:
             return {f"val/{key}": value for key, value in self.novelty_reference.score(flat).items()}
-        finite = torch.isfinite(flat).all(1)
+        finite = finite_rows(flat)
         acc = torch.zeros(k, dtype=torch.float64)
         if finite.any():
             acc[finite] = zoo.evaluate(self.layout, flat[finite], self.dataset(), split="train")["acc"]
@@ -331,7 +339,7 @@ class Generator(nn.Module, Pretrained, metaclass=abc.ABCMeta):
         data = self.dataset()
         names = list(self.origin["metric_names"])
         metrics = np.full((n, 1, len(names)), np.nan)
-        finite = torch.isfinite(flat).all(1)
+        finite = finite_rows(flat)
         inr = self.origin.get("inr")
         if finite.any() and not inr:  # a sampled INR draws an image of its own: it has no target to score
             for split in splits:
@@ -385,7 +393,7 @@ class Generator(nn.Module, Pretrained, metaclass=abc.ABCMeta):
                     last = None if status == "done" else [-1] * int(sel.sum())
                     w.write(
                         ids[sel].tolist(),
-                        flat[torch.from_numpy(sel)][:, None],
+                        (flat if sel.all() else flat[torch.from_numpy(sel)])[:, None],  # all finite: no copy
                         metrics[sel],
                         status=status,
                         last_checkpoint=last,

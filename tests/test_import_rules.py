@@ -57,6 +57,8 @@ LAZY_FIRST_PARTY = {
     # omegaconf (zoo.app.config) only for the commands that compose configs and for the --help overview
     ("zoo.app.style", "zoo.app.config"),
     ("zoo.commands.main", "zoo.app.config"),
+    # `zoo sample` draws INR samples beside their nearest training images only for INR zoos (Re-Basin, scipy)
+    ("generators.commands.sample", "generators.diagnose.inr"),
 }
 
 

@@ -73,3 +73,13 @@ def test_zoo_info_loads_no_torch(tiny_zoo):
     assert json.loads(summary)["layouts"] == {
         k: {"models": 2, "parameters": v.size, "arch": "mlp"} for k, v in tiny_zoo.layouts.items()
     }
+
+
+def test_the_sample_command_loads_no_fitting_or_diagnosing_stack():
+    """``zoo sample`` imports what sampling and writing a zoo need: not Lightning, Hydra/OmegaConf, scipy (Re-Basin,
+    diagnose: ~0.75 s of CPU, only for INR zoos' nearest renders), sklearn or dask (docs/generators-resnet.md)."""
+    r = _run("import generators.commands.sample, sys\nprint(sorted({m.split('.')[0] for m in sys.modules}))")
+    assert r.returncode == 0, r.stderr[-3000:]
+    loaded = set(eval(r.stdout.strip().splitlines()[-1]))
+    assert {"torch", "generators"} <= loaded
+    assert not loaded & {"lightning", "hydra", "omegaconf", "scipy", "sklearn", "dask", "matplotlib"}

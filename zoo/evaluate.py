@@ -206,7 +206,11 @@ def recalibrate_bn(
                 for _, bn in bns:
                     bn.momentum = 1.0 / float(k)
                 population_forward(module, params, buffers, X[i : i + batch_size])  # updates buffers in place
-            out[lo : lo + mc] = layout.flatten_batch({**params, **buffers})
+            rows = out[lo : lo + mc]  # only the statistics changed: the parameters stay as they are (same bits)
+            for e in layout.entries:
+                t, dst = buffers.get(e.name), rows[:, e.offset : e.stop]
+                if t is not None and t.data_ptr() != dst.data_ptr():  # a view of out is updated already
+                    dst.copy_(t.reshape(len(rows), -1))
     return out
 
 

@@ -4,7 +4,6 @@ zoo with train/test metrics and provenance."""
 from __future__ import annotations
 
 from generators import Generator, load
-from generators.diagnose.inr import nearest_renders, write_nearest_png
 from zoo.app.args import ArgumentParser, parse
 from zoo.app.runtime import DEVICE_HELP, THREADS, THREADS_HELP, resolve_device, set_threads
 from zoo.errors import ZooError
@@ -109,6 +108,8 @@ def main(argv: list[str]) -> int:
     )
     training_zoo = g.origin.get("zoo")
     if g.origin.get("inr") and training_zoo:  # INRs draw images: show them beside the nearest training images
+        from generators.diagnose.inr import nearest_renders, write_nearest_png  # Re-Basin, scipy: ~0.65 s of CPU
+
         png = args.png or str(args.out).rstrip("/").removesuffix(".zarr") + ".png"
         r = nearest_renders(z, training_zoo)
         write_nearest_png(png, r)

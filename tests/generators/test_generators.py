@@ -607,3 +607,14 @@ def test_device_bad_spelling_is_one_line(run, tmp_path, no_sampling, capsys):
     out = tmp_path / "s.zarr"
     _refused(["sample", str(run.run_dir), "-n", "3", "--out", str(out), "--device", "gpu"], "device='gpu'", capsys)
     assert not out.exists()
+
+
+def test_finite_rows_is_torch_isfinite_per_row():
+    """The numpy shortcut for [n, P] float weights says what torch.isfinite(...).all(1) says, NaN and +-inf alike."""
+    from generators.base import finite_rows
+
+    flat = torch.randn(6, 1000)
+    flat[1, 7], flat[3, 999], flat[4, 0] = float("nan"), float("inf"), float("-inf")
+    for x in (flat, flat.double(), flat.half()):
+        assert torch.equal(finite_rows(x), torch.isfinite(x).all(1))
+    assert finite_rows(flat).tolist() == [True, False, True, False, False, True]

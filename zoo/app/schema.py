@@ -24,8 +24,6 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, TypeVar
 
-from omegaconf import OmegaConf
-
 from zoo.app.checks import Rule, optional, typed
 from zoo.errors import ZooError
 
@@ -162,6 +160,7 @@ def help_rows(schema: type[Schema], prefix: str = "") -> Iterator[tuple[str, str
 def store() -> None:
     """Put every schema defined so far (the imported packages') in Hydra's ConfigStore as schema/<group>/<name>."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf  # only here: loading and sampling a generator import its schema, not OmegaConf
 
     cs = ConfigStore.instance()
     for (group, name), schema in STORED.items():

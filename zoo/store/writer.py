@@ -254,16 +254,18 @@ def write_rows(
     is safe because one writer owns a block.
     """
     order = np.argsort(rows, kind="stable")
-    rows, data = rows[order], data[order]
+    if (order != np.arange(len(order))).any():  # rows in order (the usual case) need no copy of the data
+        rows, data = rows[order], data[order]
     at = (slice(None),) if checkpoint is None else (int(checkpoint),)
-    for b in np.unique(rows // block):
-        sel = np.nonzero(rows // block == b)[0]
-        lo, hi = int(rows[sel[0]]), int(rows[sel[-1]]) + 1
-        if hi - lo == len(sel) and checkpoint is None:
-            array[lo:hi] = data[sel]
+    blocks = rows // block
+    for b in np.unique(blocks):
+        i, j = np.searchsorted(blocks, [b, b + 1])  # sorted rows: a block's rows are one run, data[i:j] a view
+        lo, hi = int(rows[i]), int(rows[j - 1]) + 1
+        if hi - lo == j - i and checkpoint is None:
+            array[lo:hi] = data[i:j]
             continue
         span = np.asarray(array[(slice(lo, hi), *at)])
-        span[rows[sel] - lo] = data[sel]
+        span[rows[i:j] - lo] = data[i:j]
         array[(slice(lo, hi), *at)] = span
 
 

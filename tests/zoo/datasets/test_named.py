@@ -47,10 +47,13 @@ def test_mnist1d_is_the_papers_generator_with_its_split_and_leaves_global_rng_al
     assert load_dataset("mnist1d", seed=3).fingerprint == d.fingerprint
 
 
-def test_generation_and_split_give_the_same_bits_when_run_again():
-    """The in-process cache hides a second run; run the uncached loaders and compare bit for bit."""
+def test_generation_and_split_give_the_same_bits_when_run_again(tmp_path, monkeypatch):
+    """The in-process and disk caches hide a second run; run the loaders with an empty disk cache (parsing and
+    generating again) and compare bit for bit; then the disk cache gives the same bits too."""
     from zoo.datasets.named import _mnist, _mnist1d
 
+    monkeypatch.setenv("WSZOO_CACHE", str(tmp_path))
     for loader in (_mnist, _mnist1d):
-        cached, fresh = loader(), loader.__wrapped__()
+        cached, fresh, from_disk = loader(), loader.__wrapped__(), loader.__wrapped__()
+        assert all(a.dtype == b.dtype and a.tobytes() == b.tobytes() for a, b in zip(fresh, from_disk))
         assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(cached, fresh))
