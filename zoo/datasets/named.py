@@ -21,6 +21,7 @@ import json
 import random
 import re
 from collections.abc import Callable, Iterable, Sequence
+from importlib.metadata import version
 
 import numpy as np
 
@@ -114,8 +115,6 @@ def _mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def _mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """MNIST-1D from the package's generator with its default arguments (generated once per process; kept in the
     disk cache under the versions of mnist1d, numpy and scipy that made it: generating costs ~4 s)."""
-    from importlib.metadata import version
-
     key = json.dumps({p: version(p) for p in ("mnist1d", "numpy", "scipy")})
     d = cached_arrays("mnist1d", key, _mnist1d_generated)
     out = (d["x"], d["x_test"], d["y"], d["y_test"])
