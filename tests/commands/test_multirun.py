@@ -158,3 +158,12 @@ def test_optuna_sweeper_plugin_optimizes_fit_runs_on_their_validation_score(tmp_
     rc, _, err = run_cli(capsys, *args, "generator.lr=-1", f"hydra.sweep.dir={tmp_path / 'bad'}")
     ours = [line for line in err.splitlines() if line.startswith("zoo fit")]  # Optuna logs its study's name too
     assert rc == 2 and len(ours) == 1 and "2 of 2 jobs failed; job 0: generator.lr=-1 is invalid" in ours[0], err
+
+
+def test_an_optimizing_sweeper_on_zoo_build_is_one_line_before_anything_runs(tmp_path, capsys, monkeypatch):
+    """zoo build jobs return no validation figure, so an optimizing sweeper plugin has nothing to optimize: one line
+    naming what to do instead, nothing written (checked before Hydra or the plugin is started)."""
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run_cli(capsys, "build", "-m", *TINY, "recipe.epochs=interval(1,3)", "hydra/sweeper=optuna")
+    assert rc == 2 and "zoo build jobs return no validation figure" in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []

@@ -30,6 +30,7 @@ from filelock import FileLock
 from zoo.app.hydra_app import check_flags, is_hydra_key, key_of, one_line, quoted, run_app, split_flags
 from zoo.errors import ZooError
 
+OPTIMIZERS = ("optuna", "ax", "nevergrad")  # Hydra's sweeper plugins that optimize the jobs' return values
 SWEEP_ENV = "WSZOO_SWEEP"  # the sweep's argv, swept keys and job count, for jobs in other processes (joblib)
 SHOW = ("--cfg", "-c", "--info", "-i", "--hydra-help", "-sc", "--shell-completion")  # flags that run no job
 
@@ -153,7 +154,14 @@ def refuse_url(root: Path) -> None:
 
 def multirun(command: Command, flags: list[str], overrides: list[str]) -> int:
     """Hydra's multirun of ``overrides``; a basic sweep is checked whole first (:func:`plan`) and prints its size."""
-    plugin_sweeper = any(key_of(o) == "hydra/sweeper" and o.split("=", 1)[1] != "basic" for o in overrides)
+    sweepers = [o.split("=", 1)[1] for o in overrides if key_of(o) == "hydra/sweeper"]
+    plugin_sweeper = bool(sweepers) and sweepers[-1] != "basic"
+    if plugin_sweeper and sweepers[-1] in OPTIMIZERS and command.objective is no_objective:
+        raise ZooError(
+            f"hydra/sweeper={sweepers[-1]} optimizes what each job returns, and zoo {command.name} jobs return no"
+            " validation figure (a zoo is not scored on a validation split): sweep it with the basic sweeper (a,b"
+            " lists, range(), choice()), or optimize zoo train or zoo fit runs"
+        )
     given = [o.split("=", 1)[1].strip("'\"") for o in overrides if key_of(o) == "hydra.sweep.dir"]
     stamped = Path(given[-1] if given else Path(command.default_root) / time.strftime("%Y-%m-%d_%H-%M-%S"))
     checked = None if plugin_sweeper else plan(command, overrides, stamped)
