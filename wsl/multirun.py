@@ -60,6 +60,7 @@ def command(
         run=run,
         single=single or run_one,
         overrides=lambda argv: checked_overrides(argv, config_name, ()),  # undeclared Trainer arguments get their +
+        objective=lambda record: record.get("best_val"),  # the checkpointed validation metric, never a test one
     )
 
 

@@ -91,4 +91,7 @@ SWEEP = Command(
     run=_run,
     single=_single,
     overrides=lambda argv: checked_overrides(argv, "fit", ()),  # undeclared Trainer arguments get their +
+    # the best validation value of the run's monitor (val/loss: minimize; an accuracy monitor: maximize, so
+    # hydra.sweeper.direction=maximize)
+    objective=lambda record: record.get("best_score"),
 )

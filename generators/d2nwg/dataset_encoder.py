@@ -14,6 +14,8 @@ the pooled version memorized task combinations and generalized worse to unseen o
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -124,7 +126,9 @@ def check_task(dataset: zoo.Dataset, features: int, classes: int, shots: int, in
 
 
 class ClassPools:
-    """Training examples of several tasks grouped by class, padded: draws support sets fast for a batch."""
+    """Training examples of several tasks grouped by class, padded: draws support sets fast for a batch, on the
+    device the pools were moved to (:meth:`to`); the random draws are made on the CPU, so a seed draws the same
+    support sets on every device."""
 
     def __init__(self, datasets: list[zoo.Dataset], classes: int):
         longest = 1
@@ -141,14 +145,27 @@ class ClassPools:
             for k, p in enumerate(per):
                 self.X[t, k, : len(p)] = p
                 self.counts[t, k] = len(p)
+        self.fewest = int(self.counts.min()) if self.counts.numel() else 0  # checked here, not per draw on a GPU
+
+    def to(self, device: torch.device | str) -> ClassPools:
+        """These pools on ``device`` (themselves when already there)."""
+        device = torch.device(device)
+        if self.X.device == device:
+            return self
+        moved = copy.copy(self)
+        moved.X, moved.counts = self.X.to(device), self.counts.to(device)
+        return moved
 
     def draw(self, tasks: torch.Tensor, shots: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Support sets [B, C, shots, F] for task indices [B]: ``shots`` distinct training examples per class."""
+        """Support sets [B, C, shots, F] for task indices [B] (on the pools' device): ``shots`` distinct training
+        examples per class."""
+        if self.fewest < shots:
+            raise ZooError(f"a class has {self.fewest} training examples, fewer than {shots} shots")
+        tasks = tasks.to(self.X.device)
         counts = self.counts[tasks]  # [B, C]
-        if int(counts.min()) < shots:
-            raise ZooError(f"a class has {int(counts.min())} training examples, fewer than {shots} shots")
-        keys = torch.rand(*counts.shape, self.X.shape[2], generator=generator)
-        keys[torch.arange(self.X.shape[2])[None, None] >= counts[..., None]] = 2.0  # padding is never drawn
+        keys = torch.rand(*counts.shape, self.X.shape[2], generator=generator).to(self.X.device)  # CPU draws
+        slot = torch.arange(self.X.shape[2], device=self.X.device)
+        keys[slot[None, None] >= counts[..., None]] = 2.0  # padding is never drawn
         idx = keys.topk(shots, dim=2, largest=False).indices  # [B, C, S]
         x = self.X[tasks]  # [B, C, Nmax, F]
         return torch.gather(x, 2, idx[..., None].expand(-1, -1, -1, x.shape[3]))

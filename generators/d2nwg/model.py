@@ -254,26 +254,34 @@ class D2NWG(Generator):
         """eps-MSE (+ the regression head's MSE) of latents of standardized weights x [n, P] for conditions
         [n, 2] (task, mode); ``augment``: relabel some tasks (``label_permutation``)."""
         tasks, modes = cond[:, 0], cond[:, 1]
-        support = self._pools.draw(tasks, int(self.config["shots"]), generator)
+        dev = x.device  # every tensor below lives there; the random draws are made on the CPU (same bits anywhere)
+        support = self._pools_on(dev).draw(tasks, int(self.config["shots"]), generator)
         if augment:
             x, support = self._permute_labels(x, support, generator)
         with torch.no_grad():
             z0 = self.to_latent(x)
         emb = self.encoder(support)
         m = self.modes(modes)
-        mean_loss = torch.zeros(())
+        mean_loss = torch.zeros((), device=dev)
         if self.mean_head is not None:  # regression of the latent, then diffusion of what it leaves
             mu = self.regress(emb, modes)
             mean_loss = F.mse_loss(mu, z0)
             z0 = z0 - mu.detach()
         if drop > 0:
-            keep = torch.rand(len(emb), 1, generator=generator) >= drop
+            keep = (torch.rand(len(emb), 1, generator=generator) >= drop).to(dev)
             emb = torch.where(keep, emb, self.null_cond.expand_as(emb))
         emb = emb + m
-        noise = torch.randn(z0.shape, generator=generator)
-        t = torch.randint(0, self.ddpm.config.num_train_timesteps, (len(z0),), generator=generator)
+        noise = torch.randn(z0.shape, generator=generator).to(dev)
+        t = torch.randint(0, self.ddpm.config.num_train_timesteps, (len(z0),), generator=generator).to(dev)
         zt = self.ddpm.add_noise(z0, noise, t)
         return F.mse_loss(self.denoiser(zt, t, emb), noise) + float(self.config["mean_weight"]) * mean_loss
+
+    def _pools_on(self, device: torch.device) -> ClassPools:
+        """The tasks' training examples on ``device`` (moved there once, when the module has moved)."""
+        if self._pools is None:
+            raise ZooError("d2nwg's training examples are loaded by fitting (generators.fit), not by load")
+        self._pools = self._pools.to(device)
+        return self._pools
 
     def _head_rows(self) -> list[torch.Tensor]:
         """Per classifier-head tensor, [C, r] positions of its output units' values in the parameter vector."""
@@ -281,7 +289,7 @@ class D2NWG(Generator):
         params = [e for e in self.layout.entries if e.kind == "parameter"]
         c = int(self.dims["classes"])
         head = [e for e in params[-2:] if e.shape and e.shape[0] == c]
-        return [pos[torch.arange(e.offset, e.stop).reshape(c, -1)] for e in head]
+        return [pos[torch.arange(e.offset, e.stop, device=pos.device).reshape(c, -1)] for e in head]
 
     def _permute_labels(
         self, x: torch.Tensor, support: torch.Tensor, generator: torch.Generator | None
@@ -292,11 +300,11 @@ class D2NWG(Generator):
         p = float(self.config.get("label_permutation", 0.0))
         if p <= 0:
             return x, support
-        n, c = x.shape[0], support.shape[1]
-        perm = torch.argsort(torch.rand(n, c, generator=generator), dim=1)
+        n, c, dev = x.shape[0], support.shape[1], x.device
+        perm = torch.argsort(torch.rand(n, c, generator=generator), dim=1)  # CPU draws: the same bits on any device
         keep = torch.rand(n, generator=generator) >= p
         perm[keep] = torch.arange(c)
-        rows = torch.arange(n)[:, None]
+        perm, rows = perm.to(dev), torch.arange(n, device=dev)[:, None]
         raw = x * self.scale + self.mean
         for idx in self._head_rows():
             raw[:, idx] = raw[:, idx][rows, perm]  # new unit k = old unit perm[k]
@@ -331,13 +339,14 @@ class D2NWG(Generator):
         was = self.training
         self.eval()
         with torch.no_grad():
-            idx = torch.arange(offset, offset + len(tasks))
-            emb = self.encoder(self._pools.draw(idx, int(self.config["shots"]), gen))
+            idx = torch.arange(offset, offset + len(tasks), device=self.device)
+            emb = self.encoder(self._pools_on(self.device).draw(idx, int(self.config["shots"]), gen))
             flat = self.full_weights(
                 self.generate_from(
                     emb.repeat_interleave(per, 0), gen, torch.arange(len(tasks) * per) % self.modes.num_embeddings
                 )
             )
+        flat = flat.cpu()  # scored on the CPU: accuracies are host numbers, and these validation nets are small
         self.train(was)
         accs = []
         for j in range(len(tasks)):
@@ -377,8 +386,8 @@ class D2NWG(Generator):
         """[1, E] embedding of a dataset from ``shots`` training examples per class drawn with ``generator``."""
         d = self.dims
         check_task(dataset, int(d["features"]), int(d["classes"]), shots, tuple(d["input_shape"]))
-        with torch.no_grad():
-            return self.encoder(support_set(dataset, int(d["classes"]), shots, generator))
+        with torch.no_grad():  # the support set is drawn on the CPU (same bits anywhere), then moved to the encoder
+            return self.encoder(support_set(dataset, int(d["classes"]), shots, generator).to(self.device))
 
     def _condition_index(self, n: int, condition: Any, generator: torch.Generator) -> tuple[None, list]:
         """Resolve the dataset, draw its support set with the sampling seed, keep its embedding for ``generate``."""

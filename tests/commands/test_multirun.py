@@ -127,3 +127,43 @@ def test_joblib_launcher_runs_the_jobs_in_parallel_processes(tmp_path, capsys):
         (1, 1, str(out / "1-tiny.zarr")),
     ]
     assert [zoo.open(r["out"]).config["recipe"]["seed_offset"] for r in runs] == [0, 1]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:The ..declarative_base\\(\\).. function is now available:Warning")  # optuna 2.10
+def test_optuna_sweeper_plugin_optimizes_fit_runs_on_their_validation_score(tmp_path, capsys, monkeypatch):
+    """``hydra/sweeper=optuna`` (hydra-optuna-sweeper, the dev extra) drives ``zoo fit -m`` as in any Hydra app: it
+    draws generator.lr from an interval, each job returns its run's best validation monitor (never a test figure),
+    and Optuna's optimization_results.yaml names the best trial, beside the jobs' run folders in out=."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    one = build_zoo(str(tmp_path / "one.zarr"), "recipe.widths=[8]", "recipe.seeds=6")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "search"
+    sweeper = ["hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=0"]
+    args = ["fit", "-m", "generator=dwf", f"zoo={one.path}", *FAST_CLI, f"out={out}", *sweeper]
+    rc, stdout, err = run_cli(capsys, *args, "hydra.sweeper.direction=maximize", "generator.lr=interval(0.0005,0.005)")
+    assert rc == 0, err
+    runs = json.loads((out / "multirun.json").read_text())["runs"]
+    lrs = [float(next(o for o in r["overrides"] if o.startswith("generator.lr=")).split("=")[1]) for r in runs]
+    assert len(runs) == 2 and all(r["finished"] and r["monitor"].startswith("val/") for r in runs)
+    assert all(0.0005 <= lr <= 0.005 for lr in lrs) and lrs[0] != lrs[1]
+    assert [line.split(":")[0] for line in stdout.splitlines() if line.startswith("[")] == [
+        f"[job {i}] generator.lr={lr}" for i, lr in enumerate(lrs)
+    ]
+    best = OmegaConf.load(out / "optimization_results.yaml")
+    assert best.name == "optuna" and best.best_value == max(r["best_score"] for r in runs)
+    assert float(best.best_params["generator.lr"]) == lrs[[r["best_score"] for r in runs].index(best.best_value)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.zarr", "search"]  # nothing in the cwd
+    # a job that fails is one line in the record and in the exit (exit 2), as with the basic sweeper
+    rc, _, err = run_cli(capsys, *args, "generator.lr=-1", f"hydra.sweep.dir={tmp_path / 'bad'}")
+    ours = [line for line in err.splitlines() if line.startswith("zoo fit")]  # Optuna logs its study's name too
+    assert rc == 2 and len(ours) == 1 and "2 of 2 jobs failed; job 0: generator.lr=-1 is invalid" in ours[0], err
+
+
+def test_an_optimizing_sweeper_on_zoo_build_is_one_line_before_anything_runs(tmp_path, capsys, monkeypatch):
+    """zoo build jobs return no validation figure, so an optimizing sweeper plugin has nothing to optimize: one line
+    naming what to do instead, nothing written (checked before Hydra or the plugin is started)."""
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run_cli(capsys, "build", "-m", *TINY, "recipe.epochs=interval(1,3)", "hydra/sweeper=optuna")
+    assert rc == 2 and "zoo build jobs return no validation figure" in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []

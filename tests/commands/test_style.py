@@ -232,3 +232,46 @@ def test_cfg_job_prints_the_composed_config_and_runs_nothing(command, capsys, tm
     rc, _, err = run_cli(capsys, command, *args, "--cfg", "nope")
     assert rc == 2 and "give --cfg job, --cfg hydra or --cfg all" in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
+
+
+SIX = ("zoo", "out", "overwrite", "threads", "seed", "device")
+
+
+def test_every_command_takes_each_shared_option_or_says_why_not_in_its_help(capsys):
+    """All fifteen commands: each of the six shared options is a setting of the command (an option, a config key or
+    its zoo argument) or named, with the reason, in the one last line of its --help; writing one it does not take is
+    a one-line hint with that reason."""
+    from zoo.app.style import NOT_TAKEN, OPTIONS, SHARED
+    from zoo.commands.main import commands
+
+    assert set(SIX) == set(SHARED)
+    names = list(commands())
+    assert len(names) == 15
+    for name in names:
+        rc, out, _ = run_cli(capsys, name, "--help")
+        assert rc == 0
+        missing = NOT_TAKEN.get(name, {})
+        last = out.rstrip().splitlines()[-1]
+        for key in SIX:
+            if key in missing:
+                assert last.startswith(f"shared options zoo {name} does not take:") and f"--{key}" in last, name
+                continue
+            takes_zoo = key == "zoo" and OPTIONS.get(name, ((), None))[1] is not None
+            assert takes_zoo or f"--{key}" in out or f"\n  {key}=" in out or f"\n  {key} " in out, (name, key)
+        if name in OPTIONS:  # the argparse commands: the other style of a missing option names the reason
+            for key in set(missing) - {"zoo"}:
+                rc, _, err = run_cli(capsys, name, "x", f"{key}=1")
+                assert rc == 2 and missing[key] in err and err.count("\n") == 1, (name, key, err)
+
+
+@pytest.mark.parametrize(
+    ("command", "argv", "parsed"),
+    [
+        ("landscape", ["z.zarr", "--threads", "2", "--seed=3"], ["z.zarr", "threads=2", "seed=3"]),
+        ("landscape", ["z.zarr", "threads=2"], ["z.zarr", "threads=2"]),  # its own override, as written
+        ("sample", ["run", "device=cpu", "--out", "s.zarr"], ["run", "--device", "cpu", "--out", "s.zarr"]),
+        ("align", ["z.zarr", "device=auto"], ["z.zarr", "--device", "auto"]),
+    ],
+)
+def test_shared_options_reach_overrides_and_device_in_both_spellings(command, argv, parsed):
+    assert normalize(command, argv) == parsed

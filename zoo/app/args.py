@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from zoo.app.style import not_taken
 from zoo.errors import ZooError
 
 
@@ -39,6 +40,12 @@ class ArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def format_help(self) -> str:
+        """argparse's help, ending with the one line that names the shared options the command has no setting for."""
+        text = super().format_help()
+        line = not_taken(self.prog.removeprefix("zoo ").split(" ")[0]) if self.prog.startswith("zoo ") else ""
+        return f"{text.rstrip()}\n\n{line}\n" if line else text
 
     def error(self, message: str):
         raise ZooError(f"{message} (usage: {_usage(self)})")

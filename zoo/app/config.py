@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from zoo.app.schema import Schema, help_rows, store
+from zoo.app.style import not_taken
 from zoo.errors import ZooError
 
 
@@ -145,4 +146,5 @@ def help_text(
             ]
             out += schema_lines(choice_schema, f"{group}.")
     out += ["", f"configs: {CONF_DIR}"]
-    return "\n".join(out)
+    line = not_taken(config_name)  # the shared options this command has no setting for, and why
+    return "\n".join([*out, *(["", line] if line else [])])

@@ -30,18 +30,100 @@ HYDRA_FLAGS += (
 # the argparse commands: their shared options, and how each names the zoo it reads ("": its first argument)
 OPTIONS: Mapping[str, tuple[tuple[str, ...], str | None]] = {
     "info": ((), ""),
-    "align": (("seed", "threads"), ""),
-    "landscape": ((), ""),
+    "align": (("seed", "threads", "device"), ""),
+    "landscape": (("seed", "threads"), ""),
     "phases": (("out",), ""),
-    "sample": (("out", "overwrite", "seed", "threads"), None),
-    "diagnose": (("out", "seed", "threads"), "--train"),
-    "nowcast": (("out", "overwrite", "threads"), "--zoo"),
-    "lcsc": (("out", "overwrite", "seed", "threads"), ""),
+    "sample": (("out", "overwrite", "seed", "threads", "device"), None),
+    "diagnose": (("out", "seed", "threads", "device"), "--train"),
+    "nowcast": (("out", "overwrite", "threads", "device"), "--zoo"),
+    "lcsc": (("out", "overwrite", "seed", "threads", "device"), ""),
     "export": ((), ""),
     "import": (("out", "overwrite"), None),
     "verify": ((), ""),
     "upgrade": ((), ""),
 }
+# argparse commands whose shared options are KEY=VALUE overrides of their config (conf/landscape/default.yaml):
+# ``threads=2`` stays as written, ``--threads 2`` becomes ``threads=2``
+OVERRIDES = ("landscape",)
+# Why a command has no setting for a shared option: its --help ends with one line saying so, and writing the option
+# is a one-line hint with the reason, never silently ignored.
+_READS = "it only reads the zoo"
+_NO_TORCH = "it runs no model"
+NOT_TAKEN: Mapping[str, Mapping[str, str]] = {
+    "build": {"zoo": "the zoo it builds is out=", "seed": "model seeds are recipe.seeds and recipe.seed_offset"},
+    "info": {
+        "out": _READS + " (--render PNG names its picture)",
+        "overwrite": _READS,
+        "seed": "nothing in it is random",
+        "threads": _NO_TORCH + " (--render draws a few INRs on the CPU)",
+        "device": _NO_TORCH + " (--render draws a few INRs on the CPU)",
+    },
+    "align": {
+        "out": "it writes canonical weights (beside the raw ones) and its tables into the zoo it aligns",
+        "overwrite": "it writes canonical weights (beside the raw ones) and its tables into the zoo it aligns",
+    },
+    "landscape": {
+        "out": "it writes its tables into the zoo it measures",
+        "overwrite": "it writes its tables into the zoo it measures",
+        "device": "its Hessian, curve and CKA computations run on the CPU (none is ported to a GPU)",
+    },
+    "phases": {
+        "overwrite": "it replaces its own phases.png and phases.json in --out",
+        "seed": "it draws the stored landscape tables: nothing random",
+        "threads": _NO_TORCH + " (it draws stored tables)",
+        "device": _NO_TORCH + " (it draws stored tables)",
+    },
+    "sample": {"zoo": "it reads a run folder, which records its training zoo (--data-root if that moved)"},
+    "diagnose": {"overwrite": "it replaces its own diagnose.json and PNGs in --out"},
+    "nowcast": {"seed": "applying a fitted nowcaster draws nothing random"},
+    "export": {
+        "out": "the folder to write is its second argument DIR",
+        "overwrite": "DIR must be new or empty",
+        "seed": "nothing in it is random",
+        "threads": _NO_TORCH + " (it copies stored arrays)",
+        "device": _NO_TORCH + " (it copies stored arrays)",
+    },
+    "import": {
+        "zoo": "it reads a folder DIR and writes the zoo --out",
+        "seed": "nothing in it is random",
+        "threads": _NO_TORCH + " (it copies arrays)",
+        "device": _NO_TORCH + " (it copies arrays)",
+    },
+    "verify": {
+        "out": "it checks the zoo in place",
+        "overwrite": "it checks the zoo in place (--repair marks damaged blocks pending)",
+        "seed": "nothing in it is random",
+        "threads": _NO_TORCH + " (it hashes stored data)",
+        "device": _NO_TORCH + " (it hashes stored data)",
+    },
+    "upgrade": {
+        "out": "it converts the zoo in place",
+        "overwrite": "it converts the zoo in place",
+        "seed": "nothing in it is random",
+        "threads": _NO_TORCH + " (it rewrites metadata)",
+        "device": _NO_TORCH + " (it rewrites metadata)",
+    },
+}
+
+
+def not_taken(command: str) -> str:
+    """The one help line naming the shared options ``command`` has no setting for, and why ("" when it has all)."""
+    reasons: dict[str, list[str]] = {}
+    for key, why in NOT_TAKEN.get(command, {}).items():
+        reasons.setdefault(why, []).append(f"--{key}")
+    if not reasons:
+        return ""
+    parts = [f"{', '.join(keys)}: {why}" for why, keys in reasons.items()]
+    return f"shared options zoo {command} does not take: {'; '.join(parts)}"
+
+
+def _no_setting(command: str, key: str, options: tuple[str, ...]) -> ZooError:
+    why = NOT_TAKEN.get(command, {}).get(key)
+    return ZooError(
+        f"zoo {command} has no {key} setting ({why + '; ' if why else ''}its shared options: {_listed(options)})"
+    )
+
+
 TRUE, FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off", "null")
 
 
@@ -85,7 +167,7 @@ def hydra_overrides(command: str, argv: list[str]) -> list[str]:
             i += used
             continue
         if key in SHARED:
-            raise ZooError(f"zoo {command} has no {key} setting (its shared options: {_listed(keys)})")
+            raise _no_setting(command, key, keys)
         shared = _listed(keys)
         raise ZooError(
             f"zoo {command} takes its settings as KEY=VALUE (Hydra overrides): write {key}={value or 'VALUE'}"
@@ -102,12 +184,15 @@ def option_aliases(command: str, argv: list[str]) -> list[str]:
     if spec is None:
         return argv
     options, zoo_arg = spec
+    overrides = command in OVERRIDES
     out: list[str] = []
     first: list[str] = []
 
     def zoo_value(value: str) -> None:
         if zoo_arg is None:
-            raise ZooError(f"zoo {command} reads no zoo (its shared options: {_listed(options)})")
+            why = NOT_TAKEN.get(command, {}).get("zoo")
+            shared = _listed(options)
+            raise ZooError(f"zoo {command} reads no zoo ({why + '; ' if why else ''}its shared options: {shared})")
         if zoo_arg == "":
             first.append(value)
         else:
@@ -123,6 +208,13 @@ def option_aliases(command: str, argv: list[str]) -> list[str]:
             zoo_value(value)
             i += used
             continue
+        if overrides and token.startswith("--") and token[2:].split("=", 1)[0] in options:
+            name, value, used = _split_option(argv, i)
+            if value is None:
+                raise ZooError(f"--{name} needs a value: zoo {command} --{name} VALUE (or {name}=VALUE)")
+            out.append(f"{name}={value}")  # the command's own KEY=VALUE override of that key
+            i += used
+            continue
         key, eq, value = token.partition("=")
         i += 1
         if token.startswith("-") or not eq or key not in SHARED:
@@ -130,7 +222,9 @@ def option_aliases(command: str, argv: list[str]) -> list[str]:
         elif key == "zoo":
             zoo_value(value)
         elif key not in options:
-            raise ZooError(f"zoo {command} has no {key} setting (its shared options: {_listed(options)})")
+            raise _no_setting(command, key, options)
+        elif overrides:
+            out.append(token)
         elif key in FLAGS:
             if value.lower() in TRUE:
                 out.append(f"--{key}")

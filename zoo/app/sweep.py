@@ -7,9 +7,11 @@ is first expanded here as that sweeper expands them (comma lists, ``range()``, `
 cartesian product in argument order, through Hydra's public override grammar), composed, checked, and its output
 refused if it must not be replaced, all before the first job runs: a bad value anywhere is a one-line error with
 nothing written. (A sweeper plugin, ``hydra/sweeper=optuna``, chooses jobs as it goes: each is checked when it
-starts.) Each job writes its own output ``<root>/<job number>-<name>``, where root is ``out=`` when given (a folder
-of outputs, then), else ``<default root>/<date>_<time>`` (Hydra's ``hydra.sweep.dir``, which ``multirun.yaml``
-goes into); each prints one line, and ``<root>/multirun.json`` lists every job's overrides, output and result.
+starts, and returns its :attr:`Command.objective` for the plugin to optimize.) Each job writes its own output
+``<root>/<job number>-<name>``, where root is ``out=`` when given (a folder of outputs, then), else
+``<default root>/<date>_<time>`` (Hydra's ``hydra.sweep.dir``, which ``multirun.yaml`` and a plugin's files, e.g.
+optuna's ``optimization_results.yaml``, go into); each prints one line, and ``<root>/multirun.json`` lists every
+job's overrides, output and result.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from typing import Any
 
 from filelock import FileLock
 
-from zoo.app.hydra_app import check_flags, is_hydra_key, key_of, quoted, run_app, split_flags
+from zoo.app.hydra_app import check_flags, is_hydra_key, key_of, one_line, quoted, run_app, split_flags
 from zoo.errors import ZooError
 
+OPTIMIZERS = ("optuna", "ax", "nevergrad")  # Hydra's sweeper plugins that optimize the jobs' return values
 SWEEP_ENV = "WSZOO_SWEEP"  # the sweep's argv, swept keys and job count, for jobs in other processes (joblib)
 SHOW = ("--cfg", "-c", "--info", "-i", "--hydra-help", "-sc", "--shell-completion")  # flags that run no job
 
@@ -52,6 +55,11 @@ def expand(argv: list[str]) -> tuple[list[list[str]], list[str]]:
     return [list(job) for job in itertools.product(*choices.values())], swept
 
 
+def no_objective(record: Mapping) -> float | None:
+    """A command whose runs have no validation figure for a sweeper plugin to optimize (``zoo build``)."""
+    return None
+
+
 @dataclass(frozen=True)
 class Command:
     """What Hydra's runs of one command need: compose and check a job's config (nothing written), check a config
@@ -67,6 +75,9 @@ class Command:
     run: Callable[[dict], tuple[str, dict, bool]]  # runs a sweep's job: its line, its record, whether it finished
     single: Callable[[dict], int]  # runs the one job of a run without -m: prints its lines, returns the exit code
     overrides: Callable[[list[str]], list[str]] = list  # the command line's overrides as Hydra gets them
+    # what a finished job returns to Hydra (its JobReturn.return_value), the figure an optimizing sweeper plugin
+    # (hydra/sweeper=optuna) minimizes or maximizes: a validation score from the job's record, never a test one
+    objective: Callable[[Mapping], float | None] = no_objective
 
 
 def container(cfg: Any) -> dict:
@@ -143,7 +154,14 @@ def refuse_url(root: Path) -> None:
 
 def multirun(command: Command, flags: list[str], overrides: list[str]) -> int:
     """Hydra's multirun of ``overrides``; a basic sweep is checked whole first (:func:`plan`) and prints its size."""
-    plugin_sweeper = any(key_of(o) == "hydra/sweeper" and o.split("=", 1)[1] != "basic" for o in overrides)
+    sweepers = [o.split("=", 1)[1] for o in overrides if key_of(o) == "hydra/sweeper"]
+    plugin_sweeper = bool(sweepers) and sweepers[-1] != "basic"
+    if plugin_sweeper and sweepers[-1] in OPTIMIZERS and command.objective is no_objective:
+        raise ZooError(
+            f"hydra/sweeper={sweepers[-1]} optimizes what each job returns, and zoo {command.name} jobs return no"
+            " validation figure (a zoo is not scored on a validation split): sweep it with the basic sweeper (a,b"
+            " lists, range(), choice()), or optimize zoo train or zoo fit runs"
+        )
     given = [o.split("=", 1)[1].strip("'\"") for o in overrides if key_of(o) == "hydra.sweep.dir"]
     stamped = Path(given[-1] if given else Path(command.default_root) / time.strftime("%Y-%m-%d_%H-%M-%S"))
     checked = None if plugin_sweeper else plan(command, overrides, stamped)
@@ -157,11 +175,14 @@ def multirun(command: Command, flags: list[str], overrides: list[str]) -> int:
         for root in checked.roots:  # a fresh record per sweep; each job adds its run as it ends
             root.mkdir(parents=True, exist_ok=True)
             (root / "multirun.json").write_text(json.dumps({"argv": overrides, "swept": checked.swept, "runs": []}))
-    else:
-        sweep_dir = stamped
-    info = {"argv": overrides, "swept": checked.swept if checked else [], "jobs": len(checked.jobs) if checked else 0}
+    else:  # the plugin's own files (optuna: optimization_results.yaml) go beside the jobs' outputs
+        sweep_dir = _plugin_root(overrides, stamped)
+        refuse_url(sweep_dir)
+    swept = checked.swept if checked else _plugin_swept(overrides)
+    info = {"argv": overrides, "swept": swept, "jobs": len(checked.jobs) if checked else 0}
     saved = os.environ.get(SWEEP_ENV)
     os.environ[SWEEP_ENV] = json.dumps(info)  # read by each job, in this process or in a launcher's
+    plugin_error: Exception | None = None
     try:
         run_app(
             command.name,
@@ -169,25 +190,56 @@ def multirun(command: Command, flags: list[str], overrides: list[str]) -> int:
             lambda cfg: job(command, cfg),
             (f"hydra.sweep.dir={quoted(str(sweep_dir))}",),
         )
+    except ZooError:
+        raise
+    except Exception as e:  # a sweeper plugin's own failure (optuna: no trial returned a number): one line below
+        if checked is not None:
+            raise
+        plugin_error = e
     finally:
         if saved is None:
             os.environ.pop(SWEEP_ENV, None)
         else:
             os.environ[SWEEP_ENV] = saved
-    if checked is None:
-        return 0
-    runs = [r for root in checked.roots for r in json.loads((root / "multirun.json").read_text())["runs"]]
+    roots = checked.roots if checked else [_plugin_root(overrides, stamped)]
+    runs = [r for root in roots if (root / "multirun.json").is_file() for r in _runs(root)]
+    jobs = len(checked.jobs) if checked else len(runs)
     failed = [r for r in runs if r.get("error")]
     if failed:
-        raise ZooError(
-            f"{len(failed)} of {len(checked.jobs)} jobs failed; job {failed[0]['job']}: {failed[0]['error']}"
-        )
-    return 0 if len(runs) == len(checked.jobs) and all(r.get("finished", True) for r in runs) else 1
+        raise ZooError(f"{len(failed)} of {jobs} jobs failed; job {failed[0]['job']}: {failed[0]['error']}")
+    if plugin_error is not None:
+        raise ZooError(f"the sweeper plugin stopped: {one_line(plugin_error)}")
+    if checked is not None and len(runs) != jobs:
+        return 1
+    return 0 if all(r.get("finished", True) for r in runs) else 1
 
 
-def job(command: Command, cfg: Any) -> None:
+def _plugin_swept(overrides: list[str]) -> list[str]:
+    """The keys a sweeper plugin sweeps from the command line (``lr=interval(0.001,0.1)``, ``a=1,2``), for each job's
+    line; its config's ``hydra.sweeper.params`` ones are shown as all overrides are."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not is_hydra_key(o)])
+    except HydraException as e:
+        raise ZooError(f"bad sweep override: {' '.join(str(e).split())}") from None
+    return [o.get_key_element() for o in parsed if o.is_sweep_override()]
+
+
+def _runs(root: Path) -> list[dict]:
+    return list(json.loads((root / "multirun.json").read_text())["runs"])
+
+
+def _plugin_root(overrides: list[str], stamped: Path) -> Path:
+    """Where a sweeper plugin's jobs put ``multirun.json``: ``out=`` when given (one value), else the sweep folder."""
+    outs = [o.split("=", 1)[1].strip("'\"") for o in overrides if key_of(o) == "out"]
+    return Path(outs[-1]) if outs and outs[-1] not in ("", "null") else stamped
+
+
+def job(command: Command, cfg: Any) -> float | None:
     """One job of a sweep (Hydra's task function): checked, run into ``<root>/<job>-<name>``, one line printed
-    and its record added to ``<root>/multirun.json``."""
+    and its record added to ``<root>/multirun.json``; returns its objective (None when it failed or has none)."""
     from hydra.core.hydra_config import HydraConfig
 
     hydra = HydraConfig.get()
@@ -210,6 +262,7 @@ def job(command: Command, cfg: Any) -> None:
         line, record, ok = f"error: {e}", {"error": str(e)}, False
     print(f"[{count}] {label or f'job {num}'}: {line} -> {plain['out']}", flush=True)
     add_record(root, info, {"job": num, "overrides": overrides, "out": plain["out"], **record, "finished": ok})
+    return command.objective(record) if ok else None
 
 
 def add_record(root: Path, info: Mapping, record: dict) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from zoo.app.args import ArgumentParser, parse
-from zoo.app.runtime import THREADS, THREADS_HELP, set_threads
+from zoo.app.runtime import DEVICE_HELP, THREADS, THREADS_HELP, resolve_device, set_threads
 from zoo.errors import ZooError
 from zoo.rebasin.align import align_zoo
 from zoo.store import open as open_zoo
@@ -58,6 +58,12 @@ def _parser() -> ArgumentParser:
         help="weight matching (default) or activation matching on training inputs",
     )
     p.add_argument("--threads", type=int, default=THREADS, help=THREADS_HELP)
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help=f"where the loss barriers are evaluated: {DEVICE_HELP} (default cpu; the matching, scipy's assignment"
+        " solves, and REPAIR run on the CPU, so the canonical weights do not depend on it)",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument(
         "--allow-pending",
@@ -77,6 +83,7 @@ def main(argv: list[str]) -> int:
     if args.restarts < 0 or args.max_iter < 1 or args.pairs < 0 or args.threads < 0:
         raise ZooError("--restarts, --pairs and --threads must be >= 0 and --max-iter >= 1")
     set_threads(args.threads)
+    device = resolve_device(args.device)  # --device cuda without a GPU: one line before the zoo is locked or read
     with writing(args.path, "zoo align"):
         z = open_zoo(args.path)
         pending = int((z.models["status"] == "pending").sum())
@@ -99,6 +106,7 @@ def main(argv: list[str]) -> int:
             repair={"auto": "auto", "on": True, "off": False}[args.repair],
             symmetries=args.symmetries,
             method=args.method,
+            device=device,
         )
     if args.json:
         print(json.dumps(summary))

@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 
 from zoo.app.progress import Progress
+from zoo.app.runtime import resolve_device
 from zoo.errors import ZooError
 from zoo.rebasin.activations import activation_matching
 from zoo.rebasin.apply import permute_flat
@@ -116,12 +117,15 @@ def align_zoo(
     repair: bool | str = "auto",
     symmetries: str | tuple[str, ...] = ("permutation",),
     method: str = "weights",
+    device: str | torch.device = "cpu",
 ) -> tuple[pd.DataFrame, dict]:
     """Align every done model of ``z`` (a ``zoo.Zoo``) to its group's reference; returns (table, summary).
 
     Writes canonical weights (``ZooWriter.write_canonical``) and the tables ``alignment`` (one row per model)
     and ``alignment_summary`` (one row per group) unless ``write=False``. ``progress``: a display over
-    model checkpoints matched (zoo.progress).
+    model checkpoints matched (zoo.progress). ``device`` (cpu, cuda, cuda:N, auto): where the loss barriers are
+    evaluated; the matching (scipy's assignment solves) and REPAIR run on the CPU, so the weights written do not
+    depend on it.
     """
     if diverged not in ("skip", "finite"):
         raise ZooError(f"--diverged must be skip or finite, got {diverged!r}")
@@ -130,6 +134,7 @@ def align_zoo(
     if repair not in ("auto", True, False):
         raise ZooError(f"repair must be auto, true or false, got {repair!r}")
     sym = _symmetries(symmetries)
+    dev = device if isinstance(device, torch.device) else resolve_device(str(device))
     models = z.models
     n_ckpt = len(z.checkpoint_epochs)
     ckpts = _parse_checkpoint(checkpoint, n_ckpt)
@@ -176,6 +181,7 @@ def align_zoo(
             repair,
             sym,
             method,
+            dev,
         )
         info.update(
             layout=key,
@@ -226,6 +232,7 @@ def _align_group(
     repair: bool | str = "auto",
     sym: tuple[str, ...] = ("permutation",),
     method: str = "weights",
+    device: torch.device | None = None,
 ):
     """Align one (layout, dataset) group chunk by chunk of models, so memory stays bounded on big zoos."""
     layout = z.layouts[key]
@@ -248,7 +255,8 @@ def _align_group(
     gen = torch.Generator().manual_seed(seed)
     sel = torch.randperm(len(data.X_train), generator=gen)[:MAX_EVAL_SAMPLES]
     # barriers are training losses on a fixed training subset, which also recalibrates BatchNorm
-    eval_data = (dataclasses.replace(data, X_train=data.X_train[sel], y_train=data.y_train[sel]), steps, use_repair)
+    subset = dataclasses.replace(data, X_train=data.X_train[sel], y_train=data.y_train[sel])
+    eval_data = (subset, steps, use_repair, device or torch.device("cpu"))
     matcher = _matcher(spec, layout, method, data.X_train[sel[:MATCH_SAMPLES]], seed, restarts, max_iter)
     tables = []
     for lo in range(0, len(ids), CHUNK_MODELS):
@@ -415,10 +423,11 @@ def _report(spec, layout, ids, c, W, out, R, last, passes, sample, data) -> pd.D
         table.loc[ok, "l2_after"] = batched_l2(ref, after, spec.matched)
         table.loc[ok, "svd_before"] = batched_singular_agreement(ref, before, spec.matched)
         table.loc[ok, "svd_after"] = batched_singular_agreement(ref, after, spec.matched)
-    dataset, steps, use_repair = data
-    if sample:  # every sampled model before and after alignment: one batched evaluation of all paths
-        ends = torch.cat([W[sample, c], out[sample, c]])
-        barrier = loss_barriers(layout, R[c].expand_as(ends), ends, dataset, steps)["barrier"].numpy()
+    dataset, steps, use_repair, device = data
+    if sample:  # every sampled model before and after alignment: one batched evaluation of all paths, on device
+        ends = torch.cat([W[sample, c], out[sample, c]]).to(device)
+        ref = R[c].to(device).expand_as(ends)
+        barrier = loss_barriers(layout, ref, ends, dataset, steps)["barrier"].cpu().numpy()
         table.loc[sample, "barrier_before"] = barrier[: len(sample)]
         table.loc[sample, "barrier_after"] = barrier[len(sample) :]
         if use_repair:  # the aligned paths once more, each interpolated net REPAIRed (training data)

@@ -91,7 +91,7 @@ def loss_barriers(
         flat = path.reshape(-1, a.shape[1])
     losses = evaluate(layout, flat, dataset, split, recalibrate_bn=not repair)["loss"]
     losses = losses.view(a.shape[0], steps)
-    t = torch.from_numpy(ts)
+    t = torch.from_numpy(ts).to(losses.device)  # the endpoints' device (a GPU's with zoo align --device)
     excess = losses - ((1 - t) * losses[:, :1] + t * losses[:, -1:])
     return {"barrier": excess.max(1).values, "t_max": t[excess.argmax(1)], "losses": losses, "ts": t}
 

@@ -250,3 +250,33 @@ def test_device_cpu_is_the_default_bits_and_generate_stays_on_the_device(run, to
     """``device="cpu"`` gives the default's bits; the dataset embedding, the DDIM loop (latents, time steps, modes)
     and the decoder make every tensor on the generator's device (checked on the meta device: no GPU here)."""
     check_device_paths(run, 3, condition=zoo.open(toy_zoo).datasets[0])
+
+
+def test_fit_and_sample_steps_make_every_tensor_on_the_generators_device(toy_zoo):
+    """A d2nwg on a GPU: its training loss (support sets, label permutation, guidance dropout, noise, time steps), the
+    dataset embedding and generation make every tensor on the module's device (checked on the meta device, which
+    refuses a CPU tensor mixed in as CUDA does); the draws stay on the CPU, so the CPU's bits are unchanged."""
+    import copy
+
+    from zoo.app.config import compose
+
+    over = {**FAST, "vae_steps": 3, "label_permutation": 0.5, "cond_dropout": 0.5, "residual": True}
+    gcfg = dict(compose("fit", ["generator=d2nwg", *(f"generator.{k}={v}" for k, v in over.items())])["generator"])
+    models = D2NWG.load_training_models(toy_zoo, gcfg, 0)
+    mask = models.layout.parameter_mask()
+    g = D2NWG.from_data(gcfg, {**models.info, "shared": models.shared}, models.train[:, mask], models.train.mean(0))
+    x, cond = g.encode(models.train[:6, mask]), models.train_condition[:6]
+
+    def loss(module: D2NWG, device: str) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(3)
+        return module._diffusion_loss(x.to(device), cond.to(device), gen, drop=0.5, augment=True)
+
+    assert torch.equal(loss(g, "cpu"), loss(g, "cpu")) and loss(g, "cpu").isfinite()
+    meta = copy.deepcopy(g).to("meta")
+    assert loss(meta, "meta").device.type == "meta"
+    assert g._pools is not None and g._pools.X.device.type == "cpu"  # the copy's pools moved, not these
+    data = zoo.open(toy_zoo).datasets[0]
+    meta._condition_index(2, data, torch.Generator().manual_seed(0))  # a generator already on its device embeds
+    assert meta._embedding is not None and meta._embedding.device.type == "meta"
+    out = meta.generate(2, torch.Generator().manual_seed(0), None)
+    assert out.device.type == "meta" and tuple(out.shape) == (2, int(mask.sum()))

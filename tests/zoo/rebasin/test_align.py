@@ -182,3 +182,36 @@ def test_one_reference_rule_on_training_metrics_for_align_generators_and_diagnos
     src = load_training_models(str(path), {"canonical": "auto", "val_fraction": 0.25}, seed=0)
     assert src.info["canonical"] == "aligned"
     assert src.info["reference_id"] == choose_reference(models[models["model_id"].isin(src.info["train_ids"])])
+
+
+def test_align_device_moves_the_barrier_evaluations_and_refuses_a_missing_gpu(mlp_zoo, tmp_path, capsys, monkeypatch):
+    """``--device`` (the spelling every command shares): the loss barriers are evaluated on that device, every tensor
+    of theirs there (checked on the meta device: no GPU here); the matching stays on the CPU, so the weights do not
+    depend on it. ``--device cuda`` without a GPU is one line before the zoo is touched."""
+    import zoo.rebasin.align as align_module
+    from zoo.rebasin.report import loss_barriers
+
+    seen = []
+
+    def on_meta(layout, a, b, dataset, steps, **kw):
+        out = loss_barriers(layout, a, b, dataset, steps, **kw)  # the real evaluation, on the endpoints' device
+        seen.append((a.device.type, b.device.type, {k: v.device.type for k, v in out.items()}))
+        return {"barrier": torch.zeros(len(a), dtype=torch.float64)}  # meta holds no numbers to report
+
+    monkeypatch.setattr(align_module, "loss_barriers", on_meta)
+    table, _ = align_zoo(zoo.open(mlp_zoo), device=torch.device("meta"), pairs=2, write=False, repair=False)
+    on_device = dict.fromkeys(("barrier", "t_max", "losses", "ts"), "meta")
+    assert seen and all(d == ("meta", "meta", on_device) for d in seen)
+    assert table["l2_after"].notna().any()  # the matching itself ran (on the CPU)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    copy = tmp_path / "copy.zarr"
+    import shutil
+
+    shutil.copytree(mlp_zoo, copy)
+    before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+    for device in ("--device=cuda", "device=cuda"):  # both spellings of the shared option
+        assert zoo_main(["align", str(copy), device]) == 2
+        err = capsys.readouterr().err
+        assert "torch sees no CUDA GPU" in err and err.count("\n") == 1
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
