@@ -1,0 +1,149 @@
+"""DeepWeightFlow on an INR zoo, the quick sweep of docs/dwf-inr-digits.md: one flow fitted in this process (the
+velocity MLP, loss and ODE solver of generators.dwf.flow; EMA, AdamW and cosine as `zoo fit`), its samples
+measured at several step counts. Train/validation INRs only (the zoo's split by image); nothing reads the test one.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/dwf_inr.py data/zoos/inr-digits-shared.zarr --cond 1 --steps 250,500,1000
+
+Per checkpoint, for 128 samples (condition: label i % 10 for sample i): the median PSNR of a render to the
+nearest training INR's render (``psnr_train_med``; the training INRs' own nearest other one is
+``ref_train_nn_psnr``) and to the nearest validation INR's render (``psnr_val_med``: an image the flow never
+saw; a training INR's is ``ref_train_to_val_psnr``), the share within 30 dB of a training render (``copy30``),
+the share nearer a training render than the training INRs' median (``nearer_than_train``), the raw-weight L2 to
+the nearest training INR over the training INRs' median (``nn_w_med``: no alignment, sound on a
+shared-initialization zoo only), and with a condition the share whose nearest training INR has that label.
+One JSON line per checkpoint on stdout; ``--json FILE`` appends the run to FILE (a JSON list).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+import zoo
+from generators.dwf.flow import VelocityMLP, cfm_loss, solve
+from zoo.inr import image_shape, render_weights
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("zoo")
+    ap.add_argument("--pca", type=float, default=0.0, help="variance share of the PCA kept (0: no PCA)")
+    ap.add_argument("--whiten", type=int, default=1, help="PCA components scaled to unit variance (1, as dwf)")
+    ap.add_argument("--source", type=float, default=0.05, help="source std over the coordinates' (dwf source_scale)")
+    ap.add_argument("--steps", default="250,500,1000", help="step counts to measure at; the last ends the fit")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--cond", type=int, default=0, help="1: condition on the digit label")
+    ap.add_argument("--ema", type=float, default=0.99)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--samples", type=int, default=128)
+    ap.add_argument("--json", default=None, help="append the run to this JSON list")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(a.seed)
+    z = zoo.open(a.zoo)
+    m = z.models
+    lay, shape = z.layout(int(m.model_id.iloc[0])), image_shape(z.attrs)
+
+    def part(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        sel = m[(m.split == split) & (m.status == "done")]
+        return z.weights(sel.model_id.tolist()), torch.as_tensor(sel.label.to_numpy().copy())
+
+    w_train, y_train = part("train")
+    w_val, _ = part("validation")
+    r_train = render_weights(lay, w_train, shape).flatten(1)
+    r_val = render_weights(lay, w_val, shape).flatten(1)
+    mean, sd = w_train.mean(0), w_train.std(0).clamp_min(1e-8)
+    x = (w_train - mean) / sd
+    if a.pca > 0:
+        mu = x.mean(0)
+        _, s, vh = torch.linalg.svd(x - mu, full_matrices=False)
+        k = int((torch.cumsum(s**2, 0) / (s**2).sum() < a.pca).sum()) + 1
+        v = vh[:k]
+        cs = s[:k] / math.sqrt(len(x) - 1) if a.whiten else torch.ones(k)
+
+        def encode(w: torch.Tensor) -> torch.Tensor:
+            return (((w - mean) / sd - mu) @ v.T) / cs
+
+        def decode(zc: torch.Tensor) -> torch.Tensor:
+            return ((zc * cs) @ v + mu) * sd + mean
+    else:
+        k = x.shape[1]
+
+        def encode(w: torch.Tensor) -> torch.Tensor:
+            return (w - mean) / sd
+
+        def decode(zc: torch.Tensor) -> torch.Tensor:
+            return zc * sd + mean
+
+    z_train = encode(w_train)
+    net = VelocityMLP(k, hidden=a.hidden, dropout=0.0, num_conditions=10 if a.cond else 0)
+    ema = copy.deepcopy(net)
+    steps = [int(s) for s in a.steps.split(",")]
+    opt = torch.optim.AdamW(net.parameters(), lr=a.lr, weight_decay=1e-5, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps[-1])
+    g = torch.Generator().manual_seed(a.seed)
+
+    def nearest_psnr(r: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d, i = torch.cdist(r, ref).min(1)
+        return -10 * torch.log10(d**2 / r.shape[1] + 1e-10), i
+
+    d = torch.cdist(r_train, r_train).fill_diagonal_(float("inf"))
+    head = {
+        "args": vars(a),
+        "dims": k,
+        "ref_train_nn_psnr": round(float((-10 * torch.log10(d.min(1).values ** 2 / r_train.shape[1])).median()), 2),
+        "ref_train_to_val_psnr": round(float(nearest_psnr(r_train, r_val)[0].median()), 2),
+    }
+    dw = torch.cdist(w_train, w_train).fill_diagonal_(float("inf"))
+    med_w = float(dw.min(1).values.median())
+    print(json.dumps(head), flush=True)
+    t0, rows = time.time(), []
+    for step in range(1, steps[-1] + 1):
+        idx = torch.randint(len(z_train), (128,), generator=g)
+        loss = cfm_loss(net, z_train[idx], a.source, 1e-3, y_train[idx] if a.cond else None, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), net.parameters()):
+                pe.mul_(a.ema).add_(p, alpha=1 - a.ema)
+        if step not in steps:
+            continue
+        ema.eval()
+        x0 = torch.randn(a.samples, k, generator=torch.Generator().manual_seed(123)) * a.source
+        cond = torch.arange(a.samples) % 10 if a.cond else None
+        w_s = decode(solve(ema, x0, steps=20, condition=cond))
+        r_s = render_weights(lay, w_s, shape).flatten(1)
+        p_train, i_train = nearest_psnr(r_s, r_train)
+        p_val, _ = nearest_psnr(r_s, r_val)
+        row = {
+            "step": step,
+            "sec": round(time.time() - t0),
+            "loss": round(loss.item(), 4),
+            "psnr_train_med": round(float(p_train.median()), 2),
+            "psnr_val_med": round(float(p_val.median()), 2),
+            "copy30": round(float((p_train > 30).float().mean()), 3),
+            "nn_w_med": round(float((torch.cdist(w_s, w_train).min(1).values / med_w).median()), 3),
+            "nearer_than_train": round(float((p_train > head["ref_train_nn_psnr"]).float().mean()), 3),
+        }
+        if cond is not None:
+            row["label_match"] = round(float((y_train[i_train] == cond).float().mean()), 3)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        ema.train()
+    if a.json:
+        path = Path(a.json)
+        runs = json.loads(path.read_text()) if path.exists() else []
+        path.write_text(json.dumps([*runs, {**head, "checkpoints": rows}], indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
