@@ -20,14 +20,18 @@ import argparse
 import copy
 import json
 import math
+import os
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-import zoo
-from generators.dwf.flow import VelocityMLP, cfm_loss, solve
-from zoo.inr import image_shape, render_weights
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # not bench/generators.py
+
+import zoo  # noqa: E402
+from generators.dwf.flow import VelocityMLP, cfm_loss, solve  # noqa: E402
+from zoo.inr import image_shape, render_weights  # noqa: E402
 
 
 def main() -> None:
