@@ -12,6 +12,10 @@ the share nearer a training render than the training INRs' median (``nearer_than
 the nearest training INR over the training INRs' median (``nn_w_med``: no alignment, sound on a
 shared-initialization zoo only), and with a condition the share whose nearest training INR has that label.
 One JSON line per checkpoint on stdout; ``--json FILE`` appends the run to FILE (a JSON list).
+
+``--probe``: no flow; the zoo's sensitivity instead (training INRs): Gaussian noise of a share of each
+coordinate's std against the clean render, midpoints of random (and same-label) pairs against the average of
+their images, the mean image, and PCA projections' renders (training and validation INRs) with k components.
 """
 
 from __future__ import annotations
@@ -43,11 +47,14 @@ def main() -> None:
     ap.add_argument("--steps", default="250,500,1000", help="step counts to measure at; the last ends the fit")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--dropout", type=float, default=0.0)
+    ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--cond", type=int, default=0, help="1: condition on the digit label")
     ap.add_argument("--ema", type=float, default=0.99)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--samples", type=int, default=128)
     ap.add_argument("--json", default=None, help="append the run to this JSON list")
+    ap.add_argument("--probe", action="store_true", help="the zoo's sensitivity figures instead of a flow")
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
@@ -59,6 +66,9 @@ def main() -> None:
         sel = m[(m.split == split) & (m.status == "done")]
         return z.weights(sel.model_id.tolist()), torch.as_tensor(sel.label.to_numpy().copy())
 
+    if a.probe:
+        probe(z, part, lay, shape)
+        return
     w_train, y_train = part("train")
     w_val, _ = part("validation")
     r_train = render_weights(lay, w_train, shape).flatten(1)
@@ -87,7 +97,7 @@ def main() -> None:
             return zc * sd + mean
 
     z_train = encode(w_train)
-    net = VelocityMLP(k, hidden=a.hidden, dropout=0.0, num_conditions=10 if a.cond else 0)
+    net = VelocityMLP(k, hidden=a.hidden, dropout=a.dropout, num_conditions=10 if a.cond else 0)
     ema = copy.deepcopy(net)
     steps = [int(s) for s in a.steps.split(",")]
     opt = torch.optim.AdamW(net.parameters(), lr=a.lr, weight_decay=1e-5, betas=(0.9, 0.95))
@@ -110,7 +120,7 @@ def main() -> None:
     print(json.dumps(head), flush=True)
     t0, rows = time.time(), []
     for step in range(1, steps[-1] + 1):
-        idx = torch.randint(len(z_train), (128,), generator=g)
+        idx = torch.randint(len(z_train), (a.batch,), generator=g)
         loss = cfm_loss(net, z_train[idx], a.source, 1e-3, y_train[idx] if a.cond else None, g)
         opt.zero_grad()
         loss.backward()
@@ -147,6 +157,46 @@ def main() -> None:
         path = Path(a.json)
         runs = json.loads(path.read_text()) if path.exists() else []
         path.write_text(json.dumps([*runs, {**head, "checkpoints": rows}], indent=1) + "\n")
+
+
+def _psnr_med(a: torch.Tensor, b: torch.Tensor) -> float:
+    return round(float((-10 * torch.log10((a - b).square().flatten(1).mean(1))).median()), 1)
+
+
+def probe(z: zoo.Zoo, part, lay, shape) -> None:  # noqa: ANN001
+    """Print the zoo's sensitivity figures (``--probe``) as one JSON object."""
+    w, y = part("train")
+    w_val, _ = part("validation")
+    r, r_val = render_weights(lay, w, shape), render_weights(lay, w_val, shape)
+    g = torch.Generator().manual_seed(0)
+    std, out = w.std(0), {}
+    for f in (0.01, 0.03, 0.1, 0.3):
+        noisy = w[:200] + f * std * torch.randn(200, w.shape[1], generator=g)
+        out[f"noise_{f}"] = _psnr_med(render_weights(lay, noisy, shape), r[:200])
+    i, j = torch.randint(len(w), (200,), generator=g), torch.randint(len(w), (200,), generator=g)
+    out["midpoint_vs_average_image"] = _psnr_med(render_weights(lay, (w[i] + w[j]) / 2, shape), (r[i] + r[j]) / 2)
+    same = [
+        int(torch.nonzero(y == y[a]).flatten()[torch.randint(int((y == y[a]).sum()), (1,), generator=g)])
+        for a in range(200)
+    ]
+    mid = render_weights(lay, (w[:200] + w[same]) / 2, shape)
+    out["same_label_midpoint_vs_average_image"] = _psnr_med(mid, (r[:200] + r[same]) / 2)
+    out["mean_image"] = _psnr_med(r.mean(0, keepdim=True).expand_as(r), r)
+    mean, sd = w.mean(0), w.std(0).clamp_min(1e-8)
+    _, s, vh = torch.linalg.svd((w - mean) / sd, full_matrices=False)
+    ratio = torch.cumsum(s**2, 0) / (s**2).sum()
+    for k in (16, 64, 128, 256, 512):
+        v = vh[:k]
+
+        def proj(x: torch.Tensor) -> torch.Tensor:
+            return (((x - mean) / sd) @ v.T @ v) * sd + mean  # noqa: B023
+
+        out[f"pca_{k}"] = {
+            "variance": round(float(ratio[k - 1]), 3),
+            "train": _psnr_med(render_weights(lay, proj(w), shape), r),
+            "validation": _psnr_med(render_weights(lay, proj(w_val), shape), r_val),
+        }
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":
