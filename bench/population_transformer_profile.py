@@ -10,6 +10,9 @@ epoch of bare steps and one evaluation each, and checks that the steps give the 
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python bench/population_transformer_profile.py --case vit --compare 3
     PYTHONPATH=. OMP_NUM_THREADS=1 python bench/population_transformer_profile.py --case grok --compare 3
+    # whole train_population runs (Lightning and checkpoints included), before and today alternating
+    PYTHONPATH=. OMP_NUM_THREADS=1 python bench/population_transformer_profile.py --case grok --models 32 --whole 5 \\
+        --skip-profile --json docs/profile-population-transformer-grok-whole.json
 """
 
 from __future__ import annotations
@@ -219,6 +222,32 @@ def compare(spec, task, rounds: int) -> dict:
     }
 
 
+def whole(spec, task, rounds: int) -> dict:
+    """Whole ``train_population`` runs (Lightning, checkpoints), before and today alternating, after a warm-up each."""
+    import zoo.training.population_module as pm
+    from zoo.training.population import train_population
+
+    limit = pm.EVAL_ATTENTION_FLOATS
+    times: dict[str, list[float]] = {"before": [], "after": []}
+    for r in range(rounds + 1):
+        for kind in ("before", "after"):
+            zf.stacked_transformer_forward = sdpa_forward if kind == "before" else TODAY
+            pm.EVAL_ATTENTION_FLOATS = 2**62 if kind == "before" else limit  # before: the memory bound's chunk
+            t = time.perf_counter()
+            train_population(spec, task, progress=False)
+            if r:
+                times[kind].append(time.perf_counter() - t)
+                print(f"  whole run, round {r} {kind}: {times[kind][-1]:.2f} s", flush=True)
+    zf.stacked_transformer_forward, pm.EVAL_ATTENTION_FLOATS = TODAY, limit
+    ratio = [b / a for b, a in zip(times["before"], times["after"])]
+    return {
+        "rounds": rounds,
+        "seconds": times,
+        "ratio_before_over_after": ratio,
+        "median_ratio": statistics.median(ratio),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--case", default="vit", choices=["vit", "grok"])
@@ -226,6 +255,8 @@ def main() -> int:
     ap.add_argument("--models", type=int, default=None)
     ap.add_argument("--profile-steps", type=int, default=3)
     ap.add_argument("--compare", type=int, default=0, help="alternating before/after rounds (0: none)")
+    ap.add_argument("--whole", type=int, default=0, help="alternating whole train_population rounds (0: none)")
+    ap.add_argument("--skip-profile", action="store_true", help="only the comparisons")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -245,13 +276,17 @@ def main() -> int:
         "load_average_start": load0,
     }
     print(f"[{a.case}] {m} models, matmul {rate:.1f} GFLOP/s, load {load0:.1f}", flush=True)
-    now = profile_now(spec, task, a.profile_steps)
-    print(now.pop("top_ops"))
-    row["today"] = now
-    print(json.dumps(now, indent=1), flush=True)
+    if not a.skip_profile:
+        now = profile_now(spec, task, a.profile_steps)
+        print(now.pop("top_ops"))
+        row["today"] = now
+        print(json.dumps(now, indent=1), flush=True)
     if a.compare:
         row["compare"] = compare(spec, task, a.compare)
         print(json.dumps({k: v for k, v in row["compare"].items() if k != "seconds"}, indent=1), flush=True)
+    if a.whole:
+        row["whole"] = whole(spec, task, a.whole)
+        print(json.dumps({k: v for k, v in row["whole"].items() if k != "seconds"}, indent=1), flush=True)
     row["load_average_end"] = os.getloadavg()[0]
     if a.json:
         Path(a.json).write_text(json.dumps(row, indent=1) + "\n")
