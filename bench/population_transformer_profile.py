@@ -36,6 +36,7 @@ from population import CASES, case_spec, matmul_gflops, step_flops  # noqa: E402
 from population_mlp_profile import bare_epochs, bare_module  # noqa: E402
 
 import zoo.forward as zf  # noqa: E402
+from zoo.app.memory import retain_freed_memory  # noqa: E402
 from zoo.arch import Block, Transformer  # noqa: E402
 
 
@@ -257,11 +258,19 @@ def main() -> int:
     ap.add_argument("--compare", type=int, default=0, help="alternating before/after rounds (0: none)")
     ap.add_argument("--whole", type=int, default=0, help="alternating whole train_population rounds (0: none)")
     ap.add_argument("--skip-profile", action="store_true", help="only the comparisons")
+    ap.add_argument(
+        "--no-retain-memory",
+        dest="retain_memory",
+        action="store_false",
+        help="leave glibc's default (freed large blocks unmapped), as bare steps ran before this flag existed",
+    )
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     case = CASES[a.case]
     spec, task = case_spec(case, a.models or case[-1])
+    if a.retain_memory:  # what train_population sets (spec.retain_memory): glibc keeps freed large blocks
+        retain_freed_memory()
     m = len(spec.init_states)
     load0 = os.getloadavg()[0]
     rate = matmul_gflops(a.threads)
@@ -274,6 +283,7 @@ def main() -> int:
         "matmul_gflops": rate,
         "train_gflop_per_step": train_f * m / 1e9,
         "load_average_start": load0,
+        "retain_freed_memory": a.retain_memory,
     }
     print(f"[{a.case}] {m} models, matmul {rate:.1f} GFLOP/s, load {load0:.1f}", flush=True)
     if not a.skip_profile:

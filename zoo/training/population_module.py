@@ -27,8 +27,8 @@ from zoo.forward import (
 from zoo.training.spec import LOG_EVERY, PopulationResult, PopulationSpec
 from zoo.training.trajectory import iter_stage_subsets
 
-# attention scores per evaluation chunk: 4 MB; vit-digits' 64-model evaluation ran 1.3-1.5x faster in chunks of 16
-# images (1M floats) than in the memory bound's 10,155 (docs/profile-population-transformer.md)
+# attention scores per evaluation chunk: 4 MB instead of the memory bound's (377 MB for vit-digits' 64 models); the
+# time is within noise of one big chunk when freed memory is retained (docs/profile-population-transformer.md)
 EVAL_ATTENTION_FLOATS = 2**20
 
 
