@@ -2,8 +2,8 @@
 
 Parameters and buffers are stacked ``[M, *shape]`` tensors. MLPs run as fused batched GEMMs; plain CNNs
 (zoo.arch.CNN) as grouped convolutions over the models' stacked channels (``groups = M``) in channels-last
-memory; transformers (zoo.arch.Transformer) as batched GEMMs with ``scaled_dot_product_attention`` over
-[M, b, heads, tokens, d] (vmap has no batching rule for CPU attention and loops over models); ResNets
+memory; transformers (zoo.arch.Transformer) as batched GEMMs with attention (``scaled_dot_product_attention``'s
+math path) over [M, b, heads, tokens, d] (vmap has no batching rule for CPU attention and loops over models); ResNets
 (zoo.arch.ResNet) on CPU without gradients (evaluation, BatchNorm recalibration) one model at a time on
 channels-last activations; every other architecture is ``torch.func.vmap`` over ``functional_call`` of a
 template module.
@@ -159,13 +159,21 @@ def _stacked_layer_norm(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: 
     return torch.addcmul(b.view(view), F.layer_norm(h, h.shape[-1:], eps=eps), w.view(view))
 
 
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v over [..., heads, T, d]: the arithmetic of ``scaled_dot_product_attention``'s math
+    path (the one it takes for these 5-D population tensors; bit for bit, tested) without its all-masked-row check
+    (``isneginf``/``all``/``where`` over every score: 18% of a vit population step, and no row is masked here)."""
+    s = math.sqrt(1.0 / math.sqrt(q.shape[-1]))  # the math path scales q and k by the square root of the scale
+    return torch.matmul(torch.matmul(q * s, (k * s).transpose(-2, -1)).softmax(-1), v)
+
+
 def stacked_transformer_forward(
     template: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, shared_input: bool
 ) -> torch.Tensor:
     """The zoo transformer (zoo.arch.Transformer) for M models at once: x [M, b, ...] or shared [b, ...] ->
-    [M, b, K]. Linear layers are batched GEMMs, the patch embedding a patchify and a GEMM, attention one
-    ``scaled_dot_product_attention`` over [M, b, heads, tokens, d]; the same function as the template with
-    each model's parameters up to float32 rounding (tested)."""
+    [M, b, K]. Linear layers are batched GEMMs, the patch embedding a patchify and a GEMM, attention the
+    arithmetic of ``scaled_dot_product_attention``'s math path over [M, b, heads, tokens, d] (``_attention``); the
+    same function as the template with each model's parameters up to float32 rounding (tested)."""
     t: Transformer = template  # type: ignore[assignment]
     m = next(iter(params.values())).shape[0]
     if shared_input:
@@ -191,7 +199,7 @@ def stacked_transformer_forward(
             .transpose(-3, -2)
             for n in "qkv"
         )
-        o = F.scaled_dot_product_attention(q, k, v).transpose(-3, -2).flatten(-2)
+        o = _attention(q, k, v).transpose(-3, -2).flatten(-2)
         h = h + _stacked_linear(o, params[pre + "attn.o.weight"], params[pre + "attn.o.bias"])
         a = _stacked_layer_norm(h, params[pre + "ln2.weight"], params[pre + "ln2.bias"], block.ln2.eps)
         a = block.mlp[1](_stacked_linear(a, params[pre + "mlp.0.weight"], params[pre + "mlp.0.bias"]))
@@ -292,6 +300,15 @@ def output_shapes(
         for h in handles:
             h.remove()
     return shapes
+
+
+def attention_floats_per_sample(template: nn.Module) -> int:
+    """Elements of one block's attention scores [heads, T, T] per sample of a zoo transformer; 0 for others."""
+    if not isinstance(template, Transformer) or not len(template.blocks):
+        return 0
+    block: Block = template.blocks[0]  # type: ignore[assignment]
+    t = template.pos.shape[0]
+    return block.attn.heads * t * t
 
 
 def activation_floats_per_sample(module: nn.Module, x: torch.Tensor) -> int:

@@ -18,9 +18,18 @@ from zoo.arch import MaskedDropout
 from zoo.datasets import Dataset, metric_names
 from zoo.errors import ZooError
 from zoo.evaluate import split_metrics
-from zoo.forward import activation_floats_per_sample, output_shapes, population_forward
+from zoo.forward import (
+    activation_floats_per_sample,
+    attention_floats_per_sample,
+    output_shapes,
+    population_forward,
+)
 from zoo.training.spec import LOG_EVERY, PopulationResult, PopulationSpec
 from zoo.training.trajectory import iter_stage_subsets
+
+# attention scores per evaluation chunk: 4 MB instead of the memory bound's (377 MB for vit-digits' 64 models); the
+# time is within noise of one big chunk when freed memory is retained (docs/profile-population-transformer.md)
+EVAL_ATTENTION_FLOATS = 2**20
 
 
 class PopulationModule(L.LightningModule):
@@ -95,6 +104,9 @@ class PopulationModule(L.LightningModule):
         self._frozen: tuple | None = None  # models sitting out this step, and their saved state
         act = activation_floats_per_sample(self.template, dataset.X_train)
         self._eval_chunk = max(1, spec.eval_memory_floats // (m * act))
+        scores = attention_floats_per_sample(self.template)
+        if scores:  # transformers: a chunk's attention scores [M, chunk, heads, T, T] stay in cache, not in memory
+            self._eval_chunk = min(self._eval_chunk, max(1, EVAL_ATTENTION_FLOATS // (m * scores)))
 
     # ------------------------------------------------------------------ state that lives in buffers
     @property
