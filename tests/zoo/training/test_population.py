@@ -155,3 +155,69 @@ def test_foreach_sgd_step_is_bit_for_bit_the_per_tensor_update():
         assert all(torch.equal(b, r) for b, r in zip(module.state1, ref_buf)), step
     moved = [not torch.equal(p.detach()[j], q[j]) for p, q in zip(module.stacked, init) for j in range(4)]
     assert moved == [j != 2 for _ in init for j in range(4)]  # all but the diverged model moved
+
+
+def _adaptive_reference(module, ref_p, ref_s1, ref_s2, grads, lr_m, c1, c2) -> None:
+    """The per-tensor Adam/AdamW/RMSprop loop the _foreach step replaced, on copies of the state."""
+    spec = module.spec
+    for k, g in enumerate(grads):
+        p, shape = ref_p[k], (-1,) + (1,) * (g.dim() - 1)
+        lr, wd = lr_m.view(shape), module.wd.view(shape)
+        if spec.optimizer == "rmsprop":
+            g = g.addcmul(p, wd)
+            ref_s1[k].mul_(spec.alpha).addcmul_(g, g, value=1 - spec.alpha)
+            p.addcmul_(lr, g / ref_s1[k].sqrt().add_(spec.eps), value=-1.0)
+            continue
+        if spec.optimizer == "adamw":
+            p.mul_(1 - lr * wd)
+        else:
+            g = g.addcmul(p, wd)
+        b1, b2 = spec.betas
+        ref_s1[k].mul_(b1).add_(g, alpha=1 - b1)
+        ref_s2[k].mul_(b2).addcmul_(g, g, value=1 - b2)
+        cc1 = c1 if isinstance(c1, float) else c1.view(shape)
+        cc2 = c2 if isinstance(c2, float) else c2.view(shape)
+        p.addcmul_(lr / cc1, ref_s1[k] / (ref_s2[k] / cc2).sqrt_().add_(spec.eps), value=-1.0)
+
+
+def test_foreach_adaptive_steps_are_bit_for_bit_the_per_tensor_update():
+    """Adam, AdamW and RMSprop as _foreach ops give the very bits of the per-tensor loop they replaced, with
+    float bias corrections and with per-model ones (models counting their own steps)."""
+    from zoo.training.population_module import PopulationModule
+
+    task = load_dataset("digits")
+    for optimizer in ("adam", "adamw", "rmsprop"):
+        for own_steps in (False, True):
+            spec = _spec("mlp", task, 4, optimizer=optimizer)
+            spec.weight_decays = [0.0, 1e-3, 5e-4, 1e-2]
+            module = PopulationModule(spec, task)
+            module.active[2] = False
+            if own_steps:  # what train_fraction sets up: bias corrections from each model's step count
+                module._subsets = [torch.arange(64)] * 4
+                module._model_steps = torch.tensor([0.0, 3.0, 1.0, 7.0], dtype=torch.float64)
+            ref_p = [p.detach().clone() for p in module.stacked]
+            ref_s1 = [torch.zeros_like(p) for p in ref_p]
+            ref_s2 = [torch.zeros_like(p) for p in ref_p]
+            gen = torch.Generator().manual_seed(0)
+            for step in range(1, 4):
+                grads = [torch.randn(p.shape, generator=gen) for p in module.stacked]
+                for p, g in zip(module.stacked, grads):
+                    p.grad = g.clone()
+                steps_before = module._model_steps.clone()
+                module._optimizer_step()
+                lr_m = module.lr * 1.0 * module.active.view(-1, 1)
+                b1, b2 = spec.betas
+                c1: float | torch.Tensor = 1 - b1**step
+                c2: float | torch.Tensor = 1 - b2**step
+                if own_steps:
+                    n = (steps_before + 1).clamp(min=1).view(-1, 1)
+                    c1, c2 = (1 - b1**n).float(), (1 - b2**n).float()
+                _adaptive_reference(module, ref_p, ref_s1, ref_s2, grads, lr_m, c1, c2)
+                case = (optimizer, own_steps, step)
+                assert all(torch.equal(p.detach(), r) for p, r in zip(module.stacked, ref_p)), case
+                assert all(torch.equal(s, r) for s, r in zip(module.state1, ref_s1)), case
+                if optimizer != "rmsprop":
+                    assert all(torch.equal(s, r) for s, r in zip(module.state2, ref_s2)), case
+            inits = [torch.stack([s[n] for s in spec.init_states]) for n in module.param_names]
+            moved = [not torch.equal(p.detach()[j], q[j]) for p, q in zip(module.stacked, inits) for j in range(4)]
+            assert moved == [j != 2 for _ in module.stacked for j in range(4)], (optimizer, own_steps)
