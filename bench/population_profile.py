@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from population import CASES, case_spec, matmul_gflops, step_flops  # noqa: E402
 from population_mlp_profile import bare_epochs, bare_module  # noqa: E402
 
+from zoo.app.memory import retain_freed_memory  # noqa: E402
 from zoo.training.population import train_population  # noqa: E402
 
 
@@ -41,6 +42,7 @@ def main() -> int:
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    retain_freed_memory()  # as train_population does (spec.retain_memory): the bare steps see the same allocator
     case = CASES[a.case]
     spec, task = case_spec(case, a.models or case[-1])
     m = len(spec.init_states)
