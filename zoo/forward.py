@@ -17,9 +17,29 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.func import functional_call, vmap
 
-from zoo.arch import CNN, MLP, Block, MaskedDropout, ResNet, Transformer
+from zoo.arch import CNN, MLP, Block, MaskedDropout, ResNet, Sine, Transformer
+
+
+class _Sine(torch.autograd.Function):
+    """``sin(w0 * z)`` for a training step, with fewer buffers than autograd's mul + sin: the backward computes
+    ``g * cos(w0 z) * w0`` in place in the saved ``w0 z``. The very bits of ``torch.sin(w0 * z)`` and its
+    autograd gradient (tested); once differentiable (training steps take no second derivative)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, z: torch.Tensor, w0: float) -> torch.Tensor:  # type: ignore[override]
+        a = z * w0
+        ctx.save_for_backward(a)
+        ctx.w0 = w0  # type: ignore[attr-defined]
+        return torch.sin(a)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (a,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return a.cos_().mul_(g).mul_(ctx.w0), None  # type: ignore[attr-defined]
 
 
 def stacked_mlp_forward(
@@ -52,6 +72,8 @@ def stacked_mlp_forward(
                 if feature_major
                 else torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
             )
+        elif feature_major and isinstance(layer, Sine) and torch.is_grad_enabled():  # a SIREN's training step
+            h = _Sine.apply(h, layer.w0)
         else:
             h = layer(h)  # elementwise activation
     return h.transpose(1, 2) if feature_major else h
