@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -123,7 +124,7 @@ def stacked_cnn_forward(
     m = next(iter(params.values())).shape[0]
     # BatchNorm CNNs stay in NCHW memory throughout: BatchNorm runs on NCHW (below), and converting around it
     # cost more than the channels-last convolutions gain (NCHW throughout: 1.33x per step, 1.27x per evaluation)
-    cl = not any(isinstance(layer, nn.BatchNorm2d) for layer in template.features)
+    cl = not any(isinstance(layer, nn.BatchNorm2d) for layer in template.modules())
     fmt = torch.channels_last if cl else torch.contiguous_format
     if shared_input and not cl:
         h = x.contiguous()
@@ -204,7 +205,7 @@ def stacked_resnet_forward(
     rounding of the convolutions' sums (tested)."""
     m = next(iter(params.values())).shape[0]
 
-    def conv(name: str, layer: nn.Conv2d, h: torch.Tensor, dense: bool = False) -> torch.Tensor:
+    def conv(name: str, layer: Any, h: torch.Tensor, dense: bool = False) -> torch.Tensor:  # layer: nn.Conv2d
         w = params[f"{name}.weight"]
         return F.conv2d(
             h,
@@ -215,7 +216,7 @@ def stacked_resnet_forward(
             groups=1 if dense else m,
         ).contiguous()  # a 1-channel input is ambiguous to the kernels' layout choice: NCHW throughout
 
-    def bn(name: str, layer: nn.BatchNorm2d, h: torch.Tensor) -> torch.Tensor:
+    def bn(name: str, layer: Any, h: torch.Tensor) -> torch.Tensor:  # layer: nn.BatchNorm2d
         if layer.training:
             buffers[f"{name}.num_batches_tracked"].add_(1)
         return F.batch_norm(
@@ -225,7 +226,7 @@ def stacked_resnet_forward(
             params[f"{name}.weight"].reshape(-1),
             params[f"{name}.bias"].reshape(-1),
             training=layer.training,
-            momentum=float(layer.momentum),  # type: ignore[arg-type]  # checked not None
+            momentum=float(layer.momentum),  # checked not None
             eps=layer.eps,
         )
 
@@ -239,7 +240,7 @@ def stacked_resnet_forward(
         if block.shortcut is None:
             skip = h
         else:
-            sc_conv, sc_bn = block.shortcut
+            sc_conv, sc_bn = cast(nn.Sequential, block.shortcut)
             skip = bn(pre + "shortcut.1", sc_bn, conv(pre + "shortcut.0", sc_conv, h))
         y = block.act1(bn(pre + "bn1", block.bn1, conv(pre + "conv1", block.conv1, h)))
         h = block.act2(skip + bn(pre + "bn2", block.bn2, conv(pre + "conv2", block.conv2, y)))
