@@ -49,8 +49,8 @@ from zoo.training.population import train_population  # noqa: E402
 from zoo.training.spec import PopulationSpec  # noqa: E402
 
 LRS = [0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07]
-# name: (arch, dataset, width, depth, batch size, epochs, models); plain CNNs train as grouped convolutions
-# (zoo.forward.stacked_cnn_forward; timed against the vmap path too), ResNets through vmap
+# name: (arch, dataset, width, depth, batch size, epochs, models); CNNs train as grouped convolutions
+# (zoo.forward.stacked_cnn_forward; timed against the vmap path too), ResNets too (stacked_resnet_forward)
 CASES = {
     "mlp-w32": ("mlp", "digits", 32, 2, 32, 5, 256),
     "mlp-w128": ("mlp", "digits", 128, 2, 128, 5, 256),
