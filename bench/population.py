@@ -44,13 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from zoo.app.config import compose  # noqa: E402
 from zoo.datasets import load_dataset  # noqa: E402
 from zoo.forward import grouped_cnn_supported  # noqa: E402
-from zoo.training.build import make_build_plan, population_spec  # noqa: E402
+from zoo.training.build import make_build_plan, population_dataset, population_spec  # noqa: E402
 from zoo.training.population import train_population  # noqa: E402
 from zoo.training.spec import PopulationSpec  # noqa: E402
 
 LRS = [0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07]
-# name: (arch, dataset, width, depth, batch size, epochs, models); plain CNNs train as grouped convolutions
-# (zoo.forward.stacked_cnn_forward; timed against the vmap path too), ResNets through vmap
+# name: (arch, dataset, width, depth, batch size, epochs, models); CNNs train as grouped convolutions
+# (zoo.forward.stacked_cnn_forward; timed against the vmap path too), ResNets too (stacked_resnet_forward)
 CASES = {
     "mlp-w32": ("mlp", "digits", 32, 2, 32, 5, 256),
     "mlp-w128": ("mlp", "digits", 128, 2, 128, 5, 256),
@@ -63,7 +63,14 @@ CASES = {
     # MLP ratio 2, GELU) and the one-layer token transformer of recipe grok-modadd (two one-hot tokens of 31)
     "vit": ("vit", "digits-image", 16, 2, 64, 2, 64),
     "grok": ("transformer", "modular-addition", 32, 1, 64, 2, 64),
+    # INRs: recipe inr-digits as it is (one SIREN 2 -> 32 -> 32 -> 1 per 8x8 image, w0 = 30, Adam lr 1e-3, 100
+    # full-batch steps of the 64-pixel grid, MSE; checkpoints at steps 0 and 100), on its first N images
+    "siren": ("siren", "digits-image", 32, 2, 64, 100, 256),
 }
+RECIPES = {"siren": "inr-digits"}  # cases that are a recipe as it is (its first N images), not the default grid
+# the siren baseline's Adam: fused, the fastest for one SIREN of torch.optim.Adam's for-loop (409 vs 504 ms per
+# model), foreach (580 ms) and fused (1 thread, load ~5, alternating)
+ADAM_KW = {"fused": True}
 EXTRA = {  # overrides beyond the common ones
     "cnn-zoo-mnist": ["recipe.batchnorm=false", "+recipe.stride=2", "+recipe.padding=valid", "recipe.momentum=0.0"],
     "vit": ["recipe.activation=gelu", "+recipe.heads=4", "+recipe.patch=2", "+recipe.mlp_ratio=2.0"],
@@ -79,6 +86,10 @@ def case_config(case: tuple, models: int) -> dict:
     """The ``zoo build`` config of a case (one population of ``models`` models)."""
     arch, dataset, width, depth, batch, epochs, _ = case
     extra = next((v for k, v in EXTRA.items() if CASES[k] == case), [])
+    recipe = next((v for k, v in RECIPES.items() if CASES[k] == case), None)
+    if recipe is not None:  # an INR recipe: one model per image, its own settings
+        common = [f"population_size={models}", f"block_size={models}", "memory_floats=4000000000", "progress=false"]
+        return compose("build", [f"recipe={recipe}", f"recipe.max_images={models}", *common, *extra])
     seeds = max(1, models // len(LRS))
     return compose(
         "build",
@@ -111,20 +122,23 @@ def case_config(case: tuple, models: int) -> dict:
 
 
 def case_spec(case: tuple, models: int) -> tuple[PopulationSpec, object]:
-    """The PopulationSpec ``zoo build`` trains for this case, and its dataset."""
+    """The PopulationSpec ``zoo build`` trains for this case, and its dataset (an INR case's: the coordinate grid)."""
     cfg = case_config(case, models)
     dataset = load_dataset(cfg["recipe"]["dataset"], seed=int(cfg["recipe"]["task_seed"]))
     plan = make_build_plan(cfg, dataset)
     if len(plan.populations) != 1:
         raise SystemExit(f"expected one population, the plan has {len(plan.populations)}")
-    return population_spec(cfg, plan, 0), dataset
+    return population_spec(cfg, plan, 0, dataset), population_dataset(plan, 0, dataset)
 
 
 # ---------------------------------------------------------------------------------------- one at a time
 def train_one(spec: PopulationSpec, task, j: int, epochs: int | None = None) -> float:
-    """Train model j of ``spec`` in plain PyTorch exactly as the population does; returns its last test acc."""
+    """Train model j of ``spec`` in plain PyTorch exactly as the population does; returns its last test acc
+    (an INR's: its last PSNR)."""
     model = _fresh(spec)
     model.load_state_dict(spec.init_states[j])
+    if spec.targets is not None:
+        return _train_one_inr(spec, task, model, j, epochs)
     opt = torch.optim.SGD(
         model.parameters(), lr=spec.learning_rates[j], momentum=spec.momentum, weight_decay=spec.weight_decays[j]
     )
@@ -156,6 +170,41 @@ def train_one(spec: PopulationSpec, task, j: int, epochs: int | None = None) -> 
         if e in spec.checkpoint_epochs:
             acc = evaluate()
     return acc
+
+
+def _train_one_inr(spec: PopulationSpec, task, model: torch.nn.Module, j: int, epochs: int | None) -> float:
+    """Fit INR j as a user would alone: full-batch steps on the coordinate grid, MSE against its own image,
+    ``torch.optim.Adam`` (its fastest CPU variant for one small model: ``ADAM_KW``); the checkpoint metrics
+    (MSE and PSNR) at the same epochs. Returns the last PSNR."""
+    assert spec.targets is not None and spec.optimizer == "adam"
+    opt = torch.optim.Adam(
+        model.parameters(),
+        lr=spec.learning_rates[j],
+        betas=spec.betas,
+        eps=spec.eps,
+        weight_decay=spec.weight_decays[j],
+        **ADAM_KW,
+    )
+    x, y = task.X_train, spec.targets[j]
+    steps = (spec.epochs if epochs is None else epochs) * max(len(x) // min(spec.batch_size, len(x)), 1)
+    if spec.batch_size < len(x):
+        raise SystemExit("the siren baseline fits full-batch, as the INR recipes do")
+    psnr = float("nan")
+
+    def evaluate() -> float:
+        with torch.no_grad():
+            mse = ((model(x) - y) ** 2).mean().double()
+            return float(-10.0 * torch.log10(mse))
+
+    if 0 in spec.checkpoint_epochs:
+        psnr = evaluate()
+    for e in range(1, steps + 1):
+        opt.zero_grad(set_to_none=True)
+        ((model(x) - y) ** 2).mean().backward()
+        opt.step()
+        if e in spec.checkpoint_epochs:
+            psnr = evaluate()
+    return psnr
 
 
 def _fresh(spec: PopulationSpec) -> torch.nn.Module:
@@ -212,7 +261,12 @@ def population_seconds(spec: PopulationSpec, task, threads: int, repeats: int) -
         t = time.perf_counter()
         res = train_population(spec, task, progress=False)
         times.append(time.perf_counter() - t)
-    return statistics.median(times), res.metrics[:, -1, res.metric_names.index("test_acc")]
+    return statistics.median(times), res.metrics[:, -1, res.metric_names.index(compared_metric(spec))]
+
+
+def compared_metric(spec: PopulationSpec) -> str:
+    """The last checkpoint's metric both sides are compared on: test accuracy, an INR's PSNR."""
+    return "psnr" if spec.targets is not None else "test_acc"
 
 
 def matmul_gflops(threads: int, n: int = 2048, reps: int = 10) -> float:
@@ -236,7 +290,10 @@ def step_flops(spec: PopulationSpec, task) -> tuple[int, int]:
     model = _fresh(spec)
     x, y = task.X_train[: spec.batch_size], task.y_train[: spec.batch_size]
     with FlopCounterMode(display=False) as fc:
-        F.cross_entropy(model(x), y).backward()
+        if spec.targets is not None:  # an INR: MSE against its image
+            ((model(x) - spec.targets[0, : spec.batch_size]) ** 2).mean().backward()
+        else:
+            F.cross_entropy(model(x), y).backward()
     train = fc.get_total_flops()
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         model.eval()(x[:1])
@@ -274,7 +331,8 @@ def run_case(
     train_f, fwd_f = step_flops(spec, task)
     steps = max(len(task.X_train) // batch, 1) * epochs
     flops = train_f * steps * models
-    eval_flops = fwd_f * (len(task.X_train) + len(task.X_test)) * len(spec.checkpoint_epochs) * models
+    evaluated = len(task.X_train) + (len(task.X_test) if spec.targets is None else 0)  # an INR: its own grid
+    eval_flops = fwd_f * evaluated * len(spec.checkpoint_epochs) * models
     rate = rates[pop_threads]
     row = {
         "case": name,
@@ -298,7 +356,8 @@ def run_case(
         "baseline": base_kind,
         "speedup": base_s / pop_s,
         "speedup_vs_every_core": multi_s / pop_s,
-        "mean_abs_test_acc_diff_vs_baseline": acc_diff,
+        "mean_abs_test_acc_diff_vs_baseline": acc_diff,  # an INR case: of its last PSNR (dB)
+        "compared_metric": compared_metric(spec),
         "train_flops_per_step_per_model": train_f,
         "training_gflops": flops / 1e9,
         "population_gflops": flops / pop_s / 1e9,
@@ -331,7 +390,7 @@ def run_case(
     print(
         f"    speedup {row['speedup']:.1f}x vs {base_kind}; {row['population_gflops']:.1f} GFLOP/s training ="
         f" {100 * row['fraction_of_matmul_rate']:.0f}% of matmul ({rate:.0f} GFLOP/s, {pop_threads} thr);"
-        f" mean |test acc diff| {acc_diff:.4f}",
+        f" mean |{compared_metric(spec).replace('_', ' ')} diff| {acc_diff:.4f}",
         flush=True,
     )
     return row

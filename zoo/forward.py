@@ -2,24 +2,46 @@
 
 Parameters and buffers are stacked ``[M, *shape]`` tensors. MLPs run as fused batched GEMMs; plain CNNs
 (zoo.arch.CNN) as grouped convolutions over the models' stacked channels (``groups = M``) in channels-last
-memory; transformers (zoo.arch.Transformer) as batched GEMMs with attention (``scaled_dot_product_attention``'s
-math path) over [M, b, heads, tokens, d] (vmap has no batching rule for CPU attention and loops over models); ResNets
-(zoo.arch.ResNet) on CPU without gradients (evaluation, BatchNorm recalibration) one model at a time on
-channels-last activations; every other architecture is ``torch.func.vmap`` over ``functional_call`` of a
-template module.
+memory (NCHW with BatchNorm); transformers (zoo.arch.Transformer) as batched GEMMs with attention
+(``scaled_dot_product_attention``'s math path) over [M, b, heads, tokens, d] (vmap has no batching rule for CPU
+attention and loops over models); ResNets (zoo.arch.ResNet) as grouped convolutions on NCHW memory, except wider
+ones on CPU without gradients (evaluation, BatchNorm recalibration): one model at a time on channels-last
+activations; SIREN training steps with a fused sine (``_Sine``); every other architecture is ``torch.func.vmap``
+over ``functional_call`` of a template module.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.func import functional_call, vmap
 
-from zoo.arch import CNN, MLP, Block, MaskedDropout, ResNet, Transformer
+from zoo.arch import CNN, MLP, BasicBlock, Block, MaskedDropout, ResNet, Sine, Transformer
+
+
+class _Sine(torch.autograd.Function):
+    """``sin(w0 * z)`` for a training step, with fewer buffers than autograd's mul + sin: the backward computes
+    ``g * cos(w0 z) * w0`` in place in the saved ``w0 z``. The very bits of ``torch.sin(w0 * z)`` and its
+    autograd gradient (tested); once differentiable (training steps take no second derivative)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, z: torch.Tensor, w0: float) -> torch.Tensor:  # type: ignore[override]
+        a = z * w0
+        ctx.save_for_backward(a)
+        ctx.w0 = w0  # type: ignore[attr-defined]
+        return torch.sin(a)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (a,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return a.cos_().mul_(g).mul_(ctx.w0), None  # type: ignore[attr-defined]
 
 
 def stacked_mlp_forward(
@@ -52,6 +74,8 @@ def stacked_mlp_forward(
                 if feature_major
                 else torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
             )
+        elif feature_major and isinstance(layer, Sine) and torch.is_grad_enabled():  # a SIREN's training step
+            h = _Sine.apply(h, layer.w0)
         else:
             h = layer(h)  # elementwise activation
     return h.transpose(1, 2) if feature_major else h
@@ -69,9 +93,12 @@ def grouped_cnn_supported(template: nn.Module) -> bool:
     )
 
 
-def _to_grouped(t: torch.Tensor, m: int) -> torch.Tensor:
-    """[M, b, C, H, W] -> [b, M*C, H, W] in channels-last memory (one copy): model j's channels are j*C..j*C+C-1."""
+def _to_grouped(t: torch.Tensor, m: int, channels_last: bool = True) -> torch.Tensor:
+    """[M, b, C, H, W] -> [b, M*C, H, W] in channels-last (or NCHW) memory (one copy): model j's channels are
+    j*C..j*C+C-1."""
     _, b, c, h, w = t.shape
+    if not channels_last:
+        return t.transpose(0, 1).reshape(b, m * c, h, w)
     return t.permute(1, 3, 4, 0, 2).contiguous().view(b, h, w, m * c).permute(0, 3, 1, 2)
 
 
@@ -90,15 +117,22 @@ def stacked_cnn_forward(
     BatchNorm normalizes each channel by its own batch statistics (exactly one model's channel) and updates
     the stacked running statistics in place, and per-model dropout masks [M, b, C, H, W] (``<site>.mask``
     in ``buffers``) multiply in training mode. Activations are channels-last: oneDNN's grouped convolution
-    runs ~1.4x faster on them than on NCHW for these 16-channel groups (docs/profile-population.md). The
+    runs ~1.4x faster on them than on NCHW for these 16-channel groups (docs/profile-population.md); with
+    BatchNorm they stay NCHW (BatchNorm's accurate kernel is NCHW's; docs/profile-population-bn.md). The
     same function as vmap over the template, up to float32 rounding of the convolutions' sums (tested).
     """
     m = next(iter(params.values())).shape[0]
-    if shared_input:  # explicit channels-last strides: a 1-channel NCHW tensor also passes as channels-last, and
+    # BatchNorm CNNs stay in NCHW memory throughout: BatchNorm runs on NCHW (below), and converting around it
+    # cost more than the channels-last convolutions gain (NCHW throughout: 1.33x per step, 1.27x per evaluation)
+    cl = not any(isinstance(layer, nn.BatchNorm2d) for layer in template.modules())
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    if shared_input and not cl:
+        h = x.contiguous()
+    elif shared_input:  # explicit channels-last strides: a 1-channel NCHW tensor also passes as channels-last, and
         # the conv would then write its M*width-channel output in NCHW (a copy of it cost 27% of an evaluation)
         h = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last).copy_(x)
     else:
-        h = _to_grouped(x, m)
+        h = _to_grouped(x, m, cl)
     first = True
     feats: nn.Sequential = template.features  # type: ignore[assignment]  # the template is a zoo.arch.CNN
     for i, layer in enumerate(feats):
@@ -116,7 +150,7 @@ def stacked_cnn_forward(
                 groups=1 if dense else m,
             )
             if first:  # a 1-channel input is ambiguous to the kernels' layout choice: make the output's explicit
-                h = h.contiguous(memory_format=torch.channels_last)
+                h = h.contiguous(memory_format=fmt)
             first = False
         elif isinstance(layer, nn.BatchNorm2d):
             mean, var = buffers[f"{name}.running_mean"], buffers[f"{name}.running_var"]
@@ -133,13 +167,83 @@ def stacked_cnn_forward(
                 training=layer.training,
                 momentum=float(layer.momentum),  # type: ignore[arg-type]  # checked not None
                 eps=layer.eps,
-            ).contiguous(memory_format=torch.channels_last)
+            ).contiguous(memory_format=fmt)
         elif isinstance(layer, MaskedDropout):
             mask = buffers.get(f"{name}.mask")
             if layer.training and mask is not None:  # no mask handed in: the identity, as the module's own
-                h = h * _to_grouped(mask, m)
+                h = h * _to_grouped(mask, m, cl)
         else:
             h = layer(h)  # elementwise activation
+    b = h.shape[0]
+    pooled = h.mean((2, 3)).view(b, m, -1).transpose(0, 1)  # [M, b, width]
+    w, bias = params["head.weight"], params["head.bias"]
+    return torch.baddbmm(bias.unsqueeze(1), pooled, w.transpose(1, 2))
+
+
+def grouped_resnet_supported(template: nn.Module) -> bool:
+    """Whether ``stacked_resnet_forward`` computes ``template``'s function: a zoo ResNet whose BatchNorms keep
+    running statistics with a momentum."""
+    return type(template) is ResNet and all(
+        m.track_running_stats and m.momentum is not None and m.affine
+        for m in template.modules()
+        if isinstance(m, nn.BatchNorm2d)
+    )
+
+
+def stacked_resnet_forward(
+    template: nn.Module,
+    params: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    shared_input: bool,
+) -> torch.Tensor:
+    """The zoo ResNet for M models at once as grouped convolutions on NCHW memory: x [M, b, C, H, W] or shared
+    [b, C, H, W] -> [M, b, K]. As ``stacked_cnn_forward``: model j owns channels j*width..(j+1)*width-1 of every
+    layer, every conv (the 1x1 projection shortcuts too) has ``groups = M`` (a shared input's stem conv is one
+    dense conv), BatchNorm over the M*width channels is each model's own BatchNorm (affine and running
+    statistics in place in the stacked buffers). The same function as vmap over the template up to float32
+    rounding of the convolutions' sums (tested)."""
+    m = next(iter(params.values())).shape[0]
+
+    def conv(name: str, layer: Any, h: torch.Tensor, dense: bool = False) -> torch.Tensor:  # layer: nn.Conv2d
+        w = params[f"{name}.weight"]
+        return F.conv2d(
+            h,
+            w.reshape(m * w.shape[1], *w.shape[2:]),
+            None,
+            stride=layer.stride,
+            padding=layer.padding,
+            groups=1 if dense else m,
+        ).contiguous()  # a 1-channel input is ambiguous to the kernels' layout choice: NCHW throughout
+
+    def bn(name: str, layer: Any, h: torch.Tensor) -> torch.Tensor:  # layer: nn.BatchNorm2d
+        if layer.training:
+            buffers[f"{name}.num_batches_tracked"].add_(1)
+        return F.batch_norm(
+            h,
+            buffers[f"{name}.running_mean"].view(-1),  # views of the stacked buffers: the update lands in them
+            buffers[f"{name}.running_var"].view(-1),
+            params[f"{name}.weight"].reshape(-1),
+            params[f"{name}.bias"].reshape(-1),
+            training=layer.training,
+            momentum=float(layer.momentum),  # checked not None
+            eps=layer.eps,
+        )
+
+    r: ResNet = template  # type: ignore[assignment]
+    h = x.contiguous() if shared_input else x.transpose(0, 1).reshape(x.shape[1], -1, *x.shape[3:])
+    stem_conv, stem_bn, stem_act = r.stem
+    h = stem_act(bn("stem.1", stem_bn, conv("stem.0", stem_conv, h, dense=shared_input)))
+    for i, block in enumerate(r.blocks):
+        assert isinstance(block, BasicBlock)
+        pre = f"blocks.{i}."
+        if block.shortcut is None:
+            skip = h
+        else:
+            sc_conv, sc_bn = cast(nn.Sequential, block.shortcut)
+            skip = bn(pre + "shortcut.1", sc_bn, conv(pre + "shortcut.0", sc_conv, h))
+        y = block.act1(bn(pre + "bn1", block.bn1, conv(pre + "conv1", block.conv1, h)))
+        h = block.act2(skip + bn(pre + "bn2", block.bn2, conv(pre + "conv2", block.conv2, y)))
     b = h.shape[0]
     pooled = h.mean((2, 3)).view(b, m, -1).transpose(0, 1)  # [M, b, width]
     w, bias = params["head.weight"], params["head.bias"]
@@ -253,9 +357,10 @@ def population_forward(
     (``stacked_mlp_forward``; ``feature_major`` for training steps), everything else ``vmap`` over
     ``functional_call``, so the template's mode decides BatchNorm: eval uses the running statistics, train
     normalizes by the batch and updates the stacked buffers in place. Plain CNNs take the grouped-convolution
-    path (``stacked_cnn_forward``), ResNets on CPU with gradients off the looped one (``looped_forward``; training
-    steps keep vmap, so builds are unchanged), unless ``grouped=False`` (vmap: the reference they are tested
-    and benched against). The one forward of the trainer's steps and checkpoint metrics and of ``zoo.evaluate``.
+    path (``stacked_cnn_forward``), ResNets too (``stacked_resnet_forward``) except wider ones on CPU with
+    gradients off, which take the looped one (``looped_forward``), unless ``grouped=False`` (vmap: the reference
+    they are tested and benched against). The one forward of the trainer's steps and checkpoint metrics and of
+    ``zoo.evaluate``.
     """
     if isinstance(template, MLP):
         return stacked_mlp_forward(template, params, x, shared_input, feature_major=feature_major)
@@ -265,6 +370,12 @@ def population_forward(
         return stacked_cnn_forward(template, params, buffers, x, shared_input)
     image = x.dim() == (4 if shared_input else 5)
     cpu_eval = x.device.type == "cpu" and not torch.is_grad_enabled()  # measured on CPU only; a GPU keeps vmap
+    if grouped and image and grouped_resnet_supported(template):
+        # training steps: grouped (1.18x vmap per step, 64 width-8 ResNets); without gradients on CPU: grouped for
+        # narrow ResNets (stem width <= 8: 1.6x the looped path), looped for wider ones (width 16 even, 32: 1.15x)
+        narrow = template.stem[0].out_channels <= 8  # type: ignore[union-attr,index]
+        if not cpu_eval or narrow:
+            return stacked_resnet_forward(template, params, buffers, x, shared_input)
     if grouped and isinstance(template, ResNet) and cpu_eval and image:
         return looped_forward(template, params, buffers, x, shared_input)
 

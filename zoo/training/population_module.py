@@ -65,6 +65,7 @@ class PopulationModule(L.LightningModule):
             for k, p in enumerate(self.stacked):
                 self.register_buffer(f"state{j + 1}_{k}", torch.zeros_like(p))
         self.step_count = 0
+        self._steps_run = 0  # training steps taken (the progress bar's loss is logged every LOG_EVERY)
         n_train = len(dataset.X_train)
         self.batch_size = min(spec.batch_size, n_train)
         self.steps_per_epoch = max(n_train // self.batch_size, 1)
@@ -173,12 +174,14 @@ class PopulationModule(L.LightningModule):
         stage = self._stage()
         if stage and self._skip_stage_step(stage, batch_idx):  # trajectory stage: batches from nested subsets
             return None
+        b = self.batch_size
+        # INRs fitted full-batch: every model sees the whole grid, one shared input (order is moot: no permutation)
+        full_grid = self._targets is not None and b == len(self.dataset.X_train)
         if self._subsets:  # recipe.hparams.train_fraction: each model cycles its own subset
             self._subset_step(batch_idx)
-        elif not stage and (batch_idx == 0 or self._perm is None):
+        elif not stage and not full_grid and (batch_idx == 0 or self._perm is None):
             n = len(self.dataset.X_train)
             self._perm = torch.stack([torch.randperm(n, generator=g) for g in self._generators])
-        b = self.batch_size
         # models sitting this step out (their epoch over their own subset is done) are left out of the forward
         # and backward: the population computes only for the ``rows`` that step (all of them when none sits out)
         rows = self._stepping().nonzero().flatten() if self._frozen is not None else None
@@ -187,8 +190,8 @@ class PopulationModule(L.LightningModule):
         targets = self._targets
         if targets is not None and rows is not None:
             targets = targets.index_select(0, rows.to(targets.device))
-        shared = targets is not None and b == len(self.dataset.X_train)
-        if shared:  # INRs fitted full-batch: every model sees the whole grid, one shared input (order is moot)
+        shared = full_grid
+        if shared:
             assert targets is not None
             x, y = self.dataset.X_train, targets
         else:
@@ -233,7 +236,10 @@ class PopulationModule(L.LightningModule):
                 p.grad = torch.zeros_like(p)
         self._optimizer_step()
         self._restore_frozen()
-        if batch_idx % LOG_EVERY == 0 and active.any():  # logging costs ~0.3 ms: not every step
+        self._steps_run += 1
+        # logging costs ~0.3 ms (quiet; ~25% of a 256-SIREN step at load 6): every LOG_EVERY steps of the run, not
+        # of the epoch (a full-batch INR's epoch is one step)
+        if self._steps_run % LOG_EVERY == 1 and active.any():
             self.log("loss", loss[active].mean(), prog_bar=True, on_step=True, on_epoch=False)
         return None
 
@@ -360,26 +366,45 @@ class PopulationModule(L.LightningModule):
             steps = self._model_steps.clamp(min=1).view(-1, 1)
             c1 = (1 - b1**steps).float().to(lr_m.device)
             c2 = (1 - b2**steps).float().to(lr_m.device)
-        for k, p in enumerate(self.stacked):
-            g, shape = p.grad, (-1,) + (1,) * (p.dim() - 1)
-            lr, wd = lr_m.view(shape), self.wd.view(shape)
-            if opt == "rmsprop":  # torch.optim.RMSprop: no momentum, not centered
-                if use_wd:
-                    g = g.addcmul(p, wd)
-                sq = self.state1[k]
-                sq.mul_(self.spec.alpha).addcmul_(g, g, value=1 - self.spec.alpha)
-                p.addcmul_(lr, g / sq.sqrt().add_(self.spec.eps), value=-1.0)
-                continue
-            if opt == "adamw":
-                p.mul_(1 - lr * wd)
-            elif use_wd:
-                g = g.addcmul(p, wd)
-            m1, m2 = self.state1[k], self.state2[k]
-            m1.mul_(b1).add_(g, alpha=1 - b1)
-            m2.mul_(b2).addcmul_(g, g, value=1 - b2)
-            cc1 = c1 if isinstance(c1, float) else c1.view(shape)
-            cc2 = c2 if isinstance(c2, float) else c2.view(shape)
-            p.addcmul_(lr / cc1, m1 / (m2 / cc2).sqrt_().add_(self.spec.eps), value=-1.0)
+        self._adaptive_step(lr_m, c1, c2, use_wd)
+
+    @torch.no_grad()
+    def _adaptive_step(
+        self, lr_m: torch.Tensor, c1: float | torch.Tensor, c2: float | torch.Tensor, use_wd: bool
+    ) -> None:
+        """Adam, AdamW (bias corrections ``c1``, ``c2``: floats, or [M, 1] when models count their own steps) or
+        RMSprop as ``_foreach`` ops over all stacked tensors: bit for bit the per-tensor loop they replaced
+        (tested), with ~10 dispatches per step instead of ~10 per tensor."""
+        opt, eps = self.spec.optimizer, self.spec.eps
+        params = list(self.stacked)
+        views = [(-1,) + (1,) * (p.dim() - 1) for p in params]
+        grads = [p.grad for p in params]
+        lrs = [lr_m.view(v) for v in views]
+        if opt == "adamw":
+            decay = 1 - lr_m * self.wd  # [M, 1]: decoupled weight decay
+            torch._foreach_mul_(params, [decay.view(v) for v in views])
+        elif use_wd:
+            grads = torch._foreach_addcmul(grads, params, [self.wd.view(v) for v in views])
+        if opt == "rmsprop":  # torch.optim.RMSprop: no momentum, not centered
+            alpha, sq = self.spec.alpha, self.state1
+            torch._foreach_mul_(sq, alpha)
+            torch._foreach_addcmul_(sq, grads, grads, value=1 - alpha)
+            den = torch._foreach_sqrt(sq)
+            torch._foreach_add_(den, eps)
+            torch._foreach_addcmul_(params, lrs, torch._foreach_div(grads, den), value=-1.0)
+            return
+        b1, b2 = self.spec.betas
+        m1, m2 = self.state1, self.state2
+        assert m2 is not None
+        torch._foreach_mul_(m1, b1)
+        torch._foreach_add_(m1, grads, alpha=1 - b1)
+        torch._foreach_mul_(m2, b2)
+        torch._foreach_addcmul_(m2, grads, grads, value=1 - b2)
+        den = torch._foreach_div(m2, c2 if isinstance(c2, float) else [c2.view(v) for v in views])
+        torch._foreach_sqrt_(den)
+        torch._foreach_add_(den, eps)
+        steps = [lr / (c1 if isinstance(c1, float) else c1.view(v)) for lr, v in zip(lrs, views)]
+        torch._foreach_addcmul_(params, steps, torch._foreach_div(m1, den), value=-1.0)
 
     @torch.no_grad()
     def _sgd_step(self, lr_m: torch.Tensor, use_wd: bool) -> None:

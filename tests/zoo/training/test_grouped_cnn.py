@@ -164,12 +164,12 @@ def test_dropout_masks_are_each_models_own_draws():
 
 
 def test_resnet_without_gradients_loops_models_as_vmap_computes_them():
-    """A staged ResNet with gradients off runs one model at a time on channels-last images (zoo.forward.
-    looped_forward): the vmap function up to float32 rounding, shared or per-model inputs, and in train mode the
-    same BatchNorm statistics written into each model's slice of the stacked buffers; with gradients on (training
-    steps) it stays on vmap."""
+    """A staged ResNet (stem width 16: not narrow) with gradients off runs one model at a time on channels-last
+    images (zoo.forward.looped_forward): the vmap function up to float32 rounding, shared or per-model inputs, and
+    in train mode the same BatchNorm statistics written into each model's slice of the stacked buffers; with
+    gradients on (training steps) gradients flow (the grouped path)."""
     m, b = 3, 5
-    spec = arch_spec("resnet", (1, 12, 12), 10, 4, 1, "relu", True, 3, stride=2, stages=3)
+    spec = arch_spec("resnet", (1, 12, 12), 10, 16, 1, "relu", True, 3, stride=2, stages=3)
     template, params, buffers = _stack(spec, m)
     params = {k: v.detach() for k, v in params.items()}
     x = torch.rand(m, b, 1, 12, 12)
@@ -191,5 +191,46 @@ def test_resnet_without_gradients_loops_models_as_vmap_computes_them():
                     assert training == (not torch.equal(stats[0][k], buffers[k])), k  # updated in train mode only
     template.eval()
     p = {k: v.clone().requires_grad_() for k, v in params.items()}
-    out = population_forward(template, p, buffers, x[0])  # the vmap path: gradients flow
+    out = population_forward(template, p, buffers, x[0])  # gradients flow
     assert torch.autograd.grad(out.sum(), [p["head.weight"]])[0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("stages, stride", [(1, 1), (2, 2)])
+def test_grouped_resnet_equals_vmap(stages, stride):
+    """zoo.forward.stacked_resnet_forward (grouped convolutions, the 1x1 projection shortcuts too) against vmap:
+    outputs, gradients and BatchNorm running statistics to float32 rounding, own and shared inputs, and model
+    j alone as a plain module gives row j."""
+    from zoo.forward import grouped_resnet_supported, stacked_resnet_forward
+
+    m, b = 4, 6
+    spec = {**arch_spec("resnet", (1, 8, 8), 10, 4, 1), "stages": stages, "stride": stride}
+    template, params, buffers = _stack(spec, m)
+    assert grouped_resnet_supported(template) and (stages == 1 or template.blocks[1].shortcut is not None)
+    x = torch.rand(m, b, 1, 8, 8)
+    template.train()
+    outs, grads, stats = [], [], []
+    for grouped in (True, False):
+        bufs = {k: v.clone() for k, v in buffers.items()}
+        out = population_forward(template, params, bufs, x, shared_input=False, grouped=grouped)
+        grads.append(torch.autograd.grad(out.square().sum(), list(params.values())))
+        outs.append(out.detach())
+        stats.append(bufs)
+    assert torch.allclose(outs[0], outs[1], rtol=RTOL, atol=ATOL), (outs[0] - outs[1]).abs().max()
+    for (name, _), g1, g2 in zip(params.items(), *grads):
+        assert torch.allclose(g1, g2, rtol=1e-4, atol=1e-5 * float(g2.abs().max())), name
+    for k in buffers:
+        assert torch.allclose(stats[0][k].float(), stats[1][k].float(), rtol=RTOL, atol=ATOL), k
+    assert not torch.equal(stats[0]["stem.1.running_mean"], buffers["stem.1.running_mean"])
+    template.eval()
+    with torch.no_grad():
+        shared = stacked_resnet_forward(template, params, buffers, x[0], True)
+        module = build_model(spec).eval()
+        module.load_state_dict(
+            {**{k: v[2].detach() for k, v in params.items()}, **{k: v[2] for k, v in buffers.items()}}
+        )
+        assert torch.allclose(shared[2], module(x[0]), rtol=RTOL, atol=ATOL)
+        wide = {**arch_spec("resnet", (1, 8, 8), 10, 16, 1)}  # wider ResNets evaluate one model at a time
+        t16, p16, b16 = _stack(wide, 2)
+        assert torch.allclose(
+            population_forward(t16.eval(), p16, b16, x[0]), looped_forward(t16, p16, b16, x[0], True), rtol=0, atol=0
+        )

@@ -155,3 +155,105 @@ def test_foreach_sgd_step_is_bit_for_bit_the_per_tensor_update():
         assert all(torch.equal(b, r) for b, r in zip(module.state1, ref_buf)), step
     moved = [not torch.equal(p.detach()[j], q[j]) for p, q in zip(module.stacked, init) for j in range(4)]
     assert moved == [j != 2 for _ in init for j in range(4)]  # all but the diverged model moved
+
+
+def _adaptive_reference(module, ref_p, ref_s1, ref_s2, grads, lr_m, c1, c2) -> None:
+    """The per-tensor Adam/AdamW/RMSprop loop the _foreach step replaced, on copies of the state."""
+    spec = module.spec
+    for k, g in enumerate(grads):
+        p, shape = ref_p[k], (-1,) + (1,) * (g.dim() - 1)
+        lr, wd = lr_m.view(shape), module.wd.view(shape)
+        if spec.optimizer == "rmsprop":
+            g = g.addcmul(p, wd)
+            ref_s1[k].mul_(spec.alpha).addcmul_(g, g, value=1 - spec.alpha)
+            p.addcmul_(lr, g / ref_s1[k].sqrt().add_(spec.eps), value=-1.0)
+            continue
+        if spec.optimizer == "adamw":
+            p.mul_(1 - lr * wd)
+        else:
+            g = g.addcmul(p, wd)
+        b1, b2 = spec.betas
+        ref_s1[k].mul_(b1).add_(g, alpha=1 - b1)
+        ref_s2[k].mul_(b2).addcmul_(g, g, value=1 - b2)
+        cc1 = c1 if isinstance(c1, float) else c1.view(shape)
+        cc2 = c2 if isinstance(c2, float) else c2.view(shape)
+        p.addcmul_(lr / cc1, ref_s1[k] / (ref_s2[k] / cc2).sqrt_().add_(spec.eps), value=-1.0)
+
+
+def test_foreach_adaptive_steps_are_bit_for_bit_the_per_tensor_update():
+    """Adam, AdamW and RMSprop as _foreach ops give the very bits of the per-tensor loop they replaced, with
+    float bias corrections and with per-model ones (models counting their own steps)."""
+    from zoo.training.population_module import PopulationModule
+
+    task = load_dataset("digits")
+    for optimizer in ("adam", "adamw", "rmsprop"):
+        for own_steps in (False, True):
+            spec = _spec("mlp", task, 4, optimizer=optimizer)
+            spec.weight_decays = [0.0, 1e-3, 5e-4, 1e-2]
+            module = PopulationModule(spec, task)
+            module.active[2] = False
+            if own_steps:  # what train_fraction sets up: bias corrections from each model's step count
+                module._subsets = [torch.arange(64)] * 4
+                module._model_steps = torch.tensor([0.0, 3.0, 1.0, 7.0], dtype=torch.float64)
+            ref_p = [p.detach().clone() for p in module.stacked]
+            ref_s1 = [torch.zeros_like(p) for p in ref_p]
+            ref_s2 = [torch.zeros_like(p) for p in ref_p]
+            gen = torch.Generator().manual_seed(0)
+            for step in range(1, 4):
+                grads = [torch.randn(p.shape, generator=gen) for p in module.stacked]
+                for p, g in zip(module.stacked, grads):
+                    p.grad = g.clone()
+                steps_before = module._model_steps.clone()
+                module._optimizer_step()
+                lr_m = module.lr * 1.0 * module.active.view(-1, 1)
+                b1, b2 = spec.betas
+                c1: float | torch.Tensor = 1 - b1**step
+                c2: float | torch.Tensor = 1 - b2**step
+                if own_steps:
+                    n = (steps_before + 1).clamp(min=1).view(-1, 1)
+                    c1, c2 = (1 - b1**n).float(), (1 - b2**n).float()
+                _adaptive_reference(module, ref_p, ref_s1, ref_s2, grads, lr_m, c1, c2)
+                case = (optimizer, own_steps, step)
+                assert all(torch.equal(p.detach(), r) for p, r in zip(module.stacked, ref_p)), case
+                assert all(torch.equal(s, r) for s, r in zip(module.state1, ref_s1)), case
+                if optimizer != "rmsprop":
+                    assert all(torch.equal(s, r) for s, r in zip(module.state2, ref_s2)), case
+            inits = [torch.stack([s[n] for s in spec.init_states]) for n in module.param_names]
+            moved = [not torch.equal(p.detach()[j], q[j]) for p, q in zip(module.stacked, inits) for j in range(4)]
+            assert moved == [j != 2 for _ in module.stacked for j in range(4)], (optimizer, own_steps)
+
+
+def test_siren_training_forward_is_bit_for_bit_autograds():
+    """A SIREN's training forward (zoo.forward._Sine: the backward in place in the saved w0 z) gives the very
+    output and gradients of autograd through the Sine modules, and refuses a second derivative."""
+    import pytest
+
+    spec = arch_spec("siren", [2], 1, 32, 2)
+    states = [init_state(spec, s) for s in range(6)]
+    template = build_model(spec)
+    x = torch.rand(64, 2) * 2 - 1
+    y = torch.rand(6, 64, 1)
+
+    def run(fused: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        params = {k: torch.stack([s[k] for s in states]).requires_grad_() for k in states[0]}
+        if fused:
+            out = stacked_mlp_forward(template, params, x, shared_input=True, feature_major=True)
+        else:  # the same batched GEMMs, the activation through the template's own modules (autograd's mul + sin)
+            h = x.flatten(1).expand(6, *x.shape).transpose(1, 2)
+            for i, layer in enumerate(template.layers):
+                if isinstance(layer, torch.nn.Linear):
+                    h = torch.baddbmm(params[f"layers.{i}.bias"].unsqueeze(-1), params[f"layers.{i}.weight"], h)
+                else:
+                    h = layer(h)
+            out = h.transpose(1, 2)
+        ((out - y) ** 2).flatten(1).mean(1).sum().backward()
+        return out.detach(), [p.grad for p in params.values()]
+
+    (out, grads), (ref, ref_grads) = run(True), run(False)
+    assert torch.equal(out, ref) and all(torch.equal(g, r) for g, r in zip(grads, ref_grads))
+    assert all(g.abs().sum() > 0 for g in grads)
+    params = {k: torch.stack([s[k] for s in states]).requires_grad_() for k in states[0]}
+    out = stacked_mlp_forward(template, params, x, shared_input=True, feature_major=True)
+    (g,) = torch.autograd.grad(out.sum(), [params["layers.0.weight"]], create_graph=True)
+    with pytest.raises(RuntimeError):
+        g.sum().backward()
