@@ -121,14 +121,23 @@ def write_plots(report: Mapping, out_dir: str | Path) -> dict[str, str]:
     ax.set_title("where good meets novel (copies sit at max IoU 1)", fontsize=10)
     below = view["off_scale"]
     if below:
-        note = "off scale (below, see right panel): " + ", ".join(
-            f"{n} {c['count']}/{c['of']} (test acc {c['min']:.2f}–{c['max']:.2f})" for n, c in below.items()
+        note = "off scale (below; right panel):\n" + "\n".join(  # one line per method: stays inside the axes
+            f"  {n} {c['count']}/{c['of']} (test acc {c['min']:.2f}–{c['max']:.2f})" for n, c in below.items()
         )
-        ax.text(0.01, 0.01, note, transform=ax.transAxes, fontsize=7.5, va="bottom", color="#444444")
+        ax.text(
+            0.01,
+            0.01,
+            note,
+            transform=ax.transAxes,
+            fontsize=7.5,
+            va="bottom",
+            color="#444444",
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+        )
     full.add_patch(
         matplotlib.patches.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="black", lw=0.8, ls="--")
     )
-    full.set_title("all points (dashed: the zoom)", fontsize=9)
+    full.set_title("all points\n(dashed box: the zoom)", fontsize=9)
     full.set_xlabel("max IoU", fontsize=8)
     full.tick_params(labelsize=7)
     fig.legend(loc="outside lower center", ncol=3, fontsize=7.5, frameon=False)
