@@ -5,10 +5,12 @@ error or a traceback."""
 from __future__ import annotations
 
 import pytest
+from omegaconf import OmegaConf
 
 import zoo
 from tests.conftest import run_cli
-from zoo.app.style import normalize
+from zoo.app.config import CONF_DIR
+from zoo.app.style import SHARED, hydra_shared_keys, normalize
 from zoo.commands.main import main as zoo_main
 from zoo.errors import ZooError
 
@@ -275,3 +277,10 @@ def test_every_command_takes_each_shared_option_or_says_why_not_in_its_help(caps
 )
 def test_shared_options_reach_overrides_and_device_in_both_spellings(command, argv, parsed):
     assert normalize(command, argv) == parsed
+
+
+@pytest.mark.parametrize("command", ["build", "train", "fit"])
+def test_hydra_commands_shared_options_are_their_configs_top_level_keys(command):
+    """``--out X`` etc. become overrides only for keys the command's YAML has: the style table and conf agree."""
+    top = OmegaConf.load(CONF_DIR / f"{command}.yaml")
+    assert hydra_shared_keys(command) == tuple(k for k in SHARED if k in top)

@@ -117,6 +117,12 @@ def not_taken(command: str) -> str:
     return f"shared options zoo {command} does not take: {'; '.join(parts)}"
 
 
+def hydra_shared_keys(command: str) -> tuple[str, ...]:
+    """The shared options a Hydra command takes: those ``NOT_TAKEN`` does not list (each is a top-level key of
+    conf/<command>.yaml; tests/commands/test_style.py holds the two together)."""
+    return tuple(k for k in SHARED if k not in NOT_TAKEN.get(command, {}))
+
+
 def _no_setting(command: str, key: str, options: tuple[str, ...]) -> ZooError:
     why = NOT_TAKEN.get(command, {}).get(key)
     return ZooError(
@@ -142,12 +148,7 @@ def hydra_overrides(command: str, argv: list[str]) -> list[str]:
     other ``--option`` is a one-line hint to write it as an override."""
     if command not in HYDRA:
         return argv
-    from omegaconf import OmegaConf  # here: `zoo info` and the other plain commands need no omegaconf
-
-    from zoo.app.config import CONF_DIR
-
-    top = OmegaConf.load(CONF_DIR / f"{command}.yaml")
-    keys = tuple(k for k in SHARED if k in top)
+    keys = hydra_shared_keys(command)
     out: list[str] = []
     i = 0
     while i < len(argv):
