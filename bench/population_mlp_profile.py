@@ -50,6 +50,24 @@ def bare_epochs(module: PopulationModule, epochs: int) -> None:
             module.training_step(i, i)
 
 
+def alternating_rounds(spec, task, rounds: int) -> tuple[float, float, float]:
+    """Median seconds of a whole ``train_population``, of its bare training steps and of one evaluation, timed
+    alternating round by round so all three see the same load."""
+    whole, bare, ev = [], [], []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        train_population(spec, task, progress=False)
+        whole.append(time.perf_counter() - t)
+        module = bare_module(spec, task)
+        t = time.perf_counter()
+        bare_epochs(module, spec.epochs)
+        bare.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        module.evaluate()
+        ev.append(time.perf_counter() - t)
+    return statistics.median(whole), statistics.median(bare), statistics.median(ev)
+
+
 def parts(module: PopulationModule, steps: int) -> dict[str, float]:
     """Seconds per step of the step's parts, each timed alone over ``steps`` steps (same code as training_step)."""
     import torch.nn.functional as F  # noqa: F401
@@ -106,21 +124,9 @@ def main() -> int:
     step_gflop = train_f * m / 1e9
     bare_epochs(module, 1)  # warm-up
     train_population(spec, task, progress=False)
-    whole, bare, ev = [], [], []
-    for _ in range(a.rounds):  # alternating, so all three see the same load
-        t = time.perf_counter()
-        train_population(spec, task, progress=False)
-        whole.append(time.perf_counter() - t)
-        module = bare_module(spec, task)
-        t = time.perf_counter()
-        bare_epochs(module, spec.epochs)
-        bare.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        module.evaluate()
-        ev.append(time.perf_counter() - t)
+    whole_s, bare_s, eval_s = alternating_rounds(spec, task, a.rounds)
     module = bare_module(spec, task)
     part = parts(module, min(steps, 60))
-    whole_s, bare_s, eval_s = map(statistics.median, (whole, bare, ev))
     step_ms = (bare_s / steps) * 1e3
     row = {
         "case": a.case,

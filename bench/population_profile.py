@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,10 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from population import CASES, case_spec, matmul_gflops, step_flops  # noqa: E402
-from population_mlp_profile import bare_epochs, bare_module  # noqa: E402
+from population_mlp_profile import alternating_rounds, bare_epochs, bare_module  # noqa: E402
 
 from zoo.app.memory import retain_freed_memory  # noqa: E402
-from zoo.training.population import train_population  # noqa: E402
 
 
 def main() -> int:
@@ -52,19 +49,7 @@ def main() -> int:
     module = bare_module(spec, task)
     steps = module.steps_per_epoch * spec.epochs
     bare_epochs(module, 1)  # warm-up
-    whole, bare, ev = [], [], []
-    for _ in range(a.rounds):
-        t = time.perf_counter()
-        train_population(spec, task, progress=False)
-        whole.append(time.perf_counter() - t)
-        module = bare_module(spec, task)
-        t = time.perf_counter()
-        bare_epochs(module, spec.epochs)
-        bare.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        module.evaluate()
-        ev.append(time.perf_counter() - t)
-    whole_s, bare_s, eval_s = map(statistics.median, (whole, bare, ev))
+    whole_s, bare_s, eval_s = alternating_rounds(spec, task, a.rounds)
     row = {
         "case": a.case,
         "threads": a.threads,
