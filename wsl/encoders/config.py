@@ -84,6 +84,12 @@ class GraphConfig(Schema, group="encoder", name="graph"):
         "transformers: one node per attention head and query-key, query/key-head and head-value edges (the"
         " neural-graph construction of attention); false: q/k/v/o as plain layers",
     )
+    stats: bool = key(
+        False,
+        one_of(True, False),
+        "append StatNN's per-tensor statistics to the pooled features before the head (the NFN code's"
+        " append_stats; invariant too)",
+    )
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,12 @@ class NFNConfig(Schema, group="encoder", name="nfn"):
     layers: int = key(2, SIZE, "NP layers")
     head: int = key(256, SIZE, "width of the MLP head after pooling")
     dropout: float = key(0.1, DROPOUT, "dropout in the head")
+    stats: bool = key(
+        False,
+        one_of(True, False),
+        "append StatNN's per-tensor statistics to the pooled features before the head (the NFN code's"
+        " append_stats; invariant too)",
+    )
 
 
 SCHEMAS: dict[str, type[Schema]] = {

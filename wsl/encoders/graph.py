@@ -41,6 +41,7 @@ from torch_geometric.utils import degree
 
 from wsl.encoders.base import WeightEncoder, mlp
 from wsl.encoders.config import GraphConfig
+from wsl.encoders.statnn import StatFeatures
 from wsl.space import WeightSpace
 from zoo.errors import ZooError
 from zoo.rebasin.graph import BN_FIELDS
@@ -255,6 +256,7 @@ class GraphEncoder(WeightEncoder):
         scalers: Sequence[str] = ("identity", "amplification"),
         input_nodes: int | None = 64,
         attention: bool = True,
+        stats: bool = False,
     ):
         super().__init__(space, out_dim)
         st = space.graph
@@ -280,7 +282,10 @@ class GraphEncoder(WeightEncoder):
         )
         self.n_out, self.n_sets = n_out, len(st.nodesets) + (len(st.attentions) if self.attention else 0)
         # output nodes, then the mean state of each node set: every layer's weights reach the readout
-        self.readout = mlp([(n_out + self.n_sets) * hidden, 2 * hidden, out_dim], dropout)
+        # stats=true: StatNN's per-tensor statistics beside them (invariant too; the NFN code's append_stats)
+        self.stats = StatFeatures(space) if stats else None
+        n_stats = self.stats.dim if self.stats is not None else 0
+        self.readout = mlp([(n_out + self.n_sets) * hidden + n_stats, 2 * hidden, out_dim], dropout)
 
     def size(self) -> tuple[int, int]:
         """(nodes, edges) of the largest layout's graph: what a model costs in message passing."""
@@ -344,4 +349,7 @@ class GraphEncoder(WeightEncoder):
         sums = h.new_zeros(n, h.shape[1]).index_add_(0, groups, h)
         counts = h.new_zeros(n).index_add_(0, groups, h.new_ones(len(groups))).clamp(min=1)
         means = (sums / counts[:, None]).reshape(len(w), -1)  # a node set a layout lacks stays 0
-        return self.readout(torch.cat([h[out_nodes].reshape(len(w), -1), means], dim=1))
+        parts = [h[out_nodes].reshape(len(w), -1), means]
+        if self.stats is not None:
+            parts.append(self.stats(w, layout).to(h.dtype))
+        return self.readout(torch.cat(parts, dim=1))

@@ -18,6 +18,8 @@ Choices for our zoos (digits MLPs 64-w-w-10, CNNs with BatchNorm, widths 8-64):
 - Chains only (MLP, CNN with global pooling): a residual stream ties permutations across layers in a way
   NP layers do not model, so ResNets are refused. BatchNorm tensors (and the bias) are extra channels of
   their layer's bias, so they permute with their channel.
+- ``stats=true`` appends StatNN's per-tensor statistics to the pooled features before the head (the NFN code's
+  ``append_stats``); they are invariant too, so the encoder stays invariant.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch import nn
 
 from wsl.encoders.base import WeightEncoder, mlp
 from wsl.encoders.config import NFNConfig
+from wsl.encoders.statnn import StatFeatures
 from wsl.space import WeightSpace
 from zoo.errors import ZooError
 from zoo.rebasin.graph import BN_FIELDS
@@ -54,7 +57,14 @@ class NFNEncoder(WeightEncoder):
     CONFIG = NFNConfig
 
     def __init__(
-        self, space: WeightSpace, out_dim: int, hidden: int = 32, layers: int = 3, head: int = 256, dropout: float = 0.1
+        self,
+        space: WeightSpace,
+        out_dim: int,
+        hidden: int = 32,
+        layers: int = 3,
+        head: int = 256,
+        dropout: float = 0.1,
+        stats: bool = False,
     ):
         super().__init__(space, out_dim)
         if int(layers) < 1 or int(hidden) < 1:
@@ -80,7 +90,9 @@ class NFNEncoder(WeightEncoder):
             blocks += [NPLinear(self.spec, a, b, io_embed=(i == 0)), TupleOp(nn.ReLU())]
         self.body = nn.Sequential(*blocks)
         self.pool = HNPPool(self.spec)
-        self.head = mlp([HNPPool.get_num_outs(self.spec) * int(hidden), int(head), out_dim], dropout)
+        self.stats = StatFeatures(space) if stats else None
+        n_stats = self.stats.dim if self.stats is not None else 0
+        self.head = mlp([HNPPool.get_num_outs(self.spec) * int(hidden) + n_stats, int(head), out_dim], dropout)
 
     def features(self, w: torch.Tensor, k: int) -> WeightSpaceFeatures:
         """Rows of one layout -> nfn features at the layout's real sizes: weights [m, C, out, in, *kernel]."""
@@ -99,8 +111,11 @@ class NFNEncoder(WeightEncoder):
 
     def forward(self, w: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
         out = w.new_zeros(len(w), self.out_dim)
+        stats = self.stats(w, layout) if self.stats is not None else None
         for k in layout.unique().tolist():
             rows = (layout == k).nonzero().flatten()
-            pooled = self.pool(self.body(self.features(w[rows], k)))
-            out[rows] = self.head(pooled.flatten(1)).to(out.dtype)
+            pooled = self.pool(self.body(self.features(w[rows], k))).flatten(1)
+            if stats is not None:
+                pooled = torch.cat([pooled, stats[rows].to(pooled.dtype)], dim=1)
+            out[rows] = self.head(pooled).to(out.dtype)
         return out

@@ -34,16 +34,16 @@ def tensor_statistics(space: WeightSpace, w: torch.Tensor, layout: torch.Tensor)
     return out.reshape(n, -1)
 
 
-class StatNN(WeightEncoder):
-    """MLP over per-tensor statistics (Unterthiner et al.'s StatNN)."""
+class StatFeatures(torch.nn.Module):
+    """Per-tensor statistics, batch-normalized (means and variances differ in scale): StatNN's input, and the
+    ``stats`` features the invariant encoders (nfn, graph) may append to their pooled features before the head,
+    as the NFN code's ``append_stats`` option does (AllanYangZhou/nfn, experiments/models.py, InvariantNFN)."""
 
-    CONFIG = StatNNConfig
-
-    def __init__(self, space: WeightSpace, out_dim: int, hidden: Sequence[int] = (256, 256), dropout: float = 0.1):
-        super().__init__(space, out_dim)
-        d_in = len(space.slots) * (2 + len(QUANTILES))
-        self.norm = torch.nn.BatchNorm1d(d_in)  # features differ in scale (variances vs. means)
-        self.net = mlp([d_in, *[int(h) for h in hidden], out_dim], dropout)
+    def __init__(self, space: WeightSpace):
+        super().__init__()
+        self.space = space
+        self.dim = len(space.slots) * (2 + len(QUANTILES))
+        self.norm = torch.nn.BatchNorm1d(self.dim)
 
     def forward(self, w: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
         stats = tensor_statistics(self.space, w, layout)
@@ -51,5 +51,26 @@ class StatNN(WeightEncoder):
             self.norm.eval()
             normed = self.norm(stats)
             self.norm.train()
-            return self.net(normed)
-        return self.net(self.norm(stats))
+            return normed
+        return self.norm(stats)
+
+
+def _rename_old_norm(state_dict: dict, prefix: str, *args) -> None:
+    """Runs saved before StatFeatures existed name the BatchNorm ``norm.*``: read them as ``stats.norm.*``."""
+    for key in [k for k in state_dict if k.startswith(prefix + "norm.")]:
+        state_dict[prefix + "stats." + key[len(prefix) :]] = state_dict.pop(key)
+
+
+class StatNN(WeightEncoder):
+    """MLP over per-tensor statistics (Unterthiner et al.'s StatNN)."""
+
+    CONFIG = StatNNConfig
+
+    def __init__(self, space: WeightSpace, out_dim: int, hidden: Sequence[int] = (256, 256), dropout: float = 0.1):
+        super().__init__(space, out_dim)
+        self.stats = StatFeatures(space)
+        self.net = mlp([self.stats.dim, *[int(h) for h in hidden], out_dim], dropout)
+        self._register_load_state_dict_pre_hook(_rename_old_norm)
+
+    def forward(self, w: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+        return self.net(self.stats(w, layout))

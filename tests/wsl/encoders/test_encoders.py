@@ -169,3 +169,39 @@ def test_every_layer_reaches_the_prediction(encoder):
                 torch.randn(len(w), s.stop - s.offset, generator=gen) * space.mask(idx)[:, s.offset : s.stop]
             )
             assert (enc(moved, idx) - base).abs().max() > 1e-5, layer.weight
+
+
+@pytest.mark.parametrize("encoder", ["graph", "nfn"])
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_appended_statistics_keep_the_invariance_and_reach_the_prediction(arch, encoder):
+    """``stats=true`` (the NFN code's append_stats) feeds StatNN's per-tensor statistics to the head: still
+    invariant to hidden-unit permutations, alone the same as in company, and the statistics change the output."""
+    space, w, idx = _nets(arch)
+    torch.manual_seed(0)
+    enc = build_encoder(encoder, space, 3, stats=True).eval()
+    perm = permute(space, w, idx, torch.Generator().manual_seed(1))
+    assert (perm - w).abs().max() > 0.01
+    with torch.no_grad():
+        a, b = enc(w, idx), enc(perm, idx)
+        alone = torch.cat([enc(w[i : i + 1], idx[i : i + 1]) for i in range(len(w))])
+        enc.stats.norm.running_mean += 1.0  # the statistics' normalization moves: so does the prediction
+        moved = enc(w, idx)
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(alone, a, rtol=1e-4, atol=1e-5)
+    assert (moved - a).abs().max() > 1e-4
+
+
+def test_statnn_reads_runs_saved_before_the_statistics_module():
+    """A StatNN state dict with the old ``norm.*`` names loads into today's ``stats.norm.*`` and predicts the same."""
+    space, w, idx = _nets("mlp")
+    torch.manual_seed(0)
+    enc = build_encoder("statnn", space, 2)
+    enc.train()
+    enc(w, idx)  # running statistics move away from their defaults
+    enc.eval()
+    old = {(k[len("stats.") :] if k.startswith("stats.") else k): v for k, v in enc.state_dict().items()}
+    assert "norm.running_mean" in old
+    fresh = build_encoder("statnn", space, 2).eval()
+    fresh.load_state_dict(old)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(w, idx), enc(w, idx))
