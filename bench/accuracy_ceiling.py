@@ -49,13 +49,20 @@ def stratified_halves(y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tens
     return torch.cat(a), torch.cat(b)
 
 
-def final_accuracies(z, ids: np.ndarray, dataset) -> np.ndarray:
-    """Test accuracy of each model's final checkpoint on ``dataset``'s test split, in the order of ``ids``."""
+def final_weights(z, ids: np.ndarray) -> list[tuple[object, np.ndarray, torch.Tensor]]:
+    """Each model's final-checkpoint weights, read once: (layout, positions in ``ids``, weights) per layout."""
     m = z.models.set_index("model_id").loc[ids]
-    out = np.empty(len(ids))
-    for key, rows in m.groupby("layout").indices.items():
-        weights = z.weights(ids[rows].tolist(), checkpoint=-1)
-        out[rows] = evaluate(z.layouts[key], weights, dataset)["acc"].numpy()
+    return [
+        (z.layouts[key], rows, z.weights(ids[rows].tolist(), checkpoint=-1))
+        for key, rows in m.groupby("layout").indices.items()
+    ]
+
+
+def accuracies(groups: list[tuple[object, np.ndarray, torch.Tensor]], n: int, dataset) -> np.ndarray:
+    """Test accuracy of the ``n`` models of ``groups`` on ``dataset``'s test split, in the order of their ids."""
+    out = np.empty(n)
+    for layout, rows, weights in groups:
+        out[rows] = evaluate(layout, weights, dataset)["acc"].numpy()
     return out
 
 
@@ -72,7 +79,8 @@ def main() -> int:
     d = z.dataset()
     m = z.models
     ids = m.loc[m["status"] == "done", "model_id"].to_numpy()
-    full = final_accuracies(z, ids, d)
+    groups = final_weights(z, ids)
+    full = accuracies(groups, len(ids), d)
     stored = m.set_index("model_id").loc[ids, "test_acc"].to_numpy()
     gap = float(np.abs(full - stored).max())
     gen = torch.Generator().manual_seed(args.seed)
@@ -80,7 +88,7 @@ def main() -> int:
     for h in range(args.halvings):
         ia, ib = stratified_halves(d.y_test, gen)
         half = {
-            k: final_accuracies(z, ids, dataclasses.replace(d, X_test=d.X_test[i], y_test=d.y_test[i]))
+            k: accuracies(groups, len(ids), dataclasses.replace(d, X_test=d.X_test[i], y_test=d.y_test[i]))
             for k, i in (("a", ia), ("b", ib))
         }
         r = float(pearsonr(half["a"], half["b"]).statistic)
