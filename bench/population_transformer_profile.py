@@ -176,7 +176,7 @@ def profile_now(spec, task, steps: int) -> dict:
     eval_cats = categories(prof, m)
     return {
         "steps_per_epoch": module.steps_per_epoch,
-        "eval_chunk": module._eval_chunk,
+        "eval_chunk": module._cpu_eval_chunk,
         "bare_step_ms": step_ms,
         "evaluate_s": eval_s,
         "parts_ms": part,
@@ -197,6 +197,7 @@ def compare(spec, task, rounds: int) -> dict:
             if kind == "before":
                 act = zf.activation_floats_per_sample(module.template, task.X_train)
                 module._eval_chunk = max(1, spec.eval_memory_floats // (len(spec.init_states) * act))
+                module._cpu_eval_chunk = module._eval_chunk  # before the cache bound too
             t = time.perf_counter()
             bare_epochs(module, 1)
             epoch = time.perf_counter() - t
@@ -207,9 +208,8 @@ def compare(spec, task, rounds: int) -> dict:
             if r:
                 times[kind]["epoch"].append(epoch)
                 times[kind]["evaluate"].append(ev)
-            print(
-                f"  round {r} {kind}: epoch {epoch:.2f} s, evaluate {ev:.2f} s (chunk {module._eval_chunk})", flush=True
-            )
+            chunk = module._cpu_eval_chunk
+            print(f"  round {r} {kind}: epoch {epoch:.2f} s, evaluate {ev:.2f} s (chunk {chunk})", flush=True)
     zf.stacked_transformer_forward = TODAY
     ratio = {
         part: [b / a for b, a in zip(times["before"][part], times["after"][part])] for part in ("epoch", "evaluate")

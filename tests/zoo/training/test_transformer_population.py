@@ -1,6 +1,6 @@
 """Transformer populations (issue 25): the stacked forward's attention is ``scaled_dot_product_attention``'s math
 path bit for bit (forward and gradients), and evaluation chunks keep attention scores cache-sized without changing
-the metrics beyond float noise."""
+the metrics beyond float noise; on CPU every non-MLP population's chunks keep their largest activation cache-sized."""
 
 import pytest
 import torch
@@ -8,7 +8,13 @@ import torch.nn.functional as F
 
 from zoo.arch import arch_spec, build_model
 from zoo.datasets.base import Dataset
-from zoo.forward import _attention, attention_floats_per_sample
+from zoo.forward import (
+    EVAL_CACHE_FLOATS,
+    _attention,
+    attention_floats_per_sample,
+    cpu_eval_chunk,
+    largest_activation_floats_per_sample,
+)
 from zoo.layout import layout_of
 from zoo.training.population_module import EVAL_ATTENTION_FLOATS, PopulationModule
 from zoo.training.spec import PopulationSpec
@@ -51,5 +57,22 @@ def test_evaluation_chunks_bound_the_attention_scores():
     small = _module(arch, 3, 40)
     assert small._eval_chunk > 40  # few models: one chunk holds the whole split
     chunked = small.evaluate()
-    small._eval_chunk = 7  # chunks change nothing but float noise in the float64 sums
+    small._cpu_eval_chunk = 7  # chunks change nothing but float noise in the float64 sums
     torch.testing.assert_close(small.evaluate(), chunked, rtol=1e-6, atol=1e-6)
+
+
+def test_cpu_evaluation_chunks_keep_the_largest_intermediate_cache_sized():
+    """A CNN population evaluates in chunks whose largest activation fits EVAL_CACHE_FLOATS (the memory bound
+    alone made one chunk of the whole split, 7x slower); an MLP keeps the memory bound; metrics are unchanged."""
+    arch = arch_spec("cnn", [1, 28, 28], 10, 16, 3, "relu", False, 3, 2, "valid")
+    template = build_model(arch)
+    largest = largest_activation_floats_per_sample(template, torch.rand(2, 1, 28, 28))
+    assert largest == 16 * 13 * 13  # the first conv's (and activation's) output
+    module = _module(arch, 64, 200)
+    assert module._eval_chunk == 116  # the memory bound (PopulationSpec's 50M floats; builds pass far more)
+    assert module._cpu_eval_chunk == EVAL_CACHE_FLOATS // (64 * largest) == 12
+    mlp = arch_spec("mlp", [64], 10, 32, 2)
+    assert cpu_eval_chunk(build_model(mlp), torch.rand(2, 64), 256, 5000) == 5000
+    cached = module.evaluate()  # 17 chunks of the 200 images
+    module._cpu_eval_chunk = module._eval_chunk  # 2 chunks: float noise only in the float64 sums
+    torch.testing.assert_close(module.evaluate(), cached, rtol=1e-6, atol=1e-6)
