@@ -2,9 +2,13 @@
 
 Each case is N models of one layout planned by ``zoo build`` from a recipe (8 learning rates x N/8 seeds).
 The population side is ``zoo build``'s own trainer (``zoo.training.build.population_spec`` + ``train_population``)
-on those N models. The baseline trains the same N models in plain PyTorch with the same initializations,
-hyperparameters (``torch.optim.SGD``, momentum), per-model data order (the same seeded permutations and
-batches), epochs and checkpoint evaluations (train and test split at each checkpoint epoch), in three ways:
+on those N models, run the two ways ``zoo build`` can use a machine's cores: one process at each thread count, and
+one single-thread process per core each training its share of the N models as a population of N/cores (what
+``zoo build executor=dask`` with single-thread workers and ``population_size = block_size = N/cores`` does); the
+faster is the population's figure (``population``, both in the JSON). The baseline trains the same N models in
+plain PyTorch with the same initializations, hyperparameters (``torch.optim.SGD``, momentum), per-model data
+order (the same seeded permutations and batches), epochs and checkpoint evaluations (train and test split at
+each checkpoint epoch), in two ways:
 
 - one process, every thread count 1..cores (or ``--threads``), timed on a sample of models (``--sample``) to find
   its fastest thread setting;
@@ -82,13 +86,15 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def case_config(case: tuple, models: int) -> dict:
-    """The ``zoo build`` config of a case (one population of ``models`` models)."""
+def case_config(case: tuple, models: int, population: int | None = None) -> dict:
+    """The ``zoo build`` config of a case: one population of ``models`` models, or populations (and blocks) of
+    ``population`` models each, the same models in the same order."""
     arch, dataset, width, depth, batch, epochs, _ = case
     extra = next((v for k, v in EXTRA.items() if CASES[k] == case), [])
     recipe = next((v for k, v in RECIPES.items() if CASES[k] == case), None)
+    size = population or models
     if recipe is not None:  # an INR recipe: one model per image, its own settings
-        common = [f"population_size={models}", f"block_size={models}", "memory_floats=4000000000", "progress=false"]
+        common = [f"population_size={size}", f"block_size={size}", "memory_floats=4000000000", "progress=false"]
         return compose("build", [f"recipe={recipe}", f"recipe.max_images={models}", *common, *extra])
     seeds = max(1, models // len(LRS))
     return compose(
@@ -112,8 +118,8 @@ def case_config(case: tuple, models: int) -> dict:
             "recipe.batchnorm=true",
             "recipe.seed_offset=0",
             "recipe.task_seed=0",
-            f"population_size={seeds * len(LRS)}",
-            f"block_size={seeds * len(LRS)}",
+            f"population_size={population or seeds * len(LRS)}",
+            f"block_size={population or seeds * len(LRS)}",
             "memory_floats=4000000000",
             "progress=false",
             *extra,
@@ -250,6 +256,48 @@ def one_process(spec: PopulationSpec, task, sample: int, threads: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------- population side
+def _population_worker(case: tuple, models: int, rank: int, procs: int, barrier, queue) -> None:
+    """One single-thread process of the population on every core: the case's models planned as ``procs``
+    populations (and blocks) of models/procs each, as ``zoo build executor=dask`` with that many single-thread
+    workers trains them; this process trains population ``rank`` after a warm-up run."""
+    torch.set_num_threads(1)
+    cfg = case_config(case, models, population=-(-models // procs))
+    dataset = load_dataset(cfg["recipe"]["dataset"], seed=int(cfg["recipe"]["task_seed"]))
+    plan = make_build_plan(cfg, dataset)
+    if len(plan.populations) != procs:
+        raise SystemExit(f"expected {procs} populations, the plan has {len(plan.populations)}")
+    spec, task = population_spec(cfg, plan, rank, dataset), population_dataset(plan, rank, dataset)
+    warm = replace(spec, epochs=1, checkpoint_epochs=[0, 1])
+    train_population(warm, task, progress=False)
+    barrier.wait()
+    t0 = time.time()
+    res = train_population(spec, task, progress=False)
+    t1 = time.time()
+    last = res.metrics[:, -1, res.metric_names.index(compared_metric(spec))]
+    queue.put((rank, t0, t1, {int(j): float(a) for j, a in zip(plan.populations[rank], last)}))
+
+
+def population_every_core(case: tuple, models: int, procs: int) -> tuple[float, dict[int, float]]:
+    """Wall seconds of ``procs`` single-thread processes each training its population of models/procs (from the
+    common start after every warm-up to the last one finishing), and every model's last compared metric."""
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(procs), ctx.Queue()
+    args = (case, models)
+    ps = [
+        ctx.Process(target=_population_worker, args=(*args, r, procs, barrier, queue), daemon=True)
+        for r in range(procs)
+    ]
+    for p in ps:
+        p.start()
+    results = [queue.get() for _ in ps]
+    for p in ps:
+        p.join()
+        if p.exitcode:
+            raise SystemExit(f"a population process failed (exit code {p.exitcode})")
+    metric = {j: a for *_, part in results for j, a in part.items()}
+    return max(r[2] for r in results) - min(r[1] for r in results), metric
+
+
 def population_seconds(spec: PopulationSpec, task, threads: int, repeats: int) -> tuple[float, torch.Tensor]:
     """Median wall seconds of ``train_population`` (after a warm-up run) and the last test accuracies."""
     torch.set_num_threads(threads)
@@ -317,7 +365,15 @@ def run_case(
         if grouped:
             ref[t] = population_seconds(replace(spec, grouped_cnn=False), task, t, repeats)
     pop_threads = min(pop, key=lambda t: pop[t][0])
-    pop_s, pop_acc = pop[pop_threads]
+    one_pop_s, pop_acc = pop[pop_threads]
+    # zoo build's other way to use every core: one single-thread process per core, each its share as a population
+    every_pop_s, every_pop_metric = population_every_core(case, models, n_cores) if n_cores > 1 else (one_pop_s, {})
+    pop_s = min(one_pop_s, every_pop_s)
+    pop_kind = (
+        f"1 process x {pop_threads} threads"
+        if pop_s == one_pop_s
+        else f"{n_cores} single-thread processes x {-(-models // n_cores)} models"
+    )
     one = {t: one_process(spec, task, min(sample, models), t) for t in threads}
     one_threads = min(one, key=one.get)
     multi_s, multi_acc = every_core(case, models, n_cores)
@@ -327,13 +383,20 @@ def run_case(
         if multi_s <= one_s
         else (one_s, f"1 process x {one_threads} threads (sample of {min(sample, models)} scaled)")
     )
-    acc_diff = float((pop_acc.double() - torch.tensor([multi_acc[j] for j in range(models)])).abs().mean())
+    base_metric = torch.tensor([multi_acc[j] for j in range(models)])
+    acc_diff = float((pop_acc.double() - base_metric).abs().mean())
+    every_diff = (
+        float((torch.tensor([every_pop_metric[j] for j in range(models)]) - base_metric).abs().mean())
+        if every_pop_metric
+        else acc_diff
+    )
     train_f, fwd_f = step_flops(spec, task)
     steps = max(len(task.X_train) // batch, 1) * epochs
     flops = train_f * steps * models
     evaluated = len(task.X_train) + (len(task.X_test) if spec.targets is None else 0)  # an INR: its own grid
     eval_flops = fwd_f * evaluated * len(spec.checkpoint_epochs) * models
-    rate = rates[pop_threads]
+    rate_threads = pop_threads if pop_s == one_pop_s else max(rates)  # every core: the matmul rate on all threads
+    rate = rates[rate_threads]
     row = {
         "case": name,
         "arch": arch,
@@ -344,9 +407,14 @@ def run_case(
         "epochs": epochs,
         "models": models,
         "cores": n_cores,
-        "population_s": pop_s,
+        "population_s": pop_s,  # the faster of the two ways below
+        "population": pop_kind,
+        "population_one_process_s": one_pop_s,
         "population_threads": pop_threads,
         "population_s_by_threads": {t: v[0] for t, v in pop.items()},
+        "population_every_core_s": every_pop_s,
+        "speedup_population_every_core_vs_one_process": one_pop_s / every_pop_s,
+        "mean_abs_test_acc_diff_every_core_vs_baseline": every_diff,
         "every_core_s": multi_s,
         "one_process_s_per_model_by_threads": one,
         "one_process_sample": min(sample, models),
@@ -369,11 +437,12 @@ def run_case(
         vm_s, vm_acc = ref[pop_threads]
         row["population_vmap_s"] = vm_s
         row["population_vmap_s_by_threads"] = {t: v[0] for t, v in ref.items()}
-        row["speedup_grouped_vs_vmap"] = vm_s / pop_s
+        row["speedup_grouped_vs_vmap"] = vm_s / one_pop_s
         row["mean_abs_test_acc_diff_grouped_vs_vmap"] = float((pop_acc.double() - vm_acc.double()).abs().mean())
     print(
-        f"    population {pop_s:.2f} s ({pop_threads} threads; by threads "
-        f"{', '.join(f'{t}: {v[0]:.2f}' for t, v in pop.items())})",
+        f"    population in one process {one_pop_s:.2f} s ({pop_threads} threads; by threads "
+        f"{', '.join(f'{t}: {v[0]:.2f}' for t, v in pop.items())}); as {n_cores} single-thread processes of "
+        f"{-(-models // n_cores)} models {every_pop_s:.2f} s (mean |diff| vs baseline {every_diff:.4f})",
         flush=True,
     )
     if grouped:
@@ -388,8 +457,8 @@ def run_case(
         f"{', '.join(f'{t} thr: {v * 1e3:.0f} ms/model' for t, v in one.items())} (sample {min(sample, models)})"
     )
     print(
-        f"    speedup {row['speedup']:.1f}x vs {base_kind}; {row['population_gflops']:.1f} GFLOP/s training ="
-        f" {100 * row['fraction_of_matmul_rate']:.0f}% of matmul ({rate:.0f} GFLOP/s, {pop_threads} thr);"
+        f"    speedup {row['speedup']:.1f}x ({pop_kind}) vs {base_kind}; {row['population_gflops']:.1f} GFLOP/s"
+        f" training = {100 * row['fraction_of_matmul_rate']:.0f}% of matmul ({rate:.0f} GFLOP/s, {rate_threads} thr);"
         f" mean |{compared_metric(spec).replace('_', ' ')} diff| {acc_diff:.4f}",
         flush=True,
     )
