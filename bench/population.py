@@ -229,20 +229,26 @@ def _worker(case: tuple, models: int, rank: int, procs: int, barrier, queue) -> 
     queue.put((rank, t0, time.time(), accs))
 
 
-def every_core(case: tuple, models: int, procs: int) -> tuple[float, dict[int, float]]:
-    """Wall seconds of ``procs`` single-thread processes training all models, and every model's test acc."""
+def on_every_core(target, case: tuple, models: int, procs: int, what: str) -> tuple[float, dict[int, float]]:
+    """Run ``target(case, models, rank, procs, barrier, queue)`` in ``procs`` spawned processes that each put
+    (rank, start, end, {model: metric}); wall seconds from the common start to the last end, and all metrics."""
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(procs), ctx.Queue()
-    ps = [ctx.Process(target=_worker, args=(case, models, r, procs, barrier, queue), daemon=True) for r in range(procs)]
+    ps = [ctx.Process(target=target, args=(case, models, r, procs, barrier, queue), daemon=True) for r in range(procs)]
     for p in ps:
         p.start()
     results = [queue.get() for _ in ps]
     for p in ps:
         p.join()
         if p.exitcode:
-            raise SystemExit(f"a baseline process failed (exit code {p.exitcode})")
-    accs = {j: a for *_, part in results for j, a in part.items()}
-    return max(r[2] for r in results) - min(r[1] for r in results), accs
+            raise SystemExit(f"a {what} process failed (exit code {p.exitcode})")
+    metric = {j: a for *_, part in results for j, a in part.items()}
+    return max(r[2] for r in results) - min(r[1] for r in results), metric
+
+
+def every_core(case: tuple, models: int, procs: int) -> tuple[float, dict[int, float]]:
+    """Wall seconds of ``procs`` single-thread processes training all models, and every model's test acc."""
+    return on_every_core(_worker, case, models, procs, "baseline")
 
 
 def one_process(spec: PopulationSpec, task, sample: int, threads: int) -> float:
@@ -280,22 +286,7 @@ def _population_worker(case: tuple, models: int, rank: int, procs: int, barrier,
 def population_every_core(case: tuple, models: int, procs: int) -> tuple[float, dict[int, float]]:
     """Wall seconds of ``procs`` single-thread processes each training its population of models/procs (from the
     common start after every warm-up to the last one finishing), and every model's last compared metric."""
-    ctx = mp.get_context("spawn")
-    barrier, queue = ctx.Barrier(procs), ctx.Queue()
-    args = (case, models)
-    ps = [
-        ctx.Process(target=_population_worker, args=(*args, r, procs, barrier, queue), daemon=True)
-        for r in range(procs)
-    ]
-    for p in ps:
-        p.start()
-    results = [queue.get() for _ in ps]
-    for p in ps:
-        p.join()
-        if p.exitcode:
-            raise SystemExit(f"a population process failed (exit code {p.exitcode})")
-    metric = {j: a for *_, part in results for j, a in part.items()}
-    return max(r[2] for r in results) - min(r[1] for r in results), metric
+    return on_every_core(_population_worker, case, models, procs, "population")
 
 
 def population_seconds(spec: PopulationSpec, task, threads: int, repeats: int) -> tuple[float, torch.Tensor]:
