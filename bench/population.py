@@ -46,7 +46,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zoo.app.config import compose  # noqa: E402
+from zoo.app.runtime import resolve_device  # noqa: E402
 from zoo.datasets import load_dataset  # noqa: E402
+from zoo.errors import ZooError  # noqa: E402
 from zoo.forward import grouped_cnn_supported  # noqa: E402
 from zoo.training.build import make_build_plan, population_dataset, population_spec  # noqa: E402
 from zoo.training.population import train_population  # noqa: E402
@@ -139,10 +141,11 @@ def case_spec(case: tuple, models: int) -> tuple[PopulationSpec, object]:
 
 # ---------------------------------------------------------------------------------------- one at a time
 def train_one(spec: PopulationSpec, task, j: int, epochs: int | None = None) -> float:
-    """Train model j of ``spec`` in plain PyTorch exactly as the population does; returns its last test acc
-    (an INR's: its last PSNR)."""
+    """Train model j of ``spec`` in plain PyTorch exactly as the population does, on the device ``task``'s tensors
+    are on; returns its last test acc (an INR's: its last PSNR)."""
     model = _fresh(spec)
     model.load_state_dict(spec.init_states[j])
+    model.to(task.X_train.device)
     if spec.targets is not None:
         return _train_one_inr(spec, task, model, j, epochs)
     opt = torch.optim.SGD(
@@ -169,7 +172,7 @@ def train_one(spec: PopulationSpec, task, j: int, epochs: int | None = None) -> 
     for e in range(1, epochs + 1):
         perm = torch.randperm(n, generator=g)
         for s in range(steps):
-            idx = perm[s * b : (s + 1) * b]
+            idx = perm[s * b : (s + 1) * b].to(task.X_train.device)
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(task.X_train[idx]), task.y_train[idx]).backward()
             opt.step()
@@ -191,7 +194,7 @@ def _train_one_inr(spec: PopulationSpec, task, model: torch.nn.Module, j: int, e
         weight_decay=spec.weight_decays[j],
         **ADAM_KW,
     )
-    x, y = task.X_train, spec.targets[j]
+    x, y = task.X_train, spec.targets[j].to(task.X_train.device)
     steps = (spec.epochs if epochs is None else epochs) * max(len(x) // min(spec.batch_size, len(x)), 1)
     if spec.batch_size < len(x):
         raise SystemExit("the siren baseline fits full-batch, as the INR recipes do")
@@ -456,6 +459,56 @@ def run_case(
     return row
 
 
+# ---------------------------------------------------------------------------------------- on a GPU (issue 25, item 4)
+def on_device(task, device: torch.device):
+    """The case's dataset with its tensors on ``device``."""
+    return replace(
+        task,
+        X_train=task.X_train.to(device),
+        y_train=task.y_train.to(device),
+        X_test=task.X_test.to(device),
+        y_test=task.y_test.to(device),
+    )
+
+
+def run_case_device(name: str, case: tuple, models: int, sample: int, repeats: int, device: torch.device) -> dict:
+    """The population (Lightning's accelerator: ``PopulationSpec.device``) against one model at a time in plain torch
+    on the same device (a sample of models, scaled to N): seconds and models per second of each."""
+    spec, task = case_spec(case, models)
+    spec = replace(spec, device=str(device))
+    print(f"[{name}] {models} models on {device}", flush=True)
+    pop_s, pop_metric = population_seconds(spec, task, torch.get_num_threads(), repeats)
+    task_dev = on_device(task, device)
+    n = min(sample, models)
+    train_one(spec, task_dev, 0, epochs=1)  # warm-up: kernels' lazy init
+    t = time.perf_counter()
+    one_metric = torch.tensor([train_one(spec, task_dev, j) for j in range(n)], dtype=torch.float64)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    one_s = (time.perf_counter() - t) / n * models
+    row = {
+        "case": name,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "models": models,
+        "population_s": pop_s,
+        "population_models_per_s": models / pop_s,
+        "one_at_a_time_s_scaled": one_s,
+        "one_at_a_time_sample": n,
+        "one_at_a_time_models_per_s": models / one_s,
+        "speedup": one_s / pop_s,
+        "compared_metric": compared_metric(spec),
+        "mean_abs_metric_diff_on_sample": float((pop_metric[:n].double() - one_metric).abs().mean()),
+    }
+    print(
+        f"    population {pop_s:.2f} s ({row['population_models_per_s']:.0f} models/s); one at a time"
+        f" {one_s:.2f} s scaled from {n} ({row['one_at_a_time_models_per_s']:.1f} models/s): {row['speedup']:.1f}x;"
+        f" mean |{row['compared_metric']} diff| {row['mean_abs_metric_diff_on_sample']:.4f}",
+        flush=True,
+    )
+    return row
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {','.join(CASES)}")
@@ -464,7 +517,12 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="population timings per thread count (median)")
     ap.add_argument("--threads", default=None, help="thread counts tried on both sides, e.g. 1,2 (default: 1..cores)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 16 models, sample 2, 1 repeat")
-    ap.add_argument("--json", default="docs/bench-population.json")
+    ap.add_argument(
+        "--device",
+        default="cpu",
+        help="cuda | cuda:N: population vs one model at a time on that GPU (JSON: docs/bench-population-cuda.json)",
+    )
+    ap.add_argument("--json", default=None, help="default docs/bench-population.json (cpu), -cuda.json (a GPU)")
     a = ap.parse_args()
     names = a.cases.split(",")
     unknown = [n for n in names if n not in CASES]
@@ -472,6 +530,14 @@ def main() -> int:
         ap.error(f"unknown case {unknown[0]!r}; choose from {', '.join(CASES)}")
     models = 16 if a.quick else a.models
     sample, repeats = (2, 1) if a.quick else (a.sample, a.repeats)
+    if a.device != "cpu":
+        try:
+            device = resolve_device(a.device)
+        except ZooError as e:
+            raise SystemExit(f"bench/population.py: {e}") from None
+        rows = [run_case_device(n, CASES[n], models or CASES[n][-1], sample, repeats, device) for n in names]
+        write_json(a.json or "docs/bench-population-cuda.json", {"device": str(device), "cases": rows})
+        return 0
     load0 = os.getloadavg()[0]
     threads = [int(t) for t in a.threads.split(",")] if a.threads else list(range(1, cores() + 1))
     rates = {t: matmul_gflops(t) for t in threads}
@@ -501,10 +567,20 @@ def main() -> int:
         "matmul_gflops": rates,
         "cases": rows,
     }
-    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {a.json}; rerun: .venv/bin/python {cmd}")
+    write_json(a.json or "docs/bench-population.json", out)
     return 0
+
+
+def write_json(path: str, out: dict) -> None:
+    """Write this run's figures to ``path``, keeping the keys an earlier file holds that this run does not write
+    (other benches' figures recorded beside it, e.g. the cnn-zoo-mnist build estimate)."""
+    file = Path(path)
+    old = json.loads(file.read_text()) if file.exists() else {}
+    kept = {k: v for k, v in old.items() if k not in out} if isinstance(old, dict) else {}
+    cmd = "bench/population.py" + "".join(f" {x}" for x in sys.argv[1:])
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(json.dumps({"command": f".venv/bin/python {cmd}", **out, **kept}, indent=1) + "\n")
+    print(f"wrote {path}; rerun: .venv/bin/python {cmd}")
 
 
 if __name__ == "__main__":

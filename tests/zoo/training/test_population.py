@@ -257,3 +257,42 @@ def test_siren_training_forward_is_bit_for_bit_autograds():
     (g,) = torch.autograd.grad(out.sum(), [params["layers.0.weight"]], create_graph=True)
     with pytest.raises(RuntimeError):
         g.sum().backward()
+
+
+def _bench_population():
+    """bench/population.py as a module (it is a script beside the package, not part of it)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "bench" / "population.py"
+    spec = importlib.util.spec_from_file_location("bench_population", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_device_mode_times_the_population_and_one_at_a_time_on_one_device():
+    """The GPU mode of bench/population.py (issue 25 item 4), run on the CPU device: both sides train the same
+    models (metric within float32 rounding), and the row's rates follow from its seconds."""
+    bench = _bench_population()
+    row = bench.run_case_device("grok", bench.CASES["grok"], 4, 2, 1, torch.device("cpu"))
+    assert row["device"] == "cpu" and row["models"] == 4 and row["one_at_a_time_sample"] == 2
+    assert row["mean_abs_metric_diff_on_sample"] < 1e-3
+    assert row["population_models_per_s"] == 4 / row["population_s"]
+    assert row["speedup"] == row["one_at_a_time_s_scaled"] / row["population_s"] > 0
+
+
+def test_bench_device_cuda_without_a_gpu_is_a_one_line_error():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if torch.cuda.is_available():
+        import pytest
+
+        pytest.skip("a GPU is present: the bench would run")
+    root = Path(__file__).resolve().parents[3]
+    cmd = [sys.executable, "bench/population.py", "--device", "cuda", "--quick", "--json", "/dev/null"]
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert done.stderr.strip().count("\n") == 0 and "sees no CUDA GPU" in done.stderr
